@@ -1,0 +1,62 @@
+//! Command-line parsing and dispatch. Each command lives in its own file and stays thin:
+//! load inputs, call the domain module, print, map the outcome to an exit code.
+//!
+//! Exit codes (DESIGN.md §6): 0 clean, 1 input judged and found wanting, 2 usage,
+//! 3 the job could not be done.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::{self, LogFormat};
+
+/// Exit code: the input was judged and found wanting.
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit code: usage error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the job could not be done.
+pub const EXIT_FAILED: u8 = 3;
+
+/// berth — a declarative GitOps host agent for container hosts.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Node configuration file [default: /etc/berth/berth.toml]
+    #[arg(long, global = true, env = "BERTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State directory (overrides runtime.state_dir)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Run directory (overrides runtime.run_dir)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Output format shared by the commands that print data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    telemetry::init(cli.log_format);
+    match cli.command {}
+}

@@ -1,0 +1,1 @@
+//! berth's security policy engine (placeholder; see the policy issue).

@@ -1,0 +1,1 @@
+//! berth's spec model (placeholder; see the foundation issue).
