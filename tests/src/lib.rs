@@ -1,1 +1,129 @@
-//! Shared harness for the end-to-end suite: finds the built binaries and runs them in temp dirs.
+//! Shared harness for the end-to-end suite: finds the built binaries, runs them in
+//! throw-away directories, and checks prerequisites.
+//!
+//! Prerequisites: when `CI=true` a missing tool or fixture is a test failure (a panic
+//! naming it); elsewhere the test prints the reason and returns early.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+fn target_debug() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug")
+}
+
+/// The `berth` binary under test: `$BERTH_BIN`, else the workspace's `target/debug/berth`.
+pub fn berth_bin() -> PathBuf {
+    std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_debug().join("berth"))
+}
+
+/// The `berth-shim` binary under test: `$BERTH_SHIM_BIN`, else `target/debug/berth-shim`.
+pub fn shim_bin() -> PathBuf {
+    std::env::var_os("BERTH_SHIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_debug().join("berth-shim"))
+}
+
+/// True when running under CI, where a missing prerequisite must fail.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+/// Reports a missing prerequisite: panics under CI, else prints the reason.
+/// Returns `false` so callers can write `if !prereq(...) { return; }`.
+pub fn missing(what: &str) -> bool {
+    if in_ci() {
+        panic!("missing prerequisite under CI=true: {what}");
+    }
+    eprintln!("skipping: missing prerequisite: {what}");
+    false
+}
+
+/// Checks that each program is on PATH; see [`missing`].
+pub fn have_tools(tools: &[&str]) -> bool {
+    for tool in tools {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            return missing(&format!("`{tool}` not found on PATH"));
+        }
+    }
+    true
+}
+
+/// Checks that the test runs as root; see [`missing`].
+pub fn is_root() -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.as_deref() == Some("0") {
+        true
+    } else {
+        missing("root privileges")
+    }
+}
+
+/// The shared fixtures directory: `$BERTH_SHARED_FIXTURES`, else `../shared/fixtures`
+/// beside the repository. `None` (after [`missing`]) when it does not exist.
+pub fn shared_fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("BERTH_SHARED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        missing(&format!("shared fixtures at {}", dir.display()));
+        None
+    }
+}
+
+/// The result of one `berth` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A `berth` command with a clean environment for config discovery: `BERTH_CONFIG`
+/// is removed so a config installed on the machine never changes results.
+pub fn berth() -> Command {
+    let mut cmd = Command::new(berth_bin());
+    cmd.env_remove("BERTH_CONFIG");
+    cmd
+}
+
+/// Runs `berth ARGS` in `cwd` and captures its output.
+pub fn run_berth(cwd: &Path, args: &[&str]) -> Run {
+    let out = berth()
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", berth_bin().display()));
+    Run::from(out)
+}
