@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::{self, LogFormat};
 
+mod agent;
+mod config;
+mod validate;
+
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage error.
@@ -39,7 +43,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Parse and validate a spec tree (no root needed)
+    Validate(validate::ValidateArgs),
+    /// Run the GitOps agent; `--check` validates the node configuration
+    Agent(agent::AgentArgs),
+}
 
 /// Output format shared by the commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,5 +67,8 @@ pub fn main() -> ExitCode {
         }
     };
     telemetry::init(cli.log_format);
-    match cli.command {}
+    match &cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Agent(args) => agent::run(&cli, args),
+    }
 }
