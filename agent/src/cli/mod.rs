@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::{self, LogFormat};
 
+mod key;
+
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage error.
@@ -39,7 +41,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Manage signing keys (cosign-compatible ECDSA P-256)
+    Key(key::KeyArgs),
+}
 
 /// Output format shared by the commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,5 +63,7 @@ pub fn main() -> ExitCode {
         }
     };
     telemetry::init(cli.log_format);
-    match cli.command {}
+    match cli.command {
+        Command::Key(args) => key::run(args),
+    }
 }
