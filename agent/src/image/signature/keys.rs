@@ -222,7 +222,14 @@ pub fn write_key_pair(prefix: &Path, force: bool) -> Result<KeyPairPaths, Signat
     let private_pem = key.to_pkcs8_pem()?;
     let public_pem = key.public_key()?.to_pem()?;
     write_file(&paths.private_key, private_pem.as_bytes(), 0o600, force)?;
-    write_file(&paths.public_key, public_pem.as_bytes(), 0o644, force)?;
+    if let Err(e) = write_file(&paths.public_key, public_pem.as_bytes(), 0o644, force) {
+        // Leave no private key whose public half was never written (unless it replaced
+        // an older key, which is gone either way).
+        if !force {
+            let _ = std::fs::remove_file(&paths.private_key);
+        }
+        return Err(e);
+    }
     Ok(paths)
 }
 
@@ -315,6 +322,13 @@ mod tests {
         assert_eq!(key.to_pem().unwrap(), FIXTURE_PUB);
         assert!(key.fingerprint().starts_with("sha256:"));
         assert_eq!(key.fingerprint().len(), 7 + 64);
+    }
+
+    #[test]
+    fn public_key_with_crlf_line_endings() {
+        let crlf = FIXTURE_PUB.replace('\n', "\r\n");
+        let key = TrustedKey::from_pem("crlf.pub", &crlf).unwrap();
+        assert_eq!(key.to_pem().unwrap(), FIXTURE_PUB);
     }
 
     #[test]
