@@ -2,3 +2,4 @@
 //! components (registry, runc/crun, CNI, git). Each area has its own module.
 
 mod signature;
+mod validate;
