@@ -51,7 +51,11 @@ size = "16MiB"
         uid = 10000 + i,
         n = i % 20,
         port = 10000 + i,
-        dep = if i % PER_FILE == 0 { String::new() } else { format!("\"app-{}\"", i - 1) },
+        dep = if i % PER_FILE == 0 {
+            String::new()
+        } else {
+            format!("\"app-{}\"", i - 1)
+        },
         site = i % 7,
     );
     s
@@ -61,7 +65,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let mut net = String::new();
     for n in 0..20 {
-        let _ = writeln!(net, "[network.net-{n}]\nsubnet = \"10.{}.{n}.0/24\"\n[volume.data-{n}]\n", 90);
+        let _ = writeln!(
+            net,
+            "[network.net-{n}]\nsubnet = \"10.{}.{n}.0/24\"\n[volume.data-{n}]\n",
+            90
+        );
     }
     for f in 0..FILES - 1 {
         let sub = dir.path().join(format!("team-{}", f % 10));
@@ -71,7 +79,9 @@ fn main() {
     }
     // The last file holds the remaining containers so the total is exactly 1,000.
     // It also defines the shared networks and volumes.
-    let rest: String = ((FILES - 1) * PER_FILE..FILES * PER_FILE).map(container).collect();
+    let rest: String = ((FILES - 1) * PER_FILE..FILES * PER_FILE)
+        .map(container)
+        .collect();
     let rest = format!("{net}{rest}");
     std::fs::write(dir.path().join("last.toml"), rest).unwrap_or_else(|e| panic!("{e}"));
 
@@ -85,7 +95,11 @@ fn main() {
         let t1 = Instant::now();
         let checked = berth_spec::check(&tree, None);
         let t2 = Instant::now();
-        assert!(checked.errors.is_empty(), "generated tree must be valid: {:?}", &checked.errors[..checked.errors.len().min(3)]);
+        assert!(
+            checked.errors.is_empty(),
+            "generated tree must be valid: {:?}",
+            &checked.errors[..checked.errors.len().min(3)]
+        );
         summary = format!(
             "{} containers, {} networks, {} volumes in {} files",
             checked.state.containers.len(),

@@ -209,6 +209,26 @@ fn check<T>(
     }
 }
 
+/// An array of strings each parsed by `f`; a bad element is an error at that element.
+fn parsed_list<T>(
+    r: &Reader<'_, '_, '_>,
+    key: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
+    let Some((items, _)) = r.strings(key) else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (s, loc))| {
+            f(&s)
+                .map_err(|e| r.error(&loc, &format!("{key}[{i}]"), e))
+                .ok()
+        })
+        .collect()
+}
+
 fn list(r: &Reader<'_, '_, '_>, key: &str) -> Option<Vec<String>> {
     r.strings(key)
         .map(|(v, _)| v.into_iter().map(|(s, _)| s).collect())
@@ -268,33 +288,9 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
         })
         .unwrap_or_else(|| name.to_string());
 
-    let mut ports = Vec::new();
-    if let Some((items, _)) = r.strings("ports") {
-        for (i, (p, loc)) in items.into_iter().enumerate() {
-            match parse_port_spec(&p) {
-                Ok(spec) => ports.push(spec),
-                Err(e) => r.error(&loc, &format!("ports[{i}]"), e),
-            }
-        }
-    }
-    let mut devices = Vec::new();
-    if let Some((items, _)) = r.strings("devices") {
-        for (i, (d, loc)) in items.into_iter().enumerate() {
-            match parse_device(&d) {
-                Ok(dev) => devices.push(dev),
-                Err(e) => r.error(&loc, &format!("devices[{i}]"), e),
-            }
-        }
-    }
-    let mut extra_hosts = Vec::new();
-    if let Some((items, _)) = r.strings("extra_hosts") {
-        for (i, (h, loc)) in items.into_iter().enumerate() {
-            match parse_extra_host(&h) {
-                Ok(eh) => extra_hosts.push(eh),
-                Err(e) => r.error(&loc, &format!("extra_hosts[{i}]"), e),
-            }
-        }
-    }
+    let ports = parsed_list(&r, "ports", parse_port_spec);
+    let devices = parsed_list(&r, "devices", parse_device);
+    let extra_hosts = parsed_list(&r, "extra_hosts", parse_extra_host);
     let mut ulimits = BTreeMap::new();
     if let Some(map) = r.string_map("ulimits", false) {
         for (k, (v, loc)) in map {

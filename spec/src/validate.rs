@@ -17,16 +17,6 @@ pub(crate) fn assemble(
     diags: &mut Vec<Diagnostic>,
 ) -> DesiredState {
     let mut state = DesiredState::default();
-    let dup = |kind: Kind, name: &str, first: &Location, second: &Location| {
-        Diagnostic::new(
-            second,
-            format!(
-                "{kind} `{name}` is defined twice: first defined at {}:{}",
-                first.file, first.line
-            ),
-        )
-        .object(kind, name)
-    };
     // Files arrive sorted by path; objects within a file in key order, so sort by
     // location to make "first" mean first in file and line order.
     let mut all = FileObjects::default();
@@ -37,43 +27,65 @@ pub(crate) fn assemble(
         all.volumes.extend(objs.volumes);
         all.secrets.extend(objs.secrets);
     }
-    all.containers.sort_by(|a, b| a.origin.cmp(&b.origin));
-    all.networks.sort_by(|a, b| a.origin.cmp(&b.origin));
-    all.volumes.sort_by(|a, b| a.origin.cmp(&b.origin));
-    all.secrets.sort_by(|a, b| a.origin.cmp(&b.origin));
-    for c in all.containers {
-        match state.containers.get(&c.name) {
-            Some(first) => diags.push(dup(Kind::Container, &c.name, &first.origin, &c.origin)),
-            None => {
-                state.containers.insert(c.name.clone(), c);
-            }
-        }
-    }
-    for n in all.networks {
-        match state.networks.get(&n.name) {
-            Some(first) => diags.push(dup(Kind::Network, &n.name, &first.origin, &n.origin)),
-            None => {
-                state.networks.insert(n.name.clone(), n);
-            }
-        }
-    }
-    for v in all.volumes {
-        match state.volumes.get(&v.name) {
-            Some(first) => diags.push(dup(Kind::Volume, &v.name, &first.origin, &v.origin)),
-            None => {
-                state.volumes.insert(v.name.clone(), v);
-            }
-        }
-    }
-    for s in all.secrets {
-        match state.secrets.get(&s.name) {
-            Some(first) => diags.push(dup(Kind::Secret, &s.name, &first.origin, &s.origin)),
-            None => {
-                state.secrets.insert(s.name.clone(), s);
-            }
-        }
-    }
+    merge(
+        Kind::Container,
+        all.containers,
+        |c| (&c.name, &c.origin),
+        &mut state.containers,
+        diags,
+    );
+    merge(
+        Kind::Network,
+        all.networks,
+        |n| (&n.name, &n.origin),
+        &mut state.networks,
+        diags,
+    );
+    merge(
+        Kind::Volume,
+        all.volumes,
+        |v| (&v.name, &v.origin),
+        &mut state.volumes,
+        diags,
+    );
+    merge(
+        Kind::Secret,
+        all.secrets,
+        |s| (&s.name, &s.origin),
+        &mut state.secrets,
+        diags,
+    );
     state
+}
+
+/// Inserts objects by name in location order; a second definition is an error at the
+/// second one, naming the first.
+fn merge<T>(
+    kind: Kind,
+    mut items: Vec<T>,
+    id: impl Fn(&T) -> (&String, &Location),
+    into: &mut BTreeMap<String, T>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    items.sort_by(|a, b| id(a).1.cmp(id(b).1));
+    for item in items {
+        let (name, origin) = id(&item);
+        if let Some(first) = into.get(name) {
+            let first = id(first).1;
+            diags.push(
+                Diagnostic::new(
+                    origin,
+                    format!(
+                        "{kind} `{name}` is defined twice: first defined at {}:{}",
+                        first.file, first.line
+                    ),
+                )
+                .object(kind, name),
+            );
+        } else {
+            into.insert(name.clone(), item);
+        }
+    }
 }
 
 fn err(c: &Container, key: &str, message: impl Into<String>) -> Diagnostic {

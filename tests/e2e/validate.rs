@@ -20,7 +20,10 @@ fn every_example_validates() {
         r.stdout.trim(),
         "ok: 3 containers, 1 network, 1 volume, 1 secret in 1 file"
     );
-    let r = run_berth(&root, &["agent", "--config", "examples/node.toml", "--check"]);
+    let r = run_berth(
+        &root,
+        &["agent", "--config", "examples/node.toml", "--check"],
+    );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }
 
@@ -29,15 +32,34 @@ fn node_targeting_counts_only_the_nodes_containers() {
     let root = workspace_root();
     let r = run_berth(
         &root,
-        &["validate", "examples/fleet", "--node", "edge-7", "--label", "site=paris", "--format", "json"],
+        &[
+            "validate",
+            "examples/fleet",
+            "--node",
+            "edge-7",
+            "--label",
+            "site=paris",
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(v["ok"], true);
-    assert_eq!(v["containers"], serde_json::json!(["collector-paris", "heartbeat"]));
+    assert_eq!(
+        v["containers"],
+        serde_json::json!(["collector-paris", "heartbeat"])
+    );
     let r = run_berth(
         &root,
-        &["validate", "examples/fleet", "--node", "lab-1", "--label", "arch=arm64"],
+        &[
+            "validate",
+            "examples/fleet",
+            "--node",
+            "lab-1",
+            "--label",
+            "arch=arm64",
+        ],
     );
     assert_eq!(
         r.stdout,
@@ -62,8 +84,13 @@ fn typos_in(dir: &Path, rel: &str, args: &dyn Fn(&Path) -> Vec<String>) -> usize
     let mut tried = 0;
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
-        let Some((key, _)) = trimmed.split_once(" =") else { continue };
-        if trimmed.starts_with('#') || trimmed.starts_with('[') || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        let Some((key, _)) = trimmed.split_once(" =") else {
+            continue;
+        };
+        if trimmed.starts_with('#')
+            || trimmed.starts_with('[')
+            || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
             continue;
         }
         let Some(bad) = typo(key) else { continue };
@@ -79,14 +106,28 @@ fn typos_in(dir: &Path, rel: &str, args: &dyn Fn(&Path) -> Vec<String>) -> usize
         let argv = args(copy.path());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let r = run_berth(copy.path(), &argv);
-        assert_eq!(r.code, 1, "typo `{bad}` in {rel}:{} not rejected: {}{}", n + 1, r.stdout, r.stderr);
+        assert_eq!(
+            r.code,
+            1,
+            "typo `{bad}` in {rel}:{} not rejected: {}{}",
+            n + 1,
+            r.stdout,
+            r.stderr
+        );
         let located = format!("{rel}:{}:{col}: error: ", n + 1);
         let suggestion = "unknown key `";
         // The node configuration is named by the path given on the command line.
-        let line_out = r.stdout.lines().find(|l| l.starts_with(&located) || l.contains(&format!("/{located}"))).unwrap_or_else(|| {
-            panic!("no error at {located} for typo `{bad}`; got:\n{}", r.stdout)
-        });
-        assert!(line_out.contains(suggestion) && line_out.contains(&format!("did you mean `{key}`?")), "{line_out}");
+        let line_out = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&located) || l.contains(&format!("/{located}")))
+            .unwrap_or_else(|| {
+                panic!("no error at {located} for typo `{bad}`; got:\n{}", r.stdout)
+            });
+        assert!(
+            line_out.contains(suggestion) && line_out.contains(&format!("did you mean `{key}`?")),
+            "{line_out}"
+        );
         tried += 1;
     }
     tried
@@ -112,7 +153,11 @@ fn a_typo_in_any_example_key_is_located_with_a_suggestion() {
     for ex in EXAMPLES {
         let dir = root.join("examples").join(ex);
         for entry in std::fs::read_dir(&dir).expect("examples") {
-            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             if name.ends_with(".toml") {
                 tried += typos_in(&dir, &name, &|_| vec!["validate".into(), ".".into()]);
             }
@@ -120,9 +165,18 @@ fn a_typo_in_any_example_key_is_located_with_a_suggestion() {
     }
     // The node configuration goes through `berth agent --check`.
     let node_dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(root.join("examples/node.toml"), node_dir.path().join("node.toml")).expect("copy");
+    std::fs::copy(
+        root.join("examples/node.toml"),
+        node_dir.path().join("node.toml"),
+    )
+    .expect("copy");
     tried += typos_in(node_dir.path(), "node.toml", &|d| {
-        vec!["agent".into(), "--config".into(), d.join("node.toml").display().to_string(), "--check".into()]
+        vec![
+            "agent".into(),
+            "--config".into(),
+            d.join("node.toml").display().to_string(),
+            "--check".into(),
+        ]
     });
     assert!(tried > 80, "only {tried} keys were tried");
 }
@@ -130,9 +184,19 @@ fn a_typo_in_any_example_key_is_located_with_a_suggestion() {
 #[test]
 fn exit_codes() {
     let root = workspace_root();
-    assert_eq!(run_berth(&root, &["validate", "/nonexistent/berth"]).code, 3);
+    assert_eq!(
+        run_berth(&root, &["validate", "/nonexistent/berth"]).code,
+        3
+    );
     assert_eq!(run_berth(&root, &["validate", "--format", "yaml"]).code, 2);
-    assert_eq!(run_berth(&root, &["agent", "--config", "/nonexistent.toml", "--check"]).code, 3);
+    assert_eq!(
+        run_berth(
+            &root,
+            &["agent", "--config", "/nonexistent.toml", "--check"]
+        )
+        .code,
+        3
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("a.toml"), "[container.web]\nimage = 5\n").expect("write");
     let r = run_berth(dir.path(), &["validate", "--format", "json"]);

@@ -13,8 +13,8 @@ use crate::telemetry::{self, LogFormat};
 
 mod agent;
 mod config;
-mod validate;
 mod key;
+mod validate;
 
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
