@@ -1,5 +1,7 @@
 //! The end-to-end suite: one test binary driving the built `berth` against real
 //! components (registry, runc/crun, CNI, git). Each area has its own module.
+//! The whole binary is test code: helpers may panic on broken prerequisites.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod signature;
 mod validate;
