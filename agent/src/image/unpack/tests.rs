@@ -42,7 +42,7 @@ impl Sandbox {
 }
 
 /// Builds tar archives with raw names, which `tar::Builder`'s path setters refuse.
-pub(super) struct Tar(tar::Builder<Vec<u8>>);
+pub(super) struct Tar(pub(super) tar::Builder<Vec<u8>>);
 
 impl Tar {
     pub(super) fn new() -> Self {
