@@ -79,7 +79,10 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    pub(crate) fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+    pub(crate) fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), UnpackError> {
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             return Ok(());
@@ -174,27 +177,34 @@ impl<'a> Applier<'a> {
         meta: &Meta,
     ) -> Result<(), UnpackError> {
         self.clear_slot(parent, name, false, path)?;
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
             .map_err(|e| self.fs_err("create file", path, e))?;
         let mut file = File::from(fd);
         let mut written: u64 = 0;
         loop {
-            let n = entry.read(&mut self.buf).map_err(|e| self.archive_err(path, e))?;
+            let n = entry
+                .read(&mut self.buf)
+                .map_err(|e| self.archive_err(path, e))?;
             if n == 0 {
                 break;
             }
-            file.write_all(&self.buf[..n]).map_err(|e| UnpackError::Fs {
-                layer: self.layer.to_owned(),
-                op: "write file",
-                path: path.display(),
-                source: e,
-            })?;
+            file.write_all(&self.buf[..n])
+                .map_err(|e| UnpackError::Fs {
+                    layer: self.layer.to_owned(),
+                    op: "write file",
+                    path: path.display(),
+                    source: e,
+                })?;
             written += n as u64;
         }
         if written != entry.size() {
             let msg = format!("file data truncated: {written} of {} bytes", entry.size());
-            return Err(self.archive_err(path, std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg)));
+            return Err(self.archive_err(
+                path,
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg),
+            ));
         }
         meta.apply_fd(file.as_fd(), true)
             .map_err(|(op, e)| self.fs_err(op, path, e))
@@ -211,19 +221,30 @@ impl<'a> Applier<'a> {
             rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
                 .map_err(|e| self.fs_err("create directory", path, e))?;
         }
-        let fd: OwnedFd = rustix::fs::openat(parent, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
-            .map_err(|e| self.fs_err("open directory", path, e))?;
+        let fd: OwnedFd =
+            rustix::fs::openat(parent, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+                .map_err(|e| self.fs_err("open directory", path, e))?;
         meta.apply_fd(fd.as_fd(), false)
             .map_err(|(op, e)| self.fs_err(op, path, e))?;
         self.dir_times.push((path.clone(), meta.mtime));
         Ok(())
     }
 
-    fn link_target<R: Read>(&self, entry: &tar::Entry<'_, R>, path: &EntryPath) -> Result<Vec<u8>, UnpackError> {
-        let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+    fn link_target<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        path: &EntryPath,
+    ) -> Result<Vec<u8>, UnpackError> {
+        let target = entry
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
         self.check_len(&target)?;
         if target.is_empty() {
-            return Err(self.archive_err(path, std::io::Error::new(std::io::ErrorKind::InvalidData, "link without a target")));
+            return Err(self.archive_err(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "link without a target"),
+            ));
         }
         Ok(target)
     }
@@ -269,7 +290,9 @@ impl<'a> Applier<'a> {
             Err(Errno::NOENT | Errno::NOTDIR) => return Err(bad("target does not exist")),
             Err(e) => return Err(self.fs_err("resolve hard link target of", path, e)),
         };
-        match root::type_at(tdir.as_fd(), tname).map_err(|e| self.fs_err("inspect hard link target of", path, e))? {
+        match root::type_at(tdir.as_fd(), tname)
+            .map_err(|e| self.fs_err("inspect hard link target of", path, e))?
+        {
             None => return Err(bad("target does not exist")),
             Some(FileType::Directory) => return Err(bad("target is a directory")),
             Some(_) => {}
@@ -297,9 +320,19 @@ impl<'a> Applier<'a> {
             }
             _ => {
                 let h = entry.header();
-                let major = h.device_major().map_err(|e| self.archive_err(path, e))?.unwrap_or(0);
-                let minor = h.device_minor().map_err(|e| self.archive_err(path, e))?.unwrap_or(0);
-                let ft = if kind == EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                let major = h
+                    .device_major()
+                    .map_err(|e| self.archive_err(path, e))?
+                    .unwrap_or(0);
+                let minor = h
+                    .device_minor()
+                    .map_err(|e| self.archive_err(path, e))?
+                    .unwrap_or(0);
+                let ft = if kind == EntryType::Char {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
                 (ft, rustix::fs::makedev(major, minor))
             }
         };
@@ -315,7 +348,9 @@ impl<'a> Applier<'a> {
         for (path, mtime) in self.dir_times.iter().rev() {
             let Some(name) = path.name() else { continue };
             // A later entry may have removed the directory or its parent.
-            let Ok(parent) = self.root.open_dir(path.parent()) else { continue };
+            let Ok(parent) = self.root.open_dir(path.parent()) else {
+                continue;
+            };
             match meta::set_dir_times(parent.as_fd(), name, *mtime) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(self.fs_err("set times of", path, e)),

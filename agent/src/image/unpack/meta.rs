@@ -96,7 +96,10 @@ impl Meta {
         rustix::fs::fchown(fd, u, g).map_err(|e| ("chown", e))?;
         rustix::fs::fchmod(fd, Mode::from_raw_mode(self.mode)).map_err(|e| ("chmod", e))?;
         for (name, value) in &self.xattrs {
-            tolerate(rustix::fs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty()), name)?;
+            tolerate(
+                rustix::fs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty()),
+                name,
+            )?;
         }
         if times {
             rustix::fs::futimens(fd, &self.times()).map_err(|e| ("set times of", e))?;
@@ -179,7 +182,7 @@ fn parse_pax_time(s: &str) -> Option<Timespec> {
     if tv_sec < 0 {
         tv_nsec = -tv_nsec;
     }
-    Some(Timespec { tv_sec, tv_nsec }).map(normalise)
+    Some(normalise(Timespec { tv_sec, tv_nsec }))
 }
 
 fn normalise(t: Timespec) -> Timespec {
@@ -194,6 +197,7 @@ fn normalise(t: Timespec) -> Timespec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -27,13 +27,19 @@ mod meta;
 mod path;
 mod root;
 mod stream;
-mod whiteout;
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_meta;
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_snapshot;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_umoci;
+mod whiteout;
 
 use std::io::{self, Read};
 use std::path::Path;

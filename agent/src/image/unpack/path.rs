@@ -136,6 +136,7 @@ pub(crate) fn classify(name: &[u8]) -> Whiteout<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -94,7 +94,12 @@ impl Root {
                         Err(Errno::EXIST) => return Err(Errno::NOENT),
                         Err(e) => return Err(e),
                     }
-                    rustix::fs::openat(&cur, &comps[i], DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?
+                    rustix::fs::openat(
+                        &cur,
+                        &comps[i],
+                        DIR_FLAGS | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )?
                 }
                 Err(e) => return Err(e),
             };
@@ -194,6 +199,7 @@ fn remove_rec(dir: BorrowedFd<'_>, name: &[u8], depth: usize) -> Result<(), Errn
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
@@ -241,7 +247,12 @@ mod tests {
             assert!(root.join("new/deep/dir").is_dir());
             std::fs::remove_dir_all(root.join("new")).unwrap();
         }
-        assert!(std::fs::read_dir(tmp.path().join("outside")).unwrap().next().is_none());
+        assert!(
+            std::fs::read_dir(tmp.path().join("outside"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use super::error::LimitKind;
 use super::Limits;
+use super::error::LimitKind;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,12 +144,7 @@ impl<'a> LayerStream<'a> {
                 let mut prefix = Vec::with_capacity(4);
                 (&mut counted).take(4).read_to_end(&mut prefix)?;
                 let c = Compression::sniff(&prefix);
-                return Ok(Self::wrap(
-                    io::Cursor::new(prefix).chain(counted),
-                    c,
-                    limits,
-                    meter,
-                )?);
+                return Self::wrap(io::Cursor::new(prefix).chain(counted), c, limits, meter);
             }
         };
         Self::wrap(counted, compression, limits, meter)
@@ -218,18 +213,25 @@ impl Read for LayerStream<'_> {
         self.meter.uncompressed.set(total);
         if let Some((kind, max)) = self.check(total) {
             self.meter.hit.set(Some(kind));
-            return Err(io::Error::other(format!("limit {kind} exceeded (limit {max})")));
+            return Err(io::Error::other(format!(
+                "limit {kind} exceeded (limit {max})"
+            )));
         }
         Ok(n)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::io::Write;
 
-    fn read_all(blob: &[u8], media_type: &str, limits: Limits) -> (io::Result<Vec<u8>>, Rc<Meter>, String) {
+    fn read_all(
+        blob: &[u8],
+        media_type: &str,
+        limits: Limits,
+    ) -> (io::Result<Vec<u8>>, Rc<Meter>, String) {
         let meter = Rc::new(Meter::default());
         let mut s = LayerStream::open(blob, media_type, limits, meter.clone()).unwrap();
         let mut out = Vec::new();
@@ -243,9 +245,15 @@ mod tests {
             Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
             Some(Compression::Gzip)
         );
-        assert_eq!(Compression::from_media_type("application/octet-stream"), None);
+        assert_eq!(
+            Compression::from_media_type("application/octet-stream"),
+            None
+        );
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
         assert_eq!(Compression::sniff(b""), Compression::None);
     }

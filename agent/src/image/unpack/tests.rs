@@ -66,7 +66,10 @@ impl Tar {
         self
     }
     pub(super) fn file(self, name: &str, data: &[u8]) -> Self {
-        self.add(Self::header(name, EntryType::Regular, 0o644, data.len() as u64), data)
+        self.add(
+            Self::header(name, EntryType::Regular, 0o644, data.len() as u64),
+            data,
+        )
     }
     pub(super) fn dir(self, name: &str) -> Self {
         self.add(Self::header(name, EntryType::Directory, 0o755, 0), b"")
@@ -96,16 +99,31 @@ pub(super) fn opts(mode: WhiteoutMode, resolver: Resolver) -> UnpackOptions {
     }
 }
 
-pub(super) fn unpack(tar: &[u8], dest: &Path, opts: &UnpackOptions) -> Result<LayerStats, UnpackError> {
-    unpack_layer("sha256:test", "application/vnd.oci.image.layer.v1.tar", tar, dest, opts)
+pub(super) fn unpack(
+    tar: &[u8],
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<LayerStats, UnpackError> {
+    unpack_layer(
+        "sha256:test",
+        "application/vnd.oci.image.layer.v1.tar",
+        tar,
+        dest,
+        opts,
+    )
 }
 
 /// Root is needed for chown, mknod and trusted.* xattrs. Outside CI a non-root run
 /// skips with a reason; in CI (CI=true) it fails.
 pub(super) fn have_root(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     if !root {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root in CI");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} needs root in CI"
+        );
         eprintln!("skipping {test}: needs root");
     }
     root
@@ -128,9 +146,15 @@ fn dotdot_names_are_refused() {
     for r in RESOLVERS {
         let sb = Sandbox::new();
         let tar = Tar::new().file("ok", b"1").file("../escape", b"x").finish();
-        assert_unsafe(unpack(&tar, &sb.root(), &opts(WhiteoutMode::Flatten, r)), "'..' component");
+        assert_unsafe(
+            unpack(&tar, &sb.root(), &opts(WhiteoutMode::Flatten, r)),
+            "'..' component",
+        );
         let tar = Tar::new().file("a/../../outside/escape", b"x").finish();
-        assert_unsafe(unpack(&tar, &sb.root(), &opts(WhiteoutMode::Snapshot, r)), "'..' component");
+        assert_unsafe(
+            unpack(&tar, &sb.root(), &opts(WhiteoutMode::Snapshot, r)),
+            "'..' component",
+        );
         sb.assert_host_untouched(&[]);
     }
 }
@@ -140,7 +164,10 @@ fn absolute_names_are_refused() {
     let sb = Sandbox::new();
     let target = format!("{}/abs", sb.outside().display());
     let tar = Tar::new().file(&target, b"x").finish();
-    assert_unsafe(unpack(&tar, &sb.root(), &UnpackOptions::default()), "absolute path");
+    assert_unsafe(
+        unpack(&tar, &sb.root(), &UnpackOptions::default()),
+        "absolute path",
+    );
     sb.assert_host_untouched(&[]);
 }
 
@@ -149,7 +176,10 @@ fn absolute_symlink_out_then_write_through_it() {
     for r in RESOLVERS {
         let sb = Sandbox::new();
         let out = sb.outside().display().to_string();
-        let tar = Tar::new().symlink("evil", &out).file("evil/file", b"x").finish();
+        let tar = Tar::new()
+            .symlink("evil", &out)
+            .file("evil/file", b"x")
+            .finish();
         let err = unpack(&tar, &sb.root(), &opts(WhiteoutMode::Flatten, r)).unwrap_err();
         assert!(
             matches!(&err, UnpackError::Fs { op: "create parent directory of", path, .. } if path == "evil/file"),
@@ -157,7 +187,10 @@ fn absolute_symlink_out_then_write_through_it() {
         );
         sb.assert_host_untouched(&[]);
         // The symlink itself is kept verbatim: it only ever resolves inside the root.
-        assert_eq!(std::fs::read_link(sb.root().join("evil")).unwrap(), sb.outside());
+        assert_eq!(
+            std::fs::read_link(sb.root().join("evil")).unwrap(),
+            sb.outside()
+        );
     }
 }
 
@@ -175,7 +208,10 @@ fn symlinks_are_followed_only_inside_the_root() {
             .file("up/y", b"3")
             .finish();
         let err = unpack(&tar, &sb.root(), &opts(WhiteoutMode::Flatten, r)).unwrap_err();
-        assert!(matches!(&err, UnpackError::Fs { path, .. } if path == "up/y"), "{err:?}");
+        assert!(
+            matches!(&err, UnpackError::Fs { path, .. } if path == "up/y"),
+            "{err:?}"
+        );
         assert_eq!(std::fs::read(sb.root().join("usr/via-abs")).unwrap(), b"1");
         // `a -> ../../..` is the root itself: `a/x` is `/x` inside it.
         assert_eq!(std::fs::read(sb.root().join("x")).unwrap(), b"2");
@@ -195,8 +231,15 @@ fn symlink_replacing_a_directory_mid_archive() {
             .file("d/file", b"x")
             .finish();
         let err = unpack(&tar, &sb.root(), &opts(WhiteoutMode::Snapshot, r)).unwrap_err();
-        assert!(matches!(&err, UnpackError::Fs { path, .. } if path == "d/file"), "{err:?}");
-        assert!(std::fs::symlink_metadata(sb.root().join("d")).unwrap().is_symlink());
+        assert!(
+            matches!(&err, UnpackError::Fs { path, .. } if path == "d/file"),
+            "{err:?}"
+        );
+        assert!(
+            std::fs::symlink_metadata(sb.root().join("d"))
+                .unwrap()
+                .is_symlink()
+        );
         sb.assert_host_untouched(&[]);
     }
 }
@@ -214,9 +257,14 @@ fn hardlinks_cannot_reach_outside() {
             ("missing", "target does not exist"),
         ];
         for (target, reason) in cases {
-            let tar = Tar::new().symlink("lnk", &out).hardlink("h", target).finish();
+            let tar = Tar::new()
+                .symlink("lnk", &out)
+                .hardlink("h", target)
+                .finish();
             match unpack(&tar, &sb.root(), &opts(WhiteoutMode::Flatten, r)) {
-                Err(UnpackError::BadHardlink { reason: got, .. }) => assert_eq!(got, reason, "{target}"),
+                Err(UnpackError::BadHardlink { reason: got, .. }) => {
+                    assert_eq!(got, reason, "{target}")
+                }
                 other => panic!("{target}: {other:?}"),
             }
             assert!(!sb.root().join("h").exists());
@@ -224,9 +272,17 @@ fn hardlinks_cannot_reach_outside() {
         let tar = Tar::new().dir("dir").hardlink("h", "dir").finish();
         assert!(matches!(
             unpack(&tar, &sb.root(), &opts(WhiteoutMode::Flatten, r)),
-            Err(UnpackError::BadHardlink { reason: "target is a directory", .. })
+            Err(UnpackError::BadHardlink {
+                reason: "target is a directory",
+                ..
+            })
         ));
-        assert_eq!(std::fs::metadata(sb.outside().join("secret")).unwrap().nlink(), 1);
+        assert_eq!(
+            std::fs::metadata(sb.outside().join("secret"))
+                .unwrap()
+                .nlink(),
+            1
+        );
         sb.assert_host_untouched(&["secret"]);
     }
 }
@@ -266,9 +322,26 @@ fn decompression_bomb_is_stopped_and_named() {
     o.limits.max_ratio = 100;
     o.limits.ratio_grace_bytes = 1 << 20;
     let err = unpack_layer("sha256:bomb", gz, &bomb[..], &sb.root(), &o).unwrap_err();
-    assert!(matches!(err, UnpackError::Limit { limit: LimitKind::Ratio, max: 100, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            UnpackError::Limit {
+                limit: LimitKind::Ratio,
+                max: 100,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // With the defaults the same layer is fine.
-    let stats = unpack_layer("sha256:bomb", gz, &bomb[..], &sb.root(), &UnpackOptions::default()).unwrap();
+    let stats = unpack_layer(
+        "sha256:bomb",
+        gz,
+        &bomb[..],
+        &sb.root(),
+        &UnpackOptions::default(),
+    )
+    .unwrap();
     assert_eq!(stats.compression, Compression::Gzip);
     assert!(stats.uncompressed_bytes > 8 << 20);
 }
@@ -283,7 +356,16 @@ fn entry_path_and_header_limits() {
     let mut o = UnpackOptions::default();
     o.limits.max_entries = 5;
     let err = unpack(&t.finish(), &sb.root(), &o).unwrap_err();
-    assert!(matches!(err, UnpackError::Limit { limit: LimitKind::Entries, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            UnpackError::Limit {
+                limit: LimitKind::Entries,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // A long name goes through a GNU long-name record.
     let mut b = tar::Builder::new(Vec::new());
@@ -294,21 +376,40 @@ fn entry_path_and_header_limits() {
     let mut o = UnpackOptions::default();
     o.limits.max_path_len = 100;
     let err = unpack(&tar, &sb.root(), &o).unwrap_err();
-    assert!(matches!(err, UnpackError::Limit { limit: LimitKind::PathLength, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            UnpackError::Limit {
+                limit: LimitKind::PathLength,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     unpack(&tar, &sb.root(), &UnpackOptions::default()).unwrap();
     assert!(sb.root().join(&long).is_file());
 
     // A PAX record held in memory, larger than allowed.
     let mut b = tar::Builder::new(Vec::new());
     let big = vec![b'v'; 256 << 10];
-    b.append_pax_extensions([("SCHILY.xattr.user.big", &big[..])]).unwrap();
+    b.append_pax_extensions([("SCHILY.xattr.user.big", &big[..])])
+        .unwrap();
     let mut h = Tar::header("", EntryType::Regular, 0o644, 0);
     b.append_data(&mut h, "f", &b""[..]).unwrap();
     let tar = b.into_inner().unwrap();
     let mut o = UnpackOptions::default();
     o.limits.max_header_bytes = 64 << 10;
     let err = unpack(&tar, &sb.root(), &o).unwrap_err();
-    assert!(matches!(err, UnpackError::Limit { limit: LimitKind::HeaderBytes, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            UnpackError::Limit {
+                limit: LimitKind::HeaderBytes,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -319,25 +420,48 @@ fn sha256_hex(data: &[u8]) -> String {
 
 #[test]
 fn diff_id_is_the_uncompressed_digest_for_every_compression() {
-    let tar = Tar::new().dir("etc").file("etc/hostname", b"berth\n").finish();
+    let tar = Tar::new()
+        .dir("etc")
+        .file("etc/hostname", b"berth\n")
+        .finish();
     let want = format!("sha256:{}", sha256_hex(&tar));
     let zst = zstd::encode_all(&tar[..], 3).unwrap();
     let gz = gzip(&tar);
     let cases: [(&str, &[u8], Compression); 5] = [
-        ("application/vnd.oci.image.layer.v1.tar", &tar, Compression::None),
-        ("application/vnd.oci.image.layer.v1.tar+gzip", &gz, Compression::Gzip),
-        ("application/vnd.docker.image.rootfs.diff.tar.gzip", &gz, Compression::Gzip),
-        ("application/vnd.oci.image.layer.v1.tar+zstd", &zst, Compression::Zstd),
+        (
+            "application/vnd.oci.image.layer.v1.tar",
+            &tar,
+            Compression::None,
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &gz,
+            Compression::Gzip,
+        ),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            &gz,
+            Compression::Gzip,
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            &zst,
+            Compression::Zstd,
+        ),
         ("", &zst, Compression::Zstd),
     ];
     for (mt, blob, c) in cases {
         let sb = Sandbox::new();
-        let stats = unpack_layer("sha256:x", mt, blob, &sb.root(), &UnpackOptions::default()).unwrap();
+        let stats =
+            unpack_layer("sha256:x", mt, blob, &sb.root(), &UnpackOptions::default()).unwrap();
         assert_eq!(stats.diff_id, want, "{mt}");
         assert_eq!(stats.compression, c);
         assert_eq!(stats.entries, 2);
         assert_eq!(stats.compressed_bytes, blob.len() as u64);
-        assert_eq!(std::fs::read(sb.root().join("etc/hostname")).unwrap(), b"berth\n");
+        assert_eq!(
+            std::fs::read(sb.root().join("etc/hostname")).unwrap(),
+            b"berth\n"
+        );
         verify_diff_id("sha256:x", &stats, &want).unwrap();
         assert!(matches!(
             verify_diff_id("sha256:x", &stats, "sha256:00"),

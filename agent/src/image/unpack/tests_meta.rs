@@ -29,7 +29,10 @@ fn metadata_is_restored_as_containerd_does() {
         return;
     }
     let sb = Sandbox::new();
-    let mut t = Tar::new().add(owned(Tar::header("srv", EntryType::Directory, 0o1777, 0), 42, 43), b"");
+    let mut t = Tar::new().add(
+        owned(Tar::header("srv", EntryType::Directory, 0o1777, 0), 42, 43),
+        b"",
+    );
     // PAX records describe the next entry only.
     t.0.append_pax_extensions([
         ("SCHILY.xattr.user.berth", &b"hello"[..]),
@@ -38,8 +41,18 @@ fn metadata_is_restored_as_containerd_does() {
     ])
     .unwrap();
     let tar = t
-        .add(owned(Tar::header("srv/suid", EntryType::Regular, 0o4755, 3), 1234, 5678), b"abc")
-        .add(owned(Tar::header("srv/sgid", EntryType::Regular, 0o2711, 0), 7, 7), b"")
+        .add(
+            owned(
+                Tar::header("srv/suid", EntryType::Regular, 0o4755, 3),
+                1234,
+                5678,
+            ),
+            b"abc",
+        )
+        .add(
+            owned(Tar::header("srv/sgid", EntryType::Regular, 0o2711, 0), 7, 7),
+            b"",
+        )
         .hardlink("srv/hard", "srv/suid")
         .symlink("srv/sym", "../etc/target")
         .add(
@@ -60,7 +73,10 @@ fn metadata_is_restored_as_containerd_does() {
             },
             b"",
         )
-        .add(owned(Tar::header("run/fifo", EntryType::Fifo, 0o620, 0), 5, 6), b"")
+        .add(
+            owned(Tar::header("run/fifo", EntryType::Fifo, 0o620, 0), 5, 6),
+            b"",
+        )
         .finish();
     let stats = unpack(&tar, &sb.root(), &UnpackOptions::default()).unwrap();
     assert_eq!(stats.entries, 8);
@@ -69,15 +85,27 @@ fn metadata_is_restored_as_containerd_does() {
 
     let srv = m("srv");
     assert!(srv.is_dir());
-    assert_eq!((srv.mode() & 0o7777, srv.uid(), srv.gid()), (0o1777, 42, 43));
+    assert_eq!(
+        (srv.mode() & 0o7777, srv.uid(), srv.gid()),
+        (0o1777, 42, 43)
+    );
     // The directory's mtime is set after its children were written.
     assert_eq!(srv.mtime(), 1_600_000_000);
 
     let suid = m("srv/suid");
-    assert_eq!((suid.mode() & 0o7777, suid.uid(), suid.gid()), (0o4755, 1234, 5678));
+    assert_eq!(
+        (suid.mode() & 0o7777, suid.uid(), suid.gid()),
+        (0o4755, 1234, 5678)
+    );
     assert_eq!(std::fs::read(r.join("srv/suid")).unwrap(), b"abc");
-    assert_eq!((suid.mtime(), suid.mtime_nsec()), (1_500_000_000, 250_000_000));
-    assert_eq!(xattr(&r.join("srv/suid"), "user.berth").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        (suid.mtime(), suid.mtime_nsec()),
+        (1_500_000_000, 250_000_000)
+    );
+    assert_eq!(
+        xattr(&r.join("srv/suid"), "user.berth").as_deref(),
+        Some(&b"hello"[..])
+    );
     assert_eq!(xattr(&r.join("srv/suid"), "trusted.overlay.opaque"), None);
     let sgid = m("srv/sgid");
     assert_eq!((sgid.mode() & 0o7777, sgid.uid()), (0o2711, 7));
@@ -86,7 +114,10 @@ fn metadata_is_restored_as_containerd_does() {
     assert_eq!((hard.ino(), hard.nlink()), (suid.ino(), 2));
 
     assert!(m("srv/sym").file_type().is_symlink());
-    assert_eq!(std::fs::read_link(r.join("srv/sym")).unwrap(), Path::new("../etc/target"));
+    assert_eq!(
+        std::fs::read_link(r.join("srv/sym")).unwrap(),
+        Path::new("../etc/target")
+    );
 
     let null = m("dev/null");
     assert!(null.file_type().is_char_device());
@@ -94,10 +125,16 @@ fn metadata_is_restored_as_containerd_does() {
     assert_eq!(null.mode() & 0o7777, 0o666);
     let lp = m("dev/loop0");
     assert!(lp.file_type().is_block_device());
-    assert_eq!((rustix::fs::major(lp.rdev()), rustix::fs::minor(lp.rdev())), (7, 0));
+    assert_eq!(
+        (rustix::fs::major(lp.rdev()), rustix::fs::minor(lp.rdev())),
+        (7, 0)
+    );
     let fifo = m("run/fifo");
     assert!(fifo.file_type().is_fifo());
-    assert_eq!((fifo.mode() & 0o7777, fifo.uid(), fifo.gid()), (0o620, 5, 6));
+    assert_eq!(
+        (fifo.mode() & 0o7777, fifo.uid(), fifo.gid()),
+        (0o620, 5, 6)
+    );
     // Parents the layer did not list are created 0755, root-owned.
     assert_eq!(m("run").mode() & 0o7777, 0o755);
 
@@ -223,13 +260,23 @@ fn whiteouts_in_snapshot_mode_are_overlayfs_markers() {
         assert!(m.file_type().is_char_device(), "{wh}");
         assert_eq!(m.rdev(), 0, "{wh}");
     }
-    assert_eq!(xattr(&r.join("a"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr(&r.join("a"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert_eq!(xattr(&r.join("c"), "trusted.overlay.opaque"), None);
 }
 
 #[test]
 fn invalid_whiteout_is_refused() {
     let sb = Sandbox::new();
-    let r = unpack(&Tar::new().file("a/.wh.", b"").finish(), &sb.root(), &UnpackOptions::default());
-    assert!(matches!(r, Err(UnpackError::InvalidWhiteout { ref path, .. }) if path == "a/.wh."), "{r:?}");
+    let r = unpack(
+        &Tar::new().file("a/.wh.", b"").finish(),
+        &sb.root(),
+        &UnpackOptions::default(),
+    );
+    assert!(
+        matches!(r, Err(UnpackError::InvalidWhiteout { ref path, .. }) if path == "a/.wh."),
+        "{r:?}"
+    );
 }

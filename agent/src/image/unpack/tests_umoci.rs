@@ -13,14 +13,28 @@ use super::tests::have_root;
 use super::*;
 
 fn umoci(args: &[&str], cwd: &Path) {
-    let out = Command::new("umoci").args(args).current_dir(cwd).output().unwrap();
-    assert!(out.status.success(), "umoci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("umoci")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "umoci {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn umoci_present() -> bool {
-    let found = Command::new("umoci").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("umoci")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "umoci is missing (apt-get install umoci)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "umoci is missing (apt-get install umoci)"
+        );
         eprintln!("skipping flatten_matches_umoci_unpack: umoci not installed");
     }
     found
@@ -43,7 +57,13 @@ fn mkdir(root: &Path, rel: &str, mode: u32, owner: (u32, u32)) {
 
 fn first_tree(r: &Path) {
     mkdir(r, "etc", 0o755, (0, 0));
-    write(r, "etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644, (0, 0));
+    write(
+        r,
+        "etc/passwd",
+        "root:x:0:0::/root:/bin/sh\n",
+        0o644,
+        (0, 0),
+    );
     write(r, "etc/shadow", "root:*:1::::::\n", 0o640, (0, 42));
     write(r, "bin/tool", "#!/bin/sh\necho v1\n", 0o755, (0, 0));
     write(r, "bin/su", "setuid", 0o4755, (0, 0));
@@ -65,12 +85,26 @@ fn first_tree(r: &Path) {
     mkdir(r, "tmp", 0o1777, (0, 0));
     mkdir(r, "var/empty", 0o755, (0, 0));
     mkdir(r, "dev", 0o755, (0, 0));
-    rustix::fs::mknodat(CWD, &r.join("dev/null"), FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        r.join("dev/null"),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
     std::fs::set_permissions(r.join("dev/null"), std::fs::Permissions::from_mode(0o666)).unwrap();
     mkdir(r, "run", 0o755, (0, 0));
-    rustix::fs::mknodat(CWD, &r.join("run/fifo"), FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        r.join("run/fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     write(r, "etc/attrs", "x", 0o644, (0, 0));
-    rustix::fs::lsetxattr(&r.join("etc/attrs"), "user.berth", b"v", XattrFlags::empty()).unwrap();
+    rustix::fs::lsetxattr(r.join("etc/attrs"), "user.berth", b"v", XattrFlags::empty()).unwrap();
 }
 
 /// Changes for the second layer: deletions (whiteouts), modifications, additions.
@@ -124,9 +158,25 @@ fn scan(root: &Path) -> BTreeMap<String, Node> {
         let rel = p.strip_prefix(root).unwrap().display().to_string();
         let m = std::fs::symlink_metadata(&p).unwrap();
         let ft = m.file_type();
-        let kind = if ft.is_dir() { "dir" } else if ft.is_symlink() { "symlink" } else if ft.is_file() { "file" } else if ft.is_char_device() { "char" } else if ft.is_block_device() { "block" } else if ft.is_fifo() { "fifo" } else { "other" };
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "other"
+        };
         let mut buf = [0u8; 64];
-        let xattr = rustix::fs::lgetxattr(&p, "user.berth", &mut buf[..]).ok().map(|n| buf[..n].to_vec());
+        let xattr = rustix::fs::lgetxattr(&p, "user.berth", &mut buf[..])
+            .ok()
+            .map(|n| buf[..n].to_vec());
         let group = groups.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
         out.insert(
             rel,
@@ -154,18 +204,29 @@ fn json(path: &Path) -> serde_json::Value {
 }
 
 fn blob(layout: &Path, digest: &str) -> PathBuf {
-    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
 }
 
 /// Unpacks every layer of the layout's only image into `dest`, checking diff_ids.
 fn flatten_layout(layout: &Path, dest: &Path) -> usize {
     let index = json(&layout.join("index.json"));
-    let manifest = json(&blob(layout, index["manifests"][0]["digest"].as_str().unwrap()));
-    let config = json(&blob(layout, manifest["config"]["digest"].as_str().unwrap()));
+    let manifest = json(&blob(
+        layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    let config = json(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), diff_ids.len());
-    let opts = UnpackOptions { mode: WhiteoutMode::Flatten, ..UnpackOptions::default() };
+    let opts = UnpackOptions {
+        mode: WhiteoutMode::Flatten,
+        ..UnpackOptions::default()
+    };
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
         let digest = layer["digest"].as_str().unwrap();
         let media_type = layer["mediaType"].as_str().unwrap();

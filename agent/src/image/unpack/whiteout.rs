@@ -100,9 +100,12 @@ impl Applier<'_> {
                 root::remove_all(fd, &name).map_err(|e| (child, e))?;
                 continue;
             }
-            if root::type_at(fd, &name).map_err(|e| (child.clone(), e))? == Some(FileType::Directory) {
-                let sub = rustix::fs::openat(fd, &name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
-                    .map_err(|e| (child.clone(), e))?;
+            if root::type_at(fd, &name).map_err(|e| (child.clone(), e))?
+                == Some(FileType::Directory)
+            {
+                let sub =
+                    rustix::fs::openat(fd, &name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+                        .map_err(|e| (child.clone(), e))?;
                 self.clear_lower(sub.as_fd(), &child, depth + 1)?;
             }
         }
