@@ -33,6 +33,8 @@ pub(crate) struct Applier<'a> {
     /// Keys of the paths this layer wrote, and of their ancestors: what an opaque
     /// whiteout in flatten mode must keep.
     pub(super) written: HashSet<Vec<u8>>,
+    /// Sum of regular file sizes: a sparse entry expands far beyond its tar bytes.
+    file_bytes: u64,
     buf: Vec<u8>,
 }
 
@@ -46,6 +48,7 @@ impl<'a> Applier<'a> {
             opts,
             dir_times: Vec::new(),
             written: HashSet::new(),
+            file_bytes: 0,
             buf: vec![0; COPY_BUF],
         }
     }
@@ -176,6 +179,15 @@ impl<'a> Applier<'a> {
         path: &EntryPath,
         meta: &Meta,
     ) -> Result<(), UnpackError> {
+        self.file_bytes = self.file_bytes.saturating_add(entry.size());
+        let max = self.opts.limits.max_uncompressed_bytes;
+        if self.file_bytes > max {
+            return Err(UnpackError::Limit {
+                layer: self.layer.to_owned(),
+                limit: LimitKind::UncompressedBytes,
+                max,
+            });
+        }
         self.clear_slot(parent, name, false, path)?;
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;

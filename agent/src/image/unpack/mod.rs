@@ -71,7 +71,8 @@ pub struct Limits {
     pub max_entries: u64,
     /// Longest entry name or link target, in bytes (Linux `PATH_MAX` is 4096).
     pub max_path_len: usize,
-    /// Most uncompressed bytes (the tar stream) of one layer.
+    /// Most uncompressed bytes of one layer: of the tar stream, and of the files it
+    /// writes (a GNU sparse entry writes more than the stream holds).
     pub max_uncompressed_bytes: u64,
     /// Most uncompressed bytes per compressed byte, once past `ratio_grace_bytes`.
     /// Real layers compress 2–10×; only long runs of one byte reach the hundreds.

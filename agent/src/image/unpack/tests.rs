@@ -473,3 +473,40 @@ fn diff_id_is_the_uncompressed_digest_for_every_compression() {
     let r = unpack(&gz, &sb.root(), &UnpackOptions::default());
     assert!(matches!(r, Err(UnpackError::Archive { .. })), "{r:?}");
 }
+
+#[test]
+fn sparse_file_cannot_expand_past_the_byte_limit() {
+    // A GNU sparse entry: no data in the archive, 16 MiB of zeros when read.
+    let mut h = Tar::header("sparse", EntryType::GNUSparse, 0o644, 0);
+    let gnu = h.as_gnu_mut().unwrap();
+    let octal = |field: &mut [u8], v: u64| {
+        let s = format!("{v:0w$o}\0", w = field.len() - 1);
+        field.copy_from_slice(s.as_bytes());
+    };
+    octal(&mut gnu.realsize, 16 << 20);
+    octal(&mut gnu.sparse[0].offset, 16 << 20);
+    octal(&mut gnu.sparse[0].numbytes, 0);
+    let tar = Tar::new().add(h, b"").finish();
+    assert!(tar.len() < 4096);
+    let sb = Sandbox::new();
+    let mut o = UnpackOptions::default();
+    o.limits.max_uncompressed_bytes = 1 << 20;
+    let err = unpack(&tar, &sb.root(), &o).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UnpackError::Limit {
+                limit: LimitKind::UncompressedBytes,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!sb.root().join("sparse").exists());
+    let stats = unpack(&tar, &sb.root(), &UnpackOptions::default()).unwrap();
+    assert_eq!(stats.entries, 1);
+    assert_eq!(
+        std::fs::metadata(sb.root().join("sparse")).unwrap().len(),
+        16 << 20
+    );
+}

@@ -170,7 +170,7 @@ fn entries_replace_what_was_there() {
 }
 
 /// The lower layer used by the whiteout tests.
-fn lower() -> Vec<u8> {
+pub(super) fn lower() -> Vec<u8> {
     Tar::new()
         .dir("a")
         .file("a/f1", b"1")
@@ -185,7 +185,7 @@ fn lower() -> Vec<u8> {
 
 /// The upper layer: deletes `b` and `c/x`, makes `a` opaque after writing `a/early`,
 /// and adds `a/sub/h` and `a/new`.
-fn upper() -> Vec<u8> {
+pub(super) fn upper() -> Vec<u8> {
     Tar::new()
         .file(".wh.b", b"")
         .file("c/.wh.x", b"")
@@ -196,7 +196,7 @@ fn upper() -> Vec<u8> {
         .finish()
 }
 
-fn tree(root: &Path) -> Vec<String> {
+pub(super) fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

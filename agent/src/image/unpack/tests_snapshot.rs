@@ -246,3 +246,64 @@ fn remove_refuses_parents_and_cleanup_takes_crash_leftovers() {
         .unwrap();
     assert_eq!(s.id, 3);
 }
+
+/// Unmounts on drop, so a failing assertion leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn snapshots_under_overlayfs_show_the_flattened_tree() {
+    if !super::tests::have_root("snapshots_under_overlayfs_show_the_flattened_tree") {
+        return;
+    }
+    use super::tests_meta::{lower, tree, upper};
+    let state = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(state.path()).unwrap();
+    let (l0, l1) = (lower(), upper());
+    let opts = UnpackOptions::default();
+    let s0 = store
+        .unpack(None, &diff_id(&l0), "l0", TAR, &l0[..], &opts)
+        .unwrap();
+    let s1 = store
+        .unpack(Some(&s0.chain_id), &diff_id(&l1), "l1", TAR, &l1[..], &opts)
+        .unwrap();
+    let lowers = store.lowerdirs(&[s0.chain_id, s1.chain_id]).unwrap();
+    let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+
+    let merged = state.path().join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("lowerdir={}", lowerdir.join(":")))
+        .arg(&merged)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount overlayfs"
+        );
+        eprintln!("skipping: cannot mount overlayfs here");
+        return;
+    }
+    let _mounted = Mounted(merged.clone());
+
+    let flat = state.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    let flatten = UnpackOptions {
+        mode: WhiteoutMode::Flatten,
+        ..UnpackOptions::default()
+    };
+    for l in [&l0, &l1] {
+        unpack_layer("l", TAR, &l[..], &flat, &flatten).unwrap();
+    }
+    assert_eq!(tree(&merged), tree(&flat));
+    assert_eq!(
+        tree(&merged),
+        ["a", "a/early", "a/new", "a/sub", "a/sub/h", "c", "keep"]
+    );
+}
