@@ -30,8 +30,8 @@ pub(crate) struct Applier<'a> {
     pub(super) opts: &'a UnpackOptions,
     /// Directories whose times are set by `finish`, in tar order.
     dir_times: Vec<(EntryPath, Timespec)>,
-    /// Keys of the paths this layer wrote, and of their ancestors: what an opaque
-    /// whiteout in flatten mode must keep.
+    /// Flatten mode: keys of the paths this layer wrote, and of their ancestors —
+    /// what an opaque whiteout must keep.
     pub(super) written: HashSet<Vec<u8>>,
     /// Sum of regular file sizes: a sparse entry expands far beyond its tar bytes.
     file_bytes: u64,
@@ -128,8 +128,10 @@ impl<'a> Applier<'a> {
             Whiteout::Opaque => return self.opaque(&path),
         }
         let meta = Meta::read(entry).map_err(|e| self.archive_err(&path, e))?;
-        self.written.extend(path.ancestor_keys());
-        self.written.insert(path.key());
+        if self.opts.mode == WhiteoutMode::Flatten {
+            self.written.extend(path.ancestor_keys());
+            self.written.insert(path.key());
+        }
         let parent = self
             .root
             .make_dirs(path.parent())
