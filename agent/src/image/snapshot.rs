@@ -294,7 +294,8 @@ impl SnapshotStore {
     }
 
     /// Starts a snapshot for `chain` on `parent`, or returns the existing one. Blocks
-    /// while another unpack of the same chain is under way.
+    /// while another unpack of the same chain is under way — also one this thread
+    /// still holds, so drop or commit an [`ActiveSnapshot`] before preparing it again.
     pub fn prepare(
         &self,
         chain: &ChainId,
