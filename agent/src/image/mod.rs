@@ -4,3 +4,8 @@
 // once the registry client lands; until then only `berth key generate` uses this module.
 #[allow(dead_code, unused_imports)]
 pub mod signature;
+// Not yet called by the CLI; the allow goes when `berth image unpack` wires them in.
+#[allow(dead_code)]
+pub mod snapshot;
+#[allow(dead_code)]
+pub mod unpack;
