@@ -5,7 +5,8 @@
 //! - Namespaces: pid, ipc, uts, mount, and network — joined at berth's netns path in
 //!   bridge mode, absent (the host's) in host mode, and fresh (loopback only) in
 //!   `none` mode. On cgroup v2 the container also gets a cgroup namespace, Docker's
-//!   default there.
+//!   default there. The UTS namespace is always private, so the hostname is the spec's
+//!   even in host network mode (where Docker would show the host's).
 //! - Devices: runc always creates `/dev/null`, `zero`, `full`, `random`, `urandom`,
 //!   `tty`, `console` and `ptmx`; the device cgroup denies everything and then allows
 //!   those (plus `/dev/pts/*`) and the spec's devices with their permissions. A

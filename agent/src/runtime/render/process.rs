@@ -94,7 +94,7 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Process, RenderError> {
 
 /// Resolves the user the container runs as (spec, else image, else root). The policy
 /// uses this to re-check `run-as-non-root` once the image is known.
-pub fn resolve_user(input: &RenderInput<'_>) -> Result<ResolvedUser, RenderError> {
+pub(super) fn resolve_user(input: &RenderInput<'_>) -> Result<ResolvedUser, RenderError> {
     let c = input.container;
     let spec = c.user.as_deref().or_else(|| {
         input
