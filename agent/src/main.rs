@@ -6,6 +6,7 @@
 
 mod cli;
 mod image;
+mod runtime;
 mod telemetry;
 
 fn main() -> std::process::ExitCode {
