@@ -51,7 +51,7 @@ size = "16MiB"
         uid = 10000 + i,
         n = i % 20,
         port = 10000 + i,
-        dep = if i % PER_FILE == 0 {
+        dep = if i.is_multiple_of(PER_FILE) {
             String::new()
         } else {
             format!("\"app-{}\"", i - 1)
