@@ -178,8 +178,12 @@ pub(crate) fn check(
             .env
             .iter()
             .filter(|(k, v)| is_secret_env(k, v))
-            .map(|(k, _)| {
-                violation(
+            .map(|(k, _)| Raw {
+                remedy: Some(format!(
+                    "remove it from `env` and deliver it as a secret file (`[[container.{}.secrets]]`, read from /run/secrets/)",
+                    c.name
+                )),
+                ..violation(
                     format!("env.{k}"),
                     format!("environment variable `{k}` holds a literal secret"),
                 )
@@ -194,8 +198,12 @@ pub(crate) fn check(
             .iter()
             .enumerate()
             .filter(|(_, p)| p.host_ip.is_none_or(|ip| ip.is_unspecified()))
-            .map(|(i, p)| {
-                violation(
+            .map(|(i, p)| Raw {
+                remedy: Some(format!(
+                    "bind it to one address, e.g. `\"127.0.0.1:{}:{}/{}\"`",
+                    p.host_port, p.container_port, p.protocol
+                )),
+                ..violation(
                     format!("ports[{i}]"),
                     format!("port `{p}` is published on every host address"),
                 )

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::{self, LogFormat};
 
 mod agent;
+mod audit;
 mod config;
 mod validate;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Run the GitOps agent; `--check` validates the node configuration
     Agent(agent::AgentArgs),
+    /// Audit a spec tree against the node's security policy (no root, no daemon)
+    Audit(audit::AuditArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -70,5 +73,6 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Agent(args) => agent::run(&cli, args),
+        Command::Audit(args) => audit::run(&cli, args),
     }
 }

@@ -90,22 +90,22 @@ pub(super) fn render(r: &Report, color: bool) -> String {
         }
         out.push('\n');
     }
-    if let Some(rev) = &r.since {
-        if !r.fixed.is_empty() {
-            let _ = writeln!(out, "{}", paint.p(BOLD, &format!("fixed since {rev}")));
-            for f in &r.fixed {
-                let _ = writeln!(
-                    out,
-                    "{}:{}: {}: {}: {}",
-                    f.file,
-                    f.line,
-                    f.rule,
-                    paint.p(GREEN, "fixed"),
-                    f.message
-                );
-            }
-            out.push('\n');
+    if let Some(rev) = &r.since
+        && !r.fixed.is_empty()
+    {
+        let _ = writeln!(out, "{}", paint.p(BOLD, &format!("fixed since {rev}")));
+        for f in &r.fixed {
+            let _ = writeln!(
+                out,
+                "{}:{}: {}: {}: {}",
+                f.file,
+                f.line,
+                f.rule,
+                paint.p(GREEN, "fixed"),
+                f.message
+            );
         }
+        out.push('\n');
     }
     let s = r.summary();
     let _ = writeln!(
@@ -124,8 +124,8 @@ pub(super) fn render(r: &Report, color: bool) -> String {
         let new = r.failing().count();
         let _ = writeln!(
             out,
-            "since {rev}: {} error-level, {} fixed",
-            plural(new, "new violation", "new violations"),
+            "since {rev}: {new} new error-level {}, {} fixed",
+            if new == 1 { "violation" } else { "violations" },
             r.fixed.len()
         );
     }
