@@ -79,6 +79,7 @@ pub(crate) fn check(
     c: &Container,
     facts: &Facts,
     host: &HostContext,
+    deny: &DenyList,
 ) -> Vec<Raw> {
     match rule {
         Rule::RunAsNonRoot => run_as_non_root(c, facts).into_iter().collect(),
@@ -137,7 +138,7 @@ pub(crate) fn check(
             })
             .into_iter()
             .collect(),
-        Rule::AllowedHostPaths => host_paths(c, &cfg.allow, &host.deny_list()),
+        Rule::AllowedHostPaths => host_paths(c, &cfg.allow, deny),
         Rule::AllowedDevices => devices(c, &cfg.allow),
         Rule::SafeSysctls => sysctls(c),
         Rule::NoNewPrivileges => (!c.no_new_privileges)

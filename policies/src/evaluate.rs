@@ -15,7 +15,8 @@ use berth_spec::node::{OnRunningViolation, PolicyMode, Waiver};
 use crate::checks;
 use crate::finding::{Finding, Status};
 use crate::hostpath::DenyList;
-use crate::policy::Policy;
+use crate::policy::{Policy, RuleConfig};
+use crate::rule::Rule;
 
 /// What the node contributes to a decision.
 #[derive(Debug, Clone)]
@@ -123,12 +124,17 @@ fn covers(w: &Waiver, rule: &str, name: &str) -> bool {
             .any(|o| o == name || glob::Pattern::new(o).is_ok_and(|p| p.matches(name)))
 }
 
-/// A policy bound to a node and a day, ready to evaluate containers.
+/// A policy bound to a node and a day, ready to evaluate containers. What does not
+/// depend on the container (enabled rules, the deny list, waivers in force) is worked
+/// out once here, so evaluating a fleet costs little next to parsing it.
 #[derive(Debug, Clone)]
 pub struct Evaluator<'a> {
     pub policy: &'a Policy,
     pub host: &'a HostContext,
     pub today: Date,
+    rules: Vec<(Rule, RuleConfig)>,
+    deny: DenyList,
+    waivers: Vec<&'a Waiver>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -137,23 +143,29 @@ impl<'a> Evaluator<'a> {
             policy,
             host,
             today,
+            rules: policy
+                .enabled()
+                .into_iter()
+                .map(|r| (r, policy.rule(r)))
+                .collect(),
+            deny: host.deny_list(),
+            waivers: policy
+                .waivers
+                .iter()
+                .filter(|w| !expired(w, today))
+                .collect(),
         }
     }
 
     /// Every finding for one container, in rule order.
     pub fn evaluate(&self, c: &Container, facts: &Facts) -> Vec<Finding> {
         let mut out = Vec::new();
-        for rule in self.policy.enabled() {
-            let cfg = self.policy.rule(rule);
-            for raw in checks::check(rule, &cfg, c, facts, self.host) {
+        for (rule, cfg) in &self.rules {
+            let rule = *rule;
+            for raw in checks::check(rule, cfg, c, facts, self.host, &self.deny) {
                 let at = locate(c, &raw.key);
                 let waiver = (raw.status == Status::Violation)
-                    .then(|| {
-                        self.policy
-                            .waivers
-                            .iter()
-                            .find(|w| covers(w, rule.id(), &c.name) && !expired(w, self.today))
-                    })
+                    .then(|| self.waivers.iter().find(|w| covers(w, rule.id(), &c.name)))
                     .flatten();
                 out.push(Finding {
                     rule,

@@ -11,7 +11,13 @@ use crate::finding::{Finding, Status};
 use super::Report;
 
 /// Escapes text for XML attributes and content, dropping characters XML 1.0 forbids.
-fn esc(s: &str) -> String {
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s
+        .chars()
+        .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'') || (c as u32) < 0x20)
+    {
+        return std::borrow::Cow::Borrowed(s);
+    }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -25,7 +31,7 @@ fn esc(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn text(f: &Finding) -> String {
@@ -71,15 +77,13 @@ fn outcome(fs: &[&Finding]) -> Outcome {
 pub(super) fn render(r: &Report) -> String {
     let mut suites = String::new();
     let (mut tests, mut failures, mut skipped) = (0, 0, 0);
+    let groups = r.by_container();
     for c in &r.containers {
         let (mut t, mut fl, mut sk) = (0, 0, 0);
         let mut cases = String::new();
+        let mine = groups.get(c.name.as_str()).copied().unwrap_or_default();
         for (rule, _) in &r.rules {
-            let fs: Vec<&Finding> = r
-                .findings
-                .iter()
-                .filter(|f| f.name == c.name && f.rule == *rule)
-                .collect();
+            let fs: Vec<&Finding> = mine.iter().filter(|f| f.rule == *rule).collect();
             let (file, line) = fs
                 .first()
                 .map_or((c.file.as_str(), c.line), |f| (f.file.as_str(), f.line));

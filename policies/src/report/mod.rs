@@ -131,17 +131,31 @@ impl Report {
                 *s.by_rule.entry(f.rule).or_default() += 1;
             }
         }
+        let failing: std::collections::BTreeSet<&str> = self
+            .findings
+            .iter()
+            .filter(|f| f.is_error())
+            .map(|f| f.name.as_str())
+            .collect();
         s.compliant = self
             .containers
             .iter()
-            .filter(|c| {
-                !self
-                    .findings
-                    .iter()
-                    .any(|f| f.name == c.name && f.is_error())
-            })
+            .filter(|c| !failing.contains(c.name.as_str()))
             .count();
         s
+    }
+
+    /// The findings of each container (findings are sorted by container name).
+    pub fn by_container(&self) -> BTreeMap<&str, &[Finding]> {
+        let mut out = BTreeMap::new();
+        let mut rest = self.findings.as_slice();
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|f| f.name == first.name).count();
+            let (group, tail) = rest.split_at(n);
+            out.insert(first.name.as_str(), group);
+            rest = tail;
+        }
+        out
     }
 
     /// Marks each finding `new` or `existing` against the base revision's report, and

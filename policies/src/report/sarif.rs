@@ -9,6 +9,7 @@
 //! `partialFingerprints` entry (rule, kind, name, key) lets viewers track a finding as
 //! lines move, and under `--since` each result carries its `baselineState`.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::finding::{Change, Finding, Status};
@@ -38,37 +39,108 @@ fn level(s: Severity) -> &'static str {
     }
 }
 
-fn location(uri: String, line: usize, column: usize) -> Value {
-    json!({
-        "physicalLocation": {
-            "artifactLocation": { "uri": uri, "uriBaseId": "%SRCROOT%" },
-            "region": { "startLine": line.max(1), "startColumn": column.max(1) }
-        }
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Region {
+    start_line: usize,
+    start_column: usize,
 }
 
-fn result(f: &Finding, index: usize, opts: &SarifOptions) -> Value {
-    let mut r = json!({
-        "ruleId": f.rule.id(),
-        "ruleIndex": index,
-        "level": level(f.severity),
-        "message": { "text": format!("{} (fix: {})", f.message, f.remedy) },
-        "locations": [location(format!("{}{}", opts.uri_prefix, f.file), f.line, f.column)],
-        "partialFingerprints": {
-            "berthFinding/v1": format!("{}/{}/{}/{}", f.rule, f.kind, f.name, f.key)
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactLocation {
+    uri: String,
+    uri_base_id: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PhysicalLocation {
+    artifact_location: ArtifactLocation,
+    region: Region,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Location {
+    physical_location: PhysicalLocation,
+}
+
+#[derive(Serialize)]
+struct Message {
+    text: String,
+}
+
+#[derive(Serialize)]
+struct Fingerprints {
+    #[serde(rename = "berthFinding/v1")]
+    berth: String,
+}
+
+#[derive(Serialize)]
+struct Properties<'a> {
+    kind: &'static str,
+    name: &'a str,
+    key: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SarifResult<'a> {
+    rule_id: &'static str,
+    rule_index: usize,
+    level: &'static str,
+    message: Message,
+    locations: [Location; 1],
+    partial_fingerprints: Fingerprints,
+    properties: Properties<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_state: Option<&'static str>,
+}
+
+fn location(uri: String, line: usize, column: usize) -> Location {
+    Location {
+        physical_location: PhysicalLocation {
+            artifact_location: ArtifactLocation {
+                uri,
+                uri_base_id: "%SRCROOT%",
+            },
+            region: Region {
+                start_line: line.max(1),
+                start_column: column.max(1),
+            },
         },
-        "properties": { "kind": f.kind.as_str(), "name": f.name, "key": f.key }
-    });
-    if let Some(c) = f.change {
-        r["baselineState"] = json!(match c {
+    }
+}
+
+fn result<'a>(f: &'a Finding, index: usize, opts: &SarifOptions) -> SarifResult<'a> {
+    SarifResult {
+        rule_id: f.rule.id(),
+        rule_index: index,
+        level: level(f.severity),
+        message: Message {
+            text: format!("{} (fix: {})", f.message, f.remedy),
+        },
+        locations: [location(
+            format!("{}{}", opts.uri_prefix, f.file),
+            f.line,
+            f.column,
+        )],
+        partial_fingerprints: Fingerprints {
+            berth: format!("{}/{}/{}/{}", f.rule, f.kind, f.name, f.key),
+        },
+        properties: Properties {
+            kind: f.kind.as_str(),
+            name: &f.name,
+            key: &f.key,
+        },
+        baseline_state: f.change.map(|c| match c {
             Change::New => "new",
             Change::Existing => "unchanged",
             Change::Fixed => "absent",
-        });
+        }),
     }
-    r
 }
-
 pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
     let rules: Vec<Value> = r
         .rules
@@ -89,7 +161,7 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
             })
         })
         .collect();
-    let results: Vec<Value> = r
+    let results: Vec<SarifResult<'_>> = r
         .findings
         .iter()
         .filter(|f| f.status == Status::Violation)
@@ -109,25 +181,52 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
             })
         })
         .collect();
-    let mut run = json!({
-        "tool": { "driver": {
+    // The results are serialised straight from their structs: building a
+    // `serde_json::Value` for each would cost more than evaluating the fleet.
+    let run = Run {
+        tool: json!({ "driver": {
             "name": "berth",
             "version": opts.version,
             "rules": rules
-        }},
-        "invocations": [{
+        }}),
+        invocations: json!([{
             "executionSuccessful": true,
             "toolExecutionNotifications": notifications
-        }],
-        "columnKind": "unicodeCodePoints",
-        "results": results,
-        "properties": { "policy": r.policy, "mode": r.mode.as_str() }
-    });
-    if let Some(root) = &opts.src_root {
-        run["originalUriBaseIds"] = json!({ "%SRCROOT%": { "uri": root } });
-    }
-    let doc = json!({ "$schema": SCHEMA, "version": "2.1.0", "runs": [run] });
+        }]),
+        column_kind: "unicodeCodePoints",
+        original_uri_base_ids: opts
+            .src_root
+            .as_ref()
+            .map(|root| json!({ "%SRCROOT%": { "uri": root } })),
+        results,
+        properties: json!({ "policy": r.policy, "mode": r.mode.as_str() }),
+    };
+    let doc = Doc {
+        schema: SCHEMA,
+        version: "2.1.0",
+        runs: [run],
+    };
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Run<'a> {
+    tool: Value,
+    invocations: Value,
+    column_kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_uri_base_ids: Option<Value>,
+    results: Vec<SarifResult<'a>>,
+    properties: Value,
+}
+
+#[derive(Serialize)]
+struct Doc<'a> {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    version: &'static str,
+    runs: [Run<'a>; 1],
 }

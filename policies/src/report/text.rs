@@ -73,11 +73,11 @@ pub(super) fn render(r: &Report, color: bool) -> String {
     if !r.errors.is_empty() {
         out.push('\n');
     }
+    let groups = r.by_container();
     for c in &r.containers {
-        let fs: Vec<&Finding> = r.findings.iter().filter(|f| f.name == c.name).collect();
-        if fs.is_empty() {
+        let Some(fs) = groups.get(c.name.as_str()) else {
             continue;
-        }
+        };
         let _ = writeln!(
             out,
             "{} ({}:{})",
@@ -85,7 +85,7 @@ pub(super) fn render(r: &Report, color: bool) -> String {
             c.file,
             c.line
         );
-        for f in fs {
+        for f in fs.iter() {
             let _ = writeln!(out, "{}", line(f, &paint));
         }
         out.push('\n');
