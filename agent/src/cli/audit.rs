@@ -111,7 +111,7 @@ fn load_policy(spec: &str, base: &Path) -> Result<Policy, Stop> {
     let path = base.join(spec);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Stop::Failed(format!("cannot read policy file {}: {e}", path.display())))?;
-    Policy::parse(spec, &text).map_err(Stop::Invalid)
+    Policy::parse(&path.display().to_string(), &text).map_err(Stop::Invalid)
 }
 
 /// Today's date (UTC), for waiver expiry: the one clock read of the audit.
