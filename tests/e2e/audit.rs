@@ -109,7 +109,10 @@ fn insecure_text_and_json_reports() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     golden("audit.json", &r.stdout);
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["policy"], "examples/insecure/policy.toml", "as read, beside node.toml");
+    assert_eq!(
+        v["policy"], "examples/insecure/policy.toml",
+        "as read, beside node.toml"
+    );
     assert_eq!(v["mode"], "audit", "the node's mode");
     assert_eq!(
         v["summary"],
