@@ -259,11 +259,7 @@ fn values_out_of_range() {
         ),
     ];
     for (extra, expected) in cases {
-        let text = if extra.starts_with('[') {
-            format!("[container.web]\nimage = \"IMG\"\n{extra}")
-        } else {
-            format!("[container.web]\nimage = \"IMG\"\n{extra}")
-        };
+        let text = format!("[container.web]\nimage = \"IMG\"\n{extra}");
         assert_eq!(
             errors(&[("a.toml", &text)]),
             vec![expected.to_string()],

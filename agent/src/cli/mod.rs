@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::{self, LogFormat};
 
 mod agent;
+mod audit;
 mod config;
 mod key;
 mod validate;
@@ -51,6 +52,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Manage signing keys (cosign-compatible ECDSA P-256)
     Key(key::KeyArgs),
+    /// Audit a spec tree against the node's security policy (no root, no daemon)
+    Audit(audit::AuditArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -74,5 +77,6 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Agent(args) => agent::run(&cli, args),
         Command::Key(args) => key::run(args),
+        Command::Audit(args) => audit::run(&cli, args),
     }
 }

@@ -1,0 +1,243 @@
+//! `berth audit [PATH] [--policy restricted|baseline|FILE] [--node NAME] [--label K=V]…
+//! [--format text|json|sarif|junit] [--output FILE] [--since GIT-REV]`: the offline
+//! policy report. No root, no daemon, so the same check gates a merge request.
+//!
+//! Thin: it picks the policy (`--policy`, else the node configuration's, else
+//! `restricted`), merges the waivers (the policy file's and the node configuration's —
+//! never the repository's), loads and checks the tree, and hands everything to
+//! `berth_policy`, which evaluates and renders. With `--since` the tree at REV is read
+//! from Git in-process (git2) and audited the same way, and findings are compared.
+//!
+//! Exit: 0 no error-level violation (with `--since`: no new one); 1 error-level
+//! violations or errors in the tree or the policy; 2 usage; 3 an operational failure.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use berth_policy::report::{SarifOptions, audit};
+use berth_policy::{Date, Evaluator, HostContext, Policy, check_waivers};
+use berth_spec::node::PolicyMode;
+use berth_spec::{Diagnostic, check, loader};
+use clap::Args;
+
+use super::config::{self, ConfigError};
+use super::validate::{node_identity, parse_label};
+use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE};
+
+mod git;
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The spec tree (a directory, or one file)
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// The policy: `restricted`, `baseline` or a policy file [default: the node
+    /// configuration's, else restricted]
+    #[arg(long, value_name = "restricted|baseline|FILE")]
+    pub policy: Option<String>,
+    /// Audit only the containers that target this node name
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// A node label (repeatable), for targeting
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: AuditFormat,
+    /// Write the report to FILE instead of stdout
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Compare with the tree at this Git revision: findings are new, existing or fixed,
+    /// and only new error-level violations fail
+    #[arg(long, value_name = "GIT-REV")]
+    pub since: Option<String>,
+}
+
+/// `berth audit` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    Text,
+    Json,
+    Sarif,
+    Junit,
+}
+
+/// Why the audit stopped before a report; each maps to an exit code.
+enum Stop {
+    /// Located errors in the policy or node configuration (exit 1).
+    Invalid(Vec<Diagnostic>),
+    /// Bad arguments (exit 2).
+    Usage(String),
+    /// The job could not be done (exit 3).
+    Failed(String),
+}
+
+impl From<ConfigError> for Stop {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid { diags, .. } => Stop::Invalid(diags),
+            e => Stop::Failed(e.to_string()),
+        }
+    }
+}
+
+pub fn run(cli: &Cli, args: &AuditArgs) -> ExitCode {
+    match audit_run(cli, args) {
+        Ok(failed) => ExitCode::from(if failed { EXIT_FINDINGS } else { 0 }),
+        Err(Stop::Invalid(diags)) => {
+            for d in &diags {
+                println!("{d}");
+            }
+            ExitCode::from(EXIT_FINDINGS)
+        }
+        Err(Stop::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Stop::Failed(msg)) => {
+            tracing::error!("{msg}");
+            eprintln!("error: {msg}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// A shipped profile by name, else a policy file (relative to `base`).
+fn load_policy(spec: &str, base: &Path) -> Result<Policy, Stop> {
+    if let Some(p) = Policy::profile(spec) {
+        return Ok(p);
+    }
+    let path = base.join(spec);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Stop::Failed(format!("cannot read policy file {}: {e}", path.display())))?;
+    Policy::parse(&path.display().to_string(), &text).map_err(Stop::Invalid)
+}
+
+/// Today's date (UTC), for waiver expiry: the one clock read of the audit.
+fn today() -> Date {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Date::from_unix_days((secs / 86_400) as i64)
+}
+
+fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<bool, Stop> {
+    let loaded = config::load(cli)?;
+    let cfg = &loaded.config;
+    let cfg_dir = loaded
+        .path
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut policy = match (&args.policy, &loaded.path) {
+        (Some(p), _) => load_policy(p, Path::new(""))?,
+        (None, Some(_)) => load_policy(&cfg.policy.profile, &cfg_dir)?,
+        (None, None) => load_policy(berth_policy::DEFAULT_PROFILE, Path::new(""))?,
+    };
+    let mode = if loaded.path.is_some() {
+        cfg.policy.mode
+    } else {
+        PolicyMode::Enforce
+    };
+    let waiver_errors = check_waivers(&cfg.policy.waivers);
+    if !waiver_errors.is_empty() {
+        return Err(Stop::Invalid(waiver_errors));
+    }
+    policy.waivers.extend(cfg.policy.waivers.iter().cloned());
+    let host = HostContext {
+        state_dir: cfg.runtime.state_dir.display().to_string(),
+        run_dir: cfg.runtime.run_dir.display().to_string(),
+        trusted_keys: !cfg.policy.trusted_keys.is_empty(),
+    };
+    let ev = Evaluator::new(&policy, &host, today());
+    let node = node_identity(&args.node, &args.labels);
+
+    let tree = loader::load_tree(&args.path).map_err(|e| Stop::Failed(e.to_string()))?;
+    let checked = check(&tree, node.as_ref());
+    let mut report = audit(&checked, node.as_ref(), &ev, mode);
+
+    let repo = git::Repo::discover(&args.path);
+    if let Some(rev) = &args.since {
+        let repo = repo.as_ref().ok_or_else(|| {
+            Stop::Usage(format!(
+                "--since needs {} to be inside a Git work tree",
+                args.path.display()
+            ))
+        })?;
+        let old = repo.tree_at(rev).map_err(|e| match e {
+            git::SinceError::Revision { .. } => Stop::Usage(e.to_string()),
+            git::SinceError::Read { .. } => Stop::Failed(e.to_string()),
+        })?;
+        let old_checked = check(&old, node.as_ref());
+        let base = audit(&old_checked, node.as_ref(), &ev, mode);
+        report.compare(&base, rev);
+    }
+
+    let out = match args.format {
+        AuditFormat::Text => {
+            let color = args.output.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none();
+            report.to_text(color)
+        }
+        AuditFormat::Json => report.to_json(),
+        AuditFormat::Junit => report.to_junit(),
+        AuditFormat::Sarif => {
+            let (uri_prefix, src_root) = match &repo {
+                Some(r) => (r.prefix.clone(), Some(file_uri(&r.root))),
+                None => (String::new(), sarif_root(&args.path)),
+            };
+            report.to_sarif(&SarifOptions {
+                uri_prefix,
+                src_root,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+        }
+    };
+    write_out(args.output.as_deref(), &out)?;
+    Ok(report.failed())
+}
+
+/// The `file://` URI of the audited directory (a file's parent), ending in `/`.
+fn sarif_root(path: &Path) -> Option<String> {
+    let abs = std::fs::canonicalize(path).ok()?;
+    let dir = if abs.is_file() {
+        abs.parent()?.to_path_buf()
+    } else {
+        abs
+    };
+    Some(file_uri(&dir))
+}
+
+/// A directory as a `file://` URI ending in `/`, percent-encoding what URIs reserve.
+fn file_uri(dir: &Path) -> String {
+    let mut s = String::from("file://");
+    for b in dir.to_string_lossy().bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                s.push(b as char)
+            }
+            b => s.push_str(&format!("%{b:02X}")),
+        }
+    }
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    s
+}
+
+fn write_out(path: Option<&Path>, text: &str) -> Result<(), Stop> {
+    match path {
+        Some(p) => std::fs::write(p, text)
+            .map_err(|e| Stop::Failed(format!("cannot write {}: {e}", p.display()))),
+        None => {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`berth audit | head`) is not a failure of the audit.
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+            Ok(())
+        }
+    }
+}

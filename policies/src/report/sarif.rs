@@ -1,0 +1,232 @@
+//! The SARIF 2.1.0 report (`--format sarif`) for code-scanning tools: one `rule` per
+//! evaluated rule (short description, help text with the remedy and the anchor) and
+//! one `result` per violation or warning, located by file and line.
+//!
+//! Artifact URIs are relative to `%SRCROOT%`: the Git repository root when the audited
+//! path is inside one (so code scanning annotates the right file), else the audited
+//! path — the caller passes the prefix. Waived and not-checked findings are not
+//! results; the tree's errors are tool execution notifications. A stable
+//! `partialFingerprints` entry (rule, kind, name, key) lets viewers track a finding as
+//! lines move, and under `--since` each result carries its `baselineState`.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::finding::{Change, Finding, Status};
+use crate::policy::Severity;
+
+use super::Report;
+
+/// Where artifacts are, and who made the report.
+#[derive(Debug, Clone, Default)]
+pub struct SarifOptions {
+    /// Prepended to each finding's file (relative to the audited path) to make it
+    /// relative to `%SRCROOT%`: `""`, or e.g. `"fleet/"`.
+    pub uri_prefix: String,
+    /// The absolute `file://` URI of `%SRCROOT%` (ending in `/`), if known.
+    pub src_root: Option<String>,
+    /// The tool's version.
+    pub version: String,
+}
+
+pub const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+
+fn level(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Off => "none",
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Region {
+    start_line: usize,
+    start_column: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactLocation {
+    uri: String,
+    uri_base_id: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PhysicalLocation {
+    artifact_location: ArtifactLocation,
+    region: Region,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Location {
+    physical_location: PhysicalLocation,
+}
+
+#[derive(Serialize)]
+struct Message {
+    text: String,
+}
+
+#[derive(Serialize)]
+struct Fingerprints {
+    #[serde(rename = "berthFinding/v1")]
+    berth: String,
+}
+
+#[derive(Serialize)]
+struct Properties<'a> {
+    kind: &'static str,
+    name: &'a str,
+    key: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SarifResult<'a> {
+    rule_id: &'static str,
+    rule_index: usize,
+    level: &'static str,
+    message: Message,
+    locations: [Location; 1],
+    partial_fingerprints: Fingerprints,
+    properties: Properties<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_state: Option<&'static str>,
+}
+
+fn location(uri: String, line: usize, column: usize) -> Location {
+    Location {
+        physical_location: PhysicalLocation {
+            artifact_location: ArtifactLocation {
+                uri,
+                uri_base_id: "%SRCROOT%",
+            },
+            region: Region {
+                start_line: line.max(1),
+                start_column: column.max(1),
+            },
+        },
+    }
+}
+
+fn result<'a>(f: &'a Finding, index: usize, opts: &SarifOptions) -> SarifResult<'a> {
+    SarifResult {
+        rule_id: f.rule.id(),
+        rule_index: index,
+        level: level(f.severity),
+        message: Message {
+            text: format!("{} (fix: {})", f.message, f.remedy),
+        },
+        locations: [location(
+            format!("{}{}", opts.uri_prefix, f.file),
+            f.line,
+            f.column,
+        )],
+        partial_fingerprints: Fingerprints {
+            berth: format!("{}/{}/{}/{}", f.rule, f.kind, f.name, f.key),
+        },
+        properties: Properties {
+            kind: f.kind.as_str(),
+            name: &f.name,
+            key: &f.key,
+        },
+        baseline_state: f.change.map(|c| match c {
+            Change::New => "new",
+            Change::Existing => "unchanged",
+            Change::Fixed => "absent",
+        }),
+    }
+}
+pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
+    let rules: Vec<Value> = r
+        .rules
+        .iter()
+        .map(|(rule, sev)| {
+            let info = rule.info();
+            json!({
+                "id": info.id,
+                "name": info.id,
+                "shortDescription": { "text": info.summary },
+                "fullDescription": { "text": format!("{}. Anchor: {}.", info.summary, info.anchor) },
+                "help": {
+                    "text": format!("Fix: {}. Anchor: {}. See policies/README.md#{}.", info.remedy, info.anchor, info.id),
+                    "markdown": format!("**Fix:** {}\n\n**Anchor:** {}", info.remedy, info.anchor)
+                },
+                "defaultConfiguration": { "level": level(*sev) },
+                "properties": { "tags": ["security", "container"] }
+            })
+        })
+        .collect();
+    let results: Vec<SarifResult<'_>> = r
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Violation)
+        .map(|f| {
+            let index = r.rules.iter().position(|(x, _)| *x == f.rule).unwrap_or(0);
+            result(f, index, opts)
+        })
+        .collect();
+    let notifications: Vec<Value> = r
+        .errors
+        .iter()
+        .map(|e| {
+            json!({
+                "level": "error",
+                "message": { "text": e.message },
+                "locations": [location(format!("{}{}", opts.uri_prefix, e.file), e.line, e.column)]
+            })
+        })
+        .collect();
+    // The results are serialised straight from their structs: building a
+    // `serde_json::Value` for each would cost more than evaluating the fleet.
+    let run = Run {
+        tool: json!({ "driver": {
+            "name": "berth",
+            "version": opts.version,
+            "rules": rules
+        }}),
+        invocations: json!([{
+            "executionSuccessful": true,
+            "toolExecutionNotifications": notifications
+        }]),
+        column_kind: "unicodeCodePoints",
+        original_uri_base_ids: opts
+            .src_root
+            .as_ref()
+            .map(|root| json!({ "%SRCROOT%": { "uri": root } })),
+        results,
+        properties: json!({ "policy": r.policy, "mode": r.mode.as_str() }),
+    };
+    let doc = Doc {
+        schema: SCHEMA,
+        version: "2.1.0",
+        runs: [run],
+    };
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Run<'a> {
+    tool: Value,
+    invocations: Value,
+    column_kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_uri_base_ids: Option<Value>,
+    results: Vec<SarifResult<'a>>,
+    properties: Value,
+}
+
+#[derive(Serialize)]
+struct Doc<'a> {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    version: &'static str,
+    runs: [Run<'a>; 1],
+}

@@ -1,0 +1,159 @@
+//! The text report: the tree's errors as `berth validate` prints them, then findings
+//! grouped by container, one line each — `FILE:LINE: RULE: STATUS: message (fix: …)` —
+//! then a summary by rule and the expired waivers. Colour only when asked (a terminal).
+
+use std::fmt::Write;
+
+use crate::finding::{Finding, Status};
+use crate::policy::Severity;
+
+use super::Report;
+
+const RED: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[33m";
+const DIM: &str = "\x1b[2m";
+const GREEN: &str = "\x1b[32m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+struct Paint(bool);
+
+impl Paint {
+    fn p(&self, style: &str, s: &str) -> String {
+        if self.0 {
+            format!("{style}{s}{RESET}")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+fn status_word(f: &Finding, paint: &Paint) -> String {
+    let w = match (f.status, f.severity) {
+        (Status::Violation, Severity::Error) => paint.p(RED, "error"),
+        (Status::Violation, _) => paint.p(YELLOW, "warning"),
+        (Status::Waived, _) => paint.p(DIM, "waived"),
+        (Status::NotChecked, _) => paint.p(DIM, "not checked"),
+    };
+    match f.change {
+        Some(c) => format!("{w} [{}]", c.as_str()),
+        None => w,
+    }
+}
+
+fn line(f: &Finding, paint: &Paint) -> String {
+    let tail = match f.status {
+        Status::Violation => format!(" (fix: {})", f.remedy),
+        Status::Waived => format!(
+            " (waived: {})",
+            f.waiver_reason.as_deref().unwrap_or("no reason given")
+        ),
+        Status::NotChecked => String::new(),
+    };
+    format!(
+        "{}:{}: {}: {}: {}{tail}",
+        f.file,
+        f.line,
+        f.rule,
+        status_word(f, paint),
+        f.message
+    )
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+pub(super) fn render(r: &Report, color: bool) -> String {
+    let paint = Paint(color);
+    let mut out = String::new();
+    for e in &r.errors {
+        let _ = writeln!(out, "{e}");
+    }
+    if !r.errors.is_empty() {
+        out.push('\n');
+    }
+    let groups = r.by_container();
+    for c in &r.containers {
+        let Some(fs) = groups.get(c.name.as_str()) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{} ({}:{})",
+            paint.p(BOLD, &format!("container {}", c.name)),
+            c.file,
+            c.line
+        );
+        for f in fs.iter() {
+            let _ = writeln!(out, "{}", line(f, &paint));
+        }
+        out.push('\n');
+    }
+    if let Some(rev) = &r.since
+        && !r.fixed.is_empty()
+    {
+        let _ = writeln!(out, "{}", paint.p(BOLD, &format!("fixed since {rev}")));
+        for f in &r.fixed {
+            let _ = writeln!(
+                out,
+                "{}:{}: {}: {}: {}",
+                f.file,
+                f.line,
+                f.rule,
+                paint.p(GREEN, "fixed"),
+                f.message
+            );
+        }
+        out.push('\n');
+    }
+    let s = r.summary();
+    let _ = writeln!(
+        out,
+        "policy {} ({}): {}, {} compliant; {}, {}, {} waived, {} not checked",
+        r.policy,
+        r.mode.as_str(),
+        plural(s.containers, "container", "containers"),
+        s.compliant,
+        plural(s.violations, "violation", "violations"),
+        plural(s.warnings, "warning", "warnings"),
+        s.waived,
+        s.not_checked,
+    );
+    if let Some(rev) = &r.since {
+        let new = r.failing().count();
+        let _ = writeln!(
+            out,
+            "since {rev}: {new} new error-level {}, {} fixed",
+            if new == 1 { "violation" } else { "violations" },
+            r.fixed.len()
+        );
+    }
+    if !s.by_rule.is_empty() {
+        let width = s.by_rule.keys().map(|k| k.id().len()).max().unwrap_or(0);
+        for (rule, n) in &s.by_rule {
+            let _ = writeln!(out, "  {:width$}  {n}", rule.id());
+        }
+    }
+    for w in &r.expired_waivers {
+        let _ = writeln!(
+            out,
+            "{}:{}: {}: waiver for `{}` on {} expired {} ({})",
+            w.origin.file,
+            w.origin.line,
+            paint.p(YELLOW, "expired waiver"),
+            w.rule,
+            w.objects.join(", "),
+            w.expires.as_deref().unwrap_or("?"),
+            w.reason
+        );
+    }
+    if !r.errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} in the tree: fix them for a complete audit",
+            plural(r.errors.len(), "error", "errors")
+        );
+    }
+    out
+}
