@@ -12,6 +12,8 @@ pub mod node;
 mod parse;
 mod read;
 pub mod reference;
+#[cfg(test)]
+mod rule_tests;
 pub mod select;
 pub mod types;
 mod validate;

@@ -14,6 +14,7 @@ use crate::telemetry::{self, LogFormat};
 mod agent;
 mod config;
 mod validate;
+mod key;
 
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -48,6 +49,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Run the GitOps agent; `--check` validates the node configuration
     Agent(agent::AgentArgs),
+    /// Manage signing keys (cosign-compatible ECDSA P-256)
+    Key(key::KeyArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -70,5 +73,6 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Agent(args) => agent::run(&cli, args),
+        Command::Key(args) => key::run(args),
     }
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The project's test command: installs what a fresh Debian machine needs, builds
+# everything from scratch, and runs formatting, lints, unit and end-to-end tests.
+# Run as root (CI does); without root the install step is skipped with a note.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build: build-essential pkg-config libssl-dev zlib1g-dev git.
+# Tests: the real components berth meets (DESIGN.md §8, §9).
+PACKAGES=(
+  build-essential pkg-config libssl-dev zlib1g-dev git ca-certificates curl
+  runc crun containernetworking-plugins docker-registry umoci skopeo busybox-static
+  age openssh-client iproute2 iptables openssl python3 python3-pip python3-venv
+)
+# Python test oracles (third-party readers of berth's outputs), in a private venv so the
+# system Python stays untouched.
+PY_PACKAGES=(cryptography sarif-tools junitparser)
+
+if [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+else
+  echo "note: not root: skipping apt-get install of ${PACKAGES[*]}" >&2
+fi
+
+VENV="${BERTH_TEST_VENV:-$PWD/target/test-venv}"
+if [ ! -x "$VENV/bin/python3" ]; then
+  /usr/bin/python3 -m venv "$VENV"
+fi
+"$VENV/bin/python3" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+export PATH="$VENV/bin:$PATH"
+
+if [ -z "${BERTH_SHARED_FIXTURES:-}" ] && [ -d ../shared/fixtures ]; then
+  BERTH_SHARED_FIXTURES="$(cd ../shared/fixtures && pwd)"
+  export BERTH_SHARED_FIXTURES
+fi
+
+export CARGO_INCREMENTAL=0
+cargo fmt --all -- --check
+cargo build --workspace --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
