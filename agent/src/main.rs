@@ -6,6 +6,7 @@
 
 mod cli;
 mod image;
+mod storage;
 mod telemetry;
 
 fn main() -> std::process::ExitCode {

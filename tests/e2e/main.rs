@@ -1,5 +1,6 @@
 //! The end-to-end suite: one test binary driving the built `berth` against real
 //! components (registry, runc/crun, CNI, git). Each area has its own module.
 
+mod secret;
 mod signature;
 mod validate;

@@ -13,8 +13,9 @@ use crate::telemetry::{self, LogFormat};
 
 mod agent;
 mod config;
-mod validate;
 mod key;
+mod secret;
+mod validate;
 
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -51,6 +52,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Manage signing keys (cosign-compatible ECDSA P-256)
     Key(key::KeyArgs),
+    /// Node age identity and encrypted secrets for the repository
+    Secret(secret::SecretArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -74,5 +77,6 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Agent(args) => agent::run(&cli, args),
         Command::Key(args) => key::run(args),
+        Command::Secret(args) => secret::run(&cli, args),
     }
 }
