@@ -22,7 +22,7 @@
 //!    - **0**, printing `{"shim_pid":N,"pid":M}` on stdout: the container is *created*
 //!      (runtime state `created`), `pid` is its init (also in `--pid-file`, written by
 //!      the runtime) and `shim_pid` the daemon (also in `--shim-pid-file`, if given);
-//!    - **1**, printing `berth-shim: runtime `runc` create failed (exit status: 1): …`
+//!    - **1**, printing ``berth-shim: runtime `runc` create failed (exit status: 1): …``
 //!      on stderr with the runtime's own error text; nothing was created;
 //!    - **2** on a usage error.
 //! 4. The agent runs `RUNTIME start ID` itself (or `RUNTIME delete -f ID` to abandon).
