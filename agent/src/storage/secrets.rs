@@ -309,6 +309,12 @@ pub fn decrypt_file(identity: &NodeIdentity, path: &Path) -> Result<Plaintext, S
     decrypt(identity, path, &bytes)
 }
 
+/// An instance's secrets directory: `<run_dir>/secrets/<instance id>` (DESIGN.md §7).
+#[allow(dead_code, reason = "the runtime calls it when it delivers secrets")]
+pub fn secrets_dir(run_dir: &Path, instance_id: &str) -> PathBuf {
+    run_dir.join("secrets").join(instance_id)
+}
+
 /// Mounts a fresh tmpfs at `dir` (`<run_dir>/secrets/<instance id>`), creating it mode
 /// 0700. A mount left there by a crash is replaced, so no stale secret survives.
 /// `size` bounds the tmpfs in bytes (tmpfs counts whole pages per file).

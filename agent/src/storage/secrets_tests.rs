@@ -265,7 +265,8 @@ fn secrets_are_delivered_on_a_private_tmpfs_as_root() {
         return;
     }
     let base = tempfile::tempdir().unwrap();
-    let dir = base.path().join("secrets/web-1a2b3c4d");
+    let dir = secrets_dir(base.path(), "web-1a2b3c4d");
+    assert_eq!(dir, base.path().join("secrets/web-1a2b3c4d"));
     mount_secrets_dir(&dir, 64 * 1024).unwrap();
     let line = mountinfo(&dir).expect("tmpfs mounted");
     assert!(line.contains(" - tmpfs "), "{line}");
