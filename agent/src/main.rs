@@ -7,6 +7,7 @@
 mod cli;
 mod image;
 mod runtime;
+mod storage;
 mod telemetry;
 
 fn main() -> std::process::ExitCode {

@@ -15,6 +15,7 @@ mod agent;
 mod audit;
 mod config;
 mod key;
+mod secret;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -54,6 +55,8 @@ pub enum Command {
     Key(key::KeyArgs),
     /// Audit a spec tree against the node's security policy (no root, no daemon)
     Audit(audit::AuditArgs),
+    /// Node age identity and encrypted secrets for the repository
+    Secret(secret::SecretArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -78,5 +81,6 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&cli, args),
         Command::Key(args) => key::run(args),
         Command::Audit(args) => audit::run(&cli, args),
+        Command::Secret(args) => secret::run(&cli, args),
     }
 }
