@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::{self, LogFormat};
 
+mod image;
+mod image_output;
+
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage error.
@@ -39,7 +42,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Pull, list, inspect and remove images in the content store
+    Image(image::ImageArgs),
+}
 
 /// Output format shared by the commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,5 +64,7 @@ pub fn main() -> ExitCode {
         }
     };
     telemetry::init(cli.log_format);
-    match cli.command {}
+    match cli.command {
+        Command::Image(args) => image::run(args, cli.state_dir.as_deref()),
+    }
 }

@@ -1,1 +1,15 @@
 //! Images: references, registry client, content store, verified unpack and signatures.
+//!
+//! - [`registry`]: the OCI distribution client (auth, mirrors, retries, push).
+//! - [`manifest`], [`platform`], [`digest`]: pure parsing and selection.
+//! - [`store`]: the content-addressed blob store and image records.
+//! - [`pull`]: ties them together; returns the record unpack and verify work from.
+//! - [`auth`]: docker `config.json` credentials and `WWW-Authenticate` challenges.
+
+pub mod auth;
+pub mod digest;
+pub mod manifest;
+pub mod platform;
+pub mod pull;
+pub mod registry;
+pub mod store;
