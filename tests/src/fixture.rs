@@ -16,7 +16,10 @@ use crate::registry::TestRegistry;
 use crate::registry::http;
 
 /// Applets linked to `/bin/busybox`.
-pub const APPLETS: &[&str] = &["sh", "ls", "cat", "echo", "sleep", "id", "true", "false", "env", "wget", "touch", "mkdir", "rm", "ps", "hostname"];
+pub const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "sleep", "id", "true", "false", "env", "wget", "touch", "mkdir",
+    "rm", "ps", "hostname",
+];
 /// Fixed mtime of every entry (2023-11-14).
 const MTIME: u64 = 1_700_000_000;
 
@@ -141,8 +144,12 @@ fn gzip_layer(tar: Vec<u8>, docker: bool) -> Layer {
 /// Builds the busybox image described by `spec`. Panics without `/bin/busybox`
 /// (check [`have_busybox`] first).
 pub fn busybox(spec: &ImageSpec) -> Image {
-    let busybox = std::fs::read("/bin/busybox").unwrap_or_else(|e| panic!("read /bin/busybox: {e}"));
-    let mut base = vec![("bin".to_string(), TarEntry::Dir(0o755)), ("bin/busybox".into(), TarEntry::File(0o755, busybox))];
+    let busybox =
+        std::fs::read("/bin/busybox").unwrap_or_else(|e| panic!("read /bin/busybox: {e}"));
+    let mut base = vec![
+        ("bin".to_string(), TarEntry::Dir(0o755)),
+        ("bin/busybox".into(), TarEntry::File(0o755, busybox)),
+    ];
     for applet in APPLETS {
         base.push((format!("bin/{applet}"), TarEntry::Symlink("busybox".into())));
     }
@@ -158,7 +165,10 @@ pub fn busybox(spec: &ImageSpec) -> Image {
     for (path, data) in &spec.files {
         etc.push((path.clone(), TarEntry::File(0o644, data.clone())));
     }
-    let layers = vec![gzip_layer(tar_layer(&base), spec.docker), gzip_layer(tar_layer(&etc), spec.docker)];
+    let layers = vec![
+        gzip_layer(tar_layer(&base), spec.docker),
+        gzip_layer(tar_layer(&etc), spec.docker),
+    ];
     let mut platform = serde_json::json!({ "architecture": spec.architecture, "os": "linux" });
     if let Some(v) = &spec.variant {
         platform["variant"] = v.clone().into();
@@ -185,9 +195,15 @@ pub fn busybox(spec: &ImageSpec) -> Image {
     }
     let config = serde_json::to_vec(&config).unwrap_or_default();
     let (media_type, config_type) = if spec.docker {
-        ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.container.image.v1+json")
+        (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+        )
     } else {
-        ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json")
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+        )
     };
     let manifest = serde_json::json!({
         "schemaVersion": 2,
@@ -209,11 +225,15 @@ pub fn busybox(spec: &ImageSpec) -> Image {
 
 /// True when `/bin/busybox` exists; see [`crate::missing`].
 pub fn have_busybox() -> bool {
-    std::path::Path::new("/bin/busybox").is_file() || crate::missing("/bin/busybox (busybox-static)")
+    std::path::Path::new("/bin/busybox").is_file()
+        || crate::missing("/bin/busybox (busybox-static)")
 }
 
 fn auth_headers(reg: &TestRegistry) -> Vec<(&'static str, String)> {
-    reg.auth_header().map(|h| ("Authorization", h)).into_iter().collect()
+    reg.auth_header()
+        .map(|h| ("Authorization", h))
+        .into_iter()
+        .collect()
 }
 
 /// Pushes a blob (POST then PUT with `?digest=`), unless the registry has it.
@@ -221,30 +241,75 @@ pub fn push_blob(reg: &TestRegistry, repo: &str, data: &[u8]) -> String {
     let digest = sha256(data);
     let auth = auth_headers(reg);
     let h: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let head = http::request("HEAD", &reg.url(&format!("/v2/{repo}/blobs/{digest}")), &h, b"").unwrap_or_else(|e| panic!("HEAD blob: {e}"));
+    let head = http::request(
+        "HEAD",
+        &reg.url(&format!("/v2/{repo}/blobs/{digest}")),
+        &h,
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("HEAD blob: {e}"));
     if head.status == 200 {
         return digest;
     }
-    let start = http::request("POST", &reg.url(&format!("/v2/{repo}/blobs/uploads/")), &h, b"").unwrap_or_else(|e| panic!("POST upload: {e}"));
-    assert_eq!(start.status, 202, "start upload: {}", String::from_utf8_lossy(&start.body));
-    let location = start.header("location").unwrap_or_else(|| panic!("upload without Location"));
-    let location = if location.starts_with("http") { location.to_string() } else { reg.url(location) };
+    let start = http::request(
+        "POST",
+        &reg.url(&format!("/v2/{repo}/blobs/uploads/")),
+        &h,
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("POST upload: {e}"));
+    assert_eq!(
+        start.status,
+        202,
+        "start upload: {}",
+        String::from_utf8_lossy(&start.body)
+    );
+    let location = start
+        .header("location")
+        .unwrap_or_else(|| panic!("upload without Location"));
+    let location = if location.starts_with("http") {
+        location.to_string()
+    } else {
+        reg.url(location)
+    };
     let sep = if location.contains('?') { '&' } else { '?' };
     let url = format!("{location}{sep}digest={}", digest.replace(':', "%3A"));
     let mut hh = h.clone();
     hh.push(("Content-Type", "application/octet-stream"));
     let put = http::request("PUT", &url, &hh, data).unwrap_or_else(|e| panic!("PUT blob: {e}"));
-    assert_eq!(put.status, 201, "put blob: {}", String::from_utf8_lossy(&put.body));
+    assert_eq!(
+        put.status,
+        201,
+        "put blob: {}",
+        String::from_utf8_lossy(&put.body)
+    );
     digest
 }
 
 /// Pushes a manifest under `reference` (tag or digest); returns its digest.
-pub fn push_manifest(reg: &TestRegistry, repo: &str, reference: &str, media_type: &str, data: &[u8]) -> String {
+pub fn push_manifest(
+    reg: &TestRegistry,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    data: &[u8],
+) -> String {
     let auth = auth_headers(reg);
     let mut h: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     h.push(("Content-Type", media_type));
-    let put = http::request("PUT", &reg.url(&format!("/v2/{repo}/manifests/{reference}")), &h, data).unwrap_or_else(|e| panic!("PUT manifest: {e}"));
-    assert_eq!(put.status, 201, "put manifest: {}", String::from_utf8_lossy(&put.body));
+    let put = http::request(
+        "PUT",
+        &reg.url(&format!("/v2/{repo}/manifests/{reference}")),
+        &h,
+        data,
+    )
+    .unwrap_or_else(|e| panic!("PUT manifest: {e}"));
+    assert_eq!(
+        put.status,
+        201,
+        "put manifest: {}",
+        String::from_utf8_lossy(&put.body)
+    );
     sha256(data)
 }
 
@@ -259,7 +324,13 @@ pub fn push(reg: &TestRegistry, repo: &str, tag: &str, image: &Image) -> String 
 
 /// Pushes images and an index (or Docker manifest list) over them as `repo:tag`;
 /// returns the index digest.
-pub fn push_index(reg: &TestRegistry, repo: &str, tag: &str, images: &[Image], docker: bool) -> String {
+pub fn push_index(
+    reg: &TestRegistry,
+    repo: &str,
+    tag: &str,
+    images: &[Image],
+    docker: bool,
+) -> String {
     let mut entries = Vec::new();
     for image in images {
         let d = push(reg, repo, &image.manifest_digest, image);
@@ -270,6 +341,13 @@ pub fn push_index(reg: &TestRegistry, repo: &str, tag: &str, images: &[Image], d
     } else {
         "application/vnd.oci.image.index.v1+json"
     };
-    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": media_type, "manifests": entries });
-    push_manifest(reg, repo, tag, media_type, &serde_json::to_vec(&index).unwrap_or_default())
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": media_type, "manifests": entries });
+    push_manifest(
+        reg,
+        repo,
+        tag,
+        media_type,
+        &serde_json::to_vec(&index).unwrap_or_default(),
+    )
 }

@@ -113,7 +113,8 @@ fn usage(e: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn parse_ref(s: &str) -> Result<Reference, Failure> {
-    Reference::parse(s).map_err(|e| usage(anyhow!(e).context(format!("invalid image reference `{s}`"))))
+    Reference::parse(s)
+        .map_err(|e| usage(anyhow!(e).context(format!("invalid image reference `{s}`"))))
 }
 
 /// Registry settings from the command line (the node config's `[registries]` later).
@@ -137,7 +138,11 @@ fn pull_cmd(a: PullArgs, state_dir: &Path) -> Result<(), Failure> {
         Some(p) => Platform::parse(p).map_err(usage)?,
         None => Platform::host(),
     };
-    let opts = PullOptions { platform, signatures: !a.no_signature, ..PullOptions::default() };
+    let opts = PullOptions {
+        platform,
+        signatures: !a.no_signature,
+        ..PullOptions::default()
+    };
     let client = Client::new(registry_config(&a)?)?;
     let store = Store::open(state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -155,8 +160,20 @@ fn pull_cmd(a: PullArgs, state_dir: &Path) -> Result<(), Failure> {
     let pulled = runtime
         .block_on(pull::pull(&client, &store, &reference, &opts, progress))
         .map_err(|e| {
-            let code = if e.is_integrity() { EXIT_FINDINGS } else { EXIT_FAILED };
-            Failure(code, anyhow!(e).context(format!("cannot pull {reference}")))
+            let code = if e.is_integrity() {
+                EXIT_FINDINGS
+            } else {
+                EXIT_FAILED
+            };
+            let hint = if e.is_transient() {
+                " (this looks temporary: try again later)"
+            } else {
+                ""
+            };
+            Failure(
+                code,
+                anyhow!(e).context(format!("cannot pull {reference}{hint}")),
+            )
         })?;
     match a.format.format {
         Format::Json => out::json(&pulled.record)?,
@@ -184,7 +201,12 @@ fn find(store: &Store, s: &str) -> Result<Vec<ImageRecord>, Failure> {
         if let Some(record) = store.record(&r.to_string())? {
             return Ok(vec![record]);
         }
-        let d = r.digest.as_deref().map(Digest::parse).transpose().map_err(usage)?;
+        let d = r
+            .digest
+            .as_deref()
+            .map(Digest::parse)
+            .transpose()
+            .map_err(usage)?;
         (Some(r.name()), d)
     };
     let Some(digest) = digest else {
@@ -203,7 +225,13 @@ fn inspect(a: RefArgs, state_dir: &Path) -> Result<(), Failure> {
     let record = find(&store, &a.reference)?
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow!("no image {} in the store under {}", a.reference, state_dir.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "no image {} in the store under {}",
+                a.reference,
+                state_dir.display()
+            )
+        })?;
     let details = out::Inspect::load(&store, record)?;
     match a.format.format {
         Format::Json => out::json(&details)?,
@@ -217,7 +245,12 @@ fn rm(a: RefArgs, state_dir: &Path) -> Result<(), Failure> {
     let _lock = store.lock_exclusive()?;
     let records = find(&store, &a.reference)?;
     if records.is_empty() {
-        return Err(anyhow!("no image {} in the store under {}", a.reference, state_dir.display()).into());
+        return Err(anyhow!(
+            "no image {} in the store under {}",
+            a.reference,
+            state_dir.display()
+        )
+        .into());
     }
     let mut candidates = BTreeSet::new();
     for r in &records {
@@ -227,12 +260,18 @@ fn rm(a: RefArgs, state_dir: &Path) -> Result<(), Failure> {
     let report = store.gc(Some(&candidates))?;
     let untagged: Vec<&str> = records.iter().map(|r| r.reference.as_str()).collect();
     match a.format.format {
-        Format::Json => out::json(&serde_json::json!({ "untagged": untagged, "deleted": report.removed, "bytes": report.bytes }))?,
+        Format::Json => out::json(
+            &serde_json::json!({ "untagged": untagged, "deleted": report.removed, "bytes": report.bytes }),
+        )?,
         Format::Text => {
             for r in untagged {
                 println!("untagged {r}");
             }
-            println!("deleted {} blobs ({})", report.removed.len(), out::human(report.bytes));
+            println!(
+                "deleted {} blobs ({})",
+                report.removed.len(),
+                out::human(report.bytes)
+            );
         }
     }
     Ok(())

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::image::digest::Digest;
 use crate::image::manifest::{History, ImageConfig, MAX_CONFIG_BYTES};
 use crate::image::pull::PullProgress;
-use crate::image::store::records::ImageRecord;
 use crate::image::store::Store;
+use crate::image::store::records::ImageRecord;
 
 /// Prints any value as pretty JSON on stdout.
 pub fn json<T: Serialize>(value: &T) -> Result<(), serde_json::Error> {
@@ -28,11 +28,19 @@ pub fn human(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 pub fn pulled(r: &ImageRecord, from_store: bool) {
-    let how = if from_store { "already present" } else { "pulled" };
+    let how = if from_store {
+        "already present"
+    } else {
+        "pulled"
+    };
     println!("{how} {}", r.reference);
     println!("digest:   {}", r.digest);
     if r.manifest.digest != r.digest {
@@ -40,7 +48,10 @@ pub fn pulled(r: &ImageRecord, from_store: bool) {
     }
     println!("platform: {}", r.platform);
     println!("layers:   {} ({})", r.layers.len(), human(r.size()));
-    let sig = r.signature.as_ref().map_or("none".to_string(), |s| s.tag.clone());
+    let sig = r
+        .signature
+        .as_ref()
+        .map_or("none".to_string(), |s| s.tag.clone());
     println!("signature: {sig}");
 }
 
@@ -65,7 +76,11 @@ pub fn table(records: &[ImageRecord]) {
         }
     }
     for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", line.join("  ").trim_end());
     }
 }
@@ -86,16 +101,25 @@ pub struct Inspect {
 impl Inspect {
     pub fn load(store: &Store, record: ImageRecord) -> Result<Inspect, anyhow::Error> {
         let bytes = store.read_blob(&record.config.digest, MAX_CONFIG_BYTES)?;
-        let config = ImageConfig::parse(&bytes, record.layers.len())
-            .map_err(|e| anyhow::anyhow!(e).context(format!("image config {}", record.config.digest)))?;
-        Ok(Inspect { record, created: config.created, image_config: config.config, history: config.history })
+        let config = ImageConfig::parse(&bytes, record.layers.len()).map_err(|e| {
+            anyhow::anyhow!(e).context(format!("image config {}", record.config.digest))
+        })?;
+        Ok(Inspect {
+            record,
+            created: config.created,
+            image_config: config.config,
+            history: config.history,
+        })
     }
 
     pub fn print(&self) {
         let r = &self.record;
         println!("reference: {}", r.reference);
         println!("digest:    {} ({})", r.digest, r.media_type);
-        println!("manifest:  {} ({})", r.manifest.digest, r.manifest.media_type);
+        println!(
+            "manifest:  {} ({})",
+            r.manifest.digest, r.manifest.media_type
+        );
         println!("platform:  {}", r.platform);
         println!("config:    {} ({})", r.config.digest, human(r.config.size));
         if let Some(created) = &self.created {
@@ -114,7 +138,11 @@ impl Inspect {
         }
         println!("history:");
         for h in &self.history {
-            let what = h.created_by.as_deref().or(h.comment.as_deref()).unwrap_or("");
+            let what = h
+                .created_by
+                .as_deref()
+                .or(h.comment.as_deref())
+                .unwrap_or("");
             let empty = if h.empty_layer { " (no layer)" } else { "" };
             println!("  {}  {what}{empty}", h.created.as_deref().unwrap_or("-"));
         }
@@ -133,7 +161,10 @@ pub struct Bars {
 
 impl Bars {
     pub fn new() -> Bars {
-        Bars { multi: MultiProgress::new(), bars: Mutex::default() }
+        Bars {
+            multi: MultiProgress::new(),
+            bars: Mutex::default(),
+        }
     }
 
     fn with(&self, digest: &Digest, f: impl FnOnce(&ProgressBar)) {
@@ -147,12 +178,17 @@ impl Bars {
 impl PullProgress for Bars {
     fn blob_started(&self, digest: &Digest, size: u64) {
         let bar = self.multi.add(ProgressBar::new(size));
-        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(digest.short().to_string());
-        self.bars.lock().unwrap_or_else(|p| p.into_inner()).insert(digest.clone(), bar);
+        self.bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.clone(), bar);
     }
 
     fn blob_advanced(&self, digest: &Digest, bytes: u64) {

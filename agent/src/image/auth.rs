@@ -102,7 +102,11 @@ pub fn lookup(registry: &str, auth_file: Option<&Path>) -> Result<Option<Credent
 }
 
 /// Looks `registry` up in the text of one `config.json`.
-pub fn lookup_in(text: &[u8], registry: &str, path: &Path) -> Result<Option<Credential>, AuthError> {
+pub fn lookup_in(
+    text: &[u8],
+    registry: &str,
+    path: &Path,
+) -> Result<Option<Credential>, AuthError> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
     match docker_credential::get_credential_from_reader(text, config_key(registry)) {
         Ok(DockerCredential::UsernamePassword(username, password)) => {
@@ -142,8 +146,8 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
             chars.next();
         }
-        let scheme: String = std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace() && *c != ','))
-            .collect();
+        let scheme: String =
+            std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace() && *c != ',')).collect();
         if scheme.is_empty() {
             return found;
         }
@@ -179,19 +183,27 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
             }
             params.push((key, value));
         }
-        let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
         let challenge = match scheme.to_ascii_lowercase().as_str() {
             "bearer" => get("realm").map(|realm| Challenge::Bearer {
                 realm,
                 service: get("service"),
                 scope: get("scope"),
             }),
-            "basic" => Some(Challenge::Basic { realm: get("realm") }),
+            "basic" => Some(Challenge::Basic {
+                realm: get("realm"),
+            }),
             _ => None,
         };
         match (&found, challenge) {
             // Prefer Bearer when a server offers both.
-            (None, Some(c)) | (Some(Challenge::Basic { .. }), Some(c @ Challenge::Bearer { .. })) => {
+            (None, Some(c))
+            | (Some(Challenge::Basic { .. }), Some(c @ Challenge::Bearer { .. })) => {
                 found = Some(c)
             }
             _ => {}
@@ -232,11 +244,19 @@ mod tests {
     fn basic_and_multiple_challenges() {
         assert_eq!(
             parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic { realm: Some("Registry Realm".into()) })
+            Some(Challenge::Basic {
+                realm: Some("Registry Realm".into())
+            })
         );
-        assert_eq!(parse_challenge("Basic"), Some(Challenge::Basic { realm: None }));
+        assert_eq!(
+            parse_challenge("Basic"),
+            Some(Challenge::Basic { realm: None })
+        );
         let both = r#"Basic realm="r", Bearer realm="https://t/token",service="s""#;
-        assert!(matches!(parse_challenge(both), Some(Challenge::Bearer { .. })));
+        assert!(matches!(
+            parse_challenge(both),
+            Some(Challenge::Bearer { .. })
+        ));
         assert_eq!(parse_challenge(r#"Negotiate abc, Digest realm="x""#), None);
         assert_eq!(parse_challenge(""), None);
     }
@@ -250,7 +270,10 @@ mod tests {
             "https://reg.example.com":{"username":"u","password":"p"}}}"#;
         assert_eq!(
             lookup_in(cfg, "127.0.0.1:5000", p).unwrap(),
-            Some(Credential::Basic { username: "user".into(), password: "pa:ss".into() })
+            Some(Credential::Basic {
+                username: "user".into(),
+                password: "pa:ss".into()
+            })
         );
         assert_eq!(
             lookup_in(cfg, "docker.io", p).unwrap(),
@@ -259,13 +282,19 @@ mod tests {
         // Keys with a scheme match the bare host.
         assert_eq!(
             lookup_in(cfg, "reg.example.com", p).unwrap(),
-            Some(Credential::Basic { username: "u".into(), password: "p".into() })
+            Some(Credential::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
         );
         assert_eq!(lookup_in(cfg, "other.example.com", p).unwrap(), None);
         let bad = br#"{"auths":{"r.io":{"auth":"%%%"}}}"#;
         let err = lookup_in(bad, "r.io", p).unwrap_err().to_string();
         assert!(err.contains("r.io") && err.contains("config.json"), "{err}");
-        let c = Credential::Basic { username: "u".into(), password: "secret".into() };
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: "secret".into(),
+        };
         assert!(!format!("{c:?}").contains("secret"));
         assert_eq!(c.basic_header().unwrap(), "Basic dTpzZWNyZXQ=");
     }
@@ -277,9 +306,15 @@ mod tests {
         std::fs::write(&file, br#"{"auths":{"r.io":{"auth":"YTpi"}}}"#).unwrap();
         assert_eq!(
             lookup("r.io", Some(&file)).unwrap(),
-            Some(Credential::Basic { username: "a".into(), password: "b".into() })
+            Some(Credential::Basic {
+                username: "a".into(),
+                password: "b".into()
+            })
         );
         let missing = dir.path().join("nope.json");
-        assert!(matches!(lookup("r.io", Some(&missing)), Err(AuthError::Read { .. })));
+        assert!(matches!(
+            lookup("r.io", Some(&missing)),
+            Err(AuthError::Read { .. })
+        ));
     }
 }

@@ -110,8 +110,14 @@ mod tests {
             Digest::parse(&d.as_str().to_uppercase().replacen("SHA", "sha", 1)),
             Err(DigestError::Invalid(_))
         ));
-        assert!(matches!(Digest::parse("sha256:abc"), Err(DigestError::Invalid(_))));
-        assert!(matches!(Digest::parse("nohex"), Err(DigestError::Invalid(_))));
+        assert!(matches!(
+            Digest::parse("sha256:abc"),
+            Err(DigestError::Invalid(_))
+        ));
+        assert!(matches!(
+            Digest::parse("nohex"),
+            Err(DigestError::Invalid(_))
+        ));
         assert!(matches!(
             Digest::parse(&format!("sha512:{}", "a".repeat(128))),
             Err(DigestError::Unsupported(_))

@@ -56,7 +56,11 @@ pub struct DescriptorPlatform {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(default, rename = "os.version", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "os.version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -94,7 +98,7 @@ pub struct ImageIndex {
 /// A parsed manifest of either kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
     Index(ImageIndex),
 }
 
@@ -113,7 +117,9 @@ pub enum ManifestError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("docker schema 1 manifests are not supported; push the image again with a current tool")]
+    #[error(
+        "docker schema 1 manifests are not supported; push the image again with a current tool"
+    )]
     SchemaOne,
     #[error("unsupported manifest media type `{0}`")]
     UnsupportedType(String),
@@ -121,7 +127,9 @@ pub enum ManifestError {
     SchemaVersion(u32),
     #[error("image config lists {diff_ids} diff_ids for {layers} layers")]
     LayerCount { layers: usize, diff_ids: usize },
-    #[error("config media type `{0}` is not an image config: this is an artifact, not a container image")]
+    #[error(
+        "config media type `{0}` is not an image config: this is an artifact, not a container image"
+    )]
     NotAnImage(String),
     #[error("layer {digest} has unsupported media type `{media_type}`")]
     UnsupportedLayer { digest: Digest, media_type: String },

@@ -41,7 +41,11 @@ impl Platform {
     /// Parses `os/arch[/variant]`.
     pub fn parse(s: &str) -> Result<Platform, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let ok = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
             [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => {
@@ -58,7 +62,11 @@ impl Platform {
         } else {
             None
         };
-        host_from(std::env::consts::OS, std::env::consts::ARCH, cpuinfo.as_deref())
+        host_from(
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            cpuinfo.as_deref(),
+        )
     }
 
     /// How well an image built for `self` runs on `host`: `Some(0)` is an exact match,
@@ -179,12 +187,15 @@ pub fn host_from(os: &str, arch: &str, cpuinfo: Option<&str>) -> Platform {
     let (arch, variant) = match arch {
         "x86_64" => ("amd64", None),
         "aarch64" => ("arm64", None),
-        "arm" => ("arm", arm_variant.as_deref().map(|v| match v {
-            "5TEJ" | "5TE" | "5" => "v5",
-            "6" | "6TEJ" => "v6",
-            "8" | "AArch64" => "v8",
-            _ => "v7",
-        })),
+        "arm" => (
+            "arm",
+            arm_variant.as_deref().map(|v| match v {
+                "5TEJ" | "5TE" | "5" => "v5",
+                "6" | "6TEJ" => "v6",
+                "8" | "AArch64" => "v8",
+                _ => "v7",
+            }),
+        ),
         "x86" => ("386", None),
         "powerpc64" => ("ppc64le", None),
         other => (other, None),
@@ -248,19 +259,40 @@ mod tests {
 
     #[test]
     fn host_detection() {
-        assert_eq!(host_from("linux", "x86_64", None).to_string(), "linux/amd64");
-        assert_eq!(host_from("linux", "aarch64", None).to_string(), "linux/arm64/v8");
+        assert_eq!(
+            host_from("linux", "x86_64", None).to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            host_from("linux", "aarch64", None).to_string(),
+            "linux/arm64/v8"
+        );
         let pi = "processor\t: 0\nmodel name\t: ARMv7 Processor rev 4 (v7l)\nCPU architecture: 7\n";
-        assert_eq!(host_from("linux", "arm", Some(pi)).to_string(), "linux/arm/v7");
+        assert_eq!(
+            host_from("linux", "arm", Some(pi)).to_string(),
+            "linux/arm/v7"
+        );
         let pi1 = "CPU architecture: 6\n";
-        assert_eq!(host_from("linux", "arm", Some(pi1)).to_string(), "linux/arm/v6");
+        assert_eq!(
+            host_from("linux", "arm", Some(pi1)).to_string(),
+            "linux/arm/v6"
+        );
         let v8 = "CPU architecture: 8\n";
-        assert_eq!(host_from("linux", "arm", Some(v8)).to_string(), "linux/arm/v8");
+        assert_eq!(
+            host_from("linux", "arm", Some(v8)).to_string(),
+            "linux/arm/v8"
+        );
         assert_eq!(host_from("linux", "arm", None).to_string(), "linux/arm/v7");
         assert_eq!(host_from("linux", "x86", None).to_string(), "linux/386");
-        assert_eq!(host_from("linux", "powerpc64", None).to_string(), "linux/ppc64le");
+        assert_eq!(
+            host_from("linux", "powerpc64", None).to_string(),
+            "linux/ppc64le"
+        );
         assert_eq!(host_from("linux", "s390x", None).to_string(), "linux/s390x");
-        assert_eq!(host_from("linux", "riscv64", None).to_string(), "linux/riscv64");
+        assert_eq!(
+            host_from("linux", "riscv64", None).to_string(),
+            "linux/riscv64"
+        );
     }
 
     /// A typical multi-arch index (Docker Hub's busybox), plus an attestation entry.

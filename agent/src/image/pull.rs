@@ -16,7 +16,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use berth_spec::reference::Reference;
 
 use super::digest::Digest;
-use super::manifest::{self, ImageConfig, ImageManifest, Manifest, ManifestError, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
+use super::manifest::{
+    self, ImageConfig, ImageManifest, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Manifest, ManifestError,
+};
 use super::platform::{self, Platform};
 use super::registry::{Client, RegistryError, Repository};
 use super::store::records::{BlobRef, ImageRecord, LayerRecord, SignatureRecord};
@@ -45,7 +47,11 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { platform: Platform::host(), signatures: true, parallel: DEFAULT_PARALLEL }
+        PullOptions {
+            platform: Platform::host(),
+            signatures: true,
+            parallel: DEFAULT_PARALLEL,
+        }
     }
 }
 
@@ -75,9 +81,19 @@ pub enum PullError {
         source: ManifestError,
     },
     #[error("image {reference} has no manifest for platform {platform} (it has: {available})")]
-    NoPlatform { reference: String, platform: Platform, available: String },
-    #[error("image {reference} is built for {image}, not for this host's {wanted} (use --platform to pull it anyway)")]
-    WrongPlatform { reference: String, image: Platform, wanted: Platform },
+    NoPlatform {
+        reference: String,
+        platform: String,
+        available: String,
+    },
+    #[error(
+        "image {reference} is built for {image}, not for this host's {wanted} (use --platform to pull it anyway)"
+    )]
+    WrongPlatform {
+        reference: String,
+        image: String,
+        wanted: String,
+    },
     #[error("image {reference}: {detail}")]
     Invalid { reference: String, detail: String },
 }
@@ -122,25 +138,44 @@ pub async fn pull(
         let s = store.clone();
         tokio::task::spawn_blocking(move || s.lock_shared())
             .await
-            .map_err(|e| StoreError::Io { action: "lock", path: store.root().to_path_buf(), source: std::io::Error::other(e) })??
+            .map_err(|e| StoreError::Io {
+                action: "lock",
+                path: store.root().to_path_buf(),
+                source: std::io::Error::other(e),
+            })??
     };
     let key = reference.to_string();
     if let Some(record) = from_store(store, reference, opts)? {
         store.put_record(&record)?;
-        return Ok(Pulled { record, from_store: true });
+        return Ok(Pulled {
+            record,
+            from_store: true,
+        });
     }
-    let p = Puller { client, store, repo: Repository::of(reference), key: key.clone(), progress };
+    let p = Puller {
+        client,
+        store,
+        repo: Repository::of(reference),
+        key: key.clone(),
+        progress,
+    };
 
     // Resolve: the tag (or digest), then down through indexes to one image manifest.
-    let top = client.fetch_manifest(&p.repo, reference.reference()).await?;
+    let top = client
+        .fetch_manifest(&p.repo, reference.reference())
+        .await?;
     store.write_blob(&top.digest, &top.bytes, &p.repo.target(top.digest.as_str()))?;
     let (mut parsed, top_type) = p.parse(&top.bytes, top.content_type.as_deref())?;
     let mut indexes = Vec::new();
-    let mut current = BlobRef { digest: top.digest.clone(), size: top.bytes.len() as u64, media_type: top_type.clone() };
+    let mut current = BlobRef {
+        digest: top.digest.clone(),
+        size: top.bytes.len() as u64,
+        media_type: top_type.clone(),
+    };
     let mut selected: Option<Platform> = None;
     let image: ImageManifest = loop {
         match parsed {
-            Manifest::Image(m) => break m,
+            Manifest::Image(m) => break *m,
             Manifest::Index(index) => {
                 indexes.push(current.clone());
                 if indexes.len() > MAX_INDEX_DEPTH {
@@ -152,32 +187,64 @@ pub async fn pull(
                     .map(|d| d.platform.as_ref().map(|pl| pl.normalized()))
                     .collect();
                 let Some(i) = platform::select(&platforms, &opts.platform) else {
-                    let available: Vec<String> = platforms.iter().flatten().map(ToString::to_string).collect();
+                    let available: Vec<String> = platforms
+                        .iter()
+                        .flatten()
+                        .map(ToString::to_string)
+                        .collect();
                     return Err(PullError::NoPlatform {
                         reference: key,
-                        platform: opts.platform.clone(),
-                        available: if available.is_empty() { "none".into() } else { available.join(", ") },
+                        platform: opts.platform.to_string(),
+                        available: if available.is_empty() {
+                            "none".into()
+                        } else {
+                            available.join(", ")
+                        },
                     });
                 };
                 let desc = &index.manifests[i];
                 selected = platforms[i].clone().or(selected);
-                let bytes = p.small_blob(&desc.digest, desc.size, MAX_MANIFEST_BYTES, true).await?;
+                let bytes = p
+                    .small_blob(&desc.digest, desc.size, MAX_MANIFEST_BYTES, true)
+                    .await?;
                 let (m, mt) = p.parse(&bytes, Some(&desc.media_type))?;
-                current = BlobRef { digest: desc.digest.clone(), size: desc.size, media_type: mt };
+                current = BlobRef {
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    media_type: mt,
+                };
                 parsed = m;
             }
         }
     };
-    image.check_image().map_err(|source| PullError::Manifest { reference: key.clone(), source })?;
+    image.check_image().map_err(|source| PullError::Manifest {
+        reference: key.clone(),
+        source,
+    })?;
 
-    let config_bytes = p.small_blob(&image.config.digest, image.config.size, MAX_CONFIG_BYTES, false).await?;
-    let config = ImageConfig::parse(&config_bytes, image.layers.len())
-        .map_err(|source| PullError::Manifest { reference: key.clone(), source })?;
+    let config_bytes = p
+        .small_blob(
+            &image.config.digest,
+            image.config.size,
+            MAX_CONFIG_BYTES,
+            false,
+        )
+        .await?;
+    let config = ImageConfig::parse(&config_bytes, image.layers.len()).map_err(|source| {
+        PullError::Manifest {
+            reference: key.clone(),
+            source,
+        }
+    })?;
     let platform = match (selected, config.platform()) {
         (Some(p), _) => p,
         (None, Some(image_platform)) => {
             if image_platform.rank_on(&opts.platform).is_none() {
-                return Err(PullError::WrongPlatform { reference: key, image: image_platform, wanted: opts.platform.clone() });
+                return Err(PullError::WrongPlatform {
+                    reference: key,
+                    image: image_platform.to_string(),
+                    wanted: opts.platform.to_string(),
+                });
             }
             image_platform
         }
@@ -209,27 +276,46 @@ pub async fn pull(
         indexes,
         manifest: current,
         platform,
-        config: BlobRef { digest: image.config.digest.clone(), size: image.config.size, media_type: image.config.media_type.clone() },
+        config: BlobRef {
+            digest: image.config.digest.clone(),
+            size: image.config.size,
+            media_type: image.config.media_type.clone(),
+        },
         layers: image
             .layers
             .iter()
             .zip(&config.rootfs.diff_ids)
-            .map(|(l, diff_id)| LayerRecord { digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone(), diff_id: diff_id.clone() })
+            .map(|(l, diff_id)| LayerRecord {
+                digest: l.digest.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+                diff_id: diff_id.clone(),
+            })
             .collect(),
         signature,
         pulled_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
     store.put_record(&record)?;
-    Ok(Pulled { record, from_store: false })
+    Ok(Pulled {
+        record,
+        from_store: false,
+    })
 }
 
 /// A pinned reference already recorded, with every blob present, for a compatible
 /// platform: re-recorded under this reference without contacting the registry.
-fn from_store(store: &Store, reference: &Reference, opts: &PullOptions) -> Result<Option<ImageRecord>, PullError> {
-    let Some(pinned) = reference.digest.as_deref() else { return Ok(None) };
+fn from_store(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<Option<ImageRecord>, PullError> {
+    let Some(pinned) = reference.digest.as_deref() else {
+        return Ok(None);
+    };
     let name = reference.name();
     for r in store.records()? {
-        let top = r.digest.as_str() == pinned && (r.indexes.is_empty() || r.platform.rank_on(&opts.platform).is_some());
+        let top = r.digest.as_str() == pinned
+            && (r.indexes.is_empty() || r.platform.rank_on(&opts.platform).is_some());
         let inner = r.manifest.digest.as_str() == pinned;
         if r.name != name || !(top || inner) || !r.blobs().all(|d| store.has_blob(d)) {
             continue;
@@ -257,34 +343,66 @@ struct Puller<'a> {
 
 impl Puller<'_> {
     fn invalid(&self, detail: String) -> PullError {
-        PullError::Invalid { reference: self.key.clone(), detail }
+        PullError::Invalid {
+            reference: self.key.clone(),
+            detail,
+        }
     }
 
-    fn parse(&self, bytes: &[u8], content_type: Option<&str>) -> Result<(Manifest, String), PullError> {
-        manifest::parse_manifest(bytes, content_type).map_err(|source| PullError::Manifest { reference: self.key.clone(), source })
+    fn parse(
+        &self,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<(Manifest, String), PullError> {
+        manifest::parse_manifest(bytes, content_type).map_err(|source| PullError::Manifest {
+            reference: self.key.clone(),
+            source,
+        })
     }
 
     /// A manifest or config by digest: from the store if present, else from the
     /// registry (size-capped, digest-checked) and then stored.
-    async fn small_blob(&self, digest: &Digest, size: u64, limit: u64, is_manifest: bool) -> Result<Vec<u8>, PullError> {
-        let what = if is_manifest { "manifest" } else { "image config" };
-        manifest::check_size(what, size, limit).map_err(|source| PullError::Manifest { reference: self.key.clone(), source })?;
+    async fn small_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        limit: u64,
+        is_manifest: bool,
+    ) -> Result<Vec<u8>, PullError> {
+        let what = if is_manifest {
+            "manifest"
+        } else {
+            "image config"
+        };
+        manifest::check_size(what, size, limit).map_err(|source| PullError::Manifest {
+            reference: self.key.clone(),
+            source,
+        })?;
         let bytes = if self.store.has_blob(digest) {
             self.store.read_blob(digest, limit)?
         } else {
             self.progress.blob_started(digest, size);
             let bytes = if is_manifest {
-                self.client.fetch_manifest(&self.repo, digest.as_str()).await?.bytes
+                self.client
+                    .fetch_manifest(&self.repo, digest.as_str())
+                    .await?
+                    .bytes
             } else {
-                self.client.fetch_blob_bytes(&self.repo, digest, limit).await?
+                self.client
+                    .fetch_blob_bytes(&self.repo, digest, limit)
+                    .await?
             };
-            self.store.write_blob(digest, &bytes, &self.repo.target(digest.as_str()))?;
+            self.store
+                .write_blob(digest, &bytes, &self.repo.target(digest.as_str()))?;
             self.progress.blob_advanced(digest, bytes.len() as u64);
             self.progress.blob_finished(digest, false);
             bytes
         };
         if bytes.len() as u64 != size {
-            return Err(self.invalid(format!("{what} {digest} has {} bytes, its descriptor says {size}", bytes.len())));
+            return Err(self.invalid(format!(
+                "{what} {digest} has {} bytes, its descriptor says {size}",
+                bytes.len()
+            )));
         }
         Ok(bytes)
     }
@@ -328,29 +446,46 @@ impl Puller<'_> {
         Ok(None)
     }
 
-    async fn fetch_signature(&self, signed: &Digest, tag: &str) -> Result<SignatureRecord, PullError> {
+    async fn fetch_signature(
+        &self,
+        signed: &Digest,
+        tag: &str,
+    ) -> Result<SignatureRecord, PullError> {
         let fetched = self.client.fetch_manifest(&self.repo, tag).await?;
         let (parsed, media_type) = self.parse(&fetched.bytes, fetched.content_type.as_deref())?;
         let Manifest::Image(m) = parsed else {
             return Err(self.invalid(format!("signature {tag} is an index, not a manifest")));
         };
         if m.layers.len() > MAX_SIGNATURE_LAYERS {
-            return Err(self.invalid(format!("signature {tag} has {} layers, more than {MAX_SIGNATURE_LAYERS}", m.layers.len())));
+            return Err(self.invalid(format!(
+                "signature {tag} has {} layers, more than {MAX_SIGNATURE_LAYERS}",
+                m.layers.len()
+            )));
         }
-        self.store.write_blob(&fetched.digest, &fetched.bytes, &self.repo.target(tag))?;
+        self.store
+            .write_blob(&fetched.digest, &fetched.bytes, &self.repo.target(tag))?;
         let mut blobs = Vec::new();
         let mut seen = BTreeSet::new();
         for d in std::iter::once(&m.config).chain(&m.layers) {
             if !seen.insert(d.digest.clone()) {
                 continue;
             }
-            self.small_blob(&d.digest, d.size, MAX_SIGNATURE_BLOB, false).await?;
-            blobs.push(BlobRef { digest: d.digest.clone(), size: d.size, media_type: d.media_type.clone() });
+            self.small_blob(&d.digest, d.size, MAX_SIGNATURE_BLOB, false)
+                .await?;
+            blobs.push(BlobRef {
+                digest: d.digest.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            });
         }
         Ok(SignatureRecord {
             tag: tag.to_string(),
             signed: signed.clone(),
-            manifest: BlobRef { digest: fetched.digest, size: fetched.bytes.len() as u64, media_type },
+            manifest: BlobRef {
+                digest: fetched.digest,
+                size: fetched.bytes.len() as u64,
+                media_type,
+            },
             blobs,
         })
     }

@@ -71,7 +71,10 @@ impl TestRegistry {
             let hash = bcrypt::hash(password, 4).map_err(|e| e.to_string())?;
             let file = dir.path().join("htpasswd");
             std::fs::write(&file, format!("{user}:{hash}\n")).map_err(|e| e.to_string())?;
-            auth = format!("auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n", file.display());
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                file.display()
+            );
         }
         let config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n{auth}",
@@ -79,7 +82,8 @@ impl TestRegistry {
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.path().join("registry.log")).map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(dir.path().join("registry.log")).map_err(|e| e.to_string())?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config_path)
@@ -88,11 +92,17 @@ impl TestRegistry {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot run docker-registry: {e}"))?;
-        let mut reg = TestRegistry { child, addr, dir, basic: opts.htpasswd.clone() };
+        let mut reg = TestRegistry {
+            child,
+            addr,
+            dir,
+            basic: opts.htpasswd.clone(),
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = reg.child.try_wait() {
-                let log = std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(reg.dir.path().join("registry.log"))
+                    .unwrap_or_default();
                 return Err(format!("exited with {status}: {log}"));
             }
             if let Ok(r) = http::request("GET", &reg.url("/v2/"), &[], b"")
@@ -156,7 +166,10 @@ impl Drop for TestRegistry {
 /// `Basic base64(user:password)`.
 pub fn basic_header(user: &str, password: &str) -> String {
     use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 /// Writes a docker `config.json` with credentials for `host` into a new directory,
@@ -166,6 +179,7 @@ pub fn docker_config(host: &str, user: &str, password: &str) -> tempfile::TempDi
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let json = serde_json::json!({ "auths": { host: { "auth": auth } } });
-    std::fs::write(dir.path().join("config.json"), json.to_string()).unwrap_or_else(|e| panic!("write config.json: {e}"));
+    std::fs::write(dir.path().join("config.json"), json.to_string())
+        .unwrap_or_else(|e| panic!("write config.json: {e}"));
     dir
 }

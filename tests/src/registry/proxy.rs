@@ -52,10 +52,17 @@ struct State {
 impl Proxy {
     /// Starts a proxy to `upstream` on a free loopback port.
     pub fn start(upstream: SocketAddr, opts: ProxyOptions) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("proxy addr: {e}"));
+        let listener =
+            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("proxy addr: {e}"));
         let stop = Arc::new(AtomicBool::new(false));
-        let state = Arc::new(State { upstream: Some(upstream), opts, ..State::default() });
+        let state = Arc::new(State {
+            upstream: Some(upstream),
+            opts,
+            ..State::default()
+        });
         let (s, st) = (stop.clone(), state.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -130,8 +137,16 @@ fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Request>> {
             let mut parts = head.split(' ');
             let method = parts.next().unwrap_or("").to_string();
             let path = parts.next().unwrap_or("").to_string();
-            let mut req = Request { head, method, path, body: Vec::new() };
-            let len: usize = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut req = Request {
+                head,
+                method,
+                path,
+                body: Vec::new(),
+            };
+            let len: usize = req
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             while body.len() < len {
                 let n = conn.read(&mut chunk)?;
                 if n == 0 {
@@ -148,8 +163,16 @@ fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Request>> {
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<()> {
-    let mut out = format!("HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+fn respond(
+    conn: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -170,8 +193,13 @@ fn repository(path: &str) -> Option<&str> {
 
 fn handle(mut conn: TcpStream, st: &State, me: SocketAddr) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let Some(req) = read_request(&mut conn)? else { return Ok(()) };
-    let range = req.header("range").map(|r| format!(" range={r}")).unwrap_or_default();
+    let Some(req) = read_request(&mut conn)? else {
+        return Ok(());
+    };
+    let range = req
+        .header("range")
+        .map(|r| format!(" range={r}"))
+        .unwrap_or_default();
     if let Ok(mut log) = st.log.lock() {
         log.push(format!("{} {}{range}", req.method, req.path));
     }
@@ -195,7 +223,12 @@ fn handle(mut conn: TcpStream, st: &State, me: SocketAddr) -> std::io::Result<()
                 t.insert(token.clone(), scope);
             }
             let body = format!("{{\"token\":\"{token}\",\"expires_in\":300}}");
-            return respond(&mut conn, 200, &[("Content-Type", "application/json".into())], body.as_bytes());
+            return respond(
+                &mut conn,
+                200,
+                &[("Content-Type", "application/json".into())],
+                body.as_bytes(),
+            );
         }
         let repo = repository(&req.path);
         let allowed = req
@@ -207,8 +240,11 @@ fn handle(mut conn: TcpStream, st: &State, me: SocketAddr) -> std::io::Result<()
                 None => true,
             });
         if !allowed {
-            let scope = repo.map(|r| format!(",scope=\"repository:{r}:pull\"")).unwrap_or_default();
-            let challenge = format!("Bearer realm=\"http://{me}/token\",service=\"berth-test\"{scope}");
+            let scope = repo
+                .map(|r| format!(",scope=\"repository:{r}:pull\""))
+                .unwrap_or_default();
+            let challenge =
+                format!("Bearer realm=\"http://{me}/token\",service=\"berth-test\"{scope}");
             return respond(&mut conn, 401, &[("WWW-Authenticate", challenge)], b"{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}");
         }
     }
@@ -216,10 +252,20 @@ fn handle(mut conn: TcpStream, st: &State, me: SocketAddr) -> std::io::Result<()
         && req.path.contains(needle.as_str())
         && st.failed.fetch_add(1, Ordering::SeqCst) < *count
     {
-        let headers: Vec<(&str, String)> = retry_after.iter().map(|s| ("Retry-After", s.to_string())).collect();
-        return respond(&mut conn, *status, &headers, b"{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"slow down\"}]}");
+        let headers: Vec<(&str, String)> = retry_after
+            .iter()
+            .map(|s| ("Retry-After", s.to_string()))
+            .collect();
+        return respond(
+            &mut conn,
+            *status,
+            &headers,
+            b"{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"slow down\"}]}",
+        );
     }
-    let Some(upstream) = st.upstream else { return Ok(()) };
+    let Some(upstream) = st.upstream else {
+        return Ok(());
+    };
     let mut up = TcpStream::connect(upstream)?;
     // Forward the head with `Connection: close` so one response ends the exchange.
     let mut head = String::new();

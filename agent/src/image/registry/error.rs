@@ -5,13 +5,35 @@ use crate::image::auth::AuthError;
 use crate::image::digest::Digest;
 use crate::image::manifest::ManifestError;
 
-/// What a request was about: the names an error message needs.
+/// What a request was about: the names an error message needs. Boxed, so errors
+/// that carry it stay small.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Target(Box<TargetNames>);
+
+/// The fields of a [`Target`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetNames {
     pub registry: String,
     pub repository: String,
-    /// A tag, a digest, or a description such as `blob upload`.
+    /// A tag or a digest.
     pub reference: String,
+}
+
+impl Target {
+    pub fn new(registry: &str, repository: &str, reference: &str) -> Target {
+        Target(Box::new(TargetNames {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            reference: reference.to_string(),
+        }))
+    }
+}
+
+impl std::ops::Deref for Target {
+    type Target = TargetNames;
+    fn deref(&self) -> &TargetNames {
+        &self.0
+    }
 }
 
 /// A failed registry operation.
@@ -63,7 +85,9 @@ pub enum RegistryError {
         detail: String,
         transient: bool,
     },
-    #[error("refusing plain http to {url} for registry {registry}: only loopback registries and registries marked `insecure` may use http")]
+    #[error(
+        "refusing plain http to {url} for registry {registry}: only loopback registries and registries marked `insecure` may use http"
+    )]
     Insecure { registry: String, url: String },
     #[error("registry {registry}: {detail}")]
     Protocol { registry: String, detail: String },

@@ -28,8 +28,7 @@ use berth_spec::reference::{DOCKER_HUB, Reference};
 
 pub use error::{RegistryError, Target};
 pub use retry::RetryPolicy;
-pub use transport::is_loopback;
-use transport::{Endpoint, Inner};
+use transport::{Endpoint, Inner, Req};
 
 use super::digest::Digest;
 use super::manifest::{MANIFEST_ACCEPT, ManifestError, check_size};
@@ -71,11 +70,7 @@ impl Repository {
     }
 
     pub fn target(&self, reference: &str) -> Target {
-        Target {
-            registry: self.registry.clone(),
-            repository: self.name.clone(),
-            reference: reference.to_string(),
-        }
+        Target::new(&self.registry, &self.name, reference)
     }
 }
 
@@ -97,7 +92,9 @@ pub struct BlobBody {
 
 impl std::fmt::Debug for BlobBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobBody").field("partial", &self.partial).finish()
+        f.debug_struct("BlobBody")
+            .field("partial", &self.partial)
+            .finish()
     }
 }
 
@@ -112,7 +109,10 @@ impl Client {
         Client::with_retry(registries, RetryPolicy::default())
     }
 
-    pub fn with_retry(registries: RegistryConfig, retry: RetryPolicy) -> Result<Client, RegistryError> {
+    pub fn with_retry(
+        registries: RegistryConfig,
+        retry: RetryPolicy,
+    ) -> Result<Client, RegistryError> {
         Ok(Client {
             inner: Arc::new(Inner::new(registries, retry)?),
         })
@@ -125,15 +125,25 @@ impl Client {
 
     /// Where to send requests for `registry`: its mirror (for reads), then itself.
     fn endpoints(&self, registry: &str, read: bool) -> Result<Vec<Endpoint>, RegistryError> {
-        let settings = self.inner.registries.get(registry).cloned().unwrap_or_default();
-        let host = if registry == DOCKER_HUB { DOCKER_HUB_API } else { registry };
+        let settings = self
+            .inner
+            .registries
+            .get(registry)
+            .cloned()
+            .unwrap_or_default();
+        let host = if registry == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            registry
+        };
         let mut out = Vec::new();
         if let (true, Some(mirror)) = (read, &settings.mirror) {
             let bad = |detail: String| RegistryError::Settings {
                 registry: registry.to_string(),
                 detail,
             };
-            let mut base = Url::parse(mirror).map_err(|e| bad(format!("mirror `{mirror}`: {e}")))?;
+            let mut base =
+                Url::parse(mirror).map_err(|e| bad(format!("mirror `{mirror}`: {e}")))?;
             if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
                 return Err(bad(format!("mirror `{mirror}` must be an http(s) URL")));
             }
@@ -144,7 +154,12 @@ impl Client {
                 Some(p) => format!("{}:{p}", base.host_str().unwrap_or("")),
                 None => base.host_str().unwrap_or("").to_string(),
             };
-            let own = self.inner.registries.get(&mirror_host).cloned().unwrap_or_default();
+            let own = self
+                .inner
+                .registries
+                .get(&mirror_host)
+                .cloned()
+                .unwrap_or_default();
             out.push(Endpoint {
                 registry: registry.to_string(),
                 host: mirror_host,
@@ -201,26 +216,39 @@ impl Client {
     }
 
     /// Passes a successful response through; maps anything else to an error.
-    async fn ok(&self, ep: &Endpoint, target: &Target, resp: Response) -> Result<Response, RegistryError> {
+    async fn ok(
+        &self,
+        ep: &Endpoint,
+        target: &Target,
+        resp: Response,
+    ) -> Result<Response, RegistryError> {
         if resp.status().is_success() {
             return Ok(resp);
         }
         if resp.status() == 401 {
             self.inner.forget(ep);
             if self.inner.credential(ep)?.is_none() {
-                return Err(RegistryError::NoCredentials { target: target.clone() });
+                return Err(RegistryError::NoCredentials {
+                    target: target.clone(),
+                });
             }
         }
         Err(transport::status_error(target, resp).await)
     }
 
     /// Fetches a manifest or index by tag or digest, size-capped and digest-checked.
-    pub async fn fetch_manifest(&self, repo: &Repository, reference: &str) -> Result<FetchedManifest, RegistryError> {
+    pub async fn fetch_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
         let expected = if reference.starts_with("sha256:") {
-            Some(Digest::parse(reference).map_err(|e| RegistryError::Protocol {
-                registry: repo.registry.clone(),
-                detail: e.to_string(),
-            })?)
+            Some(
+                Digest::parse(reference).map_err(|e| RegistryError::Protocol {
+                    registry: repo.registry.clone(),
+                    detail: e.to_string(),
+                })?,
+            )
         } else {
             None
         };
@@ -228,7 +256,9 @@ impl Client {
             let expected = expected.clone();
             async move {
                 let target = repo.target(reference);
-                let url = self.url(&ep, &format!("v2/{}/manifests/{reference}", repo.name)).await?;
+                let url = self
+                    .url(&ep, &format!("v2/{}/manifests/{reference}", repo.name))
+                    .await?;
                 let mut headers = HeaderMap::new();
                 headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
                 let mut tries = 0;
@@ -236,7 +266,12 @@ impl Client {
                     tries += 1;
                     let resp = self
                         .inner
-                        .execute(&ep, &target, false, Method::GET, url.clone(), headers.clone(), None)
+                        .execute(
+                            &ep,
+                            &target,
+                            false,
+                            Req::new(Method::GET, url.clone()).headers(headers.clone()),
+                        )
                         .await?;
                     let resp = self.ok(&ep, &target, resp).await?;
                     let content_type = resp
@@ -244,15 +279,30 @@ impl Client {
                         .get(CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let bytes = match read_capped(resp, &target, "manifest", super::manifest::MAX_MANIFEST_BYTES).await {
+                    let bytes = match read_capped(
+                        resp,
+                        &target,
+                        "manifest",
+                        super::manifest::MAX_MANIFEST_BYTES,
+                    )
+                    .await
+                    {
                         Err(e) if e.is_transient() && tries < self.inner.retry.attempts => continue,
                         other => other?,
                     };
                     let digest = Digest::of(&bytes);
                     if let Some(expected) = expected.filter(|e| *e != digest) {
-                        return Err(RegistryError::DigestMismatch { target, expected, actual: digest });
+                        return Err(RegistryError::DigestMismatch {
+                            target,
+                            expected,
+                            actual: digest,
+                        });
                     }
-                    return Ok(FetchedManifest { bytes, digest, content_type });
+                    return Ok(FetchedManifest {
+                        bytes,
+                        digest,
+                        content_type,
+                    });
                 }
             }
         })
@@ -261,7 +311,12 @@ impl Client {
 
     /// Fetches a small blob (a config, a signature layer) into memory, size-capped
     /// and digest-checked.
-    pub async fn fetch_blob_bytes(&self, repo: &Repository, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
+    pub async fn fetch_blob_bytes(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let target = repo.target(digest.as_str());
         let mut tries = 0;
         loop {
@@ -275,7 +330,11 @@ impl Client {
                     Ok(c) => {
                         out.extend_from_slice(&c);
                         if out.len() as u64 > limit {
-                            let source = ManifestError::TooLarge { what: "blob", size: out.len() as u64, limit };
+                            let source = ManifestError::TooLarge {
+                                what: "blob",
+                                size: out.len() as u64,
+                                limit,
+                            };
                             return Err(RegistryError::Manifest { target, source });
                         }
                     }
@@ -292,7 +351,11 @@ impl Client {
             }
             let actual = Digest::of(&out);
             if actual != *digest {
-                return Err(RegistryError::DigestMismatch { target, expected: digest.clone(), actual });
+                return Err(RegistryError::DigestMismatch {
+                    target,
+                    expected: digest.clone(),
+                    actual,
+                });
             }
             return Ok(out);
         }
@@ -300,23 +363,38 @@ impl Client {
 
     /// Opens a blob's body from `offset` on (`Range: bytes=offset-`). The reply says
     /// whether the server honoured the range (`partial`) or sent the whole blob.
-    pub async fn open_blob(&self, repo: &Repository, digest: &Digest, offset: u64) -> Result<BlobBody, RegistryError> {
+    pub async fn open_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobBody, RegistryError> {
         self.read(repo, |ep| async move {
             let target = repo.target(digest.as_str());
-            let url = self.url(&ep, &format!("v2/{}/blobs/{digest}", repo.name)).await?;
+            let url = self
+                .url(&ep, &format!("v2/{}/blobs/{digest}", repo.name))
+                .await?;
             let mut offset = offset;
             loop {
                 let mut headers = HeaderMap::new();
                 if offset > 0 {
-                    let range = HeaderValue::from_str(&format!("bytes={offset}-")).map_err(|e| RegistryError::Protocol {
-                        registry: repo.registry.clone(),
-                        detail: e.to_string(),
-                    })?;
+                    let range =
+                        HeaderValue::from_str(&format!("bytes={offset}-")).map_err(|e| {
+                            RegistryError::Protocol {
+                                registry: repo.registry.clone(),
+                                detail: e.to_string(),
+                            }
+                        })?;
                     headers.insert(RANGE, range);
                 }
                 let resp = self
                     .inner
-                    .execute(&ep, &target, false, Method::GET, url.clone(), headers, None)
+                    .execute(
+                        &ep,
+                        &target,
+                        false,
+                        Req::new(Method::GET, url.clone()).headers(headers),
+                    )
                     .await?;
                 // 416: the partial copy is not a prefix the server knows; start over.
                 if resp.status() == 416 && offset > 0 {
@@ -326,18 +404,27 @@ impl Client {
                 let resp = self.ok(&ep, &target, resp).await?;
                 let partial = resp.status() == 206;
                 if partial {
-                    let range = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let range = resp
+                        .headers()
+                        .get(CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
                     if !range.starts_with(&format!("bytes {offset}-")) {
                         return Err(RegistryError::Protocol {
                             registry: repo.registry.clone(),
-                            detail: format!("asked for {digest} from byte {offset}, got Content-Range `{range}`"),
+                            detail: format!(
+                                "asked for {digest} from byte {offset}, got Content-Range `{range}`"
+                            ),
                         });
                     }
                 }
                 let t = target.clone();
                 let stream = resp
                     .bytes_stream()
-                    .map_err(move |source| RegistryError::Body { target: t.clone(), source })
+                    .map_err(move |source| RegistryError::Body {
+                        target: t.clone(),
+                        source,
+                    })
                     .boxed();
                 return Ok(BlobBody { partial, stream });
             }
@@ -347,7 +434,12 @@ impl Client {
 }
 
 /// Reads a response body into memory, refusing more than `limit` bytes.
-async fn read_capped(mut resp: Response, target: &Target, what: &'static str, limit: u64) -> Result<Vec<u8>, RegistryError> {
+async fn read_capped(
+    mut resp: Response,
+    target: &Target,
+    what: &'static str,
+    limit: u64,
+) -> Result<Vec<u8>, RegistryError> {
     let too_large = |size| RegistryError::Manifest {
         target: target.clone(),
         source: ManifestError::TooLarge { what, size, limit },

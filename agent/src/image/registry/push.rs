@@ -8,18 +8,28 @@ use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
 
 use super::error::RegistryError;
+use super::transport::Req;
 use super::{Client, Repository};
 use crate::image::digest::Digest;
 
+// Called by `berth sign` (signature branch) and the tests below; unused by the
+// commands on this branch alone.
+#[cfg_attr(not(test), allow(dead_code))]
 impl Client {
     /// True when the registry has the blob (`HEAD`).
-    pub async fn blob_exists(&self, repo: &Repository, digest: &Digest) -> Result<bool, RegistryError> {
+    pub async fn blob_exists(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
         let ep = self.upstream(repo)?;
         let target = repo.target(digest.as_str());
-        let url = self.url(&ep, &format!("v2/{}/blobs/{digest}", repo.name)).await?;
+        let url = self
+            .url(&ep, &format!("v2/{}/blobs/{digest}", repo.name))
+            .await?;
         let resp = self
             .inner
-            .execute(&ep, &target, true, Method::HEAD, url, HeaderMap::new(), None)
+            .execute(&ep, &target, true, Req::new(Method::HEAD, url))
             .await?;
         if resp.status() == 404 {
             return Ok(false);
@@ -35,10 +45,12 @@ impl Client {
         }
         let ep = self.upstream(repo)?;
         let target = repo.target(digest.as_str());
-        let start = self.url(&ep, &format!("v2/{}/blobs/uploads/", repo.name)).await?;
+        let start = self
+            .url(&ep, &format!("v2/{}/blobs/uploads/", repo.name))
+            .await?;
         let resp = self
             .inner
-            .execute(&ep, &target, true, Method::POST, start.clone(), HeaderMap::new(), None)
+            .execute(&ep, &target, true, Req::new(Method::POST, start.clone()))
             .await?;
         let resp = self.ok(&ep, &target, resp).await?;
         let location = resp
@@ -55,10 +67,18 @@ impl Client {
         })?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         let resp = self
             .inner
-            .execute(&ep, &target, true, Method::PUT, url, headers, Some(data))
+            .execute(
+                &ep,
+                &target,
+                true,
+                Req::new(Method::PUT, url).headers(headers).body(data),
+            )
             .await?;
         self.ok(&ep, &target, resp).await?;
         Ok(digest)
@@ -75,7 +95,9 @@ impl Client {
         let digest = Digest::of(&data);
         let ep = self.upstream(repo)?;
         let target = repo.target(reference);
-        let url = self.url(&ep, &format!("v2/{}/manifests/{reference}", repo.name)).await?;
+        let url = self
+            .url(&ep, &format!("v2/{}/manifests/{reference}", repo.name))
+            .await?;
         let mut headers = HeaderMap::new();
         let ct = HeaderValue::from_str(media_type).map_err(|e| RegistryError::Protocol {
             registry: repo.registry.clone(),
@@ -84,7 +106,12 @@ impl Client {
         headers.insert(CONTENT_TYPE, ct);
         let resp = self
             .inner
-            .execute(&ep, &target, true, Method::PUT, url, headers, Some(data))
+            .execute(
+                &ep,
+                &target,
+                true,
+                Req::new(Method::PUT, url).headers(headers).body(data),
+            )
             .await?;
         let resp = self.ok(&ep, &target, resp).await?;
         let served = resp
@@ -107,3 +134,7 @@ impl Client {
             })
     }
 }
+
+#[cfg(test)]
+#[path = "push_tests.rs"]
+mod tests;

@@ -83,13 +83,22 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }
@@ -106,11 +115,20 @@ mod tests {
         // Jitter takes off at most half.
         for seed in [0, 1, 499, 999, 123_456_789] {
             let d = p.delay(2, None, seed);
-            assert!(d <= Duration::from_millis(1000) && d >= Duration::from_millis(500), "{d:?}");
+            assert!(
+                d <= Duration::from_millis(1000) && d >= Duration::from_millis(500),
+                "{d:?}"
+            );
         }
         // Retry-After wins, capped.
-        assert_eq!(p.delay(0, Some(Duration::from_secs(3)), 7), Duration::from_secs(3));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(3600)), 7), Duration::from_secs(60));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3)), 7),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3600)), 7),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]

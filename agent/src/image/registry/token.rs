@@ -54,7 +54,8 @@ pub(super) fn parse_response(body: &[u8]) -> Result<(String, Duration), String> 
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let r: Resp = serde_json::from_slice(body).map_err(|e| format!("invalid token response: {e}"))?;
+    let r: Resp =
+        serde_json::from_slice(body).map_err(|e| format!("invalid token response: {e}"))?;
     let token = r
         .token
         .or(r.access_token)
@@ -142,7 +143,9 @@ pub(super) async fn fetch(
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
         return Err(match credential {
-            None => RegistryError::NoCredentials { target: target.clone() },
+            None => RegistryError::NoCredentials {
+                target: target.clone(),
+            },
             Some(_) => RegistryError::Unauthorized {
                 target: target.clone(),
                 detail: format!(": the token server {realm} refused them ({status})"),
@@ -150,9 +153,15 @@ pub(super) async fn fetch(
         });
     }
     if !resp.status().is_success() {
-        return Err(err(format!("answered {status}"), super::retry::is_transient_status(status)));
+        return Err(err(
+            format!("answered {status}"),
+            super::retry::is_transient_status(status),
+        ));
     }
-    if resp.content_length().is_some_and(|l| l > MAX_TOKEN_RESPONSE as u64) {
+    if resp
+        .content_length()
+        .is_some_and(|l| l > MAX_TOKEN_RESPONSE as u64)
+    {
         return Err(err("response too large".into(), false));
     }
     let body = resp
@@ -164,7 +173,10 @@ pub(super) async fn fetch(
     }
     let (value, lifetime) = parse_response(&body).map_err(|d| err(d, false))?;
     tracing::debug!(registry = %target.registry, scope, "got registry token");
-    Ok(Token { value, expires: Instant::now() + lifetime })
+    Ok(Token {
+        value,
+        expires: Instant::now() + lifetime,
+    })
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, Url};
 
+use super::RegistryConfig;
 use super::error::{RegistryError, Target};
 use super::retry::{self, RetryPolicy};
 use super::token::{self, Token};
-use super::RegistryConfig;
 use crate::image::auth::{self, Challenge, Credential};
 
 /// Shared client state: connection pools and the per-host caches.
@@ -35,11 +35,45 @@ pub(super) struct Inner {
     creds: Mutex<HashMap<String, Option<Credential>>>,
 }
 
+/// One request to send (and re-send on retry).
+#[derive(Debug, Clone)]
+pub(super) struct Req {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+}
+
+impl Req {
+    pub fn new(method: Method, url: Url) -> Req {
+        Req {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+
+    pub fn headers(mut self, headers: HeaderMap) -> Req {
+        self.headers = headers;
+        self
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))] // pushes only
+    pub fn body(mut self, body: Bytes) -> Req {
+        self.body = Some(body);
+        self
+    }
+}
+
 /// What a host asked for the last time it challenged us.
 #[derive(Debug, Clone)]
 enum HostAuth {
     Basic(String),
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 /// One place to send requests for a registry: its mirror or the registry itself.
@@ -158,7 +192,12 @@ impl Inner {
     }
 
     /// The `Authorization` value to send up front, if the host's scheme is known.
-    async fn auth_header(&self, ep: &Endpoint, target: &Target, scope: &str) -> Result<Option<String>, RegistryError> {
+    async fn auth_header(
+        &self,
+        ep: &Endpoint,
+        target: &Target,
+        scope: &str,
+    ) -> Result<Option<String>, RegistryError> {
         let known = lock(&self.auth).get(&ep.host).cloned();
         match known {
             None => Ok(None),
@@ -177,28 +216,45 @@ impl Inner {
     }
 
     /// Answers a 401 challenge: remembers the host's scheme and gets a token if needed.
-    async fn answer(&self, ep: &Endpoint, target: &Target, scope: &str, headers: &HeaderMap) -> Result<(), RegistryError> {
+    async fn answer(
+        &self,
+        ep: &Endpoint,
+        target: &Target,
+        scope: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), RegistryError> {
         let challenge = headers
             .get_all(WWW_AUTHENTICATE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(auth::parse_challenge);
         match challenge {
-            Some(Challenge::Basic { .. }) => match self.credential(ep)? {
-                Some(c) => {
-                    let header = c.basic_header().ok_or_else(|| RegistryError::Unauthorized {
+            Some(Challenge::Basic { .. }) => {
+                match self.credential(ep)? {
+                    Some(c) => {
+                        let header = c.basic_header().ok_or_else(|| RegistryError::Unauthorized {
                         target: target.clone(),
                         detail: ": the registry wants a password, config.json has an identity token".into(),
                     })?;
-                    lock(&self.auth).insert(ep.host.clone(), HostAuth::Basic(header));
-                    Ok(())
+                        lock(&self.auth).insert(ep.host.clone(), HostAuth::Basic(header));
+                        Ok(())
+                    }
+                    None => Err(RegistryError::NoCredentials {
+                        target: target.clone(),
+                    }),
                 }
-                None => Err(RegistryError::NoCredentials { target: target.clone() }),
-            },
-            Some(Challenge::Bearer { realm, service, scope: asked }) => {
+            }
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            }) => {
                 lock(&self.auth).insert(
                     ep.host.clone(),
-                    HostAuth::Bearer { realm: realm.clone(), service: service.clone() },
+                    HostAuth::Bearer {
+                        realm: realm.clone(),
+                        service: service.clone(),
+                    },
                 );
                 // Ask for what the server named, or what this operation needs.
                 let want = asked.unwrap_or_else(|| scope.to_string());
@@ -220,11 +276,14 @@ impl Inner {
         ep: &Endpoint,
         target: &Target,
         push: bool,
-        method: Method,
-        url: Url,
-        headers: HeaderMap,
-        body: Option<Bytes>,
+        req: Req,
     ) -> Result<Response, RegistryError> {
+        let Req {
+            method,
+            url,
+            headers,
+            body,
+        } = req;
         let scope = token::scope(&target.repository, push);
         let mut answered = false;
         let mut retry = 0u32;
@@ -263,10 +322,16 @@ impl Inner {
                     Err(e) => Err(connect(target, &url, e)),
                 };
             }
-            let delay = self.retry.delay(retry - 1, retry_after, retry::jitter_seed());
+            let delay = self
+                .retry
+                .delay(retry - 1, retry_after, retry::jitter_seed());
             match &outcome {
-                Ok(resp) => tracing::warn!(registry = %target.registry, status = resp.status().as_u16(), ?delay, "registry busy, retrying"),
-                Err(e) => tracing::warn!(registry = %target.registry, error = %e, ?delay, "registry request failed, retrying"),
+                Ok(resp) => {
+                    tracing::warn!(registry = %target.registry, status = resp.status().as_u16(), ?delay, "registry busy, retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(registry = %target.registry, error = %e, ?delay, "registry request failed, retrying")
+                }
             }
             tokio::time::sleep(delay).await;
         }
@@ -306,11 +371,18 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 }
 
 fn protocol(ep: &Endpoint, e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Protocol { registry: ep.registry.clone(), detail: e.to_string() }
+    RegistryError::Protocol {
+        registry: ep.registry.clone(),
+        detail: e.to_string(),
+    }
 }
 
 pub(super) fn connect(target: &Target, url: &Url, source: reqwest::Error) -> RegistryError {
-    RegistryError::Connect { target: target.clone(), url: url.to_string(), source }
+    RegistryError::Connect {
+        target: target.clone(),
+        url: url.to_string(),
+        source,
+    }
 }
 
 /// Maps an unsuccessful response to an error, with the registry's own error text.
@@ -323,7 +395,11 @@ pub(super) async fn status_error(target: &Target, resp: Response) -> RegistryErr
         401 => RegistryError::Unauthorized { target, detail },
         403 => RegistryError::Forbidden { target, detail },
         404 => RegistryError::NotFound { target, detail },
-        _ => RegistryError::Status { target, status, detail },
+        _ => RegistryError::Status {
+            target,
+            status,
+            detail,
+        },
     }
 }
 
@@ -359,10 +435,23 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["127.0.0.1:5000", "127.1.2.3", "localhost:5000", "LOCALHOST", "[::1]:5000", "[::1]"] {
+        for h in [
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "localhost:5000",
+            "LOCALHOST",
+            "[::1]:5000",
+            "[::1]",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["registry.example.com", "10.0.0.1:5000", "[::2]:5000", "localhost.example.com", "128.0.0.1"] {
+        for h in [
+            "registry.example.com",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "localhost.example.com",
+            "128.0.0.1",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }

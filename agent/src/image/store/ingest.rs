@@ -108,7 +108,9 @@ impl Store {
                 hasher = Sha256::new();
                 file.set_len(0).await.map_err(io("truncate", &path))?;
             }
-            file.seek(SeekFrom::Start(offset)).await.map_err(io("seek", &path))?;
+            file.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(io("seek", &path))?;
             let mut stream = body.stream;
             let mut broken = None;
             while let Some(item) = stream.next().await {
@@ -150,7 +152,11 @@ impl Store {
             if offset != size {
                 drop(file);
                 let _ = std::fs::remove_file(&path);
-                return Err(StoreError::SizeMismatch { target: target.clone(), expected: size, actual: offset });
+                return Err(StoreError::SizeMismatch {
+                    target: target.clone(),
+                    expected: size,
+                    actual: offset,
+                });
             }
             let actual = Digest::from_hasher(std::mem::take(&mut hasher));
             if actual != *digest {
@@ -164,11 +170,16 @@ impl Store {
                 }
                 drop(file);
                 let _ = std::fs::remove_file(&path);
-                return Err(StoreError::DigestMismatch { target: target.clone(), actual });
+                return Err(StoreError::DigestMismatch {
+                    target: target.clone(),
+                    actual,
+                });
             }
             file.sync_all().await.map_err(io("fsync", &path))?;
             let dest = self.blob_path(digest);
-            tokio::fs::rename(&path, &dest).await.map_err(io("rename into", &dest))?;
+            tokio::fs::rename(&path, &dest)
+                .await
+                .map_err(io("rename into", &dest))?;
             sync_dir(&dest)?;
             return Ok(Ingested::Downloaded { resumed_from });
         }

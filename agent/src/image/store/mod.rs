@@ -46,7 +46,11 @@ pub enum StoreError {
     #[error("blob {0} is not in the content store")]
     Missing(Digest),
     #[error("blob {digest} is {size} bytes, more than the {limit} bytes allowed here")]
-    TooLarge { digest: Digest, size: u64, limit: u64 },
+    TooLarge {
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
     #[error("image record {} is unreadable", .path.display())]
     Record {
         path: PathBuf,
@@ -76,8 +80,15 @@ impl StoreError {
     }
 }
 
-pub(crate) fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { action, path: path.to_path_buf(), source }
+pub(crate) fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The content store under a state directory.
@@ -95,7 +106,9 @@ pub struct StoreLock {
 impl Store {
     /// Opens (creating as needed) the store at `state_dir/content`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        let store = Store { root: state_dir.join("content") };
+        let store = Store {
+            root: state_dir.join("content"),
+        };
         for dir in [store.blobs_dir(), store.ingest_dir(), store.images_dir()] {
             std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         }
@@ -139,21 +152,36 @@ impl Store {
             Err(e) => return Err(io("stat", &path)(e)),
         };
         if size > limit {
-            return Err(StoreError::TooLarge { digest: digest.clone(), size, limit });
+            return Err(StoreError::TooLarge {
+                digest: digest.clone(),
+                size,
+                limit,
+            });
         }
         let bytes = std::fs::read(&path).map_err(io("read", &path))?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
-            return Err(StoreError::Corrupt { digest: digest.clone(), actual });
+            return Err(StoreError::Corrupt {
+                digest: digest.clone(),
+                actual,
+            });
         }
         Ok(bytes)
     }
 
     /// Stores bytes already in memory under their digest, which must be `digest`.
-    pub fn write_blob(&self, digest: &Digest, bytes: &[u8], target: &Target) -> Result<(), StoreError> {
+    pub fn write_blob(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        target: &Target,
+    ) -> Result<(), StoreError> {
         let actual = Digest::of(bytes);
         if actual != *digest {
-            return Err(StoreError::DigestMismatch { target: target.clone(), actual });
+            return Err(StoreError::DigestMismatch {
+                target: target.clone(),
+                actual,
+            });
         }
         if self.has_blob(digest) {
             return Ok(());
@@ -189,10 +217,12 @@ impl Store {
 /// Writes `bytes` to `dest` atomically: a temp file in `tmp_dir` (same filesystem),
 /// fsync, rename, fsync of `dest`'s directory.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir).map_err(io("create a temp file in", tmp_dir))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(tmp_dir).map_err(io("create a temp file in", tmp_dir))?;
     tmp.write_all(bytes).map_err(io("write", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io("fsync", tmp.path()))?;
-    tmp.persist(dest).map_err(|e| io("rename into", dest)(e.error))?;
+    tmp.persist(dest)
+        .map_err(|e| io("rename into", dest)(e.error))?;
     sync_dir(dest)
 }
 
@@ -209,7 +239,7 @@ mod tests {
     use super::*;
 
     fn target(d: &Digest) -> Target {
-        Target { registry: "r.io".into(), repository: "app".into(), reference: d.to_string() }
+        Target::new("r.io", "app", &d.to_string())
     }
 
     #[test]
@@ -219,21 +249,35 @@ mod tests {
         let d = Digest::of(b"config");
         store.write_blob(&d, b"config", &target(&d)).unwrap();
         assert!(store.has_blob(&d));
-        assert_eq!(store.blob_path(&d), dir.path().join("content/blobs/sha256").join(d.hex()));
+        assert_eq!(
+            store.blob_path(&d),
+            dir.path().join("content/blobs/sha256").join(d.hex())
+        );
         assert_eq!(store.read_blob(&d, 100).unwrap(), b"config");
-        assert!(matches!(store.read_blob(&d, 3), Err(StoreError::TooLarge { .. })));
+        assert!(matches!(
+            store.read_blob(&d, 3),
+            Err(StoreError::TooLarge { .. })
+        ));
 
         // Wrong bytes for a digest: nothing stored, the error names the digest.
         let other = Digest::of(b"other");
-        let err = store.write_blob(&other, b"config", &target(&other)).unwrap_err();
+        let err = store
+            .write_blob(&other, b"config", &target(&other))
+            .unwrap_err();
         assert!(err.to_string().contains(other.as_str()), "{err}");
         assert!(!store.has_blob(&other));
         assert_eq!(std::fs::read_dir(store.ingest_dir()).unwrap().count(), 0);
 
         // Corruption on disk is noticed when read.
         std::fs::write(store.blob_path(&d), b"tampered").unwrap();
-        assert!(matches!(store.read_blob(&d, 100), Err(StoreError::Corrupt { .. })));
-        assert!(matches!(store.read_blob(&other, 100), Err(StoreError::Missing(_))));
+        assert!(matches!(
+            store.read_blob(&d, 100),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.read_blob(&other, 100),
+            Err(StoreError::Missing(_))
+        ));
     }
 
     #[test]
@@ -243,7 +287,10 @@ mod tests {
         let a = store.lock_shared().unwrap();
         let b = store.lock_shared().unwrap();
         let f = store.lock_file().unwrap();
-        assert!(f.try_lock().is_err(), "exclusive lock while shared locks are held");
+        assert!(
+            f.try_lock().is_err(),
+            "exclusive lock while shared locks are held"
+        );
         drop((a, b));
         assert!(f.try_lock().is_ok());
     }

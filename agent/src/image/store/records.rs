@@ -98,13 +98,17 @@ pub struct GcReport {
 
 impl Store {
     fn record_path(&self, reference: &str) -> PathBuf {
-        self.images_dir().join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
+        self.images_dir()
+            .join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
     }
 
     /// Writes (or replaces) the record of `record.reference`.
     pub fn put_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let path = self.record_path(&record.reference);
-        let json = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Record { path: path.clone(), source })?;
+        let json = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Record {
+            path: path.clone(),
+            source,
+        })?;
         write_atomic(&self.images_dir(), &path, &json)
     }
 
@@ -123,7 +127,8 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io("read", &path)(e)),
             };
-            let record = serde_json::from_slice(&bytes).map_err(|source| StoreError::Record { path, source })?;
+            let record = serde_json::from_slice(&bytes)
+                .map_err(|source| StoreError::Record { path, source })?;
             out.push(record);
         }
         out.sort_by(|a: &ImageRecord, b| a.reference.cmp(&b.reference));
@@ -156,7 +161,11 @@ impl Store {
     /// considered (`image rm`); without, every blob and interrupted download is
     /// (`image prune`). The caller holds the exclusive lock.
     pub fn gc(&self, candidates: Option<&BTreeSet<Digest>>) -> Result<GcReport, StoreError> {
-        let keep: BTreeSet<Digest> = self.records()?.iter().flat_map(|r| r.blobs().cloned()).collect();
+        let keep: BTreeSet<Digest> = self
+            .records()?
+            .iter()
+            .flat_map(|r| r.blobs().cloned())
+            .collect();
         let mut report = GcReport::default();
         let dir = self.blobs_dir();
         let mut names: Vec<Digest> = Vec::new();
@@ -167,7 +176,9 @@ impl Store {
                     let name = entry.map_err(io("list", &dir))?.file_name();
                     match Digest::parse(&format!("sha256:{}", name.to_string_lossy())) {
                         Ok(d) => names.push(d),
-                        Err(_) => tracing::warn!(file = %name.to_string_lossy(), "stray file in the blob store left alone"),
+                        Err(_) => {
+                            tracing::warn!(file = %name.to_string_lossy(), "stray file in the blob store left alone")
+                        }
                     }
                 }
             }
@@ -206,9 +217,13 @@ mod tests {
 
     fn blob(store: &Store, data: &[u8]) -> BlobRef {
         let d = Digest::of(data);
-        let t = Target { registry: "r".into(), repository: "a".into(), reference: d.to_string() };
+        let t = Target::new("r", "a", &d.to_string());
         store.write_blob(&d, data, &t).unwrap();
-        BlobRef { digest: d, size: data.len() as u64, media_type: "x".into() }
+        BlobRef {
+            digest: d,
+            size: data.len() as u64,
+            media_type: "x".into(),
+        }
     }
 
     fn record(store: &Store, reference: &str, layer: &[u8]) -> ImageRecord {
@@ -224,7 +239,12 @@ mod tests {
             manifest,
             platform: Platform::new("linux", "amd64", None),
             config,
-            layers: vec![LayerRecord { digest: l.digest, size: l.size, media_type: "t".into(), diff_id: Digest::of(b"tar") }],
+            layers: vec![LayerRecord {
+                digest: l.digest,
+                size: l.size,
+                media_type: "t".into(),
+                diff_id: Digest::of(b"tar"),
+            }],
             signature: None,
             pulled_at: "2026-11-22T00:00:00Z".into(),
         }
@@ -251,7 +271,10 @@ mod tests {
         assert_eq!(report.removed.len(), 2);
         assert!(!store.has_blob(&a.manifest.digest) && !store.has_blob(&a.config.digest));
         assert!(store.has_blob(&a.layers[0].digest));
-        assert!(store.has_blob(&stray.digest), "rm leaves unrelated blobs to prune");
+        assert!(
+            store.has_blob(&stray.digest),
+            "rm leaves unrelated blobs to prune"
+        );
 
         // prune: the stray blob and the partial go, b's blobs stay.
         let report = store.gc(None).unwrap();
