@@ -7,3 +7,5 @@ mod audit;
 mod secret;
 mod signature;
 mod validate;
+
+mod registry;

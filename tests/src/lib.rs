@@ -4,6 +4,9 @@
 //! Prerequisites: when `CI=true` a missing tool or fixture is a test failure (a panic
 //! naming it); elsewhere the test prints the reason and returns early.
 
+pub mod fixture;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

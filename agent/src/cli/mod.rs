@@ -17,6 +17,8 @@ mod config;
 mod key;
 mod secret;
 mod validate;
+mod image;
+mod image_output;
 
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -57,6 +59,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Node age identity and encrypted secrets for the repository
     Secret(secret::SecretArgs),
+    /// Pull, list, inspect and remove images in the content store
+    Image(image::ImageArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -82,5 +86,6 @@ pub fn main() -> ExitCode {
         Command::Key(args) => key::run(args),
         Command::Audit(args) => audit::run(&cli, args),
         Command::Secret(args) => secret::run(&cli, args),
+        Command::Image(args) => image::run(&cli, args),
     }
 }
