@@ -15,13 +15,12 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use berth_policy::Evaluator;
 use berth_policy::report::{SarifOptions, audit};
-use berth_policy::{Date, Evaluator, HostContext, Policy, check_waivers};
-use berth_spec::node::PolicyMode;
 use berth_spec::{Diagnostic, check, loader};
 use clap::Args;
 
-use super::config::{self, ConfigError};
+use super::config::{self, ConfigError, NodePolicy};
 use super::validate::{node_identity, parse_label};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE};
 
@@ -103,55 +102,10 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> ExitCode {
     }
 }
 
-/// A shipped profile by name, else a policy file (relative to `base`).
-fn load_policy(spec: &str, base: &Path) -> Result<Policy, Stop> {
-    if let Some(p) = Policy::profile(spec) {
-        return Ok(p);
-    }
-    let path = base.join(spec);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Stop::Failed(format!("cannot read policy file {}: {e}", path.display())))?;
-    Policy::parse(&path.display().to_string(), &text).map_err(Stop::Invalid)
-}
-
-/// Today's date (UTC), for waiver expiry: the one clock read of the audit.
-fn today() -> Date {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Date::from_unix_days((secs / 86_400) as i64)
-}
-
 fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<bool, Stop> {
     let loaded = config::load(cli)?;
-    let cfg = &loaded.config;
-    let cfg_dir = loaded
-        .path
-        .as_ref()
-        .and_then(|p| p.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let mut policy = match (&args.policy, &loaded.path) {
-        (Some(p), _) => load_policy(p, Path::new(""))?,
-        (None, Some(_)) => load_policy(&cfg.policy.profile, &cfg_dir)?,
-        (None, None) => load_policy(berth_policy::DEFAULT_PROFILE, Path::new(""))?,
-    };
-    let mode = if loaded.path.is_some() {
-        cfg.policy.mode
-    } else {
-        PolicyMode::Enforce
-    };
-    let waiver_errors = check_waivers(&cfg.policy.waivers);
-    if !waiver_errors.is_empty() {
-        return Err(Stop::Invalid(waiver_errors));
-    }
-    policy.waivers.extend(cfg.policy.waivers.iter().cloned());
-    let host = HostContext {
-        state_dir: cfg.runtime.state_dir.display().to_string(),
-        run_dir: cfg.runtime.run_dir.display().to_string(),
-        trusted_keys: !cfg.policy.trusted_keys.is_empty(),
-    };
-    let ev = Evaluator::new(&policy, &host, today());
+    let NodePolicy { policy, mode, host } = config::node_policy(&loaded, args.policy.as_deref())?;
+    let ev = Evaluator::new(&policy, &host, config::today());
     let node = node_identity(&args.node, &args.labels);
 
     let tree = loader::load_tree(&args.path).map_err(|e| Stop::Failed(e.to_string()))?;

@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use berth_policy::evaluate::{Date, HostContext};
+use berth_policy::policy::{Policy, check_waivers};
 use berth_spec::Diagnostic;
-use berth_spec::node::NodeConfig;
+use berth_spec::node::{NodeConfig, PolicyMode};
 
 use super::Cli;
 
@@ -25,6 +27,80 @@ pub enum ConfigError {
         path: PathBuf,
         diags: Vec<Diagnostic>,
     },
+    #[error("cannot read policy file {}: {source}", path.display())]
+    PolicyRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The policy in force on this node, as the agent, `apply` and `audit` use it.
+#[derive(Debug, Clone)]
+pub struct NodePolicy {
+    pub policy: Policy,
+    pub mode: PolicyMode,
+    pub host: HostContext,
+}
+
+/// The node's policy: `explicit` (`--policy`: a profile name or a file) if given, else
+/// the node configuration's profile or file (relative to the configuration), else
+/// `restricted`. The configuration's waivers are merged in; the mode is the
+/// configuration's, or `enforce` without one.
+pub fn node_policy(loaded: &Loaded, explicit: Option<&str>) -> Result<NodePolicy, ConfigError> {
+    let cfg = &loaded.config;
+    let cfg_dir = loaded
+        .path
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut policy = match (explicit, &loaded.path) {
+        (Some(p), _) => load_policy(p, Path::new(""))?,
+        (None, Some(_)) => load_policy(&cfg.policy.profile, &cfg_dir)?,
+        (None, None) => load_policy(berth_policy::DEFAULT_PROFILE, Path::new(""))?,
+    };
+    let mode = if loaded.path.is_some() {
+        cfg.policy.mode
+    } else {
+        PolicyMode::Enforce
+    };
+    let waiver_errors = check_waivers(&cfg.policy.waivers);
+    if !waiver_errors.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: loaded.path.clone().unwrap_or_default(),
+            diags: waiver_errors,
+        });
+    }
+    policy.waivers.extend(cfg.policy.waivers.iter().cloned());
+    let host = HostContext {
+        state_dir: cfg.runtime.state_dir.display().to_string(),
+        run_dir: cfg.runtime.run_dir.display().to_string(),
+        trusted_keys: !cfg.policy.trusted_keys.is_empty(),
+    };
+    Ok(NodePolicy { policy, mode, host })
+}
+
+/// A shipped profile by name, else a policy file (relative to `base`).
+fn load_policy(spec: &str, base: &Path) -> Result<Policy, ConfigError> {
+    if let Some(p) = Policy::profile(spec) {
+        return Ok(p);
+    }
+    let path = base.join(spec);
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::PolicyRead {
+        path: path.clone(),
+        source,
+    })?;
+    Policy::parse(&path.display().to_string(), &text)
+        .map_err(|diags| ConfigError::Invalid { path, diags })
+}
+
+/// Today's date (UTC), for waiver expiry.
+pub fn today() -> Date {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Date::from_unix_days((secs / 86_400) as i64)
 }
 
 /// The configuration in effect and the file it came from (`None`: built-in defaults).

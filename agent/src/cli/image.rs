@@ -15,13 +15,13 @@ use berth_spec::reference::Reference;
 
 use super::image_output::{self as out, Bars};
 use super::{EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE, Format};
-use berth_spec::node::NodeConfig;
 use crate::image::digest::Digest;
 use crate::image::platform::Platform;
 use crate::image::pull::{self, PullOptions, PullProgress, Silent};
 use crate::image::registry::{Client, RegistryConfig};
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
+use berth_spec::node::NodeConfig;
 
 /// The node configuration's `[registries]` as the client's settings.
 pub fn registries_of(node: &NodeConfig) -> RegistryConfig {

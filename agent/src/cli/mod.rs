@@ -14,11 +14,11 @@ use crate::telemetry::{self, LogFormat};
 mod agent;
 mod audit;
 mod config;
+mod image;
+mod image_output;
 mod key;
 mod secret;
 mod validate;
-mod image;
-mod image_output;
 
 /// Exit code: the input was judged and found wanting.
 pub const EXIT_FINDINGS: u8 = 1;
