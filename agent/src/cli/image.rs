@@ -13,12 +13,15 @@ use clap::{Args, Subcommand};
 
 use berth_spec::reference::Reference;
 
+use super::image_local;
 use super::image_output::{self as out, Bars};
 use super::{EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE, Format};
 use crate::image::digest::Digest;
 use crate::image::platform::Platform;
+use crate::image::prepare;
 use crate::image::pull::{self, PullOptions, PullProgress, Silent};
 use crate::image::registry::{Client, RegistryConfig};
+use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
 use berth_spec::node::NodeConfig;
@@ -51,8 +54,12 @@ pub enum ImageCommand {
     Inspect(RefArgs),
     /// Remove an image and the blobs no other image uses
     Rm(RefArgs),
-    /// Remove blobs no image refers to, and interrupted downloads
+    /// Remove blobs and snapshots no image refers to, and interrupted downloads
     Prune(FormatArg),
+    /// Write an image's flattened root filesystem into DIR (the image must be pulled)
+    Unpack(image_local::UnpackArgs),
+    /// Check an image's cosign signature against trusted keys (exit 1 if it does not verify)
+    Verify(image_local::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,11 +108,13 @@ pub fn run(cli: &super::Cli, args: &ImageArgs) -> ExitCode {
     };
     let state_dir = loaded.config.runtime.state_dir.as_path();
     let result = match &args.command {
-        ImageCommand::Pull(a) => pull_cmd(a, state_dir, &loaded.config),
+        ImageCommand::Pull(a) => pull_cmd(a, state_dir, &loaded),
         ImageCommand::Ls(a) => ls(a.format, state_dir),
         ImageCommand::Inspect(a) => inspect(a, state_dir),
         ImageCommand::Rm(a) => rm(a, state_dir),
         ImageCommand::Prune(a) => prune(a.format, state_dir),
+        ImageCommand::Unpack(a) => image_local::unpack(a, state_dir),
+        ImageCommand::Verify(a) => image_local::verify(a, &loaded),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,7 +126,7 @@ pub fn run(cli: &super::Cli, args: &ImageArgs) -> ExitCode {
 }
 
 /// An error and the exit code it maps to.
-struct Failure(u8, anyhow::Error);
+pub struct Failure(pub u8, pub anyhow::Error);
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
@@ -125,11 +134,11 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> Failure {
+pub fn usage(e: impl Into<anyhow::Error>) -> Failure {
     Failure(EXIT_USAGE, e.into())
 }
 
-fn parse_ref(s: &str) -> Result<Reference, Failure> {
+pub fn parse_ref(s: &str) -> Result<Reference, Failure> {
     Reference::parse(s)
         .map_err(|e| usage(anyhow!(e).context(format!("invalid image reference `{s}`"))))
 }
@@ -149,7 +158,8 @@ fn registry_config(a: &PullArgs, node: &NodeConfig) -> Result<RegistryConfig, Fa
     Ok(cfg)
 }
 
-fn pull_cmd(a: &PullArgs, state_dir: &Path, node: &NodeConfig) -> Result<(), Failure> {
+fn pull_cmd(a: &PullArgs, state_dir: &Path, loaded: &super::config::Loaded) -> Result<(), Failure> {
+    let node = &loaded.config;
     let reference = parse_ref(&a.reference)?;
     let platform = match &a.platform {
         Some(p) => Platform::parse(p).map_err(usage)?,
@@ -162,11 +172,7 @@ fn pull_cmd(a: &PullArgs, state_dir: &Path, node: &NodeConfig) -> Result<(), Fai
     };
     let client = Client::new(registry_config(a, node)?)?;
     let store = Store::open(state_dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = async_runtime()?;
     let bars;
     let progress: &dyn PullProgress = if std::io::stderr().is_terminal() {
         bars = Bars::new();
@@ -192,11 +198,48 @@ fn pull_cmd(a: &PullArgs, state_dir: &Path, node: &NodeConfig) -> Result<(), Fai
                 anyhow!(e).context(format!("cannot pull {reference}{hint}")),
             )
         })?;
+    let record = pulled.record;
+    let check = image_local::signature_gate(&store, &record, loaded)?;
+    let snapshots = SnapshotStore::open(state_dir)?;
+    let snaps = prepare::unpack_snapshots(&store, &snapshots, &record).map_err(|e| {
+        let code = if e.is_integrity() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_FAILED
+        };
+        Failure(code, anyhow!(e))
+    })?;
     match a.format.format {
-        Format::Json => out::json(&pulled.record)?,
-        Format::Text => out::pulled(&pulled.record, pulled.from_store),
+        Format::Json => out::json(&serde_json::json!({
+            "image": &record,
+            "snapshots": snaps.iter().map(|s| s.id).collect::<Vec<_>>(),
+            "signature": image_local::check_json(check.as_ref()),
+        }))?,
+        Format::Text => {
+            out::pulled(&record, pulled.from_store);
+            if let Some(c) = &check {
+                println!("verified: {}", image_local::check_text(c));
+            }
+            println!(
+                "snapshots: {}",
+                snaps
+                    .iter()
+                    .map(|s| s.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
     }
     Ok(())
+}
+
+/// A small multi-threaded runtime for the commands that talk to registries.
+pub fn async_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?)
 }
 
 fn ls(format: Format, state_dir: &Path) -> Result<(), Failure> {
@@ -210,7 +253,7 @@ fn ls(format: Format, state_dir: &Path) -> Result<(), Failure> {
 
 /// The records `s` names: the exact reference, or every image with that digest
 /// (a bare `sha256:` digest, or `name@digest` pulled under another reference).
-fn find(store: &Store, s: &str) -> Result<Vec<ImageRecord>, Failure> {
+pub fn find(store: &Store, s: &str) -> Result<Vec<ImageRecord>, Failure> {
     let (name, digest) = if s.starts_with("sha256:") {
         (None, Some(Digest::parse(s).map_err(usage)?))
     } else {
@@ -298,12 +341,17 @@ fn prune(format: Format, state_dir: &Path) -> Result<(), Failure> {
     let store = Store::open(state_dir)?;
     let _lock = store.lock_exclusive()?;
     let report = store.gc(None)?;
+    let snapshots = image_local::prune_snapshots(&store, state_dir)?;
     match format {
-        Format::Json => out::json(&report)?,
+        Format::Json => out::json(&serde_json::json!({
+            "removed": report.removed, "bytes": report.bytes, "partials": report.partials,
+            "snapshots": snapshots,
+        }))?,
         Format::Text => println!(
-            "deleted {} blobs ({}) and {} interrupted downloads",
+            "deleted {} blobs ({}), {} snapshots and {} interrupted downloads",
             report.removed.len(),
             out::human(report.bytes),
+            snapshots.len(),
             report.partials
         ),
     }

@@ -15,9 +15,11 @@ mod agent;
 mod audit;
 mod config;
 mod image;
+mod image_local;
 mod image_output;
 mod key;
 mod secret;
+mod sign;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -61,6 +63,8 @@ pub enum Command {
     Secret(secret::SecretArgs),
     /// Pull, list, inspect and remove images in the content store
     Image(image::ImageArgs),
+    /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
+    Sign(sign::SignArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -87,5 +91,6 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&cli, args),
         Command::Secret(args) => secret::run(&cli, args),
         Command::Image(args) => image::run(&cli, args),
+        Command::Sign(args) => sign::run(&cli, args),
     }
 }

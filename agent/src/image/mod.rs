@@ -15,6 +15,7 @@ pub mod auth;
 pub mod digest;
 pub mod manifest;
 pub mod platform;
+pub mod prepare;
 pub mod pull;
 pub mod registry;
 #[allow(dead_code)]

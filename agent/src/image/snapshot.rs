@@ -306,14 +306,8 @@ impl SnapshotStore {
         if let Some(r) = md.snapshots.get(chain.as_str()) {
             return Ok(Prepared::Exists(self.snapshot(chain.as_str(), r)));
         }
-        if let Some(p) = parent
-            && !md.snapshots.contains_key(p.as_str())
-        {
-            return Err(SnapshotError::ParentMissing {
-                chain_id: chain.clone(),
-                parent: p.clone(),
-            });
-        }
+        // The parent need not exist yet: layers of one image unpack in parallel and
+        // commit in order; `commit` checks the parent.
         let tmp = self.dir.join(format!("tmp-{}", chain.hex()));
         // Left by a crashed unpack: nobody else can be using it, we hold the lock.
         match fs::remove_dir_all(&tmp) {
@@ -347,6 +341,15 @@ impl SnapshotStore {
         opts: &UnpackOptions,
     ) -> Result<Snapshot, SnapshotError> {
         let chain = ChainId::of(parent, diff_id)?;
+        // One layer at a time: its parent must be there before any work is done.
+        if let Some(p) = parent
+            && self.get(p)?.is_none()
+        {
+            return Err(SnapshotError::ParentMissing {
+                chain_id: chain,
+                parent: p.clone(),
+            });
+        }
         let active = match self.prepare(&chain, parent)? {
             Prepared::Exists(s) => return Ok(s),
             Prepared::New(a) => a,

@@ -28,7 +28,7 @@ fn basic_auth_with_credentials_from_docker_config() {
         Some(good.path()),
         &["image", "pull", &reference, "--format", "json"],
     );
-    assert_eq!(json(&run)["digest"], digest.as_str());
+    assert_eq!(json(&run)["image"]["digest"], digest.as_str());
 
     let fresh = tempfile::tempdir().unwrap();
     let bad = docker_config(&reg.host(), "alice", "wrong");
@@ -86,7 +86,7 @@ fn bearer_token_flow_with_one_token_per_repository_scope() {
         Some(creds.path()),
         &["image", "pull", &reference, "--format", "json"],
     );
-    assert_eq!(json(&run)["digest"], digest.as_str());
+    assert_eq!(json(&run)["image"]["digest"], digest.as_str());
     // Manifest, config, two layers and the signature lookup share one token.
     assert_eq!(proxy.token_requests(), 1, "{:#?}", proxy.log());
 

@@ -19,7 +19,17 @@ use serde_json::Value;
 /// (or at an empty directory, so the host's own credentials never leak in).
 pub fn berth_in(state: &Path, docker_config: Option<&Path>, args: &[&str]) -> Run {
     let empty = state.join("no-docker-config");
-    let out = berth()
+    // An explicit, empty node configuration: all defaults, whatever the machine has
+    // in /etc/berth.
+    let node = state.join("node.toml");
+    if !node.exists() {
+        std::fs::write(&node, "").unwrap();
+    }
+    let mut cmd = berth();
+    if !args.contains(&"--config") {
+        cmd.arg("--config").arg(&node);
+    }
+    let out = cmd
         .current_dir(state)
         .env("DOCKER_CONFIG", docker_config.unwrap_or(&empty))
         .env_remove("HOME")
@@ -39,7 +49,7 @@ pub fn json(run: &Run) -> Value {
 pub fn pull_json(state: &Path, reference: &str, extra: &[&str]) -> Value {
     let mut args = vec!["image", "pull", reference, "--format", "json"];
     args.extend_from_slice(extra);
-    json(&berth_in(state, None, &args))
+    json(&berth_in(state, None, &args))["image"].clone()
 }
 
 pub fn blob_in_store(state: &Path, digest: &str) -> bool {

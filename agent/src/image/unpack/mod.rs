@@ -151,9 +151,14 @@ pub fn unpack_layer<R: Read>(
     let mut applier = Applier::new(&root, layer, opts);
     let mut archive = tar::Archive::new(stream);
     let mut count: u64 = 0;
+    // Some writers (umoci's `insert`) end a layer right after the last entry's data,
+    // without padding or end-of-archive blocks. Such an error at the very end of the
+    // stream is accepted; the diff_id still covers every byte.
+    let mut truncated_trailer = None;
     {
         let mut entries = archive.entries().map_err(|e| read_err(e, &meter))?;
         let mut last = String::from("(start of archive)");
+        let mut end_of_data = 0;
         loop {
             meter.begin_header();
             let next = entries.next();
@@ -162,14 +167,20 @@ pub fn unpack_layer<R: Read>(
                 None => break,
                 Some(Ok(entry)) => entry,
                 Some(Err(source)) => {
-                    return Err(match meter.hit() {
-                        Some(limit) => limit_err(layer, limit, &opts.limits),
+                    let err = match meter.hit() {
+                        Some(limit) => return Err(limit_err(layer, limit, &opts.limits)),
                         None => UnpackError::Archive {
                             layer: layer.to_owned(),
                             path: format!("after {last}"),
                             source,
                         },
-                    });
+                    };
+                    // Accepted only when nothing at all followed the last entry's data.
+                    if count == 0 || meter.uncompressed() != end_of_data {
+                        return Err(err);
+                    }
+                    truncated_trailer = Some(err);
+                    break;
                 }
             };
             count += 1;
@@ -194,12 +205,18 @@ pub fn unpack_layer<R: Read>(
                     None => e,
                 });
             }
+            end_of_data = meter.uncompressed();
         }
     }
     // The diff_id covers the whole stream, including what follows the end-of-archive
     // blocks.
     let mut stream = archive.into_inner();
-    io::copy(&mut stream, &mut io::sink()).map_err(|e| read_err(e, &meter))?;
+    let rest = io::copy(&mut stream, &mut io::sink()).map_err(|e| read_err(e, &meter))?;
+    if let Some(err) = truncated_trailer
+        && rest > 0
+    {
+        return Err(err);
+    }
     applier.finish()?;
     rustix::fs::syncfs(root.fd()).map_err(|e| UnpackError::Fs {
         layer: layer.to_owned(),

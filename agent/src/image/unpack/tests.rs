@@ -510,3 +510,32 @@ fn sparse_file_cannot_expand_past_the_byte_limit() {
         16 << 20
     );
 }
+
+/// umoci's `insert` ends a layer right after the last file's data: no padding, no
+/// end-of-archive blocks. That is accepted (the diff_id covers the bytes); anything
+/// after such a cut is still a malformed archive.
+#[test]
+fn a_layer_cut_after_its_last_entry_is_accepted() {
+    let data = b"0123456789";
+    let full = Tar::new().dir("etc/").file("etc/motd", data).finish();
+    let cut = &full[..512 + 512 + data.len()];
+    let sb = Sandbox::new();
+    let stats = unpack(cut, &sb.root(), &UnpackOptions::default()).unwrap();
+    assert_eq!(stats.entries, 2);
+    assert_eq!(std::fs::read(sb.root().join("etc/motd")).unwrap(), data);
+    assert_eq!(stats.uncompressed_bytes, cut.len() as u64);
+
+    // Cut inside the data: the entry is incomplete.
+    let sb = Sandbox::new();
+    let r = unpack(
+        &full[..512 + 512 + 4],
+        &sb.root(),
+        &UnpackOptions::default(),
+    );
+    assert!(matches!(r, Err(UnpackError::Archive { .. })), "{r:?}");
+    // Cut inside the next header: malformed, and bytes were left over.
+    let two = Tar::new().file("a", data).file("b", data).finish();
+    let sb = Sandbox::new();
+    let r = unpack(&two[..1024 + 100], &sb.root(), &UnpackOptions::default());
+    assert!(matches!(r, Err(UnpackError::Archive { .. })), "{r:?}");
+}

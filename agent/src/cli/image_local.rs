@@ -1,0 +1,262 @@
+//! The image commands that work from the local store: `berth image unpack` and
+//! `berth image verify`, the signature gate of `berth image pull`, and snapshot pruning.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use berth_policy::policy::Severity;
+use berth_policy::rule::Rule;
+use berth_spec::node::PolicyMode;
+use clap::Args;
+
+use super::Format;
+use super::config::{self, Loaded};
+use super::image::{Failure, async_runtime, find, parse_ref, registries_of};
+use super::image_output as out;
+use super::{EXIT_FAILED, EXIT_FINDINGS};
+use crate::image::prepare::{self, SignatureCheck};
+use crate::image::registry::{Client, Repository};
+use crate::image::signature::{self, TrustedKey};
+use crate::image::snapshot::{ChainId, SnapshotStore};
+use crate::image::store::Store;
+use crate::image::store::records::ImageRecord;
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// Image reference (as pulled) or `sha256:` digest
+    pub reference: String,
+    /// Directory that becomes the image's root filesystem (created if missing)
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Image reference (as pulled) or `sha256:` digest
+    pub reference: String,
+    /// A trusted public key (PEM); repeatable [default: the node's `policy.trusted_keys`]
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+    /// Fetch the signature from the registry instead of the store
+    #[arg(long)]
+    pub remote: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+fn not_pulled(reference: &str, state_dir: &Path) -> Failure {
+    Failure(
+        EXIT_FAILED,
+        anyhow!(
+            "image {reference} is not in the store under {}: pull it first with `berth image pull {reference}`",
+            state_dir.display()
+        ),
+    )
+}
+
+fn one(store: &Store, reference: &str, state_dir: &Path) -> Result<ImageRecord, Failure> {
+    find(store, reference)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| not_pulled(reference, state_dir))
+}
+
+pub fn unpack(a: &UnpackArgs, state_dir: &Path) -> Result<(), Failure> {
+    let store = Store::open(state_dir)?;
+    let record = one(&store, &a.reference, state_dir)?;
+    prepare::flatten(&store, &record, &a.dir).map_err(|e| {
+        let code = if e.is_integrity() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_FAILED
+        };
+        Failure(code, anyhow!(e))
+    })?;
+    println!(
+        "unpacked {} ({} layers) into {}",
+        record.reference,
+        record.layers.len(),
+        a.dir.display()
+    );
+    Ok(())
+}
+
+fn load_keys(paths: &[PathBuf]) -> Result<Vec<TrustedKey>, Failure> {
+    paths
+        .iter()
+        .map(|p| TrustedKey::load(p).map_err(|e| Failure(EXIT_FAILED, anyhow!(e))))
+        .collect()
+}
+
+pub fn verify(a: &VerifyArgs, loaded: &Loaded) -> Result<(), Failure> {
+    let state_dir = loaded.config.runtime.state_dir.as_path();
+    let key_paths = if a.keys.is_empty() {
+        loaded.config.policy.trusted_keys.clone()
+    } else {
+        a.keys.clone()
+    };
+    if key_paths.is_empty() {
+        return Err(Failure(
+            super::EXIT_USAGE,
+            anyhow!(
+                "no key to verify with: pass --key PUB or set `policy.trusted_keys` in the node configuration"
+            ),
+        ));
+    }
+    let keys = load_keys(&key_paths)?;
+    let (reference, digest, check) = if a.remote {
+        let r = parse_ref(&a.reference)?;
+        let (digest, check) = verify_remote(&r, &keys, loaded)?;
+        (r.to_string(), digest, check)
+    } else {
+        let store = Store::open(state_dir)?;
+        let record = one(&store, &a.reference, state_dir)?;
+        let check = prepare::verify_stored(&store, &record, &keys);
+        (
+            record.reference.clone(),
+            record.digest.as_str().to_string(),
+            check,
+        )
+    };
+    match a.format {
+        Format::Json => out::json(&serde_json::json!({
+            "reference": reference, "digest": digest, "signature": check_json(Some(&check)),
+        }))?,
+        Format::Text => println!("{reference} ({digest}): {}", check_text(&check)),
+    }
+    match check {
+        SignatureCheck::Verified(_) => Ok(()),
+        SignatureCheck::Failed(_) => Err(Failure(
+            EXIT_FINDINGS,
+            anyhow!("the signature of {reference} does not verify"),
+        )),
+    }
+}
+
+/// Resolves `r` in its registry and verifies the signature stored there.
+fn verify_remote(
+    r: &berth_spec::reference::Reference,
+    keys: &[TrustedKey],
+    loaded: &Loaded,
+) -> Result<(String, SignatureCheck), Failure> {
+    let client = Client::new(registries_of(&loaded.config))?;
+    let repo = Repository::of(r);
+    let rt = async_runtime()?;
+    rt.block_on(async {
+        let manifest = client.fetch_manifest(&repo, r.reference()).await?;
+        let digest = manifest.digest.as_str().to_string();
+        let tag =
+            signature::signature_tag(&digest).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
+        let sig = match client.fetch_manifest(&repo, &tag).await {
+            Ok(m) => m,
+            Err(e) if e.is_not_found() => {
+                return Ok((
+                    digest,
+                    SignatureCheck::Failed(format!("no signature `{tag}` in {}", r.name())),
+                ));
+            }
+            Err(e) => return Err(Failure(EXIT_FAILED, anyhow!(e))),
+        };
+        let manifest = signature::ImageManifest::parse(&sig.bytes)
+            .map_err(|e| Failure(EXIT_FINDINGS, anyhow!(e)))?;
+        let mut blobs = std::collections::BTreeMap::new();
+        for layer in manifest.signature_layers() {
+            let d = crate::image::digest::Digest::parse(&layer.digest)
+                .map_err(|e| Failure(EXIT_FINDINGS, anyhow!(e)))?;
+            let bytes = client.fetch_blob_bytes(&repo, &d, 4 << 20).await?;
+            blobs.insert(layer.digest.clone(), bytes);
+        }
+        let fetch = |d: &str| -> Result<Vec<u8>, signature::BoxError> {
+            blobs
+                .get(d)
+                .cloned()
+                .ok_or_else(|| format!("blob {d} was not fetched").into())
+        };
+        let check = match signature::verify_signature_manifest(&sig.bytes, &digest, keys, &fetch) {
+            Ok(v) if !v.verified.is_empty() => {
+                let mut names: Vec<String> = v.verified.iter().map(|x| x.key.clone()).collect();
+                names.dedup();
+                SignatureCheck::Verified(names)
+            }
+            Ok(_) => SignatureCheck::Failed("no signature verified".into()),
+            Err(e) => SignatureCheck::Failed(prepare::error_chain(&e)),
+        };
+        Ok((digest, check))
+    })
+}
+
+/// At pull time: with trusted keys set, the image's signature is checked from the
+/// store. When the node's policy has `image-signature` at `error` in enforce mode, an
+/// image that does not verify fails the pull before anything is unpacked (exit 1);
+/// otherwise the outcome is reported. Without trusted keys nothing is checked.
+pub fn signature_gate(
+    store: &Store,
+    record: &ImageRecord,
+    loaded: &Loaded,
+) -> Result<Option<SignatureCheck>, Failure> {
+    if loaded.config.policy.trusted_keys.is_empty() {
+        return Ok(None);
+    }
+    let np = config::node_policy(loaded, None).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
+    let keys = load_keys(&loaded.config.policy.trusted_keys)?;
+    let check = prepare::verify_stored(store, record, &keys);
+    let enforced = np.policy.rule(Rule::ImageSignature).severity == Severity::Error
+        && np.mode == PolicyMode::Enforce;
+    if enforced {
+        prepare::require_signature(record, &check)
+            .map_err(|e| Failure(EXIT_FINDINGS, anyhow!(e)))?;
+    } else if let SignatureCheck::Failed(reason) = &check {
+        tracing::warn!(image = %record.reference, "signature does not verify (allowed by the node's policy): {reason}");
+    }
+    Ok(Some(check))
+}
+
+pub fn check_text(c: &SignatureCheck) -> String {
+    match c {
+        SignatureCheck::Verified(keys) => format!("signature verified by {}", keys.join(", ")),
+        SignatureCheck::Failed(reason) => format!("signature does not verify: {reason}"),
+    }
+}
+
+pub fn check_json(c: Option<&SignatureCheck>) -> serde_json::Value {
+    match c {
+        None => serde_json::json!({"status": "not-checked"}),
+        Some(SignatureCheck::Verified(keys)) => {
+            serde_json::json!({"status": "verified", "keys": keys})
+        }
+        Some(SignatureCheck::Failed(reason)) => {
+            serde_json::json!({"status": "failed", "reason": reason})
+        }
+    }
+}
+
+/// Removes the snapshots no stored image uses (children before parents) and what
+/// crashed unpacks left; returns the removed chain IDs.
+pub fn prune_snapshots(store: &Store, state_dir: &Path) -> Result<Vec<String>, Failure> {
+    let snapshots = SnapshotStore::open(state_dir)?;
+    let mut keep: BTreeSet<ChainId> = BTreeSet::new();
+    for record in store.records()? {
+        keep.extend(prepare::chain_ids(&record).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?);
+    }
+    let mut removed = Vec::new();
+    loop {
+        let all = snapshots.list()?;
+        let parents: BTreeSet<&ChainId> = all.iter().filter_map(|s| s.parent.as_ref()).collect();
+        let leaves: Vec<&ChainId> = all
+            .iter()
+            .map(|s| &s.chain_id)
+            .filter(|c| !keep.contains(*c) && !parents.contains(c))
+            .collect();
+        if leaves.is_empty() {
+            break;
+        }
+        for c in leaves {
+            if snapshots.remove(c)? {
+                removed.push(c.as_str().to_string());
+            }
+        }
+    }
+    snapshots.cleanup()?;
+    Ok(removed)
+}

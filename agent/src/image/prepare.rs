@@ -1,0 +1,277 @@
+//! Making a pulled image ready to run: check its signature against the node's trusted
+//! keys (from the store, offline), unpack its layers into shared snapshots, or flatten
+//! them into one directory for `berth image unpack`.
+//!
+//! Contract: nothing is unpacked for an image whose signature the node requires and
+//! that does not verify; the error names the image, the digest and every key tried.
+//! Layers unpack in parallel (each into its own snapshot) and commit base first, so a
+//! failure leaves no partial snapshot visible.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::digest::Digest;
+use super::signature::{self, BoxError, TrustedKey, VerifiedManifest};
+use super::snapshot::{ChainId, Prepared, Snapshot, SnapshotError, SnapshotStore};
+use super::store::records::ImageRecord;
+use super::store::{Store, StoreError};
+use super::unpack::{self, UnpackOptions, WhiteoutMode};
+
+/// The largest signature manifest or payload read from the store.
+const MAX_SIGNATURE_BLOB: u64 = 4 << 20;
+
+/// Why an image could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("image {reference} ({digest}) is not signed by a trusted key: {reason}")]
+    Signature {
+        reference: String,
+        digest: String,
+        reason: String,
+    },
+    #[error("cannot read layer {layer} of {reference} from the store")]
+    Blob {
+        reference: String,
+        layer: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot unpack layer {layer} of {reference}")]
+    Snapshot {
+        reference: String,
+        layer: String,
+        #[source]
+        source: Box<SnapshotError>,
+    },
+    #[error("cannot unpack layer {layer} of {reference} into {}", dest.display())]
+    Flatten {
+        reference: String,
+        layer: String,
+        dest: PathBuf,
+        #[source]
+        source: Box<unpack::UnpackError>,
+    },
+    #[error("the unpack of {reference} stopped unexpectedly")]
+    Worker { reference: String },
+}
+
+impl PrepareError {
+    /// A digest or signature that does not verify (exit 1), as opposed to I/O (exit 3).
+    pub fn is_integrity(&self) -> bool {
+        match self {
+            PrepareError::Signature { .. } => true,
+            PrepareError::Snapshot { source, .. } => matches!(
+                **source,
+                SnapshotError::Unpack(unpack::UnpackError::DiffIdMismatch { .. })
+            ),
+            PrepareError::Flatten { source, .. } => {
+                matches!(**source, unpack::UnpackError::DiffIdMismatch { .. })
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The result of checking an image's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// Verified by these keys (file names).
+    Verified(Vec<String>),
+    /// Checked and not verified, with the reason (every key tried).
+    Failed(String),
+}
+
+/// Verifies the signature stored with `record` (fetched at pull time) against `keys`,
+/// entirely from the store.
+pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck {
+    let Some(sig) = &record.signature else {
+        let tried: Vec<&str> = keys.iter().map(TrustedKey::name).collect();
+        return SignatureCheck::Failed(format!(
+            "no signature was found in the registry (keys tried: {})",
+            tried.join(", ")
+        ));
+    };
+    let manifest = match store.read_blob(&sig.manifest.digest, MAX_SIGNATURE_BLOB) {
+        Ok(m) => m,
+        Err(e) => {
+            return SignatureCheck::Failed(format!("cannot read the signature manifest: {e}"));
+        }
+    };
+    let fetch = |digest: &str| -> Result<Vec<u8>, BoxError> {
+        let d = Digest::parse(digest).map_err(|e| Box::new(e) as BoxError)?;
+        store
+            .read_blob(&d, MAX_SIGNATURE_BLOB)
+            .map_err(|e: StoreError| Box::new(e) as BoxError)
+    };
+    match signature::verify_signature_manifest(&manifest, record.digest.as_str(), keys, &fetch) {
+        Ok(VerifiedManifest { verified, .. }) if !verified.is_empty() => {
+            let mut names: Vec<String> = verified.iter().map(|v| v.key.clone()).collect();
+            names.sort();
+            names.dedup();
+            SignatureCheck::Verified(names)
+        }
+        Ok(_) => SignatureCheck::Failed("no signature verified".into()),
+        Err(e) => SignatureCheck::Failed(error_chain(&e)),
+    }
+}
+
+/// Fails with a located message unless the check verified.
+pub fn require_signature(record: &ImageRecord, check: &SignatureCheck) -> Result<(), PrepareError> {
+    match check {
+        SignatureCheck::Verified(_) => Ok(()),
+        SignatureCheck::Failed(reason) => Err(PrepareError::Signature {
+            reference: record.reference.clone(),
+            digest: record.digest.as_str().to_string(),
+            reason: reason.clone(),
+        }),
+    }
+}
+
+/// The chain IDs of the image's layers, base first.
+pub fn chain_ids(record: &ImageRecord) -> Result<Vec<ChainId>, PrepareError> {
+    let diff_ids: Vec<&str> = record.layers.iter().map(|l| l.diff_id.as_str()).collect();
+    super::snapshot::chain_ids(&diff_ids).map_err(|source| PrepareError::Snapshot {
+        reference: record.reference.clone(),
+        layer: String::new(),
+        source: Box::new(source),
+    })
+}
+
+/// Unpacks every layer of `record` into the snapshot store (those already there are
+/// reused), in parallel; returns the snapshots base first.
+pub fn unpack_snapshots(
+    store: &Store,
+    snapshots: &SnapshotStore,
+    record: &ImageRecord,
+) -> Result<Vec<Snapshot>, PrepareError> {
+    let chains = chain_ids(record)?;
+    let opts = UnpackOptions::default();
+    let snap_err = |layer: &str| {
+        let reference = record.reference.clone();
+        let layer = layer.to_string();
+        move |source| PrepareError::Snapshot {
+            reference,
+            layer,
+            source: Box::new(source),
+        }
+    };
+    // Unpack each missing layer on its own thread; commit base first.
+    let results: Vec<Result<Prepared<'_>, PrepareError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = record
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let parent = i.checked_sub(1).map(|p| &chains[p]);
+                let chain = &chains[i];
+                let opts = &opts;
+                scope.spawn(move || -> Result<Prepared<'_>, PrepareError> {
+                    let digest = layer.digest.as_str();
+                    let prepared = snapshots.prepare(chain, parent).map_err(snap_err(digest))?;
+                    let Prepared::New(active) = prepared else {
+                        return Ok(prepared);
+                    };
+                    let file = File::open(store.blob_path(&layer.digest)).map_err(|source| {
+                        PrepareError::Blob {
+                            reference: record.reference.clone(),
+                            layer: digest.to_string(),
+                            source,
+                        }
+                    })?;
+                    let opts = UnpackOptions {
+                        mode: WhiteoutMode::Snapshot,
+                        ..opts.clone()
+                    };
+                    let stats =
+                        unpack::unpack_layer(digest, &layer.media_type, file, active.path(), &opts)
+                            .map_err(|e| snap_err(digest)(SnapshotError::from(e)))?;
+                    unpack::verify_diff_id(digest, &stats, layer.diff_id.as_str())
+                        .map_err(|e| snap_err(digest)(SnapshotError::from(e)))?;
+                    Ok(Prepared::New(active))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(PrepareError::Worker {
+                        reference: record.reference.clone(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(results.len());
+    let mut first_error = None;
+    for (layer, result) in record.layers.iter().zip(results) {
+        match (result, &first_error) {
+            (Err(e), None) => first_error = Some(e),
+            (Ok(Prepared::Exists(s)), None) => out.push(s),
+            (Ok(Prepared::New(active)), None) => out.push(
+                active
+                    .commit(layer.diff_id.as_str())
+                    .map_err(snap_err(layer.digest.as_str()))?,
+            ),
+            // After a failure, dropping the remaining active snapshots removes them.
+            _ => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Applies every layer of `record` in order into `dest` (created if missing): the
+/// flattened root filesystem, whiteouts applied.
+pub fn flatten(store: &Store, record: &ImageRecord, dest: &Path) -> Result<(), PrepareError> {
+    let flatten_err = |layer: &str| {
+        let (reference, layer, dest) = (
+            record.reference.clone(),
+            layer.to_string(),
+            dest.to_path_buf(),
+        );
+        move |source| PrepareError::Flatten {
+            reference,
+            layer,
+            dest,
+            source: Box::new(source),
+        }
+    };
+    std::fs::create_dir_all(dest).map_err(|source| PrepareError::Blob {
+        reference: record.reference.clone(),
+        layer: dest.display().to_string(),
+        source,
+    })?;
+    let opts = UnpackOptions {
+        mode: WhiteoutMode::Flatten,
+        ..UnpackOptions::default()
+    };
+    for layer in &record.layers {
+        let digest = layer.digest.as_str();
+        let file =
+            File::open(store.blob_path(&layer.digest)).map_err(|source| PrepareError::Blob {
+                reference: record.reference.clone(),
+                layer: digest.to_string(),
+                source,
+            })?;
+        let stats = unpack::unpack_layer(digest, &layer.media_type, file, dest, &opts)
+            .map_err(flatten_err(digest))?;
+        unpack::verify_diff_id(digest, &stats, layer.diff_id.as_str())
+            .map_err(flatten_err(digest))?;
+    }
+    Ok(())
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
