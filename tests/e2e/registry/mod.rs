@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod failures;
+mod images;
 mod pull;
 
 use std::path::Path;
