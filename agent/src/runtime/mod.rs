@@ -12,4 +12,5 @@
 
 pub mod render;
 pub mod spec_hash;
+pub mod state;
 pub mod user;

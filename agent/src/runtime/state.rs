@@ -1,0 +1,303 @@
+//! The state berth keeps on disk for each container (DESIGN.md §7), shared by the
+//! executor (writer), the scan (reader) and the operator commands (`ps`, `inspect`,
+//! `logs`, `stats`, `stop`/`start`), which read it directly so they work while the agent
+//! is down.
+//!
+//! Layout under the state directory:
+//! - `containers/<name>/state.json` — [`ContainerRecord`]: the current instance, the
+//!   spec it was created from, image, network addresses, counters, operator mark.
+//! - `instances/<id>/` — [`InstanceDirs`]: `bundle/config.json`, `rootfs/` (overlay
+//!   mount point), `upper/`, `work/`, `ctr.log` (+ rotations), `exit.json` (written by
+//!   the shim when the container's init exits), `pid` (by the runtime), `shim.pid`,
+//!   `hosts`, `resolv.conf`, `hostname`.
+//!
+//! Every write is atomic: temp file, fsync, rename, fsync of the directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The record of one container, `containers/<name>/state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    /// The current instance, `<name>-<8 hex of the spec hash>`.
+    pub instance: String,
+    pub spec_hash: String,
+    /// The container spec the instance was created from (the `berth_spec::Container`
+    /// as JSON), so a later change can be named ("env LOG_LEVEL changed").
+    pub spec: serde_json::Value,
+    pub image: ImageRef,
+    /// The OCI runtime binary that created the instance (`/usr/bin/runc`).
+    pub runtime: String,
+    /// The runtime's `--root` directory.
+    pub runtime_root: PathBuf,
+    /// RFC 3339 UTC times.
+    pub created_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// How many times berth started the container again after it exited.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Set by `berth stop`, cleared by `berth start`: apply leaves it stopped.
+    #[serde(default)]
+    pub operator_stopped: bool,
+    /// Addresses per network (bridge mode).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
+    /// Published ports as written (`127.0.0.1:8080:8080/tcp`).
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// The cgroup path given to the runtime (`/berth/<instance>`).
+    pub cgroup_path: String,
+    /// The uid/gid the process runs as (resolved in the image).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+}
+
+/// The image an instance runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The reference as written in the spec.
+    pub reference: String,
+    /// The digest that was pulled and verified.
+    pub digest: String,
+    /// The snapshot chain IDs, base first.
+    pub chain_ids: Vec<String>,
+}
+
+/// The exit status the shim records, `instances/<id>/exit.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code, or 128 + signal when a signal ended the process.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub finished_at: String,
+}
+
+/// Paths of one instance's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceDirs {
+    pub root: PathBuf,
+}
+
+impl InstanceDirs {
+    pub fn new(state_dir: &Path, instance: &str) -> Self {
+        InstanceDirs {
+            root: state_dir.join("instances").join(instance),
+        }
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.root.join("bundle")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("bundle/config.json")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.root.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("ctr.log")
+    }
+    pub fn exit_file(&self) -> PathBuf {
+        self.root.join("exit.json")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("pid")
+    }
+    pub fn shim_pid_file(&self) -> PathBuf {
+        self.root.join("shim.pid")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.root.join("hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.root.join("resolv.conf")
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.root.join("hostname")
+    }
+
+    /// The recorded exit status, if the container's init has exited.
+    pub fn exit_status(&self) -> io::Result<Option<ExitStatus>> {
+        match fs::read(self.exit_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The container's init pid as the runtime recorded it.
+    pub fn pid(&self) -> Option<i32> {
+        fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// `containers/<name>/state.json`.
+pub fn record_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("containers").join(name).join("state.json")
+}
+
+/// Reads a container's record; `None` if berth has none.
+pub fn read_record(state_dir: &Path, name: &str) -> io::Result<Option<ContainerRecord>> {
+    match fs::read(record_path(state_dir, name)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("container {name}: {e}"))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every container record, by name.
+pub fn read_records(state_dir: &Path) -> io::Result<BTreeMap<String, ContainerRecord>> {
+    let dir = state_dir.join("containers");
+    let mut out = BTreeMap::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(r) = read_record(state_dir, &name)? {
+            out.insert(name, r);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a container's record atomically.
+pub fn write_record(state_dir: &Path, record: &ContainerRecord) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+    write_atomic(&record_path(state_dir, &record.name), &bytes)
+}
+
+/// Removes a container's record (and its directory).
+pub fn remove_record(state_dir: &Path, name: &str) -> io::Result<()> {
+    match fs::remove_dir_all(state_dir.join("containers").join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Instance ids that have a directory under `instances/`.
+pub fn instance_ids(state_dir: &Path) -> io::Result<Vec<String>> {
+    let dir = state_dir.join("instances");
+    let mut out = Vec::new();
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for e in entries {
+                out.push(e?.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync,
+/// rename, fsync of the directory. Creates the parent directories.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The current UTC time in RFC 3339 (seconds), for records.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn records_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ContainerRecord {
+            name: "web".into(),
+            instance: "web-0123abcd".into(),
+            spec_hash: "0123abcd".into(),
+            spec: serde_json::json!({"image": "x"}),
+            image: ImageRef {
+                reference: "r/x@sha256:00".into(),
+                digest: "sha256:00".into(),
+                chain_ids: vec![],
+            },
+            runtime: "/usr/bin/runc".into(),
+            runtime_root: "/run/berth/runc".into(),
+            created_at: now_rfc3339(),
+            started_at: None,
+            restarts: 0,
+            operator_stopped: false,
+            addresses: BTreeMap::new(),
+            ports: vec![],
+            cgroup_path: "/berth/web-0123abcd".into(),
+            uid: Some(10001),
+            gid: Some(10001),
+        };
+        write_record(dir.path(), &r).unwrap();
+        assert_eq!(read_record(dir.path(), "web").unwrap(), Some(r.clone()));
+        assert_eq!(read_records(dir.path()).unwrap().len(), 1);
+        remove_record(dir.path(), "web").unwrap();
+        assert_eq!(read_record(dir.path(), "web").unwrap(), None);
+        remove_record(dir.path(), "web").unwrap();
+    }
+}
