@@ -10,6 +10,7 @@
 // The executor that calls these is not wired in yet; until then only tests use them.
 #![allow(dead_code)]
 
+pub mod health;
 pub mod render;
 pub mod spec_hash;
 pub mod state;
