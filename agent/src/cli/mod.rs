@@ -14,6 +14,7 @@ use crate::telemetry::{self, LogFormat};
 mod agent;
 mod config;
 mod key;
+mod network;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -51,6 +52,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Manage signing keys (cosign-compatible ECDSA P-256)
     Key(key::KeyArgs),
+    /// Inspect the node's networks
+    Network(network::NetworkArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -74,5 +77,6 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Agent(args) => agent::run(&cli, args),
         Command::Key(args) => key::run(args),
+        Command::Network(args) => network::run(&cli, args),
     }
 }

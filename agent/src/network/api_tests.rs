@@ -294,7 +294,7 @@ fn a_failed_add_rolls_back_everything() {
     let names = nets(&["front", "back"]);
     let err = n.attach(&req("web-1", "web", &names, &[])).unwrap_err();
     assert_eq!(
-        err.to_string(),
+        chain(&err),
         "container `web`: plugin `firewall` ADD on network `front` for `web-1` failed (code 11): injected failure: by the test"
     );
     assert_eq!(
@@ -323,8 +323,7 @@ fn a_failed_del_keeps_the_record_for_a_retry() {
     w.cni.fail("portmap", CniCommand::Del);
     let err = n.detach("web-1").unwrap_err();
     assert!(
-        err.to_string()
-            .contains("plugin `portmap` DEL on network `front`"),
+        chain(&err).contains("plugin `portmap` DEL on network `front`"),
         "{err}"
     );
     assert!(w.host.netns_exists(&a.netns_path), "kept for the retry");

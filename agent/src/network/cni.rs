@@ -71,7 +71,7 @@ pub trait CniExec: fmt::Debug + Send + Sync {
 /// A failed CNI call, naming the network, container and plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
-    #[error("plugin `{plugin}` {command} on network `{network}` for `{container}`: {source}")]
+    #[error("plugin `{plugin}` {command} on network `{network}` for `{container}`")]
     Exec {
         command: CniCommand,
         network: String,

@@ -36,19 +36,19 @@ pub enum NetworkError {
     NoNetworks { container: String, instance: String },
     #[error("container `{container}`: CNI gave no address on network `{network}`")]
     NoAddress { container: String, network: String },
-    #[error("container `{container}`: {source}")]
+    #[error("container `{container}`")]
     Cni {
         container: String,
         #[source]
         source: CniError,
     },
-    #[error("container `{container}`: {source}")]
+    #[error("container `{container}`")]
     Host {
         container: String,
         #[source]
         source: HostError,
     },
-    #[error("network `{network}`: {source}")]
+    #[error("network `{network}`")]
     Link {
         network: String,
         #[source]
@@ -81,4 +81,16 @@ impl NetworkError {
             source,
         }
     }
+}
+
+/// An error and its causes, `: `-separated, as the CLI prints them.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

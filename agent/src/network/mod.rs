@@ -48,7 +48,7 @@ use serde::Serialize;
 pub use attach::AttachRequest;
 use cni::CniExec;
 use conflist::NetworkDef;
-pub use error::NetworkError;
+pub use error::{NetworkError, chain};
 use host::{HostOps, RealHost};
 use store::{AttachmentRecord, Paths};
 
