@@ -3,5 +3,6 @@
 //! The whole binary is test code: helpers may panic on broken prerequisites.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod network;
 mod signature;
 mod validate;

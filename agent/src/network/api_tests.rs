@@ -178,12 +178,11 @@ fn attach_two_networks_then_detach() {
             "ADD portmap eth0",
             "ADD firewall eth0",
             "ADD bridge eth1",
-            "ADD portmap eth1",
             "ADD firewall eth1",
         ]
     );
     let calls = w.cni.calls();
-    // Published ports and the default route only through the first network.
+    // Published ports (so portmap) and the default route only through the first network.
     assert_eq!(
         calls[2].config["runtimeConfig"]["portMappings"][0]["hostIP"],
         "127.0.0.1"
@@ -203,16 +202,15 @@ fn attach_two_networks_then_detach() {
 
     // Idempotent: attaching again changes nothing.
     assert_eq!(n.attach(&req("web-1", "web", &names, &ports)).unwrap(), a);
-    assert_eq!(w.cni.calls().len(), 7);
+    assert_eq!(w.cni.calls().len(), 6);
 
     // A restarted agent detaches from the record alone, even if the conflist changed.
     std::fs::write(n.paths().conflist("back"), "garbage").unwrap();
     w.nets().detach("web-1").unwrap();
     assert_eq!(
-        w.cni.trace()[7..],
+        w.cni.trace()[6..],
         [
             "DEL firewall eth1",
-            "DEL portmap eth1",
             "DEL bridge eth1",
             "DEL firewall eth0",
             "DEL portmap eth0",
@@ -222,11 +220,11 @@ fn attach_two_networks_then_detach() {
     );
     let calls = w.cni.calls();
     assert_eq!(
-        calls[9].config["prevResult"]["ips"][0]["address"],
+        calls[7].config["prevResult"]["ips"][0]["address"],
         "10.250.2.2/24"
     );
     assert_eq!(
-        calls[11].config["runtimeConfig"]["portMappings"][0]["hostPort"],
+        calls[9].config["runtimeConfig"]["portMappings"][0]["hostPort"],
         8080
     );
     assert_eq!(w.cni.live(), 0);
@@ -236,7 +234,7 @@ fn attach_two_networks_then_detach() {
     // Detaching again, or something never attached, is fine.
     n.detach("web-1").unwrap();
     n.detach("never-1").unwrap();
-    assert_eq!(w.cni.calls().len(), 14);
+    assert_eq!(w.cni.calls().len(), 12);
 }
 
 #[test]
@@ -298,13 +296,8 @@ fn a_failed_add_rolls_back_everything() {
         "container `web`: plugin `firewall` ADD on network `front` for `web-1` failed (code 11): injected failure: by the test"
     );
     assert_eq!(
-        w.cni.trace()[4..],
-        [
-            "DEL firewall eth0",
-            "DEL portmap eth0",
-            "DEL bridge eth0",
-            "DEL loopback lo"
-        ],
+        w.cni.trace()[3..],
+        ["DEL firewall eth0", "DEL bridge eth0", "DEL loopback lo"],
         "only the network whose ADD started is deleted"
     );
     assert_eq!(w.cni.live(), 0);
@@ -320,10 +313,10 @@ fn a_failed_del_keeps_the_record_for_a_retry() {
         .unwrap();
     let names = nets(&["front"]);
     let a = n.attach(&req("web-1", "web", &names, &[])).unwrap();
-    w.cni.fail("portmap", CniCommand::Del);
+    w.cni.fail("bridge", CniCommand::Del);
     let err = n.detach("web-1").unwrap_err();
     assert!(
-        chain(&err).contains("plugin `portmap` DEL on network `front`"),
+        chain(&err).contains("plugin `bridge` DEL on network `front`"),
         "{err}"
     );
     assert!(w.host.netns_exists(&a.netns_path), "kept for the retry");

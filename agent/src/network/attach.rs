@@ -152,11 +152,12 @@ impl Networks {
                 .load(name)?
                 .ok_or_else(|| NetworkError::NotFound(name.clone()))?;
             let primary = i == 0;
+            let publishes = primary && !req.ports.is_empty();
             planned.push(NetAttachment {
                 network: name.clone(),
                 ifname: naming::ifname(i),
                 primary,
-                config: conflist::for_attachment(&list, primary),
+                config: conflist::for_attachment(&list, primary, publishes),
                 runtime: if primary {
                     port_mappings(req.ports)
                 } else {

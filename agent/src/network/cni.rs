@@ -205,29 +205,40 @@ fn run(
         ifname: call.ifname,
     };
     let stdin = conf.to_string();
-    exec.exec(plugin, &args, stdin.as_bytes())
-        .map_err(|source| {
-            if let ExecFailure::Failed { stdout, .. } = &source
-                && let Some(e) = parse_error(stdout)
-            {
-                return CniError::Plugin {
-                    command,
-                    network: call.network.to_string(),
-                    container: call.container_id.to_string(),
-                    plugin: plugin.to_string(),
-                    code: e.code,
-                    msg: e.msg,
-                    details: e.details,
-                };
-            }
-            CniError::Exec {
+    let started = std::time::Instant::now();
+    let out = exec.exec(plugin, &args, stdin.as_bytes());
+    tracing::debug!(
+        plugin,
+        %command,
+        network = call.network,
+        container = call.container_id,
+        ifname = call.ifname,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ok = out.is_ok(),
+        "CNI plugin call"
+    );
+    out.map_err(|source| {
+        if let ExecFailure::Failed { stdout, .. } = &source
+            && let Some(e) = parse_error(stdout)
+        {
+            return CniError::Plugin {
                 command,
                 network: call.network.to_string(),
                 container: call.container_id.to_string(),
                 plugin: plugin.to_string(),
-                source,
-            }
-        })
+                code: e.code,
+                msg: e.msg,
+                details: e.details,
+            };
+        }
+        CniError::Exec {
+            command,
+            network: call.network.to_string(),
+            container: call.container_id.to_string(),
+            plugin: plugin.to_string(),
+            source,
+        }
+    })
 }
 
 /// ADD: runs the plugins in order, threading each result into the next; returns the
