@@ -107,6 +107,9 @@ pub enum CniError {
     BadConfig { network: String, reason: String },
 }
 
+/// CNI errors are boxed: they carry a call's whole context and travel far.
+pub type CniResult<T> = Result<T, Box<CniError>>;
+
 /// One run of a configuration list.
 #[derive(Debug, Clone, Copy)]
 pub struct ListCall<'a> {
@@ -126,10 +129,12 @@ struct ListParts<'a> {
     plugins: &'a [Value],
 }
 
-fn parts<'a>(call: &ListCall<'a>) -> Result<ListParts<'a>, CniError> {
-    let bad = |reason: &str| CniError::BadConfig {
-        network: call.network.to_string(),
-        reason: reason.to_string(),
+fn parts<'a>(call: &ListCall<'a>) -> CniResult<ListParts<'a>> {
+    let bad = |reason: &str| {
+        Box::new(CniError::BadConfig {
+            network: call.network.to_string(),
+            reason: reason.to_string(),
+        })
     };
     let name = call
         .list
@@ -197,7 +202,7 @@ fn run(
     command: CniCommand,
     plugin: &str,
     conf: &Value,
-) -> Result<Vec<u8>, CniError> {
+) -> CniResult<Vec<u8>> {
     let args = CniArgs {
         command,
         container_id: call.container_id,
@@ -218,32 +223,39 @@ fn run(
         "CNI plugin call"
     );
     out.map_err(|source| {
-        if let ExecFailure::Failed { stdout, .. } = &source
-            && let Some(e) = parse_error(stdout)
-        {
-            return CniError::Plugin {
+        let (network, container, plugin) = (
+            call.network.to_string(),
+            call.container_id.to_string(),
+            plugin.to_string(),
+        );
+        let body = match &source {
+            ExecFailure::Failed { stdout, .. } => parse_error(stdout),
+            _ => None,
+        };
+        Box::new(match body {
+            Some(e) => CniError::Plugin {
                 command,
-                network: call.network.to_string(),
-                container: call.container_id.to_string(),
-                plugin: plugin.to_string(),
+                network,
+                container,
+                plugin,
                 code: e.code,
                 msg: e.msg,
                 details: e.details,
-            };
-        }
-        CniError::Exec {
-            command,
-            network: call.network.to_string(),
-            container: call.container_id.to_string(),
-            plugin: plugin.to_string(),
-            source,
-        }
+            },
+            None => CniError::Exec {
+                command,
+                network,
+                container,
+                plugin,
+                source,
+            },
+        })
     })
 }
 
 /// ADD: runs the plugins in order, threading each result into the next; returns the
 /// last result.
-pub fn add(exec: &dyn CniExec, call: &ListCall<'_>) -> Result<Value, CniError> {
+pub fn add(exec: &dyn CniExec, call: &ListCall<'_>) -> CniResult<Value> {
     let p = parts(call)?;
     let mut prev: Option<Value> = None;
     for plugin in p.plugins {
@@ -259,15 +271,17 @@ pub fn add(exec: &dyn CniExec, call: &ListCall<'_>) -> Result<Value, CniError> {
         })?;
         prev = Some(result);
     }
-    prev.ok_or_else(|| CniError::BadConfig {
-        network: call.network.to_string(),
-        reason: "no plugins".into(),
+    prev.ok_or_else(|| {
+        Box::new(CniError::BadConfig {
+            network: call.network.to_string(),
+            reason: "no plugins".into(),
+        })
     })
 }
 
 /// DEL: runs the plugins in reverse order with `prev` (the stored ADD result) as
 /// `prevResult`; every plugin runs, and the first failure is returned.
-pub fn del(exec: &dyn CniExec, call: &ListCall<'_>, prev: Option<&Value>) -> Result<(), CniError> {
+pub fn del(exec: &dyn CniExec, call: &ListCall<'_>, prev: Option<&Value>) -> CniResult<()> {
     let p = parts(call)?;
     let mut first = None;
     for plugin in p.plugins.iter().rev() {

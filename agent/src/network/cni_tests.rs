@@ -131,7 +131,7 @@ fn del_runs_every_plugin_and_reports_the_first_failure() {
         fake.trace(),
         ["DEL firewall eth0", "DEL portmap eth0", "DEL bridge eth0"]
     );
-    assert!(matches!(err, CniError::Plugin { ref plugin, code: 11, .. } if plugin == "firewall"));
+    assert!(matches!(*err, CniError::Plugin { ref plugin, code: 11, .. } if plugin == "firewall"));
     assert!(fake.calls()[0].config.get("prevResult").is_none());
 }
 

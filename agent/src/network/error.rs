@@ -40,7 +40,7 @@ pub enum NetworkError {
     Cni {
         container: String,
         #[source]
-        source: CniError,
+        source: Box<CniError>,
     },
     #[error("container `{container}`")]
     Host {
