@@ -219,6 +219,10 @@ fn plugin_chains(cni_name: &str, id: &str) -> [String; 2] {
 /// Everything the network left behind: empty means no leak.
 fn leftovers(env: &Env, bridge: &str, cni_name: &str, subnet_prefix: &str) -> Vec<String> {
     let mut found = Vec::new();
+    let (code, out, err) = env.berth(&["audit"]);
+    if code != 0 {
+        found.push(format!("berth network audit: {out}{err}"));
+    }
     let sys = Path::new("/sys/class/net").join(bridge);
     if sys.exists() {
         let members = std::fs::read_dir(sys.join("brif"))

@@ -52,6 +52,9 @@ pub enum NetworkCommand {
     /// Detach an instance and delete its namespace
     #[command(hide = true)]
     Detach { instance_id: String },
+    /// Count leaks: namespaces, records and bridge members that do not match (exit 1)
+    #[command(hide = true)]
+    Audit,
 }
 
 #[derive(Debug, Args)]
@@ -88,9 +91,13 @@ pub fn run(cli: &Cli, args: &NetworkArgs) -> ExitCode {
         split_path(&args.cni_path),
     );
     match dispatch(&nets, args) {
-        Ok(out) => {
+        Ok((out, clean)) => {
             print!("{out}");
-            ExitCode::SUCCESS
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FINDINGS)
+            }
         }
         Err(e) => {
             eprintln!("error: {}", chain(&e));
@@ -102,7 +109,22 @@ pub fn run(cli: &Cli, args: &NetworkArgs) -> ExitCode {
     }
 }
 
-fn dispatch(nets: &Networks, args: &NetworkArgs) -> Result<String, NetworkError> {
+fn dispatch(nets: &Networks, args: &NetworkArgs) -> Result<(String, bool), NetworkError> {
+    if let NetworkCommand::Audit = args.command {
+        let report = nets.audit()?;
+        let text = if args.format == Format::Json {
+            pretty(&serde_json::to_value(&report).unwrap_or_default())
+        } else if report.is_clean() {
+            "no leaks\n".to_string()
+        } else {
+            format!("{report:?}\n")
+        };
+        return Ok((text, report.is_clean()));
+    }
+    command(nets, args).map(|text| (text, true))
+}
+
+fn command(nets: &Networks, args: &NetworkArgs) -> Result<String, NetworkError> {
     let json = args.format == Format::Json;
     Ok(match &args.command {
         NetworkCommand::Ls => {
@@ -154,6 +176,7 @@ fn dispatch(nets: &Networks, args: &NetworkArgs) -> Result<String, NetworkError>
                 s
             }
         }
+        NetworkCommand::Audit => String::new(),
         NetworkCommand::Detach { instance_id } => {
             nets.detach(instance_id)?;
             if json {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::audit::LeakReport;
 use super::cni::{CniArgs, CniCommand, CniExec, ExecFailure};
 use super::fake::{FakeCni, FakeHost};
 use super::host::{HostError, HostOps};
@@ -35,6 +36,9 @@ impl HostOps for Shared<FakeHost> {
     }
     fn delete_link(&self, n: &str) -> Result<bool, HostError> {
         self.0.delete_link(n)
+    }
+    fn bridge_members(&self, n: &str) -> usize {
+        self.0.bridge_members(n)
     }
 }
 
@@ -394,4 +398,46 @@ fn attach_needs_existing_networks() {
         n.attach(&req("web-1", "web", &[], &[])),
         Err(NetworkError::NoNetworks { .. })
     ));
+}
+
+#[test]
+fn audit_counts_what_no_record_explains() {
+    let w = World::new();
+    let n = w.nets();
+    let info = n
+        .ensure_network("front", Some(parse_cidr("10.250.11.0/24").unwrap()))
+        .unwrap();
+    let names = nets(&["front"]);
+    n.attach(&req("web-1", "web", &names, &[])).unwrap();
+    n.attach(&req("db-1", "db", &names, &[])).unwrap();
+    w.host
+        .members
+        .lock()
+        .unwrap()
+        .insert(info.bridge.clone(), 2);
+    assert_eq!(n.audit().unwrap(), LeakReport::default(), "all explained");
+
+    // A namespace nobody recorded, a record whose namespace vanished, a stray veth.
+    let stray = n.paths().netns("ghost-1");
+    w.host.netns.lock().unwrap().insert(stray.clone());
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, "").unwrap();
+    w.host
+        .netns
+        .lock()
+        .unwrap()
+        .remove(&n.paths().netns("db-1"));
+    w.host
+        .members
+        .lock()
+        .unwrap()
+        .insert(info.bridge.clone(), 3);
+    let report = n.audit().unwrap();
+    assert_eq!(report.stray_netns, ["ghost-1"]);
+    assert_eq!(report.records_without_netns, ["db-1"]);
+    assert_eq!(report.extra_bridge_members["front"], 1);
+    assert!(!report.is_clean());
+    // Detaching the stray id removes its namespace.
+    n.detach("ghost-1").unwrap();
+    assert!(!w.host.netns_exists(&stray));
 }

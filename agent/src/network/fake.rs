@@ -147,6 +147,7 @@ pub struct FakeHost {
     pub netns: Mutex<BTreeSet<PathBuf>>,
     pub links: Mutex<BTreeSet<String>>,
     pub deleted_links: Mutex<Vec<String>>,
+    pub members: Mutex<BTreeMap<String, usize>>,
 }
 
 impl HostOps for FakeHost {
@@ -166,6 +167,10 @@ impl HostOps for FakeHost {
 
     fn link_exists(&self, name: &str) -> bool {
         self.links.lock().unwrap().contains(name)
+    }
+
+    fn bridge_members(&self, name: &str) -> usize {
+        self.members.lock().unwrap().get(name).copied().unwrap_or(0)
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, HostError> {

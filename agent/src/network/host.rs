@@ -45,6 +45,8 @@ pub trait HostOps: fmt::Debug + Send + Sync {
     fn link_exists(&self, name: &str) -> bool;
     /// Deletes a link; `false` when there was none.
     fn delete_link(&self, name: &str) -> Result<bool, HostError>;
+    /// How many interfaces are enslaved to the bridge `name` (0 when it is missing).
+    fn bridge_members(&self, name: &str) -> usize;
 }
 
 /// The host itself.
@@ -74,6 +76,15 @@ impl HostOps for RealHost {
 
     fn link_exists(&self, name: &str) -> bool {
         !name.contains('/') && Path::new("/sys/class/net").join(name).exists()
+    }
+
+    fn bridge_members(&self, name: &str) -> usize {
+        if name.contains('/') {
+            return 0;
+        }
+        std::fs::read_dir(Path::new("/sys/class/net").join(name).join("brif"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, HostError> {

@@ -10,6 +10,8 @@
 //! into the container, rewriting those of the peers on its networks.
 //! [`Networks::detach`] runs DEL in reverse and deletes the namespace; it is
 //! idempotent and works from the on-disk record after an agent restart.
+//! [`Networks::audit`] counts leaks: namespaces, records and bridge members that do
+//! not match.
 //!
 //! Layout: pure parts — [`naming`] (bridge names, subnet pool), [`conflist`], [`cni`]
 //! sequencing over the [`cni::CniExec`] trait, [`hosts`], [`resolv`] — and thin side
@@ -21,6 +23,7 @@
 #![allow(dead_code)]
 
 mod attach;
+pub mod audit;
 pub mod cni;
 pub mod conflist;
 mod error;

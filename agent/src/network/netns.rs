@@ -84,3 +84,7 @@ pub fn delete(path: &Path) -> Result<(), StepError> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[path = "netns_tests.rs"]
+mod tests;
