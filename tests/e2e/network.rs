@@ -381,6 +381,18 @@ fn fifty_attach_detach_cycles_leave_nothing() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(members, 0, "veths left on the bridge after 50 cycles");
+    // host-local keeps only its lock and last-reserved marker once every IP is released.
+    let allocations: Vec<PathBuf> = walk(&env.state().join("cni/ipam").join(&cni_name))
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name != "lock" && !name.starts_with("last_reserved_ip")
+        })
+        .collect();
+    assert!(
+        allocations.is_empty(),
+        "IPs still allocated: {allocations:?}"
+    );
     // A `berth` run that does no network work: the process and config overhead.
     let t = Instant::now();
     env.ok(&["ls"]);

@@ -441,3 +441,18 @@ fn audit_counts_what_no_record_explains() {
     n.detach("ghost-1").unwrap();
     assert!(!w.host.netns_exists(&stray));
 }
+
+#[test]
+fn the_default_network_is_created_on_demand() {
+    let w = World::new();
+    let n = w.nets();
+    let names = nets(&["default"]);
+    let a = n.attach(&req("web-1", "web", &names, &[])).unwrap();
+    assert_eq!(a.addresses["default"].to_string(), "10.88.0.2");
+    assert_eq!(n.inspect("default").unwrap().subnet, "10.88.0.0/16");
+    // A lost hosts file is rewritten by a repeated attach.
+    std::fs::remove_file(&a.hosts).unwrap();
+    assert_eq!(n.attach(&req("web-1", "web", &names, &[])).unwrap(), a);
+    assert!(a.hosts.is_file());
+    n.detach("web-1").unwrap();
+}

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use berth_spec::Container;
 use berth_spec::types::{ExtraHost, PortSpec, Protocol};
+use berth_spec::{Container, DEFAULT_NETWORK};
 use serde_json::{Value, json};
 
 use super::cni::{self, ListCall};
@@ -141,6 +141,8 @@ impl Networks {
         if let Some(old) = self.record(req.instance_id)? {
             let same: Vec<&str> = old.networks.iter().map(|n| n.network.as_str()).collect();
             if old.complete && same == req.networks.iter().map(String::as_str).collect::<Vec<_>>() {
+                // The files may not have been written before a crash.
+                self.write_files(&old)?;
                 return Ok(self.attachment_of(&old));
             }
             self.detach(req.instance_id)?;
@@ -148,6 +150,10 @@ impl Networks {
         let mut planned = Vec::new();
         for (i, name) in req.networks.iter().enumerate() {
             Self::check_name("network name", name)?;
+            if name == DEFAULT_NETWORK && self.load(name)?.is_none() {
+                // `default` is created on demand (DESIGN.md §3).
+                self.ensure_network(name, None)?;
+            }
             let (_, list) = self
                 .load(name)?
                 .ok_or_else(|| NetworkError::NotFound(name.clone()))?;
