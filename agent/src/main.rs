@@ -6,6 +6,7 @@
 
 mod cli;
 mod image;
+mod network;
 mod runtime;
 mod storage;
 mod telemetry;

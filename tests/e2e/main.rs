@@ -5,6 +5,7 @@
 
 mod audit;
 mod secret;
+mod network;
 mod signature;
 mod validate;
 

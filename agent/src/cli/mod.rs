@@ -20,6 +20,7 @@ mod image_output;
 mod key;
 mod secret;
 mod sign;
+mod network;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -65,6 +66,8 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
     Sign(sign::SignArgs),
+    /// Inspect the node's networks
+    Network(network::NetworkArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -92,5 +95,6 @@ pub fn main() -> ExitCode {
         Command::Secret(args) => secret::run(&cli, args),
         Command::Image(args) => image::run(&cli, args),
         Command::Sign(args) => sign::run(&cli, args),
+        Command::Network(args) => network::run(&cli, args),
     }
 }
