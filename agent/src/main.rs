@@ -6,6 +6,7 @@
 
 mod cli;
 mod image;
+mod reconcile;
 mod runtime;
 mod telemetry;
 
