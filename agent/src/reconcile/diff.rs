@@ -18,12 +18,14 @@ const MAX_NAMED: usize = 4;
 const MAP_KEYS: &[&str] = &["env", "labels", "sysctls", "ulimits", "resources"];
 
 /// The reason an instance created from `old` (spec JSON, image digest) is replaced by
-/// one of `new`.
+/// one of `new`. `referenced` names changes outside the spec the caller knows of (a
+/// network's subnet); they replace the generic fallback.
 pub fn describe(
     old: Option<&Value>,
     old_digest: Option<&str>,
     new: &Value,
     new_digest: &str,
+    referenced: &[String],
 ) -> String {
     let mut changes = Vec::new();
     if old_digest.is_some_and(|d| d != new_digest) {
@@ -52,6 +54,7 @@ pub fn describe(
                     _ => changes.push(format!("{key} changed")),
                 }
             }
+            changes.extend(referenced.iter().cloned());
             if changes.is_empty() {
                 changes.push(
                     "spec hash changed (a referenced network, volume, secret or seccomp profile)"
@@ -59,7 +62,10 @@ pub fn describe(
                 );
             }
         }
-        _ if changes.is_empty() => changes.push("spec hash changed".into()),
+        _ if changes.is_empty() && referenced.is_empty() => {
+            changes.push("spec hash changed".into())
+        }
+        _ if changes.is_empty() => changes.extend(referenced.iter().cloned()),
         _ => {}
     }
     join(changes)
@@ -126,7 +132,7 @@ mod tests {
         let old = spec(json!({"LOG_LEVEL": "info", "GONE": "x"}), "r/web");
         let new = spec(json!({"LOG_LEVEL": "debug", "NEW": "y"}), "r/web");
         assert_eq!(
-            describe(Some(&old), Some(D1), &new, D1),
+            describe(Some(&old), Some(D1), &new, D1, &[]),
             "env GONE removed, env LOG_LEVEL changed, env NEW added"
         );
     }
@@ -136,28 +142,29 @@ mod tests {
         let old = spec(json!({}), &format!("r/web@{D1}"));
         let new = spec(json!({}), &format!("r/web@{D2}"));
         assert_eq!(
-            describe(Some(&old), Some(D1), &new, D2),
+            describe(Some(&old), Some(D1), &new, D2, &[]),
             "image digest changed (sha256:111111111111 → sha256:222222222222)"
         );
         let moved = spec(json!({}), &format!("r/other@{D2}"));
         assert_eq!(
-            describe(Some(&old), Some(D1), &moved, D2),
+            describe(Some(&old), Some(D1), &moved, D2, &[]),
             "image digest changed (sha256:111111111111 → sha256:222222222222), image changed"
         );
     }
 
     #[test]
     fn nested_resources_and_many_changes() {
-        let old = json!({"resources": {"memory": null, "pids": 10}, "a": 1, "b": 1, "c": 1});
-        let new = json!({"resources": {"memory": 5, "pids": 10}, "a": 2, "b": 2, "c": 2});
+        let old =
+            json!({"resources": {"memory": null, "pids": 10}, "a": 1, "b": 1, "c": 1, "d": 1});
+        let new = json!({"resources": {"memory": 5, "pids": 10}, "a": 2, "b": 2, "c": 2, "d": 2});
         assert_eq!(
-            describe(Some(&old), None, &new, D1),
+            describe(Some(&old), None, &new, D1, &[]),
             "a changed, b changed, c changed, and 2 more"
         );
         let old = json!({"resources": {"memory": 4}});
         let new = json!({"resources": {"memory": 5}});
         assert_eq!(
-            describe(Some(&old), None, &new, D1),
+            describe(Some(&old), None, &new, D1, &[]),
             "resources.memory changed"
         );
     }
@@ -165,7 +172,12 @@ mod tests {
     #[test]
     fn falls_back_to_the_hash() {
         let s = spec(json!({}), "r/web");
-        assert_eq!(describe(None, None, &s, D1), "spec hash changed");
-        assert!(describe(Some(&s), Some(D1), &s, D1).starts_with("spec hash changed (a referenced"));
+        assert_eq!(describe(None, None, &s, D1, &[]), "spec hash changed");
+        let net = ["network front subnet changed".to_string()];
+        assert_eq!(describe(Some(&s), Some(D1), &s, D1, &net), net[0]);
+        assert!(
+            describe(Some(&s), Some(D1), &s, D1, &[])
+                .starts_with("spec hash changed (a referenced")
+        );
     }
 }

@@ -17,6 +17,7 @@ use super::model::{
     OperatorMark, PolicyDecisions, ReportKind, Timestamp,
 };
 use super::order::topological;
+use super::plan::networks_of;
 
 /// Every container's fate, and the dependency order they were decided in.
 #[derive(Debug)]
@@ -65,6 +66,8 @@ pub(super) struct Start {
 #[derive(Debug)]
 pub(super) struct Keep<'a> {
     pub kind: ReportKind,
+    /// Why, without what happens to the instances: a dependent's reason quotes it.
+    pub cause: String,
     pub message: String,
     /// Its instances, all kept unless listed in `stop`.
     pub instances: Vec<&'a Instance>,
@@ -94,38 +97,61 @@ pub(super) fn decide<'a>(
     let mut runs: BTreeMap<String, Result<(), String>> = BTreeMap::new();
     for name in &order {
         let record = actual.containers.get(name);
-        let instances: Vec<&Instance> = record.map(|r| r.instances.iter().collect()).unwrap_or_default();
+        let instances: Vec<&Instance> = record
+            .map(|r| r.instances.iter().collect())
+            .unwrap_or_default();
         let ctx = Ctx {
             name,
             instances,
             marked: record.and_then(|r| r.mark) == Some(OperatorMark::Stopped),
             restarts: record.map_or(0, |r| r.restarts),
-            history: history.containers.get(name).map(Vec::as_slice).unwrap_or_default(),
+            history: history
+                .containers
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
             now,
         };
         let fate = if let Some(want) = desired.containers.get(name) {
-            let decision = policy.containers.get(name).cloned().unwrap_or_else(|| {
-                Decision::Blocked {
-                    reasons: vec!["no policy decision (failing closed)".into()],
-                }
-            });
-            let blocked_deps = dependency_problem(want, desired, &runs);
-            match (decision, blocked_deps) {
-                (Decision::Blocked { reasons }, _) => {
+            let decision =
+                policy
+                    .containers
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| Decision::Blocked {
+                        reasons: vec!["no policy decision (failing closed)".into()],
+                    });
+            match decision {
+                Decision::Blocked { reasons } => {
                     let same = |i: &Instance| i.id == want.instance;
                     let message = format!("policy: blocked ({})", reasons.join("; "));
                     let stop = policy.stop_on_violation;
-                    Fate::Keep(keep(&ctx, ReportKind::Blocked, message, stop, same))
+                    Fate::Keep(keep(&ctx, ReportKind::Blocked, message, stop, same, true))
                 }
-                (_, Some(problem)) => {
-                    let message = format!("not started: {problem}");
-                    Fate::Keep(keep(&ctx, ReportKind::Held, message, false, |_| false))
+                decision => {
+                    let changed = changed_networks(want, desired, actual);
+                    let a = apply(&ctx, want, decision, &changed);
+                    // A dependency matters only to what would be created or started.
+                    let acts = a.create.is_some() || a.start.is_some();
+                    match dependency_problem(want, desired, &runs).filter(|_| acts) {
+                        Some(problem) => {
+                            let k = keep(&ctx, ReportKind::Held, problem, false, |_| false, false);
+                            Fate::Keep(k)
+                        }
+                        None => Fate::Apply(a),
+                    }
                 }
-                (decision, None) => Fate::Apply(apply(&ctx, want, decision)),
             }
         } else if let Some(reason) = desired.not_evaluated.get(name) {
             let message = format!("not evaluated: {reason}");
-            Fate::Keep(keep(&ctx, ReportKind::NotEvaluated, message, false, |_| false))
+            Fate::Keep(keep(
+                &ctx,
+                ReportKind::NotEvaluated,
+                message,
+                false,
+                |_| false,
+                true,
+            ))
         } else {
             let reason = if desired.other_nodes.contains(name) {
                 "no longer targets this node"
@@ -211,8 +237,31 @@ fn dependency_problem(
     None
 }
 
-fn apply<'a>(ctx: &Ctx<'a, '_>, want: &'a DesiredContainer, decision: Decision) -> Apply<'a> {
-    let current = ctx.instances.iter().copied().find(|i| i.id == want.instance);
+/// The networks of `want` whose subnet differs on the host: the spec hash covers them,
+/// the spec's own fields do not show them.
+fn changed_networks(want: &DesiredContainer, desired: &Desired, actual: &Actual) -> Vec<String> {
+    networks_of(&want.spec)
+        .into_iter()
+        .filter(|n| {
+            let wanted = desired.networks.get(n).and_then(|w| w.subnet.as_ref());
+            let have = actual.networks.get(n).map(|h| h.subnet.as_ref());
+            wanted.is_some() && have.is_some_and(|h| h != wanted)
+        })
+        .map(|n| format!("network {n} subnet changed"))
+        .collect()
+}
+
+fn apply<'a>(
+    ctx: &Ctx<'a, '_>,
+    want: &'a DesiredContainer,
+    decision: Decision,
+    changed: &[String],
+) -> Apply<'a> {
+    let current = ctx
+        .instances
+        .iter()
+        .copied()
+        .find(|i| i.id == want.instance);
     let stale: Vec<&Instance> = ctx
         .instances
         .iter()
@@ -272,7 +321,8 @@ fn apply<'a>(ctx: &Ctx<'a, '_>, want: &'a DesiredContainer, decision: Decision) 
                 None => "new container".to_string(),
                 Some(old) => {
                     let new = serde_json::to_value(&want.spec).unwrap_or(Value::Null);
-                    diff::describe(old.spec.as_ref(), old.digest.as_deref(), &new, &want.digest)
+                    let old_digest = old.digest.as_deref();
+                    diff::describe(old.spec.as_ref(), old_digest, &new, &want.digest, changed)
                 }
             };
             if ctx.marked {
@@ -287,23 +337,28 @@ fn apply<'a>(ctx: &Ctx<'a, '_>, want: &'a DesiredContainer, decision: Decision) 
             a.start_first = want.spec.update == Update::StartFirst
                 && want.spec.ports.is_empty()
                 && !ctx.marked
-                && a.stale.iter().any(|i| matches!(i.state, InstanceState::Running { .. }));
+                && a.stale
+                    .iter()
+                    .any(|i| matches!(i.state, InstanceState::Running { .. }));
         }
     }
     a
 }
 
 /// Keeps a container's instances as they are. `stop` with `same` stops the running
-/// instances that are exactly the evaluated spec (`policy.on_running_violation = "stop"`).
+/// instances that are exactly the evaluated spec (`policy.on_running_violation = "stop"`);
+/// `restart` lets the last known good version restart after an exit.
 fn keep<'a>(
     ctx: &Ctx<'a, '_>,
     kind: ReportKind,
     mut message: String,
     stop: bool,
     same: impl Fn(&Instance) -> bool,
+    restart: bool,
 ) -> Keep<'a> {
     let mut k = Keep {
         kind,
+        cause: message.clone(),
         message: String::new(),
         instances: ctx.instances.clone(),
         stop: Vec::new(),
@@ -312,20 +367,25 @@ fn keep<'a>(
     if ctx.instances.is_empty() {
         message.push_str("; not created");
     } else if stop && ctx.instances.iter().any(|i| same(i)) {
-        for i in ctx.instances.iter().copied().filter(|i| same(i) && i.state.may_run()) {
+        for i in ctx
+            .instances
+            .iter()
+            .copied()
+            .filter(|i| same(i) && i.state.may_run())
+        {
             k.stop.push((
                 i,
-                "policy: blocked; stopped (policy.on_running_violation = \"stop\")".into(),
+                format!("{message}; policy.on_running_violation = \"stop\""),
             ));
         }
-        message.push_str("; not running (policy.on_running_violation = \"stop\")");
+        message.push_str("; stopped (policy.on_running_violation = \"stop\")");
     } else if let Some(r) = ctx
         .instances
         .iter()
         .find(|i| matches!(i.state, InstanceState::Running { .. }))
     {
         message.push_str(&format!("; running version {} kept", r.id));
-    } else if let Some((i, start)) = restart_kept(ctx) {
+    } else if let Some((i, start)) = restart_kept(ctx).filter(|_| restart) {
         message.push_str(&format!("; last version {} restarted", i.id));
         k.restart = Some((i, start));
     } else {
@@ -433,7 +493,7 @@ fn runs_after(fate: &Fate<'_>, ctx: &Ctx<'_, '_>) -> Result<(), String> {
                 Err(match k.kind {
                     ReportKind::Blocked => "is blocked by policy".into(),
                     ReportKind::NotEvaluated => "could not be evaluated".into(),
-                    _ => "cannot start".into(),
+                    _ => format!("cannot start ({})", k.cause),
                 })
             }
         }

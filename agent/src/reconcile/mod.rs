@@ -48,6 +48,8 @@ mod plan;
 pub mod print;
 
 #[cfg(test)]
+mod fake_host;
+#[cfg(test)]
 mod golden_tests;
 
 // Re-exported for the executor and `berth plan`; only tests use them until then.

@@ -223,9 +223,13 @@ pub struct PolicyDecisions {
 pub enum Decision {
     Allowed,
     /// Audit mode: applied, and the findings reported.
-    Reported { findings: Vec<String> },
+    Reported {
+        findings: Vec<String>,
+    },
     /// Enforce mode, error-level violations: neither created nor updated.
-    Blocked { reasons: Vec<String> },
+    Blocked {
+        reasons: Vec<String>,
+    },
 }
 
 /// Recent exits per container, for crash-loop backoff.
@@ -272,9 +276,7 @@ impl Plan {
         self.steps
             .iter()
             .filter_map(|s| match &s.action {
-                Action::Report { name, kind } if *kind != ReportKind::Audit => {
-                    Some(name.as_str())
-                }
+                Action::Report { name, kind } if *kind != ReportKind::Audit => Some(name.as_str()),
                 _ => None,
             })
             .collect()

@@ -31,7 +31,11 @@ pub(super) struct Objects {
     pub deferred: Vec<(String, String)>,
 }
 
-pub(super) fn plan(desired: &Desired, actual: &Actual, fates: &BTreeMap<String, Fate<'_>>) -> Objects {
+pub(super) fn plan(
+    desired: &Desired,
+    actual: &Actual,
+    fates: &BTreeMap<String, Fate<'_>>,
+) -> Objects {
     // Instances the plan removes, and the containers whose desired instance will exist.
     let mut removed: BTreeSet<&str> = actual.orphans.iter().map(|o| o.id.as_str()).collect();
     let mut net_users: BTreeMap<String, Vec<String>> = BTreeMap::new();

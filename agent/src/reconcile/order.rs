@@ -87,12 +87,7 @@ mod tests {
 
     #[test]
     fn cycles_terminate_and_keep_every_name() {
-        let g = graph(&[
-            ("a", &["b"]),
-            ("b", &["a"]),
-            ("c", &["a"]),
-            ("d", &[]),
-        ]);
+        let g = graph(&[("a", &["b"]), ("b", &["a"]), ("c", &["a"]), ("d", &[])]);
         assert_eq!(topological(&g), ["d", "a", "b", "c"]);
     }
 

@@ -25,8 +25,7 @@ use serde_json::Value;
 
 use super::fate::{self, Apply, Fate, Fates};
 use super::model::{
-    Action, Actual, Desired, History, Instance, Plan, PolicyDecisions, ReportKind, Step,
-    Timestamp,
+    Action, Actual, Desired, History, Instance, Plan, PolicyDecisions, ReportKind, Step, Timestamp,
 };
 
 /// The stop signal and timeout when neither the instance nor the spec says (DESIGN §3).
@@ -145,12 +144,22 @@ impl<'p, 'a> Emitter<'p, 'a> {
     fn prepare(&mut self) {
         for (name, users) in self.objects.create_networks.clone() {
             let reason = format!("not on the host, for {}", users.join(", "));
-            let id = self.push(Action::CreateNetwork { name: name.clone() }, reason, [], None);
+            let id = self.push(
+                Action::CreateNetwork { name: name.clone() },
+                reason,
+                [],
+                None,
+            );
             self.created.insert(format!("network/{name}"), id);
         }
         for (name, users) in self.objects.create_volumes.clone() {
             let reason = format!("not on the host, for {}", users.join(", "));
-            let id = self.push(Action::CreateVolume { name: name.clone() }, reason, [], None);
+            let id = self.push(
+                Action::CreateVolume { name: name.clone() },
+                reason,
+                [],
+                None,
+            );
             self.created.insert(format!("volume/{name}"), id);
         }
     }
@@ -175,7 +184,14 @@ impl<'p, 'a> Emitter<'p, 'a> {
                 .any(|n| self.objects.recreate_networks.contains_key(n))
     }
 
-    fn stop(&mut self, name: &str, i: &Instance, spec: Option<&Container>, reason: String, needs: Vec<Option<usize>>) {
+    fn stop(
+        &mut self,
+        name: &str,
+        i: &Instance,
+        spec: Option<&Container>,
+        reason: String,
+        needs: Vec<Option<usize>>,
+    ) {
         if !i.state.may_run() || self.stops.contains_key(&i.id) {
             return;
         }
@@ -297,7 +313,12 @@ impl<'p, 'a> Emitter<'p, 'a> {
         }
         for (name, (ids, reason)) in self.objects.recreate_networks.clone() {
             let needs = users(&ids, &self.removes);
-            let removed = self.push(Action::RemoveNetwork { name: name.clone() }, reason.clone(), needs, None);
+            let removed = self.push(
+                Action::RemoveNetwork { name: name.clone() },
+                reason.clone(),
+                needs,
+                None,
+            );
             let action = Action::CreateNetwork { name: name.clone() };
             let id = self.push(action, reason, [Some(removed)], None);
             self.created.insert(format!("network/{name}"), id);
@@ -410,7 +431,10 @@ impl<'p, 'a> Emitter<'p, 'a> {
 
     /// The instance of `name` that runs once the plan has run, if it has a health check:
     /// its id, current health and how long to wait for it.
-    fn running_instance(&self, name: &str) -> Option<(String, super::model::HealthState, Duration)> {
+    fn running_instance(
+        &self,
+        name: &str,
+    ) -> Option<(String, super::model::HealthState, Duration)> {
         let health = |i: Option<&Instance>| i.map(|i| i.health).unwrap_or_default();
         match self.fates.get(name)? {
             Fate::Apply(a) => {
@@ -516,7 +540,12 @@ fn orphan_name(id: &str) -> String {
 fn stop_params(i: &Instance, spec: Option<&Container>) -> (String, Duration) {
     let stored = i.spec.as_ref();
     let signal = stored
-        .and_then(|s| s.get("stop_signal")?.get("name")?.as_str().map(String::from))
+        .and_then(|s| {
+            s.get("stop_signal")?
+                .get("name")?
+                .as_str()
+                .map(String::from)
+        })
         .or_else(|| spec.map(|c| c.stop_signal.name.clone()))
         .unwrap_or_else(|| DEFAULT_STOP_SIGNAL.into());
     let timeout = stored
@@ -537,7 +566,11 @@ fn health_timeout(spec: &Container) -> Option<Duration> {
 /// [`health_timeout`] from an instance's stored spec.
 fn stored_health_timeout(i: &Instance) -> Option<Duration> {
     let h = i.spec.as_ref()?.get("health")?;
-    let d = |k: &str| h.get(k).and_then(Value::as_str).and_then(|s| parse_duration(s).ok());
+    let d = |k: &str| {
+        h.get(k)
+            .and_then(Value::as_str)
+            .and_then(|s| parse_duration(s).ok())
+    };
     let retries = h.get("retries").and_then(Value::as_u64).unwrap_or(3) as u32;
     Some(d("start_period")? + (d("interval")? + d("timeout")?) * (retries + 1))
 }

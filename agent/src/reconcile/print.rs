@@ -82,7 +82,11 @@ impl Step {
             write!(f, "  [needs {}]", ids.join(", "))?;
         }
         if let Some(t) = self.not_before {
-            write!(f, "  [not before now+{}]", format_duration(t.since(plan.now)))?;
+            write!(
+                f,
+                "  [not before now+{}]",
+                format_duration(t.since(plan.now))
+            )?;
         }
         Ok(())
     }
