@@ -1,8 +1,8 @@
 //! A fake host for tests: carries a plan out on an [`Actual`] as a perfect executor
 //! would, so a test can plan again and check that the host converged.
 
+use super::facts::{networks_of, volumes_of};
 use super::model::*;
-use super::plan::{networks_of, volumes_of};
 
 /// Applies every step of `plan` at time `now`; a pull makes the image ready in `desired`.
 pub(super) fn execute(plan: &Plan, desired: &mut Desired, actual: &mut Actual, now: Timestamp) {

@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use super::backoff::restart_delay;
 use super::diff;
+use super::facts::networks_of;
 use super::model::{
     Actual, Decision, Desired, DesiredContainer, Exit, History, Instance, InstanceState,
     OperatorMark, PolicyDecisions, ReportKind, Timestamp,
 };
 use super::order::topological;
-use super::plan::networks_of;
 
 /// Every container's fate, and the dependency order they were decided in.
 #[derive(Debug)]

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use berth_spec::{Container, DesiredState, NodeIdentity, SourceFile, Tree};
 use serde::Deserialize;
 
+use super::facts::{networks_of, volumes_of};
 use super::model::*;
-use super::plan::{networks_of, volumes_of};
 use super::print::to_json;
 use crate::runtime::spec_hash::{HashInput, SecretInput, spec_hash};
 

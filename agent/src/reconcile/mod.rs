@@ -7,8 +7,9 @@
 //! async; the executor (not here yet) runs the steps and makes no choices of its own.
 //!
 //! - [`model`]: the input and output types, and the executor's contract per action;
-//! - [`plan()`] (`plan.rs`), with `fate.rs` (what becomes of each container),
-//!   `objects.rs` (networks and volumes) and `diff.rs` (which spec field changed);
+//! - [`plan()`] (`plan.rs`: the phases), with `fate.rs` (what becomes of each
+//!   container), `objects.rs` (networks and volumes), `diff.rs` (which spec field
+//!   changed) and `facts.rs` (what is read out of specs and instances);
 //! - [`order`]: `depends_on` order; [`backoff`]: crash-loop backoff;
 //! - [`print`]: the human and JSON forms of a plan.
 //!
@@ -40,6 +41,7 @@
 
 pub mod backoff;
 mod diff;
+mod facts;
 mod fate;
 pub mod model;
 mod objects;

@@ -276,7 +276,14 @@ impl Plan {
         self.steps
             .iter()
             .filter_map(|s| match &s.action {
-                Action::Report { name, kind } if *kind != ReportKind::Audit => Some(name.as_str()),
+                Action::Report { name, kind }
+                    if matches!(
+                        kind,
+                        ReportKind::Blocked | ReportKind::Held | ReportKind::NotEvaluated
+                    ) =>
+                {
+                    Some(name.as_str())
+                }
                 _ => None,
             })
             .collect()

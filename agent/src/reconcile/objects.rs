@@ -13,9 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::facts::{networks_of, volumes_of};
 use super::fate::Fate;
 use super::model::{Actual, Desired};
-use super::plan::{networks_of, volumes_of};
 
 /// Users are container names; attached are ids of instances the plan removes.
 #[derive(Debug, Clone, Default)]
