@@ -276,14 +276,10 @@ impl Plan {
         self.steps
             .iter()
             .filter_map(|s| match &s.action {
-                Action::Report { name, kind }
-                    if matches!(
-                        kind,
-                        ReportKind::Blocked | ReportKind::Held | ReportKind::NotEvaluated
-                    ) =>
-                {
-                    Some(name.as_str())
-                }
+                Action::Report {
+                    name,
+                    kind: ReportKind::Blocked | ReportKind::Held | ReportKind::NotEvaluated,
+                } => Some(name.as_str()),
                 _ => None,
             })
             .collect()
