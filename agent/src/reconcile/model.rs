@@ -138,7 +138,8 @@ pub enum OperatorMark {
 pub struct Instance {
     /// `<name>-<8 hex>`.
     pub id: String,
-    /// The spec hash recorded at creation; `None` when unreadable (always replaced).
+    /// The spec hash recorded at creation; `None` when unreadable. The planner matches
+    /// instances by id, which derives from the hash.
     pub hash: Option<SpecHash>,
     /// The image digest it runs.
     pub digest: Option<String>,
