@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
-mod secret;
 mod network;
+mod plan;
+mod secret;
 mod signature;
 mod validate;
 

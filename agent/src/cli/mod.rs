@@ -18,9 +18,10 @@ mod image;
 mod image_local;
 mod image_output;
 mod key;
+mod network;
+mod plan;
 mod secret;
 mod sign;
-mod network;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -64,6 +65,8 @@ pub enum Command {
     Secret(secret::SecretArgs),
     /// Pull, list, inspect and remove images in the content store
     Image(image::ImageArgs),
+    /// Show what a reconcile would do now, with reasons (nothing is executed)
+    Plan(plan::PlanArgs),
     /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
     Sign(sign::SignArgs),
     /// Inspect the node's networks
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Secret(args) => secret::run(&cli, args),
         Command::Image(args) => image::run(&cli, args),
         Command::Sign(args) => sign::run(&cli, args),
+        Command::Plan(args) => plan::run(&cli, args),
         Command::Network(args) => network::run(&cli, args),
     }
 }

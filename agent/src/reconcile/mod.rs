@@ -43,6 +43,7 @@ pub mod backoff;
 mod diff;
 mod facts;
 mod fate;
+pub mod gather;
 pub mod model;
 mod objects;
 pub mod order;
