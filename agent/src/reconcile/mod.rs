@@ -41,6 +41,7 @@
 
 pub mod backoff;
 mod diff;
+pub mod executor;
 mod facts;
 mod fate;
 pub mod gather;
