@@ -17,9 +17,13 @@ mod config;
 mod image;
 mod image_local;
 mod image_output;
+mod inspect;
 mod key;
+mod logs;
+mod ps;
 mod secret;
 mod sign;
+mod stats;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -65,6 +69,14 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
     Sign(sign::SignArgs),
+    /// List containers (running ones; `-a` for all), from the state directory
+    Ps(ps::PsArgs),
+    /// Show everything berth knows about a container (JSON; `--format text`)
+    Inspect(inspect::InspectArgs),
+    /// Print a container's output; `-f` follows it until the container exits
+    Logs(logs::LogsArgs),
+    /// CPU, memory and process counts of running containers
+    Stats(stats::StatsArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -92,5 +104,9 @@ pub fn main() -> ExitCode {
         Command::Secret(args) => secret::run(&cli, args),
         Command::Image(args) => image::run(&cli, args),
         Command::Sign(args) => sign::run(&cli, args),
+        Command::Ps(args) => ps::run(&cli, args),
+        Command::Inspect(args) => inspect::run(&cli, args),
+        Command::Logs(args) => logs::run(&cli, args),
+        Command::Stats(args) => stats::run(&cli, args),
     }
 }
