@@ -109,7 +109,12 @@ pub struct MountInfo {
 /// read-only.
 pub fn mounts_of(spec: &Value) -> Vec<MountInfo> {
     let mut out = Vec::new();
-    let list = |key: &str| spec.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |key: &str| {
+        spec.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     for m in list("mounts") {
         let source = m.get("source");
         let kind = source
@@ -122,7 +127,11 @@ pub fn mounts_of(spec: &Value) -> Vec<MountInfo> {
             source: src.and_then(Value::as_str).map(str::to_string),
             size: source.and_then(|s| s.get("size")).and_then(Value::as_u64),
             kind,
-            target: m.get("target").and_then(Value::as_str).unwrap_or("").to_string(),
+            target: m
+                .get("target")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             read_only: m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
         });
     }
@@ -197,7 +206,13 @@ impl Details {
             (Some(u), None) => u.to_string(),
             _ => "-".to_string(),
         };
-        let join = |v: Vec<String>| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+        let join = |v: Vec<String>| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         let mut rows: Vec<(&str, String)> = vec![
             ("Name", self.name.clone()),
             ("Instance", self.instance.clone()),
@@ -207,22 +222,45 @@ impl Details {
             ("Started", dash(st.started_at.clone())),
             ("Finished", dash(st.finished_at.clone())),
             ("Restarts", self.restarts.to_string()),
-            ("Operator", if st.operator_stopped { "stopped (berth stop)" } else { "-" }.to_string()),
+            (
+                "Operator",
+                if st.operator_stopped {
+                    "stopped (berth stop)"
+                } else {
+                    "-"
+                }
+                .to_string(),
+            ),
             ("Image", self.image.reference.clone()),
             ("Digest", self.image.digest.clone()),
             ("Spec hash", self.spec_hash.clone()),
-            ("Runtime", format!("{} (root {})", self.runtime, self.runtime_root)),
+            (
+                "Runtime",
+                format!("{} (root {})", self.runtime, self.runtime_root),
+            ),
             ("Cgroup", self.cgroup_path.clone()),
             ("User", user),
             (
                 "Addresses",
-                join(self.addresses.iter().map(|(n, a)| format!("{a} ({n})")).collect()),
+                join(
+                    self.addresses
+                        .iter()
+                        .map(|(n, a)| format!("{a} ({n})"))
+                        .collect(),
+                ),
             ),
             ("Ports", join(self.ports.clone())),
             ("Log", self.log_path.clone()),
         ];
         let mounts: Vec<String> = self.mounts.iter().map(mount_text).collect();
-        rows.push(("Mounts", if mounts.is_empty() { "-".to_string() } else { String::new() }));
+        rows.push((
+            "Mounts",
+            if mounts.is_empty() {
+                "-".to_string()
+            } else {
+                String::new()
+            },
+        ));
         let mut out = String::new();
         for (k, v) in rows {
             let line = format!("{:<11}{v}", format!("{k}:"));

@@ -247,13 +247,26 @@ mod tests {
         stopped.operator_stopped = true;
         let rows = [
             Row::new(
-                &record("web", "registry.example.com/shop/web:1.0", &["8080:8080/tcp", "127.0.0.1:9090:90/udp"], 0),
+                &record(
+                    "web",
+                    "registry.example.com/shop/web:1.0",
+                    &["8080:8080/tcp", "127.0.0.1:9090:90/udp"],
+                    0,
+                ),
                 &status(State::Running, None),
                 now,
             ),
-            Row::new(&record("db", "postgres:16", &[], 3), &status(State::Exited, Some(1)), now),
+            Row::new(
+                &record("db", "postgres:16", &[], 3),
+                &status(State::Exited, Some(1)),
+                now,
+            ),
             Row::new(&stopped, &status(State::Stopped, Some(143)), now),
-            Row::new(&record("new", "busybox", &[], 0), &status(State::Created, None), now),
+            Row::new(
+                &record("new", "busybox", &[], 0),
+                &status(State::Created, None),
+                now,
+            ),
         ];
         let want = "\
 NAME    INSTANCE         STATE                 IMAGE                               UPTIME                       RESTARTS   PORTS

@@ -122,10 +122,16 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> ExitCode {
 
 /// Reads every container twice, `CPU_WINDOW` apart.
 fn sample_all(layout: &Layout, records: &[&ContainerRecord]) -> Vec<StatsRow> {
-    let dirs: Vec<CgroupDirs> = records.iter().map(|r| layout.locate(&r.cgroup_path)).collect();
+    let dirs: Vec<CgroupDirs> = records
+        .iter()
+        .map(|r| layout.locate(&r.cgroup_path))
+        .collect();
     let first: Vec<_> = dirs.iter().map(cgroup::read_sample).collect();
     let t0 = Instant::now();
-    if first.iter().any(|s| s.as_ref().is_ok_and(|s| s.cpu_ns.is_some())) {
+    if first
+        .iter()
+        .any(|s| s.as_ref().is_ok_and(|s| s.cpu_ns.is_some()))
+    {
         std::thread::sleep(CPU_WINDOW);
     }
     let elapsed = t0.elapsed();
@@ -173,7 +179,9 @@ pub fn row(r: &ContainerRecord, before: &Sample, after: &Sample, elapsed: Durati
                 .filter(|&l| l > 0)
                 .map(|l| usage as f64 / l as f64 * 100.0),
         }),
-        pids: after.pids.map(|Pids { current, limit }| PidsRow { current, limit }),
+        pids: after
+            .pids
+            .map(|Pids { current, limit }| PidsRow { current, limit }),
         error: None,
     }
 }
@@ -214,7 +222,9 @@ pub fn render_table(rows: &[StatsRow]) -> String {
                 r.name.clone(),
                 r.cpu_percent.map_or_else(dash, |c| format!("{c:.2}%")),
                 mem.map_or_else(dash, |m| {
-                    let limit = m.limit_bytes.map_or_else(|| "unlimited".to_string(), human_bytes);
+                    let limit = m
+                        .limit_bytes
+                        .map_or_else(|| "unlimited".to_string(), human_bytes);
                     format!("{} / {limit}", human_bytes(m.usage_bytes))
                 }),
                 mem.and_then(|m| m.percent)
@@ -317,7 +327,12 @@ mod tests {
                 limit: None,
             }),
         };
-        let db = row(&record("db"), &unlimited, &unlimited, Duration::from_secs(1));
+        let db = row(
+            &record("db"),
+            &unlimited,
+            &unlimited,
+            Duration::from_secs(1),
+        );
         let want = "\
 NAME   CPU %    MEM USAGE / LIMIT   MEM %    PIDS
 web    25.00%   16MiB / 64MiB       25.00%   3 / 100

@@ -167,7 +167,8 @@ impl Layout {
                     .find(|m| m.version == Version::V2 && m.mount_point == cgroup_root)
                     .or_else(|| mounts.iter().find(|m| m.version == Version::V2));
                 Layout::V2 {
-                    mount_point: m.map_or_else(|| cgroup_root.to_path_buf(), |m| m.mount_point.clone()),
+                    mount_point: m
+                        .map_or_else(|| cgroup_root.to_path_buf(), |m| m.mount_point.clone()),
                     root: m.map_or_else(|| "/".to_string(), |m| m.root.clone()),
                 }
             }
@@ -206,14 +207,19 @@ impl Layout {
     pub fn locate(&self, cgroup_path: &str) -> CgroupDirs {
         match self {
             Layout::V1(map) => {
-                let dir = |c: &str| map.get(c).map(|m| join(&m.mount_point, &m.root, cgroup_path));
+                let dir = |c: &str| {
+                    map.get(c)
+                        .map(|m| join(&m.mount_point, &m.root, cgroup_path))
+                };
                 CgroupDirs::V1 {
                     memory: dir("memory"),
                     cpuacct: dir("cpuacct"),
                     pids: dir("pids"),
                 }
             }
-            Layout::V2 { mount_point, root } => CgroupDirs::V2(join(mount_point, root, cgroup_path)),
+            Layout::V2 { mount_point, root } => {
+                CgroupDirs::V2(join(mount_point, root, cgroup_path))
+            }
         }
     }
 }

@@ -18,8 +18,14 @@ fn layout(version: &str) -> Layout {
 
 #[test]
 fn detects_the_version_by_cgroup_controllers() {
-    assert_eq!(detect_version(&testdata("v1").join("sys/fs/cgroup")), Version::V1);
-    assert_eq!(detect_version(&testdata("v2").join("sys/fs/cgroup")), Version::V2);
+    assert_eq!(
+        detect_version(&testdata("v1").join("sys/fs/cgroup")),
+        Version::V1
+    );
+    assert_eq!(
+        detect_version(&testdata("v2").join("sys/fs/cgroup")),
+        Version::V2
+    );
 }
 
 #[test]
@@ -69,11 +75,19 @@ fn locate_joins_the_cgroup_path_under_each_mount() {
     );
     // A mount of a subtree (cgroup namespace): the subtree prefix is dropped.
     assert_eq!(
-        join(Path::new("/sys/fs/cgroup/memory"), "/docker/abc", "/docker/abc/berth/x"),
+        join(
+            Path::new("/sys/fs/cgroup/memory"),
+            "/docker/abc",
+            "/docker/abc/berth/x"
+        ),
         Path::new("/sys/fs/cgroup/memory/berth/x")
     );
     assert_eq!(
-        join(Path::new("/sys/fs/cgroup/memory"), "/docker/abc", "/docker/abcd/x"),
+        join(
+            Path::new("/sys/fs/cgroup/memory"),
+            "/docker/abc",
+            "/docker/abcd/x"
+        ),
         Path::new("/sys/fs/cgroup/memory/docker/abcd/x")
     );
     let v2 = Layout::from_mounts(Version::V2, &[], Path::new(CGROUP_ROOT));
@@ -114,7 +128,11 @@ fn v1_sample_from_a_recorded_tree() {
     );
 
     let db = read_sample(&l.locate("/berth/db-89abcdef")).unwrap();
-    assert_eq!(db.memory.unwrap().limit, None, "PAGE_COUNTER_MAX is no limit");
+    assert_eq!(
+        db.memory.unwrap().limit,
+        None,
+        "PAGE_COUNTER_MAX is no limit"
+    );
     assert_eq!(db.pids.unwrap().limit, None, "pids.max max");
 }
 
@@ -160,7 +178,11 @@ fn parsers() {
     assert_eq!(parse_max("lots"), None);
     let m = parse_keyed("usage_usec 10\nuser_usec 7\n\n").unwrap();
     assert_eq!(m.get("usage_usec"), Some(&10));
-    assert!(parse_keyed("usage_usec ten\n").unwrap_err().contains("usage_usec"));
+    assert!(
+        parse_keyed("usage_usec ten\n")
+            .unwrap_err()
+            .contains("usage_usec")
+    );
     assert!(parse_keyed("a 1 2\n").is_err());
 }
 
@@ -170,8 +192,13 @@ fn a_corrupt_file_names_its_path() {
     let cg = dir.path().join("c");
     std::fs::create_dir(&cg).unwrap();
     std::fs::write(cg.join("cpu.stat"), "user_usec 1\n").unwrap();
-    let err = read_sample(&CgroupDirs::V2(cg.clone())).unwrap_err().to_string();
-    assert!(err.contains("cpu.stat") && err.contains("usage_usec"), "{err}");
+    let err = read_sample(&CgroupDirs::V2(cg.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cpu.stat") && err.contains("usage_usec"),
+        "{err}"
+    );
 }
 
 #[test]

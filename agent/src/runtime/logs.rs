@@ -195,7 +195,7 @@ pub fn log_files(log: &Path) -> Result<Vec<PathBuf>, LogError> {
             numbered.push((n, entry.path()));
         }
     }
-    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    numbered.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
     if current {
         files.push(log.to_path_buf());

@@ -215,11 +215,25 @@ impl LogReader {
                 let at = cur.offset;
                 cur.offset += record_len as u64;
                 if self.fragment.is_empty() {
-                    consume(&mut self.joiner, &mut self.malformed, &cur.path, at, &data[..i], sink)?;
+                    consume(
+                        &mut self.joiner,
+                        &mut self.malformed,
+                        &cur.path,
+                        at,
+                        &data[..i],
+                        sink,
+                    )?;
                 } else {
                     self.fragment.extend_from_slice(&data[..i]);
                     let line = std::mem::take(&mut self.fragment);
-                    consume(&mut self.joiner, &mut self.malformed, &cur.path, at, &line, sink)?;
+                    consume(
+                        &mut self.joiner,
+                        &mut self.malformed,
+                        &cur.path,
+                        at,
+                        &line,
+                        sink,
+                    )?;
                 }
                 data = &data[i + 1..];
             }
@@ -241,7 +255,14 @@ impl LogReader {
             }
             None => (self.log.clone(), 0),
         };
-        consume(&mut self.joiner, &mut self.malformed, &path, at, &line, sink)
+        consume(
+            &mut self.joiner,
+            &mut self.malformed,
+            &path,
+            at,
+            &line,
+            sink,
+        )
     }
 }
 
@@ -262,7 +283,10 @@ fn consume(
         }
         Err(e) => {
             *malformed += 1;
-            tracing::warn!("{}: skipping the line at byte {offset}: {e}", path.display());
+            tracing::warn!(
+                "{}: skipping the line at byte {offset}: {e}",
+                path.display()
+            );
         }
     }
     Ok(())

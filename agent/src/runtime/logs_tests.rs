@@ -58,8 +58,16 @@ fn parses_cri_records() {
     assert_eq!((r.stream, r.partial), (Stream::Stderr, true));
     assert_eq!(r.text, b" two  spaces");
     // Empty text, with and without the separator.
-    assert_eq!(parse_record(b"2026-11-22T10:00:00Z stdout F ").unwrap().text, b"");
-    assert_eq!(parse_record(b"2026-11-22T10:00:00Z stdout F").unwrap().text, b"");
+    assert_eq!(
+        parse_record(b"2026-11-22T10:00:00Z stdout F ")
+            .unwrap()
+            .text,
+        b""
+    );
+    assert_eq!(
+        parse_record(b"2026-11-22T10:00:00Z stdout F").unwrap().text,
+        b""
+    );
     for bad in [
         &b""[..],
         b"hello",
@@ -68,7 +76,11 @@ fn parses_cri_records() {
         b"yesterday stdout F x",
         b"2026-11-22T10:00:00Z stdout",
     ] {
-        assert!(parse_record(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        assert!(
+            parse_record(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -80,7 +92,10 @@ fn joiner_joins_partials_per_stream() {
     let b = parse_record(b"2026-11-22T10:00:02Z stdout F cd").unwrap();
     assert_eq!(j.push(&a), None);
     let err = j.push(&e).unwrap();
-    assert_eq!((err.stream, err.text.as_slice()), (Stream::Stderr, &b"err"[..]));
+    assert_eq!(
+        (err.stream, err.text.as_slice()),
+        (Stream::Stderr, &b"err"[..])
+    );
     let out = j.push(&b).unwrap();
     assert_eq!(out.text, b"abcd");
     assert_eq!(out.time, "2026-11-22T10:00:00Z", "the first record's time");
@@ -112,9 +127,18 @@ fn write(path: &Path, text: &str) {
 /// ctr.log.2 (oldest) … ctr.log, each with two records.
 fn rotated_log(dir: &Path) -> std::path::PathBuf {
     let log = dir.join("ctr.log");
-    write(&dir.join("ctr.log.2"), &(rec("stdout", "F", "one") + &rec("stdout", "F", "two")));
-    write(&dir.join("ctr.log.1"), &(rec("stderr", "F", "three") + &rec("stdout", "P", "fo")));
-    write(&log, &(rec("stdout", "F", "ur") + &rec("stdout", "F", "five")));
+    write(
+        &dir.join("ctr.log.2"),
+        &(rec("stdout", "F", "one") + &rec("stdout", "F", "two")),
+    );
+    write(
+        &dir.join("ctr.log.1"),
+        &(rec("stderr", "F", "three") + &rec("stdout", "P", "fo")),
+    );
+    write(
+        &log,
+        &(rec("stdout", "F", "ur") + &rec("stdout", "F", "five")),
+    );
     log
 }
 
@@ -132,7 +156,11 @@ fn log_files_are_listed_oldest_first() {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["ctr.log.10", "ctr.log.2", "ctr.log.1", "ctr.log"]);
-    assert!(log_files(&dir.path().join("gone/ctr.log")).unwrap().is_empty());
+    assert!(
+        log_files(&dir.path().join("gone/ctr.log"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -142,7 +170,13 @@ fn reads_rotations_in_order_joining_across_files() {
     let (lines, malformed) = read_all(&log, None);
     assert_eq!(
         lines,
-        ["stdout:one", "stdout:two", "stderr:three", "stdout:four", "stdout:five"]
+        [
+            "stdout:one",
+            "stdout:two",
+            "stderr:three",
+            "stdout:four",
+            "stdout:five"
+        ]
     );
     assert_eq!(malformed, 0);
 }
@@ -162,7 +196,10 @@ fn malformed_lines_are_skipped_and_counted() {
 fn an_unterminated_last_record_is_read_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("ctr.log");
-    write(&log, &(rec("stdout", "F", "a") + &format!("{T} stdout F torn")));
+    write(
+        &log,
+        &(rec("stdout", "F", "a") + &format!("{T} stdout F torn")),
+    );
     assert_eq!(read_all(&log, None).0, ["stdout:a", "stdout:torn"]);
 }
 
@@ -199,7 +236,10 @@ fn tail_counts_whole_lines_across_files() {
     assert_eq!(tail(&log, 1), ["stdout:five"]);
     // "four" starts in ctr.log.1 and ends in ctr.log: it comes out whole.
     assert_eq!(tail(&log, 2), ["stdout:four", "stdout:five"]);
-    assert_eq!(tail(&log, 3), ["stderr:three", "stdout:four", "stdout:five"]);
+    assert_eq!(
+        tail(&log, 3),
+        ["stderr:three", "stdout:four", "stdout:five"]
+    );
     assert_eq!(tail(&log, 5).len(), 5);
     assert_eq!(tail(&log, 50).len(), 5);
     assert!(tail(&log, 0).is_empty());
@@ -302,7 +342,14 @@ fn polling_follows_appends_and_rotations() {
     r.finish(&mut out).unwrap();
     assert_eq!(
         out.0,
-        ["stdout:1", "stdout:half-done", "stdout:xy", "stdout:2", "stdout:3", "stdout:4"]
+        [
+            "stdout:1",
+            "stdout:half-done",
+            "stdout:xy",
+            "stdout:2",
+            "stdout:3",
+            "stdout:4"
+        ]
     );
 }
 

@@ -150,10 +150,7 @@ pub fn derive(record: &ContainerRecord, obs: &Observation) -> Status {
 ///
 /// This is the function to replace with the OCI driver's `status` (runtime/instance)
 /// once that exists; callers only depend on its signature.
-pub fn container_status(
-    state_dir: &Path,
-    record: &ContainerRecord,
-) -> Result<Status, StatusError> {
+pub fn container_status(state_dir: &Path, record: &ContainerRecord) -> Result<Status, StatusError> {
     let obs = observe(state_dir, record, &ProcFs::host())?;
     Ok(derive(record, &obs))
 }

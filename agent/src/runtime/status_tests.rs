@@ -141,7 +141,13 @@ fn proc_identity_checks() {
     let proc = ProcFs::at(dir.path());
     let r = record("web");
     // In the cgroup, started long after the record: the cgroup wins (clock steps).
-    fake_proc(dir.path(), 10, 'S', 360_000 * 100, "4:memory:/berth/web-0123abcd\n");
+    fake_proc(
+        dir.path(),
+        10,
+        'S',
+        360_000 * 100,
+        "4:memory:/berth/web-0123abcd\n",
+    );
     assert!(proc.is_container_init(10, &r));
     // Zombies are dead whatever their cgroup says.
     fake_proc(dir.path(), 11, 'Z', 100, "4:memory:/berth/web-0123abcd\n");
@@ -184,7 +190,10 @@ fn observe_reads_exit_and_pid_files() {
 
     write_atomic(&dirs.exit_file(), b"{not json").unwrap();
     let err = observe(state.path(), &r, &proc).unwrap_err().to_string();
-    assert!(err.contains("container web") && err.contains("exit.json"), "{err}");
+    assert!(
+        err.contains("container web") && err.contains("exit.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -268,10 +277,7 @@ fn uptime_texts() {
     let running = derive(&r, &obs(None, Some(1), true));
     assert_eq!(uptime(&r, &running, now), "Up 5 minutes");
     let exited = derive(&r, &obs(Some(exit(1)), None, false)); // finished 10:05:00
-    assert_eq!(
-        uptime(&r, &exited, now + 119),
-        "Exited (1) 2 minutes ago"
-    );
+    assert_eq!(uptime(&r, &exited, now + 119), "Exited (1) 2 minutes ago");
     let lost = derive(&r, &obs(None, Some(1), false));
     assert_eq!(uptime(&r, &lost, now), "-");
     assert_eq!(uptime(&r, &derive(&r, &obs(None, None, false)), now), "-");
