@@ -61,6 +61,7 @@ pub struct PidsRow {
 }
 
 pub fn run(cli: &Cli, args: &StatsArgs) -> ExitCode {
+    // One sample is the only mode: `--no-stream` changes nothing (see the module doc).
     let _ = args.no_stream;
     let state_dir = match state_dir(cli) {
         Ok(d) => d,

@@ -125,8 +125,24 @@ fn logs_follow_reads_appends_and_rotations_and_ends_on_exit() {
             s
         })
     };
-    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
+    // Stdout line by line: the writer starts once berth has printed the first line,
+    // so a slow start cannot let a rotation drop a file berth never saw.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = {
+        let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufRead::lines(out) {
+                let line = line.unwrap();
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        })
+    };
     let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), "0");
 
     let append = |text: &str| {
         let mut f = std::fs::OpenOptions::new()
@@ -139,7 +155,9 @@ fn logs_follow_reads_appends_and_rotations_and_ends_on_exit() {
     for i in 1..=30 {
         append(&rec("stdout", "F", &i.to_string()));
         if i % 10 == 0 {
-            // The shim's rotation: ctr.log → ctr.log.1 (→ .2), then a new ctr.log.
+            // The shim's rotation: ctr.log.N → N+1, ctr.log → ctr.log.1, a new ctr.log
+            // on the next write (four files: nothing is dropped here).
+            let _ = std::fs::rename(inst.join("ctr.log.2"), inst.join("ctr.log.3"));
             let _ = std::fs::rename(inst.join("ctr.log.1"), inst.join("ctr.log.2"));
             std::fs::rename(&log, inst.join("ctr.log.1")).unwrap();
         }
