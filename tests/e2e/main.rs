@@ -5,6 +5,7 @@
 
 mod audit;
 mod network;
+mod ops;
 mod plan;
 mod secret;
 mod signature;

@@ -17,11 +17,15 @@ mod config;
 mod image;
 mod image_local;
 mod image_output;
+mod inspect;
 mod key;
+mod logs;
 mod network;
 mod plan;
+mod ps;
 mod secret;
 mod sign;
+mod stats;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -71,6 +75,14 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Inspect the node's networks
     Network(network::NetworkArgs),
+    /// List containers (running ones; `-a` for all), from the state directory
+    Ps(ps::PsArgs),
+    /// Show everything berth knows about a container (JSON; `--format text`)
+    Inspect(inspect::InspectArgs),
+    /// Print a container's output; `-f` follows it until the container exits
+    Logs(logs::LogsArgs),
+    /// CPU, memory and process counts of running containers
+    Stats(stats::StatsArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -100,5 +112,9 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::run(&cli, args),
         Command::Plan(args) => plan::run(&cli, args),
         Command::Network(args) => network::run(&cli, args),
+        Command::Ps(args) => ps::run(&cli, args),
+        Command::Inspect(args) => inspect::run(&cli, args),
+        Command::Logs(args) => logs::run(&cli, args),
+        Command::Stats(args) => stats::run(&cli, args),
     }
 }
