@@ -6,6 +6,11 @@
 //! `/etc/passwd`, and [`spec_hash`] computes the hash that names an instance. None of
 //! them does I/O; the side effects (writing the bundle, calling the runtime) live behind
 //! their own trait.
+//!
+//! The side effects: [`host`] gathers the facts the renderer needs, [`mount`] mounts an
+//! instance's overlay rootfs, [`oci`] drives runc or crun (and picks one at start-up),
+//! and [`instance`] runs an instance's lifecycle through the shim behind the
+//! `InstanceRuntime` trait.
 
 // The executor that calls these is not wired in yet; until then only tests use them.
 #![allow(dead_code)]
@@ -14,6 +19,10 @@ pub mod cgroup;
 pub mod health;
 pub mod logs;
 pub mod logs_follow;
+pub mod host;
+pub mod instance;
+pub mod mount;
+pub mod oci;
 pub mod render;
 pub mod spec_hash;
 pub mod state;
