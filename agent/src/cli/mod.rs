@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::{self, LogFormat};
 
 mod agent;
+mod apply;
 mod audit;
 mod config;
 mod image;
@@ -69,6 +70,8 @@ pub enum Command {
     Secret(secret::SecretArgs),
     /// Pull, list, inspect and remove images in the content store
     Image(image::ImageArgs),
+    /// Converge this node once from a directory (no Git, no daemon)
+    Apply(apply::ApplyArgs),
     /// Show what a reconcile would do now, with reasons (nothing is executed)
     Plan(plan::PlanArgs),
     /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(&cli, args),
         Command::Sign(args) => sign::run(&cli, args),
         Command::Plan(args) => plan::run(&cli, args),
+        Command::Apply(args) => apply::run(&cli, args),
         Command::Network(args) => network::run(&cli, args),
         Command::Ps(args) => ps::run(&cli, args),
         Command::Inspect(args) => inspect::run(&cli, args),

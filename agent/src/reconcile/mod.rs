@@ -45,6 +45,7 @@ pub mod executor;
 mod facts;
 mod fate;
 pub mod gather;
+pub mod host;
 pub mod images;
 pub mod model;
 mod objects;

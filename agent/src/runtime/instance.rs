@@ -65,8 +65,12 @@ pub struct Created {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstanceStatus {
     /// Created, not started.
-    Created { pid: i32 },
-    Running { pid: i32 },
+    Created {
+        pid: i32,
+    },
+    Running {
+        pid: i32,
+    },
     /// Its init exited; the shim recorded how (and the log is complete).
     Exited(ExitStatus),
     /// The runtime says stopped but no exit status was recorded: the shim died
@@ -272,14 +276,23 @@ impl OciInstances {
         match self.runtime.run("kill", &inst.id, &argv) {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) if e.stderr().is_some_and(|s| s.contains("not running") || s.contains("stopped")) => Ok(()),
+            Err(e)
+                if e.stderr()
+                    .is_some_and(|s| s.contains("not running") || s.contains("stopped")) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(Self::rt_err(inst)(e)),
         }
     }
 
     /// `delete` of a container whose init has exited; unknown is fine.
     fn delete_exited(&self, inst: &Instance) -> Result<(), InstanceError> {
-        match self.runtime.run("delete", &inst.id, &self.runtime.delete_argv(&inst.id, false)) {
+        match self.runtime.run(
+            "delete",
+            &inst.id,
+            &self.runtime.delete_argv(&inst.id, false),
+        ) {
             Err(e) if !e.is_not_found() => Err(Self::rt_err(inst)(e)),
             _ => Ok(()),
         }
@@ -305,10 +318,17 @@ impl OciInstances {
         }
     }
 
-    fn wait_exit(&self, inst: &Instance, timeout: Duration) -> Result<Option<ExitStatus>, InstanceError> {
+    fn wait_exit(
+        &self,
+        inst: &Instance,
+        timeout: Duration,
+    ) -> Result<Option<ExitStatus>, InstanceError> {
         let path = inst.dirs.exit_file();
-        wait_for_file(&path, timeout)
-            .map_err(InstanceError::io(inst, "cannot watch the exit file", &path))?;
+        wait_for_file(&path, timeout).map_err(InstanceError::io(
+            inst,
+            "cannot watch the exit file",
+            &path,
+        ))?;
         self.exit_status(inst)
     }
 }
@@ -326,8 +346,13 @@ impl InstanceRuntime for OciInstances {
                 _ => {}
             }
         }
-        let (bundle, log, exit_file, pid_file, shim_pid_file) =
-            (d.bundle(), d.log(), d.exit_file(), d.pid_file(), d.shim_pid_file());
+        let (bundle, log, exit_file, pid_file, shim_pid_file) = (
+            d.bundle(),
+            d.log(),
+            d.exit_file(),
+            d.pid_file(),
+            d.shim_pid_file(),
+        );
         let argv = self.runtime.shim_argv(&ShimLaunch {
             id: &inst.id,
             bundle: &bundle,
@@ -338,29 +363,47 @@ impl InstanceRuntime for OciInstances {
             log_max_size: self.log_max_size,
             log_max_files: self.log_max_files,
         });
-        let out = run_captured(Command::new(&self.shim).args(&argv), self.shim_timeout).map_err(|source| {
-            InstanceError::ShimSpawn {
+        let out = run_captured(Command::new(&self.shim).args(&argv), self.shim_timeout).map_err(
+            |source| InstanceError::ShimSpawn {
                 id: inst.id.clone(),
                 shim: self.shim.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let Some(out) = out else {
             // The shim may still be creating it: leave nothing behind.
-            let _ = self.runtime.run("delete", &inst.id, &self.runtime.delete_argv(&inst.id, true));
+            let _ = self.runtime.run(
+                "delete",
+                &inst.id,
+                &self.runtime.delete_argv(&inst.id, true),
+            );
             return Err(InstanceError::ShimTimeout {
                 id: inst.id.clone(),
                 timeout: self.shim_timeout,
             });
         };
         if !out.status.success() {
-            let stderr = out.stderr.trim().trim_start_matches("berth-shim: ").to_string();
+            let stderr = out
+                .stderr
+                .trim()
+                .trim_start_matches("berth-shim: ")
+                .to_string();
             let (id, runtime) = (inst.id.clone(), self.runtime.binary.clone());
-            return Err(if stderr.contains("id exists") || stderr.contains("already exists") {
-                InstanceError::AlreadyExists { id, runtime, stderr }
-            } else {
-                InstanceError::Create { id, runtime, stderr }
-            });
+            return Err(
+                if stderr.contains("id exists") || stderr.contains("already exists") {
+                    InstanceError::AlreadyExists {
+                        id,
+                        runtime,
+                        stderr,
+                    }
+                } else {
+                    InstanceError::Create {
+                        id,
+                        runtime,
+                        stderr,
+                    }
+                },
+            );
         }
         serde_json::from_str(out.stdout.trim()).map_err(|_| InstanceError::ShimAnswer {
             id: inst.id.clone(),
@@ -376,7 +419,12 @@ impl InstanceRuntime for OciInstances {
             .map_err(Self::rt_err(inst))
     }
 
-    fn stop(&self, inst: &Instance, signal: i32, timeout: Duration) -> Result<Option<ExitStatus>, InstanceError> {
+    fn stop(
+        &self,
+        inst: &Instance,
+        signal: i32,
+        timeout: Duration,
+    ) -> Result<Option<ExitStatus>, InstanceError> {
         if let Some(exit) = self.exit_status(inst)? {
             self.delete_exited(inst)?;
             return Ok(Some(exit));
@@ -431,7 +479,12 @@ impl InstanceRuntime for OciInstances {
         Ok(derive_status(exit, state))
     }
 
-    fn exec(&self, inst: &Instance, req: &ExecRequest, io: ExecIo) -> Result<ExecOutcome, InstanceError> {
+    fn exec(
+        &self,
+        inst: &Instance,
+        req: &ExecRequest,
+        io: ExecIo,
+    ) -> Result<ExecOutcome, InstanceError> {
         exec::run(self, inst, req, io)
     }
 }
@@ -486,7 +539,8 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> std::io::Result<bool> {
         }
         match &watch {
             Ok(ino) => {
-                let ts = Timespec::try_from(left).map_err(|_| std::io::Error::other("timeout too large"))?;
+                let ts = Timespec::try_from(left)
+                    .map_err(|_| std::io::Error::other("timeout too large"))?;
                 let mut fds = [PollFd::new(ino, PollFlags::IN)];
                 match poll(&mut fds, Some(&ts)) {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}

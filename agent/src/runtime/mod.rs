@@ -17,10 +17,10 @@
 
 pub mod cgroup;
 pub mod health;
-pub mod logs;
-pub mod logs_follow;
 pub mod host;
 pub mod instance;
+pub mod logs;
+pub mod logs_follow;
 pub mod mount;
 pub mod oci;
 pub mod render;

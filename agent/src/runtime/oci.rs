@@ -22,7 +22,10 @@ mod detect;
 #[cfg(test)]
 mod tests;
 
-#[allow(unused_imports, reason = "for the agent start-up, which is not wired in yet")]
+#[allow(
+    unused_imports,
+    reason = "for the agent start-up, which is not wired in yet"
+)]
 pub use detect::{DetectError, detect};
 
 use std::ffi::{OsStr, OsString};
@@ -243,7 +246,12 @@ impl Runtime {
 
     /// Runs one runtime command with stdin `/dev/null`, capturing its output, within
     /// [`COMMAND_TIMEOUT`]; a non-zero exit is [`RuntimeError::Failed`] with stderr.
-    pub fn run(&self, op: &'static str, id: &str, argv: &[OsString]) -> Result<String, RuntimeError> {
+    pub fn run(
+        &self,
+        op: &'static str,
+        id: &str,
+        argv: &[OsString],
+    ) -> Result<String, RuntimeError> {
         let out = run_captured(&mut self.command(argv), COMMAND_TIMEOUT).map_err(|source| {
             RuntimeError::Spawn {
                 binary: self.binary.clone(),
@@ -274,11 +282,13 @@ impl Runtime {
     /// `state ID`, parsed; `Ok(None)` when the runtime does not know the container.
     pub fn state(&self, id: &str) -> Result<Option<RuntimeState>, RuntimeError> {
         match self.run("state", id, &self.state_argv(id)) {
-            Ok(stdout) => parse_state(&stdout).map(Some).map_err(|reason| RuntimeError::State {
-                binary: self.binary.clone(),
-                id: id.to_string(),
-                reason,
-            }),
+            Ok(stdout) => parse_state(&stdout)
+                .map(Some)
+                .map_err(|reason| RuntimeError::State {
+                    binary: self.binary.clone(),
+                    id: id.to_string(),
+                    reason,
+                }),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
