@@ -5,6 +5,7 @@
 
 mod apply;
 mod audit;
+mod crash;
 mod network;
 mod ops;
 mod plan;

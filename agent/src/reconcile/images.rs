@@ -143,6 +143,7 @@ fn prepare_one(
         .block_on(pull::pull(client, store, reference, &opts, &Silent))
         .map_err(|e| format!("cannot pull {reference}: {}", prepare::error_chain(&e)))?;
     let record = pulled.record;
+    super::host::failpoint("after-pull");
     let check = (!signatures.keys.is_empty())
         .then(|| prepare::verify_stored(store, &record, &signatures.keys));
     let config_bytes = store
