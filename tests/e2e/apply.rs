@@ -318,3 +318,64 @@ fn apply_updates_exactly_what_changed_and_keeps_data() {
     );
     assert!(!node.instances().contains_key("worker"));
 }
+
+#[test]
+fn operator_commands_exec_stop_start_rm_inspect() {
+    let Some(node) = setup("10.251.9.0/24") else {
+        return;
+    };
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    let r = node.berth(&["exec", "web", "--", "id", "-u"]);
+    assert_eq!((r.code, r.stdout.trim()), (0, "10001"), "{}", r.stderr);
+    assert_eq!(
+        node.berth(&["exec", "web", "--", "sh", "-c", "exit 3"])
+            .code,
+        3
+    );
+    assert_eq!(
+        node.berth(&["exec", "web", "--", "/no/such/command"]).code,
+        127
+    );
+    assert_eq!(node.berth(&["exec", "nobody", "--", "true"]).code, 125);
+
+    let v: serde_json::Value =
+        serde_json::from_str(&node.berth(&["inspect", "web"]).stdout).unwrap();
+    assert!(v["runtime"].as_str().unwrap_or("").ends_with("runc"), "{v}");
+    assert!(v["state"]["pid"].as_i64().unwrap_or(0) > 0, "{v}");
+
+    // An operator stop holds across applies until `berth start`.
+    assert_eq!(node.berth(&["stop", "worker"]).code, 0);
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ps = node.ps();
+    let worker = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "worker")
+        .unwrap()
+        .clone();
+    assert!(
+        worker["state"].as_str().unwrap().contains("stopped"),
+        "{worker}"
+    );
+    assert_eq!(node.berth(&["start", "worker"]).code, 0);
+    let ps = node.ps();
+    let worker = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "worker")
+        .unwrap()
+        .clone();
+    assert_eq!(worker["state"], "running", "{worker}");
+
+    // rm removes it; the next apply creates it again.
+    assert_eq!(node.berth(&["rm", "worker"]).code, 0);
+    assert!(!node.instances().contains_key("worker"));
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(node.instances().contains_key("worker"));
+}

@@ -15,6 +15,7 @@ mod agent;
 mod apply;
 mod audit;
 mod config;
+mod ctl;
 mod image;
 mod image_local;
 mod image_output;
@@ -72,6 +73,16 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Converge this node once from a directory (no Git, no daemon)
     Apply(apply::ApplyArgs),
+    /// Stop a container and keep it stopped (apply leaves it) until `berth start`
+    Stop(ctl::NameArgs),
+    /// Start a stopped container and clear the operator's stop mark
+    Start(ctl::NameArgs),
+    /// Stop and start a container again
+    Restart(ctl::NameArgs),
+    /// Remove a container (the next apply creates it again if the tree still has it)
+    Rm(ctl::NameArgs),
+    /// Run a command in a running container: berth exec NAME -- CMD…
+    Exec(ctl::ExecArgs),
     /// Show what a reconcile would do now, with reasons (nothing is executed)
     Plan(plan::PlanArgs),
     /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
@@ -115,6 +126,11 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::run(&cli, args),
         Command::Plan(args) => plan::run(&cli, args),
         Command::Apply(args) => apply::run(&cli, args),
+        Command::Stop(args) => ctl::run(&cli, ctl::Op::Stop, args),
+        Command::Start(args) => ctl::run(&cli, ctl::Op::Start, args),
+        Command::Restart(args) => ctl::run(&cli, ctl::Op::Restart, args),
+        Command::Rm(args) => ctl::run(&cli, ctl::Op::Rm, args),
+        Command::Exec(args) => ctl::exec(&cli, args),
         Command::Network(args) => network::run(&cli, args),
         Command::Ps(args) => ps::run(&cli, args),
         Command::Inspect(args) => inspect::run(&cli, args),

@@ -233,29 +233,46 @@ impl RealHost<'_> {
         })
     }
 
-    /// Tears down an instance: runtime delete, network, secrets, rootfs, directory.
     fn teardown(&self, id: &str) -> Result<(), String> {
-        let inst = self.instance(id);
-        self.runtime
-            .delete(&inst)
-            .map_err(|err| e("runtime delete", err))?;
-        failpoint("mid-removal");
-        self.networks
-            .detach(id)
-            .map_err(|err| e("network detach", err))?;
-        secrets::unmount_secrets_dir(&secrets::secrets_dir(&self.run_dir, id))
-            .map_err(|err| e("secrets", err))?;
-        mount::unmount_rootfs(&inst.dirs).map_err(|err| e("unmount", err))?;
-        match std::fs::remove_dir_all(&inst.dirs.root) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                Err(e("remove the instance directory", err))
-            }
-            _ => Ok(()),
-        }
+        teardown(
+            &self.state_dir,
+            &self.run_dir,
+            self.networks,
+            self.runtime,
+            id,
+        )
     }
 
     fn record(&self, name: &str) -> Result<Option<ContainerRecord>, String> {
         state::read_record(&self.state_dir, name).map_err(|err| e("read the container record", err))
+    }
+}
+
+/// Tears down an instance: runtime delete, network, secrets, rootfs, directory. Every
+/// part tolerates being gone already, so a crash in the middle is finished next time.
+pub fn teardown(
+    state_dir: &Path,
+    run_dir: &Path,
+    networks: &Networks,
+    runtime: &dyn InstanceRuntime,
+    id: &str,
+) -> Result<(), String> {
+    let inst = Instance::new(state_dir, id);
+    runtime
+        .delete(&inst)
+        .map_err(|err| e("runtime delete", err))?;
+    failpoint("mid-removal");
+    networks
+        .detach(id)
+        .map_err(|err| e("network detach", err))?;
+    secrets::unmount_secrets_dir(&secrets::secrets_dir(run_dir, id))
+        .map_err(|err| e("secrets", err))?;
+    mount::unmount_rootfs(&inst.dirs).map_err(|err| e("unmount", err))?;
+    match std::fs::remove_dir_all(&inst.dirs.root) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(e("remove the instance directory", err))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -430,9 +447,4 @@ impl HostOps for RealHost<'_> {
     fn remove_volume(&mut self, name: &str) -> Result<(), String> {
         volumes::remove(&self.state_dir, name).map_err(|err| e("volume", err))
     }
-}
-
-/// Whether a path is inside `dir` (for sanity checks on removal).
-pub fn within(path: &Path, dir: &Path) -> bool {
-    path.starts_with(dir)
 }
