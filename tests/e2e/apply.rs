@@ -340,6 +340,19 @@ fn operator_commands_exec_stop_start_rm_inspect() {
     );
     assert_eq!(node.berth(&["exec", "nobody", "--", "true"]).code, 125);
 
+    // The live audit: what runs is compliant; an instance nothing accounts for is not.
+    let r = node.berth(&["audit", "--live", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["summary"]["containers"], 3, "{v}");
+    assert_eq!(v["summary"]["compliant"], 3, "{v}");
+    let ghost = node.state().join("instances/ghost-12345678");
+    std::fs::create_dir_all(&ghost).unwrap();
+    let r = node.berth(&["audit", "--live"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("instance `ghost-12345678`"), "{}", r.stdout);
+    std::fs::remove_dir(&ghost).unwrap();
+
     let v: serde_json::Value =
         serde_json::from_str(&node.berth(&["inspect", "web"]).stdout).unwrap();
     assert!(v["runtime"].as_str().unwrap_or("").ends_with("runc"), "{v}");

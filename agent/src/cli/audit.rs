@@ -51,6 +51,11 @@ pub struct AuditArgs {
     /// and only new error-level violations fail
     #[arg(long, value_name = "GIT-REV")]
     pub since: Option<String>,
+    /// Audit the containers running on this node (from its state directory) instead
+    /// of a tree; with PATH given explicitly, also report running containers that no
+    /// spec in PATH accounts for
+    #[arg(long, conflicts_with = "since")]
+    pub live: bool,
 }
 
 /// `berth audit` output formats.
@@ -108,8 +113,12 @@ fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<bool, Stop> {
     let ev = Evaluator::new(&policy, &host, config::today());
     let node = node_identity(&args.node, &args.labels);
 
-    let tree = loader::load_tree(&args.path).map_err(|e| Stop::Failed(e.to_string()))?;
-    let checked = check(&tree, node.as_ref());
+    let checked = if args.live {
+        live_state(&loaded.config.runtime.state_dir, &args.path)?
+    } else {
+        let tree = loader::load_tree(&args.path).map_err(|e| Stop::Failed(e.to_string()))?;
+        check(&tree, node.as_ref())
+    };
     let mut report = audit(&checked, node.as_ref(), &ev, mode);
 
     let repo = git::Repo::discover(&args.path);
@@ -194,4 +203,57 @@ fn write_out(path: Option<&Path>, text: &str) -> Result<(), Stop> {
             Ok(())
         }
     }
+}
+
+/// What runs on this node, as a checked state: each container record's spec (located
+/// at its `state.json`), plus an error for every instance no record accounts for and,
+/// when `path` holds a spec tree, for every running container it does not define.
+fn live_state(state_dir: &Path, path: &Path) -> Result<berth_spec::Checked, Stop> {
+    use berth_spec::{Diagnostic, Kind, Location};
+    let records = crate::runtime::state::read_records(state_dir)
+        .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", state_dir.display())))?;
+    let mut state = berth_spec::DesiredState::default();
+    let mut errors = Vec::new();
+    let at = |file: String| Location { file, line: 1, column: 1 };
+    for (name, r) in &records {
+        let file = format!("containers/{name}/state.json");
+        match serde_json::from_value::<berth_spec::Container>(r.spec.clone()) {
+            Ok(mut c) => {
+                c.origin = at(file.clone());
+                state.files.push(file);
+                state.containers.insert(name.clone(), c);
+            }
+            Err(e) => errors.push(
+                Diagnostic::new(&at(file), format!("container `{name}`: its stored spec cannot be read: {e}"))
+                    .object(Kind::Container, name),
+            ),
+        }
+    }
+    let claimed: std::collections::BTreeSet<&str> = records.values().map(|r| r.instance.as_str()).collect();
+    for id in crate::runtime::state::instance_ids(state_dir)
+        .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", state_dir.display())))?
+    {
+        if !claimed.contains(id.as_str()) {
+            errors.push(Diagnostic::new(
+                &at(format!("instances/{id}")),
+                format!("instance `{id}` is under berth's state but no container record or spec accounts for it"),
+            ));
+        }
+    }
+    // A tree given explicitly (not the default `.`): running containers it lacks.
+    if path != Path::new(".") && path.exists() {
+        let tree = loader::load_tree(path).map_err(|e| Stop::Failed(e.to_string()))?;
+        let wanted = check(&tree, None).state;
+        for name in records.keys().filter(|n| !wanted.containers.contains_key(*n)) {
+            errors.push(
+                Diagnostic::new(
+                    &at(format!("containers/{name}/state.json")),
+                    format!("container `{name}` runs on this node but no spec in {} accounts for it", path.display()),
+                )
+                .object(Kind::Container, name),
+            );
+        }
+    }
+    berth_spec::diag::sort(&mut errors);
+    Ok(berth_spec::Checked { state, errors })
 }

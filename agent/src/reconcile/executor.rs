@@ -155,7 +155,12 @@ pub fn execute(plan: &Plan, host: &mut dyn HostOps) -> Outcome {
                     not_applied.insert(name.to_string());
                     *entry = format!("not applied: {why}");
                 }
-                (Action::Forget { .. }, StepResult::Done) => *entry = "removed".to_string(),
+                (Action::Forget { .. } | Action::Remove { .. }, StepResult::Done) if entry == "applied" => {
+                    *entry = "removed".to_string();
+                }
+                (Action::Create { .. } | Action::Start { .. }, StepResult::Done) if entry == "removed" => {
+                    *entry = "applied".to_string();
+                }
                 _ => {}
             }
         } else if let (Action::Pull { image, digest }, StepResult::Failed(e)) =

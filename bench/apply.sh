@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Benchmark: `berth apply` bringing up N containers (default 20) from pulled images,
+# next to a shell loop doing the same with raw `runc run -d` on prepared bundles plus
+# CNI ADD with the identical network config, and with `podman run -d` when podman is
+# installed; then a no-op apply over M containers (default 200), and the RSS/PSS of
+# one berth-shim. Prints the figures and ratios.
+#
+#   bash bench/apply.sh            # N=20 M=200; run as root
+#
+# Needs (Debian): runc containernetworking-plugins docker-registry umoci skopeo
+# busybox-static iproute2 iptables; podman for the podman column.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-20}
+M=${M:-200}
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 3; }
+cargo build --release -q --bin berth --bin berth-shim
+BERTH=$PWD/target/release/berth
+export BERTH_SHIM_BIN=$PWD/target/release/berth-shim
+
+work=$(mktemp -d /var/tmp/berth-bench-apply.XXXXXX)
+reg_pid=""
+cleanup() {
+  set +e
+  [ -f "$work/node.toml" ] && mkdir -p "$work/empty" && "$BERTH" --config "$work/node.toml" apply "$work/empty" >/dev/null 2>&1
+  for i in $(seq "$N"); do
+    runc --root "$work/raw/runc" delete -f "raw$i" >/dev/null 2>&1
+    [ -e "$work/raw/netns/raw$i" ] && CNI_COMMAND=DEL CNI_CONTAINERID="raw$i" CNI_NETNS="$work/raw/netns/raw$i" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
+      /usr/lib/cni/bridge < "$work/raw/bridge.json" >/dev/null 2>&1
+    umount "$work/raw/netns/raw$i" 2>/dev/null
+  done
+  ip link del bthrawbench 2>/dev/null
+  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ms() { echo "scale=1; ($2 - $1) * 1000 / 1" | bc; }
+
+# A busybox image in a loopback registry.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\nlog:\n  level: error\n' "$work/registry" "$port" > "$work/registry.yml"
+docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+reg_pid=$!
+for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+umoci init --layout "$work/oci" && umoci new --image "$work/oci:bb"
+umoci unpack --image "$work/oci:bb" "$work/bundle" >/dev/null
+mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/etc" "$work/bundle/rootfs/srv"
+cp /bin/busybox "$work/bundle/rootfs/bin/"
+for a in sh httpd sleep true; do ln -s busybox "$work/bundle/rootfs/bin/$a"; done
+printf 'root:x:0:0::/root:/bin/sh\napp:x:10001:10001::/srv:/bin/sh\n' > "$work/bundle/rootfs/etc/passwd"
+printf 'root:x:0:\napp:x:10001:\n' > "$work/bundle/rootfs/etc/group"
+echo ok > "$work/bundle/rootfs/srv/index.html"
+umoci repack --image "$work/oci:bb" "$work/bundle" >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://127.0.0.1:$port/bench/bb:v1"
+digest=$(skopeo inspect --tls-verify=false "docker://127.0.0.1:$port/bench/bb:v1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')
+image="127.0.0.1:$port/bench/bb@$digest"
+
+cat > "$work/node.toml" <<TOML
+[node]
+name = "bench"
+[runtime]
+oci_runtime = "runc"
+state_dir = "$work/state"
+run_dir = "$work/run"
+[registries."127.0.0.1:$port"]
+insecure = true
+TOML
+spec() { # spec DIR COUNT
+  mkdir -p "$1"
+  printf '[network.bench]\nsubnet = "10.252.0.0/22"\n' > "$1/net.toml"
+  for i in $(seq "$2"); do
+    cat >> "$1/apps.toml" <<TOML
+[container.app$i]
+image = "$image"
+user = "10001:10001"
+command = ["/bin/httpd", "-f", "-p", "8080", "-h", "/srv"]
+networks = ["bench"]
+read_only = true
+cap_drop = ["ALL"]
+resources = { memory = "16MiB", pids = 16 }
+# busybox httpd as PID 1 ignores SIGTERM: stop it without the 10 s wait.
+stop_signal = "SIGKILL"
+TOML
+  done
+}
+"$BERTH" --config "$work/node.toml" image pull "$image" >/dev/null
+
+echo "== berth apply: $N containers from a pulled image"
+spec "$work/spec$N" "$N"
+t0=$(date +%s.%N); "$BERTH" --config "$work/node.toml" apply "$work/spec$N" >/dev/null; t1=$(date +%s.%N)
+berth_ms=$(ms "$t0" "$t1")
+echo "berth apply:      total ${berth_ms} ms, $(echo "scale=1; $berth_ms / $N" | bc) ms per container"
+
+shim=$(pgrep -f "berth-shim --id app1-" | head -1 || true)
+if [ -n "$shim" ]; then
+  rss=$(awk '/^Rss:/ {print $2}' "/proc/$shim/smaps_rollup"); pss=$(awk '/^Pss:/ {print $2}' "/proc/$shim/smaps_rollup")
+  echo "berth-shim:       RSS ${rss} kB, PSS ${pss} kB (conmon 2.0 MB RSS, containerd shim 13.2 MB)"
+fi
+
+mkdir -p "$work/empty-$$"
+t0=$(date +%s.%N); "$BERTH" --config "$work/node.toml" apply "$work/empty-$$" >/dev/null; t1=$(date +%s.%N)
+echo "berth apply (remove all $N): $(ms "$t0" "$t1") ms"
+
+echo "== raw runc run -d + CNI ADD (same bridge config), $N containers"
+mkdir -p "$work/raw/netns"
+rootfs="$work/raw/rootfs"; mkdir -p "$rootfs"; cp -a "$work/bundle/rootfs/." "$rootfs/"
+conf=$(ls "$work"/state/cni/*.conflist 2>/dev/null | head -1 || true)
+python3 - "$work/raw/bridge.json" <<'PY'
+import json, sys
+json.dump({"cniVersion": "1.0.0", "name": "rawbench", "type": "bridge", "bridge": "bthrawbench", "isGateway": True,
+           "ipMasq": True, "hairpinMode": True,
+           "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.253.0.0/22"}]], "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": sys.argv[1] + ".ipam"}}, open(sys.argv[1], "w"))
+PY
+for i in $(seq "$N"); do
+  b="$work/raw/b$i"; mkdir -p "$b"
+  (cd "$b" && runc spec >/dev/null)
+  python3 - "$b/config.json" "$rootfs" "$work/raw/netns/raw$i" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["root"] = {"path": sys.argv[2], "readonly": True}
+c["process"]["args"] = ["/bin/httpd", "-f", "-p", "8080", "-h", "/srv"]
+c["process"]["terminal"] = False
+c["process"]["user"] = {"uid": 10001, "gid": 10001}
+c["linux"]["namespaces"] = [n if n["type"] != "network" else {"type": "network", "path": sys.argv[3]} for n in c["linux"]["namespaces"]]
+c["linux"]["resources"] = {"memory": {"limit": 16777216}, "pids": {"limit": 16}}
+json.dump(c, open(sys.argv[1], "w"))
+PY
+done
+t0=$(date +%s.%N)
+for i in $(seq "$N"); do
+  ns="$work/raw/netns/raw$i"; touch "$ns"
+  unshare --net="$ns" true
+  CNI_COMMAND=ADD CNI_CONTAINERID="raw$i" CNI_NETNS="$ns" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge < "$work/raw/bridge.json" >/dev/null
+  runc --root "$work/raw/runc" run -d --bundle "$work/raw/b$i" "raw$i" >/dev/null 2>&1 </dev/null
+done
+t1=$(date +%s.%N)
+raw_ms=$(ms "$t0" "$t1")
+echo "raw runc + CNI:   total ${raw_ms} ms, $(echo "scale=1; $raw_ms / $N" | bc) ms per container"
+echo "berth overhead per container over raw runc + CNI: $(echo "scale=1; ($berth_ms - $raw_ms) / $N" | bc) ms (target < 25 ms)"
+
+if command -v podman >/dev/null; then
+  echo "== podman run -d, $N containers"
+  P="podman --root $work/podman/root --runroot $work/podman/run --tmpdir $work/podman/tmp --events-backend file --cgroup-manager cgroupfs --runtime runc"
+  skopeo copy -q "oci:$work/oci:bb" "containers-storage:[overlay@$work/podman/root+$work/podman/run]localhost/bb:latest"
+  t0=$(date +%s.%N)
+  for i in $(seq "$N"); do
+    $P run -d --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --user 10001:10001 --read-only --memory 16m --pids-limit 16 \
+      localhost/bb:latest /bin/httpd -f -p 8080 -h /srv >/dev/null
+  done
+  t1=$(date +%s.%N)
+  pod_ms=$(ms "$t0" "$t1")
+  echo "podman run -d:    total ${pod_ms} ms, $(echo "scale=1; $pod_ms / $N" | bc) ms per container"
+  echo "ratio berth / podman: $(echo "scale=2; $berth_ms / $pod_ms" | bc)"
+  $P rm -f -t 0 -a >/dev/null 2>&1 || true
+else
+  echo "podman: not installed (apt-get install podman) — column skipped"
+fi
+
+echo "== no-op apply over $M containers"
+spec "$work/spec$M" "$M"
+"$BERTH" --config "$work/node.toml" apply "$work/spec$M" >/dev/null
+times=()
+for _ in 1 2 3 4 5; do
+  t0=$(date +%s.%N); "$BERTH" --config "$work/node.toml" apply "$work/spec$M" > "$work/noop.out"; t1=$(date +%s.%N)
+  times+=("$(ms "$t0" "$t1")")
+done
+grep -q create "$work/noop.out" && echo "warning: the no-op apply planned work"
+echo "no-op apply ($M containers): $(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms median (runs: ${times[*]}; target < 100 ms)"
