@@ -109,7 +109,8 @@ pub fn rlimit_hard() -> Result<BTreeMap<String, u64>, HostError> {
 /// Whether `root` (`/sys/fs/cgroup`) is the unified cgroup v2 hierarchy. A v1 or
 /// hybrid host mounts a tmpfs there, with the v2 mount (if any) below it.
 pub fn is_cgroup_v2(root: &Path) -> bool {
-    nix::sys::statfs::statfs(root).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    nix::sys::statfs::statfs(root)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// Whether a memory+swap limit can be set: on v1 the memory controller has
@@ -221,7 +222,12 @@ mod tests {
     #[test]
     fn thermal_throttle_dirs_in_cpu_order() {
         let t = tempfile::tempdir().unwrap();
-        for d in ["cpu10/thermal_throttle", "cpu2/thermal_throttle", "cpu3", "cpufreq"] {
+        for d in [
+            "cpu10/thermal_throttle",
+            "cpu2/thermal_throttle",
+            "cpu3",
+            "cpufreq",
+        ] {
             std::fs::create_dir_all(t.path().join(d)).unwrap();
         }
         assert_eq!(
@@ -240,18 +246,36 @@ mod tests {
         assert!(h.kernel.0 >= 3, "{:?}", h.kernel);
         // getrlimit agrees with /proc/self/limits.
         let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
         let hard = line.split_whitespace().nth(4).unwrap();
-        let want = if hard == "unlimited" { u64::MAX } else { hard.parse().unwrap() };
+        let want = if hard == "unlimited" {
+            u64::MAX
+        } else {
+            hard.parse().unwrap()
+        };
         assert_eq!(h.rlimit_hard["nofile"], want);
         assert_eq!(h.rlimit_hard.len(), 16);
         assert_eq!(
             h.cgroup_v2,
             Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
         );
-        let null = h.all_devices.iter().find(|d| d.path == "/dev/null").unwrap();
-        assert_eq!((null.kind, null.major, null.minor), (DeviceKind::Char, 1, 3));
-        assert!(h.all_devices.iter().all(|d| !d.path.starts_with("/dev/pts/")));
+        let null = h
+            .all_devices
+            .iter()
+            .find(|d| d.path == "/dev/null")
+            .unwrap();
+        assert_eq!(
+            (null.kind, null.major, null.minor),
+            (DeviceKind::Char, 1, 3)
+        );
+        assert!(
+            h.all_devices
+                .iter()
+                .all(|d| !d.path.starts_with("/dev/pts/"))
+        );
         assert!(h.all_devices.iter().all(|d| d.path != "/dev/console"));
     }
 }

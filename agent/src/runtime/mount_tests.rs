@@ -5,7 +5,10 @@ use crate::runtime::state::InstanceDirs;
 
 #[test]
 fn options_list_lowers_top_most_first() {
-    let lowers = [PathBuf::from("/s/snapshots/12"), PathBuf::from("/s/snapshots/3")];
+    let lowers = [
+        PathBuf::from("/s/snapshots/12"),
+        PathBuf::from("/s/snapshots/3"),
+    ];
     let o = overlay_options(
         Path::new("/s/i/rootfs"),
         &lowers,
@@ -22,9 +25,19 @@ fn options_list_lowers_top_most_first() {
 #[test]
 fn options_refuse_separators_and_more_than_a_page() {
     let r = Path::new("/r");
-    let bad = overlay_options(r, &[PathBuf::from("/a:b")], Path::new("/u"), Path::new("/w"));
+    let bad = overlay_options(
+        r,
+        &[PathBuf::from("/a:b")],
+        Path::new("/u"),
+        Path::new("/w"),
+    );
     assert!(matches!(bad, Err(MountError::BadPath { .. })), "{bad:?}");
-    let bad = overlay_options(r, &[PathBuf::from("/a")], Path::new("/u,x"), Path::new("/w"));
+    let bad = overlay_options(
+        r,
+        &[PathBuf::from("/a")],
+        Path::new("/u,x"),
+        Path::new("/w"),
+    );
     assert!(matches!(bad, Err(MountError::BadPath { .. })));
 
     // 130 layers of `/var/lib/berth/snapshots/NNN` fit; 200 do not.
@@ -33,7 +46,10 @@ fn options_refuse_separators_and_more_than_a_page() {
             .map(|i| PathBuf::from(format!("/var/lib/berth/snapshots/{i}")))
             .collect()
     };
-    let (u, w) = (Path::new("/var/lib/berth/instances/x/upper"), Path::new("/w"));
+    let (u, w) = (
+        Path::new("/var/lib/berth/instances/x/upper"),
+        Path::new("/w"),
+    );
     assert!(overlay_options(r, &lowers(130), u, w).is_ok());
     let e = overlay_options(r, &lowers(200), u, w).unwrap_err();
     assert!(e.to_string().contains("200 layers"), "{e}");
@@ -60,7 +76,7 @@ fn mountinfo_is_parsed_with_escapes() {
 }
 
 fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    rustix::process::geteuid().is_root()
 }
 
 fn skip_unless_root() -> bool {
@@ -95,7 +111,10 @@ fn overlay_of_two_layers_mounts_and_unmounts_idempotently() {
     mount_rootfs(&dirs, &[top.clone(), base.clone()]).unwrap();
     let rootfs = dirs.rootfs();
     assert!(is_overlay_mounted(&rootfs));
-    assert_eq!(std::fs::read_to_string(rootfs.join("etc/os")).unwrap(), "top\n");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/os")).unwrap(),
+        "top\n"
+    );
     assert!(rootfs.join("etc/only-base").exists());
     // Writes land in upper/, never in a snapshot.
     std::fs::write(rootfs.join("etc/new"), "n").unwrap();

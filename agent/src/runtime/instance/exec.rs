@@ -16,7 +16,10 @@ use std::os::unix::process::ExitStatusExt;
 
 use serde_json::{Value, json};
 
-use super::{ExecIo, ExecOutcome, ExecRequest, Instance, InstanceError, InstanceStatus, OciInstances, InstanceRuntime};
+use super::{
+    ExecIo, ExecOutcome, ExecRequest, Instance, InstanceError, InstanceRuntime, InstanceStatus,
+    OciInstances,
+};
 use crate::runtime::oci::{ExecArgs, exec_failure_code, last_logged_error};
 
 /// The exec'd process: the container's `process` with the request applied. Pure.
@@ -49,11 +52,18 @@ pub fn exec_process(container_process: &Value, req: &ExecRequest) -> Value {
         let mut env: Vec<String> = p
             .get("env")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         for (k, v) in &req.env {
             let entry = format!("{k}={v}");
-            match env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+            match env
+                .iter_mut()
+                .find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k)
+            {
                 Some(e) => *e = entry,
                 None => env.push(entry),
             }
@@ -84,7 +94,11 @@ pub(super) fn run(
     }
     let config_path = inst.dirs.config();
     let config: Value = std::fs::read(&config_path)
-        .map_err(InstanceError::io(inst, "cannot read the bundle's config", &config_path))
+        .map_err(InstanceError::io(
+            inst,
+            "cannot read the bundle's config",
+            &config_path,
+        ))
         .and_then(|b| {
             serde_json::from_slice(&b).map_err(|e| {
                 InstanceError::io(inst, "cannot parse the bundle's config", &config_path)(

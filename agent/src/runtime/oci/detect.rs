@@ -108,7 +108,17 @@ fn runtime(binary: PathBuf, kind: RuntimeKind, run_dir: &Path) -> Runtime {
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .chain(
+            [
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+            .map(PathBuf::from),
+        )
         .map(|d| d.join(name))
         .find(|p| {
             p.metadata()
@@ -206,13 +216,26 @@ pub fn probe_cached(binary: &Path, run_dir: &Path) -> Result<ProbeRecord, Detect
 
 /// The first line of `BINARY --version`, or why it could not run.
 fn version(binary: &Path) -> Result<String, String> {
-    let out = run_captured(std::process::Command::new(binary).arg("--version"), PROBE_TIMEOUT)
-        .map_err(|e| format!("cannot run `--version`: {e}"))?
-        .ok_or("`--version` did not answer")?;
+    let out = run_captured(
+        std::process::Command::new(binary).arg("--version"),
+        PROBE_TIMEOUT,
+    )
+    .map_err(|e| format!("cannot run `--version`: {e}"))?
+    .ok_or("`--version` did not answer")?;
     if !out.status.success() {
-        return Err(format!("`--version` failed ({}): {}", out.status, error_text(&out.stderr)));
+        return Err(format!(
+            "`--version` failed ({}): {}",
+            out.status,
+            error_text(&out.stderr)
+        ));
     }
-    Ok(out.stdout.lines().next().unwrap_or_default().trim().to_string())
+    Ok(out
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -220,7 +243,11 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// Creates and deletes a container that is never started: what fails on a host the
 /// runtime cannot drive (cgroup layout, namespaces, seccomp, rlimits) fails here.
 /// `Err(reason)` is the runtime's own message; `DetectError` is a local I/O problem.
-fn probe(binary: &Path, kind: RuntimeKind, run_dir: &Path) -> Result<Result<(), String>, DetectError> {
+fn probe(
+    binary: &Path,
+    kind: RuntimeKind,
+    run_dir: &Path,
+) -> Result<Result<(), String>, DetectError> {
     let id = format!(
         "berth-probe-{}-{}-{}",
         kind.name(),
