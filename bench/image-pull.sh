@@ -42,7 +42,7 @@ layout="$work/layout"
 umoci init --layout "$layout"
 umoci new --image "$layout:bench"
 i=0
-for src in /usr/lib/x86_64-linux-gnu /usr/share/locale /usr/lib/python3.11 /usr/share/doc /usr/libexec; do
+for src in /usr/bin /usr/lib/gcc /usr/share/locale /usr/lib/python3.11 /usr/share/doc /usr/libexec; do
   i=$((i + 1))
   bundle="$work/bundle$i"
   umoci unpack --image "$layout:bench" "$bundle" >/dev/null
@@ -73,7 +73,7 @@ for run in $(seq "$RUNS"); do
   rm -rf "$state"
 
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  out="$work/skopeo$run"
+  out="$work/skopeo$run"; mkdir -p "$out"
   start=$(date +%s.%N)
   skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$out/layout:bench"
   umoci unpack --image "$out/layout:bench" "$out/bundle" >/dev/null

@@ -38,6 +38,7 @@ fi
 
 export CARGO_INCREMENTAL=0
 cargo fmt --all -- --check
-cargo build --workspace --all-targets --locked
+# The failpoints feature lets the crash tests stop `berth apply` at named points.
+cargo build --workspace --all-targets --locked --features berth/failpoints
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo test --workspace --locked --features berth/failpoints

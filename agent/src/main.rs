@@ -6,6 +6,8 @@
 
 mod cli;
 mod image;
+mod network;
+mod reconcile;
 mod runtime;
 mod storage;
 mod telemetry;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diag::{Kind, Location};
 use crate::reference::Reference;
@@ -19,7 +19,7 @@ use crate::types::{
 pub type Origin = Location;
 
 /// Everything a spec tree defines, keyed by name (ordered, so output is deterministic).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DesiredState {
     pub containers: BTreeMap<String, Container>,
     pub networks: BTreeMap<String, Network>,
@@ -42,7 +42,7 @@ impl DesiredState {
 }
 
 /// How a container's seccomp filter is chosen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "type", content = "file")]
 pub enum Seccomp {
     /// Docker's default profile.
@@ -54,7 +54,7 @@ pub enum Seccomp {
 }
 
 /// Which nodes a container targets: any name glob matches AND all labels match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct NodeSelector {
     /// Globs (`edge-*`); empty means any name.
     pub names: Vec<String>,
@@ -63,7 +63,7 @@ pub struct NodeSelector {
 }
 
 /// Resource limits; `None` means unlimited.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Resources {
     /// Memory limit in bytes.
     pub memory: Option<u64>,
@@ -74,7 +74,7 @@ pub struct Resources {
 }
 
 /// What a health check runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthProbe {
     /// A command run inside the container; exit 0 is healthy.
@@ -86,7 +86,7 @@ pub enum HealthProbe {
 }
 
 /// A container health check (Docker's semantics).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub probe: HealthProbe,
     #[serde(with = "duration_text")]
@@ -105,7 +105,7 @@ pub const HEALTH_RETRIES: u32 = 3;
 pub const HEALTH_START_PERIOD: Duration = Duration::from_secs(0);
 
 /// What is mounted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "type")]
 pub enum MountSource {
     /// A named volume (`[volume.*]`).
@@ -117,7 +117,7 @@ pub enum MountSource {
 }
 
 /// One entry of `[[container.*.mounts]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     pub source: MountSource,
     /// Absolute path inside the container.
@@ -126,14 +126,14 @@ pub struct Mount {
 }
 
 /// One entry of `[[container.*.secrets]]`: a file at `/run/secrets/<target>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretMount {
     pub name: String,
     pub target: String,
 }
 
 /// A container: what to run and how (DESIGN.md §3). Defaults are applied.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Container {
     pub name: String,
     #[serde(skip)]
@@ -191,7 +191,7 @@ impl Container {
 pub const DEFAULT_NETWORK: &str = "default";
 
 /// A bridge network (`[network.*]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Network {
     pub name: String,
     #[serde(skip)]
@@ -201,7 +201,7 @@ pub struct Network {
 }
 
 /// A named volume (`[volume.*]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Volume {
     pub name: String,
     #[serde(skip)]
@@ -209,7 +209,7 @@ pub struct Volume {
 }
 
 /// An age-encrypted secret (`[secret.*]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Secret {
     pub name: String,
     #[serde(skip)]
@@ -218,11 +218,18 @@ pub struct Secret {
     pub file: String,
 }
 
-/// Serialises durations as humantime text (`10s`), the form users write.
+/// Durations as humantime text (`10s`), the form users write.
 mod duration_text {
     use std::time::Duration;
 
+    use serde::Deserialize;
+
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&crate::types::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::types::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }

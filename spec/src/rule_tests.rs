@@ -413,3 +413,17 @@ fn all_errors_of_several_files_in_order() {
         ]
     );
 }
+
+/// The model round-trips through JSON (the agent stores each container's spec with its
+/// instance and reads it back to name changes and to audit what runs).
+#[test]
+fn containers_round_trip_through_json() {
+    let text = "[network.front]\n[volume.data]\n[secret.pw]\nfile = \"pw.age\"\n[container.web]\nimage = \"IMG\"\nuser = \"10001:10001\"\nenv = { A = \"1\" }\nports = [\"127.0.0.1:8080:80/udp\"]\nstop_signal = \"QUIT\"\nstop_timeout = \"1m30s\"\nseccomp = \"unconfined\"\nnetworks = [\"front\"]\nulimits = { nofile = \"1024:4096\" }\nextra_hosts = [\"gw:10.0.0.1\"]\ndevices = [\"/dev/null\"]\nnodes = { names = [\"edge-*\"], labels = { site = \"b\" } }\nhealth = { exec = [\"true\"], interval = \"3s\" }\n[container.web.resources]\nmemory = \"64MiB\"\ncpus = 0.5\npids = 10\n[[container.web.mounts]]\nvolume = \"data\"\ntarget = \"/data\"\n[[container.web.mounts]]\ntmpfs = \"/tmp\"\nsize = \"1MiB\"\n[[container.web.secrets]]\nname = \"pw\"\n";
+    let c = check(&tree(&[("a.toml", text), ("pw.age", "")]), None);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let web = &c.state.containers["web"];
+    let json = serde_json::to_value(web).unwrap();
+    let back: crate::Container = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    assert_eq!(back.stop_timeout, std::time::Duration::from_secs(90));
+}

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Parses a size: `KiB/MiB/GiB/TiB` are powers of 1024, `KB/MB/GB/TB` powers of 1000,
 /// a bare integer is bytes, and Docker's `512m`/`1g`/`64k` are powers of 1024.
@@ -98,7 +98,7 @@ const SIGNALS: &[(&str, i32)] = &[
 ];
 
 /// A stop signal, kept by name (`SIGTERM`) and number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signal {
     pub name: String,
     pub number: i32,
@@ -153,7 +153,7 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
 }
 
 /// A transport protocol for a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -170,7 +170,7 @@ impl fmt::Display for Protocol {
 }
 
 /// A published port: `[host_ip:]host_port:container_port[/tcp|udp]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSpec {
     /// `None` means every address (`0.0.0.0` and `::`).
     pub host_ip: Option<IpAddr>,
@@ -267,7 +267,7 @@ pub fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
 }
 
 /// A subnet in CIDR form with no host bits set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -342,7 +342,7 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
 }
 
 /// A device passed into a container: `host[:container[:rwm]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSpec {
     pub host: String,
     pub container: String,
@@ -409,7 +409,7 @@ pub const ULIMIT_NAMES: &[&str] = &[
 ];
 
 /// A soft:hard resource limit; `None` is unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ulimit {
     pub soft: Option<u64>,
     pub hard: Option<u64>,
@@ -447,7 +447,7 @@ pub fn parse_ulimit(s: &str) -> Result<Ulimit, String> {
 }
 
 /// An `extra_hosts` entry: `name:address`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtraHost {
     pub host: String,
     pub ip: IpAddr,
@@ -484,7 +484,7 @@ pub fn parse_extra_host(s: &str) -> Result<ExtraHost, String> {
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident, $what:literal, default $def:ident, { $($var:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
         pub enum $name {
             $(
                 #[serde(rename = $s)]

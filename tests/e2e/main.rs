@@ -3,7 +3,12 @@
 //! The whole binary is test code: helpers may panic on broken prerequisites.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod apply;
 mod audit;
+mod crash;
+mod network;
+mod ops;
+mod plan;
 mod secret;
 mod signature;
 mod validate;

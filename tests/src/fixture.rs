@@ -18,7 +18,7 @@ use crate::registry::http;
 /// Applets linked to `/bin/busybox`.
 pub const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "sleep", "id", "true", "false", "env", "wget", "touch", "mkdir",
-    "rm", "ps", "hostname",
+    "rm", "ps", "hostname", "httpd", "grep", "stat", "nc", "head",
 ];
 /// Fixed mtime of every entry (2023-11-14).
 const MTIME: u64 = 1_700_000_000;
@@ -161,6 +161,12 @@ pub fn busybox(spec: &ImageSpec) -> Image {
         ("etc/group".into(), TarEntry::File(0o644, group.into())),
         ("home".into(), TarEntry::Dir(0o755)),
         ("tmp".into(), TarEntry::Dir(0o1777)),
+        ("srv".into(), TarEntry::Dir(0o755)),
+        (
+            "srv/index.html".into(),
+            TarEntry::File(0o644, b"hello from berth\n".to_vec()),
+        ),
+        ("data".into(), TarEntry::Dir(0o755)),
     ];
     for (path, data) in &spec.files {
         etc.push((path.clone(), TarEntry::File(0o644, data.clone())));

@@ -312,6 +312,27 @@ fn rm(a: &RefArgs, state_dir: &Path) -> Result<(), Failure> {
         )
         .into());
     }
+    // An image a container runs stays: removing it would strand the container.
+    let containers = crate::runtime::state::read_records(state_dir)?;
+    for r in &records {
+        let users: Vec<&str> = containers
+            .values()
+            .filter(|c| {
+                c.image.digest == r.digest.as_str() || c.image.digest == r.manifest.digest.as_str()
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(Failure(
+                EXIT_FINDINGS,
+                anyhow!(
+                    "image {} is used by container {}: remove the container first (`berth rm NAME`)",
+                    r.reference,
+                    users.join(", ")
+                ),
+            ));
+        }
+    }
     let mut candidates = BTreeSet::new();
     for r in &records {
         store.remove_record(&r.reference)?;

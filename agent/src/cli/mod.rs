@@ -12,14 +12,22 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::{self, LogFormat};
 
 mod agent;
+mod apply;
 mod audit;
 mod config;
+mod ctl;
 mod image;
 mod image_local;
 mod image_output;
+mod inspect;
 mod key;
+mod logs;
+mod network;
+mod plan;
+mod ps;
 mod secret;
 mod sign;
+mod stats;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -63,8 +71,32 @@ pub enum Command {
     Secret(secret::SecretArgs),
     /// Pull, list, inspect and remove images in the content store
     Image(image::ImageArgs),
+    /// Converge this node once from a directory (no Git, no daemon)
+    Apply(apply::ApplyArgs),
+    /// Stop a container and keep it stopped (apply leaves it) until `berth start`
+    Stop(ctl::NameArgs),
+    /// Start a stopped container and clear the operator's stop mark
+    Start(ctl::NameArgs),
+    /// Stop and start a container again
+    Restart(ctl::NameArgs),
+    /// Remove a container (the next apply creates it again if the tree still has it)
+    Rm(ctl::NameArgs),
+    /// Run a command in a running container: berth exec NAME -- CMD…
+    Exec(ctl::ExecArgs),
+    /// Show what a reconcile would do now, with reasons (nothing is executed)
+    Plan(plan::PlanArgs),
     /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
     Sign(sign::SignArgs),
+    /// Inspect the node's networks
+    Network(network::NetworkArgs),
+    /// List containers (running ones; `-a` for all), from the state directory
+    Ps(ps::PsArgs),
+    /// Show everything berth knows about a container (JSON; `--format text`)
+    Inspect(inspect::InspectArgs),
+    /// Print a container's output; `-f` follows it until the container exits
+    Logs(logs::LogsArgs),
+    /// CPU, memory and process counts of running containers
+    Stats(stats::StatsArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -92,5 +124,17 @@ pub fn main() -> ExitCode {
         Command::Secret(args) => secret::run(&cli, args),
         Command::Image(args) => image::run(&cli, args),
         Command::Sign(args) => sign::run(&cli, args),
+        Command::Plan(args) => plan::run(&cli, args),
+        Command::Apply(args) => apply::run(&cli, args),
+        Command::Stop(args) => ctl::run(&cli, ctl::Op::Stop, args),
+        Command::Start(args) => ctl::run(&cli, ctl::Op::Start, args),
+        Command::Restart(args) => ctl::run(&cli, ctl::Op::Restart, args),
+        Command::Rm(args) => ctl::run(&cli, ctl::Op::Rm, args),
+        Command::Exec(args) => ctl::exec(&cli, args),
+        Command::Network(args) => network::run(&cli, args),
+        Command::Ps(args) => ps::run(&cli, args),
+        Command::Inspect(args) => inspect::run(&cli, args),
+        Command::Logs(args) => logs::run(&cli, args),
+        Command::Stats(args) => stats::run(&cli, args),
     }
 }

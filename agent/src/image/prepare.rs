@@ -275,3 +275,52 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+// The executor reads the image's users with it when it renders a container.
+#[allow(dead_code)]
+/// Reads a file of an unpacked image (`etc/passwd`) from its snapshots, top-most first,
+/// as overlayfs would show it: a whiteout (a 0/0 character device) or an opaque
+/// directory above hides what lies below. At most `limit` bytes.
+pub fn read_image_file(lowerdirs: &[PathBuf], rel: &str, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    for dir in lowerdirs {
+        let path = dir.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {
+                let mut out = Vec::new();
+                File::open(&path)
+                    .ok()?
+                    .take(limit)
+                    .read_to_end(&mut out)
+                    .ok()?;
+                return Some(out);
+            }
+            // A whiteout, or anything else that shadows the path.
+            Ok(m) if m.file_type().is_char_device() => return None,
+            Ok(_) => return None,
+            Err(_) => {}
+        }
+        // An opaque parent directory hides the lower layers.
+        let parent = Path::new(rel)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent
+            && let Ok(Some(v)) = xattr_opaque(&dir.join(parent))
+            && v
+        {
+            return None;
+        }
+    }
+    None
+}
+
+#[allow(dead_code)]
+fn xattr_opaque(dir: &Path) -> std::io::Result<Option<bool>> {
+    let mut buf = [0u8; 4];
+    match rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf) {
+        Ok(n) => Ok(Some(&buf[..n] == b"y")),
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

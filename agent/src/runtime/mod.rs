@@ -15,11 +15,16 @@
 // The executor that calls these is not wired in yet; until then only tests use them.
 #![allow(dead_code)]
 
+pub mod cgroup;
+pub mod health;
 pub mod host;
 pub mod instance;
+pub mod logs;
+pub mod logs_follow;
 pub mod mount;
 pub mod oci;
 pub mod render;
 pub mod spec_hash;
 pub mod state;
+pub mod status;
 pub mod user;

@@ -3,3 +3,6 @@
 //! per-instance tmpfs (`secrets`).
 
 pub mod secrets;
+// Used by the executor (`berth apply`), which lands next.
+#[allow(dead_code)]
+pub mod volumes;

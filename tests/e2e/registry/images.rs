@@ -324,3 +324,58 @@ fn sign_verify_and_the_signature_gate() {
         run.stdout
     );
 }
+
+#[test]
+fn rm_refuses_an_image_a_container_uses_and_prune_keeps_its_snapshots() {
+    let Some((reg, state)) = setup() else { return };
+    let image = fixture::busybox(&ImageSpec::default());
+    let digest = fixture::push(&reg, "shop/used", "v1", &image);
+    let reference = format!("{}/shop/used:v1", reg.host());
+    let pulled = json(&berth_in(
+        state.path(),
+        None,
+        &["image", "pull", &reference, "--format", "json"],
+    ));
+    let snapshots = pulled["snapshots"].as_array().unwrap().len();
+    assert_eq!(snapshots, 2);
+    // A container record as the executor writes it (runtime/state.rs).
+    let chain_ids: Vec<String> = {
+        let mut chain: Vec<String> = Vec::new();
+        for l in pulled["image"]["layers"].as_array().unwrap() {
+            let diff = l["diff_id"].as_str().unwrap().to_string();
+            let next = match chain.last() {
+                None => diff,
+                Some(p) => fixture::sha256(format!("{p} {diff}").as_bytes()),
+            };
+            chain.push(next);
+        }
+        chain
+    };
+    let record = serde_json::json!({
+        "name": "web", "instance": "web-00000000", "spec_hash": "00", "spec": {},
+        "image": {"reference": reference, "digest": digest, "chain_ids": chain_ids},
+        "runtime": "/usr/bin/runc", "runtime_root": "/run/berth/runc", "created_at": "2026-11-22T00:00:00Z",
+        "cgroup_path": "/berth/web-00000000"
+    });
+    let dir = state.path().join("containers/web");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("state.json"), record.to_string()).unwrap();
+
+    let run = berth_in(state.path(), None, &["image", "rm", &reference]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("used by container web"),
+        "{}",
+        run.stderr
+    );
+    let run = berth_in(state.path(), None, &["image", "prune"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("0 snapshots"), "{}", run.stdout);
+
+    // Once the container is gone, rm removes the image and prune its snapshots.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let run = berth_in(state.path(), None, &["image", "rm", &reference]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = berth_in(state.path(), None, &["image", "prune"]);
+    assert!(run.stdout.contains("2 snapshots"), "{}", run.stdout);
+}

@@ -1,0 +1,385 @@
+//! `berth inspect NAME [--format json|text]`: everything berth knows about one
+//! container, from the state directory. JSON by default, as `docker inspect`; one
+//! object (not Docker's one-element array), since it names one container.
+//! `--format text` prints a readable block. An unknown name exits 1.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ps::{self, fail, state_dir, status_or_warn, unix_now};
+use super::{Cli, EXIT_FAILED, Format};
+use crate::runtime::state::{ContainerRecord, ImageRef, InstanceDirs};
+use crate::runtime::status::{self, Status};
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The container's name
+    pub name: String,
+    /// Output format
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
+}
+
+pub fn run(cli: &Cli, args: &InspectArgs) -> ExitCode {
+    let state_dir = match state_dir(cli) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let record = match status::load_record(&state_dir, &args.name) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let status = status_or_warn(&state_dir, &record);
+    let details = Details::new(&state_dir, &record, &status, unix_now());
+    match args.format {
+        Format::Json => match serde_json::to_string_pretty(&details) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {}", ps::chain(&e));
+                return ExitCode::from(EXIT_FAILED);
+            }
+        },
+        Format::Text => print!("{}", details.text()),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The `inspect` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Details {
+    pub kind: &'static str,
+    pub name: String,
+    pub instance: String,
+    pub state: StateDetails,
+    pub restarts: u32,
+    pub created_at: String,
+    pub image: ImageRef,
+    pub spec_hash: String,
+    pub runtime: String,
+    pub runtime_root: String,
+    pub cgroup_path: String,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub addresses: std::collections::BTreeMap<String, String>,
+    pub ports: Vec<String>,
+    pub mounts: Vec<MountInfo>,
+    pub log_path: String,
+    /// The container spec the instance was created from.
+    pub spec: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateDetails {
+    /// `running`, `exited`, `created`, `stopped`, `unknown`.
+    pub status: &'static str,
+    pub running: bool,
+    /// The container init's pid while it runs.
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Set by `berth stop`: apply leaves the container stopped until `berth start`.
+    pub operator_stopped: bool,
+    /// `Up 5 minutes`, `Exited (1) 2 minutes ago`.
+    pub uptime: String,
+}
+
+/// One mount as the container sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountInfo {
+    /// `volume`, `bind`, `tmpfs`, `secret`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Volume or secret name, or host path; none for a tmpfs.
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+    /// tmpfs size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Mounts and secrets from the spec JSON (`berth_spec::Container` serialised):
+/// `mounts[].source` is tagged by `type`; secrets land in `/run/secrets/<target>`,
+/// read-only.
+pub fn mounts_of(spec: &Value) -> Vec<MountInfo> {
+    let mut out = Vec::new();
+    let list = |key: &str| {
+        spec.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for m in list("mounts") {
+        let source = m.get("source");
+        let kind = source
+            .and_then(|s| s.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+        let src = source.and_then(|s| s.get("name").or_else(|| s.get("path")));
+        out.push(MountInfo {
+            source: src.and_then(Value::as_str).map(str::to_string),
+            size: source.and_then(|s| s.get("size")).and_then(Value::as_u64),
+            kind,
+            target: m
+                .get("target")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            read_only: m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
+        });
+    }
+    for s in list("secrets") {
+        let target = s.get("target").and_then(Value::as_str).unwrap_or("");
+        out.push(MountInfo {
+            kind: "secret".to_string(),
+            source: s.get("name").and_then(Value::as_str).map(str::to_string),
+            target: format!("/run/secrets/{target}"),
+            read_only: true,
+            size: None,
+        });
+    }
+    out
+}
+
+impl Details {
+    pub fn new(state_dir: &Path, r: &ContainerRecord, s: &Status, now: i64) -> Self {
+        let exit = s.exit.as_ref();
+        Details {
+            kind: "container",
+            name: r.name.clone(),
+            instance: r.instance.clone(),
+            state: StateDetails {
+                status: s.state.as_str(),
+                running: s.is_running(),
+                pid: s.pid,
+                exit_code: exit.map(|e| e.exit_code),
+                signal: exit.and_then(|e| e.signal),
+                started_at: r.started_at.clone(),
+                finished_at: exit.map(|e| e.finished_at.clone()),
+                operator_stopped: r.operator_stopped,
+                uptime: status::uptime(r, s, now),
+            },
+            restarts: r.restarts,
+            created_at: r.created_at.clone(),
+            image: r.image.clone(),
+            spec_hash: r.spec_hash.clone(),
+            runtime: r.runtime.clone(),
+            runtime_root: r.runtime_root.display().to_string(),
+            cgroup_path: r.cgroup_path.clone(),
+            uid: r.uid,
+            gid: r.gid,
+            addresses: r.addresses.clone(),
+            ports: r.ports.clone(),
+            mounts: mounts_of(&r.spec),
+            log_path: InstanceDirs::new(state_dir, &r.instance)
+                .log()
+                .display()
+                .to_string(),
+            spec: r.spec.clone(),
+        }
+    }
+
+    /// The readable block of `--format text`. Pure.
+    pub fn text(&self) -> String {
+        let st = &self.state;
+        let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+        let mut state = match (st.status, st.exit_code, st.pid) {
+            ("running", _, Some(pid)) => format!("running (pid {pid})"),
+            ("exited", Some(c), _) => format!("exited ({c})"),
+            ("exited", None, _) => "exited (unknown)".to_string(),
+            ("stopped", Some(c), _) => format!("stopped by operator, exited ({c})"),
+            ("stopped", None, _) => "stopped by operator".to_string(),
+            (other, _, _) => other.to_string(),
+        };
+        if let Some(sig) = st.signal {
+            state.push_str(&format!(", signal {sig}"));
+        }
+        let user = match (self.uid, self.gid) {
+            (Some(u), Some(g)) => format!("{u}:{g}"),
+            (Some(u), None) => u.to_string(),
+            _ => "-".to_string(),
+        };
+        let join = |v: Vec<String>| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let mut rows: Vec<(&str, String)> = vec![
+            ("Name", self.name.clone()),
+            ("Instance", self.instance.clone()),
+            ("State", state),
+            ("Uptime", st.uptime.clone()),
+            ("Created", self.created_at.clone()),
+            ("Started", dash(st.started_at.clone())),
+            ("Finished", dash(st.finished_at.clone())),
+            ("Restarts", self.restarts.to_string()),
+            (
+                "Operator",
+                if st.operator_stopped {
+                    "stopped (berth stop)"
+                } else {
+                    "-"
+                }
+                .to_string(),
+            ),
+            ("Image", self.image.reference.clone()),
+            ("Digest", self.image.digest.clone()),
+            ("Spec hash", self.spec_hash.clone()),
+            (
+                "Runtime",
+                format!("{} (root {})", self.runtime, self.runtime_root),
+            ),
+            ("Cgroup", self.cgroup_path.clone()),
+            ("User", user),
+            (
+                "Addresses",
+                join(
+                    self.addresses
+                        .iter()
+                        .map(|(n, a)| format!("{a} ({n})"))
+                        .collect(),
+                ),
+            ),
+            ("Ports", join(self.ports.clone())),
+            ("Log", self.log_path.clone()),
+        ];
+        let mounts: Vec<String> = self.mounts.iter().map(mount_text).collect();
+        rows.push((
+            "Mounts",
+            if mounts.is_empty() {
+                "-".to_string()
+            } else {
+                String::new()
+            },
+        ));
+        let mut out = String::new();
+        for (k, v) in rows {
+            let line = format!("{:<11}{v}", format!("{k}:"));
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        for m in mounts {
+            out.push_str(&format!("  {m}\n"));
+        }
+        out
+    }
+}
+
+fn mount_text(m: &MountInfo) -> String {
+    let mut s = match &m.source {
+        Some(src) => format!("{} {src} -> {}", m.kind, m.target),
+        None => format!("{} -> {}", m.kind, m.target),
+    };
+    if let Some(size) = m.size {
+        s.push_str(&format!(" (size {size})"));
+    }
+    if m.read_only {
+        s.push_str(" (ro)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::status::State;
+
+    fn spec() -> Value {
+        serde_json::json!({
+            "mounts": [
+                {"source": {"type": "volume", "name": "web-data"}, "target": "/data", "read_only": false},
+                {"source": {"type": "bind", "path": "/srv/media"}, "target": "/media", "read_only": true},
+                {"source": {"type": "tmpfs", "size": 16777216}, "target": "/tmp", "read_only": false}
+            ],
+            "secrets": [{"name": "db-password", "target": "db-password"}]
+        })
+    }
+
+    #[test]
+    fn mounts_come_from_the_spec() {
+        let m = mounts_of(&spec());
+        let text: Vec<String> = m.iter().map(mount_text).collect();
+        assert_eq!(
+            text,
+            [
+                "volume web-data -> /data",
+                "bind /srv/media -> /media (ro)",
+                "tmpfs -> /tmp (size 16777216)",
+                "secret db-password -> /run/secrets/db-password (ro)",
+            ]
+        );
+        assert!(mounts_of(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn text_block() {
+        let r = ContainerRecord {
+            name: "web".into(),
+            instance: "web-0123abcd".into(),
+            spec_hash: "0123abcd".into(),
+            spec: spec(),
+            image: ImageRef {
+                reference: "registry.example.com/shop/web:1.0".into(),
+                digest: "sha256:ab".into(),
+                chain_ids: vec![],
+            },
+            runtime: "/usr/bin/runc".into(),
+            runtime_root: "/run/berth/runc".into(),
+            created_at: "2026-11-22T10:00:00Z".into(),
+            started_at: Some("2026-11-22T10:00:01Z".into()),
+            restarts: 2,
+            operator_stopped: false,
+            addresses: [("front".to_string(), "10.89.1.2".to_string())].into(),
+            ports: vec!["8080:8080/tcp".into()],
+            cgroup_path: "/berth/web-0123abcd".into(),
+            uid: Some(10001),
+            gid: Some(10001),
+        };
+        let s = Status {
+            state: State::Running,
+            pid: Some(4242),
+            exit: None,
+        };
+        let now = status::parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let d = Details::new(Path::new("/var/lib/berth"), &r, &s, now);
+        let want = "\
+Name:      web
+Instance:  web-0123abcd
+State:     running (pid 4242)
+Uptime:    Up 5 minutes
+Created:   2026-11-22T10:00:00Z
+Started:   2026-11-22T10:00:01Z
+Finished:  -
+Restarts:  2
+Operator:  -
+Image:     registry.example.com/shop/web:1.0
+Digest:    sha256:ab
+Spec hash: 0123abcd
+Runtime:   /usr/bin/runc (root /run/berth/runc)
+Cgroup:    /berth/web-0123abcd
+User:      10001:10001
+Addresses: 10.89.1.2 (front)
+Ports:     8080:8080/tcp
+Log:       /var/lib/berth/instances/web-0123abcd/ctr.log
+Mounts:
+  volume web-data -> /data
+  bind /srv/media -> /media (ro)
+  tmpfs -> /tmp (size 16777216)
+  secret db-password -> /run/secrets/db-password (ro)
+";
+        assert_eq!(d.text(), want);
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["state"]["pid"], 4242);
+        assert_eq!(v["mounts"][2]["size"], 16777216);
+        assert_eq!(v["mounts"][0]["type"], "volume");
+    }
+}

@@ -1,0 +1,301 @@
+//! `berth ps [-a] [--format text|json]`: the containers of this node, read from the
+//! state directory (so it works while the agent is down). Without `-a` only running
+//! ones, as `docker ps`.
+//!
+//! Also the helpers the other read-only operator commands (`inspect`, `logs`, `stats`)
+//! share: finding the state directory and mapping a state error to an exit code
+//! (1 for an unknown container, 3 when the state directory cannot be read).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format};
+use crate::runtime::state::ContainerRecord;
+use crate::runtime::status::{self, Status, StatusError};
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show every container, not only running ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// The state directory in effect (`--state-dir`, else the node configuration's).
+pub fn state_dir(cli: &Cli) -> Result<PathBuf, ExitCode> {
+    match super::config::load(cli) {
+        Ok(l) => Ok(l.config.runtime.state_dir),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+/// Prints a state error; 1 for an unknown container, else 3.
+pub fn fail(e: &StatusError) -> ExitCode {
+    eprintln!("error: {}", chain(e));
+    match e {
+        StatusError::Unknown { .. } => ExitCode::from(EXIT_FINDINGS),
+        _ => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+/// An error and its causes, `: `-separated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A container's status; an unreadable one is warned about and shown as unknown, so
+/// one broken instance does not hide the others.
+pub fn status_or_warn(state_dir: &std::path::Path, record: &ContainerRecord) -> Status {
+    status::container_status(state_dir, record).unwrap_or_else(|e| {
+        tracing::warn!("{}", chain(&e));
+        Status::unknown()
+    })
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn run(cli: &Cli, args: &PsArgs) -> ExitCode {
+    let state_dir = match state_dir(cli) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let records = match status::load_records(&state_dir) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let now = unix_now();
+    let rows: Vec<Row> = records
+        .values()
+        .map(|r| Row::new(r, &status_or_warn(&state_dir, r), now))
+        .filter(|row| args.all || row.state == "running")
+        .collect();
+    let out = match args.format {
+        Format::Text => render_table(&rows),
+        Format::Json => match serde_json::to_string_pretty(&rows) {
+            Ok(s) => s + "\n",
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        },
+    };
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+/// One line of `ps`; its JSON form is the `--format json` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub kind: &'static str,
+    pub name: String,
+    pub instance: String,
+    /// `running`, `exited`, `created`, `stopped`, `unknown`.
+    pub state: &'static str,
+    /// The state as shown: `exited (1)`, `stopped by operator`, …
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub pid: Option<i32>,
+    pub image: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// `Up 5 minutes`, `Exited (1) 2 minutes ago`, `-`.
+    pub uptime: String,
+    pub restarts: u32,
+    pub ports: Vec<String>,
+    pub operator_stopped: bool,
+}
+
+impl Row {
+    pub fn new(r: &ContainerRecord, s: &Status, now: i64) -> Self {
+        Row {
+            kind: "container",
+            name: r.name.clone(),
+            instance: r.instance.clone(),
+            state: s.state.as_str(),
+            status: s.describe(),
+            exit_code: s.exit.as_ref().map(|e| e.exit_code),
+            pid: s.pid,
+            image: r.image.reference.clone(),
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: s.exit.as_ref().map(|e| e.finished_at.clone()),
+            uptime: status::uptime(r, s, now),
+            restarts: r.restarts,
+            ports: r.ports.clone(),
+            operator_stopped: r.operator_stopped,
+        }
+    }
+}
+
+/// The table, columns padded to their widest cell. Pure.
+pub fn render_table(rows: &[Row]) -> String {
+    let header = [
+        "NAME", "INSTANCE", "STATE", "IMAGE", "UPTIME", "RESTARTS", "PORTS",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.instance.clone(),
+                r.status.clone(),
+                r.image.clone(),
+                r.uptime.clone(),
+                r.restarts.to_string(),
+                r.ports.join(", "),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cols: &[&str]| {
+        let mut l = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &cells {
+        let cols: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cols);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::state::{ExitStatus, ImageRef};
+    use crate::runtime::status::{State, parse_rfc3339};
+
+    fn record(name: &str, image: &str, ports: &[&str], restarts: u32) -> ContainerRecord {
+        ContainerRecord {
+            name: name.into(),
+            instance: format!("{name}-0123abcd"),
+            spec_hash: "0123abcd".into(),
+            spec: serde_json::json!({}),
+            image: ImageRef {
+                reference: image.into(),
+                digest: "sha256:00".into(),
+                chain_ids: vec![],
+            },
+            runtime: "/usr/bin/runc".into(),
+            runtime_root: "/run/berth/runc".into(),
+            created_at: "2026-11-22T10:00:00Z".into(),
+            started_at: Some("2026-11-22T10:00:01Z".into()),
+            restarts,
+            operator_stopped: false,
+            addresses: Default::default(),
+            ports: ports.iter().map(|p| p.to_string()).collect(),
+            cgroup_path: String::new(),
+            uid: None,
+            gid: None,
+        }
+    }
+
+    fn status(state: State, exit: Option<i32>) -> Status {
+        Status {
+            state,
+            pid: (state == State::Running).then_some(4242),
+            exit: exit.map(|c| ExitStatus {
+                exit_code: c,
+                signal: None,
+                finished_at: "2026-11-22T10:03:00.000000001Z".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn table_golden() {
+        let now = parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let mut stopped = record("cache", "redis:7", &[], 0);
+        stopped.operator_stopped = true;
+        let rows = [
+            Row::new(
+                &record(
+                    "web",
+                    "registry.example.com/shop/web:1.0",
+                    &["8080:8080/tcp", "127.0.0.1:9090:90/udp"],
+                    0,
+                ),
+                &status(State::Running, None),
+                now,
+            ),
+            Row::new(
+                &record("db", "postgres:16", &[], 3),
+                &status(State::Exited, Some(1)),
+                now,
+            ),
+            Row::new(&stopped, &status(State::Stopped, Some(143)), now),
+            Row::new(
+                &record("new", "busybox", &[], 0),
+                &status(State::Created, None),
+                now,
+            ),
+        ];
+        let want = "\
+NAME    INSTANCE         STATE                 IMAGE                               UPTIME                       RESTARTS   PORTS
+web     web-0123abcd     running               registry.example.com/shop/web:1.0   Up 5 minutes                 0          8080:8080/tcp, 127.0.0.1:9090:90/udp
+db      db-0123abcd      exited (1)            postgres:16                         Exited (1) 2 minutes ago     3
+cache   cache-0123abcd   stopped by operator   redis:7                             Exited (143) 2 minutes ago   0
+new     new-0123abcd     created               busybox                             -                            0
+";
+        assert_eq!(render_table(&rows), want);
+        assert_eq!(
+            render_table(&[]),
+            "NAME   INSTANCE   STATE   IMAGE   UPTIME   RESTARTS   PORTS\n"
+        );
+    }
+
+    #[test]
+    fn json_rows_carry_times_and_codes() {
+        let now = parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let row = Row::new(
+            &record("db", "postgres:16", &[], 3),
+            &status(State::Exited, Some(1)),
+            now,
+        );
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["kind"], "container");
+        assert_eq!(v["state"], "exited");
+        assert_eq!(v["exit_code"], 1);
+        assert_eq!(v["started_at"], "2026-11-22T10:00:01Z");
+        assert_eq!(v["finished_at"], "2026-11-22T10:03:00.000000001Z");
+        assert_eq!(v["pid"], serde_json::Value::Null);
+    }
+}

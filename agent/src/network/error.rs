@@ -1,0 +1,96 @@
+//! The network module's error type: one enum, each variant naming its network,
+//! container or file.
+
+use std::path::PathBuf;
+
+use berth_spec::types::Cidr;
+
+use super::cni::CniError;
+use super::host::HostError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("invalid {what} `{name}`: use letters, digits, `-`, `_` and `.`")]
+    InvalidName { what: &'static str, name: String },
+    #[error("network `{0}` does not exist on this node")]
+    NotFound(String),
+    #[error("network `{network}`: subnet {subnet} overlaps network `{other}` ({other_subnet})")]
+    Overlap {
+        network: String,
+        subnet: Cidr,
+        other: String,
+        other_subnet: Cidr,
+    },
+    #[error("network `{network}`: no free /{prefix} subnet left in {pool}")]
+    PoolExhausted {
+        network: String,
+        prefix: u8,
+        pool: Cidr,
+    },
+    #[error("network `{network}` is in use by {}; detach them first", instances.join(", "))]
+    InUse {
+        network: String,
+        instances: Vec<String>,
+    },
+    #[error("container `{container}` (instance {instance}) joins no network")]
+    NoNetworks { container: String, instance: String },
+    #[error("container `{container}`: CNI gave no address on network `{network}`")]
+    NoAddress { container: String, network: String },
+    #[error("container `{container}`")]
+    Cni {
+        container: String,
+        #[source]
+        source: Box<CniError>,
+    },
+    #[error("container `{container}`")]
+    Host {
+        container: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("network `{network}`")]
+    Link {
+        network: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid berth {what}: {reason}", path.display())]
+    Corrupt {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+impl NetworkError {
+    pub(super) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| NetworkError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated, as the CLI prints them.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

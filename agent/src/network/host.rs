@@ -1,0 +1,96 @@
+//! The host side effects that are not CNI calls, behind [`HostOps`]: network
+//! namespaces ([`super::netns`]) and the bridge links CNI leaves behind
+//! ([`super::netlink`]). [`RealHost`] is a thin pass-through; tests use the in-memory
+//! fake.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{netlink, netns};
+
+/// A failed host operation, naming its object.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot create network namespace {}: {step}", path.display())]
+    CreateNetns {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot delete network namespace {}: {step}", path.display())]
+    DeleteNetns {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot delete link `{name}`")]
+    DeleteLink {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Namespaces and links.
+pub trait HostOps: fmt::Debug + Send + Sync {
+    /// Creates a named namespace at `path`; an existing one is kept.
+    fn create_netns(&self, path: &Path) -> Result<(), HostError>;
+    /// Unmounts and removes `path`; a missing one is fine.
+    fn delete_netns(&self, path: &Path) -> Result<(), HostError>;
+    /// Whether `path` is a mounted network namespace.
+    fn netns_exists(&self, path: &Path) -> bool;
+    /// Whether a link of that name exists in the host's namespace.
+    fn link_exists(&self, name: &str) -> bool;
+    /// Deletes a link; `false` when there was none.
+    fn delete_link(&self, name: &str) -> Result<bool, HostError>;
+    /// How many interfaces are enslaved to the bridge `name` (0 when it is missing).
+    fn bridge_members(&self, name: &str) -> usize;
+}
+
+/// The host itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealHost;
+
+impl HostOps for RealHost {
+    fn create_netns(&self, path: &Path) -> Result<(), HostError> {
+        netns::create(path).map_err(|(step, source)| HostError::CreateNetns {
+            path: path.to_path_buf(),
+            step,
+            source,
+        })
+    }
+
+    fn delete_netns(&self, path: &Path) -> Result<(), HostError> {
+        netns::delete(path).map_err(|(step, source)| HostError::DeleteNetns {
+            path: path.to_path_buf(),
+            step,
+            source,
+        })
+    }
+
+    fn netns_exists(&self, path: &Path) -> bool {
+        netns::is_netns(path)
+    }
+
+    fn link_exists(&self, name: &str) -> bool {
+        !name.contains('/') && Path::new("/sys/class/net").join(name).exists()
+    }
+
+    fn bridge_members(&self, name: &str) -> usize {
+        if name.contains('/') {
+            return 0;
+        }
+        std::fs::read_dir(Path::new("/sys/class/net").join(name).join("brif"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    fn delete_link(&self, name: &str) -> Result<bool, HostError> {
+        netlink::delete_link(name).map_err(|source| HostError::DeleteLink {
+            name: name.to_string(),
+            source,
+        })
+    }
+}

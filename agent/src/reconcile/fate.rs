@@ -1,0 +1,502 @@
+//! What becomes of each container, decided before any step is emitted: applied (its
+//! desired instance created and run), kept as it is (blocked by policy, held by a
+//! dependency, not evaluated), or pruned (no longer desired here).
+//!
+//! Containers are decided in dependency order, so a dependent sees whether each of its
+//! dependencies will be running once the plan has run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_spec::types::{Restart, Update, format_duration};
+use serde_json::Value;
+
+use super::backoff::restart_delay;
+use super::diff;
+use super::facts::networks_of;
+use super::model::{
+    Actual, Decision, Desired, DesiredContainer, Exit, History, Instance, InstanceState,
+    OperatorMark, PolicyDecisions, ReportKind, Timestamp,
+};
+use super::order::topological;
+
+/// Every container's fate, and the dependency order they were decided in.
+#[derive(Debug)]
+pub(super) struct Fates<'a> {
+    /// Desired, not-evaluated and existing containers: dependencies first.
+    pub order: Vec<String>,
+    pub fates: BTreeMap<String, Fate<'a>>,
+}
+
+#[derive(Debug)]
+pub(super) enum Fate<'a> {
+    Apply(Apply<'a>),
+    Keep(Keep<'a>),
+    Prune(Prune<'a>),
+}
+
+/// A container whose desired instance is made to exist and (unless the operator stopped
+/// it) to run.
+#[derive(Debug)]
+pub(super) struct Apply<'a> {
+    pub name: String,
+    pub want: &'a DesiredContainer,
+    /// The instance with the desired id, if it exists.
+    pub current: Option<&'a Instance>,
+    /// Every other instance: stopped and removed.
+    pub stale: Vec<&'a Instance>,
+    /// Why the desired instance is created, when it does not exist yet.
+    pub create: Option<String>,
+    /// Create and start the new instance before stopping the old one.
+    pub start_first: bool,
+    /// Why the current instance is stopped (operator mark, unknown state).
+    pub stop_current: Option<String>,
+    pub start: Option<Start>,
+    /// Audit-mode findings, reported when the instance is created.
+    pub audit: Option<String>,
+}
+
+/// A start and why, possibly delayed by crash-loop backoff.
+#[derive(Debug, Clone)]
+pub(super) struct Start {
+    pub reason: String,
+    pub not_before: Option<Timestamp>,
+}
+
+/// A container left as it is, and reported.
+#[derive(Debug)]
+pub(super) struct Keep<'a> {
+    pub kind: ReportKind,
+    /// Why, without what happens to the instances: a dependent's reason quotes it.
+    pub cause: String,
+    pub message: String,
+    /// Its instances, all kept unless listed in `stop`.
+    pub instances: Vec<&'a Instance>,
+    pub stop: Vec<(&'a Instance, String)>,
+    /// The last known good version restarted after an exit.
+    pub restart: Option<(&'a Instance, Start)>,
+}
+
+/// A container no longer desired here: all its instances go, then its record.
+#[derive(Debug)]
+pub(super) struct Prune<'a> {
+    pub instances: Vec<&'a Instance>,
+    pub reason: String,
+}
+
+/// Decides every container's fate.
+pub(super) fn decide<'a>(
+    desired: &'a Desired,
+    actual: &'a Actual,
+    policy: &PolicyDecisions,
+    history: &History,
+    now: Timestamp,
+) -> Fates<'a> {
+    let order = dependency_order(desired, actual);
+    let mut fates = BTreeMap::new();
+    // Whether each container decided so far runs once the plan has run, or why not.
+    let mut runs: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    for name in &order {
+        let record = actual.containers.get(name);
+        let instances: Vec<&Instance> = record
+            .map(|r| r.instances.iter().collect())
+            .unwrap_or_default();
+        let ctx = Ctx {
+            name,
+            instances,
+            marked: record.and_then(|r| r.mark) == Some(OperatorMark::Stopped),
+            restarts: record.map_or(0, |r| r.restarts),
+            history: history
+                .containers
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            now,
+        };
+        let fate = if let Some(want) = desired.containers.get(name) {
+            let decision =
+                policy
+                    .containers
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| Decision::Blocked {
+                        reasons: vec!["no policy decision (failing closed)".into()],
+                    });
+            match decision {
+                Decision::Blocked { reasons } => {
+                    let same = |i: &Instance| i.id == want.instance;
+                    let message = format!("policy: blocked ({})", reasons.join("; "));
+                    let stop = policy.stop_on_violation;
+                    Fate::Keep(keep(&ctx, ReportKind::Blocked, message, stop, same, true))
+                }
+                decision => {
+                    let changed = changed_networks(want, desired, actual);
+                    let a = apply(&ctx, want, decision, &changed);
+                    // A dependency matters only to what would be created or started.
+                    let acts = a.create.is_some() || a.start.is_some();
+                    match dependency_problem(want, desired, &runs).filter(|_| acts) {
+                        Some(problem) => {
+                            let k = keep(&ctx, ReportKind::Held, problem, false, |_| false, false);
+                            Fate::Keep(k)
+                        }
+                        None => Fate::Apply(a),
+                    }
+                }
+            }
+        } else if let Some(reason) = desired.not_evaluated.get(name) {
+            let message = format!("not evaluated: {reason}");
+            Fate::Keep(keep(
+                &ctx,
+                ReportKind::NotEvaluated,
+                message,
+                false,
+                |_| false,
+                true,
+            ))
+        } else {
+            let reason = if desired.other_nodes.contains(name) {
+                "no longer targets this node"
+            } else {
+                "no longer in the repository"
+            };
+            Fate::Prune(Prune {
+                instances: ctx.instances.clone(),
+                reason: reason.into(),
+            })
+        };
+        runs.insert(name.clone(), runs_after(&fate, &ctx));
+        fates.insert(name.clone(), fate);
+    }
+    Fates { order, fates }
+}
+
+/// What decisions about one container read.
+struct Ctx<'a, 'n> {
+    name: &'n str,
+    instances: Vec<&'a Instance>,
+    marked: bool,
+    restarts: u32,
+    history: &'n [Exit],
+    now: Timestamp,
+}
+
+/// Desired and existing containers, dependencies first. Existing containers no longer
+/// desired keep the dependencies of the spec they were created from, so they are
+/// stopped before what they depended on.
+fn dependency_order(desired: &Desired, actual: &Actual) -> Vec<String> {
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, c) in &desired.containers {
+        graph.insert(name.clone(), c.spec.depends_on.clone());
+    }
+    for name in desired.not_evaluated.keys() {
+        graph.entry(name.clone()).or_default();
+    }
+    for (name, record) in &actual.containers {
+        graph.entry(name.clone()).or_insert_with(|| {
+            let deps: BTreeSet<String> = record
+                .instances
+                .iter()
+                .filter_map(|i| i.spec.as_ref()?.get("depends_on")?.as_array().cloned())
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            deps.into_iter().collect()
+        });
+    }
+    topological(&graph)
+}
+
+/// Why a dependency of `want` will not be running, if one will not.
+fn dependency_problem(
+    want: &DesiredContainer,
+    desired: &Desired,
+    runs: &BTreeMap<String, Result<(), String>>,
+) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    for d in &want.spec.depends_on {
+        if !seen.insert(d) {
+            continue;
+        }
+        let problem = if desired.containers.contains_key(d) {
+            match runs.get(d) {
+                Some(Err(why)) => why.clone(),
+                // Running, or not decided yet (only around a cycle).
+                _ => continue,
+            }
+        } else if let Some(reason) = desired.not_evaluated.get(d) {
+            match runs.get(d) {
+                Some(Ok(())) => continue,
+                _ => format!("could not be evaluated ({reason})"),
+            }
+        } else if desired.other_nodes.contains(d) {
+            "does not target this node".into()
+        } else {
+            "is not in the repository".into()
+        };
+        return Some(format!("dependency {d} {problem}"));
+    }
+    None
+}
+
+/// The networks of `want` whose subnet differs on the host: the spec hash covers them,
+/// the spec's own fields do not show them.
+fn changed_networks(want: &DesiredContainer, desired: &Desired, actual: &Actual) -> Vec<String> {
+    networks_of(&want.spec)
+        .into_iter()
+        .filter(|n| {
+            let wanted = desired.networks.get(n).and_then(|w| w.subnet.as_ref());
+            let have = actual.networks.get(n).map(|h| h.subnet.as_ref());
+            wanted.is_some() && have.is_some_and(|h| h != wanted)
+        })
+        .map(|n| format!("network {n} subnet changed"))
+        .collect()
+}
+
+fn apply<'a>(
+    ctx: &Ctx<'a, '_>,
+    want: &'a DesiredContainer,
+    decision: Decision,
+    changed: &[String],
+) -> Apply<'a> {
+    let current = ctx
+        .instances
+        .iter()
+        .copied()
+        .find(|i| i.id == want.instance);
+    let stale: Vec<&Instance> = ctx
+        .instances
+        .iter()
+        .copied()
+        .filter(|i| i.id != want.instance)
+        .collect();
+    let audit = match decision {
+        Decision::Reported { findings } if !findings.is_empty() => Some(format!(
+            "applied with policy findings (audit mode): {}",
+            findings.join("; ")
+        )),
+        _ => None,
+    };
+    let mut a = Apply {
+        name: ctx.name.to_string(),
+        want,
+        current,
+        stale,
+        create: None,
+        start_first: false,
+        stop_current: None,
+        start: None,
+        audit,
+    };
+    let restart = want.spec.restart;
+    match current.map(|c| c.state) {
+        Some(InstanceState::Running { .. } | InstanceState::Unknown) if ctx.marked => {
+            a.stop_current = Some("stopped by the operator (berth stop)".into());
+        }
+        Some(_) if ctx.marked => {}
+        Some(InstanceState::Running { .. }) => {}
+        Some(InstanceState::Created) => a.start = Some(now_start("created but never started")),
+        Some(InstanceState::Exited {
+            code,
+            started_at,
+            finished_at,
+        }) => {
+            let exit = Exit {
+                started_at,
+                finished_at,
+                code,
+            };
+            a.start = restart_after(ctx, restart, exit);
+        }
+        Some(InstanceState::Unknown) => {
+            a.stop_current = Some("state unknown: stopped so that one instance runs".into());
+            a.start = Some(now_start("state unknown: started again after the stop"));
+        }
+        None => {
+            let old = a
+                .stale
+                .iter()
+                .copied()
+                .find(|i| matches!(i.state, InstanceState::Running { .. }))
+                .or_else(|| a.stale.last().copied());
+            let mut why = match old {
+                None => "new container".to_string(),
+                Some(old) => {
+                    let new = serde_json::to_value(&want.spec).unwrap_or(Value::Null);
+                    let old_digest = old.digest.as_deref();
+                    diff::describe(old.spec.as_ref(), old_digest, &new, &want.digest, changed)
+                }
+            };
+            if ctx.marked {
+                why.push_str("; left stopped (berth stop; `berth start` runs it)");
+            } else {
+                a.start = Some(now_start(match old {
+                    None => "new container".to_string(),
+                    Some(old) => format!("replaces {}", old.id),
+                }));
+            }
+            a.create = Some(why);
+            a.start_first = want.spec.update == Update::StartFirst
+                && want.spec.ports.is_empty()
+                && !ctx.marked
+                && a.stale
+                    .iter()
+                    .any(|i| matches!(i.state, InstanceState::Running { .. }));
+        }
+    }
+    a
+}
+
+/// Keeps a container's instances as they are. `stop` with `same` stops the running
+/// instances that are exactly the evaluated spec (`policy.on_running_violation = "stop"`);
+/// `restart` lets the last known good version restart after an exit.
+fn keep<'a>(
+    ctx: &Ctx<'a, '_>,
+    kind: ReportKind,
+    mut message: String,
+    stop: bool,
+    same: impl Fn(&Instance) -> bool,
+    restart: bool,
+) -> Keep<'a> {
+    let mut k = Keep {
+        kind,
+        cause: message.clone(),
+        message: String::new(),
+        instances: ctx.instances.clone(),
+        stop: Vec::new(),
+        restart: None,
+    };
+    if ctx.instances.is_empty() {
+        message.push_str("; not created");
+    } else if stop && ctx.instances.iter().any(|i| same(i)) {
+        for i in ctx
+            .instances
+            .iter()
+            .copied()
+            .filter(|i| same(i) && i.state.may_run())
+        {
+            k.stop.push((
+                i,
+                format!("{message}; policy.on_running_violation = \"stop\""),
+            ));
+        }
+        message.push_str("; stopped (policy.on_running_violation = \"stop\")");
+    } else if let Some(r) = ctx
+        .instances
+        .iter()
+        .find(|i| matches!(i.state, InstanceState::Running { .. }))
+    {
+        message.push_str(&format!("; running version {} kept", r.id));
+    } else if let Some((i, start)) = restart_kept(ctx).filter(|_| restart) {
+        message.push_str(&format!("; last version {} restarted", i.id));
+        k.restart = Some((i, start));
+    } else {
+        message.push_str("; nothing running");
+    }
+    k.message = message;
+    k
+}
+
+/// Restarts the newest exited instance of a kept container per the restart policy it
+/// was created with: it is the last known good version.
+fn restart_kept<'a>(ctx: &Ctx<'a, '_>) -> Option<(&'a Instance, Start)> {
+    if ctx.marked || ctx.instances.iter().any(|i| i.state.may_run()) {
+        return None;
+    }
+    let (i, exit) = ctx
+        .instances
+        .iter()
+        .filter_map(|i| match i.state {
+            InstanceState::Exited {
+                code,
+                started_at,
+                finished_at,
+            } => Some((
+                *i,
+                Exit {
+                    started_at,
+                    finished_at,
+                    code,
+                },
+            )),
+            _ => None,
+        })
+        .max_by_key(|(_, e)| e.finished_at)?;
+    let restart = i
+        .spec
+        .as_ref()
+        .and_then(|s| s.get("restart")?.as_str().map(Restart::parse))
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    restart_after(ctx, restart, exit).map(|s| (i, s))
+}
+
+fn now_start(reason: impl Into<String>) -> Start {
+    Start {
+        reason: reason.into(),
+        not_before: None,
+    }
+}
+
+/// Whether `restart` restarts after `exit`, with its reason and crash-loop backoff.
+fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Start> {
+    let restarts = match restart {
+        Restart::No => false,
+        Restart::OnFailure => exit.code != 0,
+        Restart::Always => true,
+    };
+    if !restarts {
+        return None;
+    }
+    let mut exits = ctx.history.to_vec();
+    if !exits.iter().any(|e| e.finished_at == exit.finished_at) {
+        exits.push(exit);
+    }
+    let mut reason = format!("exited with {}, restart={restart}", exit.code);
+    if ctx.restarts > 0 {
+        reason.push_str(&format!(", restarted {} times", ctx.restarts));
+    }
+    let delay = restart_delay(&exits);
+    if let Some(d) = delay {
+        reason.push_str(&format!(", backoff {}", format_duration(d.delay)));
+    }
+    Some(Start {
+        reason,
+        not_before: delay.map(|d| d.until).filter(|u| *u > ctx.now),
+    })
+}
+
+/// Whether a container runs once the plan has run (or completed: exited 0 and not
+/// restarted), or why not, as a dependent's reason words it.
+fn runs_after(fate: &Fate<'_>, ctx: &Ctx<'_, '_>) -> Result<(), String> {
+    let completed = |i: &Instance| matches!(i.state, InstanceState::Exited { code: 0, .. });
+    match fate {
+        Fate::Apply(_) if ctx.marked => Err("is stopped by the operator (berth stop)".into()),
+        Fate::Apply(a) if a.start.is_some() => Ok(()),
+        Fate::Apply(a) => match a.current.map(|c| c.state) {
+            Some(InstanceState::Running { .. }) => Ok(()),
+            _ if a.current.is_some_and(completed) => Ok(()),
+            Some(InstanceState::Exited { code, .. }) => Err(format!(
+                "exited with {code} and is not restarted (restart={})",
+                a.want.spec.restart
+            )),
+            _ => Err("is not running".into()),
+        },
+        Fate::Keep(k) => {
+            let stopped: BTreeSet<&str> = k.stop.iter().map(|(i, _)| i.id.as_str()).collect();
+            let up = k.restart.is_some()
+                || k.instances.iter().any(|i| {
+                    matches!(i.state, InstanceState::Running { .. })
+                        && !stopped.contains(i.id.as_str())
+                });
+            if up {
+                Ok(())
+            } else {
+                Err(match k.kind {
+                    ReportKind::Blocked => "is blocked by policy".into(),
+                    ReportKind::NotEvaluated => "could not be evaluated".into(),
+                    _ => format!("cannot start ({})", k.cause),
+                })
+            }
+        }
+        Fate::Prune(_) => Err("is not desired here".into()),
+    }
+}

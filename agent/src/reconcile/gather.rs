@@ -1,0 +1,376 @@
+//! Gathering the planner's inputs (the side-effect half of plan–execute): the desired
+//! state from a checked spec tree, the node and the image store; the policy decisions;
+//! and the actual state from a scan of the state directory.
+//!
+//! Nothing here talks to a registry: an image whose digest is not pinned and not in
+//! the store cannot be resolved, and its container is "not evaluated" (`berth apply`
+//! pulls before it gathers, so only `berth plan` meets that).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use berth_policy::evaluate::{Evaluator, Facts};
+use berth_policy::finding::Finding;
+use berth_spec::node::PolicyMode;
+use berth_spec::{Container, DesiredState, NodeIdentity, Seccomp};
+
+use super::facts::{networks_of, volumes_of};
+use super::model::*;
+use crate::image::store::Store;
+use crate::runtime::spec_hash::{HashInput, SecretInput, SpecHash, spec_hash};
+use crate::runtime::state::{self, ContainerRecord, InstanceDirs};
+
+/// The facts learned about one container's image after it was pulled.
+#[derive(Debug, Clone, Default)]
+pub struct ImageFacts {
+    /// The digest to run, resolved from the store or the spec.
+    pub digest: Option<String>,
+    /// The image is pulled, verified as required, and unpacked.
+    pub ready: bool,
+    /// What the policy needs to know at run time (resolved user, signature).
+    pub facts: Facts,
+    /// Why the image could not be made ready, if it could not.
+    pub error: Option<String>,
+}
+
+/// The digest a reference resolves to without a registry: the pinned digest, else the
+/// digest of the stored image with that reference.
+pub fn resolve_offline(store: &Store, c: &Container) -> Option<String> {
+    let r = c.image_ref.as_ref()?;
+    if let Some(d) = &r.digest {
+        return Some(d.clone());
+    }
+    store
+        .record(&r.to_string())
+        .ok()
+        .flatten()
+        .map(|rec| rec.digest.as_str().to_string())
+}
+
+/// Builds the desired state for this node. `root` is the spec root (for secret and
+/// seccomp files); `images` holds what is known of each container's image.
+pub fn desired(
+    state: &DesiredState,
+    root: &Path,
+    node: &NodeIdentity,
+    images: &BTreeMap<String, ImageFacts>,
+    revision: Revision,
+    prune_volumes: bool,
+) -> Desired {
+    let mut d = Desired {
+        revision,
+        prune_volumes,
+        ..Desired::default()
+    };
+    for c in state.containers.values() {
+        if !c.targets(node) {
+            d.other_nodes.insert(c.name.clone());
+            continue;
+        }
+        for n in networks_of(c) {
+            let subnet = state
+                .networks
+                .get(&n)
+                .and_then(|net| net.subnet)
+                .map(|s| s.to_string());
+            d.networks.insert(n, DesiredNetwork { subnet });
+        }
+        d.volumes.extend(volumes_of(c));
+        let facts = images.get(&c.name).cloned().unwrap_or_default();
+        if let Some(e) = &facts.error {
+            d.not_evaluated.insert(c.name.clone(), e.clone());
+            continue;
+        }
+        let Some(digest) = facts.digest.clone() else {
+            d.not_evaluated.insert(
+                c.name.clone(),
+                format!(
+                    "image {} is not pinned by digest and not in the store: pull it (`berth image pull`)",
+                    c.image
+                ),
+            );
+            continue;
+        };
+        match hash(state, root, c, &digest) {
+            Ok(hash) => {
+                d.containers.insert(
+                    c.name.clone(),
+                    DesiredContainer {
+                        spec: c.clone(),
+                        instance: hash.instance_id(&c.name),
+                        hash,
+                        image: c.image_ref.as_ref().map(|r| r.name()).unwrap_or_default(),
+                        digest,
+                        image_ready: facts.ready,
+                    },
+                );
+            }
+            Err(e) => {
+                d.not_evaluated.insert(c.name.clone(), e);
+            }
+        }
+    }
+    d
+}
+
+/// The spec hash of a container (DESIGN.md §7): its spec, image digest, and the content
+/// of the networks, volumes and secrets (ciphertext) it references.
+pub fn hash(
+    state: &DesiredState,
+    root: &Path,
+    c: &Container,
+    digest: &str,
+) -> Result<SpecHash, String> {
+    let networks: Vec<_> = networks_of(c)
+        .iter()
+        .filter_map(|n| state.networks.get(n))
+        .collect();
+    let volumes: Vec<_> = volumes_of(c)
+        .iter()
+        .filter_map(|v| state.volumes.get(v))
+        .collect();
+    let mut ciphertexts = Vec::new();
+    for s in &c.secrets {
+        let secret = state
+            .secrets
+            .get(&s.name)
+            .ok_or_else(|| format!("secret `{}` is not defined", s.name))?;
+        let bytes = std::fs::read(root.join(&secret.file))
+            .map_err(|e| format!("cannot read secret file {}: {e}", secret.file))?;
+        ciphertexts.push((secret, bytes));
+    }
+    let secrets: Vec<SecretInput<'_>> = ciphertexts
+        .iter()
+        .map(|(secret, bytes)| SecretInput {
+            secret,
+            ciphertext: bytes,
+        })
+        .collect();
+    let profile = match &c.seccomp {
+        Seccomp::Profile(file) => Some(
+            std::fs::read(root.join(file))
+                .map_err(|e| format!("cannot read seccomp profile {file}: {e}"))?,
+        ),
+        _ => None,
+    };
+    spec_hash(&HashInput {
+        container: c,
+        image_digest: digest,
+        networks: &networks,
+        volumes: &volumes,
+        secrets: &secrets,
+        seccomp_profile: profile.as_deref(),
+    })
+    .map_err(|e| format!("cannot hash the spec: {e}"))
+}
+
+/// The policy's verdict on each desired container, with the node's mode applied.
+pub fn decisions(
+    desired: &Desired,
+    ev: &Evaluator<'_>,
+    mode: PolicyMode,
+    images: &BTreeMap<String, ImageFacts>,
+    stop_on_violation: bool,
+) -> (PolicyDecisions, BTreeMap<String, Vec<Finding>>) {
+    let mut out = PolicyDecisions {
+        stop_on_violation,
+        ..PolicyDecisions::default()
+    };
+    let mut all = BTreeMap::new();
+    for (name, dc) in &desired.containers {
+        let facts = images
+            .get(name)
+            .map(|i| i.facts.clone())
+            .unwrap_or_default();
+        let findings = ev.evaluate(&dc.spec, &facts);
+        let describe = |f: &Finding| format!("{} ({})", f.rule.id(), f.message);
+        let errors: Vec<String> = findings
+            .iter()
+            .filter(|f| f.is_error())
+            .map(describe)
+            .collect();
+        let decision = if errors.is_empty() {
+            let warnings: Vec<String> = findings
+                .iter()
+                .filter(|f| f.is_warning())
+                .map(describe)
+                .collect();
+            if warnings.is_empty() {
+                Decision::Allowed
+            } else {
+                Decision::Reported { findings: warnings }
+            }
+        } else if mode == PolicyMode::Audit {
+            Decision::Reported { findings: errors }
+        } else {
+            Decision::Blocked { reasons: errors }
+        };
+        out.containers.insert(name.clone(), decision);
+        all.insert(name.clone(), findings);
+    }
+    (out, all)
+}
+
+/// How an instance stands, from its exit file and whether its init still runs in the
+/// instance's cgroup (never `kill(pid, 0)`: PID 1 may reap late).
+pub fn instance_state(dirs: &InstanceDirs, record: Option<&ContainerRecord>) -> InstanceState {
+    let started_at = record
+        .and_then(|r| r.started_at.as_deref())
+        .and_then(parse_rfc3339)
+        .map(Timestamp);
+    if let Ok(Some(exit)) = dirs.exit_status() {
+        return InstanceState::Exited {
+            code: exit.exit_code,
+            started_at,
+            finished_at: parse_rfc3339(&exit.finished_at)
+                .map(Timestamp)
+                .unwrap_or_default(),
+        };
+    }
+    let id = dirs
+        .root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match dirs.pid() {
+        Some(pid) if pid_in_instance(pid, &id) => match started_at {
+            Some(t) => InstanceState::Running {
+                pid: pid as u32,
+                started_at: t,
+            },
+            None => InstanceState::Created,
+        },
+        Some(_) => InstanceState::Unknown,
+        None => InstanceState::Unknown,
+    }
+}
+
+/// Whether `pid` is a live process in the cgroup of instance `id`.
+fn pid_in_instance(pid: i32, id: &str) -> bool {
+    let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .flatten()
+        .is_some_and(|state| state != 'Z' && state != 'X');
+    alive && cgroup.lines().any(|l| l.ends_with(&format!("/{id}")))
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac]Z` to Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// Scans the state directory: container records with their instances, berth's
+/// networks and volumes, and instances no record accounts for.
+pub fn actual(
+    state_dir: &Path,
+    networks: BTreeMap<String, ActualNetwork>,
+) -> std::io::Result<Actual> {
+    let records = state::read_records(state_dir)?;
+    let mut out = Actual {
+        networks,
+        volumes: crate::storage::volumes::list(state_dir)?
+            .into_iter()
+            .collect(),
+        ..Actual::default()
+    };
+    let mut claimed = BTreeSet::new();
+    for (name, r) in &records {
+        let dirs = InstanceDirs::new(state_dir, &r.instance);
+        claimed.insert(r.instance.clone());
+        let spec_json = Some(r.spec.clone());
+        let networks = r.addresses.keys().cloned().collect();
+        let volumes = spec_volumes(&r.spec);
+        out.containers.insert(
+            name.clone(),
+            ActualContainer {
+                instances: vec![Instance {
+                    id: r.instance.clone(),
+                    hash: SpecHash::parse(&r.spec_hash),
+                    digest: Some(r.image.digest.clone()),
+                    state: instance_state(&dirs, Some(r)),
+                    health: HealthState::Unknown,
+                    spec: spec_json,
+                    networks,
+                    volumes,
+                }],
+                restarts: r.restarts,
+                mark: r.operator_stopped.then_some(OperatorMark::Stopped),
+            },
+        );
+    }
+    for id in state::instance_ids(state_dir)? {
+        if !claimed.contains(&id) {
+            let dirs = InstanceDirs::new(state_dir, &id);
+            out.orphans.push(Orphan {
+                state: instance_state(&dirs, None),
+                id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The named volumes a stored spec (JSON) mounts.
+fn spec_volumes(spec: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = spec["mounts"]
+        .as_array()
+        .map(|mounts| {
+            mounts
+                .iter()
+                .filter(|m| m["source"]["type"] == "volume")
+                .filter_map(|m| m["source"]["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for secs in [0u64, 951_782_400, 1_795_000_000] {
+            assert_eq!(parse_rfc3339(&state::rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-22T06:30:00.123456789Z"),
+            parse_rfc3339("2026-11-22T06:30:00Z")
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn volumes_of_a_stored_spec() {
+        let spec = serde_json::json!({"mounts": [
+            {"source": {"type": "volume", "name": "data"}, "target": "/data", "read_only": false},
+            {"source": {"type": "tmpfs", "size": null}, "target": "/tmp", "read_only": false}
+        ]});
+        assert_eq!(spec_volumes(&spec), vec!["data"]);
+    }
+}

@@ -1,0 +1,450 @@
+//! The real [`HostOps`]: what each plan step does on this machine — overlay rootfs,
+//! volumes, secrets on a tmpfs, CNI attachment, the rendered OCI bundle, the shim and
+//! the OCI runtime, and the container's record in the state directory.
+//!
+//! Crash safety: every step is idempotent (mounting a mounted rootfs, attaching an
+//! attached instance, deleting what is gone are all fine), the record is written
+//! before the runtime is asked to create anything, and named failpoints (the
+//! `failpoints` feature) let the crash tests stop the process between side effects.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_spec::types::NetworkMode;
+use berth_spec::{DesiredState, MountSource};
+
+use super::executor::HostOps;
+use super::images::ReadyImage;
+use super::model::Desired;
+use crate::image::prepare::error_chain;
+use crate::network::{AttachRequest, Networks};
+use crate::runtime::health::{self, ProbeNet, ProbeResult};
+use crate::runtime::instance::{ExecIo, ExecRequest, Instance, InstanceRuntime, InstanceStatus};
+use crate::runtime::mount;
+use crate::runtime::render::{self, DeviceKind, HostDevice, HostInfo, InstancePaths, RenderInput};
+use crate::runtime::state::{self, ContainerRecord, ImageRef, InstanceDirs};
+use crate::runtime::user;
+use crate::storage::{secrets, volumes};
+
+/// Size of each instance's secrets tmpfs.
+const SECRETS_TMPFS: u64 = 1 << 20;
+
+/// Stops the process at a named point when the `failpoints` feature is on and
+/// `BERTH_FAILPOINT` names it (the crash tests' SIGKILL stand-in).
+pub fn failpoint(name: &str) {
+    if cfg!(feature = "failpoints") && std::env::var("BERTH_FAILPOINT").as_deref() == Ok(name) {
+        eprintln!("failpoint {name}: exiting");
+        std::process::exit(137);
+    }
+}
+
+/// Everything the host operations work with.
+pub struct RealHost<'a> {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    /// The spec root (secret and seccomp files).
+    pub root: PathBuf,
+    pub spec: &'a DesiredState,
+    pub desired: &'a Desired,
+    pub images: &'a BTreeMap<String, ReadyImage>,
+    pub networks: &'a Networks,
+    pub runtime: &'a dyn InstanceRuntime,
+    /// The OCI runtime binary and root recorded with each container.
+    pub runtime_binary: PathBuf,
+    pub runtime_root: PathBuf,
+    pub host: &'a HostInfo,
+    pub identity: Option<&'a secrets::NodeIdentity>,
+}
+
+impl std::fmt::Debug for RealHost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealHost")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn e(what: &str, err: impl std::error::Error) -> String {
+    format!("{what}: {}", error_chain(&err))
+}
+
+impl RealHost<'_> {
+    fn instance(&self, id: &str) -> Instance {
+        Instance::new(&self.state_dir, id)
+    }
+
+    /// Creates everything of a new instance up to the runtime's `create`.
+    fn materialise(&self, name: &str, id: &str) -> Result<ContainerRecord, String> {
+        let dc = self
+            .desired
+            .containers
+            .get(name)
+            .ok_or_else(|| format!("container `{name}` is not desired"))?;
+        let c = &dc.spec;
+        let image = self
+            .images
+            .get(name)
+            .ok_or_else(|| format!("the image of `{name}` is not ready"))?;
+        let dirs = InstanceDirs::new(&self.state_dir, id);
+        for d in [dirs.bundle(), dirs.rootfs(), dirs.upper(), dirs.work()] {
+            std::fs::create_dir_all(&d)
+                .map_err(|err| e(&format!("create {}", d.display()), err))?;
+        }
+        mount::mount_rootfs(&dirs, &image.lowerdirs)
+            .map_err(|err| e("mount the root filesystem", err))?;
+
+        let user_spec = c
+            .user
+            .clone()
+            .or_else(|| {
+                image
+                    .config
+                    .config()
+                    .as_ref()
+                    .and_then(|cfg| cfg.user().clone())
+            })
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "0".into());
+        let who = user::resolve(&user_spec, image.passwd.as_deref(), image.group.as_deref())
+            .map_err(|err| e(&format!("resolve user `{user_spec}`"), err))?;
+
+        let mut volume_paths = BTreeMap::new();
+        for m in &c.mounts {
+            if let MountSource::Volume { name: v } = &m.source {
+                let p = volumes::ensure(&self.state_dir, v, Some((who.uid, who.gid)))
+                    .map_err(|err| e("volume", err))?;
+                volume_paths.insert(v.clone(), p);
+            }
+        }
+
+        let secrets_dir = if c.secrets.is_empty() {
+            None
+        } else {
+            let identity = self.identity.ok_or(
+                "the node has no age identity (`[secrets] identity`) to decrypt its secrets",
+            )?;
+            let dir = secrets::secrets_dir(&self.run_dir, id);
+            secrets::mount_secrets_dir(&dir, SECRETS_TMPFS)
+                .map_err(|err| e("secrets tmpfs", err))?;
+            // The tmpfs is 0700: hand it to the container's user, and nobody else.
+            std::os::unix::fs::chown(&dir, Some(who.uid), Some(who.gid))
+                .map_err(|err| e("secrets tmpfs", err))?;
+            for s in &c.secrets {
+                let secret = self
+                    .spec
+                    .secrets
+                    .get(&s.name)
+                    .ok_or_else(|| format!("secret `{}` is not defined", s.name))?;
+                let plain = secrets::decrypt_file(identity, &self.root.join(&secret.file))
+                    .map_err(|err| e(&format!("secret `{}`", s.name), err))?;
+                secrets::write_secret(&dir, &s.target, &plain, who.uid, who.gid)
+                    .map_err(|err| e(&format!("secret `{}`", s.name), err))?;
+            }
+            Some(dir)
+        };
+
+        let (netns, hosts, resolv, addresses) = if c.network_mode == NetworkMode::Bridge {
+            for n in &c.networks {
+                match self.spec.networks.get(n) {
+                    Some(def) => self.networks.ensure(def).map(drop),
+                    None => self.networks.ensure_network(n, None).map(drop),
+                }
+                .map_err(|err| e(&format!("network `{n}`"), err))?;
+            }
+            let a = self
+                .networks
+                .attach(&AttachRequest::for_container(id, c))
+                .map_err(|err| e("network attach", err))?;
+            failpoint("after-cni-add");
+            let addrs = a
+                .addresses
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect();
+            (
+                Some(a.netns_path),
+                Some(a.hosts),
+                Some(a.resolv_conf),
+                addrs,
+            )
+        } else {
+            (None, None, None, BTreeMap::new())
+        };
+        state::write_atomic(&dirs.hostname(), format!("{}\n", c.hostname).as_bytes())
+            .map_err(|err| e("write hostname", err))?;
+
+        let seccomp = match &c.seccomp {
+            berth_spec::Seccomp::Profile(f) => Some(
+                std::fs::read_to_string(self.root.join(f))
+                    .map_err(|err| e(&format!("seccomp profile {f}"), err))?,
+            ),
+            _ => None,
+        };
+        let devices = stat_devices(c).map_err(|err| e("device", err))?;
+        let paths = InstancePaths {
+            rootfs: dirs.rootfs(),
+            volumes: volume_paths,
+            secrets_dir,
+            hosts,
+            resolv_conf: resolv,
+            hostname: Some(dirs.hostname()),
+            netns,
+        };
+        let input = RenderInput {
+            container: c,
+            image: &image.config,
+            spec_hash: &dc.hash,
+            paths: &paths,
+            host: self.host,
+            passwd: image.passwd.as_deref(),
+            group: image.group.as_deref(),
+            seccomp_profile: seccomp.as_deref(),
+            devices: &devices,
+        };
+        let config = render::render(&input).map_err(|err| e("render", err))?;
+        let json = render::to_json(&config).map_err(|err| e("render", err))?;
+        state::write_atomic(&dirs.config(), json.as_bytes())
+            .map_err(|err| e("write the bundle", err))?;
+        failpoint("after-bundle");
+
+        Ok(ContainerRecord {
+            name: name.to_string(),
+            instance: id.to_string(),
+            spec_hash: dc.hash.as_str().to_string(),
+            spec: serde_json::to_value(c).map_err(|err| e("record", err))?,
+            image: ImageRef {
+                reference: c.image.clone(),
+                digest: dc.digest.clone(),
+                chain_ids: image.chain_ids.clone(),
+            },
+            runtime: self.runtime_binary.display().to_string(),
+            runtime_root: self.runtime_root.clone(),
+            created_at: state::now_rfc3339(),
+            started_at: None,
+            restarts: 0,
+            operator_stopped: false,
+            addresses,
+            ports: c.ports.iter().map(|p| p.to_string()).collect(),
+            cgroup_path: render::cgroups_path(id),
+            uid: Some(who.uid),
+            gid: Some(who.gid),
+        })
+    }
+
+    fn teardown(&self, id: &str) -> Result<(), String> {
+        teardown(
+            &self.state_dir,
+            &self.run_dir,
+            self.networks,
+            self.runtime,
+            id,
+        )
+    }
+
+    fn record(&self, name: &str) -> Result<Option<ContainerRecord>, String> {
+        state::read_record(&self.state_dir, name).map_err(|err| e("read the container record", err))
+    }
+}
+
+/// Tears down an instance: runtime delete, network, secrets, rootfs, directory. Every
+/// part tolerates being gone already, so a crash in the middle is finished next time.
+pub fn teardown(
+    state_dir: &Path,
+    run_dir: &Path,
+    networks: &Networks,
+    runtime: &dyn InstanceRuntime,
+    id: &str,
+) -> Result<(), String> {
+    let inst = Instance::new(state_dir, id);
+    runtime
+        .delete(&inst)
+        .map_err(|err| e("runtime delete", err))?;
+    failpoint("mid-removal");
+    networks
+        .detach(id)
+        .map_err(|err| e("network detach", err))?;
+    secrets::unmount_secrets_dir(&secrets::secrets_dir(run_dir, id))
+        .map_err(|err| e("secrets", err))?;
+    mount::unmount_rootfs(&inst.dirs).map_err(|err| e("unmount", err))?;
+    match std::fs::remove_dir_all(&inst.dirs.root) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(e("remove the instance directory", err))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Stats the host devices a container asks for.
+fn stat_devices(c: &berth_spec::Container) -> std::io::Result<Vec<HostDevice>> {
+    c.devices
+        .iter()
+        .map(|d| {
+            let m = std::fs::metadata(&d.host)?;
+            let kind = if m.file_type().is_block_device() {
+                DeviceKind::Block
+            } else {
+                DeviceKind::Char
+            };
+            let rdev = m.rdev();
+            Ok(HostDevice {
+                path: d.host.clone(),
+                kind,
+                major: i64::from(nix::sys::stat::major(rdev) as u32),
+                minor: i64::from(nix::sys::stat::minor(rdev) as u32),
+                file_mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            })
+        })
+        .collect()
+}
+
+/// Signal number of a stop signal name (`SIGTERM`).
+fn signal_number(name: &str) -> i32 {
+    berth_spec::types::parse_signal(name).map_or(15, |s| s.number)
+}
+
+impl HostOps for RealHost<'_> {
+    fn pull(&mut self, image: &str, digest: &str) -> Result<(), String> {
+        // `berth apply` makes images ready before it plans; a pull step left in the
+        // plan means that failed, and the reason is the container's report.
+        Err(format!("image {image}@{digest} could not be made ready"))
+    }
+
+    fn create_network(&mut self, name: &str) -> Result<(), String> {
+        match self.spec.networks.get(name) {
+            Some(def) => self.networks.ensure(def).map(drop),
+            None => self.networks.ensure_network(name, None).map(drop),
+        }
+        .map_err(|err| e(&format!("network `{name}`"), err))
+    }
+
+    fn create_volume(&mut self, name: &str) -> Result<(), String> {
+        volumes::ensure(&self.state_dir, name, None)
+            .map(drop)
+            .map_err(|err| e("volume", err))
+    }
+
+    fn create(&mut self, name: &str, id: &str) -> Result<(), String> {
+        let record = self.materialise(name, id)?;
+        state::write_record(&self.state_dir, &record)
+            .map_err(|err| e("write the container record", err))?;
+        self.runtime
+            .create(&self.instance(id))
+            .map_err(|err| e("create", err))?;
+        failpoint("after-create");
+        Ok(())
+    }
+
+    fn start(&mut self, name: &str, id: &str) -> Result<(), String> {
+        let inst = self.instance(id);
+        let mut record = self
+            .record(name)?
+            .ok_or_else(|| format!("container `{name}` has no record"))?;
+        match self.runtime.status(&inst).map_err(|err| e("status", err))? {
+            InstanceStatus::Created { .. } => {}
+            InstanceStatus::Running { .. } => return Ok(()),
+            InstanceStatus::Exited(_) | InstanceStatus::Stopped | InstanceStatus::Missing => {
+                // A restart: the same bundle and writable layer, a fresh runtime container.
+                self.runtime
+                    .delete(&inst)
+                    .map_err(|err| e("runtime delete", err))?;
+                let _ = std::fs::remove_file(inst.dirs.exit_file());
+                if record.started_at.is_some() {
+                    record.restarts += 1;
+                }
+                self.runtime.create(&inst).map_err(|err| e("create", err))?;
+            }
+        }
+        self.runtime.start(&inst).map_err(|err| e("start", err))?;
+        record.started_at = Some(state::now_rfc3339());
+        record.instance = id.to_string();
+        state::write_record(&self.state_dir, &record)
+            .map_err(|err| e("write the container record", err))?;
+        failpoint("after-start");
+        if let Some(nets) = self
+            .desired
+            .containers
+            .get(name)
+            .map(|d| d.spec.networks.clone())
+        {
+            let _ = self.networks.refresh_peers(id, &nets);
+        }
+        Ok(())
+    }
+
+    fn stop(
+        &mut self,
+        _name: &str,
+        id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.runtime
+            .stop(&self.instance(id), signal_number(signal), timeout)
+            .map(drop)
+            .map_err(|err| e("stop", err))
+    }
+
+    fn remove(&mut self, _name: &str, id: &str) -> Result<(), String> {
+        self.teardown(id)
+    }
+
+    fn forget(&mut self, name: &str) -> Result<(), String> {
+        state::remove_record(&self.state_dir, name)
+            .map_err(|err| e("remove the container record", err))
+    }
+
+    fn wait_healthy(&mut self, name: &str, id: &str, timeout: Duration) -> Result<(), String> {
+        let dc = self
+            .desired
+            .containers
+            .get(name)
+            .ok_or_else(|| format!("container `{name}` is not desired"))?;
+        let Some(h) = &dc.spec.health else {
+            return Ok(());
+        };
+        let net = match self.networks.attachment(id) {
+            Ok(Some(a)) => ProbeNet::Netns(a.netns_path),
+            _ => ProbeNet::Host,
+        };
+        let inst = self.instance(id);
+        let runtime = self.runtime;
+        let exec = move |argv: &[String], _t: Duration| -> Result<i32, String> {
+            let req = ExecRequest {
+                args: argv.to_vec(),
+                ..ExecRequest::default()
+            };
+            let io = ExecIo {
+                stdin: std::process::Stdio::null(),
+                stdout: std::process::Stdio::null(),
+                stderr: std::process::Stdio::null(),
+            };
+            runtime
+                .exec(&inst, &req, io)
+                .map(|o| o.exit_code)
+                .map_err(|err| e("exec", err))
+        };
+        let started = Instant::now();
+        let mut run = || health::probe(&h.probe, &net, h.timeout, &exec);
+        let mut sleep =
+            |d: Duration| std::thread::sleep(d.min(timeout.saturating_sub(started.elapsed())));
+        match health::wait_healthy(h, &mut run, &|| started.elapsed(), &mut sleep) {
+            ProbeResult::Healthy => Ok(()),
+            ProbeResult::Unhealthy(why) => Err(format!("`{name}` did not become healthy: {why}")),
+        }
+    }
+
+    fn remove_network(&mut self, name: &str) -> Result<(), String> {
+        self.networks
+            .remove_network(name)
+            .map(drop)
+            .map_err(|err| e(&format!("network `{name}`"), err))
+    }
+
+    fn remove_volume(&mut self, name: &str) -> Result<(), String> {
+        volumes::remove(&self.state_dir, name).map_err(|err| e("volume", err))
+    }
+}

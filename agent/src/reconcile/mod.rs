@@ -1,0 +1,65 @@
+//! Reconcile: from desired and actual state to the steps that converge the host.
+//!
+//! The heart is [`plan()`], a pure function (DESIGN.md §1): it takes the desired state
+//! of this node, a scan of what runs, the policy's decisions, recent exits and the
+//! current time as arguments, and returns a [`Plan`] — ordered steps, each with a human
+//! reason and the earlier steps it needs. It does no I/O, reads no clock and is not
+//! async; the executor (not here yet) runs the steps and makes no choices of its own.
+//!
+//! - [`model`]: the input and output types, and the executor's contract per action;
+//! - [`plan()`] (`plan.rs`: the phases), with `fate.rs` (what becomes of each
+//!   container), `objects.rs` (networks and volumes), `diff.rs` (which spec field
+//!   changed) and `facts.rs` (what is read out of specs and instances);
+//! - [`order`]: `depends_on` order; [`backoff`]: crash-loop backoff;
+//! - [`print`]: the human and JSON forms of a plan.
+//!
+//! Decisions a user would otherwise have to guess:
+//! - An operator stop (`berth stop`) is respected until `berth start`: the container is
+//!   not started, and if it was running it is stopped. An update still replaces it (the
+//!   old instance goes, the new one is created) but leaves it stopped, as Docker leaves
+//!   a stopped container stopped when it is recreated.
+//! - A blocked (enforce mode), held (a dependency cannot run) or not-evaluated container
+//!   is neither created nor updated; its running instance keeps running, an exited one
+//!   is restarted per the restart policy it was created with (it is the last known
+//!   good), and a `report` step says why. With `policy.on_running_violation = "stop"`, a
+//!   running instance whose unchanged spec the policy now blocks is stopped (not
+//!   removed); an older version kept because its update is blocked is not, since its
+//!   own spec was not the one evaluated.
+//! - A dependency is satisfied when it runs after the plan, or has completed (exited 0
+//!   and not restarted, as an init job does). Otherwise the dependent is held.
+//! - Health is informational for a running container (Docker's semantics): an
+//!   unhealthy container is not restarted; health only gates dependents' starts and
+//!   `start-first` handovers.
+//! - `start-first` applies only when the old instance runs, the container has no host
+//!   ports, is not operator-stopped and none of its networks is being recreated;
+//!   otherwise the update is `stop-first`.
+//! - An instance in an unknown state is stopped before it is started again, so that two
+//!   copies never run (kubelet's rule).
+
+// The executor and the `berth plan` command that call the planner are not wired in yet.
+#![allow(dead_code)]
+
+pub mod backoff;
+mod diff;
+pub mod executor;
+mod facts;
+mod fate;
+pub mod gather;
+pub mod host;
+pub mod images;
+pub mod model;
+mod objects;
+pub mod order;
+mod plan;
+pub mod print;
+
+#[cfg(test)]
+mod fake_host;
+#[cfg(test)]
+mod golden_tests;
+
+// Re-exported for the executor and `berth plan`; only tests use them until then.
+#[allow(unused_imports)]
+pub use model::*;
+#[allow(unused_imports)]
+pub use plan::plan;

@@ -1,0 +1,235 @@
+//! Crash safety: `berth apply` stopped at each named failpoint (the `failpoints`
+//! feature; DESIGN.md §8) and run again converges, with no duplicate containers, and
+//! removing everything afterwards leaves no leaks.
+
+use std::path::{Path, PathBuf};
+
+use berth_e2e::fixture::{self, ImageSpec};
+use berth_e2e::registry::{TestRegistry, free_port};
+use berth_e2e::{Run, berth, have_tools, is_root, workspace_root};
+
+const SPEC: &str = r#"
+[network.crash]
+subnet = "SUBNET"
+
+[volume.crash-data]
+
+[secret.pw]
+file = "secrets/db-password.age"
+
+[container.app]
+image = "IMAGE"
+user = "10001:10001"
+command = ["/bin/httpd", "-f", "-p", "8080", "-h", "/srv"]
+env = { GENERATION = "1" }
+networks = ["crash"]
+ports = ["127.0.0.1:PORT:8080"]
+read_only = true
+cap_drop = ["ALL"]
+stop_timeout = "2s"
+
+[container.app.resources]
+memory = "32MiB"
+pids = 32
+
+[[container.app.mounts]]
+volume = "crash-data"
+target = "/data"
+
+[[container.app.secrets]]
+name = "pw"
+"#;
+
+struct Node {
+    _reg: TestRegistry,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    spec: PathBuf,
+}
+
+impl Node {
+    fn berth(&self, failpoint: Option<&str>, args: &[&str]) -> Run {
+        let mut cmd = berth();
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("BERTH_SHIM_BIN", berth_e2e::shim_bin());
+        match failpoint {
+            Some(f) => cmd.env("BERTH_FAILPOINT", f),
+            None => cmd.env_remove("BERTH_FAILPOINT"),
+        };
+        Run::from(cmd.output().unwrap())
+    }
+    fn apply(&self, failpoint: Option<&str>) -> Run {
+        self.berth(failpoint, &["apply", &self.spec.to_string_lossy()])
+    }
+    fn generation(&self, g: u32) {
+        let path = self.spec.join("app.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find("GENERATION = \"").unwrap() + 14;
+        let end = start + text[start..].find('"').unwrap();
+        std::fs::write(&path, format!("{}{g}{}", &text[..start], &text[end..])).unwrap();
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+}
+
+fn setup(subnet: &str) -> Option<Node> {
+    if !is_root() || !have_tools(&["runc", "docker-registry"]) || !fixture::have_busybox() {
+        return None;
+    }
+    let reg = TestRegistry::start()?;
+    let digest = fixture::push(
+        &reg,
+        "berth/demo",
+        "v1",
+        &fixture::busybox(&ImageSpec::default()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec");
+    std::fs::create_dir_all(spec.join("secrets")).unwrap();
+    let root = workspace_root();
+    std::fs::copy(
+        root.join("examples/webapp/secrets/db-password.age"),
+        spec.join("secrets/db-password.age"),
+    )
+    .unwrap();
+    let text = SPEC
+        .replace("SUBNET", subnet)
+        .replace("IMAGE", &format!("{}/berth/demo@{digest}", reg.host()))
+        .replace("PORT", &free_port().to_string());
+    std::fs::write(spec.join("app.toml"), text).unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"crash\"\n[runtime]\noci_runtime = \"runc\"\nstate_dir = {:?}\nrun_dir = {:?}\n\
+             [registries.\"{}\"]\ninsecure = true\n[secrets]\nidentity = {:?}\n",
+            dir.path().join("state"),
+            dir.path().join("run"),
+            reg.host(),
+            root.join("examples/keys/demo-node.age.key")
+        ),
+    )
+    .unwrap();
+    Some(Node {
+        _reg: reg,
+        dir,
+        config,
+        spec,
+    })
+}
+
+/// What berth left on the host for this node: runtime containers, mounts under its
+/// directories, network namespaces, instance directories.
+fn leaks(node: &Node) -> Vec<String> {
+    let mut out = Vec::new();
+    let runc = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(node.run_dir().join("runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&runc.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        out.push(format!("runc container {id}"));
+    }
+    let base = node.dir.path().to_string_lossy().into_owned();
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        if let Some(mp) = line.split_whitespace().nth(4)
+            && mp.starts_with(&base)
+        {
+            out.push(format!("mount {mp}"));
+        }
+    }
+    for sub in ["run/netns", "state/instances"] {
+        if let Ok(entries) = std::fs::read_dir(node.dir.path().join(sub)) {
+            for e in entries.flatten() {
+                out.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+fn instances(node: &Node) -> Vec<String> {
+    let r = node.berth(None, &["ps", "-a", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| format!("{} {}", c["instance"], c["state"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn crash_then_converge(node: &Node, failpoint: &str) {
+    let r = node.apply(Some(failpoint));
+    assert_eq!(
+        r.code, 137,
+        "failpoint {failpoint} was not reached (is berth built with --features failpoints?):\n{}{}",
+        r.stdout, r.stderr
+    );
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "after {failpoint}: {}\n{}", r.stdout, r.stderr);
+    let again = node.apply(None);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        !again.stdout.contains("create"),
+        "after {failpoint}, not converged:\n{}",
+        again.stdout
+    );
+    let list = instances(node);
+    assert_eq!(list.len(), 1, "after {failpoint}: {list:?}");
+    assert!(list[0].contains("running"), "after {failpoint}: {list:?}");
+    let dirs: Vec<_> = std::fs::read_dir(node.state().join("instances"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "after {failpoint}: duplicate instance directories"
+    );
+}
+
+#[test]
+fn apply_killed_at_each_failpoint_converges_without_leaks() {
+    let Some(node) = setup("10.251.20.0/24") else {
+        return;
+    };
+    // Creating: killed after the pull, the bundle, CNI ADD, runtime create, start.
+    for (g, fp) in [
+        "after-pull",
+        "after-bundle",
+        "after-cni-add",
+        "after-create",
+        "after-start",
+    ]
+    .iter()
+    .enumerate()
+    {
+        node.generation(g as u32 + 2);
+        crash_then_converge(&node, fp);
+    }
+    // Replacing: killed in the middle of removing the old instance.
+    node.generation(10);
+    crash_then_converge(&node, "mid-removal");
+
+    // Everything removed: nothing left behind.
+    let empty = node.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let r = node.berth(None, &["apply", &empty.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(leaks(&node), Vec::<String>::new());
+    assert!(!Path::new(&node.state().join("containers/app")).exists());
+}
