@@ -14,3 +14,4 @@ mod signature;
 mod validate;
 
 mod registry;
+mod runtime;

@@ -76,7 +76,7 @@ fn mountinfo_is_parsed_with_escapes() {
 }
 
 fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    rustix::process::geteuid().is_root()
 }
 
 fn skip_unless_root() -> bool {

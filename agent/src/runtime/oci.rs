@@ -18,9 +18,12 @@
 //! Which runtime to use is decided once per boot by [`detect`], which actually creates
 //! a container with each candidate (see [`detect`]'s module for why).
 
-mod detect;
+pub mod detect;
+pub mod run;
 #[cfg(test)]
 mod tests;
+
+pub use run::run_captured;
 
 #[allow(
     unused_imports,
@@ -29,11 +32,10 @@ mod tests;
 pub use detect::{DetectError, detect};
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -416,10 +418,10 @@ pub fn parse_state(json: &str) -> Result<RuntimeState, String> {
 /// The last error a runtime wrote to its JSON `--log` (`{"level":"error","msg":…}`).
 pub fn last_logged_error(log: &str) -> Option<String> {
     log.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| matches!(v["level"].as_str(), Some("error" | "fatal")))
-        .filter_map(|v| v["msg"].as_str().map(str::to_string))
-        .last()
+        .find_map(|v| v["msg"].as_str().map(str::to_string))
 }
 
 /// The exit code of a failed `exec` as Docker reports it (`translateContainerdStartErr`):
@@ -441,79 +443,5 @@ pub fn exec_failure_code(runtime_error: &str, command: &str) -> i32 {
         126
     } else {
         125
-    }
-}
-
-/// A finished command's status and output.
-#[derive(Debug)]
-pub struct Captured {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `cmd` with stdin `/dev/null` and stdout/stderr in anonymous temporary files:
-/// files, not pipes, because a process the command leaves behind (a created
-/// container's init) keeps its stdio open, and waiting for end-of-file would wait for
-/// that. `Ok(None)`: killed after `timeout`.
-pub fn run_captured(cmd: &mut Command, timeout: Duration) -> io::Result<Option<Captured>> {
-    let mut out = tempfile::tempfile()?;
-    let mut err = tempfile::tempfile()?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(err.try_clone()?)
-        .spawn()?;
-    let Some(status) = wait_timeout(&mut child, timeout)? else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Ok(None);
-    };
-    Ok(Some(Captured {
-        status,
-        stdout: read_all(&mut out)?,
-        stderr: read_all(&mut err)?,
-    }))
-}
-
-fn read_all(f: &mut File) -> io::Result<String> {
-    f.rewind()?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// Waits for a child of this process for at most `timeout`, without polling: a pidfd
-/// becomes readable when the child exits (our own unreaped child, so its pid cannot be
-/// reused meanwhile). Falls back to `try_wait` with short sleeps where pidfds are
-/// missing (kernels before 5.3).
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    use rustix::process::{Pid, PidfdFlags, pidfd_open};
-
-    let deadline = Instant::now() + timeout;
-    if let Ok(fd) = pidfd_open(Pid::from_child(child), PidfdFlags::empty()) {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ts = Timespec::try_from(left).map_err(|_| io::Error::other("timeout too large"))?;
-            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&ts)) {
-                Ok(0) => return Ok(None),
-                Ok(_) => return child.wait().map(Some),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    let mut nap = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(20));
     }
 }

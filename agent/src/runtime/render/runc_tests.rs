@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::fixtures::{Scenario, busybox, minimal_toml};
-use super::{HostInfo, render, to_json};
+use super::{render, to_json};
 use crate::runtime::spec_hash::SpecHash;
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -33,47 +33,6 @@ fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false)
-}
-
-/// The host facts, gathered the way the agent will.
-fn probe_host() -> HostInfo {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut nums = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let kernel = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let hard = |label: &str| {
-        let line = limits.lines().find(|l| l.starts_with(label))?;
-        let v = line[label.len()..].split_whitespace().nth(1)?;
-        Some(if v == "unlimited" {
-            u64::MAX
-        } else {
-            v.parse().ok()?
-        })
-    };
-    let mut rlimit_hard = std::collections::BTreeMap::new();
-    for (name, label) in [("nofile", "Max open files"), ("nproc", "Max processes")] {
-        if let Some(v) = hard(label) {
-            rlimit_hard.insert(name.to_string(), v);
-        }
-    }
-    let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let swap_limit = if cgroup_v2 {
-        Path::new("/sys/fs/cgroup/init.scope/memory.swap.max").exists()
-    } else {
-        Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-    };
-    HostInfo {
-        arch: std::env::consts::ARCH.to_string(),
-        kernel,
-        rlimit_hard,
-        cgroup_v2,
-        swap_limit,
-        extra_masked_paths: Vec::new(),
-        all_devices: Vec::new(),
-    }
 }
 
 /// Deletes the container and the test's cgroup parent, even when the test fails.
@@ -175,7 +134,8 @@ name = "db-password"
     );
     let pid = std::process::id();
     s.hash = SpecHash::parse(&format!("{pid:08x}{}", "0".repeat(56))).unwrap();
-    s.host = probe_host();
+    // The host facts, gathered the way the agent does.
+    s.host = crate::runtime::host::gather().unwrap();
     s.devices.clear();
     s.paths.rootfs = rootfs.clone();
     s.paths
