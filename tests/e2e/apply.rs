@@ -350,7 +350,11 @@ fn operator_commands_exec_stop_start_rm_inspect() {
     std::fs::create_dir_all(&ghost).unwrap();
     let r = node.berth(&["audit", "--live"]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("instance `ghost-12345678`"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("instance `ghost-12345678`"),
+        "{}",
+        r.stdout
+    );
     std::fs::remove_dir(&ghost).unwrap();
 
     let v: serde_json::Value =

@@ -214,7 +214,11 @@ fn live_state(state_dir: &Path, path: &Path) -> Result<berth_spec::Checked, Stop
         .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", state_dir.display())))?;
     let mut state = berth_spec::DesiredState::default();
     let mut errors = Vec::new();
-    let at = |file: String| Location { file, line: 1, column: 1 };
+    let at = |file: String| Location {
+        file,
+        line: 1,
+        column: 1,
+    };
     for (name, r) in &records {
         let file = format!("containers/{name}/state.json");
         match serde_json::from_value::<berth_spec::Container>(r.spec.clone()) {
@@ -224,12 +228,16 @@ fn live_state(state_dir: &Path, path: &Path) -> Result<berth_spec::Checked, Stop
                 state.containers.insert(name.clone(), c);
             }
             Err(e) => errors.push(
-                Diagnostic::new(&at(file), format!("container `{name}`: its stored spec cannot be read: {e}"))
-                    .object(Kind::Container, name),
+                Diagnostic::new(
+                    &at(file),
+                    format!("container `{name}`: its stored spec cannot be read: {e}"),
+                )
+                .object(Kind::Container, name),
             ),
         }
     }
-    let claimed: std::collections::BTreeSet<&str> = records.values().map(|r| r.instance.as_str()).collect();
+    let claimed: std::collections::BTreeSet<&str> =
+        records.values().map(|r| r.instance.as_str()).collect();
     for id in crate::runtime::state::instance_ids(state_dir)
         .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", state_dir.display())))?
     {
@@ -244,11 +252,17 @@ fn live_state(state_dir: &Path, path: &Path) -> Result<berth_spec::Checked, Stop
     if path != Path::new(".") && path.exists() {
         let tree = loader::load_tree(path).map_err(|e| Stop::Failed(e.to_string()))?;
         let wanted = check(&tree, None).state;
-        for name in records.keys().filter(|n| !wanted.containers.contains_key(*n)) {
+        for name in records
+            .keys()
+            .filter(|n| !wanted.containers.contains_key(*n))
+        {
             errors.push(
                 Diagnostic::new(
                     &at(format!("containers/{name}/state.json")),
-                    format!("container `{name}` runs on this node but no spec in {} accounts for it", path.display()),
+                    format!(
+                        "container `{name}` runs on this node but no spec in {} accounts for it",
+                        path.display()
+                    ),
                 )
                 .object(Kind::Container, name),
             );

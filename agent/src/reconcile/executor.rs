@@ -155,10 +155,14 @@ pub fn execute(plan: &Plan, host: &mut dyn HostOps) -> Outcome {
                     not_applied.insert(name.to_string());
                     *entry = format!("not applied: {why}");
                 }
-                (Action::Forget { .. } | Action::Remove { .. }, StepResult::Done) if entry == "applied" => {
+                (Action::Forget { .. } | Action::Remove { .. }, StepResult::Done)
+                    if entry == "applied" =>
+                {
                     *entry = "removed".to_string();
                 }
-                (Action::Create { .. } | Action::Start { .. }, StepResult::Done) if entry == "removed" => {
+                (Action::Create { .. } | Action::Start { .. }, StepResult::Done)
+                    if entry == "removed" =>
+                {
                     *entry = "applied".to_string();
                 }
                 _ => {}
