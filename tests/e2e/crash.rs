@@ -1,6 +1,7 @@
-//! Crash safety: `berth apply` stopped at each named failpoint (the `failpoints`
-//! feature; DESIGN.md §8) and run again converges, with no duplicate containers, and
-//! removing everything afterwards leaves no leaks.
+//! Single-container scenarios of `berth apply`: crash safety — stopped at each named
+//! failpoint (the `failpoints` feature; DESIGN.md §8) and run again it converges, with
+//! no duplicate containers, and removing everything afterwards leaves no leaks — the
+//! restart policy, and the policy's audit mode.
 
 use std::path::{Path, PathBuf};
 
@@ -79,6 +80,10 @@ impl Node {
 }
 
 fn setup(subnet: &str) -> Option<Node> {
+    setup_with(subnet, "")
+}
+
+fn setup_with(subnet: &str, node_extra: &str) -> Option<Node> {
     if !is_root() || !have_tools(&["runc", "docker-registry"]) || !fixture::have_busybox() {
         return None;
     }
@@ -107,7 +112,7 @@ fn setup(subnet: &str) -> Option<Node> {
     std::fs::write(
         &config,
         format!(
-            "[node]\nname = \"crash\"\n[runtime]\noci_runtime = \"runc\"\nstate_dir = {:?}\nrun_dir = {:?}\n\
+            "[node]\nname = \"crash\"\n{node_extra}[runtime]\noci_runtime = \"runc\"\nstate_dir = {:?}\nrun_dir = {:?}\n\
              [registries.\"{}\"]\ninsecure = true\n[secrets]\nidentity = {:?}\n",
             dir.path().join("state"),
             dir.path().join("run"),
@@ -232,4 +237,51 @@ fn apply_killed_at_each_failpoint_converges_without_leaks() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(leaks(&node), Vec::<String>::new());
     assert!(!Path::new(&node.state().join("containers/app")).exists());
+}
+
+fn app_state(node: &Node) -> serde_json::Value {
+    let r = node.berth(None, &["inspect", "app"]);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{}{}", r.stdout, r.stderr))
+}
+
+#[test]
+fn an_exited_container_is_restarted_per_its_policy_on_the_next_apply() {
+    let Some(node) = setup("10.251.21.0/24") else { return };
+    let spec = node.spec.join("app.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    // A process that exits with 3 at once, restart = "on-failure".
+    std::fs::write(
+        &spec,
+        text.replace("command = [\"/bin/httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv\"]", "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\nrestart = \"on-failure\""),
+    )
+    .unwrap();
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(app_state(&node)["state"]["exit_code"], 3);
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("restart"), "{}", r.stdout);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let v = app_state(&node);
+    assert_eq!(v["restarts"], 1, "{v}");
+    // restart = "no": an exited container stays exited.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("restart = \"on-failure\"", "restart = \"no\"")).unwrap();
+    assert_eq!(node.apply(None).code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = node.apply(None);
+    assert!(!r.stdout.contains("start "), "restart = no restarted it:\n{}", r.stdout);
+}
+
+#[test]
+fn audit_mode_applies_and_reports_a_violation() {
+    let Some(node) = setup_with("10.251.22.0/24", "[policy]\nmode = \"audit\"\n") else { return };
+    let spec = node.spec.join("app.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("cap_drop = [\"ALL\"]\n", "")).unwrap();
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("drop-all-capabilities"), "{}", r.stdout);
+    assert_eq!(app_state(&node)["state"]["status"], "running");
 }
