@@ -246,13 +246,18 @@ fn app_state(node: &Node) -> serde_json::Value {
 
 #[test]
 fn an_exited_container_is_restarted_per_its_policy_on_the_next_apply() {
-    let Some(node) = setup("10.251.21.0/24") else { return };
+    let Some(node) = setup("10.251.21.0/24") else {
+        return;
+    };
     let spec = node.spec.join("app.toml");
     let text = std::fs::read_to_string(&spec).unwrap();
     // A process that exits with 3 at once, restart = "on-failure".
     std::fs::write(
         &spec,
-        text.replace("command = [\"/bin/httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv\"]", "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\nrestart = \"on-failure\""),
+        text.replace(
+            "command = [\"/bin/httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv\"]",
+            "command = [\"/bin/sh\", \"-c\", \"exit 3\"]\nrestart = \"on-failure\"",
+        ),
     )
     .unwrap();
     let r = node.apply(None);
@@ -267,16 +272,26 @@ fn an_exited_container_is_restarted_per_its_policy_on_the_next_apply() {
     assert_eq!(v["restarts"], 1, "{v}");
     // restart = "no": an exited container stays exited.
     let text = std::fs::read_to_string(&spec).unwrap();
-    std::fs::write(&spec, text.replace("restart = \"on-failure\"", "restart = \"no\"")).unwrap();
+    std::fs::write(
+        &spec,
+        text.replace("restart = \"on-failure\"", "restart = \"no\""),
+    )
+    .unwrap();
     assert_eq!(node.apply(None).code, 0);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let r = node.apply(None);
-    assert!(!r.stdout.contains("start "), "restart = no restarted it:\n{}", r.stdout);
+    assert!(
+        !r.stdout.contains("start "),
+        "restart = no restarted it:\n{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn audit_mode_applies_and_reports_a_violation() {
-    let Some(node) = setup_with("10.251.22.0/24", "[policy]\nmode = \"audit\"\n") else { return };
+    let Some(node) = setup_with("10.251.22.0/24", "[policy]\nmode = \"audit\"\n") else {
+        return;
+    };
     let spec = node.spec.join("app.toml");
     let text = std::fs::read_to_string(&spec).unwrap();
     std::fs::write(&spec, text.replace("cap_drop = [\"ALL\"]\n", "")).unwrap();
@@ -284,4 +299,71 @@ fn audit_mode_applies_and_reports_a_violation() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("drop-all-capabilities"), "{}", r.stdout);
     assert_eq!(app_state(&node)["state"]["status"], "running");
+}
+
+/// crun refuses this machine's cgroup v1 hybrid layout except in a private mount
+/// namespace with a tmpfs over `/sys/fs/cgroup/unified` (research/baseline.md). The whole
+/// flow — apply, inspect, exec, rm, apply of an empty tree, leak count — runs inside one
+/// such namespace, and `berth inspect` must report crun.
+#[test]
+fn apply_inspect_exec_rm_under_crun() {
+    if !have_tools(&["crun", "unshare"]) {
+        return;
+    }
+    let Some(node) = setup_with("10.251.23.0/24", "") else {
+        return;
+    };
+    let cfg = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .replace("oci_runtime = \"runc\"", "oci_runtime = \"crun\"");
+    std::fs::write(&node.config, cfg).unwrap();
+    let berth = berth_e2e::berth_bin();
+    let empty = node.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let b = format!("{} --config {}", berth.display(), node.config.display());
+    let script = format!(
+        "set -e\n\
+         if [ -d /sys/fs/cgroup/unified ]; then mount -t tmpfs none /sys/fs/cgroup/unified; fi\n\
+         {b} apply {spec}\n\
+         {b} inspect app > {dir}/inspect.json\n\
+         {b} exec app -- id -u > {dir}/id.txt\n\
+         {b} rm app\n\
+         {b} apply {empty}\n\
+         grep -c {dir} /proc/self/mountinfo > {dir}/mounts.txt || true\n",
+        spec = node.spec.display(),
+        dir = node.dir.path().display(),
+        empty = empty.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("BERTH_SHIM_BIN", berth_e2e::shim_bin())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(node.dir.path().join("inspect.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        inspect["runtime"].as_str().unwrap_or("").ends_with("crun"),
+        "{inspect}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.dir.path().join("id.txt"))
+            .unwrap()
+            .trim(),
+        "10001"
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.dir.path().join("mounts.txt"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_eq!(leaks(&node), Vec::<String>::new());
 }
