@@ -133,17 +133,21 @@ fn setup_with(subnet: &str, node_extra: &str) -> Option<Node> {
 /// directories, network namespaces, instance directories.
 fn leaks(node: &Node) -> Vec<String> {
     let mut out = Vec::new();
-    let runc = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(node.run_dir().join("runc"))
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    for id in String::from_utf8_lossy(&runc.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-    {
-        out.push(format!("runc container {id}"));
+    for runtime in ["runc", "crun"] {
+        let Ok(list) = std::process::Command::new(runtime)
+            .arg("--root")
+            .arg(node.run_dir().join(runtime))
+            .args(["list", "-q"])
+            .output()
+        else {
+            continue;
+        };
+        for id in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            out.push(format!("{runtime} container {id}"));
+        }
     }
     let base = node.dir.path().to_string_lossy().into_owned();
     for line in std::fs::read_to_string("/proc/self/mountinfo")
