@@ -97,20 +97,23 @@ if [ -n "$shim" ]; then
   echo "berth-shim:       RSS ${rss} kB, PSS ${pss} kB (conmon 2.0 MB RSS, containerd shim 13.2 MB)"
 fi
 
-mkdir -p "$work/empty-$$"
-t0=$(date +%s.%N); "$BERTH" --config "$work/node.toml" apply "$work/empty-$$" >/dev/null; t1=$(date +%s.%N)
-echo "berth apply (remove all $N): $(ms "$t0" "$t1") ms"
 
-echo "== raw runc run -d + CNI ADD (same bridge config), $N containers"
+echo "== raw runc run -d + CNI ADD (berth's own conflist, run as libcni runs it), $N containers"
 mkdir -p "$work/raw/netns"
 rootfs="$work/raw/rootfs"; mkdir -p "$rootfs"; cp -a "$work/bundle/rootfs/." "$rootfs/"
-conf=$(ls "$work"/state/cni/*.conflist 2>/dev/null | head -1 || true)
-python3 - "$work/raw/bridge.json" <<'PY'
-import json, sys
-json.dump({"cniVersion": "1.0.0", "name": "rawbench", "type": "bridge", "bridge": "bthrawbench", "isGateway": True,
-           "ipMasq": True, "hairpinMode": True,
-           "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.253.0.0/22"}]], "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": sys.argv[1] + ".ipam"}}, open(sys.argv[1], "w"))
+# berth's conflist for the bench network, renamed (bridge, CNI name, subnet, IPAM dir)
+# so both sets of containers can coexist.
+python3 - "$work" <<'PY'
+import glob, json, sys
+work = sys.argv[1]
+src = json.load(open(sorted(glob.glob(work + "/state/cni/*.conflist"))[0]))
+text = json.dumps(src).replace(src["name"], "bthrawbench").replace("10.252.0.0/22", "10.253.0.0/22").replace("10.252.0.1", "10.253.0.1")
+conf = json.loads(text)
+for p in conf["plugins"]:
+    if p.get("type") == "bridge":
+        p["ipam"]["dataDir"] = work + "/raw/ipam"
+json.dump(conf, open(work + "/raw/net.conflist", "w"))
+json.dump(next(p for p in conf["plugins"] if p["type"] == "bridge") | {"name": conf["name"], "cniVersion": conf["cniVersion"]}, open(work + "/raw/bridge.json", "w"))
 PY
 for i in $(seq "$N"); do
   b="$work/raw/b$i"; mkdir -p "$b"
@@ -131,13 +134,16 @@ t0=$(date +%s.%N)
 for i in $(seq "$N"); do
   ns="$work/raw/netns/raw$i"; touch "$ns"
   unshare --net="$ns" true
-  CNI_COMMAND=ADD CNI_CONTAINERID="raw$i" CNI_NETNS="$ns" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge < "$work/raw/bridge.json" >/dev/null
+  python3 bench/cni_add.py "$work/raw/net.conflist" "raw$i" "$ns" portmap
   runc --root "$work/raw/runc" run -d --bundle "$work/raw/b$i" "raw$i" >/dev/null 2>&1 </dev/null
 done
 t1=$(date +%s.%N)
 raw_ms=$(ms "$t0" "$t1")
 echo "raw runc + CNI:   total ${raw_ms} ms, $(echo "scale=1; $raw_ms / $N" | bc) ms per container"
 echo "berth overhead per container over raw runc + CNI: $(echo "scale=1; ($berth_ms - $raw_ms) / $N" | bc) ms (target < 25 ms)"
+mkdir -p "$work/empty-$$"
+t0=$(date +%s.%N); "$BERTH" --config "$work/node.toml" apply "$work/empty-$$" >/dev/null; t1=$(date +%s.%N)
+echo "berth apply (remove all $N): $(ms "$t0" "$t1") ms"
 
 if command -v podman >/dev/null; then
   echo "== podman run -d, $N containers"

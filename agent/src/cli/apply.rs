@@ -191,6 +191,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         runtime_root,
         host: &host_info,
         identity: age.as_ref(),
+        touched: Default::default(),
     };
     let outcome = executor::execute(&plan, &mut host);
 

@@ -34,6 +34,8 @@ pub trait HostOps {
     -> Result<(), String>;
     fn remove_network(&mut self, name: &str) -> Result<(), String>;
     fn remove_volume(&mut self, name: &str) -> Result<(), String>;
+    /// Work batched over the whole plan (peers' hosts files), after the last step.
+    fn finish(&mut self) {}
 }
 
 /// What happened to one step.
@@ -174,6 +176,7 @@ pub fn execute(plan: &Plan, host: &mut dyn HostOps) -> Outcome {
         }
         results.push((step.id, result));
     }
+    host.finish();
     Outcome {
         results,
         containers,

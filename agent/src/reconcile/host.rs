@@ -56,6 +56,9 @@ pub struct RealHost<'a> {
     pub runtime_root: PathBuf,
     pub host: &'a HostInfo,
     pub identity: Option<&'a secrets::NodeIdentity>,
+    /// Networks whose members changed in this pass: their peers' hosts files are
+    /// rewritten once at the end, not after every start.
+    pub touched: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for RealHost<'_> {
@@ -364,13 +367,10 @@ impl HostOps for RealHost<'_> {
         state::write_record(&self.state_dir, &record)
             .map_err(|err| e("write the container record", err))?;
         failpoint("after-start");
-        if let Some(nets) = self
-            .desired
-            .containers
-            .get(name)
-            .map(|d| d.spec.networks.clone())
+        if let Some(d) = self.desired.containers.get(name)
+            && d.spec.network_mode == NetworkMode::Bridge
         {
-            let _ = self.networks.refresh_peers(id, &nets);
+            self.touched.extend(d.spec.networks.iter().cloned());
         }
         Ok(())
     }
@@ -389,6 +389,9 @@ impl HostOps for RealHost<'_> {
     }
 
     fn remove(&mut self, _name: &str, id: &str) -> Result<(), String> {
+        if let Ok(Some(a)) = self.networks.attachment(id) {
+            self.touched.extend(a.addresses.keys().cloned());
+        }
         self.teardown(id)
     }
 
@@ -446,5 +449,17 @@ impl HostOps for RealHost<'_> {
 
     fn remove_volume(&mut self, name: &str) -> Result<(), String> {
         volumes::remove(&self.state_dir, name).map_err(|err| e("volume", err))
+    }
+
+    fn finish(&mut self) {
+        let touched: Vec<String> = std::mem::take(&mut self.touched).into_iter().collect();
+        if !touched.is_empty()
+            && let Err(err) = self.networks.refresh_peers("", &touched)
+        {
+            tracing::warn!(
+                "cannot update the peers' hosts files: {}",
+                error_chain(&err)
+            );
+        }
     }
 }
