@@ -371,3 +371,113 @@ fn apply_inspect_exec_rm_under_crun() {
     );
     assert_eq!(leaks(&node), Vec::<String>::new());
 }
+
+/// Veths on berth's bridges, host-local allocations, and iptables lines naming this
+/// node's subnet: what 50 create/remove cycles must not leave behind.
+fn network_leaks(node: &Node, subnet_prefix: &str) -> Vec<String> {
+    let mut out = leaks(node);
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let bridges: Vec<String> = std::fs::read_dir(node.state().join("cni"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let text = std::fs::read_to_string(e.path()).ok()?;
+                    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                    v["plugins"][0]["bridge"].as_str().map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for line in String::from_utf8_lossy(&links.stdout).lines() {
+        if bridges
+            .iter()
+            .any(|b| line.contains(&format!("master {b} ")))
+        {
+            out.push(format!(
+                "veth {}",
+                line.split(':').nth(1).unwrap_or("").trim()
+            ));
+        }
+    }
+    let save = std::process::Command::new("iptables-save")
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&save.stdout).lines() {
+        if line.contains(subnet_prefix) {
+            out.push(format!("iptables {line}"));
+        }
+    }
+    let ipam = node.state().join("cni/ipam");
+    if let Ok(dirs) = std::fs::read_dir(&ipam) {
+        for d in dirs.flatten() {
+            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with(subnet_prefix) {
+                    out.push(format!("ip allocation {name}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fifty_create_remove_cycles_leave_nothing_behind() {
+    let Some(node) = setup("10.251.24.0/24") else {
+        return;
+    };
+    let spec = node.spec.join("app.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let text = text.replace("stop_timeout = \"2s\"", "stop_signal = \"SIGKILL\"");
+    // The shared definitions stay in the tree; only `app` comes and goes.
+    let at = text.find("[container.app]").unwrap();
+    std::fs::write(node.spec.join("defs.toml"), &text[..at]).unwrap();
+    std::fs::write(&spec, &text[at..]).unwrap();
+    // A second container keeps the network (bridge, IPAM) alive across the cycles, so
+    // every veth and allocation `app` leaves behind would show.
+    let keeper = text
+        .split("[container.app]")
+        .nth(1)
+        .unwrap()
+        .replace("ports = [\"127.0.0.1:", "ports = [\"127.0.0.2:")
+        .replace("[container.app.", "[container.keeper.")
+        .replace("[[container.app.", "[[container.keeper.");
+    let keeper = format!("[container.keeper]{keeper}")
+        .replace("volume = \"crash-data\"", "volume = \"keeper-data\"");
+    std::fs::write(
+        node.spec.join("keeper.toml"),
+        format!("[volume.keeper-data]\n{keeper}"),
+    )
+    .unwrap();
+    let parked = node.dir.path().join("parked.toml");
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    std::fs::rename(&spec, &parked).unwrap();
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let baseline = network_leaks(&node, "10.251.24.");
+    assert!(
+        baseline.iter().any(|l| l.starts_with("veth")),
+        "the keeper's veth is seen: {baseline:?}"
+    );
+    for cycle in 0..50 {
+        std::fs::rename(&parked, &spec).unwrap();
+        node.generation(cycle + 100);
+        let r = node.apply(None);
+        assert_eq!(r.code, 0, "cycle {cycle}: {}{}", r.stdout, r.stderr);
+        std::fs::rename(&spec, &parked).unwrap();
+        let r = node.apply(None);
+        assert_eq!(r.code, 0, "cycle {cycle}: {}{}", r.stdout, r.stderr);
+        if cycle % 10 == 9 {
+            assert_eq!(
+                network_leaks(&node, "10.251.24."),
+                baseline,
+                "after cycle {cycle}"
+            );
+        }
+    }
+    assert_eq!(network_leaks(&node, "10.251.24."), baseline);
+}
