@@ -25,8 +25,7 @@ cleanup() {
   [ -f "$work/node.toml" ] && mkdir -p "$work/empty" && "$BERTH" --config "$work/node.toml" apply "$work/empty" >/dev/null 2>&1
   for i in $(seq "$N"); do
     runc --root "$work/raw/runc" delete -f "raw$i" >/dev/null 2>&1
-    [ -e "$work/raw/netns/raw$i" ] && CNI_COMMAND=DEL CNI_CONTAINERID="raw$i" CNI_NETNS="$work/raw/netns/raw$i" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
-      /usr/lib/cni/bridge < "$work/raw/bridge.json" >/dev/null 2>&1
+    [ -e "$work/raw/netns/raw$i" ] && CNI_COMMAND=DEL python3 bench/cni_add.py "$work/raw/net.conflist" "raw$i" "$work/raw/netns/raw$i" portmap >/dev/null 2>&1
     umount "$work/raw/netns/raw$i" 2>/dev/null
   done
   ip link del bthrawbench 2>/dev/null
@@ -113,7 +112,6 @@ for p in conf["plugins"]:
     if p.get("type") == "bridge":
         p["ipam"]["dataDir"] = work + "/raw/ipam"
 json.dump(conf, open(work + "/raw/net.conflist", "w"))
-json.dump(next(p for p in conf["plugins"] if p["type"] == "bridge") | {"name": conf["name"], "cniVersion": conf["cniVersion"]}, open(work + "/raw/bridge.json", "w"))
 PY
 for i in $(seq "$N"); do
   b="$work/raw/b$i"; mkdir -p "$b"
