@@ -20,7 +20,7 @@ use clap::Args;
 
 use super::config::{self, NodePolicy};
 use super::image::registries_of;
-use super::plan::{actual_networks, identity, networks_of, now, tree_revision};
+use super::plan::{actual_networks, identity, networks_of, now, spec_root, tree_revision};
 use super::validate::parse_label;
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format};
 use crate::image::prepare::error_chain;
@@ -107,14 +107,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         eprintln!("nothing applied: the spec tree has errors");
         return Ok(ExitCode::from(EXIT_FINDINGS));
     }
-    let root = if args.path.is_dir() {
-        args.path.clone()
-    } else {
-        args.path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    };
+    let root = spec_root(&args.path);
     let state_dir = cfg.runtime.state_dir.clone();
     let run_dir = cfg.runtime.run_dir.clone();
     let _lock = lock_state(&state_dir)?;

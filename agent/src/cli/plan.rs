@@ -112,6 +112,15 @@ pub fn tree_revision(tree: &berth_spec::Tree, root: &Path) -> Revision {
     }
 }
 
+/// The spec root of PATH: the directory itself, or a single file's directory.
+pub fn spec_root(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
 /// Seconds since the epoch: the one clock read of a pass.
 pub fn now() -> Timestamp {
     Timestamp(
@@ -183,14 +192,7 @@ fn plan(cli: &Cli, args: &PlanArgs) -> Result<(Plan, Format), ExitCode> {
             },
         );
     }
-    let root = if args.path.is_dir() {
-        args.path.clone()
-    } else {
-        args.path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    };
+    let root = spec_root(&args.path);
     let desired = gather::desired(
         &checked.state,
         &root,

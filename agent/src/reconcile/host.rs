@@ -98,18 +98,7 @@ impl RealHost<'_> {
         mount::mount_rootfs(&dirs, &image.lowerdirs)
             .map_err(|err| e("mount the root filesystem", err))?;
 
-        let user_spec = c
-            .user
-            .clone()
-            .or_else(|| {
-                image
-                    .config
-                    .config()
-                    .as_ref()
-                    .and_then(|cfg| cfg.user().clone())
-            })
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "0".into());
+        let user_spec = image.user_of(c);
         let who = user::resolve(&user_spec, image.passwd.as_deref(), image.group.as_deref())
             .map_err(|err| e(&format!("resolve user `{user_spec}`"), err))?;
 

@@ -43,6 +43,23 @@ pub struct ReadyImage {
     pub group: Option<String>,
 }
 
+impl ReadyImage {
+    /// The user a container runs as: its spec's `user`, else the image's `User`, else
+    /// root (`0`), as Docker decides.
+    pub fn user_of(&self, c: &Container) -> String {
+        c.user
+            .clone()
+            .or_else(|| {
+                self.config
+                    .config()
+                    .as_ref()
+                    .and_then(|cfg| cfg.user().clone())
+            })
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "0".to_string())
+    }
+}
+
 /// What the node requires of signatures.
 #[derive(Debug, Clone)]
 pub struct SignaturePolicy {
@@ -94,18 +111,7 @@ pub fn prepare_all(
                 };
                 // Unpacked only when the signature passed (or is not enforced).
                 f.ready = !image.lowerdirs.is_empty() || image.record.layers.is_empty();
-                let user_spec = c
-                    .user
-                    .clone()
-                    .or_else(|| {
-                        image
-                            .config
-                            .config()
-                            .as_ref()
-                            .and_then(|cfg| cfg.user().clone())
-                    })
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or_else(|| "0".to_string());
+                let user_spec = image.user_of(c);
                 match user::resolve(&user_spec, image.passwd.as_deref(), image.group.as_deref()) {
                     Ok(u) => {
                         f.facts.resolved_uid = Some(u.uid);
