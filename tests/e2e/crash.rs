@@ -79,6 +79,18 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// Removes everything the test started, even when it failed half-way.
+    fn drop(&mut self) {
+        let empty = self.dir.path().join("teardown-empty");
+        let _ = std::fs::create_dir_all(&empty);
+        let r = self.berth(None, &["apply", &empty.to_string_lossy()]);
+        if r.code != 0 {
+            eprintln!("teardown apply failed: {}{}", r.stdout, r.stderr);
+        }
+    }
+}
+
 fn setup(subnet: &str) -> Option<Node> {
     setup_with(subnet, "")
 }
