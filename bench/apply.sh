@@ -25,7 +25,7 @@ cleanup() {
   [ -f "$work/node.toml" ] && mkdir -p "$work/empty" && "$BERTH" --config "$work/node.toml" apply "$work/empty" >/dev/null 2>&1
   for i in $(seq "$N"); do
     runc --root "$work/raw/runc" delete -f "raw$i" >/dev/null 2>&1
-    [ -e "$work/raw/netns/raw$i" ] && CNI_COMMAND=DEL python3 bench/cni_add.py "$work/raw/net.conflist" "raw$i" "$work/raw/netns/raw$i" portmap >/dev/null 2>&1
+    [ -e "$work/raw/netns/raw$i" ] && CNI_COMMAND=DEL /usr/bin/python3 bench/cni_add.py "$work/raw/net.conflist" "raw$i" "$work/raw/netns/raw$i" portmap >/dev/null 2>&1
     umount "$work/raw/netns/raw$i" 2>/dev/null
   done
   ip link del bthrawbench 2>/dev/null
@@ -132,13 +132,20 @@ t0=$(date +%s.%N)
 for i in $(seq "$N"); do
   ns="$work/raw/netns/raw$i"; touch "$ns"
   unshare --net="$ns" true
-  python3 bench/cni_add.py "$work/raw/net.conflist" "raw$i" "$ns" portmap
+  /usr/bin/python3 bench/cni_add.py "$work/raw/net.conflist" "raw$i" "$ns" portmap
   runc --root "$work/raw/runc" run -d --bundle "$work/raw/b$i" "raw$i" >/dev/null 2>&1 </dev/null
 done
 t1=$(date +%s.%N)
 raw_ms=$(ms "$t0" "$t1")
 echo "raw runc + CNI:   total ${raw_ms} ms, $(echo "scale=1; $raw_ms / $N" | bc) ms per container"
-echo "berth overhead per container over raw runc + CNI: $(echo "scale=1; ($berth_ms - $raw_ms) / $N" | bc) ms (target < 25 ms)"
+# The raw loop drives CNI from Python: measure what the interpreter itself costs per
+# container (start + imports), so it can be taken out of the comparison.
+t0=$(date +%s.%N)
+for i in $(seq "$N"); do /usr/bin/python3 -c 'import json, os, subprocess, sys' ; done
+t1=$(date +%s.%N)
+py_ms=$(ms "$t0" "$t1")
+echo "  (of which the Python CNI driver's own start: $(echo "scale=1; $py_ms / $N" | bc) ms per container)"
+echo "berth overhead per container over raw runc + CNI: $(echo "scale=1; ($berth_ms - $raw_ms) / $N" | bc) ms; without the driver's start: $(echo "scale=1; ($berth_ms - $raw_ms + $py_ms) / $N" | bc) ms (target < 25 ms)"
 mkdir -p "$work/empty-$$"
 t0=$(date +%s.%N); "$BERTH" --config "$work/node.toml" apply "$work/empty-$$" >/dev/null; t1=$(date +%s.%N)
 echo "berth apply (remove all $N): $(ms "$t0" "$t1") ms"

@@ -185,6 +185,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         host: &host_info,
         identity: age.as_ref(),
         touched: Default::default(),
+        created: Default::default(),
     };
     let outcome = executor::execute(&plan, &mut host);
 

@@ -59,6 +59,9 @@ pub struct RealHost<'a> {
     /// Networks whose members changed in this pass: their peers' hosts files are
     /// rewritten once at the end, not after every start.
     pub touched: std::collections::BTreeSet<String>,
+    /// Instances this pass created: known to be in the `created` state, so starting
+    /// them needs no `state` call to the runtime.
+    pub created: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for RealHost<'_> {
@@ -138,13 +141,7 @@ impl RealHost<'_> {
         };
 
         let (netns, hosts, resolv, addresses) = if c.network_mode == NetworkMode::Bridge {
-            for n in &c.networks {
-                match self.spec.networks.get(n) {
-                    Some(def) => self.networks.ensure(def).map(drop),
-                    None => self.networks.ensure_network(n, None).map(drop),
-                }
-                .map_err(|err| e(&format!("network `{n}`"), err))?;
-            }
+            // The plan's create-network steps made the networks (`default` on demand).
             let a = self
                 .networks
                 .attach(&AttachRequest::for_container(id, c))
@@ -327,6 +324,7 @@ impl HostOps for RealHost<'_> {
             .create(&self.instance(id))
             .map_err(|err| e("create", err))?;
         failpoint("after-create");
+        self.created.insert(id.to_string());
         Ok(())
     }
 
@@ -335,7 +333,12 @@ impl HostOps for RealHost<'_> {
         let mut record = self
             .record(name)?
             .ok_or_else(|| format!("container `{name}` has no record"))?;
-        match self.runtime.status(&inst).map_err(|err| e("status", err))? {
+        let status = if self.created.remove(id) {
+            InstanceStatus::Created { pid: 0 }
+        } else {
+            self.runtime.status(&inst).map_err(|err| e("status", err))?
+        };
+        match status {
             InstanceStatus::Created { .. } => {}
             InstanceStatus::Running { .. } => return Ok(()),
             InstanceStatus::Exited(_) | InstanceStatus::Stopped | InstanceStatus::Missing => {
