@@ -1,5 +1,6 @@
-//! `berth stats` against real cgroup v1 directories (memory, cpuacct, pids) built
-//! around a `sleep`, as root; removed even when the test fails.
+//! `berth stats` against real cgroups built around a `sleep`, as root: v1 directories
+//! (memory, cpuacct, pids) on a v1 or hybrid host, one v2 directory on a unified host;
+//! removed even when the test fails.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,41 +41,76 @@ fn v1_mount(controller: &str) -> Option<PathBuf> {
     })
 }
 
-#[test]
-fn stats_reads_a_real_cgroup_v1() {
-    if !is_root() {
-        return;
-    }
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        // A cgroup v2 host: the reader is covered by unit tests over recorded v2 trees.
-        eprintln!("skipping: this host runs cgroup v2; the e2e builds v1 cgroups");
-        return;
-    }
-    let (Some(memory), Some(cpuacct), Some(pids)) =
-        (v1_mount("memory"), v1_mount("cpuacct"), v1_mount("pids"))
-    else {
-        berth_e2e::missing("cgroup v1 memory, cpuacct and pids hierarchies");
-        return;
-    };
-    let name = format!(
+/// A unique cgroup name for this test run.
+fn cgroup_name() -> String {
+    format!(
         "berth-test-{}-{}",
         std::process::id(),
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .subsec_nanos()
-    );
+    )
+}
+
+/// v1: one directory per controller hierarchy, with a 64 MiB and 10-pid limit.
+fn v1_cgroups(name: &str) -> Option<Cgroups> {
+    let (Some(memory), Some(cpuacct), Some(pids)) =
+        (v1_mount("memory"), v1_mount("cpuacct"), v1_mount("pids"))
+    else {
+        berth_e2e::missing("cgroup v1 memory, cpuacct and pids hierarchies");
+        return None;
+    };
     let mut cg = Cgroups {
         dirs: Vec::new(),
         sleep: None,
     };
     for root in [&memory, &cpuacct, &pids] {
-        let d = root.join(&name);
+        let d = root.join(name);
         std::fs::create_dir(&d).unwrap();
         cg.dirs.push(d);
     }
     std::fs::write(cg.dirs[0].join("memory.limit_in_bytes"), "67108864").unwrap();
     std::fs::write(cg.dirs[2].join("pids.max"), "10").unwrap();
+    Some(cg)
+}
+
+/// v2: one directory under the unified root, memory and pids enabled for it.
+fn v2_cgroups(name: &str) -> Option<Cgroups> {
+    let root = Path::new("/sys/fs/cgroup");
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+    if !controllers.split_whitespace().any(|c| c == "memory")
+        || !controllers.split_whitespace().any(|c| c == "pids")
+    {
+        berth_e2e::missing("the memory and pids controllers on the cgroup v2 root");
+        return None;
+    }
+    std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids").unwrap();
+    let d = root.join(name);
+    std::fs::create_dir(&d).unwrap();
+    let cg = Cgroups {
+        dirs: vec![d],
+        sleep: None,
+    };
+    std::fs::write(cg.dirs[0].join("memory.max"), "67108864").unwrap();
+    std::fs::write(cg.dirs[0].join("pids.max"), "10").unwrap();
+    Some(cg)
+}
+
+#[test]
+fn stats_reads_a_real_cgroup() {
+    if !is_root() {
+        return;
+    }
+    let name = cgroup_name();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let Some(mut cg) = (if unified {
+        v2_cgroups(&name)
+    } else {
+        v1_cgroups(&name)
+    }) else {
+        return;
+    };
     let sleep = sleeper();
     let pid = sleep.0.id();
     cg.sleep = Some(sleep);
