@@ -131,7 +131,13 @@ pub struct RuntimeSection {
     pub log_max_files: u32,
     /// Where `berth-shim` is; default: next to the `berth` executable.
     pub shim_path: Option<PathBuf>,
+    /// How many plan steps (creates, starts, stops, removals of different containers)
+    /// may run at once; 1 runs the plan strictly in order.
+    pub parallel: usize,
 }
+
+/// The default of `runtime.parallel`.
+pub const DEFAULT_PARALLEL: usize = 4;
 
 /// The default subnet of the `default` network.
 pub const DEFAULT_SUBNET: Cidr = Cidr {
@@ -149,6 +155,7 @@ impl Default for RuntimeSection {
             log_max_size: 10 << 20,
             log_max_files: 3,
             shim_path: None,
+            parallel: DEFAULT_PARALLEL,
         }
     }
 }
@@ -224,6 +231,7 @@ const RUNTIME: &[&str] = &[
     "log_max_size",
     "log_max_files",
     "shim_path",
+    "parallel",
 ];
 const REGISTRY: &[&str] = &["auth_file", "mirror", "insecure"];
 const SECRETS: &[&str] = &["identity"];
@@ -588,4 +596,14 @@ fn runtime(r: &Reader<'_, '_, '_>, rt: &mut RuntimeSection) {
         }
     }
     rt.shim_path = path(r, "shim_path");
+    if let Some((n, loc)) = r.integer("parallel") {
+        match usize::try_from(n) {
+            Ok(n) if (1..=64).contains(&n) => rt.parallel = n,
+            _ => r.error(
+                &loc,
+                "parallel",
+                format!("`runtime.parallel` must be between 1 and 64, found {n}"),
+            ),
+        }
+    }
 }

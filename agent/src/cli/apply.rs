@@ -146,7 +146,8 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
     let ev = Evaluator::new(&policy, &policy_host, config::today());
     let stop = cfg.policy.on_running_violation == OnRunningViolation::Stop;
     let (decisions, _) = gather::decisions(&desired, &ev, mode, &facts, stop);
-    let networks = networks_of(&loaded);
+    // One pass rewrites the peers' hosts files once, at its end.
+    let networks = networks_of(&loaded).deferring_peers();
     let actual = gather::actual(&state_dir, actual_networks(&networks))
         .map_err(|e| format!("cannot scan {}: {e}", state_dir.display()))?;
     let plan = reconcile::plan(&desired, &actual, &decisions, &History::default(), now());
@@ -171,7 +172,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         }
         _ => None,
     };
-    let mut host = RealHost {
+    let host = RealHost {
         state_dir: state_dir.clone(),
         run_dir,
         root,
@@ -187,7 +188,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         touched: Default::default(),
         created: Default::default(),
     };
-    let outcome = executor::execute(&plan, &mut host);
+    let outcome = executor::execute(&plan, &host, cfg.runtime.parallel);
 
     let mut lines: BTreeMap<String, String> = BTreeMap::new();
     for name in desired

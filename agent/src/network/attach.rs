@@ -200,7 +200,9 @@ impl Networks {
             return Err(e);
         }
         self.write_files(&record)?;
-        self.refresh_peers(&record.instance_id, req.networks)?;
+        if !self.defer_peers {
+            self.refresh_peers(&record.instance_id, req.networks)?;
+        }
         Ok(self.attachment_of(&record))
     }
 
@@ -301,7 +303,8 @@ impl Networks {
     }
 
     /// Rewrites the hosts files of every attached instance on one of `networks`, except
-    /// `changed` itself.
+    /// `changed` itself. A file that already reads right is left alone, so refreshing
+    /// every network of a pass after a crash costs reads, not writes.
     pub fn refresh_peers(&self, changed: &str, networks: &[String]) -> Result<(), NetworkError> {
         let all: Vec<Member> = self
             .records()?
@@ -310,9 +313,16 @@ impl Networks {
             .map(member)
             .collect();
         for m in hosts::affected(networks, &all) {
-            if m.instance_id != changed {
-                self.write_hosts(m, &all)?;
+            if m.instance_id == changed {
+                continue;
             }
+            let path = self.paths.hosts(&m.instance_id);
+            let text = hosts::render(m, &all);
+            if std::fs::read_to_string(&path).is_ok_and(|now| now == text) {
+                continue;
+            }
+            store::write_shared(&path, text.as_bytes())
+                .map_err(NetworkError::io("write", &path))?;
         }
         Ok(())
     }
@@ -386,6 +396,9 @@ impl Networks {
             })?;
         let path = self.paths.attachment(instance_id);
         store::remove_file(&path).map_err(NetworkError::io("remove", &path))?;
+        if self.defer_peers {
+            return Ok(());
+        }
         self.refresh_peers(instance_id, &names)
     }
 }

@@ -107,6 +107,9 @@ pub struct Networks {
     cni: Box<dyn CniExec>,
     host: Box<dyn HostOps>,
     dns: DnsConfig,
+    /// Attach and detach leave the peers' hosts files to the caller's
+    /// [`Networks::refresh_peers`] (one pass over many containers rewrites them once).
+    defer_peers: bool,
 }
 
 impl Networks {
@@ -143,7 +146,15 @@ impl Networks {
             cni,
             host,
             dns: DnsConfig::default(),
+            defer_peers: false,
         }
+    }
+
+    /// Attach and detach no longer rewrite the peers' hosts files; the caller calls
+    /// [`Networks::refresh_peers`] once its batch is done.
+    pub fn deferring_peers(mut self) -> Self {
+        self.defer_peers = true;
+        self
     }
 
     /// Replaces where DNS settings come from.

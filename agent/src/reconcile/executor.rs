@@ -1,41 +1,46 @@
-//! Carrying out a [`Plan`]: each step is handed to a [`HostOps`] in order; a step whose
-//! `needs` failed or were skipped is skipped too, so a failed pull never takes down the
-//! running version. One result per step is recorded (omicron's reconciler records one
-//! result per item), and the containers touched are summarised for the user.
+//! Carrying out a [`Plan`]: each step is handed to a [`HostOps`]; a step whose `needs`
+//! failed or were skipped is skipped too, so a failed pull never takes down the running
+//! version. One result per step is recorded (omicron's reconciler records one result
+//! per item), and the containers touched are summarised for the user.
+//!
+//! Steps run stage by stage ([`Step::stage`]). Within a stage, up to `workers` steps run
+//! side by side, each once the steps it needs have finished — as Compose creates
+//! independent services in parallel. One worker runs the plan strictly in order.
 //!
 //! The sequencing here is pure and tested with a recording fake; the real host
 //! operations live in `reconcile::host`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::model::{Action, Plan, ReportKind};
+use super::model::{Action, Plan, ReportKind, Step};
 
-/// The side effects of a plan's actions.
-pub trait HostOps {
+/// The side effects of a plan's actions. Steps of one stage may be called from several
+/// threads at once, each for a different container.
+pub trait HostOps: Sync {
     /// Pull, verify and unpack an image (usually already done before planning).
-    fn pull(&mut self, image: &str, digest: &str) -> Result<(), String>;
-    fn create_network(&mut self, name: &str) -> Result<(), String>;
-    fn create_volume(&mut self, name: &str) -> Result<(), String>;
-    fn create(&mut self, name: &str, instance: &str) -> Result<(), String>;
-    fn start(&mut self, name: &str, instance: &str) -> Result<(), String>;
+    fn pull(&self, image: &str, digest: &str) -> Result<(), String>;
+    fn create_network(&self, name: &str) -> Result<(), String>;
+    fn create_volume(&self, name: &str) -> Result<(), String>;
+    fn create(&self, name: &str, instance: &str) -> Result<(), String>;
+    fn start(&self, name: &str, instance: &str) -> Result<(), String>;
     fn stop(
-        &mut self,
+        &self,
         name: &str,
         instance: &str,
         signal: &str,
         timeout: Duration,
     ) -> Result<(), String>;
-    fn remove(&mut self, name: &str, instance: &str) -> Result<(), String>;
-    fn forget(&mut self, name: &str) -> Result<(), String>;
-    fn wait_healthy(&mut self, name: &str, instance: &str, timeout: Duration)
-    -> Result<(), String>;
-    fn remove_network(&mut self, name: &str) -> Result<(), String>;
-    fn remove_volume(&mut self, name: &str) -> Result<(), String>;
+    fn remove(&self, name: &str, instance: &str) -> Result<(), String>;
+    fn forget(&self, name: &str) -> Result<(), String>;
+    fn wait_healthy(&self, name: &str, instance: &str, timeout: Duration) -> Result<(), String>;
+    fn remove_network(&self, name: &str) -> Result<(), String>;
+    fn remove_volume(&self, name: &str) -> Result<(), String>;
     /// Work batched over the whole plan (peers' hosts files), after the last step.
-    fn finish(&mut self) {}
+    fn finish(&self) {}
 }
 
 /// What happened to one step.
@@ -48,6 +53,12 @@ pub enum StepResult {
     Skipped(String),
     /// A report step: nothing was done to the host.
     Reported,
+}
+
+impl StepResult {
+    fn ok(&self) -> bool {
+        matches!(self, StepResult::Done | StepResult::Reported)
+    }
 }
 
 /// The outcome of a whole plan.
@@ -79,62 +90,152 @@ fn target(action: &Action) -> Option<&str> {
     }
 }
 
-/// Runs the plan's steps in order against `host`.
-pub fn execute(plan: &Plan, host: &mut dyn HostOps) -> Outcome {
-    let mut ok: BTreeSet<usize> = BTreeSet::new();
-    let mut results = Vec::with_capacity(plan.steps.len());
-    let mut containers: BTreeMap<String, String> = BTreeMap::new();
-    let mut not_applied = BTreeSet::new();
-    for step in &plan.steps {
-        let blocked_by: Vec<usize> = step
+/// Runs one step's action against `host`.
+fn run_step(step: &Step, host: &dyn HostOps) -> StepResult {
+    let _span = tracing::info_span!("step", id = step.id).entered();
+    let r = match &step.action {
+        Action::Pull { image, digest } => host.pull(image, digest),
+        Action::CreateNetwork { name } => host.create_network(name),
+        Action::CreateVolume { name } => host.create_volume(name),
+        Action::Create { name, instance } => host.create(name, instance),
+        Action::Start { name, instance } => host.start(name, instance),
+        Action::Stop {
+            name,
+            instance,
+            signal,
+            timeout,
+        } => host.stop(name, instance, signal, *timeout),
+        Action::Remove { name, instance } => host.remove(name, instance),
+        Action::Forget { name } => host.forget(name),
+        Action::WaitHealthy {
+            name,
+            instance,
+            timeout,
+        } => host.wait_healthy(name, instance, *timeout),
+        Action::RemoveNetwork { name } => host.remove_network(name),
+        Action::RemoveVolume { name } => host.remove_volume(name),
+        Action::Report { .. } => return StepResult::Reported,
+    };
+    match r {
+        Ok(()) => StepResult::Done,
+        Err(e) => {
+            tracing::warn!(step = step.id, "{}: {e}", step.reason);
+            StepResult::Failed(e)
+        }
+    }
+}
+
+/// What the workers of one stage share.
+struct Board<'p> {
+    /// Steps of the stage not yet taken, in plan order.
+    pending: Vec<&'p Step>,
+    /// Steps taken and not finished.
+    running: BTreeSet<usize>,
+    /// Every finished step of the plan so far.
+    results: BTreeMap<usize, StepResult>,
+}
+
+impl<'p> Board<'p> {
+    /// The first pending step none of whose needs is still pending or running: taken
+    /// from `pending`, with its result already decided when a need did not succeed.
+    /// A need that never ran (not in any stage before) counts as not succeeded.
+    fn take(&mut self) -> Option<(&'p Step, Option<StepResult>)> {
+        let waiting =
+            |n: &usize| self.running.contains(n) || self.pending.iter().any(|s| s.id == *n);
+        let pos = self
+            .pending
+            .iter()
+            .position(|s| !s.needs.iter().any(waiting))?;
+        let step = self.pending.remove(pos);
+        let blocked_by: Vec<String> = step
             .needs
             .iter()
-            .copied()
-            .filter(|n| !ok.contains(n))
+            .filter(|n| !self.results.get(n).is_some_and(StepResult::ok))
+            .map(|n| n.to_string())
             .collect();
-        let result = if !blocked_by.is_empty() {
-            let list: Vec<String> = blocked_by.iter().map(|n| n.to_string()).collect();
+        let skipped = (!blocked_by.is_empty()).then(|| {
             StepResult::Skipped(format!(
                 "needs step {} which did not succeed",
-                list.join(", ")
+                blocked_by.join(", ")
             ))
-        } else {
-            let _span = tracing::info_span!("step", id = step.id).entered();
-            let r = match &step.action {
-                Action::Pull { image, digest } => host.pull(image, digest),
-                Action::CreateNetwork { name } => host.create_network(name),
-                Action::CreateVolume { name } => host.create_volume(name),
-                Action::Create { name, instance } => host.create(name, instance),
-                Action::Start { name, instance } => host.start(name, instance),
-                Action::Stop {
-                    name,
-                    instance,
-                    signal,
-                    timeout,
-                } => host.stop(name, instance, signal, *timeout),
-                Action::Remove { name, instance } => host.remove(name, instance),
-                Action::Forget { name } => host.forget(name),
-                Action::WaitHealthy {
-                    name,
-                    instance,
-                    timeout,
-                } => host.wait_healthy(name, instance, *timeout),
-                Action::RemoveNetwork { name } => host.remove_network(name),
-                Action::RemoveVolume { name } => host.remove_volume(name),
-                Action::Report { .. } => Ok(()),
+        });
+        Some((step, skipped))
+    }
+}
+
+/// Runs the plan's steps against `host`, with at most `workers` (at least 1) steps at
+/// a time within a stage.
+pub fn execute(plan: &Plan, host: &dyn HostOps, workers: usize) -> Outcome {
+    let mut stages: BTreeMap<u32, Vec<&Step>> = BTreeMap::new();
+    for step in &plan.steps {
+        stages.entry(step.stage).or_default().push(step);
+    }
+    let mut results: BTreeMap<usize, StepResult> = BTreeMap::new();
+    for steps in stages.into_values() {
+        results = run_stage(steps, results, host, workers.max(1));
+    }
+    host.finish();
+    summarise(plan, &results)
+}
+
+fn run_stage(
+    steps: Vec<&Step>,
+    results: BTreeMap<usize, StepResult>,
+    host: &dyn HostOps,
+    workers: usize,
+) -> BTreeMap<usize, StepResult> {
+    let workers = workers.min(steps.len());
+    let board = Mutex::new(Board {
+        pending: steps,
+        running: BTreeSet::new(),
+        results,
+    });
+    let changed = Condvar::new();
+    let lock = || board.lock().unwrap_or_else(PoisonError::into_inner);
+    let work = || {
+        let mut b = lock();
+        while !b.pending.is_empty() {
+            let Some((step, decided)) = b.take() else {
+                // Everything left waits for a running step.
+                b = changed.wait(b).unwrap_or_else(PoisonError::into_inner);
+                continue;
             };
-            match (r, &step.action) {
-                (Ok(()), Action::Report { .. }) => StepResult::Reported,
-                (Ok(()), _) => StepResult::Done,
-                (Err(e), _) => {
-                    tracing::warn!(step = step.id, "{}: {e}", step.reason);
-                    StepResult::Failed(e)
+            let result = match decided {
+                Some(skipped) => skipped,
+                None => {
+                    b.running.insert(step.id);
+                    drop(b);
+                    let r = run_step(step, host);
+                    b = lock();
+                    b.running.remove(&step.id);
+                    r
                 }
-            }
-        };
-        if matches!(result, StepResult::Done | StepResult::Reported) {
-            ok.insert(step.id);
+            };
+            b.results.insert(step.id, result);
+            changed.notify_all();
         }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    board
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .results
+}
+
+/// The per-container summary, read in plan order.
+fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome {
+    let mut containers: BTreeMap<String, String> = BTreeMap::new();
+    let mut not_applied = BTreeSet::new();
+    let mut out = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        let result = results.get(&step.id).cloned().unwrap_or_else(|| {
+            StepResult::Skipped("the executor did not reach this step".to_string())
+        });
         if let Some(name) = target(&step.action) {
             let entry = containers
                 .entry(name.to_string())
@@ -174,11 +275,10 @@ pub fn execute(plan: &Plan, host: &mut dyn HostOps) -> Outcome {
         {
             tracing::error!("pull of {image}@{digest} failed: {e}");
         }
-        results.push((step.id, result));
+        out.push((step.id, result));
     }
-    host.finish();
     Outcome {
-        results,
+        results: out,
         containers,
         not_applied,
     }
@@ -191,54 +291,57 @@ mod tests {
 
     #[derive(Default)]
     struct Recorder {
-        calls: Vec<String>,
+        calls: Mutex<Vec<String>>,
         fail: BTreeSet<String>,
     }
 
     impl Recorder {
-        fn call(&mut self, what: String) -> Result<(), String> {
+        fn call(&self, what: String) -> Result<(), String> {
             let failed = self.fail.contains(&what);
-            self.calls.push(what.clone());
+            self.calls.lock().unwrap().push(what.clone());
             if failed {
                 Err(format!("{what} broke"))
             } else {
                 Ok(())
             }
         }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
     }
 
     impl HostOps for Recorder {
-        fn pull(&mut self, image: &str, _: &str) -> Result<(), String> {
+        fn pull(&self, image: &str, _: &str) -> Result<(), String> {
             self.call(format!("pull {image}"))
         }
-        fn create_network(&mut self, n: &str) -> Result<(), String> {
+        fn create_network(&self, n: &str) -> Result<(), String> {
             self.call(format!("net {n}"))
         }
-        fn create_volume(&mut self, n: &str) -> Result<(), String> {
+        fn create_volume(&self, n: &str) -> Result<(), String> {
             self.call(format!("vol {n}"))
         }
-        fn create(&mut self, _: &str, i: &str) -> Result<(), String> {
+        fn create(&self, _: &str, i: &str) -> Result<(), String> {
             self.call(format!("create {i}"))
         }
-        fn start(&mut self, _: &str, i: &str) -> Result<(), String> {
+        fn start(&self, _: &str, i: &str) -> Result<(), String> {
             self.call(format!("start {i}"))
         }
-        fn stop(&mut self, _: &str, i: &str, _: &str, _: Duration) -> Result<(), String> {
+        fn stop(&self, _: &str, i: &str, _: &str, _: Duration) -> Result<(), String> {
             self.call(format!("stop {i}"))
         }
-        fn remove(&mut self, _: &str, i: &str) -> Result<(), String> {
+        fn remove(&self, _: &str, i: &str) -> Result<(), String> {
             self.call(format!("remove {i}"))
         }
-        fn forget(&mut self, n: &str) -> Result<(), String> {
+        fn forget(&self, n: &str) -> Result<(), String> {
             self.call(format!("forget {n}"))
         }
-        fn wait_healthy(&mut self, _: &str, i: &str, _: Duration) -> Result<(), String> {
+        fn wait_healthy(&self, _: &str, i: &str, _: Duration) -> Result<(), String> {
             self.call(format!("wait {i}"))
         }
-        fn remove_network(&mut self, n: &str) -> Result<(), String> {
+        fn remove_network(&self, n: &str) -> Result<(), String> {
             self.call(format!("rmnet {n}"))
         }
-        fn remove_volume(&mut self, n: &str) -> Result<(), String> {
+        fn remove_volume(&self, n: &str) -> Result<(), String> {
             self.call(format!("rmvol {n}"))
         }
     }
@@ -246,10 +349,19 @@ mod tests {
     fn step(id: usize, action: Action, needs: &[usize]) -> Step {
         Step {
             id,
-            action,
             reason: format!("step {id}"),
             needs: needs.to_vec(),
             not_before: None,
+            // The planner's phases, by kind, for these hand-written plans.
+            stage: match &action {
+                Action::Pull { .. } => 1,
+                Action::CreateNetwork { .. } | Action::CreateVolume { .. } => 2,
+                Action::Stop { .. } => 3,
+                Action::Remove { .. } | Action::Forget { .. } => 4,
+                Action::Report { .. } => 6,
+                _ => 5,
+            },
+            action,
         }
     }
 
@@ -318,9 +430,9 @@ mod tests {
     fn a_failed_pull_skips_everything_that_needs_it() {
         let mut host = Recorder::default();
         host.fail.insert("pull r/web".into());
-        let out = execute(&update_plan(), &mut host);
+        let out = execute(&update_plan(), &host, 1);
         assert_eq!(
-            host.calls,
+            host.calls(),
             vec!["pull r/web"],
             "the old instance is never stopped"
         );
@@ -338,10 +450,10 @@ mod tests {
 
     #[test]
     fn a_converging_plan_runs_every_step_in_order() {
-        let mut host = Recorder::default();
-        let out = execute(&update_plan(), &mut host);
+        let host = Recorder::default();
+        let out = execute(&update_plan(), &host, 1);
         assert_eq!(
-            host.calls,
+            host.calls(),
             vec![
                 "pull r/web",
                 "stop web-old",
@@ -360,8 +472,195 @@ mod tests {
     fn a_failed_create_reports_the_container() {
         let mut host = Recorder::default();
         host.fail.insert("create web-new".into());
-        let out = execute(&update_plan(), &mut host);
+        let out = execute(&update_plan(), &host, 1);
         assert_eq!(out.containers["web"], "failed: create web-new broke");
         assert!(matches!(out.results[4].1, StepResult::Skipped(_)));
+    }
+
+    /// A recorder that also holds each create and stop for a while and counts how many
+    /// run at once.
+    #[derive(Default)]
+    struct Slow {
+        rec: Recorder,
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Slow {
+        fn hold(&self, what: String) -> Result<(), String> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(n, SeqCst);
+            std::thread::sleep(Duration::from_millis(60));
+            self.now.fetch_sub(1, SeqCst);
+            self.rec.call(what)
+        }
+    }
+
+    impl HostOps for Slow {
+        fn pull(&self, image: &str, d: &str) -> Result<(), String> {
+            self.rec.pull(image, d)
+        }
+        fn create_network(&self, n: &str) -> Result<(), String> {
+            self.rec.create_network(n)
+        }
+        fn create_volume(&self, n: &str) -> Result<(), String> {
+            self.rec.create_volume(n)
+        }
+        fn create(&self, _: &str, i: &str) -> Result<(), String> {
+            self.hold(format!("create {i}"))
+        }
+        fn start(&self, n: &str, i: &str) -> Result<(), String> {
+            self.rec.start(n, i)
+        }
+        fn stop(&self, _: &str, i: &str, _: &str, _: Duration) -> Result<(), String> {
+            self.hold(format!("stop {i}"))
+        }
+        fn remove(&self, n: &str, i: &str) -> Result<(), String> {
+            self.rec.remove(n, i)
+        }
+        fn forget(&self, n: &str) -> Result<(), String> {
+            self.rec.forget(n)
+        }
+        fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), String> {
+            self.rec.wait_healthy(n, i, t)
+        }
+        fn remove_network(&self, n: &str) -> Result<(), String> {
+            self.rec.remove_network(n)
+        }
+        fn remove_volume(&self, n: &str) -> Result<(), String> {
+            self.rec.remove_volume(n)
+        }
+    }
+
+    /// Four containers, each created then started; `b` starts after `a` (depends_on).
+    fn four_new() -> Plan {
+        let s = |n: &str| n.to_string();
+        let mut steps = Vec::new();
+        for (k, n) in ["a", "b", "c", "d"].iter().enumerate() {
+            let id = 2 * k + 1;
+            let create = Action::Create {
+                name: s(n),
+                instance: format!("{n}-1"),
+            };
+            let start = Action::Start {
+                name: s(n),
+                instance: format!("{n}-1"),
+            };
+            steps.push(step(id, create, &[]));
+            let needs: Vec<usize> = if *n == "b" { vec![id, 2] } else { vec![id] };
+            steps.push(step(id + 1, start, &needs));
+        }
+        Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps,
+        }
+    }
+
+    fn position(calls: &[String], what: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c == what)
+            .unwrap_or_else(|| panic!("{what} not called: {calls:?}"))
+    }
+
+    #[test]
+    fn independent_creates_run_side_by_side_and_starts_wait_for_their_needs() {
+        let host = Slow::default();
+        let out = execute(&four_new(), &host, 4);
+        assert!(out.converged(), "{:?}", out.containers);
+        let most = host.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            most >= 2,
+            "creates ran one at a time (most at once: {most})"
+        );
+        let calls = host.rec.calls();
+        assert_eq!(calls.len(), 8, "{calls:?}");
+        for n in ["a", "b", "c", "d"] {
+            assert!(
+                position(&calls, &format!("create {n}-1"))
+                    < position(&calls, &format!("start {n}-1")),
+                "{calls:?}"
+            );
+        }
+        assert!(position(&calls, "start a-1") < position(&calls, "start b-1"));
+        // Results come back in plan order whatever the completion order.
+        let ids: Vec<usize> = out.results.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (1..=8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn one_worker_runs_the_plan_in_order() {
+        let host = Slow::default();
+        execute(&four_new(), &host, 1);
+        assert_eq!(host.most.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let calls = host.rec.calls();
+        assert_eq!(calls[0], "create a-1");
+        assert_eq!(calls[1], "start a-1");
+        assert_eq!(calls[7], "start d-1");
+    }
+
+    #[test]
+    fn a_failed_create_skips_only_what_needs_it_when_steps_run_side_by_side() {
+        let mut host = Slow::default();
+        host.rec.fail.insert("create a-1".into());
+        let out = execute(&four_new(), &host, 4);
+        assert!(
+            out.containers["a"].starts_with("failed"),
+            "{:?}",
+            out.containers
+        );
+        assert!(
+            out.containers["b"].starts_with("not applied"),
+            "{:?}",
+            out.containers
+        );
+        assert_eq!(out.containers["c"], "applied");
+        assert_eq!(out.containers["d"], "applied");
+        let calls = host.rec.calls();
+        assert!(!calls.contains(&"start a-1".to_string()), "{calls:?}");
+        assert!(!calls.contains(&"start b-1".to_string()), "{calls:?}");
+        assert!(calls.contains(&"create b-1".to_string()), "{calls:?}");
+    }
+
+    #[test]
+    fn a_later_stage_waits_for_every_step_of_the_one_before() {
+        let s = |n: &str| n.to_string();
+        let stop = |id: usize, n: &str, stage: u32| {
+            let mut st = step(
+                id,
+                Action::Stop {
+                    name: s(n),
+                    instance: format!("{n}-1"),
+                    signal: s("SIGTERM"),
+                    timeout: Duration::from_secs(1),
+                },
+                &[],
+            );
+            st.stage = stage;
+            st
+        };
+        // `app` depends on `db`: the planner puts the dependent's stop a stage earlier.
+        let plan = Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![stop(1, "app", 3), stop(2, "web", 3), stop(3, "db", 4)],
+        };
+        let host = Slow::default();
+        execute(&plan, &host, 4);
+        let calls = host.rec.calls();
+        assert_eq!(
+            calls.last().map(String::as_str),
+            Some("stop db-1"),
+            "{calls:?}"
+        );
+        let most = host.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            most <= 2,
+            "db stopped alongside its dependents ({most} at once)"
+        );
     }
 }

@@ -24,6 +24,9 @@ use super::order::topological;
 pub(super) struct Fates<'a> {
     /// Desired, not-evaluated and existing containers: dependencies first.
     pub order: Vec<String>,
+    /// Per container, the length of its longest `depends_on` chain (0: depends on
+    /// nothing here). Dependents are stopped before what they depend on.
+    pub depth: BTreeMap<String, u32>,
     pub fates: BTreeMap<String, Fate<'a>>,
 }
 
@@ -91,7 +94,7 @@ pub(super) fn decide<'a>(
     history: &History,
     now: Timestamp,
 ) -> Fates<'a> {
-    let order = dependency_order(desired, actual);
+    let (order, depth) = dependency_order(desired, actual);
     let mut fates = BTreeMap::new();
     // Whether each container decided so far runs once the plan has run, or why not.
     let mut runs: BTreeMap<String, Result<(), String>> = BTreeMap::new();
@@ -166,7 +169,11 @@ pub(super) fn decide<'a>(
         runs.insert(name.clone(), runs_after(&fate, &ctx));
         fates.insert(name.clone(), fate);
     }
-    Fates { order, fates }
+    Fates {
+        order,
+        depth,
+        fates,
+    }
 }
 
 /// What decisions about one container read.
@@ -182,7 +189,7 @@ struct Ctx<'a, 'n> {
 /// Desired and existing containers, dependencies first. Existing containers no longer
 /// desired keep the dependencies of the spec they were created from, so they are
 /// stopped before what they depended on.
-fn dependency_order(desired: &Desired, actual: &Actual) -> Vec<String> {
+fn dependency_order(desired: &Desired, actual: &Actual) -> (Vec<String>, BTreeMap<String, u32>) {
     let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, c) in &desired.containers {
         graph.insert(name.clone(), c.spec.depends_on.clone());
@@ -202,7 +209,18 @@ fn dependency_order(desired: &Desired, actual: &Actual) -> Vec<String> {
             deps.into_iter().collect()
         });
     }
-    topological(&graph)
+    let order = topological(&graph);
+    let mut depth: BTreeMap<String, u32> = BTreeMap::new();
+    for name in &order {
+        // Dependencies come first in `order`; one not placed yet is part of a cycle.
+        let d = graph[name]
+            .iter()
+            .filter_map(|d| depth.get(d).map(|n| n + 1))
+            .max()
+            .unwrap_or(0);
+        depth.insert(name.clone(), d);
+    }
+    (order, depth)
 }
 
 /// Why a dependency of `want` will not be running, if one will not.

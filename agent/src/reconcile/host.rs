@@ -7,9 +7,10 @@
 //! before the runtime is asked to create anything, and named failpoints (the
 //! `failpoints` feature) let the crash tests stop the process between side effects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use berth_spec::types::NetworkMode;
@@ -50,7 +51,7 @@ pub struct RealHost<'a> {
     pub desired: &'a Desired,
     pub images: &'a BTreeMap<String, ReadyImage>,
     pub networks: &'a Networks,
-    pub runtime: &'a dyn InstanceRuntime,
+    pub runtime: &'a (dyn InstanceRuntime + Sync),
     /// The OCI runtime binary and root recorded with each container.
     pub runtime_binary: PathBuf,
     pub runtime_root: PathBuf,
@@ -58,10 +59,10 @@ pub struct RealHost<'a> {
     pub identity: Option<&'a secrets::NodeIdentity>,
     /// Networks whose members changed in this pass: their peers' hosts files are
     /// rewritten once at the end, not after every start.
-    pub touched: std::collections::BTreeSet<String>,
+    pub touched: Mutex<BTreeSet<String>>,
     /// Instances this pass created: known to be in the `created` state, so starting
     /// them needs no `state` call to the runtime.
-    pub created: std::collections::BTreeSet<String>,
+    pub created: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for RealHost<'_> {
@@ -77,6 +78,14 @@ fn e(what: &str, err: impl std::error::Error) -> String {
 }
 
 impl RealHost<'_> {
+    fn lock_touched(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.touched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_created(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.created.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn instance(&self, id: &str) -> Instance {
         Instance::new(&self.state_dir, id)
     }
@@ -296,13 +305,13 @@ fn signal_number(name: &str) -> i32 {
 }
 
 impl HostOps for RealHost<'_> {
-    fn pull(&mut self, image: &str, digest: &str) -> Result<(), String> {
+    fn pull(&self, image: &str, digest: &str) -> Result<(), String> {
         // `berth apply` makes images ready before it plans; a pull step left in the
         // plan means that failed, and the reason is the container's report.
         Err(format!("image {image}@{digest} could not be made ready"))
     }
 
-    fn create_network(&mut self, name: &str) -> Result<(), String> {
+    fn create_network(&self, name: &str) -> Result<(), String> {
         match self.spec.networks.get(name) {
             Some(def) => self.networks.ensure(def).map(drop),
             None => self.networks.ensure_network(name, None).map(drop),
@@ -310,13 +319,13 @@ impl HostOps for RealHost<'_> {
         .map_err(|err| e(&format!("network `{name}`"), err))
     }
 
-    fn create_volume(&mut self, name: &str) -> Result<(), String> {
+    fn create_volume(&self, name: &str) -> Result<(), String> {
         volumes::ensure(&self.state_dir, name, None)
             .map(drop)
             .map_err(|err| e("volume", err))
     }
 
-    fn create(&mut self, name: &str, id: &str) -> Result<(), String> {
+    fn create(&self, name: &str, id: &str) -> Result<(), String> {
         let record = self.materialise(name, id)?;
         state::write_record(&self.state_dir, &record)
             .map_err(|err| e("write the container record", err))?;
@@ -324,16 +333,16 @@ impl HostOps for RealHost<'_> {
             .create(&self.instance(id))
             .map_err(|err| e("create", err))?;
         failpoint("after-create");
-        self.created.insert(id.to_string());
+        self.lock_created().insert(id.to_string());
         Ok(())
     }
 
-    fn start(&mut self, name: &str, id: &str) -> Result<(), String> {
+    fn start(&self, name: &str, id: &str) -> Result<(), String> {
         let inst = self.instance(id);
         let mut record = self
             .record(name)?
             .ok_or_else(|| format!("container `{name}` has no record"))?;
-        let status = if self.created.remove(id) {
+        let status = if self.lock_created().remove(id) {
             InstanceStatus::Created { pid: 0 }
         } else {
             self.runtime.status(&inst).map_err(|err| e("status", err))?
@@ -362,37 +371,31 @@ impl HostOps for RealHost<'_> {
         if let Some(d) = self.desired.containers.get(name)
             && d.spec.network_mode == NetworkMode::Bridge
         {
-            self.touched.extend(d.spec.networks.iter().cloned());
+            self.lock_touched().extend(d.spec.networks.iter().cloned());
         }
         Ok(())
     }
 
-    fn stop(
-        &mut self,
-        _name: &str,
-        id: &str,
-        signal: &str,
-        timeout: Duration,
-    ) -> Result<(), String> {
+    fn stop(&self, _name: &str, id: &str, signal: &str, timeout: Duration) -> Result<(), String> {
         self.runtime
             .stop(&self.instance(id), signal_number(signal), timeout)
             .map(drop)
             .map_err(|err| e("stop", err))
     }
 
-    fn remove(&mut self, _name: &str, id: &str) -> Result<(), String> {
+    fn remove(&self, _name: &str, id: &str) -> Result<(), String> {
         if let Ok(Some(a)) = self.networks.attachment(id) {
-            self.touched.extend(a.addresses.keys().cloned());
+            self.lock_touched().extend(a.addresses.keys().cloned());
         }
         self.teardown(id)
     }
 
-    fn forget(&mut self, name: &str) -> Result<(), String> {
+    fn forget(&self, name: &str) -> Result<(), String> {
         state::remove_record(&self.state_dir, name)
             .map_err(|err| e("remove the container record", err))
     }
 
-    fn wait_healthy(&mut self, name: &str, id: &str, timeout: Duration) -> Result<(), String> {
+    fn wait_healthy(&self, name: &str, id: &str, timeout: Duration) -> Result<(), String> {
         let dc = self
             .desired
             .containers
@@ -432,21 +435,30 @@ impl HostOps for RealHost<'_> {
         }
     }
 
-    fn remove_network(&mut self, name: &str) -> Result<(), String> {
+    fn remove_network(&self, name: &str) -> Result<(), String> {
         self.networks
             .remove_network(name)
             .map(drop)
             .map_err(|err| e(&format!("network `{name}`"), err))
     }
 
-    fn remove_volume(&mut self, name: &str) -> Result<(), String> {
+    fn remove_volume(&self, name: &str) -> Result<(), String> {
         volumes::remove(&self.state_dir, name).map_err(|err| e("volume", err))
     }
 
-    fn finish(&mut self) {
-        let touched: Vec<String> = std::mem::take(&mut self.touched).into_iter().collect();
-        if !touched.is_empty()
-            && let Err(err) = self.networks.refresh_peers("", &touched)
+    fn finish(&self) {
+        // The networks whose members changed, and every network of a desired container:
+        // a pass killed after a start and before this point left its peers' files
+        // stale, and only files that read wrong are written.
+        let mut networks = std::mem::take(&mut *self.lock_touched());
+        for d in self.desired.containers.values() {
+            if d.spec.network_mode == NetworkMode::Bridge {
+                networks.extend(d.spec.networks.iter().cloned());
+            }
+        }
+        let networks: Vec<String> = networks.into_iter().collect();
+        if !networks.is_empty()
+            && let Err(err) = self.networks.refresh_peers("", &networks)
         {
             tracing::warn!(
                 "cannot update the peers' hosts files: {}",

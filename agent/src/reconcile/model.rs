@@ -303,6 +303,13 @@ pub struct Step {
     /// `berth apply` runs it at once and only reports the backoff.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
+    /// Steps run stage by stage, in ascending order; within a stage the executor may run
+    /// steps side by side as their `needs` allow. Stages keep what the plan's phases
+    /// promise without a `needs` edge: every pull before any stop, every removal before
+    /// any create (a freed port or address), dependents stopped before what they depend
+    /// on.
+    #[serde(skip)]
+    pub stage: u32,
 }
 
 /// What the executor does. See each variant for its contract.

@@ -38,11 +38,16 @@ pub fn plan(
     history: &History,
     now: Timestamp,
 ) -> Plan {
-    let Fates { order, fates } = fate::decide(desired, actual, policy, history, now);
+    let Fates {
+        order,
+        depth,
+        fates,
+    } = fate::decide(desired, actual, policy, history, now);
     let mut e = Emitter {
         desired,
         actual,
         order: &order,
+        depth: &depth,
         fates: &fates,
         steps: Vec::new(),
         pulls: BTreeMap::new(),
@@ -52,6 +57,7 @@ pub fn plan(
         started: BTreeMap::new(),
         waited: BTreeMap::new(),
         objects: super::objects::plan(desired, actual, &fates),
+        stage: 0,
     };
     e.pulls();
     e.prepare();
@@ -67,11 +73,21 @@ pub fn plan(
     }
 }
 
+/// The stages of [`Step::stage`], one per phase; stops take one stage per level of
+/// `depends_on`, from `STAGE_STOPS` up.
+const STAGE_PULLS: u32 = 1;
+const STAGE_PREPARE: u32 = 2;
+const STAGE_STOPS: u32 = 3;
+const STAGE_REMOVALS: u32 = 1 << 20;
+const STAGE_STARTS: u32 = STAGE_REMOVALS + 1;
+const STAGE_REPORTS: u32 = STAGE_REMOVALS + 2;
+
 /// Builds the step list, remembering each step's id by what it acts on.
 struct Emitter<'p, 'a> {
     desired: &'a Desired,
     actual: &'a Actual,
     order: &'p [String],
+    depth: &'p BTreeMap<String, u32>,
     fates: &'p BTreeMap<String, Fate<'a>>,
     steps: Vec<Step>,
     /// Pull step by container name.
@@ -85,6 +101,8 @@ struct Emitter<'p, 'a> {
     started: BTreeMap<String, usize>,
     waited: BTreeMap<String, usize>,
     objects: super::objects::Objects,
+    /// The stage of the steps pushed now (see [`Step::stage`]).
+    stage: u32,
 }
 
 impl<'p, 'a> Emitter<'p, 'a> {
@@ -103,6 +121,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
             reason: reason.into(),
             needs: needs.into_iter().collect(),
             not_before,
+            stage: self.stage,
         });
         id
     }
@@ -117,6 +136,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
 
     /// Phase 1: one pull per image and digest that a new instance needs.
     fn pulls(&mut self) {
+        self.stage = STAGE_PULLS;
         let mut wanted: Vec<((String, String), Vec<&str>)> = Vec::new();
         for a in self.applied() {
             if a.create.is_none() || a.want.image_ready {
@@ -140,6 +160,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
     /// Phase 2: networks and volumes that an applied container uses and that do not
     /// exist yet.
     fn prepare(&mut self) {
+        self.stage = STAGE_PREPARE;
         for (name, users) in self.objects.create_networks.clone() {
             let reason = format!("not on the host, for {}", users.join(", "));
             let id = self.push(
@@ -216,12 +237,17 @@ impl<'p, 'a> Emitter<'p, 'a> {
 
     /// Phase 3: every stop that comes before the new instances, dependents first.
     fn stops(&mut self) {
+        let deepest = self.depth.values().copied().max().unwrap_or(0);
+        self.stage = STAGE_STOPS + deepest;
         let orphans: Vec<Instance> = self.actual.orphans.iter().map(orphan_instance).collect();
         for i in &orphans {
             let reason = "orphan instance: no container record accounts for it".to_string();
             self.stop(&orphan_name(&i.id), i, None, reason, vec![]);
         }
         for name in self.order.iter().rev() {
+            // The deepest dependents first; each level once the one above has stopped.
+            let depth = self.depth.get(name).copied().unwrap_or(0);
+            self.stage = STAGE_STOPS + deepest - depth;
             match self.fates.get(name) {
                 Some(Fate::Prune(p)) => {
                     for i in sorted(&p.instances) {
@@ -262,6 +288,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
 
     /// Phase 4: removals, then networks and volumes no longer used.
     fn removals(&mut self) {
+        self.stage = STAGE_REMOVALS;
         let orphans: Vec<Instance> = self.actual.orphans.iter().map(orphan_instance).collect();
         for i in &orphans {
             let reason = "orphan instance: no container record accounts for it".to_string();
@@ -323,6 +350,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
 
     /// Phase 5: creates and starts in dependency order, and `start-first` handovers.
     fn starts(&mut self) {
+        self.stage = STAGE_STARTS;
         for name in self.order {
             match self.fates.get(name) {
                 Some(Fate::Apply(a)) => self.bring_up(a),
@@ -453,6 +481,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
 
     /// Phase 6: what was not applied, and why; audit findings of what was.
     fn reports(&mut self) {
+        self.stage = STAGE_REPORTS;
         for name in self.order {
             let (kind, reason) = match self.fates.get(name) {
                 Some(Fate::Keep(k)) => (k.kind, k.message.clone()),
