@@ -187,6 +187,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         identity: age.as_ref(),
         touched: Default::default(),
         created: Default::default(),
+        stopped: Default::default(),
     };
     let outcome = executor::execute(&plan, &host, cfg.runtime.parallel);
 

@@ -156,7 +156,7 @@ pub fn run(cli: &Cli, op: Op, args: &NameArgs) -> ExitCode {
                     &ctx.state_dir,
                     &ctx.run_dir,
                     &networks,
-                    &ctx.instances,
+                    Some(&ctx.instances),
                     &record.instance,
                 )?;
                 state::remove_record(&ctx.state_dir, &record.name).map_err(|e| e.to_string())?;

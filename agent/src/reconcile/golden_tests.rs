@@ -395,6 +395,44 @@ fn invariants(scenario: &str, plan: &Plan) {
                 "{scenario}: {instance} stopped twice"
             );
         }
+        // The executor runs stages in order: a need is never in a later stage.
+        for d in &s.needs {
+            let need = &plan.steps[d - 1];
+            assert!(
+                need.stage <= s.stage,
+                "{scenario}: step {} needs step {d} of a later stage",
+                s.id
+            );
+        }
+    }
+    // What the phases promise without a `needs` edge holds across stages.
+    let stages = |f: fn(&Action) -> bool| -> Vec<u32> {
+        plan.steps
+            .iter()
+            .filter(|s| f(&s.action))
+            .map(|s| s.stage)
+            .collect()
+    };
+    let pulls = stages(|a| matches!(a, Action::Pull { .. }));
+    let others = stages(|a| !matches!(a, Action::Pull { .. }));
+    for p in &pulls {
+        assert!(
+            others.iter().all(|o| o > p),
+            "{scenario}: a step shares a stage with a pull"
+        );
+    }
+    let creates = stages(|a| matches!(a, Action::Create { .. }));
+    let removals = stages(|a| {
+        matches!(
+            a,
+            Action::Forget { .. } | Action::RemoveNetwork { .. } | Action::RemoveVolume { .. }
+        )
+    });
+    for r in &removals {
+        assert!(
+            creates.iter().all(|c| c > r),
+            "{scenario}: a create may run alongside a removal"
+        );
     }
 }
 
@@ -461,6 +499,42 @@ scenarios!(
     unknown_state,
     network_subnet_changed,
 );
+
+/// Removing everything: each container's stop comes a stage before the stops of what it
+/// depends on (web → api → db), so steps run side by side never stop a dependency first.
+#[test]
+fn dependents_stop_a_stage_before_what_they_depend_on() {
+    let mut i = load(&testdata().join("fresh_install"));
+    let plan = super::plan(&i.desired, &i.actual, &i.policy, &i.history, i.now);
+    let later = Timestamp(i.now.0 + 5);
+    super::fake_host::execute(&plan, &mut i.desired, &mut i.actual, later);
+    let deps: Vec<(String, Vec<String>)> = i
+        .desired
+        .containers
+        .iter()
+        .map(|(n, c)| (n.clone(), c.spec.depends_on.clone()))
+        .collect();
+    i.desired.containers.clear();
+    let plan = super::plan(&i.desired, &i.actual, &i.policy, &i.history, later);
+    let stop_stage = |name: &str| {
+        plan.steps
+            .iter()
+            .find(|s| matches!(&s.action, Action::Stop { name: n, .. } if n == name))
+            .map(|s| s.stage)
+            .unwrap_or_else(|| panic!("no stop of {name}:\n{plan}"))
+    };
+    let mut pairs = 0;
+    for (name, ds) in deps {
+        for d in ds {
+            assert!(
+                stop_stage(&name) < stop_stage(&d),
+                "{name} depends on {d} but does not stop first:\n{plan}"
+            );
+            pairs += 1;
+        }
+    }
+    assert_eq!(pairs, 2, "web → api → db");
+}
 
 #[test]
 fn requeue_at_the_end_of_the_backoff() {

@@ -63,6 +63,8 @@ pub struct RealHost<'a> {
     /// Instances this pass created: known to be in the `created` state, so starting
     /// them needs no `state` call to the runtime.
     pub created: Mutex<BTreeSet<String>>,
+    /// Instances this pass stopped, which also deleted them from the runtime.
+    pub stopped: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for RealHost<'_> {
@@ -80,6 +82,30 @@ fn e(what: &str, err: impl std::error::Error) -> String {
 impl RealHost<'_> {
     fn lock_touched(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.touched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Present while some peers' hosts files may be stale: from the first change of a
+    /// pass's network membership until its end-of-pass refresh.
+    fn peers_marker(&self) -> PathBuf {
+        self.state_dir.join("cni").join("peers-stale")
+    }
+
+    /// Notes networks whose members changed; the first note of a pass leaves the marker.
+    fn touch(&self, networks: impl IntoIterator<Item = String>) {
+        let mut touched = self.lock_touched();
+        if touched.is_empty() {
+            let marker = self.peers_marker();
+            if let Err(err) = std::fs::create_dir_all(self.state_dir.join("cni"))
+                .and_then(|()| std::fs::write(&marker, b""))
+            {
+                tracing::warn!("cannot write {}: {err}", marker.display());
+            }
+        }
+        touched.extend(networks);
+    }
+
+    fn lock_stopped(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.stopped.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_created(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -232,11 +258,13 @@ impl RealHost<'_> {
     }
 
     fn teardown(&self, id: &str) -> Result<(), String> {
+        let stopped = self.lock_stopped().remove(id);
+        let runtime: &dyn InstanceRuntime = self.runtime;
         teardown(
             &self.state_dir,
             &self.run_dir,
             self.networks,
-            self.runtime,
+            (!stopped).then_some(runtime),
             id,
         )
     }
@@ -248,17 +276,21 @@ impl RealHost<'_> {
 
 /// Tears down an instance: runtime delete, network, secrets, rootfs, directory. Every
 /// part tolerates being gone already, so a crash in the middle is finished next time.
+/// `runtime` is `None` when the caller has just stopped the instance, which deleted it
+/// from the runtime: asking again would cost a `state` call for nothing.
 pub fn teardown(
     state_dir: &Path,
     run_dir: &Path,
     networks: &Networks,
-    runtime: &dyn InstanceRuntime,
+    runtime: Option<&dyn InstanceRuntime>,
     id: &str,
 ) -> Result<(), String> {
     let inst = Instance::new(state_dir, id);
-    runtime
-        .delete(&inst)
-        .map_err(|err| e("runtime delete", err))?;
+    if let Some(runtime) = runtime {
+        runtime
+            .delete(&inst)
+            .map_err(|err| e("runtime delete", err))?;
+    }
     failpoint("mid-removal");
     networks
         .detach(id)
@@ -342,6 +374,8 @@ impl HostOps for RealHost<'_> {
         let mut record = self
             .record(name)?
             .ok_or_else(|| format!("container `{name}` has no record"))?;
+        // Started again: the runtime holds it once more.
+        self.lock_stopped().remove(id);
         let status = if self.lock_created().remove(id) {
             InstanceStatus::Created { pid: 0 }
         } else {
@@ -371,7 +405,7 @@ impl HostOps for RealHost<'_> {
         if let Some(d) = self.desired.containers.get(name)
             && d.spec.network_mode == NetworkMode::Bridge
         {
-            self.lock_touched().extend(d.spec.networks.iter().cloned());
+            self.touch(d.spec.networks.iter().cloned());
         }
         Ok(())
     }
@@ -379,13 +413,15 @@ impl HostOps for RealHost<'_> {
     fn stop(&self, _name: &str, id: &str, signal: &str, timeout: Duration) -> Result<(), String> {
         self.runtime
             .stop(&self.instance(id), signal_number(signal), timeout)
-            .map(drop)
-            .map_err(|err| e("stop", err))
+            .map_err(|err| e("stop", err))?;
+        // A stop ends with the runtime's delete.
+        self.lock_stopped().insert(id.to_string());
+        Ok(())
     }
 
     fn remove(&self, _name: &str, id: &str) -> Result<(), String> {
         if let Ok(Some(a)) = self.networks.attachment(id) {
-            self.lock_touched().extend(a.addresses.keys().cloned());
+            self.touch(a.addresses.keys().cloned());
         }
         self.teardown(id)
     }
@@ -447,23 +483,28 @@ impl HostOps for RealHost<'_> {
     }
 
     fn finish(&self) {
-        // The networks whose members changed, and every network of a desired container:
-        // a pass killed after a start and before this point left its peers' files
-        // stale, and only files that read wrong are written.
+        let marker = self.peers_marker();
         let mut networks = std::mem::take(&mut *self.lock_touched());
+        if networks.is_empty() && !marker.exists() {
+            return;
+        }
+        // Also every network of a desired container: a pass killed between a start and
+        // this point left the marker and its peers' files stale. Only files that read
+        // wrong are written.
         for d in self.desired.containers.values() {
             if d.spec.network_mode == NetworkMode::Bridge {
                 networks.extend(d.spec.networks.iter().cloned());
             }
         }
         let networks: Vec<String> = networks.into_iter().collect();
-        if !networks.is_empty()
-            && let Err(err) = self.networks.refresh_peers("", &networks)
-        {
-            tracing::warn!(
+        match self.networks.refresh_peers("", &networks) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&marker);
+            }
+            Err(err) => tracing::warn!(
                 "cannot update the peers' hosts files: {}",
                 error_chain(&err)
-            );
+            ),
         }
     }
 }
