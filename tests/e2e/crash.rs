@@ -1,7 +1,8 @@
-//! Single-container scenarios of `berth apply`: crash safety — stopped at each named
-//! failpoint (the `failpoints` feature; DESIGN.md §8) and run again it converges, with
-//! no duplicate containers, and removing everything afterwards leaves no leaks — the
-//! restart policy, and the policy's audit mode.
+//! Crash safety of `berth apply` — stopped at each named failpoint (the `failpoints`
+//! feature; DESIGN.md §8) and run again it converges, with no duplicate containers, and
+//! removing everything afterwards leaves no leaks; once for one container, once with
+//! six containers' steps in flight side by side — the restart policy, and the policy's
+//! audit mode.
 
 use std::path::{Path, PathBuf};
 
@@ -492,4 +493,89 @@ fn fifty_create_remove_cycles_leave_nothing_behind() {
         }
     }
     assert_eq!(network_leaks(&node, "10.251.24."), baseline);
+}
+
+/// Steps of different containers run side by side (`runtime.parallel`): a pass killed
+/// while several creates are in flight — some mid-CNI ADD, some in the runtime — is
+/// finished by the next one, with every container once, and removing everything leaves
+/// no veth, IP allocation, iptables rule, mount, namespace or runtime container.
+#[test]
+fn a_pass_killed_while_creates_run_side_by_side_converges_without_leaks() {
+    let Some(node) = setup("10.251.26.0/24") else {
+        return;
+    };
+    let app = std::fs::read_to_string(node.spec.join("app.toml")).unwrap();
+    let image = app
+        .lines()
+        .find(|l| l.starts_with("image = "))
+        .unwrap()
+        .to_string();
+    let net = &app[..app.find("[volume.").unwrap()];
+    let mut text = net.to_string();
+    for i in 1..=6 {
+        text.push_str(&format!(
+            "\n[container.par{i}]\n{image}\nuser = \"10001:10001\"\n\
+             command = [\"/bin/httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv\"]\n\
+             networks = [\"crash\"]\nread_only = true\ncap_drop = [\"ALL\"]\n\
+             resources = {{ memory = \"16MiB\", pids = 16 }}\nstop_signal = \"SIGKILL\"\n"
+        ));
+    }
+    let full = node.dir.path().join("full");
+    let empty = node.dir.path().join("empty");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(full.join("apps.toml"), &text).unwrap();
+    let apply = |dir: &Path, fp: Option<&str>| node.berth(fp, &["apply", &dir.to_string_lossy()]);
+
+    for fp in [
+        "after-cni-add",
+        "after-create",
+        "after-start",
+        "after-bundle",
+    ] {
+        let r = apply(&full, Some(fp));
+        assert_eq!(r.code, 137, "{fp} not reached:\n{}{}", r.stdout, r.stderr);
+        let r = apply(&full, None);
+        assert_eq!(r.code, 0, "after {fp}: {}{}", r.stdout, r.stderr);
+        let again = apply(&full, None);
+        assert!(
+            again.code == 0 && !again.stdout.contains("create"),
+            "after {fp}, not converged:\n{}{}\nthe pass before:\n{}{}",
+            again.stdout,
+            again.stderr,
+            r.stdout,
+            r.stderr
+        );
+        let list = instances(&node);
+        assert_eq!(list.len(), 6, "after {fp}: {list:?}");
+        assert!(
+            list.iter().all(|l| l.contains("running")),
+            "after {fp}: {list:?}"
+        );
+        let dirs = std::fs::read_dir(node.state().join("instances"))
+            .unwrap()
+            .count();
+        assert_eq!(dirs, 6, "after {fp}: duplicate instance directories");
+        // Every peer knows every other by name once the pass is over.
+        let hosts = std::fs::read_dir(node.state().join("instances"))
+            .unwrap()
+            .flatten()
+            .map(|d| std::fs::read_to_string(d.path().join("hosts")).unwrap())
+            .collect::<Vec<_>>();
+        for h in &hosts {
+            for i in 1..=6 {
+                assert!(
+                    h.contains(&format!("\tpar{i}\n")),
+                    "after {fp}: par{i} missing:\n{h}"
+                );
+            }
+        }
+        let r = apply(&empty, None);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert_eq!(
+            network_leaks(&node, "10.251.26."),
+            Vec::<String>::new(),
+            "after {fp}"
+        );
+    }
 }

@@ -342,6 +342,12 @@ impl Networks {
                 });
         };
         let container = record.container.clone();
+        if !record.complete && !self.host.wait_plugins_done(instance_id, PLUGIN_WAIT) {
+            tracing::warn!(
+                instance = instance_id,
+                "a CNI plugin of an earlier, interrupted attach still runs after {PLUGIN_WAIT:?}; detaching anyway"
+            );
+        }
         let netns_live = self.host.netns_exists(&record.netns);
         let netns = netns_live.then_some(record.netns.as_path());
         let mut first = None;
@@ -357,7 +363,13 @@ impl Networks {
                 ifname: &n.ifname,
                 runtime: &n.runtime,
             };
-            if let Err(source) = cni::del(self.cni.as_ref(), &call, n.result.as_ref()) {
+            // An ADD cut short left no result: rebuild what DEL needs from the IPAM's
+            // allocation, or the firewall plugin finds no address to clean up.
+            let prev = n
+                .result
+                .clone()
+                .or_else(|| recovered_result(&n, instance_id, netns));
+            if let Err(source) = cni::del(self.cni.as_ref(), &call, prev.as_ref()) {
                 first.get_or_insert(NetworkError::Cni {
                     container: container.clone(),
                     source,
@@ -400,5 +412,133 @@ impl Networks {
             return Ok(());
         }
         self.refresh_peers(instance_id, &names)
+    }
+}
+
+/// How long a detach waits for a plugin an interrupted attach left running.
+const PLUGIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The result ADD would have returned for `n`, rebuilt from host-local's allocations
+/// (`<dataDir>/<network>/<ip>`, holding the container id and interface name) when the
+/// ADD was cut short before its result was recorded. `None` when nothing is allocated.
+pub(crate) fn recovered_result(
+    n: &NetAttachment,
+    instance_id: &str,
+    netns: Option<&std::path::Path>,
+) -> Option<Value> {
+    let plugins = n.config.get("plugins")?.as_array()?;
+    let ipam = plugins.iter().find_map(|p| p.get("ipam"))?;
+    if ipam.get("type").and_then(Value::as_str) != Some("host-local") {
+        return None;
+    }
+    let dir =
+        std::path::Path::new(ipam.get("dataDir")?.as_str()?).join(n.config.get("name")?.as_str()?);
+    let prefixes: Vec<berth_spec::types::Cidr> = ipam
+        .pointer("/ranges/0")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| berth_spec::types::parse_cidr(r.get("subnet")?.as_str()?).ok())
+        .collect();
+    let mut ips = Vec::new();
+    for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+        let Ok(ip) = entry.file_name().to_string_lossy().parse::<IpAddr>() else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let mut lines = text.lines().map(str::trim);
+        let owner = lines.next().unwrap_or_default();
+        let ifname = lines.next();
+        if owner != instance_id || ifname.is_some_and(|i| i != n.ifname) {
+            continue;
+        }
+        let host = berth_spec::types::Cidr {
+            addr: ip,
+            prefix: if ip.is_ipv4() { 32 } else { 128 },
+        };
+        let prefix = prefixes
+            .iter()
+            .find(|c| c.overlaps(&host))
+            .map_or(host.prefix, |c| c.prefix);
+        ips.push(json!({ "address": format!("{ip}/{prefix}"), "interface": 0 }));
+    }
+    if ips.is_empty() {
+        return None;
+    }
+    let mut iface = json!({ "name": n.ifname });
+    if let Some(ns) = netns {
+        iface["sandbox"] = json!(ns.to_string_lossy());
+    }
+    Some(json!({
+        "cniVersion": n.config.get("cniVersion").cloned().unwrap_or(json!("1.0.0")),
+        "interfaces": [iface],
+        "ips": ips,
+    }))
+}
+
+#[cfg(test)]
+mod recovered_tests {
+    use super::*;
+
+    fn attachment(data_dir: &std::path::Path) -> NetAttachment {
+        NetAttachment {
+            network: "front".into(),
+            ifname: "eth0".into(),
+            primary: true,
+            config: json!({
+                "cniVersion": "1.0.0",
+                "name": "bthfront",
+                "plugins": [
+                    { "type": "bridge", "ipam": {
+                        "type": "host-local",
+                        "dataDir": data_dir.to_string_lossy(),
+                        "ranges": [[{ "subnet": "10.250.3.0/24" }]],
+                    }},
+                    { "type": "firewall", "backend": "iptables" },
+                ],
+            }),
+            runtime: json!({}),
+            result: None,
+            address: None,
+            prefix: None,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_add_is_rebuilt_from_the_ipam_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("bthfront");
+        std::fs::create_dir_all(&net).unwrap();
+        // host-local's files: the allocated address as the name; id and interface inside.
+        std::fs::write(net.join("10.250.3.7"), "web-1\r\neth0").unwrap();
+        std::fs::write(net.join("10.250.3.8"), "db-1\r\neth0").unwrap();
+        std::fs::write(net.join("10.250.3.9"), "web-1\r\neth1").unwrap();
+        std::fs::write(net.join("last_reserved_ip.0"), "10.250.3.9").unwrap();
+        let ns = std::path::Path::new("/run/berth/netns/web-1");
+        let r = recovered_result(&attachment(dir.path()), "web-1", Some(ns)).unwrap();
+        assert_eq!(
+            r["ips"],
+            json!([{ "address": "10.250.3.7/24", "interface": 0 }])
+        );
+        assert_eq!(r["interfaces"][0]["name"], "eth0");
+        assert_eq!(r["interfaces"][0]["sandbox"], "/run/berth/netns/web-1");
+        assert_eq!(r["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn nothing_allocated_gives_no_result() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            recovered_result(&attachment(dir.path()), "web-1", None),
+            None
+        );
+        std::fs::create_dir_all(dir.path().join("bthfront")).unwrap();
+        std::fs::write(dir.path().join("bthfront/10.250.3.8"), "db-1\r\neth0").unwrap();
+        assert_eq!(
+            recovered_result(&attachment(dir.path()), "web-1", None),
+            None
+        );
     }
 }

@@ -47,6 +47,30 @@ pub trait HostOps: fmt::Debug + Send + Sync {
     fn delete_link(&self, name: &str) -> Result<bool, HostError>;
     /// How many interfaces are enslaved to the bridge `name` (0 when it is missing).
     fn bridge_members(&self, name: &str) -> usize;
+    /// Waits, at most `timeout`, until no CNI plugin runs for `container_id`: a pass
+    /// killed mid-ADD leaves its plugin running, and a DEL before it ends would leave
+    /// what it adds afterwards behind. Whether none runs any more.
+    fn wait_plugins_done(&self, _container_id: &str, _timeout: std::time::Duration) -> bool {
+        true
+    }
+}
+
+/// Whether a process runs with `CNI_CONTAINERID=<id>` in its environment (a plugin of
+/// that container, from this or an earlier berth process).
+fn plugin_running(container_id: &str) -> bool {
+    let needle = format!("CNI_CONTAINERID={container_id}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let name = p.file_name();
+        let is_pid = name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid
+            && std::fs::read(p.path().join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+    })
 }
 
 /// The host itself.
@@ -92,5 +116,18 @@ impl HostOps for RealHost {
             name: name.to_string(),
             source,
         })
+    }
+
+    fn wait_plugins_done(&self, container_id: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if !plugin_running(container_id) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -104,6 +104,15 @@ impl RealHost<'_> {
         touched.extend(networks);
     }
 
+    /// A container of `name` joined its networks' membership.
+    fn touch_networks_of(&self, name: &str) {
+        if let Some(d) = self.desired.containers.get(name)
+            && d.spec.network_mode == NetworkMode::Bridge
+        {
+            self.touch(d.spec.networks.iter().cloned());
+        }
+    }
+
     fn lock_stopped(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.stopped.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -383,7 +392,18 @@ impl HostOps for RealHost<'_> {
         };
         match status {
             InstanceStatus::Created { .. } => {}
-            InstanceStatus::Running { .. } => return Ok(()),
+            InstanceStatus::Running { .. } => {
+                // Started by a pass killed before it could record so: record it now,
+                // or every later pass would plan this start again.
+                if record.started_at.is_none() || record.instance != id {
+                    record.started_at = Some(state::now_rfc3339());
+                    record.instance = id.to_string();
+                    state::write_record(&self.state_dir, &record)
+                        .map_err(|err| e("write the container record", err))?;
+                }
+                self.touch_networks_of(name);
+                return Ok(());
+            }
             InstanceStatus::Exited(_) | InstanceStatus::Stopped | InstanceStatus::Missing => {
                 // A restart: the same bundle and writable layer, a fresh runtime container.
                 self.runtime
@@ -402,11 +422,7 @@ impl HostOps for RealHost<'_> {
         state::write_record(&self.state_dir, &record)
             .map_err(|err| e("write the container record", err))?;
         failpoint("after-start");
-        if let Some(d) = self.desired.containers.get(name)
-            && d.spec.network_mode == NetworkMode::Bridge
-        {
-            self.touch(d.spec.networks.iter().cloned());
-        }
+        self.touch_networks_of(name);
         Ok(())
     }
 
