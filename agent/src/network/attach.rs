@@ -129,6 +129,37 @@ impl Networks {
             .map(|r| self.attachment_of(&r)))
     }
 
+    /// Makes what a bundle mounts before the instance is attached: its namespace and
+    /// its hosts and resolv.conf files, empty until [`Self::attach`] writes them in
+    /// place (a bind-mounted file keeps its inode), so the runtime's create can run
+    /// alongside the ADD.
+    pub fn prepare(&self, instance_id: &str) -> Result<Attachment, NetworkError> {
+        Self::check_name("instance id", instance_id)?;
+        let netns = self.paths.netns(instance_id);
+        self.host
+            .create_netns(&netns)
+            .map_err(|source| NetworkError::Host {
+                container: instance_id.to_string(),
+                source,
+            })?;
+        let (hosts, resolv_conf) = (
+            self.paths.hosts(instance_id),
+            self.paths.resolv_conf(instance_id),
+        );
+        for p in [&hosts, &resolv_conf] {
+            if !p.exists() {
+                store::write_atomic(p, b"").map_err(NetworkError::io("write", p))?;
+            }
+        }
+        Ok(Attachment {
+            instance_id: instance_id.to_string(),
+            netns_path: netns,
+            addresses: BTreeMap::new(),
+            hosts,
+            resolv_conf,
+        })
+    }
+
     /// Gives the instance a namespace attached to its networks; see the module docs.
     pub fn attach(&self, req: &AttachRequest<'_>) -> Result<Attachment, NetworkError> {
         Self::check_name("instance id", req.instance_id)?;

@@ -125,8 +125,9 @@ impl RealHost<'_> {
         Instance::new(&self.state_dir, id)
     }
 
-    /// Creates everything of a new instance up to the runtime's `create`.
-    fn materialise(&self, name: &str, id: &str) -> Result<ContainerRecord, String> {
+    /// Creates everything of a new instance up to the runtime's `create`. With
+    /// `deferred_attach` set, the CNI ADD is still to run (see [`Self::create`]).
+    fn materialise(&self, name: &str, id: &str) -> Result<(ContainerRecord, bool), String> {
         let dc = self
             .desired
             .containers
@@ -184,7 +185,24 @@ impl RealHost<'_> {
             Some(dir)
         };
 
-        let (netns, hosts, resolv, addresses) = if c.network_mode == NetworkMode::Bridge {
+        // A bridge container's CNI ADD runs alongside the runtime's create when nothing
+        // at create time needs its interfaces (`net.*` sysctls do): the namespace and
+        // the hosts and resolv.conf files the bundle mounts are made first, and ADD
+        // rewrites those files in place.
+        let bridge = c.network_mode == NetworkMode::Bridge;
+        let overlap = bridge && !c.sysctls.keys().any(|k| k.starts_with("net."));
+        let (netns, hosts, resolv, addresses) = if overlap {
+            let p = self
+                .networks
+                .prepare(id)
+                .map_err(|err| e("network attach", err))?;
+            (
+                Some(p.netns_path),
+                Some(p.hosts),
+                Some(p.resolv_conf),
+                BTreeMap::new(),
+            )
+        } else if bridge {
             // The plan's create-network steps made the networks (`default` on demand).
             let a = self
                 .networks
@@ -242,7 +260,7 @@ impl RealHost<'_> {
             .map_err(|err| e("write the bundle", err))?;
         failpoint("after-bundle");
 
-        Ok(ContainerRecord {
+        let record = ContainerRecord {
             name: name.to_string(),
             instance: id.to_string(),
             spec_hash: dc.hash.as_str().to_string(),
@@ -263,7 +281,8 @@ impl RealHost<'_> {
             cgroup_path: render::cgroups_path(id),
             uid: Some(who.uid),
             gid: Some(who.gid),
-        })
+        };
+        Ok((record, overlap))
     }
 
     fn teardown(&self, id: &str) -> Result<(), String> {
@@ -367,12 +386,69 @@ impl HostOps for RealHost<'_> {
     }
 
     fn create(&self, name: &str, id: &str) -> Result<(), String> {
-        let record = self.materialise(name, id)?;
+        let (mut record, deferred_attach) = self.materialise(name, id)?;
+        if !deferred_attach {
+            state::write_record(&self.state_dir, &record)
+                .map_err(|err| e("write the container record", err))?;
+            self.runtime
+                .create(&self.instance(id))
+                .map_err(|err| e("create", err))?;
+            failpoint("after-create");
+            self.lock_created().insert(id.to_string());
+            return Ok(());
+        }
+        // CNI ADD and the runtime's create side by side. The record is written once
+        // both have worked: a pass killed in between leaves an instance no record
+        // accounts for, which the next pass removes as an orphan and creates afresh.
+        let c = &self
+            .desired
+            .containers
+            .get(name)
+            .ok_or_else(|| format!("container `{name}` is not desired"))?
+            .spec;
+        let inst = self.instance(id);
+        let (attached, created) = std::thread::scope(|s| {
+            let add = s.spawn(|| {
+                let a = self
+                    .networks
+                    .attach(&AttachRequest::for_container(id, c))
+                    .map_err(|err| e("network attach", err));
+                if a.is_ok() {
+                    failpoint("after-cni-add");
+                }
+                a
+            });
+            let created = self
+                .runtime
+                .create(&inst)
+                .map(drop)
+                .map_err(|err| e("create", err));
+            let attached = add
+                .join()
+                .unwrap_or_else(|_| Err("network attach panicked".to_string()));
+            (attached, created)
+        });
+        let a = match (attached, created) {
+            (Ok(a), Ok(())) => a,
+            (attached, created) => {
+                let err = [created.err(), attached.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if let Err(cleanup) = self.teardown(id) {
+                    tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
+                }
+                return Err(err);
+            }
+        };
+        record.addresses = a
+            .addresses
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
         state::write_record(&self.state_dir, &record)
             .map_err(|err| e("write the container record", err))?;
-        self.runtime
-            .create(&self.instance(id))
-            .map_err(|err| e("create", err))?;
         failpoint("after-create");
         self.lock_created().insert(id.to_string());
         Ok(())
