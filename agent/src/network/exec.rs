@@ -66,7 +66,7 @@ impl CniExec for PluginExec {
             Some(ns) => cmd.env("CNI_NETNS", ns),
             None => cmd.env_remove("CNI_NETNS"),
         };
-        let mut child = cmd.spawn().map_err(ExecFailure::Spawn)?;
+        let mut child = crate::runtime::oci::spawn(&mut cmd).map_err(ExecFailure::Spawn)?;
         // Configs are a few KiB, well under a pipe's buffer: write all, then wait.
         if let Some(mut input) = child.stdin.take() {
             input.write_all(stdin).map_err(ExecFailure::Spawn)?;

@@ -23,7 +23,7 @@ pub mod run;
 #[cfg(test)]
 mod tests;
 
-pub use run::run_captured;
+pub use run::{run_captured, spawn};
 
 #[allow(
     unused_imports,

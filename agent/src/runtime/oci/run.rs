@@ -14,6 +14,22 @@ pub struct Captured {
     pub stderr: String,
 }
 
+/// Spawns `cmd`, trying again for up to half a second while the executable is busy
+/// (ETXTBSY): a binary being replaced by a package upgrade, or a file just written
+/// whose descriptor a child forked meanwhile by another thread holds until its exec.
+pub fn spawn(cmd: &mut Command) -> io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs `cmd` with stdin `/dev/null` and stdout/stderr in anonymous temporary files:
 /// files, not pipes, because a process the command leaves behind (a created
 /// container's init) keeps its stdio open, and waiting for end-of-file would wait for
@@ -21,11 +37,10 @@ pub struct Captured {
 pub fn run_captured(cmd: &mut Command, timeout: Duration) -> io::Result<Option<Captured>> {
     let mut out = tempfile::tempfile()?;
     let mut err = tempfile::tempfile()?;
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(out.try_clone()?)
-        .stderr(err.try_clone()?)
-        .spawn()?;
+        .stderr(err.try_clone()?);
+    let mut child = spawn(cmd)?;
     let Some(status) = wait_timeout(&mut child, timeout)? else {
         let _ = child.kill();
         let _ = child.wait();
