@@ -358,6 +358,28 @@ impl Networks {
         Ok(())
     }
 
+    /// Rewrites the hosts file of `instance_id` from the current members, if it reads
+    /// wrong: a container about to start sees the peers attached since its own attach
+    /// (its dependencies among them).
+    pub fn refresh_own(&self, instance_id: &str) -> Result<(), NetworkError> {
+        Self::check_name("instance id", instance_id)?;
+        let all: Vec<Member> = self
+            .records()?
+            .iter()
+            .filter(|r| r.complete)
+            .map(member)
+            .collect();
+        let Some(me) = all.iter().find(|m| m.instance_id == instance_id) else {
+            return Ok(());
+        };
+        let path = self.paths.hosts(instance_id);
+        let text = hosts::render(me, &all);
+        if std::fs::read_to_string(&path).is_ok_and(|now| now == text) {
+            return Ok(());
+        }
+        store::write_shared(&path, text.as_bytes()).map_err(NetworkError::io("write", &path))
+    }
+
     /// Tears down everything [`Self::attach`] set up for the instance; see the module
     /// docs. Detaching an unknown instance only makes sure its namespace is gone.
     pub fn detach(&self, instance_id: &str) -> Result<(), NetworkError> {

@@ -110,6 +110,9 @@ pub struct Networks {
     /// Attach and detach leave the peers' hosts files to the caller's
     /// [`Networks::refresh_peers`] (one pass over many containers rewrites them once).
     defer_peers: bool,
+    /// Held while a network is created or removed: steps run side by side, and two new
+    /// networks must not pick the same free subnet.
+    define: std::sync::Mutex<()>,
 }
 
 impl Networks {
@@ -147,6 +150,7 @@ impl Networks {
             host,
             dns: DnsConfig::default(),
             defer_peers: false,
+            define: std::sync::Mutex::new(()),
         }
     }
 
@@ -155,6 +159,11 @@ impl Networks {
     pub fn deferring_peers(mut self) -> Self {
         self.defer_peers = true;
         self
+    }
+
+    /// Whether peers' hosts files are left to the caller.
+    pub fn defers_peers(&self) -> bool {
+        self.defer_peers
     }
 
     /// Replaces where DNS settings come from.
@@ -217,6 +226,10 @@ impl Networks {
         subnet: Option<Cidr>,
     ) -> Result<NetworkInfo, NetworkError> {
         Self::check_name("network name", name)?;
+        let _define = self
+            .define
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let existing = self.load(name)?;
         let others: Vec<NetworkDef> = self
             .all_defs()?
@@ -298,6 +311,10 @@ impl Networks {
     /// instance is attached; `Ok(false)` when there was no such network.
     pub fn remove_network(&self, name: &str) -> Result<bool, NetworkError> {
         Self::check_name("network name", name)?;
+        let _define = self
+            .define
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let users = self.users_of(name)?;
         if !users.is_empty() {
             return Err(NetworkError::InUse {

@@ -205,7 +205,11 @@ fn run_stage(
                 None => {
                     b.running.insert(step.id);
                     drop(b);
-                    let r = run_step(step, host);
+                    // A panicking step fails alone; the others are not left waiting.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_step(step, host)
+                    }))
+                    .unwrap_or_else(|_| StepResult::Failed("the step panicked".to_string()));
                     b = lock();
                     b.running.remove(&step.id);
                     r

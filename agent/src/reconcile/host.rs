@@ -492,6 +492,15 @@ impl HostOps for RealHost<'_> {
                 self.runtime.create(&inst).map_err(|err| e("create", err))?;
             }
         }
+        if self.networks.defers_peers()
+            && let Err(err) = self.networks.refresh_own(id)
+        {
+            tracing::warn!(
+                instance = id,
+                "cannot update its hosts file: {}",
+                error_chain(&err)
+            );
+        }
         self.runtime.start(&inst).map_err(|err| e("start", err))?;
         record.started_at = Some(state::now_rfc3339());
         record.instance = id.to_string();
