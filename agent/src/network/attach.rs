@@ -318,12 +318,7 @@ impl Networks {
         }
         let path = self.paths.resolv_conf(id);
         store::write_shared(&path, r.text.as_bytes()).map_err(NetworkError::io("write", &path))?;
-        let all: Vec<Member> = self
-            .records()?
-            .iter()
-            .filter(|r| r.complete)
-            .map(member)
-            .collect();
+        let all = self.members()?;
         self.write_hosts(&member(record), &all)
     }
 
@@ -337,12 +332,7 @@ impl Networks {
     /// `changed` itself. A file that already reads right is left alone, so refreshing
     /// every network of a pass after a crash costs reads, not writes.
     pub fn refresh_peers(&self, changed: &str, networks: &[String]) -> Result<(), NetworkError> {
-        let all: Vec<Member> = self
-            .records()?
-            .iter()
-            .filter(|r| r.complete)
-            .map(member)
-            .collect();
+        let all = self.members()?;
         for m in hosts::affected(networks, &all) {
             if m.instance_id == changed {
                 continue;
@@ -358,17 +348,22 @@ impl Networks {
         Ok(())
     }
 
+    /// Every completely attached instance, as the hosts files see it.
+    fn members(&self) -> Result<Vec<Member>, NetworkError> {
+        Ok(self
+            .records()?
+            .iter()
+            .filter(|r| r.complete)
+            .map(member)
+            .collect())
+    }
+
     /// Rewrites the hosts file of `instance_id` from the current members, if it reads
     /// wrong: a container about to start sees the peers attached since its own attach
     /// (its dependencies among them).
     pub fn refresh_own(&self, instance_id: &str) -> Result<(), NetworkError> {
         Self::check_name("instance id", instance_id)?;
-        let all: Vec<Member> = self
-            .records()?
-            .iter()
-            .filter(|r| r.complete)
-            .map(member)
-            .collect();
+        let all = self.members()?;
         let Some(me) = all.iter().find(|m| m.instance_id == instance_id) else {
             return Ok(());
         };
