@@ -134,10 +134,23 @@ pub struct RuntimeSection {
     /// How many plan steps (creates, starts, stops, removals of different containers)
     /// may run at once; 1 runs the plan strictly in order.
     pub parallel: usize,
+    /// A registry request must connect and receive its response headers within this.
+    pub pull_connect_timeout: Duration,
+    /// A blob download that receives no byte for this long fails; small documents
+    /// (manifests, configs, tokens) must arrive whole within it.
+    pub pull_idle_timeout: Duration,
 }
 
 /// The default of `runtime.parallel`.
 pub const DEFAULT_PARALLEL: usize = 4;
+
+/// The default of `runtime.pull_connect_timeout`.
+pub const DEFAULT_PULL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of `runtime.pull_idle_timeout`.
+pub const DEFAULT_PULL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The range both pull timeouts must lie in.
+const PULL_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// The default subnet of the `default` network.
 pub const DEFAULT_SUBNET: Cidr = Cidr {
@@ -156,6 +169,8 @@ impl Default for RuntimeSection {
             log_max_files: 3,
             shim_path: None,
             parallel: DEFAULT_PARALLEL,
+            pull_connect_timeout: DEFAULT_PULL_CONNECT_TIMEOUT,
+            pull_idle_timeout: DEFAULT_PULL_IDLE_TIMEOUT,
         }
     }
 }
@@ -232,6 +247,8 @@ const RUNTIME: &[&str] = &[
     "log_max_files",
     "shim_path",
     "parallel",
+    "pull_connect_timeout",
+    "pull_idle_timeout",
 ];
 const REGISTRY: &[&str] = &["auth_file", "mirror", "insecure"];
 const SECRETS: &[&str] = &["identity"];
@@ -605,5 +622,104 @@ fn runtime(r: &Reader<'_, '_, '_>, rt: &mut RuntimeSection) {
                 format!("`runtime.parallel` must be between 1 and 64, found {n}"),
             ),
         }
+    }
+    if let Some(d) = pull_timeout(r, "pull_connect_timeout") {
+        rt.pull_connect_timeout = d;
+    }
+    if let Some(d) = pull_timeout(r, "pull_idle_timeout") {
+        rt.pull_idle_timeout = d;
+    }
+}
+
+/// `runtime.pull_*_timeout`: a duration from 1s to 1h.
+fn pull_timeout(r: &Reader<'_, '_, '_>, key: &str) -> Option<Duration> {
+    let (s, loc) = r.string(key)?;
+    let (min, max) = PULL_TIMEOUT_RANGE;
+    match parse_duration(&s) {
+        Ok(d) if (min..=max).contains(&d) => Some(d),
+        Ok(_) => {
+            r.error(
+                &loc,
+                key,
+                format!("`runtime.{key}` must be between 1s and 1h, found `{s}`"),
+            );
+            None
+        }
+        Err(e) => {
+            r.error(&loc, key, e);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_timeouts_default_and_parse() {
+        let cfg = NodeConfig::parse("berth.toml", "").unwrap();
+        assert_eq!(cfg.runtime.pull_connect_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.runtime.pull_idle_timeout, Duration::from_secs(60));
+        let cfg = NodeConfig::parse("berth.toml", "[runtime]\nparallel = 2\n").unwrap();
+        assert_eq!(
+            cfg.runtime.pull_connect_timeout,
+            DEFAULT_PULL_CONNECT_TIMEOUT
+        );
+        assert_eq!(cfg.runtime.pull_idle_timeout, DEFAULT_PULL_IDLE_TIMEOUT);
+
+        let text = "[runtime]\npull_connect_timeout = \"1s\"\npull_idle_timeout = \"2m30s\"\n";
+        let cfg = NodeConfig::parse("berth.toml", text).unwrap();
+        assert_eq!(cfg.runtime.pull_connect_timeout, Duration::from_secs(1));
+        assert_eq!(cfg.runtime.pull_idle_timeout, Duration::from_secs(150));
+    }
+
+    fn errors(text: &str) -> Vec<Diagnostic> {
+        match NodeConfig::parse("berth.toml", text) {
+            Ok(cfg) => panic!("accepted: {:?}", cfg.runtime),
+            Err(diags) => diags,
+        }
+    }
+
+    #[test]
+    fn bad_pull_timeouts_are_located_errors() {
+        let diags = errors("[runtime]\nparallel = 2\npull_connect_timeout = \"soon\"\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        let d = &diags[0];
+        assert_eq!((d.line, d.column), (3, 24), "{d:?}");
+        assert_eq!(
+            d.key.as_deref(),
+            Some("runtime.pull_connect_timeout"),
+            "{d:?}"
+        );
+        assert!(d.message.contains("invalid duration `soon`"), "{d:?}");
+
+        let diags = errors("[runtime]\npull_idle_timeout = \"500ms\"\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].line, 2, "{diags:?}");
+        assert_eq!(diags[0].key.as_deref(), Some("runtime.pull_idle_timeout"));
+        assert!(
+            diags[0]
+                .message
+                .contains("must be between 1s and 1h, found `500ms`"),
+            "{diags:?}"
+        );
+
+        let diags = errors("[runtime]\npull_idle_timeout = \"2h\"\npull_connect_timeout = 10\n");
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        assert!(
+            diags.iter().any(|d| d.message.contains("found `2h`")),
+            "{diags:?}"
+        );
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.key.as_deref() == Some("runtime.pull_connect_timeout") && d.line == 3),
+            "{diags:?}"
+        );
+
+        // A misspelt key is an error too (the parser is strict).
+        let diags = errors("[runtime]\npull_timeout = \"5s\"\n");
+        assert!(diags[0].message.contains("pull_timeout"), "{diags:?}");
     }
 }
