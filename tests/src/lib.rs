@@ -5,6 +5,7 @@
 //! naming it); elsewhere the test prints the reason and returns early.
 
 pub mod fixture;
+pub mod live;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

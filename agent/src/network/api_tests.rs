@@ -71,6 +71,7 @@ impl World {
         )
         .with_dns(DnsConfig {
             host_resolv: d.join("resolv.conf"),
+            host_hosts: d.join("hosts"),
             upstream: d.join("upstream.conf"),
             fallback: Vec::new(),
         })

@@ -81,6 +81,19 @@ pub fn port_mappings(ports: &[PortSpec]) -> Value {
     json!({ "portMappings": maps })
 }
 
+/// The host's hosts or resolv.conf file, at most [`HOST_FILE_MAX`] bytes of it.
+fn read_capped(p: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(p)?
+        .take(HOST_FILE_MAX)
+        .read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// How much of the host's hosts and resolv.conf files a container's copy takes.
+const HOST_FILE_MAX: u64 = 256 << 10;
+
 fn member(r: &AttachmentRecord) -> Member {
     Member {
         instance_id: r.instance_id.clone(),
@@ -158,6 +171,57 @@ impl Networks {
             hosts,
             resolv_conf,
         })
+    }
+
+    /// Writes the hosts and resolv.conf files of a container that is not on a bridge
+    /// (`network_mode` `none` or `host`), which no attachment prepares:
+    /// - `none`: the localhost lines, `extra_hosts` and the container's own names on
+    ///   127.0.1.1; the host's resolv.conf rewritten as for a bridge container.
+    /// - `host`: `extra_hosts` and the container's own names, then the host's hosts
+    ///   file; the host's resolv.conf as it is (its loopback servers are reachable
+    ///   from the host's namespace), as Docker does.
+    pub fn standalone_files(
+        &self,
+        instance_id: &str,
+        c: &Container,
+    ) -> Result<(PathBuf, PathBuf), NetworkError> {
+        Self::check_name("instance id", instance_id)?;
+        let read = |p: &PathBuf| read_capped(p).unwrap_or_default();
+        let me = Member {
+            instance_id: instance_id.to_string(),
+            container: c.name.clone(),
+            hostname: c.hostname.clone(),
+            addresses: Vec::new(),
+            extra_hosts: c
+                .extra_hosts
+                .iter()
+                .map(|h| (h.host.clone(), h.ip))
+                .collect(),
+        };
+        let host_mode = c.network_mode == berth_spec::types::NetworkMode::Host;
+        let (hosts_text, resolv_text) = if host_mode {
+            (
+                hosts::render_on_host(&me, &read(&self.dns.host_hosts)),
+                read(&self.dns.host_resolv),
+            )
+        } else {
+            let r = resolv::rewrite(
+                &read(&self.dns.host_resolv),
+                read_capped(&self.dns.upstream).ok().as_deref(),
+                &self.dns.fallback,
+                false,
+            );
+            (hosts::render(&me, &[]), r.text)
+        };
+        let (hosts, resolv_conf) = (
+            self.paths.hosts(instance_id),
+            self.paths.resolv_conf(instance_id),
+        );
+        store::write_shared(&hosts, hosts_text.as_bytes())
+            .map_err(NetworkError::io("write", &hosts))?;
+        store::write_shared(&resolv_conf, resolv_text.as_bytes())
+            .map_err(NetworkError::io("write", &resolv_conf))?;
+        Ok((hosts, resolv_conf))
     }
 
     /// Gives the instance a namespace attached to its networks; see the module docs.

@@ -59,6 +59,8 @@ use store::{AttachmentRecord, Paths};
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     pub host_resolv: PathBuf,
+    /// The host's hosts file, which a `host`-mode container's starts from.
+    pub host_hosts: PathBuf,
     pub upstream: PathBuf,
     /// Used when the host only lists loopback servers and no upstream file exists.
     pub fallback: Vec<IpAddr>,
@@ -68,6 +70,7 @@ impl Default for DnsConfig {
     fn default() -> Self {
         DnsConfig {
             host_resolv: PathBuf::from("/etc/resolv.conf"),
+            host_hosts: PathBuf::from("/etc/hosts"),
             upstream: PathBuf::from(resolv::SYSTEMD_UPSTREAM),
             fallback: Vec::new(),
         }

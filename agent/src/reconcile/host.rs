@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use berth_spec::types::NetworkMode;
 use berth_spec::{DesiredState, MountSource};
 
-use super::executor::HostOps;
+use super::bindcheck::BindCheck;
+use super::executor::{HostOps, StepError};
 use super::images::ReadyImage;
 use super::model::Desired;
 use crate::image::prepare::error_chain;
@@ -27,7 +28,7 @@ use crate::runtime::mount;
 use crate::runtime::render::{self, DeviceKind, HostDevice, HostInfo, InstancePaths, RenderInput};
 use crate::runtime::state::{self, ContainerRecord, ImageRef, InstanceDirs};
 use crate::runtime::user;
-use crate::storage::{secrets, volumes};
+use crate::storage::{binds, secrets, volumes};
 
 /// Size of each instance's secrets tmpfs.
 const SECRETS_TMPFS: u64 = 1 << 20;
@@ -57,6 +58,8 @@ pub struct RealHost<'a> {
     pub runtime_root: PathBuf,
     pub host: &'a HostInfo,
     pub identity: Option<&'a secrets::NodeIdentity>,
+    /// The policy's judgement of bind sources once resolved on this host.
+    pub binds: &'a dyn BindCheck,
     /// Networks whose members changed in this pass: their peers' hosts files are
     /// rewritten once at the end, not after every start.
     pub touched: Mutex<BTreeSet<String>>,
@@ -125,9 +128,31 @@ impl RealHost<'_> {
         Instance::new(&self.state_dir, id)
     }
 
+    /// Binds: each source resolved on the host, judged again by the policy, and
+    /// mounted as checked (`storage::binds`). Already staged binds are kept.
+    fn stage_binds(
+        &self,
+        c: &berth_spec::Container,
+        instance_root: &Path,
+    ) -> Result<BTreeMap<usize, PathBuf>, StepError> {
+        let mut staged = BTreeMap::new();
+        for (i, m) in c.mounts.iter().enumerate() {
+            if let MountSource::Bind { path } = &m.source {
+                let resolved = binds::resolve(path).map_err(|err| e("bind", err))?;
+                if let Some(why) = self.binds.refuse(c, i, &resolved) {
+                    return Err(StepError::Refused(why));
+                }
+                let point = binds::stage(instance_root, i, path, &resolved)
+                    .map_err(|err| e("bind", err))?;
+                staged.insert(i, point);
+            }
+        }
+        Ok(staged)
+    }
+
     /// Creates everything of a new instance up to the runtime's `create`. With
     /// `deferred_attach` set, the CNI ADD is still to run (see [`Self::create`]).
-    fn materialise(&self, name: &str, id: &str) -> Result<(ContainerRecord, bool), String> {
+    fn materialise(&self, name: &str, id: &str) -> Result<(ContainerRecord, bool), StepError> {
         let dc = self
             .desired
             .containers
@@ -159,12 +184,15 @@ impl RealHost<'_> {
             }
         }
 
+        let bind_paths = self.stage_binds(c, &dirs.root)?;
+
         let secrets_dir = if c.secrets.is_empty() {
             None
         } else {
-            let identity = self.identity.ok_or(
-                "the node has no age identity (`[secrets] identity`) to decrypt its secrets",
-            )?;
+            let identity = self.identity.ok_or_else(|| {
+                "the node has no age identity (`[secrets] identity`) to decrypt its secrets"
+                    .to_string()
+            })?;
             let dir = secrets::secrets_dir(&self.run_dir, id);
             secrets::mount_secrets_dir(&dir, SECRETS_TMPFS)
                 .map_err(|err| e("secrets tmpfs", err))?;
@@ -221,7 +249,12 @@ impl RealHost<'_> {
                 addrs,
             )
         } else {
-            (None, None, None, BTreeMap::new())
+            // `none` and `host`: no attachment, but the same files in the same place.
+            let (hosts, resolv) = self
+                .networks
+                .standalone_files(id, c)
+                .map_err(|err| e("network files", err))?;
+            (None, Some(hosts), Some(resolv), BTreeMap::new())
         };
         state::write_atomic(&dirs.hostname(), format!("{}\n", c.hostname).as_bytes())
             .map_err(|err| e("write hostname", err))?;
@@ -237,6 +270,7 @@ impl RealHost<'_> {
         let paths = InstancePaths {
             rootfs: dirs.rootfs(),
             volumes: volume_paths,
+            binds: bind_paths,
             secrets_dir,
             hosts,
             resolv_conf: resolv,
@@ -323,6 +357,8 @@ pub fn teardown(
     networks
         .detach(id)
         .map_err(|err| e("network detach", err))?;
+    // Before anything under the instance directory is removed.
+    binds::unstage_all(&inst.dirs.root).map_err(|err| e("binds", err))?;
     secrets::unmount_secrets_dir(&secrets::secrets_dir(run_dir, id))
         .map_err(|err| e("secrets", err))?;
     mount::unmount_rootfs(&inst.dirs).map_err(|err| e("unmount", err))?;
@@ -365,28 +401,38 @@ fn signal_number(name: &str) -> i32 {
 }
 
 impl HostOps for RealHost<'_> {
-    fn pull(&self, image: &str, digest: &str) -> Result<(), String> {
+    fn pull(&self, image: &str, digest: &str) -> Result<(), StepError> {
         // `berth apply` makes images ready before it plans; a pull step left in the
         // plan means that failed, and the reason is the container's report.
-        Err(format!("image {image}@{digest} could not be made ready"))
+        Err(format!("image {image}@{digest} could not be made ready").into())
     }
 
-    fn create_network(&self, name: &str) -> Result<(), String> {
+    fn create_network(&self, name: &str) -> Result<(), StepError> {
         match self.spec.networks.get(name) {
             Some(def) => self.networks.ensure(def).map(drop),
             None => self.networks.ensure_network(name, None).map(drop),
         }
-        .map_err(|err| e(&format!("network `{name}`"), err))
+        .map_err(|err| e(&format!("network `{name}`"), err).into())
     }
 
-    fn create_volume(&self, name: &str) -> Result<(), String> {
+    fn create_volume(&self, name: &str) -> Result<(), StepError> {
         volumes::ensure(&self.state_dir, name, None)
             .map(drop)
-            .map_err(|err| e("volume", err))
+            .map_err(|err| e("volume", err).into())
     }
 
-    fn create(&self, name: &str, id: &str) -> Result<(), String> {
-        let (mut record, deferred_attach) = self.materialise(name, id)?;
+    fn create(&self, name: &str, id: &str) -> Result<(), StepError> {
+        let (mut record, deferred_attach) = match self.materialise(name, id) {
+            Ok(made) => made,
+            Err(err) => {
+                // Nothing of a half-made instance stays until the next pass: the rootfs
+                // and secrets mounts, the namespace, the directories.
+                if let Err(cleanup) = self.teardown(id) {
+                    tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
+                }
+                return Err(err);
+            }
+        };
         if !deferred_attach {
             state::write_record(&self.state_dir, &record)
                 .map_err(|err| e("write the container record", err))?;
@@ -439,7 +485,7 @@ impl HostOps for RealHost<'_> {
                 if let Err(cleanup) = self.teardown(id) {
                     tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
                 }
-                return Err(err);
+                return Err(err.into());
             }
         };
         record.addresses = a
@@ -454,7 +500,7 @@ impl HostOps for RealHost<'_> {
         Ok(())
     }
 
-    fn start(&self, name: &str, id: &str) -> Result<(), String> {
+    fn start(&self, name: &str, id: &str) -> Result<(), StepError> {
         let inst = self.instance(id);
         let mut record = self
             .record(name)?
@@ -489,6 +535,16 @@ impl HostOps for RealHost<'_> {
                 if record.started_at.is_some() {
                     record.restarts += 1;
                 }
+                // The bundle names the staged binds: stage any that are gone (a reboot).
+                if let Some(dc) = self.desired.containers.get(name)
+                    && dc
+                        .spec
+                        .mounts
+                        .iter()
+                        .any(|m| matches!(m.source, MountSource::Bind { .. }))
+                {
+                    self.stage_binds(&dc.spec, &inst.dirs.root)?;
+                }
                 self.runtime.create(&inst).map_err(|err| e("create", err))?;
             }
         }
@@ -511,7 +567,13 @@ impl HostOps for RealHost<'_> {
         Ok(())
     }
 
-    fn stop(&self, _name: &str, id: &str, signal: &str, timeout: Duration) -> Result<(), String> {
+    fn stop(
+        &self,
+        _name: &str,
+        id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), StepError> {
         self.runtime
             .stop(&self.instance(id), signal_number(signal), timeout)
             .map_err(|err| e("stop", err))?;
@@ -520,19 +582,19 @@ impl HostOps for RealHost<'_> {
         Ok(())
     }
 
-    fn remove(&self, _name: &str, id: &str) -> Result<(), String> {
+    fn remove(&self, _name: &str, id: &str) -> Result<(), StepError> {
         if let Ok(Some(a)) = self.networks.attachment(id) {
             self.touch(a.addresses.keys().cloned());
         }
-        self.teardown(id)
+        Ok(self.teardown(id)?)
     }
 
-    fn forget(&self, name: &str) -> Result<(), String> {
+    fn forget(&self, name: &str) -> Result<(), StepError> {
         state::remove_record(&self.state_dir, name)
-            .map_err(|err| e("remove the container record", err))
+            .map_err(|err| e("remove the container record", err).into())
     }
 
-    fn wait_healthy(&self, name: &str, id: &str, timeout: Duration) -> Result<(), String> {
+    fn wait_healthy(&self, name: &str, id: &str, timeout: Duration) -> Result<(), StepError> {
         let dc = self
             .desired
             .containers
@@ -568,19 +630,21 @@ impl HostOps for RealHost<'_> {
             |d: Duration| std::thread::sleep(d.min(timeout.saturating_sub(started.elapsed())));
         match health::wait_healthy(h, &mut run, &|| started.elapsed(), &mut sleep) {
             ProbeResult::Healthy => Ok(()),
-            ProbeResult::Unhealthy(why) => Err(format!("`{name}` did not become healthy: {why}")),
+            ProbeResult::Unhealthy(why) => {
+                Err(format!("`{name}` did not become healthy: {why}").into())
+            }
         }
     }
 
-    fn remove_network(&self, name: &str) -> Result<(), String> {
+    fn remove_network(&self, name: &str) -> Result<(), StepError> {
         self.networks
             .remove_network(name)
             .map(drop)
-            .map_err(|err| e(&format!("network `{name}`"), err))
+            .map_err(|err| e(&format!("network `{name}`"), err).into())
     }
 
-    fn remove_volume(&self, name: &str) -> Result<(), String> {
-        volumes::remove(&self.state_dir, name).map_err(|err| e("volume", err))
+    fn remove_volume(&self, name: &str) -> Result<(), StepError> {
+        volumes::remove(&self.state_dir, name).map_err(|err| e("volume", err).into())
     }
 
     fn finish(&self) {

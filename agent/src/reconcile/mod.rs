@@ -40,6 +40,7 @@
 #![allow(dead_code)]
 
 pub mod backoff;
+pub mod bindcheck;
 mod diff;
 pub mod executor;
 mod facts;

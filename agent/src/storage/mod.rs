@@ -6,3 +6,4 @@ pub mod secrets;
 // Used by the executor (`berth apply`), which lands next.
 #[allow(dead_code)]
 pub mod volumes;
+pub mod binds;

@@ -112,6 +112,8 @@ pub fn paths(instance: &str) -> InstancePaths {
             "web-data".to_string(),
             PathBuf::from("/var/lib/berth/volumes/web-data"),
         )]),
+        // The full scenario's bind is its second mount.
+        binds: BTreeMap::from([(1, inst.join("binds/1"))]),
         secrets_dir: Some(run.join("secrets").join(instance)),
         hosts: Some(inst.join("hosts")),
         resolv_conf: Some(inst.join("resolv.conf")),

@@ -178,3 +178,19 @@ fn command_override() {
     );
     golden("command_override", &s);
 }
+
+/// `network_mode = "none"` and `"host"` as the host prepares them: no namespace of
+/// berth's to join, and the hosts, resolv.conf and hostname files bound all the same.
+#[test]
+fn network_modes_none_and_host() {
+    for mode in ["none", "host"] {
+        let name = format!("net{mode}");
+        let mut s = Scenario::new(
+            &minimal_toml(&name, &format!("network_mode = \"{mode}\"")),
+            &name,
+            busybox(),
+        );
+        s.paths.netns = None;
+        golden(&format!("network_{mode}"), &s);
+    }
+}

@@ -105,6 +105,9 @@ pub struct InstancePaths {
     pub rootfs: PathBuf,
     /// Named volume directories, by volume name.
     pub volumes: BTreeMap<String, PathBuf>,
+    /// Each bind's staged mount point (`storage::binds`), by its index in the spec's
+    /// `mounts`: the runtime mounts what berth checked, never the spec's path itself.
+    pub binds: BTreeMap<usize, PathBuf>,
     /// The per-instance tmpfs holding decrypted secrets, bound to `/run/secrets`.
     pub secrets_dir: Option<PathBuf>,
     /// Files bound to `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`.

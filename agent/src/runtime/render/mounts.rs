@@ -115,18 +115,23 @@ fn depth(path: &str) -> usize {
 
 fn spec_mounts(input: &RenderInput<'_>) -> Result<Vec<Mount>, RenderError> {
     let c = input.container;
-    let mut ordered: Vec<&berth_spec::Mount> = c.mounts.iter().collect();
-    ordered.sort_by_key(|m| depth(&m.target));
+    let mut ordered: Vec<(usize, &berth_spec::Mount)> = c.mounts.iter().enumerate().collect();
+    ordered.sort_by_key(|(_, m)| depth(&m.target));
     ordered
         .into_iter()
-        .map(|m| match &m.source {
+        .map(|(i, m)| match &m.source {
             MountSource::Volume { name } => {
                 let dir = input.paths.volumes.get(name).ok_or_else(|| {
                     RenderError::missing(c, format!("the directory of volume `{name}`"))
                 })?;
                 bind(c, &m.target, &dir.to_string_lossy(), m.read_only)
             }
-            MountSource::Bind { path } => bind(c, &m.target, path, m.read_only),
+            MountSource::Bind { path } => {
+                let staged = input.paths.binds.get(&i).ok_or_else(|| {
+                    RenderError::missing(c, format!("the checked mount of bind `{path}`"))
+                })?;
+                bind(c, &m.target, &staged.to_string_lossy(), m.read_only)
+            }
             MountSource::Tmpfs { size } => {
                 let mut options = vec![
                     "nosuid".to_string(),
