@@ -6,6 +6,7 @@
 
 use berth_spec::model::{Container, MountSource, Seccomp};
 use berth_spec::types::NetworkMode;
+use berth_spec::user::{Id, parse_id, split};
 
 use crate::evaluate::{Facts, HostContext, SignatureFact};
 use crate::finding::Status;
@@ -213,8 +214,10 @@ pub(crate) fn check(
     }
 }
 
-fn is_root(part: &str) -> bool {
-    part == "0" || part == "root"
+/// Reads one part of `user` as the agent and runc do (`berth_spec::user`): `00`, `+0`
+/// and `-0` are uid 0 like `0`; `root` is taken to be uid 0 as well.
+fn id(part: &str) -> Option<Id<'_>> {
+    parse_id(part).ok()
 }
 
 fn run_as_non_root(c: &Container, facts: &Facts) -> Option<Raw> {
@@ -224,7 +227,7 @@ fn run_as_non_root(c: &Container, facts: &Facts) -> Option<Raw> {
             "no `user`: the container runs as the image's default user, which may be root",
         ));
     };
-    let uid = user.split_once(':').map_or(user.as_str(), |(u, _)| u);
+    let (uid, _) = split(user);
     if let Some(resolved) = facts.resolved_uid {
         return (resolved == 0).then(|| {
             violation(
@@ -233,21 +236,19 @@ fn run_as_non_root(c: &Container, facts: &Facts) -> Option<Raw> {
             )
         });
     }
-    if is_root(uid) {
-        return Some(violation(
+    match id(uid) {
+        Some(i) if i.is_root() => Some(violation(
             "user",
             format!("`user = \"{user}\"` runs as root (uid 0)"),
-        ));
+        )),
+        Some(Id::Number(_)) => None,
+        _ => Some(not_checked(
+            "user",
+            format!(
+                "user `{uid}` is a name: it is resolved in the image's /etc/passwd and checked when the container is created"
+            ),
+        )),
     }
-    if uid.parse::<u32>().is_ok() {
-        return None;
-    }
-    Some(not_checked(
-        "user",
-        format!(
-            "user `{uid}` is a name: it is resolved in the image's /etc/passwd and checked when the container is created"
-        ),
-    ))
 }
 
 fn non_root_group(c: &Container, facts: &Facts) -> Option<Raw> {
@@ -269,13 +270,13 @@ fn non_root_group(c: &Container, facts: &Facts) -> Option<Raw> {
             "no `user`: the primary group is the image's default, checked when the container is created",
         ));
     };
-    match user.split_once(':') {
-        Some((_, g)) if is_root(g) => Some(violation(
+    match split(user).1.map(|g| (g, id(g))) {
+        Some((_, Some(i))) if i.is_root() => Some(violation(
             "user",
             format!("`user = \"{user}\"` runs with primary group 0 (root)"),
         )),
-        Some((_, g)) if g.parse::<u32>().is_ok() => None,
-        Some((_, g)) => Some(not_checked(
+        Some((_, Some(Id::Number(_)))) => None,
+        Some((g, _)) => Some(not_checked(
             "user",
             format!(
                 "group `{g}` is a name: it is resolved in the image's /etc/group when the container is created"

@@ -122,16 +122,43 @@ pub fn sort(diags: &mut Vec<Diagnostic>) {
 }
 
 /// Maps byte offsets of one text to 1-based line and character columns.
+///
+/// Every lookup is cheap whatever the text: besides the line starts, it keeps the number
+/// of characters before every [`LineIndex::BLOCK`]-th byte, so a column costs at most two
+/// partial blocks to count — not the whole line, which in a hostile file may be one line
+/// of megabytes holding thousands of keys.
 #[derive(Debug, Clone)]
 pub struct LineIndex {
     starts: Vec<usize>,
+    /// Characters in `text[..i * BLOCK]`, counted as bytes that start a character.
+    chars_before_block: Vec<usize>,
 }
 
 impl LineIndex {
+    const BLOCK: usize = 256;
+
     pub fn new(text: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { starts }
+        let mut chars_before_block = Vec::with_capacity(text.len() / Self::BLOCK + 1);
+        let mut n = 0;
+        chars_before_block.push(0);
+        for block in text.as_bytes().chunks(Self::BLOCK) {
+            n += char_starts(block);
+            chars_before_block.push(n);
+        }
+        LineIndex {
+            starts,
+            chars_before_block,
+        }
+    }
+
+    /// Characters in `text[..offset]`.
+    fn chars_before(&self, text: &str, offset: usize) -> usize {
+        let block = offset / Self::BLOCK;
+        let from = block * Self::BLOCK;
+        let whole = self.chars_before_block.get(block).copied().unwrap_or(0);
+        whole + char_starts(text.as_bytes().get(from..offset).unwrap_or(&[]))
     }
 
     /// Line and column (both 1-based, column in characters) of a byte offset.
@@ -139,12 +166,24 @@ impl LineIndex {
         let offset = offset.min(text.len());
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
         let start = self.starts[line - 1];
-        let column = text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count())
-            + 1;
+        let column = self.chars_before(text, offset) - self.chars_before(text, start) + 1;
         (line, column)
     }
+}
+
+/// Bytes that begin a UTF-8 character (every byte but continuation bytes).
+fn char_starts(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count()
+}
+
+/// Where the first byte that is not UTF-8 sits in `bytes`, as line and column of a text
+/// made of the valid part before it; `None` when all of `bytes` is UTF-8.
+pub fn invalid_utf8_position(bytes: &[u8]) -> Option<(usize, usize, u8)> {
+    let e = std::str::from_utf8(bytes).err()?;
+    let at = e.valid_up_to();
+    let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+    let (line, column) = LineIndex::new(valid).position(valid, at);
+    Some((line, column, bytes.get(at).copied().unwrap_or(0)))
 }
 
 /// The closest candidate to a misspelt word, if it is close enough to be a likely typo.
@@ -197,6 +236,45 @@ mod tests {
         assert_eq!(idx.position(text, 6), (2, 1));
         let x = text.find("\"x").unwrap_or(0);
         assert_eq!(idx.position(text, x), (2, 6));
+    }
+
+    /// Columns stay exact across block boundaries and multi-byte characters, and a
+    /// lookup on a megabyte-long line costs no more than on a short one.
+    #[test]
+    fn positions_on_long_lines() {
+        let mut text = String::from("x\n");
+        for i in 0..200_000 {
+            text.push_str(if i % 7 == 0 { "é" } else { "a" });
+        }
+        text.push_str("\nend");
+        let idx = LineIndex::new(&text);
+        let naive = |offset: usize| {
+            let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+            text[start..offset].chars().count() + 1
+        };
+        for offset in (2..text.len())
+            .step_by(997)
+            .filter(|o| text.is_char_boundary(*o))
+        {
+            assert_eq!(idx.position(&text, offset).1, naive(offset), "{offset}");
+        }
+        let end = text.len() - 3;
+        assert_eq!(idx.position(&text, end), (3, 1));
+        let started = std::time::Instant::now();
+        for _ in 0..100_000 {
+            idx.position(&text, text.len() - 4);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        assert_eq!(invalid_utf8_position(b"a = 1\n"), None);
+        assert_eq!(
+            invalid_utf8_position(b"a = 1\n# caf\xc3\xa9 \xff\n"),
+            Some((2, 8, 0xff))
+        );
+        assert_eq!(invalid_utf8_position(b"\x80"), Some((1, 1, 0x80)));
     }
 
     #[test]

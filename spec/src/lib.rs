@@ -6,6 +6,10 @@
 //! file and line. [`loader`] is the thin layer that reads a directory into a `Tree`.
 
 pub mod diag;
+mod graph;
+#[cfg(test)]
+mod limit_tests;
+pub mod limits;
 pub mod loader;
 pub mod model;
 pub mod node;
@@ -16,6 +20,7 @@ pub mod reference;
 mod rule_tests;
 pub mod select;
 pub mod types;
+pub mod user;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -38,13 +43,49 @@ pub struct SourceFile {
 pub struct Tree {
     pub sources: Vec<SourceFile>,
     pub files: BTreeSet<String>,
+    /// Spec files that could be read but not taken as text (bytes that are not UTF-8, a
+    /// file over the size limit): located errors, which [`check`] reports with the rest.
+    pub unreadable: Vec<Diagnostic>,
 }
 
 impl Tree {
     /// A tree made of sources only (every source also counts as a file).
     pub fn from_sources(sources: Vec<SourceFile>) -> Tree {
         let files = sources.iter().map(|s| s.path.clone()).collect();
-        Tree { sources, files }
+        Tree {
+            sources,
+            files,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Adds a spec file read as bytes: as a source when it is UTF-8 text within the
+    /// file size limit, else as a located error (the first byte that is not UTF-8, or
+    /// the start of the file). It counts as a file either way.
+    pub fn add_source(&mut self, path: String, bytes: Vec<u8>) {
+        self.files.insert(path.clone());
+        if bytes.len() > limits::MAX_FILE_BYTES {
+            self.unreadable.push(limits::file_too_large(&path));
+            return;
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => self.sources.push(SourceFile { path, text }),
+            Err(e) => {
+                let (line, column, byte) =
+                    diag::invalid_utf8_position(e.as_bytes()).unwrap_or((1, 1, 0));
+                let at = Location {
+                    file: path,
+                    line,
+                    column,
+                };
+                self.unreadable.push(Diagnostic::new(
+                    &at,
+                    format!(
+                        "byte 0x{byte:02x} is not UTF-8: spec files must be UTF-8 text (in comments too)"
+                    ),
+                ));
+            }
+        }
     }
 }
 
@@ -64,17 +105,23 @@ impl Checked {
 /// Parses and validates a tree. With a node, the rules that depend on where containers
 /// land (port clashes, dependencies) consider only the containers targeting it.
 pub fn check(tree: &Tree, node: Option<&NodeIdentity>) -> Checked {
-    let mut errors = Vec::new();
+    let mut errors = tree.unreadable.clone();
     let mut sources: Vec<&SourceFile> = tree.sources.iter().collect();
     sources.sort_by(|a, b| a.path.cmp(&b.path));
+    let admitted = limits::check_sizes(sources);
+    errors.extend(admitted.errors);
     let mut per_file = Vec::new();
-    for s in sources {
+    for s in admitted.sources {
         let (objs, diags) = parse::parse_file(&s.path, &s.text);
         errors.extend(diags);
         per_file.push((s.path.clone(), objs));
     }
-    let state = validate::assemble(per_file, &mut errors);
-    validate::validate(&state, &tree.files, node, &mut errors);
+    let (state, complete) = validate::assemble(per_file, &mut errors);
+    // Over the object limit, the rules across objects would only add noise about the
+    // objects left out.
+    if complete {
+        validate::validate(&state, &tree.files, node, &mut errors);
+    }
     diag::sort(&mut errors);
     Checked { state, errors }
 }

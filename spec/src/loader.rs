@@ -3,13 +3,17 @@
 //!
 //! Hidden entries (`.git`, `.github`, …) are skipped. Symbolic links are not followed:
 //! a file reference must name a real file inside the tree.
+//!
+//! A spec file that is not UTF-8, or over the size limits (`limits`), is not an
+//! operational failure but invalid input: it becomes a located error in the tree, and
+//! no more of it than the limit is ever read into memory.
 
-use std::collections::BTreeSet;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::{SourceFile, Tree};
+use crate::Tree;
+use crate::limits::{MAX_FILE_BYTES, MAX_TREE_BYTES, tree_too_large};
 
 /// Why a tree could not be read (an operational failure, not invalid input).
 #[derive(Debug, thiserror::Error)]
@@ -27,24 +31,35 @@ pub fn load_tree(root: &Path) -> Result<Tree, LoadError> {
         move |source| LoadError { path, source }
     };
     let meta = fs::metadata(root).map_err(err(root))?;
+    let mut tree = Tree::default();
     if meta.is_file() {
-        let text = fs::read_to_string(root).map_err(err(root))?;
+        let bytes = read_capped(root).map_err(err(root))?;
         let name = root
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        return Ok(Tree::from_sources(vec![SourceFile { path: name, text }]));
+        tree.add_source(name, bytes);
+        return Ok(tree);
     }
-    let mut tree = Tree {
-        sources: Vec::new(),
-        files: BTreeSet::new(),
-    };
-    walk(root, root, &mut tree)?;
+    let mut total = 0;
+    walk(root, root, &mut tree, &mut total)?;
     tree.sources.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(tree)
 }
 
-fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> Result<(), LoadError> {
+/// Reads a file, but never more than one byte over [`MAX_FILE_BYTES`]: enough to tell
+/// that it is over the limit.
+fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Walks `dir`; `total` counts the spec bytes read so far, and once it passes
+/// [`MAX_TREE_BYTES`] no further spec file is read (the first one over is reported).
+fn walk(root: &Path, dir: &Path, tree: &mut Tree, total: &mut usize) -> Result<(), LoadError> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(|source| LoadError {
             path: dir.to_path_buf(),
@@ -67,7 +82,7 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> Result<(), LoadError> {
             source,
         })?;
         if ft.is_dir() {
-            walk(root, &path, tree)?;
+            walk(root, &path, tree, total)?;
         } else if ft.is_file() {
             let rel = path
                 .strip_prefix(root)
@@ -76,15 +91,19 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> Result<(), LoadError> {
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
                 .join("/");
-            if rel.ends_with(".toml") {
-                let text = fs::read_to_string(&path).map_err(|source| LoadError {
+            if rel.ends_with(".toml") && *total <= MAX_TREE_BYTES {
+                let bytes = read_capped(&path).map_err(|source| LoadError {
                     path: path.clone(),
                     source,
                 })?;
-                tree.sources.push(SourceFile {
-                    path: rel.clone(),
-                    text,
-                });
+                if bytes.len() <= MAX_FILE_BYTES {
+                    *total += bytes.len();
+                }
+                if *total > MAX_TREE_BYTES {
+                    tree.unreadable.push(tree_too_large(&rel));
+                } else {
+                    tree.add_source(rel.clone(), bytes);
+                }
             }
             tree.files.insert(rel);
         }

@@ -54,7 +54,7 @@ pub enum Seccomp {
 }
 
 /// Which nodes a container targets: any name glob matches AND all labels match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct NodeSelector {
     /// Globs (`edge-*`); empty means any name.
     pub names: Vec<String>,

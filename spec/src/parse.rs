@@ -88,7 +88,7 @@ pub(crate) struct FileObjects {
 pub(crate) fn parse_file(file: &str, text: &str) -> (FileObjects, Vec<Diagnostic>) {
     let src = Src::new(file, text);
     let mut out = FileObjects::default();
-    let doc = match DeTable::parse(text) {
+    let mut doc = match DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
             let loc = src.loc(e.span().unwrap_or(0..0));
@@ -97,6 +97,7 @@ pub(crate) fn parse_file(file: &str, text: &str) -> (FileObjects, Vec<Diagnostic
             return (out, src.diags.into_inner());
         }
     };
+    crate::limits::cap_tables(&src, &mut doc);
     let top = Reader::new(
         &src,
         doc.get_ref(),
@@ -534,27 +535,34 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
     })
 }
 
-/// `uid[:gid]` (numbers) or a user name (resolved later in the image's /etc/passwd).
+/// `uid[:gid]` (numbers, as runc reads them: see [`crate::user`]) or names resolved
+/// later in the image's /etc/passwd and /etc/group.
 fn validate_user(u: &str) -> Result<(), String> {
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && (p.parse::<u32>().is_ok()
-                || (p.len() <= 32
-                    && p.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-                    && !p.starts_with('-')))
+    let part_ok = |p: &str| match crate::user::parse_id(p) {
+        Ok(crate::user::Id::Number(_)) => Ok(()),
+        Ok(crate::user::Id::Name(n)) => {
+            let ok = !n.is_empty()
+                && n.len() <= 32
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                && !n.starts_with('-');
+            if ok { Ok(()) } else { Err(None) }
+        }
+        Err(e) => Err(Some(e)),
     };
-    let ok = match u.split_once(':') {
-        Some((a, b)) => part_ok(a) && part_ok(b),
-        None => part_ok(u),
+    let bad = || format!("invalid user `{u}`: expected `uid[:gid]` or a user name from the image");
+    let parts = match u.split_once(':') {
+        Some((a, b)) => [Some(a), Some(b)],
+        None => [Some(u), None],
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid user `{u}`: expected `uid[:gid]` or a user name from the image"
-        ))
+    for p in parts.into_iter().flatten() {
+        match part_ok(p) {
+            Ok(()) => {}
+            Err(Some(e)) => return Err(format!("invalid user `{u}`: {e}")),
+            Err(None) => return Err(bad()),
+        }
     }
+    Ok(())
 }
 
 fn health(r: &Reader<'_, '_, '_>, t: &DeTable<'_>, loc: Location) -> Option<Health> {

@@ -267,7 +267,7 @@ pub fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
 }
 
 /// A subnet in CIDR form with no host bits set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -285,6 +285,25 @@ impl Cidr {
             IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
             IpAddr::V6(a) => (u128::from(a), 128),
         }
+    }
+
+    /// The subnet of `prefix` bits around this one's address, host bits cleared
+    /// (`10.89.1.0/24` with 8 is `10.0.0.0/8`).
+    pub fn with_prefix(&self, prefix: u8) -> Cidr {
+        let (a, w) = self.bits();
+        let p = u32::from(prefix).min(w);
+        let mask = if p == 0 { 0 } else { (!0u128) << (w - p) };
+        let masked = a & mask;
+        let addr = match self.addr {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(masked as u32)),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(masked)),
+        };
+        Cidr { addr, prefix }
+    }
+
+    /// This subnet with its host bits cleared.
+    pub fn network(&self) -> Cidr {
+        self.with_prefix(self.prefix)
     }
 
     /// Whether two subnets share any address.

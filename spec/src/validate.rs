@@ -2,20 +2,23 @@
 //! clashes, network mode rules and file references. Works on the assembled state, so
 //! every rule sees the whole tree; each problem is one located diagnostic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use crate::diag::{Diagnostic, Kind, Location, suggest};
+use crate::limits::{MAX_OBJECTS, too_many_objects};
 use crate::model::*;
 use crate::parse::FileObjects;
 use crate::select::NodeIdentity;
-use crate::types::{NetworkMode, Update};
+use crate::types::{Cidr, NetworkMode, PortSpec, Protocol, Update};
 
 /// Merges the objects of every file; a second definition of a name is an error at the
-/// second one, naming the first.
+/// second one, naming the first. Of a kind with more objects than the limit, only the
+/// first ones are kept; the flag returned is false then.
 pub(crate) fn assemble(
     files: Vec<(String, FileObjects)>,
     diags: &mut Vec<Diagnostic>,
-) -> DesiredState {
+) -> (DesiredState, bool) {
     let mut state = DesiredState::default();
     // Files arrive sorted by path; objects within a file in key order, so sort by
     // location to make "first" mean first in file and line order.
@@ -27,47 +30,57 @@ pub(crate) fn assemble(
         all.volumes.extend(objs.volumes);
         all.secrets.extend(objs.secrets);
     }
-    merge(
+    let mut complete = true;
+    complete &= merge(
         Kind::Container,
         all.containers,
         |c| (&c.name, &c.origin),
         &mut state.containers,
         diags,
     );
-    merge(
+    complete &= merge(
         Kind::Network,
         all.networks,
         |n| (&n.name, &n.origin),
         &mut state.networks,
         diags,
     );
-    merge(
+    complete &= merge(
         Kind::Volume,
         all.volumes,
         |v| (&v.name, &v.origin),
         &mut state.volumes,
         diags,
     );
-    merge(
+    complete &= merge(
         Kind::Secret,
         all.secrets,
         |s| (&s.name, &s.origin),
         &mut state.secrets,
         diags,
     );
-    state
+    (state, complete)
 }
 
 /// Inserts objects by name in location order; a second definition is an error at the
-/// second one, naming the first.
+/// second one, naming the first. Returns false when there were more than the limit.
 fn merge<T>(
     kind: Kind,
     mut items: Vec<T>,
     id: impl Fn(&T) -> (&String, &Location),
     into: &mut BTreeMap<String, T>,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> bool {
     items.sort_by(|a, b| id(a).1.cmp(id(b).1));
+    let complete = items.len() <= MAX_OBJECTS;
+    if !complete {
+        diags.push(too_many_objects(
+            kind,
+            items.len(),
+            id(&items[MAX_OBJECTS]).1,
+        ));
+        items.truncate(MAX_OBJECTS);
+    }
     for item in items {
         let (name, origin) = id(&item);
         if let Some(first) = into.get(name) {
@@ -86,6 +99,7 @@ fn merge<T>(
             into.insert(name.clone(), item);
         }
     }
+    complete
 }
 
 fn err(c: &Container, key: &str, message: impl Into<String>) -> Diagnostic {
@@ -226,7 +240,7 @@ pub(crate) fn validate(
             );
         }
     }
-    cycles(state, diags);
+    crate::graph::check(state, diags);
     port_clashes(state, node, diags);
     subnet_overlaps(state, diags);
 }
@@ -258,147 +272,122 @@ fn check_file_ref(file: &str, tree_files: &BTreeSet<String>) -> Result<(), Strin
     }
 }
 
-/// Reports each dependency cycle once, at the first `depends_on` (in file and line
-/// order) among the containers of the cycle, naming the whole cycle.
-fn cycles(state: &DesiredState, diags: &mut Vec<Diagnostic>) {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Active,
-        Done,
-    }
-    let mut marks: BTreeMap<&str, Mark> = state
-        .containers
-        .keys()
-        .map(|k| (k.as_str(), Mark::New))
-        .collect();
-    let mut seen: BTreeSet<Vec<String>> = BTreeSet::new();
-    let mut order: Vec<&Container> = state.containers.values().collect();
-    order.sort_by(|a, b| a.origin.cmp(&b.origin));
-
-    fn visit<'a>(
-        state: &'a DesiredState,
-        name: &'a str,
-        stack: &mut Vec<&'a str>,
-        marks: &mut BTreeMap<&'a str, Mark>,
-        found: &mut Vec<Vec<&'a str>>,
-    ) {
-        marks.insert(name, Mark::Active);
-        stack.push(name);
-        if let Some(c) = state.containers.get(name) {
-            for d in &c.depends_on {
-                let Some((dname, _)) = state.containers.get_key_value(d) else {
-                    continue;
-                };
-                match marks.get(dname.as_str()).copied() {
-                    Some(Mark::Active) => {
-                        if let Some(pos) = stack.iter().position(|s| *s == dname) {
-                            found.push(stack[pos..].to_vec());
-                        }
-                    }
-                    Some(Mark::New) => visit(state, dname, stack, marks, found),
-                    _ => {}
-                }
-            }
-        }
-        stack.pop();
-        marks.insert(name, Mark::Done);
-    }
-
-    for c in &order {
-        if marks.get(c.name.as_str()).copied() != Some(Mark::New) {
-            continue;
-        }
-        let mut found = Vec::new();
-        visit(state, &c.name, &mut Vec::new(), &mut marks, &mut found);
-        for cycle in found {
-            let mut key: Vec<String> = cycle.iter().map(|s| s.to_string()).collect();
-            key.sort();
-            if !seen.insert(key) {
-                continue;
-            }
-            // Start the cycle at its member defined first.
-            let Some(first) = cycle
-                .iter()
-                .filter_map(|n| state.containers.get(*n))
-                .min_by(|a, b| a.origin.cmp(&b.origin))
-            else {
-                continue;
-            };
-            let start = cycle.iter().position(|n| *n == first.name).unwrap_or(0);
-            let mut path: Vec<&str> = cycle[start..]
-                .iter()
-                .chain(cycle[..start].iter())
-                .copied()
-                .collect();
-            path.push(&first.name);
-            diags.push(err(
-                first,
-                "depends_on",
-                format!("dependency cycle: {}", path.join(" -> ")),
-            ));
-        }
-    }
-}
-
 /// Host-port clashes between containers that can land on the same node: with a node
-/// given, those targeting it; without, those whose `nodes` are identical.
+/// given, those targeting it; without, those whose `nodes` are identical. Each port
+/// that clashes is reported once, naming the first container (in file and line order)
+/// that already publishes it. Ports are grouped by selector, protocol and host port, so
+/// the check is linear in the number of ports.
 fn port_clashes(state: &DesiredState, node: Option<&NodeIdentity>, diags: &mut Vec<Diagnostic>) {
+    /// The first earlier port of a group on any address, on every address, and per
+    /// address.
+    #[derive(Default)]
+    struct Published<'a> {
+        any: Option<(&'a Container, &'a PortSpec)>,
+        every: Option<(&'a Container, &'a PortSpec)>,
+        by_ip: HashMap<IpAddr, (&'a Container, &'a PortSpec)>,
+    }
     let mut order: Vec<&Container> = state
         .containers
         .values()
         .filter(|c| node.is_none_or(|n| c.targets(n)))
         .collect();
     order.sort_by(|a, b| a.origin.cmp(&b.origin));
-    for (j, later) in order.iter().enumerate() {
-        for earlier in &order[..j] {
-            if node.is_none() && earlier.nodes != later.nodes {
+    let mut groups: HashMap<(Option<&NodeSelector>, Protocol, u16), Published<'_>> = HashMap::new();
+    let every_address = |p: &PortSpec| p.host_ip.is_none_or(|ip| ip.is_unspecified());
+    for later in order {
+        // With a node, every container here lands on it: one group for all selectors.
+        let selector = if node.is_none() {
+            later.nodes.as_ref()
+        } else {
+            None
+        };
+        for (pi, p) in later.ports.iter().enumerate() {
+            let Some(g) = groups.get(&(selector, p.protocol, p.host_port)) else {
                 continue;
-            }
-            for (pi, p) in later.ports.iter().enumerate() {
-                if let Some(q) = earlier.ports.iter().find(|q| q.clashes_with(p)) {
-                    diags.push(err(
-                        later,
-                        &format!("ports[{pi}]"),
-                        format!(
-                            "host port {}/{} is already published by container `{}` ({q}, {}:{})",
-                            p.host_port,
-                            p.protocol,
-                            earlier.name,
-                            earlier.origin.file,
-                            earlier.key_location("ports").line
-                        ),
-                    ));
-                }
+            };
+            let earlier = if every_address(p) {
+                g.any
+            } else {
+                let same = p.host_ip.and_then(|ip| g.by_ip.get(&ip).copied());
+                [g.every, same]
+                    .into_iter()
+                    .flatten()
+                    .min_by(|a, b| a.0.origin.cmp(&b.0.origin))
+            };
+            let Some((earlier, q)) = earlier.filter(|(_, q)| q.clashes_with(p)) else {
+                continue;
+            };
+            diags.push(err(
+                later,
+                &format!("ports[{pi}]"),
+                format!(
+                    "host port {}/{} is already published by container `{}` ({q}, {}:{})",
+                    p.host_port,
+                    p.protocol,
+                    earlier.name,
+                    earlier.origin.file,
+                    earlier.key_location("ports").line
+                ),
+            ));
+        }
+        // Only then this container's own ports: it does not clash with itself.
+        for p in &later.ports {
+            let g = groups
+                .entry((selector, p.protocol, p.host_port))
+                .or_default();
+            g.any.get_or_insert((later, p));
+            if every_address(p) {
+                g.every.get_or_insert((later, p));
+            } else if let Some(ip) = p.host_ip {
+                g.by_ip.entry(ip).or_insert((later, p));
             }
         }
     }
 }
 
+/// Overlapping subnets: a network whose subnet overlaps one defined before it (in file
+/// and line order) is reported once, naming the first such network. Two subnets overlap
+/// when one contains the other, so instead of comparing every pair each subnet visits
+/// its (at most 129) enclosing prefixes: linear in the number of networks.
 fn subnet_overlaps(state: &DesiredState, diags: &mut Vec<Diagnostic>) {
-    let mut nets: Vec<&Network> = state
+    let mut nets: Vec<(&Network, Cidr)> = state
         .networks
         .values()
-        .filter(|n| n.subnet.is_some())
+        .filter_map(|n| Some((n, n.subnet?)))
         .collect();
-    nets.sort_by(|a, b| a.origin.cmp(&b.origin));
-    for (j, later) in nets.iter().enumerate() {
-        for earlier in &nets[..j] {
-            if let (Some(a), Some(b)) = (earlier.subnet, later.subnet)
-                && a.overlaps(&b)
-            {
-                diags.push(
-                    Diagnostic::new(
-                        &later.origin,
-                        format!(
-                            "network `{}`: subnet {b} overlaps network `{}` ({a})",
-                            later.name, earlier.name
-                        ),
-                    )
-                    .object(Kind::Network, &later.name)
-                    .key("subnet"),
-                );
-            }
+    nets.sort_by(|a, b| a.0.origin.cmp(&b.0.origin));
+    // Per subnet: the first network with exactly it, and the first strictly inside it.
+    let mut first_exact: HashMap<Cidr, &Network> = HashMap::new();
+    let mut first_inside: HashMap<Cidr, &Network> = HashMap::new();
+    for &(n, subnet) in &nets {
+        first_exact.entry(subnet.network()).or_insert(n);
+        for prefix in 0..subnet.prefix {
+            first_inside.entry(subnet.with_prefix(prefix)).or_insert(n);
+        }
+    }
+    for &(n, subnet) in &nets {
+        let inside = first_inside.get(&subnet.network()).copied();
+        let around =
+            (0..=subnet.prefix).filter_map(|p| first_exact.get(&subnet.with_prefix(p)).copied());
+        let Some(earlier) = around
+            .chain(inside)
+            .filter(|e| e.origin < n.origin)
+            .min_by(|a, b| a.origin.cmp(&b.origin))
+        else {
+            continue;
+        };
+        if let Some(a) = earlier.subnet {
+            diags.push(
+                Diagnostic::new(
+                    &n.origin,
+                    format!(
+                        "network `{}`: subnet {subnet} overlaps network `{}` ({a})",
+                        n.name, earlier.name
+                    ),
+                )
+                .object(Kind::Network, &n.name)
+                .key("subnet"),
+            );
         }
     }
 }

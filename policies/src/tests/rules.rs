@@ -36,6 +36,38 @@ fn run_as_non_root() {
     assert!(verdicts(r, &spec(&[("user", "\"1000\"")], "")).is_empty());
 }
 
+/// `00`, `+0`, `-0` are uid 0 to runc and to the agent's resolution (both read ids
+/// like Go's `Atoi`); audit must call them root too, or a merge-request gate passes a
+/// root container.
+#[test]
+fn numeric_forms_of_uid_zero_run_as_root() {
+    for user in ["00:00", "00", "+0:+0", "-0", "+0", "0000:1000"] {
+        assert_eq!(
+            verdicts(
+                Rule::RunAsNonRoot,
+                &spec(&[("user", &format!("\"{user}\""))], "")
+            ),
+            vec![v("user")],
+            "{user}"
+        );
+    }
+    for user in ["+10001:+10001", "010001:010001"] {
+        let text = spec(&[("user", &format!("\"{user}\""))], "");
+        assert!(verdicts(Rule::RunAsNonRoot, &text).is_empty(), "{user}");
+        assert!(verdicts(Rule::NonRootGroup, &text).is_empty(), "{user}");
+    }
+    for user in ["00:00", "+0:+0", "1000:-0", "1000:000"] {
+        assert_eq!(
+            verdicts(
+                Rule::NonRootGroup,
+                &spec(&[("user", &format!("\"{user}\""))], "")
+            ),
+            vec![v("user")],
+            "{user}"
+        );
+    }
+}
+
 #[test]
 fn run_time_facts_decide_names() {
     let policy = restricted();
