@@ -54,7 +54,8 @@ pub(super) struct Apply<'a> {
     /// Why the current instance is stopped (operator mark, unknown state).
     pub stop_current: Option<String>,
     pub start: Option<Start>,
-    /// Audit-mode findings, reported when the instance is created.
+    /// Policy findings (warnings, or errors in audit mode), reported when the instance
+    /// is created.
     pub audit: Option<String>,
 }
 
@@ -69,7 +70,8 @@ pub(super) struct Start {
 #[derive(Debug)]
 pub(super) struct Keep<'a> {
     pub kind: ReportKind,
-    /// Why, without what happens to the instances: a dependent's reason quotes it.
+    /// Why, without what happens to the instances (the kind says blocked, held or not
+    /// evaluated): a dependent's reason quotes it.
     pub cause: String,
     pub message: String,
     /// Its instances, all kept unless listed in `stop`.
@@ -127,7 +129,7 @@ pub(super) fn decide<'a>(
             match decision {
                 Decision::Blocked { reasons } => {
                     let same = |i: &Instance| i.id == want.instance;
-                    let message = format!("policy: blocked ({})", reasons.join("; "));
+                    let message = reasons.join("; ");
                     let stop = policy.stop_on_violation;
                     Fate::Keep(keep(&ctx, ReportKind::Blocked, message, stop, same, true))
                 }
@@ -146,7 +148,7 @@ pub(super) fn decide<'a>(
                 }
             }
         } else if let Some(reason) = desired.not_evaluated.get(name) {
-            let message = format!("not evaluated: {reason}");
+            let message = reason.clone();
             Fate::Keep(keep(
                 &ctx,
                 ReportKind::NotEvaluated,
@@ -286,11 +288,10 @@ fn apply<'a>(
         .copied()
         .filter(|i| i.id != want.instance)
         .collect();
+    // Warnings in either mode, or errors in audit mode: the report step's kind says
+    // they are findings, the reason lists them.
     let audit = match decision {
-        Decision::Reported { findings } if !findings.is_empty() => Some(format!(
-            "applied with policy findings (audit mode): {}",
-            findings.join("; ")
-        )),
+        Decision::Reported { findings } if !findings.is_empty() => Some(findings.join("; ")),
         _ => None,
     };
     let mut a = Apply {
@@ -393,7 +394,7 @@ fn keep<'a>(
         {
             k.stop.push((
                 i,
-                format!("{message}; policy.on_running_violation = \"stop\""),
+                format!("blocked by policy ({message}); policy.on_running_violation = \"stop\""),
             ));
         }
         message.push_str("; stopped (policy.on_running_violation = \"stop\")");

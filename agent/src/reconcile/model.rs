@@ -223,7 +223,8 @@ pub struct PolicyDecisions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allowed,
-    /// Audit mode: applied, and the findings reported.
+    /// Applied, and the findings reported: warnings in either mode, or errors in audit
+    /// mode.
     Reported {
         findings: Vec<String>,
     },
@@ -372,7 +373,9 @@ pub enum ReportKind {
     Held,
     /// It could not be evaluated.
     NotEvaluated,
-    /// Applied with policy findings (audit mode).
+    /// Applied with policy findings: warnings in either mode, or errors in audit mode.
+    /// Printed and serialised as `findings`.
+    #[serde(rename = "findings")]
     Audit,
     /// A network that must be recreated is still in use by kept instances.
     Deferred,
@@ -384,7 +387,7 @@ impl ReportKind {
             ReportKind::Blocked => "blocked",
             ReportKind::Held => "held",
             ReportKind::NotEvaluated => "not-evaluated",
-            ReportKind::Audit => "audit",
+            ReportKind::Audit => "findings",
             ReportKind::Deferred => "deferred",
         }
     }
