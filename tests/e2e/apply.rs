@@ -171,7 +171,7 @@ fn apply_brings_up_the_webapp() {
     assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
     for name in ["store", "web", "worker"] {
         assert!(
-            r.stdout.contains(&format!("{name}: applied")),
+            r.stdout.contains(&format!("{name}: created")),
             "{}",
             r.stdout
         );

@@ -9,6 +9,7 @@ mod crash;
 mod hostside;
 mod network;
 mod ops;
+mod outcome;
 mod plan;
 mod secret;
 mod signature;

@@ -1,12 +1,14 @@
 //! `berth apply [PATH] [--prune-volumes]`: converge this node once from a directory —
 //! no Git, no daemon. Reads the tree, makes its images ready, plans against what runs,
-//! executes the plan, and prints one line per container.
+//! executes the plan, and prints one line per container saying what happened to it
+//! (`reconcile::outcome`): created, recreated, started, stopped, unchanged, removed,
+//! blocked by policy, held, not evaluated, or not applied with the step that did not
+//! succeed and its error — and the policy findings reported with it.
 //!
 //! Exit codes: 0 converged; 1 the tree is invalid, or some containers were not applied
 //! (policy, verification, a failed step) while the rest were; 3 berth could not do its
 //! job (state dir, runtime, network).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +34,7 @@ use crate::reconcile::executor::{self, StepResult};
 use crate::reconcile::gather;
 use crate::reconcile::host::RealHost;
 use crate::reconcile::images::{self, SignaturePolicy};
+use crate::reconcile::outcome::{ContainerOutcome, ContainerReport, Outcome};
 use crate::reconcile::{self, History};
 use crate::runtime::instance::{OciInstances, find_shim};
 use crate::runtime::oci::detect;
@@ -115,7 +118,8 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
     // Images first: everything is pulled and checked before anything is stopped.
     let store = Store::open(&state_dir).map_err(|e| error_chain(&e))?;
     let snapshots = SnapshotStore::open(&state_dir).map_err(|e| error_chain(&e))?;
-    let client = Client::new(registries_of(cfg)).map_err(|e| error_chain(&e))?;
+    let client = Client::with_timeouts(registries_of(cfg), super::image::pull_timeouts(cfg))
+        .map_err(|e| error_chain(&e))?;
     let keys = cfg
         .policy
         .trusted_keys
@@ -172,6 +176,10 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         }
         _ => None,
     };
+    let bind_check = reconcile::bindcheck::PolicyBinds {
+        evaluator: &ev,
+        mode,
+    };
     let host = RealHost {
         state_dir: state_dir.clone(),
         run_dir,
@@ -185,30 +193,21 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
         runtime_root,
         host: &host_info,
         identity: age.as_ref(),
+        binds: &bind_check,
         touched: Default::default(),
         created: Default::default(),
         stopped: Default::default(),
     };
-    let outcome = executor::execute(&plan, &host, cfg.runtime.parallel);
-
-    let mut lines: BTreeMap<String, String> = BTreeMap::new();
-    for name in desired
-        .containers
-        .keys()
-        .chain(desired.not_evaluated.keys())
-    {
-        lines.insert(name.clone(), "unchanged".into());
-    }
-    lines.extend(outcome.containers.clone());
+    let mut outcome = executor::execute(&plan, &host, cfg.runtime.parallel);
+    outcome.complete(&desired, &decisions);
     match args.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({"revision": plan.revision.id, "containers": lines, "steps": outcome.results,
-                "converged": outcome.converged()})
-        ),
+        Format::Json => println!("{}", to_json(&plan.revision.id, &outcome)),
         Format::Text => {
-            for (name, what) in &lines {
-                println!("{name}: {what}");
+            for (name, report) in &outcome.containers {
+                println!("{name}: {}", describe(report));
+            }
+            for (name, reason) in &outcome.deferred_networks {
+                println!("network {name}: deferred: {reason}");
             }
             let failed = outcome
                 .results
@@ -225,6 +224,61 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(EXIT_FINDINGS)
     })
+}
+
+/// `{"revision", "containers": {name: {"outcome": …, …, "findings": […]}}, "steps",
+/// "converged"}`, and `"networks"` when a network's change was deferred.
+fn to_json(revision: &str, outcome: &Outcome) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "revision": revision,
+        "containers": outcome.containers,
+        "steps": outcome.results,
+        "converged": outcome.converged(),
+    });
+    if !outcome.deferred_networks.is_empty() {
+        let networks: serde_json::Map<String, serde_json::Value> = outcome
+            .deferred_networks
+            .iter()
+            .map(|(n, reason)| {
+                let v = serde_json::json!({"outcome": "deferred", "reason": reason});
+                (n.clone(), v)
+            })
+            .collect();
+        v["networks"] = networks.into();
+    }
+    v
+}
+
+/// One container's line, after its name: what happened, then its policy findings.
+fn describe(report: &ContainerReport) -> String {
+    let mut line = match &report.outcome {
+        ContainerOutcome::Created { .. } => "created".to_string(),
+        ContainerOutcome::Recreated { .. } => "recreated".to_string(),
+        ContainerOutcome::Started { .. } => "started".to_string(),
+        ContainerOutcome::Stopped { reason, .. } => format!("stopped: {reason}"),
+        ContainerOutcome::Unchanged => "unchanged".to_string(),
+        ContainerOutcome::Removed => "removed".to_string(),
+        ContainerOutcome::Blocked { reason } => format!("blocked by policy: {reason}"),
+        ContainerOutcome::Held { reason } => format!("held: {reason}"),
+        ContainerOutcome::NotEvaluated { reason } => format!("not evaluated: {reason}"),
+        ContainerOutcome::NotApplied {
+            step,
+            error,
+            needed: None,
+        } => format!("not applied: {step} failed: {error}"),
+        ContainerOutcome::NotApplied {
+            step,
+            error,
+            needed: Some(needed),
+        } => format!("not applied: {step} skipped: {needed} did not succeed: {error}"),
+    };
+    if !report.findings.is_empty() {
+        line.push_str(&format!(
+            " (policy findings: {})",
+            report.findings.join("; ")
+        ));
+    }
+    line
 }
 
 fn needs_secrets(desired: &reconcile::Desired) -> bool {

@@ -1,7 +1,7 @@
 //! Carrying out a [`Plan`]: each step is handed to a [`HostOps`]; a step whose `needs`
 //! failed or were skipped is skipped too, so a failed pull never takes down the running
 //! version. One result per step is recorded (omicron's reconciler records one result
-//! per item), and the containers touched are summarised for the user.
+//! per item), and read back per container as a typed [`Outcome`] (`reconcile::outcome`).
 //!
 //! Steps run stage by stage ([`Step::stage`]). Within a stage, up to `workers` steps run
 //! side by side, each once the steps it needs have finished — as Compose creates
@@ -16,29 +16,49 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::model::{Action, Plan, ReportKind, Step};
+use super::model::{Action, Plan, Step};
+pub use super::outcome::Outcome;
+use super::outcome::summarise;
+
+/// Why a step did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// The step was tried and failed: the runtime, a plugin, the filesystem.
+    #[error("{0}")]
+    Failed(String),
+    /// A check made on the host at this step refused it (a bind source that resolves
+    /// outside the allowed host paths): the container is blocked by policy.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for StepError {
+    fn from(s: String) -> Self {
+        StepError::Failed(s)
+    }
+}
 
 /// The side effects of a plan's actions. Steps of one stage may be called from several
 /// threads at once, each for a different container.
 pub trait HostOps: Sync {
     /// Pull, verify and unpack an image (usually already done before planning).
-    fn pull(&self, image: &str, digest: &str) -> Result<(), String>;
-    fn create_network(&self, name: &str) -> Result<(), String>;
-    fn create_volume(&self, name: &str) -> Result<(), String>;
-    fn create(&self, name: &str, instance: &str) -> Result<(), String>;
-    fn start(&self, name: &str, instance: &str) -> Result<(), String>;
+    fn pull(&self, image: &str, digest: &str) -> Result<(), StepError>;
+    fn create_network(&self, name: &str) -> Result<(), StepError>;
+    fn create_volume(&self, name: &str) -> Result<(), StepError>;
+    fn create(&self, name: &str, instance: &str) -> Result<(), StepError>;
+    fn start(&self, name: &str, instance: &str) -> Result<(), StepError>;
     fn stop(
         &self,
         name: &str,
         instance: &str,
         signal: &str,
         timeout: Duration,
-    ) -> Result<(), String>;
-    fn remove(&self, name: &str, instance: &str) -> Result<(), String>;
-    fn forget(&self, name: &str) -> Result<(), String>;
-    fn wait_healthy(&self, name: &str, instance: &str, timeout: Duration) -> Result<(), String>;
-    fn remove_network(&self, name: &str) -> Result<(), String>;
-    fn remove_volume(&self, name: &str) -> Result<(), String>;
+    ) -> Result<(), StepError>;
+    fn remove(&self, name: &str, instance: &str) -> Result<(), StepError>;
+    fn forget(&self, name: &str) -> Result<(), StepError>;
+    fn wait_healthy(&self, name: &str, instance: &str, timeout: Duration) -> Result<(), StepError>;
+    fn remove_network(&self, name: &str) -> Result<(), StepError>;
+    fn remove_volume(&self, name: &str) -> Result<(), StepError>;
     /// Work batched over the whole plan (peers' hosts files), after the last step.
     fn finish(&self) {}
 }
@@ -49,6 +69,8 @@ pub trait HostOps: Sync {
 pub enum StepResult {
     Done,
     Failed(String),
+    /// Refused by a check made on the host (the container is blocked by policy).
+    Refused(String),
     /// Not run because a step it needs did not succeed.
     Skipped(String),
     /// A report step: nothing was done to the host.
@@ -58,35 +80,6 @@ pub enum StepResult {
 impl StepResult {
     fn ok(&self) -> bool {
         matches!(self, StepResult::Done | StepResult::Reported)
-    }
-}
-
-/// The outcome of a whole plan.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub results: Vec<(usize, StepResult)>,
-    /// Per container: `applied`, `unchanged`, `failed: …`, `blocked: …`, … for printing.
-    pub containers: BTreeMap<String, String>,
-    /// Containers the plan or its execution left not applied (exit code 1).
-    pub not_applied: BTreeSet<String>,
-}
-
-impl Outcome {
-    pub fn converged(&self) -> bool {
-        self.not_applied.is_empty()
-    }
-}
-
-fn target(action: &Action) -> Option<&str> {
-    match action {
-        Action::Create { name, .. }
-        | Action::Start { name, .. }
-        | Action::Stop { name, .. }
-        | Action::Remove { name, .. }
-        | Action::Forget { name }
-        | Action::WaitHealthy { name, .. }
-        | Action::Report { name, .. } => Some(name),
-        _ => None,
     }
 }
 
@@ -118,9 +111,13 @@ fn run_step(step: &Step, host: &dyn HostOps) -> StepResult {
     };
     match r {
         Ok(()) => StepResult::Done,
-        Err(e) => {
+        Err(StepError::Failed(e)) => {
             tracing::warn!(step = step.id, "{}: {e}", step.reason);
             StepResult::Failed(e)
+        }
+        Err(StepError::Refused(e)) => {
+            tracing::warn!(step = step.id, "{}: refused: {e}", step.reason);
+            StepResult::Refused(e)
         }
     }
 }
@@ -231,67 +228,13 @@ fn run_stage(
         .results
 }
 
-/// The per-container summary, read in plan order.
-fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome {
-    let mut containers: BTreeMap<String, String> = BTreeMap::new();
-    let mut not_applied = BTreeSet::new();
-    let mut out = Vec::with_capacity(plan.steps.len());
-    for step in &plan.steps {
-        let result = results.get(&step.id).cloned().unwrap_or_else(|| {
-            StepResult::Skipped("the executor did not reach this step".to_string())
-        });
-        if let Some(name) = target(&step.action) {
-            let entry = containers
-                .entry(name.to_string())
-                .or_insert_with(|| "applied".to_string());
-            match (&step.action, &result) {
-                (Action::Report { kind, .. }, _) => {
-                    if matches!(
-                        kind,
-                        ReportKind::Blocked | ReportKind::Held | ReportKind::NotEvaluated
-                    ) {
-                        not_applied.insert(name.to_string());
-                    }
-                    *entry = format!("{}: {}", kind.as_str(), step.reason);
-                }
-                (_, StepResult::Failed(e)) => {
-                    not_applied.insert(name.to_string());
-                    *entry = format!("failed: {e}");
-                }
-                (_, StepResult::Skipped(why)) if !entry.starts_with("failed") => {
-                    not_applied.insert(name.to_string());
-                    *entry = format!("not applied: {why}");
-                }
-                (Action::Forget { .. } | Action::Remove { .. }, StepResult::Done)
-                    if entry == "applied" =>
-                {
-                    *entry = "removed".to_string();
-                }
-                (Action::Create { .. } | Action::Start { .. }, StepResult::Done)
-                    if entry == "removed" =>
-                {
-                    *entry = "applied".to_string();
-                }
-                _ => {}
-            }
-        } else if let (Action::Pull { image, digest }, StepResult::Failed(e)) =
-            (&step.action, &result)
-        {
-            tracing::error!("pull of {image}@{digest} failed: {e}");
-        }
-        out.push((step.id, result));
-    }
-    Outcome {
-        results: out,
-        containers,
-        not_applied,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::model::{Revision, Step, Timestamp};
+    use crate::reconcile::model::{
+        Decision, Desired, PolicyDecisions, ReportKind, Revision, Step, Timestamp,
+    };
+    use crate::reconcile::outcome::{ContainerOutcome, ContainerReport};
 
     #[derive(Default)]
     struct Recorder {
@@ -300,11 +243,11 @@ mod tests {
     }
 
     impl Recorder {
-        fn call(&self, what: String) -> Result<(), String> {
+        fn call(&self, what: String) -> Result<(), StepError> {
             let failed = self.fail.contains(&what);
             self.calls.lock().unwrap().push(what.clone());
             if failed {
-                Err(format!("{what} broke"))
+                Err(format!("{what} broke").into())
             } else {
                 Ok(())
             }
@@ -315,37 +258,37 @@ mod tests {
     }
 
     impl HostOps for Recorder {
-        fn pull(&self, image: &str, _: &str) -> Result<(), String> {
+        fn pull(&self, image: &str, _: &str) -> Result<(), StepError> {
             self.call(format!("pull {image}"))
         }
-        fn create_network(&self, n: &str) -> Result<(), String> {
+        fn create_network(&self, n: &str) -> Result<(), StepError> {
             self.call(format!("net {n}"))
         }
-        fn create_volume(&self, n: &str) -> Result<(), String> {
+        fn create_volume(&self, n: &str) -> Result<(), StepError> {
             self.call(format!("vol {n}"))
         }
-        fn create(&self, _: &str, i: &str) -> Result<(), String> {
+        fn create(&self, _: &str, i: &str) -> Result<(), StepError> {
             self.call(format!("create {i}"))
         }
-        fn start(&self, _: &str, i: &str) -> Result<(), String> {
+        fn start(&self, _: &str, i: &str) -> Result<(), StepError> {
             self.call(format!("start {i}"))
         }
-        fn stop(&self, _: &str, i: &str, _: &str, _: Duration) -> Result<(), String> {
+        fn stop(&self, _: &str, i: &str, _: &str, _: Duration) -> Result<(), StepError> {
             self.call(format!("stop {i}"))
         }
-        fn remove(&self, _: &str, i: &str) -> Result<(), String> {
+        fn remove(&self, _: &str, i: &str) -> Result<(), StepError> {
             self.call(format!("remove {i}"))
         }
-        fn forget(&self, n: &str) -> Result<(), String> {
+        fn forget(&self, n: &str) -> Result<(), StepError> {
             self.call(format!("forget {n}"))
         }
-        fn wait_healthy(&self, _: &str, i: &str, _: Duration) -> Result<(), String> {
+        fn wait_healthy(&self, _: &str, i: &str, _: Duration) -> Result<(), StepError> {
             self.call(format!("wait {i}"))
         }
-        fn remove_network(&self, n: &str) -> Result<(), String> {
+        fn remove_network(&self, n: &str) -> Result<(), StepError> {
             self.call(format!("rmnet {n}"))
         }
-        fn remove_volume(&self, n: &str) -> Result<(), String> {
+        fn remove_volume(&self, n: &str) -> Result<(), StepError> {
             self.call(format!("rmvol {n}"))
         }
     }
@@ -430,6 +373,23 @@ mod tests {
         }
     }
 
+    /// The outcome of one container, without its findings.
+    fn outcome(out: &Outcome, name: &str) -> ContainerOutcome {
+        out.containers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", out.containers))
+            .outcome
+            .clone()
+    }
+
+    fn not_applied(step: &str, error: &str, needed: Option<&str>) -> ContainerOutcome {
+        ContainerOutcome::NotApplied {
+            step: step.into(),
+            error: error.into(),
+            needed: needed.map(String::from),
+        }
+    }
+
     #[test]
     fn a_failed_pull_skips_everything_that_needs_it() {
         let mut host = Recorder::default();
@@ -441,15 +401,13 @@ mod tests {
             "the old instance is never stopped"
         );
         assert!(matches!(out.results[1].1, StepResult::Skipped(_)));
-        assert!(
-            out.containers["web"].starts_with("not applied"),
-            "{:?}",
-            out.containers
-        );
+        // The container's first step was skipped; the line names the pull and its error.
         assert_eq!(
-            out.not_applied,
-            ["db".to_string(), "web".to_string()].into()
+            outcome(&out, "web"),
+            not_applied("stop", "pull r/web broke", Some("pull r/web@sha256:new"))
         );
+        assert_eq!(out.not_applied(), ["db", "web"].into());
+        assert!(!out.converged());
     }
 
     #[test]
@@ -466,9 +424,21 @@ mod tests {
                 "start web-new"
             ]
         );
-        assert_eq!(out.containers["web"], "applied");
-        assert!(out.containers["db"].starts_with("blocked"));
-        assert_eq!(out.not_applied, ["db".to_string()].into());
+        // A create that replaces a stopped and removed instance is a recreate.
+        assert_eq!(
+            outcome(&out, "web"),
+            ContainerOutcome::Recreated {
+                instance: "web-new".into(),
+                replaced: vec!["web-old".into()],
+            }
+        );
+        assert_eq!(
+            outcome(&out, "db"),
+            ContainerOutcome::Blocked {
+                reason: "step 6".into()
+            }
+        );
+        assert_eq!(out.not_applied(), ["db"].into());
         assert_eq!(out.results[5].1, StepResult::Reported);
     }
 
@@ -477,8 +447,317 @@ mod tests {
         let mut host = Recorder::default();
         host.fail.insert("create web-new".into());
         let out = execute(&update_plan(), &host, 1);
-        assert_eq!(out.containers["web"], "failed: create web-new broke");
+        assert_eq!(
+            outcome(&out, "web"),
+            not_applied("create", "create web-new broke", None)
+        );
         assert!(matches!(out.results[4].1, StepResult::Skipped(_)));
+    }
+
+    /// web is new, with audit-mode findings reported after its create and start.
+    fn new_with_findings() -> (Plan, PolicyDecisions) {
+        let s = |n: &str| n.to_string();
+        let plan = Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![
+                step(
+                    1,
+                    Action::Create {
+                        name: s("web"),
+                        instance: s("web-1"),
+                    },
+                    &[],
+                ),
+                step(
+                    2,
+                    Action::Start {
+                        name: s("web"),
+                        instance: s("web-1"),
+                    },
+                    &[1],
+                ),
+                step(
+                    3,
+                    Action::Report {
+                        name: s("web"),
+                        kind: ReportKind::Audit,
+                    },
+                    &[],
+                ),
+            ],
+        };
+        let mut policy = PolicyDecisions::default();
+        policy.containers.insert(
+            s("web"),
+            Decision::Reported {
+                findings: vec![s("read-only-rootfs (the root filesystem is writable)")],
+            },
+        );
+        (plan, policy)
+    }
+
+    fn desired(names: &[&str]) -> Desired {
+        let mut d = Desired::default();
+        for n in names {
+            // Only the names are read; a not-evaluated entry needs no spec.
+            d.not_evaluated.insert(n.to_string(), String::new());
+        }
+        d
+    }
+
+    #[test]
+    fn a_failed_create_followed_by_a_findings_report_is_not_applied() {
+        let (plan, policy) = new_with_findings();
+        let mut host = Recorder::default();
+        host.fail.insert("create web-1".into());
+        let mut out = execute(&plan, &host, 1);
+        out.complete(&desired(&["web"]), &policy);
+        assert_eq!(
+            out.containers["web"],
+            ContainerReport {
+                outcome: not_applied("create", "create web-1 broke", None),
+                findings: vec!["read-only-rootfs (the root filesystem is writable)".into()],
+            },
+            "the report step after the create must not hide its failure"
+        );
+        assert!(!out.converged());
+        let json = serde_json::to_value(&out.containers["web"]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "outcome": "not_applied",
+                "step": "create",
+                "error": "create web-1 broke",
+                "findings": ["read-only-rootfs (the root filesystem is writable)"],
+            })
+        );
+    }
+
+    #[test]
+    fn findings_come_in_addition_to_the_outcome() {
+        let (plan, policy) = new_with_findings();
+        let mut out = execute(&plan, &Recorder::default(), 1);
+        out.complete(&desired(&["web"]), &policy);
+        let web = &out.containers["web"];
+        assert_eq!(
+            web.outcome,
+            ContainerOutcome::Created {
+                instance: "web-1".into()
+            }
+        );
+        assert_eq!(
+            web.findings,
+            vec!["read-only-rootfs (the root filesystem is writable)".to_string()]
+        );
+        assert!(out.converged());
+        assert_eq!(
+            serde_json::to_value(web).unwrap(),
+            serde_json::json!({
+                "outcome": "created",
+                "instance": "web-1",
+                "findings": ["read-only-rootfs (the root filesystem is writable)"],
+            })
+        );
+    }
+
+    /// A host that refuses a create, as the bind-source check does.
+    struct Refusing(Recorder);
+
+    impl HostOps for Refusing {
+        fn pull(&self, i: &str, d: &str) -> Result<(), StepError> {
+            self.0.pull(i, d)
+        }
+        fn create_network(&self, n: &str) -> Result<(), StepError> {
+            self.0.create_network(n)
+        }
+        fn create_volume(&self, n: &str) -> Result<(), StepError> {
+            self.0.create_volume(n)
+        }
+        fn create(&self, _: &str, i: &str) -> Result<(), StepError> {
+            Err(StepError::Refused(format!(
+                "{i}: bind source /srv/shared/link resolves to / outside the allowed host paths"
+            )))
+        }
+        fn start(&self, n: &str, i: &str) -> Result<(), StepError> {
+            self.0.start(n, i)
+        }
+        fn stop(&self, n: &str, i: &str, sig: &str, t: Duration) -> Result<(), StepError> {
+            self.0.stop(n, i, sig, t)
+        }
+        fn remove(&self, n: &str, i: &str) -> Result<(), StepError> {
+            self.0.remove(n, i)
+        }
+        fn forget(&self, n: &str) -> Result<(), StepError> {
+            self.0.forget(n)
+        }
+        fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
+            self.0.wait_healthy(n, i, t)
+        }
+        fn remove_network(&self, n: &str) -> Result<(), StepError> {
+            self.0.remove_network(n)
+        }
+        fn remove_volume(&self, n: &str) -> Result<(), StepError> {
+            self.0.remove_volume(n)
+        }
+    }
+
+    #[test]
+    fn a_refused_create_is_blocked_by_policy() {
+        let (plan, policy) = new_with_findings();
+        let host = Refusing(Recorder::default());
+        let mut out = execute(&plan, &host, 1);
+        out.complete(&desired(&["web"]), &policy);
+        assert_eq!(
+            out.containers["web"].outcome,
+            ContainerOutcome::Blocked {
+                reason: "web-1: bind source /srv/shared/link resolves to / outside the allowed \
+                         host paths"
+                    .into()
+            }
+        );
+        assert!(host.0.calls().is_empty(), "nothing started");
+        assert_eq!(
+            out.results[0].1,
+            StepResult::Refused(
+                "web-1: bind source /srv/shared/link resolves to / outside the allowed host paths"
+                    .into()
+            )
+        );
+        assert_eq!(out.not_applied(), ["web"].into());
+        assert!(!out.converged());
+    }
+
+    #[test]
+    fn a_start_alone_is_a_start_and_nothing_planned_is_unchanged() {
+        let s = |n: &str| n.to_string();
+        let plan = Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![step(
+                1,
+                Action::Start {
+                    name: s("job"),
+                    instance: s("job-1"),
+                },
+                &[],
+            )],
+        };
+        let mut out = execute(&plan, &Recorder::default(), 1);
+        out.complete(&desired(&["job", "web"]), &PolicyDecisions::default());
+        assert_eq!(
+            outcome(&out, "job"),
+            ContainerOutcome::Started {
+                instance: s("job-1")
+            }
+        );
+        assert_eq!(outcome(&out, "web"), ContainerOutcome::Unchanged);
+        assert!(out.containers["web"].findings.is_empty());
+        assert!(out.converged());
+    }
+
+    #[test]
+    fn a_container_no_longer_desired_is_removed_and_a_stale_cleanup_leaves_it_unchanged() {
+        let s = |n: &str| n.to_string();
+        let stop = |id, name: &str, instance: &str| {
+            step(
+                id,
+                Action::Stop {
+                    name: s(name),
+                    instance: s(instance),
+                    signal: s("SIGTERM"),
+                    timeout: Duration::from_secs(1),
+                },
+                &[],
+            )
+        };
+        let remove = |id, name: &str, instance: &str, needs: &[usize]| {
+            step(
+                id,
+                Action::Remove {
+                    name: s(name),
+                    instance: s(instance),
+                },
+                needs,
+            )
+        };
+        let plan = Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![
+                stop(1, "old", "old-1"),
+                stop(2, "web", "web-0"),
+                remove(3, "old", "old-1", &[1]),
+                remove(4, "web", "web-0", &[2]),
+                step(5, Action::Forget { name: s("old") }, &[3]),
+            ],
+        };
+        let mut out = execute(&plan, &Recorder::default(), 1);
+        // `web` is still desired: only an old instance of it went.
+        out.complete(&desired(&["web"]), &PolicyDecisions::default());
+        assert_eq!(outcome(&out, "old"), ContainerOutcome::Removed);
+        assert_eq!(outcome(&out, "web"), ContainerOutcome::Unchanged);
+        assert!(out.converged());
+    }
+
+    #[test]
+    fn an_operator_stop_alone_is_a_stop() {
+        let s = |n: &str| n.to_string();
+        let plan = Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![step(
+                1,
+                Action::Stop {
+                    name: s("web"),
+                    instance: s("web-1"),
+                    signal: s("SIGTERM"),
+                    timeout: Duration::from_secs(1),
+                },
+                &[],
+            )],
+        };
+        let out = execute(&plan, &Recorder::default(), 1);
+        assert_eq!(
+            outcome(&out, "web"),
+            ContainerOutcome::Stopped {
+                instance: s("web-1"),
+                reason: s("step 1")
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_removal_of_a_container_no_longer_desired_is_not_applied() {
+        let s = |n: &str| n.to_string();
+        let plan = Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![
+                step(
+                    1,
+                    Action::Remove {
+                        name: s("old"),
+                        instance: s("old-1"),
+                    },
+                    &[],
+                ),
+                step(2, Action::Forget { name: s("old") }, &[1]),
+            ],
+        };
+        let mut host = Recorder::default();
+        host.fail.insert("remove old-1".into());
+        let out = execute(&plan, &host, 1);
+        assert_eq!(
+            outcome(&out, "old"),
+            not_applied("remove", "remove old-1 broke", None)
+        );
+        assert!(!out.converged());
     }
 
     /// A recorder that also holds each create and stop for a while and counts how many
@@ -491,7 +770,7 @@ mod tests {
     }
 
     impl Slow {
-        fn hold(&self, what: String) -> Result<(), String> {
+        fn hold(&self, what: String) -> Result<(), StepError> {
             use std::sync::atomic::Ordering::SeqCst;
             let n = self.now.fetch_add(1, SeqCst) + 1;
             self.most.fetch_max(n, SeqCst);
@@ -502,37 +781,37 @@ mod tests {
     }
 
     impl HostOps for Slow {
-        fn pull(&self, image: &str, d: &str) -> Result<(), String> {
+        fn pull(&self, image: &str, d: &str) -> Result<(), StepError> {
             self.rec.pull(image, d)
         }
-        fn create_network(&self, n: &str) -> Result<(), String> {
+        fn create_network(&self, n: &str) -> Result<(), StepError> {
             self.rec.create_network(n)
         }
-        fn create_volume(&self, n: &str) -> Result<(), String> {
+        fn create_volume(&self, n: &str) -> Result<(), StepError> {
             self.rec.create_volume(n)
         }
-        fn create(&self, _: &str, i: &str) -> Result<(), String> {
+        fn create(&self, _: &str, i: &str) -> Result<(), StepError> {
             self.hold(format!("create {i}"))
         }
-        fn start(&self, n: &str, i: &str) -> Result<(), String> {
+        fn start(&self, n: &str, i: &str) -> Result<(), StepError> {
             self.rec.start(n, i)
         }
-        fn stop(&self, _: &str, i: &str, _: &str, _: Duration) -> Result<(), String> {
+        fn stop(&self, _: &str, i: &str, _: &str, _: Duration) -> Result<(), StepError> {
             self.hold(format!("stop {i}"))
         }
-        fn remove(&self, n: &str, i: &str) -> Result<(), String> {
+        fn remove(&self, n: &str, i: &str) -> Result<(), StepError> {
             self.rec.remove(n, i)
         }
-        fn forget(&self, n: &str) -> Result<(), String> {
+        fn forget(&self, n: &str) -> Result<(), StepError> {
             self.rec.forget(n)
         }
-        fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), String> {
+        fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
             self.rec.wait_healthy(n, i, t)
         }
-        fn remove_network(&self, n: &str) -> Result<(), String> {
+        fn remove_network(&self, n: &str) -> Result<(), StepError> {
             self.rec.remove_network(n)
         }
-        fn remove_volume(&self, n: &str) -> Result<(), String> {
+        fn remove_volume(&self, n: &str) -> Result<(), StepError> {
             self.rec.remove_volume(n)
         }
     }
@@ -611,18 +890,23 @@ mod tests {
         let mut host = Slow::default();
         host.rec.fail.insert("create a-1".into());
         let out = execute(&four_new(), &host, 4);
-        assert!(
-            out.containers["a"].starts_with("failed"),
-            "{:?}",
-            out.containers
+        assert_eq!(
+            outcome(&out, "a"),
+            not_applied("create", "create a-1 broke", None)
         );
-        assert!(
-            out.containers["b"].starts_with("not applied"),
-            "{:?}",
-            out.containers
+        // b's start needs a's: skipped, naming the step that failed and its error.
+        assert_eq!(
+            outcome(&out, "b"),
+            not_applied("start", "create a-1 broke", Some("create a-1"))
         );
-        assert_eq!(out.containers["c"], "applied");
-        assert_eq!(out.containers["d"], "applied");
+        for n in ["c", "d"] {
+            assert_eq!(
+                outcome(&out, n),
+                ContainerOutcome::Created {
+                    instance: format!("{n}-1")
+                }
+            );
+        }
         let calls = host.rec.calls();
         assert!(!calls.contains(&"start a-1".to_string()), "{calls:?}");
         assert!(!calls.contains(&"start b-1".to_string()), "{calls:?}");

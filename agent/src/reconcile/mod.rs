@@ -51,6 +51,7 @@ pub mod images;
 pub mod model;
 mod objects;
 pub mod order;
+pub mod outcome;
 mod plan;
 pub mod print;
 

@@ -1,0 +1,373 @@
+//! What one pass did to each container, typed: the executor's results read back per
+//! container, so that `berth apply` prints (and the agent will report) what really
+//! happened — created, recreated, started, unchanged, blocked, not applied with the step
+//! that failed, removed — and never "applied" when a step failed.
+//!
+//! The outcome comes from the plan and the step results alone ([`summarise`]); what the
+//! plan has no step for (a container left unchanged) and the policy findings come from
+//! the desired state and the policy's decisions ([`Outcome::complete`]).
+//!
+//! How a container's steps are read, first match wins:
+//! 1. a step refused by a check made on the host (a bind source resolving outside the
+//!    allowed paths): blocked by policy, with that finding;
+//! 2. a `report` step of the planner (blocked, held, not evaluated): that, even when a
+//!    step on its kept instance failed (the step's result says so);
+//! 3. a step of its own that failed: not applied, with the step and the error;
+//! 4. a step of its own skipped because a step it needs did not succeed: not applied,
+//!    naming the step that did not succeed and its error;
+//! 5. a create: recreated when the plan also stops or removes another instance of it,
+//!    else created;
+//! 6. its record forgotten, or its instances removed with nothing created or started:
+//!    removed;
+//! 7. a start of an existing instance: started; a stop alone: stopped;
+//! 8. otherwise unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::executor::StepResult;
+use super::model::{Action, Decision, Desired, Plan, PolicyDecisions, ReportKind, Step};
+
+/// What one pass did to one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ContainerOutcome {
+    /// Its first instance was created (and started, unless the operator stopped it).
+    Created { instance: String },
+    /// A new instance replaced the ones listed.
+    Recreated {
+        instance: String,
+        replaced: Vec<String>,
+    },
+    /// An existing instance was started: after an exit, or created and never started.
+    Started { instance: String },
+    /// Its instance was stopped (`berth stop`) and left in place.
+    Stopped { instance: String, reason: String },
+    /// Nothing to do: it already matched the desired state.
+    Unchanged,
+    /// No longer desired here: its instances and record are gone.
+    Removed,
+    /// The policy blocks it, from the planner's verdict or from a check made on the
+    /// host at create time. Its running version, if any, is kept.
+    Blocked { reason: String },
+    /// A dependency cannot run, so it was neither created nor started.
+    Held { reason: String },
+    /// It could not be evaluated (an image or a secret that could not be read).
+    NotEvaluated { reason: String },
+    /// A step did not succeed. `step` is the container's own step (`create`, `start`,
+    /// …); `error` the error of the step that failed. When the container's step was
+    /// skipped because a step it needs did not succeed, `needed` names that step
+    /// (`pull 127.0.0.1:5000/web@sha256:…`, `start db-1a2b3c4d`).
+    NotApplied {
+        step: String,
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        needed: Option<String>,
+    },
+}
+
+impl ContainerOutcome {
+    /// Whether the container is as desired after the pass (exit code 0 for it).
+    pub fn applied(&self) -> bool {
+        !matches!(
+            self,
+            ContainerOutcome::Blocked { .. }
+                | ContainerOutcome::Held { .. }
+                | ContainerOutcome::NotEvaluated { .. }
+                | ContainerOutcome::NotApplied { .. }
+        )
+    }
+}
+
+/// One container's outcome and, in addition, the policy findings reported with it
+/// (warnings, or errors in audit mode) when the pass created or tried to create its
+/// instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerReport {
+    #[serde(flatten)]
+    pub outcome: ContainerOutcome,
+    pub findings: Vec<String>,
+}
+
+impl ContainerReport {
+    fn new(outcome: ContainerOutcome) -> Self {
+        ContainerReport {
+            outcome,
+            findings: Vec::new(),
+        }
+    }
+}
+
+/// The outcome of a whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// One result per step, in plan order.
+    pub results: Vec<(usize, StepResult)>,
+    /// Per container touched by the plan (after [`Outcome::complete`], per container
+    /// desired too).
+    pub containers: BTreeMap<String, ContainerReport>,
+    /// Networks whose change waits for instances that still use them, with the reason.
+    pub deferred_networks: BTreeMap<String, String>,
+    /// Containers whose policy findings the plan reports (their instance was created).
+    #[serde(skip)]
+    findings_due: BTreeSet<String>,
+}
+
+impl Outcome {
+    /// Whether every container is as desired and no step failed.
+    pub fn converged(&self) -> bool {
+        self.containers.values().all(|c| c.outcome.applied())
+            && self.results.iter().all(|(_, r)| {
+                matches!(
+                    r,
+                    StepResult::Done | StepResult::Reported | StepResult::Skipped(_)
+                )
+            })
+    }
+
+    /// The containers not applied, by name.
+    pub fn not_applied(&self) -> BTreeSet<&str> {
+        self.containers
+            .iter()
+            .filter(|(_, c)| !c.outcome.applied())
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// Adds what the steps do not say: every container desired here that the plan had
+    /// nothing to do for is unchanged (its old instances may have been cleaned up), and
+    /// the policy findings of each container whose instance the plan created.
+    pub fn complete(&mut self, desired: &Desired, policy: &PolicyDecisions) {
+        for name in desired
+            .containers
+            .keys()
+            .chain(desired.not_evaluated.keys())
+        {
+            let entry = self
+                .containers
+                .entry(name.clone())
+                .or_insert_with(|| ContainerReport::new(ContainerOutcome::Unchanged));
+            // Only instances other than the desired one went.
+            if entry.outcome == ContainerOutcome::Removed {
+                entry.outcome = ContainerOutcome::Unchanged;
+            }
+        }
+        for name in &self.findings_due {
+            let (Some(entry), Some(Decision::Reported { findings })) =
+                (self.containers.get_mut(name), policy.containers.get(name))
+            else {
+                continue;
+            };
+            entry.findings = findings.clone();
+        }
+    }
+}
+
+/// What the steps of one container did.
+#[derive(Debug, Default)]
+struct Seen {
+    refused: Option<String>,
+    report: Option<ContainerOutcome>,
+    failed: Option<(String, String)>,
+    /// The container's first skipped step: its verb and id.
+    skipped: Option<(String, usize)>,
+    created: Option<String>,
+    started: Option<String>,
+    stopped: Option<(String, String)>,
+    /// Instances the plan stops or removes.
+    gone: Vec<String>,
+    removed: bool,
+    forgotten: bool,
+}
+
+impl Seen {
+    fn outcome(self, root: impl Fn(usize) -> (String, String)) -> ContainerOutcome {
+        if let Some(reason) = self.refused {
+            return ContainerOutcome::Blocked { reason };
+        }
+        if let Some(report) = self.report {
+            return report;
+        }
+        if let Some((step, error)) = self.failed {
+            return ContainerOutcome::NotApplied {
+                step,
+                error,
+                needed: None,
+            };
+        }
+        if let Some((step, id)) = self.skipped {
+            let (needed, error) = root(id);
+            return ContainerOutcome::NotApplied {
+                step,
+                error,
+                needed: Some(needed),
+            };
+        }
+        if let Some(instance) = self.created {
+            let mut replaced: Vec<String> = Vec::new();
+            for i in self.gone {
+                if i != instance && !replaced.contains(&i) {
+                    replaced.push(i);
+                }
+            }
+            return if replaced.is_empty() {
+                ContainerOutcome::Created { instance }
+            } else {
+                ContainerOutcome::Recreated { instance, replaced }
+            };
+        }
+        if self.forgotten || (self.removed && self.started.is_none()) {
+            return ContainerOutcome::Removed;
+        }
+        if let Some(instance) = self.started {
+            return ContainerOutcome::Started { instance };
+        }
+        if let Some((instance, reason)) = self.stopped {
+            return ContainerOutcome::Stopped { instance, reason };
+        }
+        ContainerOutcome::Unchanged
+    }
+}
+
+/// The container a step acts on.
+fn target(action: &Action) -> Option<&str> {
+    match action {
+        Action::Create { name, .. }
+        | Action::Start { name, .. }
+        | Action::Stop { name, .. }
+        | Action::Remove { name, .. }
+        | Action::Forget { name }
+        | Action::WaitHealthy { name, .. } => Some(name),
+        Action::Report { name, kind } if *kind != ReportKind::Deferred => Some(name),
+        _ => None,
+    }
+}
+
+/// Reads the results of `plan`'s steps back per container. A step without a result
+/// counts as skipped.
+pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome {
+    let result_of = |step: &Step| {
+        results.get(&step.id).cloned().unwrap_or_else(|| {
+            StepResult::Skipped("the executor did not reach this step".to_string())
+        })
+    };
+    let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
+    let mut deferred_networks = BTreeMap::new();
+    let mut findings_due = BTreeSet::new();
+    let mut out = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        let result = result_of(step);
+        if let Action::Report {
+            name,
+            kind: ReportKind::Deferred,
+        } = &step.action
+        {
+            deferred_networks.insert(name.clone(), step.reason.clone());
+        }
+        if let Some(name) = target(&step.action) {
+            let s = seen.entry(name).or_default();
+            match (&step.action, &result) {
+                (Action::Report { kind, .. }, _) => {
+                    let reason = step.reason.clone();
+                    match kind {
+                        ReportKind::Blocked => {
+                            s.report = Some(ContainerOutcome::Blocked { reason })
+                        }
+                        ReportKind::Held => s.report = Some(ContainerOutcome::Held { reason }),
+                        ReportKind::NotEvaluated => {
+                            s.report = Some(ContainerOutcome::NotEvaluated { reason })
+                        }
+                        ReportKind::Audit => {
+                            findings_due.insert(name.to_string());
+                        }
+                        ReportKind::Deferred => {}
+                    }
+                }
+                (_, StepResult::Refused(e)) => {
+                    s.refused.get_or_insert_with(|| e.clone());
+                }
+                (action, StepResult::Failed(e)) => {
+                    s.failed
+                        .get_or_insert_with(|| (action.verb().to_string(), e.clone()));
+                }
+                (action, StepResult::Skipped(_)) => {
+                    s.skipped
+                        .get_or_insert_with(|| (action.verb().to_string(), step.id));
+                }
+                (Action::Create { instance, .. }, _) => s.created = Some(instance.clone()),
+                (Action::Start { instance, .. }, _) => s.started = Some(instance.clone()),
+                (Action::Stop { instance, .. }, _) => {
+                    s.gone.push(instance.clone());
+                    s.stopped = Some((instance.clone(), step.reason.clone()));
+                }
+                (Action::Remove { instance, .. }, _) => {
+                    s.gone.push(instance.clone());
+                    s.removed = true;
+                }
+                (Action::Forget { .. }, _) => s.forgotten = true,
+                _ => {}
+            }
+        } else if let (Action::Pull { image, digest }, StepResult::Failed(e)) =
+            (&step.action, &result)
+        {
+            tracing::error!("pull of {image}@{digest} failed: {e}");
+        }
+        out.push((step.id, result));
+    }
+    let by_id: BTreeMap<usize, &Step> = plan.steps.iter().map(|s| (s.id, s)).collect();
+    let root = |id: usize| root_cause(&by_id, results, id);
+    let containers = seen
+        .into_iter()
+        .map(|(name, s)| (name.to_string(), ContainerReport::new(s.outcome(root))))
+        .collect();
+    Outcome {
+        results: out,
+        containers,
+        deferred_networks,
+        findings_due,
+    }
+}
+
+/// For a skipped step: the first step it needs (directly or through other skipped
+/// steps) that failed, was refused or never ran, as `verb target`, and its error.
+fn root_cause(
+    by_id: &BTreeMap<usize, &Step>,
+    results: &BTreeMap<usize, StepResult>,
+    id: usize,
+) -> (String, String) {
+    let describe = |s: &Step| format!("{} {}", s.action.verb(), s.action.target());
+    let mut stack = vec![id];
+    let mut visited = BTreeSet::new();
+    while let Some(id) = stack.pop() {
+        if !visited.insert(id) {
+            continue;
+        }
+        let Some(step) = by_id.get(&id) else {
+            continue;
+        };
+        // Depth first, in the order the needs are listed.
+        let mut deeper = Vec::new();
+        for need in &step.needs {
+            let Some(n) = by_id.get(need) else {
+                return (format!("step {need}"), "not in the plan".to_string());
+            };
+            match results.get(need) {
+                Some(StepResult::Failed(e) | StepResult::Refused(e)) => {
+                    return (describe(n), e.clone());
+                }
+                Some(StepResult::Skipped(_)) => deeper.push(*need),
+                Some(StepResult::Done | StepResult::Reported) => {}
+                None => return (describe(n), "did not run".to_string()),
+            }
+        }
+        stack.extend(deeper.into_iter().rev());
+    }
+    match by_id.get(&id).and_then(|s| results.get(&s.id)) {
+        Some(StepResult::Skipped(why)) => (format!("step {id}"), why.clone()),
+        _ => (
+            format!("step {id}"),
+            "a step it needs did not succeed".to_string(),
+        ),
+    }
+}
