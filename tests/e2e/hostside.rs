@@ -13,7 +13,7 @@ use berth_e2e::live::LiveNode;
 fn container(name: &str, command: &str, extra: &str) -> String {
     format!(
         "[container.{name}]\nimage = \"IMAGE\"\ncommand = [\"sh\", \"-c\", {command:?}]\n\
-         cap_drop = [\"ALL\"]\nrestart = \"no\"\n{extra}\n\
+         user = \"10001:10001\"\ncap_drop = [\"ALL\"]\nrestart = \"no\"\n{extra}\n\
          [container.{name}.resources]\nmemory = \"32MiB\"\npids = 32\n"
     )
 }
