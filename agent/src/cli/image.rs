@@ -20,7 +20,7 @@ use crate::image::digest::Digest;
 use crate::image::platform::Platform;
 use crate::image::prepare;
 use crate::image::pull::{self, PullOptions, PullProgress, Silent};
-use crate::image::registry::{Client, RegistryConfig};
+use crate::image::registry::{Client, RegistryConfig, Timeouts};
 use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
@@ -36,6 +36,14 @@ pub fn registries_of(node: &NodeConfig) -> RegistryConfig {
         e.insecure = r.insecure;
     }
     cfg
+}
+
+/// The node's pull deadlines (`runtime.pull_connect_timeout`, `pull_idle_timeout`).
+pub fn pull_timeouts(node: &NodeConfig) -> Timeouts {
+    Timeouts {
+        connect: node.runtime.pull_connect_timeout,
+        idle: node.runtime.pull_idle_timeout,
+    }
 }
 
 #[derive(Debug, Args)]
@@ -170,7 +178,7 @@ fn pull_cmd(a: &PullArgs, state_dir: &Path, loaded: &super::config::Loaded) -> R
         signatures: !a.no_signature,
         ..PullOptions::default()
     };
-    let client = Client::new(registry_config(a, node)?)?;
+    let client = Client::with_timeouts(registry_config(a, node)?, pull_timeouts(node))?;
     let store = Store::open(state_dir)?;
     let runtime = async_runtime()?;
     let bars;

@@ -1,6 +1,8 @@
 //! Registry errors. Each names the registry, the repository and the tag or digest
 //! involved, and says whether retrying later could help ([`RegistryError::is_transient`]).
 
+use std::time::Duration;
+
 use crate::image::auth::AuthError;
 use crate::image::digest::Digest;
 use crate::image::manifest::ManifestError;
@@ -51,6 +53,27 @@ pub enum RegistryError {
         target: Target,
         #[source]
         source: reqwest::Error,
+    },
+    #[error("registry {host}: no response headers within {} (repository {}, {})", humantime::format_duration(*.after), .target.repository, .target.reference)]
+    NoHeaders {
+        target: Target,
+        /// The host actually spoken to (the registry, or its mirror).
+        host: String,
+        after: Duration,
+    },
+    #[error("{what} {} from registry {host}: no data for {} (repository {})", .target.reference, humantime::format_duration(*.after), .target.repository)]
+    Stalled {
+        target: Target,
+        host: String,
+        what: &'static str,
+        after: Duration,
+    },
+    #[error("{what} {} from registry {host}: not received whole within {} (repository {})", .target.reference, humantime::format_duration(*.after), .target.repository)]
+    TooSlow {
+        target: Target,
+        host: String,
+        what: &'static str,
+        after: Duration,
     },
     #[error("registry {} requires authentication for repository {} ({}) and no credentials are configured for it: add them to a docker config.json ($DOCKER_CONFIG, ~/.docker, or the registry's auth_file)", .target.registry, .target.repository, .target.reference)]
     NoCredentials { target: Target },
@@ -105,10 +128,24 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             RegistryError::Connect { .. } | RegistryError::Body { .. } => true,
+            RegistryError::NoHeaders { .. }
+            | RegistryError::Stalled { .. }
+            | RegistryError::TooSlow { .. } => true,
             RegistryError::Status { status, .. } => super::retry::is_transient_status(*status),
             RegistryError::Token { transient, .. } => *transient,
             _ => false,
         }
+    }
+
+    /// True when the registry did not answer in time (`runtime.pull_*_timeout`):
+    /// transient, but not retried within the request (the pass moves on).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::NoHeaders { .. }
+                | RegistryError::Stalled { .. }
+                | RegistryError::TooSlow { .. }
+        )
     }
 
     /// True for a 404: the tag, manifest or blob does not exist.

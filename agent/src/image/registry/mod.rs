@@ -7,6 +7,9 @@
 //! tried first for reads and the registry itself after any mirror failure; pushes go
 //! to the registry itself. Authentication (anonymous, Basic, Bearer tokens cached per
 //! repository scope), credentials and retries live in [`transport`] and [`token`].
+//! Every wait on a registry is bounded ([`Timeouts`]): connect and response headers,
+//! a blob body that stops, a small document that trickles, an error body (read for
+//! its first 64 KiB only).
 
 pub mod error;
 mod push;
@@ -17,6 +20,7 @@ mod transport;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -31,7 +35,7 @@ pub use retry::RetryPolicy;
 use transport::{Endpoint, Inner, Req};
 
 use super::digest::Digest;
-use super::manifest::{MANIFEST_ACCEPT, ManifestError, check_size};
+use super::manifest::{MANIFEST_ACCEPT, ManifestError};
 
 /// The API host of Docker Hub (references say `docker.io`).
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
@@ -53,6 +57,26 @@ pub struct RegistrySettings {
 
 /// Settings keyed by registry host, as in the references (`127.0.0.1:5000`, `docker.io`).
 pub type RegistryConfig = BTreeMap<String, RegistrySettings>;
+
+/// How long a registry may keep a pull waiting (`runtime.pull_connect_timeout`,
+/// `runtime.pull_idle_timeout`, DESIGN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Per request: connect (TLS included) and receive the response headers.
+    pub connect: Duration,
+    /// A blob body with no byte for this long fails; a manifest, config, signature
+    /// or token response must arrive whole within it.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: berth_spec::node::DEFAULT_PULL_CONNECT_TIMEOUT,
+            idle: berth_spec::node::DEFAULT_PULL_IDLE_TIMEOUT,
+        }
+    }
+}
 
 /// A repository in a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,15 +130,24 @@ pub struct Client {
 
 impl Client {
     pub fn new(registries: RegistryConfig) -> Result<Client, RegistryError> {
-        Client::with_retry(registries, RetryPolicy::default())
+        Client::build(registries, RetryPolicy::default(), Timeouts::default())
     }
 
-    pub fn with_retry(
+    /// A client with the node's pull deadlines.
+    pub fn with_timeouts(
+        registries: RegistryConfig,
+        timeouts: Timeouts,
+    ) -> Result<Client, RegistryError> {
+        Client::build(registries, RetryPolicy::default(), timeouts)
+    }
+
+    pub fn build(
         registries: RegistryConfig,
         retry: RetryPolicy,
+        timeouts: Timeouts,
     ) -> Result<Client, RegistryError> {
         Ok(Client {
-            inner: Arc::new(Inner::new(registries, retry)?),
+            inner: Arc::new(Inner::new(registries, retry, timeouts)?),
         })
     }
 
@@ -233,7 +266,38 @@ impl Client {
                 });
             }
         }
-        Err(transport::status_error(target, resp).await)
+        Err(transport::status_error(target, resp, self.inner.timeouts.connect).await)
+    }
+
+    /// Reads a small document (a manifest) into memory: at most `limit` bytes, whole
+    /// within the idle timeout.
+    async fn read_document(
+        &self,
+        resp: Response,
+        ep: &Endpoint,
+        target: &Target,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let idle = self.inner.timeouts.idle;
+        transport::read_small(resp, limit, idle)
+            .await
+            .map_err(|e| match e {
+                transport::SmallReadError::TooLarge(size) => RegistryError::Manifest {
+                    target: target.clone(),
+                    source: ManifestError::TooLarge { what, size, limit },
+                },
+                transport::SmallReadError::Broken(source) => RegistryError::Body {
+                    target: target.clone(),
+                    source,
+                },
+                transport::SmallReadError::TooSlow => RegistryError::TooSlow {
+                    target: target.clone(),
+                    host: ep.host.clone(),
+                    what,
+                    after: idle,
+                },
+            })
     }
 
     /// Fetches a manifest or index by tag or digest, size-capped and digest-checked.
@@ -279,15 +343,23 @@ impl Client {
                         .get(CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let bytes = match read_capped(
-                        resp,
-                        &target,
-                        "manifest",
-                        super::manifest::MAX_MANIFEST_BYTES,
-                    )
-                    .await
+                    let bytes = match self
+                        .read_document(
+                            resp,
+                            &ep,
+                            &target,
+                            "manifest",
+                            super::manifest::MAX_MANIFEST_BYTES,
+                        )
+                        .await
                     {
-                        Err(e) if e.is_transient() && tries < self.inner.retry.attempts => continue,
+                        Err(e)
+                            if e.is_transient()
+                                && !e.is_timeout()
+                                && tries < self.inner.retry.attempts =>
+                        {
+                            continue;
+                        }
                         other => other?,
                     };
                     let digest = Digest::of(&bytes);
@@ -318,14 +390,25 @@ impl Client {
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
         let target = repo.target(digest.as_str());
+        let idle = self.inner.timeouts.idle;
         let mut tries = 0;
         loop {
             tries += 1;
-            let body = self.open_blob(repo, digest, 0).await?;
+            let (body, host) = self.open_blob_from(repo, digest, 0).await?;
+            let deadline = tokio::time::Instant::now() + idle;
             let mut out = Vec::new();
             let mut stream = body.stream;
             let mut failed = None;
-            while let Some(chunk) = stream.next().await {
+            loop {
+                let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+                    return Err(RegistryError::TooSlow {
+                        target,
+                        host,
+                        what: "blob",
+                        after: idle,
+                    });
+                };
+                let Some(chunk) = next else { break };
                 match chunk {
                     Ok(c) => {
                         out.extend_from_slice(&c);
@@ -345,7 +428,11 @@ impl Client {
                 }
             }
             match failed {
-                Some(e) if e.is_transient() && tries < self.inner.retry.attempts => continue,
+                Some(e)
+                    if e.is_transient() && !e.is_timeout() && tries < self.inner.retry.attempts =>
+                {
+                    continue;
+                }
                 Some(e) => return Err(e),
                 None => {}
             }
@@ -362,13 +449,25 @@ impl Client {
     }
 
     /// Opens a blob's body from `offset` on (`Range: bytes=offset-`). The reply says
-    /// whether the server honoured the range (`partial`) or sent the whole blob.
+    /// whether the server honoured the range (`partial`) or sent the whole blob. The
+    /// body fails with [`RegistryError::Stalled`] when no byte comes for the idle
+    /// timeout; a slow but steady one goes on.
     pub async fn open_blob(
         &self,
         repo: &Repository,
         digest: &Digest,
         offset: u64,
     ) -> Result<BlobBody, RegistryError> {
+        Ok(self.open_blob_from(repo, digest, offset).await?.0)
+    }
+
+    /// [`Client::open_blob`], and the host serving the body.
+    async fn open_blob_from(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<(BlobBody, String), RegistryError> {
         self.read(repo, |ep| async move {
             let target = repo.target(digest.as_str());
             let url = self
@@ -424,38 +523,22 @@ impl Client {
                     .map_err(move |source| RegistryError::Body {
                         target: t.clone(),
                         source,
-                    })
-                    .boxed();
-                return Ok(BlobBody { partial, stream });
+                    });
+                let (t, host, idle) = (target.clone(), ep.host.clone(), self.inner.timeouts.idle);
+                let stalled = move || RegistryError::Stalled {
+                    target: t.clone(),
+                    host: host.clone(),
+                    what: "blob",
+                    after: idle,
+                };
+                let stream = transport::idle_guard(stream, idle, stalled).boxed();
+                return Ok((BlobBody { partial, stream }, ep.host.clone()));
             }
         })
         .await
     }
 }
 
-/// Reads a response body into memory, refusing more than `limit` bytes.
-async fn read_capped(
-    mut resp: Response,
-    target: &Target,
-    what: &'static str,
-    limit: u64,
-) -> Result<Vec<u8>, RegistryError> {
-    let too_large = |size| RegistryError::Manifest {
-        target: target.clone(),
-        source: ManifestError::TooLarge { what, size, limit },
-    };
-    if let Some(len) = resp.content_length() {
-        check_size(what, len, limit).map_err(|_| too_large(len))?;
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|source| RegistryError::Body {
-        target: target.clone(),
-        source,
-    })? {
-        out.extend_from_slice(&chunk);
-        if out.len() as u64 > limit {
-            return Err(too_large(out.len() as u64));
-        }
-    }
-    Ok(out)
-}
+#[cfg(test)]
+#[path = "timeout_tests.rs"]
+mod timeout_tests;

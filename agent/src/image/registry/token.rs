@@ -9,13 +9,13 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use super::error::{RegistryError, Target};
-use super::transport::{Endpoint, Inner, is_loopback};
+use super::transport::{Endpoint, Inner, SmallReadError, is_loopback, read_small};
 use crate::image::auth::Credential;
 
 /// Tokens without `expires_in` live 60 s (the token spec's default and minimum).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Token responses are small JSON; anything larger is not a token server.
-const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
 
 /// A bearer token and when to stop using it.
 #[derive(Clone)]
@@ -135,11 +135,17 @@ pub(super) async fn fetch(
             req
         }
     };
-    let resp = req
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| err(format!("unreachable: {e}"), true))?;
+    let timeouts = inner.timeouts;
+    let no_headers = || {
+        let after = humantime::format_duration(timeouts.connect);
+        err(format!("no response headers within {after}"), true)
+    };
+    let resp = match tokio::time::timeout(timeouts.connect, req.send()).await {
+        Err(_) => return Err(no_headers()),
+        Ok(Err(e)) if e.is_timeout() => return Err(no_headers()),
+        Ok(Err(e)) => return Err(err(format!("unreachable: {e}"), true)),
+        Ok(Ok(resp)) => resp,
+    };
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
         return Err(match credential {
@@ -158,19 +164,16 @@ pub(super) async fn fetch(
             super::retry::is_transient_status(status),
         ));
     }
-    if resp
-        .content_length()
-        .is_some_and(|l| l > MAX_TOKEN_RESPONSE as u64)
-    {
-        return Err(err("response too large".into(), false));
-    }
-    let body = resp
-        .bytes()
+    let body = read_small(resp, MAX_TOKEN_RESPONSE, timeouts.idle)
         .await
-        .map_err(|e| err(format!("broken response: {e}"), true))?;
-    if body.len() > MAX_TOKEN_RESPONSE {
-        return Err(err("response too large".into(), false));
-    }
+        .map_err(|e| match e {
+            SmallReadError::TooLarge(_) => err("response too large".into(), false),
+            SmallReadError::Broken(e) => err(format!("broken response: {e}"), true),
+            SmallReadError::TooSlow => {
+                let after = humantime::format_duration(timeouts.idle);
+                err(format!("response not received whole within {after}"), true)
+            }
+        })?;
     let (value, lifetime) = parse_response(&body).map_err(|d| err(d, false))?;
     tracing::debug!(registry = %target.registry, scope, "got registry token");
     Ok(Token {

@@ -3,6 +3,13 @@
 //! cached `Authorization` for the host and scope, the 401 challenge answered once
 //! (Basic, or a Bearer token from the realm), and retries with backoff on broken
 //! connections and 5xx, honouring `Retry-After` on 429/503.
+//!
+//! Deadlines ([`Timeouts`], `runtime.pull_*_timeout`): a request must connect and
+//! receive its response headers within `connect`; a blob body fails after `idle`
+//! without a byte ([`idle_guard`]); small documents (manifests, tokens) must arrive
+//! whole within `idle`; error bodies are read for their first 64 KiB only, for at most
+//! `connect`. A timeout is not retried here: the registry had its chance, and the
+//! pass moves on (the error is transient, so the next pass tries again).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,13 +18,14 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::stream::{Stream, StreamExt};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, Url};
 
-use super::RegistryConfig;
 use super::error::{RegistryError, Target};
 use super::retry::{self, RetryPolicy};
 use super::token::{self, Token};
+use super::{RegistryConfig, Timeouts};
 use crate::image::auth::{self, Challenge, Credential};
 
 /// Shared client state: connection pools and the per-host caches.
@@ -29,6 +37,7 @@ pub(super) struct Inner {
     pub http_insecure: reqwest::Client,
     pub registries: RegistryConfig,
     pub retry: RetryPolicy,
+    pub timeouts: Timeouts,
     bases: Mutex<HashMap<String, Url>>,
     auth: Mutex<HashMap<String, HostAuth>>,
     tokens: Mutex<HashMap<(String, String), Token>>,
@@ -108,15 +117,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    pub fn new(registries: RegistryConfig, retry: RetryPolicy) -> Result<Inner, RegistryError> {
+    pub fn new(
+        registries: RegistryConfig,
+        retry: RetryPolicy,
+        timeouts: Timeouts,
+    ) -> Result<Inner, RegistryError> {
         // reqwest is built without a default crypto provider: use ring (research/crates.md).
         // Installing twice fails harmlessly, so every constructor may try.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let build = |insecure: bool| {
             reqwest::Client::builder()
                 .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(15))
-                .read_timeout(Duration::from_secs(60))
+                // Only a guard: `execute` bounds connect + headers, and body reads
+                // have their own deadlines (no client-wide `read_timeout`, which
+                // would also cut a long upload).
+                .connect_timeout(timeouts.connect)
                 .danger_accept_invalid_certs(insecure)
                 .redirect(redirect_policy())
                 .build()
@@ -127,6 +142,7 @@ impl Inner {
             http_insecure: build(true)?,
             registries,
             retry,
+            timeouts,
             bases: Mutex::default(),
             auth: Mutex::default(),
             tokens: Mutex::default(),
@@ -160,7 +176,7 @@ impl Inner {
             let probe = self
                 .http_insecure
                 .get(base.join("v2/").map_err(|e| protocol(ep, e))?)
-                .timeout(Duration::from_secs(5))
+                .timeout(self.timeouts.connect.min(Duration::from_secs(5)))
                 .send()
                 .await;
             if probe.is_err() {
@@ -300,7 +316,11 @@ impl Inner {
             if let Some(b) = &body {
                 req = req.body(b.clone());
             }
-            let outcome = req.send().await;
+            let outcome = match tokio::time::timeout(self.timeouts.connect, req.send()).await {
+                Ok(Err(e)) if e.is_timeout() => return Err(self.no_headers(ep, target)),
+                Ok(outcome) => outcome,
+                Err(_) => return Err(self.no_headers(ep, target)),
+            };
             let retry_after = match &outcome {
                 Err(_) => None,
                 Ok(resp) if resp.status() == 401 && !answered => {
@@ -318,7 +338,7 @@ impl Inner {
             retry += 1;
             if retry >= self.retry.attempts {
                 return match outcome {
-                    Ok(resp) => Err(status_error(target, resp).await),
+                    Ok(resp) => Err(status_error(target, resp, self.timeouts.connect).await),
                     Err(e) => Err(connect(target, &url, e)),
                 };
             }
@@ -334,6 +354,14 @@ impl Inner {
                 }
             }
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn no_headers(&self, ep: &Endpoint, target: &Target) -> RegistryError {
+        RegistryError::NoHeaders {
+            target: target.clone(),
+            host: ep.host.clone(),
+            after: self.timeouts.connect,
         }
     }
 
@@ -385,11 +413,19 @@ pub(super) fn connect(target: &Target, url: &Url, source: reqwest::Error) -> Reg
     }
 }
 
-/// Maps an unsuccessful response to an error, with the registry's own error text.
-pub(super) async fn status_error(target: &Target, resp: Response) -> RegistryError {
+/// How much of an error body is read for its message.
+pub(super) const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Maps an unsuccessful response to an error, with the registry's own error text:
+/// from the first [`MAX_ERROR_BODY`] bytes of the body, read for at most `within`.
+pub(super) async fn status_error(
+    target: &Target,
+    resp: Response,
+    within: Duration,
+) -> RegistryError {
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    let detail = error_detail(&body[..body.len().min(64 << 10)]);
+    let body = read_prefix(resp, MAX_ERROR_BODY, within).await;
+    let detail = error_detail(&body);
     let target = target.clone();
     match status {
         401 => RegistryError::Unauthorized { target, detail },
@@ -401,6 +437,83 @@ pub(super) async fn status_error(target: &Target, resp: Response) -> RegistryErr
             detail,
         },
     }
+}
+
+/// The first `cap` bytes of a body, or fewer if it ends, breaks or is not there
+/// within `within`. Never reads (or buffers) beyond `cap`; dropping the response then
+/// closes the connection.
+pub(super) async fn read_prefix(mut resp: Response, cap: usize, within: Duration) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < cap {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let take = chunk.len().min(cap - out.len());
+                out.extend_from_slice(&chunk[..take]);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Why [`read_small`] stopped.
+#[derive(Debug)]
+pub(super) enum SmallReadError {
+    /// More than the limit: the size seen so far (or announced).
+    TooLarge(u64),
+    Broken(reqwest::Error),
+    /// Not whole within the deadline.
+    TooSlow,
+}
+
+/// Reads a small document (a manifest, a token response) into memory: at most
+/// `limit` bytes, whole within `within`.
+pub(super) async fn read_small(
+    mut resp: Response,
+    limit: u64,
+    within: Duration,
+) -> Result<Vec<u8>, SmallReadError> {
+    if let Some(len) = resp.content_length().filter(|l| *l > limit) {
+        return Err(SmallReadError::TooLarge(len));
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Err(_) => return Err(SmallReadError::TooSlow),
+            Ok(Err(e)) => return Err(SmallReadError::Broken(e)),
+            Ok(Ok(None)) => return Ok(out),
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        let size = out.len() as u64 + chunk.len() as u64;
+        if size > limit {
+            return Err(SmallReadError::TooLarge(size));
+        }
+        out.extend_from_slice(&chunk);
+    }
+}
+
+/// Ends `stream` with `stalled()` when no item comes for `idle`: a blob download that
+/// makes progress, however slowly, goes on; one that stops fails.
+pub(super) fn idle_guard<S, T, F>(
+    stream: S,
+    idle: Duration,
+    stalled: F,
+) -> impl Stream<Item = Result<T, RegistryError>> + Send + 'static
+where
+    S: Stream<Item = Result<T, RegistryError>> + Send + Unpin + 'static,
+    T: Send + 'static,
+    F: Fn() -> RegistryError + Send + Sync + 'static,
+{
+    futures_util::stream::unfold(Some((stream, stalled)), move |state| async move {
+        let (mut stream, stalled) = state?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some((stream, stalled)))),
+            Ok(None) => None,
+            Err(_) => Some((Err(stalled()), None)),
+        }
+    })
 }
 
 /// `: CODE message` from a distribution error body, or nothing.
