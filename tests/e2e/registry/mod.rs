@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod failures;
+mod hostile;
 mod images;
 mod pull;
 
