@@ -4,8 +4,10 @@
 //!
 //! Crash safety: every step is idempotent (mounting a mounted rootfs, attaching an
 //! attached instance, deleting what is gone are all fine), the record is written
-//! before the runtime is asked to create anything, and named failpoints (the
-//! `failpoints` feature) let the crash tests stop the process between side effects.
+//! once the runtime's create worked (an instance a killed pass left without a record
+//! is an orphan the next pass removes), a failed create tears down whatever it made
+//! (mounts, namespace, staged binds), and named failpoints (the `failpoints` feature)
+//! let the crash tests stop the process between side effects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -434,11 +436,16 @@ impl HostOps for RealHost<'_> {
             }
         };
         if !deferred_attach {
+            // As below: the record once the runtime's create worked; a failure tears
+            // the instance down at once, and a pass killed in between leaves an orphan.
+            if let Err(err) = self.runtime.create(&self.instance(id)) {
+                if let Err(cleanup) = self.teardown(id) {
+                    tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
+                }
+                return Err(e("create", err).into());
+            }
             state::write_record(&self.state_dir, &record)
                 .map_err(|err| e("write the container record", err))?;
-            self.runtime
-                .create(&self.instance(id))
-                .map_err(|err| e("create", err))?;
             failpoint("after-create");
             self.lock_created().insert(id.to_string());
             return Ok(());
