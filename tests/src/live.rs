@@ -64,7 +64,8 @@ impl LiveNode {
     /// Writes `spec/NAME` (replacing `IMAGE` with the demo image's reference).
     pub fn write_spec(&self, name: &str, text: &str) {
         let text = text.replace("IMAGE", &self.image);
-        std::fs::write(self.spec.join(name), text).expect("write the spec");
+        std::fs::write(self.spec.join(name), text)
+            .unwrap_or_else(|e| panic!("write the spec: {e}"));
     }
 
     /// Runs `berth --config <node config> ARGS`.
@@ -75,7 +76,7 @@ impl LiveNode {
             .args(args)
             .env("BERTH_SHIM_BIN", crate::shim_bin())
             .output()
-            .expect("run berth");
+            .unwrap_or_else(|e| panic!("run berth: {e}"));
         Run::from(out)
     }
 
@@ -107,7 +108,7 @@ impl LiveNode {
             .arg(id)
             .args(cmd)
             .output()
-            .expect("run runc exec");
+            .unwrap_or_else(|e| panic!("run runc exec: {e}"));
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
