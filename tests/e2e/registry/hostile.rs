@@ -218,7 +218,7 @@ fn hostile_registry_that_trickles_a_blob() {
     assert_failed_naming(
         &p,
         &[
-            &format!("blob {layer_digest} from registry {addr}: no data for 2s"),
+            &format!("blob {layer_digest} from registry {addr}: less than 1 KiB in 2s"),
             "hostile/app",
         ],
     );

@@ -61,7 +61,7 @@ pub enum RegistryError {
         host: String,
         after: Duration,
     },
-    #[error("{what} {} from registry {host}: no data for {} (repository {})", .target.reference, humantime::format_duration(*.after), .target.repository)]
+    #[error("{what} {} from registry {host}: less than 1 KiB in {} (repository {})", .target.reference, humantime::format_duration(*.after), .target.repository)]
     Stalled {
         target: Target,
         host: String,

@@ -131,7 +131,9 @@ async fn a_stalled_blob_fails_after_the_idle_timeout() {
     assert!(err.is_transient() && err.is_timeout(), "{err:?}");
     assert_eq!(
         err.to_string(),
-        format!("blob {digest} from registry {addr}: no data for 1s (repository hostile/app)")
+        format!(
+            "blob {digest} from registry {addr}: less than 1 KiB in 1s (repository hostile/app)"
+        )
     );
     assert!(
         stream.next().await.is_none(),
@@ -139,29 +141,25 @@ async fn a_stalled_blob_fails_after_the_idle_timeout() {
     );
 }
 
-#[tokio::test]
-async fn a_slow_but_steady_blob_still_downloads() {
-    // 16 bytes, one every 300 ms: 4.8 s in all, far past the 1 s idle timeout, but
-    // never 1 s without a byte.
-    let data: Vec<u8> = (b'a'..b'q').collect();
-    let blob = data.clone();
-    let addr = serve(move |_, mut conn| {
-        if headers(&mut conn, "200 OK", blob.len() as u64).is_err() {
+/// Serves `data` in `chunk`-byte pieces, one every `every`.
+fn paced(data: Vec<u8>, chunk: usize, every: Duration) -> String {
+    serve(move |_, mut conn| {
+        if headers(&mut conn, "200 OK", data.len() as u64).is_err() {
             return;
         }
-        for b in &blob {
-            std::thread::sleep(Duration::from_millis(300));
-            if conn.write_all(&[*b]).and_then(|_| conn.flush()).is_err() {
+        for piece in data.chunks(chunk) {
+            std::thread::sleep(every);
+            if conn.write_all(piece).and_then(|_| conn.flush()).is_err() {
                 return;
             }
         }
-    });
-    let digest = Digest::of(&data);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    })
+}
+
+async fn ingest_from(addr: &str, data: &[u8], store: &Store) -> Result<(), String> {
+    let digest = Digest::of(data);
     let client = client(5, 1);
-    let repo = repo(&addr);
-    let started = Instant::now();
+    let repo = repo(addr);
     store
         .ingest(
             &repo.target(digest.as_str()),
@@ -172,9 +170,43 @@ async fn a_slow_but_steady_blob_still_downloads() {
             &|_| {},
         )
         .await
-        .unwrap();
+        .map(drop)
+        .map_err(|e| crate::image::prepare::error_chain(&e))
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_blob_still_downloads() {
+    // 16 pieces of 600 bytes, one every 300 ms: 4.8 s in all, far past the 1 s idle
+    // timeout, but never less than 1 KiB in a second.
+    let data: Vec<u8> = (0..16 * 600).map(|i| (i % 251) as u8).collect();
+    let addr = paced(data.clone(), 600, Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let started = Instant::now();
+    ingest_from(&addr, &data, &store).await.unwrap();
     assert!(started.elapsed() > Duration::from_secs(4));
-    assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
+    assert_eq!(
+        std::fs::read(store.blob_path(&Digest::of(&data))).unwrap(),
+        data
+    );
+}
+
+#[tokio::test]
+async fn a_trickle_that_never_goes_quiet_still_stalls() {
+    // A byte every 100 ms: never a second without data, yet 10 bytes a second would
+    // hold a pull for days. Each resumed attempt stalls after about a second.
+    let data: Vec<u8> = vec![7; 4096];
+    let addr = paced(data.clone(), 1, Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let started = Instant::now();
+    let err = ingest_from(&addr, &data, &store).await.unwrap_err();
+    assert!(err.contains("less than 1 KiB in 1s"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@
 //! connections and 5xx, honouring `Retry-After` on 429/503.
 //!
 //! Deadlines ([`Timeouts`], `runtime.pull_*_timeout`): a request must connect and
-//! receive its response headers within `connect`; a blob body fails after `idle`
-//! without a byte ([`idle_guard`]); small documents (manifests, tokens) must arrive
+//! receive its response headers within `connect`; a blob body fails when less than
+//! 1 KiB comes within one `idle` window ([`idle_guard`]); small documents (manifests, tokens) must arrive
 //! whole within `idle`; error bodies are read for their first 64 KiB only, for at most
 //! `connect`. A timeout is not retried here: the registry had its chance, and the
 //! pass moves on (the error is transient, so the next pass tries again).
@@ -494,8 +494,14 @@ pub(super) async fn read_small(
     }
 }
 
-/// Ends `stream` with `stalled()` when no item comes for `idle`: a blob download that
-/// makes progress, however slowly, goes on; one that stops fails.
+/// Fewer bytes than this within one `pull_idle_timeout` window is a stall: a server
+/// trickling a byte every few seconds never goes quiet for a whole window, yet would
+/// hold a pull for days.
+pub(super) const MIN_PROGRESS: usize = 1024;
+
+/// Ends `stream` with `stalled()` when fewer than [`MIN_PROGRESS`] bytes come within
+/// one window of `idle`: a blob download that makes real progress, however slowly, goes
+/// on; one that stops or trickles fails.
 pub(super) fn idle_guard<S, T, F>(
     stream: S,
     idle: Duration,
@@ -503,15 +509,50 @@ pub(super) fn idle_guard<S, T, F>(
 ) -> impl Stream<Item = Result<T, RegistryError>> + Send + 'static
 where
     S: Stream<Item = Result<T, RegistryError>> + Send + Unpin + 'static,
-    T: Send + 'static,
+    T: AsRef<[u8]> + Send + 'static,
     F: Fn() -> RegistryError + Send + Sync + 'static,
 {
-    futures_util::stream::unfold(Some((stream, stalled)), move |state| async move {
-        let (mut stream, stalled) = state?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(item)) => Some((item, Some((stream, stalled)))),
-            Ok(None) => None,
-            Err(_) => Some((Err(stalled()), None)),
+    struct Window<S, F> {
+        stream: S,
+        stalled: F,
+        deadline: tokio::time::Instant,
+        got: usize,
+    }
+    let first = Window {
+        stream,
+        stalled,
+        deadline: tokio::time::Instant::now() + idle,
+        got: 0,
+    };
+    futures_util::stream::unfold(Some(first), move |state| async move {
+        let mut w = state?;
+        loop {
+            let next = tokio::time::timeout_at(w.deadline, w.stream.next()).await;
+            let now = tokio::time::Instant::now();
+            // A window ended: enough came in it, or the download is stalled.
+            if now >= w.deadline {
+                let got = w.got
+                    + next.as_ref().map_or(0, |n| match n {
+                        Some(Ok(chunk)) => chunk.as_ref().len(),
+                        _ => 0,
+                    });
+                if got < MIN_PROGRESS && !matches!(next, Ok(None)) {
+                    return Some((Err((w.stalled)()), None));
+                }
+                w.deadline = now + idle;
+                w.got = 0;
+            }
+            match next {
+                Ok(Some(item)) => {
+                    if let Ok(chunk) = &item {
+                        w.got += chunk.as_ref().len();
+                    }
+                    return Some((item, Some(w)));
+                }
+                Ok(None) => return None,
+                // The window ended with enough progress: wait on in a fresh one.
+                Err(_) => continue,
+            }
         }
     })
 }
