@@ -498,6 +498,7 @@ scenarios!(
     orphan_instance,
     unknown_state,
     network_subnet_changed,
+    network_modes,
 );
 
 /// Removing everything: each container's stop comes a stage before the stops of what it
