@@ -442,7 +442,7 @@ impl HostOps for RealHost<'_> {
                 if let Err(cleanup) = self.teardown(id) {
                     tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
                 }
-                return Err(e("create", err).into());
+                return Err(error_chain(&err).into());
             }
             state::write_record(&self.state_dir, &record)
                 .map_err(|err| e("write the container record", err))?;
@@ -475,7 +475,7 @@ impl HostOps for RealHost<'_> {
                 .runtime
                 .create(&inst)
                 .map(drop)
-                .map_err(|err| e("create", err));
+                .map_err(|err| error_chain(&err));
             let attached = add
                 .join()
                 .unwrap_or_else(|_| Err("network attach panicked".to_string()));

@@ -178,11 +178,10 @@ impl InstanceRuntime for OciInstances {
             });
         };
         if !out.status.success() {
-            let stderr = out
-                .stderr
-                .trim()
-                .trim_start_matches("berth-shim: ")
-                .to_string();
+            // The runtime's own message, without its log format (`time=… msg="…"`).
+            let stderr = crate::runtime::oci::error_text(
+                out.stderr.trim().trim_start_matches("berth-shim: "),
+            );
             let (id, runtime) = (inst.id.clone(), self.runtime.binary.clone());
             return Err(
                 if stderr.contains("id exists") || stderr.contains("already exists") {
