@@ -10,6 +10,8 @@
 //! - A snapshot is visible only once complete: a layer is unpacked into
 //!   `snapshots/tmp-<chain hex>/`, synced, renamed to `<n>`, and only then recorded in
 //!   `metadata.json` (temp file, fsync, rename, fsync of the directory).
+//! - `snapshots/` and `locks/` are 0700, `metadata.json` and the lock files 0600,
+//!   whatever the umask; a snapshot keeps the modes its layer gives (its root 0755).
 //! - Writers of the metadata hold `snapshots/.lock`; concurrent unpacks of one chain
 //!   (threads or processes) serialise on `snapshots/locks/<chain hex>.lock`, and the
 //!   later one finds the earlier one's snapshot. Readers take no lock.
@@ -19,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
+use crate::runtime::state;
 
 /// A layer chain ID, `sha256:<64 lowercase hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -192,20 +195,15 @@ impl SnapshotStore {
     /// Opens (creating if needed) `<state_dir>/snapshots`.
     pub fn open(state_dir: &Path) -> Result<SnapshotStore, SnapshotError> {
         let dir = state_dir.join("snapshots");
-        fs::create_dir_all(dir.join("locks")).map_err(io_err("create", &dir))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_err("chmod", &dir))?;
+        let locks = dir.join("locks");
+        state::private_dir(&dir).map_err(io_err("create", &dir))?;
+        state::private_dir(&locks).map_err(io_err("create", &locks))?;
         Ok(SnapshotStore { dir })
     }
 
     fn lock(&self, name: &Path) -> Result<File, SnapshotError> {
         let path = self.dir.join(name);
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open lock", &path))?;
+        let f = state::open_lock_file(&path).map_err(io_err("open lock", &path))?;
         f.lock().map_err(io_err("lock", &path))?;
         Ok(f)
     }
@@ -229,17 +227,12 @@ impl SnapshotStore {
 
     /// Atomically replaces the metadata (the caller holds `.lock`).
     fn save(&self, md: &Metadata) -> Result<(), SnapshotError> {
-        let tmp = self.dir.join(format!("{METADATA}.tmp"));
+        let path = self.dir.join(METADATA);
         let body = serde_json::to_vec_pretty(md).map_err(|source| SnapshotError::Metadata {
-            path: tmp.clone(),
+            path: path.clone(),
             source,
         })?;
-        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        f.write_all(&body)
-            .and_then(|()| f.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, self.dir.join(METADATA)).map_err(io_err("rename", &tmp))?;
-        self.sync_dir()
+        state::write_atomic(&path, &body).map_err(io_err("write", &path))
     }
 
     fn sync_dir(&self) -> Result<(), SnapshotError> {
@@ -401,12 +394,7 @@ impl SnapshotStore {
             let name = entry.file_name().to_string_lossy().into_owned();
             let stale = if let Some(hex) = name.strip_prefix("tmp-") {
                 let path = self.dir.join(Self::chain_lock_path(hex));
-                let f = File::options()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err("open lock", &path))?;
+                let f = state::open_lock_file(&path).map_err(io_err("open lock", &path))?;
                 f.try_lock().is_ok()
             } else if let Ok(id) = name.parse::<u64>() {
                 !md.snapshots.values().any(|r| r.id == id)

@@ -15,12 +15,16 @@
 //! leaves a record from which detach can clean up. Files are written atomically (temp
 //! file, fsync, rename, fsync of the directory) — except a hosts file that already
 //! exists: it is bind-mounted into a running container, which keeps the inode, so it
-//! is rewritten in place, as Docker and Podman do.
+//! is rewritten in place, as Docker and Podman do. Records are 0600 and directories
+//! 0700; `hosts` and `resolv.conf` 0644, as a container's users read them.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::runtime::state;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -118,43 +122,23 @@ pub struct AttachmentRecord {
     pub networks: Vec<NetAttachment>,
 }
 
-/// Writes `data` to `path` atomically and durably, creating the parent directory.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
-    fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    // Unique per process and per call: steps of one pass write side by side.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{seq}",
-        name.unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+/// Writes `data` to `path` atomically and durably, mode 0600, creating the parent
+/// directory 0700 (one implementation for the whole agent).
+pub use crate::runtime::state::write_atomic;
 
 /// Writes a file that may be bind-mounted into a running container: in place when it
 /// exists (same inode, so the container sees the change), atomically when it does not.
+/// Mode 0644 either way, whatever the umask: the container's users read it.
 pub fn write_shared(path: &Path, data: &[u8]) -> io::Result<()> {
     match OpenOptions::new().write(true).truncate(true).open(path) {
         Ok(mut f) => {
+            f.set_permissions(Permissions::from_mode(state::CONTAINER_FILE))?;
             f.write_all(data)?;
             f.sync_all()
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(path, data),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            state::write_atomic_mode(path, data, state::CONTAINER_FILE)
+        }
         Err(e) => Err(e),
     }
 }
@@ -221,6 +205,13 @@ mod tests {
         assert_eq!(fs::read_to_string(&p).unwrap(), "two, longer\n");
         write_shared(&p, b"3\n").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "3\n");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o644);
+        // A placeholder written private first is readable once shared.
+        let q = dir.path().join("inst/resolv.conf");
+        write_atomic(&q, b"").unwrap();
+        assert_eq!(fs::metadata(&q).unwrap().mode() & 0o7777, 0o600);
+        write_shared(&q, b"nameserver 192.0.2.1\n").unwrap();
+        assert_eq!(fs::metadata(&q).unwrap().mode() & 0o7777, 0o644);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::runtime::state::InstanceDirs;
+use crate::runtime::state::{self, InstanceDirs};
 
 /// The kernel copies at most one page of mount options.
 const MAX_OPTIONS: usize = 4096;
@@ -90,25 +90,28 @@ pub fn overlay_options(
 }
 
 /// Mounts the instance's rootfs over `lowerdirs` (top-most first, as
-/// `SnapshotStore::lowerdirs` returns them), creating `rootfs/`, `upper/` and `work/`.
+/// `SnapshotStore::lowerdirs` returns them), creating `rootfs/`, `upper/` and `work/`
+/// with their modes ([`InstanceDirs::create`]).
 /// An image without layers gets an empty lower directory (`lower/`). A rootfs that is
 /// already an overlay mount is left as it is: the instance id names the image, so it
 /// is the same overlay.
 pub fn mount_rootfs(dirs: &InstanceDirs, lowerdirs: &[PathBuf]) -> Result<(), MountError> {
     let rootfs = dirs.rootfs();
-    let prepare = |path: PathBuf| -> Result<PathBuf, MountError> {
-        std::fs::create_dir_all(&path).map_err(|source| MountError::Prepare {
-            rootfs: rootfs.clone(),
-            path: path.clone(),
+    let prepare_err = |path: PathBuf| {
+        let rootfs = rootfs.clone();
+        move |source| MountError::Prepare {
+            rootfs,
+            path,
             source,
-        })?;
-        Ok(path)
+        }
     };
-    let (upper, work) = (prepare(dirs.upper())?, prepare(dirs.work())?);
-    prepare(rootfs.clone())?;
+    dirs.create().map_err(prepare_err(dirs.root.clone()))?;
+    let (upper, work) = (dirs.upper(), dirs.work());
     let empty;
     let lowerdirs = if lowerdirs.is_empty() {
-        empty = [prepare(dirs.root.join("lower"))?];
+        let lower = dirs.root.join("lower");
+        state::create_dir(&lower, state::PRIVATE_DIR).map_err(prepare_err(lower.clone()))?;
+        empty = [lower];
         &empty[..]
     } else {
         lowerdirs

@@ -12,10 +12,17 @@
 //!   `hosts`, `resolv.conf`, `hostname`.
 //!
 //! Every write is atomic: temp file, fsync, rename, fsync of the directory.
+//!
+//! Modes are explicit, never left to the umask (docs/layout.md): directories berth
+//! creates under the state and run directories are 0700 and files 0600, except what a
+//! container sees through a bind mount or as its root (`hosts`, `resolv.conf`,
+//! `hostname` 0644; `upper/` 0755). [`create_dir`], [`private_dir`] and
+//! [`write_atomic_mode`] are the one place that creates them.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -129,6 +136,26 @@ impl InstanceDirs {
         self.root.join("hostname")
     }
 
+    /// Creates the instance's directories with their modes: `instances/`, the instance
+    /// directory, `bundle/` and `work/` 0700 (also when they exist), `rootfs/` (a mount point)
+    /// 0700 and `upper/` 0755 when they are made. `upper/` is the container's `/` once
+    /// the overlay is mounted, so its mode is what the container's users see there; an
+    /// existing one is set again only while it is empty (never used by a container).
+    pub fn create(&self) -> io::Result<()> {
+        if let Some(instances) = self.root.parent() {
+            private_dir(instances)?;
+        }
+        private_dir(&self.root)?;
+        private_dir(&self.bundle())?;
+        private_dir(&self.work())?;
+        create_dir(&self.rootfs(), PRIVATE_DIR)?;
+        let upper = self.upper();
+        if !create_dir(&upper, CONTAINER_ROOT_DIR)? && fs::read_dir(&upper)?.next().is_none() {
+            fs::set_permissions(&upper, Permissions::from_mode(CONTAINER_ROOT_DIR))?;
+        }
+        Ok(())
+    }
+
     /// The recorded exit status, if the container's init has exited.
     pub fn exit_status(&self) -> io::Result<Option<ExitStatus>> {
         match fs::read(self.exit_file()) {
@@ -215,16 +242,82 @@ pub fn instance_ids(state_dir: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync,
-/// rename, fsync of the directory. Creates the parent directories.
+/// Directories of berth's own under the state and run directories.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Files of berth's own: records, blobs, bundles, locks.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Files a container reads through a bind mount as any user (`/etc/hostname`,
+/// `/etc/hosts`, `/etc/resolv.conf`), as Docker makes them.
+pub const CONTAINER_FILE: u32 = 0o644;
+/// An instance's `upper/`, the root directory of its container.
+pub const CONTAINER_ROOT_DIR: u32 = 0o755;
+
+/// Creates the directory `path` with exactly `mode` whatever the umask, and its
+/// missing parents 0700. An existing directory is left as it is. Returns whether it
+/// was created. (`mkdir(2)` masks its mode with the umask, so the mode is set again
+/// after; until then it is at most as open as `mode`.)
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR)
+            .create(parent)?;
+    }
+    match DirBuilder::new().mode(mode & PRIVATE_DIR).create(path) {
+        Ok(()) => {
+            fs::set_permissions(path, Permissions::from_mode(mode))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the directory `path` (and missing parents) 0700, and sets an existing one
+/// to 0700 too: for directories that are berth's alone (the state and run directories,
+/// stores, an instance's directory and bundle).
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    if !create_dir(path, PRIVATE_DIR)? && fs::metadata(path)?.mode() & 0o7777 != PRIVATE_DIR {
+        fs::set_permissions(path, Permissions::from_mode(PRIVATE_DIR))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically, mode 0600: a temp file in the same directory,
+/// fsync, rename, fsync of the directory. Creates missing parent directories 0700.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, PRIVATE_FILE)
+}
+
+/// [`write_atomic`] with the file's mode `mode`, whatever the umask.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    if !dir.as_os_str().is_empty() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR)
+            .create(dir)?;
+    }
+    let mut tmp = tempfile::Builder::new()
+        .permissions(Permissions::from_mode(mode & PRIVATE_FILE))
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     fs::File::open(dir)?.sync_all()
+}
+
+/// Opens (creating it 0600 if needed) a lock file, for `flock`.
+pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
 }
 
 /// The current UTC time in RFC 3339 (seconds), for records.
@@ -266,6 +359,59 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn files_and_directories_get_their_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("containers/web/state.json");
+        write_atomic(&rec, b"{}").unwrap();
+        assert_eq!(mode(&rec), 0o600);
+        assert_eq!(mode(&dir.path().join("containers")), 0o700);
+        assert_eq!(mode(&dir.path().join("containers/web")), 0o700);
+        let host = dir.path().join("inst/hostname");
+        write_atomic_mode(&host, b"web\n", CONTAINER_FILE).unwrap();
+        assert_eq!(mode(&host), 0o644);
+        // Replacing keeps the mode asked for, not the old file's.
+        write_atomic(&host, b"web\n").unwrap();
+        assert_eq!(mode(&host), 0o600);
+
+        let d = dir.path().join("a/b");
+        assert!(create_dir(&d, 0o755).unwrap());
+        assert_eq!((mode(&dir.path().join("a")), mode(&d)), (0o700, 0o755));
+        fs::set_permissions(&d, Permissions::from_mode(0o711)).unwrap();
+        assert!(!create_dir(&d, 0o755).unwrap());
+        assert_eq!(mode(&d), 0o711, "an existing directory is left alone");
+        private_dir(&d).unwrap();
+        assert_eq!(mode(&d), 0o700, "a private one is set again");
+        fs::write(dir.path().join("file"), b"").unwrap();
+        assert!(create_dir(&dir.path().join("file"), 0o700).is_err());
+    }
+
+    #[test]
+    fn instance_directories_are_private_but_upper() {
+        let state = tempfile::tempdir().unwrap();
+        let dirs = InstanceDirs::new(state.path(), "web-0123abcd");
+        // As an older berth (or a umask of 000) left them.
+        for d in [dirs.bundle(), dirs.upper()] {
+            fs::create_dir_all(&d).unwrap();
+            fs::set_permissions(&d, Permissions::from_mode(0o777)).unwrap();
+        }
+        dirs.create().unwrap();
+        assert_eq!(mode(&state.path().join("instances")), 0o700);
+        for d in [dirs.root.clone(), dirs.bundle(), dirs.work(), dirs.rootfs()] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        assert_eq!(mode(&dirs.upper()), 0o755);
+        // An upper the container has written to keeps the mode the container gave /.
+        fs::write(dirs.upper().join("x"), b"").unwrap();
+        fs::set_permissions(dirs.upper(), Permissions::from_mode(0o750)).unwrap();
+        dirs.create().unwrap();
+        assert_eq!(mode(&dirs.upper()), 0o750);
     }
 
     #[test]

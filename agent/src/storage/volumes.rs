@@ -2,11 +2,21 @@
 //! owned by the user of the first container that mounts them (as Docker does for an
 //! empty volume), and kept across container recreation. berth removes a volume only
 //! when asked (`berth apply --prune-volumes`): data is never deleted implicitly.
+//!
+//! `volumes/` is 0700, so no local user but root reaches a volume's data. A volume's
+//! own directory is 0755, as Docker's `_data`: it is the mount's root inside the
+//! container, where the container's users need it (runc bind-mounts it as root, before
+//! it switches to the container's user, so nobody in the container walks `volumes/`).
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::runtime::state;
+
+/// A volume's directory (the root of the mount in the container).
+const VOLUME_DIR: u32 = 0o755;
 
 /// Why a volume could not be prepared or removed.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +51,9 @@ pub fn ensure(
             source,
         }
     };
-    fs::create_dir_all(&path).map_err(err("create", &path))?;
+    let parent = state_dir.join("volumes");
+    state::private_dir(&parent).map_err(err("create", &parent))?;
+    state::create_dir(&path, VOLUME_DIR).map_err(err("create", &path))?;
     if let Some((uid, gid)) = owner {
         let meta = fs::metadata(&path).map_err(err("stat", &path))?;
         let empty = fs::read_dir(&path)
@@ -50,7 +62,7 @@ pub fn ensure(
             .is_none();
         if empty && meta.uid() == 0 && meta.gid() == 0 && (uid, gid) != (0, 0) {
             std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(err("chown", &path))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            fs::set_permissions(&path, fs::Permissions::from_mode(VOLUME_DIR))
                 .map_err(err("chmod", &path))?;
         }
     }
@@ -111,6 +123,9 @@ mod tests {
             assert_eq!(fs::metadata(&p).unwrap().uid(), 10001);
         }
         assert_eq!(fs::read_to_string(p.join("keep")).unwrap(), "x");
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&state.path().join("volumes")), 0o700);
+        assert_eq!(mode(&p), 0o755);
         assert_eq!(list(state.path()).unwrap(), vec!["data"]);
         remove(state.path(), "data").unwrap();
         remove(state.path(), "data").unwrap();

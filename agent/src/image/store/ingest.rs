@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::io::SeekFrom;
+use std::os::unix::fs::OpenOptionsExt;
 
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -60,6 +61,7 @@ impl Store {
                     .write(true)
                     .create(true)
                     .truncate(false)
+                    .mode(crate::runtime::state::PRIVATE_FILE)
                     .open(&p)?;
                 // Another pull of the same blob finishes first; then we find it stored.
                 f.lock()?;

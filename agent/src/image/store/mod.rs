@@ -1,6 +1,9 @@
 //! The content store: `state_dir/content/blobs/sha256/<hex>` (DESIGN.md §7), one file
 //! per blob, named by the SHA-256 of its bytes.
 //!
+//! Modes: every directory 0700 and every file 0600 whatever the umask (blobs may be
+//! private images).
+//!
 //! Contract: a file under `blobs/` always holds exactly the bytes its name promises.
 //! Blobs are written to `ingest/` first (same filesystem), hashed and size-checked
 //! while streaming, fsynced, renamed into place and the directory fsynced; a blob whose
@@ -16,9 +19,12 @@
 pub mod ingest;
 pub mod records;
 
-use std::fs::File;
+use std::fs::{File, Permissions};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::runtime::state;
 
 use super::digest::Digest;
 use super::registry::{RegistryError, Target};
@@ -109,8 +115,15 @@ impl Store {
         let store = Store {
             root: state_dir.join("content"),
         };
-        for dir in [store.blobs_dir(), store.ingest_dir(), store.images_dir()] {
-            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let blobs = store.root.join("blobs");
+        for dir in [
+            store.root.clone(),
+            blobs,
+            store.blobs_dir(),
+            store.ingest_dir(),
+            store.images_dir(),
+        ] {
+            state::private_dir(&dir).map_err(io("create", &dir))?;
         }
         Ok(store)
     }
@@ -191,12 +204,7 @@ impl Store {
 
     fn lock_file(&self) -> Result<File, StoreError> {
         let path = self.root.join("lock");
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("open", &path))
+        state::open_lock_file(&path).map_err(io("open", &path))
     }
 
     /// Takes the shared lock (pulls). Blocks while a removal runs.
@@ -214,11 +222,16 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `dest` atomically: a temp file in `tmp_dir` (same filesystem),
-/// fsync, rename, fsync of `dest`'s directory.
+/// Writes `bytes` to `dest` atomically, mode 0600: a temp file in `tmp_dir` (same
+/// filesystem), fsync, rename, fsync of `dest`'s directory.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(tmp_dir).map_err(io("create a temp file in", tmp_dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .permissions(Permissions::from_mode(state::PRIVATE_FILE))
+        .tempfile_in(tmp_dir)
+        .map_err(io("create a temp file in", tmp_dir))?;
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(state::PRIVATE_FILE))
+        .map_err(io("chmod", tmp.path()))?;
     tmp.write_all(bytes).map_err(io("write", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io("fsync", tmp.path()))?;
     tmp.persist(dest)

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Runtime, RuntimeKind, error_text, run_captured};
-use crate::runtime::state::write_atomic;
+use crate::runtime::state::{self, write_atomic};
 
 /// Why no runtime could be chosen.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +165,8 @@ pub fn probe_cached(binary: &Path, run_dir: &Path) -> Result<ProbeRecord, Detect
     let binary = binary.canonicalize().map_err(io(binary))?;
     let meta = binary.metadata().map_err(io(&binary))?;
     let (boot_id, mount_ns) = environment();
+    // The first of berth's steps to touch the run directory: it is berth's own, 0700.
+    state::private_dir(run_dir).map_err(io(run_dir))?;
     let cache_path = run_dir.join(CACHE_FILE);
     let mut cache: ProbeCache = std::fs::read(&cache_path)
         .ok()
@@ -276,15 +278,15 @@ fn probe(
 
 fn write_bundle(dir: &Path, id: &str) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
+    state::private_dir(dir)?;
     let rootfs = dir.join("rootfs");
+    state::create_dir(&rootfs, 0o755)?;
     for sub in ["proc", "dev"] {
-        std::fs::create_dir_all(rootfs.join(sub))?;
+        state::create_dir(&rootfs.join(sub), 0o755)?;
     }
     // Never executed (the container is not started), but runc and crun look the
     // process up at create time, so it must be an executable file.
-    let exe = rootfs.join("probe");
-    std::fs::write(&exe, b"")?;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    state::write_atomic_mode(&rootfs.join("probe"), b"", 0o755)?;
     let config = serde_json::json!({
         "ociVersion": crate::runtime::render::OCI_VERSION,
         "process": {
@@ -309,7 +311,7 @@ fn write_bundle(dir: &Path, id: &str) -> std::io::Result<()> {
             "resources": {"devices": [{"allow": false, "access": "rwm"}]}
         }
     });
-    std::fs::write(dir.join("config.json"), config.to_string())
+    write_atomic(&dir.join("config.json"), config.to_string().as_bytes())
 }
 
 fn create_and_delete(rt: &Runtime, id: &str, dir: &Path) -> Result<(), String> {
