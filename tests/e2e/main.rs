@@ -10,6 +10,7 @@ mod hostside;
 mod network;
 mod ops;
 mod outcome;
+mod perms;
 mod plan;
 mod secret;
 mod signature;
