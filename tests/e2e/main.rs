@@ -6,6 +6,7 @@
 mod apply;
 mod audit;
 mod crash;
+mod hostile;
 mod hostside;
 mod network;
 mod ops;

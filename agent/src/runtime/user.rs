@@ -4,10 +4,14 @@
 //! The accepted forms are those of the image-spec `User` field: `user`, `uid`,
 //! `user:group`, `uid:gid`, `uid:group`, `user:gid`. The rules follow runc's
 //! `GetExecUser`, which Docker uses:
-//! - the user is looked up by name, or by uid when numeric; a numeric uid missing from
+//! - a part is numeric when Go's `strconv.Atoi` reads it (an optional sign, leading
+//!   zeros allowed: `00`, `+0` and `-0` are 0); `berth_spec::user` holds that parser, so
+//!   offline validation and the policy read ids exactly as this module does;
+//! - the user is looked up by uid when numeric, else by name; a numeric uid missing from
 //!   `/etc/passwd` is used as is, with primary gid 0; a name that is missing is an error;
 //! - the primary group is the passwd entry's, unless a group is given, which is looked up
-//!   by name or gid (a numeric gid missing from `/etc/group` is used as is);
+//!   by gid when numeric, else by name (a numeric gid missing from `/etc/group` is used
+//!   as is);
 //! - supplementary groups are the `/etc/group` entries listing the user's name as a
 //!   member, and only when no group was given (an explicit group replaces them all);
 //! - an empty user means root.
@@ -15,8 +19,7 @@
 //! The result feeds `process.user` of the OCI config and the policy's `run-as-non-root`
 //! and `non-root-group` re-checks, which cannot be judged from a name alone.
 
-/// The highest uid/gid accepted, as runc's user package bounds them.
-const MAX_ID: u64 = i32::MAX as u64;
+use berth_spec::user::{self as spec_user, Id, MAX_ID};
 
 /// A user resolved to numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,14 +98,12 @@ fn group_entries(text: &str) -> Vec<GroupEntry<'_>> {
         .collect()
 }
 
-/// Parses a numeric id; `Ok(None)` when the text is not a number.
+/// Parses one part of `user`: `Ok(None)` when it is a name.
 fn numeric(s: &str) -> Result<Option<u32>, UserError> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(None);
-    }
-    match s.parse::<u64>() {
-        Ok(n) if n <= MAX_ID => Ok(Some(n as u32)),
-        _ => Err(UserError::OutOfRange(s.to_string())),
+    match spec_user::parse_id(s) {
+        Ok(Id::Number(n)) => Ok(Some(n)),
+        Ok(Id::Name(_)) => Ok(None),
+        Err(e) => Err(UserError::OutOfRange(e.0)),
     }
 }
 
@@ -113,19 +114,18 @@ pub fn resolve(
     passwd: Option<&str>,
     group: Option<&str>,
 ) -> Result<ResolvedUser, UserError> {
-    let (user_arg, group_arg) = match spec.split_once(':') {
-        Some((u, g)) => (u, (!g.is_empty()).then_some(g)),
-        None => (spec, None),
-    };
+    let (user_arg, group_arg) = spec_user::split(spec);
     let users = passwd_entries(passwd.unwrap_or(""));
     let groups = group_entries(group.unwrap_or(""));
 
     // An empty user is root, named if the image says so.
     let user_arg = if user_arg.is_empty() { "0" } else { user_arg };
     let uid_arg = numeric(user_arg)?;
-    let found = users
-        .iter()
-        .find(|u| u.name == user_arg || Some(u.uid) == uid_arg);
+    // A numeric user is always a uid, never a name (runc's rule).
+    let found = users.iter().find(|u| match uid_arg {
+        Some(uid) => u.uid == uid,
+        None => u.name == user_arg,
+    });
     let (uid, mut gid, name) = match (found, uid_arg) {
         (Some(u), _) => (u.uid, u.gid, Some(u.name.to_string())),
         (None, Some(uid)) => (uid, 0, None),
@@ -136,10 +136,10 @@ pub fn resolve(
     match group_arg {
         Some(g) => {
             let gid_arg = numeric(g)?;
-            gid = match groups
-                .iter()
-                .find(|e| e.name == g || Some(e.gid) == gid_arg)
-            {
+            gid = match groups.iter().find(|e| match gid_arg {
+                Some(gid) => e.gid == gid,
+                None => e.name == g,
+            }) {
                 Some(e) => e.gid,
                 None => gid_arg.ok_or_else(|| UserError::UnknownGroup(g.to_string()))?,
             };
@@ -242,5 +242,71 @@ dup:x:29:app
                 .to_string()
                 .contains("`nobody` not found in the image's /etc/passwd")
         );
+    }
+
+    /// Apply and audit read a user the same way: the forms that resolve to uid 0 here
+    /// (runc's reading) are exactly those the offline `run-as-non-root` rule flags, and
+    /// likewise gid 0 and `non-root-group`.
+    #[test]
+    fn offline_policy_flags_exactly_what_resolves_to_root() {
+        use berth_policy::{Date, Evaluator, Facts, HostContext, Policy, Rule, Status};
+        let policy = Policy::profile("restricted").unwrap();
+        let host = HostContext::default();
+        let today = Date {
+            year: 2026,
+            month: 1,
+            day: 1,
+        };
+        let ev = Evaluator::new(&policy, &host, today);
+        for spec in [
+            "0",
+            "00",
+            "+0",
+            "-0",
+            "00:00",
+            "+0:+0",
+            "-0:-0",
+            "0000:10001",
+            "10001:+00",
+            "10001",
+            "+10001",
+            "010001:010001",
+            "4242:0",
+            "4242:+4242",
+        ] {
+            let text = format!(
+                "[container.app]\nimage = \"r.example/app@sha256:{}\"\nuser = \"{spec}\"\n",
+                "0".repeat(64)
+            );
+            let tree = berth_spec::Tree::from_sources(vec![berth_spec::SourceFile {
+                path: "app.toml".into(),
+                text,
+            }]);
+            let checked = berth_spec::check(&tree, None);
+            assert!(checked.errors.is_empty(), "{spec}: {:?}", checked.errors);
+            let findings = ev.evaluate(&checked.state.containers["app"], &Facts::default());
+            let flagged = |rule| {
+                findings
+                    .iter()
+                    .any(|f| f.rule == rule && f.status == Status::Violation)
+            };
+            // No passwd or group file: what the numbers alone mean.
+            let who = resolve(spec, None, None).unwrap();
+            assert_eq!(flagged(Rule::RunAsNonRoot), who.uid == 0, "{spec}: uid");
+            if spec.contains(':') {
+                assert_eq!(flagged(Rule::NonRootGroup), who.gid == 0, "{spec}: gid");
+            }
+        }
+    }
+
+    #[test]
+    fn numeric_parts_are_ids_never_names() {
+        // A passwd entry named like a number does not capture that number.
+        let passwd = "0:x:10001:10001::/:/bin/sh\nroot:x:0:0::/root:/bin/sh\n";
+        let u = resolve("+0", Some(passwd), None).unwrap();
+        assert_eq!((u.uid, u.gid, u.name.as_deref()), (0, 0, Some("root")));
+        let u = resolve("0", Some(passwd), None).unwrap();
+        assert_eq!(u.uid, 0);
+        assert_eq!(r("-1"), Err(UserError::OutOfRange("-1".into())));
     }
 }
