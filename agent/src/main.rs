@@ -13,5 +13,9 @@ mod storage;
 mod telemetry;
 
 fn main() -> std::process::ExitCode {
+    // What berth itself creates has explicit modes (docs/layout.md); this covers what
+    // the OCI runtime, the shim and the CNI plugins create under a careless umask
+    // (`umask 000` would leave their files writable by everyone), as dockerd does.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     cli::main()
 }

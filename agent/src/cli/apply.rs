@@ -61,14 +61,10 @@ pub struct ApplyArgs {
 
 /// One writer per state directory: held for the length of one pass.
 pub fn lock_state(state_dir: &Path) -> Result<File, String> {
-    std::fs::create_dir_all(state_dir)
+    crate::runtime::state::private_dir(state_dir)
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     let path = state_dir.join("lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let f = crate::runtime::state::open_lock_file(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     if f.try_lock().is_err() {
         eprintln!(

@@ -37,7 +37,8 @@ pub fn create(path: &Path) -> Result<(), StepError> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| ("create the directory", e))?;
+        crate::runtime::state::create_dir(dir, crate::runtime::state::PRIVATE_DIR)
+            .map_err(|e| ("create the directory", e))?;
     }
     OpenOptions::new()
         .write(true)

@@ -100,9 +100,7 @@ impl RealHost<'_> {
         let mut touched = self.lock_touched();
         if touched.is_empty() {
             let marker = self.peers_marker();
-            if let Err(err) = std::fs::create_dir_all(self.state_dir.join("cni"))
-                .and_then(|()| std::fs::write(&marker, b""))
-            {
+            if let Err(err) = state::write_atomic(&marker, b"") {
                 tracing::warn!("cannot write {}: {err}", marker.display());
             }
         }
@@ -166,10 +164,8 @@ impl RealHost<'_> {
             .get(name)
             .ok_or_else(|| format!("the image of `{name}` is not ready"))?;
         let dirs = InstanceDirs::new(&self.state_dir, id);
-        for d in [dirs.bundle(), dirs.rootfs(), dirs.upper(), dirs.work()] {
-            std::fs::create_dir_all(&d)
-                .map_err(|err| e(&format!("create {}", d.display()), err))?;
-        }
+        dirs.create()
+            .map_err(|err| e(&format!("create {}", dirs.root.display()), err))?;
         mount::mount_rootfs(&dirs, &image.lowerdirs)
             .map_err(|err| e("mount the root filesystem", err))?;
 
@@ -258,8 +254,12 @@ impl RealHost<'_> {
                 .map_err(|err| e("network files", err))?;
             (None, Some(hosts), Some(resolv), BTreeMap::new())
         };
-        state::write_atomic(&dirs.hostname(), format!("{}\n", c.hostname).as_bytes())
-            .map_err(|err| e("write hostname", err))?;
+        state::write_atomic_mode(
+            &dirs.hostname(),
+            format!("{}\n", c.hostname).as_bytes(),
+            state::CONTAINER_FILE,
+        )
+        .map_err(|err| e("write hostname", err))?;
 
         let seccomp = match &c.seccomp {
             berth_spec::Seccomp::Profile(f) => Some(

@@ -173,7 +173,7 @@ pub fn stage(
         source,
     };
     let dir = binds_dir(instance_root);
-    std::fs::create_dir_all(&dir).map_err(prepare)?;
+    crate::runtime::state::create_dir(&dir, crate::runtime::state::PRIVATE_DIR).map_err(prepare)?;
     // The mount point takes the source's kind: a directory, or an empty file.
     match std::fs::symlink_metadata(&point) {
         Ok(m) if m.is_dir() == is_dir && !m.file_type().is_symlink() => {}
