@@ -2,8 +2,8 @@
 //! from the repository, decrypted in memory with the node's identity and delivered on a
 //! per-instance tmpfs (`secrets`).
 
+pub mod binds;
 pub mod secrets;
 // Used by the executor (`berth apply`), which lands next.
 #[allow(dead_code)]
 pub mod volumes;
-pub mod binds;
