@@ -400,6 +400,14 @@ fn host_paths(c: &Container, allow: &[String], deny: &DenyList) -> Vec<Raw> {
                     allowed_text(allow)
                 ),
             ));
+        } else {
+            // Allowed as written; where symlinks lead is only known on the host.
+            out.push(not_checked(
+                key,
+                format!(
+                    "bind source {shown} is inside an allowed host path as written; symbolic links are resolved and the path checked again at apply"
+                ),
+            ));
         }
     }
     out
