@@ -6,6 +6,7 @@
 //! requires `[source]` ([`NodeConfig::require_source`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use toml::de::DeTable;
 
 use crate::diag::{Diagnostic, Location};
 use crate::read::{Reader, Scope, Src};
-use crate::types::{Cidr, parse_cidr, parse_duration, parse_size};
+use crate::types::{Cidr, format_duration, parse_cidr, parse_duration, parse_size};
 
 /// `[node]`: the node's identity for targeting.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -40,16 +41,81 @@ pub struct Webhook {
     pub secret_file: Option<PathBuf>,
 }
 
+/// `source.notify`: an MQTT topic announcing new revisions, so a fleet fetches at once
+/// instead of at its next poll.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notify {
+    /// `mqtt://host[:port]` or `mqtts://host[:port]`.
+    pub mqtt: String,
+    pub topic: String,
+    /// A fetch waits a random delay up to this, so a fleet does not fetch all at once.
+    pub spread: Duration,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// An extra CA for an `mqtts` broker.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The default of `source.notify.spread`.
+pub const DEFAULT_NOTIFY_SPREAD: Duration = Duration::from_secs(2);
+
+/// How a `source.url` is reached, by its form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `https://` (or `http://`, for a lab server).
+    Https,
+    /// `ssh://` or scp-like `user@host:path`.
+    Ssh,
+    /// `file://` or a local path.
+    Local,
+}
+
 /// `[source]`: the Git repository holding the specs.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceSection {
     pub url: String,
+    pub transport: Transport,
     pub git_ref: GitRef,
     /// Sub-directory holding the specs ("" = the repository root).
     pub path: String,
     pub interval: Duration,
+    /// Shallow-fetch depth; 0 fetches the full history (local repositories always do).
+    pub depth: u32,
+    /// https: a file holding `token` or `user:password` on one line.
+    pub credentials_file: Option<PathBuf>,
+    /// https: an extra CA for a private server.
+    pub ca_file: Option<PathBuf>,
+    /// ssh: the private key.
+    pub ssh_key: Option<PathBuf>,
+    /// ssh: the server's host key must be listed here.
+    pub known_hosts: Option<PathBuf>,
+    /// If set, only commits SSH-signed by these keys are applied.
     pub allowed_signers: Option<PathBuf>,
+    /// OpenPGP keys whose signatures on a commit are accepted.
+    pub trusted_pgp_keys: Vec<PathBuf>,
     pub webhook: Option<Webhook>,
+    pub notify: Option<Notify>,
+}
+
+/// The default of `source.depth`.
+pub const DEFAULT_DEPTH: u32 = 1;
+
+/// `[agent]` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentMode {
+    /// Fetch, plan and apply.
+    #[default]
+    Enforce,
+    /// Fetch, plan and report; change nothing.
+    Observe,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentSection {
+    pub mode: AgentMode,
 }
 
 /// `[policy]` mode.
@@ -96,6 +162,25 @@ pub struct Waiver {
     pub origin: Location,
 }
 
+/// What a keyless signature's certificate must name as its subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectMatch {
+    /// `subject`: exactly this.
+    Exact(String),
+    /// `subject_regex`: a match of this regular expression.
+    Regex(String),
+}
+
+/// `[[policy.trusted_identities]]`: an OIDC issuer and subject whose keyless
+/// (Sigstore) signatures are trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrustedIdentity {
+    /// The OIDC issuer, an `https://` URL.
+    pub issuer: String,
+    pub subject: SubjectMatch,
+}
+
 /// `[policy]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicySection {
@@ -103,6 +188,9 @@ pub struct PolicySection {
     pub profile: String,
     pub mode: PolicyMode,
     pub trusted_keys: Vec<PathBuf>,
+    /// The Sigstore trusted root (JSON): enables keyless verification.
+    pub trusted_root: Option<PathBuf>,
+    pub trusted_identities: Vec<TrustedIdentity>,
     pub on_running_violation: OnRunningViolation,
     pub waivers: Vec<Waiver>,
 }
@@ -113,6 +201,8 @@ impl Default for PolicySection {
             profile: "restricted".into(),
             mode: PolicyMode::Enforce,
             trusted_keys: Vec::new(),
+            trusted_root: None,
+            trusted_identities: Vec::new(),
             on_running_violation: OnRunningViolation::Report,
             waivers: Vec::new(),
         }
@@ -139,6 +229,10 @@ pub struct RuntimeSection {
     /// A blob download that receives no byte for this long fails; small documents
     /// (manifests, configs, tokens) must arrive whole within it.
     pub pull_idle_timeout: Duration,
+    /// The agent's periodic pass, whatever else wakes it.
+    pub resync: Duration,
+    /// Unused images, snapshots, instances and revisions are removed after this.
+    pub gc_grace: Duration,
 }
 
 /// The default of `runtime.parallel`.
@@ -151,6 +245,11 @@ pub const DEFAULT_PULL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The range both pull timeouts must lie in.
 const PULL_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(3600));
+
+/// The default of `runtime.resync`.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(60);
+/// The default of `runtime.gc_grace`.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// The default subnet of the `default` network.
 pub const DEFAULT_SUBNET: Cidr = Cidr {
@@ -171,6 +270,8 @@ impl Default for RuntimeSection {
             parallel: DEFAULT_PARALLEL,
             pull_connect_timeout: DEFAULT_PULL_CONNECT_TIMEOUT,
             pull_idle_timeout: DEFAULT_PULL_IDLE_TIMEOUT,
+            resync: DEFAULT_RESYNC,
+            gc_grace: DEFAULT_GC_GRACE,
         }
     }
 }
@@ -191,26 +292,52 @@ pub struct SecretsSection {
 }
 
 /// `[telemetry]`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TelemetrySection {
+    /// An `http://` or `https://` OTLP/HTTP collector.
     pub otlp_endpoint: Option<String>,
+    /// `address:port` of the Prometheus endpoint.
     pub metrics_listen: Option<String>,
+    /// Spans buffered for export; overflow is dropped and counted.
+    pub otlp_queue: usize,
+}
+
+/// The default of `telemetry.otlp_queue`.
+pub const DEFAULT_OTLP_QUEUE: usize = 2048;
+/// The largest `telemetry.otlp_queue`: a span is a few hundred bytes, so the queue stays
+/// within some hundred MiB on the smallest node.
+const MAX_OTLP_QUEUE: i64 = 1 << 20;
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: None,
+            metrics_listen: None,
+            otlp_queue: DEFAULT_OTLP_QUEUE,
+        }
+    }
 }
 
 /// The whole node configuration, defaults applied.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeConfig {
     pub node: NodeSection,
+    pub agent: AgentSection,
     pub source: Option<SourceSection>,
     pub policy: PolicySection,
     pub runtime: RuntimeSection,
     pub registries: BTreeMap<String, RegistrySection>,
     pub secrets: SecretsSection,
     pub telemetry: TelemetrySection,
+    /// Where each key given in the file is (`source.url`, `policy.waiver[0].rule`, …),
+    /// for messages about keys that parsed but cannot be used.
+    #[serde(skip)]
+    pub keys: BTreeMap<String, Location>,
 }
 
 const TOP: &[&str] = &[
     "node",
+    "agent",
     "source",
     "policy",
     "runtime",
@@ -219,6 +346,7 @@ const TOP: &[&str] = &[
     "telemetry",
 ];
 const NODE: &[&str] = &["name", "labels"];
+const AGENT: &[&str] = &["mode"];
 const SOURCE: &[&str] = &[
     "url",
     "branch",
@@ -226,17 +354,35 @@ const SOURCE: &[&str] = &[
     "commit",
     "path",
     "interval",
+    "depth",
+    "credentials_file",
+    "ca_file",
+    "ssh_key",
+    "known_hosts",
     "allowed_signers",
+    "trusted_pgp_keys",
     "webhook",
+    "notify",
 ];
 const WEBHOOK: &[&str] = &["listen", "secret_file"];
+const NOTIFY: &[&str] = &[
+    "mqtt",
+    "topic",
+    "spread",
+    "username",
+    "password_file",
+    "ca_file",
+];
 const POLICY: &[&str] = &[
     "profile",
     "mode",
     "trusted_keys",
+    "trusted_root",
+    "trusted_identities",
     "on_running_violation",
     "waiver",
 ];
+const IDENTITY: &[&str] = &["issuer", "subject", "subject_regex"];
 const WAIVER: &[&str] = &["rule", "objects", "reason", "expires"];
 const RUNTIME: &[&str] = &[
     "oci_runtime",
@@ -249,10 +395,12 @@ const RUNTIME: &[&str] = &[
     "parallel",
     "pull_connect_timeout",
     "pull_idle_timeout",
+    "resync",
+    "gc_grace",
 ];
 const REGISTRY: &[&str] = &["auth_file", "mirror", "insecure"];
 const SECRETS: &[&str] = &["identity"];
-const TELEMETRY: &[&str] = &["otlp_endpoint", "metrics_listen"];
+const TELEMETRY: &[&str] = &["otlp_endpoint", "metrics_listen", "otlp_queue"];
 
 impl NodeConfig {
     /// Parses a node configuration; `file` names it in diagnostics.
@@ -271,10 +419,25 @@ impl NodeConfig {
         };
         let top = Reader::new(&src, doc.get_ref(), Scope::default(), src.loc(0..0), TOP);
         let mut cfg = NodeConfig::default();
+        crate::read::collect_keys(&src, doc.get_ref(), "", &mut cfg.keys);
         if let Some((t, at)) = top.table("node") {
             let r = top.child(t, "node", at, NODE);
             cfg.node.name = r.string("name").map(|(n, _)| n);
             cfg.node.labels = strmap(&r, "labels");
+        }
+        if let Some((t, at)) = top.table("agent") {
+            let r = top.child(t, "agent", at, AGENT);
+            if let Some((m, loc)) = r.string("mode") {
+                match m.as_str() {
+                    "enforce" => cfg.agent.mode = AgentMode::Enforce,
+                    "observe" => cfg.agent.mode = AgentMode::Observe,
+                    _ => r.error(
+                        &loc,
+                        "mode",
+                        format!("invalid agent mode `{m}`: expected `enforce` or `observe`"),
+                    ),
+                }
+            }
         }
         if let Some((t, at)) = top.table("source") {
             cfg.source = source(&top.child(t, "source", at, SOURCE));
@@ -317,9 +480,10 @@ impl NodeConfig {
             cfg.secrets.identity = path(&top.child(t, "secrets", at, SECRETS), "identity");
         }
         if let Some((t, at)) = top.table("telemetry") {
-            let r = top.child(t, "telemetry", at, TELEMETRY);
-            cfg.telemetry.otlp_endpoint = r.string("otlp_endpoint").map(|(s, _)| s);
-            cfg.telemetry.metrics_listen = r.string("metrics_listen").map(|(s, _)| s);
+            telemetry(
+                &top.child(t, "telemetry", at, TELEMETRY),
+                &mut cfg.telemetry,
+            );
         }
         let mut diags = src.diags.into_inner();
         if !diags.is_empty() {
@@ -349,6 +513,160 @@ impl NodeConfig {
     }
 }
 
+/// Who reads the configuration, for [`NodeConfig::unenforced`]: the agent follows Git
+/// and checks images; `berth apply` and `berth plan` read a directory and check images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Agent,
+    Apply,
+}
+
+/// A security key that is set, but that this build cannot enforce yet. Running without
+/// enforcing it would trust what its owner meant to refuse, so the caller refuses to run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{key}` is set but this build cannot {cannot} yet; refusing to run rather than not enforce it"
+)]
+pub struct Unenforced {
+    /// The key as written (`source.allowed_signers`).
+    pub key: &'static str,
+    /// Where it is set, when it came from a file.
+    pub at: Option<Location>,
+    /// What this build lacks (`verify commit signatures`).
+    pub cannot: &'static str,
+}
+
+impl Unenforced {
+    /// The refusal as a located error (`FILE:LINE:COL: error: …`), as `berth validate`
+    /// prints errors.
+    pub fn diagnostic(&self) -> Diagnostic {
+        Diagnostic::new(&self.at.clone().unwrap_or_default(), self.to_string()).key(self.key)
+    }
+}
+
+/// A key that parsed and is valid but that this build does not act on yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inert {
+    /// The key as written (`source.url`, `source.webhook`).
+    pub key: String,
+    pub at: Option<Location>,
+    /// Why it has no effect (`no GitOps daemon in this build`).
+    pub why: &'static str,
+}
+
+impl fmt::Display for Inert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = &self.at {
+            write!(f, "{at}: ")?;
+        }
+        write!(
+            f,
+            "warning: `{}` has no effect in this build: {}",
+            self.key, self.why
+        )
+    }
+}
+
+/// The security keys this build cannot enforce: (key, callers it concerns, what is missing).
+/// Remove a row when the code enforcing it lands.
+const UNENFORCED: &[(&str, &[Caller], &str)] = &[
+    (
+        "source.allowed_signers",
+        &[Caller::Agent],
+        "verify commit signatures",
+    ),
+    (
+        "source.trusted_pgp_keys",
+        &[Caller::Agent],
+        "verify OpenPGP commit signatures",
+    ),
+    (
+        "policy.trusted_root",
+        &[Caller::Agent, Caller::Apply],
+        "verify keyless (Sigstore) image signatures",
+    ),
+    (
+        "policy.trusted_identities",
+        &[Caller::Agent, Caller::Apply],
+        "verify keyless (Sigstore) image signatures",
+    ),
+];
+
+/// The keys this build reads but does not act on: (key or section prefix, why).
+/// Remove a row when the code acting on it lands.
+const INERT: &[(&str, &str)] = &[
+    ("agent.", "this build has no GitOps daemon"),
+    (
+        "source.",
+        "this build has no GitOps daemon to fetch from Git (`berth apply` reads a directory)",
+    ),
+    (
+        "runtime.resync",
+        "this build has no daemon running periodic passes",
+    ),
+    (
+        "runtime.gc_grace",
+        "this build does not collect unused images, snapshots or instances (see `berth image prune`)",
+    ),
+    ("telemetry.", "this build exports no traces or metrics"),
+];
+
+impl NodeConfig {
+    /// The security keys set in this configuration that `caller` would have to enforce
+    /// and this build cannot; the caller refuses to run when any is returned.
+    pub fn unenforced(&self, caller: Caller) -> Vec<Unenforced> {
+        let set = |key: &str| match key {
+            "source.allowed_signers" => self
+                .source
+                .as_ref()
+                .is_some_and(|s| s.allowed_signers.is_some()),
+            "source.trusted_pgp_keys" => self
+                .source
+                .as_ref()
+                .is_some_and(|s| !s.trusted_pgp_keys.is_empty()),
+            "policy.trusted_root" => self.policy.trusted_root.is_some(),
+            "policy.trusted_identities" => !self.policy.trusted_identities.is_empty(),
+            _ => false,
+        };
+        UNENFORCED
+            .iter()
+            .filter(|(key, callers, _)| callers.contains(&caller) && set(key))
+            .map(|(key, _, cannot)| Unenforced {
+                key,
+                at: self.keys.get(*key).cloned(),
+                cannot,
+            })
+            .collect()
+    }
+
+    /// The keys given in the file that this build does not act on, in file order;
+    /// nested keys are reported once, at their outermost key (`source.webhook`).
+    pub fn inert(&self) -> Vec<Inert> {
+        let security = |k: &str| UNENFORCED.iter().any(|(u, _, _)| *u == k);
+        let mut out: Vec<Inert> = self
+            .keys
+            .iter()
+            .filter(|(k, _)| k.matches('.').count() == 1 && !k.contains('[') && !security(k))
+            .filter_map(|(k, at)| {
+                let (_, why) = INERT.iter().find(|(p, _)| {
+                    if p.ends_with('.') {
+                        k.starts_with(p)
+                    } else {
+                        k == p
+                    }
+                })?;
+                Some(Inert {
+                    key: k.clone(),
+                    at: Some(at.clone()),
+                    why,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.at.cmp(&b.at));
+        out
+    }
+}
+
 fn strmap(r: &Reader<'_, '_, '_>, key: &str) -> BTreeMap<String, String> {
     r.string_map(key, true)
         .map(|m| m.into_iter().map(|(k, (v, _))| (k, v)).collect())
@@ -368,8 +686,42 @@ fn path(r: &Reader<'_, '_, '_>, key: &str) -> Option<PathBuf> {
     Some(PathBuf::from(p))
 }
 
+/// How `url` is reached, or why it cannot be: a scheme other than https, http, ssh or
+/// file.
+fn transport(url: &str) -> Result<Transport, String> {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let t = match scheme.to_ascii_lowercase().as_str() {
+            "https" | "http" => Transport::Https,
+            "ssh" => Transport::Ssh,
+            "file" => Transport::Local,
+            _ => {
+                return Err(format!(
+                    "`source.url` has scheme `{scheme}`: expected https://, ssh://, file:// or a local path"
+                ));
+            }
+        };
+        if t != Transport::Local && rest.split('/').next().is_none_or(str::is_empty) {
+            return Err(format!("`source.url` `{url}` names no host"));
+        }
+        return Ok(t);
+    }
+    // scp-like `user@host:path` (Git's rule: a colon before any slash).
+    match url.split_once(':') {
+        Some((host, _)) if !host.is_empty() && !host.contains('/') => Ok(Transport::Ssh),
+        _ => Ok(Transport::Local),
+    }
+}
+
 fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
-    let url = r.required_string("url").map(|(u, _)| u);
+    let url = r
+        .required_string("url")
+        .and_then(|(u, loc)| match transport(&u) {
+            Ok(t) => Some((u, t)),
+            Err(e) => {
+                r.error(&loc, "url", e);
+                None
+            }
+        });
     let refs: Vec<(&str, Option<(String, Location)>)> = ["branch", "tag", "commit"]
         .into_iter()
         .map(|k| (k, r.string(k)))
@@ -437,14 +789,213 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
         }
         p.trim_matches('/').to_string()
     });
+    let depth = r.integer("depth").and_then(|(n, loc)| match u32::try_from(n) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            r.error(
+                &loc,
+                "depth",
+                format!("`source.depth` must be 0 (the full history) or a positive number of commits, found {n}"),
+            );
+            None
+        }
+    });
+    let trusted_pgp_keys = r
+        .strings("trusted_pgp_keys")
+        .map(|(keys, _)| {
+            keys.into_iter()
+                .filter_map(|(k, loc)| {
+                    if k.is_empty() {
+                        r.error(
+                            &loc,
+                            "trusted_pgp_keys",
+                            "`source.trusted_pgp_keys` must not name an empty path",
+                        );
+                        None
+                    } else {
+                        Some(PathBuf::from(k))
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let notify = r
+        .table("notify")
+        .and_then(|(t, at)| notify(&r.child(t, "notify", at, NOTIFY)));
+    let (url, transport) = url?;
+    // Credentials of one transport given for another are a mistake, not a no-op.
+    let only = |key: &str, want: Transport, what: &str| {
+        let p = path(r, key);
+        if p.is_some()
+            && transport != want
+            && let Some(loc) = r.key_loc(key)
+        {
+            r.error(
+                &loc,
+                key,
+                format!("`source.{key}` is for {what} URLs only, and `source.url` is not one"),
+            );
+        }
+        p
+    };
     Some(SourceSection {
-        url: url?,
+        credentials_file: only("credentials_file", Transport::Https, "https"),
+        ca_file: only("ca_file", Transport::Https, "https"),
+        ssh_key: only("ssh_key", Transport::Ssh, "ssh"),
+        known_hosts: only("known_hosts", Transport::Ssh, "ssh"),
+        url,
+        transport,
         git_ref,
         path: spec_path.unwrap_or_default(),
         interval,
+        depth: depth.unwrap_or(DEFAULT_DEPTH),
         allowed_signers: path(r, "allowed_signers"),
+        trusted_pgp_keys,
         webhook,
+        notify,
     })
+}
+
+/// `source.notify`: `mqtt` and `topic` are required.
+fn notify(n: &Reader<'_, '_, '_>) -> Option<Notify> {
+    let mqtt = n.required_string("mqtt").and_then(|(u, loc)| {
+        let host = u
+            .strip_prefix("mqtt://")
+            .or_else(|| u.strip_prefix("mqtts://"))
+            .map(|rest| rest.split('/').next().unwrap_or(""));
+        match host {
+            Some(h) if !h.is_empty() => Some(u),
+            _ => {
+                n.error(
+                    &loc,
+                    "mqtt",
+                    format!("`source.notify.mqtt` must be an mqtt:// or mqtts:// URL with a host, found `{u}`"),
+                );
+                None
+            }
+        }
+    });
+    let topic = n.required_string("topic").and_then(|(t, loc)| {
+        // Subscribing needs a topic name, not a filter; `#` and `+` are wildcards.
+        if t.is_empty() || t.contains(['#', '+', '\0']) {
+            n.error(
+                &loc,
+                "topic",
+                format!("`source.notify.topic` must be a topic name without wildcards (`#`, `+`), found `{t}`"),
+            );
+            None
+        } else {
+            Some(t)
+        }
+    });
+    let spread = duration(n, "spread", Duration::ZERO, Duration::from_secs(3600))
+        .unwrap_or(DEFAULT_NOTIFY_SPREAD);
+    let username = n.string("username").map(|(u, _)| u);
+    let password_file = path(n, "password_file");
+    if password_file.is_some()
+        && username.is_none()
+        && let Some(loc) = n.key_loc("password_file")
+    {
+        n.error(
+                &loc,
+                "password_file",
+                "`source.notify.password_file` needs `username` too (MQTT sends a password only with a user name)",
+            );
+    }
+    let ca_file = path(n, "ca_file");
+    let mqtt = mqtt?;
+    if ca_file.is_some()
+        && !mqtt.starts_with("mqtts://")
+        && let Some(loc) = n.key_loc("ca_file")
+    {
+        n.error(
+            &loc,
+            "ca_file",
+            "`source.notify.ca_file` is for an mqtts:// broker only",
+        );
+    }
+    Some(Notify {
+        mqtt,
+        topic: topic?,
+        spread,
+        username,
+        password_file,
+        ca_file,
+    })
+}
+
+/// A duration key of `r` within `min..=max`; a located error otherwise.
+fn duration(r: &Reader<'_, '_, '_>, key: &str, min: Duration, max: Duration) -> Option<Duration> {
+    let (s, loc) = r.string(key)?;
+    match parse_duration(&s) {
+        Ok(d) if (min..=max).contains(&d) => Some(d),
+        Ok(_) => {
+            r.error(
+                &loc,
+                key,
+                format!(
+                    "`{}` must be between {} and {}, found `{s}`",
+                    r.scope.key(key),
+                    format_duration(min),
+                    format_duration(max)
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            r.error(&loc, key, e);
+            None
+        }
+    }
+}
+
+/// A URL of one of `schemes` (`http://host…`) with a host.
+fn check_url(r: &Reader<'_, '_, '_>, key: &str, schemes: &[&str]) -> Option<String> {
+    let (u, loc) = r.string(key)?;
+    let ok = u.split_once("://").is_some_and(|(scheme, rest)| {
+        schemes.contains(&scheme) && !rest.split('/').next().unwrap_or("").is_empty()
+    });
+    if ok {
+        Some(u)
+    } else {
+        let want: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        r.error(
+            &loc,
+            key,
+            format!(
+                "`{}` must be a URL starting with {} and naming a host, found `{u}`",
+                r.scope.key(key),
+                want.join(" or ")
+            ),
+        );
+        None
+    }
+}
+
+fn telemetry(r: &Reader<'_, '_, '_>, t: &mut TelemetrySection) {
+    t.otlp_endpoint = check_url(r, "otlp_endpoint", &["http", "https"]);
+    t.metrics_listen = r.string("metrics_listen").and_then(|(l, loc)| {
+        if l.parse::<std::net::SocketAddr>().is_ok() {
+            Some(l)
+        } else {
+            r.error(
+                &loc,
+                "metrics_listen",
+                format!("`telemetry.metrics_listen` must be an address:port, found `{l}`"),
+            );
+            None
+        }
+    });
+    if let Some((n, loc)) = r.integer("otlp_queue") {
+        match usize::try_from(n) {
+            Ok(q) if (1..=MAX_OTLP_QUEUE).contains(&n) => t.otlp_queue = q,
+            _ => r.error(
+                &loc,
+                "otlp_queue",
+                format!("`telemetry.otlp_queue` must be between 1 and {MAX_OTLP_QUEUE}, found {n}"),
+            ),
+        }
+    }
 }
 
 fn policy(r: &Reader<'_, '_, '_>, p: &mut PolicySection) {
@@ -465,6 +1016,13 @@ fn policy(r: &Reader<'_, '_, '_>, p: &mut PolicySection) {
     if let Some((keys, _)) = r.strings("trusted_keys") {
         p.trusted_keys = keys.into_iter().map(|(k, _)| PathBuf::from(k)).collect();
     }
+    p.trusted_root = path(r, "trusted_root");
+    for (i, (t, at)) in r.tables("trusted_identities").into_iter().enumerate() {
+        let seg = format!("trusted_identities[{i}]");
+        if let Some(id) = trusted_identity(&r.child(t, &seg, at, IDENTITY)) {
+            p.trusted_identities.push(id);
+        }
+    }
     if let Some((v, loc)) = r.string("on_running_violation") {
         match v.as_str() {
             "report" => p.on_running_violation = OnRunningViolation::Report,
@@ -482,6 +1040,59 @@ fn policy(r: &Reader<'_, '_, '_>, p: &mut PolicySection) {
             p.waivers.push(w);
         }
     }
+}
+
+/// One `[[policy.trusted_identities]]`: an https issuer and exactly one of `subject`
+/// and `subject_regex`.
+fn trusted_identity(r: &Reader<'_, '_, '_>) -> Option<TrustedIdentity> {
+    let issuer = match r.raw("issuer") {
+        Some(_) => check_url(r, "issuer", &["https"]),
+        None => r.required_string("issuer").map(|(i, _)| i),
+    };
+    let subject = r.string("subject");
+    let regex = r.string("subject_regex");
+    let subject = match (subject, regex) {
+        (Some((_, loc)), Some(_)) => {
+            r.error(
+                &loc,
+                "subject",
+                "give only one of `subject` and `subject_regex`",
+            );
+            None
+        }
+        (Some((s, loc)), None) if s.is_empty() => {
+            r.error(&loc, "subject", "`subject` must not be empty");
+            None
+        }
+        (None, Some((s, loc))) if s.is_empty() => {
+            r.error(&loc, "subject_regex", "`subject_regex` must not be empty");
+            None
+        }
+        (Some((s, _)), None) => Some(SubjectMatch::Exact(s)),
+        (None, Some((s, _))) => Some(SubjectMatch::Regex(s)),
+        // A misspelt `subject` was already reported with its suggestion.
+        (None, None)
+            if r.suggested.contains("subject") || r.suggested.contains("subject_regex") =>
+        {
+            None
+        }
+        (None, None) => {
+            r.error(
+                &r.at,
+                "subject",
+                format!(
+                    "missing key `{}` or `{}`: a keyless signature is trusted only for a named subject",
+                    r.scope.key("subject"),
+                    r.scope.key("subject_regex")
+                ),
+            );
+            None
+        }
+    };
+    Some(TrustedIdentity {
+        issuer: issuer?,
+        subject: subject?,
+    })
 }
 
 /// Reads one waiver table (`[[policy.waiver]]` here, `[[waiver]]` in policy files).
@@ -629,6 +1240,23 @@ fn runtime(r: &Reader<'_, '_, '_>, rt: &mut RuntimeSection) {
     if let Some(d) = pull_timeout(r, "pull_idle_timeout") {
         rt.pull_idle_timeout = d;
     }
+    if let Some(d) = duration(
+        r,
+        "resync",
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+    ) {
+        rt.resync = d;
+    }
+    // Up to a year: longer keeps everything forever in effect, which is not a grace.
+    if let Some(d) = duration(
+        r,
+        "gc_grace",
+        Duration::ZERO,
+        Duration::from_secs(365 * 86_400),
+    ) {
+        rt.gc_grace = d;
+    }
 }
 
 /// `runtime.pull_*_timeout`: a duration from 1s to 1h.
@@ -723,3 +1351,7 @@ mod tests {
         assert!(diags[0].message.contains("pull_timeout"), "{diags:?}");
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod key_tests;

@@ -1,0 +1,375 @@
+//! The keys DESIGN.md §4 added to the node configuration: each is accepted, has its
+//! default, and a bad value is a located error; security keys this build cannot
+//! enforce are refused, and keys it does not act on are listed.
+
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> NodeConfig {
+    match NodeConfig::parse("berth.toml", text) {
+        Ok(cfg) => cfg,
+        Err(d) => panic!("rejected: {d:?}"),
+    }
+}
+
+/// The one error `text` gives: (line, column, key, message).
+fn error(text: &str) -> (usize, usize, String, String) {
+    match NodeConfig::parse("berth.toml", text) {
+        Ok(cfg) => panic!("accepted: {cfg:?}"),
+        Err(d) => {
+            assert_eq!(d.len(), 1, "{d:?}");
+            let d = &d[0];
+            (
+                d.line,
+                d.column,
+                d.key.clone().unwrap_or_default(),
+                d.message.clone(),
+            )
+        }
+    }
+}
+
+const SOURCE: &str = "[source]\nurl = \"https://git.example.com/fleet.git\"\n";
+
+#[test]
+fn defaults_of_the_new_keys() {
+    let cfg = parse("");
+    assert_eq!(cfg.agent.mode, AgentMode::Enforce);
+    assert_eq!(cfg.runtime.resync, Duration::from_secs(60));
+    assert_eq!(cfg.runtime.gc_grace, Duration::from_secs(3600));
+    assert_eq!(cfg.telemetry.otlp_queue, 2048);
+    assert_eq!(cfg.policy.trusted_root, None);
+    assert!(cfg.policy.trusted_identities.is_empty());
+    let s = parse(SOURCE).source.expect("source");
+    assert_eq!(s.transport, Transport::Https);
+    assert_eq!(s.depth, 1);
+    assert_eq!(
+        (&s.credentials_file, &s.ca_file, &s.ssh_key, &s.known_hosts),
+        (&None, &None, &None, &None)
+    );
+    assert!(s.trusted_pgp_keys.is_empty());
+    assert!(s.notify.is_none());
+}
+
+#[test]
+fn agent_mode() {
+    assert_eq!(
+        parse("[agent]\nmode = \"observe\"\n").agent.mode,
+        AgentMode::Observe
+    );
+    assert_eq!(
+        parse("[agent]\nmode = \"enforce\"\n").agent.mode,
+        AgentMode::Enforce
+    );
+    let (line, col, key, msg) = error("[agent]\nmode = \"audit\"\n");
+    assert_eq!((line, col, key.as_str()), (2, 8, "agent.mode"));
+    assert!(msg.contains("expected `enforce` or `observe`"), "{msg}");
+    let (_, _, _, msg) = error("[agent]\nomde = \"observe\"\n");
+    assert!(msg.contains("did you mean `mode`?"), "{msg}");
+}
+
+#[test]
+fn source_depth() {
+    let s = parse(&format!("{SOURCE}depth = 0\n"))
+        .source
+        .expect("source");
+    assert_eq!(s.depth, 0);
+    let s = parse(&format!("{SOURCE}depth = 50\n"))
+        .source
+        .expect("source");
+    assert_eq!(s.depth, 50);
+    let (line, col, key, msg) = error(&format!("{SOURCE}depth = -1\n"));
+    assert_eq!((line, col, key.as_str()), (3, 9, "source.depth"));
+    assert!(msg.contains("found -1"), "{msg}");
+    let (line, _, key, msg) = error(&format!("{SOURCE}depth = \"1\"\n"));
+    assert_eq!((line, key.as_str()), (3, "source.depth"));
+    assert!(msg.contains("must be an integer"), "{msg}");
+}
+
+#[test]
+fn source_url_schemes() {
+    for (url, t) in [
+        ("https://h/r.git", Transport::Https),
+        ("http://127.0.0.1:3000/r.git", Transport::Https),
+        ("ssh://git@h/r.git", Transport::Ssh),
+        ("git@github.com:acme/fleet.git", Transport::Ssh),
+        ("file:///srv/fleet.git", Transport::Local),
+        ("/srv/fleet", Transport::Local),
+        ("./fleet", Transport::Local),
+    ] {
+        let cfg = parse(&format!("[source]\nurl = \"{url}\"\n"));
+        assert_eq!(cfg.source.expect("source").transport, t, "{url}");
+    }
+    let (line, col, key, msg) = error("[source]\nurl = \"ftp://h/r.git\"\n");
+    assert_eq!((line, col, key.as_str()), (2, 7, "source.url"));
+    assert!(msg.contains("scheme `ftp`"), "{msg}");
+    let (_, _, _, msg) = error("[source]\nurl = \"https:///r.git\"\n");
+    assert!(msg.contains("names no host"), "{msg}");
+}
+
+#[test]
+fn source_credentials_match_the_transport() {
+    let text = format!(
+        "{SOURCE}credentials_file = \"/etc/berth/git-credentials\"\nca_file = \"/etc/berth/git-ca.pem\"\n"
+    );
+    let s = parse(&text).source.expect("source");
+    assert_eq!(
+        s.credentials_file,
+        Some(PathBuf::from("/etc/berth/git-credentials"))
+    );
+    assert_eq!(s.ca_file, Some(PathBuf::from("/etc/berth/git-ca.pem")));
+
+    let text = "[source]\nurl = \"git@h:r.git\"\nssh_key = \"/etc/berth/key\"\nknown_hosts = \"/etc/berth/known_hosts\"\n";
+    let s = parse(text).source.expect("source");
+    assert_eq!(s.ssh_key, Some(PathBuf::from("/etc/berth/key")));
+    assert_eq!(s.known_hosts, Some(PathBuf::from("/etc/berth/known_hosts")));
+
+    let (line, col, key, msg) = error(&format!("{SOURCE}ssh_key = \"/etc/berth/key\"\n"));
+    assert_eq!((line, col, key.as_str()), (3, 1, "source.ssh_key"));
+    assert!(msg.contains("for ssh URLs only"), "{msg}");
+    let (line, _, key, msg) =
+        error("[source]\nurl = \"/srv/fleet\"\n\ncredentials_file = \"/c\"\n");
+    assert_eq!((line, key.as_str()), (4, "source.credentials_file"));
+    assert!(msg.contains("for https URLs only"), "{msg}");
+    let (line, col, key, _) = error(&format!("{SOURCE}known_hosts = \"\"\n"));
+    assert_eq!((line, col, key.as_str()), (3, 15, "source.known_hosts"));
+}
+
+#[test]
+fn source_trusted_pgp_keys() {
+    let s = parse(&format!(
+        "{SOURCE}trusted_pgp_keys = [\"/etc/berth/ops.asc\", \"/k2.asc\"]\n"
+    ))
+    .source
+    .expect("source");
+    assert_eq!(
+        s.trusted_pgp_keys,
+        vec![
+            PathBuf::from("/etc/berth/ops.asc"),
+            PathBuf::from("/k2.asc")
+        ]
+    );
+    let (line, col, key, _) = error(&format!(
+        "{SOURCE}trusted_pgp_keys = \"/etc/berth/ops.asc\"\n"
+    ));
+    assert_eq!(
+        (line, col, key.as_str()),
+        (3, 20, "source.trusted_pgp_keys")
+    );
+    let (line, col, _, msg) = error(&format!("{SOURCE}trusted_pgp_keys = [\"/a\", \"\"]\n"));
+    assert_eq!((line, col), (3, 27));
+    assert!(msg.contains("empty path"), "{msg}");
+}
+
+#[test]
+fn source_notify() {
+    let text = format!(
+        "{SOURCE}notify = {{ mqtt = \"mqtts://broker.example.com:8883\", topic = \"fleet/config/main\", spread = \"5s\", username = \"edge-042\", password_file = \"/etc/berth/mqtt.pass\", ca_file = \"/etc/berth/mqtt-ca.pem\" }}\n"
+    );
+    let n = parse(&text).source.expect("source").notify.expect("notify");
+    assert_eq!(n.mqtt, "mqtts://broker.example.com:8883");
+    assert_eq!(n.topic, "fleet/config/main");
+    assert_eq!(n.spread, Duration::from_secs(5));
+    assert_eq!(n.username.as_deref(), Some("edge-042"));
+    assert_eq!(n.password_file, Some(PathBuf::from("/etc/berth/mqtt.pass")));
+    assert_eq!(n.ca_file, Some(PathBuf::from("/etc/berth/mqtt-ca.pem")));
+
+    // As a table, with the default spread.
+    let text = format!("{SOURCE}[source.notify]\nmqtt = \"mqtt://10.0.0.1\"\ntopic = \"t\"\n");
+    let n = parse(&text).source.expect("source").notify.expect("notify");
+    assert_eq!(n.spread, DEFAULT_NOTIFY_SPREAD);
+    assert_eq!((n.username, n.password_file, n.ca_file), (None, None, None));
+
+    let (line, col, key, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"https://b\"\ntopic = \"t\"\n"
+    ));
+    assert_eq!((line, col, key.as_str()), (4, 8, "source.notify.mqtt"));
+    assert!(msg.contains("mqtt:// or mqtts://"), "{msg}");
+    let (line, _, key, msg) = error(&format!("{SOURCE}[source.notify]\nmqtt = \"mqtt://b\"\n"));
+    assert_eq!((line, key.as_str()), (3, "source.notify.topic"));
+    assert!(msg.contains("missing"), "{msg}");
+    let (line, _, key, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtt://b\"\ntopic = \"fleet/#\"\n"
+    ));
+    assert_eq!((line, key.as_str()), (5, "source.notify.topic"));
+    assert!(msg.contains("wildcards"), "{msg}");
+    let (line, col, key, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtt://b\"\ntopic = \"t\"\nspread = \"2 days\"\n"
+    ));
+    assert_eq!((line, col, key.as_str()), (6, 10, "source.notify.spread"));
+    assert!(msg.contains("between 0s and 1h"), "{msg}");
+    let (line, _, key, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtt://b\"\ntopic = \"t\"\npassword_file = \"/p\"\n"
+    ));
+    assert_eq!((line, key.as_str()), (6, "source.notify.password_file"));
+    assert!(msg.contains("needs `username`"), "{msg}");
+    let (line, _, key, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtt://b\"\ntopic = \"t\"\nca_file = \"/ca\"\n"
+    ));
+    assert_eq!((line, key.as_str()), (6, "source.notify.ca_file"));
+    assert!(msg.contains("mqtts://"), "{msg}");
+    let (line, _, _, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtt://b\"\ntopci = \"t\"\n"
+    ));
+    assert_eq!(line, 5);
+    assert!(msg.contains("did you mean `topic`?"), "{msg}");
+}
+
+#[test]
+fn runtime_resync_and_gc_grace() {
+    let rt = parse("[runtime]\nresync = \"5m\"\ngc_grace = \"0s\"\n").runtime;
+    assert_eq!(rt.resync, Duration::from_secs(300));
+    assert_eq!(rt.gc_grace, Duration::ZERO);
+    let rt = parse("[runtime]\ngc_grace = \"7days\"\n").runtime;
+    assert_eq!(rt.gc_grace, Duration::from_secs(7 * 86_400));
+    let (line, col, key, msg) = error("[runtime]\nresync = \"500ms\"\n");
+    assert_eq!((line, col, key.as_str()), (2, 10, "runtime.resync"));
+    assert!(msg.contains("between 1s and 1day"), "{msg}");
+    let (line, col, key, msg) = error("[runtime]\nparallel = 1\ngc_grace = \"later\"\n");
+    assert_eq!((line, col, key.as_str()), (3, 12, "runtime.gc_grace"));
+    assert!(msg.contains("invalid duration `later`"), "{msg}");
+}
+
+#[test]
+fn policy_trusted_root_and_identities() {
+    let text = "[policy]\ntrusted_root = \"/etc/berth/trusted_root.json\"\n\n\
+        [[policy.trusted_identities]]\nissuer = \"https://token.actions.githubusercontent.com\"\nsubject_regex = \"^https://github.com/acme/\"\n\n\
+        [[policy.trusted_identities]]\nissuer = \"https://accounts.google.com\"\nsubject = \"release@acme.example\"\n";
+    let p = parse(text).policy;
+    assert_eq!(
+        p.trusted_root,
+        Some(PathBuf::from("/etc/berth/trusted_root.json"))
+    );
+    assert_eq!(
+        p.trusted_identities,
+        vec![
+            TrustedIdentity {
+                issuer: "https://token.actions.githubusercontent.com".into(),
+                subject: SubjectMatch::Regex("^https://github.com/acme/".into()),
+            },
+            TrustedIdentity {
+                issuer: "https://accounts.google.com".into(),
+                subject: SubjectMatch::Exact("release@acme.example".into()),
+            },
+        ]
+    );
+    let (line, col, key, msg) = error("[policy]\ntrusted_root = 3\n");
+    assert_eq!((line, col, key.as_str()), (2, 16, "policy.trusted_root"));
+    assert!(msg.contains("must be a string"), "{msg}");
+    let (line, col, key, msg) =
+        error("[[policy.trusted_identities]]\nissuer = \"http://idp\"\nsubject = \"s\"\n");
+    assert_eq!(
+        (line, col, key.as_str()),
+        (2, 10, "policy.trusted_identities[0].issuer")
+    );
+    assert!(msg.contains("https://"), "{msg}");
+    let (line, _, key, msg) = error(
+        "[[policy.trusted_identities]]\nissuer = \"https://idp\"\nsubject = \"s\"\nsubject_regex = \"s.*\"\n",
+    );
+    assert_eq!(
+        (line, key.as_str()),
+        (3, "policy.trusted_identities[0].subject")
+    );
+    assert!(msg.contains("only one of"), "{msg}");
+    let (line, _, _, msg) = error("[[policy.trusted_identities]]\nissuer = \"https://idp\"\n");
+    assert_eq!(line, 1);
+    assert!(msg.contains("subject_regex"), "{msg}");
+    let (line, _, _, msg) = error("[[policy.trusted_identities]]\nsubject = \"s\"\n");
+    assert_eq!(line, 1);
+    assert!(msg.contains("missing required key"), "{msg}");
+    let (_, _, _, msg) =
+        error("[[policy.trusted_identities]]\nissuer = \"https://idp\"\nsubjcet = \"s\"\n");
+    assert!(msg.contains("did you mean `subject`?"), "{msg}");
+}
+
+#[test]
+fn telemetry_keys() {
+    let t = parse(
+        "[telemetry]\notlp_endpoint = \"http://collector:4318\"\nmetrics_listen = \"127.0.0.1:9464\"\notlp_queue = 10\n",
+    )
+    .telemetry;
+    assert_eq!(t.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+    assert_eq!(t.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
+    assert_eq!(t.otlp_queue, 10);
+    let (line, col, key, msg) = error("[telemetry]\notlp_queue = 0\n");
+    assert_eq!((line, col, key.as_str()), (2, 14, "telemetry.otlp_queue"));
+    assert!(msg.contains("between 1 and"), "{msg}");
+    let (line, col, key, msg) = error("[telemetry]\notlp_endpoint = \"grpc://c:4317\"\n");
+    assert_eq!(
+        (line, col, key.as_str()),
+        (2, 17, "telemetry.otlp_endpoint")
+    );
+    assert!(msg.contains("http:// or https://"), "{msg}");
+    let (line, _, key, _) = error("[telemetry]\nmetrics_listen = \"localhost\"\n");
+    assert_eq!((line, key.as_str()), (2, "telemetry.metrics_listen"));
+}
+
+#[test]
+fn security_keys_this_build_cannot_enforce_are_refused() {
+    let text = format!(
+        "{SOURCE}allowed_signers = \"/etc/berth/allowed_signers\"\ntrusted_pgp_keys = [\"/k.asc\"]\n\
+         [policy]\ntrusted_keys = [\"/k.pub\"]\ntrusted_root = \"/r.json\"\n\
+         [[policy.trusted_identities]]\nissuer = \"https://idp\"\nsubject = \"s\"\n"
+    );
+    let cfg = parse(&text);
+    let agent = cfg.unenforced(Caller::Agent);
+    let keys: Vec<&str> = agent.iter().map(|u| u.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "source.allowed_signers",
+            "source.trusted_pgp_keys",
+            "policy.trusted_root",
+            "policy.trusted_identities"
+        ]
+    );
+    assert_eq!(
+        agent[0].diagnostic().to_string(),
+        "berth.toml:3:1: error: `source.allowed_signers` is set but this build cannot verify commit signatures yet; refusing to run rather than not enforce it"
+    );
+    assert_eq!(agent[3].at.as_ref().map(|l| l.line), Some(8));
+    // Apply reads no Git: only the image keys concern it.
+    let apply: Vec<&str> = cfg
+        .unenforced(Caller::Apply)
+        .iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(apply, ["policy.trusted_root", "policy.trusted_identities"]);
+    // Trusted keys are enforced; nothing else is refused.
+    assert!(
+        parse("[policy]\ntrusted_keys = [\"/k.pub\"]\n")
+            .unenforced(Caller::Agent)
+            .is_empty()
+    );
+    assert!(parse(SOURCE).unenforced(Caller::Agent).is_empty());
+    assert!(NodeConfig::default().unenforced(Caller::Apply).is_empty());
+}
+
+#[test]
+fn inert_keys_are_listed_once_in_file_order() {
+    let text = format!(
+        "[agent]\nmode = \"observe\"\n{SOURCE}allowed_signers = \"/s\"\nwebhook = {{ listen = \"0.0.0.0:9487\" }}\n\
+         [runtime]\nparallel = 2\nresync = \"1m\"\n[telemetry]\notlp_queue = 5\n[node]\nname = \"n\"\n"
+    );
+    let inert = parse(&text).inert();
+    let keys: Vec<(&str, usize)> = inert
+        .iter()
+        .map(|i| (i.key.as_str(), i.at.as_ref().map_or(0, |l| l.line)))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("agent.mode", 2),
+            ("source.url", 4),
+            ("source.webhook", 6),
+            ("runtime.resync", 9),
+            ("telemetry.otlp_queue", 11)
+        ]
+    );
+    assert_eq!(
+        inert[3].to_string(),
+        "berth.toml:9:1: warning: `runtime.resync` has no effect in this build: this build has no daemon running periodic passes"
+    );
+    assert!(parse("[runtime]\nparallel = 2\n").inert().is_empty());
+}
