@@ -7,6 +7,7 @@
 mod cli;
 mod image;
 mod network;
+mod node;
 mod reconcile;
 mod runtime;
 mod storage;

@@ -7,38 +7,20 @@
 //!
 //! Exit codes: 0 converged; 1 the tree is invalid, or some containers were not applied
 //! (policy, verification, a failed step) while the rest were; 3 berth could not do its
-//! job (state dir, runtime, network).
+//! job (state dir, runtime, network), or the state lock was held past `--lock-timeout`.
+//!
+//! The pass itself is `reconcile::pass`; this file parses the arguments and renders.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth_policy::Evaluator;
-use berth_policy::policy::Severity;
-use berth_policy::rule::Rule;
-use berth_spec::node::{OnRunningViolation, PolicyMode};
-use berth_spec::{check, loader};
 use clap::Args;
 
-use super::config::{self, NodePolicy};
-use super::image::registries_of;
-use super::plan::{actual_networks, identity, networks_of, now, spec_root, tree_revision};
-use super::validate::parse_label;
-use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format};
+use super::validate::{node_identity, parse_label};
+use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime, config};
 use crate::image::prepare::error_chain;
-use crate::image::registry::Client;
-use crate::image::signature::TrustedKey;
-use crate::image::snapshot::SnapshotStore;
-use crate::image::store::Store;
-use crate::reconcile::executor::{self, StepResult};
-use crate::reconcile::gather;
-use crate::reconcile::host::RealHost;
-use crate::reconcile::images::{self, SignaturePolicy};
-use crate::reconcile::outcome::{ContainerOutcome, ContainerReport, Outcome};
-use crate::reconcile::{self, History};
-use crate::runtime::instance::{OciInstances, find_shim};
-use crate::runtime::oci::detect;
-use crate::storage::secrets::NodeIdentity as AgeIdentity;
+use crate::reconcile::outcome::{ContainerOutcome, ContainerReport};
+use crate::reconcile::pass::{self, Env, Input, LockWait, PassError, Report};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -59,28 +41,25 @@ pub struct ApplyArgs {
     pub format: Format,
 }
 
-/// One writer per state directory: held for the length of one pass.
-pub fn lock_state(state_dir: &Path) -> Result<File, String> {
-    crate::runtime::state::private_dir(state_dir)
-        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
-    let path = state_dir.join("lock");
-    let f = crate::runtime::state::open_lock_file(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    if f.try_lock().is_err() {
-        eprintln!(
-            "waiting for another berth pass on {} to finish…",
-            state_dir.display()
-        );
-        f.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-    }
-    Ok(f)
-}
-
 pub fn run(cli: &Cli, args: &ApplyArgs) -> ExitCode {
     match apply(cli, args) {
-        Ok(code) => code,
-        Err(msg) => {
+        Ok(report) => {
+            render(&report, args.format);
+            if report.converged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FINDINGS)
+            }
+        }
+        Err(PassError::Invalid { errors }) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("nothing applied: the spec tree has errors");
+            ExitCode::from(EXIT_FINDINGS)
+        }
+        Err(e) => {
+            let msg = error_chain(&e);
             tracing::error!("{msg}");
             eprintln!("error: {msg}");
             ExitCode::from(EXIT_FAILED)
@@ -88,161 +67,58 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> ExitCode {
     }
 }
 
-fn apply(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, String> {
-    let loaded = config::load(cli).map_err(|e| error_chain(&e))?;
-    let NodePolicy {
-        policy,
-        mode,
-        host: policy_host,
-    } = config::node_policy(&loaded, None).map_err(|e| error_chain(&e))?;
-    let cfg = &loaded.config;
-    let node = identity(&loaded, &args.node, &args.labels);
-    let tree = loader::load_tree(&args.path).map_err(|e| error_chain(&e))?;
-    let checked = check(&tree, Some(&node));
-    if !checked.is_ok() {
-        for e in &checked.errors {
-            println!("{e}");
+fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
+    let loaded = config::load(cli)?;
+    let rt = async_runtime().map_err(|e| PassError::Setup {
+        what: "cannot start the async runtime",
+        source: Box::new(e),
+    })?;
+    let env = Env {
+        loaded: &loaded,
+        rt: rt.handle(),
+    };
+    let input = Input {
+        path: &args.path,
+        node: node_identity(&args.node, &args.labels),
+        prune_volumes: args.prune_volumes,
+    };
+    let mut waiting = |who: &str| eprintln!("{who}");
+    let wait = LockWait {
+        command: "berth apply",
+        timeout: cli.lock_timeout,
+        waiting: &mut waiting,
+    };
+    let format = args.format;
+    pass::apply(&env, &input, wait, &mut |plan| {
+        if format == Format::Text && !plan.is_empty() {
+            print!("{plan}");
         }
-        eprintln!("nothing applied: the spec tree has errors");
-        return Ok(ExitCode::from(EXIT_FINDINGS));
-    }
-    let root = spec_root(&args.path);
-    let state_dir = cfg.runtime.state_dir.clone();
-    let run_dir = cfg.runtime.run_dir.clone();
-    let _lock = lock_state(&state_dir)?;
+    })
+}
 
-    // Images first: everything is pulled and checked before anything is stopped.
-    let store = Store::open(&state_dir).map_err(|e| error_chain(&e))?;
-    let snapshots = SnapshotStore::open(&state_dir).map_err(|e| error_chain(&e))?;
-    let client = Client::with_timeouts(registries_of(cfg), super::image::pull_timeouts(cfg))
-        .map_err(|e| error_chain(&e))?;
-    let keys = cfg
-        .policy
-        .trusted_keys
-        .iter()
-        .map(|k| TrustedKey::load(k).map_err(|e| error_chain(&e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let signatures = SignaturePolicy {
-        enforced: policy.rule(Rule::ImageSignature).severity == Severity::Error
-            && mode == PolicyMode::Enforce,
-        keys,
-    };
-    let targeting: Vec<_> = checked
-        .state
-        .containers
-        .values()
-        .filter(|c| c.targets(&node))
-        .collect();
-    let (facts, ready) = images::prepare_all(&targeting, &store, &snapshots, &client, &signatures);
-
-    let desired = gather::desired(
-        &checked.state,
-        &root,
-        &node,
-        &facts,
-        tree_revision(&tree, &args.path),
-        args.prune_volumes,
-    );
-    let ev = Evaluator::new(&policy, &policy_host, config::today());
-    let stop = cfg.policy.on_running_violation == OnRunningViolation::Stop;
-    let (decisions, _) = gather::decisions(&desired, &ev, mode, &facts, stop);
-    // One pass rewrites the peers' hosts files once, at its end.
-    let networks = networks_of(&loaded).deferring_peers();
-    let actual = gather::actual(&state_dir, actual_networks(&networks))
-        .map_err(|e| format!("cannot scan {}: {e}", state_dir.display()))?;
-    let plan = reconcile::plan(&desired, &actual, &decisions, &History::default(), now());
-    if args.format == Format::Text && !plan.is_empty() {
-        print!("{plan}");
-    }
-
-    let runtime = detect(&cfg.runtime.oci_runtime, &run_dir).map_err(|e| error_chain(&e))?;
-    let runtime_binary = runtime.binary.clone();
-    let runtime_root = runtime.root.clone();
-    let host_info = crate::runtime::host::gather().map_err(|e| error_chain(&e))?;
-    let shim = find_shim(cfg.runtime.shim_path.as_deref()).map_err(|e| error_chain(&e))?;
-    let instances = OciInstances::new(
-        runtime,
-        shim,
-        cfg.runtime.log_max_size,
-        cfg.runtime.log_max_files,
-    );
-    let age = match &cfg.secrets.identity {
-        Some(p) if needs_secrets(&desired) => {
-            Some(AgeIdentity::load(p).map_err(|e| error_chain(&e))?)
-        }
-        _ => None,
-    };
-    let bind_check = reconcile::bindcheck::PolicyBinds {
-        evaluator: &ev,
-        mode,
-    };
-    let host = RealHost {
-        state_dir: state_dir.clone(),
-        run_dir,
-        root,
-        spec: &checked.state,
-        desired: &desired,
-        images: &ready,
-        networks: &networks,
-        runtime: &instances,
-        runtime_binary,
-        runtime_root,
-        host: &host_info,
-        identity: age.as_ref(),
-        binds: &bind_check,
-        touched: Default::default(),
-        created: Default::default(),
-        stopped: Default::default(),
-    };
-    let mut outcome = executor::execute(&plan, &host, cfg.runtime.parallel);
-    outcome.complete(&desired, &decisions);
-    match args.format {
-        Format::Json => println!("{}", to_json(&plan.revision.id, &outcome)),
+/// The report as text (one line per container, then deferred networks) or JSON
+/// (`{"revision", "containers": {name: {"outcome": …, …, "findings": […]}}, "steps",
+/// "converged"}`, `"networks"` when a network's change was deferred, and the rest of
+/// the report's fields).
+fn render(report: &Report, format: Format) {
+    match format {
+        Format::Json => match serde_json::to_string(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot write the report: {e}"),
+        },
         Format::Text => {
-            for (name, report) in &outcome.containers {
-                println!("{name}: {}", describe(report));
+            for (name, c) in &report.containers {
+                println!("{name}: {}", describe(c));
             }
-            for (name, reason) in &outcome.deferred_networks {
-                println!("network {name}: deferred: {reason}");
+            for (name, n) in &report.networks {
+                println!("network {name}: deferred: {}", n.reason);
             }
-            let failed = outcome
-                .results
-                .iter()
-                .filter(|(_, r)| matches!(r, StepResult::Failed(_)))
-                .count();
+            let failed = report.failed_steps();
             if failed > 0 {
                 eprintln!("{failed} step(s) failed");
             }
         }
     }
-    Ok(if outcome.converged() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FINDINGS)
-    })
-}
-
-/// `{"revision", "containers": {name: {"outcome": …, …, "findings": […]}}, "steps",
-/// "converged"}`, and `"networks"` when a network's change was deferred.
-fn to_json(revision: &str, outcome: &Outcome) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "revision": revision,
-        "containers": outcome.containers,
-        "steps": outcome.results,
-        "converged": outcome.converged(),
-    });
-    if !outcome.deferred_networks.is_empty() {
-        let networks: serde_json::Map<String, serde_json::Value> = outcome
-            .deferred_networks
-            .iter()
-            .map(|(n, reason)| {
-                let v = serde_json::json!({"outcome": "deferred", "reason": reason});
-                (n.clone(), v)
-            })
-            .collect();
-        v["networks"] = networks.into();
-    }
-    v
 }
 
 /// One container's line, after its name: what happened, then its policy findings.
@@ -275,11 +151,4 @@ fn describe(report: &ContainerReport) -> String {
         ));
     }
     line
-}
-
-fn needs_secrets(desired: &reconcile::Desired) -> bool {
-    desired
-        .containers
-        .values()
-        .any(|c| !c.spec.secrets.is_empty())
 }

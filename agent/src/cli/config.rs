@@ -1,145 +1,15 @@
-//! Finding and reading the node configuration for a command (DESIGN.md §6): `--config`
-//! or `$BERTH_CONFIG` must exist; the default `/etc/berth/berth.toml` may be missing,
-//! which means all defaults. Global `--state-dir`/`--run-dir` override the file.
+//! The node configuration for a command: `crate::node` read with the global
+//! `--config`, `--state-dir` and `--run-dir`.
 
-use std::path::{Path, PathBuf};
-
-use berth_policy::evaluate::{Date, HostContext};
-use berth_policy::policy::{Policy, check_waivers};
-use berth_spec::Diagnostic;
-use berth_spec::node::{NodeConfig, PolicyMode};
+pub use crate::node::{ConfigError, DEFAULT_CONFIG, Loaded, NodePolicy, node_policy, today};
 
 use super::Cli;
 
-pub const DEFAULT_CONFIG: &str = "/etc/berth/berth.toml";
-
-/// Why a node configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read node configuration {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("node configuration {} is invalid ({} errors)", path.display(), diags.len())]
-    Invalid {
-        path: PathBuf,
-        diags: Vec<Diagnostic>,
-    },
-    #[error("cannot read policy file {}: {source}", path.display())]
-    PolicyRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// The policy in force on this node, as the agent, `apply` and `audit` use it.
-#[derive(Debug, Clone)]
-pub struct NodePolicy {
-    pub policy: Policy,
-    pub mode: PolicyMode,
-    pub host: HostContext,
-}
-
-/// The node's policy: `explicit` (`--policy`: a profile name or a file) if given, else
-/// the node configuration's profile or file (relative to the configuration), else
-/// `restricted`. The configuration's waivers are merged in; the mode is the
-/// configuration's, or `enforce` without one.
-pub fn node_policy(loaded: &Loaded, explicit: Option<&str>) -> Result<NodePolicy, ConfigError> {
-    let cfg = &loaded.config;
-    let cfg_dir = loaded
-        .path
-        .as_ref()
-        .and_then(|p| p.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let mut policy = match (explicit, &loaded.path) {
-        (Some(p), _) => load_policy(p, Path::new(""))?,
-        (None, Some(_)) => load_policy(&cfg.policy.profile, &cfg_dir)?,
-        (None, None) => load_policy(berth_policy::DEFAULT_PROFILE, Path::new(""))?,
-    };
-    let mode = if loaded.path.is_some() {
-        cfg.policy.mode
-    } else {
-        PolicyMode::Enforce
-    };
-    let waiver_errors = check_waivers(&cfg.policy.waivers);
-    if !waiver_errors.is_empty() {
-        return Err(ConfigError::Invalid {
-            path: loaded.path.clone().unwrap_or_default(),
-            diags: waiver_errors,
-        });
-    }
-    policy.waivers.extend(cfg.policy.waivers.iter().cloned());
-    let host = HostContext {
-        state_dir: cfg.runtime.state_dir.display().to_string(),
-        run_dir: cfg.runtime.run_dir.display().to_string(),
-        trusted_keys: !cfg.policy.trusted_keys.is_empty(),
-    };
-    Ok(NodePolicy { policy, mode, host })
-}
-
-/// A shipped profile by name, else a policy file (relative to `base`).
-fn load_policy(spec: &str, base: &Path) -> Result<Policy, ConfigError> {
-    if let Some(p) = Policy::profile(spec) {
-        return Ok(p);
-    }
-    let path = base.join(spec);
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::PolicyRead {
-        path: path.clone(),
-        source,
-    })?;
-    Policy::parse(&path.display().to_string(), &text)
-        .map_err(|diags| ConfigError::Invalid { path, diags })
-}
-
-/// Today's date (UTC), for waiver expiry.
-pub fn today() -> Date {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Date::from_unix_days((secs / 86_400) as i64)
-}
-
-/// The configuration in effect and the file it came from (`None`: built-in defaults).
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    pub config: NodeConfig,
-    pub path: Option<PathBuf>,
-}
-
 /// Reads the node configuration named by the command line, or the default one.
 pub fn load(cli: &Cli) -> Result<Loaded, ConfigError> {
-    let (path, explicit) = match &cli.config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG), false),
-    };
-    let mut loaded = match std::fs::read_to_string(&path) {
-        Ok(text) => Loaded {
-            config: parse(&path, &text)?,
-            path: Some(path),
-        },
-        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Loaded {
-            config: NodeConfig::default(),
-            path: None,
-        },
-        Err(source) => return Err(ConfigError::Read { path, source }),
-    };
-    if let Some(dir) = &cli.state_dir {
-        loaded.config.runtime.state_dir = dir.clone();
-    }
-    if let Some(dir) = &cli.run_dir {
-        loaded.config.runtime.run_dir = dir.clone();
-    }
-    Ok(loaded)
-}
-
-/// Parses a configuration text; diagnostics name the file as given.
-pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
-    NodeConfig::parse(&path.display().to_string(), text).map_err(|diags| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        diags,
-    })
+    crate::node::load(
+        cli.config.as_deref(),
+        cli.state_dir.as_deref(),
+        cli.run_dir.as_deref(),
+    )
 }

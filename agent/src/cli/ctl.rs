@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::apply::lock_state;
-use super::plan::networks_of;
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, config};
 use crate::image::prepare::error_chain;
+use crate::node::networks_of;
 use crate::reconcile::host::teardown;
 use crate::runtime::instance::{
     ExecIo, ExecRequest, Instance, InstanceRuntime, InstanceStatus, OciInstances, find_shim,
 };
+use crate::runtime::lock;
 use crate::runtime::oci::Runtime;
 use crate::runtime::state::{self, ContainerRecord};
 
@@ -53,6 +53,18 @@ pub enum Op {
     Start,
     Restart,
     Rm,
+}
+
+impl Op {
+    /// The subcommand's name.
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Stop => "stop",
+            Op::Start => "start",
+            Op::Restart => "restart",
+            Op::Rm => "rm",
+        }
+    }
 }
 
 struct Ctx {
@@ -109,7 +121,14 @@ pub fn run(cli: &Cli, op: Op, args: &NameArgs) -> ExitCode {
         }
     };
     let result = context(cli, &record).and_then(|ctx| {
-        let _lock = lock_state(&ctx.state_dir)?;
+        let mut waiting = |who: &str| eprintln!("{who}");
+        let _lock = lock::lock(
+            &ctx.state_dir,
+            &format!("berth {} {}", op.verb(), args.name),
+            cli.lock_timeout,
+            &mut waiting,
+        )
+        .map_err(|e| error_chain(&e))?;
         let inst = Instance::new(&ctx.state_dir, &record.instance);
         let (signal, timeout) = stop_params(&record);
         let stop = |ctx: &Ctx| -> Result<(), String> {

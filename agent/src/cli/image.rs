@@ -20,31 +20,13 @@ use crate::image::digest::Digest;
 use crate::image::platform::Platform;
 use crate::image::prepare;
 use crate::image::pull::{self, PullOptions, PullProgress, Silent};
-use crate::image::registry::{Client, RegistryConfig, Timeouts};
+use crate::image::registry::{Client, RegistryConfig};
 use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
 use berth_spec::node::NodeConfig;
 
-/// The node configuration's `[registries]` as the client's settings.
-pub fn registries_of(node: &NodeConfig) -> RegistryConfig {
-    let mut cfg = RegistryConfig::new();
-    for (host, r) in &node.registries {
-        let e = cfg.entry(host.clone()).or_default();
-        e.auth_file = r.auth_file.clone();
-        e.mirror = r.mirror.clone();
-        e.insecure = r.insecure;
-    }
-    cfg
-}
-
-/// The node's pull deadlines (`runtime.pull_connect_timeout`, `pull_idle_timeout`).
-pub fn pull_timeouts(node: &NodeConfig) -> Timeouts {
-    Timeouts {
-        connect: node.runtime.pull_connect_timeout,
-        idle: node.runtime.pull_idle_timeout,
-    }
-}
+pub use crate::node::{pull_timeouts, registries_of};
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {

@@ -53,6 +53,9 @@ pub struct Cli {
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// How long a writer waits for the state directory's lock (`90s`, `5m`)
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -104,6 +107,20 @@ pub enum Command {
 pub enum Format {
     Text,
     Json,
+}
+
+/// The process's async runtime (registry calls), made on first use and kept: a pass
+/// is handed it rather than building its own.
+pub fn async_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| rt))
 }
 
 pub fn main() -> ExitCode {

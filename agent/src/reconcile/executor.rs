@@ -130,6 +130,8 @@ struct Board<'p> {
     running: BTreeSet<usize>,
     /// Every finished step of the plan so far.
     results: BTreeMap<usize, StepResult>,
+    /// How long each step that ran took.
+    durations: BTreeMap<usize, Duration>,
 }
 
 impl<'p> Board<'p> {
@@ -163,16 +165,29 @@ impl<'p> Board<'p> {
 /// Runs the plan's steps against `host`, with at most `workers` (at least 1) steps at
 /// a time within a stage.
 pub fn execute(plan: &Plan, host: &dyn HostOps, workers: usize) -> Outcome {
+    execute_timed(plan, host, workers).0
+}
+
+/// [`execute`], and how long each step that ran took (a skipped or report step has no
+/// duration).
+pub fn execute_timed(
+    plan: &Plan,
+    host: &dyn HostOps,
+    workers: usize,
+) -> (Outcome, BTreeMap<usize, Duration>) {
     let mut stages: BTreeMap<u32, Vec<&Step>> = BTreeMap::new();
     for step in &plan.steps {
         stages.entry(step.stage).or_default().push(step);
     }
     let mut results: BTreeMap<usize, StepResult> = BTreeMap::new();
+    let mut durations = BTreeMap::new();
     for steps in stages.into_values() {
-        results = run_stage(steps, results, host, workers.max(1));
+        let stage;
+        (results, stage) = run_stage(steps, results, host, workers.max(1));
+        durations.extend(stage);
     }
     host.finish();
-    summarise(plan, &results)
+    (summarise(plan, &results), durations)
 }
 
 fn run_stage(
@@ -180,12 +195,13 @@ fn run_stage(
     results: BTreeMap<usize, StepResult>,
     host: &dyn HostOps,
     workers: usize,
-) -> BTreeMap<usize, StepResult> {
+) -> (BTreeMap<usize, StepResult>, BTreeMap<usize, Duration>) {
     let workers = workers.min(steps.len());
     let board = Mutex::new(Board {
         pending: steps,
         running: BTreeSet::new(),
         results,
+        durations: BTreeMap::new(),
     });
     let changed = Condvar::new();
     let lock = || board.lock().unwrap_or_else(PoisonError::into_inner);
@@ -202,6 +218,7 @@ fn run_stage(
                 None => {
                     b.running.insert(step.id);
                     drop(b);
+                    let started = std::time::Instant::now();
                     // A panicking step fails alone; the others are not left waiting.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         run_step(step, host)
@@ -209,6 +226,7 @@ fn run_stage(
                     .unwrap_or_else(|_| StepResult::Failed("the step panicked".to_string()));
                     b = lock();
                     b.running.remove(&step.id);
+                    b.durations.insert(step.id, started.elapsed());
                     r
                 }
             };
@@ -222,10 +240,8 @@ fn run_stage(
         }
         work();
     });
-    board
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .results
+    let board = board.into_inner().unwrap_or_else(PoisonError::into_inner);
+    (board.results, board.durations)
 }
 
 #[cfg(test)]

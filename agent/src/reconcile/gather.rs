@@ -349,6 +349,58 @@ fn spec_volumes(spec: &serde_json::Value) -> Vec<String> {
     v
 }
 
+/// Networks under this node's state, for the planner.
+pub fn actual_networks(networks: &crate::network::Networks) -> BTreeMap<String, ActualNetwork> {
+    networks
+        .list()
+        .map(|list| {
+            list.into_iter()
+                .map(|n| {
+                    (
+                        n.name,
+                        ActualNetwork {
+                            subnet: Some(n.subnet),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A revision id for a directory: the digest of its spec sources.
+pub fn tree_revision(tree: &berth_spec::Tree, root: &Path) -> Revision {
+    let mut all = Vec::new();
+    for s in &tree.sources {
+        all.extend_from_slice(s.path.as_bytes());
+        all.push(0);
+        all.extend_from_slice(s.text.as_bytes());
+        all.push(0);
+    }
+    Revision {
+        id: crate::image::digest::Digest::of(&all).as_str().to_string(),
+        source: root.display().to_string(),
+    }
+}
+
+/// The spec root of PATH: the directory itself, or a single file's directory.
+pub fn spec_root(path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+/// Seconds since the epoch: the one clock read of a pass.
+pub fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@ use berth_spec::Container;
 use berth_spec::reference::Reference;
 use oci_spec::image::ImageConfiguration;
 
+mod remote;
+
 use super::gather::ImageFacts;
 use crate::image::prepare::{self, SignatureCheck};
 use crate::image::pull::{self, PullOptions, Silent};
@@ -69,22 +71,21 @@ pub struct SignaturePolicy {
 }
 
 /// Makes the images of `containers` ready. Returns per container the facts for the
-/// planner and policy, and the ready images by container name.
+/// planner and policy, and the ready images by container name. `rt` is the process's
+/// async runtime; this blocks on it, so it must not be called from one of its tasks
+/// (from `spawn_blocking`, it may).
 pub fn prepare_all(
     containers: &[&Container],
     store: &Store,
     snapshots: &SnapshotStore,
     client: &Client,
     signatures: &SignaturePolicy,
+    rt: &tokio::runtime::Handle,
 ) -> (BTreeMap<String, ImageFacts>, BTreeMap<String, ReadyImage>) {
     let mut by_ref: BTreeMap<String, Result<(ReadyImage, Option<SignatureCheck>), String>> =
         BTreeMap::new();
     let mut facts = BTreeMap::new();
     let mut ready = BTreeMap::new();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
     for c in containers {
         let Some(reference) = &c.image_ref else {
             continue;
@@ -92,10 +93,7 @@ pub fn prepare_all(
         let key = reference.to_string();
         let result = by_ref
             .entry(key)
-            .or_insert_with(|| match &rt {
-                Ok(rt) => prepare_one(reference, store, snapshots, client, signatures, rt),
-                Err(e) => Err(format!("cannot start the async runtime: {e}")),
-            })
+            .or_insert_with(|| prepare_one(reference, store, snapshots, client, signatures, rt))
             .clone();
         let mut f = ImageFacts::default();
         match result {
@@ -142,7 +140,7 @@ fn prepare_one(
     snapshots: &SnapshotStore,
     client: &Client,
     signatures: &SignaturePolicy,
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
 ) -> Result<(ReadyImage, Option<SignatureCheck>), String> {
     let opts = PullOptions::default();
     let pulled = rt
@@ -193,4 +191,252 @@ fn prepare_one(
         },
         check,
     ))
+}
+
+/// Whether an image with this digest is in the store and all its layers are unpacked.
+pub fn image_ready(store: &Store, snapshots: &SnapshotStore, digest: &str) -> bool {
+    let Ok(records) = store.records() else {
+        return false;
+    };
+    records
+        .iter()
+        .filter(|r| r.digest.as_str() == digest || r.manifest.digest.as_str() == digest)
+        .any(|r| {
+            prepare::chain_ids(r).ok().is_some_and(|chains| {
+                chains
+                    .iter()
+                    .all(|c| snapshots.get(c).ok().flatten().is_some())
+            })
+        })
+}
+
+/// What `berth plan` learned of the images, without pulling a layer or writing to the
+/// state directory: per container the facts for the planner and policy, and each fact
+/// it could not know (offline, the registry unreachable, layers not pulled) in words.
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    pub facts: BTreeMap<String, ImageFacts>,
+    pub unknown: BTreeMap<String, Vec<String>>,
+}
+
+/// What one reference resolved to.
+#[derive(Debug, Clone, Default)]
+struct Looked {
+    digest: Option<String>,
+    /// The stored image with that digest, if the store has it.
+    record: Option<ImageRecord>,
+    config: Option<ImageConfiguration>,
+    check: Option<SignatureCheck>,
+    unknown: Vec<String>,
+}
+
+/// Learns what `prepare_all` would, the way `berth plan` may: from the store, and from
+/// the registry when `registry` is given (manifests, configs and signatures, never
+/// layers; nothing is stored). `None` is `--offline`.
+pub fn inspect_all(
+    containers: &[&Container],
+    store: &Store,
+    snapshots: &SnapshotStore,
+    registry: Option<&Client>,
+    signatures: &SignaturePolicy,
+    rt: &tokio::runtime::Handle,
+) -> Inspection {
+    let mut by_ref: BTreeMap<String, Result<Looked, String>> = BTreeMap::new();
+    let mut out = Inspection::default();
+    for c in containers {
+        let Some(reference) = &c.image_ref else {
+            continue;
+        };
+        let looked = by_ref
+            .entry(reference.to_string())
+            .or_insert_with(|| look(reference, store, registry, &signatures.keys, rt))
+            .clone();
+        let (f, unknown) = match looked {
+            Ok(looked) => facts_of(c, looked, store, snapshots),
+            Err(e) => (
+                ImageFacts {
+                    error: Some(e),
+                    ..ImageFacts::default()
+                },
+                Vec::new(),
+            ),
+        };
+        if !unknown.is_empty() {
+            out.unknown.insert(c.name.clone(), unknown);
+        }
+        out.facts.insert(c.name.clone(), f);
+    }
+    out
+}
+
+/// One container's facts from what its reference resolved to.
+fn facts_of(
+    c: &Container,
+    looked: Looked,
+    store: &Store,
+    snapshots: &SnapshotStore,
+) -> (ImageFacts, Vec<String>) {
+    let mut unknown = looked.unknown;
+    let mut f = ImageFacts {
+        digest: looked.digest.clone(),
+        ..ImageFacts::default()
+    };
+    f.facts.signature = match looked.check {
+        None => SignatureFact::Unknown,
+        Some(SignatureCheck::Verified(_)) => SignatureFact::Verified,
+        Some(SignatureCheck::Failed(r)) => SignatureFact::Failed(r),
+    };
+    f.ready = looked
+        .digest
+        .as_deref()
+        .is_some_and(|d| image_ready(store, snapshots, d));
+    let user_spec = c.user.clone().or_else(|| {
+        looked
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.config().as_ref().and_then(|cc| cc.user().clone()))
+    });
+    let Some(user_spec) = user_spec.filter(|u| !u.is_empty()).or_else(|| {
+        // Without a config, the image's own user is not known (root is only the
+        // default when the config names none).
+        looked.config.is_some().then(|| "0".to_string())
+    }) else {
+        unknown.push(format!(
+            "the user of image {}: its config is not in the store",
+            c.image
+        ));
+        return (f, unknown);
+    };
+    // The user databases come from the unpacked layers, when they are.
+    let (passwd, group) = match (&looked.record, f.ready) {
+        (Some(record), true) => user_dbs(record, snapshots),
+        _ => (None, None),
+    };
+    match user::resolve(&user_spec, passwd.as_deref(), group.as_deref()) {
+        Ok(u) => {
+            f.facts.resolved_uid = Some(u.uid);
+            f.facts.resolved_gid = Some(u.gid);
+        }
+        Err(e) if f.ready => {
+            f.error = Some(format!(
+                "cannot resolve user `{user_spec}` in image {}: {e}",
+                c.image
+            ));
+        }
+        Err(_) => unknown.push(format!(
+            "user `{user_spec}`: it is resolved in the /etc/passwd of image {}, whose layers are not pulled",
+            c.image
+        )),
+    }
+    (f, unknown)
+}
+
+/// `/etc/passwd` and `/etc/group` of an unpacked image.
+fn user_dbs(record: &ImageRecord, snapshots: &SnapshotStore) -> (Option<String>, Option<String>) {
+    let Some(lowerdirs) = prepare::chain_ids(record)
+        .ok()
+        .and_then(|chains| snapshots.lowerdirs(&chains).ok())
+    else {
+        return (None, None);
+    };
+    let read = |p: &str| {
+        prepare::read_image_file(&lowerdirs, p, MAX_USER_DB)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    (read("etc/passwd"), read("etc/group"))
+}
+
+/// The stored image a reference names: a pinned digest's (with every blob present),
+/// else the tag's record.
+fn stored(store: &Store, reference: &Reference) -> Option<ImageRecord> {
+    match reference.digest.as_deref() {
+        Some(pinned) => store.records().ok()?.into_iter().find(|r| {
+            r.name == reference.name()
+                && (r.digest.as_str() == pinned || r.manifest.digest.as_str() == pinned)
+                && r.blobs().all(|d| store.has_blob(d))
+        }),
+        None => store.record(&reference.to_string()).ok().flatten(),
+    }
+}
+
+/// Resolves one reference as `pull` would, read-only. An `Err` is why its containers
+/// cannot be evaluated.
+fn look(
+    reference: &Reference,
+    store: &Store,
+    registry: Option<&Client>,
+    keys: &[TrustedKey],
+    rt: &tokio::runtime::Handle,
+) -> Result<Looked, String> {
+    let local = stored(store, reference);
+    let read_config = |r: &ImageRecord| {
+        store
+            .read_blob(&r.config.digest, MAX_CONFIG)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ImageConfiguration>(&b).ok())
+    };
+    // A pinned image in the store: `pull` does not ask the registry either.
+    let local_first = reference.digest.is_some() && local.is_some();
+    let mut unknown = Vec::new();
+    let why_not = match registry {
+        Some(client) if !local_first => {
+            match rt.block_on(remote::inspect(client, reference, keys)) {
+                Ok(remote) => {
+                    let record = local
+                        .filter(|r| r.digest.as_str() == remote.digest)
+                        .or_else(|| {
+                            // The same image stored under another reference.
+                            store.records().ok()?.into_iter().find(|r| {
+                                r.digest.as_str() == remote.digest && r.name == reference.name()
+                            })
+                        });
+                    return Ok(Looked {
+                        digest: Some(remote.digest),
+                        record,
+                        config: remote.config,
+                        check: remote.check,
+                        unknown,
+                    });
+                }
+                Err(e) => {
+                    // Said once, for the container: the rest is what the store knows.
+                    let e = format!("cannot ask the registry about {reference}: {e}");
+                    if local.is_none() && reference.digest.is_none() {
+                        return Err(e);
+                    }
+                    unknown.push(e);
+                    "the registry did not answer"
+                }
+            }
+        }
+        Some(_) => "",
+        None => "--offline forbids asking its registry",
+    };
+    match (local, &reference.digest) {
+        (Some(record), _) => {
+            let check = (!keys.is_empty()).then(|| prepare::verify_stored(store, &record, keys));
+            Ok(Looked {
+                digest: Some(record.digest.as_str().to_string()),
+                config: read_config(&record),
+                record: Some(record),
+                check,
+                unknown,
+            })
+        }
+        (None, Some(d)) => {
+            if !keys.is_empty() {
+                unknown.push(format!(
+                    "the signature of image {reference}: it is not in the store and {why_not}"
+                ));
+            }
+            Ok(Looked {
+                digest: Some(d.clone()),
+                unknown,
+                ..Looked::default()
+            })
+        }
+        (None, None) => Err(format!(
+            "image {reference} is not pinned by digest and not in the store, and {why_not}"
+        )),
+    }
 }

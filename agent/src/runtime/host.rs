@@ -81,6 +81,34 @@ pub fn gather() -> Result<HostInfo, HostError> {
     })
 }
 
+/// What [`gather`] found, kept for the life of the process: walking `/dev` on every
+/// pass of a long-running agent is wasted work, since devices rarely change.
+static CACHE: std::sync::Mutex<Option<std::sync::Arc<HostInfo>>> = std::sync::Mutex::new(None);
+
+/// [`gather`], once per process. Gathered again when `needed` names a device path the
+/// cached description does not list (a device plugged in since), so hot-plugged
+/// devices reach the containers that ask for them.
+pub fn cached(needed: &[&str]) -> Result<std::sync::Arc<HostInfo>, HostError> {
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(info) = cache.as_ref()
+        && lists_all(info, needed)
+    {
+        return Ok(info.clone());
+    }
+    let info = std::sync::Arc::new(gather()?);
+    *cache = Some(info.clone());
+    Ok(info)
+}
+
+/// Whether every path of `needed` is among `info`'s devices.
+fn lists_all(info: &HostInfo, needed: &[&str]) -> bool {
+    needed
+        .iter()
+        .all(|p| info.all_devices.iter().any(|d| d.path == *p))
+}
+
 /// `(version, major revision)` from a release string (`6.18.44-cloud-amd64`).
 pub fn parse_kernel(release: &str) -> (u32, u32) {
     let mut nums = release
@@ -237,6 +265,17 @@ mod tests {
                 "/sys/devices/system/cpu/cpu10/thermal_throttle"
             ]
         );
+    }
+
+    #[test]
+    fn the_cache_is_gathered_again_for_a_device_it_does_not_list() {
+        let first = cached(&[]).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &cached(&[]).unwrap()));
+        let listed: Vec<&str> = first.all_devices.iter().map(|d| d.path.as_str()).collect();
+        assert!(std::sync::Arc::ptr_eq(&first, &cached(&listed).unwrap()));
+        // A path no walk of /dev lists: gathered again (and again next time).
+        let again = cached(&["/dev/berth-not-plugged-in"]).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first, &again));
     }
 
     #[test]

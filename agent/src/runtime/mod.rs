@@ -20,6 +20,7 @@ pub mod health;
 pub mod history;
 pub mod host;
 pub mod instance;
+pub mod lock;
 pub mod logs;
 pub mod logs_follow;
 pub mod mount;

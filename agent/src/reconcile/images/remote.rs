@@ -1,0 +1,205 @@
+//! What `berth plan` may ask a registry: the manifest a reference resolves to (down
+//! through indexes to this host's platform), the image config, and the cosign
+//! signature — all small, size-capped, digest-checked by the client, and kept in
+//! memory. Never a layer, and nothing is written to the store.
+
+use std::collections::BTreeMap;
+
+use berth_spec::reference::Reference;
+use oci_spec::image::ImageConfiguration;
+
+use crate::image::digest::Digest;
+use crate::image::manifest::{self, Manifest};
+use crate::image::platform::{self, Platform};
+use crate::image::prepare::{SignatureCheck, error_chain};
+use crate::image::registry::{Client, RegistryError, Repository};
+use crate::image::signature::{self, BoxError, TrustedKey, VerifiedManifest};
+
+/// Indexes nested deeper than this are refused (as `pull` refuses them).
+const MAX_INDEX_DEPTH: usize = 4;
+/// Largest blob of a signature (as `pull` caps it).
+const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
+/// Most signature layers read (as `pull` caps them).
+const MAX_SIGNATURE_LAYERS: usize = 64;
+
+/// Why the registry could not say.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("image {reference}")]
+    Manifest {
+        reference: String,
+        #[source]
+        source: manifest::ManifestError,
+    },
+    #[error("image {reference}: {detail}")]
+    Invalid { reference: String, detail: String },
+}
+
+/// What the registry says of one reference.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The digest the reference resolves to (the top manifest's, as `pull` records).
+    pub digest: String,
+    pub config: Option<ImageConfiguration>,
+    /// `None` when the node trusts no key.
+    pub check: Option<SignatureCheck>,
+}
+
+/// Resolves `reference` and checks its signature against `keys`.
+pub async fn inspect(
+    client: &Client,
+    reference: &Reference,
+    keys: &[TrustedKey],
+) -> Result<Remote, String> {
+    inspect_inner(client, reference, keys)
+        .await
+        .map_err(|e| error_chain(&e))
+}
+
+async fn inspect_inner(
+    client: &Client,
+    reference: &Reference,
+    keys: &[TrustedKey],
+) -> Result<Remote, RemoteError> {
+    let key = reference.to_string();
+    let repo = Repository::of(reference);
+    let parse = |bytes: &[u8], ct: Option<&str>| {
+        manifest::parse_manifest(bytes, ct).map_err(|source| RemoteError::Manifest {
+            reference: key.clone(),
+            source,
+        })
+    };
+    let top = client.fetch_manifest(&repo, reference.reference()).await?;
+    let mut current = top.digest.clone();
+    let (mut parsed, _) = parse(&top.bytes, top.content_type.as_deref())?;
+    let mut depth = 0;
+    let image = loop {
+        match parsed {
+            Manifest::Image(m) => break m,
+            Manifest::Index(index) => {
+                depth += 1;
+                if depth > MAX_INDEX_DEPTH {
+                    return Err(RemoteError::Invalid {
+                        reference: key,
+                        detail: format!("indexes nest more than {MAX_INDEX_DEPTH} deep"),
+                    });
+                }
+                let platforms: Vec<Option<Platform>> = index
+                    .manifests
+                    .iter()
+                    .map(|d| d.platform.as_ref().map(|p| p.normalized()))
+                    .collect();
+                let host = Platform::host();
+                let Some(i) = platform::select(&platforms, &host) else {
+                    return Err(RemoteError::Invalid {
+                        reference: key,
+                        detail: format!("no manifest for platform {host}"),
+                    });
+                };
+                let inner = client
+                    .fetch_manifest(&repo, index.manifests[i].digest.as_str())
+                    .await?;
+                current = inner.digest.clone();
+                parsed = parse(&inner.bytes, inner.content_type.as_deref())?.0;
+            }
+        }
+    };
+    let config_bytes = client
+        .fetch_blob_bytes(&repo, &image.config.digest, manifest::MAX_CONFIG_BYTES)
+        .await?;
+    let config = serde_json::from_slice(&config_bytes).ok();
+    let check = if keys.is_empty() {
+        None
+    } else {
+        let mut candidates = vec![top.digest.clone()];
+        if current != top.digest {
+            candidates.push(current);
+        }
+        Some(signature_check(client, &repo, &top.digest, &candidates, keys).await)
+    };
+    Ok(Remote {
+        digest: top.digest.as_str().to_string(),
+        config,
+        check,
+    })
+}
+
+/// The legacy cosign signature (`sha256-<hex>.sig`) of the first candidate that has
+/// one, checked as `prepare::verify_stored` checks a pulled one — with the same words,
+/// so that `plan` and `apply` give the same reason.
+async fn signature_check(
+    client: &Client,
+    repo: &Repository,
+    image: &Digest,
+    candidates: &[Digest],
+    keys: &[TrustedKey],
+) -> SignatureCheck {
+    for signed in candidates {
+        let tag = format!("sha256-{}.sig", signed.hex());
+        let fetched = match client.fetch_manifest(repo, &tag).await {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                // `pull` stores the image unsigned then, and the check says so.
+                tracing::warn!(%tag, error = %e, "cannot fetch the image signature");
+                break;
+            }
+        };
+        let Ok((Manifest::Image(m), _)) =
+            manifest::parse_manifest(&fetched.bytes, fetched.content_type.as_deref())
+        else {
+            break;
+        };
+        let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for d in std::iter::once(&m.config)
+            .chain(&m.layers)
+            .take(MAX_SIGNATURE_LAYERS + 1)
+        {
+            if blobs.contains_key(d.digest.as_str()) || d.size > MAX_SIGNATURE_BLOB {
+                continue;
+            }
+            match client
+                .fetch_blob_bytes(repo, &d.digest, MAX_SIGNATURE_BLOB)
+                .await
+            {
+                Ok(b) => {
+                    blobs.insert(d.digest.as_str().to_string(), b);
+                }
+                Err(e) => {
+                    return SignatureCheck::Failed(format!(
+                        "cannot read the signature manifest: {}",
+                        error_chain(&e)
+                    ));
+                }
+            }
+        }
+        let fetch = |digest: &str| -> Result<Vec<u8>, BoxError> {
+            blobs
+                .get(digest)
+                .cloned()
+                .ok_or_else(|| format!("blob {digest} is not part of the signature").into())
+        };
+        return match signature::verify_signature_manifest(
+            &fetched.bytes,
+            image.as_str(),
+            keys,
+            &fetch,
+        ) {
+            Ok(VerifiedManifest { verified, .. }) if !verified.is_empty() => {
+                let mut names: Vec<String> = verified.iter().map(|v| v.key.clone()).collect();
+                names.sort();
+                names.dedup();
+                SignatureCheck::Verified(names)
+            }
+            Ok(_) => SignatureCheck::Failed("no signature verified".into()),
+            Err(e) => SignatureCheck::Failed(error_chain(&e)),
+        };
+    }
+    let tried: Vec<&str> = keys.iter().map(TrustedKey::name).collect();
+    SignatureCheck::Failed(format!(
+        "no signature was found in the registry (keys tried: {})",
+        tried.join(", ")
+    ))
+}

@@ -1,0 +1,496 @@
+//! One reconcile pass, as a library: what `berth apply` runs once, what `berth plan`
+//! runs without executing, and what the agent will run on every trigger.
+//!
+//! A pass reads the spec tree, checks it for this node, learns what the images are
+//! (`apply` pulls, verifies and unpacks them; `plan` asks only the store and, unless
+//! offline, the registry's manifests, configs and signatures), judges each container
+//! against the node's policy, scans what runs, plans, and — for `apply` — takes the
+//! state lock and executes the plan. It returns a typed [`Report`] that the CLI renders
+//! and the agent's API will serialise as is.
+//!
+//! Both callers gather their facts through the same functions, so `plan` says what
+//! `apply` would do: an image whose signature does not verify under enforce is blocked
+//! in both, with the same reason. What `plan` cannot know is listed per container
+//! ([`PlanReport::unknown`]) instead of guessed.
+//!
+//! The process's async runtime is passed in ([`Env::rt`]); the pass blocks on it, so
+//! an async caller runs it on a blocking thread.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_policy::Evaluator;
+use berth_policy::finding::Finding;
+use berth_policy::policy::Severity;
+use berth_policy::rule::Rule;
+use berth_spec::node::{OnRunningViolation, PolicyMode};
+use berth_spec::{Container, NodeIdentity, check, loader};
+use serde::Serialize;
+
+use super::executor::{self, StepResult};
+use super::gather::{self, ImageFacts};
+use super::host::RealHost;
+use super::images::{self, ReadyImage, SignaturePolicy};
+use super::outcome::{ContainerReport, Outcome};
+use super::{Desired, History, Plan, PolicyDecisions, Timestamp};
+use crate::image::registry::Client;
+use crate::image::signature::TrustedKey;
+use crate::image::snapshot::SnapshotStore;
+use crate::image::store::Store;
+use crate::node::{self, ConfigError, Loaded, NodePolicy};
+use crate::runtime::instance::{OciInstances, find_shim};
+use crate::runtime::lock::{self, LockError};
+use crate::runtime::oci::detect;
+use crate::storage::secrets::NodeIdentity as AgeIdentity;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a pass could not be done (exit 3), or found the tree wanting (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read the spec tree {}", path.display())]
+    Tree {
+        path: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+    /// The tree has errors: nothing was planned. Each is one diagnostic, printed as
+    /// `berth validate` prints it.
+    #[error("the spec tree has {} errors", errors.len())]
+    Invalid { errors: Vec<String> },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot scan {}", state_dir.display())]
+    Scan {
+        state_dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pass's tools could not be set up: a store, the registry client, a trusted
+    /// key, the OCI runtime, the shim, the host description, the node's age identity.
+    #[error("{what}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn setup<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> PassError {
+    move |e| PassError::Setup {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// What every pass of this process shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    pub loaded: &'a Loaded,
+    /// The process's async runtime (registry calls).
+    pub rt: &'a tokio::runtime::Handle,
+}
+
+/// What one pass is asked to do.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// The spec tree: a directory, or one file.
+    pub path: &'a Path,
+    /// `--node` and `--label`, over the node configuration's identity.
+    pub node: Option<NodeIdentity>,
+    pub prune_volumes: bool,
+}
+
+/// How an `apply` pass takes the state lock.
+pub struct LockWait<'a> {
+    /// The command named as the lock's holder (`berth apply`).
+    pub command: &'a str,
+    pub timeout: Duration,
+    /// Told once who holds the lock, when another writer does.
+    pub waiting: &'a mut dyn FnMut(&str),
+}
+
+/// One step of an executed plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    pub id: usize,
+    /// The step's verb and target, as `berth plan` prints them (`create web-1a2b3c4d`).
+    pub step: String,
+    #[serde(flatten)]
+    pub result: StepResult,
+    /// How long it ran, in milliseconds; none for a step skipped or only reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// A network change the pass deferred.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkReport {
+    /// Always `deferred` for now.
+    pub outcome: &'static str,
+    pub reason: String,
+}
+
+/// What one `apply` pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The revision applied (the digest of the spec tree's sources, or a commit).
+    pub revision: String,
+    /// Where the revision came from (the tree's path).
+    pub source: String,
+    /// Per container: what happened to it, and the policy findings reported with it.
+    pub containers: BTreeMap<String, ContainerReport>,
+    /// Every step of the plan, in plan order, with its result and duration.
+    pub steps: Vec<StepReport>,
+    /// Networks whose change waits for instances that still use them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, NetworkReport>,
+    /// Every policy finding of every container desired here, by container.
+    pub findings: BTreeMap<String, Vec<Finding>>,
+    /// Every container is as desired and no step failed.
+    pub converged: bool,
+    /// When the pass should run again (the earliest step deferred by crash-loop
+    /// backoff); none when nothing waits.
+    pub next_pass: Option<Timestamp>,
+}
+
+impl Report {
+    /// How many steps failed.
+    pub fn failed_steps(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.result, StepResult::Failed(_)))
+            .count()
+    }
+}
+
+/// What a `plan` pass found.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    #[serde(flatten)]
+    pub plan: Plan,
+    /// Per container, each fact the plan could not know, in words.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub findings: BTreeMap<String, Vec<Finding>>,
+    pub next_pass: Option<Timestamp>,
+}
+
+/// Where the registry may be asked (`plan`'s `--offline` forbids it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registry {
+    Online,
+    Offline,
+}
+
+/// The first half of every pass: the node, its policy, the checked tree.
+struct Front {
+    policy: NodePolicy,
+    node: NodeIdentity,
+    tree: berth_spec::Tree,
+    checked: berth_spec::Checked,
+    root: PathBuf,
+}
+
+impl Front {
+    fn read(env: &Env<'_>, input: &Input<'_>) -> Result<Front, PassError> {
+        let policy = node::node_policy(env.loaded, None)?;
+        let node = node::identity(env.loaded, input.node.clone());
+        let tree = loader::load_tree(input.path).map_err(|e| PassError::Tree {
+            path: input.path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        let checked = check(&tree, Some(&node));
+        if !checked.is_ok() {
+            let errors = checked.errors.iter().map(ToString::to_string).collect();
+            return Err(PassError::Invalid { errors });
+        }
+        Ok(Front {
+            policy,
+            node,
+            tree,
+            checked,
+            root: gather::spec_root(input.path),
+        })
+    }
+
+    fn targeting(&self) -> Vec<&Container> {
+        self.checked
+            .state
+            .containers
+            .values()
+            .filter(|c| c.targets(&self.node))
+            .collect()
+    }
+
+    fn signatures(&self, env: &Env<'_>) -> Result<SignaturePolicy, PassError> {
+        let keys = env
+            .loaded
+            .config
+            .policy
+            .trusted_keys
+            .iter()
+            .map(|k| TrustedKey::load(k).map_err(setup("cannot load a trusted key")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SignaturePolicy {
+            enforced: self.policy.policy.rule(Rule::ImageSignature).severity == Severity::Error
+                && self.policy.mode == PolicyMode::Enforce,
+            keys,
+        })
+    }
+
+    /// The desired state, the policy's decisions and findings, and the plan against
+    /// the state directory's scan.
+    fn plan(
+        &self,
+        env: &Env<'_>,
+        input: &Input<'_>,
+        facts: &BTreeMap<String, ImageFacts>,
+        networks: &crate::network::Networks,
+    ) -> Result<Planned, PassError> {
+        let desired = gather::desired(
+            &self.checked.state,
+            &self.root,
+            &self.node,
+            facts,
+            gather::tree_revision(&self.tree, input.path),
+            input.prune_volumes,
+        );
+        let ev = Evaluator::new(&self.policy.policy, &self.policy.host, node::today());
+        let stop = env.loaded.config.policy.on_running_violation == OnRunningViolation::Stop;
+        let (decisions, findings) = gather::decisions(&desired, &ev, self.policy.mode, facts, stop);
+        let state_dir = &env.loaded.config.runtime.state_dir;
+        let actual =
+            gather::actual(state_dir, gather::actual_networks(networks)).map_err(|source| {
+                PassError::Scan {
+                    state_dir: state_dir.clone(),
+                    source,
+                }
+            })?;
+        let plan = super::plan(
+            &desired,
+            &actual,
+            &decisions,
+            &History::default(),
+            gather::now(),
+        );
+        Ok(Planned {
+            desired,
+            decisions,
+            findings,
+            plan,
+        })
+    }
+}
+
+struct Planned {
+    desired: Desired,
+    decisions: PolicyDecisions,
+    findings: BTreeMap<String, Vec<Finding>>,
+    plan: Plan,
+}
+
+fn stores(state_dir: &Path) -> Result<(Store, SnapshotStore), PassError> {
+    Ok((
+        Store::open(state_dir).map_err(setup("cannot open the image store"))?,
+        SnapshotStore::open(state_dir).map_err(setup("cannot open the snapshot store"))?,
+    ))
+}
+
+fn client(env: &Env<'_>) -> Result<Client, PassError> {
+    let cfg = &env.loaded.config;
+    Client::with_timeouts(node::registries_of(cfg), node::pull_timeouts(cfg))
+        .map_err(setup("cannot set up the registry client"))
+}
+
+/// What `apply` would do now, from the same facts, without executing anything: no
+/// layer is pulled and nothing is written to the state directory.
+pub fn plan(env: &Env<'_>, input: &Input<'_>, registry: Registry) -> Result<PlanReport, PassError> {
+    let front = Front::read(env, input)?;
+    let (store, snapshots) = stores(&env.loaded.config.runtime.state_dir)?;
+    let signatures = front.signatures(env)?;
+    let client = match registry {
+        Registry::Online => Some(client(env)?),
+        Registry::Offline => None,
+    };
+    let inspection = images::inspect_all(
+        &front.targeting(),
+        &store,
+        &snapshots,
+        client.as_ref(),
+        &signatures,
+        env.rt,
+    );
+    let networks = node::networks_of(env.loaded);
+    let planned = front.plan(env, input, &inspection.facts, &networks)?;
+    Ok(PlanReport {
+        next_pass: planned.plan.requeue_at(),
+        plan: planned.plan,
+        unknown: inspection.unknown,
+        findings: planned.findings,
+    })
+}
+
+/// Converges the host once: images first (everything pulled and checked before
+/// anything is stopped), then the plan, under the state lock. `on_plan` sees the plan
+/// before it runs.
+pub fn apply(
+    env: &Env<'_>,
+    input: &Input<'_>,
+    wait: LockWait<'_>,
+    on_plan: &mut dyn FnMut(&Plan),
+) -> Result<Report, PassError> {
+    let front = Front::read(env, input)?;
+    let cfg = &env.loaded.config;
+    let state_dir = cfg.runtime.state_dir.clone();
+    let _lock = lock::lock(&state_dir, wait.command, wait.timeout, wait.waiting)?;
+
+    let (store, snapshots) = stores(&state_dir)?;
+    let client = client(env)?;
+    let signatures = front.signatures(env)?;
+    let (facts, ready) = images::prepare_all(
+        &front.targeting(),
+        &store,
+        &snapshots,
+        &client,
+        &signatures,
+        env.rt,
+    );
+    // One pass rewrites the peers' hosts files once, at its end.
+    let networks = node::networks_of(env.loaded).deferring_peers();
+    let planned = front.plan(env, input, &facts, &networks)?;
+    on_plan(&planned.plan);
+    let (outcome, durations) = execute(env, &front, &planned, &ready, &networks)?;
+    Ok(report(&planned, outcome, &durations))
+}
+
+/// Runs the plan on this host.
+fn execute(
+    env: &Env<'_>,
+    front: &Front,
+    planned: &Planned,
+    ready: &BTreeMap<String, ReadyImage>,
+    networks: &crate::network::Networks,
+) -> Result<(Outcome, BTreeMap<usize, Duration>), PassError> {
+    let cfg = &env.loaded.config;
+    let run_dir = cfg.runtime.run_dir.clone();
+    let runtime =
+        detect(&cfg.runtime.oci_runtime, &run_dir).map_err(setup("cannot use the OCI runtime"))?;
+    let (runtime_binary, runtime_root) = (runtime.binary.clone(), runtime.root.clone());
+    let needed = devices_created(&planned.plan, &planned.desired);
+    let host_info =
+        crate::runtime::host::cached(&needed).map_err(setup("cannot describe this host"))?;
+    let shim =
+        find_shim(cfg.runtime.shim_path.as_deref()).map_err(setup("cannot find the berth shim"))?;
+    let instances = OciInstances::new(
+        runtime,
+        shim,
+        cfg.runtime.log_max_size,
+        cfg.runtime.log_max_files,
+    );
+    let age = match &cfg.secrets.identity {
+        Some(p) if needs_secrets(&planned.desired) => {
+            Some(AgeIdentity::load(p).map_err(setup("cannot load the node's age identity"))?)
+        }
+        _ => None,
+    };
+    let ev = Evaluator::new(&front.policy.policy, &front.policy.host, node::today());
+    let bind_check = super::bindcheck::PolicyBinds {
+        evaluator: &ev,
+        mode: front.policy.mode,
+    };
+    let host = RealHost {
+        state_dir: cfg.runtime.state_dir.clone(),
+        run_dir,
+        root: front.root.clone(),
+        spec: &front.checked.state,
+        desired: &planned.desired,
+        images: ready,
+        networks,
+        runtime: &instances,
+        runtime_binary,
+        runtime_root,
+        host: &host_info,
+        identity: age.as_ref(),
+        binds: &bind_check,
+        touched: Default::default(),
+        created: Default::default(),
+        stopped: Default::default(),
+    };
+    let (mut outcome, durations) =
+        executor::execute_timed(&planned.plan, &host, cfg.runtime.parallel);
+    outcome.complete(&planned.desired, &planned.decisions);
+    Ok((outcome, durations))
+}
+
+/// The host devices the containers this plan creates ask for: the host description
+/// is gathered again when one of them is not in it (plugged in since).
+fn devices_created<'d>(plan: &Plan, desired: &'d Desired) -> Vec<&'d str> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            super::Action::Create { name, .. } => desired.containers.get(name),
+            _ => None,
+        })
+        .flat_map(|c| c.spec.devices.iter().map(|d| d.host.as_str()))
+        .collect()
+}
+
+fn needs_secrets(desired: &Desired) -> bool {
+    desired
+        .containers
+        .values()
+        .any(|c| !c.spec.secrets.is_empty())
+}
+
+/// The report of an executed plan.
+fn report(planned: &Planned, outcome: Outcome, durations: &BTreeMap<usize, Duration>) -> Report {
+    let plan = &planned.plan;
+    let steps = outcome
+        .results
+        .iter()
+        .map(|(id, result)| StepReport {
+            id: *id,
+            step: plan
+                .steps
+                .iter()
+                .find(|s| s.id == *id)
+                .map(|s| format!("{} {}", s.action.verb(), s.action.target()))
+                .unwrap_or_default(),
+            result: result.clone(),
+            duration_ms: durations
+                .get(id)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        })
+        .collect();
+    Report {
+        revision: plan.revision.id.clone(),
+        source: plan.revision.source.clone(),
+        converged: outcome.converged(),
+        networks: outcome
+            .deferred_networks
+            .iter()
+            .map(|(n, reason)| {
+                let r = NetworkReport {
+                    outcome: "deferred",
+                    reason: reason.clone(),
+                };
+                (n.clone(), r)
+            })
+            .collect(),
+        containers: outcome.containers,
+        steps,
+        findings: planned.findings.clone(),
+        next_pass: plan.requeue_at(),
+    }
+}
+
+#[cfg(test)]
+#[path = "pass_tests.rs"]
+mod tests;
