@@ -11,6 +11,7 @@ mod hostside;
 mod network;
 mod ops;
 mod outcome;
+mod pass;
 mod perms;
 mod plan;
 mod secret;
