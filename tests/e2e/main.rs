@@ -3,6 +3,7 @@
 //! The whole binary is test code: helpers may panic on broken prerequisites.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agentcheck;
 mod apply;
 mod audit;
 mod crash;

@@ -1,8 +1,14 @@
 //! `berth agent [--once] [--check]`: the GitOps daemon. `--check` validates the node
 //! configuration (with the same located errors as specs) and exits.
+//!
+//! Keys this build parses but does not act on yet are warnings on stderr, one line
+//! each. A security key it cannot enforce yet (commit or keyless image signatures) is
+//! an error: the agent refuses to run rather than run without the check its owner
+//! asked for.
 
 use std::process::ExitCode;
 
+use berth_spec::node::Caller;
 use clap::Args;
 
 use super::config::{self, ConfigError};
@@ -38,6 +44,16 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
     );
     if let Err(d) = loaded.config.require_source(&shown) {
         println!("{d}");
+        return ExitCode::from(EXIT_FINDINGS);
+    }
+    for inert in loaded.config.inert() {
+        eprintln!("{inert}");
+    }
+    let refused = loaded.config.unenforced(Caller::Agent);
+    if !refused.is_empty() {
+        for u in &refused {
+            println!("{}", u.diagnostic());
+        }
         return ExitCode::from(EXIT_FINDINGS);
     }
     if args.check {
