@@ -228,6 +228,8 @@ struct Looked {
     config: Option<ImageConfiguration>,
     check: Option<SignatureCheck>,
     unknown: Vec<String>,
+    /// Why the registry was not asked, or did not answer, when it matters.
+    why_not: String,
 }
 
 /// Learns what `prepare_all` would, the way `berth plan` may: from the store, and from
@@ -302,8 +304,8 @@ fn facts_of(
         looked.config.is_some().then(|| "0".to_string())
     }) else {
         unknown.push(format!(
-            "the user of image {}: its config is not in the store",
-            c.image
+            "the user of image {}: its config is not in the store and {}",
+            c.image, looked.why_not
         ));
         return (f, unknown);
     };
@@ -378,7 +380,7 @@ fn look(
     // A pinned image in the store: `pull` does not ask the registry either.
     let local_first = reference.digest.is_some() && local.is_some();
     let mut unknown = Vec::new();
-    let why_not = match registry {
+    let why_not: String = match registry {
         Some(client) if !local_first => {
             match rt.block_on(remote::inspect(client, reference, keys)) {
                 Ok(remote) => {
@@ -396,21 +398,26 @@ fn look(
                         config: remote.config,
                         check: remote.check,
                         unknown,
+                        why_not: String::new(),
                     });
                 }
                 Err(e) => {
-                    // Said once, for the container: the rest is what the store knows.
-                    let e = format!("cannot ask the registry about {reference}: {e}");
                     if local.is_none() && reference.digest.is_none() {
-                        return Err(e);
+                        return Err(format!("cannot ask the registry about {reference}: {e}"));
                     }
-                    unknown.push(e);
-                    "the registry did not answer"
+                    let why = format!("its registry did not answer ({e})");
+                    if reference.digest.is_none() {
+                        // The tag may have moved since it was pulled.
+                        unknown.push(format!(
+                            "what tag {reference} points to now: {why}; the stored image is planned"
+                        ));
+                    }
+                    why
                 }
             }
         }
-        Some(_) => "",
-        None => "--offline forbids asking its registry",
+        Some(_) => "it is pinned and stored".to_string(),
+        None => "--offline forbids asking its registry".to_string(),
     };
     match (local, &reference.digest) {
         (Some(record), _) => {
@@ -421,6 +428,7 @@ fn look(
                 record: Some(record),
                 check,
                 unknown,
+                why_not,
             })
         }
         (None, Some(d)) => {
@@ -432,6 +440,7 @@ fn look(
             Ok(Looked {
                 digest: Some(d.clone()),
                 unknown,
+                why_not,
                 ..Looked::default()
             })
         }
