@@ -1,5 +1,8 @@
 //! Names and addresses berth derives for its networks (pure).
 //!
+//! - [`state_hash`]: SHA-256 of the state directory (and a name under it), the one
+//!   hash that keeps two state directories' host objects apart; cgroups use it too
+//!   (`runtime::render::cgroups_path`).
 //! - Bridge names: `bth` + 12 hex digits of SHA-256(state dir, network name) — 15
 //!   characters, the kernel's `IFNAMSIZ - 1` limit — so two state directories on one
 //!   host (two agents, or tests side by side) never share a bridge (DESIGN.md §7). The
@@ -34,14 +37,23 @@ pub const POOL: Cidr = Cidr {
 /// Size of an allocated subnet: 253 containers per network is plenty for one host.
 pub const POOL_PREFIX: u8 = 24;
 
-/// The bridge (and CNI network) name of `network` under `state_dir`.
-pub fn bridge_name(state_dir: &Path, network: &str) -> String {
+/// Hex SHA-256 of `state_dir`, and of `name` under it when given: what keeps the host
+/// objects of two state directories apart (bridges, CNI networks, cgroups). The one home
+/// of that hash; callers keep a prefix of it.
+pub fn state_hash(state_dir: &Path, name: Option<&str>) -> String {
     let mut h = Sha256::new();
     h.update(state_dir.as_os_str().as_encoded_bytes());
-    // A separator no path or name contains, so ("/a", "bc") and ("/ab", "c") differ.
-    h.update([0u8]);
-    h.update(network.as_bytes());
-    let hex = hex::encode(h.finalize());
+    if let Some(name) = name {
+        // A separator no path or name contains, so ("/a", "bc") and ("/ab", "c") differ.
+        h.update([0u8]);
+        h.update(name.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The bridge (and CNI network) name of `network` under `state_dir`.
+pub fn bridge_name(state_dir: &Path, network: &str) -> String {
+    let hex = state_hash(state_dir, Some(network));
     let keep = IFNAME_MAX - BRIDGE_PREFIX.len();
     format!("{BRIDGE_PREFIX}{}", &hex[..keep])
 }
@@ -110,6 +122,27 @@ mod tests {
             bridge_name(Path::new("/a"), "bc"),
             bridge_name(Path::new("/ab"), "c")
         );
+    }
+
+    #[test]
+    fn bridge_names_are_those_of_earlier_releases() {
+        // Bridges and CNI networks already on hosts keep their names.
+        assert_eq!(
+            bridge_name(Path::new("/var/lib/berth"), "default"),
+            format!(
+                "bth{}",
+                &hex::encode(Sha256::digest(b"/var/lib/berth\0default"))[..12]
+            )
+        );
+    }
+
+    #[test]
+    fn state_hash_is_per_directory_and_name() {
+        let a = state_hash(Path::new("/var/lib/berth"), None);
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, hex::encode(Sha256::digest(b"/var/lib/berth")));
+        assert_ne!(a, state_hash(Path::new("/var/lib/berth2"), None));
+        assert_ne!(a, state_hash(Path::new("/var/lib/berth"), Some("")));
     }
 
     #[test]

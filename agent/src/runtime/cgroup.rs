@@ -133,6 +133,33 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// After an instance's cgroup went (runc and crun remove the leaf on delete), removes
+/// its per-state-directory parent (`/berth/<hash>` of `/berth/<hash>/<id>`, see
+/// `runtime::render::cgroups_path`) from each hierarchy under `cgroup_root` when no
+/// cgroup is left in it, so state directories that come and go (tests, re-installs)
+/// leave nothing behind. `rmdir` fails on a cgroup that still has children, so a
+/// parent in use stays; records of earlier releases (`/berth/<id>`) have no such parent.
+/// Returns the directories removed.
+pub fn remove_empty_parent(cgroup_root: &Path, cgroup_path: &str) -> Vec<PathBuf> {
+    let rel = Path::new(cgroup_path.trim_start_matches('/'));
+    let Some(parent) = rel.parent() else {
+        return Vec::new();
+    };
+    if parent.components().count() < 2 {
+        return Vec::new();
+    }
+    let mut hierarchies = vec![cgroup_root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(cgroup_root) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
+    hierarchies
+        .into_iter()
+        .map(|h| h.join(parent))
+        .filter(|d| d.is_dir() && !d.join(rel.file_name().unwrap_or_default()).exists())
+        .filter(|d| std::fs::remove_dir(d).is_ok())
+        .collect()
+}
+
 /// Where the hierarchies a stats reader needs are mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {

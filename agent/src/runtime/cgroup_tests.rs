@@ -209,3 +209,28 @@ fn cpu_percent_is_relative_to_one_cpu() {
     assert_eq!(cpu_percent(10, 5, s), 0.0, "a reset counter");
     assert_eq!(cpu_percent(0, 5, Duration::ZERO), 0.0);
 }
+
+#[test]
+fn an_empty_state_directory_parent_goes_and_one_in_use_stays() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    // v1-like: two controllers; `a` is empty after its instance went, `b` holds one.
+    for ctl in ["pids", "memory"] {
+        std::fs::create_dir_all(r.join(ctl).join("berth/aaaaaaaaaaaa")).unwrap();
+        std::fs::create_dir_all(r.join(ctl).join("berth/bbbbbbbbbbbb/web-1")).unwrap();
+    }
+    let mut gone = remove_empty_parent(r, "/berth/aaaaaaaaaaaa/web-1");
+    gone.sort();
+    assert_eq!(
+        gone,
+        vec![
+            r.join("memory/berth/aaaaaaaaaaaa"),
+            r.join("pids/berth/aaaaaaaaaaaa")
+        ]
+    );
+    assert!(remove_empty_parent(r, "/berth/bbbbbbbbbbbb/web-1").is_empty());
+    assert!(r.join("pids/berth/bbbbbbbbbbbb/web-1").is_dir());
+    // An earlier release's path has no per-directory parent: `/berth` stays.
+    assert!(remove_empty_parent(r, "/berth/web-1").is_empty());
+    assert!(r.join("pids/berth").is_dir());
+}
