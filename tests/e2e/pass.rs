@@ -153,6 +153,14 @@ fn a_second_apply_names_the_holder_then_proceeds_or_gives_up_after_its_timeout()
     assert!(r.stderr.contains("; waiting"), "{}", r.stderr);
     assert!(r.stderr.contains(" UTC; gave up after 1s"), "{}", r.stderr);
 
+    // The operator commands are writers too: they wait for the lock before they read
+    // the record.
+    for op in ["stop", "start", "restart", "rm"] {
+        let r = node.berth(&["--lock-timeout", "200ms", op, "web"]);
+        assert_eq!(r.code, 3, "{op}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains(&who), "{op}: {}", r.stderr);
+    }
+
     // Released while it waits: it says once who it waits for, then proceeds.
     let child = berth_e2e::berth()
         .arg("--config")

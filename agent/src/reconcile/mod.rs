@@ -52,6 +52,7 @@ pub mod model;
 mod objects;
 pub mod order;
 pub mod outcome;
+pub mod operator;
 pub mod pass;
 mod plan;
 pub mod print;

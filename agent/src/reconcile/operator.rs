@@ -1,0 +1,190 @@
+//! Operator actions on one container, for debugging (DESIGN.md §6): stop (marked
+//! operator-stopped: apply and the agent leave it stopped until start), start, restart,
+//! rm (the next pass creates it again if the repository still wants it).
+//!
+//! Each is a writer: it takes the state lock for its one action, and reads the
+//! container's record only under it, so that it never acts on a record a concurrent
+//! pass has just replaced.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::node::{Loaded, networks_of};
+use crate::reconcile::host::teardown;
+use crate::runtime::instance::{
+    Instance, InstanceRuntime, InstanceStatus, OciInstances, find_shim,
+};
+use crate::runtime::lock::{self, LockError};
+use crate::runtime::oci::Runtime;
+use crate::runtime::state::{self, ContainerRecord};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An operator action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Stop,
+    Start,
+    Restart,
+    Rm,
+}
+
+impl Op {
+    /// The subcommand's name.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Op::Stop => "stop",
+            Op::Start => "start",
+            Op::Restart => "restart",
+            Op::Rm => "rm",
+        }
+    }
+}
+
+/// Why an operator action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The input was wanting (exit 1): no such container.
+    #[error("no container `{name}` under {}", state_dir.display())]
+    NoSuchContainer { name: String, state_dir: PathBuf },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot read the record of `{name}` under {}", state_dir.display())]
+    Record {
+        name: String,
+        state_dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A runtime, shim or teardown step failed.
+    #[error("{name}: cannot {action}")]
+    Step {
+        name: String,
+        action: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Does `op` to the container `name`, under the state lock (named `berth <op> <name>`,
+/// waiting at most `lock_timeout`; `waiting` is told once who holds it).
+pub fn run(
+    loaded: &Loaded,
+    op: Op,
+    name: &str,
+    lock_timeout: Duration,
+    waiting: &mut dyn FnMut(&str),
+) -> Result<(), OperatorError> {
+    let rt = &loaded.config.runtime;
+    let state_dir = &rt.state_dir;
+    let command = format!("berth {} {name}", op.verb());
+    let _lock = lock::lock(state_dir, &command, lock_timeout, waiting)?;
+    let mut record = read(state_dir, name)?;
+    let step = |action: &'static str| {
+        move |e: BoxError| OperatorError::Step {
+            name: name.to_string(),
+            action,
+            source: e,
+        }
+    };
+    let boxed = |e: &dyn std::fmt::Display| -> BoxError { e.to_string().into() };
+    let runtime = Runtime::from_record(Path::new(&record.runtime), &record.runtime_root);
+    let shim =
+        find_shim(rt.shim_path.as_deref()).map_err(|e| step("find the shim")(Box::new(e)))?;
+    let instances = OciInstances::new(runtime, shim, rt.log_max_size, rt.log_max_files);
+    let inst = Instance::new(state_dir, &record.instance);
+    let (signal, timeout) = stop_params(&record);
+    let write = |record: &ContainerRecord| {
+        state::write_record(state_dir, record).map_err(|e| step("write its record")(Box::new(e)))
+    };
+    let stop = || {
+        instances
+            .stop(&inst, signal, timeout)
+            .map(drop)
+            .map_err(|e| step("stop")(Box::new(e)))
+    };
+    let start = |record: &mut ContainerRecord| -> Result<(), OperatorError> {
+        let status = instances
+            .status(&inst)
+            .map_err(|e| step("read its status")(Box::new(e)))?;
+        match status {
+            InstanceStatus::Running { .. } => return Ok(()),
+            InstanceStatus::Created { .. } => {}
+            _ => {
+                instances
+                    .delete(&inst)
+                    .map_err(|e| step("delete")(Box::new(e)))?;
+                let _ = std::fs::remove_file(inst.dirs.exit_file());
+                instances
+                    .create(&inst)
+                    .map_err(|e| step("create")(Box::new(e)))?;
+            }
+        }
+        instances
+            .start(&inst)
+            .map_err(|e| step("start")(Box::new(e)))?;
+        record.started_at = Some(state::now_rfc3339());
+        Ok(())
+    };
+    match op {
+        Op::Stop => {
+            record.operator_stopped = true;
+            write(&record)?;
+            stop()?;
+        }
+        Op::Start => {
+            record.operator_stopped = false;
+            start(&mut record)?;
+            write(&record)?;
+        }
+        Op::Restart => {
+            stop()?;
+            start(&mut record)?;
+            record.restarts += 1;
+            write(&record)?;
+        }
+        Op::Rm => {
+            stop()?;
+            let networks = networks_of(loaded);
+            teardown(
+                state_dir,
+                &rt.run_dir,
+                &networks,
+                Some(&instances as &dyn InstanceRuntime),
+                &record.instance,
+            )
+            .map_err(|e| step("tear it down")(boxed(&crate::image::prepare::error_chain(&e))))?;
+            state::remove_record(state_dir, &record.name)
+                .map_err(|e| step("remove its record")(Box::new(e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// The record of `name`.
+pub fn read(state_dir: &Path, name: &str) -> Result<ContainerRecord, OperatorError> {
+    match state::read_record(state_dir, name) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(OperatorError::NoSuchContainer {
+            name: name.to_string(),
+            state_dir: state_dir.to_path_buf(),
+        }),
+        Err(source) => Err(OperatorError::Record {
+            name: name.to_string(),
+            state_dir: state_dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The stop signal and timeout the container was created with.
+fn stop_params(record: &ContainerRecord) -> (i32, Duration) {
+    let signal = record.spec["stop_signal"]["number"]
+        .as_i64()
+        .map_or(15, |n| n as i32);
+    let timeout = record.spec["stop_timeout"]
+        .as_str()
+        .and_then(|t| berth_spec::types::parse_duration(t).ok())
+        .unwrap_or(Duration::from_secs(10));
+    (signal, timeout)
+}
