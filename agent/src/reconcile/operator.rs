@@ -87,7 +87,6 @@ pub fn run(
             source: e,
         }
     };
-    let boxed = |e: &dyn std::fmt::Display| -> BoxError { e.to_string().into() };
     let runtime = Runtime::from_record(Path::new(&record.runtime), &record.runtime_root);
     let shim =
         find_shim(rt.shim_path.as_deref()).map_err(|e| step("find the shim")(Box::new(e)))?;
@@ -153,7 +152,8 @@ pub fn run(
                 Some(&instances as &dyn InstanceRuntime),
                 &record.instance,
             )
-            .map_err(|e| step("tear it down")(boxed(&crate::image::prepare::error_chain(&e))))?;
+            // The cause chain is kept whatever the error type.
+            .map_err(|e| step("tear it down")(BoxError::from(e)))?;
             state::remove_record(state_dir, &record.name)
                 .map_err(|e| step("remove its record")(Box::new(e)))?;
         }
