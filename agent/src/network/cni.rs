@@ -107,6 +107,42 @@ pub enum CniError {
     BadConfig { network: String, reason: String },
 }
 
+/// CNI's error code for "try again later": the plugin saw a condition that clears up.
+const CNI_TRY_AGAIN_LATER: u64 = 11;
+
+/// Whether a plugin's text says it timed out: plugins report a timeout only in words
+/// (the `dhcp` IPAM waiting for a lease, a netlink call past its deadline).
+fn says_timed_out(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("timed out") || t.contains("timeout") || t.contains("deadline exceeded")
+}
+
+impl ExecFailure {
+    /// Whether running the plugin again later may work: it timed out, or could not be
+    /// started for want of a resource. A plugin that is not installed stays missing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ExecFailure::NotFound { .. } => false,
+            ExecFailure::Spawn(e) => crate::runtime::state::io_is_transient(e),
+            ExecFailure::Failed { stderr, .. } => says_timed_out(stderr),
+        }
+    }
+}
+
+impl CniError {
+    /// Whether the same call may work later: a plugin that timed out or said "try
+    /// again later" (code 11). A bad configuration or result stays until it changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CniError::Exec { source, .. } => source.is_transient(),
+            CniError::Plugin {
+                code, msg, details, ..
+            } => *code == CNI_TRY_AGAIN_LATER || says_timed_out(msg) || says_timed_out(details),
+            CniError::BadResult { .. } | CniError::BadConfig { .. } => false,
+        }
+    }
+}
+
 /// CNI errors are boxed: they carry a call's whole context and travel far.
 pub type CniResult<T> = Result<T, Box<CniError>>;
 
@@ -262,12 +298,12 @@ pub fn add(exec: &dyn CniExec, call: &ListCall<'_>) -> CniResult<Value> {
         let ty = plugin_type(plugin).unwrap_or_default();
         let conf = plugin_config(plugin, p.name, p.version, prev.as_ref(), call.runtime);
         let out = run(exec, call, CniCommand::Add, ty, &conf)?;
-        let result = parse_result(&out).map_err(|reason| CniError::BadResult {
+        let result = parse_result(&out).map_err(|e| CniError::BadResult {
             command: CniCommand::Add,
             network: call.network.to_string(),
             container: call.container_id.to_string(),
             plugin: ty.to_string(),
-            reason,
+            reason: e.to_string(),
         })?;
         prev = Some(result);
     }
@@ -321,14 +357,25 @@ pub fn parse_error(stdout: &[u8]) -> Option<PluginError> {
     })
 }
 
+/// Why a plugin's success output is not a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("empty output")]
+    Empty,
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("not a JSON object")]
+    NotObject,
+}
+
 /// Parses a plugin's success output: a JSON object.
-pub fn parse_result(stdout: &[u8]) -> Result<Value, String> {
+pub fn parse_result(stdout: &[u8]) -> Result<Value, ResultError> {
     if stdout.iter().all(u8::is_ascii_whitespace) {
-        return Err("empty output".into());
+        return Err(ResultError::Empty);
     }
-    let v: Value = serde_json::from_slice(stdout).map_err(|e| format!("not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(stdout).map_err(ResultError::NotJson)?;
     if !v.is_object() {
-        return Err("not a JSON object".into());
+        return Err(ResultError::NotObject);
     }
     Ok(v)
 }

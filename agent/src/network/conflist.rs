@@ -71,28 +71,43 @@ pub fn render(def: &NetworkDef, ipam_dir: &Path) -> Value {
     })
 }
 
+/// What a stored conflist lacks that berth wrote into it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConflistError {
+    #[error("no `plugins` list")]
+    NoPlugins,
+    #[error("no bridge plugin")]
+    NoBridge,
+    #[error("the bridge plugin names no bridge")]
+    NoBridgeName,
+    #[error("the bridge plugin's IPAM has no subnet")]
+    NoSubnet,
+    #[error("{0}")]
+    BadSubnet(String),
+}
+
 /// Reads back what [`render`] wrote for the berth network `name`.
-pub fn parse(name: &str, list: &Value) -> Result<NetworkDef, String> {
+pub fn parse(name: &str, list: &Value) -> Result<NetworkDef, ConflistError> {
     let plugins = list
         .get("plugins")
         .and_then(Value::as_array)
-        .ok_or("no `plugins` list")?;
+        .ok_or(ConflistError::NoPlugins)?;
     let bridge = plugins
         .iter()
         .find(|p| p.get("type").and_then(Value::as_str) == Some("bridge"))
-        .ok_or("no bridge plugin")?;
+        .ok_or(ConflistError::NoBridge)?;
     let bridge_name = bridge
         .get("bridge")
         .and_then(Value::as_str)
-        .ok_or("the bridge plugin names no bridge")?;
+        .ok_or(ConflistError::NoBridgeName)?;
     let subnet = bridge
         .pointer("/ipam/ranges/0/0/subnet")
         .and_then(Value::as_str)
-        .ok_or("the bridge plugin's IPAM has no subnet")?;
+        .ok_or(ConflistError::NoSubnet)?;
     Ok(NetworkDef {
         name: name.to_string(),
         bridge: bridge_name.to_string(),
-        subnet: parse_cidr(subnet)?,
+        subnet: parse_cidr(subnet).map_err(ConflistError::BadSubnet)?,
     })
 }
 
@@ -169,9 +184,9 @@ mod tests {
     #[test]
     fn parse_names_what_is_missing() {
         let err = parse("x", &json!({"plugins": [{"type": "portmap"}]})).unwrap_err();
-        assert_eq!(err, "no bridge plugin");
+        assert_eq!(err.to_string(), "no bridge plugin");
         let err = parse("x", &json!({})).unwrap_err();
-        assert_eq!(err, "no `plugins` list");
+        assert_eq!(err.to_string(), "no `plugins` list");
     }
 
     #[test]

@@ -70,6 +70,28 @@ pub enum NetworkError {
 }
 
 impl NetworkError {
+    /// Whether trying again later may work: a CNI plugin that timed out or asked to
+    /// be called again, a network still in use by instances on their way out, or a
+    /// transient I/O failure (a full disk). Invalid names, overlaps and an exhausted
+    /// pool stay until the spec or the node changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NetworkError::Cni { source, .. } => source.is_transient(),
+            NetworkError::InUse { .. } => true,
+            NetworkError::Host { source, .. } | NetworkError::Link { source, .. } => {
+                crate::runtime::state::chain_is_transient(source)
+            }
+            NetworkError::Io { source, .. } => crate::runtime::state::io_is_transient(source),
+            NetworkError::InvalidName { .. }
+            | NetworkError::NotFound(_)
+            | NetworkError::Overlap { .. }
+            | NetworkError::PoolExhausted { .. }
+            | NetworkError::NoNetworks { .. }
+            | NetworkError::NoAddress { .. }
+            | NetworkError::Corrupt { .. } => false,
+        }
+    }
+
     pub(super) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -204,7 +204,7 @@ impl Networks {
         };
         let list: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let def = conflist::parse(name, &list).map_err(corrupt)?;
+        let def = conflist::parse(name, &list).map_err(|e| corrupt(e.to_string()))?;
         Ok(Some((def, list)))
     }
 

@@ -202,6 +202,23 @@ pub enum InstanceError {
 }
 
 impl InstanceError {
+    /// Whether trying again later may work: the runtime or the shim timed out, a
+    /// process would not die yet, the instance is busy, or a transient I/O or runtime
+    /// failure. A create the runtime refused stays refused until the bundle changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            InstanceError::Runtime { source, .. } => source.is_transient(),
+            InstanceError::ShimTimeout { .. }
+            | InstanceError::Unkillable { .. }
+            | InstanceError::Busy { .. } => true,
+            InstanceError::Create { stderr, .. } => crate::runtime::oci::says_transient(stderr),
+            InstanceError::ShimSpawn { source, .. } | InstanceError::Io { source, .. } => {
+                crate::runtime::state::io_is_transient(source)
+            }
+            _ => false,
+        }
+    }
+
     fn io(inst: &Instance, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
         let (id, path) = (inst.id.clone(), path.to_path_buf());
         move |source| InstanceError::Io {

@@ -56,6 +56,13 @@ pub enum MountError {
     },
 }
 
+impl MountError {
+    /// Whether trying again later may work (a full disk, a busy mount).
+    pub fn is_transient(&self) -> bool {
+        state::chain_is_transient(self)
+    }
+}
+
 /// The overlay options: `lowerdir=<top-most first>,upperdir=…,workdir=…`. Pure.
 pub fn overlay_options(
     rootfs: &Path,

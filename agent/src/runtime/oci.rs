@@ -286,10 +286,10 @@ impl Runtime {
         match self.run("state", id, &self.state_argv(id)) {
             Ok(stdout) => parse_state(&stdout)
                 .map(Some)
-                .map_err(|reason| RuntimeError::State {
+                .map_err(|e| RuntimeError::State {
                     binary: self.binary.clone(),
                     id: id.to_string(),
-                    reason,
+                    reason: e.to_string(),
                 }),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -336,6 +336,18 @@ impl RuntimeError {
         matches!(self, RuntimeError::Failed { stderr, .. } if is_not_found(stderr))
     }
 
+    /// Whether trying again later may work: the command timed out, could not be
+    /// started for want of a resource, or the runtime reports a full disk or a
+    /// resource short for now. A refusal of the bundle stays until it changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RuntimeError::Timeout { .. } => true,
+            RuntimeError::Spawn { source, .. } => crate::runtime::state::io_is_transient(source),
+            RuntimeError::Failed { stderr, .. } => says_transient(stderr),
+            RuntimeError::State { .. } => false,
+        }
+    }
+
     /// The runtime's own error text, when it ran and failed.
     pub fn stderr(&self) -> Option<&str> {
         match self {
@@ -350,6 +362,20 @@ impl RuntimeError {
 pub fn is_not_found(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
     s.contains("does not exist") || s.contains("no such file or directory")
+}
+
+/// Whether a runtime's stderr names a condition that clears up by itself (the text of
+/// ENOSPC, EDQUOT, EAGAIN, ENOMEM): the runtime reports errno only as text.
+pub fn says_transient(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    [
+        "no space left on device",
+        "disk quota exceeded",
+        "resource temporarily unavailable",
+        "cannot allocate memory",
+    ]
+    .iter()
+    .any(|t| s.contains(t))
 }
 
 /// The runtime's error as one line: the `msg` of runc's logrus line
@@ -401,14 +427,14 @@ pub struct RuntimeState {
 }
 
 /// Parses `state` output (the runtime spec's state JSON; extra fields ignored).
-pub fn parse_state(json: &str) -> Result<RuntimeState, String> {
+pub fn parse_state(json: &str) -> Result<RuntimeState, serde_json::Error> {
     #[derive(Deserialize)]
     struct Raw {
         status: RuntimeStatus,
         #[serde(default)]
         pid: Option<i32>,
     }
-    let raw: Raw = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let raw: Raw = serde_json::from_str(json)?;
     Ok(RuntimeState {
         status: raw.status,
         pid: raw.pid.filter(|p| *p > 0),

@@ -350,9 +350,83 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Whether an I/O failure may clear up by itself, so that trying the same thing again
+/// later can work: the disk or a quota is full, memory or a resource is short for now,
+/// something timed out or was interrupted. Anything else (a missing file, a permission,
+/// an invalid argument) stays until the input or the host's setup changes.
+pub fn io_is_transient(err: &io::Error) -> bool {
+    use nix::errno::Errno;
+    const TRANSIENT: [Errno; 9] = [
+        Errno::ENOSPC,
+        Errno::EDQUOT,
+        Errno::ENOMEM,
+        Errno::EAGAIN,
+        Errno::EBUSY,
+        Errno::EINTR,
+        Errno::ETIMEDOUT,
+        Errno::EMFILE,
+        Errno::ENFILE,
+    ];
+    if let Some(code) = err.raw_os_error() {
+        return TRANSIENT.iter().any(|e| *e as i32 == code);
+    }
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::OutOfMemory
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::ResourceBusy
+    )
+}
+
+/// Whether an error's cause chain holds a transient I/O failure ([`io_is_transient`]):
+/// how the errors of modules whose only retryable causes are I/O classify themselves.
+pub fn chain_is_transient(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && io_is_transient(io)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_transient_and_a_missing_file_is_not() {
+        let os = |e: nix::errno::Errno| io::Error::from_raw_os_error(e as i32);
+        assert!(io_is_transient(&os(nix::errno::Errno::ENOSPC)));
+        assert!(io_is_transient(&os(nix::errno::Errno::ETIMEDOUT)));
+        assert!(io_is_transient(&io::Error::from(io::ErrorKind::TimedOut)));
+        assert!(!io_is_transient(&os(nix::errno::Errno::ENOENT)));
+        assert!(!io_is_transient(&os(nix::errno::Errno::EACCES)));
+        assert!(!io_is_transient(&io::Error::other("bad")));
+    }
+
+    #[test]
+    fn a_transient_cause_is_found_deep_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner")]
+        struct Inner(#[source] io::Error);
+        let full = Outer(Inner(io::Error::from_raw_os_error(
+            nix::errno::Errno::ENOSPC as i32,
+        )));
+        assert!(chain_is_transient(&full));
+        let missing = Outer(Inner(io::Error::from(io::ErrorKind::NotFound)));
+        assert!(!chain_is_transient(&missing));
+    }
 
     #[test]
     fn rfc3339_dates() {

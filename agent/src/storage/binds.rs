@@ -74,6 +74,14 @@ pub enum BindError {
     Unmount(#[from] mount::MountError),
 }
 
+impl BindError {
+    /// Whether trying again later may work (a full disk, a busy mount point). A bind
+    /// source missing from the host stays missing until the host or the spec changes.
+    pub fn is_transient(&self) -> bool {
+        crate::runtime::state::chain_is_transient(self)
+    }
+}
+
 /// Where an instance's binds are staged.
 pub fn binds_dir(instance_root: &Path) -> PathBuf {
     instance_root.join("binds")

@@ -91,6 +91,14 @@ pub enum SecretError {
     },
 }
 
+impl SecretError {
+    /// Whether trying again later may work (a full tmpfs, a busy mount point). A secret
+    /// not encrypted to this node, or a bad identity, stays until the input changes.
+    pub fn is_transient(&self) -> bool {
+        crate::runtime::state::chain_is_transient(self)
+    }
+}
+
 /// A node's age X25519 identity (one or more keys, as an age identity file may hold).
 #[derive(Clone)]
 pub struct NodeIdentity {

@@ -29,6 +29,13 @@ pub struct VolumeError {
     pub source: io::Error,
 }
 
+impl VolumeError {
+    /// Whether trying again later may work (a full disk or quota).
+    pub fn is_transient(&self) -> bool {
+        state::io_is_transient(&self.source)
+    }
+}
+
 /// The directory of volume `name`.
 pub fn volume_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("volumes").join(name)

@@ -49,6 +49,29 @@ pub enum DetectError {
     },
 }
 
+/// Why a runtime failed its probe. Cached as text ([`ProbeRecord::error`]) and shown
+/// as the reason it is unusable, so each variant says all of it.
+#[derive(Debug, thiserror::Error)]
+enum ProbeFailure {
+    #[error("cannot run `{op}`: {error}")]
+    Spawn {
+        op: &'static str,
+        error: std::io::Error,
+    },
+    #[error("`--version` did not answer")]
+    NoVersion,
+    #[error("`--version` failed ({status}): {stderr}")]
+    Version {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("`create` did not finish within {PROBE_TIMEOUT:?}")]
+    CreateTimeout,
+    /// The runtime's own message.
+    #[error("{0}")]
+    Create(String),
+}
+
 /// How long a probe's `create` may take (first runs after boot can be slow).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -199,7 +222,7 @@ pub fn probe_cached(binary: &Path, run_dir: &Path) -> Result<ProbeRecord, Detect
         size: meta.len(),
         kind,
         version,
-        error: verdict.err(),
+        error: verdict.err().map(|e| e.to_string()),
         probe_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     tracing::info!(runtime = %binary.display(), ok = record.error.is_none(), ms = record.probe_ms, "oci runtime: probed");
@@ -217,19 +240,21 @@ pub fn probe_cached(binary: &Path, run_dir: &Path) -> Result<ProbeRecord, Detect
 }
 
 /// The first line of `BINARY --version`, or why it could not run.
-fn version(binary: &Path) -> Result<String, String> {
+fn version(binary: &Path) -> Result<String, ProbeFailure> {
     let out = run_captured(
         std::process::Command::new(binary).arg("--version"),
         PROBE_TIMEOUT,
     )
-    .map_err(|e| format!("cannot run `--version`: {e}"))?
-    .ok_or("`--version` did not answer")?;
+    .map_err(|error| ProbeFailure::Spawn {
+        op: "--version",
+        error,
+    })?
+    .ok_or(ProbeFailure::NoVersion)?;
     if !out.status.success() {
-        return Err(format!(
-            "`--version` failed ({}): {}",
-            out.status,
-            error_text(&out.stderr)
-        ));
+        return Err(ProbeFailure::Version {
+            status: out.status,
+            stderr: error_text(&out.stderr),
+        });
     }
     Ok(out
         .stdout
@@ -249,7 +274,7 @@ fn probe(
     binary: &Path,
     kind: RuntimeKind,
     run_dir: &Path,
-) -> Result<Result<(), String>, DetectError> {
+) -> Result<Result<(), ProbeFailure>, DetectError> {
     let id = format!(
         "berth-probe-{}-{}-{}",
         kind.name(),
@@ -314,13 +339,18 @@ fn write_bundle(dir: &Path, id: &str) -> std::io::Result<()> {
     write_atomic(&dir.join("config.json"), config.to_string().as_bytes())
 }
 
-fn create_and_delete(rt: &Runtime, id: &str, dir: &Path) -> Result<(), String> {
+fn create_and_delete(rt: &Runtime, id: &str, dir: &Path) -> Result<(), ProbeFailure> {
     let argv = rt.create_argv(id, dir, &dir.join("pid"));
     let created = run_captured(&mut rt.command(&argv), PROBE_TIMEOUT);
     let outcome = match created {
-        Err(e) => Err(format!("cannot run `create`: {e}")),
-        Ok(None) => Err(format!("`create` did not finish within {PROBE_TIMEOUT:?}")),
-        Ok(Some(out)) if !out.status.success() => Err(error_text(&out.stderr)),
+        Err(error) => Err(ProbeFailure::Spawn {
+            op: "create",
+            error,
+        }),
+        Ok(None) => Err(ProbeFailure::CreateTimeout),
+        Ok(Some(out)) if !out.status.success() => {
+            Err(ProbeFailure::Create(error_text(&out.stderr)))
+        }
         Ok(Some(_)) => Ok(()),
     };
     cleanup(rt, id);

@@ -284,7 +284,10 @@ fn resources(
     b.build().map_err(oci_err(c))
 }
 
-fn sysctls(c: &Container) -> Result<HashMap<String, String>, RenderError> {
+/// The `linux.sysctl` map: key to value.
+type Sysctls = HashMap<String, String>;
+
+fn sysctls(c: &Container) -> Result<Sysctls, RenderError> {
     let err = |name: &str, reason| RenderError::Sysctl {
         container: c.name.clone(),
         name: name.to_string(),

@@ -30,6 +30,23 @@ use berth_spec::Seccomp;
 
 use super::{RenderError, RenderInput};
 
+/// Why a profile does not compile. Each names the rule at fault.
+#[derive(Debug, thiserror::Error)]
+enum ProfileError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("both `architectures` and `archMap` are given: use one")]
+    BothArchitectures,
+    #[error("rule {rule}: both `name` and `names` are given")]
+    BothNames { rule: usize },
+    #[error("rule {rule}: no syscall names")]
+    NoNames { rule: usize },
+    #[error("rule {rule}: invalid minKernel `{value}`: expected `<kernel>.<major>`")]
+    MinKernel { rule: usize, value: String },
+    #[error("{0}")]
+    Build(#[from] oci_spec::OciSpecError),
+}
+
 /// Docker's default profile, in Docker's JSON format.
 pub const DEFAULT_PROFILE: &str = include_str!("seccomp_default.json");
 
@@ -119,12 +136,15 @@ fn parse_kernel(v: &str) -> Option<(u32, u32)> {
 }
 
 impl Filter {
-    fn min_kernel(&self) -> Result<Option<(u32, u32)>, String> {
+    /// `rule`: the index of the rule this filter belongs to, for the error.
+    fn min_kernel(&self, rule: usize) -> Result<Option<(u32, u32)>, ProfileError> {
         self.min_kernel
             .as_deref()
             .map(|v| {
-                parse_kernel(v)
-                    .ok_or_else(|| format!("invalid minKernel `{v}`: expected `<kernel>.<major>`"))
+                parse_kernel(v).ok_or_else(|| ProfileError::MinKernel {
+                    rule,
+                    value: v.to_string(),
+                })
             })
             .transpose()
     }
@@ -145,12 +165,12 @@ fn arch_listed(t: &Target<'_>, arches: &[String]) -> bool {
 }
 
 /// Whether a rule applies on this target.
-fn applies(rule: &Rule, t: &Target<'_>) -> Result<bool, String> {
+fn applies(i: usize, rule: &Rule, t: &Target<'_>) -> Result<bool, ProfileError> {
     if let Some(ex) = &rule.excludes {
         if arch_listed(t, &ex.arches) || ex.caps.iter().any(|c| has_cap(t, c)) {
             return Ok(false);
         }
-        if ex.min_kernel()?.is_some_and(|k| t.kernel >= k) {
+        if ex.min_kernel(i)?.is_some_and(|k| t.kernel >= k) {
             return Ok(false);
         }
     }
@@ -161,17 +181,17 @@ fn applies(rule: &Rule, t: &Target<'_>) -> Result<bool, String> {
         if !inc.caps.iter().all(|c| has_cap(t, c)) {
             return Ok(false);
         }
-        if inc.min_kernel()?.is_some_and(|k| t.kernel < k) {
+        if inc.min_kernel(i)?.is_some_and(|k| t.kernel < k) {
             return Ok(false);
         }
     }
     Ok(true)
 }
 
-fn compile(text: &str, t: &Target<'_>) -> Result<LinuxSeccomp, String> {
-    let profile: Profile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+fn compile(text: &str, t: &Target<'_>) -> Result<LinuxSeccomp, ProfileError> {
+    let profile: Profile = serde_json::from_str(text)?;
     if !profile.architectures.is_empty() && !profile.arch_map.is_empty() {
-        return Err("both `architectures` and `archMap` are given: use one".into());
+        return Err(ProfileError::BothArchitectures);
     }
     let mut architectures = profile.architectures;
     if let Some(entry) = profile
@@ -187,13 +207,13 @@ fn compile(text: &str, t: &Target<'_>) -> Result<LinuxSeccomp, String> {
     for (i, rule) in profile.syscalls.iter().enumerate() {
         let names: Vec<String> = match (&rule.name, rule.names.is_empty()) {
             (Some(_), false) => {
-                return Err(format!("rule {i}: both `name` and `names` are given"));
+                return Err(ProfileError::BothNames { rule: i });
             }
             (Some(n), true) => vec![n.clone()],
             (None, false) => rule.names.clone(),
-            (None, true) => return Err(format!("rule {i}: no syscall names")),
+            (None, true) => return Err(ProfileError::NoNames { rule: i }),
         };
-        if !applies(rule, t).map_err(|e| format!("rule {i}: {e}"))? {
+        if !applies(i, rule, t)? {
             continue;
         }
         let mut b = LinuxSyscallBuilder::default()
@@ -205,7 +225,7 @@ fn compile(text: &str, t: &Target<'_>) -> Result<LinuxSeccomp, String> {
         if let Some(args) = rule.args.as_ref().filter(|a| !a.is_empty()) {
             b = b.args(args.clone());
         }
-        syscalls.push(b.build().map_err(|e| e.to_string())?);
+        syscalls.push(b.build()?);
     }
 
     let mut b = LinuxSeccompBuilder::default()
@@ -226,7 +246,7 @@ fn compile(text: &str, t: &Target<'_>) -> Result<LinuxSeccomp, String> {
     if let Some(m) = profile.listener_metadata {
         b = b.listener_metadata(m);
     }
-    b.build().map_err(|e| e.to_string())
+    Ok(b.build()?)
 }
 
 /// The container's seccomp filter, compiled against the host and its bounding
@@ -257,10 +277,10 @@ pub(super) fn render(
     };
     compile(text, &target)
         .map(Some)
-        .map_err(|reason| RenderError::Seccomp {
+        .map_err(|e| RenderError::Seccomp {
             container: c.name.clone(),
             profile: name,
-            reason,
+            reason: e.to_string(),
         })
 }
 
@@ -356,18 +376,29 @@ mod tests {
     fn profile_errors() {
         let caps = BTreeSet::new();
         let t = target(&caps);
-        assert!(compile("{}", &t).unwrap_err().contains("defaultAction"));
+        assert!(
+            compile("{}", &t)
+                .unwrap_err()
+                .to_string()
+                .contains("defaultAction")
+        );
         assert!(
             compile(
                 r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultActoin":1}"#,
                 &t
             )
             .unwrap_err()
+            .to_string()
             .contains("unknown field")
         );
         let both = r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"],
             "archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":null}]}"#;
-        assert!(compile(both, &t).unwrap_err().contains("archMap"));
+        assert!(
+            compile(both, &t)
+                .unwrap_err()
+                .to_string()
+                .contains("archMap")
+        );
         let legacy = r#"{"defaultAction":"SCMP_ACT_ALLOW",
             "syscalls":[{"name":"kexec_load","action":"SCMP_ACT_ERRNO","args":[]}]}"#;
         let s = compile(legacy, &t).unwrap();
