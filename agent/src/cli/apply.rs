@@ -137,11 +137,13 @@ fn describe(report: &ContainerReport) -> String {
             step,
             error,
             needed: None,
+            ..
         } => format!("not applied: {step} failed: {error}"),
         ContainerOutcome::NotApplied {
             step,
             error,
             needed: Some(needed),
+            ..
         } => format!("not applied: {step} skipped: {needed} did not succeed: {error}"),
     };
     if !report.findings.is_empty() {

@@ -7,34 +7,154 @@
 //! side by side, each once the steps it needs have finished — as Compose creates
 //! independent services in parallel. One worker runs the plan strictly in order.
 //!
+//! A failed step keeps its typed error (the cause chain) and says which
+//! [`FailureKind`] it is: the pass retries nothing itself, the caller (the agent) retries
+//! transient failures with backoff and reports permanent ones once. The error becomes
+//! text only when the result is printed or serialised.
+//!
 //! The sequencing here is pure and tested with a recording fake; the real host
 //! operations live in `reconcile::host`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::error::Error;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde::ser::SerializeMap;
 
 use super::model::{Action, Plan, Step};
 pub use super::outcome::Outcome;
 use super::outcome::summarise;
+
+/// Whether a failure may go away without its input changing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// Retrying later may work: a registry or Git remote unreachable, a CNI plugin or
+    /// the runtime timed out, the disk full.
+    Transient,
+    /// Stalled until its input changes: a policy refusal, a signature, an invalid spec,
+    /// an image missing from its registry, a bad seccomp profile, a missing bind source.
+    Permanent,
+}
+
+impl FailureKind {
+    /// `Transient` when `transient`, else `Permanent`.
+    pub fn of(transient: bool) -> Self {
+        if transient {
+            FailureKind::Transient
+        } else {
+            FailureKind::Permanent
+        }
+    }
+}
+
+/// A failed step's error, typed and with its cause chain, and its kind. Clones share
+/// the error. Two failures are equal when their kinds and rendered chains are.
+#[derive(Clone)]
+pub struct Failure {
+    error: Arc<dyn Error + Send + Sync>,
+    kind: FailureKind,
+}
+
+impl Failure {
+    pub fn new(error: impl Error + Send + Sync + 'static, kind: FailureKind) -> Self {
+        Failure {
+            error: Arc::new(error),
+            kind,
+        }
+    }
+
+    pub fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    /// The typed error, to walk its causes or downcast it.
+    pub fn error(&self) -> &(dyn Error + Send + Sync + 'static) {
+        &*self.error
+    }
+
+    /// The error and its causes, `: `-separated, as the CLI prints them.
+    pub fn chain(&self) -> String {
+        crate::image::prepare::error_chain(&*self.error)
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failure")
+            .field("error", &self.chain())
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// The whole chain: a failure is shown where it is printed, and only there.
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.chain())
+    }
+}
+
+impl PartialEq for Failure {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.chain() == other.chain()
+    }
+}
+
+impl Eq for Failure {}
+
+/// A failure known only by its message (a fake host's, a panicking step's): permanent,
+/// as nothing says retrying would help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::new(Message(s), FailureKind::Permanent)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Self {
+        Failure::from(s.to_string())
+    }
+}
 
 /// Why a step did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
     /// The step was tried and failed: the runtime, a plugin, the filesystem.
     #[error("{0}")]
-    Failed(String),
+    Failed(Failure),
     /// A check made on the host at this step refused it (a bind source that resolves
     /// outside the allowed host paths): the container is blocked by policy.
     #[error("{0}")]
     Refused(String),
 }
 
+impl StepError {
+    /// A refusal is the policy's and permanent; a failure says what it is.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            StepError::Failed(f) => f.kind(),
+            StepError::Refused(_) => FailureKind::Permanent,
+        }
+    }
+}
+
+impl From<Failure> for StepError {
+    fn from(f: Failure) -> Self {
+        StepError::Failed(f)
+    }
+}
+
 impl From<String> for StepError {
     fn from(s: String) -> Self {
-        StepError::Failed(s)
+        StepError::Failed(s.into())
     }
 }
 
@@ -63,12 +183,13 @@ pub trait HostOps: Sync {
     fn finish(&self) {}
 }
 
-/// What happened to one step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "result", content = "detail")]
+/// What happened to one step. Serialised as `{"result": "done"}`, or with a `detail`
+/// (the error or the reason) and, for a failed or refused step, its `kind`
+/// (`transient` or `permanent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepResult {
     Done,
-    Failed(String),
+    Failed(Failure),
     /// Refused by a check made on the host (the container is blocked by policy).
     Refused(String),
     /// Not run because a step it needs did not succeed.
@@ -80,6 +201,37 @@ pub enum StepResult {
 impl StepResult {
     fn ok(&self) -> bool {
         matches!(self, StepResult::Done | StepResult::Reported)
+    }
+
+    /// The kind of a failed or refused step (a refusal is permanent).
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            StepResult::Failed(f) => Some(f.kind()),
+            StepResult::Refused(_) => Some(FailureKind::Permanent),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for StepResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (result, detail) = match self {
+            StepResult::Done => ("done", None),
+            StepResult::Failed(f) => ("failed", Some(f.chain())),
+            StepResult::Refused(why) => ("refused", Some(why.clone())),
+            StepResult::Skipped(why) => ("skipped", Some(why.clone())),
+            StepResult::Reported => ("reported", None),
+        };
+        let kind = self.kind();
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("result", result)?;
+        if let Some(detail) = detail {
+            map.serialize_entry("detail", &detail)?;
+        }
+        if let Some(kind) = kind {
+            map.serialize_entry("kind", &kind)?;
+        }
+        map.end()
     }
 }
 
@@ -112,7 +264,7 @@ fn run_step(step: &Step, host: &dyn HostOps) -> StepResult {
     match r {
         Ok(()) => StepResult::Done,
         Err(StepError::Failed(e)) => {
-            tracing::warn!(step = step.id, "{}: {e}", step.reason);
+            tracing::warn!(step = step.id, kind = ?e.kind(), "{}: {e}", step.reason);
             StepResult::Failed(e)
         }
         Err(StepError::Refused(e)) => {
@@ -223,7 +375,7 @@ fn run_stage(
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         run_step(step, host)
                     }))
-                    .unwrap_or_else(|_| StepResult::Failed("the step panicked".to_string()));
+                    .unwrap_or_else(|_| StepResult::Failed("the step panicked".into()));
                     b = lock();
                     b.running.remove(&step.id);
                     b.durations.insert(step.id, started.elapsed());
@@ -256,13 +408,19 @@ mod tests {
     struct Recorder {
         calls: Mutex<Vec<String>>,
         fail: BTreeSet<String>,
+        /// Calls that fail as a full disk does: transient.
+        full: BTreeSet<String>,
     }
 
     impl Recorder {
         fn call(&self, what: String) -> Result<(), StepError> {
             let failed = self.fail.contains(&what);
+            let full = self.full.contains(&what);
             self.calls.lock().unwrap().push(what.clone());
-            if failed {
+            if full {
+                let enospc = std::io::Error::from_raw_os_error(28);
+                Err(Failure::new(enospc, FailureKind::Transient).into())
+            } else if failed {
                 Err(format!("{what} broke").into())
             } else {
                 Ok(())
@@ -402,8 +560,50 @@ mod tests {
         ContainerOutcome::NotApplied {
             step: step.into(),
             error: error.into(),
+            // The recorder's failures are messages only: permanent.
+            kind: FailureKind::Permanent,
             needed: needed.map(String::from),
         }
+    }
+
+    #[test]
+    fn a_transient_failure_says_so_in_its_outcome_and_in_what_it_skipped() {
+        let mut host = Slow::default();
+        host.rec.full.insert("create a-1".into());
+        host.rec.fail.insert("create c-1".into());
+        let out = execute(&four_new(), &host, 1);
+        let enospc = std::io::Error::from_raw_os_error(28).to_string();
+        assert_eq!(
+            outcome(&out, "a"),
+            ContainerOutcome::NotApplied {
+                step: "create".into(),
+                error: enospc.clone(),
+                kind: FailureKind::Transient,
+                needed: None,
+            }
+        );
+        // b's start waited for a's: the same error, the same kind.
+        assert_eq!(
+            outcome(&out, "b"),
+            ContainerOutcome::NotApplied {
+                step: "start".into(),
+                error: enospc,
+                kind: FailureKind::Transient,
+                needed: Some("create a-1".into()),
+            }
+        );
+        assert_eq!(
+            outcome(&out, "c"),
+            not_applied("create", "create c-1 broke", None)
+        );
+        let json = serde_json::to_value(&out.containers["a"]).unwrap();
+        assert_eq!(json["kind"], "transient", "{json}");
+        let kinds: Vec<Option<FailureKind>> = out.results.iter().map(|(_, r)| r.kind()).collect();
+        assert_eq!(kinds[0], Some(FailureKind::Transient), "{kinds:?}");
+        assert_eq!(
+            serde_json::to_value(&out.results[1].1).unwrap(),
+            serde_json::json!({"result": "skipped", "detail": "needs step 1 which did not succeed"})
+        );
     }
 
     #[test]
@@ -546,6 +746,7 @@ mod tests {
                 "outcome": "not_applied",
                 "step": "create",
                 "error": "create web-1 broke",
+                "kind": "permanent",
                 "findings": ["read-only-rootfs (the root filesystem is writable)"],
             })
         );

@@ -99,7 +99,7 @@ pub(super) fn decide<'a>(
     let (order, depth) = dependency_order(desired, actual);
     let mut fates = BTreeMap::new();
     // Whether each container decided so far runs once the plan has run, or why not.
-    let mut runs: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
     for name in &order {
         let record = actual.containers.get(name);
         let instances: Vec<&Instance> = record
@@ -229,7 +229,7 @@ fn dependency_order(desired: &Desired, actual: &Actual) -> (Vec<String>, BTreeMa
 fn dependency_problem(
     want: &DesiredContainer,
     desired: &Desired,
-    runs: &BTreeMap<String, Result<(), String>>,
+    runs: &BTreeMap<String, Runs>,
 ) -> Option<String> {
     let mut seen = BTreeSet::new();
     for d in &want.spec.depends_on {
@@ -238,13 +238,13 @@ fn dependency_problem(
         }
         let problem = if desired.containers.contains_key(d) {
             match runs.get(d) {
-                Some(Err(why)) => why.clone(),
+                Some(Runs::No(why)) => why.clone(),
                 // Running, or not decided yet (only around a cycle).
                 _ => continue,
             }
         } else if let Some(reason) = desired.not_evaluated.get(d) {
             match runs.get(d) {
-                Some(Ok(())) => continue,
+                Some(Runs::Yes) => continue,
                 _ => format!("could not be evaluated ({reason})"),
             }
         } else if desired.other_nodes.contains(d) {
@@ -483,21 +483,29 @@ fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Star
     })
 }
 
+/// Whether a container runs once the plan has run, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Runs {
+    Yes,
+    /// Why not, as a dependent's reason words it ("is blocked by policy").
+    No(String),
+}
+
 /// Whether a container runs once the plan has run (or completed: exited 0 and not
 /// restarted), or why not, as a dependent's reason words it.
-fn runs_after(fate: &Fate<'_>, ctx: &Ctx<'_, '_>) -> Result<(), String> {
+fn runs_after(fate: &Fate<'_>, ctx: &Ctx<'_, '_>) -> Runs {
     let completed = |i: &Instance| matches!(i.state, InstanceState::Exited { code: 0, .. });
     match fate {
-        Fate::Apply(_) if ctx.marked => Err("is stopped by the operator (berth stop)".into()),
-        Fate::Apply(a) if a.start.is_some() => Ok(()),
+        Fate::Apply(_) if ctx.marked => Runs::No("is stopped by the operator (berth stop)".into()),
+        Fate::Apply(a) if a.start.is_some() => Runs::Yes,
         Fate::Apply(a) => match a.current.map(|c| c.state) {
-            Some(InstanceState::Running { .. }) => Ok(()),
-            _ if a.current.is_some_and(completed) => Ok(()),
-            Some(InstanceState::Exited { code, .. }) => Err(format!(
+            Some(InstanceState::Running { .. }) => Runs::Yes,
+            _ if a.current.is_some_and(completed) => Runs::Yes,
+            Some(InstanceState::Exited { code, .. }) => Runs::No(format!(
                 "exited with {code} and is not restarted (restart={})",
                 a.want.spec.restart
             )),
-            _ => Err("is not running".into()),
+            _ => Runs::No("is not running".into()),
         },
         Fate::Keep(k) => {
             let stopped: BTreeSet<&str> = k.stop.iter().map(|(i, _)| i.id.as_str()).collect();
@@ -507,15 +515,15 @@ fn runs_after(fate: &Fate<'_>, ctx: &Ctx<'_, '_>) -> Result<(), String> {
                         && !stopped.contains(i.id.as_str())
                 });
             if up {
-                Ok(())
+                Runs::Yes
             } else {
-                Err(match k.kind {
+                Runs::No(match k.kind {
                     ReportKind::Blocked => "is blocked by policy".into(),
                     ReportKind::NotEvaluated => "could not be evaluated".into(),
                     _ => format!("cannot start ({})", k.cause),
                 })
             }
         }
-        Fate::Prune(_) => Err("is not desired here".into()),
+        Fate::Prune(_) => Runs::No("is not desired here".into()),
     }
 }

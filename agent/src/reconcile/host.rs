@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use berth_spec::types::NetworkMode;
 use berth_spec::{DesiredState, MountSource};
 
+pub use self::error::HostError;
+use self::error::at;
 use super::bindcheck::BindCheck;
 use super::executor::{HostOps, StepError};
 use super::images::ReadyImage;
@@ -31,6 +33,8 @@ use crate::runtime::render::{self, DeviceKind, HostDevice, HostInfo, InstancePat
 use crate::runtime::state::{self, ContainerRecord, ImageRef, InstanceDirs};
 use crate::runtime::user;
 use crate::storage::{binds, secrets, volumes};
+
+pub mod error;
 
 /// Size of each instance's secrets tmpfs.
 const SECRETS_TMPFS: u64 = 1 << 20;
@@ -78,10 +82,6 @@ impl std::fmt::Debug for RealHost<'_> {
             .field("state_dir", &self.state_dir)
             .finish_non_exhaustive()
     }
-}
-
-fn e(what: &str, err: impl std::error::Error) -> String {
-    format!("{what}: {}", error_chain(&err))
 }
 
 impl RealHost<'_> {
@@ -138,12 +138,11 @@ impl RealHost<'_> {
         let mut staged = BTreeMap::new();
         for (i, m) in c.mounts.iter().enumerate() {
             if let MountSource::Bind { path } = &m.source {
-                let resolved = binds::resolve(path).map_err(|err| e("bind", err))?;
+                let resolved = binds::resolve(path).map_err(at("bind"))?;
                 if let Some(why) = self.binds.refuse(c, i, &resolved) {
                     return Err(StepError::Refused(why));
                 }
-                let point = binds::stage(instance_root, i, path, &resolved)
-                    .map_err(|err| e("bind", err))?;
+                let point = binds::stage(instance_root, i, path, &resolved).map_err(at("bind"))?;
                 staged.insert(i, point);
             }
         }
@@ -157,27 +156,26 @@ impl RealHost<'_> {
             .desired
             .containers
             .get(name)
-            .ok_or_else(|| format!("container `{name}` is not desired"))?;
+            .ok_or_else(|| HostError::NotDesired(name.to_string()))?;
         let c = &dc.spec;
         let image = self
             .images
             .get(name)
-            .ok_or_else(|| format!("the image of `{name}` is not ready"))?;
+            .ok_or_else(|| HostError::ImageNotReady(name.to_string()))?;
         let dirs = InstanceDirs::new(&self.state_dir, id);
         dirs.create()
-            .map_err(|err| e(&format!("create {}", dirs.root.display()), err))?;
-        mount::mount_rootfs(&dirs, &image.lowerdirs)
-            .map_err(|err| e("mount the root filesystem", err))?;
+            .map_err(at(format!("create {}", dirs.root.display())))?;
+        mount::mount_rootfs(&dirs, &image.lowerdirs).map_err(at("mount the root filesystem"))?;
 
         let user_spec = image.user_of(c);
         let who = user::resolve(&user_spec, image.passwd.as_deref(), image.group.as_deref())
-            .map_err(|err| e(&format!("resolve user `{user_spec}`"), err))?;
+            .map_err(at(format!("resolve user `{user_spec}`")))?;
 
         let mut volume_paths = BTreeMap::new();
         for m in &c.mounts {
             if let MountSource::Volume { name: v } = &m.source {
                 let p = volumes::ensure(&self.state_dir, v, Some((who.uid, who.gid)))
-                    .map_err(|err| e("volume", err))?;
+                    .map_err(at("volume"))?;
                 volume_paths.insert(v.clone(), p);
             }
         }
@@ -187,26 +185,22 @@ impl RealHost<'_> {
         let secrets_dir = if c.secrets.is_empty() {
             None
         } else {
-            let identity = self.identity.ok_or_else(|| {
-                "the node has no age identity (`[secrets] identity`) to decrypt its secrets"
-                    .to_string()
-            })?;
+            let identity = self.identity.ok_or(HostError::NoIdentity)?;
             let dir = secrets::secrets_dir(&self.run_dir, id);
-            secrets::mount_secrets_dir(&dir, SECRETS_TMPFS)
-                .map_err(|err| e("secrets tmpfs", err))?;
+            secrets::mount_secrets_dir(&dir, SECRETS_TMPFS).map_err(at("secrets tmpfs"))?;
             // The tmpfs is 0700: hand it to the container's user, and nobody else.
             std::os::unix::fs::chown(&dir, Some(who.uid), Some(who.gid))
-                .map_err(|err| e("secrets tmpfs", err))?;
+                .map_err(at("secrets tmpfs"))?;
             for s in &c.secrets {
                 let secret = self
                     .spec
                     .secrets
                     .get(&s.name)
-                    .ok_or_else(|| format!("secret `{}` is not defined", s.name))?;
+                    .ok_or_else(|| HostError::UndefinedSecret(s.name.clone()))?;
                 let plain = secrets::decrypt_file(identity, &self.root.join(&secret.file))
-                    .map_err(|err| e(&format!("secret `{}`", s.name), err))?;
+                    .map_err(at(format!("secret `{}`", s.name)))?;
                 secrets::write_secret(&dir, &s.target, &plain, who.uid, who.gid)
-                    .map_err(|err| e(&format!("secret `{}`", s.name), err))?;
+                    .map_err(at(format!("secret `{}`", s.name)))?;
             }
             Some(dir)
         };
@@ -218,10 +212,7 @@ impl RealHost<'_> {
         let bridge = c.network_mode == NetworkMode::Bridge;
         let overlap = bridge && !c.sysctls.keys().any(|k| k.starts_with("net."));
         let (netns, hosts, resolv, addresses) = if overlap {
-            let p = self
-                .networks
-                .prepare(id)
-                .map_err(|err| e("network attach", err))?;
+            let p = self.networks.prepare(id).map_err(at("network attach"))?;
             (
                 Some(p.netns_path),
                 Some(p.hosts),
@@ -233,7 +224,7 @@ impl RealHost<'_> {
             let a = self
                 .networks
                 .attach(&AttachRequest::for_container(id, c))
-                .map_err(|err| e("network attach", err))?;
+                .map_err(at("network attach"))?;
             failpoint("after-cni-add");
             let addrs = a
                 .addresses
@@ -251,7 +242,7 @@ impl RealHost<'_> {
             let (hosts, resolv) = self
                 .networks
                 .standalone_files(id, c)
-                .map_err(|err| e("network files", err))?;
+                .map_err(at("network files"))?;
             (None, Some(hosts), Some(resolv), BTreeMap::new())
         };
         state::write_atomic_mode(
@@ -259,16 +250,16 @@ impl RealHost<'_> {
             format!("{}\n", c.hostname).as_bytes(),
             state::CONTAINER_FILE,
         )
-        .map_err(|err| e("write hostname", err))?;
+        .map_err(at("write hostname"))?;
 
         let seccomp = match &c.seccomp {
             berth_spec::Seccomp::Profile(f) => Some(
                 std::fs::read_to_string(self.root.join(f))
-                    .map_err(|err| e(&format!("seccomp profile {f}"), err))?,
+                    .map_err(at(format!("seccomp profile {f}")))?,
             ),
             _ => None,
         };
-        let devices = stat_devices(c).map_err(|err| e("device", err))?;
+        let devices = stat_devices(c).map_err(at("device"))?;
         let paths = InstancePaths {
             rootfs: dirs.rootfs(),
             volumes: volume_paths,
@@ -290,17 +281,16 @@ impl RealHost<'_> {
             seccomp_profile: seccomp.as_deref(),
             devices: &devices,
         };
-        let config = render::render(&input).map_err(|err| e("render", err))?;
-        let json = render::to_json(&config).map_err(|err| e("render", err))?;
-        state::write_atomic(&dirs.config(), json.as_bytes())
-            .map_err(|err| e("write the bundle", err))?;
+        let config = render::render(&input).map_err(at("render"))?;
+        let json = render::to_json(&config).map_err(at("render"))?;
+        state::write_atomic(&dirs.config(), json.as_bytes()).map_err(at("write the bundle"))?;
         failpoint("after-bundle");
 
         let record = ContainerRecord {
             name: name.to_string(),
             instance: id.to_string(),
             spec_hash: dc.hash.as_str().to_string(),
-            spec: serde_json::to_value(c).map_err(|err| e("record", err))?,
+            spec: serde_json::to_value(c).map_err(at("record"))?,
             image: ImageRef {
                 reference: c.image.clone(),
                 digest: dc.digest.clone(),
@@ -321,7 +311,7 @@ impl RealHost<'_> {
         Ok((record, overlap))
     }
 
-    fn teardown(&self, id: &str) -> Result<(), String> {
+    fn teardown(&self, id: &str) -> Result<(), HostError> {
         let stopped = self.lock_stopped().remove(id);
         let runtime: &dyn InstanceRuntime = self.runtime;
         teardown(
@@ -333,8 +323,20 @@ impl RealHost<'_> {
         )
     }
 
-    fn record(&self, name: &str) -> Result<Option<ContainerRecord>, String> {
-        state::read_record(&self.state_dir, name).map_err(|err| e("read the container record", err))
+    /// Tears down what a failed create made, and returns its error.
+    fn failed_create(&self, id: &str, err: HostError) -> StepError {
+        if let Err(cleanup) = self.teardown(id) {
+            tracing::warn!(
+                instance = id,
+                "cleanup after a failed create: {}",
+                error_chain(&cleanup)
+            );
+        }
+        err.into()
+    }
+
+    fn record(&self, name: &str) -> Result<Option<ContainerRecord>, HostError> {
+        state::read_record(&self.state_dir, name).map_err(at("read the container record"))
     }
 }
 
@@ -348,25 +350,20 @@ pub fn teardown(
     networks: &Networks,
     runtime: Option<&dyn InstanceRuntime>,
     id: &str,
-) -> Result<(), String> {
+) -> Result<(), HostError> {
     let inst = Instance::new(state_dir, id);
     if let Some(runtime) = runtime {
-        runtime
-            .delete(&inst)
-            .map_err(|err| e("runtime delete", err))?;
+        runtime.delete(&inst).map_err(at("runtime delete"))?;
     }
     failpoint("mid-removal");
-    networks
-        .detach(id)
-        .map_err(|err| e("network detach", err))?;
+    networks.detach(id).map_err(at("network detach"))?;
     // Before anything under the instance directory is removed.
-    binds::unstage_all(&inst.dirs.root).map_err(|err| e("binds", err))?;
-    secrets::unmount_secrets_dir(&secrets::secrets_dir(run_dir, id))
-        .map_err(|err| e("secrets", err))?;
-    mount::unmount_rootfs(&inst.dirs).map_err(|err| e("unmount", err))?;
+    binds::unstage_all(&inst.dirs.root).map_err(at("binds"))?;
+    secrets::unmount_secrets_dir(&secrets::secrets_dir(run_dir, id)).map_err(at("secrets"))?;
+    mount::unmount_rootfs(&inst.dirs).map_err(at("unmount"))?;
     match std::fs::remove_dir_all(&inst.dirs.root) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(e("remove the instance directory", err))
+            Err(at("remove the instance directory")(err))
         }
         _ => Ok(()),
     }
@@ -406,7 +403,11 @@ impl HostOps for RealHost<'_> {
     fn pull(&self, image: &str, digest: &str) -> Result<(), StepError> {
         // `berth apply` makes images ready before it plans; a pull step left in the
         // plan means that failed, and the reason is the container's report.
-        Err(format!("image {image}@{digest} could not be made ready").into())
+        Err(HostError::NotPulled {
+            image: image.to_string(),
+            digest: digest.to_string(),
+        }
+        .into())
     }
 
     fn create_network(&self, name: &str) -> Result<(), StepError> {
@@ -414,13 +415,13 @@ impl HostOps for RealHost<'_> {
             Some(def) => self.networks.ensure(def).map(drop),
             None => self.networks.ensure_network(name, None).map(drop),
         }
-        .map_err(|err| e(&format!("network `{name}`"), err).into())
+        .map_err(|err| at(format!("network `{name}`"))(err).into())
     }
 
     fn create_volume(&self, name: &str) -> Result<(), StepError> {
         volumes::ensure(&self.state_dir, name, None)
             .map(drop)
-            .map_err(|err| e("volume", err).into())
+            .map_err(|err| at("volume")(err).into())
     }
 
     fn create(&self, name: &str, id: &str) -> Result<(), StepError> {
@@ -430,7 +431,11 @@ impl HostOps for RealHost<'_> {
                 // Nothing of a half-made instance stays until the next pass: the rootfs
                 // and secrets mounts, the namespace, the directories.
                 if let Err(cleanup) = self.teardown(id) {
-                    tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
+                    tracing::warn!(
+                        instance = id,
+                        "cleanup after a failed create: {}",
+                        error_chain(&cleanup)
+                    );
                 }
                 return Err(err);
             }
@@ -439,13 +444,10 @@ impl HostOps for RealHost<'_> {
             // As below: the record once the runtime's create worked; a failure tears
             // the instance down at once, and a pass killed in between leaves an orphan.
             if let Err(err) = self.runtime.create(&self.instance(id)) {
-                if let Err(cleanup) = self.teardown(id) {
-                    tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
-                }
-                return Err(error_chain(&err).into());
+                return Err(self.failed_create(id, HostError::Create(err)));
             }
             state::write_record(&self.state_dir, &record)
-                .map_err(|err| e("write the container record", err))?;
+                .map_err(at("write the container record"))?;
             failpoint("after-create");
             self.lock_created().insert(id.to_string());
             return Ok(());
@@ -457,7 +459,7 @@ impl HostOps for RealHost<'_> {
             .desired
             .containers
             .get(name)
-            .ok_or_else(|| format!("container `{name}` is not desired"))?
+            .ok_or_else(|| HostError::NotDesired(name.to_string()))?
             .spec;
         let inst = self.instance(id);
         let (attached, created) = std::thread::scope(|s| {
@@ -465,7 +467,7 @@ impl HostOps for RealHost<'_> {
                 let a = self
                     .networks
                     .attach(&AttachRequest::for_container(id, c))
-                    .map_err(|err| e("network attach", err));
+                    .map_err(at("network attach"));
                 if a.is_ok() {
                     failpoint("after-cni-add");
                 }
@@ -475,33 +477,31 @@ impl HostOps for RealHost<'_> {
                 .runtime
                 .create(&inst)
                 .map(drop)
-                .map_err(|err| error_chain(&err));
+                .map_err(HostError::Create);
             let attached = add
                 .join()
-                .unwrap_or_else(|_| Err("network attach panicked".to_string()));
+                .unwrap_or_else(|_| Err(HostError::AttachPanicked));
             (attached, created)
         });
-        let a = match (attached, created) {
-            (Ok(a), Ok(())) => a,
-            (attached, created) => {
-                let err = [created.err(), attached.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                if let Err(cleanup) = self.teardown(id) {
-                    tracing::warn!(instance = id, "cleanup after a failed create: {cleanup}");
-                }
-                return Err(err.into());
+        let a = match (created, attached) {
+            (Ok(()), Ok(a)) => a,
+            (Err(create), Err(attach)) => {
+                return Err(self.failed_create(
+                    id,
+                    HostError::CreateAndAttach {
+                        create: Box::new(create),
+                        attach: Box::new(attach),
+                    },
+                ));
             }
+            (Err(err), Ok(_)) | (Ok(()), Err(err)) => return Err(self.failed_create(id, err)),
         };
         record.addresses = a
             .addresses
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
-        state::write_record(&self.state_dir, &record)
-            .map_err(|err| e("write the container record", err))?;
+        state::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
         failpoint("after-create");
         self.lock_created().insert(id.to_string());
         Ok(())
@@ -511,13 +511,13 @@ impl HostOps for RealHost<'_> {
         let inst = self.instance(id);
         let mut record = self
             .record(name)?
-            .ok_or_else(|| format!("container `{name}` has no record"))?;
+            .ok_or_else(|| HostError::NoRecord(name.to_string()))?;
         // Started again: the runtime holds it once more.
         self.lock_stopped().remove(id);
         let status = if self.lock_created().remove(id) {
             InstanceStatus::Created { pid: 0 }
         } else {
-            self.runtime.status(&inst).map_err(|err| e("status", err))?
+            self.runtime.status(&inst).map_err(at("status"))?
         };
         match status {
             InstanceStatus::Created { .. } => {}
@@ -528,16 +528,14 @@ impl HostOps for RealHost<'_> {
                     record.started_at = Some(state::now_rfc3339());
                     record.instance = id.to_string();
                     state::write_record(&self.state_dir, &record)
-                        .map_err(|err| e("write the container record", err))?;
+                        .map_err(at("write the container record"))?;
                 }
                 self.touch_networks_of(name);
                 return Ok(());
             }
             InstanceStatus::Exited(_) | InstanceStatus::Stopped | InstanceStatus::Missing => {
                 // A restart: the same bundle and writable layer, a fresh runtime container.
-                self.runtime
-                    .delete(&inst)
-                    .map_err(|err| e("runtime delete", err))?;
+                self.runtime.delete(&inst).map_err(at("runtime delete"))?;
                 let _ = std::fs::remove_file(inst.dirs.exit_file());
                 if record.started_at.is_some() {
                     record.restarts += 1;
@@ -552,7 +550,7 @@ impl HostOps for RealHost<'_> {
                 {
                     self.stage_binds(&dc.spec, &inst.dirs.root)?;
                 }
-                self.runtime.create(&inst).map_err(|err| e("create", err))?;
+                self.runtime.create(&inst).map_err(at("create"))?;
             }
         }
         if self.networks.defers_peers()
@@ -564,11 +562,10 @@ impl HostOps for RealHost<'_> {
                 error_chain(&err)
             );
         }
-        self.runtime.start(&inst).map_err(|err| e("start", err))?;
+        self.runtime.start(&inst).map_err(at("start"))?;
         record.started_at = Some(state::now_rfc3339());
         record.instance = id.to_string();
-        state::write_record(&self.state_dir, &record)
-            .map_err(|err| e("write the container record", err))?;
+        state::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
         failpoint("after-start");
         self.touch_networks_of(name);
         Ok(())
@@ -583,7 +580,7 @@ impl HostOps for RealHost<'_> {
     ) -> Result<(), StepError> {
         self.runtime
             .stop(&self.instance(id), signal_number(signal), timeout)
-            .map_err(|err| e("stop", err))?;
+            .map_err(at("stop"))?;
         // A stop ends with the runtime's delete.
         self.lock_stopped().insert(id.to_string());
         Ok(())
@@ -598,7 +595,7 @@ impl HostOps for RealHost<'_> {
 
     fn forget(&self, name: &str) -> Result<(), StepError> {
         state::remove_record(&self.state_dir, name)
-            .map_err(|err| e("remove the container record", err).into())
+            .map_err(|err| at("remove the container record")(err).into())
     }
 
     fn wait_healthy(&self, name: &str, id: &str, timeout: Duration) -> Result<(), StepError> {
@@ -606,7 +603,7 @@ impl HostOps for RealHost<'_> {
             .desired
             .containers
             .get(name)
-            .ok_or_else(|| format!("container `{name}` is not desired"))?;
+            .ok_or_else(|| HostError::NotDesired(name.to_string()))?;
         let Some(h) = &dc.spec.health else {
             return Ok(());
         };
@@ -616,7 +613,7 @@ impl HostOps for RealHost<'_> {
         };
         let inst = self.instance(id);
         let runtime = self.runtime;
-        let exec = move |argv: &[String], _t: Duration| -> Result<i32, String> {
+        let exec = move |argv: &[String], _t: Duration| -> Result<i32, health::ExecError> {
             let req = ExecRequest {
                 args: argv.to_vec(),
                 ..ExecRequest::default()
@@ -629,7 +626,7 @@ impl HostOps for RealHost<'_> {
             runtime
                 .exec(&inst, &req, io)
                 .map(|o| o.exit_code)
-                .map_err(|err| e("exec", err))
+                .map_err(|err| -> health::ExecError { Box::new(at("exec")(err)) })
         };
         let started = Instant::now();
         let mut run = || health::probe(&h.probe, &net, h.timeout, &exec);
@@ -637,9 +634,11 @@ impl HostOps for RealHost<'_> {
             |d: Duration| std::thread::sleep(d.min(timeout.saturating_sub(started.elapsed())));
         match health::wait_healthy(h, &mut run, &|| started.elapsed(), &mut sleep) {
             ProbeResult::Healthy => Ok(()),
-            ProbeResult::Unhealthy(why) => {
-                Err(format!("`{name}` did not become healthy: {why}").into())
+            ProbeResult::Unhealthy(why) => Err(HostError::Unhealthy {
+                name: name.to_string(),
+                why,
             }
+            .into()),
         }
     }
 
@@ -647,11 +646,11 @@ impl HostOps for RealHost<'_> {
         self.networks
             .remove_network(name)
             .map(drop)
-            .map_err(|err| e(&format!("network `{name}`"), err).into())
+            .map_err(|err| at(format!("network `{name}`"))(err).into())
     }
 
     fn remove_volume(&self, name: &str) -> Result<(), StepError> {
-        volumes::remove(&self.state_dir, name).map_err(|err| e("volume", err).into())
+        volumes::remove(&self.state_dir, name).map_err(|err| at("volume")(err).into())
     }
 
     fn finish(&self) {

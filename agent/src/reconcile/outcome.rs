@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::executor::StepResult;
+use super::executor::{FailureKind, StepResult};
 use super::model::{Action, Decision, Desired, Plan, PolicyDecisions, ReportKind, Step};
 
 /// What one pass did to one container.
@@ -58,10 +58,12 @@ pub enum ContainerOutcome {
     /// A step did not succeed. `step` is the container's own step (`create`, `start`,
     /// …); `error` the error of the step that failed. When the container's step was
     /// skipped because a step it needs did not succeed, `needed` names that step
-    /// (`pull 127.0.0.1:5000/web@sha256:…`, `start db-1a2b3c4d`).
+    /// (`pull 127.0.0.1:5000/web@sha256:…`, `start db-1a2b3c4d`). `kind` is that
+    /// error's: whether a later pass may succeed with the same input.
     NotApplied {
         step: String,
         error: String,
+        kind: FailureKind,
         #[serde(skip_serializing_if = "Option::is_none")]
         needed: Option<String>,
     },
@@ -169,7 +171,8 @@ impl Outcome {
 struct Seen {
     refused: Option<String>,
     report: Option<ContainerOutcome>,
-    failed: Option<(String, String)>,
+    /// The container's first failed step: its verb and error.
+    failed: Option<(String, String, FailureKind)>,
     /// The container's first skipped step: its verb and id.
     skipped: Option<(String, usize)>,
     created: Option<String>,
@@ -182,25 +185,31 @@ struct Seen {
 }
 
 impl Seen {
-    fn outcome(self, root: impl Fn(usize) -> (String, String)) -> ContainerOutcome {
+    fn outcome(self, root: impl Fn(usize) -> Root) -> ContainerOutcome {
         if let Some(reason) = self.refused {
             return ContainerOutcome::Blocked { reason };
         }
         if let Some(report) = self.report {
             return report;
         }
-        if let Some((step, error)) = self.failed {
+        if let Some((step, error, kind)) = self.failed {
             return ContainerOutcome::NotApplied {
                 step,
                 error,
+                kind,
                 needed: None,
             };
         }
         if let Some((step, id)) = self.skipped {
-            let (needed, error) = root(id);
+            let Root {
+                needed,
+                error,
+                kind,
+            } = root(id);
             return ContainerOutcome::NotApplied {
                 step,
                 error,
+                kind,
                 needed: Some(needed),
             };
         }
@@ -289,7 +298,7 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
                 }
                 (action, StepResult::Failed(e)) => {
                     s.failed
-                        .get_or_insert_with(|| (action.verb().to_string(), e.clone()));
+                        .get_or_insert_with(|| (action.verb().to_string(), e.chain(), e.kind()));
                 }
                 (action, StepResult::Skipped(_)) => {
                     s.skipped
@@ -329,14 +338,29 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
     }
 }
 
+/// What a skipped step waited for: the step that did not succeed, its error and kind.
+struct Root {
+    needed: String,
+    error: String,
+    kind: FailureKind,
+}
+
 /// For a skipped step: the first step it needs (directly or through other skipped
-/// steps) that failed, was refused or never ran, as `verb target`, and its error.
+/// steps) that failed, was refused or never ran, as `verb target`, and its error. A
+/// step that never ran is reported permanent: nothing says a retry would run it.
 fn root_cause(
     by_id: &BTreeMap<usize, &Step>,
     results: &BTreeMap<usize, StepResult>,
     id: usize,
-) -> (String, String) {
+) -> Root {
     let describe = |s: &Step| format!("{} {}", s.action.verb(), s.action.target());
+    let root = |needed: String, error: String, kind: FailureKind| Root {
+        needed,
+        error,
+        kind,
+    };
+    let permanent =
+        |needed: String, error: &str| root(needed, error.to_string(), FailureKind::Permanent);
     let mut stack = vec![id];
     let mut visited = BTreeSet::new();
     while let Some(id) = stack.pop() {
@@ -350,24 +374,20 @@ fn root_cause(
         let mut deeper = Vec::new();
         for need in &step.needs {
             let Some(n) = by_id.get(need) else {
-                return (format!("step {need}"), "not in the plan".to_string());
+                return permanent(format!("step {need}"), "not in the plan");
             };
             match results.get(need) {
-                Some(StepResult::Failed(e) | StepResult::Refused(e)) => {
-                    return (describe(n), e.clone());
-                }
+                Some(StepResult::Failed(e)) => return root(describe(n), e.chain(), e.kind()),
+                Some(StepResult::Refused(e)) => return permanent(describe(n), e),
                 Some(StepResult::Skipped(_)) => deeper.push(*need),
                 Some(StepResult::Done | StepResult::Reported) => {}
-                None => return (describe(n), "did not run".to_string()),
+                None => return permanent(describe(n), "did not run"),
             }
         }
         stack.extend(deeper.into_iter().rev());
     }
     match by_id.get(&id).and_then(|s| results.get(&s.id)) {
-        Some(StepResult::Skipped(why)) => (format!("step {id}"), why.clone()),
-        _ => (
-            format!("step {id}"),
-            "a step it needs did not succeed".to_string(),
-        ),
+        Some(StepResult::Skipped(why)) => permanent(format!("step {id}"), why),
+        _ => permanent(format!("step {id}"), "a step it needs did not succeed"),
     }
 }

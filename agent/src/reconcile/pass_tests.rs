@@ -83,7 +83,7 @@ fn a_report_names_each_step_with_its_result_and_duration() {
     );
     assert_eq!(
         v["steps"][1],
-        serde_json::json!({"id": 2, "step": "start web-1a2b3c4d", "result": "failed", "detail": "runc: exit 1", "duration_ms": 3})
+        serde_json::json!({"id": 2, "step": "start web-1a2b3c4d", "result": "failed", "detail": "runc: exit 1", "kind": "permanent", "duration_ms": 3})
     );
     // A report step ran nothing: no duration.
     assert_eq!(

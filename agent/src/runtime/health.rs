@@ -33,8 +33,20 @@ pub enum ProbeResult {
     Unhealthy(String),
 }
 
+/// Why an exec probe could not run its command, as the caller's runtime says.
+pub type ExecError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs `argv` in the container and returns its exit code (the runtime's `exec`).
-pub type ExecFn<'a> = dyn Fn(&[String], Duration) -> Result<i32, String> + 'a;
+pub type ExecFn<'a> = dyn Fn(&[String], Duration) -> Result<i32, ExecError> + 'a;
+
+/// Why a probe thread could not enter the container's network namespace.
+#[derive(Debug, thiserror::Error)]
+enum NetnsError {
+    #[error(transparent)]
+    Open(#[from] std::io::Error),
+    #[error(transparent)]
+    Enter(#[from] nix::errno::Errno),
+}
 
 /// Runs one probe with its timeout.
 pub fn probe(
@@ -47,7 +59,7 @@ pub fn probe(
         HealthProbe::Exec(argv) => match exec(argv, timeout) {
             Ok(0) => ProbeResult::Healthy,
             Ok(code) => ProbeResult::Unhealthy(format!("`{}` exited with {code}", argv.join(" "))),
-            Err(e) => ProbeResult::Unhealthy(e),
+            Err(e) => ProbeResult::Unhealthy(crate::image::prepare::error_chain(&*e)),
         },
         HealthProbe::Tcp(port) => in_netns(net, {
             let port = *port;
@@ -88,9 +100,10 @@ where
         .unwrap_or_else(|_| ProbeResult::Unhealthy("the probe thread panicked".into()))
 }
 
-fn enter_netns(path: &Path) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+fn enter_netns(path: &Path) -> Result<(), NetnsError> {
+    let file = std::fs::File::open(path)?;
+    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
 }
 
 /// A minimal HTTP/1.0 GET: 2xx and 3xx are healthy.
@@ -248,7 +261,8 @@ mod tests {
             }
         });
         let t = Duration::from_secs(2);
-        let no_exec = |_: &[String], _: Duration| -> Result<i32, String> { Err("no exec".into()) };
+        let no_exec =
+            |_: &[String], _: Duration| -> Result<i32, ExecError> { Err("no exec".into()) };
         assert_eq!(
             probe(&HealthProbe::Tcp(port), &ProbeNet::Host, t, &no_exec),
             ProbeResult::Healthy
@@ -264,7 +278,7 @@ mod tests {
             matches!(r, ProbeResult::Unhealthy(ref m) if m.contains("503")),
             "{r:?}"
         );
-        let exec = |argv: &[String], _: Duration| -> Result<i32, String> {
+        let exec = |argv: &[String], _: Duration| -> Result<i32, ExecError> {
             Ok(if argv[0] == "true" { 0 } else { 1 })
         };
         assert_eq!(
