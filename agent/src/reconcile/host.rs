@@ -478,9 +478,7 @@ impl HostOps for RealHost<'_> {
                 .create(&inst)
                 .map(drop)
                 .map_err(HostError::Create);
-            let attached = add
-                .join()
-                .unwrap_or_else(|_| Err(HostError::AttachPanicked));
+            let attached = add.join().unwrap_or(Err(HostError::AttachPanicked));
             (attached, created)
         });
         let a = match (created, attached) {
