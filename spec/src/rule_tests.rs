@@ -328,11 +328,11 @@ fn file_references_must_exist_inside_the_tree() {
 fn ports_need_bridge_mode_and_stop_first() {
     one(
         "[container.web]\nimage = \"IMG\"\nnetwork_mode = \"host\"\nports = [\"80:80\"]\n",
-        "a.toml:4:1: error: container `web`: `ports` cannot be used with network_mode = \"host\": the container has no network namespace of its own to publish from",
+        "a.toml:4:1: error: container `web`: `ports` cannot be used with network_mode = \"host\": the container shares the host's network, so its ports are the host's already",
     );
     one(
         "[container.web]\nimage = \"IMG\"\nnetwork_mode = \"none\"\nports = [\"80:80\"]\n",
-        "a.toml:4:1: error: container `web`: `ports` cannot be used with network_mode = \"none\": the container has no network namespace of its own to publish from",
+        "a.toml:4:1: error: container `web`: `ports` cannot be used with network_mode = \"none\": the container has only loopback, so there is nothing to publish",
     );
     one(
         "[container.web]\nimage = \"IMG\"\nupdate = \"start-first\"\nports = [\"80:80\"]\n",
@@ -426,4 +426,25 @@ fn containers_round_trip_through_json() {
     let back: crate::Container = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), json);
     assert_eq!(back.stop_timeout, std::time::Duration::from_secs(90));
+}
+
+#[test]
+fn mount_targets_are_not_the_root_and_not_used_twice() {
+    let m = |src: &str, target: &str| {
+        format!("[[container.web.mounts]]\n{src}\ntarget = \"{target}\"\n")
+    };
+    let text = format!(
+        "[volume.v]\n[container.web]\nimage = \"IMG\"\n{}{}{}[[container.web.mounts]]\ntmpfs = \"/data/./\"\n",
+        m("bind = \"/srv/x\"", "/"),
+        m("volume = \"v\"", "/data"),
+        m("bind = \"/srv/y\"", "//data/sub/.."),
+    );
+    assert_eq!(
+        errors(&[("a.toml", &text)]),
+        vec![
+            "a.toml:6:1: error: container `web`: a mount cannot replace the container's root filesystem (`/`); mount it on a directory such as `/data`",
+            "a.toml:12:1: error: container `web`: mount target `/data` is used twice (also mounts[1]); the later mount would hide the earlier",
+            "a.toml:14:1: error: container `web`: mount target `/data` is used twice (also mounts[1]); the later mount would hide the earlier",
+        ]
+    );
 }

@@ -149,7 +149,11 @@ pub(crate) fn validate(
                 diags.push(err(
                     c,
                     "ports",
-                    format!("`ports` cannot be used with network_mode = \"{}\": the container has no network namespace of its own to publish from", c.network_mode),
+                    if c.network_mode == NetworkMode::Host {
+                        "`ports` cannot be used with network_mode = \"host\": the container shares the host's network, so its ports are the host's already".to_string()
+                    } else {
+                        format!("`ports` cannot be used with network_mode = \"{}\": the container has only loopback, so there is nothing to publish", c.network_mode)
+                    },
                 ));
             }
             if explicit_networks {
@@ -169,6 +173,31 @@ pub(crate) fn validate(
                 "update",
                 "update = \"start-first\" cannot be used with host `ports`: the old and new instances would need the same host port; use \"stop-first\"",
             ));
+        }
+        let mut mount_targets: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, m) in c.mounts.iter().enumerate() {
+            let target = normalize_target(&m.target);
+            // A tmpfs mount names its target as its value.
+            let key = if matches!(m.source, MountSource::Tmpfs { .. }) {
+                format!("mounts[{i}].tmpfs")
+            } else {
+                format!("mounts[{i}].target")
+            };
+            if target == "/" {
+                diags.push(err(
+                    c,
+                    &key,
+                    "a mount cannot replace the container's root filesystem (`/`); mount it on a directory such as `/data`",
+                ));
+            } else if let Some(&first) = mount_targets.get(&target) {
+                diags.push(err(
+                    c,
+                    &key,
+                    format!("mount target `{target}` is used twice (also mounts[{first}]); the later mount would hide the earlier"),
+                ));
+            } else {
+                mount_targets.insert(target, i);
+            }
         }
         for (i, m) in c.mounts.iter().enumerate() {
             if let MountSource::Volume { name } = &m.source
@@ -390,4 +419,20 @@ fn subnet_overlaps(state: &DesiredState, diags: &mut Vec<Diagnostic>) {
             );
         }
     }
+}
+
+/// A mount target without `.`, repeated or trailing slashes, and with `..` applied, so
+/// `/data/` and `/data/./x/..` are both `/data`.
+fn normalize_target(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
