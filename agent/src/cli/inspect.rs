@@ -35,16 +35,19 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> ExitCode {
     };
     let status = status_or_warn(&state_dir, &record);
     let details = Details::new(&state_dir, &record, &status, unix_now());
-    match args.format {
+    let text = match args.format {
         Format::Json => match serde_json::to_string_pretty(&details) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("error: {}", ps::chain(&e));
                 return ExitCode::from(EXIT_FAILED);
             }
         },
-        Format::Text => print!("{}", details.text()),
-    }
+        Format::Text => details.text(),
+    };
+    // A reader that stops early (`| head`) is not an error.
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     ExitCode::SUCCESS
 }
 
