@@ -216,13 +216,19 @@ fn apply_brings_up_the_webapp() {
     assert!(body.ends_with("hello from berth\n"), "{body}");
 
     // The memory limit is in the container's cgroup (v1 here, v2 elsewhere).
-    let web = node.instance("web");
-    let v1 = Path::new("/sys/fs/cgroup/memory/berth")
-        .join(&web)
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(node.state().join("containers/web/state.json")).unwrap(),
+    )
+    .unwrap();
+    let cgroup = record["cgroup_path"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/');
+    assert!(cgroup.ends_with(&node.instance("web")), "{cgroup}");
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(cgroup)
         .join("memory.limit_in_bytes");
-    let v2 = Path::new("/sys/fs/cgroup/berth")
-        .join(&web)
-        .join("memory.max");
+    let v2 = Path::new("/sys/fs/cgroup").join(cgroup).join("memory.max");
     let limit = std::fs::read_to_string(&v1)
         .or_else(|_| std::fs::read_to_string(&v2))
         .unwrap();

@@ -6,6 +6,7 @@
 mod agentcheck;
 mod apply;
 mod audit;
+mod cgroups;
 mod crash;
 mod hostile;
 mod hostside;

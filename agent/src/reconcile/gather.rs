@@ -232,8 +232,21 @@ pub fn instance_state(dirs: &InstanceDirs, record: Option<&ContainerRecord>) -> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // The record's cgroup when it is this instance's (older records have other paths),
+    // else where this state directory puts it.
+    let cgroup = record
+        .filter(|r| r.instance == id && !r.cgroup_path.is_empty())
+        .map(|r| r.cgroup_path.clone())
+        .unwrap_or_else(|| {
+            let state_dir = dirs
+                .root
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("/"));
+            crate::runtime::render::cgroups_path(state_dir, &id)
+        });
     match dirs.pid() {
-        Some(pid) if pid_in_instance(pid, &id) => match started_at {
+        Some(pid) if pid_in_instance(pid, &cgroup) => match started_at {
             Some(t) => InstanceState::Running {
                 pid: pid as u32,
                 started_at: t,
@@ -245,8 +258,8 @@ pub fn instance_state(dirs: &InstanceDirs, record: Option<&ContainerRecord>) -> 
     }
 }
 
-/// Whether `pid` is a live process in the cgroup of instance `id`.
-fn pid_in_instance(pid: i32, id: &str) -> bool {
+/// Whether `pid` is a live process in the instance's cgroup `cgroup_path`.
+fn pid_in_instance(pid: i32, cgroup_path: &str) -> bool {
     let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
         return false;
     };
@@ -258,7 +271,7 @@ fn pid_in_instance(pid: i32, id: &str) -> bool {
         })
         .flatten()
         .is_some_and(|state| state != 'Z' && state != 'X');
-    alive && cgroup.lines().any(|l| l.ends_with(&format!("/{id}")))
+    alive && crate::runtime::status::in_cgroup(&cgroup, cgroup_path)
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac]Z` to Unix seconds.

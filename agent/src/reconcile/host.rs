@@ -275,6 +275,7 @@ impl RealHost<'_> {
             image: &image.config,
             spec_hash: &dc.hash,
             paths: &paths,
+            state_dir: &self.state_dir,
             host: self.host,
             passwd: image.passwd.as_deref(),
             group: image.group.as_deref(),
@@ -304,7 +305,7 @@ impl RealHost<'_> {
             operator_stopped: false,
             addresses,
             ports: c.ports.iter().map(|p| p.to_string()).collect(),
-            cgroup_path: render::cgroups_path(id),
+            cgroup_path: render::cgroups_path(&self.state_dir, id),
             uid: Some(who.uid),
             gid: Some(who.gid),
         };
@@ -354,6 +355,11 @@ pub fn teardown(
     let inst = Instance::new(state_dir, id);
     if let Some(runtime) = runtime {
         runtime.delete(&inst).map_err(at("runtime delete"))?;
+        // This state directory's `/berth/<hash>` parent, once its last instance is gone.
+        crate::runtime::cgroup::remove_empty_parent(
+            Path::new(crate::runtime::cgroup::CGROUP_ROOT),
+            &render::cgroups_path(state_dir, id),
+        );
     }
     failpoint("mid-removal");
     networks.detach(id).map_err(at("network detach"))?;

@@ -158,6 +158,7 @@ impl Lab {
             image: &image,
             spec_hash: &hash,
             paths: &paths,
+            state_dir: &self.state_dir(),
             host: &self.host,
             passwd: Some(&passwd),
             group: Some(&group),
@@ -232,7 +233,7 @@ impl Lab {
         let private_unified = std::env::var(NS_FLAG).as_deref() == Ok("1");
         let made = self.made.lock().unwrap().clone();
         for inst in made {
-            for cg in cgroup_dirs(&inst.id) {
+            for cg in cgroup_dirs(&self.state_dir(), &inst.id) {
                 if private_unified && cg.starts_with("/sys/fs/cgroup/unified") {
                     continue;
                 }
@@ -249,7 +250,7 @@ impl Drop for Lab {
         for inst in made.iter() {
             let _ = rt.run("delete", &inst.id, &rt.delete_argv(&inst.id, true));
             let _ = unmount_rootfs(&inst.dirs);
-            for cg in cgroup_dirs(&inst.id) {
+            for cg in cgroup_dirs(&self.state_dir(), &inst.id) {
                 let _ = std::fs::remove_dir(cg);
             }
         }
@@ -257,8 +258,8 @@ impl Drop for Lab {
 }
 
 /// `/sys/fs/cgroup/<hierarchy>/berth/<id>` for every hierarchy (v1), or the v2 one.
-pub(super) fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let rel = crate::runtime::render::cgroups_path(id);
+pub(super) fn cgroup_dirs(state_dir: &Path, id: &str) -> Vec<PathBuf> {
+    let rel = crate::runtime::render::cgroups_path(state_dir, id);
     let mut out = vec![PathBuf::from(format!("/sys/fs/cgroup{rel}"))];
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         out.extend(

@@ -291,7 +291,15 @@ fn probe(
     };
     let prepared = write_bundle(&dir, &id);
     let verdict = match prepared {
-        Ok(()) => create_and_delete(&rt, &id, &dir),
+        Ok(()) => {
+            let verdict = create_and_delete(&rt, &id, &dir);
+            // The probe's own `/berth/<hash>` parent, now empty.
+            crate::runtime::cgroup::remove_empty_parent(
+                Path::new(crate::runtime::cgroup::CGROUP_ROOT),
+                &crate::runtime::render::cgroups_path(&dir, &id),
+            );
+            verdict
+        }
         Err(source) => {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(DetectError::Io { path: dir, source });
@@ -332,7 +340,7 @@ fn write_bundle(dir: &Path, id: &str) -> std::io::Result<()> {
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
                            {"type": "mount"}, {"type": "network"}],
-            "cgroupsPath": crate::runtime::render::cgroups_path(id),
+            "cgroupsPath": crate::runtime::render::cgroups_path(dir, id),
             "resources": {"devices": [{"allow": false, "access": "rwm"}]}
         }
     });

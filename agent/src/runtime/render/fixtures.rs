@@ -158,6 +158,7 @@ impl Scenario {
             image: &self.image,
             spec_hash: &self.hash,
             paths: &self.paths,
+            state_dir: std::path::Path::new("/var/lib/berth"),
             host: &self.host,
             passwd: self.passwd.as_deref(),
             group: self.group.as_deref(),

@@ -96,7 +96,7 @@ pub(super) fn render(
         .namespaces(namespaces(input)?)
         .devices(devices)
         .resources(resources(input, device_rules)?)
-        .cgroups_path(cgroups_path(instance_id))
+        .cgroups_path(cgroups_path(input.state_dir, instance_id))
         .build()
         .map_err(oci_err(c))?;
     let sysctls = sysctls(c)?;

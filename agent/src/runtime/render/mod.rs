@@ -28,7 +28,7 @@ mod runc_tests;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{RootBuilder, Spec, SpecBuilder};
@@ -47,12 +47,24 @@ pub const ANNOTATION_INSTANCE: &str = "io.berth.instance";
 pub const ANNOTATION_SPEC_HASH: &str = "io.berth.spec-hash";
 pub const ANNOTATION_IMAGE: &str = "io.berth.image";
 
-/// The cgroup of an instance, for the cgroupfs driver. Absolute, so it sits at the
-/// root of each hierarchy (`/sys/fs/cgroup/<controller>/berth/<id>` on v1) and not
-/// under the agent's own cgroup, which on cgroup v2 holds processes and so could
-/// not have children with controllers enabled.
-pub fn cgroups_path(instance_id: &str) -> String {
-    format!("/berth/{instance_id}")
+/// Hex digits of the state directory's hash in a cgroup path: 48 bits, so two state
+/// directories on one host collide with odds of about one in 10^14.
+pub const CGROUP_HASH_LEN: usize = 12;
+
+/// The cgroup of an instance, for the cgroupfs driver:
+/// `/berth/<12 hex digits of the state directory's hash>/<instance id>`.
+///
+/// The instance id derives from the spec alone, so two state directories applying the
+/// same spec (two agents, tests side by side) have the same ids; the state directory's
+/// hash, as bridge names use it (`network::naming::state_hash`), keeps their cgroups
+/// apart. Absolute, so it sits at the root of each hierarchy
+/// (`/sys/fs/cgroup/<controller>/berth/…` on v1) and not under the agent's own cgroup,
+/// which on cgroup v2 holds processes and so could not have children with controllers
+/// enabled. Records keep the path they were created with (`ContainerRecord.cgroup_path`),
+/// so instances of earlier releases (`/berth/<id>`) are still found.
+pub fn cgroups_path(state_dir: &Path, instance_id: &str) -> String {
+    let hash = crate::network::naming::state_hash(state_dir, None);
+    format!("/berth/{}/{instance_id}", &hash[..CGROUP_HASH_LEN])
 }
 
 /// A device node on the host, as `stat` saw it (gathered by the caller).
@@ -127,6 +139,8 @@ pub struct RenderInput<'a> {
     /// The container's spec hash; the instance id derives from it.
     pub spec_hash: &'a SpecHash,
     pub paths: &'a InstancePaths,
+    /// The state directory, whose hash goes into the cgroup path ([`cgroups_path`]).
+    pub state_dir: &'a Path,
     pub host: &'a HostInfo,
     /// The image's `/etc/passwd` and `/etc/group`, when the rootfs has them.
     pub passwd: Option<&'a str>,

@@ -393,3 +393,16 @@ fn json_is_deterministic() {
         assert_eq!(a, to_json(&render(&s.input()).unwrap()).unwrap());
     }
 }
+
+#[test]
+fn cgroup_paths_carry_the_state_directory_hash() {
+    use std::path::Path;
+    let a = super::cgroups_path(Path::new("/var/lib/berth"), "web-4f3c2a1b");
+    assert_eq!(a, "/berth/5a2cdf17d6f6/web-4f3c2a1b");
+    let b = super::cgroups_path(Path::new("/var/lib/berth-2"), "web-4f3c2a1b");
+    assert_ne!(a, b);
+    assert!(
+        b.starts_with("/berth/") && b.ends_with("/web-4f3c2a1b"),
+        "{b}"
+    );
+}
