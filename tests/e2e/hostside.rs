@@ -266,3 +266,45 @@ fn every_network_mode_comes_up_and_goes_without_leftovers() {
         .unwrap_or_default();
     assert!(netns.is_empty(), "namespaces left: {netns:?}");
 }
+
+/// A file reference the validator reads lexically (`x/../zero` is the tree's `zero`)
+/// is read the same way: never through a committed link (`x` → `/dev/shm`, which would
+/// make it `/dev/zero`, read until memory runs out).
+#[test]
+fn a_file_reference_through_a_committed_link_reads_the_tree_file() {
+    let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
+    else {
+        return;
+    };
+    std::os::unix::fs::symlink("/dev/shm", node.spec.join("x")).unwrap();
+    std::fs::write(
+        node.spec.join("zero"),
+        "{\"defaultAction\": \"SCMP_ACT_ALLOW\"}\n",
+    )
+    .unwrap();
+    node.write_spec(
+        "c.toml",
+        &container("prof", "sleep 3600", "seccomp = \"x/../zero\""),
+    );
+    let start = Instant::now();
+    let plan = node.berth(&["plan", "--offline", &node.spec.to_string_lossy()]);
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "plan took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(plan.code, 0 | 1),
+        "{}\n{}",
+        plan.stdout,
+        plan.stderr
+    );
+    let r = node.apply();
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "apply took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("prof: created"), "{}", r.stdout);
+}

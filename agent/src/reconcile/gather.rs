@@ -19,6 +19,7 @@ use super::model::*;
 use crate::image::store::Store;
 use crate::runtime::spec_hash::{HashInput, SecretInput, SpecHash, spec_hash};
 use crate::runtime::state::{self, ContainerRecord, InstanceDirs};
+use crate::storage::treefile;
 
 /// The facts learned about one container's image after it was pulled.
 #[derive(Debug, Clone, Default)]
@@ -135,8 +136,8 @@ pub fn hash(
             .secrets
             .get(&s.name)
             .ok_or_else(|| format!("secret `{}` is not defined", s.name))?;
-        let bytes = std::fs::read(root.join(&secret.file))
-            .map_err(|e| format!("cannot read secret file {}: {e}", secret.file))?;
+        let bytes = treefile::read(root, &secret.file, treefile::MAX_SECRET_FILE)
+            .map_err(|e| format!("secret file: {}", crate::image::prepare::error_chain(&e)))?;
         ciphertexts.push((secret, bytes));
     }
     let secrets: Vec<SecretInput<'_>> = ciphertexts
@@ -148,8 +149,12 @@ pub fn hash(
         .collect();
     let profile = match &c.seccomp {
         Seccomp::Profile(file) => Some(
-            std::fs::read(root.join(file))
-                .map_err(|e| format!("cannot read seccomp profile {file}: {e}"))?,
+            treefile::read(root, file, treefile::MAX_SECCOMP_PROFILE).map_err(|e| {
+                format!(
+                    "seccomp profile: {}",
+                    crate::image::prepare::error_chain(&e)
+                )
+            })?,
         ),
         _ => None,
     };

@@ -32,7 +32,7 @@ use crate::runtime::mount;
 use crate::runtime::render::{self, DeviceKind, HostDevice, HostInfo, InstancePaths, RenderInput};
 use crate::runtime::state::{self, ContainerRecord, ImageRef, InstanceDirs};
 use crate::runtime::user;
-use crate::storage::{binds, secrets, volumes};
+use crate::storage::{binds, secrets, treefile, volumes};
 
 pub mod error;
 
@@ -197,7 +197,7 @@ impl RealHost<'_> {
                     .secrets
                     .get(&s.name)
                     .ok_or_else(|| HostError::UndefinedSecret(s.name.clone()))?;
-                let plain = secrets::decrypt_file(identity, &self.root.join(&secret.file))
+                let plain = secrets::decrypt_tree_file(identity, &self.root, &secret.file)
                     .map_err(at(format!("secret `{}`", s.name)))?;
                 secrets::write_secret(&dir, &s.target, &plain, who.uid, who.gid)
                     .map_err(at(format!("secret `{}`", s.name)))?;
@@ -254,8 +254,11 @@ impl RealHost<'_> {
 
         let seccomp = match &c.seccomp {
             berth_spec::Seccomp::Profile(f) => Some(
-                std::fs::read_to_string(self.root.join(f))
-                    .map_err(at(format!("seccomp profile {f}")))?,
+                String::from_utf8_lossy(
+                    &treefile::read(&self.root, f, treefile::MAX_SECCOMP_PROFILE)
+                        .map_err(at("seccomp profile"))?,
+                )
+                .into_owned(),
             ),
             _ => None,
         };

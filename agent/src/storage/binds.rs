@@ -19,13 +19,14 @@
 //! there can never have its host data deleted.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::FileType;
 
+use super::nofollow;
 use crate::runtime::mount;
 
 /// Why a bind could not be resolved or staged. Each names the paths involved.
@@ -105,60 +106,22 @@ pub fn resolve(source_path: &str) -> Result<PathBuf, BindError> {
 /// symlink, one component at a time. Returns the descriptor and whether it is a
 /// directory.
 fn open_nofollow(source_path: &str, resolved: &Path) -> Result<(OwnedFd, bool), BindError> {
-    let open_err = |at: &Path| {
-        let (source_path, at) = (source_path.to_string(), at.to_path_buf());
-        move |e: rustix::io::Errno| BindError::Open {
-            source_path,
+    match nofollow::open_absolute(resolved) {
+        Ok((fd, kind)) => Ok((fd, kind == FileType::Directory)),
+        Err(nofollow::WalkError::Symlink { at }) => Err(BindError::Symlink {
+            source_path: source_path.to_string(),
             at,
-            source: e.into(),
-        }
-    };
-    let root = Path::new("/");
-    let mut fd = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(open_err(root))?;
-    let mut at = PathBuf::from("/");
-    let mut is_dir = true;
-    for c in resolved.components() {
-        let name = match c {
-            Component::RootDir => continue,
-            Component::Normal(n) => n,
-            // `resolve` returns a canonical path; anything else is refused, not followed.
-            _ => {
-                return Err(BindError::Symlink {
-                    source_path: source_path.to_string(),
-                    at: resolved.to_path_buf(),
-                });
-            }
-        };
-        at.push(name);
-        if !is_dir {
-            return Err(open_err(&at)(rustix::io::Errno::NOTDIR));
-        }
-        let next = rustix::fs::openat(
-            fd.as_fd(),
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(open_err(&at))?;
-        let st = rustix::fs::fstat(&next).map_err(open_err(&at))?;
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::Symlink => {
-                return Err(BindError::Symlink {
-                    source_path: source_path.to_string(),
-                    at,
-                });
-            }
-            FileType::Directory => is_dir = true,
-            _ => is_dir = false,
-        }
-        fd = next;
+        }),
+        Err(nofollow::WalkError::NotPlain { at }) => Err(BindError::Symlink {
+            source_path: source_path.to_string(),
+            at,
+        }),
+        Err(nofollow::WalkError::Open { at, source }) => Err(BindError::Open {
+            source_path: source_path.to_string(),
+            at,
+            source,
+        }),
     }
-    Ok((fd, is_dir))
 }
 
 /// Bind-mounts the checked path `resolved` onto the instance's staged mount point

@@ -3,7 +3,9 @@
 //! per-instance tmpfs (`secrets`).
 
 pub mod binds;
+pub mod nofollow;
 pub mod secrets;
+pub mod treefile;
 // Used by the executor (`berth apply`), which lands next.
 #[allow(dead_code)]
 pub mod volumes;

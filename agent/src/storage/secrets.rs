@@ -53,11 +53,11 @@ pub enum SecretError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot read secret file {}: {source}", path.display())]
-    ReadSecret {
+    #[error("secret file {}", path.display())]
+    TreeFile {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: super::treefile::TreeFileError,
     },
     #[error("secret file {}: not an age file", path.display())]
     NotAge { path: PathBuf },
@@ -307,14 +307,22 @@ pub fn decrypt(
     Ok(Plaintext(plain))
 }
 
-/// Reads and decrypts a secret file.
-#[allow(dead_code, reason = "the runtime calls it when it delivers secrets")]
-pub fn decrypt_file(identity: &NodeIdentity, path: &Path) -> Result<Plaintext, SecretError> {
-    let bytes = std::fs::read(path).map_err(|source| SecretError::ReadSecret {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    decrypt(identity, path, &bytes)
+/// Reads the secret file `reference` of the spec tree at `root` (as `treefile` reads
+/// it: no link followed, a regular file, at most [`treefile::MAX_SECRET_FILE`]) and
+/// decrypts it.
+pub fn decrypt_tree_file(
+    identity: &NodeIdentity,
+    root: &Path,
+    reference: &str,
+) -> Result<Plaintext, SecretError> {
+    let path = root.join(reference);
+    let bytes = super::treefile::read(root, reference, super::treefile::MAX_SECRET_FILE).map_err(
+        |source| SecretError::TreeFile {
+            path: path.clone(),
+            source,
+        },
+    )?;
+    decrypt(identity, &path, &bytes)
 }
 
 /// An instance's secrets directory: `<run_dir>/secrets/<instance id>` (DESIGN.md §7).

@@ -13,6 +13,7 @@ use crate::runtime::state::io_is_transient;
 use crate::runtime::user::UserError;
 use crate::storage::binds::BindError;
 use crate::storage::secrets::SecretError;
+use crate::storage::treefile::TreeFileError;
 use crate::storage::volumes::VolumeError;
 
 /// The typed error of the module a host operation called. Transparent: it shows and
@@ -39,6 +40,8 @@ pub enum Cause {
     Render(#[from] RenderError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    TreeFile(#[from] TreeFileError),
 }
 
 impl Cause {
@@ -53,6 +56,7 @@ impl Cause {
             Cause::Secret(e) => e.is_transient(),
             Cause::Network(e) => e.is_transient(),
             Cause::Instance(e) => e.is_transient(),
+            Cause::TreeFile(e) => e.is_transient(),
             Cause::User(_) | Cause::Render(_) | Cause::Json(_) => false,
         }
     }
