@@ -97,7 +97,7 @@ fn all_report(dir: &Path, expected: &str) {
     for args in [
         vec!["validate", &d],
         vec!["audit", &d, "--policy", "restricted"],
-        vec!["plan", &d],
+        vec!["plan", "--offline", &d],
     ] {
         let r = node.run(&args);
         assert!(

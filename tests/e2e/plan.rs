@@ -69,7 +69,8 @@ fn plan_of_the_webapp_on_an_empty_node() {
 
 #[test]
 fn plan_reports_what_the_policy_blocks() {
-    let run = plan("examples/insecure/repo", &[]);
+    // Offline: its images name public registries, and tests talk only to loopback.
+    let run = plan("examples/insecure/repo", &["--offline"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("node-metrics  blocked"),
