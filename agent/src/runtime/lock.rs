@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::state::{open_lock_file, private_dir};
+use crate::runtime::state::{open_lock_file, trusted_dir};
 
 /// How often a waiter tries the lock again: short next to a pass, long next to a
 /// syscall.
@@ -110,7 +110,7 @@ pub fn lock(
     timeout: Duration,
     waiting: &mut dyn FnMut(&str),
 ) -> Result<StateLock, LockError> {
-    private_dir(state_dir).map_err(|source| LockError::Dir {
+    trusted_dir(state_dir).map_err(|source| LockError::Dir {
         path: state_dir.to_path_buf(),
         source,
     })?;

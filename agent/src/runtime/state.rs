@@ -283,6 +283,46 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// [`private_dir`] for the state and run directories themselves, which must also be
+/// safe from other local users all the way up (as sshd's `StrictModes` checks a home
+/// directory): the directory and every ancestor of its real path owned by root (or by
+/// the user berth runs as), and none writable by others unless sticky (`/tmp`), where
+/// others cannot rename or remove what is not theirs. A state directory a local user
+/// made, or one below a directory they can write, would let them swap a bundle's
+/// `config.json` before the OCI runtime reads it as root.
+pub fn trusted_dir(path: &Path) -> io::Result<()> {
+    private_dir(path)?;
+    let real = fs::canonicalize(path)?;
+    let me = rustix::process::geteuid().as_raw();
+    for dir in real.ancestors() {
+        let m = fs::symlink_metadata(dir)?;
+        let refuse = |why: String| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not safe for berth's state: {why}",
+                    if dir == real {
+                        dir.display().to_string()
+                    } else {
+                        format!("{} (above {})", dir.display(), real.display())
+                    }
+                ),
+            )
+        };
+        if m.uid() != 0 && m.uid() != me {
+            return Err(refuse(format!("it is owned by uid {}", m.uid())));
+        }
+        let mode = m.mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(refuse(format!(
+                "others can write to it (mode {:o}) and it is not sticky",
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically, mode 0600: a temp file in the same directory,
 /// fsync, rename, fsync of the directory. Creates missing parent directories 0700.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -400,6 +440,29 @@ pub fn chain_is_transient(err: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_dir_others_could_tamper_with_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("base");
+        trusted_dir(&base.join("state")).unwrap();
+        // Below a directory others can write (and not sticky): refused, naming it.
+        fs::set_permissions(&base, Permissions::from_mode(0o777)).unwrap();
+        let e = trusted_dir(&base.join("state")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("others can write"), "{e}");
+        // Sticky, as /tmp is: others cannot rename what is not theirs.
+        fs::set_permissions(&base, Permissions::from_mode(0o1777)).unwrap();
+        trusted_dir(&base.join("state")).unwrap();
+        // A directory a local user made is theirs to swap: refused (needs root to chown).
+        if rustix::process::geteuid().is_root() {
+            let theirs = base.join("theirs");
+            fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let e = trusted_dir(&theirs).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+    }
 
     #[test]
     fn a_full_disk_is_transient_and_a_missing_file_is_not() {

@@ -189,7 +189,7 @@ pub fn probe_cached(binary: &Path, run_dir: &Path) -> Result<ProbeRecord, Detect
     let meta = binary.metadata().map_err(io(&binary))?;
     let (boot_id, mount_ns) = environment();
     // The first of berth's steps to touch the run directory: it is berth's own, 0700.
-    state::private_dir(run_dir).map_err(io(run_dir))?;
+    state::trusted_dir(run_dir).map_err(io(run_dir))?;
     let cache_path = run_dir.join(CACHE_FILE);
     let mut cache: ProbeCache = std::fs::read(&cache_path)
         .ok()
