@@ -448,3 +448,17 @@ fn mount_targets_are_not_the_root_and_not_used_twice() {
         ]
     );
 }
+
+#[test]
+fn quoted_input_cannot_forge_lines_or_drive_a_terminal() {
+    let text =
+        "[container.web]\nimage = \"IMG\"\nhostname = \"\\u001b]0;pwned\\u0007\\nFAKE: ok\"\n";
+    let errs = errors(&[("a.toml", text)]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(!errs[0].chars().any(char::is_control), "{:?}", errs[0]);
+    assert!(
+        errs[0].contains("\\u{1b}]0;pwned\\u{7}\\u{a}FAKE: ok"),
+        "{}",
+        errs[0]
+    );
+}

@@ -2,6 +2,7 @@
 //! grouped by container, one line each — `FILE:LINE: RULE: STATUS: message (fix: …)` —
 //! then a summary by rule and the expired waivers. Colour only when asked (a terminal).
 
+use berth_spec::diag::printable;
 use std::fmt::Write;
 
 use crate::finding::{Finding, Status};
@@ -43,20 +44,20 @@ fn status_word(f: &Finding, paint: &Paint) -> String {
 
 fn line(f: &Finding, paint: &Paint) -> String {
     let tail = match f.status {
-        Status::Violation => format!(" (fix: {})", f.remedy),
+        Status::Violation => format!(" (fix: {})", printable(&f.remedy)),
         Status::Waived => format!(
             " (waived: {})",
-            f.waiver_reason.as_deref().unwrap_or("no reason given")
+            printable(f.waiver_reason.as_deref().unwrap_or("no reason given"))
         ),
         Status::NotChecked => String::new(),
     };
     format!(
         "{}:{}: {}: {}: {}{tail}",
-        f.file,
+        printable(&f.file),
         f.line,
         f.rule,
         status_word(f, paint),
-        f.message
+        printable(&f.message)
     )
 }
 
