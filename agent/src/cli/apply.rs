@@ -108,7 +108,7 @@ fn render(report: &Report, format: Format) {
         },
         Format::Text => {
             for (name, c) in &report.containers {
-                println!("{name}: {}", describe(c));
+                println!("{name}: {}", berth_spec::diag::printable(&describe(c)));
             }
             for (name, n) in &report.networks {
                 println!("network {name}: deferred: {}", n.reason);
