@@ -525,11 +525,19 @@ impl Client {
                         source,
                     });
                 let (t, host, idle) = (target.clone(), ep.host.clone(), self.inner.timeouts.idle);
-                let stalled = move || RegistryError::Stalled {
-                    target: t.clone(),
-                    host: host.clone(),
-                    what: "blob",
-                    after: idle,
+                let stalled = move |why: transport::Stall| match why {
+                    transport::Stall::Window => RegistryError::Stalled {
+                        target: t.clone(),
+                        host: host.clone(),
+                        what: "blob",
+                        after: idle,
+                    },
+                    transport::Stall::Attempt => RegistryError::TooSlow {
+                        target: t.clone(),
+                        host: host.clone(),
+                        what: "blob",
+                        after: idle * transport::ATTEMPT_WINDOWS,
+                    },
                 };
                 let stream = transport::idle_guard(stream, idle, stalled).boxed();
                 return Ok((BlobBody { partial, stream }, ep.host.clone()));

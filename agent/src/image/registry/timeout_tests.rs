@@ -280,3 +280,21 @@ async fn error_body_prefix_is_capped() {
     let body = transport::read_prefix(resp, 1000, Duration::from_secs(5)).await;
     assert_eq!(body.len(), 1000);
 }
+
+#[tokio::test]
+async fn a_blob_fed_just_fast_enough_ends_with_its_attempt() {
+    // 2 KiB every 300 ms passes every 1 s window, but 128 KiB would take 19 s: the
+    // attempt ends after ten windows, and is not retried within the pass.
+    let data: Vec<u8> = (0..128 * 1024).map(|i| (i % 241) as u8).collect();
+    let addr = paced(data.clone(), 2048, Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let started = Instant::now();
+    let err = ingest_from(&addr, &data, &store).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(err.contains("not received whole within 10s"), "{err}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+        "{took:?}"
+    );
+}

@@ -499,9 +499,24 @@ pub(super) async fn read_small(
 /// hold a pull for days.
 pub(super) const MIN_PROGRESS: usize = 1024;
 
-/// Ends `stream` with `stalled()` when fewer than [`MIN_PROGRESS`] bytes come within
-/// one window of `idle`: a blob download that makes real progress, however slowly, goes
-/// on; one that stops or trickles fails.
+/// How many idle windows one download attempt of a blob may last: a server that feeds
+/// just enough to pass every window still ends the attempt. What arrived is kept, and
+/// the next pass resumes from there, so a slow but honest link still gets there.
+pub(super) const ATTEMPT_WINDOWS: u32 = 10;
+
+/// Why [`idle_guard`] ended a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stall {
+    /// Less than [`MIN_PROGRESS`] within one window.
+    Window,
+    /// The attempt lasted [`ATTEMPT_WINDOWS`] windows.
+    Attempt,
+}
+
+/// Ends `stream` with `stalled(Stall::Window)` when fewer than [`MIN_PROGRESS`] bytes
+/// come within one window of `idle` (a blob download that makes real progress goes on;
+/// one that stops or trickles fails), and with `stalled(Stall::Attempt)` once it has
+/// lasted [`ATTEMPT_WINDOWS`] windows.
 pub(super) fn idle_guard<S, T, F>(
     stream: S,
     idle: Duration,
@@ -510,25 +525,31 @@ pub(super) fn idle_guard<S, T, F>(
 where
     S: Stream<Item = Result<T, RegistryError>> + Send + Unpin + 'static,
     T: AsRef<[u8]> + Send + 'static,
-    F: Fn() -> RegistryError + Send + Sync + 'static,
+    F: Fn(Stall) -> RegistryError + Send + Sync + 'static,
 {
     struct Window<S, F> {
         stream: S,
         stalled: F,
         deadline: tokio::time::Instant,
+        end: tokio::time::Instant,
         got: usize,
     }
+    let start = tokio::time::Instant::now();
     let first = Window {
         stream,
         stalled,
-        deadline: tokio::time::Instant::now() + idle,
+        deadline: start + idle,
+        end: start + idle * ATTEMPT_WINDOWS,
         got: 0,
     };
     futures_util::stream::unfold(Some(first), move |state| async move {
         let mut w = state?;
         loop {
-            let next = tokio::time::timeout_at(w.deadline, w.stream.next()).await;
+            let next = tokio::time::timeout_at(w.deadline.min(w.end), w.stream.next()).await;
             let now = tokio::time::Instant::now();
+            if now >= w.end && !matches!(next, Ok(None)) {
+                return Some((Err((w.stalled)(Stall::Attempt)), None));
+            }
             // A window ended: enough came in it, or the download is stalled.
             if now >= w.deadline {
                 let got = w.got
@@ -537,7 +558,7 @@ where
                         _ => 0,
                     });
                 if got < MIN_PROGRESS && !matches!(next, Ok(None)) {
-                    return Some((Err((w.stalled)()), None));
+                    return Some((Err((w.stalled)(Stall::Window)), None));
                 }
                 w.deadline = now + idle;
                 w.got = 0;

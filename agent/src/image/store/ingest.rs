@@ -118,6 +118,12 @@ impl Store {
             while let Some(item) = stream.next().await {
                 let chunk = match item {
                     Ok(c) => c,
+                    // The registry had its time (`runtime.pull_idle_timeout`): keep what
+                    // arrived for the next pass to resume, and let this pass move on.
+                    Err(e) if e.is_timeout() => {
+                        file.flush().await.map_err(io("write", &path))?;
+                        return Err(e.into());
+                    }
                     Err(e) if e.is_transient() => {
                         broken = Some(e);
                         break;
