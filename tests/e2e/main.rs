@@ -6,6 +6,7 @@
 mod agentcheck;
 mod apply;
 mod audit;
+mod backoff;
 mod cgroups;
 mod crash;
 mod hostile;

@@ -129,6 +129,9 @@ fn describe(report: &ContainerReport) -> String {
         ContainerOutcome::Started { .. } => "started".to_string(),
         ContainerOutcome::Stopped { reason, .. } => format!("stopped: {reason}"),
         ContainerOutcome::Unchanged => "unchanged".to_string(),
+        ContainerOutcome::Deferred { until, reason, .. } => {
+            format!("restart deferred until {until} ({reason})")
+        }
         ContainerOutcome::Removed => "removed".to_string(),
         ContainerOutcome::Blocked { reason } => format!("blocked by policy: {reason}"),
         ContainerOutcome::Held { reason } => format!("held: {reason}"),

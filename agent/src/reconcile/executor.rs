@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use super::model::{Action, Plan, Step};
+use super::model::{Action, Plan, Step, Timestamp};
 pub use super::outcome::Outcome;
 use super::outcome::summarise;
 
@@ -196,6 +196,8 @@ pub enum StepResult {
     Skipped(String),
     /// A report step: nothing was done to the host.
     Reported,
+    /// Not due yet (a restart in its crash-loop backoff): not run before this time.
+    Deferred(Timestamp),
 }
 
 impl StepResult {
@@ -221,6 +223,7 @@ impl Serialize for StepResult {
             StepResult::Refused(why) => ("refused", Some(why.clone())),
             StepResult::Skipped(why) => ("skipped", Some(why.clone())),
             StepResult::Reported => ("reported", None),
+            StepResult::Deferred(t) => ("deferred", Some(crate::runtime::state::rfc3339(t.0))),
         };
         let kind = self.kind();
         let mut map = s.serialize_map(None)?;
@@ -328,10 +331,15 @@ pub fn execute_timed(
     workers: usize,
 ) -> (Outcome, BTreeMap<usize, Duration>) {
     let mut stages: BTreeMap<u32, Vec<&Step>> = BTreeMap::new();
+    let mut results: BTreeMap<usize, StepResult> = BTreeMap::new();
     for step in &plan.steps {
+        // Not due at the plan's time: deferred, and what needs it is skipped.
+        if let Some(t) = step.not_before.filter(|t| *t > plan.now) {
+            results.insert(step.id, StepResult::Deferred(t));
+            continue;
+        }
         stages.entry(step.stage).or_default().push(step);
     }
-    let mut results: BTreeMap<usize, StepResult> = BTreeMap::new();
     let mut durations = BTreeMap::new();
     for steps in stages.into_values() {
         let stage;
@@ -564,6 +572,55 @@ mod tests {
             kind: FailureKind::Permanent,
             needed: needed.map(String::from),
         }
+    }
+
+    /// A start not due at the plan's time (crash-loop backoff) is not run: it is
+    /// deferred, and the container's outcome says until when. Due, it runs.
+    #[test]
+    fn a_start_in_its_backoff_is_deferred_and_runs_once_due() {
+        let s = |n: &str| n.to_string();
+        let mut start = step(
+            1,
+            Action::Start {
+                name: s("web"),
+                instance: s("web-1"),
+            },
+            &[],
+        );
+        start.not_before = Some(Timestamp(1_040));
+        let mut plan = Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(1_000),
+            steps: vec![start],
+        };
+        let rec = Recorder::default();
+        let out = execute(&plan, &rec, 2);
+        assert!(rec.calls().is_empty(), "{:?}", rec.calls());
+        assert_eq!(out.results[0].1, StepResult::Deferred(Timestamp(1_040)));
+        let until = crate::runtime::state::rfc3339(1_040);
+        assert_eq!(
+            outcome(&out, "web"),
+            ContainerOutcome::Deferred {
+                instance: s("web-1"),
+                until: until.clone(),
+                reason: s("step 1"),
+            }
+        );
+        assert!(out.converged(), "a deferred restart is not a failure");
+        assert_eq!(
+            serde_json::to_value(&out.results[0].1).unwrap(),
+            serde_json::json!({"result": "deferred", "detail": until})
+        );
+        plan.now = Timestamp(1_040);
+        let out = execute(&plan, &rec, 2);
+        assert_eq!(rec.calls(), vec!["start web-1"]);
+        assert_eq!(
+            outcome(&out, "web"),
+            ContainerOutcome::Started {
+                instance: s("web-1")
+            }
+        );
     }
 
     #[test]

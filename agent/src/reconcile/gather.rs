@@ -216,6 +216,35 @@ pub fn decisions(
     (out, all)
 }
 
+/// The recorded restart history of `names` (`runtime::history`), for the planner's
+/// crash-loop backoff. A history that cannot be read counts as none, with a warning:
+/// it can only shorten a backoff.
+pub fn history<'a>(state_dir: &Path, names: impl Iterator<Item = &'a String>) -> History {
+    let mut out = History::default();
+    for name in names {
+        match crate::runtime::history::load(state_dir, name) {
+            Ok(exits) if !exits.is_empty() => {
+                let exits = exits
+                    .into_iter()
+                    .map(|e| Exit {
+                        started_at: e.started_at.map(Timestamp),
+                        finished_at: Timestamp(e.finished_at),
+                        code: e.code,
+                    })
+                    .collect();
+                out.containers.insert(name.clone(), exits);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                container = %name,
+                "{}",
+                crate::image::prepare::error_chain(&err)
+            ),
+        }
+    }
+    out
+}
+
 /// How an instance stands, from its exit file and whether its init still runs in the
 /// instance's cgroup (never `kill(pid, 0)`: PID 1 may reap late).
 pub fn instance_state(dirs: &InstanceDirs, record: Option<&ContainerRecord>) -> InstanceState {

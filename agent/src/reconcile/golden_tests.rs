@@ -576,3 +576,83 @@ fn carries_revision_and_generation() {
     assert_eq!(plan.actual_generation, 7);
     assert_eq!(plan.now, i.now);
 }
+
+/// The pass's crash-loop backoff over a real state directory and a controlled clock:
+/// each crash's exit is recorded in the restart history as the restart replaces it (as
+/// `host::start` does), the planner reads the history back (`gather::history`), and
+/// the delays double: 10 s, 20 s, 40 s, 80 s, 160 s. A restart planned before its delay
+/// is deferred; at the delay it is due. The history outlives the process: a fresh read
+/// of the state directory gives the same plan.
+#[test]
+fn backoff_doubles_over_the_recorded_history() {
+    use crate::runtime::history::{self, ExitEntry};
+    let mut i = load(&testdata().join("crash_loop_backoff"));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let mut crashed = 1_900_000_000u64;
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        // The instance just crashed, one second after it started.
+        let exited = InstanceState::Exited {
+            code: 2,
+            started_at: Some(Timestamp(crashed - 1)),
+            finished_at: Timestamp(crashed),
+        };
+        for c in i.actual.containers.values_mut() {
+            for inst in &mut c.instances {
+                inst.state = exited.clone();
+            }
+        }
+        let history = super::gather::history(state, i.desired.containers.keys());
+        let at = |now: u64| super::plan(&i.desired, &i.actual, &i.policy, &history, Timestamp(now));
+
+        // Right after the crash: the restart waits, and the executor defers it.
+        let early = at(crashed + 1);
+        let due = early.requeue_at().expect("a deferred restart");
+        let delay = due.0 - crashed;
+        delays.push(delay);
+        let shown = berth_spec::types::format_duration(std::time::Duration::from_secs(delay));
+        assert!(
+            early.to_string().contains(&format!("backoff {shown}")),
+            "{early}"
+        );
+        // At its time: due, nothing deferred.
+        let late = at(due.0);
+        assert_eq!(late.requeue_at(), None, "{late}");
+        assert!(late.to_string().contains("start"), "{late}");
+
+        // The restart records the exit, and the next crash comes two seconds later.
+        history::record(
+            state,
+            "flaky",
+            ExitEntry {
+                started_at: Some(crashed - 1),
+                finished_at: crashed,
+                code: 2,
+            },
+        )
+        .unwrap();
+        crashed = due.0 + 2;
+    }
+    assert_eq!(delays, vec![10, 20, 40, 80, 160]);
+    // A run of ten minutes resets it.
+    let long = InstanceState::Exited {
+        code: 2,
+        started_at: Some(Timestamp(crashed - 700)),
+        finished_at: Timestamp(crashed),
+    };
+    for c in i.actual.containers.values_mut() {
+        for inst in &mut c.instances {
+            inst.state = long.clone();
+        }
+    }
+    let history = super::gather::history(state, i.desired.containers.keys());
+    let plan = super::plan(
+        &i.desired,
+        &i.actual,
+        &i.policy,
+        &history,
+        Timestamp(crashed + 1),
+    );
+    assert_eq!(plan.requeue_at(), Some(Timestamp(crashed + 10)), "{plan}");
+}

@@ -327,6 +327,48 @@ impl RealHost<'_> {
         )
     }
 
+    /// Takes down what an instance holds on the host — runtime container, network
+    /// attachment, staged binds, secrets tmpfs, rootfs mount — but keeps its directory
+    /// and writable layer, for [`HostOps::create`] to make it again.
+    fn teardown_keeping_upper(&self, id: &str) -> Result<(), HostError> {
+        self.lock_stopped().remove(id);
+        let inst = self.instance(id);
+        release(&self.run_dir, self.networks, &inst)
+    }
+
+    /// Writes the instance's recorded exit, if any, to the container's restart history.
+    fn remember_exit(&self, name: &str, inst: &Instance, record: &ContainerRecord) {
+        let Ok(Some(exit)) = inst.dirs.exit_status() else {
+            return;
+        };
+        let entry = crate::runtime::history::ExitEntry {
+            started_at: record
+                .started_at
+                .as_deref()
+                .and_then(super::gather::parse_rfc3339),
+            finished_at: super::gather::parse_rfc3339(&exit.finished_at).unwrap_or(0),
+            code: exit.exit_code,
+        };
+        if let Err(err) = crate::runtime::history::record(&self.state_dir, name, entry) {
+            tracing::warn!(container = name, "{}", error_chain(&err));
+        }
+    }
+
+    /// Whether the instance lost what only lives in memory — its overlay mount, its
+    /// network namespace — as after a reboot.
+    fn lost_host_state(&self, name: &str, inst: &Instance) -> bool {
+        if !mount::is_overlay_mounted(&inst.dirs.rootfs()) {
+            return true;
+        }
+        let bridge = self
+            .desired
+            .containers
+            .get(name)
+            .is_some_and(|d| d.spec.network_mode == NetworkMode::Bridge);
+        bridge
+            && !matches!(self.networks.attachment(&inst.id), Ok(Some(a)) if crate::network::netns::is_netns(&a.netns_path))
+    }
+
     /// Tears down what a failed create made, and returns its error.
     fn failed_create(&self, id: &str, err: HostError) -> StepError {
         if let Err(cleanup) = self.teardown(id) {
@@ -365,17 +407,24 @@ pub fn teardown(
         );
     }
     failpoint("mid-removal");
-    networks.detach(id).map_err(at("network detach"))?;
-    // Before anything under the instance directory is removed.
-    binds::unstage_all(&inst.dirs.root).map_err(at("binds"))?;
-    secrets::unmount_secrets_dir(&secrets::secrets_dir(run_dir, id)).map_err(at("secrets"))?;
-    mount::unmount_rootfs(&inst.dirs).map_err(at("unmount"))?;
+    release(run_dir, networks, &inst)?;
     match std::fs::remove_dir_all(&inst.dirs.root) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
             Err(at("remove the instance directory")(err))
         }
         _ => Ok(()),
     }
+}
+
+/// Releases what an instance holds on the host besides its runtime container: its
+/// network attachment, staged binds (before anything under its directory may be
+/// removed), secrets tmpfs and rootfs mount.
+fn release(run_dir: &Path, networks: &Networks, inst: &Instance) -> Result<(), HostError> {
+    let id = &inst.id;
+    networks.detach(id).map_err(at("network detach"))?;
+    binds::unstage_all(&inst.dirs.root).map_err(at("binds"))?;
+    secrets::unmount_secrets_dir(&secrets::secrets_dir(run_dir, id)).map_err(at("secrets"))?;
+    mount::unmount_rootfs(&inst.dirs).map_err(at("unmount"))
 }
 
 /// Stats the host devices a container asks for.
@@ -541,23 +590,42 @@ impl HostOps for RealHost<'_> {
                 return Ok(());
             }
             InstanceStatus::Exited(_) | InstanceStatus::Stopped | InstanceStatus::Missing => {
+                // The exit goes into the restart history before its exit file goes.
+                self.remember_exit(name, &inst, &record);
                 // A restart: the same bundle and writable layer, a fresh runtime container.
                 self.runtime.delete(&inst).map_err(at("runtime delete"))?;
                 let _ = std::fs::remove_file(inst.dirs.exit_file());
                 if record.started_at.is_some() {
                     record.restarts += 1;
                 }
-                // The bundle names the staged binds: stage any that are gone (a reboot).
-                if let Some(dc) = self.desired.containers.get(name)
-                    && dc
-                        .spec
-                        .mounts
-                        .iter()
-                        .any(|m| matches!(m.source, MountSource::Bind { .. }))
-                {
-                    self.stage_binds(&dc.spec, &inst.dirs.root)?;
+                if self.lost_host_state(name, &inst) {
+                    // A reboot took its overlay mount and namespace (they live in memory):
+                    // make the instance again, on the same writable layer.
+                    tracing::info!(
+                        instance = id,
+                        "its root filesystem or network namespace is gone; making it again"
+                    );
+                    self.teardown_keeping_upper(id)?;
+                    let restarts = record.restarts;
+                    self.create(name, id)?;
+                    self.lock_created().remove(id);
+                    record = self
+                        .record(name)?
+                        .ok_or_else(|| HostError::NoRecord(name.to_string()))?;
+                    record.restarts = restarts;
+                } else {
+                    // The bundle names the staged binds: stage any that are gone.
+                    if let Some(dc) = self.desired.containers.get(name)
+                        && dc
+                            .spec
+                            .mounts
+                            .iter()
+                            .any(|m| matches!(m.source, MountSource::Bind { .. }))
+                    {
+                        self.stage_binds(&dc.spec, &inst.dirs.root)?;
+                    }
+                    self.runtime.create(&inst).map_err(at("create"))?;
                 }
-                self.runtime.create(&inst).map_err(at("create"))?;
             }
         }
         if self.networks.defers_peers()

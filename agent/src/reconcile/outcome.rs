@@ -42,6 +42,13 @@ pub enum ContainerOutcome {
     },
     /// An existing instance was started: after an exit, or created and never started.
     Started { instance: String },
+    /// Its restart waits for the end of its crash-loop backoff: not before `until`
+    /// (RFC 3339). Not a failure: the next pass (or the agent, at that time) restarts it.
+    Deferred {
+        instance: String,
+        until: String,
+        reason: String,
+    },
     /// Its instance was stopped (`berth stop`) and left in place.
     Stopped { instance: String, reason: String },
     /// Nothing to do: it already matched the desired state.
@@ -123,7 +130,10 @@ impl Outcome {
             && self.results.iter().all(|(_, r)| {
                 matches!(
                     r,
-                    StepResult::Done | StepResult::Reported | StepResult::Skipped(_)
+                    StepResult::Done
+                        | StepResult::Reported
+                        | StepResult::Skipped(_)
+                        | StepResult::Deferred(_)
                 )
             })
     }
@@ -177,6 +187,7 @@ struct Seen {
     skipped: Option<(String, usize)>,
     created: Option<String>,
     started: Option<String>,
+    deferred: Option<(String, String, String)>,
     stopped: Option<(String, String)>,
     /// Instances the plan stops or removes.
     gone: Vec<String>,
@@ -188,6 +199,13 @@ impl Seen {
     fn outcome(self, root: impl Fn(usize) -> Root) -> ContainerOutcome {
         if let Some(reason) = self.refused {
             return ContainerOutcome::Blocked { reason };
+        }
+        if let Some((instance, until, reason)) = self.deferred {
+            return ContainerOutcome::Deferred {
+                instance,
+                until,
+                reason,
+            };
         }
         if let Some(report) = self.report {
             return report;
@@ -293,6 +311,13 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
                         ReportKind::Deferred => {}
                     }
                 }
+                (Action::Start { instance, .. }, StepResult::Deferred(t)) => {
+                    s.deferred = Some((
+                        instance.clone(),
+                        crate::runtime::state::rfc3339(t.0),
+                        step.reason.clone(),
+                    ));
+                }
                 (_, StepResult::Refused(e)) => {
                     s.refused.get_or_insert_with(|| e.clone());
                 }
@@ -379,6 +404,14 @@ fn root_cause(
             match results.get(need) {
                 Some(StepResult::Failed(e)) => return root(describe(n), e.chain(), e.kind()),
                 Some(StepResult::Refused(e)) => return permanent(describe(n), e),
+                Some(StepResult::Deferred(t)) => {
+                    let until = crate::runtime::state::rfc3339(t.0);
+                    return root(
+                        describe(n),
+                        format!("not due before {until}"),
+                        FailureKind::Transient,
+                    );
+                }
                 Some(StepResult::Skipped(_)) => deeper.push(*need),
                 Some(StepResult::Done | StepResult::Reported) => {}
                 None => return permanent(describe(n), "did not run"),

@@ -33,7 +33,7 @@ use super::gather::{self, ImageFacts};
 use super::host::RealHost;
 use super::images::{self, ReadyImage, SignaturePolicy};
 use super::outcome::{ContainerReport, Outcome};
-use super::{Desired, History, Plan, PolicyDecisions, Timestamp};
+use super::{Desired, Plan, PolicyDecisions, Timestamp};
 use crate::image::registry::Client;
 use crate::image::signature::TrustedKey;
 use crate::image::snapshot::SnapshotStore;
@@ -277,7 +277,7 @@ impl Front {
             &desired,
             &actual,
             &decisions,
-            &History::default(),
+            &gather::history(state_dir, desired.containers.keys()),
             gather::now(),
         );
         Ok(Planned {
