@@ -600,7 +600,7 @@ fn backoff_doubles_over_the_recorded_history() {
         };
         for c in i.actual.containers.values_mut() {
             for inst in &mut c.instances {
-                inst.state = exited.clone();
+                inst.state = exited;
             }
         }
         let history = super::gather::history(state, i.desired.containers.keys());
@@ -643,7 +643,7 @@ fn backoff_doubles_over_the_recorded_history() {
     };
     for c in i.actual.containers.values_mut() {
         for inst in &mut c.instances {
-            inst.state = long.clone();
+            inst.state = long;
         }
     }
     let history = super::gather::history(state, i.desired.containers.keys());
