@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::ps::{self, fail, state_dir, status_or_warn, unix_now};
 use super::{Cli, EXIT_FAILED, Format};
+use crate::runtime::health_file::HealthRecord;
 use crate::runtime::state::{ContainerRecord, ImageRef, InstanceDirs};
 use crate::runtime::status::{self, Status};
 
@@ -90,6 +91,9 @@ pub struct StateDetails {
     pub operator_stopped: bool,
     /// `Up 5 minutes`, `Exited (1) 2 minutes ago`.
     pub uptime: String,
+    /// The health check's latest result while it runs: status, failing streak, last
+    /// probe time and output. None without a health check.
+    pub health: Option<HealthRecord>,
 }
 
 /// One mount as the container sees it.
@@ -168,6 +172,7 @@ impl Details {
                 finished_at: exit.map(|e| e.finished_at.clone()),
                 operator_stopped: r.operator_stopped,
                 uptime: status::uptime(r, s, now),
+                health: s.health.clone(),
             },
             restarts: r.restarts,
             created_at: r.created_at.clone(),
@@ -221,6 +226,7 @@ impl Details {
             ("Instance", self.instance.clone()),
             ("State", state),
             ("Uptime", st.uptime.clone()),
+            ("Health", health_text(st.health.as_ref())),
             ("Created", self.created_at.clone()),
             ("Started", dash(st.started_at.clone())),
             ("Finished", dash(st.finished_at.clone())),
@@ -275,6 +281,27 @@ impl Details {
         }
         out
     }
+}
+
+/// `healthy`, or `unhealthy (2 failing; last probe 2026-11-22T10:05:00Z: output)`.
+fn health_text(h: Option<&HealthRecord>) -> String {
+    let Some(h) = h else {
+        return "-".to_string();
+    };
+    let mut details = Vec::new();
+    if h.failing_streak > 0 {
+        details.push(format!("{} failing", h.failing_streak));
+    }
+    if let Some(t) = &h.last_probe {
+        let mut probe = format!("last probe {t}");
+        if !h.output.is_empty() {
+            probe.push_str(&format!(": {}", berth_spec::diag::printable(&h.output)));
+        }
+        details.push(probe);
+    } else {
+        details.push("not probed yet".to_string());
+    }
+    format!("{} ({})", h.status.as_str(), details.join("; "))
 }
 
 fn mount_text(m: &MountInfo) -> String {
@@ -351,6 +378,12 @@ mod tests {
             state: State::Running,
             pid: Some(4242),
             exit: None,
+            health: Some(HealthRecord {
+                status: crate::runtime::health_file::HealthStatus::Unhealthy,
+                last_probe: Some("2026-11-22T10:05:00Z".into()),
+                failing_streak: 2,
+                output: "`false` exited with 1\n\u{1b}[31m".into(),
+            }),
         };
         let now = status::parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
         let d = Details::new(Path::new("/var/lib/berth"), &r, &s, now);
@@ -359,6 +392,7 @@ Name:      web
 Instance:  web-0123abcd
 State:     running (pid 4242)
 Uptime:    Up 5 minutes
+Health:    unhealthy (2 failing; last probe 2026-11-22T10:05:00Z: `false` exited with 1\\u{a}\\u{1b}[31m)
 Created:   2026-11-22T10:00:00Z
 Started:   2026-11-22T10:00:01Z
 Finished:  -
@@ -382,6 +416,10 @@ Mounts:
         assert_eq!(d.text(), want);
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(v["state"]["pid"], 4242);
+        assert_eq!(v["state"]["health"]["status"], "unhealthy");
+        assert_eq!(v["state"]["health"]["failing_streak"], 2);
+        assert_eq!(v["state"]["health"]["last_probe"], "2026-11-22T10:05:00Z");
+        assert_eq!(health_text(None), "-");
         assert_eq!(v["mounts"][2]["size"], 16777216);
         assert_eq!(v["mounts"][0]["type"], "volume");
     }

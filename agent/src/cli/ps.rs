@@ -114,8 +114,10 @@ pub struct Row {
     pub instance: String,
     /// `running`, `exited`, `created`, `stopped`, `unknown`.
     pub state: &'static str,
-    /// The state as shown: `exited (1)`, `stopped by operator`, …
+    /// The state as shown: `running (healthy)`, `exited (1)`, `stopped by operator`, …
     pub status: String,
+    /// `starting`, `healthy`, `unhealthy` while it runs with a health check.
+    pub health: Option<&'static str>,
     pub exit_code: Option<i32>,
     pub pid: Option<i32>,
     pub image: String,
@@ -137,6 +139,7 @@ impl Row {
             instance: r.instance.clone(),
             state: s.state.as_str(),
             status: s.describe(),
+            health: s.health.as_ref().map(|h| h.status.as_str()),
             exit_code: s.exit.as_ref().map(|e| e.exit_code),
             pid: s.pid,
             image: r.image.reference.clone(),
@@ -200,6 +203,7 @@ pub fn render_table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::health_file::{HealthRecord, HealthStatus};
     use crate::runtime::state::{ExitStatus, ImageRef};
     use crate::runtime::status::{State, parse_rfc3339};
 
@@ -237,7 +241,58 @@ mod tests {
                 signal: None,
                 finished_at: "2026-11-22T10:03:00.000000001Z".into(),
             }),
+            health: None,
         }
+    }
+
+    fn with_health(mut s: Status, status: HealthStatus) -> Status {
+        s.health = Some(HealthRecord {
+            status,
+            last_probe: Some("2026-11-22T10:05:00Z".into()),
+            failing_streak: 0,
+            output: String::new(),
+        });
+        s
+    }
+
+    #[test]
+    fn health_shows_after_running() {
+        let now = parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let running = || status(State::Running, None);
+        let rows = [
+            Row::new(
+                &record("web", "nginx", &[], 0),
+                &with_health(running(), HealthStatus::Healthy),
+                now,
+            ),
+            Row::new(
+                &record("db", "postgres:16", &[], 0),
+                &with_health(running(), HealthStatus::Unhealthy),
+                now,
+            ),
+            Row::new(
+                &record("new", "busybox", &[], 0),
+                &with_health(running(), HealthStatus::Starting),
+                now,
+            ),
+            Row::new(&record("plain", "busybox", &[], 0), &running(), now),
+        ];
+        let want = "\
+NAME    INSTANCE         STATE                 IMAGE         UPTIME         RESTARTS   PORTS
+web     web-0123abcd     running (healthy)     nginx         Up 5 minutes   0
+db      db-0123abcd      running (unhealthy)   postgres:16   Up 5 minutes   0
+new     new-0123abcd     running (starting)    busybox       Up 5 minutes   0
+plain   plain-0123abcd   running               busybox       Up 5 minutes   0
+";
+        assert_eq!(render_table(&rows), want);
+        let v = serde_json::to_value(&rows[1]).unwrap();
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["status"], "running (unhealthy)");
+        assert_eq!(v["health"], "unhealthy");
+        assert_eq!(
+            serde_json::to_value(&rows[3]).unwrap()["health"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]

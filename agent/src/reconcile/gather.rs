@@ -292,6 +292,27 @@ pub fn instance_state(dirs: &InstanceDirs, record: Option<&ContainerRecord>) -> 
     }
 }
 
+/// A running instance's health, from the file its prober writes
+/// (`runtime::health_file`): `Starting` with a health check never probed in this run,
+/// `Unknown` without a health check or when it does not run.
+pub fn instance_health(
+    dirs: &InstanceDirs,
+    record: &ContainerRecord,
+    state: InstanceState,
+) -> HealthState {
+    use crate::runtime::health_file::{self, HealthStatus};
+    if !matches!(state, InstanceState::Running { .. }) {
+        return HealthState::Unknown;
+    }
+    let started_at = record.started_at.as_deref();
+    match health_file::current(&dirs.root, &record.spec, started_at).map(|h| h.status) {
+        None => HealthState::Unknown,
+        Some(HealthStatus::Starting) => HealthState::Starting,
+        Some(HealthStatus::Healthy) => HealthState::Healthy,
+        Some(HealthStatus::Unhealthy) => HealthState::Unhealthy,
+    }
+}
+
 /// Whether `pid` is a live process in the instance's cgroup `cgroup_path`.
 fn pid_in_instance(pid: i32, cgroup_path: &str) -> bool {
     let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
@@ -349,6 +370,7 @@ pub fn actual(
         let spec_json = Some(r.spec.clone());
         let networks = r.addresses.keys().cloned().collect();
         let volumes = spec_volumes(&r.spec);
+        let state = instance_state(&dirs, Some(r));
         out.containers.insert(
             name.clone(),
             ActualContainer {
@@ -356,8 +378,8 @@ pub fn actual(
                     id: r.instance.clone(),
                     hash: SpecHash::parse(&r.spec_hash),
                     digest: Some(r.image.digest.clone()),
-                    state: instance_state(&dirs, Some(r)),
-                    health: HealthState::Unknown,
+                    state,
+                    health: instance_health(&dirs, r, state),
                     spec: spec_json,
                     networks,
                     volumes,
@@ -462,6 +484,50 @@ mod tests {
             parse_rfc3339("2026-11-22T06:30:00Z")
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn health_is_read_from_the_file_of_a_running_instance() {
+        use crate::runtime::health_file::{self, HealthRecord, HealthStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = InstanceDirs::new(dir.path(), "web-0123abcd");
+        let mut r: ContainerRecord = serde_json::from_value(serde_json::json!({
+            "name": "web", "instance": "web-0123abcd", "spec_hash": "0123abcd",
+            "spec": {"health": {"probe": {"exec": ["true"]}}},
+            "image": {"reference": "busybox", "digest": "sha256:00", "chain_ids": []},
+            "runtime": "runc", "runtime_root": "/run/berth/runc",
+            "created_at": "2026-11-22T10:00:00Z", "started_at": "2026-11-22T10:00:01Z",
+            "restarts": 0, "operator_stopped": false, "addresses": {}, "ports": [],
+            "cgroup_path": ""
+        }))
+        .unwrap();
+        let running = InstanceState::Running {
+            pid: 1,
+            started_at: Timestamp(0),
+        };
+        // A health check never probed: starting; not running: no health.
+        assert_eq!(instance_health(&dirs, &r, running), HealthState::Starting);
+        assert_eq!(
+            instance_health(&dirs, &r, InstanceState::Unknown),
+            HealthState::Unknown
+        );
+        let mut h = HealthRecord {
+            status: HealthStatus::Unhealthy,
+            last_probe: Some("2026-11-22T10:00:02Z".into()),
+            failing_streak: 1,
+            output: "`false` exited with 1".into(),
+        };
+        health_file::write(&dirs.root, &h).unwrap();
+        assert_eq!(instance_health(&dirs, &r, running), HealthState::Unhealthy);
+        h.status = HealthStatus::Healthy;
+        health_file::write(&dirs.root, &h).unwrap();
+        assert_eq!(instance_health(&dirs, &r, running), HealthState::Healthy);
+        // Restarted after that probe: starting again.
+        r.started_at = Some("2026-11-22T10:05:00Z".into());
+        assert_eq!(instance_health(&dirs, &r, running), HealthState::Starting);
+        // No health check: no health, whatever the file says.
+        r.spec = serde_json::json!({"health": null});
+        assert_eq!(instance_health(&dirs, &r, running), HealthState::Unknown);
     }
 
     #[test]

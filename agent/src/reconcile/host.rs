@@ -27,6 +27,7 @@ use super::model::Desired;
 use crate::image::prepare::error_chain;
 use crate::network::{AttachRequest, Networks};
 use crate::runtime::health::{self, ProbeNet, ProbeResult};
+use crate::runtime::health_file;
 use crate::runtime::instance::{ExecIo, ExecRequest, Instance, InstanceRuntime, InstanceStatus};
 use crate::runtime::mount;
 use crate::runtime::render::{self, DeviceKind, HostDevice, HostInfo, InstancePaths, RenderInput};
@@ -457,6 +458,35 @@ fn signal_number(name: &str) -> i32 {
     berth_spec::types::parse_signal(name).map_or(15, |s| s.number)
 }
 
+impl RealHost<'_> {
+    /// Runs `h`'s probe once against instance `id`: in its network namespace, and
+    /// through the runtime's exec.
+    fn probe(&self, id: &str, h: &berth_spec::Health) -> ProbeResult {
+        let net = match self.networks.attachment(id) {
+            Ok(Some(a)) => ProbeNet::Netns(a.netns_path),
+            _ => ProbeNet::Host,
+        };
+        let inst = self.instance(id);
+        let runtime = self.runtime;
+        let exec = move |argv: &[String], _t: Duration| -> Result<i32, health::ExecError> {
+            let req = ExecRequest {
+                args: argv.to_vec(),
+                ..ExecRequest::default()
+            };
+            let io = ExecIo {
+                stdin: std::process::Stdio::null(),
+                stdout: std::process::Stdio::null(),
+                stderr: std::process::Stdio::null(),
+            };
+            runtime
+                .exec(&inst, &req, io)
+                .map(|o| o.exit_code)
+                .map_err(|err| -> health::ExecError { Box::new(at("exec")(err)) })
+        };
+        health::probe(&h.probe, &net, h.timeout, &exec)
+    }
+}
+
 impl HostOps for RealHost<'_> {
     fn pull(&self, image: &str, digest: &str) -> Result<(), StepError> {
         // `berth apply` makes images ready before it plans; a pull step left in the
@@ -643,6 +673,18 @@ impl HostOps for RealHost<'_> {
         state::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
         failpoint("after-start");
         self.touch_networks_of(name);
+        // One probe right away, so the scan sees a result from this run: a failure
+        // within the start period leaves it `starting`.
+        if let Some(h) = self
+            .desired
+            .containers
+            .get(name)
+            .and_then(|d| d.spec.health.as_ref())
+        {
+            let root = &inst.dirs.root;
+            let started_at = record.started_at.as_deref();
+            health_file::probe_and_record(root, h, None, started_at, || self.probe(id, h));
+        }
         Ok(())
     }
 
@@ -682,29 +724,22 @@ impl HostOps for RealHost<'_> {
         let Some(h) = &dc.spec.health else {
             return Ok(());
         };
-        let net = match self.networks.attachment(id) {
-            Ok(Some(a)) => ProbeNet::Netns(a.netns_path),
-            _ => ProbeNet::Host,
-        };
-        let inst = self.instance(id);
-        let runtime = self.runtime;
-        let exec = move |argv: &[String], _t: Duration| -> Result<i32, health::ExecError> {
-            let req = ExecRequest {
-                args: argv.to_vec(),
-                ..ExecRequest::default()
-            };
-            let io = ExecIo {
-                stdin: std::process::Stdio::null(),
-                stdout: std::process::Stdio::null(),
-                stderr: std::process::Stdio::null(),
-            };
-            runtime
-                .exec(&inst, &req, io)
-                .map(|o| o.exit_code)
-                .map_err(|err| -> health::ExecError { Box::new(at("exec")(err)) })
-        };
+        // Each probe is recorded in the instance's health file, after what is there.
+        let root = self.instance(id).dirs.root;
+        let started_at = self.record(name).ok().flatten().and_then(|r| r.started_at);
+        let mut prev = health_file::read_fresh(&root, started_at.as_deref());
         let started = Instant::now();
-        let mut run = || health::probe(&h.probe, &net, h.timeout, &exec);
+        let mut run = || {
+            let (result, record) = health_file::probe_and_record(
+                &root,
+                h,
+                prev.as_ref(),
+                started_at.as_deref(),
+                || self.probe(id, h),
+            );
+            prev = Some(record);
+            result
+        };
         let mut sleep =
             |d: Duration| std::thread::sleep(d.min(timeout.saturating_sub(started.elapsed())));
         match health::wait_healthy(h, &mut run, &|| started.elapsed(), &mut sleep) {

@@ -17,6 +17,7 @@
 
 pub mod cgroup;
 pub mod health;
+pub mod health_file;
 pub mod history;
 pub mod host;
 pub mod instance;

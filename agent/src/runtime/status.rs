@@ -19,6 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::health_file::{self, HealthRecord};
 use super::state::{self, ContainerRecord, ExitStatus, InstanceDirs};
 
 /// Clock ticks per second in `/proc/<pid>/stat`: the kernel reports these times in
@@ -84,6 +85,9 @@ pub struct Status {
     pub pid: Option<i32>,
     /// The recorded exit, once the init has exited.
     pub exit: Option<ExitStatus>,
+    /// The health check's latest result while it runs (`runtime::health_file`); none
+    /// without a health check.
+    pub health: Option<HealthRecord>,
 }
 
 impl Status {
@@ -92,6 +96,7 @@ impl Status {
             state: State::Unknown,
             pid: None,
             exit: None,
+            health: None,
         }
     }
 
@@ -99,9 +104,14 @@ impl Status {
         self.state == State::Running
     }
 
-    /// `running`, `exited (137)`, `exited (unknown)`, `created`, `stopped by operator`.
+    /// `running`, `running (healthy)`, `exited (137)`, `exited (unknown)`, `created`,
+    /// `stopped by operator`.
     pub fn describe(&self) -> String {
         match (self.state, &self.exit) {
+            (State::Running, _) => match &self.health {
+                Some(h) => format!("running ({})", h.status.as_str()),
+                None => "running".to_string(),
+            },
             (State::Exited, Some(e)) => format!("exited ({})", e.exit_code),
             (State::Exited, None) => "exited (unknown)".to_string(),
             (State::Stopped, _) => "stopped by operator".to_string(),
@@ -143,6 +153,7 @@ pub fn derive(record: &ContainerRecord, obs: &Observation) -> Status {
         state,
         pid,
         exit: obs.exit.clone(),
+        health: None,
     }
 }
 
@@ -152,7 +163,12 @@ pub fn derive(record: &ContainerRecord, obs: &Observation) -> Status {
 /// once that exists; callers only depend on its signature.
 pub fn container_status(state_dir: &Path, record: &ContainerRecord) -> Result<Status, StatusError> {
     let obs = observe(state_dir, record, &ProcFs::host())?;
-    Ok(derive(record, &obs))
+    let mut status = derive(record, &obs);
+    if status.is_running() {
+        let root = InstanceDirs::new(state_dir, &record.instance).root;
+        status.health = health_file::current(&root, &record.spec, record.started_at.as_deref());
+    }
+    Ok(status)
 }
 
 /// Reads the instance's exit status and pid, and checks the pid under `proc`.

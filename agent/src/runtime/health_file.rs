@@ -1,0 +1,394 @@
+//! An instance's latest health result, `instances/<id>/health.json` (mode 0600),
+//! written by whoever probes (the `wait-healthy` step, the probe `berth apply` runs
+//! once after a start, later the daemon) and read by the scan, `ps` and `inspect`.
+//!
+//! The state machine is Docker's: one success makes the container healthy and resets
+//! the failing streak; a failure while the container is still `starting` and within
+//! its `start_period` does not count; `retries` consecutive failures make it unhealthy.
+//! A file older than the instance's start (a restart reuses the instance) is stale and
+//! reads as `starting`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_spec::Health;
+use serde::{Deserialize, Serialize};
+
+use super::health::ProbeResult;
+use super::state;
+use super::status::parse_rfc3339;
+
+/// The file's name in the instance directory.
+pub const FILE: &str = "health.json";
+
+/// The longest probe output kept, in bytes.
+pub const MAX_OUTPUT: usize = 512;
+
+/// The largest file read back: anything larger was not written by berth.
+const MAX_FILE: u64 = 16 * 1024;
+
+/// Docker's health states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// The content of `health.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    pub status: HealthStatus,
+    /// When the last probe ran (RFC 3339); none before the first.
+    pub last_probe: Option<String>,
+    /// Consecutive failures that counted (outside the start period).
+    pub failing_streak: u32,
+    /// The last probe's failure, at most [`MAX_OUTPUT`] bytes; empty after a success.
+    pub output: String,
+}
+
+impl HealthRecord {
+    /// A container with a health check that has not been probed yet.
+    pub fn starting() -> Self {
+        HealthRecord {
+            status: HealthStatus::Starting,
+            last_probe: None,
+            failing_streak: 0,
+            output: String::new(),
+        }
+    }
+}
+
+/// Why a health file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a health record: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} is larger than {MAX_FILE} bytes", path.display())]
+    TooLarge { path: PathBuf },
+}
+
+/// `instances/<id>/health.json` of the instance directory `instance_root`.
+pub fn path(instance_root: &Path) -> PathBuf {
+    instance_root.join(FILE)
+}
+
+/// The record after one probe. `prev` is the record so far (none before the first
+/// probe), `since_start` the time between the container's start and the probe. Pure.
+pub fn next(
+    prev: Option<&HealthRecord>,
+    h: &Health,
+    result: &ProbeResult,
+    since_start: Duration,
+    now: String,
+) -> HealthRecord {
+    let prev = prev.cloned().unwrap_or_else(HealthRecord::starting);
+    match result {
+        ProbeResult::Healthy => HealthRecord {
+            status: HealthStatus::Healthy,
+            last_probe: Some(now),
+            failing_streak: 0,
+            output: String::new(),
+        },
+        ProbeResult::Unhealthy(why) => {
+            // Docker: the start period only excuses a container not yet healthy once.
+            let excused = prev.status == HealthStatus::Starting && since_start < h.start_period;
+            let failing_streak = if excused {
+                prev.failing_streak
+            } else {
+                prev.failing_streak.saturating_add(1)
+            };
+            let status = if failing_streak >= h.retries.max(1) {
+                HealthStatus::Unhealthy
+            } else {
+                prev.status
+            };
+            HealthRecord {
+                status,
+                last_probe: Some(now),
+                failing_streak,
+                output: bounded(why),
+            }
+        }
+    }
+}
+
+/// `s` cut to at most [`MAX_OUTPUT`] bytes, at a character boundary.
+fn bounded(s: &str) -> String {
+    if s.len() <= MAX_OUTPUT {
+        return s.to_string();
+    }
+    let mut end = MAX_OUTPUT - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Writes the record (atomically, 0600).
+pub fn write(instance_root: &Path, record: &HealthRecord) -> Result<(), HealthFileError> {
+    let path = path(instance_root);
+    let json = serde_json::to_vec_pretty(record).map_err(|source| HealthFileError::Parse {
+        path: path.clone(),
+        source,
+    })?;
+    state::write_atomic(&path, &json).map_err(|source| HealthFileError::Write { path, source })
+}
+
+/// Reads the record; `None` when there is none.
+pub fn read(instance_root: &Path) -> Result<Option<HealthRecord>, HealthFileError> {
+    use std::io::Read;
+    let path = path(instance_root);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(HealthFileError::Read { path, source }),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| HealthFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(HealthFileError::TooLarge { path });
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| HealthFileError::Parse { path, source })
+}
+
+/// Removes the record (a restart starts afresh); a missing one is fine.
+pub fn remove(instance_root: &Path) -> Result<(), HealthFileError> {
+    let path = path(instance_root);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(HealthFileError::Write { path, source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a stored container spec (JSON) has a health check.
+pub fn has_check(spec: &serde_json::Value) -> bool {
+    spec.get("health").is_some_and(|h| !h.is_null())
+}
+
+/// The instance's record if it is from this run (probed no earlier than
+/// `started_at`); an unreadable file is warned about and counts as none.
+pub fn read_fresh(instance_root: &Path, started_at: Option<&str>) -> Option<HealthRecord> {
+    let record = match read(instance_root) {
+        Ok(r) => r?,
+        Err(err) => {
+            tracing::warn!("{}", crate::image::prepare::error_chain(&err));
+            return None;
+        }
+    };
+    let probed = record.last_probe.as_deref().and_then(parse_rfc3339);
+    let started = started_at.and_then(parse_rfc3339);
+    let fresh = match (probed, started) {
+        (Some(p), Some(s)) => p >= s,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    fresh.then_some(record)
+}
+
+/// The health of a running instance: `None` without a health check; its file when
+/// the file is from this run, else `starting`.
+pub fn current(
+    instance_root: &Path,
+    spec: &serde_json::Value,
+    started_at: Option<&str>,
+) -> Option<HealthRecord> {
+    has_check(spec)
+        .then(|| read_fresh(instance_root, started_at).unwrap_or_else(HealthRecord::starting))
+}
+
+/// Time since `started_at` (RFC 3339); zero when unknown.
+pub fn since(started_at: Option<&str>) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    started_at
+        .and_then(parse_rfc3339)
+        .map_or(Duration::ZERO, |(s, _)| {
+            Duration::from_secs(u64::try_from(now - s).unwrap_or(0))
+        })
+}
+
+/// Runs `probe` once and records its result after `prev` (the record so far): the
+/// prober's one step. A record that cannot be written is warned about.
+pub fn probe_and_record(
+    instance_root: &Path,
+    h: &Health,
+    prev: Option<&HealthRecord>,
+    started_at: Option<&str>,
+    probe: impl FnOnce() -> ProbeResult,
+) -> (ProbeResult, HealthRecord) {
+    let result = probe();
+    let record = next(prev, h, &result, since(started_at), state::now_rfc3339());
+    if let Err(err) = write(instance_root, &record) {
+        tracing::warn!("{}", crate::image::prepare::error_chain(&err));
+    }
+    (result, record)
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_spec::HealthProbe;
+
+    use super::*;
+
+    fn check(retries: u32, start_period: u64) -> Health {
+        Health {
+            probe: HealthProbe::Exec(vec!["true".into()]),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            retries,
+            start_period: Duration::from_secs(start_period),
+        }
+    }
+
+    fn fail() -> ProbeResult {
+        ProbeResult::Unhealthy("`false` exited with 1".into())
+    }
+
+    fn at(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn failures_within_the_start_period_leave_it_starting() {
+        let h = check(1, 10);
+        let r = next(None, &h, &fail(), at(0), "t0".into());
+        assert_eq!(r.status, HealthStatus::Starting);
+        assert_eq!(r.failing_streak, 0);
+        assert_eq!(r.output, "`false` exited with 1");
+        let r = next(Some(&r), &h, &fail(), at(9), "t1".into());
+        assert_eq!(r.status, HealthStatus::Starting);
+        // Past the start period one failure (retries = 1) is enough.
+        let r = next(Some(&r), &h, &fail(), at(10), "t2".into());
+        assert_eq!(r.status, HealthStatus::Unhealthy);
+        assert_eq!(r.failing_streak, 1);
+        assert_eq!(r.last_probe.as_deref(), Some("t2"));
+    }
+
+    #[test]
+    fn retries_consecutive_failures_make_it_unhealthy_and_one_success_recovers() {
+        let h = check(3, 0);
+        let mut r = next(None, &h, &ProbeResult::Healthy, at(0), "t".into());
+        assert_eq!(r.status, HealthStatus::Healthy);
+        for streak in 1..=2 {
+            r = next(Some(&r), &h, &fail(), at(5), "t".into());
+            assert_eq!(
+                (r.status, r.failing_streak),
+                (HealthStatus::Healthy, streak)
+            );
+        }
+        r = next(Some(&r), &h, &fail(), at(5), "t".into());
+        assert_eq!((r.status, r.failing_streak), (HealthStatus::Unhealthy, 3));
+        r = next(Some(&r), &h, &ProbeResult::Healthy, at(6), "t".into());
+        assert_eq!(r.status, HealthStatus::Healthy);
+        assert_eq!(r.failing_streak, 0);
+        assert_eq!(r.output, "");
+    }
+
+    #[test]
+    fn a_healthy_container_failing_in_its_start_period_counts() {
+        let h = check(1, 60);
+        let r = next(None, &h, &ProbeResult::Healthy, at(0), "t".into());
+        let r = next(Some(&r), &h, &fail(), at(1), "t".into());
+        assert_eq!(r.status, HealthStatus::Unhealthy);
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let long = "é".repeat(1000);
+        let r = next(
+            None,
+            &check(1, 0),
+            &ProbeResult::Unhealthy(long),
+            at(0),
+            "t".into(),
+        );
+        assert!(r.output.len() <= MAX_OUTPUT, "{}", r.output.len());
+        assert!(r.output.ends_with('…'));
+    }
+
+    #[test]
+    fn file_round_trip_mode_and_freshness() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = serde_json::json!({"health": {"probe": {"exec": ["true"]}}});
+        let no_check = serde_json::json!({"health": null});
+        assert_eq!(read(dir.path()).unwrap(), None);
+        assert_eq!(current(dir.path(), &no_check, None), None);
+        assert_eq!(
+            current(dir.path(), &spec, Some("2026-11-22T10:00:00Z")),
+            Some(HealthRecord::starting())
+        );
+        let r = HealthRecord {
+            status: HealthStatus::Unhealthy,
+            last_probe: Some("2026-11-22T10:00:05Z".into()),
+            failing_streak: 1,
+            output: "no".into(),
+        };
+        write(dir.path(), &r).unwrap();
+        let mode = std::fs::metadata(path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(read(dir.path()).unwrap(), Some(r.clone()));
+        assert_eq!(
+            current(dir.path(), &spec, Some("2026-11-22T10:00:05Z")),
+            Some(r.clone())
+        );
+        // Restarted since: the file is from the previous run.
+        assert_eq!(
+            current(dir.path(), &spec, Some("2026-11-22T10:01:00Z")),
+            Some(HealthRecord::starting())
+        );
+        std::fs::write(path(dir.path()), "{").unwrap();
+        assert!(matches!(
+            read(dir.path()),
+            Err(HealthFileError::Parse { .. })
+        ));
+        assert_eq!(
+            current(dir.path(), &spec, None),
+            Some(HealthRecord::starting())
+        );
+        remove(dir.path()).unwrap();
+        remove(dir.path()).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None);
+    }
+}
