@@ -281,9 +281,20 @@ fn an_exited_container_is_restarted_per_its_policy_on_the_next_apply() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(app_state(&node)["state"]["exit_code"], 3);
+    // Right after the exit the restart waits out its crash-loop backoff (10 s)…
     let r = node.apply(None);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("restart"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("app: restart deferred until"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(app_state(&node)["restarts"], 0);
+    // …then it restarts.
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("app: started"), "{}", r.stdout);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let v = app_state(&node);
     assert_eq!(v["restarts"], 1, "{v}");
