@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use berth_policy::evaluate::{Date, HostContext};
 use berth_policy::policy::{Policy, check_waivers};
-use berth_spec::node::{NodeConfig, PolicyMode};
+use berth_spec::node::{Caller, NodeConfig, PolicyMode, Unenforced};
 use berth_spec::{Diagnostic, NodeIdentity};
 
 use crate::image::registry::{RegistryConfig, Timeouts};
@@ -151,6 +151,18 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
         path: path.to_path_buf(),
         diags,
     })
+}
+
+/// The security keys set in the configuration that `caller` would have to enforce and
+/// this build cannot (`NodeConfig::unenforced`): the caller refuses to run when the
+/// list is not empty, rather than run without the check the node's owner asked for.
+pub fn refused(loaded: &Loaded, caller: Caller) -> Result<(), Vec<Unenforced>> {
+    let refused = loaded.config.unenforced(caller);
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused)
+    }
 }
 
 /// The host name, for the node's default name.

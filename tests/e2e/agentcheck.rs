@@ -145,3 +145,51 @@ fn a_security_key_this_build_cannot_enforce_refuses_the_agent() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
 }
+
+#[test]
+fn apply_and_plan_refuse_a_keyless_signature_key_naming_it_and_its_place() {
+    let cases = [
+        (
+            "[policy]\ntrusted_root = \"/x\"\n",
+            "node.toml:2:1: error: `policy.trusted_root` is set but this build cannot verify keyless (Sigstore) image signatures yet",
+        ),
+        (
+            "[[policy.trusted_identities]]\nissuer = \"https://token.actions.githubusercontent.com\"\nsubject_regex = \"^https://github.com/acme/\"\n",
+            "node.toml:1:10: error: `policy.trusted_identities` is set but this build cannot verify keyless (Sigstore) image signatures yet",
+        ),
+    ];
+    for (text, want) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("node.toml"), text).expect("write");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).expect("mkdir");
+        std::fs::write(
+            tree.join("web.toml"),
+            "[container.web]\nimage = \"registry.example.com/web:1\"\n",
+        )
+        .expect("write");
+        let state = dir.path().join("state");
+        for cmd in ["apply", "plan"] {
+            let r = run_berth(
+                dir.path(),
+                &[
+                    "--config",
+                    "node.toml",
+                    "--state-dir",
+                    state.to_str().expect("utf-8"),
+                    cmd,
+                    "tree",
+                ],
+            );
+            assert_eq!(r.code, 1, "{cmd} {text}: {}{}", r.stdout, r.stderr);
+            assert!(
+                r.stdout.lines().any(|l| l.starts_with(want)),
+                "{cmd} {text}: want {want}\ngot: {}{}",
+                r.stdout,
+                r.stderr
+            );
+            // Refused before anything else: no state directory was made.
+            assert!(!state.exists(), "{cmd} wrote {}", state.display());
+        }
+    }
+}

@@ -58,6 +58,12 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> ExitCode {
             eprintln!("nothing applied: the spec tree has errors");
             ExitCode::from(EXIT_FINDINGS)
         }
+        Err(PassError::Unenforced { refused }) => {
+            for u in &refused {
+                println!("{}", u.diagnostic());
+            }
+            ExitCode::from(EXIT_FINDINGS)
+        }
         Err(e) => {
             let msg = error_chain(&e);
             tracing::error!("{msg}");

@@ -47,6 +47,12 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> ExitCode {
             }
             return ExitCode::from(EXIT_FINDINGS);
         }
+        Err(PassError::Unenforced { refused }) => {
+            for u in &refused {
+                println!("{}", u.diagnostic());
+            }
+            return ExitCode::from(EXIT_FINDINGS);
+        }
         Err(e) => {
             eprintln!("error: {}", prepare::error_chain(&e));
             return ExitCode::from(EXIT_FAILED);

@@ -350,17 +350,21 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
 }
 
 /// Scans the state directory: container records with their instances, berth's
-/// networks and volumes, and instances no record accounts for.
+/// networks and volumes, instances no record accounts for, and the directory's
+/// generation (`runtime::lock::generation`).
 pub fn actual(
     state_dir: &Path,
     networks: BTreeMap<String, ActualNetwork>,
 ) -> std::io::Result<Actual> {
+    // Read first: a scan racing a writer then claims the older generation.
+    let generation = crate::runtime::lock::generation(state_dir)?;
     let records = state::read_records(state_dir)?;
     let mut out = Actual {
         networks,
         volumes: crate::storage::volumes::list(state_dir)?
             .into_iter()
             .collect(),
+        generation,
         ..Actual::default()
     };
     let mut claimed = BTreeSet::new();

@@ -56,6 +56,14 @@ pub enum OperatorError {
         #[source]
         source: std::io::Error,
     },
+    /// The action was done (or failed half-way) but the state directory's generation
+    /// could not be bumped.
+    #[error("cannot bump the generation of {}", state_dir.display())]
+    Generation {
+        state_dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A runtime, shim or teardown step failed.
     #[error("{name}: cannot {action}")]
     Step {
@@ -67,7 +75,8 @@ pub enum OperatorError {
 }
 
 /// Does `op` to the container `name`, under the state lock (named `berth <op> <name>`,
-/// waiting at most `lock_timeout`; `waiting` is told once who holds it).
+/// waiting at most `lock_timeout`; `waiting` is told once who holds it), then bumps the
+/// state directory's generation.
 pub fn run(
     loaded: &Loaded,
     op: Op,
@@ -78,8 +87,30 @@ pub fn run(
     let rt = &loaded.config.runtime;
     let state_dir = &rt.state_dir;
     let command = format!("berth {} {name}", op.verb());
-    let _lock = lock::lock(state_dir, &command, lock_timeout, waiting)?;
-    let mut record = read(state_dir, name)?;
+    let lock = lock::lock(state_dir, &command, lock_timeout, waiting)?;
+    let record = read(state_dir, name)?;
+    let done = act(loaded, op, name, record);
+    // Once, at the end, whatever happened: a failed action may have changed the state
+    // half-way, and a plan made before it must not be executed.
+    let bumped = lock
+        .bump_generation()
+        .map_err(|source| OperatorError::Generation {
+            state_dir: state_dir.clone(),
+            source,
+        });
+    done?;
+    bumped.map(drop)
+}
+
+/// Does `op` to the container of `record`; the caller holds the state lock.
+fn act(
+    loaded: &Loaded,
+    op: Op,
+    name: &str,
+    mut record: ContainerRecord,
+) -> Result<(), OperatorError> {
+    let rt = &loaded.config.runtime;
+    let state_dir = &rt.state_dir;
     let step = |action: &'static str| {
         move |e: BoxError| OperatorError::Step {
             name: name.to_string(),

@@ -24,7 +24,7 @@ use berth_policy::Evaluator;
 use berth_policy::finding::Finding;
 use berth_policy::policy::Severity;
 use berth_policy::rule::Rule;
-use berth_spec::node::{OnRunningViolation, PolicyMode};
+use berth_spec::node::{Caller, OnRunningViolation, PolicyMode, Unenforced};
 use berth_spec::{Container, NodeIdentity, check, loader};
 use serde::Serialize;
 
@@ -51,6 +51,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum PassError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The node configuration sets security keys this build cannot enforce: the pass
+    /// refuses to run rather than not enforce them (exit 1). Each renders as a located
+    /// diagnostic (`Unenforced::diagnostic`).
+    #[error(
+        "the node configuration sets {} security key(s) this build cannot enforce",
+        refused.len()
+    )]
+    Unenforced { refused: Vec<Unenforced> },
     #[error("cannot read the spec tree {}", path.display())]
     Tree {
         path: PathBuf,
@@ -65,6 +73,25 @@ pub enum PassError {
     Lock(#[from] LockError),
     #[error("cannot scan {}", state_dir.display())]
     Scan {
+        state_dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every plan of the pass was made from an older generation of the state directory
+    /// than the one it would be executed on: a writer changed it without the state
+    /// lock.
+    #[error(
+        "the state directory {} changed under each of {plans} plans (last made from generation {planned}, now {current}): a writer does not hold the state lock",
+        state_dir.display()
+    )]
+    Stale {
+        state_dir: PathBuf,
+        plans: usize,
+        planned: u64,
+        current: u64,
+    },
+    #[error("cannot bump the generation of {}", state_dir.display())]
+    Generation {
         state_dir: PathBuf,
         #[source]
         source: std::io::Error,
@@ -200,6 +227,8 @@ struct Front {
 
 impl Front {
     fn read(env: &Env<'_>, input: &Input<'_>) -> Result<Front, PassError> {
+        node::refused(env.loaded, Caller::Apply)
+            .map_err(|refused| PassError::Unenforced { refused })?;
         let policy = node::node_policy(env.loaded, None)?;
         let node = node::identity(env.loaded, input.node.clone());
         let tree = loader::load_tree(input.path).map_err(|e| PassError::Tree {
@@ -349,7 +378,7 @@ pub fn apply(
     let front = Front::read(env, input)?;
     let cfg = &env.loaded.config;
     let state_dir = cfg.runtime.state_dir.clone();
-    let _lock = lock::lock(&state_dir, wait.command, wait.timeout, wait.waiting)?;
+    let lock = lock::lock(&state_dir, wait.command, wait.timeout, wait.waiting)?;
 
     let (store, snapshots) = stores(&state_dir)?;
     let client = client(env)?;
@@ -364,10 +393,56 @@ pub fn apply(
     );
     // One pass rewrites the peers' hosts files once, at its end.
     let networks = node::networks_of(env.loaded).deferring_peers();
-    let planned = front.plan(env, input, &facts, &networks)?;
+    // Scanned and planned under the lock; a plan from an older generation is made
+    // again rather than executed.
+    let planned = current(&state_dir, || front.plan(env, input, &facts, &networks))?;
     on_plan(&planned.plan);
-    let (outcome, durations) = execute(env, &front, &planned, &ready, &networks)?;
+    let executed = execute(env, &front, &planned, &ready, &networks);
+    let bumped = lock
+        .bump_generation()
+        .map_err(|source| PassError::Generation {
+            state_dir: state_dir.clone(),
+            source,
+        });
+    let (outcome, durations) = executed?;
+    bumped?;
     Ok(report(&planned, outcome, &durations))
+}
+
+/// How many plans a pass makes before it gives up on a state directory that changes
+/// under each of them.
+const MAX_PLANS: usize = 3;
+
+/// A plan from `make` made from the state directory's current generation: one made
+/// from an older one (another writer changed the state since the scan) is made again,
+/// at most [`MAX_PLANS`] times in all.
+fn current(
+    state_dir: &Path,
+    mut make: impl FnMut() -> Result<Planned, PassError>,
+) -> Result<Planned, PassError> {
+    let mut last = (0, 0);
+    for _ in 0..MAX_PLANS {
+        let planned = make()?;
+        let now = lock::generation(state_dir).map_err(|source| PassError::Scan {
+            state_dir: state_dir.to_path_buf(),
+            source,
+        })?;
+        if planned.plan.actual_generation == now {
+            return Ok(planned);
+        }
+        tracing::warn!(
+            planned = planned.plan.actual_generation,
+            now,
+            "the state directory changed since the scan; planning again"
+        );
+        last = (planned.plan.actual_generation, now);
+    }
+    Err(PassError::Stale {
+        state_dir: state_dir.to_path_buf(),
+        plans: MAX_PLANS,
+        planned: last.0,
+        current: last.1,
+    })
 }
 
 /// Runs the plan on this host.
@@ -494,3 +569,90 @@ fn report(planned: &Planned, outcome: Outcome, durations: &BTreeMap<usize, Durat
 #[cfg(test)]
 #[path = "pass_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod generation_tests {
+    use super::*;
+    use crate::reconcile::model::History;
+
+    /// A plan of the state directory as it is now (nothing desired).
+    fn scan_and_plan(state_dir: &Path) -> Result<Planned, PassError> {
+        let actual =
+            gather::actual(state_dir, BTreeMap::new()).map_err(|source| PassError::Scan {
+                state_dir: state_dir.to_path_buf(),
+                source,
+            })?;
+        let desired = Desired::default();
+        let decisions = PolicyDecisions::default();
+        let plan = super::super::plan(
+            &desired,
+            &actual,
+            &decisions,
+            &History::default(),
+            Timestamp(0),
+        );
+        Ok(Planned {
+            desired,
+            decisions,
+            findings: BTreeMap::new(),
+            plan,
+        })
+    }
+
+    #[test]
+    fn a_plan_from_an_older_generation_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock::lock(dir.path(), "berth stop web", Duration::ZERO, &mut |_| {}).unwrap();
+        held.bump_generation().unwrap();
+        let mut plans = 0;
+        let planned = current(dir.path(), || {
+            plans += 1;
+            let p = scan_and_plan(dir.path());
+            if plans == 1 {
+                // Another writer, between the first scan and its execution.
+                held.bump_generation().unwrap();
+            }
+            p
+        })
+        .unwrap();
+        assert_eq!(plans, 2);
+        assert_eq!(planned.plan.actual_generation, 2);
+    }
+
+    #[test]
+    fn a_state_that_changes_under_every_plan_fails_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock::lock(dir.path(), "berth apply", Duration::ZERO, &mut |_| {}).unwrap();
+        let mut plans = 0;
+        let err = current(dir.path(), || {
+            plans += 1;
+            let p = scan_and_plan(dir.path());
+            held.bump_generation().unwrap();
+            p
+        })
+        .err()
+        .unwrap();
+        assert_eq!(plans, MAX_PLANS);
+        match err {
+            PassError::Stale {
+                plans,
+                planned,
+                current,
+                ..
+            } => assert_eq!((plans, planned, current), (MAX_PLANS, 2, 3)),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_state_is_planned_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plans = 0;
+        let planned = current(dir.path(), || {
+            plans += 1;
+            scan_and_plan(dir.path())
+        })
+        .unwrap();
+        assert_eq!((plans, planned.plan.actual_generation), (1, 0));
+    }
+}

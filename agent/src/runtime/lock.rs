@@ -7,7 +7,11 @@
 //!   the lock in that file, one JSON object, so that a waiter can name it;
 //! - a waiter says once who it waits for, and gives up after its timeout with the same
 //!   sentence: an agent on a node nobody logs into must not hang forever behind a stuck
-//!   operator command.
+//!   operator command;
+//! - every writer bumps the state directory's generation (`<state_dir>/generation`, a
+//!   decimal u64 written atomically) once, under the lock, at the end of its changes: a
+//!   plan made from an older generation was made before another writer's changes, and
+//!   is not executed (`reconcile::pass` plans again).
 
 use std::fs::File;
 use std::io;
@@ -91,6 +95,41 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct StateLock {
     file: File,
+    state_dir: PathBuf,
+}
+
+impl StateLock {
+    /// Bumps the state directory's generation, once per writer at the end of its
+    /// changes; returns the new one. Only a holder of the lock can.
+    pub fn bump_generation(&self) -> io::Result<u64> {
+        let next = generation(&self.state_dir)?.wrapping_add(1);
+        super::state::write_atomic(
+            &generation_path(&self.state_dir),
+            next.to_string().as_bytes(),
+        )?;
+        Ok(next)
+    }
+}
+
+fn generation_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("generation")
+}
+
+/// The state directory's generation: how many times writers changed it (0 before the
+/// first). A file that does not parse is an error, not a silent 0: a plan compared
+/// against it would be taken as current.
+pub fn generation(state_dir: &Path) -> io::Result<u64> {
+    let path = generation_path(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a generation: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 impl Drop for StateLock {
@@ -146,7 +185,10 @@ pub fn lock(
     let me = serde_json::to_vec(&Holder::me(command)).unwrap_or_default();
     file.set_len(0).map_err(lock_err)?;
     file.write_all_at(&me, 0).map_err(lock_err)?;
-    Ok(StateLock { file })
+    Ok(StateLock {
+        file,
+        state_dir: state_dir.to_path_buf(),
+    })
 }
 
 /// The holder named in the lock file at `path`, if it named itself.
@@ -224,6 +266,22 @@ mod tests {
         release.join().unwrap();
         assert!(l.is_ok());
         assert_eq!(said, 1);
+    }
+
+    #[test]
+    fn each_bump_raises_the_generation_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(generation(dir.path()).unwrap(), 0);
+        let l = lock(dir.path(), "berth apply", Duration::ZERO, &mut |_| {}).unwrap();
+        assert_eq!(l.bump_generation().unwrap(), 1);
+        assert_eq!(l.bump_generation().unwrap(), 2);
+        drop(l);
+        assert_eq!(generation(dir.path()).unwrap(), 2);
+        std::fs::write(dir.path().join("generation"), "two").unwrap();
+        assert_eq!(
+            generation(dir.path()).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]
