@@ -9,6 +9,7 @@ mod audit;
 mod backoff;
 mod cgroups;
 mod crash;
+mod health;
 mod hostile;
 mod hostside;
 mod network;

@@ -1,0 +1,86 @@
+//! Health is observed: `berth apply` probes a container with a health check once after
+//! its start and records the result next to the instance; `ps` and `inspect` read it.
+
+use berth_e2e::live::LiveNode;
+
+fn ps_health(node: &LiveNode) -> serde_json::Value {
+    let r = node.berth(&["ps", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn row<'a>(ps: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    ps.as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {ps}"))
+}
+
+#[test]
+fn apply_probes_once_and_ps_and_inspect_show_the_health() {
+    let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
+    else {
+        return;
+    };
+    node.write_spec(
+        "health.toml",
+        "[container.good]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
+         command = [\"sleep\", \"1000\"]\n\
+         health = { exec = [\"true\"], interval = \"1s\" }\n\
+         [container.bad]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
+         command = [\"sleep\", \"1000\"]\n\
+         health = { exec = [\"false\"], interval = \"1s\", retries = 1, start_period = \"0s\" }\n\
+         [container.plain]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
+         command = [\"sleep\", \"1000\"]\n",
+    );
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "good")["health"], "healthy", "{ps}");
+    assert_eq!(row(&ps, "good")["status"], "running (healthy)", "{ps}");
+    assert_eq!(row(&ps, "bad")["health"], "unhealthy", "{ps}");
+    assert_eq!(row(&ps, "bad")["status"], "running (unhealthy)", "{ps}");
+    assert_eq!(row(&ps, "plain")["health"], serde_json::Value::Null, "{ps}");
+    assert_eq!(row(&ps, "plain")["status"], "running", "{ps}");
+
+    let text = node.berth(&["ps"]);
+    assert!(
+        text.stdout.contains("running (unhealthy)"),
+        "{}",
+        text.stdout
+    );
+
+    let r = node.berth(&["inspect", "bad"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let h = &v["state"]["health"];
+    assert_eq!(h["status"], "unhealthy", "{v}");
+    assert_eq!(h["failing_streak"], 1, "{v}");
+    assert!(h["last_probe"].is_string(), "{v}");
+    assert!(
+        h["output"].as_str().is_some_and(|o| o.contains("false")),
+        "{v}"
+    );
+    let r = node.berth(&["inspect", "--format", "text", "good"]);
+    assert!(
+        r.stdout.contains("Health:    healthy (last probe "),
+        "{}",
+        r.stdout
+    );
+
+    // The file next to the instance, private to root.
+    use std::os::unix::fs::PermissionsExt;
+    let id = node.instance("bad").expect("an instance of bad");
+    let file = node.state().join("instances").join(id).join("health.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+
+    // An unhealthy container is not restarted by the next apply (health is
+    // informational for a running container).
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("bad: started"), "{}", r.stdout);
+    assert!(!r.stdout.contains("bad: restarted"), "{}", r.stdout);
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "bad")["health"], "unhealthy", "{ps}");
+}
