@@ -107,11 +107,27 @@ pub fn desired(
                 );
             }
             Err(e) => {
-                d.not_evaluated.insert(c.name.clone(), e);
+                // The report's reason is text: the error and its causes.
+                let reason = crate::image::prepare::error_chain(&e);
+                d.not_evaluated.insert(c.name.clone(), reason);
             }
         }
     }
     d
+}
+
+/// Why a container's spec hash could not be computed: it is not evaluated (permanent
+/// until the tree changes).
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("secret `{name}` is not defined")]
+    NoSecret { name: String },
+    #[error("secret file")]
+    SecretFile(#[source] treefile::TreeFileError),
+    #[error("seccomp profile")]
+    SeccompProfile(#[source] treefile::TreeFileError),
+    #[error("cannot hash the spec")]
+    Hash(#[source] serde_json::Error),
 }
 
 /// The spec hash of a container (DESIGN.md §7): its spec, image digest, and the content
@@ -121,7 +137,7 @@ pub fn hash(
     root: &Path,
     c: &Container,
     digest: &str,
-) -> Result<SpecHash, String> {
+) -> Result<SpecHash, HashError> {
     let networks: Vec<_> = networks_of(c)
         .iter()
         .filter_map(|n| state.networks.get(n))
@@ -135,9 +151,11 @@ pub fn hash(
         let secret = state
             .secrets
             .get(&s.name)
-            .ok_or_else(|| format!("secret `{}` is not defined", s.name))?;
+            .ok_or_else(|| HashError::NoSecret {
+                name: s.name.clone(),
+            })?;
         let bytes = treefile::read(root, &secret.file, treefile::MAX_SECRET_FILE)
-            .map_err(|e| format!("secret file: {}", crate::image::prepare::error_chain(&e)))?;
+            .map_err(HashError::SecretFile)?;
         ciphertexts.push((secret, bytes));
     }
     let secrets: Vec<SecretInput<'_>> = ciphertexts
@@ -149,12 +167,8 @@ pub fn hash(
         .collect();
     let profile = match &c.seccomp {
         Seccomp::Profile(file) => Some(
-            treefile::read(root, file, treefile::MAX_SECCOMP_PROFILE).map_err(|e| {
-                format!(
-                    "seccomp profile: {}",
-                    crate::image::prepare::error_chain(&e)
-                )
-            })?,
+            treefile::read(root, file, treefile::MAX_SECCOMP_PROFILE)
+                .map_err(HashError::SeccompProfile)?,
         ),
         _ => None,
     };
@@ -166,7 +180,7 @@ pub fn hash(
         secrets: &secrets,
         seccomp_profile: profile.as_deref(),
     })
-    .map_err(|e| format!("cannot hash the spec: {e}"))
+    .map_err(HashError::Hash)
 }
 
 /// The policy's verdict on each desired container, with the node's mode applied.

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use berth_policy::evaluate::{Facts, SignatureFact};
 use berth_spec::Container;
@@ -18,20 +19,80 @@ use oci_spec::image::ImageConfiguration;
 
 mod remote;
 
+use super::executor::FailureKind;
 use super::gather::ImageFacts;
-use crate::image::prepare::{self, SignatureCheck};
-use crate::image::pull::{self, PullOptions, Silent};
+use crate::image::prepare::{self, PrepareError, SignatureCheck};
+use crate::image::pull::{self, PullError, PullOptions, Silent};
 use crate::image::registry::Client;
 use crate::image::signature::TrustedKey;
-use crate::image::snapshot::SnapshotStore;
-use crate::image::store::Store;
+use crate::image::snapshot::{SnapshotError, SnapshotStore};
 use crate::image::store::records::ImageRecord;
+use crate::image::store::{Store, StoreError};
 use crate::runtime::user;
 
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_USER_DB: u64 = 1 << 20;
 /// Largest image config read (the manifest module's cap).
 const MAX_CONFIG: u64 = crate::image::manifest::MAX_CONFIG_BYTES;
+
+/// Why an image could not be made ready (`apply`) or learned about (`plan`). Clones
+/// share the cause: one image's error is reported for each of its containers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot pull {reference}")]
+    Pull {
+        reference: String,
+        #[source]
+        source: Arc<PullError>,
+    },
+    #[error("cannot read the config of {reference}")]
+    ReadConfig {
+        reference: String,
+        #[source]
+        source: Arc<StoreError>,
+    },
+    #[error("the config of {reference} is not an OCI image config")]
+    Config {
+        reference: String,
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    #[error(transparent)]
+    Prepare(Arc<PrepareError>),
+    #[error(transparent)]
+    Snapshot(Arc<SnapshotError>),
+    #[error("cannot ask the registry about {reference}")]
+    Registry {
+        reference: String,
+        #[source]
+        source: Arc<remote::RemoteError>,
+    },
+    #[error("image {reference} is not pinned by digest and not in the store, and {why_not}")]
+    Unresolved { reference: String, why_not: String },
+}
+
+impl ImageError {
+    /// Whether a later pass may succeed with the same input (the registry unreachable)
+    /// or not until it changes (the image missing, a corrupt config).
+    pub fn kind(&self) -> FailureKind {
+        FailureKind::of(match self {
+            ImageError::Pull { source, .. } => source.is_transient(),
+            ImageError::ReadConfig { source, .. } => source.is_transient(),
+            ImageError::Registry { source, .. } => source.is_transient(),
+            _ => false,
+        })
+    }
+
+    /// The reason its containers are not evaluated, as the report says it: the error,
+    /// its causes and its kind.
+    pub fn reason(&self) -> String {
+        let kind = match self.kind() {
+            FailureKind::Transient => "transient",
+            FailureKind::Permanent => "permanent",
+        };
+        format!("{} ({kind})", prepare::error_chain(self))
+    }
+}
 
 /// An image made ready for one or more containers.
 #[derive(Debug, Clone)]
@@ -82,7 +143,7 @@ pub fn prepare_all(
     signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
 ) -> (BTreeMap<String, ImageFacts>, BTreeMap<String, ReadyImage>) {
-    let mut by_ref: BTreeMap<String, Result<(ReadyImage, Option<SignatureCheck>), String>> =
+    let mut by_ref: BTreeMap<String, Result<(ReadyImage, Option<SignatureCheck>), ImageError>> =
         BTreeMap::new();
     let mut facts = BTreeMap::new();
     let mut ready = BTreeMap::new();
@@ -127,7 +188,7 @@ pub fn prepare_all(
                     ready.insert(c.name.clone(), image);
                 }
             }
-            Err(e) => f.error = Some(e),
+            Err(e) => f.error = Some(e.reason()),
         }
         facts.insert(c.name.clone(), f);
     }
@@ -141,21 +202,30 @@ fn prepare_one(
     client: &Client,
     signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
-) -> Result<(ReadyImage, Option<SignatureCheck>), String> {
+) -> Result<(ReadyImage, Option<SignatureCheck>), ImageError> {
     let opts = PullOptions::default();
     let pulled = rt
         .block_on(pull::pull(client, store, reference, &opts, &Silent))
-        .map_err(|e| format!("cannot pull {reference}: {}", prepare::error_chain(&e)))?;
+        .map_err(|e| ImageError::Pull {
+            reference: reference.to_string(),
+            source: Arc::new(e),
+        })?;
     let record = pulled.record;
     super::host::failpoint("after-pull");
     let check = (!signatures.keys.is_empty())
         .then(|| prepare::verify_stored(store, &record, &signatures.keys));
     let config_bytes = store
         .read_blob(&record.config.digest, MAX_CONFIG)
-        .map_err(|e| format!("cannot read the config of {reference}: {e}"))?;
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-        .map_err(|e| format!("the config of {reference} is not an OCI image config: {e}"))?;
-    let chains = prepare::chain_ids(&record).map_err(|e| prepare::error_chain(&e))?;
+        .map_err(|e| ImageError::ReadConfig {
+            reference: reference.to_string(),
+            source: Arc::new(e),
+        })?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Config {
+            reference: reference.to_string(),
+            source: Arc::new(e),
+        })?;
+    let chains = prepare::chain_ids(&record).map_err(|e| ImageError::Prepare(Arc::new(e)))?;
     let chain_ids: Vec<String> = chains.iter().map(|c| c.as_str().to_string()).collect();
     if signatures.enforced && matches!(check, Some(SignatureCheck::Failed(_))) {
         // Never unpacked: the policy blocks its containers with the reason.
@@ -171,10 +241,11 @@ fn prepare_one(
             check,
         ));
     }
-    prepare::unpack_snapshots(store, snapshots, &record).map_err(|e| prepare::error_chain(&e))?;
+    prepare::unpack_snapshots(store, snapshots, &record)
+        .map_err(|e| ImageError::Prepare(Arc::new(e)))?;
     let lowerdirs = snapshots
         .lowerdirs(&chains)
-        .map_err(|e| prepare::error_chain(&e))?;
+        .map_err(|e| ImageError::Snapshot(Arc::new(e)))?;
     let read = |p: &str| {
         prepare::read_image_file(&lowerdirs, p, MAX_USER_DB)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -243,7 +314,7 @@ pub fn inspect_all(
     signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
 ) -> Inspection {
-    let mut by_ref: BTreeMap<String, Result<Looked, String>> = BTreeMap::new();
+    let mut by_ref: BTreeMap<String, Result<Looked, ImageError>> = BTreeMap::new();
     let mut out = Inspection::default();
     for c in containers {
         let Some(reference) = &c.image_ref else {
@@ -257,7 +328,7 @@ pub fn inspect_all(
             Ok(looked) => facts_of(c, looked, store, snapshots),
             Err(e) => (
                 ImageFacts {
-                    error: Some(e),
+                    error: Some(e.reason()),
                     ..ImageFacts::default()
                 },
                 Vec::new(),
@@ -369,7 +440,7 @@ fn look(
     registry: Option<&Client>,
     keys: &[TrustedKey],
     rt: &tokio::runtime::Handle,
-) -> Result<Looked, String> {
+) -> Result<Looked, ImageError> {
     let local = stored(store, reference);
     let read_config = |r: &ImageRecord| {
         store
@@ -402,10 +473,13 @@ fn look(
                     });
                 }
                 Err(e) => {
+                    let why = format!("its registry did not answer ({})", prepare::error_chain(&e));
                     if local.is_none() && reference.digest.is_none() {
-                        return Err(format!("cannot ask the registry about {reference}: {e}"));
+                        return Err(ImageError::Registry {
+                            reference: reference.to_string(),
+                            source: Arc::new(e),
+                        });
                     }
-                    let why = format!("its registry did not answer ({e})");
                     if reference.digest.is_none() {
                         // The tag may have moved since it was pulled.
                         unknown.push(format!(
@@ -444,8 +518,9 @@ fn look(
                 ..Looked::default()
             })
         }
-        (None, None) => Err(format!(
-            "image {reference} is not pinned by digest and not in the store, and {why_not}"
-        )),
+        (None, None) => Err(ImageError::Unresolved {
+            reference: reference.to_string(),
+            why_not,
+        }),
     }
 }

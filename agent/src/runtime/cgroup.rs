@@ -398,7 +398,7 @@ fn read_max(path: &Path) -> Result<Option<u64>, CgroupError> {
 }
 
 fn read_keyed(path: &Path) -> Result<BTreeMap<String, u64>, CgroupError> {
-    parse_keyed(&read(path)?).map_err(|reason| parse_err(path, reason))
+    parse_keyed(&read(path)?).map_err(|e| parse_err(path, e.to_string()))
 }
 
 fn key(map: &BTreeMap<String, u64>, k: &str, path: &Path) -> Result<u64, CgroupError> {
@@ -420,8 +420,17 @@ pub fn parse_max(text: &str) -> Option<Option<u64>> {
     }
 }
 
+/// Why a flat-keyed file does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyedError {
+    #[error("line {line}: expected `key value`")]
+    Shape { line: usize },
+    #[error("line {line}: {key}: expected an unsigned integer")]
+    Value { line: usize, key: String },
+}
+
 /// A flat-keyed file (`memory.stat`, `cpu.stat`): `key value` lines.
-pub fn parse_keyed(text: &str) -> Result<BTreeMap<String, u64>, String> {
+pub fn parse_keyed(text: &str) -> Result<BTreeMap<String, u64>, KeyedError> {
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -429,11 +438,12 @@ pub fn parse_keyed(text: &str) -> Result<BTreeMap<String, u64>, String> {
         }
         let mut parts = line.split_whitespace();
         let (Some(k), Some(v), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("line {}: expected `key value`", i + 1));
+            return Err(KeyedError::Shape { line: i + 1 });
         };
-        let v = v
-            .parse()
-            .map_err(|_| format!("line {}: {k}: expected an unsigned integer", i + 1))?;
+        let v = v.parse().map_err(|_| KeyedError::Value {
+            line: i + 1,
+            key: k.to_string(),
+        })?;
         out.insert(k.to_string(), v);
     }
     Ok(out)

@@ -181,6 +181,7 @@ fn parsers() {
     assert!(
         parse_keyed("usage_usec ten\n")
             .unwrap_err()
+            .to_string()
             .contains("usage_usec")
     );
     assert!(parse_keyed("a 1 2\n").is_err());

@@ -37,6 +37,16 @@ pub enum RemoteError {
     Invalid { reference: String, detail: String },
 }
 
+impl RemoteError {
+    /// True when asking again later may succeed (the registry unreachable, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Registry(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 /// What the registry says of one reference.
 #[derive(Debug, Clone)]
 pub struct Remote {
@@ -49,16 +59,6 @@ pub struct Remote {
 
 /// Resolves `reference` and checks its signature against `keys`.
 pub async fn inspect(
-    client: &Client,
-    reference: &Reference,
-    keys: &[TrustedKey],
-) -> Result<Remote, String> {
-    inspect_inner(client, reference, keys)
-        .await
-        .map_err(|e| error_chain(&e))
-}
-
-async fn inspect_inner(
     client: &Client,
     reference: &Reference,
     keys: &[TrustedKey],
