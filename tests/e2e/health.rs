@@ -84,3 +84,33 @@ fn apply_probes_once_and_ps_and_inspect_show_the_health() {
     let ps = ps_health(&node);
     assert_eq!(row(&ps, "bad")["health"], "unhealthy", "{ps}");
 }
+
+/// An exec check that hangs is killed at its timeout: `berth apply` does not wait for
+/// it, and the failure counts.
+#[test]
+fn a_hanging_exec_check_is_cut_at_its_timeout() {
+    let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
+    else {
+        return;
+    };
+    node.write_spec(
+        "hang.toml",
+        "[container.hang]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
+         command = [\"sleep\", \"1000\"]\n\
+         health = { exec = [\"sleep\", \"600\"], interval = \"1s\", timeout = \"1s\", retries = 1, start_period = \"0s\" }\n",
+    );
+    let start = std::time::Instant::now();
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "apply took {:?}",
+        start.elapsed()
+    );
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "hang")["health"], "unhealthy", "{ps}");
+    // The probe's process is gone from the container.
+    let (code, out, _) = node.exec("hang", &["ps", "-o", "args"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("sleep 600"), "{out}");
+}

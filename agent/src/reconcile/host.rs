@@ -468,9 +468,10 @@ impl RealHost<'_> {
         };
         let inst = self.instance(id);
         let runtime = self.runtime;
-        let exec = move |argv: &[String], _t: Duration| -> Result<i32, health::ExecError> {
+        let exec = move |argv: &[String], t: Duration| -> Result<i32, health::ExecError> {
             let req = ExecRequest {
                 args: argv.to_vec(),
+                timeout: Some(t),
                 ..ExecRequest::default()
             };
             let io = ExecIo {

@@ -96,6 +96,8 @@ pub struct ExecRequest {
     /// Added to the container's environment, replacing equal keys.
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
+    /// Killed (and exit code 137) when it runs longer: health probes.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The exec'd process's stdio (no terminal): the caller's, or whatever it passes.

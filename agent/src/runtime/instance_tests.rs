@@ -91,6 +91,7 @@ fn exec_process_applies_the_request_to_the_containers_process() {
             ("X".into(), "a=b".into()),
         ],
         cwd: Some("/tmp".into()),
+        timeout: None,
     };
     let p = exec_process(&container, &req);
     assert_eq!(p["user"], json!({"uid": 0, "gid": 0, "umask": 18}));

@@ -124,19 +124,70 @@ pub(super) fn run(
         .and_then(|()| process_file.flush())
         .map_err(InstanceError::io(inst, "cannot write", process_file.path()))?;
 
-    let argv = oci.runtime.exec_argv(
+    let mut argv = oci.runtime.exec_argv(
         &inst.id,
         &ExecArgs::Process(process_file.path()),
         Some(log_file.path()),
     );
-    let status = oci
+    // With a timeout, the runtime writes the exec'd process's pid, to kill it by.
+    let pid_file = match req.timeout {
+        Some(_) => Some(temp(".exec-pid-")?),
+        None => None,
+    };
+    if let (Some(f), Some(at)) = (&pid_file, argv.iter().position(|a| a == "exec")) {
+        argv.insert(at + 1, f.path().as_os_str().to_owned());
+        argv.insert(at + 1, "--pid-file".into());
+    }
+    let mut child = oci
         .runtime
         .command(&argv)
         .stdin(io.stdin)
         .stdout(io.stdout)
         .stderr(io.stderr)
-        .status()
+        .spawn()
         .map_err(InstanceError::io(inst, "cannot run", &oci.runtime.binary))?;
+    let status = match (req.timeout, &pid_file) {
+        (Some(timeout), Some(pid_file)) => {
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                if let Some(status) = child.try_wait().map_err(InstanceError::io(
+                    inst,
+                    "cannot wait for",
+                    &oci.runtime.binary,
+                ))? {
+                    break status;
+                }
+                if std::time::Instant::now() >= deadline {
+                    // The process in the container first, then the runtime waiting on it.
+                    if let Some(pid) = std::fs::read_to_string(pid_file.path())
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok())
+                        .filter(|p| *p > 1)
+                    {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(ExecOutcome {
+                        exit_code: 137,
+                        runtime_error: Some(format!(
+                            "`{command}` did not finish within {}",
+                            humantime::format_duration(timeout)
+                        )),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        _ => child.wait().map_err(InstanceError::io(
+            inst,
+            "cannot wait for",
+            &oci.runtime.binary,
+        ))?,
+    };
     let logged = std::fs::read_to_string(log_file.path()).unwrap_or_default();
     if let Some(error) = last_logged_error(&logged) {
         return Ok(ExecOutcome {
