@@ -617,12 +617,12 @@ fn health(r: &Reader<'_, '_, '_>, t: &DeTable<'_>, loc: Location) -> Option<Heal
     let retries = h
         .integer("retries")
         .and_then(|(n, nloc)| match u32::try_from(n) {
-            Ok(n) if n >= 1 => Some(n),
+            Ok(n) if (1..=1000).contains(&n) => Some(n),
             _ => {
                 h.error(
                     &nloc,
                     "retries",
-                    format!("`health.retries` must be at least 1, found {n}"),
+                    format!("`health.retries` must be from 1 to 1000, found {n}"),
                 );
                 None
             }

@@ -50,10 +50,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration in the humantime forms (`90s`, `1m30s`, `500ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
+    let d = humantime::parse_duration(s.trim()).map_err(|_| {
         format!("invalid duration `{s}`: use forms like `10s`, `2m`, `1m30s` or `500ms`")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration `{s}` is longer than {}, the longest berth takes",
+            format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration any key takes (a year): arithmetic on durations (a health
+/// check's whole wait, a deadline from now) then never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Formats a duration back in humantime form.
 pub fn format_duration(d: Duration) -> String {

@@ -93,7 +93,13 @@ pub(super) fn stop_params(i: &Instance, spec: Option<&Container>) -> (String, Du
 /// unhealthy, plus one. `None` without a health check.
 pub(super) fn health_timeout(spec: &Container) -> Option<Duration> {
     let h = spec.health.as_ref()?;
-    Some(h.start_period + (h.interval + h.timeout) * (h.retries + 1))
+    Some(
+        h.start_period.saturating_add(
+            h.interval
+                .saturating_add(h.timeout)
+                .saturating_mul(h.retries.saturating_add(1)),
+        ),
+    )
 }
 
 /// [`health_timeout`] from an instance's stored spec.
@@ -104,6 +110,13 @@ pub(super) fn stored_health_timeout(i: &Instance) -> Option<Duration> {
             .and_then(Value::as_str)
             .and_then(|s| parse_duration(s).ok())
     };
-    let retries = h.get("retries").and_then(Value::as_u64).unwrap_or(3) as u32;
-    Some(d("start_period")? + (d("interval")? + d("timeout")?) * (retries + 1))
+    let retries =
+        u32::try_from(h.get("retries").and_then(Value::as_u64).unwrap_or(3)).unwrap_or(u32::MAX);
+    Some(
+        d("start_period")?.saturating_add(
+            d("interval")?
+                .saturating_add(d("timeout")?)
+                .saturating_mul(retries.saturating_add(1)),
+        ),
+    )
 }

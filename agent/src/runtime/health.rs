@@ -151,7 +151,9 @@ fn http_get(url: &str, timeout: Duration) -> ProbeResult {
 /// The longest `berth apply` waits for a dependency: start_period + retries × interval
 /// (plus one timeout for the last probe).
 pub fn max_wait(h: &Health) -> Duration {
-    h.start_period + h.interval * h.retries + h.timeout
+    h.start_period
+        .saturating_add(h.interval.saturating_mul(h.retries))
+        .saturating_add(h.timeout)
 }
 
 /// Probes until healthy or until `retries` consecutive failures after `start_period`.

@@ -42,6 +42,9 @@ pub(super) fn scope(repository: &str, push: bool) -> String {
     format!("repository:{repository}:{actions}")
 }
 
+/// The longest a token is reused, whatever the registry says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses a token response: `token` or `access_token`, and the lifetime. A token is
 /// renewed 10 s before it expires so a long pull does not race its expiry.
 pub(super) fn parse_response(body: &[u8]) -> Result<(String, Duration), String> {
@@ -65,7 +68,9 @@ pub(super) fn parse_response(body: &[u8]) -> Result<(String, Duration), String> 
         .expires_in
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TOKEN_LIFETIME)
-        .max(DEFAULT_TOKEN_LIFETIME);
+        .max(DEFAULT_TOKEN_LIFETIME)
+        // The server's number: a huge one would overflow the clock.
+        .min(MAX_TOKEN_LIFETIME);
     Ok((token, lifetime.saturating_sub(Duration::from_secs(10))))
 }
 
@@ -192,6 +197,10 @@ mod tests {
         assert_eq!((t.as_str(), life), ("abc", Duration::from_secs(290)));
         let (t, life) = parse_response(br#"{"access_token":"xyz"}"#).unwrap();
         assert_eq!((t.as_str(), life), ("xyz", Duration::from_secs(50)));
+        // A lifetime past the clock's range is cut to a day.
+        let (_, life) =
+            parse_response(br#"{"token":"abc","expires_in":18446744073709551615}"#).unwrap();
+        assert_eq!(life, MAX_TOKEN_LIFETIME - Duration::from_secs(10));
         // A lifetime below the minimum is raised to it.
         let (_, life) = parse_response(br#"{"token":"a","expires_in":5}"#).unwrap();
         assert_eq!(life, Duration::from_secs(50));

@@ -22,6 +22,9 @@ use super::{
 };
 use crate::runtime::oci::{ExecArgs, exec_failure_code, last_logged_error};
 
+/// The longest wait for a timed exec whose timeout does not fit the clock.
+const MAX_EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The exec'd process: the container's `process` with the request applied. Pure.
 pub fn exec_process(container_process: &Value, req: &ExecRequest) -> Value {
     let mut p = match container_process {
@@ -148,7 +151,8 @@ pub(super) fn run(
         .map_err(InstanceError::io(inst, "cannot run", &oci.runtime.binary))?;
     let status = match (req.timeout, &pid_file) {
         (Some(timeout), Some(pid_file)) => {
-            let deadline = std::time::Instant::now() + timeout;
+            let now = std::time::Instant::now();
+            let deadline = now.checked_add(timeout).unwrap_or(now + MAX_EXEC_WAIT);
             loop {
                 if let Some(status) = child.try_wait().map_err(InstanceError::io(
                     inst,
