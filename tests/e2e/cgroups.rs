@@ -98,6 +98,9 @@ fn two_state_directories_with_the_same_spec_have_their_own_cgroups() {
     drop(a);
     for d in &da {
         assert!(!d.exists(), "cgroup left: {}", d.display());
+        // Its state directory's `/berth/<hash>` parent goes with its last instance.
+        let parent = d.parent().expect("a parent");
+        assert!(!parent.exists(), "cgroup parent left: {}", parent.display());
     }
     for d in &db {
         assert!(d.exists(), "the other node's cgroup went: {}", d.display());

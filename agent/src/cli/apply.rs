@@ -117,7 +117,10 @@ fn render(report: &Report, format: Format) {
                 println!("{name}: {}", berth_spec::diag::printable(&describe(c)));
             }
             for (name, n) in &report.networks {
-                println!("network {name}: deferred: {}", n.reason);
+                println!(
+                    "network {name}: deferred: {}",
+                    berth_spec::diag::printable(&n.reason)
+                );
             }
             let failed = report.failed_steps();
             if failed > 0 {

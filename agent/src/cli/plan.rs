@@ -74,7 +74,10 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> ExitCode {
             }
             for (name, facts) in &report.unknown {
                 for f in facts {
-                    println!("{name}: not known: {f}");
+                    println!(
+                        "{name}: not known: {}",
+                        berth_spec::diag::printable(&f.to_string())
+                    );
                 }
             }
         }

@@ -479,7 +479,12 @@ fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Star
     }
     Some(Start {
         reason,
-        not_before: delay.map(|d| d.until).filter(|u| *u > ctx.now),
+        // Never further than the longest delay from now: an exit stamped in the future
+        // (a clock that stepped back, an edge node without a real-time clock) must not
+        // hold the restart for years.
+        not_before: delay
+            .map(|d| d.until.min(ctx.now.after(super::backoff::MAX)))
+            .filter(|u| *u > ctx.now),
     })
 }
 

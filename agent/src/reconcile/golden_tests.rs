@@ -656,3 +656,29 @@ fn backoff_doubles_over_the_recorded_history() {
     );
     assert_eq!(plan.requeue_at(), Some(Timestamp(crashed + 10)), "{plan}");
 }
+
+/// An exit stamped years ahead (a clock that stepped back) holds the restart for the
+/// longest backoff at most, never until that time.
+#[test]
+fn an_exit_from_the_future_holds_the_restart_five_minutes_at_most() {
+    let mut i = load(&testdata().join("crash_loop_backoff"));
+    let now = 1_800_000_000u64;
+    let future = now + 5 * 365 * 24 * 3600;
+    for c in i.actual.containers.values_mut() {
+        for inst in &mut c.instances {
+            inst.state = InstanceState::Exited {
+                code: 2,
+                started_at: Some(Timestamp(future - 1)),
+                finished_at: Timestamp(future),
+            };
+        }
+    }
+    let plan = super::plan(
+        &i.desired,
+        &i.actual,
+        &i.policy,
+        &History::default(),
+        Timestamp(now),
+    );
+    assert_eq!(plan.requeue_at(), Some(Timestamp(now + 300)), "{plan}");
+}

@@ -401,12 +401,13 @@ pub fn teardown(
     let inst = Instance::new(state_dir, id);
     if let Some(runtime) = runtime {
         runtime.delete(&inst).map_err(at("runtime delete"))?;
-        // This state directory's `/berth/<hash>` parent, once its last instance is gone.
-        crate::runtime::cgroup::remove_empty_parent(
-            Path::new(crate::runtime::cgroup::CGROUP_ROOT),
-            &render::cgroups_path(state_dir, id),
-        );
     }
+    // This state directory's `/berth/<hash>` parent, once its last instance is gone
+    // (a stop already deleted the runtime container).
+    crate::runtime::cgroup::remove_empty_parent(
+        Path::new(crate::runtime::cgroup::CGROUP_ROOT),
+        &render::cgroups_path(state_dir, id),
+    );
     failpoint("mid-removal");
     release(run_dir, networks, &inst)?;
     match std::fs::remove_dir_all(&inst.dirs.root) {

@@ -74,8 +74,8 @@ impl Step {
             "{:>id_width$}  {:<VERB_WIDTH$}  {}  ({})",
             self.id,
             self.action.verb(),
-            self.action.target(),
-            self.reason
+            berth_spec::diag::printable(&self.action.target()),
+            berth_spec::diag::printable(&self.reason)
         )?;
         if !self.needs.is_empty() {
             let ids: Vec<String> = self.needs.iter().map(usize::to_string).collect();

@@ -18,6 +18,9 @@ use super::state;
 /// reach its longest delay (10 s doubling to 5 min is six exits).
 pub const KEEP: usize = 16;
 
+/// A history file larger than this is not berth's: it counts as damaged.
+const MAX_FILE: u64 = 64 << 10;
+
 /// One exit of a container's process; times in seconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitEntry {
@@ -51,7 +54,7 @@ pub fn history_path(state_dir: &Path, name: &str) -> PathBuf {
 /// that does not parse counts as empty (it only ever shortens a backoff).
 pub fn load(state_dir: &Path, name: &str) -> Result<Vec<ExitEntry>, HistoryError> {
     let path = history_path(state_dir, name);
-    match std::fs::read(&path) {
+    match state::read_small(&path, MAX_FILE) {
         Ok(bytes) => Ok(serde_json::from_slice::<HistoryFile>(&bytes)
             .map(|f| f.exits)
             .unwrap_or_else(|err| {
@@ -123,6 +126,18 @@ mod tests {
         assert_eq!(kept.last().unwrap().finished_at, 1039);
         // Other containers are apart.
         assert!(load(d, "db").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_planted_link_or_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = history_path(dir.path(), "web");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        assert!(load(dir.path(), "web").is_err());
+        std::fs::remove_file(&p).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(load(dir.path(), "web").is_err());
     }
 
     #[test]

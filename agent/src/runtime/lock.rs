@@ -120,7 +120,9 @@ fn generation_path(state_dir: &Path) -> PathBuf {
 /// against it would be taken as current.
 pub fn generation(state_dir: &Path) -> io::Result<u64> {
     let path = generation_path(state_dir);
-    match std::fs::read_to_string(&path) {
+    match crate::runtime::state::read_small(&path, 64)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    {
         Ok(text) => text.trim().parse().map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -323,6 +323,39 @@ pub fn trusted_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads a small file of berth's own state: not through a symlink, never blocking on a
+/// FIFO, a regular file of at most `max` bytes (`InvalidData` past it). Whatever was
+/// planted there, a reader's memory and time stay bounded.
+pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::NOFOLLOW | libc_flags::NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `open(2)` flags for [`read_small`].
+mod libc_flags {
+    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    pub const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+}
+
 /// Writes `bytes` to `path` atomically, mode 0600: a temp file in the same directory,
 /// fsync, rename, fsync of the directory. Creates missing parent directories 0700.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
