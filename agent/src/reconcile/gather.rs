@@ -233,13 +233,16 @@ pub fn decisions(
 /// The recorded restart history of `names` (`runtime::history`), for the planner's
 /// crash-loop backoff. A history that cannot be read counts as none, with a warning:
 /// it can only shorten a backoff.
-pub fn history<'a>(state_dir: &Path, names: impl Iterator<Item = &'a String>) -> History {
+pub fn history(state_dir: &Path, desired: &Desired) -> History {
     let mut out = History::default();
-    for name in names {
+    for (name, dc) in &desired.containers {
+        // Exits of an older spec's instance do not count against a new one.
+        let current = dc.hash.instance_id(name);
         match crate::runtime::history::load(state_dir, name) {
             Ok(exits) if !exits.is_empty() => {
                 let exits = exits
                     .into_iter()
+                    .filter(|e| e.instance.as_deref().is_none_or(|i| i == current))
                     .map(|e| Exit {
                         started_at: e.started_at.map(Timestamp),
                         finished_at: Timestamp(e.finished_at),

@@ -603,7 +603,7 @@ fn backoff_doubles_over_the_recorded_history() {
                 inst.state = exited;
             }
         }
-        let history = super::gather::history(state, i.desired.containers.keys());
+        let history = super::gather::history(state, &i.desired);
         let at = |now: u64| super::plan(&i.desired, &i.actual, &i.policy, &history, Timestamp(now));
 
         // Right after the crash: the restart waits, and the executor defers it.
@@ -626,6 +626,7 @@ fn backoff_doubles_over_the_recorded_history() {
             state,
             "flaky",
             ExitEntry {
+                instance: None,
                 started_at: Some(crashed - 1),
                 finished_at: crashed,
                 code: 2,
@@ -646,7 +647,7 @@ fn backoff_doubles_over_the_recorded_history() {
             inst.state = long;
         }
     }
-    let history = super::gather::history(state, i.desired.containers.keys());
+    let history = super::gather::history(state, &i.desired);
     let plan = super::plan(
         &i.desired,
         &i.actual,
@@ -681,4 +682,29 @@ fn an_exit_from_the_future_holds_the_restart_five_minutes_at_most() {
         Timestamp(now),
     );
     assert_eq!(plan.requeue_at(), Some(Timestamp(now + 300)), "{plan}");
+}
+
+/// Exits of an older spec's instance do not count against the new one: a changed spec
+/// starts a fresh backoff.
+#[test]
+fn a_new_instance_starts_a_fresh_backoff() {
+    use crate::runtime::history::{self, ExitEntry};
+    let i = load(&testdata().join("crash_loop_backoff"));
+    let dir = tempfile::tempdir().unwrap();
+    let current = i.desired.containers["flaky"].hash.instance_id("flaky");
+    for (n, instance) in [
+        (1, "flaky-00000000"),
+        (2, "flaky-00000000"),
+        (3, current.as_str()),
+    ] {
+        let entry = ExitEntry {
+            instance: Some(instance.to_string()),
+            started_at: Some(1_799_999_000 + n),
+            finished_at: 1_799_999_001 + n,
+            code: 2,
+        };
+        history::record(dir.path(), "flaky", entry).unwrap();
+    }
+    let h = super::gather::history(dir.path(), &i.desired);
+    assert_eq!(h.containers["flaky"].len(), 1, "{h:?}");
 }

@@ -337,24 +337,6 @@ impl RealHost<'_> {
         release(&self.run_dir, self.networks, &inst)
     }
 
-    /// Writes the instance's recorded exit, if any, to the container's restart history.
-    fn remember_exit(&self, name: &str, inst: &Instance, record: &ContainerRecord) {
-        let Ok(Some(exit)) = inst.dirs.exit_status() else {
-            return;
-        };
-        let entry = crate::runtime::history::ExitEntry {
-            started_at: record
-                .started_at
-                .as_deref()
-                .and_then(super::gather::parse_rfc3339),
-            finished_at: super::gather::parse_rfc3339(&exit.finished_at).unwrap_or(0),
-            code: exit.exit_code,
-        };
-        if let Err(err) = crate::runtime::history::record(&self.state_dir, name, entry) {
-            tracing::warn!(container = name, "{}", error_chain(&err));
-        }
-    }
-
     /// Whether the instance lost what only lives in memory — its overlay mount, its
     /// network namespace — as after a reboot.
     fn lost_host_state(&self, name: &str, inst: &Instance) -> bool {
@@ -623,7 +605,12 @@ impl HostOps for RealHost<'_> {
             }
             InstanceStatus::Exited(_) | InstanceStatus::Stopped | InstanceStatus::Missing => {
                 // The exit goes into the restart history before its exit file goes.
-                self.remember_exit(name, &inst, &record);
+                crate::runtime::history::record_exit_of(
+                    &self.state_dir,
+                    name,
+                    &inst.dirs,
+                    record.started_at.as_deref(),
+                );
                 // A restart: the same bundle and writable layer, a fresh runtime container.
                 self.runtime.delete(&inst).map_err(at("runtime delete"))?;
                 let _ = std::fs::remove_file(inst.dirs.exit_file());

@@ -144,6 +144,12 @@ fn act(
                 instances
                     .delete(&inst)
                     .map_err(|e| step("delete")(Box::new(e)))?;
+                crate::runtime::history::record_exit_of(
+                    state_dir,
+                    name,
+                    &inst.dirs,
+                    record.started_at.as_deref(),
+                );
                 let _ = std::fs::remove_file(inst.dirs.exit_file());
                 instances
                     .create(&inst)

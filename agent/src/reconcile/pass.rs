@@ -306,7 +306,7 @@ impl Front {
             &desired,
             &actual,
             &decisions,
-            &gather::history(state_dir, desired.containers.keys()),
+            &gather::history(state_dir, &desired),
             gather::now(),
         );
         Ok(Planned {

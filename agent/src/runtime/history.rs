@@ -22,8 +22,11 @@ pub const KEEP: usize = 16;
 const MAX_FILE: u64 = 64 << 10;
 
 /// One exit of a container's process; times in seconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitEntry {
+    /// The instance that exited: a new spec (a new instance) starts a fresh backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
     pub finished_at: u64,
@@ -70,6 +73,39 @@ pub fn load(state_dir: &Path, name: &str) -> Result<Vec<ExitEntry>, HistoryError
     }
 }
 
+/// Records the exit the instance `dirs` left (its `exit.json`), if any, before a
+/// restart replaces it — by `berth apply` and by the operator's `start`/`restart`
+/// alike. `started_at` is the record's. Failures are logged: a history can only
+/// shorten a backoff.
+pub fn record_exit_of(
+    state_dir: &Path,
+    name: &str,
+    dirs: &state::InstanceDirs,
+    started_at: Option<&str>,
+) {
+    let Ok(Some(exit)) = dirs.exit_status() else {
+        return;
+    };
+    let secs =
+        |s: &str| super::status::parse_rfc3339(s).and_then(|(secs, _)| u64::try_from(secs).ok());
+    let entry = ExitEntry {
+        instance: dirs
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
+        started_at: started_at.and_then(secs),
+        finished_at: secs(&exit.finished_at).unwrap_or(0),
+        code: exit.exit_code,
+    };
+    if let Err(err) = record(state_dir, name, entry) {
+        tracing::warn!(
+            container = name,
+            "{}",
+            crate::image::prepare::error_chain(&err)
+        );
+    }
+}
+
 /// Appends `exit` to `name`'s history unless it is there already, keeping the last
 /// [`KEEP`].
 pub fn record(state_dir: &Path, name: &str, exit: ExitEntry) -> Result<(), HistoryError> {
@@ -102,6 +138,7 @@ mod tests {
 
     fn exit(finished_at: u64, code: i32) -> ExitEntry {
         ExitEntry {
+            instance: None,
             started_at: Some(finished_at - 1),
             finished_at,
             code,
