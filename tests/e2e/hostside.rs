@@ -150,6 +150,32 @@ fn a_bind_through_a_planted_symlink_is_refused_and_a_plain_bind_works() {
     let (code, _, _) = node.exec("plain", &["touch", "/data/new"]);
     assert_ne!(code, 0, "a read-only bind was writable");
 
+    // A staged bind that is gone (a reboot unmounts it) is never started over empty:
+    // `berth start` refuses (a pass checks and mounts it again).
+    let r = node.berth(&["stop", "plain"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let point = node
+        .mounts()
+        .into_iter()
+        .find(|m| m.contains("/instances/plain-") && m.contains("/binds/"))
+        .expect("plain's staged bind");
+    let out = std::process::Command::new("umount")
+        .arg(&point)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = node.berth(&["start", "plain"]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("bind mount is no longer mounted"),
+        "{}",
+        r.stderr
+    );
+
     // Teardown unmounts every bind and leaves the host's data alone.
     drop(node);
     assert!(

@@ -64,6 +64,12 @@ pub enum OperatorError {
         #[source]
         source: std::io::Error,
     },
+    /// The instance lost what only lives in memory (its overlay mount, a staged bind:
+    /// a reboot); only a pass, which checks and mounts them again, may start it.
+    #[error(
+        "{name}: its {what} is no longer mounted (after a reboot?); `berth apply` makes the instance again"
+    )]
+    Lost { name: String, what: &'static str },
     /// A runtime, shim or teardown step failed.
     #[error("{name}: cannot {action}")]
     Step {
@@ -144,6 +150,26 @@ fn act(
                 instances
                     .delete(&inst)
                     .map_err(|e| step("delete")(Box::new(e)))?;
+                // Never start over an empty mount point: the runtime would give the
+                // container an empty directory where its root or a bind should be.
+                if !crate::runtime::mount::is_overlay_mounted(&inst.dirs.rootfs()) {
+                    return Err(OperatorError::Lost {
+                        name: name.to_string(),
+                        what: "root filesystem",
+                    });
+                }
+                if let Ok(points) =
+                    std::fs::read_dir(crate::storage::binds::binds_dir(&inst.dirs.root))
+                {
+                    for p in points.flatten() {
+                        if crate::runtime::mount::mounts_at(&p.path()).is_empty() {
+                            return Err(OperatorError::Lost {
+                                name: name.to_string(),
+                                what: "bind mount",
+                            });
+                        }
+                    }
+                }
                 crate::runtime::history::record_exit_of(
                     state_dir,
                     name,
