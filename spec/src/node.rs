@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -567,6 +567,47 @@ impl fmt::Display for Inert {
     }
 }
 
+/// A key that is valid but has no effect where it is (`source.ssh_key` with an https
+/// URL): `FILE:LINE:COL: warning: …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The key as written (`source.ssh_key`).
+    pub key: String,
+    pub at: Option<Location>,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = &self.at {
+            write!(f, "{at}: ")?;
+        }
+        write!(f, "warning: {}", crate::diag::printable(&self.message))
+    }
+}
+
+/// A file the configuration names, for checking that it can be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFile<'a> {
+    /// The key as written (`source.ssh_key`, `policy.trusted_keys[0]`).
+    pub key: String,
+    pub at: Option<Location>,
+    pub path: &'a Path,
+}
+
+/// `n` and the noun, singular or plural: `1 error`, `2 errors`, `1 time`.
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The source keys that belong to one transport: (key, transport, its name).
+const TRANSPORT_KEYS: &[(&str, Transport)] = &[
+    ("credentials_file", Transport::Https),
+    ("ca_file", Transport::Https),
+    ("ssh_key", Transport::Ssh),
+    ("known_hosts", Transport::Ssh),
+];
+
 /// The security keys this build cannot enforce: (key, callers it concerns, what is missing).
 /// Remove a row when the code enforcing it lands.
 const UNENFORCED: &[(&str, &[Caller], &str)] = &[
@@ -637,6 +678,100 @@ impl NodeConfig {
                 cannot,
             })
             .collect()
+    }
+
+    /// Keys that are valid but have no effect where they are: a transport's credentials
+    /// given with a URL of another transport.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let Some(s) = &self.source else {
+            return Vec::new();
+        };
+        let scheme = match s.transport {
+            Transport::Https => "an https",
+            Transport::Ssh => "an ssh",
+            Transport::Local => "a local",
+        };
+        TRANSPORT_KEYS
+            .iter()
+            .filter(|(key, want)| *want != s.transport && self.keys.contains_key(&format!("source.{key}")))
+            .map(|(key, want)| {
+                let key = format!("source.{key}");
+                let only = match want {
+                    Transport::Ssh => "ssh",
+                    _ => "https",
+                };
+                Warning {
+                    at: self.keys.get(&key).cloned(),
+                    message: format!(
+                        "`{key}` has no effect with {scheme} URL (`source.url`): it is for {only} URLs"
+                    ),
+                    key,
+                }
+            })
+            .collect()
+    }
+
+    /// Every file the configuration names, with the key naming it, in file order.
+    pub fn files<'a>(&'a self) -> Vec<NamedFile<'a>> {
+        let mut out: Vec<(String, &Path)> = Vec::new();
+        fn add<'a>(out: &mut Vec<(String, &'a Path)>, key: String, path: &'a Option<PathBuf>) {
+            if let Some(p) = path {
+                out.push((key, p.as_path()));
+            }
+        }
+        let mut add = |key: String, path: &'a Option<PathBuf>| add(&mut out, key, path);
+        if let Some(s) = &self.source {
+            add("source.credentials_file".into(), &s.credentials_file);
+            add("source.ca_file".into(), &s.ca_file);
+            add("source.ssh_key".into(), &s.ssh_key);
+            add("source.known_hosts".into(), &s.known_hosts);
+            add("source.allowed_signers".into(), &s.allowed_signers);
+            if let Some(w) = &s.webhook {
+                add("source.webhook.secret_file".into(), &w.secret_file);
+            }
+            if let Some(n) = &s.notify {
+                add("source.notify.password_file".into(), &n.password_file);
+                add("source.notify.ca_file".into(), &n.ca_file);
+            }
+        }
+        add("policy.trusted_root".into(), &self.policy.trusted_root);
+        for (host, r) in &self.registries {
+            add(format!("registries.{host}.auth_file"), &r.auth_file);
+        }
+        add("secrets.identity".into(), &self.secrets.identity);
+        let mut out: Vec<NamedFile<'_>> = out
+            .into_iter()
+            .map(|(key, path)| NamedFile {
+                at: self.keys.get(&key).cloned(),
+                key,
+                path,
+            })
+            .collect();
+        let lists = self
+            .source
+            .iter()
+            .flat_map(|s| {
+                s.trusted_pgp_keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("source.trusted_pgp_keys[{i}]"), p))
+            })
+            .chain(
+                self.policy
+                    .trusted_keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("policy.trusted_keys[{i}]"), p)),
+            );
+        for (key, path) in lists {
+            out.push(NamedFile {
+                at: self.keys.get(&key).cloned(),
+                key,
+                path,
+            });
+        }
+        out.sort_by(|a, b| a.at.cmp(&b.at));
+        out
     }
 
     /// The keys given in the file that this build does not act on, in file order;
@@ -823,26 +958,13 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
         .table("notify")
         .and_then(|(t, at)| notify(&r.child(t, "notify", at, NOTIFY)));
     let (url, transport) = url?;
-    // Credentials of one transport given for another are a mistake, not a no-op.
-    let only = |key: &str, want: Transport, what: &str| {
-        let p = path(r, key);
-        if p.is_some()
-            && transport != want
-            && let Some(loc) = r.key_loc(key)
-        {
-            r.error(
-                &loc,
-                key,
-                format!("`source.{key}` is for {what} URLs only, and `source.url` is not one"),
-            );
-        }
-        p
-    };
+    // Credentials of one transport given for another have no effect: a warning
+    // (`NodeConfig::warnings`), so that a file listing every key stays valid.
     Some(SourceSection {
-        credentials_file: only("credentials_file", Transport::Https, "https"),
-        ca_file: only("ca_file", Transport::Https, "https"),
-        ssh_key: only("ssh_key", Transport::Ssh, "ssh"),
-        known_hosts: only("known_hosts", Transport::Ssh, "ssh"),
+        credentials_file: path(r, "credentials_file"),
+        ca_file: path(r, "ca_file"),
+        ssh_key: path(r, "ssh_key"),
+        known_hosts: path(r, "known_hosts"),
         url,
         transport,
         git_ref,

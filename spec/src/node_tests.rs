@@ -125,13 +125,27 @@ fn source_credentials_match_the_transport() {
     assert_eq!(s.ssh_key, Some(PathBuf::from("/etc/berth/key")));
     assert_eq!(s.known_hosts, Some(PathBuf::from("/etc/berth/known_hosts")));
 
-    let (line, col, key, msg) = error(&format!("{SOURCE}ssh_key = \"/etc/berth/key\"\n"));
-    assert_eq!((line, col, key.as_str()), (3, 1, "source.ssh_key"));
-    assert!(msg.contains("for ssh URLs only"), "{msg}");
-    let (line, _, key, msg) =
-        error("[source]\nurl = \"/srv/fleet\"\n\ncredentials_file = \"/c\"\n");
-    assert_eq!((line, key.as_str()), (4, "source.credentials_file"));
-    assert!(msg.contains("for https URLs only"), "{msg}");
+    // Another transport's key is valid and has no effect: a located warning.
+    assert!(parse(text).warnings().is_empty());
+    let w = parse(&format!("{SOURCE}ssh_key = \"/etc/berth/key\"\n")).warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].key, "source.ssh_key");
+    assert_eq!(
+        w[0].to_string(),
+        "berth.toml:3:1: warning: `source.ssh_key` has no effect with an https URL (`source.url`): it is for ssh URLs"
+    );
+    let w = parse("[source]\nurl = \"/srv/fleet\"\n\ncredentials_file = \"/c\"\n").warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].at.as_ref().map(|l| l.line), Some(4));
+    assert!(w[0].message.contains("no effect with a local URL"), "{w:?}");
+    let w =
+        parse("[source]\nurl = \"ssh://h/r.git\"\nca_file = \"/a\"\ncredentials_file = \"/c\"\n")
+            .warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w.iter().all(|w| w.message.contains("with an ssh URL")),
+        "{w:?}"
+    );
     let (line, col, key, _) = error(&format!("{SOURCE}known_hosts = \"\"\n"));
     assert_eq!((line, col, key.as_str()), (3, 15, "source.known_hosts"));
 }
@@ -372,4 +386,45 @@ fn inert_keys_are_listed_once_in_file_order() {
         "berth.toml:9:1: warning: `runtime.resync` has no effect in this build: this build has no daemon running periodic passes"
     );
     assert!(parse("[runtime]\nparallel = 2\n").inert().is_empty());
+}
+
+#[test]
+fn files_lists_every_named_file_with_its_place() {
+    let cfg = parse(concat!(
+        "[source]\nurl = \"https://h/r.git\"\ncredentials_file = \"/c\"\n",
+        "webhook = { listen = \"0.0.0.0:1\", secret_file = \"/w\" }\n",
+        "[policy]\ntrusted_keys = [\"/k1\", \"/k2\"]\n",
+        "[registries.\"r.example.com\"]\nauth_file = \"/a\"\n",
+        "[secrets]\nidentity = \"/i\"\n",
+    ));
+    let files: Vec<(String, usize, String)> = cfg
+        .files()
+        .iter()
+        .map(|f| {
+            (
+                f.key.clone(),
+                f.at.as_ref().map_or(0, |l| l.line),
+                f.path.display().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, usize, String)> = [
+        ("source.credentials_file", 3, "/c"),
+        ("source.webhook.secret_file", 4, "/w"),
+        ("policy.trusted_keys[0]", 6, "/k1"),
+        ("policy.trusted_keys[1]", 6, "/k2"),
+        ("registries.r.example.com.auth_file", 8, "/a"),
+        ("secrets.identity", 10, "/i"),
+    ]
+    .iter()
+    .map(|(k, l, p)| (k.to_string(), *l, p.to_string()))
+    .collect();
+    assert_eq!(files, want);
+}
+
+#[test]
+fn counted_words() {
+    assert_eq!(counted(1, "error", "errors"), "1 error");
+    assert_eq!(counted(0, "error", "errors"), "0 errors");
+    assert_eq!(counted(4, "time", "times"), "4 times");
 }
