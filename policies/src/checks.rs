@@ -257,10 +257,13 @@ fn non_root_group(c: &Container, facts: &Facts) -> Option<Raw> {
         return (gid == 0).then(|| {
             violation(
                 "user",
-                format!(
-                    "`user = \"{}\"` runs with primary group 0 (root) in the image",
-                    user.unwrap_or("")
-                ),
+                match user {
+                    Some(u) => {
+                        format!("`user = \"{u}\"` runs with primary group 0 (root) in the image")
+                    }
+                    None => "no `user`: the image's default user runs with primary group 0 (root)"
+                        .to_string(),
+                },
             )
         });
     }

@@ -116,6 +116,27 @@ fn non_root_group() {
         vec![v("user")]
     );
     assert!(verdicts(r, &spec(&[("user", "\"0:1000\"")], "")).is_empty());
+    // Without `user`, the image's group 0 is named as the image's default, not `user = ""`.
+    let policy = restricted();
+    let host = HostContext::default();
+    let ev = Evaluator::new(&policy, &host, today());
+    let facts = Facts {
+        resolved_uid: Some(1000),
+        resolved_gid: Some(0),
+        signature: SignatureFact::Verified,
+    };
+    let f = ev.evaluate(&parse(&spec(&[("user", "")], "")), &facts);
+    let group: Vec<&str> = f
+        .iter()
+        .filter(|f| f.rule == r)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(group.len(), 1, "{f:?}");
+    assert!(
+        group[0].starts_with("no `user`: the image's default user runs with primary group 0"),
+        "{group:?}"
+    );
+    assert!(!group[0].contains("user = \"\""), "{group:?}");
     assert_eq!(
         verdicts(r, &spec(&[("user", "\"1000\"")], "")),
         vec![(Status::NotChecked, "user".into())]
