@@ -471,7 +471,10 @@ fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Star
     }
     let mut reason = format!("exited with {}, restart={restart}", exit.code);
     if ctx.restarts > 0 {
-        reason.push_str(&format!(", restarted {} times", ctx.restarts));
+        reason.push_str(&format!(
+            ", restarted {}",
+            berth_spec::node::counted(ctx.restarts as usize, "time", "times")
+        ));
     }
     let delay = restart_delay(&exits);
     if let Some(d) = delay {
