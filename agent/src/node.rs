@@ -20,18 +20,22 @@ pub const DEFAULT_CONFIG: &str = "/etc/berth/berth.toml";
 /// Why a node configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read node configuration {}: {source}", path.display())]
+    #[error("cannot read node configuration {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("node configuration {} is invalid ({} errors)", path.display(), diags.len())]
+    #[error(
+        "node configuration {} is invalid ({})",
+        path.display(),
+        berth_spec::node::counted(diags.len(), "error", "errors")
+    )]
     Invalid {
         path: PathBuf,
         diags: Vec<Diagnostic>,
     },
-    #[error("cannot read policy file {}: {source}", path.display())]
+    #[error("cannot read policy file {}", path.display())]
     PolicyRead {
         path: PathBuf,
         #[source]
@@ -151,6 +155,42 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
         path: path.to_path_buf(),
         diags,
     })
+}
+
+/// Every file the configuration names (`NodeConfig::files`) that cannot be opened for
+/// reading, or is not a regular file: one located error each, for `berth agent
+/// --check`. Relative paths are taken as every reader opens them: from the working
+/// directory.
+pub fn unreadable_files(loaded: &Loaded) -> Vec<Diagnostic> {
+    let shown = loaded
+        .path
+        .as_ref()
+        .map_or_else(|| DEFAULT_CONFIG.to_string(), |p| p.display().to_string());
+    let mut out = Vec::new();
+    for f in loaded.config.files() {
+        // The type first: opening a FIFO for reading would block.
+        let problem = match std::fs::metadata(f.path) {
+            Ok(m) if !m.is_file() => "is not a regular file".to_string(),
+            Ok(_) => match std::fs::File::open(f.path) {
+                Ok(_) => continue,
+                Err(e) => format!("cannot be read: {e}"),
+            },
+            Err(e) => format!("cannot be read: {e}"),
+        };
+        let at = f.at.clone().unwrap_or_else(|| berth_spec::Location {
+            file: shown.clone(),
+            line: 1,
+            column: 1,
+        });
+        out.push(
+            Diagnostic::new(
+                &at,
+                format!("`{}` names {}, which {problem}", f.key, f.path.display()),
+            )
+            .key(f.key.clone()),
+        );
+    }
+    out
 }
 
 /// The security keys set in the configuration that `caller` would have to enforce and

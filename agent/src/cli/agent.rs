@@ -1,18 +1,22 @@
 //! `berth agent [--once] [--check]`: the GitOps daemon. `--check` validates the node
 //! configuration (with the same located errors as specs) and exits.
 //!
-//! Keys this build parses but does not act on yet are warnings on stderr, one line
-//! each. A security key it cannot enforce yet (commit or keyless image signatures) is
+//! Keys this build parses but does not act on yet, and keys that have no effect where
+//! they are (an ssh key with an https URL), are warnings on stderr, one line each. A
+//! file the configuration names that cannot be read is an error (`--check` only: the
+//! commands that need a file fail when they open it). A security key it cannot enforce yet (commit or keyless image signatures) is
 //! an error: the agent refuses to run rather than run without the check its owner
 //! asked for.
 
 use std::process::ExitCode;
 
+use berth_spec::Diagnostic;
 use berth_spec::node::Caller;
 use clap::Args;
 
 use super::config::{self, ConfigError};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS};
+use crate::node::unreadable_files;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -25,18 +29,9 @@ pub struct AgentArgs {
 }
 
 pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
-    let loaded = match config::load(cli) {
+    let loaded = match config::load_or_report(cli) {
         Ok(l) => l,
-        Err(ConfigError::Invalid { diags, .. }) => {
-            for d in &diags {
-                println!("{d}");
-            }
-            return ExitCode::from(EXIT_FINDINGS);
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let shown = loaded.path.as_ref().map_or_else(
         || config::DEFAULT_CONFIG.to_string(),
@@ -49,10 +44,29 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
     for inert in loaded.config.inert() {
         eprintln!("{inert}");
     }
-    let refused = loaded.config.unenforced(Caller::Agent);
-    if !refused.is_empty() {
-        for u in &refused {
-            println!("{}", u.diagnostic());
+    for w in loaded.config.warnings() {
+        eprintln!("{w}");
+    }
+    // Errors in file order: security keys refused, files that cannot be read, and the
+    // policy (a profile file, waivers) as the agent's passes would load it.
+    let mut errors: Vec<Diagnostic> = loaded
+        .config
+        .unenforced(Caller::Agent)
+        .iter()
+        .map(|u| u.diagnostic())
+        .collect();
+    if args.check {
+        errors.extend(unreadable_files(&loaded));
+    }
+    match config::node_policy(&loaded, None) {
+        Ok(_) => {}
+        Err(ConfigError::Invalid { diags, .. }) => errors.extend(diags),
+        Err(e) => return config::report(&e),
+    }
+    if !errors.is_empty() {
+        berth_spec::diag::sort(&mut errors);
+        for d in &errors {
+            println!("{d}");
         }
         return ExitCode::from(EXIT_FINDINGS);
     }

@@ -58,6 +58,7 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> ExitCode {
             eprintln!("nothing applied: the spec tree has errors");
             ExitCode::from(EXIT_FINDINGS)
         }
+        Err(PassError::Config(e)) => config::report(&e),
         Err(PassError::Unenforced { refused }) => {
             for u in &refused {
                 println!("{}", u.diagnostic());
@@ -65,9 +66,7 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> ExitCode {
             ExitCode::from(EXIT_FINDINGS)
         }
         Err(e) => {
-            let msg = error_chain(&e);
-            tracing::error!("{msg}");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(EXIT_FAILED)
         }
     }

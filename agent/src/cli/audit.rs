@@ -81,7 +81,7 @@ impl From<ConfigError> for Stop {
     fn from(e: ConfigError) -> Self {
         match e {
             ConfigError::Invalid { diags, .. } => Stop::Invalid(diags),
-            e => Stop::Failed(e.to_string()),
+            e => Stop::Failed(crate::image::prepare::error_chain(&e)),
         }
     }
 }
@@ -100,7 +100,6 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Err(Stop::Failed(msg)) => {
-            tracing::error!("{msg}");
             eprintln!("error: {msg}");
             ExitCode::from(EXIT_FAILED)
         }

@@ -69,12 +69,9 @@ fn record_of(cli: &Cli, name: &str) -> Result<ContainerRecord, String> {
 }
 
 pub fn run(cli: &Cli, op: Op, args: &NameArgs) -> ExitCode {
-    let loaded = match config::load(cli) {
+    let loaded = match config::load_or_report(cli) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let mut waiting = |who: &str| eprintln!("{who}");
     match operator::run(&loaded, op, &args.name, cli.lock_timeout, &mut waiting) {

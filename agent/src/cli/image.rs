@@ -89,12 +89,9 @@ pub struct PullArgs {
 
 /// Runs an image command against the store under `state_dir`.
 pub fn run(cli: &super::Cli, args: &ImageArgs) -> ExitCode {
-    let loaded = match super::config::load(cli) {
+    let loaded = match super::config::load_or_report(cli) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let state_dir = loaded.config.runtime.state_dir.as_path();
     let result = match &args.command {

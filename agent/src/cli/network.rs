@@ -76,12 +76,9 @@ pub struct AttachArgs {
 }
 
 pub fn run(cli: &Cli, args: &NetworkArgs) -> ExitCode {
-    let loaded = match config::load(cli) {
+    let loaded = match config::load_or_report(cli) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let rt = &loaded.config.runtime;
     let nets = Networks::new(

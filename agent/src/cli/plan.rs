@@ -47,6 +47,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> ExitCode {
             }
             return ExitCode::from(EXIT_FINDINGS);
         }
+        Err(PassError::Config(e)) => return config::report(&e),
         Err(PassError::Unenforced { refused }) => {
             for u in &refused {
                 println!("{}", u.diagnostic());

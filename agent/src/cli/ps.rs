@@ -28,13 +28,7 @@ pub struct PsArgs {
 
 /// The state directory in effect (`--state-dir`, else the node configuration's).
 pub fn state_dir(cli: &Cli) -> Result<PathBuf, ExitCode> {
-    match super::config::load(cli) {
-        Ok(l) => Ok(l.config.runtime.state_dir),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(ExitCode::from(EXIT_FAILED))
-        }
-    }
+    super::config::load_or_report(cli).map(|l| l.config.runtime.state_dir)
 }
 
 /// Prints a state error; 1 for an unknown container, else 3.

@@ -20,7 +20,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::config::{self, ConfigError};
+use super::config;
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE, Format};
 use crate::storage::secrets::{self, NodeIdentity, Plaintext, Recipient, SecretError};
 
@@ -106,16 +106,7 @@ fn fail(e: &dyn std::error::Error, code: u8) -> ExitCode {
 /// The configured identity path (`Ok(None)`: not configured), or the exit code after
 /// reporting an unusable configuration.
 fn configured_identity(cli: &Cli) -> Result<Option<PathBuf>, ExitCode> {
-    match config::load(cli) {
-        Ok(loaded) => Ok(loaded.config.secrets.identity),
-        Err(ConfigError::Invalid { diags, .. }) => {
-            for d in &diags {
-                println!("{d}");
-            }
-            Err(ExitCode::from(EXIT_FINDINGS))
-        }
-        Err(e) => Err(fail(&e, EXIT_FAILED)),
-    }
+    config::load_or_report(cli).map(|loaded| loaded.config.secrets.identity)
 }
 
 fn keygen(cli: &Cli, args: &KeygenArgs) -> ExitCode {

@@ -28,7 +28,11 @@ pub struct SignArgs {
 }
 
 pub fn run(cli: &Cli, args: &SignArgs) -> ExitCode {
-    match sign(cli, args) {
+    let loaded = match config::load_or_report(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match sign(&loaded, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, e)) => {
             eprintln!("error: {e:#}");
@@ -37,8 +41,7 @@ pub fn run(cli: &Cli, args: &SignArgs) -> ExitCode {
     }
 }
 
-fn sign(cli: &Cli, args: &SignArgs) -> Result<(), Failure> {
-    let loaded = config::load(cli).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
+fn sign(loaded: &config::Loaded, args: &SignArgs) -> Result<(), Failure> {
     let reference = parse_ref(&args.reference)?;
     let key = SigningKey::load(&args.key).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
     let client = Client::new(registries_of(&loaded.config))?;
