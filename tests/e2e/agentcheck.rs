@@ -75,10 +75,208 @@ const INERT: &[(&str, usize)] = &[
     ("telemetry.otlp_queue", 48),
 ];
 
+/// DESIGN.md §4's sample configuration, as written there.
+const DESIGN_SAMPLE: &str = r#"[node]
+name = "edge-042"                         # default: the hostname
+labels = { site = "berlin", arch = "arm64" }
+
+[source]
+url = "https://git.example.com/fleet/config.git"   # https, ssh, file://, or a local path
+branch = "main"                                    # or tag = "...", or commit = "..."
+path = "fleet"                                     # sub-directory of the repository holding specs
+interval = "30s"                                   # poll interval (jittered); webhooks trigger at once
+depth = 1                                          # shallow fetch (0 = full history; file:// and local paths always full)
+credentials_file = "/etc/berth/git-credentials"    # https: "token" or "user:password", one line
+ca_file = "/etc/berth/git-ca.pem"                  # https: extra CA for a private server
+ssh_key = "/etc/berth/git-deploy-key"              # ssh: private key file
+known_hosts = "/etc/berth/known_hosts"             # ssh: the server's host key must be listed here
+allowed_signers = "/etc/berth/allowed_signers"     # if set: only commits SSH-signed by these keys are applied
+trusted_pgp_keys = ["/etc/berth/ops.asc"]          # and/or OpenPGP-signed by these keys
+webhook = { listen = "0.0.0.0:9487", secret_file = "/etc/berth/webhook.secret" }
+notify = { mqtt = "mqtts://broker.example.com:8883", topic = "fleet/config/main", spread = "2s",
+           username = "edge-042", password_file = "/etc/berth/mqtt.pass", ca_file = "/etc/berth/mqtt-ca.pem" }
+
+[agent]
+mode = "enforce"                                   # "observe": fetch, plan and report, change nothing
+
+[policy]
+profile = "restricted"                    # a shipped profile, or a path to a policy file
+mode = "enforce"                          # "enforce" (error-level violations are not applied) | "audit" (applied, reported)
+trusted_keys = ["/etc/berth/keys/release.pub"]      # cosign-style public keys for image signatures
+trusted_root = "/etc/berth/trusted_root.json"       # Sigstore trusted root: enables keyless verification
+# [[policy.trusted_identities]]  issuer = "https://token.actions.githubusercontent.com", subject_regex = "^https://github.com/acme/"
+# waivers: [[policy.waiver]] tables, see §5
+
+[runtime]
+oci_runtime = "auto"                      # "auto" | "runc" | "crun" | a path
+state_dir = "/var/lib/berth"
+run_dir = "/run/berth"
+default_subnet = "10.88.0.0/16"           # the network `default`
+log_max_size = "10MiB"
+log_max_files = 3
+parallel = 4                              # plan steps of different containers run side by side
+resync = "60s"                            # the agent's periodic pass, whatever else wakes it
+gc_grace = "1h"                           # unused images, snapshots, instances, revisions go after this
+pull_connect_timeout = "10s"              # registry connect + response headers
+pull_idle_timeout = "60s"                 # a blob download with no byte for this long fails
+
+[registries."registry.example.com"]
+auth_file = "/etc/berth/registry-auth.json"   # docker config.json format; also reads $DOCKER_CONFIG
+mirror = "https://mirror.local:5000"           # optional
+insecure = false                               # plain http (only for loopback/lab registries)
+
+[secrets]
+identity = "/etc/berth/age.key"           # age X25519 identity of this node
+
+[telemetry]
+otlp_endpoint = "http://collector:4318"   # optional
+metrics_listen = "127.0.0.1:9464"         # optional Prometheus endpoint
+otlp_queue = 2048                         # spans buffered for export; overflow is dropped and counted
+"#;
+
+/// `text` with every `/etc/berth/…` path moved under `dir`, each such file created.
+fn with_files(dir: &std::path::Path, text: &str) -> String {
+    let root = dir.join("etc");
+    for piece in text.split('"') {
+        if let Some(rest) = piece.strip_prefix("/etc/berth/") {
+            let file = root.join(rest);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&file, "x\n").expect("write");
+        }
+    }
+    text.replace("/etc/berth/", &format!("{}/", root.display()))
+}
+
+/// `berth agent --check` on `text`, the files it names created.
 fn check(text: &str) -> berth_e2e::Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = with_files(dir.path(), text);
+    std::fs::write(dir.path().join("node.toml"), text).expect("write");
+    run_berth(dir.path(), &["agent", "--config", "node.toml", "--check"])
+}
+
+/// `berth agent --check` on `text` as it is.
+fn check_as_is(text: &str) -> berth_e2e::Run {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("node.toml"), text).expect("write");
     run_berth(dir.path(), &["agent", "--config", "node.toml", "--check"])
+}
+
+#[test]
+fn design_sample_passes_the_check_but_for_the_security_keys_this_build_refuses() {
+    let r = check(DESIGN_SAMPLE);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let errors: Vec<&str> = r.stdout.lines().collect();
+    let refused = [
+        "source.allowed_signers",
+        "source.trusted_pgp_keys",
+        "policy.trusted_root",
+    ];
+    assert_eq!(errors.len(), refused.len(), "{}", r.stdout);
+    for (key, e) in refused.iter().zip(&errors) {
+        assert!(
+            e.contains(&format!("error: `{key}` is set but this build cannot")),
+            "{e}"
+        );
+    }
+    // Another transport's keys are located warnings, not errors.
+    for (key, line) in [("source.ssh_key", 13), ("source.known_hosts", 14)] {
+        let want = format!("node.toml:{line}:1: warning: `{key}` has no effect with an https URL");
+        assert!(
+            r.stderr.lines().any(|l| l.starts_with(&want)),
+            "want {want}\ngot: {}",
+            r.stderr
+        );
+    }
+    // Without the refused keys, the sample is valid.
+    let rest: String = DESIGN_SAMPLE
+        .lines()
+        .filter(|l| {
+            !refused
+                .iter()
+                .any(|k| l.starts_with(k.split('.').nth(1).unwrap_or(k)))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let r = check(&rest);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "ok: node configuration node.toml is valid\n");
+}
+
+#[test]
+fn files_the_config_names_that_cannot_be_read_are_located_errors() {
+    let r = check_as_is(
+        "[source]\nurl = \"https://h/r.git\"\ncredentials_file = \"missing-creds\"\n[secrets]\nidentity = \"/nonexistent/age.key\"\n[policy]\ntrusted_keys = [\"/\"]\n",
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(lines[0].starts_with("node.toml:3:1: error: `source.credentials_file` names missing-creds, which cannot be read"), "{}", r.stdout);
+    assert!(
+        lines[1].starts_with("node.toml:5:1: error: `secrets.identity` names /nonexistent/age.key"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[2].starts_with(
+            "node.toml:7:17: error: `policy.trusted_keys[0]` names /, which is not a regular file"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn every_command_explains_an_invalid_config_as_check_does() {
+    let text = "[runtime]\nparalel = 2\nlog_max_files = \"3\"\n[policy]\nmode = \"enforced\"\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("typo.toml"), text).expect("write");
+    std::fs::create_dir(dir.path().join("tree")).expect("mkdir");
+    let check = run_berth(dir.path(), &["--config", "typo.toml", "agent", "--check"]);
+    assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+    assert_eq!(check.stdout.lines().count(), 3, "{}", check.stdout);
+    assert!(
+        check.stdout.contains(
+            "typo.toml:2:1: error: unknown key `runtime.paralel`, did you mean `parallel`?"
+        ),
+        "{}",
+        check.stdout
+    );
+    let commands: &[&[&str]] = &[
+        &["plan", "tree"],
+        &["apply", "tree"],
+        &["audit", "tree"],
+        &["stop", "web"],
+        &["image", "ls"],
+        &["ps"],
+        &["secret", "recipient"],
+    ];
+    for cmd in commands {
+        let mut args = vec!["--config", "typo.toml"];
+        args.extend_from_slice(cmd);
+        let r = run_berth(dir.path(), &args);
+        assert_eq!(r.code, 1, "{cmd:?}: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.stdout, check.stdout, "{cmd:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("error"), "{cmd:?}: {}", r.stderr);
+    }
+    // A missing explicit config names its cause once, and exits 3.
+    let r = run_berth(dir.path(), &["--config", "missing.toml", "plan", "tree"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr
+            .lines()
+            .filter(|l| l.contains("missing.toml"))
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
