@@ -67,7 +67,14 @@ fn a_crashing_container_waits_out_its_backoff_across_berth_processes() {
     let json = node.berth(&["apply", "--format", "json", &node.spec.to_string_lossy()]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["containers"]["flaky"]["outcome"], "deferred", "{v}");
-    assert!(!v["next_pass"].is_null(), "{v}");
+    // Due later: not converged, yet not a failure (exit 0); times in RFC 3339.
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    assert_eq!(v["converged"], false, "{v}");
+    assert!(
+        v["next_pass"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{v}"
+    );
+    assert_eq!(v["next_pass"], v["containers"]["flaky"]["until"], "{v}");
 
     // Once due it restarts; the exit went into the history on disk.
     std::thread::sleep(Duration::from_secs(11));

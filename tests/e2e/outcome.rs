@@ -183,8 +183,18 @@ fn a_failed_create_is_not_applied_next_to_a_created_container() {
         "{v:#}"
     );
     assert_eq!(v["converged"], false, "{v:#}");
-    assert!(v["revision"].is_string(), "{v:#}");
+    assert!(v["revision"]["id"].is_string(), "{v:#}");
+    assert!(v["revision"]["source"].is_string(), "{v:#}");
     assert!(v["steps"].is_array(), "{v:#}");
+    // Each step as the plan has it, with its result.
+    assert!(
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["action"] == "create" && s["name"] == "bad" && s["result"] == "failed"),
+        "{v:#}"
+    );
     assert_eq!(
         mounts_of_bad(&node),
         Vec::<String>::new(),

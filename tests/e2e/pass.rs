@@ -60,8 +60,11 @@ fn plan_agrees_with_apply_on_an_unsigned_image_under_enforce() {
         planned.contains("no signature was found in the registry"),
         "{planned}"
     );
-    // Nothing was pulled or written by `plan`.
-    assert!(!node.state().join("containers").exists());
+    assert_eq!(v["containers"]["web"]["outcome"], "blocked", "{v:#}");
+    // Nothing was pulled or written by `plan`, not even the stores' directories.
+    for dir in ["containers", "content", "snapshots"] {
+        assert!(!node.state().join(dir).exists(), "plan created {dir}");
+    }
 
     let text = node.berth(&["plan", &spec]);
     assert!(text.stdout.contains("web  blocked"), "{}", text.stdout);
@@ -95,6 +98,12 @@ fn plan_offline_says_what_it_cannot_know() {
     node.write_spec("web.toml", WEB);
     let spec = node.spec.to_string_lossy().to_string();
     let plan = node.berth(&["plan", &spec, "--offline"]);
+    // The signature decides under enforce: neither a create nor a start, and exit 1
+    // as `apply` would (it blocks the unsigned image).
+    assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
+    assert!(plan.stdout.contains("web  unknown"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("create "), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("start "), "{}", plan.stdout);
     assert!(
         plan.stdout
             .contains("web: not known: the signature of image 127.0.0.1:")
@@ -104,6 +113,32 @@ fn plan_offline_says_what_it_cannot_know() {
         "{}{}",
         plan.stdout,
         plan.stderr
+    );
+    let json = node.berth(&["plan", &spec, "--offline", "--format", "json"]);
+    assert_eq!(json.code, 1, "{}{}", json.stdout, json.stderr);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let web = &v["containers"]["web"];
+    assert_eq!(web["outcome"], "unknown", "{v:#}");
+    assert!(
+        web["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("--offline forbids asking its registry")),
+        "{v:#}"
+    );
+
+    // A user name resolved in layers that are not pulled: unknown too, online.
+    node.write_spec("web.toml", &WEB.replace("10001:10001", "ghost"));
+    let ghost = node.berth(&["plan", &spec, "--format", "json"]);
+    assert_eq!(ghost.code, 1, "{}{}", ghost.stdout, ghost.stderr);
+    let g: serde_json::Value = serde_json::from_str(&ghost.stdout).unwrap();
+    assert_eq!(g["containers"]["web"]["outcome"], "unknown", "{g:#}");
+    assert!(
+        g["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] != "create" && s["action"] != "start"),
+        "{g:#}"
     );
 }
 

@@ -5,9 +5,11 @@
 //! blocked by policy, held, not evaluated, or not applied with the step that did not
 //! succeed and its error — and the policy findings reported with it.
 //!
-//! Exit codes: 0 converged; 1 the tree is invalid, or some containers were not applied
-//! (policy, verification, a failed step) while the rest were; 3 berth could not do its
-//! job (state dir, runtime, network), or the state lock was held past `--lock-timeout`.
+//! Exit codes: 0 every container applied (a restart deferred by crash-loop backoff
+//! counts as applied, though the report's `converged` is false); 1 the tree is invalid,
+//! or some containers were not applied (policy, verification, a failed step) while the
+//! rest were; 3 berth could not do its job (state dir, runtime, network), or the state
+//! lock was held past `--lock-timeout`.
 //!
 //! The pass itself is `reconcile::pass`; this file parses the arguments and renders.
 
@@ -45,7 +47,9 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> ExitCode {
     match apply(cli, args) {
         Ok(report) => {
             render(&report, args.format);
-            if report.converged {
+            // From what was not applied, not from `converged`: a restart deferred by
+            // crash-loop backoff is not a failure.
+            if report.applied() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_FINDINGS)
@@ -102,9 +106,10 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
 }
 
 /// The report as text (one line per container, then deferred networks) or JSON
-/// (`{"revision", "containers": {name: {"outcome": …, …, "findings": […]}}, "steps",
-/// "converged"}`, `"networks"` when a network's change was deferred, and the rest of
-/// the report's fields).
+/// (`{"revision": {"id", "source"}, "containers": {name: {"outcome": …, …,
+/// "findings": […]}}, "steps": [{"id", "action", …, "reason", "result", …}],
+/// "converged", "next_pass"}`, `"networks"` when a network's change was deferred; the
+/// shape `berth plan --format json` shares).
 fn render(report: &Report, format: Format) {
     match format {
         Format::Json => match serde_json::to_string(report) {
@@ -143,7 +148,8 @@ fn describe(report: &ContainerReport) -> String {
         ContainerOutcome::Removed => "removed".to_string(),
         ContainerOutcome::Blocked { reason } => format!("blocked by policy: {reason}"),
         ContainerOutcome::Held { reason } => format!("held: {reason}"),
-        ContainerOutcome::NotEvaluated { reason } => format!("not evaluated: {reason}"),
+        ContainerOutcome::NotEvaluated { reason, .. } => format!("not evaluated: {reason}"),
+        ContainerOutcome::Unknown { reason } => format!("not known: {reason}"),
         ContainerOutcome::NotApplied {
             step,
             error,
@@ -157,6 +163,10 @@ fn describe(report: &ContainerReport) -> String {
             ..
         } => format!("not applied: {step} skipped: {needed} did not succeed: {error}"),
     };
+    // It runs, but a wait for its health did not succeed: `created (unhealthy: …)`.
+    if let Some(h) = &report.health {
+        line.push_str(&format!(" ({}: {})", h.health, h.health_error));
+    }
     if !report.findings.is_empty() {
         line.push_str(&format!(
             " (policy findings: {})",

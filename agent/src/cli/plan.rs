@@ -4,7 +4,13 @@
 //! layer); `--offline` forbids that. Nothing is written to the state directory.
 //!
 //! A fact the plan cannot know (`--offline`, an unreachable registry, an image whose
-//! layers are not pulled) is printed per container after the plan, not guessed.
+//! layers are not pulled) is printed per container after the plan, not guessed; when it
+//! decides what `apply` would do (a signature under enforce, the user), the container
+//! gets a `report … unknown` step instead of its create and start.
+//!
+//! Exit codes: 0 `apply` would apply every container; 1 the tree is invalid, or a
+//! container would not be applied (blocked, held, not evaluated) or what `apply` would
+//! do to it cannot be known; 3 berth could not do its job.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,7 +89,9 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> ExitCode {
             }
         }
     }
-    if report.plan.not_applied().is_empty() {
+    // 0: `apply` would apply every container; 1: it would not apply one, or what it
+    // would do to one cannot be known.
+    if report.applied() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FINDINGS)

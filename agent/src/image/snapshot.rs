@@ -201,6 +201,14 @@ impl SnapshotStore {
         Ok(SnapshotStore { dir })
     }
 
+    /// The snapshot store under `state_dir` for reading only (`berth plan`): nothing
+    /// is created, and a store that does not exist yet has no snapshot.
+    pub fn open_read_only(state_dir: &Path) -> SnapshotStore {
+        SnapshotStore {
+            dir: state_dir.join("snapshots"),
+        }
+    }
+
     fn lock(&self, name: &Path) -> Result<File, SnapshotError> {
         let path = self.dir.join(name);
         let f = state::open_lock_file(&path).map_err(io_err("open lock", &path))?;

@@ -607,7 +607,12 @@ mod tests {
                 reason: s("step 1"),
             }
         );
-        assert!(out.converged(), "a deferred restart is not a failure");
+        // Not a failure, but not converged either: it is not running yet.
+        assert!(
+            out.not_applied().is_empty(),
+            "a deferred restart is not a failure"
+        );
+        assert!(!out.converged());
         assert_eq!(
             serde_json::to_value(&out.results[0].1).unwrap(),
             serde_json::json!({"result": "deferred", "detail": until})

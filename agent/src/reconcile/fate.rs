@@ -149,14 +149,12 @@ pub(super) fn decide<'a>(
             }
         } else if let Some(reason) = desired.not_evaluated.get(name) {
             let message = reason.clone();
-            Fate::Keep(keep(
-                &ctx,
-                ReportKind::NotEvaluated,
-                message,
-                false,
-                |_| false,
-                true,
-            ))
+            let kind = if desired.unknown.contains(name) {
+                ReportKind::Unknown
+            } else {
+                ReportKind::NotEvaluated
+            };
+            Fate::Keep(keep(&ctx, kind, message, false, |_| false, true))
         } else {
             let reason = if desired.other_nodes.contains(name) {
                 "no longer targets this node"
@@ -245,6 +243,7 @@ fn dependency_problem(
         } else if let Some(reason) = desired.not_evaluated.get(d) {
             match runs.get(d) {
                 Some(Runs::Yes) => continue,
+                _ if desired.unknown.contains(d) => format!("is not known ({reason})"),
                 _ => format!("could not be evaluated ({reason})"),
             }
         } else if desired.other_nodes.contains(d) {
@@ -528,6 +527,7 @@ fn runs_after(fate: &Fate<'_>, ctx: &Ctx<'_, '_>) -> Runs {
                 Runs::No(match k.kind {
                     ReportKind::Blocked => "is blocked by policy".into(),
                     ReportKind::NotEvaluated => "could not be evaluated".into(),
+                    ReportKind::Unknown => "is not known".into(),
                     _ => format!("cannot start ({})", k.cause),
                 })
             }

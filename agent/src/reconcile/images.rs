@@ -83,14 +83,10 @@ impl ImageError {
         })
     }
 
-    /// The reason its containers are not evaluated, as the report says it: the error,
-    /// its causes and its kind.
+    /// The reason its containers are not evaluated, as the report says it: the error
+    /// and its causes. Its kind is reported apart ([`ImageError::kind`]).
     pub fn reason(&self) -> String {
-        let kind = match self.kind() {
-            FailureKind::Transient => "transient",
-            FailureKind::Permanent => "permanent",
-        };
-        format!("{} ({kind})", prepare::error_chain(self))
+        prepare::error_chain(self)
     }
 }
 
@@ -131,6 +127,17 @@ pub struct SignaturePolicy {
     pub enforced: bool,
 }
 
+/// What [`prepare_all`] made of the images: per container the facts for the planner
+/// and policy, the ready images, and the kind of each image error.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    pub facts: BTreeMap<String, ImageFacts>,
+    pub ready: BTreeMap<String, ReadyImage>,
+    /// Per container whose image could not be made ready: whether a later pass may
+    /// succeed with the same input.
+    pub kinds: BTreeMap<String, FailureKind>,
+}
+
 /// Makes the images of `containers` ready. Returns per container the facts for the
 /// planner and policy, and the ready images by container name. `rt` is the process's
 /// async runtime; this blocks on it, so it must not be called from one of its tasks
@@ -142,11 +149,10 @@ pub fn prepare_all(
     client: &Client,
     signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
-) -> (BTreeMap<String, ImageFacts>, BTreeMap<String, ReadyImage>) {
+) -> Prepared {
     let mut by_ref: BTreeMap<String, Result<(ReadyImage, Option<SignatureCheck>), ImageError>> =
         BTreeMap::new();
-    let mut facts = BTreeMap::new();
-    let mut ready = BTreeMap::new();
+    let mut out = Prepared::default();
     for c in containers {
         let Some(reference) = &c.image_ref else {
             continue;
@@ -185,14 +191,17 @@ pub fn prepare_all(
                     Err(_) => {}
                 }
                 if f.ready {
-                    ready.insert(c.name.clone(), image);
+                    out.ready.insert(c.name.clone(), image);
                 }
             }
-            Err(e) => f.error = Some(e.reason()),
+            Err(e) => {
+                f.error = Some(e.reason());
+                out.kinds.insert(c.name.clone(), e.kind());
+            }
         }
-        facts.insert(c.name.clone(), f);
+        out.facts.insert(c.name.clone(), f);
     }
-    (facts, ready)
+    out
 }
 
 fn prepare_one(
@@ -288,6 +297,26 @@ pub fn image_ready(store: &Store, snapshots: &SnapshotStore, digest: &str) -> bo
 pub struct Inspection {
     pub facts: BTreeMap<String, ImageFacts>,
     pub unknown: BTreeMap<String, Vec<String>>,
+    /// Per container, the facts it could not know that decide what `apply` would do
+    /// (a signature under enforce, the user, what a tag points to), joined: the plan
+    /// reports the container as unknown instead of planning its create and start.
+    pub undecided: BTreeMap<String, String>,
+    /// Per container whose image could not be inspected: the error's kind.
+    pub kinds: BTreeMap<String, FailureKind>,
+}
+
+/// A fact `plan` could not know, and whether it decides what `apply` would do.
+#[derive(Debug, Clone)]
+struct Unknown {
+    what: String,
+    deciding: bool,
+}
+
+fn deciding(what: String) -> Unknown {
+    Unknown {
+        what,
+        deciding: true,
+    }
 }
 
 /// What one reference resolved to.
@@ -298,7 +327,7 @@ struct Looked {
     record: Option<ImageRecord>,
     config: Option<ImageConfiguration>,
     check: Option<SignatureCheck>,
-    unknown: Vec<String>,
+    unknown: Vec<Unknown>,
     /// Why the registry was not asked, or did not answer, when it matters.
     why_not: String,
 }
@@ -322,20 +351,34 @@ pub fn inspect_all(
         };
         let looked = by_ref
             .entry(reference.to_string())
-            .or_insert_with(|| look(reference, store, registry, &signatures.keys, rt))
+            .or_insert_with(|| look(reference, store, registry, signatures, rt))
             .clone();
         let (f, unknown) = match looked {
             Ok(looked) => facts_of(c, looked, store, snapshots),
-            Err(e) => (
-                ImageFacts {
+            // Offline, a tag not in the store: what it points to cannot be known.
+            Err(e @ ImageError::Unresolved { .. }) => {
+                (ImageFacts::default(), vec![deciding(e.to_string())])
+            }
+            Err(e) => {
+                out.kinds.insert(c.name.clone(), e.kind());
+                let f = ImageFacts {
                     error: Some(e.reason()),
                     ..ImageFacts::default()
-                },
-                Vec::new(),
-            ),
+                };
+                (f, Vec::new())
+            }
         };
+        let undecided: Vec<&str> = unknown
+            .iter()
+            .filter(|u| u.deciding)
+            .map(|u| u.what.as_str())
+            .collect();
+        if !undecided.is_empty() {
+            out.undecided.insert(c.name.clone(), undecided.join("; "));
+        }
         if !unknown.is_empty() {
-            out.unknown.insert(c.name.clone(), unknown);
+            let all = unknown.into_iter().map(|u| u.what).collect();
+            out.unknown.insert(c.name.clone(), all);
         }
         out.facts.insert(c.name.clone(), f);
     }
@@ -348,7 +391,7 @@ fn facts_of(
     looked: Looked,
     store: &Store,
     snapshots: &SnapshotStore,
-) -> (ImageFacts, Vec<String>) {
+) -> (ImageFacts, Vec<Unknown>) {
     let mut unknown = looked.unknown;
     let mut f = ImageFacts {
         digest: looked.digest.clone(),
@@ -374,10 +417,10 @@ fn facts_of(
         // default when the config names none).
         looked.config.is_some().then(|| "0".to_string())
     }) else {
-        unknown.push(format!(
+        unknown.push(deciding(format!(
             "the user of image {}: its config is not in the store and {}",
             c.image, looked.why_not
-        ));
+        )));
         return (f, unknown);
     };
     // The user databases come from the unpacked layers, when they are.
@@ -396,10 +439,10 @@ fn facts_of(
                 c.image
             ));
         }
-        Err(_) => unknown.push(format!(
+        Err(_) => unknown.push(deciding(format!(
             "user `{user_spec}`: it is resolved in the /etc/passwd of image {}, whose layers are not pulled",
             c.image
-        )),
+        ))),
     }
     (f, unknown)
 }
@@ -438,9 +481,10 @@ fn look(
     reference: &Reference,
     store: &Store,
     registry: Option<&Client>,
-    keys: &[TrustedKey],
+    signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
 ) -> Result<Looked, ImageError> {
+    let keys = signatures.keys.as_slice();
     let local = stored(store, reference);
     let read_config = |r: &ImageRecord| {
         store
@@ -482,9 +526,9 @@ fn look(
                     }
                     if reference.digest.is_none() {
                         // The tag may have moved since it was pulled.
-                        unknown.push(format!(
-                            "what tag {reference} points to now: {why}; the stored image is planned"
-                        ));
+                        unknown.push(deciding(format!(
+                            "what tag {reference} points to now: {why}"
+                        )));
                     }
                     why
                 }
@@ -507,9 +551,13 @@ fn look(
         }
         (None, Some(d)) => {
             if !keys.is_empty() {
-                unknown.push(format!(
-                    "the signature of image {reference}: it is not in the store and {why_not}"
-                ));
+                // It decides only when the policy blocks what does not verify.
+                unknown.push(Unknown {
+                    what: format!(
+                        "the signature of image {reference}: it is not in the store and {why_not}"
+                    ),
+                    deciding: signatures.enforced,
+                });
             }
             Ok(Looked {
                 digest: Some(d.clone()),

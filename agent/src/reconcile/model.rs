@@ -57,6 +57,10 @@ pub struct Desired {
     /// could not be resolved, a secret that could not be decrypted, …), with the reason.
     /// Their running instances are kept, as for a blocked container.
     pub not_evaluated: BTreeMap<String, String>,
+    /// Those of [`Desired::not_evaluated`] that `berth plan` cannot evaluate because a
+    /// fact deciding their outcome cannot be known (`--offline`, a registry that does
+    /// not answer, layers not pulled): reported as [`ReportKind::Unknown`].
+    pub unknown: BTreeSet<String>,
     /// Containers of the repository that do not target this node: only used to word
     /// reasons ("no longer targets this node", "dependency db does not target this node").
     pub other_nodes: BTreeSet<String>,
@@ -257,6 +261,7 @@ pub struct Plan {
     pub revision: Revision,
     /// [`Actual::generation`] of the scan the plan was computed from.
     pub actual_generation: u64,
+    #[serde(serialize_with = "time_text")]
     pub now: Timestamp,
     pub steps: Vec<Step>,
 }
@@ -280,7 +285,11 @@ impl Plan {
             .filter_map(|s| match &s.action {
                 Action::Report {
                     name,
-                    kind: ReportKind::Blocked | ReportKind::Held | ReportKind::NotEvaluated,
+                    kind:
+                        ReportKind::Blocked
+                        | ReportKind::Held
+                        | ReportKind::NotEvaluated
+                        | ReportKind::Unknown,
                 } => Some(name.as_str()),
                 _ => None,
             })
@@ -302,7 +311,10 @@ pub struct Step {
     pub needs: Vec<usize>,
     /// Crash-loop backoff: the daemon runs the step no earlier than this; the one-shot
     /// `berth apply` runs it at once and only reports the backoff.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_time_text"
+    )]
     pub not_before: Option<Timestamp>,
     /// Steps run stage by stage, in ascending order; within a stage the executor may run
     /// steps side by side as their `needs` allow. Stages keep what the plan's phases
@@ -315,7 +327,7 @@ pub struct Step {
 
 /// What the executor does. See each variant for its contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Fetch the manifest, config and layers of `image@digest`, verify the digest and
     /// (as the policy requires) the signature, and unpack the layers into snapshots.
@@ -359,13 +371,14 @@ pub enum Action {
     /// Delete the named volume and its data.
     RemoveVolume { name: String },
     /// Do nothing to the host; record the reason as an event and in the audit report.
-    /// `Blocked`, `Held` and `NotEvaluated` make `berth apply` exit with 1.
+    /// `Blocked`, `Held`, `NotEvaluated` and `Unknown` make `berth apply` (and
+    /// `berth plan`) exit with 1.
     Report { name: String, kind: ReportKind },
 }
 
 /// Why a container is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum ReportKind {
     /// The policy blocks it (enforce mode).
     Blocked,
@@ -373,6 +386,10 @@ pub enum ReportKind {
     Held,
     /// It could not be evaluated.
     NotEvaluated,
+    /// `berth plan` only: a fact that decides its outcome cannot be known (`--offline`,
+    /// a registry that does not answer, an image whose layers are not pulled), so the
+    /// plan shows neither a create nor a start for it.
+    Unknown,
     /// Applied with policy findings: warnings in either mode, or errors in audit mode.
     /// Printed and serialised as `findings`.
     #[serde(rename = "findings")]
@@ -387,6 +404,7 @@ impl ReportKind {
             ReportKind::Blocked => "blocked",
             ReportKind::Held => "held",
             ReportKind::NotEvaluated => "not-evaluated",
+            ReportKind::Unknown => "unknown",
             ReportKind::Audit => "findings",
             ReportKind::Deferred => "deferred",
         }
@@ -395,4 +413,19 @@ impl ReportKind {
 
 fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&berth_spec::types::format_duration(*d))
+}
+
+/// A timestamp as RFC 3339 (`2025-01-31T12:00:00Z`), as every report spells times.
+pub(crate) fn time_text<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::runtime::state::rfc3339(t.0))
+}
+
+pub(crate) fn optional_time_text<S: serde::Serializer>(
+    t: &Option<Timestamp>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => time_text(t, s),
+        None => s.serialize_none(),
+    }
 }

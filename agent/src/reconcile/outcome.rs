@@ -60,8 +60,13 @@ pub enum ContainerOutcome {
     Blocked { reason: String },
     /// A dependency cannot run, so it was neither created nor started.
     Held { reason: String },
-    /// It could not be evaluated (an image or a secret that could not be read).
-    NotEvaluated { reason: String },
+    /// It could not be evaluated (an image or a secret that could not be read). `kind`
+    /// says whether a later pass may evaluate it with the same input (the registry did
+    /// not answer) or not until it changes (the image is missing, a secret undefined).
+    NotEvaluated { reason: String, kind: FailureKind },
+    /// `berth plan` only: a fact that decides what `apply` would do cannot be known
+    /// (`--offline`, a registry that does not answer, layers not pulled).
+    Unknown { reason: String },
     /// A step did not succeed. `step` is the container's own step (`create`, `start`,
     /// …); `error` the error of the step that failed. When the container's step was
     /// skipped because a step it needs did not succeed, `needed` names that step
@@ -84,6 +89,7 @@ impl ContainerOutcome {
             ContainerOutcome::Blocked { .. }
                 | ContainerOutcome::Held { .. }
                 | ContainerOutcome::NotEvaluated { .. }
+                | ContainerOutcome::Unknown { .. }
                 | ContainerOutcome::NotApplied { .. }
         )
     }
@@ -124,9 +130,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Whether every container is as desired and no step failed.
+    /// Whether every container is as desired and no step failed. A restart deferred
+    /// by crash-loop backoff is not converged (the container is not running yet),
+    /// though it is not a failure either: see [`Outcome::not_applied`].
     pub fn converged(&self) -> bool {
-        self.containers.values().all(|c| c.outcome.applied())
+        self.containers
+            .values()
+            .all(|c| c.outcome.applied() && !matches!(c.outcome, ContainerOutcome::Deferred { .. }))
             && self.results.iter().all(|(_, r)| {
                 matches!(
                     r,
@@ -302,8 +312,16 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
                             s.report = Some(ContainerOutcome::Blocked { reason })
                         }
                         ReportKind::Held => s.report = Some(ContainerOutcome::Held { reason }),
+                        // Permanent unless the pass knows better (an image the registry
+                        // did not serve: `pass` sets the image error's kind).
                         ReportKind::NotEvaluated => {
-                            s.report = Some(ContainerOutcome::NotEvaluated { reason })
+                            s.report = Some(ContainerOutcome::NotEvaluated {
+                                reason,
+                                kind: FailureKind::Permanent,
+                            })
+                        }
+                        ReportKind::Unknown => {
+                            s.report = Some(ContainerOutcome::Unknown { reason })
                         }
                         ReportKind::Audit => {
                             findings_due.insert(name.to_string());

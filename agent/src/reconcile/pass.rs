@@ -11,7 +11,13 @@
 //! Both callers gather their facts through the same functions, so `plan` says what
 //! `apply` would do: an image whose signature does not verify under enforce is blocked
 //! in both, with the same reason. What `plan` cannot know is listed per container
-//! ([`PlanReport::unknown`]) instead of guessed.
+//! ([`PlanReport::unknown`]) instead of guessed; a container whose outcome depends on
+//! such a fact gets a `report … unknown` step instead of a create or a start.
+//!
+//! Both reports share one shape where they overlap: `revision` (`{"id", "source"}`),
+//! `containers` (the typed outcome per container: what `apply` did, or what it would
+//! do), `steps` (each step's fields, as the plan has them; `apply` adds `result` and
+//! `duration_ms`), `findings`, and `next_pass`. Every time is RFC 3339.
 //!
 //! The process's async runtime is passed in ([`Env::rt`]); the pass blocks on it, so
 //! an async caller runs it on a blocking thread.
@@ -28,11 +34,12 @@ use berth_spec::node::{Caller, OnRunningViolation, PolicyMode, Unenforced};
 use berth_spec::{Container, NodeIdentity, check, loader};
 use serde::Serialize;
 
-use super::executor::{self, StepResult};
+use super::executor::{self, FailureKind, StepResult};
 use super::gather::{self, ImageFacts};
 use super::host::RealHost;
 use super::images::{self, ReadyImage, SignaturePolicy};
-use super::outcome::{ContainerReport, Outcome};
+use super::model::{Action, Revision, Step, optional_time_text};
+use super::outcome::{ContainerOutcome, ContainerReport, Outcome};
 use super::{Desired, Plan, PolicyDecisions, Timestamp};
 use crate::image::registry::Client;
 use crate::image::signature::TrustedKey;
@@ -142,12 +149,12 @@ pub struct LockWait<'a> {
     pub waiting: &'a mut dyn FnMut(&str),
 }
 
-/// One step of an executed plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One step of an executed plan: the step as the plan has it (`id`, `action`, its
+/// parameters, `reason`, `needs`, `not_before`), and what came of it.
+#[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
-    pub id: usize,
-    /// The step's verb and target, as `berth plan` prints them (`create web-1a2b3c4d`).
-    pub step: String,
+    #[serde(flatten)]
+    pub step: Step,
     #[serde(flatten)]
     pub result: StepResult,
     /// How long it ran, in milliseconds; none for a step skipped or only reported.
@@ -166,10 +173,9 @@ pub struct NetworkReport {
 /// What one `apply` pass did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// The revision applied (the digest of the spec tree's sources, or a commit).
-    pub revision: String,
-    /// Where the revision came from (the tree's path).
-    pub source: String,
+    /// The revision applied (the digest of the spec tree's sources, or a commit) and
+    /// where it came from (the tree's path).
+    pub revision: Revision,
     /// Per container: what happened to it, and the policy findings reported with it.
     pub containers: BTreeMap<String, ContainerReport>,
     /// Every step of the plan, in plan order, with its result and duration.
@@ -179,14 +185,22 @@ pub struct Report {
     pub networks: BTreeMap<String, NetworkReport>,
     /// Every policy finding of every container desired here, by container.
     pub findings: BTreeMap<String, Vec<Finding>>,
-    /// Every container is as desired and no step failed.
+    /// Every container is as desired (none deferred) and no step failed.
     pub converged: bool,
     /// When the pass should run again (the earliest step deferred by crash-loop
-    /// backoff); none when nothing waits.
+    /// backoff); none when nothing waits. RFC 3339.
+    #[serde(serialize_with = "optional_time_text")]
     pub next_pass: Option<Timestamp>,
 }
 
 impl Report {
+    /// Whether every container was applied and no step failed: `berth apply`'s exit
+    /// code 0. A restart deferred by crash-loop backoff counts as applied (it is not a
+    /// failure), though the pass is not [`Report::converged`].
+    pub fn applied(&self) -> bool {
+        self.failed_steps() == 0 && self.containers.values().all(|c| c.outcome.applied())
+    }
+
     /// How many steps failed.
     pub fn failed_steps(&self) -> usize {
         self.steps
@@ -201,12 +215,24 @@ impl Report {
 pub struct PlanReport {
     #[serde(flatten)]
     pub plan: Plan,
+    /// Per container: what `apply` would do to it (the outcome it would report if
+    /// every step succeeded), or `unknown` with the fact that cannot be known.
+    pub containers: BTreeMap<String, ContainerReport>,
     /// Per container, each fact the plan could not know, in words.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: BTreeMap<String, Vec<String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub findings: BTreeMap<String, Vec<Finding>>,
+    #[serde(serialize_with = "optional_time_text")]
     pub next_pass: Option<Timestamp>,
+}
+
+impl PlanReport {
+    /// Whether `apply` would apply every container (exit code 0 of `berth plan`):
+    /// none blocked, held, not evaluated or unknown.
+    pub fn applied(&self) -> bool {
+        self.containers.values().all(|c| c.outcome.applied())
+    }
 }
 
 /// Where the registry may be asked (`plan`'s `--offline` forbids it).
@@ -281,9 +307,10 @@ impl Front {
         env: &Env<'_>,
         input: &Input<'_>,
         facts: &BTreeMap<String, ImageFacts>,
+        undecided: &BTreeMap<String, String>,
         networks: &crate::network::Networks,
     ) -> Result<Planned, PassError> {
-        let desired = gather::desired(
+        let mut desired = gather::desired(
             &self.checked.state,
             &self.root,
             &self.node,
@@ -291,6 +318,16 @@ impl Front {
             gather::tree_revision(&self.tree, input.path),
             input.prune_volumes,
         );
+        // A container whose outcome depends on a fact `plan` cannot know is not
+        // planned as if the fact were favourable: it is reported unknown.
+        for (name, why) in undecided {
+            let known = desired.containers.remove(name).is_some()
+                || desired.not_evaluated.contains_key(name);
+            if known {
+                desired.not_evaluated.insert(name.clone(), why.clone());
+                desired.unknown.insert(name.clone());
+            }
+        }
         let ev = Evaluator::new(&self.policy.policy, &self.policy.host, node::today());
         let stop = env.loaded.config.policy.on_running_violation == OnRunningViolation::Stop;
         let (decisions, findings) = gather::decisions(&desired, &ev, self.policy.mode, facts, stop);
@@ -325,6 +362,47 @@ struct Planned {
     plan: Plan,
 }
 
+/// The outcome `apply` would report for each container if every step due now
+/// succeeded: a restart not due yet is deferred, as the executor defers it.
+fn planned_outcomes(
+    planned: &Planned,
+    kinds: &BTreeMap<String, FailureKind>,
+) -> BTreeMap<String, ContainerReport> {
+    let plan = &planned.plan;
+    let results = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let r = match (&s.action, s.not_before) {
+                (_, Some(t)) if t > plan.now => StepResult::Deferred(t),
+                (Action::Report { .. }, _) => StepResult::Reported,
+                _ => StepResult::Done,
+            };
+            (s.id, r)
+        })
+        .collect();
+    let mut outcome = super::outcome::summarise(plan, &results);
+    outcome.complete(&planned.desired, &planned.decisions);
+    with_kinds(outcome.containers, kinds)
+}
+
+/// The containers not evaluated for an image error, with that error's kind.
+fn with_kinds(
+    mut containers: BTreeMap<String, ContainerReport>,
+    kinds: &BTreeMap<String, FailureKind>,
+) -> BTreeMap<String, ContainerReport> {
+    for (name, k) in kinds {
+        if let Some(ContainerReport {
+            outcome: ContainerOutcome::NotEvaluated { kind, .. },
+            ..
+        }) = containers.get_mut(name)
+        {
+            *kind = *k;
+        }
+    }
+    containers
+}
+
 fn stores(state_dir: &Path) -> Result<(Store, SnapshotStore), PassError> {
     Ok((
         Store::open(state_dir).map_err(setup("cannot open the image store"))?,
@@ -342,7 +420,12 @@ fn client(env: &Env<'_>) -> Result<Client, PassError> {
 /// layer is pulled and nothing is written to the state directory.
 pub fn plan(env: &Env<'_>, input: &Input<'_>, registry: Registry) -> Result<PlanReport, PassError> {
     let front = Front::read(env, input)?;
-    let (store, snapshots) = stores(&env.loaded.config.runtime.state_dir)?;
+    // Read only: a store that does not exist yet is not created, and reads as empty.
+    let state_dir = &env.loaded.config.runtime.state_dir;
+    let (store, snapshots) = (
+        Store::open_read_only(state_dir),
+        SnapshotStore::open_read_only(state_dir),
+    );
     let signatures = front.signatures(env)?;
     let client = match registry {
         Registry::Online => Some(client(env)?),
@@ -357,9 +440,16 @@ pub fn plan(env: &Env<'_>, input: &Input<'_>, registry: Registry) -> Result<Plan
         env.rt,
     );
     let networks = node::networks_of(env.loaded);
-    let planned = front.plan(env, input, &inspection.facts, &networks)?;
+    let planned = front.plan(
+        env,
+        input,
+        &inspection.facts,
+        &inspection.undecided,
+        &networks,
+    )?;
     Ok(PlanReport {
         next_pass: planned.plan.requeue_at(),
+        containers: planned_outcomes(&planned, &inspection.kinds),
         plan: planned.plan,
         unknown: inspection.unknown,
         findings: planned.findings,
@@ -383,7 +473,7 @@ pub fn apply(
     let (store, snapshots) = stores(&state_dir)?;
     let client = client(env)?;
     let signatures = front.signatures(env)?;
-    let (facts, ready) = images::prepare_all(
+    let prepared = images::prepare_all(
         &front.targeting(),
         &store,
         &snapshots,
@@ -395,17 +485,21 @@ pub fn apply(
     let networks = node::networks_of(env.loaded).deferring_peers();
     // Scanned and planned under the lock; a plan from an older generation is made
     // again rather than executed.
-    let planned = current(&state_dir, || front.plan(env, input, &facts, &networks))?;
+    let none = BTreeMap::new();
+    let planned = current(&state_dir, || {
+        front.plan(env, input, &prepared.facts, &none, &networks)
+    })?;
     on_plan(&planned.plan);
-    let executed = execute(env, &front, &planned, &ready, &networks);
+    let executed = execute(env, &front, &planned, &prepared.ready, &networks);
     let bumped = lock
         .bump_generation()
         .map_err(|source| PassError::Generation {
             state_dir: state_dir.clone(),
             source,
         });
-    let (outcome, durations) = executed?;
+    let (mut outcome, durations) = executed?;
     bumped?;
+    outcome.containers = with_kinds(outcome.containers, &prepared.kinds);
     Ok(report(&planned, outcome, &durations))
 }
 
@@ -497,6 +591,7 @@ fn execute(
         touched: Default::default(),
         created: Default::default(),
         stopped: Default::default(),
+        health: super::host::HealthProbes::new(cfg.runtime.parallel),
     };
     let (mut outcome, durations) =
         executor::execute_timed(&planned.plan, &host, cfg.runtime.parallel);
@@ -530,23 +625,18 @@ fn report(planned: &Planned, outcome: Outcome, durations: &BTreeMap<usize, Durat
     let steps = outcome
         .results
         .iter()
-        .map(|(id, result)| StepReport {
-            id: *id,
-            step: plan
-                .steps
-                .iter()
-                .find(|s| s.id == *id)
-                .map(|s| format!("{} {}", s.action.verb(), s.action.target()))
-                .unwrap_or_default(),
-            result: result.clone(),
-            duration_ms: durations
-                .get(id)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        .filter_map(|(id, result)| {
+            Some(StepReport {
+                step: plan.steps.iter().find(|s| s.id == *id)?.clone(),
+                result: result.clone(),
+                duration_ms: durations
+                    .get(id)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            })
         })
         .collect();
     Report {
-        revision: plan.revision.id.clone(),
-        source: plan.revision.source.clone(),
+        revision: plan.revision.clone(),
         converged: outcome.converged(),
         networks: outcome
             .deferred_networks

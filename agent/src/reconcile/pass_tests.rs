@@ -74,21 +74,24 @@ fn a_report_names_each_step_with_its_result_and_duration() {
     assert_eq!(r.failed_steps(), 1);
     assert!(!r.converged);
     assert_eq!(r.next_pass, None);
+    assert!(!r.applied());
     let v = serde_json::to_value(&r).unwrap();
-    assert_eq!(v["revision"], "sha256:abc");
-    assert_eq!(v["source"], "/srv/spec");
+    assert_eq!(
+        v["revision"],
+        serde_json::json!({"id": "sha256:abc", "source": "/srv/spec"})
+    );
     assert_eq!(
         v["steps"][0],
-        serde_json::json!({"id": 1, "step": "create web-1a2b3c4d", "result": "done", "duration_ms": 12})
+        serde_json::json!({"id": 1, "action": "create", "name": "web", "instance": "web-1a2b3c4d", "reason": "new container", "result": "done", "duration_ms": 12})
     );
     assert_eq!(
         v["steps"][1],
-        serde_json::json!({"id": 2, "step": "start web-1a2b3c4d", "result": "failed", "detail": "runc: exit 1", "kind": "permanent", "duration_ms": 3})
+        serde_json::json!({"id": 2, "action": "start", "name": "web", "instance": "web-1a2b3c4d", "reason": "new container", "result": "failed", "detail": "runc: exit 1", "kind": "permanent", "duration_ms": 3})
     );
     // A report step ran nothing: no duration.
     assert_eq!(
         v["steps"][2],
-        serde_json::json!({"id": 3, "step": "report db  blocked", "result": "reported"})
+        serde_json::json!({"id": 3, "action": "report", "name": "db", "kind": "blocked", "reason": "new container", "result": "reported"})
     );
     assert_eq!(v["containers"]["web"]["outcome"], "not_applied", "{v:#}");
     assert_eq!(v["containers"]["db"]["outcome"], "blocked", "{v:#}");
@@ -110,10 +113,96 @@ fn the_next_pass_is_the_earliest_deferred_step() {
         )
     };
     let p = planned(vec![start(1, 1_040), start(2, 1_010), start(3, 1_020)]);
-    let outcome = summarise(&p.plan, &BTreeMap::new());
+    let results = p
+        .plan
+        .steps
+        .iter()
+        .map(|s| (s.id, StepResult::Deferred(s.not_before.unwrap_or_default())))
+        .collect();
+    let outcome = summarise(&p.plan, &results);
     let r = report(&p, outcome, &BTreeMap::new());
     assert_eq!(r.next_pass, Some(Timestamp(1_010)));
-    assert_eq!(serde_json::to_value(&r).unwrap()["next_pass"], 1_010);
+    // Deferred restarts: applied (exit 0), but not converged.
+    assert!(r.applied());
+    assert!(!r.converged);
+    let v = serde_json::to_value(&r).unwrap();
+    // Every time in RFC 3339, the same in the step, the outcome and the next pass.
+    assert_eq!(v["next_pass"], "1970-01-01T00:16:50Z");
+    assert_eq!(v["steps"][1]["not_before"], "1970-01-01T00:16:50Z");
+    assert_eq!(
+        v["containers"]["c2"]["until"], "1970-01-01T00:16:50Z",
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_plan_report_says_what_apply_would_do_per_container() {
+    let mut p = planned(vec![
+        step(
+            1,
+            Action::Create {
+                name: "web".into(),
+                instance: "web-1a2b3c4d".into(),
+            },
+            None,
+        ),
+        step(
+            2,
+            Action::Start {
+                name: "web".into(),
+                instance: "web-1a2b3c4d".into(),
+            },
+            None,
+        ),
+        step(
+            3,
+            Action::Report {
+                name: "db".into(),
+                kind: ReportKind::Unknown,
+            },
+            None,
+        ),
+        step(
+            4,
+            Action::Report {
+                name: "cache".into(),
+                kind: ReportKind::NotEvaluated,
+            },
+            None,
+        ),
+    ]);
+    p.desired
+        .not_evaluated
+        .insert("db".into(), "offline".into());
+    p.desired.unknown.insert("db".into());
+    p.desired
+        .not_evaluated
+        .insert("cache".into(), "gone".into());
+    let kinds = BTreeMap::from([("cache".to_string(), FailureKind::Transient)]);
+    let containers = planned_outcomes(&p, &kinds);
+    let r = PlanReport {
+        next_pass: None,
+        containers,
+        plan: p.plan.clone(),
+        unknown: BTreeMap::new(),
+        findings: BTreeMap::new(),
+    };
+    assert!(!r.applied());
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["containers"]["web"]["outcome"], "created", "{v:#}");
+    assert_eq!(v["containers"]["db"]["outcome"], "unknown", "{v:#}");
+    assert_eq!(
+        v["containers"]["cache"]["outcome"], "not_evaluated",
+        "{v:#}"
+    );
+    assert_eq!(v["containers"]["cache"]["kind"], "transient", "{v:#}");
+    assert_eq!(v["containers"]["cache"]["reason"], "new container", "{v:#}");
+    assert_eq!(
+        v["revision"],
+        serde_json::json!({"id": "sha256:abc", "source": "/srv/spec"})
+    );
+    assert_eq!(v["steps"][2]["kind"], "unknown");
+    assert_eq!(v["now"], "1970-01-01T00:16:40Z");
 }
 
 #[test]
@@ -128,6 +217,7 @@ fn a_plan_report_keeps_the_plan_json_and_adds_what_is_unknown() {
     )]);
     let r = PlanReport {
         next_pass: p.plan.requeue_at(),
+        containers: BTreeMap::new(),
         plan: p.plan.clone(),
         unknown: BTreeMap::from([(
             "web".to_string(),

@@ -128,6 +128,14 @@ impl Store {
         Ok(store)
     }
 
+    /// The store under `state_dir` for reading only (`berth plan`): nothing is
+    /// created. A store that does not exist yet reads as empty.
+    pub fn open_read_only(state_dir: &Path) -> Store {
+        Store {
+            root: state_dir.join("content"),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
