@@ -1,5 +1,8 @@
 //! Health is observed: `berth apply` probes a container with a health check once after
-//! its start and records the result next to the instance; `ps` and `inspect` read it.
+//! its start (a failure then races the application's start and leaves it `starting`),
+//! and every pass probes again each running instance whose last probe is at least an
+//! interval old; the result is recorded next to the instance, and `ps` and `inspect`
+//! read it.
 
 use berth_e2e::live::LiveNode;
 
@@ -34,6 +37,14 @@ fn apply_probes_once_and_ps_and_inspect_show_the_health() {
     );
     let r = node.apply();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // The probe right after the start does not count a failure: `bad` is starting.
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "bad")["health"], "starting", "{ps}");
+    // An interval later, the next apply probes it again, and that failure counts.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("bad: unchanged"), "{}", r.stdout);
 
     let ps = ps_health(&node);
     assert_eq!(row(&ps, "good")["health"], "healthy", "{ps}");
@@ -99,18 +110,110 @@ fn a_hanging_exec_check_is_cut_at_its_timeout() {
          command = [\"sleep\", \"1000\"]\n\
          health = { exec = [\"sleep\", \"600\"], interval = \"1s\", timeout = \"1s\", retries = 1, start_period = \"0s\" }\n",
     );
-    let start = std::time::Instant::now();
-    let r = node.apply();
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        start.elapsed() < std::time::Duration::from_secs(30),
-        "apply took {:?}",
-        start.elapsed()
-    );
+    for _ in 0..2 {
+        let start = std::time::Instant::now();
+        let r = node.apply();
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "apply took {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
     let ps = ps_health(&node);
     assert_eq!(row(&ps, "hang")["health"], "unhealthy", "{ps}");
+    let r = node.berth(&["inspect", "hang"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        v["state"]["health"]["output"], "`sleep 600` timed out after 1s",
+        "{v}"
+    );
     // The probe's process is gone from the container.
     let (code, out, _) = node.exec("hang", &["ps", "-o", "args"]);
     assert_eq!(code, 0);
     assert!(!out.contains("sleep 600"), "{out}");
+}
+
+/// A server that starts slowly is `starting` after the apply that started it (the probe
+/// right after the start races it), and `healthy` after an apply an interval later.
+#[test]
+fn a_slow_server_converges_to_healthy_on_a_later_apply() {
+    let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
+    else {
+        return;
+    };
+    node.write_spec(
+        "slow.toml",
+        "[container.slow]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
+         command = [\"sh\", \"-c\", \"sleep 2; exec httpd -f -p 8080 -h /srv\"]\n\
+         health = { http = \"http://localhost:8080/index.html\", interval = \"3s\", retries = 1, start_period = \"0s\" }\n",
+    );
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "slow")["health"], "starting", "{ps}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("slow: unchanged"), "{}", r.stdout);
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "slow")["health"], "healthy", "{ps}");
+    assert_eq!(row(&ps, "slow")["status"], "running (healthy)", "{ps}");
+}
+
+/// A dependency that runs but does not become healthy is what happened to it (created,
+/// its health noted), not "not applied"; its dependent is held, and apply exits 1.
+#[test]
+fn an_unhealthy_dependency_runs_and_holds_its_dependent() {
+    let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
+    else {
+        return;
+    };
+    node.write_spec(
+        "dep.toml",
+        "[container.exbad]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
+         command = [\"sleep\", \"1000\"]\n\
+         health = { exec = [\"false\"], interval = \"1s\", retries = 1, start_period = \"0s\" }\n\
+         [container.dep]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
+         command = [\"sleep\", \"1000\"]\ndepends_on = [\"exbad\"]\n",
+    );
+    let r = node.apply();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no line for {name} in {out}"))
+            .to_string()
+    };
+    let exbad = line(&r.stdout, "exbad");
+    assert!(
+        exbad.starts_with("exbad: created (unhealthy: "),
+        "{}",
+        r.stdout
+    );
+    assert!(!exbad.contains("not applied"), "{}", r.stdout);
+    let dep = line(&r.stdout, "dep");
+    assert!(
+        dep.starts_with("dep: held: `exbad` did not become healthy"),
+        "{}",
+        r.stdout
+    );
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "exbad")["status"], "running (unhealthy)", "{ps}");
+
+    // The next apply: exbad unchanged, still unhealthy; dep still held.
+    let r = node.apply();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let exbad = line(&r.stdout, "exbad");
+    assert!(
+        exbad.starts_with("exbad: unchanged (unhealthy: "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        line(&r.stdout, "dep").starts_with("dep: held: "),
+        "{}",
+        r.stdout
+    );
 }

@@ -797,6 +797,7 @@ mod tests {
             ContainerReport {
                 outcome: not_applied("create", "create web-1 broke", None),
                 findings: vec!["read-only-rootfs (the root filesystem is writable)".into()],
+                health: None,
             },
             "the report step after the create must not hide its failure"
         );

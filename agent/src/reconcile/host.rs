@@ -28,7 +28,9 @@ use crate::image::prepare::error_chain;
 use crate::network::{AttachRequest, Networks};
 use crate::runtime::health::{self, ProbeNet, ProbeResult};
 use crate::runtime::health_file;
-use crate::runtime::instance::{ExecIo, ExecRequest, Instance, InstanceRuntime, InstanceStatus};
+use crate::runtime::instance::{
+    ExecIo, ExecOutcome, ExecRequest, Instance, InstanceRuntime, InstanceStatus,
+};
 use crate::runtime::mount;
 use crate::runtime::render::{self, DeviceKind, HostDevice, HostInfo, InstancePaths, RenderInput};
 use crate::runtime::state::{self, ContainerRecord, ImageRef, InstanceDirs};
@@ -75,6 +77,44 @@ pub struct RealHost<'a> {
     pub created: Mutex<BTreeSet<String>>,
     /// Instances this pass stopped, which also deleted them from the runtime.
     pub stopped: Mutex<BTreeSet<String>>,
+    /// The health probes' bookkeeping.
+    pub health: HealthProbes,
+}
+
+/// What the health probes of a pass need beyond the host: how many the end of the pass
+/// runs at once, and when this pass started each instance (the record's start time is
+/// in whole seconds, too coarse to tell a probe right after the start from one an
+/// interval later).
+#[derive(Debug, Default)]
+pub struct HealthProbes {
+    pub parallel: usize,
+    started: Mutex<BTreeMap<String, Instant>>,
+}
+
+impl HealthProbes {
+    /// `parallel` probes at once at the end of the pass (`runtime.parallel`).
+    pub fn new(parallel: usize) -> Self {
+        HealthProbes {
+            parallel,
+            started: Mutex::default(),
+        }
+    }
+
+    fn started(&self, id: &str) {
+        self.lock().insert(id.to_string(), Instant::now());
+    }
+
+    /// The time since instance `id` started: measured when this pass started it, else
+    /// from its record's start time.
+    fn since_start(&self, id: &str, started_at: Option<&str>) -> Duration {
+        self.lock()
+            .get(id)
+            .map_or_else(|| health_file::since(started_at), Instant::elapsed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Instant>> {
+        self.started.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for RealHost<'_> {
@@ -451,7 +491,7 @@ impl RealHost<'_> {
         };
         let inst = self.instance(id);
         let runtime = self.runtime;
-        let exec = move |argv: &[String], t: Duration| -> Result<i32, health::ExecError> {
+        let exec = move |argv: &[String], t: Duration| -> Result<ExecOutcome, health::ExecError> {
             let req = ExecRequest {
                 args: argv.to_vec(),
                 timeout: Some(t),
@@ -464,7 +504,6 @@ impl RealHost<'_> {
             };
             runtime
                 .exec(&inst, &req, io)
-                .map(|o| o.exit_code)
                 .map_err(|err| -> health::ExecError { Box::new(at("exec")(err)) })
         };
         health::probe(&h.probe, &net, h.timeout, &exec)
@@ -657,13 +696,14 @@ impl HostOps for RealHost<'_> {
             );
         }
         self.runtime.start(&inst).map_err(at("start"))?;
+        self.health.started(id);
         record.started_at = Some(state::now_rfc3339());
         record.instance = id.to_string();
         state::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
         failpoint("after-start");
         self.touch_networks_of(name);
-        // One probe right away, so the scan sees a result from this run: a failure
-        // within the start period leaves it `starting`.
+        // One probe right away, so the scan sees a result from this run: it races the
+        // application's start, and a failure leaves it `starting` (`health_file::next`).
         if let Some(h) = self
             .desired
             .containers
@@ -671,8 +711,8 @@ impl HostOps for RealHost<'_> {
             .and_then(|d| d.spec.health.as_ref())
         {
             let root = &inst.dirs.root;
-            let started_at = record.started_at.as_deref();
-            health_file::probe_and_record(root, h, None, started_at, || self.probe(id, h));
+            let since = self.health.since_start(id, record.started_at.as_deref());
+            health_file::probe_and_record(root, h, None, since, || self.probe(id, h));
         }
         Ok(())
     }
@@ -719,26 +759,22 @@ impl HostOps for RealHost<'_> {
         let mut prev = health_file::read_fresh(&root, started_at.as_deref());
         let started = Instant::now();
         let mut run = || {
-            let (result, record) = health_file::probe_and_record(
-                &root,
-                h,
-                prev.as_ref(),
-                started_at.as_deref(),
-                || self.probe(id, h),
-            );
-            prev = Some(record);
-            result
+            let since = self.health.since_start(id, started_at.as_deref());
+            let (_, record) =
+                health_file::probe_and_record(&root, h, prev.as_ref(), since, || self.probe(id, h));
+            prev = Some(record.clone());
+            record
         };
-        let mut sleep =
-            |d: Duration| std::thread::sleep(d.min(timeout.saturating_sub(started.elapsed())));
-        match health::wait_healthy(h, &mut run, &|| started.elapsed(), &mut sleep) {
-            ProbeResult::Healthy => Ok(()),
-            ProbeResult::Unhealthy(why) => Err(HostError::Unhealthy {
-                name: name.to_string(),
-                why,
-            }
-            .into()),
-        }
+        let mut sleep = |d: Duration| std::thread::sleep(d);
+        health::wait_healthy(h, timeout, &mut run, &|| started.elapsed(), &mut sleep).map_err(
+            |end| {
+                HostError::Unhealthy {
+                    name: name.to_string(),
+                    why: end.why().to_string(),
+                }
+                .into()
+            },
+        )
     }
 
     fn remove_network(&self, name: &str) -> Result<(), StepError> {
@@ -753,6 +789,14 @@ impl HostOps for RealHost<'_> {
     }
 
     fn finish(&self) {
+        self.refresh_peers();
+        self.probe_due();
+    }
+}
+
+impl RealHost<'_> {
+    /// Rewrites the peers' hosts files of the networks whose members changed.
+    fn refresh_peers(&self) {
         let marker = self.peers_marker();
         let mut networks = std::mem::take(&mut *self.lock_touched());
         if networks.is_empty() && !marker.exists() {
@@ -776,5 +820,61 @@ impl HostOps for RealHost<'_> {
                 error_chain(&err)
             ),
         }
+    }
+
+    /// Once per pass, after its steps: one probe of each running instance of a desired
+    /// container with a health check whose last probe is at least `interval` old
+    /// (`health_file::due`), up to `parallel` at once, each bounded by its check's
+    /// timeout. Without a daemon, this is what makes `ps` converge to the truth.
+    fn probe_due(&self) {
+        let now = health_file::now();
+        let stopped = self.lock_stopped().clone();
+        let due: Vec<(&berth_spec::Health, String, Option<String>)> = self
+            .desired
+            .containers
+            .iter()
+            .filter_map(|(name, d)| {
+                let h = d.spec.health.as_ref()?;
+                let record = self.record(name).ok().flatten()?;
+                // Only the desired instance, running: its check is the desired one.
+                let running = record.instance == d.instance
+                    && record.started_at.is_some()
+                    && !record.operator_stopped
+                    && !stopped.contains(&record.instance)
+                    && !self.instance(&record.instance).dirs.exit_file().exists();
+                if !running {
+                    return None;
+                }
+                let root = self.instance(&record.instance).dirs.root;
+                let last = health_file::read_fresh(&root, record.started_at.as_deref());
+                health_file::due(last.as_ref(), h, now).then_some((
+                    h,
+                    record.instance,
+                    record.started_at,
+                ))
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let one = |(h, id, started_at): &(&berth_spec::Health, String, Option<String>)| {
+            let root = self.instance(id).dirs.root;
+            // Read again: a probe of this pass may have written it since.
+            let prev = health_file::read_fresh(&root, started_at.as_deref());
+            let since = self.health.since_start(id, started_at.as_deref());
+            health_file::probe_and_record(&root, h, prev.as_ref(), since, || self.probe(id, h));
+        };
+        std::thread::scope(|s| {
+            for _ in 0..self.health.parallel.clamp(1, due.len()) {
+                s.spawn(|| {
+                    while let Some(item) =
+                        due.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        one(item);
+                    }
+                });
+            }
+        });
     }
 }

@@ -12,9 +12,12 @@
 //!    allowed paths): blocked by policy, with that finding;
 //! 2. a `report` step of the planner (blocked, held, not evaluated): that, even when a
 //!    step on its kept instance failed (the step's result says so);
-//! 3. a step of its own that failed: not applied, with the step and the error;
-//! 4. a step of its own skipped because a step it needs did not succeed: not applied,
-//!    naming the step that did not succeed and its error;
+//! 3. a step of its own that failed: not applied, with the step and the error — but
+//!    a wait for its health that did not succeed is not its failure: it runs, and its
+//!    report notes its health ([`HealthNote`]);
+//! 4. a step of its own skipped because a step it needs did not succeed: held when
+//!    that step was a wait for a dependency's health, else not applied, naming the
+//!    step that did not succeed and its error;
 //! 5. a create: recreated when the plan also stops or removes another instance of it,
 //!    else created;
 //! 6. its record forgotten, or its instances removed with nothing created or started:
@@ -26,7 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::executor::{FailureKind, StepResult};
+use super::executor::{Failure, FailureKind, StepResult};
+use super::host::HostError;
 use super::model::{Action, Decision, Desired, Plan, PolicyDecisions, ReportKind, Step};
 
 /// What one pass did to one container.
@@ -97,12 +101,42 @@ impl ContainerOutcome {
 
 /// One container's outcome and, in addition, the policy findings reported with it
 /// (warnings, or errors in audit mode) when the pass created or tried to create its
-/// instance.
+/// instance, and its health when a wait for it did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerReport {
     #[serde(flatten)]
     pub outcome: ContainerOutcome,
     pub findings: Vec<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthNote>,
+}
+
+/// A container's health when the pass waited for it in vain: the status its health
+/// file was left in (`unhealthy`, or `starting` when the wait's limit ran out first)
+/// and why. JSON: `"health": "unhealthy", "health_error": "…"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthNote {
+    pub health: String,
+    pub health_error: String,
+}
+
+impl HealthNote {
+    /// The note of a failed `wait-healthy` step, when it failed because the container
+    /// did not become healthy (not because the step could not run).
+    fn of(f: &Failure) -> Option<HealthNote> {
+        match f.error().downcast_ref::<HostError>() {
+            Some(HostError::Unhealthy { why, .. }) => Some(HealthNote {
+                health: if why.starts_with(crate::runtime::health::CUT) {
+                    "starting"
+                } else {
+                    "unhealthy"
+                }
+                .to_string(),
+                health_error: why.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl ContainerReport {
@@ -110,6 +144,7 @@ impl ContainerReport {
         ContainerReport {
             outcome,
             findings: Vec::new(),
+            health: None,
         }
     }
 }
@@ -195,6 +230,8 @@ struct Seen {
     failed: Option<(String, String, FailureKind)>,
     /// The container's first skipped step: its verb and id.
     skipped: Option<(String, usize)>,
+    /// A wait for its health that did not succeed.
+    health: Option<HealthNote>,
     created: Option<String>,
     started: Option<String>,
     deferred: Option<(String, String, String)>,
@@ -233,7 +270,13 @@ impl Seen {
                 needed,
                 error,
                 kind,
+                held,
             } = root(id);
+            // Waiting for a dependency that runs but is not healthy: held, like a
+            // dependency that cannot run.
+            if held {
+                return ContainerOutcome::Held { reason: error };
+            }
             return ContainerOutcome::NotApplied {
                 step,
                 error,
@@ -339,6 +382,11 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
                 (_, StepResult::Refused(e)) => {
                     s.refused.get_or_insert_with(|| e.clone());
                 }
+                (Action::WaitHealthy { .. }, StepResult::Failed(e))
+                    if HealthNote::of(e).is_some() =>
+                {
+                    s.health = s.health.take().or_else(|| HealthNote::of(e));
+                }
                 (action, StepResult::Failed(e)) => {
                     s.failed
                         .get_or_insert_with(|| (action.verb().to_string(), e.chain(), e.kind()));
@@ -371,7 +419,12 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
     let root = |id: usize| root_cause(&by_id, results, id);
     let containers = seen
         .into_iter()
-        .map(|(name, s)| (name.to_string(), ContainerReport::new(s.outcome(root))))
+        .map(|(name, mut s)| {
+            let health = s.health.take();
+            let mut report = ContainerReport::new(s.outcome(root));
+            report.health = health;
+            (name.to_string(), report)
+        })
         .collect();
     Outcome {
         results: out,
@@ -386,6 +439,8 @@ struct Root {
     needed: String,
     error: String,
     kind: FailureKind,
+    /// The step was a wait for a container's health that did not become healthy.
+    held: bool,
 }
 
 /// For a skipped step: the first step it needs (directly or through other skipped
@@ -401,6 +456,7 @@ fn root_cause(
         needed,
         error,
         kind,
+        held: false,
     };
     let permanent =
         |needed: String, error: &str| root(needed, error.to_string(), FailureKind::Permanent);
@@ -420,7 +476,14 @@ fn root_cause(
                 return permanent(format!("step {need}"), "not in the plan");
             };
             match results.get(need) {
-                Some(StepResult::Failed(e)) => return root(describe(n), e.chain(), e.kind()),
+                Some(StepResult::Failed(e)) => {
+                    let held = matches!(n.action, Action::WaitHealthy { .. })
+                        && HealthNote::of(e).is_some();
+                    return Root {
+                        held,
+                        ..root(describe(n), e.chain(), e.kind())
+                    };
+                }
                 Some(StepResult::Refused(e)) => return permanent(describe(n), e),
                 Some(StepResult::Deferred(t)) => {
                     let until = crate::runtime::state::rfc3339(t.0);
@@ -440,5 +503,166 @@ fn root_cause(
     match by_id.get(&id).and_then(|s| results.get(&s.id)) {
         Some(StepResult::Skipped(why)) => permanent(format!("step {id}"), why),
         _ => permanent(format!("step {id}"), "a step it needs did not succeed"),
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::reconcile::model::{Revision, Timestamp};
+
+    fn step(id: usize, action: Action, needs: &[usize]) -> Step {
+        Step {
+            id,
+            reason: format!("step {id}"),
+            needs: needs.to_vec(),
+            not_before: None,
+            stage: 5,
+            action,
+        }
+    }
+
+    /// `dep` depends on `exbad`, whose wait for health fails.
+    fn plan() -> Plan {
+        let s = |n: &str| n.to_string();
+        Plan {
+            revision: Revision::default(),
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![
+                step(
+                    1,
+                    Action::Create {
+                        name: s("exbad"),
+                        instance: s("exbad-1"),
+                    },
+                    &[],
+                ),
+                step(
+                    2,
+                    Action::Start {
+                        name: s("exbad"),
+                        instance: s("exbad-1"),
+                    },
+                    &[1],
+                ),
+                step(
+                    3,
+                    Action::WaitHealthy {
+                        name: s("exbad"),
+                        instance: s("exbad-1"),
+                        timeout: Duration::from_secs(25),
+                    },
+                    &[2],
+                ),
+                step(
+                    4,
+                    Action::Create {
+                        name: s("dep"),
+                        instance: s("dep-1"),
+                    },
+                    &[],
+                ),
+                step(
+                    5,
+                    Action::Start {
+                        name: s("dep"),
+                        instance: s("dep-1"),
+                    },
+                    &[2, 3, 4],
+                ),
+            ],
+        }
+    }
+
+    fn results(wait: StepResult) -> BTreeMap<usize, StepResult> {
+        let skipped = StepResult::Skipped("needs step 3 which did not succeed".into());
+        [
+            (1, StepResult::Done),
+            (2, StepResult::Done),
+            (3, wait),
+            (4, StepResult::Done),
+            (5, skipped),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn unhealthy(why: &str) -> StepResult {
+        StepResult::Failed(Failure::new(
+            HostError::Unhealthy {
+                name: "exbad".into(),
+                why: why.into(),
+            },
+            FailureKind::Transient,
+        ))
+    }
+
+    #[test]
+    fn an_unhealthy_dependency_is_applied_with_its_health_and_holds_its_dependents() {
+        let out = summarise(
+            &plan(),
+            &results(unhealthy("`false` exited with 1 (1 consecutive failures)")),
+        );
+        let exbad = &out.containers["exbad"];
+        assert_eq!(
+            exbad.outcome,
+            ContainerOutcome::Created {
+                instance: "exbad-1".into()
+            }
+        );
+        assert_eq!(
+            exbad.health,
+            Some(HealthNote {
+                health: "unhealthy".into(),
+                health_error: "`false` exited with 1 (1 consecutive failures)".into(),
+            })
+        );
+        let json = serde_json::to_value(exbad).unwrap();
+        assert_eq!(json["outcome"], "created");
+        assert_eq!(json["health"], "unhealthy");
+        assert!(matches!(
+            &out.containers["dep"].outcome,
+            ContainerOutcome::Held { reason } if reason.starts_with("`exbad` did not become healthy: `false`")
+        ));
+        assert_eq!(out.not_applied(), BTreeSet::from(["dep"]));
+        assert!(!out.converged());
+        // Without a health check wait, no note.
+        let json = serde_json::to_value(&out.containers["dep"]).unwrap();
+        assert!(json.get("health").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_wait_cut_by_its_limit_notes_starting() {
+        let why = format!(
+            "{} when the step's limit of 25s ran out",
+            crate::runtime::health::CUT
+        );
+        let out = summarise(&plan(), &results(unhealthy(&why)));
+        let note = out.containers["exbad"].health.clone().unwrap();
+        assert_eq!(note.health, "starting");
+    }
+
+    #[test]
+    fn a_wait_that_could_not_run_is_a_failure_of_its_own() {
+        let out = summarise(
+            &plan(),
+            &results(StepResult::Failed(Failure::from(
+                "no such container".to_string(),
+            ))),
+        );
+        assert!(matches!(
+            &out.containers["exbad"].outcome,
+            ContainerOutcome::NotApplied { step, .. } if step == "wait-healthy"
+        ));
+        assert!(matches!(
+            &out.containers["dep"].outcome,
+            ContainerOutcome::NotApplied {
+                needed: Some(_),
+                ..
+            }
+        ));
     }
 }

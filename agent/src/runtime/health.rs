@@ -5,9 +5,10 @@
 //!
 //! The probes take the namespace as a path and enter it on a short-lived thread of
 //! their own (`setns` changes only the calling thread), so the agent's other threads
-//! never leave the host namespace. [`wait_healthy`] implements `start_period`,
-//! `interval` and `retries`; the clock and the sleeping are passed in, so it is
-//! unit-tested without waiting.
+//! never leave the host namespace. [`wait_healthy`] probes every `interval` until the
+//! health record (`health_file::next`, which implements `start_period` and `retries`)
+//! is healthy or unhealthy, or the step's limit runs out; the clock and the sleeping are
+//! passed in, so it is unit-tested without waiting.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
@@ -16,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_spec::{Health, HealthProbe};
+
+use super::health_file::{HealthRecord, HealthStatus};
+use super::instance::ExecOutcome;
 
 /// Where a probe runs.
 #[derive(Debug, Clone)]
@@ -36,8 +40,9 @@ pub enum ProbeResult {
 /// Why an exec probe could not run its command, as the caller's runtime says.
 pub type ExecError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Runs `argv` in the container and returns its exit code (the runtime's `exec`).
-pub type ExecFn<'a> = dyn Fn(&[String], Duration) -> Result<i32, ExecError> + 'a;
+/// Runs `argv` in the container within a timeout (the runtime's `exec`): its exit code,
+/// and the runtime's error when it could not run it or killed it at the timeout.
+pub type ExecFn<'a> = dyn Fn(&[String], Duration) -> Result<ExecOutcome, ExecError> + 'a;
 
 /// Why a probe thread could not enter the container's network namespace.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +61,29 @@ pub fn probe(
     exec: &ExecFn<'_>,
 ) -> ProbeResult {
     match check {
-        HealthProbe::Exec(argv) => match exec(argv, timeout) {
-            Ok(0) => ProbeResult::Healthy,
-            Ok(code) => ProbeResult::Unhealthy(format!("`{}` exited with {code}", argv.join(" "))),
-            Err(e) => ProbeResult::Unhealthy(crate::image::prepare::error_chain(&*e)),
-        },
+        HealthProbe::Exec(argv) => {
+            let began = std::time::Instant::now();
+            let command = argv.join(" ");
+            match exec(argv, timeout) {
+                // Killed at the timeout: its exit code (137) is not the check's answer.
+                Ok(ExecOutcome {
+                    runtime_error: Some(_),
+                    ..
+                }) if began.elapsed() >= timeout => ProbeResult::Unhealthy(format!(
+                    "`{command}` timed out after {}",
+                    humantime::format_duration(timeout)
+                )),
+                Ok(ExecOutcome {
+                    runtime_error: Some(e),
+                    ..
+                }) => ProbeResult::Unhealthy(e),
+                Ok(ExecOutcome { exit_code: 0, .. }) => ProbeResult::Healthy,
+                Ok(ExecOutcome { exit_code, .. }) => {
+                    ProbeResult::Unhealthy(format!("`{command}` exited with {exit_code}"))
+                }
+                Err(e) => ProbeResult::Unhealthy(crate::image::prepare::error_chain(&*e)),
+            }
+        }
         HealthProbe::Tcp(port) => in_netns(net, {
             let port = *port;
             move || {
@@ -148,45 +171,69 @@ fn http_get(url: &str, timeout: Duration) -> ProbeResult {
     }
 }
 
-/// The longest `berth apply` waits for a dependency: start_period + retries × interval
-/// (plus one timeout for the last probe).
-pub fn max_wait(h: &Health) -> Duration {
-    h.start_period
-        .saturating_add(h.interval.saturating_mul(h.retries))
-        .saturating_add(h.timeout)
+/// How the sentence of a wait cut by its limit begins.
+pub const CUT: &str = "still starting";
+
+/// How a wait for health ended when it did not end healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// `retries` failures counted: the record says `unhealthy`.
+    Unhealthy(String),
+    /// The step's limit ran out while the record still says `starting` (or it was
+    /// healthy and is failing, not yet `retries` times).
+    Cut(String),
 }
 
-/// Probes until healthy or until `retries` consecutive failures after `start_period`.
-/// `elapsed` reads the time since the container started; `sleep` waits.
+impl WaitEnd {
+    /// The health status the record was left in, as `ps` shows it.
+    pub fn status(&self) -> &'static str {
+        match self {
+            WaitEnd::Unhealthy(_) => "unhealthy",
+            WaitEnd::Cut(_) => "starting",
+        }
+    }
+
+    /// What happened, in a sentence.
+    pub fn why(&self) -> &str {
+        match self {
+            WaitEnd::Unhealthy(w) | WaitEnd::Cut(w) => w,
+        }
+    }
+}
+
+/// Probes until the health record (`run` probes once and returns the record after it,
+/// [`super::health_file::next`]) says healthy or unhealthy, or until `limit` has passed:
+/// the wait ends in the state the record is in, so the text and the file agree.
+/// `elapsed` reads the time since the wait began; `sleep` waits.
 pub fn wait_healthy(
     h: &Health,
-    run: &mut dyn FnMut() -> ProbeResult,
+    limit: Duration,
+    run: &mut dyn FnMut() -> HealthRecord,
     elapsed: &dyn Fn() -> Duration,
     sleep: &mut dyn FnMut(Duration),
-) -> ProbeResult {
-    let mut failures = 0;
+) -> Result<(), WaitEnd> {
     loop {
-        match run() {
-            ProbeResult::Healthy => return ProbeResult::Healthy,
-            ProbeResult::Unhealthy(why) => {
-                // Failures during the start period do not count (Docker).
-                if elapsed() >= h.start_period {
-                    failures += 1;
-                }
-                if failures >= h.retries {
-                    return ProbeResult::Unhealthy(format!(
-                        "{why} ({failures} consecutive failures)"
-                    ));
-                }
-                if elapsed() > max_wait(h) {
-                    return ProbeResult::Unhealthy(format!(
-                        "{why} (gave up after {:?})",
-                        max_wait(h)
-                    ));
-                }
+        let record = run();
+        match record.status {
+            HealthStatus::Healthy => return Ok(()),
+            HealthStatus::Unhealthy => {
+                return Err(WaitEnd::Unhealthy(format!(
+                    "{} ({} consecutive failures)",
+                    record.output, record.failing_streak
+                )));
             }
+            HealthStatus::Starting => {}
         }
-        sleep(h.interval);
+        let spent = elapsed();
+        if spent >= limit {
+            return Err(WaitEnd::Cut(format!(
+                "{CUT} when the step's limit of {} ran out (waited {}); last probe: {}",
+                humantime::format_duration(limit),
+                humantime::format_duration(Duration::from_secs(spent.as_secs())),
+                record.output
+            )));
+        }
+        sleep(h.interval.min(limit.saturating_sub(spent)));
     }
 }
 
@@ -207,37 +254,96 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failures_in_the_start_period_do_not_count() {
-        let h = health(HealthProbe::Tcp(1));
+    /// Waits with a fake clock: `answers` says whether the probe at time `t` succeeds.
+    fn wait(
+        h: &Health,
+        limit: Duration,
+        answers: impl Fn(Duration) -> bool,
+    ) -> (Result<(), WaitEnd>, Duration, u32, HealthRecord) {
         let now = Cell::new(Duration::ZERO);
         let calls = Cell::new(0);
-        // Unhealthy for the first 4 probes (t = 0, 2, 4, 6), then healthy.
+        let mut prev: Option<HealthRecord> = None;
         let mut run = || {
             calls.set(calls.get() + 1);
-            if calls.get() <= 4 {
-                ProbeResult::Unhealthy("refused".into())
-            } else {
+            let result = if answers(now.get()) {
                 ProbeResult::Healthy
-            }
+            } else {
+                ProbeResult::Unhealthy("refused".into())
+            };
+            let r =
+                super::super::health_file::next(prev.as_ref(), h, &result, now.get(), "t".into());
+            prev = Some(r.clone());
+            r
         };
-        let r = wait_healthy(&h, &mut run, &|| now.get(), &mut |d| now.set(now.get() + d));
-        assert_eq!(r, ProbeResult::Healthy);
-        assert_eq!(calls.get(), 5);
+        let r = wait_healthy(h, limit, &mut run, &|| now.get(), &mut |d| {
+            now.set(now.get() + d)
+        });
+        let last = prev.unwrap_or_else(HealthRecord::starting);
+        (r, now.get(), calls.get(), last)
     }
 
     #[test]
-    fn retries_consecutive_failures_make_it_unhealthy() {
+    fn failures_in_the_start_period_do_not_count() {
         let h = health(HealthProbe::Tcp(1));
-        let now = Cell::new(Duration::ZERO);
-        let mut run = || ProbeResult::Unhealthy("refused".into());
-        let r = wait_healthy(&h, &mut run, &|| now.get(), &mut |d| now.set(now.get() + d));
+        // Unhealthy for the probes at t = 0, 2, 4, 6, then healthy.
+        let (r, _, calls, last) = wait(&h, Duration::from_secs(60), |t| t.as_secs() >= 8);
+        assert_eq!(r, Ok(()));
+        assert_eq!(calls, 5);
+        assert_eq!(last.status, HealthStatus::Healthy);
+    }
+
+    #[test]
+    fn retries_counted_failures_make_it_unhealthy_and_the_file_agrees() {
+        let h = health(HealthProbe::Tcp(1));
+        let (r, at, _, last) = wait(&h, Duration::from_secs(60), |_| false);
+        // Excused at 0, 2, 4 (start period 5 s); counted at 6, 8, 10.
+        let Err(end) = r else {
+            panic!("healthy");
+        };
         assert!(
-            matches!(r, ProbeResult::Unhealthy(ref m) if m.contains("3 consecutive")),
-            "{r:?}"
+            matches!(end, WaitEnd::Unhealthy(ref m) if m.contains("3 consecutive")),
+            "{end:?}"
         );
-        assert!(now.get() <= max_wait(&h), "{:?}", now.get());
-        assert_eq!(max_wait(&h), Duration::from_secs(5 + 6 + 1));
+        assert_eq!(at, Duration::from_secs(10));
+        assert_eq!(
+            (last.status, last.failing_streak),
+            (HealthStatus::Unhealthy, 3)
+        );
+        assert_eq!(end.status(), last.status.as_str());
+    }
+
+    #[test]
+    fn a_wait_cut_by_the_step_limit_says_so_and_leaves_it_starting() {
+        let h = health(HealthProbe::Tcp(1));
+        let (r, at, _, last) = wait(&h, Duration::from_secs(7), |_| false);
+        let Err(end) = r else {
+            panic!("healthy");
+        };
+        assert!(
+            matches!(end, WaitEnd::Cut(ref m) if m.contains("limit of 7s") && m.contains("waited 7s")),
+            "{end:?}"
+        );
+        assert_eq!(at, Duration::from_secs(7));
+        assert_eq!(last.status, HealthStatus::Starting);
+        assert_eq!(end.status(), last.status.as_str());
+    }
+
+    #[test]
+    fn a_timed_out_exec_probe_says_so() {
+        let t = Duration::from_millis(20);
+        let exec = |_: &[String], t: Duration| -> Result<ExecOutcome, ExecError> {
+            std::thread::sleep(t);
+            Ok(ExecOutcome {
+                exit_code: 137,
+                runtime_error: Some("`sleep 100` did not finish within 20ms".into()),
+            })
+        };
+        let check = HealthProbe::Exec(vec!["sleep".into(), "100".into()]);
+        let r = probe(&check, &ProbeNet::Host, t, &exec);
+        assert_eq!(
+            r,
+            ProbeResult::Unhealthy("`sleep 100` timed out after 20ms".into())
+        );
     }
 
     #[test]
@@ -264,7 +370,7 @@ mod tests {
         });
         let t = Duration::from_secs(2);
         let no_exec =
-            |_: &[String], _: Duration| -> Result<i32, ExecError> { Err("no exec".into()) };
+            |_: &[String], _: Duration| -> Result<ExecOutcome, ExecError> { Err("no exec".into()) };
         assert_eq!(
             probe(&HealthProbe::Tcp(port), &ProbeNet::Host, t, &no_exec),
             ProbeResult::Healthy
@@ -280,8 +386,11 @@ mod tests {
             matches!(r, ProbeResult::Unhealthy(ref m) if m.contains("503")),
             "{r:?}"
         );
-        let exec = |argv: &[String], _: Duration| -> Result<i32, ExecError> {
-            Ok(if argv[0] == "true" { 0 } else { 1 })
+        let exec = |argv: &[String], _: Duration| -> Result<ExecOutcome, ExecError> {
+            Ok(ExecOutcome {
+                exit_code: if argv[0] == "true" { 0 } else { 1 },
+                runtime_error: None,
+            })
         };
         assert_eq!(
             probe(

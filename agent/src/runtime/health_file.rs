@@ -4,7 +4,12 @@
 //!
 //! The state machine is Docker's: one success makes the container healthy and resets
 //! the failing streak; a failure while the container is still `starting` and within
-//! its `start_period` does not count; `retries` consecutive failures make it unhealthy.
+//! its grace (`start_period`, and at least one `interval`: Docker's first probe is at
+//! `interval` after the start, so an earlier probe — the one `berth apply` runs right
+//! after a start — races the application's start and cannot count) leaves it
+//! `starting`; `retries` consecutive failures make it unhealthy. Each `berth apply`
+//! probes again every running instance whose last probe is at least `interval` old
+//! ([`due`]), so the status converges without a daemon.
 //! A file older than the instance's start (a restart reuses the instance) is stale and
 //! reads as `starting`.
 
@@ -119,7 +124,7 @@ pub fn next(
         },
         ProbeResult::Unhealthy(why) => {
             // Docker: the start period only excuses a container not yet healthy once.
-            let excused = prev.status == HealthStatus::Starting && since_start < h.start_period;
+            let excused = prev.status == HealthStatus::Starting && since_start < grace(h);
             let failing_streak = if excused {
                 prev.failing_streak
             } else {
@@ -138,6 +143,48 @@ pub fn next(
             }
         }
     }
+}
+
+/// How long after its start a container's failures do not count while it is still
+/// `starting`: its `start_period`, and at least one `interval` (Docker's first probe).
+pub fn grace(h: &Health) -> Duration {
+    h.start_period.max(h.interval)
+}
+
+/// Whether an instance is due for a probe at `now` (since the epoch): never probed in
+/// this run (`record` is [`read_fresh`]'s), or its last probe at least `interval` old.
+/// A last probe that cannot be read is due, and so is one more than an interval in the
+/// future (a clock set back).
+pub fn due(record: Option<&HealthRecord>, h: &Health, now: Duration) -> bool {
+    let Some((secs, nanos)) = record
+        .and_then(|r| r.last_probe.as_deref())
+        .and_then(parse_rfc3339)
+    else {
+        return true;
+    };
+    let Ok(secs) = u64::try_from(secs) else {
+        return true;
+    };
+    let last = Duration::new(secs, nanos);
+    match now.checked_sub(last) {
+        Some(age) => age >= h.interval,
+        None => last - now > h.interval,
+    }
+}
+
+/// The time since the epoch.
+pub fn now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// `t` (since the epoch) in RFC 3339 with milliseconds: probes an interval apart are
+/// told apart even when the interval is short.
+pub fn rfc3339_millis(t: Duration) -> String {
+    let whole = state::rfc3339(t.as_secs());
+    let base = whole.strip_suffix('Z').unwrap_or(&whole);
+    format!("{base}.{:03}Z", t.subsec_millis())
 }
 
 /// `s` cut to at most [`MAX_OUTPUT`] bytes, at a character boundary.
@@ -246,16 +293,19 @@ pub fn since(started_at: Option<&str>) -> Duration {
 }
 
 /// Runs `probe` once and records its result after `prev` (the record so far): the
-/// prober's one step. A record that cannot be written is warned about.
+/// prober's one step. `since_start` is the time from the container's start to the
+/// probe's; the probe's time is when it began. A record that cannot be written is
+/// warned about.
 pub fn probe_and_record(
     instance_root: &Path,
     h: &Health,
     prev: Option<&HealthRecord>,
-    started_at: Option<&str>,
+    since_start: Duration,
     probe: impl FnOnce() -> ProbeResult,
 ) -> (ProbeResult, HealthRecord) {
+    let at = rfc3339_millis(now());
     let result = probe();
-    let record = next(prev, h, &result, since(started_at), state::now_rfc3339());
+    let record = next(prev, h, &result, since_start, at);
     if let Err(err) = write(instance_root, &record) {
         tracing::warn!("{}", crate::image::prepare::error_chain(&err));
     }
@@ -284,6 +334,53 @@ mod tests {
 
     fn at(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn the_probe_after_start_races_the_start_and_does_not_count() {
+        // No start period, interval 1 s, retries 1: a failure right after the start
+        // (a server not yet listening) leaves it starting; one an interval later counts.
+        let h = check(1, 0);
+        let r = next(None, &h, &fail(), at(0), "t0".into());
+        assert_eq!((r.status, r.failing_streak), (HealthStatus::Starting, 0));
+        let r = next(Some(&r), &h, &fail(), at(1), "t1".into());
+        assert_eq!((r.status, r.failing_streak), (HealthStatus::Unhealthy, 1));
+        // A longer interval is a longer grace.
+        let mut slow = check(1, 2);
+        slow.interval = Duration::from_secs(30);
+        assert_eq!(grace(&slow), at(30));
+        let r = next(None, &slow, &fail(), at(29), "t".into());
+        assert_eq!(r.status, HealthStatus::Starting);
+    }
+
+    #[test]
+    fn an_instance_is_due_for_a_probe_when_its_last_is_an_interval_old() {
+        let mut h = check(3, 0);
+        h.interval = Duration::from_secs(30);
+        let t0 = Duration::from_secs(parse_rfc3339("2026-11-22T10:00:00Z").unwrap().0 as u64);
+        let s = Duration::from_secs;
+        let probed = |s: &str| HealthRecord {
+            last_probe: Some(s.into()),
+            ..HealthRecord::starting()
+        };
+        assert!(due(None, &h, t0));
+        assert!(due(Some(&HealthRecord::starting()), &h, t0));
+        assert!(due(Some(&probed("garbage")), &h, t0));
+        let r = probed("2026-11-22T10:00:00Z");
+        assert!(!due(Some(&r), &h, t0));
+        assert!(!due(Some(&r), &h, t0 + s(29)));
+        assert!(due(Some(&r), &h, t0 + s(30)));
+        // Milliseconds count: 29.5 s is not an interval.
+        let r = probed("2026-11-22T10:00:00.500Z");
+        assert!(!due(Some(&r), &h, t0 + s(30)));
+        assert!(due(Some(&r), &h, t0 + Duration::from_millis(30_500)));
+        assert_eq!(
+            rfc3339_millis(t0 + Duration::from_millis(500)),
+            "2026-11-22T10:00:00.500Z"
+        );
+        // A clock set back a little: not due; by more than an interval: due.
+        assert!(!due(Some(&r), &h, t0 - s(10)));
+        assert!(due(Some(&r), &h, t0 - s(100)));
     }
 
     #[test]
