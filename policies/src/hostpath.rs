@@ -45,17 +45,7 @@ pub const DENY: &[&str] = &[
 /// Normalises an absolute path lexically: `/a/./b//c/../d/` → `/a/b/d`; `..` at the
 /// root stays at the root.
 pub fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    berth_spec::types::normalize_path(path)
 }
 
 /// Whether `path` lies inside `dir` (or equals it); both normalised.

@@ -66,6 +66,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// check's whole wait, a deadline from now) then never overflows.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Normalises an absolute path lexically: `/a/./b//c/../d/` is `/a/b/d`, and `..` at
+/// the root stays at the root. Mount targets and the policy's host paths use it.
+pub fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Formats a duration back in humantime form.
 pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()

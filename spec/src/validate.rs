@@ -176,7 +176,7 @@ pub(crate) fn validate(
         }
         let mut mount_targets: BTreeMap<String, usize> = BTreeMap::new();
         for (i, m) in c.mounts.iter().enumerate() {
-            let target = normalize_target(&m.target);
+            let target = crate::types::normalize_path(&m.target);
             // A tmpfs mount names its target as its value.
             let key = if matches!(m.source, MountSource::Tmpfs { .. }) {
                 format!("mounts[{i}].tmpfs")
@@ -419,20 +419,4 @@ fn subnet_overlaps(state: &DesiredState, diags: &mut Vec<Diagnostic>) {
             );
         }
     }
-}
-
-/// A mount target without `.`, repeated or trailing slashes, and with `..` applied, so
-/// `/data/` and `/data/./x/..` are both `/data`.
-fn normalize_target(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
