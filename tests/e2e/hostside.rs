@@ -115,6 +115,19 @@ fn a_bind_through_a_planted_symlink_is_refused_and_a_plain_bind_works() {
         "plain.toml",
         &(container("plain", "sleep 3600", "") + &bind("plain", &plain, "/data", true)),
     );
+    // `berth plan` already says so: it resolves the sources on this host too.
+    let plan = node.berth(&["plan", &node.spec.to_string_lossy()]);
+    assert_eq!(plan.code, 1, "{}\n{}", plan.stdout, plan.stderr);
+    for (name, _, _) in &readers {
+        assert!(
+            plan.stdout
+                .lines()
+                .any(|l| l.contains(&format!("report          {name}  blocked"))
+                    && l.contains("allowed-host-paths")),
+            "{name}: {}",
+            plan.stdout
+        );
+    }
     let r = node.apply();
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     for (name, link, to) in &readers {

@@ -9,11 +9,42 @@ use berth_policy::rule::Rule;
 use berth_spec::node::PolicyMode;
 use berth_spec::{Container, MountSource};
 
+use super::model::{Decision, Desired, PolicyDecisions};
+
 /// Judges a bind source after it was resolved on the host.
 pub trait BindCheck: Sync {
     /// Why mount number `index` of `c`, whose source resolved to `resolved`, must not
     /// be mounted; `None` when it may.
     fn refuse(&self, c: &Container, index: usize, resolved: &Path) -> Option<String>;
+}
+
+/// Judges every bind source of `desired` as it resolves on this host now, so the plan
+/// (`berth plan` and the plan `berth apply` executes) already says blocked where the
+/// create would refuse; the create checks again, against a link planted in between.
+/// A source that cannot be resolved is left to the create, which reports it.
+pub fn judge_binds(desired: &Desired, check: &dyn BindCheck, decisions: &mut PolicyDecisions) {
+    for (name, dc) in &desired.containers {
+        let c = &dc.spec;
+        for (i, m) in c.mounts.iter().enumerate() {
+            let MountSource::Bind { path } = &m.source else {
+                continue;
+            };
+            let Ok(resolved) = crate::storage::binds::resolve(path) else {
+                continue;
+            };
+            let Some(why) = check.refuse(c, i, &resolved) else {
+                continue;
+            };
+            match decisions.containers.get_mut(name) {
+                Some(Decision::Blocked { reasons }) => reasons.push(why),
+                _ => {
+                    decisions
+                        .containers
+                        .insert(name.clone(), Decision::Blocked { reasons: vec![why] });
+                }
+            }
+        }
+    }
 }
 
 /// The node's policy as a [`BindCheck`].

@@ -330,7 +330,13 @@ impl Front {
         }
         let ev = Evaluator::new(&self.policy.policy, &self.policy.host, node::today());
         let stop = env.loaded.config.policy.on_running_violation == OnRunningViolation::Stop;
-        let (decisions, findings) = gather::decisions(&desired, &ev, self.policy.mode, facts, stop);
+        let (mut decisions, findings) =
+            gather::decisions(&desired, &ev, self.policy.mode, facts, stop);
+        let binds = super::bindcheck::PolicyBinds {
+            evaluator: &ev,
+            mode: self.policy.mode,
+        };
+        super::bindcheck::judge_binds(&desired, &binds, &mut decisions);
         let state_dir = &env.loaded.config.runtime.state_dir;
         let actual =
             gather::actual(state_dir, gather::actual_networks(networks)).map_err(|source| {
