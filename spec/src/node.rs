@@ -821,22 +821,29 @@ fn path(r: &Reader<'_, '_, '_>, key: &str) -> Option<PathBuf> {
     Some(PathBuf::from(p))
 }
 
+/// Why `source.url` cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum UrlError {
+    #[error("`source.url` has scheme `{0}`: expected https://, ssh://, file:// or a local path")]
+    Scheme(String),
+    #[error("`source.url` `{0}` names no host")]
+    NoHost(String),
+}
+
 /// How `url` is reached, or why it cannot be: a scheme other than https, http, ssh or
 /// file.
-fn transport(url: &str) -> Result<Transport, String> {
+fn transport(url: &str) -> Result<Transport, UrlError> {
     if let Some((scheme, rest)) = url.split_once("://") {
         let t = match scheme.to_ascii_lowercase().as_str() {
             "https" | "http" => Transport::Https,
             "ssh" => Transport::Ssh,
             "file" => Transport::Local,
             _ => {
-                return Err(format!(
-                    "`source.url` has scheme `{scheme}`: expected https://, ssh://, file:// or a local path"
-                ));
+                return Err(UrlError::Scheme(scheme.to_string()));
             }
         };
         if t != Transport::Local && rest.split('/').next().is_none_or(str::is_empty) {
-            return Err(format!("`source.url` `{url}` names no host"));
+            return Err(UrlError::NoHost(url.to_string()));
         }
         return Ok(t);
     }
@@ -853,7 +860,7 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
         .and_then(|(u, loc)| match transport(&u) {
             Ok(t) => Some((u, t)),
             Err(e) => {
-                r.error(&loc, "url", e);
+                r.error(&loc, "url", e.to_string());
                 None
             }
         });
