@@ -2,9 +2,10 @@
 //! configuration (with the same located errors as specs) and exits.
 //!
 //! Keys this build parses but does not act on yet, and keys that have no effect where
-//! they are (an ssh key with an https URL), are warnings on stderr, one line each. A
-//! file the configuration names that cannot be read is an error (`--check` only: the
-//! commands that need a file fail when they open it). A security key it cannot enforce yet (commit or keyless image signatures) is
+//! they are (an ssh key with an https URL), are warnings on stderr, one line each. So
+//! is a file the configuration names that cannot be read (`--check` only: a config is
+//! often checked before its keys are installed, and the commands that need a file fail
+//! when they open it). A security key it cannot enforce yet (commit or keyless image signatures) is
 //! an error: the agent refuses to run rather than run without the check its owner
 //! asked for.
 
@@ -47,8 +48,8 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
     for w in loaded.config.warnings() {
         eprintln!("{w}");
     }
-    // Errors in file order: security keys refused, files that cannot be read, and the
-    // policy (a profile file, waivers) as the agent's passes would load it.
+    // Errors in file order: security keys refused, and the policy (a profile file,
+    // waivers) as the agent's passes would load it.
     let mut errors: Vec<Diagnostic> = loaded
         .config
         .unenforced(Caller::Agent)
@@ -56,7 +57,15 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         .map(|u| u.diagnostic())
         .collect();
     if args.check {
-        errors.extend(unreadable_files(&loaded));
+        for d in unreadable_files(&loaded) {
+            eprintln!(
+                "{}:{}:{}: warning: {}",
+                berth_spec::diag::printable(&d.file),
+                d.line,
+                d.column,
+                berth_spec::diag::printable(&d.message)
+            );
+        }
     }
     match config::node_policy(&loaded, None) {
         Ok(_) => {}
