@@ -10,6 +10,7 @@ mod network;
 mod node;
 mod reconcile;
 mod runtime;
+mod source;
 mod storage;
 mod telemetry;
 

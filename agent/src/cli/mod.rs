@@ -27,6 +27,7 @@ mod plan;
 mod ps;
 mod secret;
 mod sign;
+mod source;
 mod stats;
 mod validate;
 
@@ -90,6 +91,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
     Sign(sign::SignArgs),
+    /// The Git source: `verify` checks a commit's signature as the agent would
+    Source(source::SourceArgs),
     /// Inspect the node's networks
     Network(network::NetworkArgs),
     /// List containers (running ones; `-a` for all), from the state directory
@@ -141,6 +144,7 @@ pub fn main() -> ExitCode {
         Command::Secret(args) => secret::run(&cli, args),
         Command::Image(args) => image::run(&cli, args),
         Command::Sign(args) => sign::run(&cli, args),
+        Command::Source(args) => source::run(&cli, args),
         Command::Plan(args) => plan::run(&cli, args),
         Command::Apply(args) => apply::run(&cli, args),
         Command::Stop(args) => ctl::run(&cli, ctl::Op::Stop, args),

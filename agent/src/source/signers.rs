@@ -1,0 +1,2 @@
+//! git's `allowed_signers` file (gpg.ssh.allowedSignersFile): principals, options
+//! (`namespaces`, `valid-after`, `valid-before`, `cert-authority`) and public keys.
