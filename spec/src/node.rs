@@ -636,10 +636,14 @@ const UNENFORCED: &[(&str, &[Caller], &str)] = &[
 /// The keys this build reads but does not act on: (key or section prefix, why).
 /// Remove a row when the code acting on it lands.
 const INERT: &[(&str, &str)] = &[
-    ("agent.", "this build has no GitOps daemon"),
     (
-        "source.",
-        "this build has no GitOps daemon to fetch from Git (`berth apply` reads a directory)",
+        "source.interval",
+        "this build follows the source once a run (`berth agent --once`); nothing polls it",
+    ),
+    ("source.webhook", "this build has no webhook receiver"),
+    (
+        "source.notify",
+        "this build subscribes to no revision notifications",
     ),
     (
         "runtime.resync",

@@ -58,16 +58,9 @@ otlp_queue = 2048
 
 /// The keys of [`EVERY_KEY`] this build does not act on, with their lines.
 const INERT: &[(&str, usize)] = &[
-    ("source.url", 6),
-    ("source.branch", 7),
-    ("source.path", 8),
     ("source.interval", 9),
-    ("source.depth", 10),
-    ("source.credentials_file", 11),
-    ("source.ca_file", 12),
     ("source.webhook", 13),
     ("source.notify", 14),
-    ("agent.mode", 17),
     ("runtime.resync", 32),
     ("runtime.gc_grace", 33),
     ("telemetry.otlp_endpoint", 46),

@@ -1,5 +1,9 @@
-//! `berth agent [--once] [--check]`: the GitOps daemon. `--check` validates the node
-//! configuration (with the same located errors as specs) and exits.
+//! `berth agent [--once] [--check]`: the GitOps agent. `--check` validates the node
+//! configuration (with the same located errors as specs) and exits; `--once` follows
+//! the source once (`reconcile::follow`: fetch, verify, check out, one pass) and exits:
+//! 0 converged to the newest revision; 1 something was not applied, the revision was
+//! refused, or the source was unavailable and the node converged to the revision it
+//! applied before; 3 it could not run (no source, or no revision ever fetched).
 //!
 //! Keys this build parses but does not act on yet, and keys that have no effect where
 //! they are (an ssh key with an https URL), are warnings on stderr, one line each. So
@@ -15,18 +19,25 @@ use berth_spec::Diagnostic;
 use berth_spec::node::Caller;
 use clap::Args;
 
-use super::config::{self, ConfigError};
-use super::{Cli, EXIT_FAILED, EXIT_FINDINGS};
+use super::config::{self, ConfigError, Loaded};
+use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime};
+use crate::image::prepare::error_chain;
 use crate::node::unreadable_files;
+use crate::reconcile::follow::{self, FollowError, FollowReport, PassResult, SourceReport};
+use crate::reconcile::pass::{Env, LockWait, PassError};
+use crate::source::applied::RevisionInfo;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Only check the node configuration, then exit
     #[arg(long)]
     pub check: bool,
-    /// Run one reconcile pass and exit
+    /// Follow the source once (fetch, verify, apply), then exit
     #[arg(long)]
     pub once: bool,
+    /// Output format (`--once`)
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
@@ -38,10 +49,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         || config::DEFAULT_CONFIG.to_string(),
         |p| p.display().to_string(),
     );
-    if let Err(d) = loaded.config.require_source(&shown) {
-        println!("{d}");
-        return ExitCode::from(EXIT_FINDINGS);
-    }
+    let no_source = loaded.config.source.is_none();
     for inert in loaded.config.inert() {
         eprintln!("{inert}");
     }
@@ -80,11 +88,163 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         return ExitCode::from(EXIT_FINDINGS);
     }
     if args.check {
-        println!("ok: node configuration {shown} is valid");
+        if no_source {
+            println!(
+                "ok: node configuration {shown} is valid; no source configured (`[source]`): `berth agent` has nothing to follow"
+            );
+        } else {
+            println!("ok: node configuration {shown} is valid");
+        }
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "error: the GitOps daemon is not part of this build yet; use `berth agent --check` to validate {shown}, and `berth apply` to converge from a directory"
-    );
-    ExitCode::from(EXIT_FAILED)
+    if no_source {
+        eprintln!(
+            "error: no source configured: {shown} has no `[source]` for `berth agent` to follow (`berth apply DIR` converges from a directory)"
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if !args.once {
+        eprintln!(
+            "error: the long-running agent is not part of this build yet; `berth agent --once` follows {shown}'s source once"
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    once(cli, args, &loaded)
+}
+
+/// `--once`: one follow of the source, rendered as text while it runs, or as one JSON
+/// document at the end.
+fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
+    let rt = match async_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let env = Env {
+        loaded,
+        rt: rt.handle(),
+    };
+    let text = args.format == Format::Text;
+    let mut waiting = |who: &str| eprintln!("{who}");
+    let wait = LockWait {
+        command: "berth agent --once",
+        timeout: cli.lock_timeout,
+        waiting: &mut waiting,
+    };
+    let mut on_source = |s: &SourceReport, r: Option<&RevisionInfo>| {
+        if text {
+            print_source(s, r);
+        }
+    };
+    let mut on_plan = |plan: &crate::reconcile::Plan| {
+        if text && !plan.is_empty() {
+            print!("{plan}");
+        }
+    };
+    match follow::once(&env, None, wait, &mut on_source, &mut on_plan) {
+        Ok(report) => {
+            render(&report, args.format);
+            if report.converged() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FINDINGS)
+            }
+        }
+        Err(FollowError::Pass(PassError::Invalid { errors })) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("nothing applied: the revision's spec tree has errors");
+            ExitCode::from(EXIT_FINDINGS)
+        }
+        Err(FollowError::Pass(PassError::Config(e))) => config::report(&e),
+        Err(FollowError::Pass(PassError::Unenforced { refused })) => {
+            for u in &refused {
+                println!("{}", u.diagnostic());
+            }
+            ExitCode::from(EXIT_FINDINGS)
+        }
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// What happened at the source, before the pass's own lines.
+fn print_source(s: &SourceReport, revision: Option<&RevisionInfo>) {
+    let p = |t: &str| berth_spec::diag::printable(t).into_owned();
+    if let Some(why) = &s.unavailable {
+        println!("source unavailable: {}", p(why));
+    }
+    if let Some(commit) = &s.fetched {
+        let how = match s.history {
+            Some(follow::History::First) => " (first fetch)".to_string(),
+            Some(follow::History::Unchanged) => " (unchanged)".to_string(),
+            Some(follow::History::FastForward) => String::new(),
+            Some(follow::History::Rewritten) => format!(
+                " (history rewritten: {} is not an ancestor; a force-push)",
+                s.previous.as_deref().unwrap_or("the commit fetched before")
+            ),
+            Some(follow::History::Unknown) | None => String::new(),
+        };
+        println!(
+            "source: {} ({}): fetched commit {commit}{how}",
+            p(&s.url),
+            p(&s.follows)
+        );
+    }
+    if s.recloned {
+        println!("source: the local clone could not be used and was cloned afresh");
+    }
+    if let Some(why) = &s.refused {
+        println!("refused: {}", p(why));
+    }
+    for skipped in &s.skipped {
+        eprintln!("warning: not checked out: {}", p(skipped));
+    }
+    match revision {
+        Some(r) if s.fetched.as_deref() == Some(r.commit.as_str()) => {
+            let signed = r
+                .signer
+                .as_ref()
+                .map(|g| format!(", signed by {} ({})", p(&g.principal), g.key))
+                .unwrap_or_default();
+            println!(
+                "revision {} \"{}\" by {}, {}{signed}",
+                r.commit,
+                p(&r.subject),
+                p(&r.author),
+                r.time
+            );
+        }
+        Some(r) => println!(
+            "keeping revision {} \"{}\" (applied before); not the newest",
+            r.commit,
+            p(&r.subject)
+        ),
+        None => println!("nothing applied: no revision was applied before"),
+    }
+}
+
+fn render(report: &FollowReport, format: Format) {
+    match format {
+        Format::Json => match serde_json::to_string(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot write the report: {e}"),
+        },
+        Format::Text => match &report.pass {
+            Some(PassResult::Applied(r)) => super::apply::render(r, Format::Text),
+            Some(PassResult::Observed(plan)) => {
+                if plan.plan.is_empty() {
+                    println!("observe mode: nothing to do");
+                } else {
+                    println!("observe mode (`agent.mode`): the plan above was not executed");
+                }
+            }
+            None => {}
+        },
+    }
 }

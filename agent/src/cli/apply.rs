@@ -90,6 +90,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
         path: &args.path,
         node: node_identity(&args.node, &args.labels),
         prune_volumes: args.prune_volumes,
+        revision: None,
     };
     let mut waiting = |who: &str| eprintln!("{who}");
     let wait = LockWait {
@@ -110,7 +111,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
 /// "findings": […]}}, "steps": [{"id", "action", …, "reason", "result", …}],
 /// "converged", "next_pass"}`, `"networks"` when a network's change was deferred; the
 /// shape `berth plan --format json` shares).
-fn render(report: &Report, format: Format) {
+pub(super) fn render(report: &Report, format: Format) {
     match format {
         Format::Json => match serde_json::to_string(report) {
             Ok(s) => println!("{s}"),

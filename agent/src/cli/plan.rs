@@ -112,6 +112,7 @@ fn plan(cli: &Cli, args: &PlanArgs) -> Result<PlanReport, PassError> {
         path: &args.path,
         node: node_identity(&args.node, &args.labels),
         prune_volumes: args.prune_volumes,
+        revision: None,
     };
     let registry = if args.offline {
         Registry::Offline

@@ -87,7 +87,7 @@ pub fn run(cli: &Cli, args: &PsArgs) -> ExitCode {
         .filter(|row| args.all || row.state == "running")
         .collect();
     let out = match args.format {
-        Format::Text => render_table(&rows),
+        Format::Text => revision_line(&state_dir) + &render_table(&rows),
         Format::Json => match serde_json::to_string_pretty(&rows) {
             Ok(s) => s + "\n",
             Err(e) => {
@@ -98,6 +98,43 @@ pub fn run(cli: &Cli, args: &PsArgs) -> ExitCode {
     };
     print!("{out}");
     ExitCode::SUCCESS
+}
+
+/// The revision applied from the node's source, as `ps` shows it above the table:
+/// `revision 0123456789ab (branch main) "subject" by A <a@x>, 2026-12-04T10:00:00Z,
+/// signed by ops; applied 2026-12-04T10:00:05Z`. Empty when none was applied (a node
+/// converged with `berth apply` from a directory).
+fn revision_line(state_dir: &std::path::Path) -> String {
+    match crate::source::applied::Applied::load(state_dir) {
+        Ok(Some(a)) => {
+            let r = &a.revision;
+            let signed = r
+                .signer
+                .as_ref()
+                .map(|s| format!(", signed by {}", s.principal))
+                .unwrap_or_default();
+            let line = format!(
+                "revision {} ({}) \"{}\" by {}, {}{signed}; applied {}{}",
+                r.short(),
+                r.follows,
+                r.subject,
+                r.author,
+                r.time,
+                a.applied_at,
+                if a.applied {
+                    ""
+                } else {
+                    " (not every container)"
+                }
+            );
+            berth_spec::diag::printable(&line).into_owned() + "\n"
+        }
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::warn!("{}", chain(&e));
+            String::new()
+        }
+    }
 }
 
 /// One line of `ps`; its JSON form is the `--format json` object.

@@ -43,6 +43,7 @@ pub mod backoff;
 pub mod bindcheck;
 mod diff;
 pub mod executor;
+pub mod follow;
 mod facts;
 mod fate;
 pub mod gather;

@@ -138,6 +138,9 @@ pub struct Input<'a> {
     /// `--node` and `--label`, over the node configuration's identity.
     pub node: Option<NodeIdentity>,
     pub prune_volumes: bool,
+    /// The revision the tree is (a commit the agent checked out); none for a directory,
+    /// whose revision is the digest of its spec sources.
+    pub revision: Option<Revision>,
 }
 
 /// How an `apply` pass takes the state lock.
@@ -315,7 +318,10 @@ impl Front {
             &self.root,
             &self.node,
             facts,
-            gather::tree_revision(&self.tree, input.path),
+            input
+                .revision
+                .clone()
+                .unwrap_or_else(|| gather::tree_revision(&self.tree, input.path)),
             input.prune_volumes,
         );
         // A container whose outcome depends on a fact `plan` cannot know is not

@@ -1,0 +1,396 @@
+//! Following the node's Git source once (`berth agent --once`; each pass of the agent):
+//! fetch the followed ref, verify its signature when the node asks for one, check the
+//! revision out into its own directory, run one [`pass`] on it, and record what was
+//! applied.
+//!
+//! Nothing a bad revision or an outage does stops what runs:
+//! - a revision whose signature is refused is never checked out for use;
+//! - a source that cannot be reached, or a revision refused, leaves the node on the
+//!   revision it applied last, which this pass converges to again (so drift is still
+//!   corrected), and the result says why it is not the newest;
+//! - with no revision applied before, nothing is done.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_spec::node::{AgentMode, GitRef, SourceSection};
+use git2::{Oid, Repository};
+use serde::Serialize;
+
+use super::model::Revision;
+use super::outcome::ContainerOutcome;
+use super::pass::{self, Env, Input, LockWait, PassError, PlanReport, Registry, Report};
+use crate::source::applied::{Applied, AppliedError, RevisionInfo, SCHEMA_VERSION, Signer};
+use crate::source::checkout::{CheckoutError, Revisions};
+pub use crate::source::fetch::History;
+use crate::source::fetch::{FetchError, Fetched, Remote, display_url};
+use crate::source::signature::{self, SignatureCheck};
+
+/// How many times a transient fetch failure is tried in one pass, and the first pause.
+const FETCH_ATTEMPTS: u32 = 3;
+const FETCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The node configuration has no `[source]`.
+    #[error("no source configured: the node configuration has no `[source]`")]
+    NoSource,
+    /// The source gave no revision, and none was applied before: nothing to converge to.
+    #[error("no revision to apply: {reason}")]
+    NoRevision { reason: String },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    #[error(transparent)]
+    Applied(#[from] AppliedError),
+    #[error(transparent)]
+    Signature(#[from] signature::SignatureError),
+    #[error("cannot lock {}", .path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pass(#[from] PassError),
+}
+
+/// What happened at the source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    /// The repository, without userinfo.
+    pub url: String,
+    /// `branch main`, `tag v1`, `commit <id>`.
+    pub follows: String,
+    /// The commit fetched now; none when the fetch failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<String>,
+    /// How it relates to the commit fetched before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+    /// The commit fetched before, when the history was rewritten.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Why the source could not be fetched (`source unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// Why the fetched revision was refused (its signature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Bytes received from the server by this fetch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_bytes: Option<usize>,
+    /// The local clone could not be used and was cloned afresh.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recloned: bool,
+    /// Repository entries not checked out (symbolic links, submodules).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// What the pass did with the revision.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PassResult {
+    Applied(Box<Report>),
+    /// `agent.mode = "observe"`: planned and reported, nothing changed.
+    Observed(Box<PlanReport>),
+}
+
+/// One follow of the source.
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowReport {
+    pub source: SourceReport,
+    /// The revision the pass ran on: the fetched one, or the one applied before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionInfo>,
+    /// The pass; none when there was no revision to run it on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<PassResult>,
+}
+
+impl FollowReport {
+    /// `berth agent --once`'s exit 0: the newest revision was fetched, accepted, and
+    /// every container of it applied.
+    pub fn converged(&self) -> bool {
+        self.source.unavailable.is_none()
+            && self.source.refused.is_none()
+            && match &self.pass {
+                Some(PassResult::Applied(r)) => r.applied(),
+                Some(PassResult::Observed(p)) => p.applied(),
+                None => false,
+            }
+    }
+}
+
+/// Fetches, verifies, checks out and runs one pass; `on_plan` sees the plan before it
+/// runs, and `on_source` what happened at the source before the pass starts.
+pub fn once(
+    env: &Env<'_>,
+    node: Option<berth_spec::NodeIdentity>,
+    wait: LockWait<'_>,
+    on_source: &mut dyn FnMut(&SourceReport, Option<&RevisionInfo>),
+    on_plan: &mut dyn FnMut(&super::Plan),
+) -> Result<FollowReport, FollowError> {
+    let cfg = &env.loaded.config;
+    let section = cfg.source.as_ref().ok_or(FollowError::NoSource)?;
+    let state_dir = cfg.runtime.state_dir.clone();
+    let remote = Remote {
+        section,
+        dir: state_dir.join("source"),
+    };
+    crate::source::set_network_timeouts(
+        cfg.runtime.pull_connect_timeout,
+        cfg.runtime.pull_idle_timeout,
+    );
+    // One follower at a time works on the clone and the revisions.
+    let _guard = lock_source(&remote.dir)?;
+    let revisions = Revisions::new(&remote.dir);
+    let before = Applied::load(&state_dir)?;
+    let mut source = SourceReport {
+        url: display_url(&section.url),
+        follows: follows(&section.git_ref),
+        fetched: None,
+        history: None,
+        previous: None,
+        unavailable: None,
+        refused: None,
+        received_bytes: None,
+        recloned: false,
+        skipped: Vec::new(),
+    };
+
+    let fetched = match remote.fetch_with_retries(FETCH_ATTEMPTS, FETCH_PAUSE) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(target: "source", error = %e, "source unavailable");
+            source.unavailable = Some(e.to_string());
+            None
+        }
+    };
+    // The revision to run on: the fetched one if its signature is accepted, else the
+    // one applied before.
+    let mut chosen: Option<(Oid, RevisionInfo)> = None;
+    if let Some(f) = &fetched {
+        source.fetched = Some(f.commit.to_string());
+        source.history = Some(f.history);
+        source.recloned = f.recloned;
+        source.received_bytes = Some(f.received_bytes);
+        if f.history == History::Rewritten {
+            source.previous = f.previous.map(|p| p.to_string());
+        }
+        let repo = open_clone(&remote)?;
+        match check_signature(&repo, section, f)? {
+            Ok(signer) => {
+                let info = revision_info(&repo, f.commit, section, signer)?;
+                chosen = Some((f.commit, info));
+            }
+            Err(reason) => {
+                tracing::warn!(target: "source", commit = %f.commit, %reason, "revision refused");
+                source.refused = Some(format!("commit {}: {reason}", f.commit));
+            }
+        }
+    }
+    if chosen.is_none() {
+        match &before {
+            Some(b) => {
+                let id =
+                    Oid::from_str(&b.revision.commit).map_err(|_| FollowError::NoRevision {
+                        reason: format!("{} names no commit", Applied::path(&state_dir).display()),
+                    })?;
+                chosen = Some((id, b.revision.clone()));
+            }
+            None => {
+                on_source(&source, None);
+                if source.refused.is_some() {
+                    return Ok(FollowReport {
+                        source,
+                        revision: None,
+                        pass: None,
+                    });
+                }
+                return Err(FollowError::NoRevision {
+                    reason: source
+                        .unavailable
+                        .clone()
+                        .unwrap_or_else(|| "the source gave no revision".into()),
+                });
+            }
+        }
+    }
+    let Some((commit, info)) = chosen else {
+        return Err(FollowError::NoRevision {
+            reason: "the source gave no revision".into(),
+        });
+    };
+    let repo = open_clone(&remote)?;
+    let checked = match revisions.checkout(&repo, commit, &section.path) {
+        // The clone's objects do not read back: clone afresh, and check out again.
+        Err(CheckoutError::Objects { reason, .. }) => {
+            drop(repo);
+            let f = remote.fetch_fresh(&reason)?;
+            source.recloned = true;
+            let repo = open_clone(&remote)?;
+            if repo.find_commit(commit).is_err() {
+                return Err(FollowError::NoRevision {
+                    reason: format!(
+                        "commit {commit} is no longer on the source (it now gives {})",
+                        f.commit
+                    ),
+                });
+            }
+            revisions.checkout(&repo, commit, &section.path)?
+        }
+        other => other?,
+    };
+    for s in &checked.skipped {
+        tracing::warn!(target: "source", entry = %s, "not checked out");
+    }
+    source.skipped = checked.skipped.clone();
+    on_source(&source, Some(&info));
+
+    let input = Input {
+        path: &checked.spec_root,
+        node,
+        prune_volumes: false,
+        revision: Some(Revision {
+            id: info.commit.clone(),
+            source: format!("{}#{}", info.url, info.follows),
+        }),
+    };
+    if cfg.agent.mode == AgentMode::Observe {
+        let plan = pass::plan(env, &input, Registry::Online)?;
+        return Ok(FollowReport {
+            source,
+            revision: Some(info),
+            pass: Some(PassResult::Observed(Box::new(plan))),
+        });
+    }
+    let report = pass::apply(env, &input, wait, on_plan)?;
+
+    // Record what runs, then let go of the revisions nothing runs any more.
+    let mut containers = before
+        .as_ref()
+        .map(|b| b.containers.clone())
+        .unwrap_or_default();
+    runs(&mut containers, &report, &info.commit);
+    let applied = Applied {
+        schema_version: SCHEMA_VERSION,
+        revision: info.clone(),
+        applied_at: crate::runtime::state::now_rfc3339(),
+        applied: report.applied(),
+        containers,
+    };
+    applied.store(&state_dir)?;
+    revisions.switch_current(&info.commit)?;
+    for gone in revisions.prune(&applied.in_use()) {
+        tracing::info!(target: "source", commit = %gone, "revision no container runs removed");
+    }
+    Ok(FollowReport {
+        source,
+        revision: Some(info),
+        pass: Some(PassResult::Applied(Box::new(report))),
+    })
+}
+
+/// Updates, per container, the commit of the revision it runs: a container created or
+/// recreated now runs `commit`; one removed runs nothing; one left as it was keeps the
+/// revision it ran (a blocked change keeps the old version running).
+fn runs(containers: &mut BTreeMap<String, String>, report: &Report, commit: &str) {
+    for (name, c) in &report.containers {
+        match &c.outcome {
+            ContainerOutcome::Created { .. } | ContainerOutcome::Recreated { .. } => {
+                containers.insert(name.clone(), commit.to_string());
+            }
+            ContainerOutcome::Removed => {
+                containers.remove(name);
+            }
+            ContainerOutcome::Unchanged
+            | ContainerOutcome::Started { .. }
+            | ContainerOutcome::Stopped { .. }
+            | ContainerOutcome::Deferred { .. } => {
+                containers
+                    .entry(name.clone())
+                    .or_insert_with(|| commit.to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `branch main`, `tag v1`, `commit <id>`.
+fn follows(r: &GitRef) -> String {
+    match r {
+        GitRef::Branch(b) => format!("branch {b}"),
+        GitRef::Tag(t) => format!("tag {t}"),
+        GitRef::Commit(c) => format!("commit {c}"),
+    }
+}
+
+fn open_clone(remote: &Remote<'_>) -> Result<Repository, FollowError> {
+    Repository::open_bare(remote.clone_path()).map_err(|e| {
+        FollowError::Fetch(FetchError::Clone {
+            path: remote.clone_path(),
+            reason: e.message().to_string(),
+        })
+    })
+}
+
+/// The signature check the node asks for: none without `source.allowed_signers`;
+/// otherwise the tag (when following a signed annotated tag) or the commit must be
+/// signed by a listed key. `Ok(Err(reason))` is a refusal.
+fn check_signature(
+    repo: &Repository,
+    section: &SourceSection,
+    fetched: &Fetched,
+) -> Result<Result<Option<Signer>, String>, FollowError> {
+    let Some(file) = &section.allowed_signers else {
+        return Ok(Ok(None));
+    };
+    let check = SignatureCheck::load(file)?;
+    Ok(check.revision(repo, fetched.commit, fetched.tag))
+}
+
+/// Commit, author, committer time and subject of `commit`.
+fn revision_info(
+    repo: &Repository,
+    commit: Oid,
+    section: &SourceSection,
+    signer: Option<Signer>,
+) -> Result<RevisionInfo, FollowError> {
+    let c = repo
+        .find_commit(commit)
+        .map_err(|e| CheckoutError::Objects {
+            commit,
+            reason: e.message().to_string(),
+        })?;
+    let author = c.author();
+    let name = String::from_utf8_lossy(author.name_bytes()).into_owned();
+    let email = String::from_utf8_lossy(author.email_bytes()).into_owned();
+    let secs = u64::try_from(c.committer().when().seconds()).unwrap_or(0);
+    Ok(RevisionInfo {
+        commit: commit.to_string(),
+        url: display_url(&section.url),
+        follows: follows(&section.git_ref),
+        path: section.path.clone(),
+        author: format!("{name} <{email}>"),
+        time: crate::runtime::state::rfc3339(secs),
+        subject: String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned(),
+        signer,
+    })
+}
+
+/// Holds `<source>/lock` (flock) while the clone and the revisions are worked on.
+fn lock_source(dir: &Path) -> Result<std::fs::File, FollowError> {
+    let path = dir.join("lock");
+    let lock_err = |source| FollowError::Lock {
+        path: path.clone(),
+        source,
+    };
+    crate::runtime::state::private_dir(dir).map_err(lock_err)?;
+    let f = crate::runtime::state::open_lock_file(&path).map_err(lock_err)?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| lock_err(std::io::Error::from(e)))?;
+    Ok(f)
+}

@@ -1,0 +1,188 @@
+//! What the node applied from its source, kept crash-safely in
+//! `<state_dir>/state/applied.json`: the revision (commit, author, time, subject, who
+//! signed it), when, and — per container — the commit of the revision it runs, so that
+//! every revision some container still runs is kept on disk (last-known-good is per
+//! container) and the rest pruned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The record's format; a newer one is refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppliedError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not an applied-revision record: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{}: written by a newer berth (schema version {found}; this build reads up to {SCHEMA_VERSION})",
+        .path.display()
+    )]
+    Newer { path: PathBuf, found: u32 },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who signed a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signer {
+    /// The principal of the `allowed_signers` line whose key signed.
+    pub principal: String,
+    /// `SHA256:…` of the key.
+    pub key: String,
+    /// `commit` or `tag`: which object carried the signature.
+    pub object: String,
+}
+
+/// One revision of the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    pub commit: String,
+    /// The repository, without userinfo.
+    pub url: String,
+    /// What the node follows: `branch main`, `tag v1`, `commit <id>`.
+    pub follows: String,
+    /// The spec sub-directory.
+    pub path: String,
+    pub author: String,
+    /// The committer time, RFC 3339.
+    pub time: String,
+    /// The first line of the message.
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
+}
+
+impl RevisionInfo {
+    /// The commit's first 12 hex digits.
+    pub fn short(&self) -> &str {
+        self.commit.get(..12).unwrap_or(&self.commit)
+    }
+}
+
+/// `state/applied.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub schema_version: u32,
+    /// The revision applied last.
+    pub revision: RevisionInfo,
+    /// When, RFC 3339.
+    pub applied_at: String,
+    /// Whether that pass applied every container.
+    pub applied: bool,
+    /// Per container: the commit of the revision it runs.
+    #[serde(default)]
+    pub containers: BTreeMap<String, String>,
+}
+
+impl Applied {
+    /// The record's path under a state directory.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("state").join("applied.json")
+    }
+
+    /// The record, or none when nothing was applied from a source yet.
+    pub fn load(state_dir: &Path) -> Result<Option<Self>, AppliedError> {
+        let path = Self::path(state_dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(AppliedError::Read { path, source }),
+        };
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default)]
+            schema_version: u32,
+        }
+        let v: Version = serde_json::from_slice(&bytes).map_err(|source| AppliedError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        if v.schema_version > SCHEMA_VERSION {
+            return Err(AppliedError::Newer {
+                path,
+                found: v.schema_version,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| AppliedError::Parse { path, source })
+    }
+
+    /// Writes the record (temp file, fsync, rename, directory fsync).
+    pub fn store(&self, state_dir: &Path) -> Result<(), AppliedError> {
+        let path = Self::path(state_dir);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| AppliedError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        crate::runtime::state::write_atomic(&path, &bytes)
+            .map_err(|source| AppliedError::Write { path, source })
+    }
+
+    /// Every commit some container runs, and the one applied last.
+    pub fn in_use(&self) -> BTreeSet<String> {
+        let mut keep: BTreeSet<String> = self.containers.values().cloned().collect();
+        keep.insert(self.revision.commit.clone());
+        keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Applied {
+        Applied {
+            schema_version: SCHEMA_VERSION,
+            revision: RevisionInfo {
+                commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                url: "https://git.example.com/fleet.git".into(),
+                follows: "branch main".into(),
+                path: "fleet".into(),
+                author: "Ops <ops@example.com>".into(),
+                time: "2026-12-04T10:00:00Z".into(),
+                subject: "web: 1.2".into(),
+                signer: None,
+            },
+            applied_at: "2026-12-04T10:00:05Z".into(),
+            applied: true,
+            containers: BTreeMap::from([("web".into(), "aaaa".into())]),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(Applied::load(dir.path()).expect("load").is_none());
+        let a = sample();
+        a.store(dir.path()).expect("store");
+        assert_eq!(Applied::load(dir.path()).expect("load"), Some(a.clone()));
+        assert_eq!(a.revision.short(), "0123456789ab");
+        assert_eq!(
+            a.in_use(),
+            BTreeSet::from(["aaaa".to_string(), a.revision.commit.clone()])
+        );
+        let mut newer = serde_json::to_value(&a).expect("json");
+        newer["schema_version"] = serde_json::json!(SCHEMA_VERSION + 1);
+        std::fs::write(Applied::path(dir.path()), newer.to_string()).expect("write");
+        let err = Applied::load(dir.path()).expect_err("newer");
+        assert!(err.to_string().contains("newer berth"), "{err}");
+    }
+}
