@@ -431,7 +431,7 @@ impl NodeConfig {
                 match m.as_str() {
                     "enforce" => cfg.agent.mode = AgentMode::Enforce,
                     "observe" => cfg.agent.mode = AgentMode::Observe,
-                    _ => r.error(
+                    _ => r.value_error(
                         &loc,
                         "mode",
                         format!("invalid agent mode `{m}`: expected `enforce` or `observe`"),
@@ -901,7 +901,7 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
                 None
             }
             Err(e) => {
-                r.error(&loc, "interval", e);
+                r.value_error(&loc, "interval", e);
                 None
             }
         })
@@ -1076,7 +1076,7 @@ fn duration(r: &Reader<'_, '_, '_>, key: &str, min: Duration, max: Duration) -> 
             None
         }
         Err(e) => {
-            r.error(&loc, key, e);
+            r.value_error(&loc, key, e);
             None
         }
     }
@@ -1332,7 +1332,7 @@ fn runtime(r: &Reader<'_, '_, '_>, rt: &mut RuntimeSection) {
     if let Some((s, loc)) = r.string("default_subnet") {
         match parse_cidr(&s) {
             Ok(c) => rt.default_subnet = c,
-            Err(e) => r.error(&loc, "default_subnet", e),
+            Err(e) => r.value_error(&loc, "default_subnet", e),
         }
     }
     if let Some((s, loc)) = r.string("log_max_size") {
@@ -1343,7 +1343,7 @@ fn runtime(r: &Reader<'_, '_, '_>, rt: &mut RuntimeSection) {
                 "log_max_size",
                 "`runtime.log_max_size` must be at least 4KiB",
             ),
-            Err(e) => r.error(&loc, "log_max_size", e),
+            Err(e) => r.value_error(&loc, "log_max_size", e),
         }
     }
     if let Some((n, loc)) = r.integer("log_max_files") {
@@ -1407,7 +1407,7 @@ fn pull_timeout(r: &Reader<'_, '_, '_>, key: &str) -> Option<Duration> {
             None
         }
         Err(e) => {
-            r.error(&loc, key, e);
+            r.value_error(&loc, key, e);
             None
         }
     }
@@ -1453,7 +1453,11 @@ mod tests {
             Some("runtime.pull_connect_timeout"),
             "{d:?}"
         );
-        assert!(d.message.contains("invalid duration `soon`"), "{d:?}");
+        assert!(
+            d.message
+                .starts_with("runtime.pull_connect_timeout: invalid duration `soon`"),
+            "{d:?}"
+        );
 
         let diags = errors("[runtime]\npull_idle_timeout = \"500ms\"\n");
         assert_eq!(diags.len(), 1, "{diags:?}");

@@ -242,7 +242,10 @@ fn runtime_resync_and_gc_grace() {
     assert!(msg.contains("between 1s and 1day"), "{msg}");
     let (line, col, key, msg) = error("[runtime]\nparallel = 1\ngc_grace = \"later\"\n");
     assert_eq!((line, col, key.as_str()), (3, 12, "runtime.gc_grace"));
-    assert!(msg.contains("invalid duration `later`"), "{msg}");
+    assert!(
+        msg.contains("runtime.gc_grace: invalid duration `later`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -425,4 +428,35 @@ fn counted_words() {
     assert_eq!(counted(1, "error", "errors"), "1 error");
     assert_eq!(counted(0, "error", "errors"), "0 errors");
     assert_eq!(counted(4, "time", "times"), "4 times");
+}
+
+/// A bad duration, size, subnet or mode names its key's path before what is wrong.
+#[test]
+fn value_errors_name_their_key() {
+    let cases = [
+        (
+            "[runtime]\nlog_max_size = \"huge\"\n",
+            "runtime.log_max_size: invalid size `huge`",
+        ),
+        (
+            "[runtime]\ndefault_subnet = \"10.0.0.1/8\"\n",
+            "runtime.default_subnet: subnet `10.0.0.1/8` has host bits set",
+        ),
+        (
+            "[runtime]\nresync = \"often\"\n",
+            "runtime.resync: invalid duration `often`",
+        ),
+        (
+            "[agent]\nmode = \"strict\"\n",
+            "agent.mode: invalid agent mode `strict`",
+        ),
+        (
+            &format!("{SOURCE}interval = \"hourly\"\n"),
+            "source.interval: invalid duration `hourly`",
+        ),
+    ];
+    for (text, want) in cases {
+        let (_, _, _, msg) = error(text);
+        assert!(msg.starts_with(want), "{text}: {msg}");
+    }
 }

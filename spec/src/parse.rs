@@ -148,7 +148,9 @@ pub(crate) fn parse_file(file: &str, text: &str) -> (FileObjects, Vec<Diagnostic
                         NETWORK_KEYS,
                     );
                     let subnet = r.string("subnet").and_then(|(s, loc)| {
-                        parse_cidr(&s).map_err(|e| r.error(&loc, "subnet", e)).ok()
+                        parse_cidr(&s)
+                            .map_err(|e| r.value_error(&loc, "subnet", e))
+                            .ok()
                     });
                     out.networks.push(Network {
                         name: name.to_string(),
@@ -193,7 +195,7 @@ pub(crate) fn parse_file(file: &str, text: &str) -> (FileObjects, Vec<Diagnostic
     (out, src.diags.into_inner())
 }
 
-/// Applies a value parser, recording its error at the value.
+/// Applies a value parser, recording its error at the value under the key's name.
 fn check<T>(
     r: &Reader<'_, '_, '_>,
     key: &str,
@@ -204,7 +206,7 @@ fn check<T>(
     match f(&s) {
         Ok(t) => Some(t),
         Err(e) => {
-            r.error(&loc, key, e);
+            r.value_error(&loc, key, e);
             None
         }
     }
@@ -224,7 +226,7 @@ fn parsed_list<T>(
         .enumerate()
         .filter_map(|(i, (s, loc))| {
             f(&s)
-                .map_err(|e| r.error(&loc, &format!("{key}[{i}]"), e))
+                .map_err(|e| r.value_error(&loc, &format!("{key}[{i}]"), e))
                 .ok()
         })
         .collect()
@@ -252,13 +254,13 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
         .and_then(|(s, loc)| match Reference::parse(s) {
             Ok(reference) => Some(reference),
             Err(e) => {
-                r.error(loc, "image", format!("invalid image reference `{s}`: {e}"));
+                r.value_error(loc, "image", format!("invalid image reference `{s}`: {e}"));
                 None
             }
         });
     let user = r.string("user").and_then(|(u, loc)| {
         validate_user(&u)
-            .map_err(|e| r.error(&loc, "user", e))
+            .map_err(|e| r.value_error(&loc, "user", e))
             .ok()
             .map(|()| u)
     });
@@ -283,7 +285,7 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
             if ok {
                 Some(h)
             } else {
-                r.error(&loc, "hostname", format!("invalid hostname `{h}`: use letters, digits, `-` and `.`, at most 63 characters"));
+                r.value_error(&loc, "hostname", format!("invalid hostname `{h}`: use letters, digits, `-` and `.`, at most 63 characters"));
                 None
             }
         })
@@ -310,7 +312,7 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
                 Ok(u) => {
                     ulimits.insert(k, u);
                 }
-                Err(e) => r.error(&loc, &format!("ulimits.{k}"), e),
+                Err(e) => r.value_error(&loc, &format!("ulimits.{k}"), e),
             }
         }
     }
@@ -366,7 +368,7 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
                     let hint = crate::diag::suggest(bare, CAPABILITIES)
                         .map(|s| format!(", did you mean `{s}`?"))
                         .unwrap_or_default();
-                    r.error(
+                    r.value_error(
                         &loc,
                         &format!("{key}[{i}]"),
                         format!("unknown capability `{c}`{hint}"),
@@ -395,7 +397,7 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
                     .filter_map(|(g, gloc)| match glob::Pattern::new(&g) {
                         Ok(_) => Some(g),
                         Err(e) => {
-                            n.error(&gloc, "names", format!("invalid name glob `{g}`: {e}"));
+                            n.value_error(&gloc, "names", format!("invalid name glob `{g}`: {e}"));
                             None
                         }
                     })

@@ -182,6 +182,14 @@ impl<'s, 'a, 'i> Reader<'s, 'a, 'i> {
         self.error_at(loc, key, msg);
     }
 
+    /// Records an error in the value of `key`: the message names the key's path first
+    /// (`container `a`: stop_timeout: invalid duration …`), as a value parser's message
+    /// does not know which key it read.
+    pub fn value_error(&self, loc: &Location, key: &str, message: impl AsRef<str>) {
+        let path = self.scope.key(key);
+        self.error(loc, key, format!("{path}: {}", message.as_ref()));
+    }
+
     fn entry(&self, key: &str) -> Option<&'s Spanned<DeValue<'i>>> {
         self.table
             .iter()

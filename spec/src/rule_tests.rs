@@ -174,15 +174,15 @@ fn host_port_clashes() {
 fn invalid_image_references() {
     one(
         "[container.web]\nimage = \"r.io/App:1\"\n",
-        "a.toml:2:9: error: container `web`: invalid image reference `r.io/App:1`: invalid repository path component `App`: use lowercase letters, digits and single separators `.`, `_`, `__` or `-`",
+        "a.toml:2:9: error: container `web`: image: invalid image reference `r.io/App:1`: invalid repository path component `App`: use lowercase letters, digits and single separators `.`, `_`, `__` or `-`",
     );
     one(
         "[container.web]\nimage = \"r.io/app@sha256:abc\"\n",
-        "a.toml:2:9: error: container `web`: invalid image reference `r.io/app@sha256:abc`: invalid digest `sha256:abc`: expected `sha256:` followed by 64 lowercase hex digits",
+        "a.toml:2:9: error: container `web`: image: invalid image reference `r.io/app@sha256:abc`: invalid digest `sha256:abc`: expected `sha256:` followed by 64 lowercase hex digits",
     );
     one(
         "[container.web]\nimage = \"r.io/app:-x\"\n",
-        "a.toml:2:9: error: container `web`: invalid image reference `r.io/app:-x`: invalid tag `-x`: up to 128 characters from letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+        "a.toml:2:9: error: container `web`: image: invalid image reference `r.io/app:-x`: invalid tag `-x`: up to 128 characters from letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
     );
 }
 
@@ -191,11 +191,11 @@ fn values_out_of_range() {
     let cases = [
         (
             "[container.web.resources]\nmemory = \"12 parsecs\"\n",
-            "a.toml:4:10: error: container `web`: invalid size `12 parsecs`: use a number with a unit such as `512KiB`, `128MiB`, `1GiB`, `1GB` or `512m`",
+            "a.toml:4:10: error: container `web`: resources.memory: invalid size `12 parsecs`: use a number with a unit such as `512KiB`, `128MiB`, `1GiB`, `1GB` or `512m`",
         ),
         (
             "[container.web.resources]\nmemory = \"1MiB\"\n",
-            "a.toml:4:10: error: container `web`: memory limit `1MiB` is below the 6MiB minimum the OCI runtimes accept",
+            "a.toml:4:10: error: container `web`: resources.memory: memory limit `1MiB` is below the 6MiB minimum the OCI runtimes accept",
         ),
         (
             "[container.web.resources]\ncpus = 0\n",
@@ -207,27 +207,27 @@ fn values_out_of_range() {
         ),
         (
             "stop_timeout = \"10 parsecs\"\n",
-            "a.toml:3:16: error: container `web`: invalid duration `10 parsecs`: use forms like `10s`, `2m`, `1m30s` or `500ms`",
+            "a.toml:3:16: error: container `web`: stop_timeout: invalid duration `10 parsecs`: use forms like `10s`, `2m`, `1m30s` or `500ms`",
         ),
         (
             "stop_signal = \"SIGFOO\"\n",
-            "a.toml:3:15: error: container `web`: invalid signal `SIGFOO`: use a name such as `SIGTERM`, `SIGINT`, `SIGQUIT` or a number from 1 to 64",
+            "a.toml:3:15: error: container `web`: stop_signal: invalid signal `SIGFOO`: use a name such as `SIGTERM`, `SIGINT`, `SIGQUIT` or a number from 1 to 64",
         ),
         (
             "ports = [\"80\"]\n",
-            "a.toml:3:10: error: container `web`: port `80` has no host port: expected `[host_ip:]host_port:container_port[/tcp|udp]`",
+            "a.toml:3:10: error: container `web`: ports[0]: port `80` has no host port: expected `[host_ip:]host_port:container_port[/tcp|udp]`",
         ),
         (
             "ports = [\"70000:80\"]\n",
-            "a.toml:3:10: error: container `web`: host port in `70000:80` must be between 1 and 65535",
+            "a.toml:3:10: error: container `web`: ports[0]: host port in `70000:80` must be between 1 and 65535",
         ),
         (
             "devices = [\"/dev/ttyUSB0:/dev/ttyUSB0:rx\"]\n",
-            "a.toml:3:12: error: container `web`: invalid device permissions `rx` in `/dev/ttyUSB0:/dev/ttyUSB0:rx`: use a combination of r, w and m",
+            "a.toml:3:12: error: container `web`: devices[0]: invalid device permissions `rx` in `/dev/ttyUSB0:/dev/ttyUSB0:rx`: use a combination of r, w and m",
         ),
         (
             "ulimits = { nofile = \"4096:1024\" }\n",
-            "a.toml:3:22: error: container `web`: invalid ulimit `4096:1024`: the soft limit is above the hard limit",
+            "a.toml:3:22: error: container `web`: ulimits.nofile: invalid ulimit `4096:1024`: the soft limit is above the hard limit",
         ),
         (
             "ulimits = { nofiles = \"1024\" }\n",
@@ -235,27 +235,27 @@ fn values_out_of_range() {
         ),
         (
             "restart = \"alwyas\"\n",
-            "a.toml:3:11: error: container `web`: invalid restart policy `alwyas`: expected one of `no`, `on-failure`, `always`, did you mean `always`?",
+            "a.toml:3:11: error: container `web`: restart: invalid restart policy `alwyas`: expected one of `no`, `on-failure`, `always`, did you mean `always`?",
         ),
         (
             "network_mode = \"bridged\"\n",
-            "a.toml:3:16: error: container `web`: invalid network_mode `bridged`: expected one of `bridge`, `host`, `none`, did you mean `bridge`?",
+            "a.toml:3:16: error: container `web`: network_mode: invalid network_mode `bridged`: expected one of `bridge`, `host`, `none`, did you mean `bridge`?",
         ),
         (
             "update = \"rolling\"\n",
-            "a.toml:3:10: error: container `web`: invalid update strategy `rolling`: expected one of `stop-first`, `start-first`",
+            "a.toml:3:10: error: container `web`: update: invalid update strategy `rolling`: expected one of `stop-first`, `start-first`",
         ),
         (
             "extra_hosts = [\"gw:10.0.0\"]\n",
-            "a.toml:3:16: error: container `web`: invalid extra host `gw:10.0.0`: `10.0.0` is not an IP address",
+            "a.toml:3:16: error: container `web`: extra_hosts[0]: invalid extra host `gw:10.0.0`: `10.0.0` is not an IP address",
         ),
         (
             "cap_add = [\"SYS_ADMN\"]\n",
-            "a.toml:3:12: error: container `web`: unknown capability `SYS_ADMN`, did you mean `SYS_ADMIN`?",
+            "a.toml:3:12: error: container `web`: cap_add[0]: unknown capability `SYS_ADMN`, did you mean `SYS_ADMIN`?",
         ),
         (
             "user = \"a b\"\n",
-            "a.toml:3:8: error: container `web`: invalid user `a b`: expected `uid[:gid]` or a user name from the image",
+            "a.toml:3:8: error: container `web`: user: invalid user `a b`: expected `uid[:gid]` or a user name from the image",
         ),
     ];
     for (extra, expected) in cases {
@@ -268,15 +268,69 @@ fn values_out_of_range() {
     }
 }
 
+/// Every error in a value starts with the key's path, nested keys included, and carries
+/// it as the diagnostic's key.
+#[test]
+fn every_value_error_names_its_key() {
+    let health = "[container.web.health]\nexec = [\"true\"]\n";
+    let cases = [
+        (
+            format!("{health}interval = \"often\"\n"),
+            "health.interval",
+            "invalid duration `often`",
+        ),
+        (
+            format!("{health}timeout = \"2 fortnights\"\n"),
+            "health.timeout",
+            "invalid duration",
+        ),
+        (
+            format!("{health}start_period = \"x\"\n"),
+            "health.start_period",
+            "invalid duration",
+        ),
+        (
+            "[[container.web.mounts]]\ntmpfs = \"/tmp\"\nsize = \"big\"\n".to_string(),
+            "mounts[0].size",
+            "invalid size `big`",
+        ),
+        (
+            "stop_timeout = \"9999999days\"\n".to_string(),
+            "stop_timeout",
+            "is longer than",
+        ),
+        (
+            "nodes = { names = [\"[\"] }\n".to_string(),
+            "nodes.names",
+            "invalid name glob",
+        ),
+        (
+            "hostname = \"-x\"\n".to_string(),
+            "hostname",
+            "invalid hostname",
+        ),
+    ];
+    for (extra, key, what) in cases {
+        let text = format!("[container.web]\nimage = \"IMG\"\n{extra}");
+        let c = check(&tree(&[("a.toml", &text)]), None);
+        assert_eq!(c.errors.len(), 1, "{extra}: {:?}", c.errors);
+        let d = &c.errors[0];
+        assert_eq!(d.key.as_deref(), Some(key), "{d:?}");
+        let prefix = format!("container `web`: {key}: ");
+        assert!(d.message.starts_with(&prefix), "{extra}: {}", d.message);
+        assert!(d.message.contains(what), "{}", d.message);
+    }
+}
+
 #[test]
 fn subnet_rules() {
     one(
         "[network.front]\nsubnet = \"10.89.1.5/24\"\n",
-        "a.toml:2:10: error: network `front`: subnet `10.89.1.5/24` has host bits set: did you mean `10.89.1.0/24`?",
+        "a.toml:2:10: error: network `front`: subnet: subnet `10.89.1.5/24` has host bits set: did you mean `10.89.1.0/24`?",
     );
     one(
         "[network.front]\nsubnet = \"10.89.1.0/31\"\n",
-        "a.toml:2:10: error: network `front`: subnet `10.89.1.0/31` is too small for a bridge network: use a prefix of at most /30",
+        "a.toml:2:10: error: network `front`: subnet: subnet `10.89.1.0/31` is too small for a bridge network: use a prefix of at most /30",
     );
     one(
         "[network.a]\nsubnet = \"10.89.0.0/16\"\n[network.b]\nsubnet = \"10.89.3.0/24\"\n",
@@ -406,9 +460,9 @@ fn all_errors_of_several_files_in_order() {
         got,
         vec![
             "a.toml:2:1: error: container `web`: unknown key `imgae`, did you mean `image`?",
-            "a.toml:4:10: error: container `web`: invalid size `lots`: use a number with a unit such as `512KiB`, `128MiB`, `1GiB`, `1GB` or `512m`",
-            "b.toml:2:10: error: network `front`: subnet `10.0.0.1/8` has host bits set: did you mean `10.0.0.0/8`?",
-            "b.toml:5:11: error: container `db`: invalid restart policy `sometimes`: expected one of `no`, `on-failure`, `always`",
+            "a.toml:4:10: error: container `web`: resources.memory: invalid size `lots`: use a number with a unit such as `512KiB`, `128MiB`, `1GiB`, `1GB` or `512m`",
+            "b.toml:2:10: error: network `front`: subnet: subnet `10.0.0.1/8` has host bits set: did you mean `10.0.0.0/8`?",
+            "b.toml:5:11: error: container `db`: restart: invalid restart policy `sometimes`: expected one of `no`, `on-failure`, `always`",
             "c.toml:1:17: error: TOML syntax error: unclosed table, expected `]`",
         ]
     );

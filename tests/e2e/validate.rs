@@ -1,5 +1,6 @@
 //! `berth validate` and `berth agent --check` on the shipped examples: every example is
-//! valid, and a typo in any key of any example is a located error with a suggestion.
+//! valid, a typo in any key of any example is a located error with a suggestion, and a
+//! bad value names its key.
 
 use std::path::Path;
 
@@ -207,4 +208,49 @@ fn exit_codes() {
         serde_json::json!({"file": "a.toml", "line": 2, "column": 9, "kind": "container", "name": "web", "key": "image", "message": "container `web`: `image` must be a string, found an integer"})
     );
     assert_eq!(v["ok"], false);
+}
+
+/// A bad duration, size and signal in one tree: `berth validate` reports each at its
+/// value and names its key, in text and in JSON.
+#[test]
+fn value_errors_name_their_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img =
+        "r.example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    std::fs::write(
+        dir.path().join("main.toml"),
+        format!(
+            "[container.a]\nimage = \"{img}\"\nstop_timeout = \"10 parsecs\"\n\
+             [container.b]\nimage = \"{img}\"\nresources = {{ memory = \"lots\" }}\n\
+             [container.c]\nimage = \"{img}\"\nstop_signal = \"SIGFOO\"\n"
+        ),
+    )
+    .expect("write");
+    let r = run_berth(dir.path(), &["validate", "."]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .collect();
+    let want = [
+        "main.toml:3:16: error: container `a`: stop_timeout: invalid duration `10 parsecs`: ",
+        "main.toml:6:24: error: container `b`: resources.memory: invalid size `lots`: ",
+        "main.toml:9:15: error: container `c`: stop_signal: invalid signal `SIGFOO`: ",
+    ];
+    assert_eq!(lines.len(), want.len(), "{}", r.stdout);
+    for (line, want) in lines.iter().zip(want) {
+        assert!(line.starts_with(want), "want {want}\n got {line}");
+    }
+
+    let r = run_berth(dir.path(), &["validate", ".", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let keys: Vec<&str> = v["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["key"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["stop_timeout", "resources.memory", "stop_signal"]);
 }
