@@ -13,6 +13,8 @@ mod runtime;
 mod source;
 mod storage;
 mod telemetry;
+#[cfg(test)]
+mod testing;
 
 fn main() -> std::process::ExitCode {
     // What berth itself creates has explicit modes (docs/layout.md); this covers what

@@ -20,14 +20,7 @@ use crate::runtime::spec_hash::SpecHash;
 pub(super) const BUSYBOX: &str = "/bin/busybox";
 pub(super) const NS_FLAG: &str = "BERTH_TEST_CRUN_NS";
 
-pub(super) fn missing(what: &str) -> bool {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "missing prerequisite under CI=true: {what}"
-    );
-    eprintln!("skipped: missing prerequisite: {what}");
-    false
-}
+pub(super) use crate::testing::missing;
 
 /// `berth-shim`: `$BERTH_SHIM_BIN`, else `target/debug/berth-shim` (this binary is
 /// `target/debug/deps/berth-…`).

@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::runtime::state::InstanceDirs;
+use crate::testing;
 
 #[test]
 fn options_list_lowers_top_most_first() {
@@ -75,22 +76,6 @@ fn mountinfo_is_parsed_with_escapes() {
     );
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "mount tests need root under CI=true"
-    );
-    eprintln!("skipped: mounting needs root");
-    true
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
@@ -98,7 +83,7 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn overlay_of_two_layers_mounts_and_unmounts_idempotently() {
-    if skip_unless_root() {
+    if !testing::have_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -134,7 +119,7 @@ fn overlay_of_two_layers_mounts_and_unmounts_idempotently() {
 
 #[test]
 fn single_layer_and_layerless_images_mount() {
-    if skip_unless_root() {
+    if !testing::have_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -154,7 +139,7 @@ fn single_layer_and_layerless_images_mount() {
 
 #[test]
 fn a_busy_rootfs_is_detached() {
-    if skip_unless_root() {
+    if !testing::have_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

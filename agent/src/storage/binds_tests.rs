@@ -1,18 +1,7 @@
 use std::path::Path;
 
 use super::*;
-
-fn skip_unless_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "bind tests need root under CI=true"
-    );
-    eprintln!("skipped: mounting needs root");
-    true
-}
+use crate::testing;
 
 fn mounted(p: &Path) -> bool {
     !mount::mounts_at(p).is_empty()
@@ -51,7 +40,7 @@ fn a_symlink_met_on_the_walk_is_refused() {
 
 #[test]
 fn stage_mounts_the_checked_directory_and_file_and_unstage_keeps_their_data() {
-    if skip_unless_root() {
+    if !testing::have_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -8,13 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use super::*;
-
-fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("missing prerequisite under CI=true: {reason}");
-    }
-    eprintln!("skipping: missing prerequisite: {reason}");
-}
+use crate::testing;
 
 fn have_age() -> bool {
     let ok = ["age", "age-keygen"].iter().all(|p| {
@@ -23,10 +17,7 @@ fn have_age() -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    if !ok {
-        skip("`age` and `age-keygen` (Debian package age)");
-    }
-    ok
+    testing::require(ok, "`age` and `age-keygen` (Debian package age)")
 }
 
 /// Runs a program with `input` on stdin; panics with its stderr on failure.
@@ -242,14 +233,6 @@ fn berth_decrypts_what_the_age_cli_encrypts() {
     );
 }
 
-fn is_root() -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        skip("root privileges (mount)");
-    }
-    root
-}
-
 /// The mountinfo line of a mount point, if mounted.
 fn mountinfo(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -261,7 +244,7 @@ fn mountinfo(dir: &Path) -> Option<String> {
 
 #[test]
 fn secrets_are_delivered_on_a_private_tmpfs_as_root() {
-    if !is_root() {
+    if !testing::have_root() {
         return;
     }
     let base = tempfile::tempdir().unwrap();

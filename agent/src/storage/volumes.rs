@@ -113,22 +113,15 @@ pub fn remove(state_dir: &Path, name: &str) -> Result<(), VolumeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     #[test]
-    fn ensure_owns_an_empty_volume_once_and_keeps_data() {
+    fn ensure_creates_a_volume_once_and_keeps_its_data() {
         let state = tempfile::tempdir().unwrap();
-        let root = nix_is_root();
-        let p = ensure(state.path(), "data", Some((10001, 10001))).unwrap();
+        let p = ensure(state.path(), "data", None).unwrap();
         assert!(p.is_dir());
-        if root {
-            assert_eq!(fs::metadata(&p).unwrap().uid(), 10001);
-        }
         fs::write(p.join("keep"), "x").unwrap();
-        // A second container with another user does not take it over, and data stays.
-        ensure(state.path(), "data", Some((20002, 20002))).unwrap();
-        if root {
-            assert_eq!(fs::metadata(&p).unwrap().uid(), 10001);
-        }
+        assert_eq!(ensure(state.path(), "data", None).unwrap(), p);
         assert_eq!(fs::read_to_string(p.join("keep")).unwrap(), "x");
         let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
         assert_eq!(mode(&state.path().join("volumes")), 0o700);
@@ -139,9 +132,27 @@ mod tests {
         assert!(list(state.path()).unwrap().is_empty());
     }
 
-    fn nix_is_root() -> bool {
-        fs::metadata("/proc/self")
-            .map(|m| m.uid() == 0)
-            .unwrap_or(false)
+    /// Handing a volume over needs `chown`, so root (a failure under `CI=true`).
+    #[test]
+    fn the_first_owner_takes_an_empty_volume_and_a_second_does_not() {
+        if !testing::have_root() {
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let p = ensure(state.path(), "data", Some((10001, 10001))).unwrap();
+        let owner = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            (m.uid(), m.gid(), m.mode() & 0o7777)
+        };
+        assert_eq!(owner(&p), (10001, 10001, 0o755));
+        fs::write(p.join("keep"), "x").unwrap();
+        // A second container with another user does not take it over, and data stays.
+        ensure(state.path(), "data", Some((20002, 20002))).unwrap();
+        assert_eq!(owner(&p), (10001, 10001, 0o755));
+        assert_eq!(fs::read_to_string(p.join("keep")).unwrap(), "x");
+        // An empty volume already handed over is not taken over either.
+        let q = ensure(state.path(), "empty", Some((10001, 10001))).unwrap();
+        ensure(state.path(), "empty", Some((20002, 20002))).unwrap();
+        assert_eq!(owner(&q), (10001, 10001, 0o755));
     }
 }

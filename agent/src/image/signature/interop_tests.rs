@@ -12,22 +12,12 @@ use super::*;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("missing prerequisite under CI=true: {reason}");
-    }
-    eprintln!("skipping: missing prerequisite: {reason}");
-}
-
 fn have_openssl() -> bool {
     let ok = Command::new("openssl")
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip("`openssl` not runnable (Debian package openssl)");
-    }
-    ok
+    crate::testing::require(ok, "`openssl` runnable (Debian package openssl)")
 }
 
 fn have_python_cryptography() -> bool {
@@ -35,10 +25,10 @@ fn have_python_cryptography() -> bool {
         .args(["-c", "import cryptography"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip("python3 with the `cryptography` module (Debian package python3-cryptography)");
-    }
-    ok
+    crate::testing::require(
+        ok,
+        "python3 with the `cryptography` module (Debian package python3-cryptography)",
+    )
 }
 
 /// Runs a command in `dir`; returns whether it succeeded, and its combined output.

@@ -113,22 +113,6 @@ pub(super) fn unpack(
     )
 }
 
-/// Root is needed for chown, mknod and trusted.* xattrs. Outside CI a non-root run
-/// skips with a reason; in CI (CI=true) it fails.
-pub(super) fn have_root(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} needs root in CI"
-        );
-        eprintln!("skipping {test}: needs root");
-    }
-    root
-}
-
 const RESOLVERS: [Resolver; 2] = [Resolver::Auto, Resolver::Userspace];
 
 fn assert_unsafe(r: Result<LayerStats, UnpackError>, want_reason: &str) {

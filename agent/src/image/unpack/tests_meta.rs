@@ -6,8 +6,9 @@ use std::path::Path;
 
 use tar::EntryType;
 
-use super::tests::{Sandbox, Tar, have_root, opts, unpack};
+use super::tests::{Sandbox, Tar, opts, unpack};
 use super::*;
+use crate::testing::have_root;
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 256];
@@ -25,7 +26,7 @@ fn owned(mut h: tar::Header, uid: u64, gid: u64) -> tar::Header {
 
 #[test]
 fn metadata_is_restored_as_containerd_does() {
-    if !have_root("metadata_is_restored_as_containerd_does") {
+    if !have_root() {
         return;
     }
     let sb = Sandbox::new();
@@ -245,7 +246,7 @@ fn flatten_whiteouts_never_follow_symlinks_out() {
 
 #[test]
 fn whiteouts_in_snapshot_mode_are_overlayfs_markers() {
-    if !have_root("whiteouts_in_snapshot_mode_are_overlayfs_markers") {
+    if !have_root() {
         return;
     }
     let sb = Sandbox::new();

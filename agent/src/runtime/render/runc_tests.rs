@@ -2,8 +2,8 @@
 //! default seccomp profile, dropped capabilities, a read-only root, a volume, a tmpfs,
 //! secrets, limits and its own network namespace; the process reports what it sees.
 //!
-//! Needs root and `runc`. Without them the test is skipped, except that under
-//! `CI=true` a missing runc (or busybox) is a failure. Everything lives in a temporary
+//! Needs root, `runc` and busybox-static: without one the test is skipped, or fails
+//! under `CI=true` (`crate::testing`). Everything lives in a temporary
 //! directory and a cgroup parent named after the test's pid, both removed at the end.
 
 use std::path::{Path, PathBuf};
@@ -13,27 +13,7 @@ use std::time::{Duration, Instant};
 use super::fixtures::{Scenario, busybox, minimal_toml};
 use super::{render, to_json};
 use crate::runtime::spec_hash::SpecHash;
-
-const BUSYBOX: &str = "/bin/busybox";
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use crate::testing::{self, BUSYBOX};
 
 /// Deletes the container and the test's cgroup parent, even when the test fails.
 struct Cleanup {
@@ -68,21 +48,12 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn runc_runs_a_rendered_config() {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let Some(runc) = find_in_path("runc") else {
-        assert!(!ci, "runc is not installed (required under CI=true)");
-        eprintln!("skipped: runc is not installed");
+    if !testing::have_root() || !testing::have_busybox() {
+        return;
+    }
+    let Some(runc) = testing::tool("runc") else {
         return;
     };
-    if !Path::new(BUSYBOX).is_file() {
-        assert!(!ci, "{BUSYBOX} is not installed (required under CI=true)");
-        eprintln!("skipped: {BUSYBOX} is missing");
-        return;
-    }
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
 
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("bundle");
