@@ -1,70 +1,19 @@
-//! Test prerequisites: the one rule for every test of this crate that needs root, a
-//! program, a file or a kernel feature.
+//! Test prerequisites of the agent's tests: root, a program, a file, a kernel feature.
 //!
-//! When a prerequisite is missing: under `CI=true` the test fails, panicking with what
-//! is missing (a CI machine that lacks a tool must not pass by skipping); anywhere else
-//! it prints `skipping <test>: <why>` on stderr and the caller returns. Every check
-//! returns `true` when the prerequisite is there, so a test reads
-//! `if !testing::have_root() { return; }`.
-//!
-//! [`judge`] is the decision itself, a pure function of whether CI is on, so it is
-//! tested without touching the process environment (which parallel tests share).
-//!
-//! The end-to-end crate (`tests/src/lib.rs`) and the shim's tests (`agent/shim/tests`)
-//! apply the same rule with their own copies: neither can depend on this binary crate.
+//! They follow the workspace's one test-skip rule (`tests/src/skip.rs`, compiled here
+//! with `#[path]`, since this binary crate cannot depend on the test harness): under
+//! `CI=true` a missing prerequisite fails the test; elsewhere it prints
+//! `skipping <test>: <why>` and the test returns. Every check returns `true` when the
+//! prerequisite is there, so a test reads `if !testing::have_root() { return; }`.
 
 use std::path::{Path, PathBuf};
 
 use crate::runtime::oci::detect::find_in_path;
 
-/// What a test does about a missing prerequisite.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// Under `CI=true`: fail, with this message.
-    Fail(String),
-    /// Elsewhere: print this line and return.
-    Skip(String),
-}
+#[path = "../../tests/src/skip.rs"]
+mod skip;
 
-/// The rule: a missing prerequisite fails under CI and skips elsewhere.
-pub(crate) fn judge(in_ci: bool, test: &str, why: &str) -> Verdict {
-    if in_ci {
-        Verdict::Fail(format!("{test}: missing prerequisite under CI=true: {why}"))
-    } else {
-        Verdict::Skip(format!("skipping {test}: {why}"))
-    }
-}
-
-/// Whether the tests run under CI (`CI=true`).
-pub(crate) fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The running test's name: the test harness names each test's thread after it.
-fn current_test() -> String {
-    std::thread::current()
-        .name()
-        .filter(|n| *n != "main")
-        .unwrap_or("this test")
-        .to_string()
-}
-
-/// Applies [`judge`] with `in_ci` given: panics or prints, and returns `false`.
-#[track_caller]
-fn report(in_ci: bool, why: &str) -> bool {
-    match judge(in_ci, &current_test(), why) {
-        Verdict::Fail(msg) => panic!("{msg}"),
-        Verdict::Skip(line) => eprintln!("{line}"),
-    }
-    false
-}
-
-/// Reports the missing prerequisite `why`: fails under `CI=true`, else prints
-/// `skipping <test>: <why>`. Always returns `false`.
-#[track_caller]
-pub(crate) fn missing(why: &str) -> bool {
-    report(in_ci(), why)
-}
+pub(crate) use skip::missing;
 
 /// `ok`, or [`missing`]`(why)`: for a prerequisite the caller probed itself.
 #[track_caller]
@@ -113,46 +62,25 @@ pub(crate) fn have_busybox() -> bool {
 mod tests {
     use super::*;
 
-    const NO_SUCH_TOOL: &str = "berth-no-such-tool";
-
     #[test]
-    fn under_ci_a_missing_prerequisite_fails_and_elsewhere_it_skips() {
-        let why = format!("`{NO_SUCH_TOOL}` on PATH");
-        assert_eq!(
-            judge(true, "t", &why),
-            Verdict::Fail(
-                "t: missing prerequisite under CI=true: `berth-no-such-tool` on PATH".into()
-            )
-        );
-        assert_eq!(
-            judge(false, "t", &why),
-            Verdict::Skip("skipping t: `berth-no-such-tool` on PATH".into())
-        );
-    }
-
-    #[test]
-    #[should_panic(expected = "missing prerequisite under CI=true: `berth-no-such-tool` on PATH")]
-    fn under_ci_a_tool_that_cannot_exist_fails_the_test() {
-        assert!(find_in_path(NO_SUCH_TOOL).is_none());
-        report(true, &format!("`{NO_SUCH_TOOL}` on PATH"));
-    }
-
-    #[test]
-    fn outside_ci_a_tool_that_cannot_exist_skips() {
-        assert!(!report(false, &format!("`{NO_SUCH_TOOL}` on PATH")));
-    }
-
-    #[test]
-    fn the_message_names_the_test() {
-        let Verdict::Skip(line) = judge(false, &current_test(), "x") else {
-            panic!("not a skip");
-        };
-        assert!(line.contains("the_message_names_the_test"), "{line}");
+    fn a_program_that_cannot_exist_is_not_found() {
+        assert!(find_in_path("berth-no-such-tool").is_none());
+        assert!(find_in_path("sh").is_some());
     }
 
     #[test]
     fn a_present_prerequisite_passes() {
         assert!(require(true, "never reported"));
         assert!(have_file(Path::new("/proc/self/status"), "procfs"));
+    }
+
+    #[test]
+    #[should_panic(expected = "missing prerequisite under CI=true: `berth-no-such-tool` on PATH")]
+    fn under_ci_a_missing_program_fails_the_test() {
+        // The decision with CI on, without setting `CI` for the other tests.
+        let tool = "berth-no-such-tool";
+        if find_in_path(tool).is_none() {
+            skip::report(true, &format!("`{tool}` on PATH"));
+        }
     }
 }

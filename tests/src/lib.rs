@@ -1,12 +1,16 @@
 //! Shared harness for the end-to-end suite: finds the built binaries, runs them in
 //! throw-away directories, and checks prerequisites.
 //!
-//! Prerequisites: when `CI=true` a missing tool or fixture is a test failure (a panic
-//! naming it); elsewhere the test prints the reason and returns early.
+//! Prerequisites follow the workspace's one rule ([`skip`]): when `CI=true` a missing
+//! tool or fixture is a test failure (a panic naming it); elsewhere the test prints
+//! `skipping <test>: <why>` and returns early.
 
 pub mod fixture;
 pub mod live;
 pub mod registry;
+pub mod skip;
+
+pub use skip::{in_ci, missing};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,46 +44,29 @@ pub fn shim_bin() -> PathBuf {
         .unwrap_or_else(|| target_debug().join("berth-shim"))
 }
 
-/// True when running under CI, where a missing prerequisite must fail.
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
-}
-
-/// Reports a missing prerequisite: panics under CI, else prints the reason.
-/// Returns `false` so callers can write `if !prereq(...) { return; }`.
-pub fn missing(what: &str) -> bool {
-    if in_ci() {
-        panic!("missing prerequisite under CI=true: {what}");
-    }
-    eprintln!("skipping: missing prerequisite: {what}");
-    false
+/// Whether the program `name` is on `PATH`, without reporting anything.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
 /// Checks that each program is on PATH; see [`missing`].
+#[track_caller]
 pub fn have_tools(tools: &[&str]) -> bool {
-    for tool in tools {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return missing(&format!("`{tool}` not found on PATH"));
-        }
-    }
-    true
+    tools
+        .iter()
+        .all(|tool| on_path(tool) || missing(&format!("`{tool}` on PATH")))
 }
 
 /// Checks that the test runs as root; see [`missing`].
+#[track_caller]
 pub fn is_root() -> bool {
     let uid = Command::new("id")
         .arg("-u")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if uid.as_deref() == Some("0") {
-        true
-    } else {
-        missing("root privileges")
-    }
+    uid.as_deref() == Some("0") || missing("root privileges")
 }
 
 /// The shared fixtures directory: `$BERTH_SHARED_FIXTURES`, else `../shared/fixtures`

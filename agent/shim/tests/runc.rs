@@ -2,7 +2,7 @@
 //! the exit file, runtime errors, and a container that outlives the shim's launcher.
 //!
 //! Prerequisites (root, `runc`, `/bin/busybox`): under `CI=true` a missing one fails
-//! the test; elsewhere the test prints why it is skipped. Each test uses its own
+//! the test; elsewhere the test prints why it is skipped (`tests/src/skip.rs`). Each test uses its own
 //! container id and runtime `--root`, and always runs `runc delete -f`.
 
 // Test helpers outside `#[test]` functions: a failed step is a failed test.
@@ -19,13 +19,11 @@ use serde_json::{Value, json};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_berth-shim");
 
-fn missing(what: &str) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("missing prerequisite under CI=true: {what}");
-    }
-    eprintln!("skipping: missing prerequisite: {what}");
-    false
-}
+/// The workspace's one test-skip rule; the shim cannot depend on the harness crate.
+#[path = "../../../tests/src/skip.rs"]
+mod skip;
+
+use skip::missing;
 
 fn runc_path() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
