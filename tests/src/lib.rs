@@ -6,6 +6,7 @@
 //! `skipping <test>: <why>` and returns early.
 
 pub mod fixture;
+pub mod git;
 pub mod live;
 pub mod registry;
 pub mod skip;
