@@ -2,7 +2,8 @@
 //!
 //! The binary is thin: `cli` parses arguments and calls into the domain modules
 //! (`image`, `runtime`, `network`, `storage`, `reconcile`, `source`), which hold the
-//! logic. `anyhow` is used only at this edge; modules return their own error types.
+//! logic; `util` holds the few helpers that belong to no domain. `anyhow` is used only
+//! at this edge; modules return their own error types.
 
 mod cli;
 mod image;
@@ -15,6 +16,7 @@ mod storage;
 mod telemetry;
 #[cfg(test)]
 mod testing;
+mod util;
 
 fn main() -> std::process::ExitCode {
     // What berth itself creates has explicit modes (docs/layout.md); this covers what

@@ -21,11 +21,11 @@ use clap::Args;
 
 use super::config::{self, ConfigError, Loaded};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime};
-use crate::image::prepare::error_chain;
 use crate::node::unreadable_files;
 use crate::reconcile::follow::{self, FollowError, FollowReport, PassResult, SourceReport};
 use crate::reconcile::pass::{Env, LockWait, PassError};
 use crate::source::applied::RevisionInfo;
+use crate::util::error_chain;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {

@@ -20,9 +20,9 @@ use clap::Args;
 
 use super::validate::{node_identity, parse_label};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime, config};
-use crate::image::prepare::error_chain;
 use crate::reconcile::outcome::{ContainerOutcome, ContainerReport};
 use crate::reconcile::pass::{self, Env, Input, LockWait, PassError, Report};
+use crate::util::error_chain;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {

@@ -81,7 +81,7 @@ impl From<ConfigError> for Stop {
     fn from(e: ConfigError) -> Self {
         match e {
             ConfigError::Invalid { diags, .. } => Stop::Invalid(diags),
-            e => Stop::Failed(crate::image::prepare::error_chain(&e)),
+            e => Stop::Failed(crate::util::error_chain(&e)),
         }
     }
 }

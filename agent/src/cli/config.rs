@@ -7,7 +7,7 @@ use std::process::ExitCode;
 pub use crate::node::{ConfigError, DEFAULT_CONFIG, Loaded, NodePolicy, node_policy, today};
 
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS};
-use crate::image::prepare::error_chain;
+use crate::util::error_chain;
 
 /// Reads the node configuration named by the command line, or the default one.
 pub fn load(cli: &Cli) -> Result<Loaded, ConfigError> {

@@ -13,13 +13,13 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, config};
-use crate::image::prepare::error_chain;
 use crate::reconcile::operator::{self, OperatorError};
 use crate::runtime::instance::{
     ExecIo, ExecRequest, Instance, InstanceRuntime, OciInstances, find_shim,
 };
 use crate::runtime::oci::Runtime;
 use crate::runtime::state::ContainerRecord;
+use crate::util::error_chain;
 
 #[derive(Debug, Args)]
 pub struct NameArgs {

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 
 use berth_spec::reference::Reference;
 
+use super::human;
 use super::image_local;
 use super::image_output::{self as out, Bars};
 use super::{EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE, Format};
@@ -338,7 +339,7 @@ fn rm(a: &RefArgs, state_dir: &Path) -> Result<(), Failure> {
             println!(
                 "deleted {} blobs ({})",
                 report.removed.len(),
-                out::human(report.bytes)
+                human::bytes(report.bytes)
             );
         }
     }
@@ -358,7 +359,7 @@ fn prune(format: Format, state_dir: &Path) -> Result<(), Failure> {
         Format::Text => println!(
             "deleted {} blobs ({}), {} snapshots and {} interrupted downloads",
             report.removed.len(),
-            out::human(report.bytes),
+            human::bytes(report.bytes),
             snapshots.len(),
             report.partials
         ),

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::human;
 use crate::image::digest::Digest;
 use crate::image::manifest::{History, ImageConfig, MAX_CONFIG_BYTES};
 use crate::image::pull::PullProgress;
@@ -17,22 +18,6 @@ use crate::image::store::records::ImageRecord;
 pub fn json<T: Serialize>(value: &T) -> Result<(), serde_json::Error> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-/// `1.5 MiB`-style sizes.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 pub fn pulled(r: &ImageRecord, from_store: bool) {
@@ -47,7 +32,7 @@ pub fn pulled(r: &ImageRecord, from_store: bool) {
         println!("manifest: {}", r.manifest.digest);
     }
     println!("platform: {}", r.platform);
-    println!("layers:   {} ({})", r.layers.len(), human(r.size()));
+    println!("layers:   {} ({})", r.layers.len(), human::bytes(r.size()));
     let sig = r
         .signature
         .as_ref()
@@ -63,7 +48,7 @@ pub fn table(records: &[ImageRecord]) {
                 r.reference.clone(),
                 r.digest.short().to_string(),
                 r.platform.to_string(),
-                human(r.size()),
+                human::bytes(r.size()),
                 r.pulled_at.clone(),
             ]
         })
@@ -121,7 +106,11 @@ impl Inspect {
             r.manifest.digest, r.manifest.media_type
         );
         println!("platform:  {}", r.platform);
-        println!("config:    {} ({})", r.config.digest, human(r.config.size));
+        println!(
+            "config:    {} ({})",
+            r.config.digest,
+            human::bytes(r.config.size)
+        );
         if let Some(created) = &self.created {
             println!("created:   {created}");
         }
@@ -131,9 +120,14 @@ impl Inspect {
                 println!("  {k}: {v}");
             }
         }
-        println!("layers:    {} ({})", r.layers.len(), human(r.size()));
+        println!("layers:    {} ({})", r.layers.len(), human::bytes(r.size()));
         for l in &r.layers {
-            println!("  {}  {:>10}  {}", l.digest, human(l.size), l.media_type);
+            println!(
+                "  {}  {:>10}  {}",
+                l.digest,
+                human::bytes(l.size),
+                l.media_type
+            );
             println!("    diff_id {}", l.diff_id);
         }
         println!("history:");

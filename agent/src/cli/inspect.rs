@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::ps::{self, fail, state_dir, status_or_warn, unix_now};
+use super::ps::{fail, state_dir, status_or_warn, unix_now};
 use super::{Cli, EXIT_FAILED, Format};
 use crate::runtime::health_file::HealthRecord;
 use crate::runtime::state::{ContainerRecord, ImageRef, InstanceDirs};
@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> ExitCode {
         Format::Json => match serde_json::to_string_pretty(&details) {
             Ok(s) => s + "\n",
             Err(e) => {
-                eprintln!("error: {}", ps::chain(&e));
+                eprintln!("error: {}", crate::util::error_chain(&e));
                 return ExitCode::from(EXIT_FAILED);
             }
         },
@@ -385,7 +385,9 @@ mod tests {
                 output: "`false` exited with 1\n\u{1b}[31m".into(),
             }),
         };
-        let now = status::parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let now = crate::util::rfc3339::parse("2026-11-22T10:05:01Z")
+            .unwrap()
+            .0;
         let d = Details::new(Path::new("/var/lib/berth"), &r, &s, now);
         let want = "\
 Name:      web

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 
 use super::{EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE, Format};
 use crate::image::signature::{self, SignatureError};
+use crate::util::error_chain;
 
 /// Manage signing keys.
 #[derive(Debug, Args)]
@@ -55,7 +56,7 @@ fn generate(args: &GenerateArgs) -> ExitCode {
     let paths = match signature::write_key_pair(&args.prefix, args.force) {
         Ok(paths) => paths,
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {}", error_chain(&e));
             let code = match e {
                 SignatureError::KeyExists { .. } => EXIT_FINDINGS,
                 _ => EXIT_FAILED,
@@ -77,16 +78,4 @@ fn generate(args: &GenerateArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-/// The error and its causes, joined with `: `.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        msg.push_str(": ");
-        msg.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    msg
 }

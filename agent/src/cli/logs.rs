@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::ps::{chain, fail, state_dir};
+use super::ps::{fail, state_dir};
 use super::{Cli, EXIT_FAILED, Format};
 use crate::runtime::logs::{self, Line, Stream};
 use crate::runtime::logs_follow::{LogReader, ReadError, Sink, Tail};
 use crate::runtime::state::InstanceDirs;
 use crate::runtime::status::{self, State};
+use crate::util::error_chain;
 
 /// How often `-f` looks for new output.
 const POLL: Duration = Duration::from_millis(200);
@@ -126,7 +127,7 @@ pub fn run(cli: &Cli, args: &LogsArgs) -> ExitCode {
         // `berth logs web | head`: the reader went away; not an error.
         Err(ReadError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: container {}: {}", record.name, chain(&e));
+            eprintln!("error: container {}: {}", record.name, error_chain(&e));
             ExitCode::from(EXIT_FAILED)
         }
     }

@@ -16,6 +16,7 @@ mod apply;
 mod audit;
 mod config;
 mod ctl;
+mod human;
 mod image;
 mod image_local;
 mod image_output;

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, config};
 use crate::network::exec::{DEFAULT_CNI_PATH, split_path};
-use crate::network::{AttachRequest, NetworkError, NetworkInfo, Networks, chain};
+use crate::network::{AttachRequest, NetworkError, NetworkInfo, Networks};
+use crate::util::error_chain;
 
 /// Inspect the node's networks.
 #[derive(Debug, Args)]
@@ -97,7 +98,7 @@ pub fn run(cli: &Cli, args: &NetworkArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(match e {
                 NetworkError::NotFound(_) | NetworkError::InUse { .. } => EXIT_FINDINGS,
                 _ => EXIT_FAILED,

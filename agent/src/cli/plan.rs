@@ -19,7 +19,6 @@ use clap::Args;
 
 use super::validate::{node_identity, parse_label};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime, config};
-use crate::image::prepare;
 use crate::reconcile::pass::{self, Env, Input, PassError, PlanReport, Registry};
 
 #[derive(Debug, Args)]
@@ -61,7 +60,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> ExitCode {
             return ExitCode::from(EXIT_FINDINGS);
         }
         Err(e) => {
-            eprintln!("error: {}", prepare::error_chain(&e));
+            eprintln!("error: {}", crate::util::error_chain(&e));
             return ExitCode::from(EXIT_FAILED);
         }
     };

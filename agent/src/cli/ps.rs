@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format};
 use crate::runtime::state::ContainerRecord;
 use crate::runtime::status::{self, Status, StatusError};
+use crate::util::error_chain;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -33,33 +34,18 @@ pub fn state_dir(cli: &Cli) -> Result<PathBuf, ExitCode> {
 
 /// Prints a state error; 1 for an unknown container, else 3.
 pub fn fail(e: &StatusError) -> ExitCode {
-    eprintln!("error: {}", chain(e));
+    eprintln!("error: {}", error_chain(e));
     match e {
         StatusError::Unknown { .. } => ExitCode::from(EXIT_FINDINGS),
         _ => ExitCode::from(EXIT_FAILED),
     }
 }
 
-/// An error and its causes, `: `-separated.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// A container's status; an unreadable one is warned about and shown as unknown, so
 /// one broken instance does not hide the others.
 pub fn status_or_warn(state_dir: &std::path::Path, record: &ContainerRecord) -> Status {
     status::container_status(state_dir, record).unwrap_or_else(|e| {
-        tracing::warn!("{}", chain(&e));
+        tracing::warn!("{}", error_chain(&e));
         Status::unknown()
     })
 }
@@ -131,7 +117,7 @@ fn revision_line(state_dir: &std::path::Path) -> String {
         }
         Ok(None) => String::new(),
         Err(e) => {
-            tracing::warn!("{}", chain(&e));
+            tracing::warn!("{}", error_chain(&e));
             String::new()
         }
     }
@@ -236,7 +222,8 @@ mod tests {
     use super::*;
     use crate::runtime::health_file::{HealthRecord, HealthStatus};
     use crate::runtime::state::{ExitStatus, ImageRef};
-    use crate::runtime::status::{State, parse_rfc3339};
+    use crate::runtime::status::State;
+    use crate::util::rfc3339;
 
     fn record(name: &str, image: &str, ports: &[&str], restarts: u32) -> ContainerRecord {
         ContainerRecord {
@@ -288,7 +275,7 @@ mod tests {
 
     #[test]
     fn health_shows_after_running() {
-        let now = parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let now = rfc3339::parse("2026-11-22T10:05:01Z").unwrap().0;
         let running = || status(State::Running, None);
         let rows = [
             Row::new(
@@ -328,7 +315,7 @@ plain   plain-0123abcd   running               busybox       Up 5 minutes   0
 
     #[test]
     fn table_golden() {
-        let now = parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let now = rfc3339::parse("2026-11-22T10:05:01Z").unwrap().0;
         let mut stopped = record("cache", "redis:7", &[], 0);
         stopped.operator_stopped = true;
         let rows = [
@@ -370,7 +357,7 @@ new     new-0123abcd     created               busybox                          
 
     #[test]
     fn json_rows_carry_times_and_codes() {
-        let now = parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+        let now = rfc3339::parse("2026-11-22T10:05:01Z").unwrap().0;
         let row = Row::new(
             &record("db", "postgres:16", &[], 3),
             &status(State::Exited, Some(1)),

@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 use super::config;
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE, Format};
 use crate::storage::secrets::{self, NodeIdentity, Plaintext, Recipient, SecretError};
+use crate::util::error_chain;
 
 /// Where `keygen` writes without `--output` and no `[secrets] identity` in the config.
 pub const DEFAULT_IDENTITY: &str = "/etc/berth/age.key";
@@ -92,14 +93,7 @@ pub fn run(cli: &Cli, args: &SecretArgs) -> ExitCode {
 }
 
 fn fail(e: &dyn std::error::Error, code: u8) -> ExitCode {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        msg.push_str(": ");
-        msg.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    eprintln!("error: {msg}");
+    eprintln!("error: {}", error_chain(e));
     ExitCode::from(code)
 }
 

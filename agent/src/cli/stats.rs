@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use super::ps::{chain, fail, state_dir, status_or_warn};
+use super::human;
+use super::ps::{fail, state_dir, status_or_warn};
 use super::{Cli, EXIT_FAILED, Format};
 use crate::runtime::cgroup::{self, CgroupDirs, Layout, Memory, Pids, Sample};
 use crate::runtime::state::ContainerRecord;
 use crate::runtime::status;
+use crate::util::error_chain;
 
 /// Time between the two CPU readings.
 const CPU_WINDOW: Duration = Duration::from_secs(1);
@@ -100,7 +102,10 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> ExitCode {
     let layout = match Layout::host() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot find the cgroup hierarchies: {}", chain(&e));
+            eprintln!(
+                "error: cannot find the cgroup hierarchies: {}",
+                error_chain(&e)
+            );
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -145,7 +150,7 @@ fn sample_all(layout: &Layout, records: &[&ContainerRecord]) -> Vec<StatsRow> {
             match second {
                 Ok((b, a)) => row(r, &b, &a, elapsed),
                 Err(e) => {
-                    tracing::warn!("container {}: {}", r.name, chain(&e));
+                    tracing::warn!("container {}: {}", r.name, error_chain(&e));
                     StatsRow {
                         kind: "container",
                         name: r.name.clone(),
@@ -154,7 +159,7 @@ fn sample_all(layout: &Layout, records: &[&ContainerRecord]) -> Vec<StatsRow> {
                         cpu_percent: None,
                         memory: None,
                         pids: None,
-                        error: Some(chain(&e)),
+                        error: Some(error_chain(&e)),
                     }
                 }
             }
@@ -187,30 +192,6 @@ pub fn row(r: &ContainerRecord, before: &Sample, after: &Sample, elapsed: Durati
     }
 }
 
-/// `19.53MiB`: four significant digits in binary units, as Docker prints sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    let digits = match v {
-        v if v >= 1000.0 => 0,
-        v if v >= 100.0 => 1,
-        v if v >= 10.0 => 2,
-        _ => 3,
-    };
-    let s = format!("{v:.digits$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    };
-    format!("{s}{}", UNITS[i])
-}
-
 /// The `--format text` table. Pure.
 pub fn render_table(rows: &[StatsRow]) -> String {
     let dash = || "--".to_string();
@@ -225,8 +206,8 @@ pub fn render_table(rows: &[StatsRow]) -> String {
                 mem.map_or_else(dash, |m| {
                     let limit = m
                         .limit_bytes
-                        .map_or_else(|| "unlimited".to_string(), human_bytes);
-                    format!("{} / {limit}", human_bytes(m.usage_bytes))
+                        .map_or_else(|| "unlimited".to_string(), human::bytes);
+                    format!("{} / {limit}", human::bytes(m.usage_bytes))
                 }),
                 mem.and_then(|m| m.percent)
                     .map_or_else(dash, |p| format!("{p:.2}%")),
@@ -259,42 +240,7 @@ pub fn render_table(rows: &[StatsRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::state::ImageRef;
-
-    fn record(name: &str) -> ContainerRecord {
-        ContainerRecord {
-            name: name.into(),
-            instance: format!("{name}-0123abcd"),
-            spec_hash: "0123abcd".into(),
-            spec: serde_json::json!({}),
-            image: ImageRef {
-                reference: "busybox".into(),
-                digest: "sha256:00".into(),
-                chain_ids: vec![],
-            },
-            runtime: "/usr/bin/runc".into(),
-            runtime_root: "/run/berth/runc".into(),
-            created_at: "2026-11-22T10:00:00Z".into(),
-            started_at: None,
-            restarts: 0,
-            operator_stopped: false,
-            addresses: Default::default(),
-            ports: vec![],
-            cgroup_path: format!("/berth/{name}-0123abcd"),
-            uid: None,
-            gid: None,
-        }
-    }
-
-    #[test]
-    fn sizes_like_docker() {
-        assert_eq!(human_bytes(0), "0B");
-        assert_eq!(human_bytes(1023), "1023B");
-        assert_eq!(human_bytes(64 << 20), "64MiB");
-        assert_eq!(human_bytes(20_480_000), "19.53MiB");
-        assert_eq!(human_bytes(1536), "1.5KiB");
-        assert_eq!(human_bytes(u64::MAX), "16384PiB");
-    }
+    use crate::runtime::status::tests::record;
 
     #[test]
     fn rows_and_table() {

@@ -264,17 +264,9 @@ pub fn flatten(store: &Store, record: &ImageRecord, dest: &Path) -> Result<(), P
     Ok(())
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+/// Moved to [`crate::util::error_chain`]; kept here only while the executor's split
+/// (in progress) still imports it from this path.
+pub use crate::util::error_chain;
 
 // The executor reads the image's users with it when it renders a container.
 #[allow(dead_code)]

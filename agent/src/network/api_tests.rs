@@ -9,6 +9,7 @@ use super::cni::{CniArgs, CniCommand, CniExec, ExecFailure};
 use super::fake::{FakeCni, FakeHost};
 use super::host::{HostError, HostOps};
 use super::*;
+use crate::util::error_chain;
 use berth_spec::types::{ExtraHost, PortSpec, Protocol, parse_cidr};
 
 /// Shares one fake between the `Networks` under test and the assertions.
@@ -297,7 +298,7 @@ fn a_failed_add_rolls_back_everything() {
     let names = nets(&["front", "back"]);
     let err = n.attach(&req("web-1", "web", &names, &[])).unwrap_err();
     assert_eq!(
-        chain(&err),
+        error_chain(&err),
         "container `web`: plugin `firewall` ADD on network `front` for `web-1` failed (code 11): injected failure: by the test"
     );
     assert_eq!(
@@ -321,7 +322,7 @@ fn a_failed_del_keeps_the_record_for_a_retry() {
     w.cni.fail("bridge", CniCommand::Del);
     let err = n.detach("web-1").unwrap_err();
     assert!(
-        chain(&err).contains("plugin `bridge` DEL on network `front`"),
+        error_chain(&err).contains("plugin `bridge` DEL on network `front`"),
         "{err}"
     );
     assert!(w.host.netns_exists(&a.netns_path), "kept for the retry");

@@ -25,6 +25,7 @@ use super::cni::{self, ListCall};
 use super::hosts::{self, Member};
 use super::store::{self, AttachmentRecord, HostAlias, NetAttachment};
 use super::{NetworkError, Networks, conflist, naming, resolv};
+use crate::runtime::state;
 
 /// What the executor asks for.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +117,7 @@ impl Networks {
     fn save(&self, record: &AttachmentRecord) -> Result<(), NetworkError> {
         let path = self.paths.attachment(&record.instance_id);
         let text = serde_json::to_vec_pretty(record).unwrap_or_default();
-        store::write_atomic(&path, &text).map_err(NetworkError::io("write", &path))
+        state::write_atomic(&path, &text).map_err(NetworkError::io("write", &path))
     }
 
     fn attachment_of(&self, r: &AttachmentRecord) -> Attachment {
@@ -161,7 +162,7 @@ impl Networks {
         );
         for p in [&hosts, &resolv_conf] {
             if !p.exists() {
-                store::write_atomic(p, b"").map_err(NetworkError::io("write", p))?;
+                state::write_atomic(p, b"").map_err(NetworkError::io("write", p))?;
             }
         }
         Ok(Attachment {

@@ -149,7 +149,7 @@ fn a_plugin_that_cannot_run_is_named() {
     let (l, rt) = (list(), ports());
     let err = add(&Missing, &call(&l, &rt)).unwrap_err();
     assert_eq!(
-        crate::network::chain(&err),
+        crate::util::error_chain(&err),
         "plugin `bridge` ADD on network `front` for `web-0123abcd`: is not installed (searched /usr/lib/cni:/opt/cni/bin)"
     );
 }
@@ -170,7 +170,8 @@ fn a_failure_without_an_error_body_keeps_stderr() {
     let (l, rt) = (list(), ports());
     let err = add(&Crash, &call(&l, &rt)).unwrap_err();
     assert!(
-        crate::network::chain(&err).ends_with("exited with status Some(2): goroutine 1 [running]"),
+        crate::util::error_chain(&err)
+            .ends_with("exited with status Some(2): goroutine 1 [running]"),
         "{err}"
     );
 }

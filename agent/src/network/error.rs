@@ -104,15 +104,3 @@ impl NetworkError {
         }
     }
 }
-
-/// An error and its causes, `: `-separated, as the CLI prints them.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}

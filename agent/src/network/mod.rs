@@ -39,7 +39,7 @@ pub mod store;
 #[cfg(test)]
 mod api_tests;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ use serde::Serialize;
 pub use attach::AttachRequest;
 use cni::CniExec;
 use conflist::NetworkDef;
-pub use error::{NetworkError, chain};
+pub use error::NetworkError;
 use host::{HostOps, RealHost};
 use store::{AttachmentRecord, Paths};
 
@@ -289,7 +289,8 @@ impl Networks {
         }
         let path = self.paths.conflist(name);
         let text = serde_json::to_string_pretty(&list).unwrap_or_default() + "\n";
-        store::write_atomic(&path, text.as_bytes()).map_err(NetworkError::io("write", &path))?;
+        crate::runtime::state::write_atomic(&path, text.as_bytes())
+            .map_err(NetworkError::io("write", &path))?;
         tracing::info!(network = name, subnet = %def.subnet, bridge = %def.bridge, "network ready");
         self.inspect(name)
     }

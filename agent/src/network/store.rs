@@ -12,8 +12,8 @@
 //! The attachment record is what makes DEL work after an agent restart: DEL must get
 //! the same config and the ADD result (`prevResult`) that ADD produced, as libcni's
 //! result cache provides. It is written before the first ADD, so a crash at any point
-//! leaves a record from which detach can clean up. Files are written atomically (temp
-//! file, fsync, rename, fsync of the directory) — except a hosts file that already
+//! leaves a record from which detach can clean up. Files are written atomically
+//! (`runtime::state::write_atomic`: temp file, fsync, rename, fsync of the directory) — except a hosts file that already
 //! exists: it is bind-mounted into a running container, which keeps the inode, so it
 //! is rewritten in place, as Docker and Podman do. Records are 0600 and directories
 //! 0700; `hosts` and `resolv.conf` 0644, as a container's users read them.
@@ -122,10 +122,6 @@ pub struct AttachmentRecord {
     pub networks: Vec<NetAttachment>,
 }
 
-/// Writes `data` to `path` atomically and durably, mode 0600, creating the parent
-/// directory 0700 (one implementation for the whole agent).
-pub use crate::runtime::state::write_atomic;
-
 /// Writes a file that may be bind-mounted into a running container: in place when it
 /// exists (same inode, so the container sees the change), atomically when it does not.
 /// Mode 0644 either way, whatever the umask: the container's users read it.
@@ -208,7 +204,7 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o644);
         // A placeholder written private first is readable once shared.
         let q = dir.path().join("inst/resolv.conf");
-        write_atomic(&q, b"").unwrap();
+        state::write_atomic(&q, b"").unwrap();
         assert_eq!(fs::metadata(&q).unwrap().mode() & 0o7777, 0o600);
         write_shared(&q, b"nameserver 192.0.2.1\n").unwrap();
         assert_eq!(fs::metadata(&q).unwrap().mode() & 0o7777, 0o644);
@@ -218,8 +214,8 @@ mod tests {
     fn atomic_writes_replace_and_leave_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a/b.json");
-        write_atomic(&p, b"1").unwrap();
-        write_atomic(&p, b"2").unwrap();
+        state::write_atomic(&p, b"1").unwrap();
+        state::write_atomic(&p, b"2").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "2");
         assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 1);
         assert_eq!(stems(&dir.path().join("a"), ".json").unwrap(), ["b"]);

@@ -278,7 +278,7 @@ pub fn once(
     let applied = Applied {
         schema_version: SCHEMA_VERSION,
         revision: info.clone(),
-        applied_at: crate::runtime::state::now_rfc3339(),
+        applied_at: crate::util::rfc3339::now(),
         applied: report.applied(),
         containers,
     };
@@ -375,7 +375,7 @@ fn revision_info(
         follows: follows(&section.git_ref),
         path: section.path.clone(),
         author: format!("{name} <{email}>"),
-        time: crate::runtime::state::rfc3339(secs),
+        time: crate::util::rfc3339::format(secs),
         subject: String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned(),
         signer,
     })

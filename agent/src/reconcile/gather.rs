@@ -20,6 +20,7 @@ use crate::image::store::Store;
 use crate::runtime::spec_hash::{HashInput, SecretInput, SpecHash, spec_hash};
 use crate::runtime::state::{self, ContainerRecord, InstanceDirs};
 use crate::storage::treefile;
+use crate::util::rfc3339;
 
 /// The facts learned about one container's image after it was pulled.
 #[derive(Debug, Clone, Default)]
@@ -108,7 +109,7 @@ pub fn desired(
             }
             Err(e) => {
                 // The report's reason is text: the error and its causes.
-                let reason = crate::image::prepare::error_chain(&e);
+                let reason = crate::util::error_chain(&e);
                 d.not_evaluated.insert(c.name.clone(), reason);
             }
         }
@@ -255,7 +256,7 @@ pub fn history(state_dir: &Path, desired: &Desired) -> History {
             Err(err) => tracing::warn!(
                 container = %name,
                 "{}",
-                crate::image::prepare::error_chain(&err)
+                crate::util::error_chain(&err)
             ),
         }
     }
@@ -267,13 +268,13 @@ pub fn history(state_dir: &Path, desired: &Desired) -> History {
 pub fn instance_state(dirs: &InstanceDirs, record: Option<&ContainerRecord>) -> InstanceState {
     let started_at = record
         .and_then(|r| r.started_at.as_deref())
-        .and_then(parse_rfc3339)
+        .and_then(rfc3339::parse_secs)
         .map(Timestamp);
     if let Ok(Some(exit)) = dirs.exit_status() {
         return InstanceState::Exited {
             code: exit.exit_code,
             started_at,
-            finished_at: parse_rfc3339(&exit.finished_at)
+            finished_at: rfc3339::parse_secs(&exit.finished_at)
                 .map(Timestamp)
                 .unwrap_or_default(),
         };
@@ -344,26 +345,6 @@ fn pid_in_instance(pid: i32, cgroup_path: &str) -> bool {
         .flatten()
         .is_some_and(|state| state != 'Z' && state != 'X');
     alive && crate::runtime::status::in_cgroup(&cgroup, cgroup_path)
-}
-
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac]Z` to Unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// Scans the state directory: container records with their instances, berth's
@@ -494,18 +475,6 @@ pub fn now() -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_round_trip() {
-        for secs in [0u64, 951_782_400, 1_795_000_000] {
-            assert_eq!(parse_rfc3339(&state::rfc3339(secs)), Some(secs));
-        }
-        assert_eq!(
-            parse_rfc3339("2026-11-22T06:30:00.123456789Z"),
-            parse_rfc3339("2026-11-22T06:30:00Z")
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
 
     #[test]
     fn health_is_read_from_the_file_of_a_running_instance() {

@@ -86,7 +86,7 @@ impl ImageError {
     /// The reason its containers are not evaluated, as the report says it: the error
     /// and its causes. Its kind is reported apart ([`ImageError::kind`]).
     pub fn reason(&self) -> String {
-        prepare::error_chain(self)
+        crate::util::error_chain(self)
     }
 }
 
@@ -517,7 +517,10 @@ fn look(
                     });
                 }
                 Err(e) => {
-                    let why = format!("its registry did not answer ({})", prepare::error_chain(&e));
+                    let why = format!(
+                        "its registry did not answer ({})",
+                        crate::util::error_chain(&e)
+                    );
                     if local.is_none() && reference.digest.is_none() {
                         return Err(ImageError::Registry {
                             reference: reference.to_string(),

@@ -417,7 +417,7 @@ fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
 
 /// A timestamp as RFC 3339 (`2025-01-31T12:00:00Z`), as every report spells times.
 pub(crate) fn time_text<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::runtime::state::rfc3339(t.0))
+    s.serialize_str(&crate::util::rfc3339::format(t.0))
 }
 
 pub(crate) fn optional_time_text<S: serde::Serializer>(

@@ -375,7 +375,7 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
                 (Action::Start { instance, .. }, StepResult::Deferred(t)) => {
                     s.deferred = Some((
                         instance.clone(),
-                        crate::runtime::state::rfc3339(t.0),
+                        crate::util::rfc3339::format(t.0),
                         step.reason.clone(),
                     ));
                 }
@@ -486,7 +486,7 @@ fn root_cause(
                 }
                 Some(StepResult::Refused(e)) => return permanent(describe(n), e),
                 Some(StepResult::Deferred(t)) => {
-                    let until = crate::runtime::state::rfc3339(t.0);
+                    let until = crate::util::rfc3339::format(t.0);
                     return root(
                         describe(n),
                         format!("not due before {until}"),

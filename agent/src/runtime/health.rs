@@ -81,7 +81,7 @@ pub fn probe(
                 Ok(ExecOutcome { exit_code, .. }) => {
                     ProbeResult::Unhealthy(format!("`{command}` exited with {exit_code}"))
                 }
-                Err(e) => ProbeResult::Unhealthy(crate::image::prepare::error_chain(&*e)),
+                Err(e) => ProbeResult::Unhealthy(crate::util::error_chain(&*e)),
             }
         }
         HealthProbe::Tcp(port) => in_netns(net, {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::health::ProbeResult;
 use super::state;
-use super::status::parse_rfc3339;
+use crate::util::rfc3339;
 
 /// The file's name in the instance directory.
 pub const FILE: &str = "health.json";
@@ -158,7 +158,7 @@ pub fn grace(h: &Health) -> Duration {
 pub fn due(record: Option<&HealthRecord>, h: &Health, now: Duration) -> bool {
     let Some((secs, nanos)) = record
         .and_then(|r| r.last_probe.as_deref())
-        .and_then(parse_rfc3339)
+        .and_then(rfc3339::parse)
     else {
         return true;
     };
@@ -177,14 +177,6 @@ pub fn now() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
-}
-
-/// `t` (since the epoch) in RFC 3339 with milliseconds: probes an interval apart are
-/// told apart even when the interval is short.
-pub fn rfc3339_millis(t: Duration) -> String {
-    let whole = state::rfc3339(t.as_secs());
-    let base = whole.strip_suffix('Z').unwrap_or(&whole);
-    format!("{base}.{:03}Z", t.subsec_millis())
 }
 
 /// `s` cut to at most [`MAX_OUTPUT`] bytes, at a character boundary.
@@ -255,12 +247,12 @@ pub fn read_fresh(instance_root: &Path, started_at: Option<&str>) -> Option<Heal
     let record = match read(instance_root) {
         Ok(r) => r?,
         Err(err) => {
-            tracing::warn!("{}", crate::image::prepare::error_chain(&err));
+            tracing::warn!("{}", crate::util::error_chain(&err));
             return None;
         }
     };
-    let probed = record.last_probe.as_deref().and_then(parse_rfc3339);
-    let started = started_at.and_then(parse_rfc3339);
+    let probed = record.last_probe.as_deref().and_then(rfc3339::parse);
+    let started = started_at.and_then(rfc3339::parse);
     let fresh = match (probed, started) {
         (Some(p), Some(s)) => p >= s,
         (Some(_), None) => true,
@@ -286,7 +278,7 @@ pub fn since(started_at: Option<&str>) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     started_at
-        .and_then(parse_rfc3339)
+        .and_then(rfc3339::parse)
         .map_or(Duration::ZERO, |(s, _)| {
             Duration::from_secs(u64::try_from(now - s).unwrap_or(0))
         })
@@ -303,11 +295,11 @@ pub fn probe_and_record(
     since_start: Duration,
     probe: impl FnOnce() -> ProbeResult,
 ) -> (ProbeResult, HealthRecord) {
-    let at = rfc3339_millis(now());
+    let at = rfc3339::format_millis(now());
     let result = probe();
     let record = next(prev, h, &result, since_start, at);
     if let Err(err) = write(instance_root, &record) {
-        tracing::warn!("{}", crate::image::prepare::error_chain(&err));
+        tracing::warn!("{}", crate::util::error_chain(&err));
     }
     (result, record)
 }
@@ -357,7 +349,7 @@ mod tests {
     fn an_instance_is_due_for_a_probe_when_its_last_is_an_interval_old() {
         let mut h = check(3, 0);
         h.interval = Duration::from_secs(30);
-        let t0 = Duration::from_secs(parse_rfc3339("2026-11-22T10:00:00Z").unwrap().0 as u64);
+        let t0 = Duration::from_secs(rfc3339::parse("2026-11-22T10:00:00Z").unwrap().0 as u64);
         let s = Duration::from_secs;
         let probed = |s: &str| HealthRecord {
             last_probe: Some(s.into()),
@@ -375,7 +367,7 @@ mod tests {
         assert!(!due(Some(&r), &h, t0 + s(30)));
         assert!(due(Some(&r), &h, t0 + Duration::from_millis(30_500)));
         assert_eq!(
-            rfc3339_millis(t0 + Duration::from_millis(500)),
+            rfc3339::format_millis(t0 + Duration::from_millis(500)),
             "2026-11-22T10:00:00.500Z"
         );
         // A clock set back a little: not due; by more than an interval: due.

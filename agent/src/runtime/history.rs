@@ -86,8 +86,7 @@ pub fn record_exit_of(
     let Ok(Some(exit)) = dirs.exit_status() else {
         return;
     };
-    let secs =
-        |s: &str| super::status::parse_rfc3339(s).and_then(|(secs, _)| u64::try_from(secs).ok());
+    let secs = crate::util::rfc3339::parse_secs;
     let entry = ExitEntry {
         instance: dirs
             .root
@@ -98,11 +97,7 @@ pub fn record_exit_of(
         code: exit.exit_code,
     };
     if let Err(err) = record(state_dir, name, entry) {
-        tracing::warn!(
-            container = name,
-            "{}",
-            crate::image::prepare::error_chain(&err)
-        );
+        tracing::warn!(container = name, "{}", crate::util::error_chain(&err));
     }
 }
 

@@ -56,7 +56,7 @@ impl Holder {
 pub fn describe(holder: Option<&Holder>) -> String {
     match holder {
         Some(h) => {
-            let stamp = super::state::rfc3339(h.since);
+            let stamp = crate::util::rfc3339::format(h.since);
             // `YYYY-MM-DDTHH:MM:SSZ`: the time of day is what a waiting operator needs.
             let time = stamp.get(11..19).unwrap_or(&stamp);
             format!(

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::health_file::{self, HealthRecord};
 use super::state::{self, ContainerRecord, ExitStatus, InstanceDirs};
+use crate::util::rfc3339;
 
 /// Clock ticks per second in `/proc/<pid>/stat`: the kernel reports these times in
 /// `USER_HZ`, which is 100 on every architecture berth targets.
@@ -311,68 +312,9 @@ pub fn started_in_time(start: u64, record: &ContainerRecord) -> bool {
         .started_at
         .as_deref()
         .or(Some(record.created_at.as_str()))
-        .and_then(parse_rfc3339)
+        .and_then(rfc3339::parse)
         .map(|(s, _)| s);
     bound.is_some_and(|b| (start as i64) <= b + START_SLACK_SECS)
-}
-
-/// Parses an RFC 3339 time (`2026-11-22T10:04:05Z`, with any fraction and `Z` or an
-/// offset) into Unix seconds and nanoseconds.
-pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos = 0u32;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let digits = &s[start..i.min(start + 9)];
-        nanos = digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32);
-    }
-    let offset = match &s[i..] {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && matches!(o.as_bytes()[0], b'+' | b'-') && o.as_bytes()[3] == b':' => {
-            let mins = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
-            if o.starts_with('-') { -mins } else { mins }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset * 60;
-    Some((secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Docker's human durations (`go-units.HumanDuration`): "Less than a second",
@@ -399,7 +341,7 @@ pub fn human_duration(secs: i64) -> String {
 
 /// `Up 5 minutes`, `Exited (1) 2 minutes ago`, or `-`, as of `now` (Unix seconds).
 pub fn uptime(record: &ContainerRecord, status: &Status, now: i64) -> String {
-    let since = |t: Option<&str>| t.and_then(parse_rfc3339).map(|(s, _)| now - s);
+    let since = |t: Option<&str>| t.and_then(rfc3339::parse).map(|(s, _)| now - s);
     match status.state {
         State::Running => match since(record.started_at.as_deref()) {
             Some(d) => format!("Up {}", human_duration(d)),
@@ -418,4 +360,4 @@ pub fn uptime(record: &ContainerRecord, status: &Status, now: i64) -> String {
 
 #[cfg(test)]
 #[path = "status_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
-use crate::runtime::state::{ImageRef, rfc3339, write_atomic, write_record};
+use crate::runtime::state::{ImageRef, write_atomic, write_record};
+use crate::util::rfc3339;
 
 pub(crate) fn record(name: &str) -> ContainerRecord {
     ContainerRecord {
@@ -112,7 +113,7 @@ fn cgroup_membership_v1_v2_and_namespaced() {
 #[test]
 fn start_time_bounds_recycled_pids() {
     let r = record("web"); // started 2026-11-22T10:00:01Z
-    let started = parse_rfc3339("2026-11-22T10:00:01Z").unwrap().0 as u64;
+    let started = rfc3339::parse("2026-11-22T10:00:01Z").unwrap().0 as u64;
     assert!(started_in_time(started - 1, &r));
     assert!(started_in_time(started + 2, &r), "whole-second slack");
     assert!(!started_in_time(started + 60, &r), "a recycled pid");
@@ -123,7 +124,7 @@ fn start_time_bounds_recycled_pids() {
 
 /// A fake /proc: `btime`, and one process with a stat line and a cgroup file.
 fn fake_proc(root: &Path, pid: i32, state: char, start_ticks: u64, cgroup: &str) {
-    let btime = parse_rfc3339("2026-11-22T09:00:00Z").unwrap().0;
+    let btime = rfc3339::parse("2026-11-22T09:00:00Z").unwrap().0;
     std::fs::write(root.join("stat"), format!("cpu  1 2 3\nbtime {btime}\n")).unwrap();
     let dir = root.join(pid.to_string());
     std::fs::create_dir_all(&dir).unwrap();
@@ -214,39 +215,6 @@ fn load_record_names_the_state_dir() {
 }
 
 #[test]
-fn rfc3339_parsing() {
-    let base = 1_795_000_000; // 2026-11-18T11:06:40Z
-    assert_eq!(parse_rfc3339(&rfc3339(base)), Some((base as i64, 0)));
-    assert_eq!(
-        parse_rfc3339("2026-11-18T11:06:40.000000123Z"),
-        Some((base as i64, 123))
-    );
-    assert_eq!(
-        parse_rfc3339("2026-11-18T11:06:40.5Z"),
-        Some((base as i64, 500_000_000))
-    );
-    assert_eq!(
-        parse_rfc3339("2026-11-18T12:06:40+01:00"),
-        Some((base as i64, 0))
-    );
-    assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
-    assert_eq!(
-        parse_rfc3339("2000-02-29T00:00:00Z"),
-        Some((951_782_400, 0))
-    );
-    for bad in [
-        "",
-        "2026-11-18",
-        "2026-13-18T11:06:40Z",
-        "2026-11-18T11:06:40",
-        "2026-11-18T11:06:40.Z",
-        "2026-11-18T11:06:4xZ",
-    ] {
-        assert_eq!(parse_rfc3339(bad), None, "{bad}");
-    }
-}
-
-#[test]
 fn human_durations_match_docker() {
     let cases = [
         (0, "Less than a second"),
@@ -273,7 +241,7 @@ fn human_durations_match_docker() {
 #[test]
 fn uptime_texts() {
     let r = record("web"); // started 10:00:01
-    let now = parse_rfc3339("2026-11-22T10:05:01Z").unwrap().0;
+    let now = rfc3339::parse("2026-11-22T10:05:01Z").unwrap().0;
     let running = derive(&r, &obs(None, Some(1), true));
     assert_eq!(uptime(&r, &running, now), "Up 5 minutes");
     let exited = derive(&r, &obs(Some(exit(1)), None, false)); // finished 10:05:00

@@ -171,7 +171,7 @@ async fn ingest_from(addr: &str, data: &[u8], store: &Store) -> Result<(), Strin
         )
         .await
         .map(drop)
-        .map_err(|e| crate::image::prepare::error_chain(&e))
+        .map_err(|e| crate::util::error_chain(&e))
 }
 
 #[tokio::test]

@@ -158,13 +158,7 @@ impl fmt::Display for Rejection {
         if let Some(key) = &self.key {
             write!(f, " with key {key}")?;
         }
-        write!(f, ": {}", self.error)?;
-        let mut source = std::error::Error::source(&self.error);
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
+        write!(f, ": {}", crate::util::error_chain(&self.error))
     }
 }
 

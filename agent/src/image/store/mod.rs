@@ -19,9 +19,7 @@
 pub mod ingest;
 pub mod records;
 
-use std::fs::{File, Permissions};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::runtime::state;
@@ -230,29 +228,15 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `dest` atomically, mode 0600: a temp file in `tmp_dir` (same
-/// filesystem), fsync, rename, fsync of `dest`'s directory.
+/// Writes `bytes` to `dest` atomically, mode 0600, its temp file in `tmp_dir` (same
+/// filesystem, outside the directories the store scans): `state::write_atomic_via`.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut tmp = tempfile::Builder::new()
-        .permissions(Permissions::from_mode(state::PRIVATE_FILE))
-        .tempfile_in(tmp_dir)
-        .map_err(io("create a temp file in", tmp_dir))?;
-    tmp.as_file()
-        .set_permissions(Permissions::from_mode(state::PRIVATE_FILE))
-        .map_err(io("chmod", tmp.path()))?;
-    tmp.write_all(bytes).map_err(io("write", tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io("fsync", tmp.path()))?;
-    tmp.persist(dest)
-        .map_err(|e| io("rename into", dest)(e.error))?;
-    sync_dir(dest)
+    state::write_atomic_via(tmp_dir, dest, bytes, state::PRIVATE_FILE).map_err(io("write", dest))
 }
 
 /// Fsyncs the directory holding `path`, making a rename in it durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))
+    state::sync_parent(path).map_err(io("fsync the directory of", path))
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! render …), so the cause chain survives to where it is printed. Each error says
 //! whether it is transient ([`HostError::kind`]), from its cause's own judgement.
 
-use crate::image::prepare::error_chain;
 use crate::network::NetworkError;
 use crate::reconcile::executor::{Failure, FailureKind, StepError};
 use crate::runtime::instance::InstanceError;
@@ -15,6 +14,7 @@ use crate::storage::binds::BindError;
 use crate::storage::secrets::SecretError;
 use crate::storage::treefile::TreeFileError;
 use crate::storage::volumes::VolumeError;
+use crate::util::error_chain;
 
 /// The typed error of the module a host operation called. Transparent: it shows and
 /// chains as the error it holds.

@@ -11,9 +11,10 @@ use oci_spec::image::ImageConfiguration;
 use crate::image::digest::Digest;
 use crate::image::manifest::{self, Manifest};
 use crate::image::platform::{self, Platform};
-use crate::image::prepare::{SignatureCheck, error_chain};
+use crate::image::prepare::SignatureCheck;
 use crate::image::registry::{Client, RegistryError, Repository};
 use crate::image::signature::{self, BoxError, TrustedKey, VerifiedManifest};
+use crate::util::error_chain;
 
 /// Indexes nested deeper than this are refused (as `pull` refuses them).
 const MAX_INDEX_DEPTH: usize = 4;
