@@ -3,8 +3,12 @@
 //! `cryptography`), which also sign and verify with it.
 //!
 //! Signatures made by berth itself are checked against the same independent verifiers
-//! in the agent's unit tests (`image::signature::interop_tests`) until `berth sign`
-//! exists; that command's e2e test goes here.
+//! in the agent's unit tests (`image::signature::interop_tests`).
+//!
+//! `berth sign` then `berth image verify` (from the local store, no `--remote`) against
+//! a real `docker-registry`: the signature stored with a pulled image is refreshed by
+//! `sign`, fetched by `verify` when the store has none, and every outcome says where
+//! it looked.
 //!
 //! Debian packages: `openssl`, `python3-cryptography`.
 
@@ -14,7 +18,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use berth_e2e::{have_tools, missing, run_berth};
+use berth_e2e::fixture::{self, ImageSpec};
+use berth_e2e::{Run, have_tools, missing, run_berth};
+
+use crate::registry::{berth_in, setup};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -213,4 +220,147 @@ pub.verify(sig, b"payload", ec.ECDSA(hashes.SHA256()))
 print("ok")
 "#;
     assert_eq!(tool(dir.path(), "python3", &["-c", script]).trim(), "ok");
+}
+
+/// Generates `release.key` / `release.pub` in `dir`.
+fn release_key(state: &Path, dir: &Path) -> (String, String) {
+    let prefix = dir.join("release");
+    let run = berth_in(state, None, &["key", "generate", &prefix.to_string_lossy()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    (
+        dir.join("release.key").to_string_lossy().into_owned(),
+        dir.join("release.pub").to_string_lossy().into_owned(),
+    )
+}
+
+fn verify(state: &Path, reference: &str, public: &str, json: bool) -> Run {
+    let mut args = vec!["image", "verify", reference, "--key", public];
+    if json {
+        args.extend(["--format", "json"]);
+    }
+    berth_in(state, None, &args)
+}
+
+/// The reported outcome: `(code, looked, fetched.by)` from `verify --format json`.
+fn verify_json(state: &Path, reference: &str, public: &str) -> (i32, String, String) {
+    let run = verify(state, reference, public, true);
+    let v: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("bad json ({e}): {run:?}"));
+    let s = &v["signature"];
+    (
+        run.code,
+        s["looked"].as_str().unwrap_or_default().to_string(),
+        s["fetched"]["by"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn sign_after_pull_then_verify_from_the_store() {
+    let Some((reg, state)) = setup() else { return };
+    let state = state.path();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = release_key(state, keys.path());
+    let digest = fixture::push(
+        &reg,
+        "shop/late",
+        "v1",
+        &fixture::busybox(&ImageSpec::default()),
+    );
+    let reference = format!("{}/shop/late:v1", reg.host());
+
+    // Pulled unsigned: the store has no signature, nor has the registry.
+    let run = berth_in(state, None, &["image", "pull", &reference]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = verify(state, &reference, &public, false);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("no signature was found")
+            && run
+                .stdout
+                .contains("looked in the registry (the local store had none)"),
+        "{run:?}"
+    );
+
+    // `sign` refreshes the stored signature: `verify` succeeds without `--remote`.
+    let run = berth_in(state, None, &["sign", &reference, "--key", &key]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&digest), "{run:?}");
+    assert!(
+        run.stdout
+            .contains(&format!("refreshed the signature stored with {reference}")),
+        "{run:?}"
+    );
+    let run = verify(state, &reference, &public, false);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("release.pub; found")
+            && run
+                .stdout
+                .contains("found in the local store (stored by `berth sign`, "),
+        "{run:?}"
+    );
+    assert_eq!(
+        verify_json(state, &reference, &public),
+        (0, "store".into(), "sign".into())
+    );
+
+    // The registry is no longer asked: with it gone, the stored signature still verifies.
+    drop(reg);
+    let run = verify(state, &reference, &public, false);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn verify_fetches_a_signature_the_store_lacks() {
+    let Some((reg, here)) = setup() else { return };
+    let (here, elsewhere) = (here.path(), tempfile::tempdir().unwrap());
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = release_key(here, keys.path());
+    let image = fixture::busybox(&ImageSpec::default());
+    fixture::push(&reg, "shop/signed-elsewhere", "v1", &image);
+    let reference = format!("{}/shop/signed-elsewhere:v1", reg.host());
+
+    // Pulled here unsigned, then signed from another machine (another state dir).
+    let run = berth_in(here, None, &["image", "pull", &reference]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = berth_in(elsewhere.path(), None, &["sign", &reference, "--key", &key]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("refreshed"), "{run:?}");
+
+    // The store has none: `verify` asks the registry, says so, and keeps what it found.
+    let run = verify(here, &reference, &public, false);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("release.pub; found in the registry (the local store had none)"),
+        "{run:?}"
+    );
+    let run = verify(here, &reference, &public, false);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("found in the local store (fetched by `berth image verify`, "),
+        "{run:?}"
+    );
+
+    // An image pulled after it was signed: its signature came with the pull.
+    let pulled = format!(
+        "{}/shop/signed-elsewhere@{}",
+        reg.host(),
+        image.manifest_digest
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let run = berth_in(fresh.path(), None, &["image", "pull", &pulled]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = verify(fresh.path(), &pulled, &public, false);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("found in the local store (fetched at pull time, "),
+        "{run:?}"
+    );
+    assert_eq!(
+        verify_json(fresh.path(), &pulled, &public),
+        (0, "store".into(), "pull".into())
+    );
 }

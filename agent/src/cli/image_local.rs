@@ -16,8 +16,8 @@ use super::image::{Failure, async_runtime, find, parse_ref, registries_of};
 use super::image_output as out;
 use super::{EXIT_FAILED, EXIT_FINDINGS};
 use crate::image::prepare::{self, SignatureCheck};
-use crate::image::registry::{Client, Repository};
-use crate::image::signature::{self, TrustedKey};
+use crate::image::registry::Client;
+use crate::image::signature::{TrustedKey, exchange};
 use crate::image::snapshot::{ChainId, SnapshotStore};
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
@@ -105,85 +105,80 @@ pub fn verify(a: &VerifyArgs, loaded: &Loaded) -> Result<(), Failure> {
         ));
     }
     let keys = load_keys(&key_paths)?;
-    let (reference, digest, check) = if a.remote {
+    let client = Client::new(registries_of(&loaded.config))?;
+    let rt = async_runtime()?;
+    let exchanged = |e: exchange::ExchangeError| {
+        let code = if e.is_integrity() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_FAILED
+        };
+        Failure(code, anyhow!(e))
+    };
+    let (reference, digest, located) = if a.remote {
         let r = parse_ref(&a.reference)?;
-        let (digest, check) = verify_remote(&r, &keys, loaded)?;
-        (r.to_string(), digest, check)
+        let (digest, located) = rt
+            .block_on(exchange::verify_remote(&client, &r, &keys))
+            .map_err(exchanged)?;
+        (r.to_string(), digest.as_str().to_string(), located)
     } else {
         let store = Store::open(state_dir)?;
         let record = one(&store, &a.reference, state_dir)?;
-        let check = prepare::verify_stored(&store, &record, &keys);
+        let located = rt
+            .block_on(exchange::verify_pulled(&client, &store, &record, &keys))
+            .map_err(|e| {
+                let f = exchanged(e);
+                Failure(
+                    f.0,
+                    f.1.context(format!(
+                        "the local store has no signature of {}, and fetching it from the registry failed",
+                        record.reference
+                    )),
+                )
+            })?;
         (
             record.reference.clone(),
             record.digest.as_str().to_string(),
-            check,
+            located,
         )
     };
     match a.format {
-        Format::Json => out::json(&serde_json::json!({
-            "reference": reference, "digest": digest, "signature": check_json(Some(&check)),
-        }))?,
-        Format::Text => println!("{reference} ({digest}): {}", check_text(&check)),
+        Format::Json => {
+            let mut signature = check_json(Some(&located.check));
+            signature["looked"] = serde_json::json!(located.looked.place());
+            if let Some((by, at)) = located.looked.fetched() {
+                signature["fetched"] = serde_json::json!({"by": by, "at": at});
+            }
+            out::json(&serde_json::json!({
+                "reference": reference, "digest": digest, "signature": signature,
+            }))?
+        }
+        Format::Text => {
+            let how = match located.check {
+                SignatureCheck::Verified(_) => "found",
+                SignatureCheck::Failed(_) => "looked",
+            };
+            println!(
+                "{reference} ({digest}): {}; {how} {}",
+                check_text(&located.check),
+                located.looked
+            );
+        }
     }
-    match check {
+    match located.check {
         SignatureCheck::Verified(_) => Ok(()),
         SignatureCheck::Failed(_) => Err(Failure(
             EXIT_FINDINGS,
-            anyhow!("the signature of {reference} does not verify"),
+            anyhow!(
+                "the signature of {reference} does not verify; looked {}{}",
+                located.looked,
+                match located.looked {
+                    exchange::Looked::Store { .. } => " (`--remote` checks the registry's)",
+                    exchange::Looked::Registry { .. } => "",
+                }
+            ),
         )),
     }
-}
-
-/// Resolves `r` in its registry and verifies the signature stored there.
-fn verify_remote(
-    r: &berth_spec::reference::Reference,
-    keys: &[TrustedKey],
-    loaded: &Loaded,
-) -> Result<(String, SignatureCheck), Failure> {
-    let client = Client::new(registries_of(&loaded.config))?;
-    let repo = Repository::of(r);
-    let rt = async_runtime()?;
-    rt.block_on(async {
-        let manifest = client.fetch_manifest(&repo, r.reference()).await?;
-        let digest = manifest.digest.as_str().to_string();
-        let tag =
-            signature::signature_tag(&digest).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
-        let sig = match client.fetch_manifest(&repo, &tag).await {
-            Ok(m) => m,
-            Err(e) if e.is_not_found() => {
-                return Ok((
-                    digest,
-                    SignatureCheck::Failed(format!("no signature `{tag}` in {}", r.name())),
-                ));
-            }
-            Err(e) => return Err(Failure(EXIT_FAILED, anyhow!(e))),
-        };
-        let manifest = signature::ImageManifest::parse(&sig.bytes)
-            .map_err(|e| Failure(EXIT_FINDINGS, anyhow!(e)))?;
-        let mut blobs = std::collections::BTreeMap::new();
-        for layer in manifest.signature_layers() {
-            let d = crate::image::digest::Digest::parse(&layer.digest)
-                .map_err(|e| Failure(EXIT_FINDINGS, anyhow!(e)))?;
-            let bytes = client.fetch_blob_bytes(&repo, &d, 4 << 20).await?;
-            blobs.insert(layer.digest.clone(), bytes);
-        }
-        let fetch = |d: &str| -> Result<Vec<u8>, signature::BoxError> {
-            blobs
-                .get(d)
-                .cloned()
-                .ok_or_else(|| format!("blob {d} was not fetched").into())
-        };
-        let check = match signature::verify_signature_manifest(&sig.bytes, &digest, keys, &fetch) {
-            Ok(v) if !v.verified.is_empty() => {
-                let mut names: Vec<String> = v.verified.iter().map(|x| x.key.clone()).collect();
-                names.dedup();
-                SignatureCheck::Verified(names)
-            }
-            Ok(_) => SignatureCheck::Failed("no signature verified".into()),
-            Err(e) => SignatureCheck::Failed(prepare::error_chain(&e)),
-        };
-        Ok((digest, check))
-    })
 }
 
 /// At pull time: with trusted keys set, the image's signature is checked from the

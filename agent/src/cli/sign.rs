@@ -1,19 +1,20 @@
 //! `berth sign REF --key KEY`: sign an image in its registry with a cosign-compatible
 //! signature in the legacy `sha256-<hex>.sig` layout (every registry stores it; cosign
-//! verifies it with `--key`). Existing signatures in that manifest are kept.
+//! verifies it with `--key`). Existing signatures in that manifest are kept, and the
+//! signature stored with every pulled image it signs is refreshed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use bytes::Bytes;
 use clap::Args;
 
 use super::config;
 use super::image::{Failure, async_runtime, parse_ref, registries_of};
 use super::{Cli, EXIT_FAILED, Format};
-use crate::image::registry::{Client, Repository};
-use crate::image::signature::{self, SigningKey};
+use crate::image::registry::Client;
+use crate::image::signature::{SigningKey, exchange};
+use crate::image::store::Store;
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -45,46 +46,42 @@ fn sign(loaded: &config::Loaded, args: &SignArgs) -> Result<(), Failure> {
     let reference = parse_ref(&args.reference)?;
     let key = SigningKey::load(&args.key).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
     let client = Client::new(registries_of(&loaded.config))?;
-    let repo = Repository::of(&reference);
+    let store = Store::open_read_only(&loaded.config.runtime.state_dir);
     let rt = async_runtime()?;
-    let (digest, tag, sig_digest) = rt.block_on(async {
-        let manifest = client.fetch_manifest(&repo, reference.reference()).await?;
-        let digest = manifest.digest.as_str().to_string();
-        let tag =
-            signature::signature_tag(&digest).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
-        let existing = match client.fetch_manifest(&repo, &tag).await {
-            Ok(m) => Some(m.bytes),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(Failure(EXIT_FAILED, anyhow!(e))),
-        };
-        let artifact = signature::sign_image(&reference.name(), &digest, &key, existing.as_deref())
+    let (published, refreshed) = rt.block_on(async {
+        let published = exchange::publish(&client, &reference, &key)
+            .await
             .map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
-        client
-            .push_blob(&repo, Bytes::from(artifact.config.bytes))
-            .await?;
-        client
-            .push_blob(&repo, Bytes::from(artifact.payload.bytes))
-            .await?;
-        let sig_digest = client
-            .push_manifest(
-                &repo,
-                &artifact.tag,
-                artifact.manifest.media_type,
-                Bytes::from(artifact.manifest.bytes),
-            )
-            .await?;
-        Ok::<_, Failure>((digest, artifact.tag, sig_digest))
+        // The signature is in the registry: a store that cannot take it is a warning.
+        let refreshed =
+            exchange::refresh_signed(&client, &store, &reference, &published.digest).await;
+        Ok::<_, Failure>((published, refreshed))
     })?;
+    let refreshed = refreshed.unwrap_or_else(|e| {
+        eprintln!(
+            "warning: signed, but the signature stored with {reference} in {} was not refreshed: {:#}",
+            store.root().display(),
+            anyhow!(e)
+        );
+        Vec::new()
+    });
+    let digest = published.digest.as_str();
     match args.format {
         Format::Json => println!(
             "{}",
-            serde_json::json!({"reference": reference.to_string(), "digest": digest, "signature_tag": tag, "signature_manifest": sig_digest.as_str()})
+            serde_json::json!({"reference": reference.to_string(), "digest": digest, "signature_tag": published.tag, "signature_manifest": published.manifest.as_str(), "refreshed": refreshed})
         ),
-        Format::Text => println!(
-            "signed {}@{digest} ({}:{tag})",
-            reference.name(),
-            reference.name()
-        ),
+        Format::Text => {
+            println!(
+                "signed {}@{digest} ({}:{})",
+                reference.name(),
+                reference.name(),
+                published.tag
+            );
+            for r in &refreshed {
+                println!("refreshed the signature stored with {r}");
+            }
+        }
     }
     Ok(())
 }

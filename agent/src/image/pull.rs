@@ -302,6 +302,38 @@ pub async fn pull(
     })
 }
 
+/// Fetches the cosign signature of a pulled image from its registry again, as a pull
+/// does (the first of its top and platform digests that has one; blobs size-capped,
+/// digest-checked and stored). The record is not written. `None` when the registry has
+/// none; unlike a pull, a registry that cannot be asked is an error.
+pub async fn fetch_signature_of(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    record: &ImageRecord,
+) -> Result<Option<SignatureRecord>, PullError> {
+    let p = Puller {
+        client,
+        store,
+        repo: Repository::of(reference),
+        key: record.reference.clone(),
+        progress: &Silent,
+    };
+    let mut candidates = vec![&record.digest];
+    if record.manifest.digest != record.digest {
+        candidates.push(&record.manifest.digest);
+    }
+    for signed in candidates {
+        let tag = format!("sha256-{}.sig", signed.hex());
+        match p.fetch_signature(signed, &tag).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(PullError::Registry(e)) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// A pinned reference already recorded, with every blob present, for a compatible
 /// platform: re-recorded under this reference without contacting the registry.
 fn from_store(
@@ -487,6 +519,7 @@ impl Puller<'_> {
                 media_type,
             },
             blobs,
+            refreshed: None,
         })
     }
 }

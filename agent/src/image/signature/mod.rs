@@ -23,9 +23,12 @@
 //!   client pushes it.
 //!
 //! Everything here is pure except reading and writing key files ([`TrustedKey::load`],
-//! [`SigningKey::load`], [`write_key_pair`]); blobs come through [`BlobSource`].
+//! [`SigningKey::load`], [`write_key_pair`]) and [`exchange`], which moves signatures
+//! between the registry and the content store (`berth sign`, `berth image verify`);
+//! blobs come through [`BlobSource`].
 
 mod error;
+pub mod exchange;
 mod keys;
 mod manifest;
 mod payload;

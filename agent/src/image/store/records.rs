@@ -42,6 +42,29 @@ pub struct SignatureRecord {
     pub manifest: BlobRef,
     /// Its config and layers.
     pub blobs: Vec<BlobRef>,
+    /// When it was fetched again after the pull, and by what; `None` when it is the
+    /// one fetched at pull time ([`ImageRecord::pulled_at`]), as in every record
+    /// written before berth refreshed signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<Refreshed>,
+}
+
+/// A stored signature fetched again after the pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refreshed {
+    pub by: RefreshedBy,
+    /// RFC 3339 time of the fetch.
+    pub at: String,
+}
+
+/// What fetched a stored signature again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshedBy {
+    /// `berth sign`, right after it pushed a signature of the image.
+    Sign,
+    /// `berth image verify`, when the store had no signature of the image.
+    Verify,
 }
 
 /// A pulled image.
@@ -248,6 +271,41 @@ mod tests {
             signature: None,
             pulled_at: "2026-11-22T00:00:00Z".into(),
         }
+    }
+
+    /// A record written before signatures were refreshed reads as fetched at pull
+    /// time; a refreshed one keeps when and by what.
+    #[test]
+    fn signature_records_old_and_refreshed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = record(&store, "r/a:1", b"layer");
+        let sig = blob(&store, b"signature manifest");
+        r.signature = Some(SignatureRecord {
+            tag: "sha256-x.sig".into(),
+            signed: r.digest.clone(),
+            manifest: sig,
+            blobs: vec![],
+            refreshed: None,
+        });
+        let mut json = serde_json::to_value(&r).unwrap();
+        assert!(json["signature"].get("refreshed").is_none(), "{json}");
+        json["signature"]
+            .as_object_mut()
+            .unwrap()
+            .remove("refreshed");
+        let old: ImageRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old, r);
+
+        r.signature.as_mut().unwrap().refreshed = Some(Refreshed {
+            by: RefreshedBy::Sign,
+            at: "2026-11-23T08:15:00Z".into(),
+        });
+        store.put_record(&r).unwrap();
+        let back = store.record("r/a:1").unwrap().unwrap();
+        assert_eq!(back, r);
+        let json = serde_json::to_value(&back).unwrap();
+        assert_eq!(json["signature"]["refreshed"]["by"], "sign");
     }
 
     #[test]
