@@ -1,2 +1,504 @@
 //! SSH signatures (SSHSIG, namespace `git`) on commits and annotated tags, verified
-//! in-process against the allowed signers.
+//! in-process against the node's allowed signers. Nothing here runs git or ssh-keygen.
+//!
+//! The stable entry points (the agent's fetch and `berth source verify` call them):
+//! - [`AllowedSigners::load`]`(path: &Path) -> Result<AllowedSigners, SignersError>`
+//!   (in `signers`): the `allowed_signers` file, every bad line a located error.
+//! - [`verify_commit`]`(repo: &Repository, commit: Oid, signers: &AllowedSigners)
+//!   -> Result<Verified, Refusal>`: the commit's `gpgsig` signature.
+//! - [`verify_tag`]`(repo: &Repository, tag: Oid, signers: &AllowedSigners)
+//!   -> Result<Verified, Refusal>`: an annotated tag's signature, appended to its message.
+//! - [`verify_revision`]`(repo, commit, tag: Option<Oid>, signers)`: what the agent
+//!   asks of a revision: the tag's signature when the tag is signed by a listed key,
+//!   else the commit's.
+//!
+//! What is checked, in order, as git and ssh-keygen do:
+//! 1. the object carries a signature (commit: the `gpgsig` header, read as git reads
+//!    it: in the header only; tag: from the last line that opens a signature block);
+//! 2. it is an SSH signature (an OpenPGP or X.509 one is named and refused);
+//! 3. it decodes (SSHSIG version 1, SHA-256 or SHA-512), for namespace `git`, made
+//!    with a plain key (not a certificate);
+//! 4. its key is listed in the allowed signers (matched by the key, never by name);
+//! 5. it is valid over the signed data (the object without its signature): a changed
+//!    object is refused;
+//! 6. some line listing the key allows namespace `git` and holds the committer time
+//!    (tagger time for a tag) within `valid-after`/`valid-before`, both inclusive: a
+//!    key that expired later does not invalidate what it signed while valid.
+//!
+//! The principal recorded is that line's principals field; it is not matched against
+//! the committer.
+
+use git2::{ObjectType, Oid, Repository};
+use ssh_key::{HashAlg, SshSig};
+
+use super::signers::{AllowedSigner, AllowedSigners};
+use crate::util::rfc3339;
+
+/// The SSHSIG namespace git signs commits and tags in.
+pub const NAMESPACE: &str = "git";
+
+/// Which object carried the signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedObject {
+    Commit,
+    Tag,
+}
+
+impl SignedObject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Tag => "tag",
+        }
+    }
+
+    /// The time a signature on this object is judged at.
+    fn time_name(self) -> &'static str {
+        match self {
+            Self::Commit => "committer time",
+            Self::Tag => "tagger time",
+        }
+    }
+}
+
+/// A good signature by a listed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub object: SignedObject,
+    /// The principals field of the `allowed_signers` line that admitted the key.
+    pub principal: String,
+    /// `SHA256:…`, as ssh-keygen prints it.
+    pub key_fingerprint: String,
+    /// The key's algorithm (`ssh-ed25519`).
+    pub algorithm: String,
+    /// The committer (or tagger) time the key was judged at, Unix seconds.
+    pub signed_at: i64,
+    /// `FILE:LINE` of that `allowed_signers` line.
+    pub listed_at: String,
+}
+
+/// A signature format git writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureFormat {
+    Ssh,
+    OpenPgp,
+    X509,
+}
+
+impl SignatureFormat {
+    /// git's armor lines (gpg-interface.c), by format.
+    const MARKERS: &[(&str, SignatureFormat)] = &[
+        ("-----BEGIN SSH SIGNATURE-----", Self::Ssh),
+        ("-----BEGIN PGP SIGNATURE-----", Self::OpenPgp),
+        ("-----BEGIN PGP MESSAGE-----", Self::OpenPgp),
+        ("-----BEGIN SIGNED MESSAGE-----", Self::X509),
+    ];
+
+    fn of(block: &[u8]) -> Option<Self> {
+        Self::MARKERS
+            .iter()
+            .find(|(marker, _)| block.starts_with(marker.as_bytes()))
+            .map(|(_, format)| *format)
+    }
+}
+
+impl std::fmt::Display for SignatureFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ssh => "SSH",
+            Self::OpenPgp => "OpenPGP",
+            Self::X509 => "X.509 (gpgsm)",
+        })
+    }
+}
+
+/// Why a revision is not applied. Every variant but [`Refusal::Unreadable`] is a
+/// judgement on the object ([`Refusal::is_judgement`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("it is not signed")]
+    Unsigned,
+    #[error(
+        "it carries an {format} signature, not an SSH one; berth verifies SSH signatures (gpg.format=ssh)"
+    )]
+    NotSsh { format: SignatureFormat },
+    #[error("a signature block that git would not recognise")]
+    UnknownFormat,
+    #[error("its SSH signature cannot be decoded: {source}")]
+    Malformed {
+        #[source]
+        source: ssh_key::Error,
+    },
+    #[error("its SSH signature is for namespace `{namespace}`, not `{NAMESPACE}`")]
+    SignatureNamespace { namespace: String },
+    #[error(
+        "it is signed with an SSH certificate ({algorithm}); berth does not verify certificates"
+    )]
+    Certificate { algorithm: String },
+    #[error("it is signed by key {fingerprint} ({algorithm}), which no allowed signer lists")]
+    UnknownKey {
+        fingerprint: String,
+        algorithm: String,
+    },
+    #[error(
+        "its signature by {principal} ({fingerprint}) does not match its content: the object was changed after it was signed"
+    )]
+    BadSignature {
+        principal: String,
+        fingerprint: String,
+    },
+    #[error(
+        "the key of {principal} ({fingerprint}) may not sign namespace `{NAMESPACE}` (namespaces=\"{namespaces}\" at {listed_at})"
+    )]
+    KeyNamespace {
+        principal: String,
+        fingerprint: String,
+        namespaces: String,
+        listed_at: String,
+    },
+    #[error(
+        "the key of {principal} ({fingerprint}) is valid only from {} (valid-after at {listed_at}); its {} is {}",
+        format_time(*.valid_after), .object.time_name(), format_time(*.at)
+    )]
+    NotYetValid {
+        principal: String,
+        fingerprint: String,
+        valid_after: i64,
+        at: i64,
+        object: SignedObject,
+        listed_at: String,
+    },
+    #[error(
+        "the key of {principal} ({fingerprint}) expired at {} (valid-before at {listed_at}); its {} is {}",
+        format_time(*.valid_before), .object.time_name(), format_time(*.at)
+    )]
+    Expired {
+        principal: String,
+        fingerprint: String,
+        valid_before: i64,
+        at: i64,
+        object: SignedObject,
+        listed_at: String,
+    },
+    #[error("the tag: {tag}; the commit: {commit}")]
+    TagAndCommit {
+        tag: Box<Refusal>,
+        commit: Box<Refusal>,
+    },
+    #[error("it cannot be read: {source}")]
+    Unreadable {
+        #[source]
+        source: git2::Error,
+    },
+}
+
+impl Refusal {
+    /// A short snake_case name of the reason, for JSON and records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unsigned => "unsigned",
+            Self::NotSsh { .. } => "not_ssh",
+            Self::UnknownFormat => "unknown_format",
+            Self::Malformed { .. } => "malformed",
+            Self::SignatureNamespace { .. } => "signature_namespace",
+            Self::Certificate { .. } => "certificate",
+            Self::UnknownKey { .. } => "unknown_key",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::KeyNamespace { .. } => "key_namespace",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::Expired { .. } => "expired",
+            Self::TagAndCommit { .. } => "tag_and_commit",
+            Self::Unreadable { .. } => "unreadable",
+        }
+    }
+
+    /// True when the object was judged and found wanting; false when it could not be
+    /// read (the check could not be done).
+    pub fn is_judgement(&self) -> bool {
+        !matches!(self, Self::Unreadable { .. })
+    }
+}
+
+/// A signature time (Unix seconds) as RFC 3339 UTC; before 1970 shows as 1970.
+pub fn format_time(secs: i64) -> String {
+    rfc3339::format(u64::try_from(secs).unwrap_or(0))
+}
+
+fn unreadable(source: git2::Error) -> Refusal {
+    Refusal::Unreadable { source }
+}
+
+/// Verifies the SSH signature of `commit` (see the module documentation).
+pub fn verify_commit(
+    repo: &Repository,
+    commit: Oid,
+    signers: &AllowedSigners,
+) -> Result<Verified, Refusal> {
+    let raw = read_object(repo, commit, ObjectType::Commit)?;
+    let (signature, payload) = split_commit(&raw).ok_or(Refusal::Unsigned)?;
+    let at = repo
+        .find_commit(commit)
+        .map_err(unreadable)?
+        .committer()
+        .when()
+        .seconds();
+    check(&signature, &payload, at, SignedObject::Commit, signers)
+}
+
+/// Verifies the SSH signature of the annotated tag `tag` (see the module
+/// documentation). A tag without a tagger is judged at the current time, as git does.
+pub fn verify_tag(
+    repo: &Repository,
+    tag: Oid,
+    signers: &AllowedSigners,
+) -> Result<Verified, Refusal> {
+    let raw = read_object(repo, tag, ObjectType::Tag)?;
+    let (payload, signature) = split_tag(&raw).ok_or(Refusal::Unsigned)?;
+    let at = match repo.find_tag(tag).map_err(unreadable)?.tagger() {
+        Some(tagger) => tagger.when().seconds(),
+        None => now(),
+    };
+    check(signature, payload, at, SignedObject::Tag, signers)
+}
+
+/// What the agent asks of a revision: with `tag` (an annotated tag pointing at
+/// `commit`), a tag signed by a listed key counts; otherwise, or when the tag's
+/// signature is refused, the commit's own signature must verify. When both are
+/// refused, both reasons are given.
+pub fn verify_revision(
+    repo: &Repository,
+    commit: Oid,
+    tag: Option<Oid>,
+    signers: &AllowedSigners,
+) -> Result<Verified, Refusal> {
+    let Some(tag) = tag else {
+        return verify_commit(repo, commit, signers);
+    };
+    let target = repo
+        .find_tag(tag)
+        .and_then(|t| t.peel())
+        .and_then(|o| o.peel_to_commit())
+        .map_err(unreadable)?
+        .id();
+    if target != commit {
+        return Err(unreadable(git2::Error::from_str(&format!(
+            "tag {tag} points at commit {target}, not {commit}"
+        ))));
+    }
+    match verify_tag(repo, tag, signers) {
+        Ok(verified) => Ok(verified),
+        Err(Refusal::Unsigned) => verify_commit(repo, commit, signers),
+        Err(refusal) if !refusal.is_judgement() => Err(refusal),
+        Err(tag_refusal) => verify_commit(repo, commit, signers).map_err(|commit_refusal| {
+            if commit_refusal.is_judgement() {
+                Refusal::TagAndCommit {
+                    tag: Box::new(tag_refusal),
+                    commit: Box::new(commit_refusal),
+                }
+            } else {
+                commit_refusal
+            }
+        }),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The raw object, which must be of `kind`.
+fn read_object(repo: &Repository, id: Oid, kind: ObjectType) -> Result<Vec<u8>, Refusal> {
+    let odb = repo.odb().map_err(unreadable)?;
+    let object = odb.read(id).map_err(unreadable)?;
+    if object.kind() != kind {
+        return Err(unreadable(git2::Error::from_str(&format!(
+            "{id} is a {}, not a {}",
+            object.kind().str(),
+            kind.str()
+        ))));
+    }
+    Ok(object.data().to_vec())
+}
+
+/// A commit's `gpgsig` header and the commit without it, as git splits them
+/// (commit.c, `parse_buffer_signed_by_header`): only header lines count (libgit2's
+/// `git_commit_extract_signature` also takes a `gpgsig` line from the message, which
+/// git does not); continuation lines start with a space; every `gpgsig*` header
+/// (`gpgsig-sha256` too) is left out of the signed data. `None` when unsigned.
+fn split_commit(raw: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut signature = Vec::new();
+    let mut payload = Vec::with_capacity(raw.len());
+    let (mut in_signature, mut other_signature, mut saw) = (false, false, false);
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, next) = rest.split_at(end);
+        let sig = if in_signature && line.starts_with(b" ") {
+            Some(&line[1..])
+        } else if let Some(value) = line.strip_prefix(b"gpgsig ") {
+            other_signature = false;
+            Some(value)
+        } else {
+            if line.starts_with(b"gpgsig") {
+                other_signature = true;
+            } else if other_signature && !line.starts_with(b" ") {
+                other_signature = false;
+            }
+            None
+        };
+        if let Some(sig) = sig {
+            signature.extend_from_slice(sig);
+            saw = true;
+            in_signature = true;
+        } else if line.first() == Some(&b'\n') {
+            // The message: the rest is payload as is.
+            payload.extend_from_slice(rest);
+            break;
+        } else {
+            if !other_signature {
+                payload.extend_from_slice(line);
+            }
+            in_signature = false;
+        }
+        rest = next;
+    }
+    saw.then_some((signature, payload))
+}
+
+/// An annotated tag's signed part and its signature: the signature starts at the last
+/// line that opens a signature block, as git splits it (`parse_signed_buffer`).
+/// `None` when unsigned.
+fn split_tag(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut at = None;
+    let mut start = 0;
+    while start < raw.len() {
+        if SignatureFormat::of(&raw[start..]).is_some() {
+            at = Some(start);
+        }
+        start = raw[start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(raw.len(), |i| start + i + 1);
+    }
+    at.map(|i| raw.split_at(i))
+}
+
+/// Steps 2–6 of the module documentation on one signature block.
+fn check(
+    signature: &[u8],
+    payload: &[u8],
+    at: i64,
+    object: SignedObject,
+    signers: &AllowedSigners,
+) -> Result<Verified, Refusal> {
+    match SignatureFormat::of(signature) {
+        Some(SignatureFormat::Ssh) => {}
+        Some(format) => return Err(Refusal::NotSsh { format }),
+        None => return Err(Refusal::UnknownFormat),
+    }
+    // Blank lines around the armor are not part of it (libgit2 writes a blank
+    // continuation line after a signature that ends with a newline).
+    let sig = SshSig::from_pem(signature.trim_ascii())
+        .map_err(|source| Refusal::Malformed { source })?;
+    if sig.namespace() != NAMESPACE {
+        return Err(Refusal::SignatureNamespace {
+            namespace: sig.namespace().to_string(),
+        });
+    }
+    let key = sig.public_key();
+    let algorithm = key.algorithm().as_str().to_string();
+    if algorithm.ends_with("-cert-v01@openssh.com") {
+        return Err(Refusal::Certificate { algorithm });
+    }
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let listed: Vec<&AllowedSigner> = signers.for_key(key).collect();
+    let Some(first) = listed.first() else {
+        return Err(Refusal::UnknownKey {
+            fingerprint,
+            algorithm,
+        });
+    };
+    // The listed key (equal to the signature's) checks namespace, key and signature.
+    if first.key.verify(NAMESPACE, payload, &sig).is_err() {
+        return Err(Refusal::BadSignature {
+            principal: first.principals.clone(),
+            fingerprint,
+        });
+    }
+    let mut refusal = None;
+    for signer in listed {
+        match admits(signer, signers.file(), at, object) {
+            Ok(()) => {
+                return Ok(Verified {
+                    object,
+                    principal: signer.principals.clone(),
+                    key_fingerprint: fingerprint,
+                    algorithm,
+                    signed_at: at,
+                    listed_at: format!("{}:{}", signers.file(), signer.line),
+                });
+            }
+            Err(r) => {
+                refusal.get_or_insert(r);
+            }
+        }
+    }
+    Err(refusal.unwrap_or(Refusal::UnknownKey {
+        fingerprint,
+        algorithm,
+    }))
+}
+
+/// Whether one `allowed_signers` line admits its key for namespace `git` at `at`.
+fn admits(
+    signer: &AllowedSigner,
+    file: &str,
+    at: i64,
+    object: SignedObject,
+) -> Result<(), Refusal> {
+    let principal = signer.principals.clone();
+    let fingerprint = signer.fingerprint();
+    let listed_at = format!("{file}:{}", signer.line);
+    if !signer.allows_namespace(NAMESPACE) {
+        return Err(Refusal::KeyNamespace {
+            principal,
+            fingerprint,
+            namespaces: signer.namespaces.as_deref().unwrap_or_default().join(","),
+            listed_at,
+        });
+    }
+    if let Some(valid_after) = signer.valid_after
+        && at < valid_after
+    {
+        return Err(Refusal::NotYetValid {
+            principal,
+            fingerprint,
+            valid_after,
+            at,
+            object,
+            listed_at,
+        });
+    }
+    if let Some(valid_before) = signer.valid_before
+        && at > valid_before
+    {
+        return Err(Refusal::Expired {
+            principal,
+            fingerprint,
+            valid_before,
+            at,
+            object,
+            listed_at,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;
