@@ -3,6 +3,7 @@
 //! The whole binary is test code: helpers may panic on broken prerequisites.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_once;
 mod agentcheck;
 mod apply;
 mod audit;
@@ -20,6 +21,7 @@ mod perms;
 mod plan;
 mod secret;
 mod signature;
+mod source_verify;
 mod validate;
 
 mod registry;

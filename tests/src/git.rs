@@ -370,6 +370,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl TestCa {
+    /// The CA a test server uses, and another one no client should trust for it.
+    pub fn pair() -> Option<(TestCa, TestCa)> {
+        Some((TestCa::new("berth test CA")?, TestCa::new("untrusted CA")?))
+    }
+
     /// A new CA named `name` and its server certificate; `None` (after [`missing`])
     /// without `openssl`.
     pub fn new(name: &str) -> Option<TestCa> {
@@ -467,6 +472,16 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl HttpOptions {
+    /// TLS with `ca`'s server certificate.
+    pub fn tls(ca: &TestCa) -> HttpOptions {
+        HttpOptions {
+            tls: Some((ca.cert.clone(), ca.key.clone())),
+            ..HttpOptions::default()
+        }
     }
 }
 
@@ -891,15 +906,10 @@ mod tests {
         let Some((repo, head)) = two_commits() else {
             return;
         };
-        let (Some(ca), Some(other)) = (TestCa::new("berth test CA"), TestCa::new("other CA"))
-        else {
+        let Some((ca, other)) = TestCa::pair() else {
             return;
         };
-        let opts = HttpOptions {
-            tls: Some((ca.cert.clone(), ca.key.clone())),
-            ..HttpOptions::default()
-        };
-        let Some(server) = GitHttpServer::start(repo.root(), &opts) else {
+        let Some(server) = GitHttpServer::start(repo.root(), &HttpOptions::tls(&ca)) else {
             return;
         };
         let url = server.url("repo.git");
