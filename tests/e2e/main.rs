@@ -21,7 +21,6 @@ mod perms;
 mod plan;
 mod secret;
 mod signature;
-mod source_verify;
 mod validate;
 
 mod registry;
