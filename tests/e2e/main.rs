@@ -21,6 +21,7 @@ mod perms;
 mod plan;
 mod secret;
 mod signature;
+mod source_verify;
 mod validate;
 
 mod registry;
