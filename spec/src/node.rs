@@ -612,11 +612,6 @@ const TRANSPORT_KEYS: &[(&str, Transport)] = &[
 /// Remove a row when the code enforcing it lands.
 const UNENFORCED: &[(&str, &[Caller], &str)] = &[
     (
-        "source.allowed_signers",
-        &[Caller::Agent],
-        "verify commit signatures",
-    ),
-    (
         "source.trusted_pgp_keys",
         &[Caller::Agent],
         "verify OpenPGP commit signatures",
@@ -661,10 +656,6 @@ impl NodeConfig {
     /// and this build cannot; the caller refuses to run when any is returned.
     pub fn unenforced(&self, caller: Caller) -> Vec<Unenforced> {
         let set = |key: &str| match key {
-            "source.allowed_signers" => self
-                .source
-                .as_ref()
-                .is_some_and(|s| s.allowed_signers.is_some()),
             "source.trusted_pgp_keys" => self
                 .source
                 .as_ref()

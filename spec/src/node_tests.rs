@@ -335,7 +335,6 @@ fn security_keys_this_build_cannot_enforce_are_refused() {
     assert_eq!(
         keys,
         [
-            "source.allowed_signers",
             "source.trusted_pgp_keys",
             "policy.trusted_root",
             "policy.trusted_identities"
@@ -343,9 +342,9 @@ fn security_keys_this_build_cannot_enforce_are_refused() {
     );
     assert_eq!(
         agent[0].diagnostic().to_string(),
-        "berth.toml:3:1: error: `source.allowed_signers` is set but this build cannot verify commit signatures yet; refusing to run rather than not enforce it"
+        "berth.toml:4:1: error: `source.trusted_pgp_keys` is set but this build cannot verify OpenPGP commit signatures yet; refusing to run rather than not enforce it"
     );
-    assert_eq!(agent[3].at.as_ref().map(|l| l.line), Some(8));
+    assert_eq!(agent[2].at.as_ref().map(|l| l.line), Some(8));
     // Apply reads no Git: only the image keys concern it.
     let apply: Vec<&str> = cfg
         .unenforced(Caller::Apply)

@@ -206,7 +206,11 @@ fn print_source(s: &SourceReport, revision: Option<&RevisionInfo>) {
         eprintln!("warning: not checked out: {}", p(skipped));
     }
     match revision {
-        Some(r) if s.fetched.as_deref() == Some(r.commit.as_str()) => {
+        Some(r)
+            if s.refused.is_none()
+                && s.unavailable.is_none()
+                && s.fetched.as_deref() == Some(r.commit.as_str()) =>
+        {
             let signed = r
                 .signer
                 .as_ref()
@@ -225,7 +229,7 @@ fn print_source(s: &SourceReport, revision: Option<&RevisionInfo>) {
             r.commit,
             p(&r.subject)
         ),
-        None => println!("nothing applied: no revision was applied before"),
+        None => println!("nothing applied: no revision can be applied"),
     }
 }
 

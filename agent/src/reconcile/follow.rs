@@ -24,7 +24,7 @@ use crate::source::applied::{Applied, AppliedError, RevisionInfo, SCHEMA_VERSION
 use crate::source::checkout::{CheckoutError, Revisions};
 pub use crate::source::fetch::History;
 use crate::source::fetch::{FetchError, Fetched, Remote, display_url};
-use crate::source::signature::{self, SignatureCheck};
+use crate::source::signature;
 
 /// How many times a transient fetch failure is tried in one pass, and the first pause.
 const FETCH_ATTEMPTS: u32 = 3;
@@ -193,28 +193,31 @@ pub fn once(
         }
     }
     if chosen.is_none() {
-        match &before {
-            Some(b) => {
-                let id =
-                    Oid::from_str(&b.revision.commit).map_err(|_| FollowError::NoRevision {
-                        reason: format!("{} names no commit", Applied::path(&state_dir).display()),
-                    })?;
-                chosen = Some((id, b.revision.clone()));
-            }
-            None => {
+        // The revision applied before, if the node's signature check (as it is now)
+        // still vouches for it: a key removed since, or a check turned on since, keeps
+        // it from being applied again.
+        let fallback = match &before {
+            Some(b) => fallback(&remote, section, b)?,
+            None => Err("no revision was applied before".to_string()),
+        };
+        match fallback {
+            Ok(c) => chosen = Some(c),
+            Err(why) => {
+                source.refused = Some(match source.refused.take() {
+                    Some(r) => format!("{r}; {why}"),
+                    None if source.unavailable.is_none() => why.clone(),
+                    None => why.clone(),
+                });
                 on_source(&source, None);
-                if source.refused.is_some() {
-                    return Ok(FollowReport {
-                        source,
-                        revision: None,
-                        pass: None,
+                if source.unavailable.is_some() && before.is_none() {
+                    return Err(FollowError::NoRevision {
+                        reason: source.unavailable.clone().unwrap_or(why),
                     });
                 }
-                return Err(FollowError::NoRevision {
-                    reason: source
-                        .unavailable
-                        .clone()
-                        .unwrap_or_else(|| "the source gave no revision".into()),
+                return Ok(FollowReport {
+                    source,
+                    revision: None,
+                    pass: None,
                 });
             }
         }
@@ -319,6 +322,43 @@ fn runs(containers: &mut BTreeMap<String, String>, report: &Report, commit: &str
     }
 }
 
+/// The revision applied before, to converge to when the newest cannot be applied;
+/// `Ok(Err(why))` when it cannot be either.
+fn fallback(
+    remote: &Remote<'_>,
+    section: &SourceSection,
+    before: &Applied,
+) -> Result<Result<(Oid, RevisionInfo), String>, FollowError> {
+    let Ok(id) = Oid::from_str(&before.revision.commit) else {
+        return Ok(Err(format!(
+            "the record of the revision applied before names no commit (`{}`)",
+            before.revision.commit
+        )));
+    };
+    let mut info = before.revision.clone();
+    if let Some(file) = &section.allowed_signers {
+        let Ok(repo) = open_clone(remote) else {
+            return Ok(Err(format!(
+                "the revision applied before ({id}) cannot be verified again: the clone cannot be read"
+            )));
+        };
+        if repo.find_commit(id).is_err() {
+            return Ok(Err(format!(
+                "the revision applied before ({id}) is no longer in the clone to verify again"
+            )));
+        }
+        match signature::check(file, &repo, id, None)? {
+            Ok(signer) => info.signer = Some(signer),
+            Err(why) => {
+                return Ok(Err(format!(
+                    "the revision applied before ({id}) is not applied again either: {why}"
+                )));
+            }
+        }
+    }
+    Ok(Ok((id, info)))
+}
+
 /// `branch main`, `tag v1`, `commit <id>`.
 fn follows(r: &GitRef) -> String {
     match r {
@@ -348,8 +388,7 @@ fn check_signature(
     let Some(file) = &section.allowed_signers else {
         return Ok(Ok(None));
     };
-    let check = SignatureCheck::load(file)?;
-    Ok(check.revision(repo, fetched.commit, fetched.tag))
+    Ok(signature::check(file, repo, fetched.commit, fetched.tag)?.map(Some))
 }
 
 /// Commit, author, committer time and subject of `commit`.
