@@ -35,6 +35,9 @@ pub struct AgentArgs {
     /// Follow the source once (fetch, verify, apply), then exit
     #[arg(long)]
     pub once: bool,
+    /// Change nothing: fetch, plan and report (as `agent.mode = "observe"`)
+    #[arg(long)]
+    pub observe: bool,
     /// Output format (`--once`)
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -143,7 +146,7 @@ fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
             print!("{plan}");
         }
     };
-    match follow::once(&env, None, wait, &mut on_source, &mut on_plan) {
+    match follow::once(&env, None, args.observe, wait, &mut on_source, &mut on_plan) {
         Ok(report) => {
             render(&report, args.format);
             if report.converged() {

@@ -124,11 +124,13 @@ impl FollowReport {
     }
 }
 
-/// Fetches, verifies, checks out and runs one pass; `on_plan` sees the plan before it
-/// runs, and `on_source` what happened at the source before the pass starts.
+/// Fetches, verifies, checks out and runs one pass (a plan only with `observe` or
+/// `agent.mode = "observe"`); `on_plan` sees the plan before it runs, and `on_source`
+/// what happened at the source before the pass starts.
 pub fn once(
     env: &Env<'_>,
     node: Option<berth_spec::NodeIdentity>,
+    observe: bool,
     wait: LockWait<'_>,
     on_source: &mut dyn FnMut(&SourceReport, Option<&RevisionInfo>),
     on_plan: &mut dyn FnMut(&super::Plan),
@@ -262,7 +264,7 @@ pub fn once(
             source: format!("{}#{}", info.url, info.follows),
         }),
     };
-    if cfg.agent.mode == AgentMode::Observe {
+    if observe || cfg.agent.mode == AgentMode::Observe {
         let plan = pass::plan(env, &input, Registry::Online)?;
         return Ok(FollowReport {
             source,
