@@ -268,8 +268,6 @@ pub fn flatten(store: &Store, record: &ImageRecord, dest: &Path) -> Result<(), P
 /// (in progress) still imports it from this path.
 pub use crate::util::error_chain;
 
-// The executor reads the image's users with it when it renders a container.
-#[allow(dead_code)]
 /// Reads a file of an unpacked image (`etc/passwd`) from its snapshots, top-most first,
 /// as overlayfs would show it: a whiteout (a 0/0 character device) or an opaque
 /// directory above hides what lies below. At most `limit` bytes.
@@ -307,7 +305,6 @@ pub fn read_image_file(lowerdirs: &[PathBuf], rel: &str, limit: u64) -> Option<V
     None
 }
 
-#[allow(dead_code)]
 fn xattr_opaque(dir: &Path) -> std::io::Result<Option<bool>> {
     let mut buf = [0u8; 4];
     match rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf) {

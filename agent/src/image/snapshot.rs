@@ -21,14 +21,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
+#[cfg(test)]
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
+use super::unpack::UnpackError;
+#[cfg(test)]
+use super::unpack::{self, UnpackOptions, WhiteoutMode};
 use crate::runtime::state;
 
 /// A layer chain ID, `sha256:<64 lowercase hex>`.
@@ -332,6 +336,9 @@ impl SnapshotStore {
 
     /// Unpacks one layer as the snapshot of `parent` + `diff_id`, unless it exists.
     /// The computed diff_id must equal `diff_id`; on any error nothing is left visible.
+    /// The tests' way in, a layer at a time; `prepare::unpack_snapshots` does the same
+    /// for a whole image, in parallel, through [`SnapshotStore::prepare`].
+    #[cfg(test)]
     pub fn unpack<R: Read>(
         &self,
         parent: Option<&ChainId>,

@@ -19,9 +19,6 @@
 //! [`netlink`]), [`store`] (records and atomic files). Callers hold the state
 //! directory's lock for the length of a pass; nothing here locks.
 
-// The executor that drives attach/detach is not wired in yet; the CLI uses the rest.
-#![allow(dead_code)]
-
 mod attach;
 pub mod audit;
 pub mod cni;
@@ -170,11 +167,13 @@ impl Networks {
     }
 
     /// Replaces where DNS settings come from.
+    #[cfg(test)]
     pub fn with_dns(mut self, dns: DnsConfig) -> Self {
         self.dns = dns;
         self
     }
 
+    #[cfg(test)]
     pub fn paths(&self) -> &Paths {
         &self.paths
     }

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::runtime::state;
+use crate::runtime::state::{self, InstanceDirs};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,14 +55,13 @@ impl Paths {
     pub fn netns(&self, id: &str) -> PathBuf {
         self.run_dir.join("netns").join(id)
     }
-    pub fn instance_dir(&self, id: &str) -> PathBuf {
-        self.state_dir.join("instances").join(id)
-    }
+    /// `hosts` in the instance's directory (laid out by `runtime::state`).
     pub fn hosts(&self, id: &str) -> PathBuf {
-        self.instance_dir(id).join("hosts")
+        InstanceDirs::new(&self.state_dir, id).hosts()
     }
+    /// `resolv.conf` in the instance's directory.
     pub fn resolv_conf(&self, id: &str) -> PathBuf {
-        self.instance_dir(id).join("resolv.conf")
+        InstanceDirs::new(&self.state_dir, id).resolv_conf()
     }
 }
 

@@ -212,6 +212,7 @@ impl Layout {
     }
 
     /// The same layout with every mount point moved under `prefix` (recorded trees).
+    #[cfg(test)]
     pub fn rebased(self, prefix: &Path) -> Layout {
         let under = |p: &Path| prefix.join(p.strip_prefix("/").unwrap_or(p));
         match self {

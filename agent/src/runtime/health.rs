@@ -186,6 +186,7 @@ pub enum WaitEnd {
 
 impl WaitEnd {
     /// The health status the record was left in, as `ps` shows it.
+    #[cfg(test)]
     pub fn status(&self) -> &'static str {
         match self {
             WaitEnd::Unhealthy(_) => "unhealthy",

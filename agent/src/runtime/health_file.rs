@@ -225,17 +225,6 @@ pub fn read(instance_root: &Path) -> Result<Option<HealthRecord>, HealthFileErro
         .map_err(|source| HealthFileError::Parse { path, source })
 }
 
-/// Removes the record (a restart starts afresh); a missing one is fine.
-pub fn remove(instance_root: &Path) -> Result<(), HealthFileError> {
-    let path = path(instance_root);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(HealthFileError::Write { path, source: e })
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Whether a stored container spec (JSON) has a health check.
 pub fn has_check(spec: &serde_json::Value) -> bool {
     spec.get("health").is_some_and(|h| !h.is_null())
@@ -476,8 +465,7 @@ mod tests {
             current(dir.path(), &spec, None),
             Some(HealthRecord::starting())
         );
-        remove(dir.path()).unwrap();
-        remove(dir.path()).unwrap();
+        std::fs::remove_file(path(dir.path())).unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
     }
 }

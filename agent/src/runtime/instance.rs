@@ -35,11 +35,12 @@ mod lifecycle_tests;
 mod tests;
 
 pub use driver::OciInstances;
-#[allow(unused_imports, reason = "for the executor and `berth exec`")]
+#[cfg(test)]
 pub use exec::exec_process;
 
 /// SIGKILL; SIGTERM is the spec's default stop signal.
 pub const SIGKILL: i32 = 9;
+#[cfg(test)]
 pub const SIGTERM: i32 = 15;
 
 /// One instance: its runtime id and its directory.

@@ -12,9 +12,6 @@
 //! and [`instance`] runs an instance's lifecycle through the shim behind the
 //! `InstanceRuntime` trait.
 
-// The executor that calls these is not wired in yet; until then only tests use them.
-#![allow(dead_code)]
-
 pub mod cgroup;
 pub mod health;
 pub mod health_file;

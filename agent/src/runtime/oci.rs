@@ -25,11 +25,7 @@ mod tests;
 
 pub use run::{run_captured, spawn};
 
-#[allow(
-    unused_imports,
-    reason = "for the agent start-up, which is not wired in yet"
-)]
-pub use detect::{DetectError, detect};
+pub use detect::detect;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -105,21 +101,6 @@ pub struct ShimLaunch<'a> {
     pub shim_pid_file: &'a Path,
     pub log_max_size: u64,
     pub log_max_files: u32,
-}
-
-/// What `exec` runs: a process file, or a command with the flags runc and crun share.
-#[derive(Debug, Clone, Copy)]
-pub enum ExecArgs<'a> {
-    /// `exec --process FILE ID`: the whole OCI `process` object (berth's choice, since
-    /// crun's `--env` replaces the environment where runc's appends to it).
-    Process(&'a Path),
-    /// `exec [--user U[:G]] [--env K=V]… [--cwd DIR] -- ID ARG…`.
-    Command {
-        args: &'a [String],
-        user: Option<&'a str>,
-        env: &'a [(String, String)],
-        cwd: Option<&'a str>,
-    },
 }
 
 fn os(s: impl AsRef<OsStr>) -> OsString {
@@ -207,35 +188,17 @@ impl Runtime {
         v
     }
 
-    /// `exec` in the foreground, without a terminal; stdio is the caller's. With `log`,
-    /// the runtime writes its own errors there as JSON lines (`--log-format json`).
-    pub fn exec_argv(&self, id: &str, exec: &ExecArgs<'_>, log: Option<&Path>) -> Vec<OsString> {
+    /// `exec --process FILE ID` in the foreground, without a terminal; stdio is the
+    /// caller's. The process file holds the whole OCI `process` object: berth never
+    /// passes `--env` flags, since crun's replaces the environment where runc's appends
+    /// to it. With `log`, the runtime writes its own errors there as JSON lines
+    /// (`--log-format json`).
+    pub fn exec_argv(&self, id: &str, process: &Path, log: Option<&Path>) -> Vec<OsString> {
         let mut v = self.global();
         if let Some(log) = log {
             v.extend([os("--log"), os(log), os("--log-format"), os("json")]);
         }
-        v.push(os("exec"));
-        match exec {
-            ExecArgs::Process(file) => v.extend([os("--process"), os(file), os(id)]),
-            ExecArgs::Command {
-                args,
-                user,
-                env,
-                cwd,
-            } => {
-                if let Some(user) = user {
-                    v.extend([os("--user"), os(user)]);
-                }
-                for (k, val) in env.iter() {
-                    v.extend([os("--env"), os(format!("{k}={val}"))]);
-                }
-                if let Some(cwd) = cwd {
-                    v.extend([os("--cwd"), os(cwd)]);
-                }
-                v.extend([os("--"), os(id)]);
-                v.extend(args.iter().map(os));
-            }
-        }
+        v.extend([os("exec"), os("--process"), os(process), os(id)]);
         v
     }
 

@@ -6,6 +6,4 @@ pub mod binds;
 pub mod nofollow;
 pub mod secrets;
 pub mod treefile;
-// Used by the executor (`berth apply`), which lands next.
-#[allow(dead_code)]
 pub mod volumes;

@@ -326,7 +326,6 @@ pub fn decrypt_tree_file(
 }
 
 /// An instance's secrets directory: `<run_dir>/secrets/<instance id>` (DESIGN.md §7).
-#[allow(dead_code, reason = "the runtime calls it when it delivers secrets")]
 pub fn secrets_dir(run_dir: &Path, instance_id: &str) -> PathBuf {
     run_dir.join("secrets").join(instance_id)
 }
@@ -334,7 +333,6 @@ pub fn secrets_dir(run_dir: &Path, instance_id: &str) -> PathBuf {
 /// Mounts a fresh tmpfs at `dir` (`<run_dir>/secrets/<instance id>`), creating it mode
 /// 0700. A mount left there by a crash is replaced, so no stale secret survives.
 /// `size` bounds the tmpfs in bytes (tmpfs counts whole pages per file).
-#[allow(dead_code, reason = "the runtime calls it when it delivers secrets")]
 pub fn mount_secrets_dir(dir: &Path, size: u64) -> Result<(), SecretError> {
     let mount_err = |source: io::Error| SecretError::Mount {
         path: dir.to_path_buf(),
@@ -361,7 +359,6 @@ pub fn mount_secrets_dir(dir: &Path, size: u64) -> Result<(), SecretError> {
 }
 
 /// Unmounts and removes an instance's secrets directory; nothing there is fine.
-#[allow(dead_code, reason = "the runtime calls it when it removes an instance")]
 pub fn unmount_secrets_dir(dir: &Path) -> Result<(), SecretError> {
     while is_mount_point(dir) {
         nix::mount::umount2(dir, MntFlags::MNT_DETACH).map_err(|e| SecretError::Unmount {
@@ -380,7 +377,6 @@ pub fn unmount_secrets_dir(dir: &Path) -> Result<(), SecretError> {
 
 /// Writes one secret into a mounted secrets directory: a new file (never through a
 /// symlink, never over an existing one), mode 0400, owned by `uid:gid`.
-#[allow(dead_code, reason = "the runtime calls it when it delivers secrets")]
 pub fn write_secret(
     dir: &Path,
     target: &str,

@@ -12,9 +12,6 @@ use super::transport::Req;
 use super::{Client, Repository};
 use crate::image::digest::Digest;
 
-// Called by `berth sign` (signature branch) and the tests below; unused by the
-// commands on this branch alone.
-#[cfg_attr(not(test), allow(dead_code))]
 impl Client {
     /// True when the registry has the blob (`HEAD`).
     pub async fn blob_exists(

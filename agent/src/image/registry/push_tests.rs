@@ -1,5 +1,5 @@
 //! Push and fetch against a real `docker-registry` on loopback (the fakes elsewhere
-//! are matched by the e2e suite; this pins the push half, which no command uses yet).
+//! are matched by the e2e suite; `berth sign` pushes through this half).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -10,12 +10,16 @@ use crate::image::manifest::{MAX_MANIFEST_BYTES, OCI_MANIFEST};
 use crate::image::registry::RegistryConfig;
 
 /// The process, its address, and the storage dir (kept alive until drop).
-struct Registry(Child, String, #[allow(dead_code)] tempfile::TempDir);
+struct Registry {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -45,7 +49,11 @@ fn start() -> Option<Registry> {
         assert!(Instant::now() < deadline, "docker-registry did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some(Registry(child, addr, dir))
+    Some(Registry {
+        child,
+        addr,
+        _data: dir,
+    })
 }
 
 #[tokio::test]
@@ -53,7 +61,7 @@ async fn push_then_fetch_roundtrip() {
     let Some(reg) = start() else { return };
     let client = Client::new(RegistryConfig::new()).unwrap();
     let repo = Repository {
-        registry: reg.1.clone(),
+        registry: reg.addr.clone(),
         name: "push/test".into(),
     };
     let layer = Bytes::from_static(b"not really a tar, the registry does not care");

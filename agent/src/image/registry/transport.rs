@@ -68,7 +68,6 @@ impl Req {
         self
     }
 
-    #[cfg_attr(not(test), allow(dead_code))] // pushes only
     pub fn body(mut self, body: Bytes) -> Req {
         self.body = Some(body);
         self

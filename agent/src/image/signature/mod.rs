@@ -43,14 +43,20 @@ mod interop_tests;
 mod tests;
 
 pub use error::{BoxError, Rejection, SignatureError};
-pub use keys::{KeyPairPaths, SigningKey, TrustedKey, write_key_pair};
-pub use manifest::{
-    Descriptor, ImageManifest, MAX_PAYLOAD_SIZE, MAX_SIGNATURE_LAYERS, OCI_CONFIG_MEDIA_TYPE,
-    OCI_MANIFEST_MEDIA_TYPE, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, signature_tag,
+pub use keys::{SigningKey, TrustedKey, write_key_pair};
+pub use manifest::{ImageManifest, signature_tag};
+pub use payload::{SimpleSigningPayload, build_payload};
+pub use sign::sign_image;
+pub use verify::{VerifiedManifest, verify_signature_manifest};
+#[cfg(test)]
+use {
+    manifest::{
+        OCI_CONFIG_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, SIGNATURE_ANNOTATION,
+        SIMPLE_SIGNING_MEDIA_TYPE,
+    },
+    sign::{SignatureArtifact, build_signature_artifact},
+    verify::verify,
 };
-pub use payload::{SIMPLE_SIGNING_TYPE, SimpleSigningPayload, build_payload};
-pub use sign::{Blob, SignatureArtifact, build_signature_artifact, sign, sign_image};
-pub use verify::{BlobSource, Verified, VerifiedManifest, verify, verify_signature_manifest};
 
 use sha2::{Digest, Sha256};
 

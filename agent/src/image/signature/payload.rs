@@ -57,6 +57,7 @@ impl SimpleSigningPayload {
     }
 
     /// The `optional` annotations, if any.
+    #[cfg(test)]
     pub fn optional(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
         self.optional.as_ref()
     }

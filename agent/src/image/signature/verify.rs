@@ -5,8 +5,6 @@
 //! payload, check its type, and require its digest claim to equal the digest berth is
 //! about to run. `docker-reference` is reported, not checked, as cosign does.
 
-use std::collections::BTreeSet;
-
 use base64::Engine;
 use p256::ecdsa::DerSignature;
 use p256::ecdsa::signature::Verifier;
@@ -86,16 +84,18 @@ where
 }
 
 /// The outcome of a signature manifest that verified: every (layer, key) pair that
-/// verified, and every one that did not (for the audit log).
+/// verified (and, for the tests, every one that did not).
 #[derive(Debug)]
 pub struct VerifiedManifest {
     pub verified: Vec<Verified>,
+    #[cfg(test)]
     pub rejected: Vec<Rejection>,
 }
 
+#[cfg(test)]
 impl VerifiedManifest {
-    /// The distinct trusted keys with at least one valid signature (for thresholds).
-    pub fn keys(&self) -> BTreeSet<&str> {
+    /// The distinct trusted keys with at least one valid signature.
+    pub fn keys(&self) -> std::collections::BTreeSet<&str> {
         self.verified.iter().map(|v| v.key.as_str()).collect()
     }
 }
@@ -160,7 +160,11 @@ pub fn verify_signature_manifest(
             rejections: rejected,
         });
     }
-    Ok(VerifiedManifest { verified, rejected })
+    Ok(VerifiedManifest {
+        verified,
+        #[cfg(test)]
+        rejected,
+    })
 }
 
 /// Checks the descriptor, fetches the blob and checks it against the descriptor.

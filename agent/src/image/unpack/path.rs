@@ -58,10 +58,6 @@ impl EntryPath {
         &self.comps
     }
 
-    pub(crate) fn is_root(&self) -> bool {
-        self.comps.is_empty()
-    }
-
     /// The components of the parent directory (empty for the root's children).
     pub(crate) fn parent(&self) -> &[Vec<u8>] {
         match self.comps.split_last() {

@@ -15,13 +15,16 @@ use std::path::Path;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-/// How [`Root`] resolves paths; the choice exists for old kernels and for tests.
+/// How [`Root`] resolves paths: `openat2(RESOLVE_IN_ROOT)` when the kernel has it,
+/// else component by component with `openat(O_NOFOLLOW)` and symlinks expanded by
+/// berth (old kernels). Tests force the second to run both on any kernel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Resolver {
-    /// `openat2(RESOLVE_IN_ROOT)` when the kernel has it, else [`Resolver::Userspace`].
+    /// The kernel's resolver when it has one, else berth's.
     #[default]
     Auto,
-    /// Component-by-component `openat(O_NOFOLLOW)` with symlinks expanded by berth.
+    /// Berth's resolver, whatever the kernel has.
+    #[cfg(test)]
     Userspace,
 }
 

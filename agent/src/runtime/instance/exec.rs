@@ -20,7 +20,7 @@ use super::{
     ExecIo, ExecOutcome, ExecRequest, Instance, InstanceError, InstanceRuntime, InstanceStatus,
     OciInstances,
 };
-use crate::runtime::oci::{ExecArgs, exec_failure_code, last_logged_error};
+use crate::runtime::oci::{exec_failure_code, last_logged_error};
 
 /// The longest wait for a timed exec whose timeout does not fit the clock.
 const MAX_EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -127,11 +127,9 @@ pub(super) fn run(
         .and_then(|()| process_file.flush())
         .map_err(InstanceError::io(inst, "cannot write", process_file.path()))?;
 
-    let mut argv = oci.runtime.exec_argv(
-        &inst.id,
-        &ExecArgs::Process(process_file.path()),
-        Some(log_file.path()),
-    );
+    let mut argv = oci
+        .runtime
+        .exec_argv(&inst.id, process_file.path(), Some(log_file.path()));
     // With a timeout, the runtime writes the exec'd process's pid, to kill it by.
     let pid_file = match req.timeout {
         Some(_) => Some(temp(".exec-pid-")?),

@@ -19,7 +19,7 @@ pub mod process;
 pub mod seccomp;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod golden_tests;
 #[cfg(test)]
@@ -36,7 +36,7 @@ use oci_spec::runtime::{RootBuilder, Spec, SpecBuilder};
 use berth_spec::Container;
 
 use crate::runtime::spec_hash::SpecHash;
-use crate::runtime::user::{ResolvedUser, UserError};
+use crate::runtime::user::UserError;
 
 /// The OCI runtime-spec version the config declares (what runc 1.1 and crun support).
 pub const OCI_VERSION: &str = "1.0.2";
@@ -252,14 +252,6 @@ pub fn render(input: &RenderInput<'_>) -> Result<Spec, RenderError> {
         .annotations(annotations)
         .build()
         .map_err(oci_err(c))
-}
-
-/// The user the container runs as, resolved as [`render`] resolves it (spec, else the
-/// image's `User`, else root, against the image's `/etc/passwd` and `/etc/group`). The
-/// policy re-checks `run-as-non-root` and `non-root-group` with it once the image is
-/// known; the same numbers are in the rendered `process.user`.
-pub fn resolve_user(input: &RenderInput<'_>) -> Result<ResolvedUser, RenderError> {
-    process::resolve_user(input)
 }
 
 /// Serialises a config as pretty JSON with every object's keys sorted and the

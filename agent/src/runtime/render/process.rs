@@ -92,8 +92,8 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Process, RenderError> {
     Ok(process)
 }
 
-/// Resolves the user the container runs as (spec, else image, else root). The policy
-/// uses this to re-check `run-as-non-root` once the image is known.
+/// Resolves the user the container runs as: the spec's `user`, else the image's `User`,
+/// else root, against the image's `/etc/passwd` and `/etc/group`.
 pub(super) fn resolve_user(input: &RenderInput<'_>) -> Result<ResolvedUser, RenderError> {
     let c = input.container;
     let spec = c.user.as_deref().or_else(|| {

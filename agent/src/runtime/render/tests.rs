@@ -122,7 +122,7 @@ fn ulimit_clamp() {
 #[test]
 fn user_resolution_and_errors() {
     let s = scenario(r#"user = "app""#);
-    let u = super::resolve_user(&s.input()).unwrap();
+    let u = super::process::resolve_user(&s.input()).unwrap();
     assert_eq!(
         (u.uid, u.gid, u.additional_gids),
         (10001, 10001, vec![29, 44])
@@ -131,7 +131,7 @@ fn user_resolution_and_errors() {
     // The image's User applies when the spec has none.
     let mut s = scenario("");
     s.image = image(r#"{"User":"daemon","Cmd":["sh"]}"#);
-    let u = super::resolve_user(&s.input()).unwrap();
+    let u = super::process::resolve_user(&s.input()).unwrap();
     assert_eq!((u.uid, u.gid), (1, 1));
 
     let s = scenario(r#"user = "nobody""#);
