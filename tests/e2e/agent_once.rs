@@ -35,13 +35,13 @@ fn setup() -> Option<(LiveNode, GitRepo)> {
 }
 
 /// Writes `fleet/NAME.toml`: one container running `sleep SECS` (a changed `secs` is
-/// a changed spec).
+/// a changed spec). `sleep` as PID 1 ignores SIGTERM: SIGKILL stops it at once.
 fn write_container(node: &LiveNode, repo: &GitRepo, name: &str, secs: u32) {
     repo.write(
         &format!("{SPECS}/{name}.toml"),
         &format!(
             "[container.{name}]\nimage = \"{}\"\nuser = \"10001:10001\"\n\
-             command = [\"sleep\", \"{secs}\"]\n",
+             command = [\"sleep\", \"{secs}\"]\nstop_signal = \"SIGKILL\"\n",
             node.image
         ),
     );
@@ -557,7 +557,14 @@ fn signed_commits_are_applied_and_every_bad_signature_is_refused() {
     let tree = repo.git(&["rev-parse", &format!("{expired}^{{tree}}")]);
     let forged = repo.forge_tree(&good, &tree);
     repo.push_commit(&forged, "main");
-    refused(&forged, &["does not verify", "signature"]);
+    refused(
+        &forged,
+        &[
+            "does not verify",
+            "does not match",
+            "changed after it was signed",
+        ],
+    );
 
     // A key valid until 2020 still vouches for what it signed before then, as git
     // judges it (at the committer time).
