@@ -590,3 +590,85 @@ fn a_pass_killed_while_creates_run_side_by_side_converges_without_leaks() {
         );
     }
 }
+
+/// A reboot takes what lives in memory: the container's processes and its shim (no
+/// exit file is written), the runtime's state under the run directory, and every
+/// mount — root filesystem, secrets tmpfs, network namespace. The next apply makes
+/// the instance again on the writable layer it had, and starts it.
+#[test]
+fn a_reboot_that_took_the_mounts_is_made_good_by_the_next_apply() {
+    let Some(node) = setup("10.251.25.0/24") else {
+        return;
+    };
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let id = app_state(&node)["instance"]
+        .as_str()
+        .expect("no instance")
+        .to_string();
+    let inst = node.state().join("instances").join(&id);
+    // What the container left in its writable layer (its root is read-only: the
+    // test writes it from the host).
+    std::fs::write(inst.join("upper/kept"), "kept\n").unwrap();
+
+    for file in ["shim.pid", "pid"] {
+        if let Ok(pid) = std::fs::read_to_string(inst.join(file)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(node.run_dir().join("runc"))
+        .args(["delete", "-f", &id])
+        .output();
+    let _ = std::fs::remove_file(inst.join("exit.json"));
+    let base = node.dir.path().to_string_lossy().into_owned();
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|mp| mp.starts_with(&base))
+        .map(String::from)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in &points {
+        let out = std::process::Command::new("umount")
+            .args(["-l", p])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "umount {p}: {out:?}");
+    }
+    assert!(!points.is_empty(), "nothing was mounted");
+
+    let r = node.apply(None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let v = app_state(&node);
+    assert_eq!(v["state"]["status"], "running", "{v}");
+    assert_eq!(v["instance"], id.as_str(), "not the same instance: {v}");
+    assert_eq!(v["restarts"], 1, "{v}");
+    let exec = |cmd: &[&str]| {
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(node.run_dir().join("runc"))
+            .arg("exec")
+            .arg(&id)
+            .args(cmd)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        exec(&["cat", "/kept"]),
+        "kept\n",
+        "the writable layer was lost"
+    );
+    assert!(
+        !exec(&["cat", "/run/secrets/pw"]).is_empty(),
+        "the secret is not back"
+    );
+}

@@ -1,4 +1,5 @@
-//! Carrying out a [`Plan`]: each step is handed to a [`HostOps`]; a step whose `needs`
+//! Carrying out a [`Plan`]: each step is handed to the [`StepHost`] trait of its kind
+//! (images, networks and volumes, containers); a step whose `needs`
 //! failed or were skipped is skipped too, so a failed pull never takes down the running
 //! version. One result per step is recorded (omicron's reconciler records one result
 //! per item), and read back per container as a typed [`Outcome`] (`reconcile::outcome`).
@@ -158,13 +159,22 @@ impl From<String> for StepError {
     }
 }
 
-/// The side effects of a plan's actions. Steps of one stage may be called from several
-/// threads at once, each for a different container.
-pub trait HostOps: Sync {
+/// The image steps of a plan.
+pub trait ImageSteps: Sync {
     /// Pull, verify and unpack an image (usually already done before planning).
     fn pull(&self, image: &str, digest: &str) -> Result<(), StepError>;
+}
+
+/// The steps on the planner's objects: networks and named volumes.
+pub trait ObjectSteps: Sync {
     fn create_network(&self, name: &str) -> Result<(), StepError>;
+    fn remove_network(&self, name: &str) -> Result<(), StepError>;
     fn create_volume(&self, name: &str) -> Result<(), StepError>;
+    fn remove_volume(&self, name: &str) -> Result<(), StepError>;
+}
+
+/// The steps on containers and their instances.
+pub trait ContainerSteps: Sync {
     fn create(&self, name: &str, instance: &str) -> Result<(), StepError>;
     fn start(&self, name: &str, instance: &str) -> Result<(), StepError>;
     fn stop(
@@ -177,10 +187,28 @@ pub trait HostOps: Sync {
     fn remove(&self, name: &str, instance: &str) -> Result<(), StepError>;
     fn forget(&self, name: &str) -> Result<(), StepError>;
     fn wait_healthy(&self, name: &str, instance: &str, timeout: Duration) -> Result<(), StepError>;
-    fn remove_network(&self, name: &str) -> Result<(), StepError>;
-    fn remove_volume(&self, name: &str) -> Result<(), StepError>;
     /// Work batched over the whole plan (peers' hosts files), after the last step.
     fn finish(&self) {}
+}
+
+/// The side effects of a plan's actions, by concern. Steps of one stage may be called
+/// from several threads at once, each for a different container.
+#[derive(Clone, Copy)]
+pub struct StepHost<'h> {
+    pub images: &'h dyn ImageSteps,
+    pub objects: &'h dyn ObjectSteps,
+    pub containers: &'h dyn ContainerSteps,
+}
+
+impl<'h> StepHost<'h> {
+    /// One host that does every kind of step.
+    pub fn of<H: ImageSteps + ObjectSteps + ContainerSteps>(host: &'h H) -> Self {
+        StepHost {
+            images: host,
+            objects: host,
+            containers: host,
+        }
+    }
 }
 
 /// What happened to one step. Serialised as `{"result": "done"}`, or with a `detail`
@@ -239,29 +267,30 @@ impl Serialize for StepResult {
 }
 
 /// Runs one step's action against `host`.
-fn run_step(step: &Step, host: &dyn HostOps) -> StepResult {
+fn run_step(step: &Step, host: StepHost<'_>) -> StepResult {
     let _span = tracing::info_span!("step", id = step.id).entered();
+    let (images, objects, containers) = (host.images, host.objects, host.containers);
     let r = match &step.action {
-        Action::Pull { image, digest } => host.pull(image, digest),
-        Action::CreateNetwork { name } => host.create_network(name),
-        Action::CreateVolume { name } => host.create_volume(name),
-        Action::Create { name, instance } => host.create(name, instance),
-        Action::Start { name, instance } => host.start(name, instance),
+        Action::Pull { image, digest } => images.pull(image, digest),
+        Action::CreateNetwork { name } => objects.create_network(name),
+        Action::CreateVolume { name } => objects.create_volume(name),
+        Action::Create { name, instance } => containers.create(name, instance),
+        Action::Start { name, instance } => containers.start(name, instance),
         Action::Stop {
             name,
             instance,
             signal,
             timeout,
-        } => host.stop(name, instance, signal, *timeout),
-        Action::Remove { name, instance } => host.remove(name, instance),
-        Action::Forget { name } => host.forget(name),
+        } => containers.stop(name, instance, signal, *timeout),
+        Action::Remove { name, instance } => containers.remove(name, instance),
+        Action::Forget { name } => containers.forget(name),
         Action::WaitHealthy {
             name,
             instance,
             timeout,
-        } => host.wait_healthy(name, instance, *timeout),
-        Action::RemoveNetwork { name } => host.remove_network(name),
-        Action::RemoveVolume { name } => host.remove_volume(name),
+        } => containers.wait_healthy(name, instance, *timeout),
+        Action::RemoveNetwork { name } => objects.remove_network(name),
+        Action::RemoveVolume { name } => objects.remove_volume(name),
         Action::Report { .. } => return StepResult::Reported,
     };
     match r {
@@ -319,7 +348,7 @@ impl<'p> Board<'p> {
 
 /// Runs the plan's steps against `host`, with at most `workers` (at least 1) steps at
 /// a time within a stage.
-pub fn execute(plan: &Plan, host: &dyn HostOps, workers: usize) -> Outcome {
+pub fn execute(plan: &Plan, host: StepHost<'_>, workers: usize) -> Outcome {
     execute_timed(plan, host, workers).0
 }
 
@@ -327,7 +356,7 @@ pub fn execute(plan: &Plan, host: &dyn HostOps, workers: usize) -> Outcome {
 /// duration).
 pub fn execute_timed(
     plan: &Plan,
-    host: &dyn HostOps,
+    host: StepHost<'_>,
     workers: usize,
 ) -> (Outcome, BTreeMap<usize, Duration>) {
     let mut stages: BTreeMap<u32, Vec<&Step>> = BTreeMap::new();
@@ -346,14 +375,14 @@ pub fn execute_timed(
         (results, stage) = run_stage(steps, results, host, workers.max(1));
         durations.extend(stage);
     }
-    host.finish();
+    host.containers.finish();
     (summarise(plan, &results), durations)
 }
 
 fn run_stage(
     steps: Vec<&Step>,
     results: BTreeMap<usize, StepResult>,
-    host: &dyn HostOps,
+    host: StepHost<'_>,
     workers: usize,
 ) -> (BTreeMap<usize, StepResult>, BTreeMap<usize, Duration>) {
     let workers = workers.min(steps.len());
@@ -439,16 +468,28 @@ mod tests {
         }
     }
 
-    impl HostOps for Recorder {
+    impl ImageSteps for Recorder {
         fn pull(&self, image: &str, _: &str) -> Result<(), StepError> {
             self.call(format!("pull {image}"))
         }
+    }
+
+    impl ObjectSteps for Recorder {
         fn create_network(&self, n: &str) -> Result<(), StepError> {
             self.call(format!("net {n}"))
+        }
+        fn remove_network(&self, n: &str) -> Result<(), StepError> {
+            self.call(format!("rmnet {n}"))
         }
         fn create_volume(&self, n: &str) -> Result<(), StepError> {
             self.call(format!("vol {n}"))
         }
+        fn remove_volume(&self, n: &str) -> Result<(), StepError> {
+            self.call(format!("rmvol {n}"))
+        }
+    }
+
+    impl ContainerSteps for Recorder {
         fn create(&self, _: &str, i: &str) -> Result<(), StepError> {
             self.call(format!("create {i}"))
         }
@@ -467,11 +508,13 @@ mod tests {
         fn wait_healthy(&self, _: &str, i: &str, _: Duration) -> Result<(), StepError> {
             self.call(format!("wait {i}"))
         }
-        fn remove_network(&self, n: &str) -> Result<(), StepError> {
-            self.call(format!("rmnet {n}"))
-        }
-        fn remove_volume(&self, n: &str) -> Result<(), StepError> {
-            self.call(format!("rmvol {n}"))
+    }
+
+    /// `rec` for images, networks and volumes, `containers` for the container steps.
+    fn hosts<'h>(rec: &'h Recorder, containers: &'h dyn ContainerSteps) -> StepHost<'h> {
+        StepHost {
+            containers,
+            ..StepHost::of(rec)
         }
     }
 
@@ -595,7 +638,7 @@ mod tests {
             steps: vec![start],
         };
         let rec = Recorder::default();
-        let out = execute(&plan, &rec, 2);
+        let out = execute(&plan, StepHost::of(&rec), 2);
         assert!(rec.calls().is_empty(), "{:?}", rec.calls());
         assert_eq!(out.results[0].1, StepResult::Deferred(Timestamp(1_040)));
         let until = crate::runtime::state::rfc3339(1_040);
@@ -618,7 +661,7 @@ mod tests {
             serde_json::json!({"result": "deferred", "detail": until})
         );
         plan.now = Timestamp(1_040);
-        let out = execute(&plan, &rec, 2);
+        let out = execute(&plan, StepHost::of(&rec), 2);
         assert_eq!(rec.calls(), vec!["start web-1"]);
         assert_eq!(
             outcome(&out, "web"),
@@ -633,7 +676,7 @@ mod tests {
         let mut host = Slow::default();
         host.rec.full.insert("create a-1".into());
         host.rec.fail.insert("create c-1".into());
-        let out = execute(&four_new(), &host, 1);
+        let out = execute(&four_new(), hosts(&host.rec, &host), 1);
         let enospc = std::io::Error::from_raw_os_error(28).to_string();
         assert_eq!(
             outcome(&out, "a"),
@@ -672,7 +715,7 @@ mod tests {
     fn a_failed_pull_skips_everything_that_needs_it() {
         let mut host = Recorder::default();
         host.fail.insert("pull r/web".into());
-        let out = execute(&update_plan(), &host, 1);
+        let out = execute(&update_plan(), StepHost::of(&host), 1);
         assert_eq!(
             host.calls(),
             vec!["pull r/web"],
@@ -691,7 +734,7 @@ mod tests {
     #[test]
     fn a_converging_plan_runs_every_step_in_order() {
         let host = Recorder::default();
-        let out = execute(&update_plan(), &host, 1);
+        let out = execute(&update_plan(), StepHost::of(&host), 1);
         assert_eq!(
             host.calls(),
             vec![
@@ -724,7 +767,7 @@ mod tests {
     fn a_failed_create_reports_the_container() {
         let mut host = Recorder::default();
         host.fail.insert("create web-new".into());
-        let out = execute(&update_plan(), &host, 1);
+        let out = execute(&update_plan(), StepHost::of(&host), 1);
         assert_eq!(
             outcome(&out, "web"),
             not_applied("create", "create web-new broke", None)
@@ -790,7 +833,7 @@ mod tests {
         let (plan, policy) = new_with_findings();
         let mut host = Recorder::default();
         host.fail.insert("create web-1".into());
-        let mut out = execute(&plan, &host, 1);
+        let mut out = execute(&plan, StepHost::of(&host), 1);
         out.complete(&desired(&["web"]), &policy);
         assert_eq!(
             out.containers["web"],
@@ -818,7 +861,7 @@ mod tests {
     #[test]
     fn findings_come_in_addition_to_the_outcome() {
         let (plan, policy) = new_with_findings();
-        let mut out = execute(&plan, &Recorder::default(), 1);
+        let mut out = execute(&plan, StepHost::of(&Recorder::default()), 1);
         out.complete(&desired(&["web"]), &policy);
         let web = &out.containers["web"];
         assert_eq!(
@@ -845,16 +888,7 @@ mod tests {
     /// A host that refuses a create, as the bind-source check does.
     struct Refusing(Recorder);
 
-    impl HostOps for Refusing {
-        fn pull(&self, i: &str, d: &str) -> Result<(), StepError> {
-            self.0.pull(i, d)
-        }
-        fn create_network(&self, n: &str) -> Result<(), StepError> {
-            self.0.create_network(n)
-        }
-        fn create_volume(&self, n: &str) -> Result<(), StepError> {
-            self.0.create_volume(n)
-        }
+    impl ContainerSteps for Refusing {
         fn create(&self, _: &str, i: &str) -> Result<(), StepError> {
             Err(StepError::Refused(format!(
                 "{i}: bind source /srv/shared/link resolves to / outside the allowed host paths"
@@ -875,19 +909,13 @@ mod tests {
         fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
             self.0.wait_healthy(n, i, t)
         }
-        fn remove_network(&self, n: &str) -> Result<(), StepError> {
-            self.0.remove_network(n)
-        }
-        fn remove_volume(&self, n: &str) -> Result<(), StepError> {
-            self.0.remove_volume(n)
-        }
     }
 
     #[test]
     fn a_refused_create_is_blocked_by_policy() {
         let (plan, policy) = new_with_findings();
         let host = Refusing(Recorder::default());
-        let mut out = execute(&plan, &host, 1);
+        let mut out = execute(&plan, hosts(&host.0, &host), 1);
         out.complete(&desired(&["web"]), &policy);
         assert_eq!(
             out.containers["web"].outcome,
@@ -925,7 +953,7 @@ mod tests {
                 &[],
             )],
         };
-        let mut out = execute(&plan, &Recorder::default(), 1);
+        let mut out = execute(&plan, StepHost::of(&Recorder::default()), 1);
         out.complete(&desired(&["job", "web"]), &PolicyDecisions::default());
         assert_eq!(
             outcome(&out, "job"),
@@ -975,7 +1003,7 @@ mod tests {
                 step(5, Action::Forget { name: s("old") }, &[3]),
             ],
         };
-        let mut out = execute(&plan, &Recorder::default(), 1);
+        let mut out = execute(&plan, StepHost::of(&Recorder::default()), 1);
         // `web` is still desired: only an old instance of it went.
         out.complete(&desired(&["web"]), &PolicyDecisions::default());
         assert_eq!(outcome(&out, "old"), ContainerOutcome::Removed);
@@ -1001,7 +1029,7 @@ mod tests {
                 &[],
             )],
         };
-        let out = execute(&plan, &Recorder::default(), 1);
+        let out = execute(&plan, StepHost::of(&Recorder::default()), 1);
         assert_eq!(
             outcome(&out, "web"),
             ContainerOutcome::Stopped {
@@ -1032,7 +1060,7 @@ mod tests {
         };
         let mut host = Recorder::default();
         host.fail.insert("remove old-1".into());
-        let out = execute(&plan, &host, 1);
+        let out = execute(&plan, StepHost::of(&host), 1);
         assert_eq!(
             outcome(&out, "old"),
             not_applied("remove", "remove old-1 broke", None)
@@ -1060,16 +1088,7 @@ mod tests {
         }
     }
 
-    impl HostOps for Slow {
-        fn pull(&self, image: &str, d: &str) -> Result<(), StepError> {
-            self.rec.pull(image, d)
-        }
-        fn create_network(&self, n: &str) -> Result<(), StepError> {
-            self.rec.create_network(n)
-        }
-        fn create_volume(&self, n: &str) -> Result<(), StepError> {
-            self.rec.create_volume(n)
-        }
+    impl ContainerSteps for Slow {
         fn create(&self, _: &str, i: &str) -> Result<(), StepError> {
             self.hold(format!("create {i}"))
         }
@@ -1087,12 +1106,6 @@ mod tests {
         }
         fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
             self.rec.wait_healthy(n, i, t)
-        }
-        fn remove_network(&self, n: &str) -> Result<(), StepError> {
-            self.rec.remove_network(n)
-        }
-        fn remove_volume(&self, n: &str) -> Result<(), StepError> {
-            self.rec.remove_volume(n)
         }
     }
 
@@ -1132,7 +1145,7 @@ mod tests {
     #[test]
     fn independent_creates_run_side_by_side_and_starts_wait_for_their_needs() {
         let host = Slow::default();
-        let out = execute(&four_new(), &host, 4);
+        let out = execute(&four_new(), hosts(&host.rec, &host), 4);
         assert!(out.converged(), "{:?}", out.containers);
         let most = host.most.load(std::sync::atomic::Ordering::SeqCst);
         assert!(
@@ -1157,7 +1170,7 @@ mod tests {
     #[test]
     fn one_worker_runs_the_plan_in_order() {
         let host = Slow::default();
-        execute(&four_new(), &host, 1);
+        execute(&four_new(), hosts(&host.rec, &host), 1);
         assert_eq!(host.most.load(std::sync::atomic::Ordering::SeqCst), 1);
         let calls = host.rec.calls();
         assert_eq!(calls[0], "create a-1");
@@ -1169,7 +1182,7 @@ mod tests {
     fn a_failed_create_skips_only_what_needs_it_when_steps_run_side_by_side() {
         let mut host = Slow::default();
         host.rec.fail.insert("create a-1".into());
-        let out = execute(&four_new(), &host, 4);
+        let out = execute(&four_new(), hosts(&host.rec, &host), 4);
         assert_eq!(
             outcome(&out, "a"),
             not_applied("create", "create a-1 broke", None)
@@ -1218,7 +1231,7 @@ mod tests {
             steps: vec![stop(1, "app", 3), stop(2, "web", 3), stop(3, "db", 4)],
         };
         let host = Slow::default();
-        execute(&plan, &host, 4);
+        execute(&plan, hosts(&host.rec, &host), 4);
         let calls = host.rec.calls();
         assert_eq!(
             calls.last().map(String::as_str),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::node::{Loaded, networks_of};
-use crate::reconcile::host::teardown;
+use crate::reconcile::host::{LinuxFs, teardown};
 use crate::runtime::instance::{
     Instance, InstanceRuntime, InstanceStatus, OciInstances, find_shim,
 };
@@ -212,6 +212,7 @@ fn act(
                 state_dir,
                 &rt.run_dir,
                 &networks,
+                &LinuxFs,
                 Some(&instances as &dyn InstanceRuntime),
                 &record.instance,
             )

@@ -34,9 +34,9 @@ use berth_spec::node::{Caller, OnRunningViolation, PolicyMode, Unenforced};
 use berth_spec::{Container, NodeIdentity, check, loader};
 use serde::Serialize;
 
-use super::executor::{self, FailureKind, StepResult};
+use super::executor::{self, FailureKind, StepHost, StepResult};
 use super::gather::{self, ImageFacts};
-use super::host::RealHost;
+use super::host::{LinuxFs, RealHost};
 use super::images::{self, ReadyImage, SignaturePolicy};
 use super::model::{Action, Revision, Step, optional_time_text};
 use super::outcome::{ContainerOutcome, ContainerReport, Outcome};
@@ -599,6 +599,8 @@ fn execute(
         runtime_root,
         host: &host_info,
         identity: age.as_ref(),
+        mounts: &LinuxFs,
+        files: &LinuxFs,
         binds: &bind_check,
         touched: Default::default(),
         created: Default::default(),
@@ -606,7 +608,7 @@ fn execute(
         health: super::host::HealthProbes::new(cfg.runtime.parallel),
     };
     let (mut outcome, durations) =
-        executor::execute_timed(&planned.plan, &host, cfg.runtime.parallel);
+        executor::execute_timed(&planned.plan, StepHost::of(&host), cfg.runtime.parallel);
     outcome.complete(&planned.desired, &planned.decisions);
     Ok((outcome, durations))
 }
