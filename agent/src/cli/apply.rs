@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::validate::{node_identity, parse_label};
+use super::validate::{node_identity, parse_key_value};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime, config};
 use crate::reconcile::outcome::{ContainerOutcome, ContainerReport};
 use crate::reconcile::pass::{self, Env, Input, LockWait, PassError, Report};
@@ -36,7 +36,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// A node label (repeatable) [default: the node configuration's]
-    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]

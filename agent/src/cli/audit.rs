@@ -21,7 +21,7 @@ use berth_spec::{Diagnostic, check, loader};
 use clap::Args;
 
 use super::config::{self, ConfigError, NodePolicy};
-use super::validate::{node_identity, parse_label};
+use super::validate::{node_identity, parse_key_value};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE};
 
 mod git;
@@ -39,7 +39,7 @@ pub struct AuditArgs {
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// A node label (repeatable), for targeting
-    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]

@@ -35,7 +35,7 @@ pub struct ExecArgs {
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
     /// Environment variables to add (repeatable)
-    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = super::validate::parse_label)]
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = super::validate::parse_key_value)]
     pub env: Vec<(String, String)>,
     /// Working directory inside the container
     #[arg(long, short = 'w')]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::validate::{node_identity, parse_label};
+use super::validate::{node_identity, parse_key_value};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime, config};
 use crate::reconcile::pass::{self, Env, Input, PassError, PlanReport, Registry};
 
@@ -30,7 +30,7 @@ pub struct PlanArgs {
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// A node label (repeatable) [default: the node configuration's]
-    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
     /// Also remove volumes no container uses
     #[arg(long)]

@@ -19,18 +19,19 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// A node label (repeatable), for targeting
-    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
 
-/// Parses `K=V` for `--label`.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
+/// Parses `KEY=VALUE` (the value may be empty, or hold `=`): the value parser of
+/// `--label` and of `berth exec --env`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("invalid label `{s}`: expected KEY=VALUE")),
+        _ => Err(format!("`{s}`: expected KEY=VALUE")),
     }
 }
 
@@ -122,5 +123,24 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FINDINGS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_pairs() {
+        let kv = |k: &str, v: &str| Ok((k.to_string(), v.to_string()));
+        assert_eq!(parse_key_value("zone=eu-1"), kv("zone", "eu-1"));
+        assert_eq!(parse_key_value("EMPTY="), kv("EMPTY", ""));
+        assert_eq!(parse_key_value("URL=a=b"), kv("URL", "a=b"));
+        for bad in ["=v", "novalue", ""] {
+            assert_eq!(
+                parse_key_value(bad),
+                Err(format!("`{bad}`: expected KEY=VALUE"))
+            );
+        }
     }
 }
