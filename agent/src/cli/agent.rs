@@ -22,7 +22,9 @@ use clap::Args;
 use super::config::{self, ConfigError, Loaded};
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime};
 use crate::node::unreadable_files;
-use crate::reconcile::follow::{self, FollowError, FollowReport, PassResult, SourceReport};
+use crate::reconcile::follow::{
+    self, FollowError, FollowOptions, FollowReport, PassResult, SourceReport,
+};
 use crate::reconcile::pass::{Env, LockWait, PassError};
 use crate::source::applied::RevisionInfo;
 use crate::util::error_chain;
@@ -146,7 +148,17 @@ fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
             print!("{plan}");
         }
     };
-    match follow::once(&env, None, args.observe, wait, &mut on_source, &mut on_plan) {
+    match follow::once(
+        &env,
+        &FollowOptions {
+            node: None,
+            observe: args.observe,
+            fetch_attempts: follow::FETCH_ATTEMPTS,
+        },
+        wait,
+        &mut on_source,
+        &mut on_plan,
+    ) {
         Ok(report) => {
             render(&report, args.format);
             if report.converged() {

@@ -26,8 +26,9 @@ pub use crate::source::fetch::History;
 use crate::source::fetch::{FetchError, Fetched, Remote, display_url};
 use crate::source::signature;
 
-/// How many times a transient fetch failure is tried in one pass, and the first pause.
-const FETCH_ATTEMPTS: u32 = 3;
+/// How many times `berth agent --once` tries a transient fetch failure, and the first
+/// pause between tries.
+pub const FETCH_ATTEMPTS: u32 = 3;
 const FETCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -124,13 +125,24 @@ impl FollowReport {
     }
 }
 
+/// How one follow runs.
+#[derive(Debug, Clone, Default)]
+pub struct FollowOptions {
+    /// `--node`/`--label` over the node configuration's identity.
+    pub node: Option<berth_spec::NodeIdentity>,
+    /// Plan and report only (`--observe`, or `agent.mode = "observe"`).
+    pub observe: bool,
+    /// Fetch first, trying a transient failure this many times in all; 0 runs the pass
+    /// on the revision applied before without fetching (a container exited, a resync).
+    pub fetch_attempts: u32,
+}
+
 /// Fetches, verifies, checks out and runs one pass (a plan only with `observe` or
 /// `agent.mode = "observe"`); `on_plan` sees the plan before it runs, and `on_source`
 /// what happened at the source before the pass starts.
 pub fn once(
     env: &Env<'_>,
-    node: Option<berth_spec::NodeIdentity>,
-    observe: bool,
+    opts: &FollowOptions,
     wait: LockWait<'_>,
     on_source: &mut dyn FnMut(&SourceReport, Option<&RevisionInfo>),
     on_plan: &mut dyn FnMut(&super::Plan),
@@ -163,8 +175,9 @@ pub fn once(
         skipped: Vec::new(),
     };
 
-    let fetched = match remote.fetch_with_retries(FETCH_ATTEMPTS, FETCH_PAUSE) {
+    let fetched = match remote.fetch_with_retries(opts.fetch_attempts, FETCH_PAUSE) {
         Ok(f) => Some(f),
+        Err(FetchError::NotAttempted) => None,
         Err(e) => {
             tracing::warn!(target: "source", error = %e, "source unavailable");
             source.unavailable = Some(e.to_string());
@@ -257,14 +270,14 @@ pub fn once(
 
     let input = Input {
         path: &checked.spec_root,
-        node,
+        node: opts.node.clone(),
         prune_volumes: false,
         revision: Some(Revision {
             id: info.commit.clone(),
             source: format!("{}#{}", info.url, info.follows),
         }),
     };
-    if observe || cfg.agent.mode == AgentMode::Observe {
+    if opts.observe || cfg.agent.mode == AgentMode::Observe {
         let plan = pass::plan(env, &input, Registry::Online)?;
         return Ok(FollowReport {
             source,

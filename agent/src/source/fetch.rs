@@ -58,6 +58,9 @@ pub enum FetchError {
     Config { key: &'static str, reason: String },
     #[error("the local clone {}: {reason}", .path.display())]
     Clone { path: PathBuf, reason: String },
+    /// No fetch was asked for (zero attempts).
+    #[error("no fetch was attempted")]
+    NotAttempted,
 }
 
 impl FetchError {
@@ -134,6 +137,9 @@ impl Remote<'_> {
         attempts: u32,
         pause: Duration,
     ) -> Result<Fetched, FetchError> {
+        if attempts == 0 {
+            return Err(FetchError::NotAttempted);
+        }
         let mut pause = pause;
         let mut tried = 0;
         loop {
