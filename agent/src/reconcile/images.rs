@@ -18,11 +18,14 @@ use berth_spec::reference::Reference;
 use oci_spec::image::ImageConfiguration;
 
 mod remote;
+mod source;
+
+pub use source::{ImageSource, Registry};
 
 use super::executor::FailureKind;
 use super::gather::ImageFacts;
 use crate::image::prepare::{self, PrepareError, SignatureCheck};
-use crate::image::pull::{self, PullError, PullOptions, Silent};
+use crate::image::pull::PullError;
 use crate::image::registry::Client;
 use crate::image::signature::TrustedKey;
 use crate::image::snapshot::{SnapshotError, SnapshotStore};
@@ -33,7 +36,7 @@ use crate::runtime::user;
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_USER_DB: u64 = 1 << 20;
 /// Largest image config read (the manifest module's cap).
-const MAX_CONFIG: u64 = crate::image::manifest::MAX_CONFIG_BYTES;
+pub(super) const MAX_CONFIG: u64 = crate::image::manifest::MAX_CONFIG_BYTES;
 
 /// Why an image could not be made ready (`apply`) or learned about (`plan`). Clones
 /// share the cause: one image's error is reported for each of its containers.
@@ -150,6 +153,21 @@ pub fn prepare_all(
     signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
 ) -> Prepared {
+    let registry = Registry {
+        store,
+        snapshots,
+        client,
+        rt,
+    };
+    prepare_from(containers, &registry, signatures)
+}
+
+/// [`prepare_all`] from `source`: each reference once, for all its containers.
+fn prepare_from(
+    containers: &[&Container],
+    source: &dyn ImageSource,
+    signatures: &SignaturePolicy,
+) -> Prepared {
     let mut by_ref: BTreeMap<String, Result<(ReadyImage, Option<SignatureCheck>), ImageError>> =
         BTreeMap::new();
     let mut out = Prepared::default();
@@ -160,7 +178,7 @@ pub fn prepare_all(
         let key = reference.to_string();
         let result = by_ref
             .entry(key)
-            .or_insert_with(|| prepare_one(reference, store, snapshots, client, signatures, rt))
+            .or_insert_with(|| prepare_one(reference, source, signatures))
             .clone();
         let mut f = ImageFacts::default();
         match result {
@@ -206,34 +224,13 @@ pub fn prepare_all(
 
 fn prepare_one(
     reference: &Reference,
-    store: &Store,
-    snapshots: &SnapshotStore,
-    client: &Client,
+    source: &dyn ImageSource,
     signatures: &SignaturePolicy,
-    rt: &tokio::runtime::Handle,
 ) -> Result<(ReadyImage, Option<SignatureCheck>), ImageError> {
-    let opts = PullOptions::default();
-    let pulled = rt
-        .block_on(pull::pull(client, store, reference, &opts, &Silent))
-        .map_err(|e| ImageError::Pull {
-            reference: reference.to_string(),
-            source: Arc::new(e),
-        })?;
-    let record = pulled.record;
+    let record = source.pull(reference)?;
     super::host::failpoint("after-pull");
-    let check = (!signatures.keys.is_empty())
-        .then(|| prepare::verify_stored(store, &record, &signatures.keys));
-    let config_bytes = store
-        .read_blob(&record.config.digest, MAX_CONFIG)
-        .map_err(|e| ImageError::ReadConfig {
-            reference: reference.to_string(),
-            source: Arc::new(e),
-        })?;
-    let config: ImageConfiguration =
-        serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Config {
-            reference: reference.to_string(),
-            source: Arc::new(e),
-        })?;
+    let check = (!signatures.keys.is_empty()).then(|| source.verify(&record, &signatures.keys));
+    let config = source.config(reference, &record)?;
     let chains = prepare::chain_ids(&record).map_err(|e| ImageError::Prepare(Arc::new(e)))?;
     let chain_ids: Vec<String> = chains.iter().map(|c| c.as_str().to_string()).collect();
     if signatures.enforced && matches!(check, Some(SignatureCheck::Failed(_))) {
@@ -250,11 +247,7 @@ fn prepare_one(
             check,
         ));
     }
-    prepare::unpack_snapshots(store, snapshots, &record)
-        .map_err(|e| ImageError::Prepare(Arc::new(e)))?;
-    let lowerdirs = snapshots
-        .lowerdirs(&chains)
-        .map_err(|e| ImageError::Snapshot(Arc::new(e)))?;
+    let lowerdirs = source.unpack(&record, &chains)?;
     let read = |p: &str| {
         prepare::read_image_file(&lowerdirs, p, MAX_USER_DB)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -573,5 +566,125 @@ fn look(
             reference: reference.to_string(),
             why_not,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::image::signature::SigningKey;
+    use crate::image::snapshot::ChainId;
+
+    /// An image source that logs each call and answers from memory: every image's
+    /// signature fails to verify.
+    #[derive(Default)]
+    struct Unsigned {
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Unsigned {
+        fn push(&self, what: String) {
+            self.log.lock().unwrap().push(what);
+        }
+    }
+
+    impl ImageSource for Unsigned {
+        fn pull(&self, reference: &Reference) -> Result<ImageRecord, ImageError> {
+            self.push(format!("pull {reference}"));
+            let blob = serde_json::json!({
+                "digest": crate::runtime::render::fixtures::DIGEST,
+                "size": 1,
+                "media_type": "application/json",
+            });
+            Ok(serde_json::from_value(serde_json::json!({
+                "reference": reference.to_string(),
+                "name": reference.to_string(),
+                "digest": crate::runtime::render::fixtures::DIGEST,
+                "media_type": "application/vnd.oci.image.manifest.v1+json",
+                "manifest": blob,
+                "platform": {"os": "linux", "architecture": "amd64"},
+                "config": blob,
+                "layers": [{
+                    "digest": format!("sha256:{}", "1".repeat(64)),
+                    "size": 1,
+                    "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "diff_id": format!("sha256:{}", "2".repeat(64)),
+                }],
+                "pulled_at": "2026-11-22T10:00:00Z",
+            }))
+            .unwrap())
+        }
+
+        fn verify(&self, record: &ImageRecord, _: &[TrustedKey]) -> SignatureCheck {
+            self.push(format!("verify {}", record.reference));
+            SignatureCheck::Failed("no signature was found in the registry".into())
+        }
+
+        fn config(&self, r: &Reference, _: &ImageRecord) -> Result<ImageConfiguration, ImageError> {
+            self.push(format!("config {r}"));
+            Ok(crate::runtime::render::fixtures::busybox())
+        }
+
+        fn unpack(&self, record: &ImageRecord, _: &[ChainId]) -> Result<Vec<PathBuf>, ImageError> {
+            self.push(format!("unpack {}", record.reference));
+            Ok(vec![PathBuf::from("/nonexistent/snapshot")])
+        }
+    }
+
+    fn policy(enforced: bool) -> SignaturePolicy {
+        let key = SigningKey::generate("release.key").unwrap();
+        SignaturePolicy {
+            keys: vec![key.public_key().unwrap()],
+            enforced,
+        }
+    }
+
+    const WEB: &str = r#"
+[container.web]
+image = "registry.example.com/shop/web:1"
+[container.worker]
+image = "registry.example.com/shop/web:1"
+"#;
+
+    // e2e: pass::plan_agrees_with_apply_on_an_unsigned_image_under_enforce (apply
+    // blocks the container; the image is pulled, never unpacked).
+    #[test]
+    fn an_image_whose_signature_fails_under_enforce_is_pulled_once_and_never_unpacked() {
+        let web = crate::runtime::render::fixtures::container(WEB, "web");
+        let worker = crate::runtime::render::fixtures::container(WEB, "worker");
+        let source = Unsigned::default();
+        let prepared = prepare_from(&[&web, &worker], &source, &policy(true));
+        let reference = "registry.example.com/shop/web:1";
+        assert_eq!(
+            *source.log.lock().unwrap(),
+            [
+                format!("pull {reference}"),
+                format!("verify {reference}"),
+                format!("config {reference}"),
+            ],
+            "one pull for both containers, and no unpack"
+        );
+        assert!(prepared.ready.is_empty());
+        for name in ["web", "worker"] {
+            let f = &prepared.facts[name];
+            assert!(!f.ready, "{name}");
+            assert!(
+                matches!(&f.facts.signature, SignatureFact::Failed(why) if why.contains("no signature")),
+                "{name}: {:?}",
+                f.facts.signature
+            );
+        }
+
+        // Not enforced: the same image is unpacked, and its containers are ready.
+        let source = Unsigned::default();
+        let prepared = prepare_from(&[&web], &source, &policy(false));
+        assert_eq!(
+            source.log.lock().unwrap().last().map(String::as_str),
+            Some(format!("unpack {reference}").as_str())
+        );
+        assert!(prepared.facts["web"].ready);
+        assert!(prepared.ready.contains_key("web"));
     }
 }
