@@ -42,6 +42,9 @@
 pub mod backoff;
 pub mod bindcheck;
 mod diff;
+pub mod agent_state;
+pub mod controller;
+pub mod events;
 pub mod executor;
 pub mod follow;
 mod facts;

@@ -1,0 +1,334 @@
+//! What the agent knows of itself, kept crash-safely in `<state_dir>/state/agent.json`
+//! after every fetch and pass, and the status shown from it (`berth status`, the API's
+//! `GET /v1/status`): the revision, the last fetch and pass, and Flux-style conditions.
+//!
+//! The status is read from the state directory, so `berth status` works with no agent
+//! running; a running agent serves the same view.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::applied::{Applied, RevisionInfo};
+
+/// The record's format.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `state/agent.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub schema_version: u32,
+    /// The agent's pid and when it started (RFC 3339).
+    pub pid: u32,
+    pub started_at: String,
+    /// When the agent stopped cleanly; none while it runs (or after a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fetch: Option<FetchState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pass: Option<PassState>,
+}
+
+/// The last fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchState {
+    pub at: String,
+    /// The commit fetched; none when the fetch failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Why the source is unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why the fetched revision was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// When the next fetch is due.
+    pub next_at: String,
+}
+
+/// The last pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassState {
+    pub started_at: String,
+    pub finished_at: String,
+    /// `converged`, `not-converged` (something was not applied or waits for a
+    /// backoff), `failed` (the pass could not run), `observed`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The revision it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// When the next pass is due (a backoff ends, or the resync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentStateError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{}: written by a newer berth (schema version {found}; this build reads up to {SCHEMA_VERSION})",
+        .path.display()
+    )]
+    Newer { path: PathBuf, found: u32 },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AgentState {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("state").join("agent.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Result<Option<Self>, AgentStateError> {
+        let path = Self::path(state_dir);
+        let bytes = match crate::runtime::state::read_small(&path, 1024 * 1024) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(AgentStateError::Read { path, source }),
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| AgentStateError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+        let found = value
+            .get("schema_version")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if found > u64::from(SCHEMA_VERSION) {
+            return Err(AgentStateError::Newer {
+                path,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+            });
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|source| AgentStateError::Parse { path, source })
+    }
+
+    pub fn store(&self, state_dir: &Path) -> Result<(), AgentStateError> {
+        let path = Self::path(state_dir);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| AgentStateError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        crate::runtime::state::write_atomic(&path, &bytes)
+            .map_err(|source| AgentStateError::Write { path, source })
+    }
+}
+
+/// Whether the agent is suspended: `state/suspended` exists (so a suspend outlives a
+/// restart of the agent).
+pub fn suspended(state_dir: &Path) -> bool {
+    suspend_path(state_dir).exists()
+}
+
+pub fn suspend_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state").join("suspended")
+}
+
+/// One condition, as Flux shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The status as `berth status` and the API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// `running` (an agent answers on the socket), or `not running`.
+    pub agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub suspended: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_fetch: Option<FetchState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_pass: Option<PassState>,
+    pub conditions: Vec<Condition>,
+}
+
+/// The status of the state directory at `state_dir`; `running` says whether an agent
+/// answers for it.
+pub fn view(state_dir: &Path, running: bool) -> StatusView {
+    let state = AgentState::load(state_dir).ok().flatten();
+    let applied = Applied::load(state_dir).ok().flatten();
+    let suspended = suspended(state_dir);
+    let conditions = conditions(state.as_ref(), applied.as_ref(), suspended, running);
+    StatusView {
+        agent: if running { "running" } else { "not running" }.to_string(),
+        pid: state.as_ref().filter(|_| running).map(|s| s.pid),
+        suspended,
+        revision: applied.as_ref().map(|a| a.revision.clone()),
+        applied_at: applied.as_ref().map(|a| a.applied_at.clone()),
+        last_fetch: state.as_ref().and_then(|s| s.last_fetch.clone()),
+        last_pass: state.as_ref().and_then(|s| s.last_pass.clone()),
+        conditions,
+    }
+}
+
+/// Ready / Progressing / Degraded / Suspended / SourceUnavailable.
+fn conditions(
+    state: Option<&AgentState>,
+    applied: Option<&Applied>,
+    suspended: bool,
+    running: bool,
+) -> Vec<Condition> {
+    let fetch = state.and_then(|s| s.last_fetch.as_ref());
+    let pass = state.and_then(|s| s.last_pass.as_ref());
+    let unavailable = fetch.and_then(|f| f.error.clone());
+    let refused = fetch.and_then(|f| f.refused.clone());
+    let result = pass.map(|p| p.result.as_str());
+    let c = |kind, status, reason: &str, message: String| Condition {
+        kind,
+        status,
+        reason: reason.to_string(),
+        message,
+    };
+    let ready = result == Some("converged") && unavailable.is_none() && refused.is_none();
+    let ready_why = match (result, &unavailable, &refused) {
+        (None, _, _) => ("NoPass", "no pass has run yet".to_string()),
+        (_, Some(e), _) => ("SourceUnavailable", e.clone()),
+        (_, _, Some(r)) => ("RevisionRefused", r.clone()),
+        (Some("converged"), _, _) => (
+            "Converged",
+            applied.map_or_else(String::new, |a| {
+                format!("revision {} applied", a.revision.short())
+            }),
+        ),
+        (Some(other), _, _) => (
+            "NotConverged",
+            pass.and_then(|p| p.message.clone())
+                .unwrap_or_else(|| format!("the last pass ended {other}")),
+        ),
+    };
+    let degraded = matches!(result, Some("failed" | "not-converged"));
+    vec![
+        c("Ready", ready, ready_why.0, ready_why.1),
+        c(
+            "Progressing",
+            running && !suspended && !ready,
+            if running {
+                "Reconciling"
+            } else {
+                "AgentNotRunning"
+            },
+            if running {
+                "the agent converges the node".to_string()
+            } else {
+                "agent: not running".to_string()
+            },
+        ),
+        c(
+            "Degraded",
+            degraded,
+            if degraded {
+                "PassNotConverged"
+            } else {
+                "AsExpected"
+            },
+            pass.and_then(|p| p.message.clone()).unwrap_or_default(),
+        ),
+        c(
+            "Suspended",
+            suspended,
+            if suspended { "Suspended" } else { "Active" },
+            if suspended {
+                "`berth resume` to reconcile again".to_string()
+            } else {
+                String::new()
+            },
+        ),
+        c(
+            "SourceUnavailable",
+            unavailable.is_some(),
+            if unavailable.is_some() {
+                "FetchFailed"
+            } else {
+                "Fetched"
+            },
+            match (&unavailable, fetch) {
+                (Some(e), Some(f)) => format!("{e}; next try at {}", f.next_at),
+                _ => String::new(),
+            },
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_refuses_newer_and_derives_conditions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(AgentState::load(dir.path()).expect("load").is_none());
+        let s = AgentState {
+            schema_version: SCHEMA_VERSION,
+            pid: 42,
+            started_at: "2026-12-04T10:00:00Z".into(),
+            stopped_at: None,
+            last_fetch: Some(FetchState {
+                at: "2026-12-04T10:00:01Z".into(),
+                commit: None,
+                error: Some("cannot reach https://h/r.git: refused".into()),
+                refused: None,
+                next_at: "2026-12-04T10:00:06Z".into(),
+            }),
+            last_pass: Some(PassState {
+                started_at: "2026-12-04T10:00:01Z".into(),
+                finished_at: "2026-12-04T10:00:02Z".into(),
+                result: "converged".into(),
+                message: None,
+                revision: Some("abc".into()),
+                next_at: None,
+            }),
+        };
+        s.store(dir.path()).expect("store");
+        assert_eq!(AgentState::load(dir.path()).expect("load"), Some(s.clone()));
+        let v = view(dir.path(), false);
+        assert_eq!(v.agent, "not running");
+        let by = |k: &str| v.conditions.iter().find(|c| c.kind == k).cloned();
+        assert_eq!(by("Ready").map(|c| c.status), Some(false));
+        let unavailable = by("SourceUnavailable").expect("condition");
+        assert!(unavailable.status);
+        assert!(
+            unavailable
+                .message
+                .contains("next try at 2026-12-04T10:00:06Z")
+        );
+        let mut newer = serde_json::to_value(&s).expect("json");
+        newer["schema_version"] = serde_json::json!(SCHEMA_VERSION + 1);
+        std::fs::write(AgentState::path(dir.path()), newer.to_string()).expect("write");
+        assert!(matches!(
+            AgentState::load(dir.path()),
+            Err(AgentStateError::Newer { .. })
+        ));
+    }
+}

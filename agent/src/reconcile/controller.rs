@@ -1,0 +1,723 @@
+//! The agent's controller: level-triggered, one pass at a time, for months.
+//!
+//! Each pass is a [`follow`] of the node's source (fetch, verify, check out, the
+//! library pass). What wakes it:
+//! - the fetch timer: `source.interval` with ±10 % jitter, so that a fleet does not
+//!   fetch in step;
+//! - a container exit: the shims' exit files, watched with inotify;
+//! - the resync timer (`runtime.resync`), and the end of a crash-loop backoff the last
+//!   pass scheduled;
+//! - `berth reconcile` (the API), which fetches at once and waits for the pass.
+//!
+//! A fetch that fails is tried again with a doubling delay (from `min(5s, interval)`
+//! up to the interval); a pass that did not converge is run again the same way (up to
+//! the resync). A permanent failure is reported once per revision. `berth suspend`
+//! stops passes (it outlives a restart: `state/suspended`) until `berth resume`.
+//! SIGTERM and SIGINT end the agent after the pass in flight; the containers keep
+//! running under their shims, and the next agent adopts them.
+//!
+//! The loop is a plain thread: a pass blocks (it drives the runtime, the shims and the
+//! registry through the process's async runtime); the API and the signal handlers run
+//! on the async runtime and talk to the loop through [`Handle`].
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+use super::agent_state::{self, AgentState, FetchState, PassState};
+use super::events::{Event, EventKind, EventLog};
+use super::follow::{self, FollowError, FollowOptions, FollowReport, PassResult};
+use super::pass::{Env, LockWait};
+use crate::source::applied::Applied;
+use crate::util::error_chain;
+use crate::util::rfc3339;
+
+/// The first delay before a failed fetch or pass is tried again (or the interval, if
+/// shorter); it doubles up to the interval (fetch) or the resync (pass).
+const RETRY_BASE: Duration = Duration::from_secs(5);
+/// How long a burst of container exits is gathered into one pass.
+const EXIT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What wakes the controller.
+#[derive(Debug)]
+pub enum Trigger {
+    /// A container's exit file appeared (its instance id).
+    Exited(String),
+    /// Fetch now and run a pass; the reply is the pass's result.
+    Reconcile(oneshot::Sender<Result<PassOutcome, String>>),
+    Suspend(oneshot::Sender<()>),
+    Resume(oneshot::Sender<()>),
+    /// SIGTERM, SIGINT: end after the pass in flight.
+    Stop,
+}
+
+/// What a pass asked for through the API came to.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassOutcome {
+    /// The newest revision applied and every container converged.
+    pub converged: bool,
+    /// `converged`, `not-converged`, `failed`, `observed`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<FollowReport>,
+}
+
+/// The controller as the API and the signal handlers see it.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: Sender<Trigger>,
+    events: broadcast::Sender<Event>,
+    log: Arc<EventLog>,
+    state_dir: PathBuf,
+}
+
+impl Handle {
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Sends a trigger; false when the controller has ended.
+    pub fn send(&self, t: Trigger) -> bool {
+        self.tx.send(t).is_ok()
+    }
+
+    /// Live events, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The events recorded, since `since` (RFC 3339) when given.
+    pub fn recorded(&self, since: Option<&str>) -> Vec<Event> {
+        self.log.read(since)
+    }
+
+    /// Records an event and sends it to live subscribers.
+    pub fn emit(&self, event: Event) {
+        if let Err(e) = self.log.append(&event) {
+            tracing::warn!(target: "agent", error = %e, "cannot record an event");
+        }
+        match event.kind {
+            EventKind::Warning => {
+                tracing::warn!(target: "agent", reason = %event.reason, "{}", event.message)
+            }
+            EventKind::Normal => {
+                tracing::info!(target: "agent", reason = %event.reason, "{}", event.message)
+            }
+        }
+        let _ = self.events.send(event);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot record the agent's state")]
+    State(#[from] agent_state::AgentStateError),
+    #[error("cannot watch {} for container exits", .path.display())]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Makes the controller's handle and its trigger queue.
+pub fn channel(state_dir: &Path) -> (Handle, Receiver<Trigger>) {
+    let (tx, rx) = mpsc::channel();
+    let (events, _) = broadcast::channel(256);
+    (
+        Handle {
+            tx,
+            events,
+            log: Arc::new(EventLog::new(state_dir)),
+            state_dir: state_dir.to_path_buf(),
+        },
+        rx,
+    )
+}
+
+/// Runs the controller until a [`Trigger::Stop`] (or every sender is gone).
+pub fn run(env: &Env<'_>, handle: &Handle, rx: &Receiver<Trigger>) -> Result<(), ControllerError> {
+    let cfg = &env.loaded.config;
+    let state_dir = cfg.runtime.state_dir.clone();
+    let interval = cfg
+        .source
+        .as_ref()
+        .map_or(Duration::from_secs(30), |s| s.interval)
+        .max(Duration::from_secs(1));
+    let resync = cfg.runtime.resync.max(Duration::from_secs(1));
+    let mut state = AgentState {
+        schema_version: agent_state::SCHEMA_VERSION,
+        pid: std::process::id(),
+        started_at: rfc3339::now(),
+        ..AgentState::load(&state_dir)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    state.stopped_at = None;
+    state.store(&state_dir)?;
+    watch_exits(&state_dir, handle.tx.clone())?;
+    handle.emit(Event::new(
+        EventKind::Normal,
+        "Started",
+        format!("agent started (pid {})", state.pid),
+    ));
+
+    let now = Instant::now();
+    let mut sched = Schedule {
+        fetch_at: now,
+        resync_at: now + resync,
+        due_at: None,
+        fetch_failures: 0,
+        pass_failures: 0,
+    };
+    let mut reported = Reported::default();
+    loop {
+        let deadline = sched.next();
+        let first = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(t) => Some(t),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut wake = Wake::default();
+        let mut stop = false;
+        let mut triggers: Vec<Trigger> = first.into_iter().collect();
+        if matches!(triggers.first(), Some(Trigger::Exited(_))) {
+            std::thread::sleep(EXIT_DEBOUNCE);
+        }
+        triggers.extend(rx.try_iter());
+        for t in triggers {
+            match t {
+                Trigger::Stop => stop = true,
+                Trigger::Exited(id) => wake.exited.push(id),
+                Trigger::Reconcile(reply) => wake.waiters.push(reply),
+                Trigger::Suspend(reply) => {
+                    set_suspended(&state_dir, true, handle);
+                    let _ = reply.send(());
+                }
+                Trigger::Resume(reply) => {
+                    set_suspended(&state_dir, false, handle);
+                    sched.fetch_at = Instant::now();
+                    let _ = reply.send(());
+                }
+            }
+        }
+        if stop {
+            for w in wake.waiters {
+                let _ = w.send(Err("the agent is stopping".into()));
+            }
+            break;
+        }
+        if agent_state::suspended(&state_dir) {
+            for w in wake.waiters.drain(..) {
+                let _ = w.send(Err("the agent is suspended; `berth resume` first".into()));
+            }
+            // Nothing runs while suspended; look again at the resync.
+            sched.fetch_at = Instant::now() + resync;
+            sched.resync_at = Instant::now() + resync;
+            sched.due_at = None;
+            continue;
+        }
+        let now = Instant::now();
+        let never_applied = Applied::load(&state_dir).ok().flatten().is_none();
+        let fetch = !wake.waiters.is_empty() || now >= sched.fetch_at || never_applied;
+        let pass_due = fetch
+            || !wake.exited.is_empty()
+            || now >= sched.resync_at
+            || sched.due_at.is_some_and(|d| now >= d);
+        if !pass_due {
+            continue;
+        }
+        for id in &wake.exited {
+            handle.emit(
+                Event::new(
+                    EventKind::Normal,
+                    "ContainerExited",
+                    format!("instance {id} exited"),
+                )
+                .container(id.rsplit_once('-').map_or(id.as_str(), |(n, _)| n)),
+            );
+        }
+        let outcome = one_pass(
+            env,
+            handle,
+            &mut state,
+            &mut sched,
+            &mut reported,
+            fetch,
+            interval,
+            resync,
+        );
+        state.store(&state_dir)?;
+        for w in wake.waiters {
+            let _ = w.send(outcome.clone());
+        }
+    }
+    state.stopped_at = Some(rfc3339::now());
+    state.store(&state_dir)?;
+    handle.emit(Event::new(
+        EventKind::Normal,
+        "Stopped",
+        "agent stopped; the containers keep running",
+    ));
+    Ok(())
+}
+
+/// What woke one iteration.
+#[derive(Default)]
+struct Wake {
+    exited: Vec<String>,
+    waiters: Vec<oneshot::Sender<Result<PassOutcome, String>>>,
+}
+
+/// When each timer fires next.
+#[derive(Debug)]
+struct Schedule {
+    fetch_at: Instant,
+    resync_at: Instant,
+    /// A crash-loop backoff that ends, or a retry of a pass that did not converge.
+    due_at: Option<Instant>,
+    fetch_failures: u32,
+    pass_failures: u32,
+}
+
+impl Schedule {
+    fn next(&self) -> Instant {
+        let mut at = self.fetch_at.min(self.resync_at);
+        if let Some(d) = self.due_at {
+            at = at.min(d);
+        }
+        at
+    }
+}
+
+/// What was reported already, so a permanent failure is reported once per revision.
+#[derive(Debug, Default)]
+struct Reported {
+    fetched: Option<String>,
+    unavailable: Option<String>,
+    refused: Option<String>,
+    failed: Option<String>,
+}
+
+/// One pass: follow, record, schedule, report.
+#[allow(clippy::too_many_arguments)]
+fn one_pass(
+    env: &Env<'_>,
+    handle: &Handle,
+    state: &mut AgentState,
+    sched: &mut Schedule,
+    reported: &mut Reported,
+    fetch: bool,
+    interval: Duration,
+    resync: Duration,
+) -> Result<PassOutcome, String> {
+    let started = rfc3339::now();
+    let mut waiting = |who: &str| tracing::info!(target: "agent", "{who}");
+    let wait = LockWait {
+        command: "berth agent",
+        timeout: Duration::from_secs(3600),
+        waiting: &mut waiting,
+    };
+    let opts = FollowOptions {
+        node: None,
+        observe: false,
+        fetch_attempts: u32::from(fetch),
+    };
+    let result = follow::once(env, &opts, wait, &mut |_, _| {}, &mut |_| {});
+    let now = Instant::now();
+    sched.resync_at = now + resync;
+    sched.due_at = None;
+    let outcome = match result {
+        Ok(report) => {
+            if fetch {
+                note_fetch(handle, state, sched, reported, &report, interval);
+            }
+            let (result, message) = describe(&report);
+            let revision = report.revision.as_ref().map(|r| r.commit.clone());
+            let changed = match &report.pass {
+                Some(PassResult::Applied(r)) => r.steps.iter().any(|s| s.duration_ms.is_some()),
+                _ => false,
+            };
+            let next_pass = match &report.pass {
+                Some(PassResult::Applied(r)) => r.next_pass,
+                _ => None,
+            };
+            if result == "converged" {
+                sched.pass_failures = 0;
+                reported.failed = None;
+                if changed {
+                    handle.emit(with_revision(
+                        Event::new(
+                            EventKind::Normal,
+                            "Applied",
+                            message.clone().unwrap_or_else(|| "converged".into()),
+                        ),
+                        revision.as_deref(),
+                    ));
+                }
+            } else if result == "not-converged" {
+                sched.pass_failures += 1;
+                let retry = backoff(sched.pass_failures, resync);
+                sched.due_at = Some(now + retry);
+                let key = format!("{revision:?}{message:?}");
+                if changed || reported.failed.as_deref() != Some(&key) {
+                    handle.emit(with_revision(
+                        Event::new(
+                            EventKind::Warning,
+                            "NotApplied",
+                            message.clone().unwrap_or_default(),
+                        ),
+                        revision.as_deref(),
+                    ));
+                    reported.failed = Some(key);
+                }
+            }
+            if let Some(at) = next_pass {
+                let secs = at.0.saturating_sub(unix_now());
+                let due = now + Duration::from_secs(secs);
+                sched.due_at = Some(sched.due_at.map_or(due, |d| d.min(due)));
+            }
+            state.last_pass = Some(PassState {
+                started_at: started,
+                finished_at: rfc3339::now(),
+                result: result.to_string(),
+                message: message.clone(),
+                revision,
+                next_at: Some(rfc3339::format(
+                    unix_now() + sched.next().saturating_duration_since(now).as_secs(),
+                )),
+            });
+            Ok(PassOutcome {
+                converged: report.converged(),
+                result: result.to_string(),
+                message,
+                report: Some(report),
+            })
+        }
+        Err(e) => {
+            let message = error_chain(&e);
+            if fetch {
+                // The fetch itself failed before any revision (no revision ever).
+                note_fetch_error(handle, state, sched, reported, &e, interval);
+            }
+            sched.pass_failures += 1;
+            sched.due_at = Some(now + backoff(sched.pass_failures, resync));
+            if reported.failed.as_deref() != Some(&message) {
+                handle.emit(Event::new(
+                    EventKind::Warning,
+                    "PassFailed",
+                    message.clone(),
+                ));
+                reported.failed = Some(message.clone());
+            }
+            state.last_pass = Some(PassState {
+                started_at: started,
+                finished_at: rfc3339::now(),
+                result: "failed".into(),
+                message: Some(message.clone()),
+                revision: None,
+                next_at: Some(rfc3339::format(
+                    unix_now() + sched.next().saturating_duration_since(now).as_secs(),
+                )),
+            });
+            Err(message)
+        }
+    };
+    outcome
+}
+
+/// The fetch's part of a report: the next fetch, the fetch state, its events.
+fn note_fetch(
+    handle: &Handle,
+    state: &mut AgentState,
+    sched: &mut Schedule,
+    reported: &mut Reported,
+    report: &FollowReport,
+    interval: Duration,
+) {
+    let s = &report.source;
+    let now = Instant::now();
+    if let Some(error) = &s.unavailable {
+        sched.fetch_failures += 1;
+        let retry = backoff(sched.fetch_failures, interval);
+        sched.fetch_at = now + retry;
+        if reported.unavailable.as_deref() != Some(error) {
+            handle.emit(Event::new(
+                EventKind::Warning,
+                "SourceUnavailable",
+                format!(
+                    "{error}; trying again in {}",
+                    humantime::format_duration(retry)
+                ),
+            ));
+            reported.unavailable = Some(error.clone());
+        }
+    } else {
+        if reported.unavailable.take().is_some() {
+            handle.emit(Event::new(
+                EventKind::Normal,
+                "SourceAvailable",
+                "the source answers again",
+            ));
+        }
+        sched.fetch_failures = 0;
+        sched.fetch_at = now + jitter(interval);
+    }
+    if let Some(commit) = &s.fetched
+        && reported.fetched.as_deref() != Some(commit)
+    {
+        handle.emit(
+            Event::new(
+                EventKind::Normal,
+                "Fetched",
+                format!("{} ({}): commit {commit}", s.url, s.follows),
+            )
+            .revision(commit.clone()),
+        );
+        reported.fetched = Some(commit.clone());
+    }
+    if let Some(why) = &s.refused {
+        if reported.refused.as_deref() != Some(why) {
+            let mut e = Event::new(EventKind::Warning, "RevisionRefused", why.clone());
+            e.revision = s.fetched.clone();
+            handle.emit(e);
+            reported.refused = Some(why.clone());
+        }
+    } else {
+        reported.refused = None;
+    }
+    state.last_fetch = Some(FetchState {
+        at: rfc3339::now(),
+        commit: s.fetched.clone(),
+        error: s.unavailable.clone(),
+        refused: s.refused.clone(),
+        next_at: rfc3339::format(
+            unix_now() + sched.fetch_at.saturating_duration_since(now).as_secs(),
+        ),
+    });
+}
+
+/// A follow that failed outright while fetching (no revision to fall back to).
+fn note_fetch_error(
+    handle: &Handle,
+    state: &mut AgentState,
+    sched: &mut Schedule,
+    reported: &mut Reported,
+    e: &FollowError,
+    interval: Duration,
+) {
+    let now = Instant::now();
+    sched.fetch_failures += 1;
+    let retry = backoff(sched.fetch_failures, interval);
+    sched.fetch_at = now + retry;
+    let error = error_chain(e);
+    if reported.unavailable.as_deref() != Some(&error) {
+        handle.emit(Event::new(
+            EventKind::Warning,
+            "SourceUnavailable",
+            format!(
+                "{error}; trying again in {}",
+                humantime::format_duration(retry)
+            ),
+        ));
+        reported.unavailable = Some(error.clone());
+    }
+    state.last_fetch = Some(FetchState {
+        at: rfc3339::now(),
+        commit: None,
+        error: Some(error),
+        refused: None,
+        next_at: rfc3339::format(unix_now() + retry.as_secs()),
+    });
+}
+
+/// `converged`, `not-converged` or `observed`, and a sentence.
+fn describe(report: &FollowReport) -> (&'static str, Option<String>) {
+    let source_note = report
+        .source
+        .unavailable
+        .as_ref()
+        .map(|e| format!("source unavailable: {e}"))
+        .or_else(|| {
+            report
+                .source
+                .refused
+                .as_ref()
+                .map(|r| format!("revision refused: {r}"))
+        });
+    match &report.pass {
+        None => (
+            "not-converged",
+            source_note.or_else(|| Some("no revision to apply".into())),
+        ),
+        Some(PassResult::Observed(_)) => ("observed", source_note),
+        Some(PassResult::Applied(r)) => {
+            let not_applied: Vec<&String> = r
+                .containers
+                .iter()
+                .filter(|(_, c)| !c.outcome.applied())
+                .map(|(n, _)| n)
+                .collect();
+            let mut parts = Vec::new();
+            if let Some(n) = source_note {
+                parts.push(n);
+            }
+            if !not_applied.is_empty() {
+                parts.push(format!(
+                    "not applied: {}",
+                    not_applied
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if !r.converged && not_applied.is_empty() {
+                parts.push("waiting for a crash-loop backoff".into());
+            }
+            if report.converged() && r.converged {
+                ("converged", None)
+            } else {
+                ("not-converged", Some(parts.join("; ")))
+            }
+        }
+    }
+}
+
+fn with_revision(e: Event, revision: Option<&str>) -> Event {
+    match revision {
+        Some(r) => e.revision(r),
+        None => e,
+    }
+}
+
+fn set_suspended(state_dir: &Path, on: bool, handle: &Handle) {
+    let path = agent_state::suspend_path(state_dir);
+    let done = if on {
+        crate::runtime::state::write_atomic(&path, b"")
+    } else {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    };
+    match done {
+        Ok(()) if on => handle.emit(Event::new(
+            EventKind::Normal,
+            "Suspended",
+            "passes suspended until `berth resume`",
+        )),
+        Ok(()) => handle.emit(Event::new(EventKind::Normal, "Resumed", "passes resumed")),
+        Err(e) => {
+            tracing::warn!(target: "agent", error = %e, path = %path.display(), "cannot record the suspension")
+        }
+    }
+}
+
+/// The `n`th retry's delay: `min(5s, cap)` doubling, at most `cap`.
+fn backoff(n: u32, cap: Duration) -> Duration {
+    let base = RETRY_BASE.min(cap);
+    base.saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(cap)
+}
+
+/// `d` ± 10 %.
+fn jitter(d: Duration) -> Duration {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let r = h.finish() % 2001; // 0..=2000 → -10.00 % … +10.00 %
+    let ms = d.as_millis() as u64;
+    let delta = ms / 10;
+    Duration::from_millis(ms - delta + delta * r / 1000)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Watches `<state_dir>/instances/*/exit.json` with inotify on a thread of its own,
+/// and sends [`Trigger::Exited`] for each exit file written.
+fn watch_exits(state_dir: &Path, tx: Sender<Trigger>) -> Result<(), ControllerError> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let root = state_dir.join("instances");
+    let err = |source: std::io::Error| ControllerError::Watch {
+        path: root.clone(),
+        source,
+    };
+    crate::runtime::state::private_dir(&root).map_err(err)?;
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| err(e.into()))?;
+    let dir_flags =
+        AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR;
+    let file_flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
+    let root_wd = ino.add_watch(&root, dir_flags).map_err(|e| err(e.into()))?;
+    let mut dirs = std::collections::HashMap::new();
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            if let Ok(wd) = ino.add_watch(&e.path(), file_flags) {
+                dirs.insert(wd, e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let watched = root.clone();
+    std::thread::Builder::new()
+        .name("exit-watch".into())
+        .spawn(move || {
+            loop {
+                let Ok(events) = ino.read_events() else {
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                };
+                for ev in events {
+                    let Some(name) = ev.name.as_ref().map(|n| n.to_string_lossy().into_owned())
+                    else {
+                        continue;
+                    };
+                    if ev.wd == root_wd {
+                        if let Ok(wd) = ino.add_watch(&watched.join(&name), file_flags) {
+                            dirs.insert(wd, name);
+                        }
+                    } else if name == "exit.json"
+                        && let Some(id) = dirs.get(&ev.wd)
+                        && tx.send(Trigger::Exited(id.clone())).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_smaller_of_five_seconds_and_the_cap() {
+        let cap = Duration::from_secs(60);
+        let got: Vec<u64> = (1..=6).map(|n| backoff(n, cap).as_secs()).collect();
+        assert_eq!(got, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(backoff(1, Duration::from_secs(2)), Duration::from_secs(2));
+        assert_eq!(backoff(40, cap), cap);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..200 {
+            let j = jitter(Duration::from_secs(30)).as_millis();
+            assert!((27_000..=33_000).contains(&j), "{j}");
+        }
+    }
+}
