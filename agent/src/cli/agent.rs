@@ -25,7 +25,7 @@ use crate::node::unreadable_files;
 use crate::reconcile::follow::{
     self, FollowError, FollowOptions, FollowReport, PassResult, SourceReport,
 };
-use crate::reconcile::pass::{Env, LockWait, PassError};
+use crate::reconcile::pass::{Env, LockWait};
 use crate::source::applied::RevisionInfo;
 use crate::util::error_chain;
 
@@ -167,20 +167,10 @@ fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
                 ExitCode::from(EXIT_FINDINGS)
             }
         }
-        Err(FollowError::Pass(PassError::Invalid { errors })) => {
-            for e in &errors {
-                println!("{e}");
-            }
-            eprintln!("nothing applied: the revision's spec tree has errors");
-            ExitCode::from(EXIT_FINDINGS)
-        }
-        Err(FollowError::Pass(PassError::Config(e))) => config::report(&e),
-        Err(FollowError::Pass(PassError::Unenforced { refused })) => {
-            for u in &refused {
-                println!("{}", u.diagnostic());
-            }
-            ExitCode::from(EXIT_FINDINGS)
-        }
+        Err(FollowError::Pass(e)) => super::pass::not_run(
+            &e,
+            Some("nothing applied: the revision's spec tree has errors"),
+        ),
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(EXIT_FAILED)

@@ -18,11 +18,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::validate::{node_identity, parse_key_value};
-use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime, config};
+use super::pass::{NodeArgs, Setup, not_run};
+use super::{Cli, EXIT_FINDINGS, Format};
 use crate::reconcile::outcome::{ContainerOutcome, ContainerReport};
-use crate::reconcile::pass::{self, Env, Input, LockWait, PassError, Report};
-use crate::util::error_chain;
+use crate::reconcile::pass::{self, LockWait, PassError, Report};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -32,12 +31,8 @@ pub struct ApplyArgs {
     /// Also delete named volumes no container uses (data is kept otherwise)
     #[arg(long)]
     pub prune_volumes: bool,
-    /// This node's name [default: the node configuration's, else the host name]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
-    /// A node label (repeatable) [default: the node configuration's]
-    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
-    pub labels: Vec<(String, String)>,
+    #[command(flatten)]
+    pub target: NodeArgs,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -55,43 +50,12 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> ExitCode {
                 ExitCode::from(EXIT_FINDINGS)
             }
         }
-        Err(PassError::Invalid { errors }) => {
-            for e in &errors {
-                println!("{e}");
-            }
-            eprintln!("nothing applied: the spec tree has errors");
-            ExitCode::from(EXIT_FINDINGS)
-        }
-        Err(PassError::Config(e)) => config::report(&e),
-        Err(PassError::Unenforced { refused }) => {
-            for u in &refused {
-                println!("{}", u.diagnostic());
-            }
-            ExitCode::from(EXIT_FINDINGS)
-        }
-        Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(e) => not_run(&e, Some("nothing applied: the spec tree has errors")),
     }
 }
 
 fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
-    let loaded = config::load(cli)?;
-    let rt = async_runtime().map_err(|e| PassError::Setup {
-        what: "cannot start the async runtime",
-        source: Box::new(e),
-    })?;
-    let env = Env {
-        loaded: &loaded,
-        rt: rt.handle(),
-    };
-    let input = Input {
-        path: &args.path,
-        node: node_identity(&args.node, &args.labels),
-        prune_volumes: args.prune_volumes,
-        revision: None,
-    };
+    let setup = Setup::new(cli, &args.path, &args.target, args.prune_volumes)?;
     let mut waiting = |who: &str| eprintln!("{who}");
     let wait = LockWait {
         command: "berth apply",
@@ -99,7 +63,7 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
         waiting: &mut waiting,
     };
     let format = args.format;
-    pass::apply(&env, &input, wait, &mut |plan| {
+    pass::apply(&setup.env(), &setup.input, wait, &mut |plan| {
         if format == Format::Text && !plan.is_empty() {
             print!("{plan}");
         }

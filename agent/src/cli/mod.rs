@@ -24,6 +24,7 @@ mod inspect;
 mod key;
 mod logs;
 mod network;
+mod pass;
 mod plan;
 mod ps;
 mod secret;

@@ -17,21 +17,17 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::validate::{node_identity, parse_key_value};
-use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, async_runtime, config};
-use crate::reconcile::pass::{self, Env, Input, PassError, PlanReport, Registry};
+use super::pass::{NodeArgs, Setup, not_run};
+use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format};
+use crate::reconcile::pass::{self, PassError, PlanReport, Registry};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The spec tree
     #[arg(default_value = ".")]
     pub path: PathBuf,
-    /// This node's name [default: the node configuration's, else the host name]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
-    /// A node label (repeatable) [default: the node configuration's]
-    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
-    pub labels: Vec<(String, String)>,
+    #[command(flatten)]
+    pub target: NodeArgs,
     /// Also remove volumes no container uses
     #[arg(long)]
     pub prune_volumes: bool,
@@ -46,23 +42,7 @@ pub struct PlanArgs {
 pub fn run(cli: &Cli, args: &PlanArgs) -> ExitCode {
     let report = match plan(cli, args) {
         Ok(r) => r,
-        Err(PassError::Invalid { errors }) => {
-            for e in &errors {
-                println!("{e}");
-            }
-            return ExitCode::from(EXIT_FINDINGS);
-        }
-        Err(PassError::Config(e)) => return config::report(&e),
-        Err(PassError::Unenforced { refused }) => {
-            for u in &refused {
-                println!("{}", u.diagnostic());
-            }
-            return ExitCode::from(EXIT_FINDINGS);
-        }
-        Err(e) => {
-            eprintln!("error: {}", crate::util::error_chain(&e));
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(e) => return not_run(&e, None),
     };
     match args.format {
         Format::Json => match serde_json::to_string_pretty(&report) {
@@ -98,25 +78,11 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> ExitCode {
 }
 
 fn plan(cli: &Cli, args: &PlanArgs) -> Result<PlanReport, PassError> {
-    let loaded = config::load(cli)?;
-    let rt = async_runtime().map_err(|e| PassError::Setup {
-        what: "cannot start the async runtime",
-        source: Box::new(e),
-    })?;
-    let env = Env {
-        loaded: &loaded,
-        rt: rt.handle(),
-    };
-    let input = Input {
-        path: &args.path,
-        node: node_identity(&args.node, &args.labels),
-        prune_volumes: args.prune_volumes,
-        revision: None,
-    };
     let registry = if args.offline {
         Registry::Offline
     } else {
         Registry::Online
     };
-    pass::plan(&env, &input, registry)
+    let setup = Setup::new(cli, &args.path, &args.target, args.prune_volumes)?;
+    pass::plan(&setup.env(), &setup.input, registry)
 }
