@@ -2,141 +2,39 @@
 //! webapp example (image references rewritten to the pushed digest, its port to a free
 //! one), real runc containers, CNI networks, a volume and an age secret.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use berth_e2e::fixture::{self, ImageSpec};
-use berth_e2e::registry::{TestRegistry, free_port};
-use berth_e2e::{Run, berth, have_tools, is_root, workspace_root};
+use berth_e2e::live::{LiveNode, demo_secrets};
+use berth_e2e::registry::free_port;
+use berth_e2e::workspace_root;
 
-/// A node with its own state, run dir, registry, spec tree and subnet; tears every
-/// container down on drop by applying an empty tree.
-struct Node {
-    _reg: TestRegistry,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    spec: PathBuf,
-    port: u16,
-}
-
-impl Node {
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-    fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-    fn berth(&self, args: &[&str]) -> Run {
-        let out = berth()
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("BERTH_SHIM_BIN", berth_e2e::shim_bin())
-            .output()
-            .unwrap();
-        Run::from(out)
-    }
-    fn apply(&self) -> Run {
-        self.berth(&["apply", &self.spec.to_string_lossy()])
-    }
-    /// The running containers as `berth ps --format json` lists them.
-    fn ps(&self) -> serde_json::Value {
-        let r = self.berth(&["ps", "-a", "--format", "json"]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        serde_json::from_str(&r.stdout).unwrap()
-    }
-    /// `ps` without what changes by the clock alone (the uptime text).
-    fn ps_stable(&self) -> serde_json::Value {
-        let mut ps = self.ps();
-        for c in ps.as_array_mut().unwrap() {
-            c.as_object_mut().unwrap().remove("uptime");
-        }
-        ps
-    }
-    fn instance(&self, name: &str) -> String {
-        let ps = self.ps();
-        ps.as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .and_then(|c| c["instance"].as_str())
-            .unwrap_or_else(|| panic!("no container {name} in {ps}"))
-            .to_string()
-    }
-    /// Runs a command in a container with runc directly (the test's own view).
-    fn exec(&self, name: &str, cmd: &[&str]) -> String {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(self.run_dir().join("runc"))
-            .arg("exec")
-            .arg(self.instance(name))
-            .args(cmd)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?} in {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let empty = self.dir.path().join("empty");
-        let _ = std::fs::create_dir_all(&empty);
-        let r = self.berth(&["apply", &empty.to_string_lossy()]);
-        if r.code != 0 {
-            eprintln!("teardown apply failed: {}{}", r.stdout, r.stderr);
-        }
-    }
-}
-
-fn setup(subnet: &str) -> Option<Node> {
-    if !is_root() || !have_tools(&["runc", "docker-registry"]) || !fixture::have_busybox() {
-        return None;
-    }
-    let reg = TestRegistry::start()?;
-    let image = fixture::busybox(&ImageSpec::default());
-    let digest = fixture::push(&reg, "berth/demo", "v1", &image);
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("webapp");
-    std::fs::create_dir_all(spec.join("secrets")).unwrap();
-    let root = workspace_root();
+/// The webapp example on a live node (enforce mode, the demo secret) with `subnet`,
+/// and the host port its `web` publishes.
+fn setup(subnet: &str) -> Option<(LiveNode, u16)> {
+    let policy = "[policy]\nprofile = \"restricted\"\nmode = \"enforce\"\n";
+    let node = LiveNode::start(&format!("{policy}{}", demo_secrets()), "")?;
     let port = free_port();
-    let text = std::fs::read_to_string(root.join("examples/webapp/webapp.toml")).unwrap();
-    let text = rewrite_images(&text, &format!("{}/berth/demo@{digest}", reg.host()))
+    let text =
+        std::fs::read_to_string(workspace_root().join("examples/webapp/webapp.toml")).unwrap();
+    let text = rewrite_images(&text, &node.image)
         .replace("127.0.0.1:8080:8080", &format!("127.0.0.1:{port}:8080"))
         .replace("10.89.7.0/24", subnet);
-    std::fs::write(spec.join("webapp.toml"), text).unwrap();
-    std::fs::copy(
-        root.join("examples/webapp/secrets/db-password.age"),
-        spec.join("secrets/db-password.age"),
-    )
-    .unwrap();
-    let config = dir.path().join("node.toml");
-    let identity = root.join("examples/keys/demo-node.age.key");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"edge-test\"\n[policy]\nprofile = \"restricted\"\nmode = \"enforce\"\n\
-             [runtime]\noci_runtime = \"runc\"\nstate_dir = {:?}\nrun_dir = {:?}\n\
-             [registries.\"{}\"]\ninsecure = true\n[secrets]\nidentity = {:?}\n",
-            dir.path().join("state"),
-            dir.path().join("run"),
-            reg.host(),
-            identity
-        ),
-    )
-    .unwrap();
-    Some(Node {
-        _reg: reg,
-        dir,
-        config,
-        spec,
-        port,
-    })
+    node.write_spec("webapp.toml", &text);
+    node.add_demo_secret();
+    Some((node, port))
+}
+
+/// `ps` without what changes by the clock alone (the uptime text).
+fn ps_stable(node: &LiveNode) -> serde_json::Value {
+    let mut ps = node.ps();
+    for c in ps.as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("uptime");
+    }
+    ps
+}
+
+fn edit(node: &LiveNode, f: impl FnOnce(String) -> String) {
+    node.edit_spec("webapp.toml", f);
 }
 
 /// Points every `127.0.0.1:5000/berth/demo@sha256:…` reference at `to`.
@@ -164,7 +62,7 @@ fn status_field(status: &str, field: &str) -> String {
 
 #[test]
 fn apply_brings_up_the_webapp() {
-    let Some(node) = setup("10.251.7.0/24") else {
+    let Some((node, port)) = setup("10.251.7.0/24") else {
         return;
     };
     let r = node.apply();
@@ -178,9 +76,9 @@ fn apply_brings_up_the_webapp() {
     }
 
     // Identity, capabilities, no_new_privs and seccomp from inside.
-    assert_eq!(node.exec("web", &["id", "-u"]).trim(), "10001");
-    assert_eq!(node.exec("web", &["id", "-g"]).trim(), "10001");
-    let status = node.exec("web", &["cat", "/proc/self/status"]);
+    assert_eq!(node.exec_ok("web", &["id", "-u"]).trim(), "10001");
+    assert_eq!(node.exec_ok("web", &["id", "-g"]).trim(), "10001");
+    let status = node.exec_ok("web", &["cat", "/proc/self/status"]);
     assert_eq!(
         status_field(&status, "CapEff:"),
         "0000000000000000",
@@ -195,21 +93,21 @@ fn apply_brings_up_the_webapp() {
     assert_eq!(status_field(&status, "Seccomp:"), "2");
 
     // The secret: mode 0400, owned by the container's user, the right content.
-    let stat = node.exec(
+    let stat = node.exec_ok(
         "store",
         &["stat", "-c", "%a %u %g", "/run/secrets/db-password"],
     );
     assert_eq!(stat.trim(), "400 10001 10001");
     assert_eq!(
-        node.exec("store", &["cat", "/run/secrets/db-password"]),
+        node.exec_ok("store", &["cat", "/run/secrets/db-password"]),
         "correct-horse-battery-staple"
     );
 
     // A peer answers by name over the bridge network; the published port on loopback.
-    let page = node.exec("worker", &["wget", "-q", "-O-", "http://web:8080/"]);
+    let page = node.exec_ok("worker", &["wget", "-q", "-O-", "http://web:8080/"]);
     assert_eq!(page, "hello from berth\n");
     let mut body = String::new();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     use std::io::{Read, Write};
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     s.read_to_string(&mut body).unwrap();
@@ -224,7 +122,7 @@ fn apply_brings_up_the_webapp() {
         .as_str()
         .unwrap()
         .trim_start_matches('/');
-    assert!(cgroup.ends_with(&node.instance("web")), "{cgroup}");
+    assert!(cgroup.ends_with(&node.instance("web").unwrap()), "{cgroup}");
     let v1 = Path::new("/sys/fs/cgroup/memory")
         .join(cgroup)
         .join("memory.limit_in_bytes");
@@ -235,7 +133,7 @@ fn apply_brings_up_the_webapp() {
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
 
     // A second apply changes nothing: same instances, same pids.
-    let before = node.ps_stable();
+    let before = ps_stable(&node);
     let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
@@ -243,42 +141,23 @@ fn apply_brings_up_the_webapp() {
         "second apply planned work:\n{}",
         r.stdout
     );
-    assert_eq!(node.ps_stable(), before);
-}
-
-impl Node {
-    fn edit(&self, f: impl FnOnce(String) -> String) {
-        let path = self.spec.join("webapp.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, f(text)).unwrap();
-    }
-    fn instances(&self) -> std::collections::BTreeMap<String, String> {
-        self.ps()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["name"].as_str().unwrap().to_string(),
-                    c["instance"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    }
+    assert_eq!(ps_stable(&node), before);
 }
 
 #[test]
 fn apply_updates_exactly_what_changed_and_keeps_data() {
-    let Some(node) = setup("10.251.8.0/24") else {
+    let Some((node, _)) = setup("10.251.8.0/24") else {
         return;
     };
     let r = node.apply();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    node.exec("store", &["sh", "-c", "echo kept > /data/keep"]);
+    node.exec_ok("store", &["sh", "-c", "echo kept > /data/keep"]);
     let first = node.instances();
 
     // One env value of web: only web is recreated.
-    node.edit(|t| t.replace("LOG_LEVEL = \"info\"", "LOG_LEVEL = \"warn\""));
+    edit(&node, |t| {
+        t.replace("LOG_LEVEL = \"info\"", "LOG_LEVEL = \"warn\"")
+    });
     let r = node.apply();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("env LOG_LEVEL changed"), "{}", r.stdout);
@@ -287,21 +166,23 @@ fn apply_updates_exactly_what_changed_and_keeps_data() {
     assert_eq!(second["store"], first["store"]);
     assert_eq!(second["worker"], first["worker"]);
     assert_eq!(
-        node.exec("web", &["sh", "-c", "echo $LOG_LEVEL"]).trim(),
+        node.exec_ok("web", &["sh", "-c", "echo $LOG_LEVEL"]).trim(),
         "warn"
     );
 
     // The store is recreated; its named volume keeps the data.
-    node.edit(|t| t.replace("stop_timeout = \"5s\"", "stop_timeout = \"6s\""));
+    edit(&node, |t| {
+        t.replace("stop_timeout = \"5s\"", "stop_timeout = \"6s\"")
+    });
     let r = node.apply();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_ne!(node.instances()["store"], second["store"]);
-    assert_eq!(node.exec("store", &["cat", "/data/keep"]).trim(), "kept");
+    assert_eq!(node.exec_ok("store", &["cat", "/data/keep"]).trim(), "kept");
     assert!(node.state().join("volumes/store-data/keep").is_file());
 
     // Enforce mode: a change the policy forbids is not applied; the old web runs on.
     let running = node.instances()["web"].clone();
-    node.edit(|t| {
+    edit(&node, |t| {
         t.replacen(
             "user = \"10001:10001\"\ncommand = [\"/bin/httpd\", \"-f\", \"-p\", \"8080\"",
             "user = \"0:0\"\ncommand = [\"/bin/httpd\", \"-f\", \"-p\", \"8080\"",
@@ -316,10 +197,10 @@ fn apply_updates_exactly_what_changed_and_keeps_data() {
         r.stdout
     );
     assert_eq!(node.instances()["web"], running);
-    assert_eq!(node.exec("web", &["id", "-u"]).trim(), "10001");
+    assert_eq!(node.exec_ok("web", &["id", "-u"]).trim(), "10001");
 
     // Removing a spec removes its container.
-    node.edit(|t| {
+    edit(&node, |t| {
         let cut = t.find("[container.worker]").unwrap();
         t[..cut].to_string()
     });
@@ -335,7 +216,7 @@ fn apply_updates_exactly_what_changed_and_keeps_data() {
 
 #[test]
 fn operator_commands_exec_stop_start_rm_inspect() {
-    let Some(node) = setup("10.251.9.0/24") else {
+    let Some((node, _)) = setup("10.251.9.0/24") else {
         return;
     };
     let r = node.apply();

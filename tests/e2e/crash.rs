@@ -4,11 +4,11 @@
 //! six containers' steps in flight side by side — the restart policy, and the policy's
 //! audit mode.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use berth_e2e::fixture::{self, ImageSpec};
-use berth_e2e::registry::{TestRegistry, free_port};
-use berth_e2e::{Run, berth, have_tools, is_root, workspace_root};
+use berth_e2e::live::{LiveNode, demo_secrets};
+use berth_e2e::registry::free_port;
+use berth_e2e::{Run, have_tools};
 
 const SPEC: &str = r#"
 [network.crash]
@@ -42,109 +42,51 @@ target = "/data"
 name = "pw"
 "#;
 
-struct Node {
-    _reg: TestRegistry,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    spec: PathBuf,
+/// `berth ARGS` stopped at `failpoint`, when given.
+fn berth_at(node: &LiveNode, failpoint: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = node.command();
+    if let Some(f) = failpoint {
+        cmd.env("BERTH_FAILPOINT", f);
+    }
+    Run::from(cmd.args(args).output().unwrap())
 }
 
-impl Node {
-    fn berth(&self, failpoint: Option<&str>, args: &[&str]) -> Run {
-        let mut cmd = berth();
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("BERTH_SHIM_BIN", berth_e2e::shim_bin());
-        match failpoint {
-            Some(f) => cmd.env("BERTH_FAILPOINT", f),
-            None => cmd.env_remove("BERTH_FAILPOINT"),
-        };
-        Run::from(cmd.output().unwrap())
-    }
-    fn apply(&self, failpoint: Option<&str>) -> Run {
-        self.berth(failpoint, &["apply", &self.spec.to_string_lossy()])
-    }
-    fn generation(&self, g: u32) {
-        let path = self.spec.join("app.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
+/// `berth apply` of the spec tree, stopped at `failpoint`.
+fn apply_at(node: &LiveNode, failpoint: &str) -> Run {
+    berth_at(
+        node,
+        Some(failpoint),
+        &["apply", &node.spec.to_string_lossy()],
+    )
+}
+
+/// Sets `GENERATION` in the app's env, which makes its next apply a replacement.
+fn generation(node: &LiveNode, g: u32) {
+    node.edit_spec("app.toml", |text| {
         let start = text.find("GENERATION = \"").unwrap() + 14;
         let end = start + text[start..].find('"').unwrap();
-        std::fs::write(&path, format!("{}{g}{}", &text[..start], &text[end..])).unwrap();
-    }
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-    fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
+        format!("{}{g}{}", &text[..start], &text[end..])
+    });
 }
 
-impl Drop for Node {
-    /// Removes everything the test started, even when it failed half-way.
-    fn drop(&mut self) {
-        let empty = self.dir.path().join("teardown-empty");
-        let _ = std::fs::create_dir_all(&empty);
-        let r = self.berth(None, &["apply", &empty.to_string_lossy()]);
-        if r.code != 0 {
-            eprintln!("teardown apply failed: {}{}", r.stdout, r.stderr);
-        }
-    }
-}
-
-fn setup(subnet: &str) -> Option<Node> {
+fn setup(subnet: &str) -> Option<LiveNode> {
     setup_with(subnet, "")
 }
 
-fn setup_with(subnet: &str, node_extra: &str) -> Option<Node> {
-    if !is_root() || !have_tools(&["runc", "docker-registry"]) || !fixture::have_busybox() {
-        return None;
-    }
-    let reg = TestRegistry::start()?;
-    let digest = fixture::push(
-        &reg,
-        "berth/demo",
-        "v1",
-        &fixture::busybox(&ImageSpec::default()),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec");
-    std::fs::create_dir_all(spec.join("secrets")).unwrap();
-    let root = workspace_root();
-    std::fs::copy(
-        root.join("examples/webapp/secrets/db-password.age"),
-        spec.join("secrets/db-password.age"),
-    )
-    .unwrap();
+/// A live node with `sections` in its config and the app, its network on `subnet`.
+fn setup_with(subnet: &str, sections: &str) -> Option<LiveNode> {
+    let node = LiveNode::start(&format!("{sections}{}", demo_secrets()), "")?;
+    node.add_demo_secret();
     let text = SPEC
         .replace("SUBNET", subnet)
-        .replace("IMAGE", &format!("{}/berth/demo@{digest}", reg.host()))
         .replace("PORT", &free_port().to_string());
-    std::fs::write(spec.join("app.toml"), text).unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"crash\"\n{node_extra}[runtime]\noci_runtime = \"runc\"\nstate_dir = {:?}\nrun_dir = {:?}\n\
-             [registries.\"{}\"]\ninsecure = true\n[secrets]\nidentity = {:?}\n",
-            dir.path().join("state"),
-            dir.path().join("run"),
-            reg.host(),
-            root.join("examples/keys/demo-node.age.key")
-        ),
-    )
-    .unwrap();
-    Some(Node {
-        _reg: reg,
-        dir,
-        config,
-        spec,
-    })
+    node.write_spec("app.toml", &text);
+    Some(node)
 }
 
 /// What berth left on the host for this node: runtime containers, mounts under its
 /// directories, network namespaces, instance directories.
-fn leaks(node: &Node) -> Vec<String> {
+fn leaks(node: &LiveNode) -> Vec<String> {
     let mut out = Vec::new();
     for runtime in ["runc", "crun"] {
         let Ok(list) = std::process::Command::new(runtime)
@@ -183,8 +125,8 @@ fn leaks(node: &Node) -> Vec<String> {
     out
 }
 
-fn instances(node: &Node) -> Vec<String> {
-    let r = node.berth(None, &["ps", "-a", "--format", "json"]);
+fn instances(node: &LiveNode) -> Vec<String> {
+    let r = node.berth(&["ps", "-a", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
     v.as_array()
         .map(|a| {
@@ -195,16 +137,16 @@ fn instances(node: &Node) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn crash_then_converge(node: &Node, failpoint: &str) {
-    let r = node.apply(Some(failpoint));
+fn crash_then_converge(node: &LiveNode, failpoint: &str) {
+    let r = apply_at(node, failpoint);
     assert_eq!(
         r.code, 137,
         "failpoint {failpoint} was not reached (is berth built with --features failpoints?):\n{}{}",
         r.stdout, r.stderr
     );
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "after {failpoint}: {}\n{}", r.stdout, r.stderr);
-    let again = node.apply(None);
+    let again = node.apply();
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(
         !again.stdout.contains("create"),
@@ -240,24 +182,24 @@ fn apply_killed_at_each_failpoint_converges_without_leaks() {
     .iter()
     .enumerate()
     {
-        node.generation(g as u32 + 2);
+        generation(&node, g as u32 + 2);
         crash_then_converge(&node, fp);
     }
     // Replacing: killed in the middle of removing the old instance.
-    node.generation(10);
+    generation(&node, 10);
     crash_then_converge(&node, "mid-removal");
 
     // Everything removed: nothing left behind.
     let empty = node.dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let r = node.berth(None, &["apply", &empty.to_string_lossy()]);
+    let r = node.berth(&["apply", &empty.to_string_lossy()]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(leaks(&node), Vec::<String>::new());
     assert!(!Path::new(&node.state().join("containers/app")).exists());
 }
 
-fn app_state(node: &Node) -> serde_json::Value {
-    let r = node.berth(None, &["inspect", "app"]);
+fn app_state(node: &LiveNode) -> serde_json::Value {
+    let r = node.berth(&["inspect", "app"]);
     serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{}{}", r.stdout, r.stderr))
 }
 
@@ -277,12 +219,12 @@ fn an_exited_container_is_restarted_per_its_policy_on_the_next_apply() {
         ),
     )
     .unwrap();
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(app_state(&node)["state"]["exit_code"], 3);
     // Right after the exit the restart waits out its crash-loop backoff (10 s)…
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("app: restart deferred until"),
@@ -292,7 +234,7 @@ fn an_exited_container_is_restarted_per_its_policy_on_the_next_apply() {
     assert_eq!(app_state(&node)["restarts"], 0);
     // …then it restarts.
     std::thread::sleep(std::time::Duration::from_secs(10));
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("app: started"), "{}", r.stdout);
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -305,9 +247,9 @@ fn an_exited_container_is_restarted_per_its_policy_on_the_next_apply() {
         text.replace("restart = \"on-failure\"", "restart = \"no\""),
     )
     .unwrap();
-    assert_eq!(node.apply(None).code, 0);
+    assert_eq!(node.apply().code, 0);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let r = node.apply(None);
+    let r = node.apply();
     assert!(
         !r.stdout.contains("start "),
         "restart = no restarted it:\n{}",
@@ -323,7 +265,7 @@ fn audit_mode_applies_and_reports_a_violation() {
     let spec = node.spec.join("app.toml");
     let text = std::fs::read_to_string(&spec).unwrap();
     std::fs::write(&spec, text.replace("cap_drop = [\"ALL\"]\n", "")).unwrap();
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("drop-all-capabilities"), "{}", r.stdout);
     assert_eq!(app_state(&node)["state"]["status"], "running");
@@ -398,7 +340,7 @@ fn apply_inspect_exec_rm_under_crun() {
 
 /// Veths on berth's bridges, host-local allocations, and iptables lines naming this
 /// node's subnet: what 50 create/remove cycles must not leave behind.
-fn network_leaks(node: &Node, subnet_prefix: &str) -> Vec<String> {
+fn network_leaks(node: &LiveNode, subnet_prefix: &str) -> Vec<String> {
     let mut out = leaks(node);
     let links = std::process::Command::new("ip")
         .args(["-o", "link", "show"])
@@ -477,10 +419,10 @@ fn fifty_create_remove_cycles_leave_nothing_behind() {
     )
     .unwrap();
     let parked = node.dir.path().join("parked.toml");
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     std::fs::rename(&spec, &parked).unwrap();
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let baseline = network_leaks(&node, "10.251.24.");
     assert!(
@@ -489,11 +431,11 @@ fn fifty_create_remove_cycles_leave_nothing_behind() {
     );
     for cycle in 0..50 {
         std::fs::rename(&parked, &spec).unwrap();
-        node.generation(cycle + 100);
-        let r = node.apply(None);
+        generation(&node, cycle + 100);
+        let r = node.apply();
         assert_eq!(r.code, 0, "cycle {cycle}: {}{}", r.stdout, r.stderr);
         std::fs::rename(&spec, &parked).unwrap();
-        let r = node.apply(None);
+        let r = node.apply();
         assert_eq!(r.code, 0, "cycle {cycle}: {}{}", r.stdout, r.stderr);
         if cycle % 10 == 9 {
             assert_eq!(
@@ -536,7 +478,8 @@ fn a_pass_killed_while_creates_run_side_by_side_converges_without_leaks() {
     std::fs::create_dir_all(&full).unwrap();
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(full.join("apps.toml"), &text).unwrap();
-    let apply = |dir: &Path, fp: Option<&str>| node.berth(fp, &["apply", &dir.to_string_lossy()]);
+    let apply =
+        |dir: &Path, fp: Option<&str>| berth_at(&node, fp, &["apply", &dir.to_string_lossy()]);
 
     for fp in [
         "after-cni-add",
@@ -600,7 +543,7 @@ fn a_reboot_that_took_the_mounts_is_made_good_by_the_next_apply() {
     let Some(node) = setup("10.251.25.0/24") else {
         return;
     };
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let id = app_state(&node)["instance"]
         .as_str()
@@ -643,7 +586,7 @@ fn a_reboot_that_took_the_mounts_is_made_good_by_the_next_apply() {
     }
     assert!(!points.is_empty(), "nothing was mounted");
 
-    let r = node.apply(None);
+    let r = node.apply();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let v = app_state(&node);

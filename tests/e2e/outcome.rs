@@ -3,11 +3,8 @@
 //! one is "not applied" with the runtime's error, in text and in JSON, the healthy one is
 //! "created", the exit code is 1, and nothing of the failed one stays mounted.
 
-use std::path::PathBuf;
-
-use berth_e2e::fixture::{self, ImageSpec};
-use berth_e2e::registry::TestRegistry;
-use berth_e2e::{Run, berth, have_tools, is_root};
+use berth_e2e::Run;
+use berth_e2e::live::LiveNode;
 
 const SPEC: &str = r#"
 [network.outcome]
@@ -40,111 +37,27 @@ memory = "32MiB"
 pids = 32
 "#;
 
-struct Node {
-    _reg: TestRegistry,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    spec: PathBuf,
+/// A live node in enforce mode with the two containers.
+fn setup() -> Option<LiveNode> {
+    let node = LiveNode::start("[policy]\nmode = \"enforce\"\n", "")?;
+    node.write_spec("outcome.toml", SPEC);
+    Some(node)
 }
 
-impl Node {
-    fn berth(&self, args: &[&str]) -> Run {
-        let out = berth()
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("BERTH_SHIM_BIN", berth_e2e::shim_bin())
-            .env_remove("BERTH_FAILPOINT")
-            .output()
-            .unwrap();
-        Run::from(out)
-    }
-    fn apply(&self, format: &str) -> Run {
-        self.berth(&["apply", "--format", format, &self.spec.to_string_lossy()])
-    }
-    /// Applies an empty tree: removes everything this node started.
-    fn teardown(&self) -> Run {
-        let empty = self.dir.path().join("empty");
-        let _ = std::fs::create_dir_all(&empty);
-        self.berth(&["apply", &empty.to_string_lossy()])
-    }
-    /// Mount points under this node's directories (state and run dir), relative to it.
-    fn mounts(&self) -> Vec<String> {
-        let base = self.dir.path().to_string_lossy().into_owned();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter_map(|mp| mp.strip_prefix(&base))
-            .map(String::from)
-            .collect()
-    }
-    /// Containers the runtime still knows under this node's run dir.
-    fn runtime_containers(&self) -> Vec<String> {
-        let out = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(self.dir.path().join("run/runc"))
-            .args(["list", "-q"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect()
-    }
+fn apply(node: &LiveNode, format: &str) -> Run {
+    node.berth(&["apply", "--format", format, &node.spec.to_string_lossy()])
 }
 
-impl Drop for Node {
-    /// Removes everything the test started, even when it failed half-way.
-    fn drop(&mut self) {
-        let r = self.teardown();
-        if r.code != 0 {
-            eprintln!("teardown apply failed: {}{}", r.stdout, r.stderr);
-        }
-    }
-}
-
-fn setup() -> Option<Node> {
-    if !is_root() || !have_tools(&["runc", "docker-registry"]) || !fixture::have_busybox() {
-        return None;
-    }
-    let reg = TestRegistry::start()?;
-    let digest = fixture::push(
-        &reg,
-        "berth/demo",
-        "v1",
-        &fixture::busybox(&ImageSpec::default()),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec");
-    std::fs::create_dir_all(&spec).unwrap();
-    let image = format!("{}/berth/demo@{digest}", reg.host());
-    std::fs::write(spec.join("outcome.toml"), SPEC.replace("IMAGE", &image)).unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"outcome\"\n[policy]\nmode = \"enforce\"\n\
-             [runtime]\noci_runtime = \"runc\"\nstate_dir = {:?}\nrun_dir = {:?}\n\
-             [registries.\"{}\"]\ninsecure = true\n",
-            dir.path().join("state"),
-            dir.path().join("run"),
-            reg.host(),
-        ),
-    )
-    .unwrap();
-    Some(Node {
-        _reg: reg,
-        dir,
-        config,
-        spec,
-    })
+/// Applies an empty tree: removes everything the node started.
+fn teardown(node: &LiveNode) -> Run {
+    let empty = node.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    node.berth(&["apply", &empty.to_string_lossy()])
 }
 
 /// Mounts of the failed container: its instance directory (`bad-<hash>`) under the
 /// state dir, its network namespace under the run dir.
-fn mounts_of_bad(node: &Node) -> Vec<String> {
+fn mounts_of_bad(node: &LiveNode) -> Vec<String> {
     node.mounts()
         .into_iter()
         .filter(|mp| mp.contains("/bad-") || mp.contains("/bad/"))
@@ -158,7 +71,7 @@ fn a_failed_create_is_not_applied_next_to_a_created_container() {
     };
 
     // JSON first.
-    let r = node.apply("json");
+    let r = apply(&node, "json");
     assert_eq!(
         r.code, 1,
         "one container was not applied:\n{}{}",
@@ -201,17 +114,17 @@ fn a_failed_create_is_not_applied_next_to_a_created_container() {
         "the failed create left mounts behind"
     );
 
-    let r = node.teardown();
+    let r = teardown(&node);
     assert_eq!(r.code, 0, "teardown:\n{}{}", r.stdout, r.stderr);
     assert_eq!(
         node.mounts(),
         Vec::<String>::new(),
         "mounts left after teardown"
     );
-    assert_eq!(node.runtime_containers(), Vec::<String>::new());
+    assert_eq!(node.runc_ids(), Vec::<String>::new());
 
     // Then text, from the same clean state.
-    let r = node.apply("text");
+    let r = apply(&node, "text");
     assert_eq!(
         r.code, 1,
         "one container was not applied:\n{}{}",
@@ -239,7 +152,7 @@ fn a_failed_create_is_not_applied_next_to_a_created_container() {
     );
 
     // A second pass does not create ok again, and still reports bad.
-    let r = node.apply("text");
+    let r = apply(&node, "text");
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("ok: unchanged"), "{}", r.stdout);
     assert!(
@@ -248,12 +161,12 @@ fn a_failed_create_is_not_applied_next_to_a_created_container() {
         r.stdout
     );
 
-    let r = node.teardown();
+    let r = teardown(&node);
     assert_eq!(r.code, 0, "teardown:\n{}{}", r.stdout, r.stderr);
     assert_eq!(
         node.mounts(),
         Vec::<String>::new(),
         "mounts left after teardown"
     );
-    assert_eq!(node.runtime_containers(), Vec::<String>::new());
+    assert_eq!(node.runc_ids(), Vec::<String>::new());
 }
