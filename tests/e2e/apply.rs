@@ -261,28 +261,23 @@ fn operator_commands_exec_stop_start_rm_inspect() {
     assert_eq!(node.berth(&["stop", "worker"]).code, 0);
     let r = node.apply();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let ps = node.ps();
-    let worker = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "worker")
-        .unwrap()
-        .clone();
+    let worker = || {
+        let ps = node.ps();
+        let found = ps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "worker");
+        found.unwrap_or_else(|| panic!("no worker in {ps}")).clone()
+    };
+    let stopped = worker();
     assert!(
-        worker["state"].as_str().unwrap().contains("stopped"),
-        "{worker}"
+        stopped["state"].as_str().unwrap().contains("stopped"),
+        "{stopped}"
     );
     assert_eq!(node.berth(&["start", "worker"]).code, 0);
-    let ps = node.ps();
-    let worker = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "worker")
-        .unwrap()
-        .clone();
-    assert_eq!(worker["state"], "running", "{worker}");
+    let started = worker();
+    assert_eq!(started["state"], "running", "{started}");
 
     // rm removes it; the next apply creates it again.
     assert_eq!(node.berth(&["rm", "worker"]).code, 0);
