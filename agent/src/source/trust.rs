@@ -39,6 +39,15 @@ pub enum TrustError {
         file: PathBuf,
     },
     #[error(
+        "the ssh server {host} offered host key {fingerprint}, but `source.known_hosts` ({}) lists another key for it: the host key changed, or someone is in between; refusing to connect",
+        .file.display()
+    )]
+    ChangedHostKey {
+        host: String,
+        fingerprint: String,
+        file: PathBuf,
+    },
+    #[error(
         "the ssh server {host} offered host key {fingerprint}, which `source.known_hosts` ({}) marks @revoked",
         .file.display()
     )]
@@ -104,8 +113,15 @@ impl HostKeys {
         })?;
         let fingerprint = offered.fingerprint(HashAlg::Sha256).to_string();
         let mut known = false;
+        let mut listed = false;
         for (patterns, marker, key) in &self.entries {
-            if !host_matches(patterns, &name) || key.key_data() != offered.key_data() {
+            if !host_matches(patterns, &name) {
+                continue;
+            }
+            if marker.is_none() {
+                listed = true;
+            }
+            if key.key_data() != offered.key_data() {
                 continue;
             }
             match marker {
@@ -123,6 +139,12 @@ impl HostKeys {
         }
         if known {
             Ok(())
+        } else if listed {
+            Err(TrustError::ChangedHostKey {
+                host: name,
+                fingerprint,
+                file: self.file.clone(),
+            })
         } else {
             Err(TrustError::UnknownHostKey {
                 host: name,
@@ -297,6 +319,7 @@ mod tests {
         let err = keys
             .check("127.0.0.1", Some(2222), &other)
             .expect_err("other key");
+        assert!(matches!(err, TrustError::ChangedHostKey { .. }), "{err}");
         assert!(err.to_string().contains("SHA256:"), "{err}");
     }
 
