@@ -13,11 +13,12 @@ use oci_spec::image::ImageConfiguration;
 use super::*;
 use crate::runtime::host;
 use crate::runtime::mount::{mount_rootfs, unmount_rootfs};
-use crate::runtime::oci::{self, Runtime};
+use crate::runtime::oci::Runtime;
 use crate::runtime::render::{InstancePaths, RenderInput, render, to_json};
 use crate::runtime::spec_hash::SpecHash;
+use crate::testing;
 
-pub(super) const BUSYBOX: &str = "/bin/busybox";
+pub(super) use crate::testing::BUSYBOX;
 pub(super) const NS_FLAG: &str = "BERTH_TEST_CRUN_NS";
 
 pub(super) use crate::testing::missing;
@@ -34,18 +35,10 @@ pub(super) fn shim_bin() -> Option<PathBuf> {
 
 /// Root, busybox, the runtime named and the shim; `None` (skip) otherwise.
 pub(super) fn prerequisites(runtime: &str) -> Option<PathBuf> {
-    if !rustix::process::geteuid().is_root() {
-        missing("root privileges");
+    if !testing::have_root() || !testing::have_busybox() {
         return None;
     }
-    if !Path::new(BUSYBOX).is_file() {
-        missing("/bin/busybox (busybox-static)");
-        return None;
-    }
-    if oci::detect::find_in_path(runtime).is_none() {
-        missing(&format!("`{runtime}` on PATH"));
-        return None;
-    }
+    testing::tool(runtime)?;
     match shim_bin() {
         Some(p) if p.is_file() => Some(p),
         p => {
