@@ -111,7 +111,7 @@ pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -
             SignatureCheck::Verified(names)
         }
         Ok(_) => SignatureCheck::Failed("no signature verified".into()),
-        Err(e) => SignatureCheck::Failed(error_chain(&e)),
+        Err(e) => SignatureCheck::Failed(crate::util::error_chain(&e)),
     }
 }
 
@@ -263,10 +263,6 @@ pub fn flatten(store: &Store, record: &ImageRecord, dest: &Path) -> Result<(), P
     }
     Ok(())
 }
-
-/// Moved to [`crate::util::error_chain`]; kept here only while the executor's split
-/// (in progress) still imports it from this path.
-pub use crate::util::error_chain;
 
 /// Reads a file of an unpacked image (`etc/passwd`) from its snapshots, top-most first,
 /// as overlayfs would show it: a whiteout (a 0/0 character device) or an opaque

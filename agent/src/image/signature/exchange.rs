@@ -375,7 +375,7 @@ pub async fn verify_remote(
             SignatureCheck::Verified(names)
         }
         Ok(_) => SignatureCheck::Failed("no signature verified".into()),
-        Err(e) => SignatureCheck::Failed(prepare::error_chain(&e)),
+        Err(e) => SignatureCheck::Failed(crate::util::error_chain(&e)),
     };
     Ok((digest, LocatedCheck { check, looked }))
 }
