@@ -248,9 +248,10 @@ pub fn pull_timeouts(node: &NodeConfig) -> Timeouts {
     }
 }
 
-/// The node's networks: under its state and run directories, with the CNI plugins of
-/// `$BERTH_CNI_PATH` (default: the distribution's directories).
-pub fn networks_of(loaded: &Loaded) -> Networks {
+/// Opens the node's networks: under its state and run directories, with the CNI
+/// plugins of `$BERTH_CNI_PATH` (default: the distribution's directories). Not
+/// `reconcile::facts::networks_of`, the networks a container joins.
+pub fn open_networks(loaded: &Loaded) -> Networks {
     let rt = &loaded.config.runtime;
     let cni = std::env::var("BERTH_CNI_PATH").unwrap_or_else(|_| DEFAULT_CNI_PATH.to_string());
     Networks::new(

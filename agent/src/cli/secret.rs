@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::config;
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, EXIT_USAGE, Format};
-use crate::storage::secrets::{self, NodeIdentity, Plaintext, Recipient, SecretError};
+use crate::storage::secrets::{self, AgeIdentity, Plaintext, Recipient, SecretError};
 use crate::util::error_chain;
 
 /// Where `keygen` writes without `--output` and no `[secrets] identity` in the config.
@@ -111,7 +111,7 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> ExitCode {
             Err(code) => return code,
         },
     };
-    let identity = NodeIdentity::generate();
+    let identity = AgeIdentity::generate();
     let recipient = identity.recipients().join("\n");
     if path == Path::new("-") {
         let text = identity.to_file_text();
@@ -161,7 +161,7 @@ fn recipient(cli: &Cli, args: &RecipientArgs) -> ExitCode {
             Err(code) => return code,
         },
     };
-    let identity = match NodeIdentity::load(&path) {
+    let identity = match AgeIdentity::load(&path) {
         Ok(id) => id,
         Err(e @ SecretError::ReadIdentity { .. }) => return fail(&e, EXIT_FAILED),
         Err(e) => return fail(&e, EXIT_FINDINGS),

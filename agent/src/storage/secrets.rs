@@ -99,25 +99,27 @@ impl SecretError {
     }
 }
 
-/// A node's age X25519 identity (one or more keys, as an age identity file may hold).
+/// A node's age X25519 identity (one or more keys, as an age identity file may hold):
+/// what decrypts its secrets. Not the node's name and labels (`berth_spec`'s
+/// `NodeIdentity`).
 #[derive(Clone)]
-pub struct NodeIdentity {
+pub struct AgeIdentity {
     keys: Vec<age::x25519::Identity>,
 }
 
-impl fmt::Debug for NodeIdentity {
+impl fmt::Debug for AgeIdentity {
     /// Shows the public recipients only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeIdentity")
+        f.debug_struct("AgeIdentity")
             .field("recipients", &self.recipients())
             .finish()
     }
 }
 
-impl NodeIdentity {
+impl AgeIdentity {
     /// A fresh random identity.
     pub fn generate() -> Self {
-        NodeIdentity {
+        AgeIdentity {
             keys: vec![age::x25519::Identity::generate()],
         }
     }
@@ -153,7 +155,7 @@ impl NodeIdentity {
                 path: path.to_path_buf(),
             });
         }
-        Ok(NodeIdentity { keys })
+        Ok(AgeIdentity { keys })
     }
 
     /// The recipients (`age1…`) to encrypt secrets for this node, one per key.
@@ -270,7 +272,7 @@ pub fn encrypt(
 
 /// Decrypts an age file (binary or armored) held in memory; `path` names it in errors.
 pub fn decrypt(
-    identity: &NodeIdentity,
+    identity: &AgeIdentity,
     path: &Path,
     ciphertext: &[u8],
 ) -> Result<Plaintext, SecretError> {
@@ -311,7 +313,7 @@ pub fn decrypt(
 /// it: no link followed, a regular file, at most [`treefile::MAX_SECRET_FILE`]) and
 /// decrypts it.
 pub fn decrypt_tree_file(
-    identity: &NodeIdentity,
+    identity: &AgeIdentity,
     root: &Path,
     reference: &str,
 ) -> Result<Plaintext, SecretError> {

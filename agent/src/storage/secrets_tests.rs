@@ -42,13 +42,13 @@ fn tool(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
 const SECRET: &[u8] = b"hunter2-db-password\n";
 const FILE: &str = "secrets/db-password.age";
 
-fn recipient(id: &NodeIdentity) -> Recipient {
+fn recipient(id: &AgeIdentity) -> Recipient {
     parse_recipient(&id.recipients()[0]).unwrap()
 }
 
 #[test]
 fn identity_file_round_trips_in_age_keygen_format() {
-    let id = NodeIdentity::generate();
+    let id = AgeIdentity::generate();
     let text = id.to_file_text();
     let lines: Vec<&str> = text.lines().collect();
     assert!(
@@ -58,13 +58,13 @@ fn identity_file_round_trips_in_age_keygen_format() {
     );
     assert_eq!(lines[1], format!("# public key: {}", id.recipients()[0]));
     assert!(lines[2].starts_with("AGE-SECRET-KEY-1"));
-    let back = NodeIdentity::parse(Path::new("k"), &text).unwrap();
+    let back = AgeIdentity::parse(Path::new("k"), &text).unwrap();
     assert_eq!(back.recipients(), id.recipients());
 }
 
 #[test]
 fn debug_output_shows_no_secret() {
-    let id = NodeIdentity::generate();
+    let id = AgeIdentity::generate();
     let shown = format!("{id:?}");
     assert!(
         shown.contains("age1") && !shown.contains("AGE-SECRET-KEY"),
@@ -82,13 +82,13 @@ fn debug_output_shows_no_secret() {
 #[test]
 fn bad_identity_files_name_the_line_not_the_content() {
     let p = Path::new("/etc/berth/age.key");
-    let err = NodeIdentity::parse(p, "# comment\n\nAGE-SECRET-KEY-1NOTVALID\n").unwrap_err();
+    let err = AgeIdentity::parse(p, "# comment\n\nAGE-SECRET-KEY-1NOTVALID\n").unwrap_err();
     let msg = err.to_string();
     assert_eq!(
         msg,
         "identity file /etc/berth/age.key line 3: not an age X25519 identity (AGE-SECRET-KEY-1…)"
     );
-    let err = NodeIdentity::parse(p, "# only a comment\n").unwrap_err();
+    let err = AgeIdentity::parse(p, "# only a comment\n").unwrap_err();
     assert!(matches!(err, SecretError::NoIdentity { .. }));
 }
 
@@ -96,24 +96,24 @@ fn bad_identity_files_name_the_line_not_the_content() {
 fn write_new_is_0600_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("age.key");
-    let id = NodeIdentity::generate();
+    let id = AgeIdentity::generate();
     id.write_new(&path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let before = std::fs::read(&path).unwrap();
-    let err = NodeIdentity::generate().write_new(&path).unwrap_err();
+    let err = AgeIdentity::generate().write_new(&path).unwrap_err();
     assert!(matches!(err, SecretError::IdentityExists { .. }), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_eq!(
-        NodeIdentity::load(&path).unwrap().recipients(),
+        AgeIdentity::load(&path).unwrap().recipients(),
         id.recipients()
     );
 }
 
 #[test]
 fn encrypt_then_decrypt_binary_and_armored() {
-    let id = NodeIdentity::generate();
-    let other = NodeIdentity::generate();
+    let id = AgeIdentity::generate();
+    let other = AgeIdentity::generate();
     for armor in [false, true] {
         let ct = encrypt(&[recipient(&other), recipient(&id)], SECRET, armor).unwrap();
         assert_eq!(ct.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"), armor);
@@ -130,8 +130,8 @@ fn encrypt_then_decrypt_binary_and_armored() {
 
 #[test]
 fn wrong_identity_is_a_clear_error_naming_the_file() {
-    let ct = encrypt(&[recipient(&NodeIdentity::generate())], SECRET, false).unwrap();
-    let err = decrypt(&NodeIdentity::generate(), Path::new(FILE), &ct).unwrap_err();
+    let ct = encrypt(&[recipient(&AgeIdentity::generate())], SECRET, false).unwrap();
+    let err = decrypt(&AgeIdentity::generate(), Path::new(FILE), &ct).unwrap_err();
     assert_eq!(
         err.to_string(),
         "secret file secrets/db-password.age: no identity matches (it is not encrypted to this node's recipient)"
@@ -140,7 +140,7 @@ fn wrong_identity_is_a_clear_error_naming_the_file() {
 
 #[test]
 fn plaintext_is_not_an_age_file() {
-    let id = NodeIdentity::generate();
+    let id = AgeIdentity::generate();
     for input in [&b"hunter2\n"[..], b"", b"age-encryption.org/v1\n-> junk\n"] {
         let err = decrypt(&id, Path::new(FILE), input).unwrap_err();
         let msg = err.to_string();
@@ -154,7 +154,7 @@ fn plaintext_is_not_an_age_file() {
 
 #[test]
 fn a_damaged_payload_is_reported_without_content() {
-    let id = NodeIdentity::generate();
+    let id = AgeIdentity::generate();
     let mut ct = encrypt(&[recipient(&id)], SECRET, false).unwrap();
     let last = ct.len() - 1;
     ct[last] ^= 1;
@@ -182,7 +182,7 @@ fn age_cli_decrypts_what_berth_encrypts() {
     }
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.txt");
-    let id = NodeIdentity::generate();
+    let id = AgeIdentity::generate();
     id.write_new(&key).unwrap();
     let key = key.to_str().unwrap();
     // age-keygen -y reads berth's identity file and derives the same recipient.
@@ -210,7 +210,7 @@ fn berth_decrypts_what_the_age_cli_encrypts() {
         .status()
         .unwrap();
     assert!(status.success());
-    let id = NodeIdentity::load(&key).unwrap();
+    let id = AgeIdentity::load(&key).unwrap();
     let r = id.recipients()[0].clone();
     for args in [vec!["-r", &r], vec!["-a", "-r", &r]] {
         let ct = tool("age", &args, SECRET);
@@ -223,7 +223,7 @@ fn berth_decrypts_what_the_age_cli_encrypts() {
     // Encrypted to someone else: the node's identity does not match.
     let ct = tool(
         "age",
-        &["-r", &NodeIdentity::generate().recipients()[0]],
+        &["-r", &AgeIdentity::generate().recipients()[0]],
         SECRET,
     );
     let err = decrypt(&id, Path::new(FILE), &ct).unwrap_err();
