@@ -5,7 +5,9 @@
 //! logic; `util` holds the few helpers that belong to no domain. `anyhow` is used only
 //! at this edge; modules return their own error types.
 
+mod api;
 mod cli;
+mod daemon;
 mod image;
 mod network;
 mod node;

@@ -34,7 +34,8 @@ pub struct AgentArgs {
     /// Only check the node configuration, then exit
     #[arg(long)]
     pub check: bool,
-    /// Follow the source once (fetch, verify, apply), then exit
+    /// Follow the source once (fetch, verify, apply), then exit; without it, keep
+    /// following it until SIGTERM
     #[arg(long)]
     pub once: bool,
     /// Change nothing: fetch, plan and report (as `agent.mode = "observe"`)
@@ -109,10 +110,13 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     }
     if !args.once {
-        eprintln!(
-            "error: the long-running agent is not part of this build yet; `berth agent --once` follows {shown}'s source once"
-        );
-        return ExitCode::from(EXIT_FAILED);
+        return match crate::daemon::run(&loaded, args.observe) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", crate::util::error_chain(&e));
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
     }
     once(cli, args, &loaded)
 }

@@ -144,7 +144,12 @@ pub fn channel(state_dir: &Path) -> (Handle, Receiver<Trigger>) {
 }
 
 /// Runs the controller until a [`Trigger::Stop`] (or every sender is gone).
-pub fn run(env: &Env<'_>, handle: &Handle, rx: &Receiver<Trigger>) -> Result<(), ControllerError> {
+pub fn run(
+    env: &Env<'_>,
+    handle: &Handle,
+    rx: &Receiver<Trigger>,
+    observe: bool,
+) -> Result<(), ControllerError> {
     let cfg = &env.loaded.config;
     let state_dir = cfg.runtime.state_dir.clone();
     let interval = cfg
@@ -248,6 +253,7 @@ pub fn run(env: &Env<'_>, handle: &Handle, rx: &Receiver<Trigger>) -> Result<(),
         }
         let outcome = one_pass(
             env,
+            observe,
             handle,
             &mut state,
             &mut sched,
@@ -312,6 +318,7 @@ struct Reported {
 #[allow(clippy::too_many_arguments)]
 fn one_pass(
     env: &Env<'_>,
+    observe: bool,
     handle: &Handle,
     state: &mut AgentState,
     sched: &mut Schedule,
@@ -329,7 +336,7 @@ fn one_pass(
     };
     let opts = FollowOptions {
         node: None,
-        observe: false,
+        observe,
         fetch_attempts: u32::from(fetch),
     };
     let result = follow::once(env, &opts, wait, &mut |_, _| {}, &mut |_| {});

@@ -1,0 +1,104 @@
+//! `berth agent`: the long-running agent. One per run directory (an exclusive lock,
+//! `<run_dir>/agent.lock`, names its holder); SIGTERM and SIGINT end it after the pass
+//! in flight, and the containers keep running under their shims. The controller
+//! (`reconcile::controller`) does the work; the API (`api`) serves its state.
+
+use std::fs;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::node::Loaded;
+use crate::reconcile::controller::{self, ControllerError, Trigger};
+use crate::reconcile::pass::Env;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another berth agent (pid {pid}) runs for {}", .run_dir.display())]
+    Running { pid: String, run_dir: PathBuf },
+    #[error("cannot lock {}", .path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot watch for SIGTERM and SIGINT")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(loaded: &Loaded, observe: bool) -> Result<(), DaemonError> {
+    let rt = crate::cli::async_runtime().map_err(DaemonError::Runtime)?;
+    let cfg = &loaded.config;
+    let run_dir = &cfg.runtime.run_dir;
+    let _lock = single_instance(run_dir)?;
+    let (handle, rx) = controller::channel(&cfg.runtime.state_dir);
+
+    // Signals end the controller after the pass in flight. tokio's handlers leave the
+    // signal mask alone, so the OCI runtime and the shims start with default signals.
+    let mut term = {
+        let _guard = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(DaemonError::Signals)?
+    };
+    let mut int = {
+        let _guard = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(DaemonError::Signals)?
+    };
+    let stopper = handle.clone();
+    rt.spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!(target: "agent", "stopping after the pass in flight");
+        stopper.send(Trigger::Stop);
+    });
+
+    let _api = crate::api::server::start(
+        rt.handle(),
+        handle.clone(),
+        std::sync::Arc::new(loaded.clone()),
+        &run_dir.join("api.sock"),
+    )?;
+    let env = Env {
+        loaded,
+        rt: rt.handle(),
+    };
+    controller::run(&env, &handle, &rx, observe)?;
+    Ok(())
+}
+
+/// Takes `<run_dir>/agent.lock` for the life of the process, with its pid in it.
+fn single_instance(run_dir: &Path) -> Result<fs::File, DaemonError> {
+    let path = run_dir.join("agent.lock");
+    let lock_err = |source| DaemonError::Lock {
+        path: path.clone(),
+        source,
+    };
+    crate::runtime::state::trusted_dir(run_dir).map_err(lock_err)?;
+    let mut f = crate::runtime::state::open_lock_file(&path).map_err(lock_err)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(DaemonError::Running {
+                pid: pid.trim().to_string(),
+                run_dir: run_dir.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(lock_err(e.into())),
+    }
+    f.set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| writeln!(f, "{}", std::process::id()))
+        .map_err(lock_err)?;
+    Ok(f)
+}
