@@ -234,15 +234,15 @@ fn conditions(
         c(
             "Progressing",
             running && !suspended && !ready,
-            if running {
-                "Reconciling"
-            } else {
-                "AgentNotRunning"
+            match (running, ready) {
+                (false, _) => "AgentNotRunning",
+                (true, true) => "Idle",
+                (true, false) => "Reconciling",
             },
-            if running {
-                "the agent converges the node".to_string()
-            } else {
-                "agent: not running".to_string()
+            match (running, ready) {
+                (false, _) => "agent: not running".to_string(),
+                (true, true) => String::new(),
+                (true, false) => "the agent converges the node".to_string(),
             },
         ),
         c(
