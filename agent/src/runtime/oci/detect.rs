@@ -102,7 +102,11 @@ pub fn detect(choice: &str, run_dir: &Path) -> Result<Runtime, DetectError> {
             let runc = found(RuntimeKind::Runc)
                 .and_then(choose)
                 .map_err(|e| DetectError::NoneWorks(format!("{crun_error}; {e}")))?;
-            tracing::info!(runtime = %runc.binary.display(), reason = %crun_error, "oci runtime: crun is not usable here, using runc");
+            // Said once a process: the agent detects the runtime on every pass.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(runtime = %runc.binary.display(), reason = %crun_error, "oci runtime: crun is not usable here, using runc");
+            }
             Ok(runc)
         }
         "runc" => choose(found(RuntimeKind::Runc)?),
