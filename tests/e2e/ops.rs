@@ -70,20 +70,14 @@ impl Node {
             .join(format!("{name}-0123abcd"))
     }
 
-    /// Writes `containers/<name>/state.json` and creates the instance directory.
+    /// Writes `containers/<name>/state.json` (a record as berth writes it, without a
+    /// schema version: version 1) and creates the instance directory.
     pub(crate) fn record(&self, name: &str, edit: impl FnOnce(&mut Value)) {
         let mut r = json!({
             "name": name,
             "instance": format!("{name}-0123abcd"),
             "spec_hash": "0123abcd",
-            "spec": {
-                "image": "registry.example.com/shop/web:1.0",
-                "mounts": [
-                    {"source": {"type": "volume", "name": "web-data"}, "target": "/data", "read_only": false},
-                    {"source": {"type": "tmpfs", "size": 16777216}, "target": "/tmp", "read_only": false}
-                ],
-                "secrets": [{"name": "db-password", "target": "db-password"}]
-            },
+            "spec": stored_spec(name),
             "image": {
                 "reference": "registry.example.com/shop/web:1.0",
                 "digest": format!("sha256:{}", "ab".repeat(32)),
@@ -136,6 +130,29 @@ impl Node {
         all.extend_from_slice(args);
         run_berth(self.dir.path(), &all)
     }
+}
+
+/// The spec a record of container `name` keeps, as berth stores it (every key, defaults
+/// applied): a volume, a tmpfs and a secret.
+pub(crate) fn stored_spec(name: &str) -> Value {
+    json!({
+        "name": name,
+        "image": "registry.example.com/shop/web:1.0",
+        "user": null, "entrypoint": null, "command": ["/bin/httpd", "-f"], "workdir": null,
+        "env": {}, "hostname": name, "restart": "always", "read_only": true,
+        "cap_drop": ["ALL"], "cap_add": [], "no_new_privileges": true, "privileged": false,
+        "seccomp": {"type": "default"}, "network_mode": "bridge", "networks": ["front"],
+        "ports": [], "depends_on": [],
+        "stop_signal": {"name": "SIGTERM", "number": 15}, "stop_timeout": "10s",
+        "labels": {}, "nodes": null, "update": "stop-first", "devices": [], "ulimits": {},
+        "sysctls": {}, "extra_hosts": [],
+        "resources": {"memory": null, "cpus": null, "pids": null}, "health": null,
+        "mounts": [
+            {"source": {"type": "volume", "name": "web-data"}, "target": "/data", "read_only": false},
+            {"source": {"type": "tmpfs", "size": 16777216}, "target": "/tmp", "read_only": false}
+        ],
+        "secrets": [{"name": "db-password", "target": "db-password"}]
+    })
 }
 
 /// Kills (and reaps) a child when dropped.

@@ -209,8 +209,8 @@ fn write_out(path: Option<&Path>, text: &str) -> Result<(), Stop> {
 /// when `path` holds a spec tree, for every running container it does not define.
 fn live_state(state_dir: &Path, path: &Path) -> Result<berth_spec::Checked, Stop> {
     use berth_spec::{Diagnostic, Kind, Location};
-    let records = crate::runtime::state::read_records(state_dir)
-        .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", state_dir.display())))?;
+    let records = crate::runtime::record::read_records(state_dir)
+        .map_err(|e| Stop::Failed(crate::util::error_chain(&e)))?;
     let mut state = berth_spec::DesiredState::default();
     let mut errors = Vec::new();
     let at = |file: String| Location {
@@ -220,20 +220,10 @@ fn live_state(state_dir: &Path, path: &Path) -> Result<berth_spec::Checked, Stop
     };
     for (name, r) in &records {
         let file = format!("containers/{name}/state.json");
-        match serde_json::from_value::<berth_spec::Container>(r.spec.clone()) {
-            Ok(mut c) => {
-                c.origin = at(file.clone());
-                state.files.push(file);
-                state.containers.insert(name.clone(), c);
-            }
-            Err(e) => errors.push(
-                Diagnostic::new(
-                    &at(file),
-                    format!("container `{name}`: its stored spec cannot be read: {e}"),
-                )
-                .object(Kind::Container, name),
-            ),
-        }
+        let mut c = r.spec.clone();
+        c.origin = at(file.clone());
+        state.files.push(file);
+        state.containers.insert(name.clone(), c);
     }
     let claimed: std::collections::BTreeSet<&str> =
         records.values().map(|r| r.instance.as_str()).collect();

@@ -18,7 +18,7 @@ use crate::runtime::instance::{
     ExecIo, ExecRequest, Instance, InstanceRuntime, OciInstances, find_shim,
 };
 use crate::runtime::oci::Runtime;
-use crate::runtime::state::ContainerRecord;
+use crate::runtime::record::ContainerRecord;
 use crate::util::error_chain;
 
 #[derive(Debug, Args)]

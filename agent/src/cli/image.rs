@@ -301,7 +301,7 @@ fn rm(a: &RefArgs, state_dir: &Path) -> Result<(), Failure> {
         .into());
     }
     // An image a container runs stays: removing it would strand the container.
-    let containers = crate::runtime::state::read_records(state_dir)?;
+    let containers = crate::runtime::record::read_records(state_dir)?;
     for r in &records {
         let users: Vec<&str> = containers
             .values()

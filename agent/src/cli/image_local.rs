@@ -235,7 +235,7 @@ pub fn prune_snapshots(store: &Store, state_dir: &Path) -> Result<Vec<String>, F
         keep.extend(prepare::chain_ids(&record).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?);
     }
     // The layers of every container's image stay, even if its image record went.
-    for c in crate::runtime::state::read_records(state_dir)?.values() {
+    for c in crate::runtime::record::read_records(state_dir)?.values() {
         for chain in &c.image.chain_ids {
             keep.insert(ChainId::parse(chain).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?);
         }

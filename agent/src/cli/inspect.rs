@@ -6,14 +6,15 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use berth_spec::{Container, MountSource};
 use clap::Args;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::ps::{fail, state_dir, status_or_warn, unix_now};
 use super::{Cli, EXIT_FAILED, Format};
 use crate::runtime::health_file::HealthRecord;
-use crate::runtime::state::{ContainerRecord, ImageRef, InstanceDirs};
+use crate::runtime::record::{ContainerRecord, ImageRef};
+use crate::runtime::state::InstanceDirs;
 use crate::runtime::status::{self, Status};
 
 #[derive(Debug, Args)]
@@ -73,7 +74,7 @@ pub struct Details {
     pub mounts: Vec<MountInfo>,
     pub log_path: String,
     /// The container spec the instance was created from.
-    pub spec: Value,
+    pub spec: Container,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,48 +112,30 @@ pub struct MountInfo {
     pub size: Option<u64>,
 }
 
-/// Mounts and secrets from the spec JSON (`berth_spec::Container` serialised):
-/// `mounts[].source` is tagged by `type`; secrets land in `/run/secrets/<target>`,
-/// read-only.
-pub fn mounts_of(spec: &Value) -> Vec<MountInfo> {
-    let mut out = Vec::new();
-    let list = |key: &str| {
-        spec.get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    for m in list("mounts") {
-        let source = m.get("source");
-        let kind = source
-            .and_then(|s| s.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string();
-        let src = source.and_then(|s| s.get("name").or_else(|| s.get("path")));
-        out.push(MountInfo {
-            source: src.and_then(Value::as_str).map(str::to_string),
-            size: source.and_then(|s| s.get("size")).and_then(Value::as_u64),
-            kind,
-            target: m
-                .get("target")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            read_only: m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
-        });
-    }
-    for s in list("secrets") {
-        let target = s.get("target").and_then(Value::as_str).unwrap_or("");
-        out.push(MountInfo {
-            kind: "secret".to_string(),
-            source: s.get("name").and_then(Value::as_str).map(str::to_string),
-            target: format!("/run/secrets/{target}"),
-            read_only: true,
-            size: None,
-        });
-    }
-    out
+/// Mounts and secrets of the spec: secrets land in `/run/secrets/<target>`, read-only.
+pub fn mounts_of(spec: &Container) -> Vec<MountInfo> {
+    let mounts = spec.mounts.iter().map(|m| {
+        let (kind, source, size) = match &m.source {
+            MountSource::Volume { name } => ("volume", Some(name.clone()), None),
+            MountSource::Bind { path } => ("bind", Some(path.clone()), None),
+            MountSource::Tmpfs { size } => ("tmpfs", None, *size),
+        };
+        MountInfo {
+            kind: kind.to_string(),
+            source,
+            target: m.target.clone(),
+            read_only: m.read_only,
+            size,
+        }
+    });
+    let secrets = spec.secrets.iter().map(|s| MountInfo {
+        kind: "secret".to_string(),
+        source: Some(s.name.clone()),
+        target: format!("/run/secrets/{}", s.target),
+        read_only: true,
+        size: None,
+    });
+    mounts.chain(secrets).collect()
 }
 
 impl Details {
@@ -323,15 +306,16 @@ mod tests {
     use super::*;
     use crate::runtime::status::State;
 
-    fn spec() -> Value {
-        serde_json::json!({
-            "mounts": [
-                {"source": {"type": "volume", "name": "web-data"}, "target": "/data", "read_only": false},
-                {"source": {"type": "bind", "path": "/srv/media"}, "target": "/media", "read_only": true},
-                {"source": {"type": "tmpfs", "size": 16777216}, "target": "/tmp", "read_only": false}
-            ],
-            "secrets": [{"name": "db-password", "target": "db-password"}]
-        })
+    /// A spec with a volume, a bind, a tmpfs and a secret.
+    fn spec() -> Container {
+        let mut spec = crate::runtime::record::sample("web").spec;
+        spec.mounts = serde_json::from_value(serde_json::json!([
+            {"source": {"type": "volume", "name": "web-data"}, "target": "/data", "read_only": false},
+            {"source": {"type": "bind", "path": "/srv/media"}, "target": "/media", "read_only": true},
+            {"source": {"type": "tmpfs", "size": 16777216}, "target": "/tmp", "read_only": false}
+        ]))
+        .unwrap();
+        spec
     }
 
     #[test]
@@ -347,32 +331,22 @@ mod tests {
                 "secret db-password -> /run/secrets/db-password (ro)",
             ]
         );
-        assert!(mounts_of(&serde_json::json!({})).is_empty());
+        let mut none = spec();
+        (none.mounts, none.secrets) = (vec![], vec![]);
+        assert!(mounts_of(&none).is_empty());
     }
 
     #[test]
     fn text_block() {
         let r = ContainerRecord {
-            name: "web".into(),
-            instance: "web-0123abcd".into(),
-            spec_hash: "0123abcd".into(),
             spec: spec(),
             image: ImageRef {
                 reference: "registry.example.com/shop/web:1.0".into(),
                 digest: "sha256:ab".into(),
                 chain_ids: vec![],
             },
-            runtime: "/usr/bin/runc".into(),
-            runtime_root: "/run/berth/runc".into(),
-            created_at: "2026-11-22T10:00:00Z".into(),
-            started_at: Some("2026-11-22T10:00:01Z".into()),
-            restarts: 2,
-            operator_stopped: false,
-            addresses: [("front".to_string(), "10.89.1.2".to_string())].into(),
             ports: vec!["8080:8080/tcp".into()],
-            cgroup_path: "/berth/web-0123abcd".into(),
-            uid: Some(10001),
-            gid: Some(10001),
+            ..crate::runtime::record::sample("web")
         };
         let s = Status {
             state: State::Running,

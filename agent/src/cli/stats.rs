@@ -13,7 +13,7 @@ use super::human;
 use super::ps::{fail, state_dir, status_or_warn};
 use super::{Cli, EXIT_FAILED, Format};
 use crate::runtime::cgroup::{self, CgroupDirs, Layout, Memory, Pids, Sample};
-use crate::runtime::state::ContainerRecord;
+use crate::runtime::record::ContainerRecord;
 use crate::runtime::status;
 use crate::util::error_chain;
 

@@ -79,7 +79,7 @@ impl Failure {
 
     /// The error and its causes, `: `-separated, as the CLI prints them.
     pub fn chain(&self) -> String {
-        crate::image::prepare::error_chain(&*self.error)
+        crate::util::error_chain(&*self.error)
     }
 }
 
@@ -251,7 +251,7 @@ impl Serialize for StepResult {
             StepResult::Refused(why) => ("refused", Some(why.clone())),
             StepResult::Skipped(why) => ("skipped", Some(why.clone())),
             StepResult::Reported => ("reported", None),
-            StepResult::Deferred(t) => ("deferred", Some(crate::runtime::state::rfc3339(t.0))),
+            StepResult::Deferred(t) => ("deferred", Some(crate::util::rfc3339::format(t.0))),
         };
         let kind = self.kind();
         let mut map = s.serialize_map(None)?;
@@ -641,7 +641,7 @@ mod tests {
         let out = execute(&plan, StepHost::of(&rec), 2);
         assert!(rec.calls().is_empty(), "{:?}", rec.calls());
         assert_eq!(out.results[0].1, StepResult::Deferred(Timestamp(1_040)));
-        let until = crate::runtime::state::rfc3339(1_040);
+        let until = crate::util::rfc3339::format(1_040);
         assert_eq!(
             outcome(&out, "web"),
             ContainerOutcome::Deferred {

@@ -38,7 +38,7 @@ pub(super) fn execute(plan: &Plan, desired: &mut Desired, actual: &mut Actual, n
                         digest: Some(want.digest.clone()),
                         state: InstanceState::Created,
                         health: HealthState::Unknown,
-                        spec: Some(serde_json::to_value(&want.spec).unwrap()),
+                        spec: Some(want.spec.clone()),
                         networks: networks_of(&want.spec),
                         volumes: volumes_of(&want.spec),
                     });
@@ -54,7 +54,7 @@ pub(super) fn execute(plan: &Plan, desired: &mut Desired, actual: &mut Actual, n
                     pid: 1,
                     started_at: now,
                 };
-                let has_health = i.spec.as_ref().is_some_and(|s| !s["health"].is_null());
+                let has_health = i.spec.as_ref().is_some_and(|s| s.health.is_some());
                 i.health = if has_health {
                     HealthState::Starting
                 } else {

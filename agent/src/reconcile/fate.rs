@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use berth_spec::Container;
 use berth_spec::types::{Restart, Update, format_duration};
 use serde_json::Value;
 
@@ -202,9 +203,8 @@ fn dependency_order(desired: &Desired, actual: &Actual) -> (Vec<String>, BTreeMa
             let deps: BTreeSet<String> = record
                 .instances
                 .iter()
-                .filter_map(|i| i.spec.as_ref()?.get("depends_on")?.as_array().cloned())
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
+                .filter_map(|i| i.spec.as_ref())
+                .flat_map(|s| s.depends_on.iter().cloned())
                 .collect();
             deps.into_iter().collect()
         });
@@ -338,9 +338,10 @@ fn apply<'a>(
             let mut why = match old {
                 None => "new container".to_string(),
                 Some(old) => {
-                    let new = serde_json::to_value(&want.spec).unwrap_or(Value::Null);
+                    let json = |c: &Container| serde_json::to_value(c).unwrap_or(Value::Null);
+                    let (new, old_spec) = (json(&want.spec), old.spec.as_ref().map(json));
                     let old_digest = old.digest.as_deref();
-                    diff::describe(old.spec.as_ref(), old_digest, &new, &want.digest, changed)
+                    diff::describe(old_spec.as_ref(), old_digest, &new, &want.digest, changed)
                 }
             };
             if ctx.marked {
@@ -438,12 +439,7 @@ fn restart_kept<'a>(ctx: &Ctx<'a, '_>) -> Option<(&'a Instance, Start)> {
             _ => None,
         })
         .max_by_key(|(_, e)| e.finished_at)?;
-    let restart = i
-        .spec
-        .as_ref()
-        .and_then(|s| s.get("restart")?.as_str().map(Restart::parse))
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let restart = i.spec.as_ref().map(|s| s.restart).unwrap_or_default();
     restart_after(ctx, restart, exit).map(|s| (i, s))
 }
 

@@ -17,8 +17,9 @@ use berth_spec::{Container, DesiredState, NodeIdentity, Seccomp};
 use super::facts::{networks_of, volumes_of};
 use super::model::*;
 use crate::image::store::Store;
+use crate::runtime::record::{self, ContainerRecord, RecordError};
 use crate::runtime::spec_hash::{HashInput, SecretInput, SpecHash, spec_hash};
-use crate::runtime::state::{self, ContainerRecord, InstanceDirs};
+use crate::runtime::state::{self, InstanceDirs};
 use crate::storage::treefile;
 use crate::util::rfc3339;
 
@@ -323,7 +324,9 @@ pub fn instance_health(
         return HealthState::Unknown;
     }
     let started_at = record.started_at.as_deref();
-    match health_file::current(&dirs.root, &record.spec, started_at).map(|h| h.status) {
+    match health_file::current(&dirs.root, record.spec.health.is_some(), started_at)
+        .map(|h| h.status)
+    {
         None => HealthState::Unknown,
         Some(HealthStatus::Starting) => HealthState::Starting,
         Some(HealthStatus::Healthy) => HealthState::Healthy,
@@ -347,16 +350,26 @@ fn pid_in_instance(pid: i32, cgroup_path: &str) -> bool {
     alive && crate::runtime::status::in_cgroup(&cgroup, cgroup_path)
 }
 
+/// Why the state directory could not be scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A container record that cannot be read, or is of a newer berth.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
 /// Scans the state directory: container records with their instances, berth's
 /// networks and volumes, instances no record accounts for, and the directory's
 /// generation (`runtime::lock::generation`).
 pub fn actual(
     state_dir: &Path,
     networks: BTreeMap<String, ActualNetwork>,
-) -> std::io::Result<Actual> {
+) -> Result<Actual, ScanError> {
     // Read first: a scan racing a writer then claims the older generation.
     let generation = crate::runtime::lock::generation(state_dir)?;
-    let records = state::read_records(state_dir)?;
+    let records = record::read_records(state_dir)?;
     let mut out = Actual {
         networks,
         volumes: crate::storage::volumes::list(state_dir)?
@@ -369,9 +382,8 @@ pub fn actual(
     for (name, r) in &records {
         let dirs = InstanceDirs::new(state_dir, &r.instance);
         claimed.insert(r.instance.clone());
-        let spec_json = Some(r.spec.clone());
         let networks = r.addresses.keys().cloned().collect();
-        let volumes = spec_volumes(&r.spec);
+        let volumes = volumes_of(&r.spec);
         let state = instance_state(&dirs, Some(r));
         out.containers.insert(
             name.clone(),
@@ -382,7 +394,7 @@ pub fn actual(
                     digest: Some(r.image.digest.clone()),
                     state,
                     health: instance_health(&dirs, r, state),
-                    spec: spec_json,
+                    spec: Some(r.spec.clone()),
                     networks,
                     volumes,
                 }],
@@ -401,23 +413,6 @@ pub fn actual(
         }
     }
     Ok(out)
-}
-
-/// The named volumes a stored spec (JSON) mounts.
-fn spec_volumes(spec: &serde_json::Value) -> Vec<String> {
-    let mut v: Vec<String> = spec["mounts"]
-        .as_array()
-        .map(|mounts| {
-            mounts
-                .iter()
-                .filter(|m| m["source"]["type"] == "volume")
-                .filter_map(|m| m["source"]["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v.dedup();
-    v
 }
 
 /// Networks under this node's state, for the planner.
@@ -481,16 +476,9 @@ mod tests {
         use crate::runtime::health_file::{self, HealthRecord, HealthStatus};
         let dir = tempfile::tempdir().unwrap();
         let dirs = InstanceDirs::new(dir.path(), "web-0123abcd");
-        let mut r: ContainerRecord = serde_json::from_value(serde_json::json!({
-            "name": "web", "instance": "web-0123abcd", "spec_hash": "0123abcd",
-            "spec": {"health": {"probe": {"exec": ["true"]}}},
-            "image": {"reference": "busybox", "digest": "sha256:00", "chain_ids": []},
-            "runtime": "runc", "runtime_root": "/run/berth/runc",
-            "created_at": "2026-11-22T10:00:00Z", "started_at": "2026-11-22T10:00:01Z",
-            "restarts": 0, "operator_stopped": false, "addresses": {}, "ports": [],
-            "cgroup_path": ""
-        }))
-        .unwrap();
+        // Started at 10:00:01, with a health check.
+        let mut r = crate::runtime::record::sample("web");
+        assert!(r.spec.health.is_some());
         let running = InstanceState::Running {
             pid: 1,
             started_at: Timestamp(0),
@@ -516,16 +504,7 @@ mod tests {
         r.started_at = Some("2026-11-22T10:05:00Z".into());
         assert_eq!(instance_health(&dirs, &r, running), HealthState::Starting);
         // No health check: no health, whatever the file says.
-        r.spec = serde_json::json!({"health": null});
+        r.spec.health = None;
         assert_eq!(instance_health(&dirs, &r, running), HealthState::Unknown);
-    }
-
-    #[test]
-    fn volumes_of_a_stored_spec() {
-        let spec = serde_json::json!({"mounts": [
-            {"source": {"type": "volume", "name": "data"}, "target": "/data", "read_only": false},
-            {"source": {"type": "tmpfs", "size": null}, "target": "/tmp", "read_only": false}
-        ]});
-        assert_eq!(spec_volumes(&spec), vec!["data"]);
     }
 }

@@ -243,7 +243,7 @@ fn load(dir: &Path) -> Inputs {
                 Some("unhealthy") => HealthState::Unhealthy,
                 Some(other) => panic!("unknown health {other}"),
             },
-            spec: Some(serde_json::to_value(c).unwrap()),
+            spec: Some(c.clone()),
             networks: networks_of(c),
             volumes: volumes_of(c),
         });

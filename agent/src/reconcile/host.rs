@@ -44,8 +44,8 @@ use super::images::ReadyImage;
 use super::model::Desired;
 use crate::network::Networks;
 use crate::runtime::instance::{Instance, InstanceRuntime};
+use crate::runtime::record::{ContainerRecord, read_record, remove_record};
 use crate::runtime::render::HostInfo;
-use crate::runtime::state::{self, ContainerRecord};
 
 mod bundle;
 mod create;
@@ -89,7 +89,7 @@ pub struct RealHost<'a> {
     pub runtime_binary: PathBuf,
     pub runtime_root: PathBuf,
     pub host: &'a HostInfo,
-    pub identity: Option<&'a crate::storage::secrets::NodeIdentity>,
+    pub identity: Option<&'a crate::storage::secrets::AgeIdentity>,
     /// The mounts an instance holds, and the files handed to its user.
     pub mounts: &'a dyn Mounts,
     pub files: &'a dyn OwnedFiles,
@@ -129,7 +129,7 @@ impl RealHost<'_> {
     }
 
     fn record(&self, name: &str) -> Result<Option<ContainerRecord>, HostError> {
-        state::read_record(&self.state_dir, name).map_err(at("read the container record"))
+        read_record(&self.state_dir, name).map_err(at("read the container record"))
     }
 }
 
@@ -181,7 +181,7 @@ impl ContainerSteps for RealHost<'_> {
     }
 
     fn forget(&self, name: &str) -> Result<(), StepError> {
-        state::remove_record(&self.state_dir, name)
+        remove_record(&self.state_dir, name)
             .map_err(|err| at("remove the container record")(err).into())
     }
 

@@ -149,10 +149,11 @@ pub struct Instance {
     pub digest: Option<String>,
     pub state: InstanceState,
     pub health: HealthState,
-    /// The container spec it was created from, as stored in its `state.json` (the
-    /// `Container`'s serde JSON): lets a reason name the field that changed, and tells
-    /// the stop signal and timeout of an instance whose spec is gone from the repository.
-    pub spec: Option<serde_json::Value>,
+    /// The container spec it was created from, as stored in its record (`None` for an
+    /// orphan): lets a reason name the field that changed, and tells the stop signal,
+    /// restart policy and health check of an instance whose spec is gone from the
+    /// repository or changed since.
+    pub spec: Option<Container>,
     /// The networks it is attached to, and the named volumes it mounts.
     pub networks: Vec<String>,
     pub volumes: Vec<String>,

@@ -9,14 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::node::{Loaded, networks_of};
+use crate::node::{Loaded, open_networks};
 use crate::reconcile::host::{LinuxFs, teardown};
 use crate::runtime::instance::{
-    Instance, InstanceRuntime, InstanceStatus, OciInstances, find_shim,
+    Instance, InstanceRuntime, InstanceStatus, OciInstances, Ready, RecreateError, StopParams,
+    find_shim, recreate,
 };
 use crate::runtime::lock::{self, LockError};
 use crate::runtime::oci::Runtime;
-use crate::runtime::state::{self, ContainerRecord};
+use crate::runtime::record::{self, ContainerRecord, RecordError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,13 +50,9 @@ pub enum OperatorError {
     NoSuchContainer { name: String, state_dir: PathBuf },
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error("cannot read the record of `{name}` under {}", state_dir.display())]
-    Record {
-        name: String,
-        state_dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Its record cannot be read, or is of a newer berth (the error names the file).
+    #[error(transparent)]
+    Record(RecordError),
     /// The action was done (or failed half-way) but the state directory's generation
     /// could not be bumped.
     #[error("cannot bump the generation of {}", state_dir.display())]
@@ -129,13 +126,13 @@ fn act(
         find_shim(rt.shim_path.as_deref()).map_err(|e| step("find the shim")(Box::new(e)))?;
     let instances = OciInstances::new(runtime, shim, rt.log_max_size, rt.log_max_files);
     let inst = Instance::new(state_dir, &record.instance);
-    let (signal, timeout) = stop_params(&record);
+    let how = StopParams::of(Some(&record.spec), None);
     let write = |record: &ContainerRecord| {
-        state::write_record(state_dir, record).map_err(|e| step("write its record")(Box::new(e)))
+        record::write_record(state_dir, record).map_err(|e| step("write its record")(Box::new(e)))
     };
     let stop = || {
         instances
-            .stop(&inst, signal, timeout)
+            .stop(&inst, how.signal.number, how.timeout)
             .map(drop)
             .map_err(|e| step("stop")(Box::new(e)))
     };
@@ -147,45 +144,29 @@ fn act(
             InstanceStatus::Running { .. } => return Ok(()),
             InstanceStatus::Created { .. } => {}
             _ => {
-                instances
-                    .delete(&inst)
-                    .map_err(|e| step("delete")(Box::new(e)))?;
                 // Never start over an empty mount point: the runtime would give the
                 // container an empty directory where its root or a bind should be.
-                if !crate::runtime::mount::is_overlay_mounted(&inst.dirs.rootfs()) {
-                    return Err(OperatorError::Lost {
+                let ready = || match lost(&inst) {
+                    Some(what) => Err(OperatorError::Lost {
                         name: name.to_string(),
-                        what: "root filesystem",
-                    });
-                }
-                if let Ok(points) =
-                    std::fs::read_dir(crate::storage::binds::binds_dir(&inst.dirs.root))
-                {
-                    for p in points.flatten() {
-                        if crate::runtime::mount::mounts_at(&p.path()).is_empty() {
-                            return Err(OperatorError::Lost {
-                                name: name.to_string(),
-                                what: "bind mount",
-                            });
-                        }
-                    }
-                }
-                crate::runtime::history::record_exit_of(
-                    state_dir,
-                    name,
-                    &inst.dirs,
-                    record.started_at.as_deref(),
-                );
-                let _ = std::fs::remove_file(inst.dirs.exit_file());
-                instances
-                    .create(&inst)
-                    .map_err(|e| step("create")(Box::new(e)))?;
+                        what,
+                    }),
+                    None => Ok(Ready::InPlace),
+                };
+                let started_at = record.started_at.as_deref();
+                recreate(&instances, state_dir, name, &inst, started_at, ready).map_err(
+                    |e| match e {
+                        RecreateError::Delete(e) => step("delete")(Box::new(e)),
+                        RecreateError::Ready(e) => e,
+                        RecreateError::Create(e) => step("create")(Box::new(e)),
+                    },
+                )?;
             }
         }
         instances
             .start(&inst)
             .map_err(|e| step("start")(Box::new(e)))?;
-        record.started_at = Some(state::now_rfc3339());
+        record.started_at = Some(crate::util::rfc3339::now());
         Ok(())
     };
     match op {
@@ -207,7 +188,7 @@ fn act(
         }
         Op::Rm => {
             stop()?;
-            let networks = networks_of(loaded);
+            let networks = open_networks(loaded);
             teardown(
                 state_dir,
                 &rt.run_dir,
@@ -218,7 +199,7 @@ fn act(
             )
             // The cause chain is kept whatever the error type.
             .map_err(|e| step("tear it down")(BoxError::from(e)))?;
-            state::remove_record(state_dir, &record.name)
+            record::remove_record(state_dir, &record.name)
                 .map_err(|e| step("remove its record")(Box::new(e)))?;
         }
     }
@@ -227,28 +208,24 @@ fn act(
 
 /// The record of `name`.
 pub fn read(state_dir: &Path, name: &str) -> Result<ContainerRecord, OperatorError> {
-    match state::read_record(state_dir, name) {
+    match record::read_record(state_dir, name) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(OperatorError::NoSuchContainer {
             name: name.to_string(),
             state_dir: state_dir.to_path_buf(),
         }),
-        Err(source) => Err(OperatorError::Record {
-            name: name.to_string(),
-            state_dir: state_dir.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(OperatorError::Record(source)),
     }
 }
 
-/// The stop signal and timeout the container was created with.
-fn stop_params(record: &ContainerRecord) -> (i32, Duration) {
-    let signal = record.spec["stop_signal"]["number"]
-        .as_i64()
-        .map_or(15, |n| n as i32);
-    let timeout = record.spec["stop_timeout"]
-        .as_str()
-        .and_then(|t| berth_spec::types::parse_duration(t).ok())
-        .unwrap_or(Duration::from_secs(10));
-    (signal, timeout)
+/// What of the instance's mounts is gone (a reboot unmounts them), if any.
+fn lost(inst: &Instance) -> Option<&'static str> {
+    if !crate::runtime::mount::is_overlay_mounted(&inst.dirs.rootfs()) {
+        return Some("root filesystem");
+    }
+    let points = std::fs::read_dir(crate::storage::binds::binds_dir(&inst.dirs.root)).ok()?;
+    points
+        .flatten()
+        .any(|p| crate::runtime::mount::mounts_at(&p.path()).is_empty())
+        .then_some("bind mount")
 }

@@ -49,7 +49,7 @@ use crate::node::{self, ConfigError, Loaded, NodePolicy};
 use crate::runtime::instance::{OciInstances, find_shim};
 use crate::runtime::lock::{self, LockError};
 use crate::runtime::oci::detect;
-use crate::storage::secrets::NodeIdentity as AgeIdentity;
+use crate::storage::secrets::AgeIdentity;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,7 +82,7 @@ pub enum PassError {
     Scan {
         state_dir: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: gather::ScanError,
     },
     /// Every plan of the pass was made from an older generation of the state directory
     /// than the one it would be executed on: a writer changed it without the state
@@ -451,7 +451,7 @@ pub fn plan(env: &Env<'_>, input: &Input<'_>, registry: Registry) -> Result<Plan
         &signatures,
         env.rt,
     );
-    let networks = node::networks_of(env.loaded);
+    let networks = node::open_networks(env.loaded);
     let planned = front.plan(
         env,
         input,
@@ -494,7 +494,7 @@ pub fn apply(
         env.rt,
     );
     // One pass rewrites the peers' hosts files once, at its end.
-    let networks = node::networks_of(env.loaded).deferring_peers();
+    let networks = node::open_networks(env.loaded).deferring_peers();
     // Scanned and planned under the lock; a plan from an older generation is made
     // again rather than executed.
     let none = BTreeMap::new();
@@ -531,7 +531,7 @@ fn current(
         let planned = make()?;
         let now = lock::generation(state_dir).map_err(|source| PassError::Scan {
             state_dir: state_dir.to_path_buf(),
-            source,
+            source: source.into(),
         })?;
         if planned.plan.actual_generation == now {
             return Ok(planned);

@@ -21,10 +21,9 @@ use std::time::Duration;
 
 use berth_spec::Container;
 
-use super::facts::{
-    health_timeout, networks_of, orphan_instance, orphan_name, sorted, stop_params,
-    stored_health_timeout, volumes_of,
-};
+use crate::runtime::instance::StopParams;
+
+use super::facts::{health_timeout, networks_of, orphan_instance, orphan_name, sorted, volumes_of};
 use super::fate::{self, Apply, Fate, Fates};
 use super::model::{
     Action, Actual, Desired, History, Instance, Plan, PolicyDecisions, ReportKind, Step, Timestamp,
@@ -214,12 +213,13 @@ impl<'p, 'a> Emitter<'p, 'a> {
         if !i.state.may_run() || self.stops.contains_key(&i.id) {
             return;
         }
-        let (signal, timeout) = stop_params(i, spec);
+        // The instance's own stored spec wins over the desired one: it is what runs.
+        let stop = StopParams::of(i.spec.as_ref(), spec);
         let action = Action::Stop {
             name: name.to_string(),
             instance: i.id.clone(),
-            signal,
-            timeout,
+            signal: stop.signal.name,
+            timeout: stop.timeout,
         };
         let id = self.push(action, reason, needs, None);
         self.stops.insert(i.id.clone(), id);
@@ -472,7 +472,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
                         .copied()
                         .find(|i| matches!(i.state, super::model::InstanceState::Running { .. }))
                 })?;
-                let timeout = stored_health_timeout(i)?;
+                let timeout = health_timeout(i.spec.as_ref()?)?;
                 Some((i.id.clone(), i.health, timeout))
             }
             Fate::Prune(_) => None,

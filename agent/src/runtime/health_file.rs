@@ -225,11 +225,6 @@ pub fn read(instance_root: &Path) -> Result<Option<HealthRecord>, HealthFileErro
         .map_err(|source| HealthFileError::Parse { path, source })
 }
 
-/// Whether a stored container spec (JSON) has a health check.
-pub fn has_check(spec: &serde_json::Value) -> bool {
-    spec.get("health").is_some_and(|h| !h.is_null())
-}
-
 /// The instance's record if it is from this run (probed no earlier than
 /// `started_at`); an unreadable file is warned about and counts as none.
 pub fn read_fresh(instance_root: &Path, started_at: Option<&str>) -> Option<HealthRecord> {
@@ -250,15 +245,14 @@ pub fn read_fresh(instance_root: &Path, started_at: Option<&str>) -> Option<Heal
     fresh.then_some(record)
 }
 
-/// The health of a running instance: `None` without a health check; its file when
-/// the file is from this run, else `starting`.
+/// The health of a running instance: `None` without a health check (`has_check`
+/// false); its file when the file is from this run, else `starting`.
 pub fn current(
     instance_root: &Path,
-    spec: &serde_json::Value,
+    has_check: bool,
     started_at: Option<&str>,
 ) -> Option<HealthRecord> {
-    has_check(spec)
-        .then(|| read_fresh(instance_root, started_at).unwrap_or_else(HealthRecord::starting))
+    has_check.then(|| read_fresh(instance_root, started_at).unwrap_or_else(HealthRecord::starting))
 }
 
 /// Time since `started_at` (RFC 3339); zero when unknown.
@@ -426,12 +420,11 @@ mod tests {
     fn file_round_trip_mode_and_freshness() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let spec = serde_json::json!({"health": {"probe": {"exec": ["true"]}}});
-        let no_check = serde_json::json!({"health": null});
+        let (spec, no_check) = (true, false);
         assert_eq!(read(dir.path()).unwrap(), None);
-        assert_eq!(current(dir.path(), &no_check, None), None);
+        assert_eq!(current(dir.path(), no_check, None), None);
         assert_eq!(
-            current(dir.path(), &spec, Some("2026-11-22T10:00:00Z")),
+            current(dir.path(), spec, Some("2026-11-22T10:00:00Z")),
             Some(HealthRecord::starting())
         );
         let r = HealthRecord {
@@ -448,12 +441,12 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(read(dir.path()).unwrap(), Some(r.clone()));
         assert_eq!(
-            current(dir.path(), &spec, Some("2026-11-22T10:00:05Z")),
+            current(dir.path(), spec, Some("2026-11-22T10:00:05Z")),
             Some(r.clone())
         );
         // Restarted since: the file is from the previous run.
         assert_eq!(
-            current(dir.path(), &spec, Some("2026-11-22T10:01:00Z")),
+            current(dir.path(), spec, Some("2026-11-22T10:01:00Z")),
             Some(HealthRecord::starting())
         );
         std::fs::write(path(dir.path()), "{").unwrap();
@@ -462,7 +455,7 @@ mod tests {
             Err(HealthFileError::Parse { .. })
         ));
         assert_eq!(
-            current(dir.path(), &spec, None),
+            current(dir.path(), spec, None),
             Some(HealthRecord::starting())
         );
         std::fs::remove_file(path(dir.path())).unwrap();

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use berth_spec::Container;
+use berth_spec::types::Signal;
 use serde::Deserialize;
 
 use crate::runtime::oci::{RuntimeError, RuntimeState, RuntimeStatus};
@@ -30,6 +32,7 @@ mod lab;
 #[cfg(test)]
 #[path = "instance_lifecycle_tests.rs"]
 mod lifecycle_tests;
+mod restart;
 #[cfg(test)]
 #[path = "instance_tests.rs"]
 mod tests;
@@ -37,11 +40,45 @@ mod tests;
 pub use driver::OciInstances;
 #[cfg(test)]
 pub use exec::exec_process;
+pub use restart::{Ready, RecreateError, recreate};
 
 /// SIGKILL; SIGTERM is the spec's default stop signal.
 pub const SIGKILL: i32 = 9;
 #[cfg(test)]
 pub const SIGTERM: i32 = 15;
+
+/// How an instance is stopped: its stop signal, then SIGKILL once `timeout` passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopParams {
+    pub signal: Signal,
+    pub timeout: Duration,
+}
+
+/// The stop timeout when nothing says otherwise: the spec's own default (DESIGN.md §3).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for StopParams {
+    /// SIGTERM, then SIGKILL after [`DEFAULT_STOP_TIMEOUT`].
+    fn default() -> Self {
+        StopParams {
+            signal: Signal::default(),
+            timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
+}
+
+impl StopParams {
+    /// Those of the spec the instance was created from (`stored`, as its record
+    /// keeps it: it is what runs), else of the `desired` spec, else the defaults.
+    pub fn of(stored: Option<&Container>, desired: Option<&Container>) -> StopParams {
+        stored
+            .or(desired)
+            .map_or_else(StopParams::default, |c| StopParams {
+                signal: c.stop_signal.clone(),
+                timeout: c.stop_timeout,
+            })
+    }
+}
 
 /// One instance: its runtime id and its directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,7 @@ pub mod logs;
 pub mod logs_follow;
 pub mod mount;
 pub mod oci;
+pub mod record;
 pub mod render;
 pub mod spec_hash;
 pub mod state;

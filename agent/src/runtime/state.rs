@@ -4,8 +4,9 @@
 //! is down.
 //!
 //! Layout under the state directory:
-//! - `containers/<name>/state.json` — [`ContainerRecord`]: the current instance, the
-//!   spec it was created from, image, network addresses, counters, operator mark.
+//! - `containers/<name>/state.json` — the container's record (`runtime::record`): the
+//!   current instance, the spec it was created from, image, network addresses,
+//!   counters, operator mark.
 //! - `instances/<id>/` — [`InstanceDirs`]: `bundle/config.json`, `rootfs/` (overlay
 //!   mount point), `upper/`, `work/`, `ctr.log` (+ rotations), `exit.json` (written by
 //!   the shim when the container's init exits), `pid` (by the runtime), `shim.pid`,
@@ -19,64 +20,12 @@
 //! `hostname` 0644; `upper/` 0755). [`create_dir`], [`private_dir`] and
 //! [`write_atomic_mode`] are the one place that creates them.
 
-use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-/// The record of one container, `containers/<name>/state.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContainerRecord {
-    pub name: String,
-    /// The current instance, `<name>-<8 hex of the spec hash>`.
-    pub instance: String,
-    pub spec_hash: String,
-    /// The container spec the instance was created from (the `berth_spec::Container`
-    /// as JSON), so a later change can be named ("env LOG_LEVEL changed").
-    pub spec: serde_json::Value,
-    pub image: ImageRef,
-    /// The OCI runtime binary that created the instance (`/usr/bin/runc`).
-    pub runtime: String,
-    /// The runtime's `--root` directory.
-    pub runtime_root: PathBuf,
-    /// RFC 3339 UTC times.
-    pub created_at: String,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    /// How many times berth started the container again after it exited.
-    #[serde(default)]
-    pub restarts: u32,
-    /// Set by `berth stop`, cleared by `berth start`: apply leaves it stopped.
-    #[serde(default)]
-    pub operator_stopped: bool,
-    /// Addresses per network (bridge mode).
-    #[serde(default)]
-    pub addresses: BTreeMap<String, String>,
-    /// Published ports as written (`127.0.0.1:8080:8080/tcp`).
-    #[serde(default)]
-    pub ports: Vec<String>,
-    /// The cgroup path given to the runtime (`/berth/<instance>`).
-    pub cgroup_path: String,
-    /// The uid/gid the process runs as (resolved in the image).
-    #[serde(default)]
-    pub uid: Option<u32>,
-    #[serde(default)]
-    pub gid: Option<u32>,
-}
-
-/// The image an instance runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRef {
-    /// The reference as written in the spec.
-    pub reference: String,
-    /// The digest that was pulled and verified.
-    pub digest: String,
-    /// The snapshot chain IDs, base first.
-    pub chain_ids: Vec<String>,
-}
 
 /// The exit status the shim records, `instances/<id>/exit.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,54 +123,6 @@ impl InstanceDirs {
             .trim()
             .parse()
             .ok()
-    }
-}
-
-/// `containers/<name>/state.json`.
-pub fn record_path(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("containers").join(name).join("state.json")
-}
-
-/// Reads a container's record; `None` if berth has none.
-pub fn read_record(state_dir: &Path, name: &str) -> io::Result<Option<ContainerRecord>> {
-    match fs::read(record_path(state_dir, name)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("container {name}: {e}"))
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Every container record, by name.
-pub fn read_records(state_dir: &Path) -> io::Result<BTreeMap<String, ContainerRecord>> {
-    let dir = state_dir.join("containers");
-    let mut out = BTreeMap::new();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(r) = read_record(state_dir, &name)? {
-            out.insert(name, r);
-        }
-    }
-    Ok(out)
-}
-
-/// Writes a container's record atomically.
-pub fn write_record(state_dir: &Path, record: &ContainerRecord) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-    write_atomic(&record_path(state_dir, &record.name), &bytes)
-}
-
-/// Removes a container's record (and its directory).
-pub fn remove_record(state_dir: &Path, name: &str) -> io::Result<()> {
-    match fs::remove_dir_all(state_dir.join("containers").join(name)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 
@@ -410,10 +311,6 @@ pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
-// Moved to `util::rfc3339`; these names stay only while the executor's split (in
-// progress) still calls them by this path.
-pub use crate::util::rfc3339::{format as rfc3339, now as now_rfc3339};
-
 /// Whether an I/O failure may clear up by itself, so that trying the same thing again
 /// later can work: the disk or a quota is full, memory or a resource is short for now,
 /// something timed out or was interrupted. Anything else (a missing file, a permission,
@@ -566,38 +463,5 @@ mod tests {
         fs::set_permissions(dirs.upper(), Permissions::from_mode(0o750)).unwrap();
         dirs.create().unwrap();
         assert_eq!(mode(&dirs.upper()), 0o750);
-    }
-
-    #[test]
-    fn records_round_trip_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = ContainerRecord {
-            name: "web".into(),
-            instance: "web-0123abcd".into(),
-            spec_hash: "0123abcd".into(),
-            spec: serde_json::json!({"image": "x"}),
-            image: ImageRef {
-                reference: "r/x@sha256:00".into(),
-                digest: "sha256:00".into(),
-                chain_ids: vec![],
-            },
-            runtime: "/usr/bin/runc".into(),
-            runtime_root: "/run/berth/runc".into(),
-            created_at: crate::util::rfc3339::now(),
-            started_at: None,
-            restarts: 0,
-            operator_stopped: false,
-            addresses: BTreeMap::new(),
-            ports: vec![],
-            cgroup_path: "/berth/web-0123abcd".into(),
-            uid: Some(10001),
-            gid: Some(10001),
-        };
-        write_record(dir.path(), &r).unwrap();
-        assert_eq!(read_record(dir.path(), "web").unwrap(), Some(r.clone()));
-        assert_eq!(read_records(dir.path()).unwrap().len(), 1);
-        remove_record(dir.path(), "web").unwrap();
-        assert_eq!(read_record(dir.path(), "web").unwrap(), None);
-        remove_record(dir.path(), "web").unwrap();
     }
 }

@@ -20,7 +20,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::health_file::{self, HealthRecord};
-use super::state::{self, ContainerRecord, ExitStatus, InstanceDirs};
+use super::record::{self, ContainerRecord, RecordError};
+use super::state::{ExitStatus, InstanceDirs};
 use crate::util::rfc3339;
 
 /// Clock ticks per second in `/proc/<pid>/stat`: the kernel reports these times in
@@ -36,11 +37,12 @@ const START_SLACK_SECS: i64 = 2;
 pub enum StatusError {
     #[error("no container {name} in state directory {}", state_dir.display())]
     Unknown { name: String, state_dir: PathBuf },
-    #[error("cannot read state directory {}: {source}", state_dir.display())]
+    /// A record that cannot be read, or is of a newer berth (the source names it).
+    #[error("cannot read state directory {}", state_dir.display())]
     StateDir {
         state_dir: PathBuf,
         #[source]
-        source: io::Error,
+        source: RecordError,
     },
     #[error("container {name}: cannot read exit status {}: {source}", path.display())]
     Exit {
@@ -167,7 +169,11 @@ pub fn container_status(state_dir: &Path, record: &ContainerRecord) -> Result<St
     let mut status = derive(record, &obs);
     if status.is_running() {
         let root = InstanceDirs::new(state_dir, &record.instance).root;
-        status.health = health_file::current(&root, &record.spec, record.started_at.as_deref());
+        status.health = health_file::current(
+            &root,
+            record.spec.health.is_some(),
+            record.started_at.as_deref(),
+        );
     }
     Ok(status)
 }
@@ -194,7 +200,7 @@ pub fn observe(
 
 /// A container's record by name; [`StatusError::Unknown`] when berth has none.
 pub fn load_record(state_dir: &Path, name: &str) -> Result<ContainerRecord, StatusError> {
-    match state::read_record(state_dir, name) {
+    match record::read_record(state_dir, name) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(StatusError::Unknown {
             name: name.to_string(),
@@ -211,7 +217,7 @@ pub fn load_record(state_dir: &Path, name: &str) -> Result<ContainerRecord, Stat
 pub fn load_records(
     state_dir: &Path,
 ) -> Result<std::collections::BTreeMap<String, ContainerRecord>, StatusError> {
-    state::read_records(state_dir).map_err(|source| StatusError::StateDir {
+    record::read_records(state_dir).map_err(|source| StatusError::StateDir {
         state_dir: state_dir.to_path_buf(),
         source,
     })

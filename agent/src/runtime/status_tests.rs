@@ -2,15 +2,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
-use crate::runtime::state::{ImageRef, write_atomic, write_record};
+use crate::runtime::record::{ImageRef, write_record};
+use crate::runtime::state::write_atomic;
 use crate::util::rfc3339;
 
 pub(crate) fn record(name: &str) -> ContainerRecord {
     ContainerRecord {
+        schema_version: crate::runtime::record::SCHEMA_VERSION,
         name: name.into(),
         instance: format!("{name}-0123abcd"),
         spec_hash: "0123abcd".into(),
-        spec: serde_json::json!({}),
+        spec: crate::runtime::record::sample(name).spec,
         image: ImageRef {
             reference: "registry.example.com/shop/web:1.0".into(),
             digest: "sha256:00".into(),

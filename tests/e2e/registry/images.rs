@@ -352,7 +352,8 @@ fn rm_refuses_an_image_a_container_uses_and_prune_keeps_its_snapshots() {
         chain
     };
     let record = serde_json::json!({
-        "name": "web", "instance": "web-00000000", "spec_hash": "00", "spec": {},
+        "name": "web", "instance": "web-00000000", "spec_hash": "00",
+        "spec": crate::ops::stored_spec("web"),
         "image": {"reference": reference, "digest": digest, "chain_ids": chain_ids},
         "runtime": "/usr/bin/runc", "runtime_root": "/run/berth/runc", "created_at": "2026-11-22T00:00:00Z",
         "cgroup_path": "/berth/web-00000000"

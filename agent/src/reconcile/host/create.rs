@@ -4,7 +4,8 @@
 //! then the record. A create that fails half-way tears down what it made.
 
 use crate::network::AttachRequest;
-use crate::runtime::state::{self, ContainerRecord, InstanceDirs};
+use crate::runtime::record::{self, ContainerRecord};
+use crate::runtime::state::InstanceDirs;
 use crate::runtime::user;
 use crate::util::error_chain;
 
@@ -74,7 +75,7 @@ impl RealHost<'_> {
             if let Err(err) = self.runtime.create(&self.instance(id)) {
                 return Err(self.failed_create(id, HostError::Create(err)));
             }
-            state::write_record(&self.state_dir, &record)
+            record::write_record(&self.state_dir, &record)
                 .map_err(at("write the container record"))?;
             failpoint("after-create");
             self.lock_created().insert(id.to_string());
@@ -127,7 +128,7 @@ impl RealHost<'_> {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
-        state::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
+        record::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
         failpoint("after-create");
         self.lock_created().insert(id.to_string());
         Ok(())

@@ -7,6 +7,7 @@ use crate::network::NetworkError;
 use crate::reconcile::executor::{Failure, FailureKind, StepError};
 use crate::runtime::instance::InstanceError;
 use crate::runtime::mount::MountError;
+use crate::runtime::record::RecordError;
 use crate::runtime::render::RenderError;
 use crate::runtime::state::io_is_transient;
 use crate::runtime::user::UserError;
@@ -41,12 +42,14 @@ pub enum Cause {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
     TreeFile(#[from] TreeFileError),
 }
 
 impl Cause {
     /// Each module judges its own errors; a render or a user lookup fails the same
-    /// way until the spec or the image changes, as does a record that does not encode.
+    /// way until the spec or the image changes, as does a config that does not encode.
     pub fn is_transient(&self) -> bool {
         match self {
             Cause::Io(e) => io_is_transient(e),
@@ -57,6 +60,7 @@ impl Cause {
             Cause::Network(e) => e.is_transient(),
             Cause::Instance(e) => e.is_transient(),
             Cause::TreeFile(e) => e.is_transient(),
+            Cause::Record(e) => e.is_transient(),
             Cause::User(_) | Cause::Render(_) | Cause::Json(_) => false,
         }
     }

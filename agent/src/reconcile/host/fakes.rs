@@ -197,7 +197,7 @@ impl FakeRuntime {
 
 impl InstanceRuntime for FakeRuntime {
     fn create(&self, inst: &Instance) -> Result<Created, InstanceError> {
-        let recorded = crate::runtime::state::read_records(&self.state_dir)
+        let recorded = crate::runtime::record::read_records(&self.state_dir)
             .unwrap()
             .values()
             .any(|r| r.instance == inst.id);

@@ -1,15 +1,15 @@
 //! Start, stop and remove of an instance. A start of an instance that exited is a
-//! restart in place — the same bundle and writable layer, a fresh runtime container —
-//! or, when a reboot took its mounts and namespace, a create again on the same
-//! writable layer.
+//! restart in place (`runtime::instance::recreate`, shared with `berth start`) — the
+//! same bundle and writable layer, a fresh runtime container — or, when a reboot took
+//! its mounts and namespace, a create again on the same writable layer.
 
 use std::time::Duration;
 
 use berth_spec::MountSource;
 
 use crate::runtime::health_file;
-use crate::runtime::instance::InstanceStatus;
-use crate::runtime::state;
+use crate::runtime::instance::{InstanceStatus, Ready, RecreateError, recreate};
+use crate::runtime::record;
 use crate::util::error_chain;
 
 use super::error::{HostError, at};
@@ -37,42 +37,30 @@ impl RealHost<'_> {
                 if record.started_at.is_none() || record.instance != id {
                     record.started_at = Some(crate::util::rfc3339::now());
                     record.instance = id.to_string();
-                    state::write_record(&self.state_dir, &record)
+                    record::write_record(&self.state_dir, &record)
                         .map_err(at("write the container record"))?;
                 }
                 self.touch_networks_of(name);
                 return Ok(());
             }
             InstanceStatus::Exited(_) | InstanceStatus::Stopped | InstanceStatus::Missing => {
-                // The exit goes into the restart history before its exit file goes.
-                crate::runtime::history::record_exit_of(
-                    &self.state_dir,
-                    name,
-                    &inst.dirs,
-                    record.started_at.as_deref(),
-                );
-                // A restart: the same bundle and writable layer, a fresh runtime container.
-                self.runtime.delete(&inst).map_err(at("runtime delete"))?;
-                let _ = std::fs::remove_file(inst.dirs.exit_file());
                 if record.started_at.is_some() {
                     record.restarts += 1;
                 }
-                if self.lost_host_state(name, &inst) {
-                    // A reboot took its overlay mount and namespace (they live in memory):
-                    // make the instance again, on the same writable layer.
-                    tracing::info!(
-                        instance = id,
-                        "its root filesystem or network namespace is gone; making it again"
-                    );
-                    self.teardown_keeping_upper(id)?;
-                    let restarts = record.restarts;
-                    self.create_instance(name, id)?;
-                    self.lock_created().remove(id);
-                    record = self
-                        .record(name)?
-                        .ok_or_else(|| HostError::NoRecord(name.to_string()))?;
-                    record.restarts = restarts;
-                } else {
+                let restarts = record.restarts;
+                let ready = || -> Result<Ready, StepError> {
+                    if self.lost_host_state(name, &inst) {
+                        // A reboot took its overlay mount and namespace (they live in
+                        // memory): make the instance again, on the same writable layer.
+                        tracing::info!(
+                            instance = id,
+                            "its root filesystem or network namespace is gone; making it again"
+                        );
+                        self.teardown_keeping_upper(id)?;
+                        self.create_instance(name, id)?;
+                        self.lock_created().remove(id);
+                        return Ok(Ready::Remade);
+                    }
                     // The bundle names the staged binds: stage any that are gone.
                     if let Some(dc) = self.desired.containers.get(name)
                         && dc
@@ -83,7 +71,27 @@ impl RealHost<'_> {
                     {
                         self.stage_binds(&dc.spec, &inst.dirs.root)?;
                     }
-                    self.runtime.create(&inst).map_err(at("create"))?;
+                    Ok(Ready::InPlace)
+                };
+                let started_at = record.started_at.as_deref();
+                match recreate(
+                    self.runtime,
+                    &self.state_dir,
+                    name,
+                    &inst,
+                    started_at,
+                    ready,
+                ) {
+                    Ok(Ready::InPlace) => {}
+                    Ok(Ready::Remade) => {
+                        record = self
+                            .record(name)?
+                            .ok_or_else(|| HostError::NoRecord(name.to_string()))?;
+                        record.restarts = restarts;
+                    }
+                    Err(RecreateError::Delete(e)) => return Err(at("runtime delete")(e).into()),
+                    Err(RecreateError::Ready(e)) => return Err(e),
+                    Err(RecreateError::Create(e)) => return Err(at("create")(e).into()),
                 }
             }
         }
@@ -100,7 +108,7 @@ impl RealHost<'_> {
         self.health.started(id);
         record.started_at = Some(crate::util::rfc3339::now());
         record.instance = id.to_string();
-        state::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
+        record::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
         failpoint("after-start");
         self.touch_networks_of(name);
         // One probe right away, so the scan sees a result from this run: it races the

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use crate::reconcile::images::ReadyImage;
 use crate::reconcile::model::DesiredContainer;
+use crate::runtime::record::{ContainerRecord, ImageRef, SCHEMA_VERSION};
 use crate::runtime::render;
-use crate::runtime::state::{ContainerRecord, ImageRef};
 use crate::runtime::user::ResolvedUser;
 
-use super::error::at;
 use super::{RealHost, StepError};
 
 impl RealHost<'_> {
@@ -25,10 +24,11 @@ impl RealHost<'_> {
     ) -> Result<ContainerRecord, StepError> {
         let c = &dc.spec;
         Ok(ContainerRecord {
+            schema_version: SCHEMA_VERSION,
             name: name.to_string(),
             instance: id.to_string(),
             spec_hash: dc.hash.as_str().to_string(),
-            spec: serde_json::to_value(c).map_err(at("record"))?,
+            spec: c.clone(),
             image: ImageRef {
                 reference: c.image.clone(),
                 digest: dc.digest.clone(),

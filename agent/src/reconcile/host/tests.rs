@@ -18,7 +18,7 @@ use crate::reconcile::images::ReadyImage;
 use crate::reconcile::model::DesiredContainer;
 use crate::runtime::render::fixtures;
 use crate::runtime::spec_hash::SpecHash;
-use crate::storage::secrets::NodeIdentity;
+use crate::storage::secrets::AgeIdentity;
 
 const ID: &str = "app-abababab";
 
@@ -59,7 +59,7 @@ struct Lab {
     networks: Networks,
     runtime: FakeRuntime,
     fs: FakeFs,
-    identity: NodeIdentity,
+    identity: AgeIdentity,
     info: HostInfo,
     log: Log,
 }
@@ -67,7 +67,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let identity = NodeIdentity::generate();
+        let identity = AgeIdentity::generate();
         let recipients: Vec<_> = identity
             .recipients()
             .iter()
@@ -159,7 +159,7 @@ impl Lab {
     }
 
     fn record(&self) -> Option<ContainerRecord> {
-        state::read_record(&self.state_dir(), "app").unwrap()
+        crate::runtime::record::read_record(&self.state_dir(), "app").unwrap()
     }
 
     fn instance_dir(&self) -> PathBuf {
@@ -259,7 +259,7 @@ fn a_failed_runtime_create_undoes_what_the_create_made_and_writes_no_record() {
     want.push(format!("runtime delete {ID}"));
     want.extend(strings(&RELEASED));
     assert_eq!(lab.log.take(), want);
-    assert_eq!(lab.record(), None);
+    assert!(lab.record().is_none());
     assert!(!lab.instance_dir().exists(), "the instance directory stays");
     assert!(!lab.dir.path().join("run/secrets").join(ID).exists());
 }
@@ -334,5 +334,5 @@ fn a_stop_then_remove_releases_everything_and_asks_the_runtime_once() {
     want.extend(strings(&RELEASED));
     assert_eq!(lab.log.take(), want);
     assert!(!lab.instance_dir().exists());
-    assert_eq!(lab.record(), None);
+    assert!(lab.record().is_none());
 }
