@@ -15,7 +15,7 @@ use clap::Args;
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, config};
 use crate::reconcile::operator::{self, OperatorError};
 use crate::runtime::instance::{
-    ExecIo, ExecRequest, Instance, InstanceRuntime, OciInstances, find_shim,
+    ExecIo, ExecRequest, InstanceRuntime, OciInstances, RuntimeInstance, find_shim,
 };
 use crate::runtime::oci::Runtime;
 use crate::runtime::record::ContainerRecord;
@@ -105,7 +105,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> ExitCode {
             return ExitCode::from(EXEC_FAILED);
         }
     };
-    let inst = Instance::new(&ctx.state_dir, &record.instance);
+    let inst = RuntimeInstance::new(&ctx.state_dir, &record.instance);
     let req = ExecRequest {
         args: args.command.clone(),
         env: args.env.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::audit::LeakReport;
 use super::cni::{CniArgs, CniCommand, CniExec, ExecFailure};
 use super::fake::{FakeCni, FakeHost};
-use super::host::{HostError, HostOps};
+use super::host::{NetHost, NetHostError};
 use super::*;
 use crate::util::error_chain;
 use berth_spec::types::{ExtraHost, PortSpec, Protocol, parse_cidr};
@@ -22,11 +22,11 @@ impl CniExec for Shared<FakeCni> {
     }
 }
 
-impl HostOps for Shared<FakeHost> {
-    fn create_netns(&self, p: &Path) -> Result<(), HostError> {
+impl NetHost for Shared<FakeHost> {
+    fn create_netns(&self, p: &Path) -> Result<(), NetHostError> {
         self.0.create_netns(p)
     }
-    fn delete_netns(&self, p: &Path) -> Result<(), HostError> {
+    fn delete_netns(&self, p: &Path) -> Result<(), NetHostError> {
         self.0.delete_netns(p)
     }
     fn netns_exists(&self, p: &Path) -> bool {
@@ -35,7 +35,7 @@ impl HostOps for Shared<FakeHost> {
     fn link_exists(&self, n: &str) -> bool {
         self.0.link_exists(n)
     }
-    fn delete_link(&self, n: &str) -> Result<bool, HostError> {
+    fn delete_link(&self, n: &str) -> Result<bool, NetHostError> {
         self.0.delete_link(n)
     }
     fn bridge_members(&self, n: &str) -> usize {

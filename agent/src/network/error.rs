@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use berth_spec::types::Cidr;
 
 use super::cni::CniError;
-use super::host::HostError;
+use super::host::NetHostError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -46,13 +46,13 @@ pub enum NetworkError {
     Host {
         container: String,
         #[source]
-        source: HostError,
+        source: NetHostError,
     },
     #[error("network `{network}`")]
     Link {
         network: String,
         #[source]
-        source: HostError,
+        source: NetHostError,
     },
     #[error("cannot {action} {}", path.display())]
     Io {

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 
 use super::cni::{CniArgs, CniCommand, CniExec, ExecFailure};
-use super::host::{HostError, HostOps};
+use super::host::{NetHost, NetHostError};
 
 /// One recorded plugin call.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ impl CniExec for FakeCni {
     }
 }
 
-/// An in-memory [`HostOps`].
+/// An in-memory [`NetHost`].
 #[derive(Debug, Default)]
 pub struct FakeHost {
     pub netns: Mutex<BTreeSet<PathBuf>>,
@@ -150,13 +150,13 @@ pub struct FakeHost {
     pub members: Mutex<BTreeMap<String, usize>>,
 }
 
-impl HostOps for FakeHost {
-    fn create_netns(&self, path: &Path) -> Result<(), HostError> {
+impl NetHost for FakeHost {
+    fn create_netns(&self, path: &Path) -> Result<(), NetHostError> {
         self.netns.lock().unwrap().insert(path.to_path_buf());
         Ok(())
     }
 
-    fn delete_netns(&self, path: &Path) -> Result<(), HostError> {
+    fn delete_netns(&self, path: &Path) -> Result<(), NetHostError> {
         self.netns.lock().unwrap().remove(path);
         Ok(())
     }
@@ -173,7 +173,7 @@ impl HostOps for FakeHost {
         self.members.lock().unwrap().get(name).copied().unwrap_or(0)
     }
 
-    fn delete_link(&self, name: &str) -> Result<bool, HostError> {
+    fn delete_link(&self, name: &str) -> Result<bool, NetHostError> {
         self.deleted_links.lock().unwrap().push(name.to_string());
         Ok(self.links.lock().unwrap().remove(name))
     }

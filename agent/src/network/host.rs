@@ -1,6 +1,6 @@
-//! The host side effects that are not CNI calls, behind [`HostOps`]: network
+//! The host side effects that are not CNI calls, behind [`NetHost`]: network
 //! namespaces ([`super::netns`]) and the bridge links CNI leaves behind
-//! ([`super::netlink`]). [`RealHost`] is a thin pass-through; tests use the in-memory
+//! ([`super::netlink`]). [`LinuxNet`] is a thin pass-through; tests use the in-memory
 //! fake.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use super::{netlink, netns};
 
 /// A failed host operation, naming its object.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum NetHostError {
     #[error("cannot create network namespace {}: {step}", path.display())]
     CreateNetns {
         path: PathBuf,
@@ -34,17 +34,17 @@ pub enum HostError {
 }
 
 /// Namespaces and links.
-pub trait HostOps: fmt::Debug + Send + Sync {
+pub trait NetHost: fmt::Debug + Send + Sync {
     /// Creates a named namespace at `path`; an existing one is kept.
-    fn create_netns(&self, path: &Path) -> Result<(), HostError>;
+    fn create_netns(&self, path: &Path) -> Result<(), NetHostError>;
     /// Unmounts and removes `path`; a missing one is fine.
-    fn delete_netns(&self, path: &Path) -> Result<(), HostError>;
+    fn delete_netns(&self, path: &Path) -> Result<(), NetHostError>;
     /// Whether `path` is a mounted network namespace.
     fn netns_exists(&self, path: &Path) -> bool;
     /// Whether a link of that name exists in the host's namespace.
     fn link_exists(&self, name: &str) -> bool;
     /// Deletes a link; `false` when there was none.
-    fn delete_link(&self, name: &str) -> Result<bool, HostError>;
+    fn delete_link(&self, name: &str) -> Result<bool, NetHostError>;
     /// How many interfaces are enslaved to the bridge `name` (0 when it is missing).
     fn bridge_members(&self, name: &str) -> usize;
     /// Waits, at most `timeout`, until no CNI plugin runs for `container_id`: a pass
@@ -75,19 +75,19 @@ fn plugin_running(container_id: &str) -> bool {
 
 /// The host itself.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RealHost;
+pub struct LinuxNet;
 
-impl HostOps for RealHost {
-    fn create_netns(&self, path: &Path) -> Result<(), HostError> {
-        netns::create(path).map_err(|(step, source)| HostError::CreateNetns {
+impl NetHost for LinuxNet {
+    fn create_netns(&self, path: &Path) -> Result<(), NetHostError> {
+        netns::create(path).map_err(|(step, source)| NetHostError::CreateNetns {
             path: path.to_path_buf(),
             step,
             source,
         })
     }
 
-    fn delete_netns(&self, path: &Path) -> Result<(), HostError> {
-        netns::delete(path).map_err(|(step, source)| HostError::DeleteNetns {
+    fn delete_netns(&self, path: &Path) -> Result<(), NetHostError> {
+        netns::delete(path).map_err(|(step, source)| NetHostError::DeleteNetns {
             path: path.to_path_buf(),
             step,
             source,
@@ -111,8 +111,8 @@ impl HostOps for RealHost {
             .unwrap_or(0)
     }
 
-    fn delete_link(&self, name: &str) -> Result<bool, HostError> {
-        netlink::delete_link(name).map_err(|source| HostError::DeleteLink {
+    fn delete_link(&self, name: &str) -> Result<bool, NetHostError> {
+        netlink::delete_link(name).map_err(|source| NetHostError::DeleteLink {
             name: name.to_string(),
             source,
         })

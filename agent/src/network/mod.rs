@@ -15,7 +15,7 @@
 //!
 //! Layout: pure parts — [`naming`] (bridge names, subnet pool), [`conflist`], [`cni`]
 //! sequencing over the [`cni::CniExec`] trait, [`hosts`], [`resolv`] — and thin side
-//! effects: [`exec`] (running plugins), [`host`] ([`host::HostOps`]: [`netns`],
+//! effects: [`exec`] (running plugins), [`host`] ([`host::NetHost`]: [`netns`],
 //! [`netlink`]), [`store`] (records and atomic files). Callers hold the state
 //! directory's lock for the length of a pass; nothing here locks.
 
@@ -49,7 +49,7 @@ pub use attach::AttachRequest;
 use cni::CniExec;
 use conflist::NetworkDef;
 pub use error::NetworkError;
-use host::{HostOps, RealHost};
+use host::{LinuxNet, NetHost};
 use store::{AttachmentRecord, Paths};
 
 /// Where DNS settings for containers come from (see [`resolv`]).
@@ -105,7 +105,7 @@ pub struct Networks {
     paths: Paths,
     default_subnet: Cidr,
     cni: Box<dyn CniExec>,
-    host: Box<dyn HostOps>,
+    host: Box<dyn NetHost>,
     dns: DnsConfig,
     /// Attach and detach leave the peers' hosts files to the caller's
     /// [`Networks::refresh_peers`] (one pass over many containers rewrites them once).
@@ -128,7 +128,7 @@ impl Networks {
             run_dir,
             default_subnet,
             Box::new(exec::PluginExec::new(cni_path)),
-            Box::new(RealHost),
+            Box::new(LinuxNet),
         )
     }
 
@@ -138,7 +138,7 @@ impl Networks {
         run_dir: &Path,
         default_subnet: Cidr,
         cni: Box<dyn CniExec>,
-        host: Box<dyn HostOps>,
+        host: Box<dyn NetHost>,
     ) -> Self {
         Networks {
             paths: Paths {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use berth_spec::types::NetworkMode;
 use berth_spec::{Container, MountSource};
 
-use super::model::{Instance, Orphan};
+use super::model::{ObservedInstance, Orphan};
 
 /// The networks a container joins (bridge mode only).
 pub(crate) fn networks_of(spec: &Container) -> Vec<String> {
@@ -32,15 +32,15 @@ pub(crate) fn volumes_of(spec: &Container) -> Vec<String> {
     v
 }
 
-pub(super) fn sorted<'i>(instances: &[&'i Instance]) -> Vec<&'i Instance> {
+pub(super) fn sorted<'i>(instances: &[&'i ObservedInstance]) -> Vec<&'i ObservedInstance> {
     let mut v = instances.to_vec();
     v.sort_by(|a, b| a.id.cmp(&b.id));
     v
 }
 
 /// An orphan seen as an instance with nothing else known.
-pub(super) fn orphan_instance(o: &Orphan) -> Instance {
-    Instance {
+pub(super) fn orphan_instance(o: &Orphan) -> ObservedInstance {
+    ObservedInstance {
         id: o.id.clone(),
         hash: None,
         digest: None,

@@ -32,7 +32,7 @@ pub(super) fn execute(plan: &Plan, desired: &mut Desired, actual: &mut Actual, n
                     .entry(name.clone())
                     .or_default()
                     .instances
-                    .push(Instance {
+                    .push(ObservedInstance {
                         id: instance.clone(),
                         hash: Some(want.hash.clone()),
                         digest: Some(want.digest.clone()),
@@ -107,7 +107,7 @@ pub(super) fn execute(plan: &Plan, desired: &mut Desired, actual: &mut Actual, n
     actual.generation += 1;
 }
 
-fn find<'i>(instances: &'i mut [Instance], id: &str) -> &'i mut Instance {
+fn find<'i>(instances: &'i mut [ObservedInstance], id: &str) -> &'i mut ObservedInstance {
     instances
         .iter_mut()
         .find(|i| i.id == id)

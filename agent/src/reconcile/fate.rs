@@ -15,7 +15,7 @@ use super::backoff::restart_delay;
 use super::diff;
 use super::facts::networks_of;
 use super::model::{
-    Actual, Decision, Desired, DesiredContainer, Exit, History, Instance, InstanceState,
+    Actual, Decision, Desired, DesiredContainer, Exit, History, InstanceState, ObservedInstance,
     OperatorMark, PolicyDecisions, ReportKind, Timestamp,
 };
 use super::order::topological;
@@ -45,9 +45,9 @@ pub(super) struct Apply<'a> {
     pub name: String,
     pub want: &'a DesiredContainer,
     /// The instance with the desired id, if it exists.
-    pub current: Option<&'a Instance>,
+    pub current: Option<&'a ObservedInstance>,
     /// Every other instance: stopped and removed.
-    pub stale: Vec<&'a Instance>,
+    pub stale: Vec<&'a ObservedInstance>,
     /// Why the desired instance is created, when it does not exist yet.
     pub create: Option<String>,
     /// Create and start the new instance before stopping the old one.
@@ -76,16 +76,16 @@ pub(super) struct Keep<'a> {
     pub cause: String,
     pub message: String,
     /// Its instances, all kept unless listed in `stop`.
-    pub instances: Vec<&'a Instance>,
-    pub stop: Vec<(&'a Instance, String)>,
+    pub instances: Vec<&'a ObservedInstance>,
+    pub stop: Vec<(&'a ObservedInstance, String)>,
     /// The last known good version restarted after an exit.
-    pub restart: Option<(&'a Instance, Start)>,
+    pub restart: Option<(&'a ObservedInstance, Start)>,
 }
 
 /// A container no longer desired here: all its instances go, then its record.
 #[derive(Debug)]
 pub(super) struct Prune<'a> {
-    pub instances: Vec<&'a Instance>,
+    pub instances: Vec<&'a ObservedInstance>,
     pub reason: String,
 }
 
@@ -103,7 +103,7 @@ pub(super) fn decide<'a>(
     let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
     for name in &order {
         let record = actual.containers.get(name);
-        let instances: Vec<&Instance> = record
+        let instances: Vec<&ObservedInstance> = record
             .map(|r| r.instances.iter().collect())
             .unwrap_or_default();
         let ctx = Ctx {
@@ -129,7 +129,7 @@ pub(super) fn decide<'a>(
                     });
             match decision {
                 Decision::Blocked { reasons } => {
-                    let same = |i: &Instance| i.id == want.instance;
+                    let same = |i: &ObservedInstance| i.id == want.instance;
                     let message = reasons.join("; ");
                     let stop = policy.stop_on_violation;
                     Fate::Keep(keep(&ctx, ReportKind::Blocked, message, stop, same, true))
@@ -180,7 +180,7 @@ pub(super) fn decide<'a>(
 /// What decisions about one container read.
 struct Ctx<'a, 'n> {
     name: &'n str,
-    instances: Vec<&'a Instance>,
+    instances: Vec<&'a ObservedInstance>,
     marked: bool,
     restarts: u32,
     history: &'n [Exit],
@@ -281,7 +281,7 @@ fn apply<'a>(
         .iter()
         .copied()
         .find(|i| i.id == want.instance);
-    let stale: Vec<&Instance> = ctx
+    let stale: Vec<&ObservedInstance> = ctx
         .instances
         .iter()
         .copied()
@@ -372,7 +372,7 @@ fn keep<'a>(
     kind: ReportKind,
     mut message: String,
     stop: bool,
-    same: impl Fn(&Instance) -> bool,
+    same: impl Fn(&ObservedInstance) -> bool,
     restart: bool,
 ) -> Keep<'a> {
     let mut k = Keep {
@@ -416,7 +416,7 @@ fn keep<'a>(
 
 /// Restarts the newest exited instance of a kept container per the restart policy it
 /// was created with: it is the last known good version.
-fn restart_kept<'a>(ctx: &Ctx<'a, '_>) -> Option<(&'a Instance, Start)> {
+fn restart_kept<'a>(ctx: &Ctx<'a, '_>) -> Option<(&'a ObservedInstance, Start)> {
     if ctx.marked || ctx.instances.iter().any(|i| i.state.may_run()) {
         return None;
     }
@@ -497,7 +497,7 @@ pub(super) enum Runs {
 /// Whether a container runs once the plan has run (or completed: exited 0 and not
 /// restarted), or why not, as a dependent's reason words it.
 fn runs_after(fate: &Fate<'_>, ctx: &Ctx<'_, '_>) -> Runs {
-    let completed = |i: &Instance| matches!(i.state, InstanceState::Exited { code: 0, .. });
+    let completed = |i: &ObservedInstance| matches!(i.state, InstanceState::Exited { code: 0, .. });
     match fate {
         Fate::Apply(_) if ctx.marked => Runs::No("is stopped by the operator (berth stop)".into()),
         Fate::Apply(a) if a.start.is_some() => Runs::Yes,

@@ -388,7 +388,7 @@ pub fn actual(
         out.containers.insert(
             name.clone(),
             ActualContainer {
-                instances: vec![Instance {
+                instances: vec![ObservedInstance {
                     id: r.instance.clone(),
                     hash: SpecHash::parse(&r.spec_hash),
                     digest: Some(r.image.digest.clone()),

@@ -226,7 +226,7 @@ fn load(dir: &Path) -> Inputs {
         let h = hashed(tree, c, true);
         in_store.push(h.digest.clone());
         let record = actual.containers.entry(i.container.clone()).or_default();
-        record.instances.push(Instance {
+        record.instances.push(ObservedInstance {
             id: h.instance,
             hash: Some(h.hash),
             digest: Some(h.digest),

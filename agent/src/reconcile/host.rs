@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use berth_spec::DesiredState;
 
-pub use self::error::HostError;
+pub use self::error::HostStepError;
 use self::error::at;
 pub use self::fs::{LinuxFs, Mounts, OwnedFiles};
 pub use self::health::HealthProbes;
@@ -43,7 +43,7 @@ use super::executor::{ContainerSteps, ImageSteps, ObjectSteps, StepError};
 use super::images::ReadyImage;
 use super::model::Desired;
 use crate::network::Networks;
-use crate::runtime::instance::{Instance, InstanceRuntime};
+use crate::runtime::instance::{InstanceRuntime, RuntimeInstance};
 use crate::runtime::record::{ContainerRecord, read_record, remove_record};
 use crate::runtime::render::HostInfo;
 
@@ -75,7 +75,7 @@ pub fn failpoint(name: &str) {
 }
 
 /// Everything the host operations work with.
-pub struct RealHost<'a> {
+pub struct ContainerHost<'a> {
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
     /// The spec root (secret and seccomp files).
@@ -107,15 +107,15 @@ pub struct RealHost<'a> {
     pub health: HealthProbes,
 }
 
-impl std::fmt::Debug for RealHost<'_> {
+impl std::fmt::Debug for ContainerHost<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RealHost")
+        f.debug_struct("ContainerHost")
             .field("state_dir", &self.state_dir)
             .finish_non_exhaustive()
     }
 }
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     fn lock_stopped(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.stopped.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -124,20 +124,20 @@ impl RealHost<'_> {
         self.created.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn instance(&self, id: &str) -> Instance {
-        Instance::new(&self.state_dir, id)
+    fn instance(&self, id: &str) -> RuntimeInstance {
+        RuntimeInstance::new(&self.state_dir, id)
     }
 
-    fn record(&self, name: &str) -> Result<Option<ContainerRecord>, HostError> {
+    fn record(&self, name: &str) -> Result<Option<ContainerRecord>, HostStepError> {
         read_record(&self.state_dir, name).map_err(at("read the container record"))
     }
 }
 
-impl ImageSteps for RealHost<'_> {
+impl ImageSteps for ContainerHost<'_> {
     fn pull(&self, image: &str, digest: &str) -> Result<(), StepError> {
         // `berth apply` makes images ready before it plans; a pull step left in the
         // plan means that failed, and the reason is the container's report.
-        Err(HostError::NotPulled {
+        Err(HostStepError::NotPulled {
             image: image.to_string(),
             digest: digest.to_string(),
         }
@@ -145,7 +145,7 @@ impl ImageSteps for RealHost<'_> {
     }
 }
 
-impl ObjectSteps for RealHost<'_> {
+impl ObjectSteps for ContainerHost<'_> {
     fn create_network(&self, name: &str) -> Result<(), StepError> {
         self.ensure_network(name)
     }
@@ -163,7 +163,7 @@ impl ObjectSteps for RealHost<'_> {
     }
 }
 
-impl ContainerSteps for RealHost<'_> {
+impl ContainerSteps for ContainerHost<'_> {
     fn create(&self, name: &str, id: &str) -> Result<(), StepError> {
         self.create_instance(name, id)
     }

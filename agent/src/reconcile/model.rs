@@ -122,7 +122,7 @@ pub struct Actual {
 pub struct ActualContainer {
     /// Usually one; two during a `start-first` update or after a crash in the middle of
     /// one.
-    pub instances: Vec<Instance>,
+    pub instances: Vec<ObservedInstance>,
     /// How many times berth restarted it after an exit.
     pub restarts: u32,
     /// The operator's mark (`berth stop`).
@@ -139,7 +139,7 @@ pub enum OperatorMark {
 
 /// One instance of a container.
 #[derive(Debug, Clone)]
-pub struct Instance {
+pub struct ObservedInstance {
     /// `<name>-<8 hex>`.
     pub id: String,
     /// The spec hash recorded at creation; `None` when unreadable. The planner matches

@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::node::{Loaded, open_networks};
 use crate::reconcile::host::{LinuxFs, teardown};
 use crate::runtime::instance::{
-    Instance, InstanceRuntime, InstanceStatus, OciInstances, Ready, RecreateError, StopParams,
-    find_shim, recreate,
+    InstanceRuntime, InstanceStatus, OciInstances, Ready, RecreateError, RuntimeInstance,
+    StopParams, find_shim, recreate,
 };
 use crate::runtime::lock::{self, LockError};
 use crate::runtime::oci::Runtime;
@@ -125,7 +125,7 @@ fn act(
     let shim =
         find_shim(rt.shim_path.as_deref()).map_err(|e| step("find the shim")(Box::new(e)))?;
     let instances = OciInstances::new(runtime, shim, rt.log_max_size, rt.log_max_files);
-    let inst = Instance::new(state_dir, &record.instance);
+    let inst = RuntimeInstance::new(state_dir, &record.instance);
     let how = StopParams::of(Some(&record.spec), None);
     let write = |record: &ContainerRecord| {
         record::write_record(state_dir, record).map_err(|e| step("write its record")(Box::new(e)))
@@ -219,7 +219,7 @@ pub fn read(state_dir: &Path, name: &str) -> Result<ContainerRecord, OperatorErr
 }
 
 /// What of the instance's mounts is gone (a reboot unmounts them), if any.
-fn lost(inst: &Instance) -> Option<&'static str> {
+fn lost(inst: &RuntimeInstance) -> Option<&'static str> {
     if !crate::runtime::mount::is_overlay_mounted(&inst.dirs.rootfs()) {
         return Some("root filesystem");
     }

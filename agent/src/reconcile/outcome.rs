@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::executor::{Failure, FailureKind, StepResult};
-use super::host::HostError;
+use super::host::HostStepError;
 use super::model::{Action, Decision, Desired, Plan, PolicyDecisions, ReportKind, Step};
 
 /// What one pass did to one container.
@@ -124,8 +124,8 @@ impl HealthNote {
     /// The note of a failed `wait-healthy` step, when it failed because the container
     /// did not become healthy (not because the step could not run).
     fn of(f: &Failure) -> Option<HealthNote> {
-        match f.error().downcast_ref::<HostError>() {
-            Some(HostError::Unhealthy { why, .. }) => Some(HealthNote {
+        match f.error().downcast_ref::<HostStepError>() {
+            Some(HostStepError::Unhealthy { why, .. }) => Some(HealthNote {
                 health: if why.starts_with(crate::runtime::health::CUT) {
                     "starting"
                 } else {
@@ -592,7 +592,7 @@ mod health_tests {
 
     fn unhealthy(why: &str) -> StepResult {
         StepResult::Failed(Failure::new(
-            HostError::Unhealthy {
+            HostStepError::Unhealthy {
                 name: "exbad".into(),
                 why: why.into(),
             },

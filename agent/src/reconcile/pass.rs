@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use super::executor::{self, FailureKind, StepHost, StepResult};
 use super::gather::{self, ImageFacts};
-use super::host::{LinuxFs, RealHost};
+use super::host::{ContainerHost, LinuxFs};
 use super::images::{self, ReadyImage, SignaturePolicy};
 use super::model::{Action, Revision, Step, optional_time_text};
 use super::outcome::{ContainerOutcome, ContainerReport, Outcome};
@@ -586,7 +586,7 @@ fn execute(
         evaluator: &ev,
         mode: front.policy.mode,
     };
-    let host = RealHost {
+    let host = ContainerHost {
         state_dir: cfg.runtime.state_dir.clone(),
         run_dir,
         root: front.root.clone(),

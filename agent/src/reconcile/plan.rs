@@ -26,7 +26,8 @@ use crate::runtime::instance::StopParams;
 use super::facts::{health_timeout, networks_of, orphan_instance, orphan_name, sorted, volumes_of};
 use super::fate::{self, Apply, Fate, Fates};
 use super::model::{
-    Action, Actual, Desired, History, Instance, Plan, PolicyDecisions, ReportKind, Step, Timestamp,
+    Action, Actual, Desired, History, ObservedInstance, Plan, PolicyDecisions, ReportKind, Step,
+    Timestamp,
 };
 
 /// Computes what to do to bring `actual` to `desired`.
@@ -205,7 +206,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
     fn stop(
         &mut self,
         name: &str,
-        i: &Instance,
+        i: &ObservedInstance,
         spec: Option<&Container>,
         reason: String,
         needs: Vec<Option<usize>>,
@@ -225,7 +226,13 @@ impl<'p, 'a> Emitter<'p, 'a> {
         self.stops.insert(i.id.clone(), id);
     }
 
-    fn remove(&mut self, name: &str, i: &Instance, reason: String, mut needs: Vec<Option<usize>>) {
+    fn remove(
+        &mut self,
+        name: &str,
+        i: &ObservedInstance,
+        reason: String,
+        mut needs: Vec<Option<usize>>,
+    ) {
         needs.push(self.stops.get(&i.id).copied());
         let action = Action::Remove {
             name: name.to_string(),
@@ -239,7 +246,8 @@ impl<'p, 'a> Emitter<'p, 'a> {
     fn stops(&mut self) {
         let deepest = self.depth.values().copied().max().unwrap_or(0);
         self.stage = STAGE_STOPS + deepest;
-        let orphans: Vec<Instance> = self.actual.orphans.iter().map(orphan_instance).collect();
+        let orphans: Vec<ObservedInstance> =
+            self.actual.orphans.iter().map(orphan_instance).collect();
         for i in &orphans {
             let reason = "orphan instance: no container record accounts for it".to_string();
             self.stop(&orphan_name(&i.id), i, None, reason, vec![]);
@@ -289,7 +297,8 @@ impl<'p, 'a> Emitter<'p, 'a> {
     /// Phase 4: removals, then networks and volumes no longer used.
     fn removals(&mut self) {
         self.stage = STAGE_REMOVALS;
-        let orphans: Vec<Instance> = self.actual.orphans.iter().map(orphan_instance).collect();
+        let orphans: Vec<ObservedInstance> =
+            self.actual.orphans.iter().map(orphan_instance).collect();
         for i in &orphans {
             let reason = "orphan instance: no container record accounts for it".to_string();
             self.remove(&orphan_name(&i.id), i, reason, vec![]);
@@ -459,7 +468,7 @@ impl<'p, 'a> Emitter<'p, 'a> {
         &self,
         name: &str,
     ) -> Option<(String, super::model::HealthState, Duration)> {
-        let health = |i: Option<&Instance>| i.map(|i| i.health).unwrap_or_default();
+        let health = |i: Option<&ObservedInstance>| i.map(|i| i.health).unwrap_or_default();
         match self.fates.get(name)? {
             Fate::Apply(a) => {
                 let timeout = health_timeout(&a.want.spec)?;

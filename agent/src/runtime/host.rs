@@ -19,7 +19,7 @@ use crate::runtime::render::{DeviceKind, HostDevice, HostInfo};
 
 /// Why the host cannot be described.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum HostInfoError {
     #[error("host: cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -59,9 +59,9 @@ const RLIMITS: [(&str, Resource); 16] = [
 const SKIP_DEV_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
 
 /// Describes this host.
-pub fn gather() -> Result<HostInfo, HostError> {
+pub fn gather() -> Result<HostInfo, HostInfoError> {
     let release_path = Path::new("/proc/sys/kernel/osrelease");
-    let release = std::fs::read_to_string(release_path).map_err(|source| HostError::Read {
+    let release = std::fs::read_to_string(release_path).map_err(|source| HostInfoError::Read {
         path: release_path.to_path_buf(),
         source,
     })?;
@@ -74,7 +74,7 @@ pub fn gather() -> Result<HostInfo, HostError> {
         cgroup_v2,
         swap_limit: swap_limit(Path::new("/sys/fs/cgroup"), cgroup_v2),
         extra_masked_paths: thermal_throttle_paths(Path::new("/sys/devices/system/cpu")),
-        all_devices: host_devices(dev).map_err(|source| HostError::Read {
+        all_devices: host_devices(dev).map_err(|source| HostInfoError::Read {
             path: dev.to_path_buf(),
             source,
         })?,
@@ -88,7 +88,7 @@ static CACHE: std::sync::Mutex<Option<std::sync::Arc<HostInfo>>> = std::sync::Mu
 /// [`gather`], once per process. Gathered again when `needed` names a device path the
 /// cached description does not list (a device plugged in since), so hot-plugged
 /// devices reach the containers that ask for them.
-pub fn cached(needed: &[&str]) -> Result<std::sync::Arc<HostInfo>, HostError> {
+pub fn cached(needed: &[&str]) -> Result<std::sync::Arc<HostInfo>, HostInfoError> {
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -119,11 +119,12 @@ pub fn parse_kernel(release: &str) -> (u32, u32) {
 }
 
 /// This process's hard limits; unlimited is `u64::MAX`, as the OCI config spells it.
-pub fn rlimit_hard() -> Result<BTreeMap<String, u64>, HostError> {
+pub fn rlimit_hard() -> Result<BTreeMap<String, u64>, HostInfoError> {
     RLIMITS
         .iter()
         .map(|&(name, res)| {
-            let (_, hard) = getrlimit(res).map_err(|source| HostError::Rlimit { name, source })?;
+            let (_, hard) =
+                getrlimit(res).map_err(|source| HostInfoError::Rlimit { name, source })?;
             let hard = if hard == nix::sys::resource::RLIM_INFINITY {
                 u64::MAX
             } else {

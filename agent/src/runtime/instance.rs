@@ -82,14 +82,14 @@ impl StopParams {
 
 /// One instance: its runtime id and its directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instance {
+pub struct RuntimeInstance {
     pub id: String,
     pub dirs: InstanceDirs,
 }
 
-impl Instance {
-    pub fn new(state_dir: &Path, id: &str) -> Instance {
-        Instance {
+impl RuntimeInstance {
+    pub fn new(state_dir: &Path, id: &str) -> RuntimeInstance {
+        RuntimeInstance {
             id: id.to_string(),
             dirs: InstanceDirs::new(state_dir, id),
         }
@@ -167,22 +167,22 @@ pub struct ExecOutcome {
 /// The lifecycle operations the executor needs.
 pub trait InstanceRuntime {
     /// Launches the shim, which runs the runtime's `create`; the bundle must be written.
-    fn create(&self, inst: &Instance) -> Result<Created, InstanceError>;
-    fn start(&self, inst: &Instance) -> Result<(), InstanceError>;
+    fn create(&self, inst: &RuntimeInstance) -> Result<Created, InstanceError>;
+    fn start(&self, inst: &RuntimeInstance) -> Result<(), InstanceError>;
     /// Sends `signal`, waits up to `timeout` for the exit, then SIGKILL and waits again,
     /// then deletes. The recorded exit status, if the shim wrote one.
     fn stop(
         &self,
-        inst: &Instance,
+        inst: &RuntimeInstance,
         signal: i32,
         timeout: Duration,
     ) -> Result<Option<ExitStatus>, InstanceError>;
     /// Deletes a created or stopped container from the runtime; an unknown one is fine.
-    fn delete(&self, inst: &Instance) -> Result<(), InstanceError>;
-    fn status(&self, inst: &Instance) -> Result<InstanceStatus, InstanceError>;
+    fn delete(&self, inst: &RuntimeInstance) -> Result<(), InstanceError>;
+    fn status(&self, inst: &RuntimeInstance) -> Result<InstanceStatus, InstanceError>;
     fn exec(
         &self,
-        inst: &Instance,
+        inst: &RuntimeInstance,
         req: &ExecRequest,
         io: ExecIo,
     ) -> Result<ExecOutcome, InstanceError>;
@@ -259,7 +259,11 @@ impl InstanceError {
         }
     }
 
-    fn io(inst: &Instance, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+    fn io(
+        inst: &RuntimeInstance,
+        what: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let (id, path) = (inst.id.clone(), path.to_path_buf());
         move |source| InstanceError::Io {
             id,

@@ -54,7 +54,7 @@ pub(super) fn prerequisites(runtime: &str) -> Option<PathBuf> {
 pub(super) struct Lab {
     pub(super) tmp: tempfile::TempDir,
     pub(super) oci: OciInstances,
-    pub(super) made: Mutex<Vec<Instance>>,
+    pub(super) made: Mutex<Vec<RuntimeInstance>>,
     pub(super) host: crate::runtime::render::HostInfo,
 }
 
@@ -100,7 +100,7 @@ impl Lab {
     }
 
     /// Mounts the rootfs and writes the bundle of container `name` running `script`.
-    pub(super) fn prepare(&self, name: &str, script: &str) -> Instance {
+    pub(super) fn prepare(&self, name: &str, script: &str) -> RuntimeInstance {
         let toml = format!(
             "[container.{name}]\nimage = \"registry.example.com/test/{name}@sha256:{}\"\n\
              user = \"app\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nnetwork_mode = \"none\"\n\
@@ -122,7 +122,7 @@ impl Lab {
         let hash =
             SpecHash::parse(&format!("{:08x}{}", std::process::id(), "0".repeat(56))).unwrap();
         let id = hash.instance_id(name);
-        let inst = Instance::new(&self.state_dir(), &id);
+        let inst = RuntimeInstance::new(&self.state_dir(), &id);
         self.made.lock().unwrap().push(inst.clone());
         let d = &inst.dirs;
         let snaps = self.state_dir().join("snapshots");
@@ -159,7 +159,7 @@ impl Lab {
     /// Runs `args` in `inst`; (exit code, stdout, runtime error).
     pub(super) fn exec(
         &self,
-        inst: &Instance,
+        inst: &RuntimeInstance,
         args: &[&str],
         user: Option<u32>,
     ) -> (i32, String, Option<String>) {

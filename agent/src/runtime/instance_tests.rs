@@ -140,7 +140,7 @@ fn waiting_for_a_file_sees_a_rename_at_once() {
 /// An instance directory, a scripted runtime and a scripted shim.
 struct Fake {
     dir: tempfile::TempDir,
-    inst: Instance,
+    inst: RuntimeInstance,
 }
 
 impl Fake {
@@ -148,7 +148,7 @@ impl Fake {
     /// `$EXIT` (the instance's exit file) and `$LOG` (exec's `--log`) set.
     fn new(runtime: &str) -> Fake {
         let dir = tempfile::tempdir().unwrap();
-        let inst = Instance::new(dir.path(), ID);
+        let inst = RuntimeInstance::new(dir.path(), ID);
         std::fs::create_dir_all(inst.dirs.bundle()).unwrap();
         let body = format!(
             r#"echo "$*" >> {calls}

@@ -14,7 +14,7 @@ use crate::storage::treefile;
 
 use super::error::at;
 use super::network::NetFiles;
-use super::{RealHost, StepError, failpoint};
+use super::{ContainerHost, StepError, failpoint};
 
 /// What the bundle of one instance is made from, besides the host.
 pub(super) struct BundleInput<'a> {
@@ -27,7 +27,7 @@ pub(super) struct BundleInput<'a> {
     pub net: &'a NetFiles,
 }
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// Writes the hostname file and the rendered `bundle/config.json`.
     pub(super) fn write_bundle(&self, b: &BundleInput<'_>) -> Result<(), StepError> {
         let (c, dirs, image) = (&b.dc.spec, b.dirs, b.image);

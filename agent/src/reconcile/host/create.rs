@@ -10,10 +10,10 @@ use crate::runtime::user;
 use crate::util::error_chain;
 
 use super::bundle::BundleInput;
-use super::error::{HostError, at};
-use super::{RealHost, StepError, failpoint};
+use super::error::{HostStepError, at};
+use super::{ContainerHost, StepError, failpoint};
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// Creates everything of a new instance up to the runtime's `create`. With
     /// `deferred_attach` set, the CNI ADD is still to run (see [`Self::create_instance`]).
     fn materialise(&self, name: &str, id: &str) -> Result<(ContainerRecord, bool), StepError> {
@@ -21,12 +21,12 @@ impl RealHost<'_> {
             .desired
             .containers
             .get(name)
-            .ok_or_else(|| HostError::NotDesired(name.to_string()))?;
+            .ok_or_else(|| HostStepError::NotDesired(name.to_string()))?;
         let c = &dc.spec;
         let image = self
             .images
             .get(name)
-            .ok_or_else(|| HostError::ImageNotReady(name.to_string()))?;
+            .ok_or_else(|| HostStepError::ImageNotReady(name.to_string()))?;
         let dirs = InstanceDirs::new(&self.state_dir, id);
         self.mount_root(&dirs, image)?;
 
@@ -73,7 +73,7 @@ impl RealHost<'_> {
             // As below: the record once the runtime's create worked; a failure tears
             // the instance down at once, and a pass killed in between leaves an orphan.
             if let Err(err) = self.runtime.create(&self.instance(id)) {
-                return Err(self.failed_create(id, HostError::Create(err)));
+                return Err(self.failed_create(id, HostStepError::Create(err)));
             }
             record::write_record(&self.state_dir, &record)
                 .map_err(at("write the container record"))?;
@@ -88,7 +88,7 @@ impl RealHost<'_> {
             .desired
             .containers
             .get(name)
-            .ok_or_else(|| HostError::NotDesired(name.to_string()))?
+            .ok_or_else(|| HostStepError::NotDesired(name.to_string()))?
             .spec;
         let inst = self.instance(id);
         let (attached, created) = std::thread::scope(|s| {
@@ -106,8 +106,8 @@ impl RealHost<'_> {
                 .runtime
                 .create(&inst)
                 .map(drop)
-                .map_err(HostError::Create);
-            let attached = add.join().unwrap_or(Err(HostError::AttachPanicked));
+                .map_err(HostStepError::Create);
+            let attached = add.join().unwrap_or(Err(HostStepError::AttachPanicked));
             (attached, created)
         });
         let a = match (created, attached) {
@@ -115,7 +115,7 @@ impl RealHost<'_> {
             (Err(create), Err(attach)) => {
                 return Err(self.failed_create(
                     id,
-                    HostError::CreateAndAttach {
+                    HostStepError::CreateAndAttach {
                         create: Box::new(create),
                         attach: Box::new(attach),
                     },
@@ -135,7 +135,7 @@ impl RealHost<'_> {
     }
 
     /// Tears down what a failed create made, and returns its error.
-    fn failed_create(&self, id: &str, err: HostError) -> StepError {
+    fn failed_create(&self, id: &str, err: HostStepError) -> StepError {
         if let Err(cleanup) = self.teardown(id) {
             tracing::warn!(
                 instance = id,

@@ -1,7 +1,7 @@
 //! The host operations' error: what a step was doing when it failed, over the typed
 //! error of the module that failed (mount, volume, bind, secret, network, runtime,
 //! render …), so the cause chain survives to where it is printed. Each error says
-//! whether it is transient ([`HostError::kind`]), from its cause's own judgement.
+//! whether it is transient ([`HostStepError::kind`]), from its cause's own judgement.
 
 use crate::network::NetworkError;
 use crate::reconcile::executor::{Failure, FailureKind, StepError};
@@ -68,7 +68,7 @@ impl Cause {
 
 /// Why a host operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum HostStepError {
     /// A part of the operation failed: what it was doing (`mount the root filesystem`,
     /// `network attach`, `secret \`db\``), and why.
     #[error("{what}")]
@@ -83,8 +83,8 @@ pub enum HostError {
     /// The runtime's create and the CNI ADD that ran alongside it both failed.
     #[error("{}; {}", error_chain(.create.as_ref()), error_chain(.attach.as_ref()))]
     CreateAndAttach {
-        create: Box<HostError>,
-        attach: Box<HostError>,
+        create: Box<HostStepError>,
+        attach: Box<HostStepError>,
     },
     #[error("container `{0}` is not desired")]
     NotDesired(String),
@@ -107,38 +107,38 @@ pub enum HostError {
 }
 
 /// `what` failed with `err`: for `map_err`.
-pub fn at<E: Into<Cause>>(what: impl Into<String>) -> impl FnOnce(E) -> HostError {
+pub fn at<E: Into<Cause>>(what: impl Into<String>) -> impl FnOnce(E) -> HostStepError {
     let what = what.into();
-    move |err| HostError::Step {
+    move |err| HostStepError::Step {
         what,
         source: err.into(),
     }
 }
 
-impl HostError {
+impl HostStepError {
     /// Whether a later pass may succeed with the same input. A container that did not
     /// become healthy in time may yet (a slow dependency); what the spec or the state
     /// lacks (a record, a secret, an identity) stays missing until it changes. A create
     /// and attach that both failed are transient only when both are.
     pub fn kind(&self) -> FailureKind {
         match self {
-            HostError::Step { source, .. } => FailureKind::of(source.is_transient()),
-            HostError::Create(e) => FailureKind::of(e.is_transient()),
-            HostError::CreateAndAttach { create, attach } => create.kind().max(attach.kind()),
-            HostError::Unhealthy { .. } => FailureKind::Transient,
-            HostError::NotDesired(_)
-            | HostError::ImageNotReady(_)
-            | HostError::NotPulled { .. }
-            | HostError::NoRecord(_)
-            | HostError::NoIdentity
-            | HostError::UndefinedSecret(_)
-            | HostError::AttachPanicked => FailureKind::Permanent,
+            HostStepError::Step { source, .. } => FailureKind::of(source.is_transient()),
+            HostStepError::Create(e) => FailureKind::of(e.is_transient()),
+            HostStepError::CreateAndAttach { create, attach } => create.kind().max(attach.kind()),
+            HostStepError::Unhealthy { .. } => FailureKind::Transient,
+            HostStepError::NotDesired(_)
+            | HostStepError::ImageNotReady(_)
+            | HostStepError::NotPulled { .. }
+            | HostStepError::NoRecord(_)
+            | HostStepError::NoIdentity
+            | HostStepError::UndefinedSecret(_)
+            | HostStepError::AttachPanicked => FailureKind::Permanent,
         }
     }
 }
 
-impl From<HostError> for StepError {
-    fn from(e: HostError) -> Self {
+impl From<HostStepError> for StepError {
+    fn from(e: HostStepError) -> Self {
         let kind = e.kind();
         StepError::Failed(Failure::new(e, kind))
     }
@@ -157,7 +157,7 @@ mod tests {
         io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32)
     }
 
-    fn volume_full() -> HostError {
+    fn volume_full() -> HostStepError {
         at("volume")(VolumeError {
             name: "data".into(),
             op: "create",
@@ -166,7 +166,7 @@ mod tests {
         })
     }
 
-    fn cni(source: CniError) -> HostError {
+    fn cni(source: CniError) -> HostStepError {
         at("network attach")(NetworkError::Cni {
             container: "web-1".into(),
             source: Box::new(source),
@@ -183,7 +183,7 @@ mod tests {
             panic!("not a failure: {step:?}");
         };
         // The typed error survives behind the step error.
-        assert!(failure.error().downcast_ref::<HostError>().is_some());
+        assert!(failure.error().downcast_ref::<HostStepError>().is_some());
         let chain = failure.chain();
         assert!(
             chain.starts_with("volume: volume `data`: cannot create /var/lib/berth/volumes/data: "),
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_runtime_timeout_is_transient_and_its_refusal_permanent() {
-        let timeout = HostError::Create(InstanceError::ShimTimeout {
+        let timeout = HostStepError::Create(InstanceError::ShimTimeout {
             id: "web-1".into(),
             timeout: std::time::Duration::from_secs(60),
         });
@@ -291,16 +291,19 @@ mod tests {
             runtime: PathBuf::from("/usr/bin/runc"),
             stderr: "invalid mount destination".into(),
         };
-        assert_eq!(HostError::Create(refused).kind(), FailureKind::Permanent);
+        assert_eq!(
+            HostStepError::Create(refused).kind(),
+            FailureKind::Permanent
+        );
     }
 
     #[test]
     fn a_create_and_attach_that_both_failed_is_transient_only_when_both_are() {
-        let both = |create: HostError, attach: HostError| HostError::CreateAndAttach {
+        let both = |create: HostStepError, attach: HostStepError| HostStepError::CreateAndAttach {
             create: Box::new(create),
             attach: Box::new(attach),
         };
-        let missing = || HostError::NoRecord("web".into());
+        let missing = || HostStepError::NoRecord("web".into());
         assert_eq!(
             both(volume_full(), volume_full()).kind(),
             FailureKind::Transient

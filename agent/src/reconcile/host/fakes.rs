@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::runtime::instance::{
-    Created, ExecIo, ExecOutcome, ExecRequest, Instance, InstanceError, InstanceRuntime,
-    InstanceStatus,
+    Created, ExecIo, ExecOutcome, ExecRequest, InstanceError, InstanceRuntime, InstanceStatus,
+    RuntimeInstance,
 };
 use crate::runtime::mount::MountError;
 use crate::runtime::state::{ExitStatus, InstanceDirs};
@@ -196,7 +196,7 @@ impl FakeRuntime {
 }
 
 impl InstanceRuntime for FakeRuntime {
-    fn create(&self, inst: &Instance) -> Result<Created, InstanceError> {
+    fn create(&self, inst: &RuntimeInstance) -> Result<Created, InstanceError> {
         let recorded = crate::runtime::record::read_records(&self.state_dir)
             .unwrap()
             .values()
@@ -220,7 +220,7 @@ impl InstanceRuntime for FakeRuntime {
         })
     }
 
-    fn start(&self, inst: &Instance) -> Result<(), InstanceError> {
+    fn start(&self, inst: &RuntimeInstance) -> Result<(), InstanceError> {
         self.log.push(format!("runtime start {}", inst.id));
         self.set(&inst.id, InstanceStatus::Running { pid: 4242 });
         Ok(())
@@ -228,7 +228,7 @@ impl InstanceRuntime for FakeRuntime {
 
     fn stop(
         &self,
-        inst: &Instance,
+        inst: &RuntimeInstance,
         signal: i32,
         _: Duration,
     ) -> Result<Option<ExitStatus>, InstanceError> {
@@ -237,13 +237,13 @@ impl InstanceRuntime for FakeRuntime {
         Ok(None)
     }
 
-    fn delete(&self, inst: &Instance) -> Result<(), InstanceError> {
+    fn delete(&self, inst: &RuntimeInstance) -> Result<(), InstanceError> {
         self.log.push(format!("runtime delete {}", inst.id));
         self.set(&inst.id, InstanceStatus::Missing);
         Ok(())
     }
 
-    fn status(&self, inst: &Instance) -> Result<InstanceStatus, InstanceError> {
+    fn status(&self, inst: &RuntimeInstance) -> Result<InstanceStatus, InstanceError> {
         Ok(self
             .status
             .lock()
@@ -253,7 +253,12 @@ impl InstanceRuntime for FakeRuntime {
             .unwrap_or(InstanceStatus::Missing))
     }
 
-    fn exec(&self, _: &Instance, _: &ExecRequest, _: ExecIo) -> Result<ExecOutcome, InstanceError> {
+    fn exec(
+        &self,
+        _: &RuntimeInstance,
+        _: &ExecRequest,
+        _: ExecIo,
+    ) -> Result<ExecOutcome, InstanceError> {
         Ok(ExecOutcome {
             exit_code: 0,
             runtime_error: None,

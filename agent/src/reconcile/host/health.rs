@@ -10,8 +10,8 @@ use crate::runtime::health::{self, ProbeNet, ProbeResult};
 use crate::runtime::health_file;
 use crate::runtime::instance::{ExecIo, ExecOutcome, ExecRequest};
 
-use super::error::{HostError, at};
-use super::{RealHost, StepError};
+use super::error::{HostStepError, at};
+use super::{ContainerHost, StepError};
 
 /// What the health probes of a pass need beyond the host: how many the end of the pass
 /// runs at once, and when this pass started each instance (the record's start time is
@@ -49,7 +49,7 @@ impl HealthProbes {
     }
 }
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// Runs `h`'s probe once against instance `id`: in its network namespace, and
     /// through the runtime's exec.
     pub(super) fn probe(&self, id: &str, h: &berth_spec::Health) -> ProbeResult {
@@ -88,7 +88,7 @@ impl RealHost<'_> {
             .desired
             .containers
             .get(name)
-            .ok_or_else(|| HostError::NotDesired(name.to_string()))?;
+            .ok_or_else(|| HostStepError::NotDesired(name.to_string()))?;
         let Some(h) = &dc.spec.health else {
             return Ok(());
         };
@@ -107,7 +107,7 @@ impl RealHost<'_> {
         let mut sleep = |d: Duration| std::thread::sleep(d);
         health::wait_healthy(h, timeout, &mut run, &|| started.elapsed(), &mut sleep).map_err(
             |end| {
-                HostError::Unhealthy {
+                HostStepError::Unhealthy {
                     name: name.to_string(),
                     why: end.why().to_string(),
                 }

@@ -12,16 +12,16 @@ use crate::runtime::instance::{InstanceStatus, Ready, RecreateError, recreate};
 use crate::runtime::record;
 use crate::util::error_chain;
 
-use super::error::{HostError, at};
-use super::{RealHost, StepError, failpoint};
+use super::error::{HostStepError, at};
+use super::{ContainerHost, StepError, failpoint};
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// The start step.
     pub(super) fn start_instance(&self, name: &str, id: &str) -> Result<(), StepError> {
         let inst = self.instance(id);
         let mut record = self
             .record(name)?
-            .ok_or_else(|| HostError::NoRecord(name.to_string()))?;
+            .ok_or_else(|| HostStepError::NoRecord(name.to_string()))?;
         // Started again: the runtime holds it once more.
         self.lock_stopped().remove(id);
         let status = if self.lock_created().remove(id) {
@@ -86,7 +86,7 @@ impl RealHost<'_> {
                     Ok(Ready::Remade) => {
                         record = self
                             .record(name)?
-                            .ok_or_else(|| HostError::NoRecord(name.to_string()))?;
+                            .ok_or_else(|| HostStepError::NoRecord(name.to_string()))?;
                         record.restarts = restarts;
                     }
                     Err(RecreateError::Delete(e)) => return Err(at("runtime delete")(e).into()),

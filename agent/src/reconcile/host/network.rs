@@ -14,7 +14,7 @@ use crate::runtime::state;
 use crate::util::error_chain;
 
 use super::error::at;
-use super::{RealHost, StepError, failpoint};
+use super::{ContainerHost, StepError, failpoint};
 
 /// What the bundle mounts of the instance's network, and its addresses.
 pub(super) struct NetFiles {
@@ -27,7 +27,7 @@ pub(super) struct NetFiles {
     pub deferred_attach: bool,
 }
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// Makes the instance's network: its namespace and files, and its attachment
     /// unless that can wait for the runtime's create.
     pub(super) fn network_files(

@@ -9,9 +9,9 @@ use crate::runtime::record::{ContainerRecord, ImageRef, SCHEMA_VERSION};
 use crate::runtime::render;
 use crate::runtime::user::ResolvedUser;
 
-use super::{RealHost, StepError};
+use super::{ContainerHost, StepError};
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// The record of container `name`'s instance `id` of `dc`, not yet started.
     pub(super) fn new_record(
         &self,

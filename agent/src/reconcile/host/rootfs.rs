@@ -5,13 +5,13 @@
 use berth_spec::types::NetworkMode;
 
 use crate::reconcile::images::ReadyImage;
-use crate::runtime::instance::Instance;
+use crate::runtime::instance::RuntimeInstance;
 use crate::runtime::state::InstanceDirs;
 
 use super::error::at;
-use super::{RealHost, StepError};
+use super::{ContainerHost, StepError};
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// Creates the instance's directories and mounts its root filesystem.
     pub(super) fn mount_root(
         &self,
@@ -28,7 +28,7 @@ impl RealHost<'_> {
 
     /// Whether the instance lost what only lives in memory — its overlay mount, its
     /// network namespace — as after a reboot.
-    pub(super) fn lost_host_state(&self, name: &str, inst: &Instance) -> bool {
+    pub(super) fn lost_host_state(&self, name: &str, inst: &RuntimeInstance) -> bool {
         if !self.mounts.rootfs_mounted(&inst.dirs) {
             return true;
         }

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use crate::runtime::user::ResolvedUser;
 use crate::storage::secrets;
 
-use super::error::{HostError, at};
-use super::{RealHost, StepError};
+use super::error::{HostStepError, at};
+use super::{ContainerHost, StepError};
 
 /// Size of each instance's secrets tmpfs.
 const SECRETS_TMPFS: u64 = 1 << 20;
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// Mounts the instance's secrets tmpfs and writes its secrets; `None` when the
     /// container has none.
     pub(super) fn mount_secrets(
@@ -25,7 +25,7 @@ impl RealHost<'_> {
         if c.secrets.is_empty() {
             return Ok(None);
         }
-        let identity = self.identity.ok_or(HostError::NoIdentity)?;
+        let identity = self.identity.ok_or(HostStepError::NoIdentity)?;
         let dir = secrets::secrets_dir(&self.run_dir, id);
         self.mounts
             .mount_secrets(&dir, SECRETS_TMPFS)
@@ -39,7 +39,7 @@ impl RealHost<'_> {
                 .spec
                 .secrets
                 .get(&s.name)
-                .ok_or_else(|| HostError::UndefinedSecret(s.name.clone()))?;
+                .ok_or_else(|| HostStepError::UndefinedSecret(s.name.clone()))?;
             let plain = secrets::decrypt_tree_file(identity, &self.root, &secret.file)
                 .map_err(at(format!("secret `{}`", s.name)))?;
             self.files

@@ -11,9 +11,9 @@ use crate::runtime::user::ResolvedUser;
 use crate::storage::binds;
 
 use super::error::at;
-use super::{RealHost, StepError};
+use super::{ContainerHost, StepError};
 
-impl RealHost<'_> {
+impl ContainerHost<'_> {
     /// The directory of each named volume the container mounts, made if need be and
     /// owned by its user.
     pub(super) fn volume_paths(

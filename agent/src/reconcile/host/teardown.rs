@@ -6,16 +6,16 @@
 use std::path::Path;
 
 use crate::network::Networks;
-use crate::runtime::instance::{Instance, InstanceRuntime};
+use crate::runtime::instance::{InstanceRuntime, RuntimeInstance};
 use crate::runtime::render;
 use crate::storage::secrets;
 
-use super::error::{HostError, at};
+use super::error::{HostStepError, at};
 use super::fs::Mounts;
-use super::{RealHost, failpoint};
+use super::{ContainerHost, failpoint};
 
-impl RealHost<'_> {
-    pub(super) fn teardown(&self, id: &str) -> Result<(), HostError> {
+impl ContainerHost<'_> {
+    pub(super) fn teardown(&self, id: &str) -> Result<(), HostStepError> {
         let stopped = self.lock_stopped().remove(id);
         let runtime: &dyn InstanceRuntime = self.runtime;
         teardown(
@@ -31,7 +31,7 @@ impl RealHost<'_> {
     /// Takes down what an instance holds on the host — runtime container, network
     /// attachment, staged binds, secrets tmpfs, rootfs mount — but keeps its directory
     /// and writable layer, for the create step to make it again.
-    pub(super) fn teardown_keeping_upper(&self, id: &str) -> Result<(), HostError> {
+    pub(super) fn teardown_keeping_upper(&self, id: &str) -> Result<(), HostStepError> {
         self.lock_stopped().remove(id);
         let inst = self.instance(id);
         release(&self.run_dir, self.networks, self.mounts, &inst)
@@ -49,8 +49,8 @@ pub fn teardown(
     mounts: &dyn Mounts,
     runtime: Option<&dyn InstanceRuntime>,
     id: &str,
-) -> Result<(), HostError> {
-    let inst = Instance::new(state_dir, id);
+) -> Result<(), HostStepError> {
+    let inst = RuntimeInstance::new(state_dir, id);
     if let Some(runtime) = runtime {
         runtime.delete(&inst).map_err(at("runtime delete"))?;
     }
@@ -77,8 +77,8 @@ fn release(
     run_dir: &Path,
     networks: &Networks,
     mounts: &dyn Mounts,
-    inst: &Instance,
-) -> Result<(), HostError> {
+    inst: &RuntimeInstance,
+) -> Result<(), HostStepError> {
     let id = &inst.id;
     networks.detach(id).map_err(at("network detach"))?;
     mounts.unstage_binds(&inst.dirs.root).map_err(at("binds"))?;

@@ -134,8 +134,8 @@ impl Lab {
         self.dir.path().join("state")
     }
 
-    fn host(&self) -> RealHost<'_> {
-        RealHost {
+    fn host(&self) -> ContainerHost<'_> {
+        ContainerHost {
             state_dir: self.state_dir(),
             run_dir: self.dir.path().join("run"),
             root: self.dir.path().join("spec"),

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{
-    Created, ExecIo, ExecOutcome, ExecRequest, Instance, InstanceError, InstanceRuntime,
-    InstanceStatus, SIGKILL, derive_status, exec,
+    Created, ExecIo, ExecOutcome, ExecRequest, InstanceError, InstanceRuntime, InstanceStatus,
+    RuntimeInstance, SIGKILL, derive_status, exec,
 };
 use crate::runtime::oci::{
     Runtime, RuntimeError, RuntimeState, RuntimeStatus, ShimLaunch, run_captured,
@@ -45,7 +45,7 @@ impl OciInstances {
         }
     }
 
-    fn rt_err(inst: &Instance) -> impl FnOnce(RuntimeError) -> InstanceError {
+    fn rt_err(inst: &RuntimeInstance) -> impl FnOnce(RuntimeError) -> InstanceError {
         let id = inst.id.clone();
         move |source| InstanceError::Runtime {
             id,
@@ -53,20 +53,20 @@ impl OciInstances {
         }
     }
 
-    fn exit_status(&self, inst: &Instance) -> Result<Option<ExitStatus>, InstanceError> {
+    fn exit_status(&self, inst: &RuntimeInstance) -> Result<Option<ExitStatus>, InstanceError> {
         let path = inst.dirs.exit_file();
         inst.dirs
             .exit_status()
             .map_err(InstanceError::io(inst, "cannot read the exit file", &path))
     }
 
-    fn state(&self, inst: &Instance) -> Result<Option<RuntimeState>, InstanceError> {
+    fn state(&self, inst: &RuntimeInstance) -> Result<Option<RuntimeState>, InstanceError> {
         self.runtime.state(&inst.id).map_err(Self::rt_err(inst))
     }
 
     /// `kill`; a container that is already gone or stopped is not an error (the wait
     /// that follows decides).
-    fn signal(&self, inst: &Instance, signal: i32) -> Result<(), InstanceError> {
+    fn signal(&self, inst: &RuntimeInstance, signal: i32) -> Result<(), InstanceError> {
         let argv = self.runtime.kill_argv(&inst.id, signal);
         match self.runtime.run("kill", &inst.id, &argv) {
             Ok(_) => Ok(()),
@@ -82,7 +82,7 @@ impl OciInstances {
     }
 
     /// `delete` of a container whose init has exited; unknown is fine.
-    fn delete_exited(&self, inst: &Instance) -> Result<(), InstanceError> {
+    fn delete_exited(&self, inst: &RuntimeInstance) -> Result<(), InstanceError> {
         match self.runtime.run(
             "delete",
             &inst.id,
@@ -95,7 +95,7 @@ impl OciInstances {
 
     /// After SIGKILL: the exit file, or else the runtime's word that it stopped (the
     /// shim died); then delete.
-    fn reap_killed(&self, inst: &Instance) -> Result<Option<ExitStatus>, InstanceError> {
+    fn reap_killed(&self, inst: &RuntimeInstance) -> Result<Option<ExitStatus>, InstanceError> {
         if let Some(exit) = self.wait_exit(inst, self.kill_timeout)? {
             self.delete_exited(inst)?;
             return Ok(Some(exit));
@@ -115,7 +115,7 @@ impl OciInstances {
 
     fn wait_exit(
         &self,
-        inst: &Instance,
+        inst: &RuntimeInstance,
         timeout: Duration,
     ) -> Result<Option<ExitStatus>, InstanceError> {
         let path = inst.dirs.exit_file();
@@ -129,7 +129,7 @@ impl OciInstances {
 }
 
 impl InstanceRuntime for OciInstances {
-    fn create(&self, inst: &Instance) -> Result<Created, InstanceError> {
+    fn create(&self, inst: &RuntimeInstance) -> Result<Created, InstanceError> {
         let d = &inst.dirs;
         // A previous run of this instance (a restart) left its exit file: it would be
         // read as this run's exit.
@@ -205,7 +205,7 @@ impl InstanceRuntime for OciInstances {
         })
     }
 
-    fn start(&self, inst: &Instance) -> Result<(), InstanceError> {
+    fn start(&self, inst: &RuntimeInstance) -> Result<(), InstanceError> {
         let argv = self.runtime.start_argv(&inst.id);
         self.runtime
             .run("start", &inst.id, &argv)
@@ -215,7 +215,7 @@ impl InstanceRuntime for OciInstances {
 
     fn stop(
         &self,
-        inst: &Instance,
+        inst: &RuntimeInstance,
         signal: i32,
         timeout: Duration,
     ) -> Result<Option<ExitStatus>, InstanceError> {
@@ -244,7 +244,7 @@ impl InstanceRuntime for OciInstances {
         self.kill_and_reap(inst)
     }
 
-    fn delete(&self, inst: &Instance) -> Result<(), InstanceError> {
+    fn delete(&self, inst: &RuntimeInstance) -> Result<(), InstanceError> {
         let Some(state) = self.state(inst)? else {
             return Ok(());
         };
@@ -260,7 +260,7 @@ impl InstanceRuntime for OciInstances {
         }
     }
 
-    fn status(&self, inst: &Instance) -> Result<InstanceStatus, InstanceError> {
+    fn status(&self, inst: &RuntimeInstance) -> Result<InstanceStatus, InstanceError> {
         if let Some(exit) = self.exit_status(inst)? {
             return Ok(InstanceStatus::Exited(exit));
         }
@@ -275,7 +275,7 @@ impl InstanceRuntime for OciInstances {
 
     fn exec(
         &self,
-        inst: &Instance,
+        inst: &RuntimeInstance,
         req: &ExecRequest,
         io: ExecIo,
     ) -> Result<ExecOutcome, InstanceError> {
@@ -284,7 +284,7 @@ impl InstanceRuntime for OciInstances {
 }
 
 impl OciInstances {
-    fn kill_and_reap(&self, inst: &Instance) -> Result<Option<ExitStatus>, InstanceError> {
+    fn kill_and_reap(&self, inst: &RuntimeInstance) -> Result<Option<ExitStatus>, InstanceError> {
         self.signal(inst, SIGKILL)?;
         self.reap_killed(inst)
     }

@@ -17,8 +17,8 @@ use std::os::unix::process::ExitStatusExt;
 use serde_json::{Value, json};
 
 use super::{
-    ExecIo, ExecOutcome, ExecRequest, Instance, InstanceError, InstanceRuntime, InstanceStatus,
-    OciInstances,
+    ExecIo, ExecOutcome, ExecRequest, InstanceError, InstanceRuntime, InstanceStatus, OciInstances,
+    RuntimeInstance,
 };
 use crate::runtime::oci::{exec_failure_code, last_logged_error};
 
@@ -78,7 +78,7 @@ pub fn exec_process(container_process: &Value, req: &ExecRequest) -> Value {
 
 pub(super) fn run(
     oci: &OciInstances,
-    inst: &Instance,
+    inst: &RuntimeInstance,
     req: &ExecRequest,
     io: ExecIo,
 ) -> Result<ExecOutcome, InstanceError> {

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::{Instance, InstanceError, InstanceRuntime};
+use super::{InstanceError, InstanceRuntime, RuntimeInstance};
 
 /// What the caller's check found ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub fn recreate<E>(
     runtime: &dyn InstanceRuntime,
     state_dir: &Path,
     name: &str,
-    inst: &Instance,
+    inst: &RuntimeInstance,
     started_at: Option<&str>,
     ready: impl FnOnce() -> Result<Ready, E>,
 ) -> Result<Ready, RecreateError<E>> {
