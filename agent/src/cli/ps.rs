@@ -2,19 +2,23 @@
 //! state directory (so it works while the agent is down). Without `-a` only running
 //! ones, as `docker ps`.
 //!
-//! Also the helpers the other read-only operator commands (`inspect`, `logs`, `stats`)
-//! share: finding the state directory and mapping a state error to an exit code
-//! (1 for an unknown container, 3 when the state directory cannot be read).
+//! The rows themselves are `reconcile::rows` (the API's `GET /v1/containers` answers
+//! the same); this file renders them.
+//!
+//! Also the helpers the other read-only operator commands (`inspect`, `logs`, `stats`,
+//! `status`) share: finding the state directory, mapping a state error to an exit code
+//! (1 for an unknown container, 3 when the state directory cannot be read), and the
+//! padded columns of a table.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use serde::Serialize;
 
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format};
-use crate::runtime::state::ContainerRecord;
-use crate::runtime::status::{self, Status, StatusError};
+use crate::reconcile::rows::{self, Row};
+pub use crate::reconcile::rows::{status_or_warn, unix_now};
+use crate::runtime::status::StatusError;
 use crate::util::error_chain;
 
 #[derive(Debug, Args)]
@@ -41,40 +45,33 @@ pub fn fail(e: &StatusError) -> ExitCode {
     }
 }
 
-/// A container's status; an unreadable one is warned about and shown as unknown, so
-/// one broken instance does not hide the others.
-pub fn status_or_warn(state_dir: &std::path::Path, record: &ContainerRecord) -> Status {
-    status::container_status(state_dir, record).unwrap_or_else(|e| {
-        tracing::warn!("{}", error_chain(&e));
-        Status::unknown()
-    })
-}
-
-/// Now, in Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 pub fn run(cli: &Cli, args: &PsArgs) -> ExitCode {
     let state_dir = match state_dir(cli) {
         Ok(d) => d,
         Err(code) => return code,
     };
-    let records = match status::load_records(&state_dir) {
-        Ok(r) => r,
+    let rows: Vec<Row> = match rows::list(&state_dir, unix_now()) {
+        Ok(rows) => rows
+            .into_iter()
+            .filter(|row| args.all || row.state == "running")
+            .collect(),
         Err(e) => return fail(&e),
     };
-    let now = unix_now();
-    let rows: Vec<Row> = records
-        .values()
-        .map(|r| Row::new(r, &status_or_warn(&state_dir, r), now))
-        .filter(|row| args.all || row.state == "running")
-        .collect();
-    let out = match args.format {
-        Format::Text => revision_line(&state_dir) + &render_table(&rows),
-        Format::Json => match serde_json::to_string_pretty(&rows) {
+    let text = |rows: &Vec<Row>| revision_line(&state_dir) + &render_table(rows);
+    show(&rows, args.format, text, ExitCode::SUCCESS)
+}
+
+/// Prints `doc` as `text` renders it, or as JSON (pretty); `code` once printed, 3 when
+/// it cannot be.
+pub fn show<T: serde::Serialize>(
+    doc: &T,
+    format: Format,
+    text: impl Fn(&T) -> String,
+    code: ExitCode,
+) -> ExitCode {
+    let out = match format {
+        Format::Text => text(doc),
+        Format::Json => match serde_json::to_string_pretty(doc) {
             Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("error: {e}");
@@ -83,7 +80,7 @@ pub fn run(cli: &Cli, args: &PsArgs) -> ExitCode {
         },
     };
     print!("{out}");
-    ExitCode::SUCCESS
+    code
 }
 
 /// The revision applied from the node's source, as `ps` shows it above the table:
@@ -123,63 +120,12 @@ fn revision_line(state_dir: &std::path::Path) -> String {
     }
 }
 
-/// One line of `ps`; its JSON form is the `--format json` object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
-    pub kind: &'static str,
-    pub name: String,
-    pub instance: String,
-    /// `running`, `exited`, `created`, `stopped`, `unknown`.
-    pub state: &'static str,
-    /// The state as shown: `running (healthy)`, `exited (1)`, `stopped by operator`, …
-    pub status: String,
-    /// `starting`, `healthy`, `unhealthy` while it runs with a health check.
-    pub health: Option<&'static str>,
-    pub exit_code: Option<i32>,
-    pub pid: Option<i32>,
-    pub image: String,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// `Up 5 minutes`, `Exited (1) 2 minutes ago`, `-`.
-    pub uptime: String,
-    pub restarts: u32,
-    pub ports: Vec<String>,
-    pub operator_stopped: bool,
-}
-
-impl Row {
-    pub fn new(r: &ContainerRecord, s: &Status, now: i64) -> Self {
-        Row {
-            kind: "container",
-            name: r.name.clone(),
-            instance: r.instance.clone(),
-            state: s.state.as_str(),
-            status: s.describe(),
-            health: s.health.as_ref().map(|h| h.status.as_str()),
-            exit_code: s.exit.as_ref().map(|e| e.exit_code),
-            pid: s.pid,
-            image: r.image.reference.clone(),
-            created_at: r.created_at.clone(),
-            started_at: r.started_at.clone(),
-            finished_at: s.exit.as_ref().map(|e| e.finished_at.clone()),
-            uptime: status::uptime(r, s, now),
-            restarts: r.restarts,
-            ports: r.ports.clone(),
-            operator_stopped: r.operator_stopped,
-        }
-    }
-}
-
 /// The table, columns padded to their widest cell. Pure.
 pub fn render_table(rows: &[Row]) -> String {
-    let header = [
-        "NAME", "INSTANCE", "STATE", "IMAGE", "UPTIME", "RESTARTS", "PORTS",
-    ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.name.clone(),
                 r.instance.clone(),
                 r.status.clone(),
@@ -190,8 +136,19 @@ pub fn render_table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
+    columns(
+        &[
+            "NAME", "INSTANCE", "STATE", "IMAGE", "UPTIME", "RESTARTS", "PORTS",
+        ],
+        &cells,
+    )
+}
+
+/// `header` and `rows` in columns padded to their widest cell (three spaces apart),
+/// without trailing blanks. Pure.
+pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
@@ -209,8 +166,8 @@ pub fn render_table(rows: &[Row]) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(&header);
-    for row in &cells {
+    line(header);
+    for row in rows {
         let cols: Vec<&str> = row.iter().map(String::as_str).collect();
         line(&cols);
     }
@@ -221,16 +178,19 @@ pub fn render_table(rows: &[Row]) -> String {
 mod tests {
     use super::*;
     use crate::runtime::health_file::{HealthRecord, HealthStatus};
-    use crate::runtime::state::{ExitStatus, ImageRef};
-    use crate::runtime::status::State;
+    use crate::runtime::record::ContainerRecord;
+    use crate::runtime::record::ImageRef;
+    use crate::runtime::state::ExitStatus;
+    use crate::runtime::status::{State, Status};
     use crate::util::rfc3339;
 
     fn record(name: &str, image: &str, ports: &[&str], restarts: u32) -> ContainerRecord {
         ContainerRecord {
+            schema_version: crate::runtime::record::SCHEMA_VERSION,
             name: name.into(),
             instance: format!("{name}-0123abcd"),
             spec_hash: "0123abcd".into(),
-            spec: serde_json::json!({}),
+            spec: crate::runtime::record::sample(name).spec,
             image: ImageRef {
                 reference: image.into(),
                 digest: "sha256:00".into(),

@@ -60,6 +60,7 @@ pub mod outcome;
 pub mod pass;
 mod plan;
 pub mod print;
+pub mod rows;
 
 #[cfg(test)]
 mod fake_host;
