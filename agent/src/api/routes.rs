@@ -1,0 +1,367 @@
+//! The API's endpoints (`agent/API.md`). Reads come from the state directory (the same
+//! files `berth ps` and `berth status` read), on blocking threads; the controls go to
+//! the controller through its [`controller::Handle`] and wait for its answer.
+//!
+//! Every answer is JSON; every error is `{"error": "…"}` with a status that says what
+//! kind: 400 a bad query, 404 no such endpoint or container, 405 the wrong method, 409
+//! the agent will not do it now (suspended, stopping, nothing applied yet), 422 the
+//! applied revision's tree has errors, 500 the state could not be read, 503 the
+//! controller has ended.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::wire::{ErrorDoc, StatusDoc, SuspendedDoc};
+use crate::node::Loaded;
+use crate::reconcile::agent_state;
+use crate::reconcile::controller::{self, Trigger};
+use crate::reconcile::events::Event;
+use crate::reconcile::model::Revision;
+use crate::reconcile::pass::{self, Env, Input, PassError, PlanReport, Registry};
+use crate::reconcile::rows::{self, unix_now};
+use crate::runtime::status::StatusError;
+use crate::source::applied::{Applied, AppliedError};
+use crate::source::checkout::Revisions;
+use crate::util::{error_chain, rfc3339};
+
+/// The media type of the events: one JSON object a line.
+const NDJSON: &str = "application/x-ndjson";
+
+/// How many of the recorded events a follower compares live ones with: an event
+/// recorded while the history was read is also sent live, and is sent once.
+const DEDUP: usize = 256;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(super) struct Ctx {
+    pub handle: controller::Handle,
+    pub loaded: Arc<Loaded>,
+    pub rt: tokio::runtime::Handle,
+    /// Becomes true when the server stops: open event streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub(super) fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/containers", get(containers))
+        .route("/v1/containers/{name}", get(container))
+        .route("/v1/plan", get(plan))
+        .route("/v1/events", get(events))
+        .route("/v1/reconcile", post(reconcile))
+        .route("/v1/suspend", post(suspend))
+        .route("/v1/resume", post(resume))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
+        .with_state(ctx)
+}
+
+/// An error answer: its status and `{"error": …}`.
+#[derive(Debug)]
+pub(super) struct Failure(StatusCode, ErrorDoc);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(self.1)).into_response()
+    }
+}
+
+fn fail(code: StatusCode, error: impl Into<String>) -> Failure {
+    Failure(
+        code,
+        ErrorDoc {
+            error: error.into(),
+            errors: Vec::new(),
+        },
+    )
+}
+
+type Answer = Result<Response, Failure>;
+
+fn json<T: serde::Serialize>(value: T) -> Answer {
+    Ok(axum::Json(value).into_response())
+}
+
+/// Runs a read of the state directory on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request's worker failed: {e}"),
+        )
+    })
+}
+
+fn state_failure(e: &StatusError) -> Failure {
+    let code = match e {
+        StatusError::Unknown { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    fail(code, error_chain(e))
+}
+
+async fn status(State(c): State<Ctx>) -> Answer {
+    let dir = c.handle.state_dir().to_path_buf();
+    let doc = blocking(move || StatusDoc::read(&dir, true, unix_now())).await?;
+    json(doc.map_err(|e| state_failure(&e))?)
+}
+
+async fn containers(State(c): State<Ctx>) -> Answer {
+    let dir = c.handle.state_dir().to_path_buf();
+    let rows = blocking(move || rows::list(&dir, unix_now())).await?;
+    json(rows.map_err(|e| state_failure(&e))?)
+}
+
+async fn container(State(c): State<Ctx>, UrlPath(name): UrlPath<String>) -> Answer {
+    let dir = c.handle.state_dir().to_path_buf();
+    let row = blocking(move || rows::one(&dir, &name, unix_now())).await?;
+    json(row.map_err(|e| state_failure(&e))?)
+}
+
+/// Why the plan of the applied revision could not be made.
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error("no revision is applied yet: the agent has not converged this node from its source")]
+    NoRevision,
+    #[error(transparent)]
+    Applied(#[from] AppliedError),
+    #[error("revision {commit} is not checked out at {}", path.display())]
+    NotCheckedOut {
+        commit: String,
+        path: std::path::PathBuf,
+    },
+    #[error(transparent)]
+    Pass(#[from] PassError),
+}
+
+/// What a pass would do now on the revision applied last.
+fn plan_applied(loaded: &Loaded, rt: &tokio::runtime::Handle) -> Result<PlanReport, PlanError> {
+    let state_dir = &loaded.config.runtime.state_dir;
+    let applied = Applied::load(state_dir)?.ok_or(PlanError::NoRevision)?;
+    let info = &applied.revision;
+    let dir = Revisions::new(&state_dir.join("source")).path_of(&info.commit);
+    let spec_path = info.path.trim_matches('/');
+    let root = if spec_path.is_empty() {
+        dir.clone()
+    } else {
+        dir.join(spec_path)
+    };
+    if !dir.is_dir() {
+        return Err(PlanError::NotCheckedOut {
+            commit: info.commit.clone(),
+            path: dir,
+        });
+    }
+    let input = Input {
+        path: &root,
+        node: None,
+        prune_volumes: false,
+        revision: Some(Revision {
+            id: info.commit.clone(),
+            source: format!("{}#{}", info.url, info.follows),
+        }),
+    };
+    Ok(pass::plan(&Env { loaded, rt }, &input, Registry::Online)?)
+}
+
+async fn plan(State(c): State<Ctx>) -> Answer {
+    let planned = blocking(move || plan_applied(&c.loaded, &c.rt)).await?;
+    match planned {
+        Ok(report) => json(report),
+        Err(e @ (PlanError::NoRevision | PlanError::NotCheckedOut { .. })) => {
+            Err(fail(StatusCode::CONFLICT, error_chain(&e)))
+        }
+        Err(PlanError::Pass(PassError::Invalid { errors })) => Err(Failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorDoc {
+                error: format!(
+                    "the applied revision's spec tree has {} errors",
+                    errors.len()
+                ),
+                errors,
+            },
+        )),
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// RFC 3339: only events at or after it.
+    since: Option<String>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The recorded events as JSON lines, then (with `follow`) each new one as it happens.
+async fn events(State(c): State<Ctx>, query: Result<Query<EventsQuery>, QueryRejection>) -> Answer {
+    let Query(q) = query.map_err(|e| fail(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(s) => Some(normalise(s).ok_or_else(|| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                format!("since: `{s}` is not an RFC 3339 time"),
+            )
+        })?),
+    };
+    // Subscribed before the history is read, so nothing falls between the two.
+    let live = q.follow.then(|| c.handle.subscribe());
+    let handle = c.handle.clone();
+    let recorded = blocking(move || handle.recorded(since.as_deref())).await?;
+    let mut head = Vec::new();
+    for e in &recorded {
+        head.extend_from_slice(&line(e));
+    }
+    let Some(rx) = live else {
+        return Ok(([(header::CONTENT_TYPE, NDJSON)], head).into_response());
+    };
+    let seen = recorded[recorded.len().saturating_sub(DEDUP)..].to_vec();
+    let body = Body::from_stream(follow(Follow {
+        head: Some(head),
+        rx,
+        seen,
+        shutdown: c.shutdown.clone(),
+    }));
+    Ok(([(header::CONTENT_TYPE, NDJSON)], body).into_response())
+}
+
+/// An RFC 3339 time as the event log writes times (UTC, milliseconds), so that the
+/// log's comparison of texts orders them as times.
+fn normalise(s: &str) -> Option<String> {
+    let (secs, nanos) = rfc3339::parse(s)?;
+    let secs = u64::try_from(secs).unwrap_or(0);
+    Some(rfc3339::format_millis(std::time::Duration::new(
+        secs, nanos,
+    )))
+}
+
+fn line(e: &Event) -> Vec<u8> {
+    let mut l = serde_json::to_vec(e).unwrap_or_default();
+    l.push(b'\n');
+    l
+}
+
+/// A follower's stream: the history, then live events until the server stops.
+struct Follow {
+    head: Option<Vec<u8>>,
+    rx: broadcast::Receiver<Event>,
+    /// The newest recorded events, each skipped once when it also arrives live.
+    seen: Vec<Event>,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn follow(f: Follow) -> impl Stream<Item = Result<Bytes, io::Error>> + Send {
+    futures_util::stream::unfold(f, |mut f| async move {
+        if let Some(head) = f.head.take().filter(|h| !h.is_empty()) {
+            return Some((Ok(Bytes::from(head)), f));
+        }
+        loop {
+            // Events first: those sent before the server stops (the agent's last) are
+            // still delivered.
+            let got = tokio::select! {
+                biased;
+                got = f.rx.recv() => got,
+                _ = f.shutdown.wait_for(|s| *s) => return None,
+            };
+            match got {
+                Ok(e) => {
+                    if let Some(i) = f.seen.iter().position(|s| *s == e) {
+                        f.seen.remove(i);
+                        continue;
+                    }
+                    return Some((Ok(Bytes::from(line(&e))), f));
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(target: "api", lost = n, "an event follower fell behind; events were not sent to it");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+fn gone() -> Failure {
+    fail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the agent's controller has ended: the agent is stopping",
+    )
+}
+
+/// Fetches now and runs a pass; answers when it has run.
+async fn reconcile(State(c): State<Ctx>) -> Answer {
+    if agent_state::suspended(c.handle.state_dir()) {
+        return Err(fail(
+            StatusCode::CONFLICT,
+            "the agent is suspended; `berth resume` first",
+        ));
+    }
+    let (tx, rx) = oneshot::channel();
+    if !c.handle.send(Trigger::Reconcile(tx)) {
+        return Err(gone());
+    }
+    match rx.await {
+        Ok(Ok(outcome)) => json(outcome),
+        Ok(Err(why)) => Err(fail(StatusCode::CONFLICT, why)),
+        Err(_) => Err(gone()),
+    }
+}
+
+async fn suspend(State(c): State<Ctx>) -> Answer {
+    control(&c, true).await
+}
+
+async fn resume(State(c): State<Ctx>) -> Answer {
+    control(&c, false).await
+}
+
+/// Suspends or resumes; answers once the controller has done it (after the pass in
+/// flight, if one runs) with whether passes are suspended now.
+async fn control(c: &Ctx, suspend: bool) -> Answer {
+    let (tx, rx) = oneshot::channel();
+    let t = if suspend {
+        Trigger::Suspend(tx)
+    } else {
+        Trigger::Resume(tx)
+    };
+    if !c.handle.send(t) {
+        return Err(gone());
+    }
+    rx.await.map_err(|_| gone())?;
+    let now = agent_state::suspended(c.handle.state_dir());
+    if now != suspend {
+        return Err(fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the agent could not record that passes are {} (see its log)",
+                if suspend { "suspended" } else { "resumed" }
+            ),
+        ));
+    }
+    json(SuspendedDoc { suspended: now })
+}
+
+async fn not_found(method: Method, uri: Uri) -> Failure {
+    fail(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
+}
+
+async fn not_allowed(method: Method, uri: Uri) -> Failure {
+    fail(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
