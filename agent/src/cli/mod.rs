@@ -15,7 +15,9 @@ mod agent;
 mod apply;
 mod audit;
 mod config;
+mod control;
 mod ctl;
+mod events;
 mod human;
 mod image;
 mod image_local;
@@ -31,6 +33,7 @@ mod secret;
 mod sign;
 mod source;
 mod stats;
+mod status;
 mod validate;
 
 /// Exit code: the input was judged and found wanting.
@@ -105,6 +108,16 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// CPU, memory and process counts of running containers
     Stats(stats::StatsArgs),
+    /// The agent's revision, last fetch and pass, conditions and containers
+    Status(status::StatusArgs),
+    /// What the agent did (fetches, passes, exits); `-f` follows new events
+    Events(events::EventsArgs),
+    /// Ask the agent to fetch and reconcile now; waits for the pass
+    Reconcile(control::ControlArgs),
+    /// Stop the agent's passes until `berth resume`
+    Suspend(control::ControlArgs),
+    /// Let the agent's passes run again
+    Resume(control::ControlArgs),
 }
 
 /// Output format shared by the commands that print data.
@@ -159,5 +172,10 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&cli, args),
         Command::Logs(args) => logs::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
+        Command::Events(args) => events::run(&cli, args),
+        Command::Reconcile(args) => control::run(&cli, control::Control::Reconcile, args),
+        Command::Suspend(args) => control::run(&cli, control::Control::Suspend, args),
+        Command::Resume(args) => control::run(&cli, control::Control::Resume, args),
     }
 }
