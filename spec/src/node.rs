@@ -644,10 +644,6 @@ const INERT: &[(&str, &str)] = &[
         "runtime.resync",
         "this build has no daemon running periodic passes",
     ),
-    (
-        "runtime.gc_grace",
-        "this build does not collect unused images, snapshots or instances (see `berth image prune`)",
-    ),
     ("telemetry.", "this build exports no traces or metrics"),
 ];
 
@@ -797,6 +793,34 @@ impl NodeConfig {
     }
 }
 
+/// Why `name` is not a branch or tag name git would take (`git check-ref-format`'s
+/// rules), or none.
+fn bad_ref_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some("it holds a space or a control character");
+    }
+    if name.contains(['~', '^', ':', '?', '*', '[', '\\']) {
+        return Some("it holds one of `~ ^ : ? * [ \\`");
+    }
+    if name.contains("..") || name.contains("@{") || name.contains("//") {
+        return Some("it holds `..`, `@{` or `//`");
+    }
+    if name.starts_with(['-', '/', '.'])
+        || name.ends_with(['/', '.'])
+        || name.ends_with(".lock")
+        || name
+            .split('/')
+            .any(|c| c.starts_with('.') || c.ends_with(".lock"))
+        || name == "@"
+    {
+        return Some("it starts or ends a component with `.`, `/`, `-` or `.lock`");
+    }
+    None
+}
+
 fn strmap(r: &Reader<'_, '_, '_>, key: &str) -> BTreeMap<String, String> {
     r.string_map(key, true)
         .map(|m| m.into_iter().map(|(k, (v, _))| (k, v)).collect())
@@ -868,14 +892,27 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
     if let Some((k, Some((_, loc)))) = given.get(1) {
         r.error(loc, k, "give only one of `branch`, `tag` or `commit`");
     }
+    for (k, v) in &refs {
+        if let (true, Some((name, loc))) = (*k != "commit", v)
+            && let Some(why) = bad_ref_name(name)
+        {
+            r.error(
+                loc,
+                k,
+                format!("`source.{k}` `{name}` is not a valid Git ref name: {why}"),
+            );
+        }
+    }
     let git_ref = match given.first() {
         Some(("tag", Some((t, _)))) => GitRef::Tag(t.clone()),
         Some(("commit", Some((c, loc)))) => {
-            if !(c.len() >= 7 && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit())) {
+            if !(c.len() >= 7 && c.len() <= 40 && c.bytes().all(|b| b.is_ascii_hexdigit())) {
                 r.error(
                     loc,
                     "commit",
-                    format!("`source.commit` must be a hexadecimal commit id, found `{c}`"),
+                    format!(
+                        "`source.commit` must be a commit id (7 to 40 hexadecimal digits), found `{c}`"
+                    ),
                 );
             }
             GitRef::Commit(c.clone())

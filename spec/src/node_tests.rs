@@ -366,7 +366,7 @@ fn security_keys_this_build_cannot_enforce_are_refused() {
 fn inert_keys_are_listed_once_in_file_order() {
     let text = format!(
         "[agent]\nmode = \"observe\"\n{SOURCE}allowed_signers = \"/s\"\nwebhook = {{ listen = \"0.0.0.0:9487\" }}\n\
-         [runtime]\nparallel = 2\nresync = \"1m\"\n[telemetry]\notlp_queue = 5\n[node]\nname = \"n\"\n"
+         [runtime]\nparallel = 2\nresync = \"1m\"\ngc_grace = \"5m\"\n[telemetry]\notlp_queue = 5\n[node]\nname = \"n\"\n"
     );
     let inert = parse(&text).inert();
     let keys: Vec<(&str, usize)> = inert
@@ -378,7 +378,7 @@ fn inert_keys_are_listed_once_in_file_order() {
         [
             ("source.webhook", 6),
             ("runtime.resync", 9),
-            ("telemetry.otlp_queue", 11)
+            ("telemetry.otlp_queue", 12)
         ]
     );
     assert_eq!(
@@ -458,4 +458,22 @@ fn value_errors_name_their_key() {
         let (_, _, _, msg) = error(text);
         assert!(msg.starts_with(want), "{text}: {msg}");
     }
+}
+
+#[test]
+fn branch_and_tag_names_git_would_refuse_are_located_errors() {
+    for bad in [
+        "ma in", "a..b", "-x", "x.lock", "a:b", "x/", ".hidden", "a//b",
+    ] {
+        let (line, _, key, msg) = error(&format!("{SOURCE}branch = {bad:?}\n"));
+        assert_eq!((line, key.as_str()), (3, "source.branch"), "{bad}: {msg}");
+        assert!(msg.contains("not a valid Git ref name"), "{bad}: {msg}");
+    }
+    let (_, _, key, _) = error(&format!("{SOURCE}tag = \"v1 2\"\n"));
+    assert_eq!(key, "source.tag");
+    for good in ["main", "release/2026.12", "feature-x", "v1.2.3"] {
+        parse(&format!("{SOURCE}branch = {good:?}\n"));
+    }
+    let (_, _, key, msg) = error(&format!("{SOURCE}commit = \"{}\"\n", "a".repeat(64)));
+    assert_eq!(key, "source.commit", "{msg}");
 }

@@ -188,16 +188,21 @@ fn print_source(s: &SourceReport, revision: Option<&RevisionInfo>) {
     if let Some(why) = &s.unavailable {
         println!("source unavailable: {}", p(why));
     }
+    if let Some(why) = &s.failed {
+        println!("cannot fetch: {}", p(why));
+    }
     if let Some(commit) = &s.fetched {
         let how = match s.history {
-            Some(follow::History::First) => " (first fetch)".to_string(),
-            Some(follow::History::Unchanged) => " (unchanged)".to_string(),
+            Some(follow::History::First) | None => String::new(),
+            Some(follow::History::Unchanged) => " (the revision applied)".to_string(),
             Some(follow::History::FastForward) => String::new(),
             Some(follow::History::Rewritten) => format!(
                 " (history rewritten: {} is not an ancestor; a force-push)",
-                s.previous.as_deref().unwrap_or("the commit fetched before")
+                s.previous
+                    .as_deref()
+                    .unwrap_or("the revision applied before")
             ),
-            Some(follow::History::Unknown) | None => String::new(),
+            Some(follow::History::Unknown) => String::new(),
         };
         println!(
             "source: {} ({}): fetched commit {commit}{how}",
@@ -210,6 +215,9 @@ fn print_source(s: &SourceReport, revision: Option<&RevisionInfo>) {
     }
     if let Some(why) = &s.refused {
         println!("refused: {}", p(why));
+        for e in &s.invalid {
+            println!("{e}");
+        }
     }
     for skipped in &s.skipped {
         eprintln!("warning: not checked out: {}", p(skipped));
@@ -254,7 +262,8 @@ fn render(report: &FollowReport, format: Format) {
                 if plan.plan.is_empty() {
                     println!("observe mode: nothing to do");
                 } else {
-                    println!("observe mode (`agent.mode`): the plan above was not executed");
+                    print!("{}", plan.plan);
+                    println!("observe mode: nothing was executed");
                 }
             }
             None => {}

@@ -343,7 +343,7 @@ fn one_pass(
     let now = Instant::now();
     sched.resync_at = now + resync;
     sched.due_at = None;
-    let outcome = match result {
+    match result {
         Ok(report) => {
             if fetch {
                 note_fetch(handle, state, sched, reported, &report, interval);
@@ -438,8 +438,7 @@ fn one_pass(
             });
             Err(message)
         }
-    };
-    outcome
+    }
 }
 
 /// The fetch's part of a report: the next fetch, the fetch state, its events.

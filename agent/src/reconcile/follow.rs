@@ -76,9 +76,17 @@ pub struct SourceReport {
     /// Why the source could not be fetched (`source unavailable`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
-    /// Why the fetched revision was refused (its signature).
+    /// Why the source could not be fetched for a reason that does not pass by itself
+    /// (a credential, a host key, a certificate, a ref or file that is not there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+    /// Why the fetched revision was refused: its signature, its `source.path`, or
+    /// errors in its spec tree (listed in `invalid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The errors of a refused revision's spec tree, as `berth validate` prints them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid: Vec<String>,
     /// Bytes received from the server by this fetch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received_bytes: Option<usize>,
@@ -109,6 +117,10 @@ pub struct FollowReport {
     /// The pass; none when there was no revision to run it on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pass: Option<PassResult>,
+    /// The garbage collection after an applied pass (`reconcile::gc`); none when it
+    /// did not run or failed (a warning says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc: Option<super::gc::GcReport>,
 }
 
 impl FollowReport {
@@ -116,6 +128,7 @@ impl FollowReport {
     /// every container of it applied.
     pub fn converged(&self) -> bool {
         self.source.unavailable.is_none()
+            && self.source.failed.is_none()
             && self.source.refused.is_none()
             && match &self.pass {
                 Some(PassResult::Applied(r)) => r.applied(),
@@ -150,26 +163,40 @@ pub fn once(
     let cfg = &env.loaded.config;
     let section = cfg.source.as_ref().ok_or(FollowError::NoSource)?;
     let state_dir = cfg.runtime.state_dir.clone();
-    let remote = Remote {
-        section,
-        dir: state_dir.join("source"),
-    };
+    let source_dir = state_dir.join("source");
     crate::source::set_network_timeouts(
         cfg.runtime.pull_connect_timeout,
         cfg.runtime.pull_idle_timeout,
     );
     // One follower at a time works on the clone and the revisions.
-    let _guard = lock_source(&remote.dir)?;
-    let revisions = Revisions::new(&remote.dir);
-    let before = Applied::load(&state_dir)?;
+    let _guard = lock_source(&source_dir, wait.timeout, &mut *wait.waiting)?;
+    let revisions = Revisions::new(&source_dir);
+    let before = load_applied(&state_dir)?;
+    let here = follows(&section.git_ref);
+    let remote = Remote {
+        section,
+        dir: source_dir,
+        base: env
+            .loaded
+            .path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf),
+        previous: before
+            .as_ref()
+            .filter(|b| b.revision.follows == here && b.revision.url == display_url(&section.url))
+            .and_then(|b| Oid::from_str(&b.revision.commit).ok()),
+    };
     let mut source = SourceReport {
         url: display_url(&section.url),
-        follows: follows(&section.git_ref),
+        follows: here,
         fetched: None,
         history: None,
         previous: None,
         unavailable: None,
+        failed: None,
         refused: None,
+        invalid: Vec::new(),
         received_bytes: None,
         recloned: false,
         skipped: Vec::new(),
@@ -178,15 +205,17 @@ pub fn once(
     let fetched = match remote.fetch_with_retries(opts.fetch_attempts, FETCH_PAUSE) {
         Ok(f) => Some(f),
         Err(FetchError::NotAttempted) => None,
-        Err(e) => {
-            tracing::warn!(target: "source", error = %e, "source unavailable");
+        Err(e) if e.is_transient() => {
             source.unavailable = Some(e.to_string());
             None
         }
+        Err(e) => {
+            source.failed = Some(e.to_string());
+            None
+        }
     };
-    // The revision to run on: the fetched one if its signature is accepted, else the
-    // one applied before.
-    let mut chosen: Option<(Oid, RevisionInfo)> = None;
+    // The fetched revision, if its signature is accepted.
+    let mut newest: Option<(Oid, RevisionInfo)> = None;
     if let Some(f) = &fetched {
         source.fetched = Some(f.commit.to_string());
         source.history = Some(f.history);
@@ -198,118 +227,222 @@ pub fn once(
         let repo = open_clone(&remote)?;
         match check_signature(&repo, section, f)? {
             Ok(signer) => {
-                let info = revision_info(&repo, f.commit, section, signer)?;
-                chosen = Some((f.commit, info));
+                newest = Some((f.commit, revision_info(&repo, f.commit, section, signer)?))
             }
-            Err(reason) => {
-                tracing::warn!(target: "source", commit = %f.commit, %reason, "revision refused");
-                source.refused = Some(format!("commit {}: {reason}", f.commit));
-            }
+            Err(reason) => source.refused = Some(format!("commit {}: {reason}", f.commit)),
         }
     }
-    if chosen.is_none() {
-        // The revision applied before, if the node's signature check (as it is now)
-        // still vouches for it: a key removed since, or a check turned on since, keeps
-        // it from being applied again.
-        let fallback = match &before {
-            Some(b) => fallback(&remote, section, b)?,
-            None => Err("no revision was applied before".to_string()),
+    // The newest revision first; when it cannot be applied (not fetched, refused, no
+    // `source.path` in it, errors in its tree), the one applied before, verified again.
+    let mut tried_fallback = false;
+    let mut candidate = newest;
+    loop {
+        let (commit, info) = match candidate.take() {
+            Some(c) => c,
+            None if tried_fallback => break,
+            None => {
+                tried_fallback = true;
+                let fallback = match &before {
+                    Some(b)
+                        if source.fetched.as_deref() != Some(b.revision.commit.as_str())
+                            || source.refused.is_none() =>
+                    {
+                        fallback(&remote, section, b)?
+                    }
+                    Some(_) => Err("it is the revision refused".to_string()),
+                    None => Err("no revision was applied before".to_string()),
+                };
+                match fallback {
+                    Ok(c) => c,
+                    Err(why) => {
+                        if before.is_some() || source.refused.is_some() {
+                            source.refused = Some(match source.refused.take() {
+                                Some(r) => format!("{r}; {why}"),
+                                None => why,
+                            });
+                        }
+                        break;
+                    }
+                }
+            }
         };
-        match fallback {
-            Ok(c) => chosen = Some(c),
+        let is_newest = !tried_fallback;
+        let checked = match checkout(&remote, &revisions, &mut source, commit)? {
+            Ok(c) => c,
+            Err(why) if is_newest => {
+                source.refused = Some(format!("commit {commit}: {why}"));
+                continue;
+            }
             Err(why) => {
                 source.refused = Some(match source.refused.take() {
-                    Some(r) => format!("{r}; {why}"),
-                    None if source.unavailable.is_none() => why.clone(),
-                    None => why.clone(),
+                    Some(r) => format!("{r}; the revision applied before ({commit}): {why}"),
+                    None => format!("the revision applied before ({commit}): {why}"),
                 });
-                on_source(&source, None);
-                if source.unavailable.is_some() && before.is_none() {
-                    return Err(FollowError::NoRevision {
-                        reason: source.unavailable.clone().unwrap_or(why),
-                    });
-                }
-                return Ok(FollowReport {
-                    source,
-                    revision: None,
-                    pass: None,
-                });
+                break;
             }
+        };
+        source.skipped = checked.skipped.clone();
+        let input = Input {
+            path: &checked.spec_root,
+            node: opts.node.clone(),
+            prune_volumes: false,
+            revision: Some(Revision {
+                id: info.commit.clone(),
+                source: format!("{}#{}", info.url, info.follows),
+            }),
+        };
+        if opts.observe || cfg.agent.mode == AgentMode::Observe {
+            on_source(&source, Some(&info));
+            let plan = match pass::plan(env, &input, Registry::Online) {
+                Err(PassError::Invalid { errors }) if is_newest => {
+                    source.refused = Some(format!(
+                        "commit {commit}: its spec tree has {} error(s)",
+                        errors.len()
+                    ));
+                    source.invalid = errors;
+                    continue;
+                }
+                other => other?,
+            };
+            // What observe checked out is not kept unless something runs it.
+            if let Some(b) = &before {
+                revisions.prune(&b.in_use());
+            }
+            return Ok(FollowReport {
+                source,
+                revision: Some(info),
+                pass: Some(PassResult::Observed(Box::new(plan))),
+                gc: None,
+            });
         }
+        // A tree with errors changes nothing: check it before the pass takes the lock
+        // and tell the caller, once, what happened at the source.
+        if is_newest && let Err(errors) = pass::check_tree(env, &input) {
+            source.refused = Some(format!(
+                "commit {commit}: its spec tree has {} error(s)",
+                errors.len()
+            ));
+            source.invalid = errors;
+            continue;
+        }
+        on_source(&source, Some(&info));
+        let report = pass::apply(env, &input, wait, on_plan)?;
+        return record(env, &revisions, before.as_ref(), source, info, report);
     }
-    let Some((commit, info)) = chosen else {
+    on_source(&source, None);
+    if before.is_none() && source.refused.is_none() {
         return Err(FollowError::NoRevision {
-            reason: "the source gave no revision".into(),
+            reason: source
+                .unavailable
+                .clone()
+                .or_else(|| source.failed.clone())
+                .unwrap_or_else(|| "the source gave no revision".into()),
         });
-    };
-    let repo = open_clone(&remote)?;
-    let checked = match revisions.checkout(&repo, commit, &section.path) {
-        // The clone's objects do not read back: clone afresh, and check out again.
+    }
+    Ok(FollowReport {
+        source,
+        revision: None,
+        pass: None,
+        gc: None,
+    })
+}
+
+/// Checks `commit` out; `Ok(Err(why))` when the revision cannot be used (its
+/// `source.path` is missing, or it breaks a limit). A clone whose objects do not read
+/// back is cloned afresh once.
+fn checkout(
+    remote: &Remote<'_>,
+    revisions: &Revisions,
+    source: &mut SourceReport,
+    commit: Oid,
+) -> Result<Result<crate::source::checkout::CheckedOut, String>, FollowError> {
+    let path = &remote.section.path;
+    let repo = open_clone(remote)?;
+    let result = match revisions.checkout(&repo, commit, path) {
         Err(CheckoutError::Objects { reason, .. }) => {
             drop(repo);
             let f = remote.fetch_fresh(&reason)?;
             source.recloned = true;
-            let repo = open_clone(&remote)?;
+            let repo = open_clone(remote)?;
             if repo.find_commit(commit).is_err() {
-                return Err(FollowError::NoRevision {
-                    reason: format!(
-                        "commit {commit} is no longer on the source (it now gives {})",
-                        f.commit
-                    ),
-                });
+                return Ok(Err(format!(
+                    "it is no longer on the source (which now gives {})",
+                    f.commit
+                )));
             }
-            revisions.checkout(&repo, commit, &section.path)?
+            revisions.checkout(&repo, commit, path)
         }
-        other => other?,
+        other => other,
     };
-    for s in &checked.skipped {
-        tracing::warn!(target: "source", entry = %s, "not checked out");
+    match result {
+        Ok(c) => Ok(Ok(c)),
+        Err(e @ (CheckoutError::NoPath { .. } | CheckoutError::Refused { .. })) => {
+            Ok(Err(match e {
+                CheckoutError::NoPath { path, .. } => {
+                    format!("`source.path` `{path}` is not a directory in it")
+                }
+                other => other.to_string(),
+            }))
+        }
+        Err(e) => Err(e.into()),
     }
-    source.skipped = checked.skipped.clone();
-    on_source(&source, Some(&info));
+}
 
-    let input = Input {
-        path: &checked.spec_root,
-        node: opts.node.clone(),
-        prune_volumes: false,
-        revision: Some(Revision {
-            id: info.commit.clone(),
-            source: format!("{}#{}", info.url, info.follows),
-        }),
-    };
-    if opts.observe || cfg.agent.mode == AgentMode::Observe {
-        let plan = pass::plan(env, &input, Registry::Online)?;
-        return Ok(FollowReport {
-            source,
-            revision: Some(info),
-            pass: Some(PassResult::Observed(Box::new(plan))),
-        });
-    }
-    let report = pass::apply(env, &input, wait, on_plan)?;
-
-    // Record what runs, then let go of the revisions nothing runs any more.
-    let mut containers = before
-        .as_ref()
-        .map(|b| b.containers.clone())
-        .unwrap_or_default();
+/// Records what runs after an applied pass, lets go of the revisions nothing runs any
+/// more, and collects garbage.
+fn record(
+    env: &Env<'_>,
+    revisions: &Revisions,
+    before: Option<&Applied>,
+    source: SourceReport,
+    info: RevisionInfo,
+    report: Report,
+) -> Result<FollowReport, FollowError> {
+    let cfg = &env.loaded.config;
+    let state_dir = &cfg.runtime.state_dir;
+    let mut containers = before.map(|b| b.containers.clone()).unwrap_or_default();
     runs(&mut containers, &report, &info.commit);
+    // The time a revision was first applied stays its time.
+    let applied_at = before
+        .filter(|b| b.revision.commit == info.commit)
+        .map_or_else(crate::util::rfc3339::now, |b| b.applied_at.clone());
     let applied = Applied {
         schema_version: SCHEMA_VERSION,
         revision: info.clone(),
-        applied_at: crate::util::rfc3339::now(),
+        applied_at,
         applied: report.applied(),
         containers,
     };
-    applied.store(&state_dir)?;
+    applied.store(state_dir)?;
     revisions.switch_current(&info.commit)?;
     for gone in revisions.prune(&applied.in_use()) {
         tracing::info!(target: "source", commit = %gone, "revision no container runs removed");
     }
+    let gc = super::gc::collect(state_dir, cfg.runtime.gc_grace, std::time::SystemTime::now())
+        .inspect_err(|e| tracing::warn!(target: "gc", error = %crate::util::error_chain(e), "garbage collection failed"))
+        .ok();
     Ok(FollowReport {
         source,
         revision: Some(info),
         pass: Some(PassResult::Applied(Box::new(report))),
+        gc,
     })
+}
+
+/// `state/applied.json`, or none; a record that does not parse (a disk fault) is set
+/// aside as `applied.json.corrupt` with a warning, and the node starts over from the
+/// source.
+fn load_applied(state_dir: &Path) -> Result<Option<Applied>, FollowError> {
+    match Applied::load(state_dir) {
+        Err(AppliedError::Parse { path, source }) => {
+            let aside = path.with_extension("json.corrupt");
+            tracing::warn!(target: "source", path = %path.display(), error = %source, aside = %aside.display(), "the applied-revision record does not parse; set aside");
+            std::fs::rename(&path, &aside)
+                .map_err(|e| FollowError::Applied(AppliedError::Write { path, source: e }))?;
+            Ok(None)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Updates, per container, the commit of the revision it runs: a container created or
@@ -435,8 +568,13 @@ fn revision_info(
     })
 }
 
-/// Holds `<source>/lock` (flock) while the clone and the revisions are worked on.
-fn lock_source(dir: &Path) -> Result<std::fs::File, FollowError> {
+/// Holds `<source>/lock` (flock) while the clone and the revisions are worked on;
+/// waits at most `timeout`, saying once that it waits.
+fn lock_source(
+    dir: &Path,
+    timeout: std::time::Duration,
+    waiting: &mut dyn FnMut(&str),
+) -> Result<std::fs::File, FollowError> {
     let path = dir.join("lock");
     let lock_err = |source| FollowError::Lock {
         path: path.clone(),
@@ -444,7 +582,28 @@ fn lock_source(dir: &Path) -> Result<std::fs::File, FollowError> {
     };
     crate::runtime::state::private_dir(dir).map_err(lock_err)?;
     let f = crate::runtime::state::open_lock_file(&path).map_err(lock_err)?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| lock_err(std::io::Error::from(e)))?;
-    Ok(f)
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < timeout => {
+                if !said {
+                    waiting(&format!(
+                        "another berth follows the source of this state directory ({} is locked); waiting",
+                        path.display()
+                    ));
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(lock_err(std::io::Error::other(format!(
+                    "another berth held it for longer than {} (--lock-timeout)",
+                    humantime::format_duration(timeout)
+                ))));
+            }
+            Err(e) => return Err(lock_err(e.into())),
+        }
+    }
 }

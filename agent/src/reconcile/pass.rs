@@ -245,6 +245,16 @@ pub enum Registry {
     Offline,
 }
 
+/// The spec tree's errors, as `berth validate` prints them; empty when it is valid
+/// (or cannot be read: the pass itself then says why). The agent asks before a pass,
+/// to keep the node on the revision it applied before when the newest has errors.
+pub fn check_tree(env: &Env<'_>, input: &Input<'_>) -> Result<(), Vec<String>> {
+    match Front::read(env, input) {
+        Err(PassError::Invalid { errors }) => Err(errors),
+        _ => Ok(()),
+    }
+}
+
 /// The first half of every pass: the node, its policy, the checked tree.
 struct Front {
     policy: NodePolicy,

@@ -77,7 +77,12 @@ impl Revisions {
         commit: Oid,
         spec_path: &str,
     ) -> Result<CheckedOut, CheckoutError> {
-        let spec_path = spec_path.trim_matches('/');
+        // `./fleet`, `fleet/`, `fleet//x` name what `fleet` and `fleet/x` name.
+        let normal: Vec<&str> = spec_path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        let spec_path = &*normal.join("/");
         let dir = self.path_of(&commit.to_string());
         let spec_root = if spec_path.is_empty() {
             dir.clone()

@@ -30,8 +30,8 @@ use zeroize::Zeroizing;
 
 use super::trust::{ExtraCa, HostKeys, TrustError};
 
-/// The ref under which the clone keeps the commit fetched last, to tell a fast-forward
-/// from a rewrite.
+/// The ref under which the clone keeps the commit fetched last (so its objects stay
+/// reachable, and a failed fetch can check the clone still reads).
 const FETCHED_REF: &str = "refs/berth/fetched";
 /// Where a pinned commit fetched by id is kept.
 const PINNED_REF: &str = "refs/berth/pinned";
@@ -108,6 +108,12 @@ pub struct Remote<'a> {
     pub section: &'a SourceSection,
     /// `<state_dir>/source`.
     pub dir: PathBuf,
+    /// What a relative local `source.url` is relative to: the node configuration's
+    /// directory (the current directory when none).
+    pub base: Option<PathBuf>,
+    /// The commit applied before from this same ref, to tell a fast-forward from a
+    /// rewrite; none when nothing was applied from it.
+    pub previous: Option<Oid>,
 }
 
 impl Remote<'_> {
@@ -121,10 +127,13 @@ impl Remote<'_> {
         let url = &self.section.url;
         if self.section.transport == Transport::Local && !url.starts_with("file://") {
             let p = Path::new(url);
-            if p.is_relative()
-                && let Ok(cwd) = std::env::current_dir()
-            {
-                return cwd.join(p).display().to_string();
+            if p.is_relative() {
+                let base = self
+                    .base
+                    .clone()
+                    .or_else(|| std::env::current_dir().ok())
+                    .unwrap_or_default();
+                return base.join(p).display().to_string();
             }
         }
         url.clone()
@@ -155,9 +164,27 @@ impl Remote<'_> {
         }
     }
 
+    /// A local repository that is not there: said plainly, and not tried again.
+    fn check_local(&self) -> Result<(), FetchError> {
+        if self.section.transport != Transport::Local {
+            return Ok(());
+        }
+        let url = self.url();
+        let path = percent_decode(url.strip_prefix("file://").unwrap_or(&url));
+        if Path::new(&path).is_dir() {
+            Ok(())
+        } else {
+            Err(FetchError::NotFound {
+                url: display_url(&self.section.url),
+                what: format!("the repository directory {path}"),
+            })
+        }
+    }
+
     /// One fetch of the followed ref. When it fails and the clone itself turns out
     /// unreadable, the clone is set aside and the fetch made once more into a fresh one.
     pub fn fetch(&self) -> Result<Fetched, FetchError> {
+        self.check_local()?;
         fs::create_dir_all(&self.dir).map_err(|e| self.clone_error(e.to_string()))?;
         let (repo, recloned) = self.open_or_init()?;
         let err = match self.fetch_into(&repo) {
@@ -234,10 +261,7 @@ impl Remote<'_> {
     }
 
     fn fetch_into(&self, repo: &Repository) -> Result<Fetched, FetchError> {
-        let previous = repo
-            .find_reference(FETCHED_REF)
-            .ok()
-            .and_then(|r| r.target());
+        let previous = self.previous;
         let mut received = 0;
         let (commit, tag) = match &self.section.git_ref {
             GitRef::Branch(b) => {
@@ -260,18 +284,35 @@ impl Remote<'_> {
                 (self.peel_commit(repo, id)?, annotated)
             }
             GitRef::Commit(c) => {
-                let id = Oid::from_str(c).map_err(|_| FetchError::Config {
-                    key: "source.commit",
-                    reason: format!("`{c}` is not a commit id"),
-                })?;
-                if repo.find_commit(id).is_err() {
-                    let by_id = self.run_fetch(repo, &[format!("+{id}:{PINNED_REF}")], true);
+                let c = c.to_ascii_lowercase();
+                if c.len() < 4 || c.len() > 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(FetchError::Config {
+                        key: "source.commit",
+                        reason: format!("`{c}` is not a commit id (4 to 40 hex digits)"),
+                    });
+                }
+                let find = |repo: &Repository| -> Option<Oid> {
+                    repo.revparse_single(&c)
+                        .ok()
+                        .and_then(|o| o.peel_to_commit().ok())
+                        .map(|c| c.id())
+                };
+                if find(repo).is_none() {
+                    // A full id is asked for by id (servers that allow it); otherwise,
+                    // or when the server refuses, every branch and tag is fetched in
+                    // full and the commit looked for there.
+                    let by_id = if c.len() == 40 {
+                        self.run_fetch(repo, &[format!("+{c}:{PINNED_REF}")], true)
+                            .inspect_err(|e| {
+                                tracing::debug!(target: "source", error = %e, "fetching the pinned commit by id failed; fetching every branch and tag");
+                            })
+                            .ok()
+                    } else {
+                        None
+                    };
                     match by_id {
-                        Ok(n) => received += n,
-                        Err(e) if e.is_transient() => return Err(e),
-                        Err(_) => {
-                            // The server does not give unadvertised objects: fetch every
-                            // branch and tag, in full, and look for it there.
+                        Some(n) if find(repo).is_some() => received += n,
+                        _ => {
                             received += self.run_fetch(
                                 repo,
                                 &[
@@ -283,10 +324,10 @@ impl Remote<'_> {
                         }
                     }
                 }
-                let commit = repo
-                    .find_commit(id)
-                    .map_err(|_| self.not_found(format!("commit {id}")))?;
-                (commit.id(), None)
+                let commit = find(repo).ok_or_else(|| {
+                    self.not_found(format!("commit {c} (on no branch or tag of the server)"))
+                })?;
+                (commit, None)
             }
         };
         let history = history(repo, previous, commit);
@@ -346,17 +387,29 @@ impl Remote<'_> {
             (Some(p), Transport::Https) => Some(ExtraCa::load(p)?),
             _ => None,
         };
-        let mut asked = 0u32;
+        // libgit2 asks again when the server refuses what it was given; each kind of
+        // credentials is offered once (an ssh URL without a user asks for the user
+        // name first, then for the key).
+        let mut offered: Vec<CredentialType> = Vec::new();
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(|_url, username, allowed| {
-            asked += 1;
-            if asked > 1 {
+            let kind = [
+                CredentialType::SSH_KEY,
+                CredentialType::USER_PASS_PLAINTEXT,
+                CredentialType::USERNAME,
+            ]
+            .into_iter()
+            .find(|k| allowed.contains(*k))
+            .unwrap_or(allowed);
+            if offered.contains(&kind) {
+                let reason = self.refused_credentials(kind);
                 *refusal.borrow_mut() = Some(FetchError::Refused {
                     url: shown.clone(),
-                    reason: "the server refused the credentials".into(),
+                    reason: reason.clone(),
                 });
-                return Err(git2::Error::from_str("the server refused the credentials"));
+                return Err(git2::Error::from_str(&reason));
             }
+            offered.push(kind);
             self.credentials(username, allowed).map_err(|e| {
                 let msg = e.to_string();
                 *refusal.borrow_mut() = Some(e);
@@ -399,6 +452,10 @@ impl Remote<'_> {
         opts.download_tags(AutotagOption::None);
         if shallow && s.transport != Transport::Local && s.depth > 0 {
             opts.depth(i32::try_from(s.depth).unwrap_or(i32::MAX));
+        } else if repo.is_shallow() && s.transport != Transport::Local {
+            // `depth = 0` over a clone made shallow before: fetch the whole history
+            // (libgit2's "unshallow" depth).
+            opts.depth(i32::MAX);
         }
         let mut remote = repo
             .remote_anonymous(&url)
@@ -420,6 +477,29 @@ impl Remote<'_> {
                 },
             }),
         }
+    }
+
+    /// Why the server refused the credentials of `kind`, naming where they came from.
+    fn refused_credentials(&self, kind: CredentialType) -> String {
+        let s = self.section;
+        if kind == CredentialType::SSH_KEY {
+            return format!(
+                "the server refused the key {} (`source.ssh_key`)",
+                s.ssh_key
+                    .as_ref()
+                    .map_or_else(String::new, |k| k.display().to_string())
+            );
+        }
+        if kind == CredentialType::USER_PASS_PLAINTEXT {
+            return match &s.credentials_file {
+                Some(f) => format!(
+                    "the server refused the credentials in {} (`source.credentials_file`: one line, `token` or `user:password`)",
+                    f.display()
+                ),
+                None => "the server refused the credentials in the URL".into(),
+            };
+        }
+        "the server refused the user name".into()
     }
 
     /// The credentials the server asked for.
@@ -448,6 +528,19 @@ impl Remote<'_> {
         }
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
             let Some(file) = &s.credentials_file else {
+                // Credentials written into the URL, as git takes them.
+                if let Ok(u) = url::Url::parse(&s.url)
+                    && let Some(password) = u.password()
+                {
+                    let user = percent_decode(u.username());
+                    let password = Zeroizing::new(percent_decode(password));
+                    return Cred::userpass_plaintext(&user, &password).map_err(|e| {
+                        FetchError::Config {
+                            key: "source.url",
+                            reason: e.message().to_string(),
+                        }
+                    });
+                }
                 return Err(FetchError::Refused {
                     url: shown,
                     reason:
@@ -506,6 +599,16 @@ fn read_credentials(path: &Path) -> Result<(String, Zeroizing<String>), FetchErr
     if line.is_empty() {
         return Err(bad("it is empty".into()));
     }
+    // A git-credential-store line (`https://user:password@host`).
+    if line.contains("://")
+        && let Ok(u) = url::Url::parse(line)
+        && let Some(password) = u.password()
+    {
+        return Ok((
+            percent_decode(u.username()),
+            Zeroizing::new(percent_decode(password)),
+        ));
+    }
     Ok(match line.split_once(':') {
         Some((user, password)) if !user.is_empty() => {
             (user.to_string(), Zeroizing::new(password.to_string()))
@@ -542,6 +645,13 @@ fn healthy(repo: &Repository) -> Result<(), String> {
     })
     .map_err(|e| bad.clone().unwrap_or_else(|| e.message().to_string()))?;
     bad.map_or(Ok(()), Err)
+}
+
+/// A URL's percent-encoded user or password, decoded.
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(|| s.to_string(), |(_, v)| v.into_owned())
 }
 
 /// How `commit` relates to `previous`.
@@ -653,8 +763,18 @@ fn classify(e: &git2::Error, url: &str) -> FetchError {
         },
         (_, ErrorCode::Certificate) | (ErrorClass::Ssl, _) => FetchError::Refused {
             url: shown,
-            reason: format!("the server's certificate is not trusted: {reason}"),
+            reason: format!(
+                "the server's certificate is not trusted: {reason} (for a private CA, set `source.ca_file`)"
+            ),
         },
+        (ErrorClass::Ssh, _) if reason.contains("private key") || reason.contains("passphrase") => {
+            FetchError::Config {
+                key: "source.ssh_key",
+                reason: format!(
+                    "cannot use the key: {reason} (a key with a passphrase cannot be used: the agent runs unattended)"
+                ),
+            }
+        }
         (_, ErrorCode::NotFound) => FetchError::NotFound {
             url: shown,
             what: reason,

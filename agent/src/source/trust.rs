@@ -48,6 +48,17 @@ pub enum TrustError {
         file: PathBuf,
     },
     #[error(
+        "the ssh server {host} offered an {offered} host key, and `source.known_hosts` ({}) lists only {listed} keys for it; add its {offered} key (`{hint}`, checked out of band)",
+        .file.display()
+    )]
+    OtherKeyType {
+        host: String,
+        offered: String,
+        listed: String,
+        hint: String,
+        file: PathBuf,
+    },
+    #[error(
         "the ssh server {host} offered host key {fingerprint}, which `source.known_hosts` ({}) marks @revoked",
         .file.display()
     )]
@@ -70,12 +81,34 @@ pub enum TrustError {
 #[derive(Debug)]
 pub struct HostKeys {
     file: PathBuf,
-    entries: Vec<(Vec<String>, Option<Marker>, PublicKey)>,
+    entries: Vec<(Hosts, Option<Marker>, PublicKey)>,
+}
+
+/// The hosts an entry names: patterns, or one hashed name (`|1|salt|hash`).
+#[derive(Debug)]
+enum Hosts {
+    Patterns(Vec<String>),
+    Hashed { salt: Vec<u8>, hash: [u8; 20] },
+}
+
+impl Hosts {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Hosts::Patterns(p) => host_matches(p, name),
+            Hosts::Hashed { salt, hash } => {
+                use hmac::{Hmac, Mac};
+                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                    return false;
+                };
+                mac.update(name.as_bytes());
+                mac.verify_slice(hash).is_ok()
+            }
+        }
+    }
 }
 
 impl HostKeys {
-    /// Reads an OpenSSH `known_hosts` file. Hashed host names (`|1|…`) are skipped:
-    /// list the host in plain form (`ssh-keyscan -p PORT HOST`, without `-H`).
+    /// Reads an OpenSSH `known_hosts` file, plain or hashed host names alike.
     pub fn load(path: &Path) -> Result<Self, TrustError> {
         let text = read_small(path, "source.known_hosts")?;
         let mut entries = Vec::new();
@@ -85,13 +118,14 @@ impl HostKeys {
                 path: path.to_path_buf(),
                 reason: format!("not a known_hosts file: {e}"),
             })?;
-            if let HostPatterns::Patterns(patterns) = entry.host_patterns() {
-                entries.push((
-                    patterns.clone(),
-                    entry.marker().cloned(),
-                    entry.public_key().clone(),
-                ));
-            }
+            let hosts = match entry.host_patterns() {
+                HostPatterns::Patterns(p) => Hosts::Patterns(p.clone()),
+                HostPatterns::HashedName { salt, hash } => Hosts::Hashed {
+                    salt: salt.clone(),
+                    hash: *hash,
+                },
+            };
+            entries.push((hosts, entry.marker().cloned(), entry.public_key().clone()));
         }
         Ok(Self {
             file: path.to_path_buf(),
@@ -113,13 +147,15 @@ impl HostKeys {
         })?;
         let fingerprint = offered.fingerprint(HashAlg::Sha256).to_string();
         let mut known = false;
-        let mut listed = false;
-        for (patterns, marker, key) in &self.entries {
-            if !host_matches(patterns, &name) {
+        // The key types listed for this host, and whether one of them is the type
+        // offered (a different key of that type is a changed key).
+        let mut listed_types: Vec<String> = Vec::new();
+        for (hosts, marker, key) in &self.entries {
+            if !hosts.matches(&name) {
                 continue;
             }
             if marker.is_none() {
-                listed = true;
+                listed_types.push(key.algorithm().to_string());
             }
             if key.key_data() != offered.key_data() {
                 continue;
@@ -137,9 +173,22 @@ impl HostKeys {
                 None => known = true,
             }
         }
+        let offered_type = offered.algorithm().to_string();
         if known {
             Ok(())
-        } else if listed {
+        } else if !listed_types.is_empty() && !listed_types.contains(&offered_type) {
+            listed_types.dedup();
+            Err(TrustError::OtherKeyType {
+                host: name.clone(),
+                offered: offered_type.clone(),
+                listed: listed_types.join(", "),
+                hint: match port {
+                    Some(p) if p != 22 => format!("ssh-keyscan -p {p} -t {offered_type} {host}"),
+                    _ => format!("ssh-keyscan -t {offered_type} {host}"),
+                },
+                file: self.file.clone(),
+            })
+        } else if !listed_types.is_empty() {
             Err(TrustError::ChangedHostKey {
                 host: name,
                 fingerprint,
@@ -321,6 +370,51 @@ mod tests {
             .expect_err("other key");
         assert!(matches!(err, TrustError::ChangedHostKey { .. }), "{err}");
         assert!(err.to_string().contains("SHA256:"), "{err}");
+    }
+
+    #[test]
+    fn hashed_names_match_and_another_key_type_is_named() {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let listed = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let salt = [7u8; 20];
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).expect("mac");
+        mac.update(b"[127.0.0.1]:2222");
+        let hash = mac.finalize().into_bytes();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("known_hosts");
+        std::fs::write(
+            &file,
+            format!(
+                "|1|{}|{} ssh-ed25519 {listed}\n",
+                b64.encode(salt),
+                b64.encode(hash)
+            ),
+        )
+        .expect("write");
+        let keys = HostKeys::load(&file).expect("load");
+        let raw = b64.decode(listed).expect("base64");
+        keys.check("127.0.0.1", Some(2222), &raw)
+            .expect("hashed entry");
+        assert!(keys.check("127.0.0.2", Some(2222), &raw).is_err());
+        // Only an ecdsa key listed, an ed25519 key offered: the types are named.
+        let ecdsa = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=";
+        std::fs::write(
+            &file,
+            format!("[127.0.0.1]:2222 ecdsa-sha2-nistp256 {ecdsa}\n"),
+        )
+        .expect("write");
+        let keys = HostKeys::load(&file).expect("load");
+        let err = keys
+            .check("127.0.0.1", Some(2222), &raw)
+            .expect_err("other type");
+        assert!(matches!(err, TrustError::OtherKeyType { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("ssh-keyscan -p 2222 -t ssh-ed25519"),
+            "{err}"
+        );
     }
 
     #[test]
