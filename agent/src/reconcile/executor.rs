@@ -139,6 +139,7 @@ pub enum StepError {
 
 impl StepError {
     /// A refusal is the policy's and permanent; a failure says what it is.
+    #[cfg(test)]
     pub fn kind(&self) -> FailureKind {
         match self {
             StepError::Failed(f) => f.kind(),
@@ -347,13 +348,8 @@ impl<'p> Board<'p> {
 }
 
 /// Runs the plan's steps against `host`, with at most `workers` (at least 1) steps at
-/// a time within a stage.
-pub fn execute(plan: &Plan, host: StepHost<'_>, workers: usize) -> Outcome {
-    execute_timed(plan, host, workers).0
-}
-
-/// [`execute`], and how long each step that ran took (a skipped or report step has no
-/// duration).
+/// a time within a stage; returns the outcome and how long each step that ran took (a
+/// skipped or report step has no duration).
 pub fn execute_timed(
     plan: &Plan,
     host: StepHost<'_>,
@@ -440,6 +436,11 @@ mod tests {
         Decision, Desired, PolicyDecisions, ReportKind, Revision, Step, Timestamp,
     };
     use crate::reconcile::outcome::{ContainerOutcome, ContainerReport};
+
+    /// The outcome of running `plan` against `host`.
+    fn execute(plan: &Plan, host: StepHost<'_>, workers: usize) -> Outcome {
+        execute_timed(plan, host, workers).0
+    }
 
     #[derive(Default)]
     struct Recorder {

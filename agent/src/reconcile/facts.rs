@@ -42,7 +42,6 @@ pub(super) fn sorted<'i>(instances: &[&'i ObservedInstance]) -> Vec<&'i Observed
 pub(super) fn orphan_instance(o: &Orphan) -> ObservedInstance {
     ObservedInstance {
         id: o.id.clone(),
-        hash: None,
         digest: None,
         state: o.state,
         health: Default::default(),

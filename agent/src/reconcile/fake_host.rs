@@ -34,7 +34,6 @@ pub(super) fn execute(plan: &Plan, desired: &mut Desired, actual: &mut Actual, n
                     .instances
                     .push(ObservedInstance {
                         id: instance.clone(),
-                        hash: Some(want.hash.clone()),
                         digest: Some(want.digest.clone()),
                         state: InstanceState::Created,
                         health: HealthState::Unknown,

@@ -16,7 +16,6 @@ use berth_spec::{Container, DesiredState, NodeIdentity, Seccomp};
 
 use super::facts::{networks_of, volumes_of};
 use super::model::*;
-use crate::image::store::Store;
 use crate::runtime::record::{self, ContainerRecord, RecordError};
 use crate::runtime::spec_hash::{HashInput, SecretInput, SpecHash, spec_hash};
 use crate::runtime::state::{self, InstanceDirs};
@@ -34,20 +33,6 @@ pub struct ImageFacts {
     pub facts: Facts,
     /// Why the image could not be made ready, if it could not.
     pub error: Option<String>,
-}
-
-/// The digest a reference resolves to without a registry: the pinned digest, else the
-/// digest of the stored image with that reference.
-pub fn resolve_offline(store: &Store, c: &Container) -> Option<String> {
-    let r = c.image_ref.as_ref()?;
-    if let Some(d) = &r.digest {
-        return Some(d.clone());
-    }
-    store
-        .record(&r.to_string())
-        .ok()
-        .flatten()
-        .map(|rec| rec.digest.as_str().to_string())
 }
 
 /// Builds the desired state for this node. `root` is the spec root (for secret and
@@ -390,7 +375,6 @@ pub fn actual(
             ActualContainer {
                 instances: vec![ObservedInstance {
                     id: r.instance.clone(),
-                    hash: SpecHash::parse(&r.spec_hash),
                     digest: Some(r.image.digest.clone()),
                     state,
                     health: instance_health(&dirs, r, state),

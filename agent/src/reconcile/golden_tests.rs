@@ -19,7 +19,6 @@ use serde::Deserialize;
 
 use super::facts::{networks_of, volumes_of};
 use super::model::*;
-use super::print::to_json;
 use crate::runtime::spec_hash::{HashInput, SecretInput, spec_hash};
 
 /// `scenario.toml`.
@@ -228,7 +227,6 @@ fn load(dir: &Path) -> Inputs {
         let record = actual.containers.entry(i.container.clone()).or_default();
         record.instances.push(ObservedInstance {
             id: h.instance,
-            hash: Some(h.hash),
             digest: Some(h.digest),
             state: state_of(
                 &i.state,
@@ -365,7 +363,10 @@ fn golden(scenario: &str) {
     let plan = super::plan(&i.desired, &i.actual, &i.policy, &i.history, i.now);
     compare(&dir.join("plan.txt"), &plan.to_string());
     if i.golden_json {
-        compare(&dir.join("plan.json"), &(to_json(&plan).unwrap() + "\n"));
+        compare(
+            &dir.join("plan.json"),
+            &(serde_json::to_string_pretty(&plan).unwrap() + "\n"),
+        );
     }
     invariants(scenario, &plan);
     // Purity: the same inputs give the same plan.

@@ -4,14 +4,19 @@
 //! of this node, a scan of what runs, the policy's decisions, recent exits and the
 //! current time as arguments, and returns a [`Plan`] — ordered steps, each with a human
 //! reason and the earlier steps it needs. It does no I/O, reads no clock and is not
-//! async; the executor (not here yet) runs the steps and makes no choices of its own.
+//! async; the [`executor`] runs the steps and makes no choices of its own.
 //!
 //! - [`model`]: the input and output types, and the executor's contract per action;
 //! - [`plan()`] (`plan.rs`: the phases), with `fate.rs` (what becomes of each
 //!   container), `objects.rs` (networks and volumes), `diff.rs` (which spec field
 //!   changed) and `facts.rs` (what is read out of specs and instances);
 //! - [`order`]: `depends_on` order; [`backoff`]: crash-loop backoff;
-//! - [`print`]: the human and JSON forms of a plan.
+//! - [`print`]: the human form of a plan (its JSON is its serde form);
+//! - [`gather`]: the planner's inputs, from the spec tree, the stores and a scan;
+//! - [`executor`]: the steps run against the [`host`] (what each does on this machine),
+//!   images made ready first by [`images`]; [`outcome`]: one result per container;
+//! - [`pass`]: one whole pass (plan, apply) as a library; [`operator`]: `berth stop`,
+//!   `start`, `restart`, `rm`.
 //!
 //! Decisions a user would otherwise have to guess:
 //! - An operator stop (`berth stop`) is respected until `berth start`: the container is
@@ -35,9 +40,6 @@
 //!   otherwise the update is `stop-first`.
 //! - An instance in an unknown state is stopped before it is started again, so that two
 //!   copies never run (kubelet's rule).
-
-// The executor and the `berth plan` command that call the planner are not wired in yet.
-#![allow(dead_code)]
 
 pub mod backoff;
 pub mod bindcheck;
@@ -67,8 +69,5 @@ mod fake_host;
 #[cfg(test)]
 mod golden_tests;
 
-// Re-exported for the executor and `berth plan`; only tests use them until then.
-#[allow(unused_imports)]
 pub use model::*;
-#[allow(unused_imports)]
 pub use plan::plan;

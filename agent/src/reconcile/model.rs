@@ -142,9 +142,6 @@ pub enum OperatorMark {
 pub struct ObservedInstance {
     /// `<name>-<8 hex>`.
     pub id: String,
-    /// The spec hash recorded at creation; `None` when unreadable. The planner matches
-    /// instances by id, which derives from the hash.
-    pub hash: Option<SpecHash>,
     /// The image digest it runs.
     pub digest: Option<String>,
     pub state: InstanceState,
@@ -280,6 +277,7 @@ impl Plan {
     }
 
     /// Containers the plan reports as not applied (blocked, held, not evaluated).
+    #[cfg(test)]
     pub fn not_applied(&self) -> Vec<&str> {
         self.steps
             .iter()

@@ -184,6 +184,7 @@ impl Outcome {
     }
 
     /// The containers not applied, by name.
+    #[cfg(test)]
     pub fn not_applied(&self) -> BTreeSet<&str> {
         self.containers
             .iter()

@@ -108,8 +108,3 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
-
-/// The plan as pretty JSON (`berth plan --format json`).
-pub fn to_json(plan: &Plan) -> Result<String, serde_json::Error> {
-    serde_json::to_string_pretty(plan)
-}
