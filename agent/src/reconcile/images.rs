@@ -195,19 +195,13 @@ fn prepare_from(
                 // Unpacked only when the signature passed (or is not enforced).
                 f.ready = !image.lowerdirs.is_empty() || image.record.layers.is_empty();
                 let user_spec = image.user_of(c);
-                match user::resolve(&user_spec, image.passwd.as_deref(), image.group.as_deref()) {
-                    Ok(u) => {
-                        f.facts.resolved_uid = Some(u.uid);
-                        f.facts.resolved_gid = Some(u.gid);
-                    }
-                    Err(e) if f.ready => {
-                        f.error = Some(format!(
-                            "cannot resolve user `{user_spec}` in image {}: {e}",
-                            c.image
-                        ));
-                    }
-                    Err(_) => {}
-                }
+                note_user(
+                    &mut f,
+                    c,
+                    &user_spec,
+                    image.passwd.as_deref(),
+                    image.group.as_deref(),
+                );
                 if f.ready {
                     out.ready.insert(c.name.clone(), image);
                 }
@@ -421,23 +415,40 @@ fn facts_of(
         (Some(record), true) => user_dbs(record, snapshots),
         _ => (None, None),
     };
-    match user::resolve(&user_spec, passwd.as_deref(), group.as_deref()) {
+    if !note_user(&mut f, c, &user_spec, passwd.as_deref(), group.as_deref()) && !f.ready {
+        unknown.push(deciding(format!(
+            "user `{user_spec}`: it is resolved in the /etc/passwd of image {}, whose layers are not pulled",
+            c.image
+        )));
+    }
+    (f, unknown)
+}
+
+/// Notes in `f` whom `user_spec` resolves to in the image's user databases; a user
+/// that does not resolve in a ready image is its error. Whether it resolved.
+fn note_user(
+    f: &mut ImageFacts,
+    c: &Container,
+    user_spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> bool {
+    match user::resolve(user_spec, passwd, group) {
         Ok(u) => {
             f.facts.resolved_uid = Some(u.uid);
             f.facts.resolved_gid = Some(u.gid);
+            true
         }
-        Err(e) if f.ready => {
-            f.error = Some(format!(
-                "cannot resolve user `{user_spec}` in image {}: {e}",
-                c.image
-            ));
+        Err(e) => {
+            if f.ready {
+                f.error = Some(format!(
+                    "cannot resolve user `{user_spec}` in image {}: {e}",
+                    c.image
+                ));
+            }
+            false
         }
-        Err(_) => unknown.push(deciding(format!(
-            "user `{user_spec}`: it is resolved in the /etc/passwd of image {}, whose layers are not pulled",
-            c.image
-        ))),
     }
-    (f, unknown)
 }
 
 /// `/etc/passwd` and `/etc/group` of an unpacked image.
