@@ -204,6 +204,35 @@ pub fn parse_mountinfo(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The lower directories of every overlay mounted on the host (in this mount
+/// namespace), per `/proc/self/mountinfo`: the snapshots a mounted rootfs reads, which
+/// must stay while it is mounted.
+pub fn overlay_lowers() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_overlay_lowers(&text)
+}
+
+/// The `lowerdir=` directories of the overlay lines of a mountinfo text (its super
+/// options, after the fs type and source).
+pub fn parse_overlay_lowers(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            (*fields.get(sep + 1)? == "overlay").then_some(*fields.get(sep + 3)?)
+        })
+        .flat_map(|options| {
+            options
+                .split(',')
+                .filter_map(|o| o.strip_prefix("lowerdir=").or(o.strip_prefix("lowerdir+=")))
+                .flat_map(|l| l.split(':'))
+                .filter(|l| !l.is_empty())
+                .map(|l| PathBuf::from(unescape(l)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

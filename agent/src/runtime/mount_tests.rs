@@ -76,6 +76,23 @@ fn mountinfo_is_parsed_with_escapes() {
     );
 }
 
+#[test]
+fn overlay_lowers_are_read_from_the_super_options() {
+    let text = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+36 22 0:32 / /s/instances/a/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/snapshots/12:/s/snapshots/3,upperdir=/s/instances/a/upper,workdir=/s/instances/a/work,uuid=on
+37 22 0:34 / /s/instances/b/rootfs rw - overlay overlay rw,lowerdir=/s/snap\\040x/1,upperdir=/u,workdir=/w
+";
+    assert_eq!(
+        parse_overlay_lowers(text),
+        vec![
+            PathBuf::from("/s/snapshots/12"),
+            PathBuf::from("/s/snapshots/3"),
+            PathBuf::from("/s/snap x/1"),
+        ]
+    );
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
