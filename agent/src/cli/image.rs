@@ -303,13 +303,7 @@ fn rm(a: &RefArgs, state_dir: &Path) -> Result<(), Failure> {
     // An image a container runs stays: removing it would strand the container.
     let containers = crate::runtime::record::read_records(state_dir)?;
     for r in &records {
-        let users: Vec<&str> = containers
-            .values()
-            .filter(|c| {
-                c.image.digest == r.digest.as_str() || c.image.digest == r.manifest.digest.as_str()
-            })
-            .map(|c| c.name.as_str())
-            .collect();
+        let users = crate::image::usage::users(r, &containers);
         if !users.is_empty() {
             return Err(Failure(
                 EXIT_FINDINGS,

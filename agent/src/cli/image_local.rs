@@ -1,7 +1,6 @@
 //! The image commands that work from the local store: `berth image unpack` and
 //! `berth image verify`, the signature gate of `berth image pull`, and snapshot pruning.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
@@ -18,9 +17,10 @@ use super::{EXIT_FAILED, EXIT_FINDINGS};
 use crate::image::prepare::{self, SignatureCheck};
 use crate::image::registry::Client;
 use crate::image::signature::{TrustedKey, exchange};
-use crate::image::snapshot::{ChainId, SnapshotStore};
+use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
+use crate::image::usage;
 
 #[derive(Debug, Args)]
 pub struct UnpackArgs {
@@ -226,38 +226,17 @@ pub fn check_json(c: Option<&SignatureCheck>) -> serde_json::Value {
     }
 }
 
-/// Removes the snapshots no stored image uses (children before parents) and what
-/// crashed unpacks left; returns the removed chain IDs.
+/// Removes the snapshots no stored image and no container uses (children before
+/// parents) and what crashed unpacks left; returns the removed chain IDs.
 pub fn prune_snapshots(store: &Store, state_dir: &Path) -> Result<Vec<String>, Failure> {
     let snapshots = SnapshotStore::open(state_dir)?;
-    let mut keep: BTreeSet<ChainId> = BTreeSet::new();
-    for record in store.records()? {
-        keep.extend(prepare::chain_ids(&record).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?);
-    }
-    // The layers of every container's image stay, even if its image record went.
-    for c in crate::runtime::record::read_records(state_dir)?.values() {
-        for chain in &c.image.chain_ids {
-            keep.insert(ChainId::parse(chain).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?);
-        }
-    }
-    let mut removed = Vec::new();
-    loop {
-        let all = snapshots.list()?;
-        let parents: BTreeSet<&ChainId> = all.iter().filter_map(|s| s.parent.as_ref()).collect();
-        let leaves: Vec<&ChainId> = all
-            .iter()
-            .map(|s| &s.chain_id)
-            .filter(|c| !keep.contains(*c) && !parents.contains(c))
-            .collect();
-        if leaves.is_empty() {
-            break;
-        }
-        for c in leaves {
-            if snapshots.remove(c)? {
-                removed.push(c.as_str().to_string());
-            }
-        }
-    }
+    let containers = crate::runtime::record::read_records(state_dir)?;
+    let keep = usage::chains_in_use(&store.records()?, &containers)
+        .map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
+    let removed = usage::remove_snapshots(&snapshots, &keep)?;
     snapshots.cleanup()?;
-    Ok(removed)
+    Ok(removed
+        .into_iter()
+        .map(|s| s.chain_id.as_str().to_string())
+        .collect())
 }

@@ -5,6 +5,8 @@
 //! - [`store`]: the content-addressed blob store and image records.
 //! - [`pull`]: ties them together; returns the record unpack and verify work from.
 //! - [`auth`]: docker `config.json` credentials and `WWW-Authenticate` challenges.
+//! - [`usage`]: which images and snapshots the containers use (`image rm`, `image
+//!   prune` and the agent's garbage collection decide alike).
 
 pub mod auth;
 pub mod digest;
@@ -17,3 +19,4 @@ pub mod signature;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
+pub mod usage;

@@ -233,6 +233,29 @@ impl Store {
     }
 }
 
+/// A record as tests need one: `reference` with these blobs, pulled at a fixed time.
+#[cfg(test)]
+pub fn sample(
+    reference: &str,
+    manifest: BlobRef,
+    config: BlobRef,
+    layers: Vec<LayerRecord>,
+) -> ImageRecord {
+    ImageRecord {
+        reference: reference.into(),
+        name: "r/a".into(),
+        digest: manifest.digest.clone(),
+        media_type: "m".into(),
+        indexes: vec![],
+        manifest,
+        platform: Platform::new("linux", "amd64", None),
+        config,
+        layers,
+        signature: None,
+        pulled_at: "2026-11-22T00:00:00Z".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,24 +276,13 @@ mod tests {
         let manifest = blob(store, format!("manifest {reference}").as_bytes());
         let config = blob(store, format!("config {reference}").as_bytes());
         let l = blob(store, layer);
-        ImageRecord {
-            reference: reference.into(),
-            name: "r/a".into(),
-            digest: manifest.digest.clone(),
-            media_type: "m".into(),
-            indexes: vec![],
-            manifest,
-            platform: Platform::new("linux", "amd64", None),
-            config,
-            layers: vec![LayerRecord {
-                digest: l.digest,
-                size: l.size,
-                media_type: "t".into(),
-                diff_id: Digest::of(b"tar"),
-            }],
-            signature: None,
-            pulled_at: "2026-11-22T00:00:00Z".into(),
-        }
+        let layer = LayerRecord {
+            digest: l.digest,
+            size: l.size,
+            media_type: "t".into(),
+            diff_id: Digest::of(b"tar"),
+        };
+        sample(reference, manifest, config, vec![layer])
     }
 
     /// A record written before signatures were refreshed reads as fetched at pull
