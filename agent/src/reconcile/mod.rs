@@ -41,17 +41,18 @@
 //! - An instance in an unknown state is stopped before it is started again, so that two
 //!   copies never run (kubelet's rule).
 
+pub mod agent_state;
 pub mod backoff;
 pub mod bindcheck;
-mod diff;
-pub mod agent_state;
 pub mod controller;
+mod diff;
 pub mod events;
 pub mod executor;
-pub mod follow;
 mod facts;
 mod fate;
+pub mod follow;
 pub mod gather;
+pub mod gc;
 pub mod host;
 pub mod images;
 pub mod model;
