@@ -67,6 +67,21 @@ pub fn run(loaded: &Loaded, observe: bool) -> Result<(), DaemonError> {
         std::sync::Arc::new(loaded.clone()),
         &run_dir.join("api.sock"),
     )?;
+    // Members of `berth` reach the socket through the run directory: it lets others
+    // traverse (0711; nothing in it is readable by them), as docs/layout.md says.
+    if nix::unistd::Group::from_name(crate::api::GROUP)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(run_dir, fs::Permissions::from_mode(0o711)).map_err(|source| {
+            DaemonError::Lock {
+                path: run_dir.clone(),
+                source,
+            }
+        })?;
+    }
     let env = Env {
         loaded,
         rt: rt.handle(),

@@ -192,8 +192,15 @@ pub fn probe_cached(binary: &Path, run_dir: &Path) -> Result<ProbeRecord, Detect
     let binary = binary.canonicalize().map_err(io(binary))?;
     let meta = binary.metadata().map_err(io(&binary))?;
     let (boot_id, mount_ns) = environment();
-    // The first of berth's steps to touch the run directory: it is berth's own, 0700.
+    // The first of berth's steps to touch the run directory: it is berth's own, 0700,
+    // or 0711 while an agent lets the `berth` group through to its API socket.
+    let traversable = std::fs::metadata(run_dir)
+        .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777 == 0o711);
     state::trusted_dir(run_dir).map_err(io(run_dir))?;
+    if traversable {
+        std::fs::set_permissions(run_dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .map_err(io(run_dir))?;
+    }
     let cache_path = run_dir.join(CACHE_FILE);
     let mut cache: ProbeCache = std::fs::read(&cache_path)
         .ok()
