@@ -376,7 +376,7 @@ mod tests {
         fs::set_permissions(&base, Permissions::from_mode(0o1777)).unwrap();
         trusted_dir(&base.join("state")).unwrap();
         // A directory a local user made is theirs to swap: refused (needs root to chown).
-        if rustix::process::geteuid().is_root() {
+        if crate::testing::have_root() {
             let theirs = base.join("theirs");
             fs::create_dir(&theirs).unwrap();
             std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
