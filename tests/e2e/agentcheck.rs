@@ -62,7 +62,6 @@ const INERT: &[(&str, usize)] = &[
     ("source.webhook", 13),
     ("source.notify", 14),
     ("runtime.resync", 32),
-    ("runtime.gc_grace", 33),
     ("telemetry.otlp_endpoint", 46),
     ("telemetry.metrics_listen", 47),
     ("telemetry.otlp_queue", 48),
