@@ -682,7 +682,22 @@ impl NodeConfig {
             Transport::Ssh => "an ssh",
             Transport::Local => "a local",
         };
-        TRANSPORT_KEYS
+        let mut out: Vec<Warning> = Vec::new();
+        // Basic credentials over plain http travel in clear.
+        let has_password = s.url.split_once("://").is_some_and(|(_, rest)| {
+            rest.split('/')
+                .next()
+                .is_some_and(|auth| auth.contains('@') && auth.contains(':'))
+        });
+        if s.url.starts_with("http://") && (s.credentials_file.is_some() || has_password) {
+            let key = "source.url".to_string();
+            out.push(Warning {
+                at: self.keys.get(&key).cloned(),
+                message: "`source.url` is plain http and credentials are set: they would travel in clear; use https".into(),
+                key,
+            });
+        }
+        out.extend(TRANSPORT_KEYS
             .iter()
             .filter(|(key, want)| *want != s.transport && self.keys.contains_key(&format!("source.{key}")))
             .map(|(key, want)| {
@@ -699,7 +714,8 @@ impl NodeConfig {
                     key,
                 }
             })
-            .collect()
+        );
+        out
     }
 
     /// Every file the configuration names, with the key naming it, in file order.

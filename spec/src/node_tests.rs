@@ -477,3 +477,22 @@ fn branch_and_tag_names_git_would_refuse_are_located_errors() {
     let (_, _, key, msg) = error(&format!("{SOURCE}commit = \"{}\"\n", "a".repeat(64)));
     assert_eq!(key, "source.commit", "{msg}");
 }
+
+#[test]
+fn credentials_over_plain_http_are_a_warning() {
+    let cfg = parse("[source]\nurl = \"http://127.0.0.1:8080/r.git\"\ncredentials_file = \"/c\"\n");
+    let w: Vec<String> = cfg.warnings().iter().map(|w| w.message.clone()).collect();
+    assert!(w.iter().any(|m| m.contains("travel in clear")), "{w:?}");
+    let cfg = parse("[source]\nurl = \"http://u:p@127.0.0.1:8080/r.git\"\n");
+    assert_eq!(cfg.warnings().len(), 1);
+    assert!(
+        parse("[source]\nurl = \"http://127.0.0.1:8080/r.git\"\n")
+            .warnings()
+            .is_empty()
+    );
+    assert!(
+        parse("[source]\nurl = \"https://h/r.git\"\ncredentials_file = \"/c\"\n")
+            .warnings()
+            .is_empty()
+    );
+}

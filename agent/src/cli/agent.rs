@@ -203,6 +203,10 @@ fn print_source(s: &SourceReport, revision: Option<&RevisionInfo>) {
                     .unwrap_or("the revision applied before")
             ),
             Some(follow::History::Unknown) => String::new(),
+            Some(follow::History::Older) => {
+                " (older than the revision applied before: a rollback, or the ref moved back)"
+                    .to_string()
+            }
         };
         println!(
             "source: {} ({}): fetched commit {commit}{how}",

@@ -230,6 +230,7 @@ mod tests {
                     key: "SHA256:abc".into(),
                     object: "commit".into(),
                 }),
+                tag_object: None,
             }),
             applied_at: Some("2026-12-04T10:00:05Z".into()),
             last_fetch: Some(FetchState {

@@ -163,6 +163,12 @@ pub fn once(
     let cfg = &env.loaded.config;
     let section = cfg.source.as_ref().ok_or(FollowError::NoSource)?;
     let state_dir = cfg.runtime.state_dir.clone();
+    // The state directory is checked before anything below it is touched: a directory
+    // a local user controls could redirect the writes and removals that follow.
+    crate::runtime::state::trusted_dir(&state_dir).map_err(|source| FollowError::Lock {
+        path: state_dir.clone(),
+        source,
+    })?;
     let source_dir = state_dir.join("source");
     crate::source::set_network_timeouts(
         cfg.runtime.pull_connect_timeout,
@@ -186,6 +192,11 @@ pub fn once(
             .as_ref()
             .filter(|b| b.revision.follows == here && b.revision.url == display_url(&section.url))
             .and_then(|b| Oid::from_str(&b.revision.commit).ok()),
+        deadline: cfg
+            .runtime
+            .pull_idle_timeout
+            .saturating_mul(10)
+            .max(std::time::Duration::from_secs(60)),
     };
     let mut source = SourceReport {
         url: display_url(&section.url),
@@ -227,7 +238,9 @@ pub fn once(
         let repo = open_clone(&remote)?;
         match check_signature(&repo, section, f)? {
             Ok(signer) => {
-                newest = Some((f.commit, revision_info(&repo, f.commit, section, signer)?))
+                let mut info = revision_info(&repo, f.commit, section, signer)?;
+                info.tag_object = f.tag.map(|t| t.to_string());
+                newest = Some((f.commit, info));
             }
             Err(reason) => source.refused = Some(format!("commit {}: {reason}", f.commit)),
         }
@@ -305,9 +318,7 @@ pub fn once(
                 other => other?,
             };
             // What observe checked out is not kept unless something runs it.
-            if let Some(b) = &before {
-                revisions.prune(&b.in_use());
-            }
+            revisions.prune(&before.as_ref().map(Applied::in_use).unwrap_or_default());
             return Ok(FollowReport {
                 source,
                 revision: Some(info),
@@ -495,7 +506,11 @@ fn fallback(
                 "the revision applied before ({id}) is no longer in the clone to verify again"
             )));
         }
-        match signature::check(file, &repo, id, None)? {
+        let tag = info
+            .tag_object
+            .as_deref()
+            .and_then(|t| Oid::from_str(t).ok());
+        match signature::check(file, &repo, id, tag)? {
             Ok(signer) => info.signer = Some(signer),
             Err(why) => {
                 return Ok(Err(format!(
@@ -565,6 +580,7 @@ fn revision_info(
         time: crate::util::rfc3339::format(secs),
         subject: String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned(),
         signer,
+        tag_object: None,
     })
 }
 

@@ -139,6 +139,7 @@ impl Node {
                 time: "2026-12-04T10:00:00Z".into(),
                 subject: "web".into(),
                 signer: None,
+                tag_object: None,
             },
             applied_at: "2026-12-04T10:00:05Z".into(),
             applied: true,

@@ -67,6 +67,10 @@ pub struct RevisionInfo {
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<Signer>,
+    /// The annotated tag object followed (`tag =`), so that its signature can be checked
+    /// again when the node falls back to this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_object: Option<String>,
 }
 
 impl RevisionInfo {
@@ -160,6 +164,7 @@ mod tests {
                 time: "2026-12-04T10:00:00Z".into(),
                 subject: "web: 1.2".into(),
                 signer: None,
+                tag_object: None,
             },
             applied_at: "2026-12-04T10:00:05Z".into(),
             applied: true,

@@ -230,6 +230,19 @@ impl Writer<'_> {
         }
     }
 
+    /// A write that failed because the name exists already (a tree that lists a name
+    /// twice) refuses the revision; any other failure is the host's.
+    fn io_or_duplicate(&self, shown: &Path, path: &Path, source: std::io::Error) -> CheckoutError {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            self.refused(format!("{} is listed twice in its tree", shown.display()))
+        } else {
+            CheckoutError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+
     fn write_tree(
         &mut self,
         tree: &Tree<'_>,
@@ -269,10 +282,7 @@ impl Writer<'_> {
                     fs::DirBuilder::new()
                         .mode(0o700)
                         .create(&path)
-                        .map_err(|source| CheckoutError::Io {
-                            path: path.clone(),
-                            source,
-                        })?;
+                        .map_err(|source| self.io_or_duplicate(&shown_path, &path, source))?;
                     let sub =
                         self.repo
                             .find_tree(entry.id())
@@ -287,19 +297,24 @@ impl Writer<'_> {
                         .push(format!("{} (a symbolic link)", shown_path.display()));
                 }
                 Some(ObjectType::Blob) => {
-                    let blob =
-                        self.repo
-                            .find_blob(entry.id())
-                            .map_err(|e| CheckoutError::Objects {
-                                commit: self.commit,
-                                reason: e.message().to_string(),
-                            })?;
-                    self.bytes = self.bytes.saturating_add(blob.size() as u64);
+                    // The size from the object's header first: a blob that inflates
+                    // past the cap is refused before it is read into memory.
+                    let objects = |e: git2::Error| CheckoutError::Objects {
+                        commit: self.commit,
+                        reason: e.message().to_string(),
+                    };
+                    let (size, _) = self
+                        .repo
+                        .odb()
+                        .and_then(|odb| odb.read_header(entry.id()))
+                        .map_err(objects)?;
+                    self.bytes = self.bytes.saturating_add(size as u64);
                     if self.bytes > MAX_BYTES {
                         return Err(self.refused(format!(
                             "the spec directory holds more than {MAX_BYTES} bytes"
                         )));
                     }
+                    let blob = self.repo.find_blob(entry.id()).map_err(objects)?;
                     let file_mode = if mode & 0o111 != 0 { 0o700 } else { 0o600 };
                     let mut f = fs::File::options()
                         .write(true)
@@ -307,10 +322,7 @@ impl Writer<'_> {
                         .mode(file_mode)
                         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                         .open(&path)
-                        .map_err(|source| CheckoutError::Io {
-                            path: path.clone(),
-                            source,
-                        })?;
+                        .map_err(|source| self.io_or_duplicate(&shown_path, &path, source))?;
                     f.write_all(blob.content())
                         .map_err(|source| CheckoutError::Io {
                             path: path.clone(),

@@ -37,6 +37,11 @@ const FETCHED_REF: &str = "refs/berth/fetched";
 const PINNED_REF: &str = "refs/berth/pinned";
 /// How big a credentials file may be.
 const MAX_CREDENTIALS: u64 = 64 * 1024;
+/// The most bytes one fetch may receive.
+const MAX_FETCH_BYTES: usize = 1024 * 1024 * 1024;
+/// A clone past this size (revisions refused and forgotten, shallow packs piling up)
+/// is set aside and cloned afresh before the next fetch.
+const MAX_CLONE_BYTES: u64 = 512 * 1024 * 1024;
 /// How many ancestors are walked to tell a fast-forward from a rewrite.
 const MAX_WALK: usize = 100_000;
 
@@ -84,6 +89,9 @@ pub enum History {
     Rewritten,
     /// A shallow clone does not hold enough history to tell.
     Unknown,
+    /// A shallow clone cannot tell, but the commit is older than the one applied
+    /// before: a rollback, or the ref moved back.
+    Older,
 }
 
 /// What one fetch gave.
@@ -114,6 +122,8 @@ pub struct Remote<'a> {
     /// The commit applied before from this same ref, to tell a fast-forward from a
     /// rewrite; none when nothing was applied from it.
     pub previous: Option<Oid>,
+    /// The longest one fetch may take, however steadily bytes trickle in.
+    pub deadline: Duration,
 }
 
 impl Remote<'_> {
@@ -234,6 +244,12 @@ impl Remote<'_> {
         if !path.exists() {
             return Ok((self.init()?, false));
         }
+        let size = dir_size(&path);
+        if size > MAX_CLONE_BYTES {
+            tracing::warn!(target: "source", clone = %path.display(), bytes = size, "the local clone grew past its cap; cloning afresh");
+            self.set_aside()?;
+            return Ok((self.init()?, true));
+        }
         match Repository::open_bare(&path) {
             Ok(repo) if repo.is_bare() => Ok((repo, false)),
             Ok(_) => {
@@ -280,7 +296,20 @@ impl Remote<'_> {
                 let id = repo
                     .refname_to_id(&local)
                     .map_err(|_| self.not_found(format!("tag `{t}`")))?;
-                let annotated = repo.find_tag(id).ok().map(|t| t.id());
+                let annotated = match repo.find_tag(id) {
+                    // A tag object moved under another name is not this tag.
+                    Ok(tag) if tag.name_bytes() != t.as_bytes() => {
+                        return Err(FetchError::Refused {
+                            url: display_url(&self.section.url),
+                            reason: format!(
+                                "refs/tags/{t} holds a tag object named `{}`: a tag moved under another name; refusing it",
+                                String::from_utf8_lossy(tag.name_bytes())
+                            ),
+                        });
+                    }
+                    Ok(tag) => Some(tag.id()),
+                    Err(_) => None,
+                };
                 (self.peel_commit(repo, id)?, annotated)
             }
             GitRef::Commit(c) => {
@@ -446,7 +475,31 @@ impl Remote<'_> {
             }
             Ok(CertificateCheckStatus::CertificatePassthrough)
         });
-        callbacks.transfer_progress(|_| true);
+        // No fetch outlives its deadline or grows past its cap: a server that trickles
+        // bytes forever, or streams an endless pack, is cut off.
+        let started = std::time::Instant::now();
+        let deadline = self.deadline;
+        callbacks.transfer_progress(|p| {
+            if started.elapsed() > deadline {
+                *refusal.borrow_mut() = Some(FetchError::Unreachable {
+                    url: shown.clone(),
+                    reason: format!(
+                        "the fetch took longer than {} (10 × runtime.pull_idle_timeout)",
+                        humantime::format_duration(deadline)
+                    ),
+                });
+                return false;
+            }
+            if p.received_bytes() > MAX_FETCH_BYTES {
+                *refusal.borrow_mut() = Some(FetchError::Refused {
+                    url: shown.clone(),
+                    reason: format!("the server sent more than {MAX_FETCH_BYTES} bytes"),
+                });
+                return false;
+            }
+            true
+        });
+        callbacks.sideband_progress(|_| started.elapsed() <= deadline);
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(callbacks);
         opts.download_tags(AutotagOption::None);
@@ -647,6 +700,27 @@ fn healthy(repo: &Repository) -> Result<(), String> {
     bad.map_or(Ok(()), Err)
 }
 
+/// The bytes of the files below `dir` (links not followed).
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    total = total.saturating_add(e.metadata().map_or(0, |m| m.len()));
+                }
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// A URL's percent-encoded user or password, decoded.
 fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
@@ -677,7 +751,13 @@ fn history(repo: &Repository, previous: Option<Oid>, commit: Oid) -> History {
         }
     }
     if repo.is_shallow() {
-        History::Unknown
+        // A shallow clone cannot tell a rewrite; a commit older than the one applied
+        // before is at least said (a rollback, or a branch moved back).
+        let time = |id| repo.find_commit(id).map(|c| c.committer().when().seconds());
+        match (time(commit), time(prev)) {
+            (Ok(new), Ok(old)) if new < old => History::Older,
+            _ => History::Unknown,
+        }
     } else {
         History::Rewritten
     }
@@ -730,11 +810,11 @@ pub fn display_url(url: &str) -> String {
         let _ = u.set_password(None);
         return u.to_string();
     }
-    // scp-like: drop what precedes the `@` before the first `:`.
-    if let Some((before, _)) = url.split_once(':')
-        && let Some((_, host)) = before.rsplit_once('@')
-    {
-        return format!("{host}{}", &url[before.len()..]);
+    // scp-like (`user@host:path`, even `user:password@host:path`): drop everything up
+    // to the last `@` before the path.
+    let head = url.split_once('/').map_or(url, |(h, _)| h);
+    if let Some(at) = head.rfind('@') {
+        return url[at + 1..].to_string();
     }
     url.to_string()
 }
@@ -808,6 +888,7 @@ mod tests {
             "git.example.com:fleet.git"
         );
         assert_eq!(display_url("/srv/git/fleet.git"), "/srv/git/fleet.git");
+        assert_eq!(display_url("alice:S3cret@127.0.0.1:/x"), "127.0.0.1:/x");
         assert_eq!(
             display_url("file:///srv/git/fleet.git"),
             "file:///srv/git/fleet.git"
