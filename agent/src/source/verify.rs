@@ -403,8 +403,8 @@ fn check(
     }
     // Blank lines around the armor are not part of it (libgit2 writes a blank
     // continuation line after a signature that ends with a newline).
-    let sig = SshSig::from_pem(signature.trim_ascii())
-        .map_err(|source| Refusal::Malformed { source })?;
+    let sig =
+        SshSig::from_pem(signature.trim_ascii()).map_err(|source| Refusal::Malformed { source })?;
     if sig.namespace() != NAMESPACE {
         return Err(Refusal::SignatureNamespace {
             namespace: sig.namespace().to_string(),
