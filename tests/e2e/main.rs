@@ -10,6 +10,7 @@ mod audit;
 mod backoff;
 mod cgroups;
 mod crash;
+mod gc;
 mod health;
 mod hostile;
 mod hostside;
