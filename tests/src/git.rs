@@ -454,6 +454,8 @@ pub struct HttpOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Demand these Basic credentials.
     pub basic: Option<(String, String)>,
+    /// Listen on this port (0: a free one), e.g. a stopped server's again.
+    pub port: u16,
 }
 
 /// A server process, killed (and reaped) on [`Daemon::stop`] or drop.
@@ -513,6 +515,8 @@ impl GitHttpServer {
             .arg(root)
             .arg("--log")
             .arg(dir.path().join("requests.log"))
+            .arg("--port")
+            .arg(opts.port.to_string())
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_NOSYSTEM", "1");
         if let Some((cert, key)) = &opts.tls {

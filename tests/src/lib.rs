@@ -5,6 +5,7 @@
 //! tool or fixture is a test failure (a panic naming it); elsewhere the test prints
 //! `skipping <test>: <why>` and returns early.
 
+pub mod agentd;
 pub mod fixture;
 pub mod git;
 pub mod live;
