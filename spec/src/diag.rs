@@ -118,17 +118,23 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// `s` with control characters (newlines, escape sequences, bells) written as Rust
-/// escapes (`\u{1b}`): messages quote what a committer wrote, and must neither forge a
-/// second line nor drive the reader's terminal.
+/// `s` with control characters (newlines, escape sequences, bells) and the invisible
+/// direction controls (U+200E/F, U+202A–E, U+2066–9, which reorder what a reader sees)
+/// written as Rust escapes (`\u{1b}`): messages quote what a committer wrote, and must
+/// neither forge a second line, nor drive the reader's terminal, nor show text in an
+/// order other than its own.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(s);
     }
     std::borrow::Cow::Owned(
         s.chars()
             .map(|c| {
-                if c.is_control() {
+                if hidden(c) {
                     c.escape_unicode().to_string()
                 } else {
                     c.to_string()
@@ -307,5 +313,19 @@ mod tests {
         assert_eq!(suggest("cap_dorp", &keys), Some("cap_drop"));
         assert_eq!(suggest("usr", &keys), Some("user"));
         assert_eq!(suggest("zzzzzz", &keys), None);
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn controls_and_direction_overrides_are_escaped() {
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(printable("a\nb"), "a\\u{a}b");
+        assert_eq!(printable("\u{202e}MRETGIS"), "\\u{202e}MRETGIS");
+        assert_eq!(printable("x\u{2066}y"), "x\\u{2066}y");
+        assert_eq!(printable("héllo ✓"), "héllo ✓");
     }
 }

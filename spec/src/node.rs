@@ -1204,7 +1204,7 @@ fn policy(r: &Reader<'_, '_, '_>, p: &mut PolicySection) {
         match v.as_str() {
             "report" => p.on_running_violation = OnRunningViolation::Report,
             "stop" => p.on_running_violation = OnRunningViolation::Stop,
-            _ => r.error(
+            _ => r.value_error(
                 &loc,
                 "on_running_violation",
                 format!("invalid value `{v}`: expected `report` or `stop`"),
@@ -1292,7 +1292,7 @@ pub(crate) fn parse_waiver(w: &Reader<'_, '_, '_>, at: Location) -> Option<Waive
         Some((toml::de::DeValue::Datetime(d), _)) => Some(d.to_string()),
         Some((toml::de::DeValue::String(s), loc)) => {
             if !valid_date(s) {
-                w.error(
+                w.value_error(
                     &loc,
                     "expires",
                     format!("invalid date `{s}`: expected YYYY-MM-DD"),

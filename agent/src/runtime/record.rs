@@ -103,6 +103,10 @@ pub enum RecordError {
         found: u32,
         supported: u32,
     },
+    /// A record whose names do not hold together: it is not berth's, and nothing
+    /// it names is touched.
+    #[error("container record {} is malformed: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
     #[error("cannot write container record {}", path.display())]
     Write {
         path: PathBuf,
@@ -133,7 +137,9 @@ impl RecordError {
             | RecordError::Write { source, .. }
             | RecordError::List { source, .. }
             | RecordError::Remove { source, .. } => state::io_is_transient(source),
-            RecordError::Parse { .. } | RecordError::Newer { .. } => false,
+            RecordError::Parse { .. }
+            | RecordError::Newer { .. }
+            | RecordError::Malformed { .. } => false,
         }
     }
 }
@@ -190,14 +196,50 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<ContainerRecord, RecordError> 
     Ok(record)
 }
 
-/// Reads a container's record; `None` if berth has none.
+/// The most bytes a record may hold (its spec is within the spec limits).
+const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a container's record; `None` if berth has none. The file is read without
+/// following a link and within [`MAX_RECORD_BYTES`], and its names must hold together:
+/// the container's name is its directory's, its instance is `<name>-<8 hex>`, its
+/// cgroup lies under `/berth/`.
 pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<ContainerRecord>, RecordError> {
     let path = record_path(state_dir, name);
-    match fs::read(&path) {
-        Ok(bytes) => parse(&path, &bytes).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(RecordError::Read { path, source }),
+    let record = match state::read_small(&path, MAX_RECORD_BYTES) {
+        Ok(bytes) => parse(&path, &bytes)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(RecordError::Read { path, source }),
+    };
+    let malformed = |reason: String| RecordError::Malformed {
+        path: path.clone(),
+        reason,
+    };
+    if record.name != name {
+        return Err(malformed(format!(
+            "it names container `{}`, not `{name}`",
+            record.name
+        )));
     }
+    let hash = record
+        .instance
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .unwrap_or("");
+    if hash.len() != 8 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed(format!(
+            "its instance `{}` is not `{name}-` and 8 hex digits",
+            record.instance
+        )));
+    }
+    if !record.cgroup_path.starts_with("/berth/")
+        || record.cgroup_path.split('/').any(|c| c == "..")
+    {
+        return Err(malformed(format!(
+            "its cgroup `{}` does not lie under /berth/",
+            record.cgroup_path
+        )));
+    }
+    Ok(Some(record))
 }
 
 /// Every container record, by name.
@@ -393,6 +435,34 @@ mod tests {
         assert!(matches!(
             read_records(state.path()),
             Err(RecordError::Newer { .. })
+        ));
+    }
+
+    #[test]
+    fn a_record_whose_names_do_not_hold_together_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        // Another container's name.
+        write(state.path(), "db", VERSION_1);
+        let err = read_record(state.path(), "db").unwrap_err();
+        assert!(matches!(err, RecordError::Malformed { .. }), "{err}");
+        assert!(err.to_string().contains("not `db`"), "{err}");
+        // An instance that would reach outside the instances directory.
+        let evil = VERSION_1.replace(
+            "\"instance\": \"web-0123abcd\"",
+            "\"instance\": \"../../victim\"",
+        );
+        write(state.path(), "web", &evil);
+        let err = read_record(state.path(), "web").unwrap_err();
+        assert!(err.to_string().contains("../../victim"), "{err}");
+        // A link is not followed.
+        let path = record_path(state.path(), "web");
+        fs::remove_file(&path).unwrap();
+        let target = state.path().join("elsewhere.json");
+        fs::write(&target, VERSION_1).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(matches!(
+            read_record(state.path(), "web"),
+            Err(RecordError::Read { .. })
         ));
     }
 
