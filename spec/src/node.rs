@@ -631,18 +631,10 @@ const UNENFORCED: &[(&str, &[Caller], &str)] = &[
 /// The keys this build reads but does not act on: (key or section prefix, why).
 /// Remove a row when the code acting on it lands.
 const INERT: &[(&str, &str)] = &[
-    (
-        "source.interval",
-        "this build follows the source once a run (`berth agent --once`); nothing polls it",
-    ),
     ("source.webhook", "this build has no webhook receiver"),
     (
         "source.notify",
         "this build subscribes to no revision notifications",
-    ),
-    (
-        "runtime.resync",
-        "this build has no daemon running periodic passes",
     ),
     ("telemetry.", "this build exports no traces or metrics"),
 ];

@@ -375,15 +375,11 @@ fn inert_keys_are_listed_once_in_file_order() {
         .collect();
     assert_eq!(
         keys,
-        [
-            ("source.webhook", 6),
-            ("runtime.resync", 9),
-            ("telemetry.otlp_queue", 12)
-        ]
+        [("source.webhook", 6), ("telemetry.otlp_queue", 12)]
     );
     assert_eq!(
-        inert[1].to_string(),
-        "berth.toml:9:1: warning: `runtime.resync` has no effect in this build: this build has no daemon running periodic passes"
+        inert[0].to_string(),
+        "berth.toml:6:1: warning: `source.webhook` has no effect in this build: this build has no webhook receiver"
     );
     assert!(parse("[runtime]\nparallel = 2\n").inert().is_empty());
 }

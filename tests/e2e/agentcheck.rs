@@ -58,10 +58,8 @@ otlp_queue = 2048
 
 /// The keys of [`EVERY_KEY`] this build does not act on, with their lines.
 const INERT: &[(&str, usize)] = &[
-    ("source.interval", 9),
     ("source.webhook", 13),
     ("source.notify", 14),
-    ("runtime.resync", 32),
     ("telemetry.otlp_endpoint", 46),
     ("telemetry.metrics_listen", 47),
     ("telemetry.otlp_queue", 48),
