@@ -65,32 +65,8 @@ pub struct PassState {
     pub next_at: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AgentStateError {
-    #[error("cannot read {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", .path.display())]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "{}: written by a newer berth (schema version {found}; this build reads up to {SCHEMA_VERSION})",
-        .path.display()
-    )]
-    Newer { path: PathBuf, found: u32 },
-    #[error("cannot write {}: {source}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+/// Why the record cannot be read or written.
+pub type AgentStateError = crate::util::versioned::VersionedError;
 
 impl AgentState {
     pub fn path(state_dir: &Path) -> PathBuf {
@@ -98,40 +74,11 @@ impl AgentState {
     }
 
     pub fn load(state_dir: &Path) -> Result<Option<Self>, AgentStateError> {
-        let path = Self::path(state_dir);
-        let bytes = match crate::runtime::state::read_small(&path, 1024 * 1024) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(AgentStateError::Read { path, source }),
-        };
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|source| AgentStateError::Parse {
-                path: path.clone(),
-                source,
-            })?;
-        let found = value
-            .get("schema_version")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0);
-        if found > u64::from(SCHEMA_VERSION) {
-            return Err(AgentStateError::Newer {
-                path,
-                found: u32::try_from(found).unwrap_or(u32::MAX),
-            });
-        }
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|source| AgentStateError::Parse { path, source })
+        crate::util::versioned::load(&Self::path(state_dir), SCHEMA_VERSION)
     }
 
     pub fn store(&self, state_dir: &Path) -> Result<(), AgentStateError> {
-        let path = Self::path(state_dir);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| AgentStateError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        crate::runtime::state::write_atomic(&path, &bytes)
-            .map_err(|source| AgentStateError::Write { path, source })
+        crate::util::versioned::store(&Self::path(state_dir), self)
     }
 }
 

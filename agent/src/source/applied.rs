@@ -12,32 +12,8 @@ use serde::{Deserialize, Serialize};
 /// The record's format; a newer one is refused rather than misread.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, thiserror::Error)]
-pub enum AppliedError {
-    #[error("cannot read {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: not an applied-revision record: {source}", .path.display())]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "{}: written by a newer berth (schema version {found}; this build reads up to {SCHEMA_VERSION})",
-        .path.display()
-    )]
-    Newer { path: PathBuf, found: u32 },
-    #[error("cannot write {}: {source}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+/// Why the record cannot be read or written.
+pub type AppliedError = crate::util::versioned::VersionedError;
 
 /// Who signed a revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,41 +79,12 @@ impl Applied {
 
     /// The record, or none when nothing was applied from a source yet.
     pub fn load(state_dir: &Path) -> Result<Option<Self>, AppliedError> {
-        let path = Self::path(state_dir);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(AppliedError::Read { path, source }),
-        };
-        #[derive(Deserialize)]
-        struct Version {
-            #[serde(default)]
-            schema_version: u32,
-        }
-        let v: Version = serde_json::from_slice(&bytes).map_err(|source| AppliedError::Parse {
-            path: path.clone(),
-            source,
-        })?;
-        if v.schema_version > SCHEMA_VERSION {
-            return Err(AppliedError::Newer {
-                path,
-                found: v.schema_version,
-            });
-        }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| AppliedError::Parse { path, source })
+        crate::util::versioned::load(&Self::path(state_dir), SCHEMA_VERSION)
     }
 
     /// Writes the record (temp file, fsync, rename, directory fsync).
     pub fn store(&self, state_dir: &Path) -> Result<(), AppliedError> {
-        let path = Self::path(state_dir);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| AppliedError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        crate::runtime::state::write_atomic(&path, &bytes)
-            .map_err(|source| AppliedError::Write { path, source })
+        crate::util::versioned::store(&Self::path(state_dir), self)
     }
 
     /// Every commit some container runs, and the one applied last.
