@@ -22,7 +22,8 @@
 //!   socket, whose mode and group are as `agent/API.md` documents; without an agent,
 //!   `status` says so and exits 0, and the controls exit 3;
 //! - the delays the agent acts on (`source.interval`, `runtime.resync`) are not
-//!   called inert in its warnings.
+//!   called inert in its warnings; a pass that cannot run after a good fetch is not
+//!   called a source outage.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -62,9 +63,14 @@ impl Host {
     /// A node on subnet `10.254.<net>.0/24` with an empty repository; `None` when a
     /// prerequisite is missing outside CI.
     fn new(net: u8) -> Option<Host> {
+        Host::with_runtime(net, "")
+    }
+
+    /// [`Host::new`] with more `[runtime]` keys.
+    fn with_runtime(net: u8, keys: &str) -> Option<Host> {
         let node = LiveNode::start(
             POLICY,
-            &format!("resync = \"2s\"\ndefault_subnet = \"10.254.{net}.0/24\"\n"),
+            &format!("resync = \"2s\"\ndefault_subnet = \"10.254.{net}.0/24\"\n{keys}"),
         )?;
         let repo = GitRepo::new()?;
         Some(Host {
@@ -1046,4 +1052,31 @@ fn the_agent_does_not_call_the_delays_it_acts_on_inert() {
             "the agent says {key} has no effect:\n{log}"
         );
     }
+}
+
+/// A pass that cannot run (here: no shim where `runtime.shim_path` says) after a good
+/// fetch is a degraded node, not a source outage.
+#[test]
+fn a_pass_that_cannot_run_after_a_good_fetch_is_not_called_a_source_outage() {
+    let Some(mut h) = Host::with_runtime(9, "shim_path = \"/nonexistent/berth-shim\"\n") else {
+        return;
+    };
+    h.sleeper("web", 1000);
+    h.push("web");
+    h.follow(&h.repo.file_url());
+    h.start();
+    let s = poll(
+        "a failed pass",
+        CONVERGE,
+        || {
+            let s = h.status();
+            (s["last_pass"]["result"] == "failed").then_some(s)
+        },
+        || h.context(),
+    );
+    assert_eq!(condition(&s, "Degraded")["status"], true, "{s:#}");
+    assert_eq!(condition(&s, "SourceUnavailable")["status"], false, "{s:#}");
+    assert!(s["last_fetch"]["error"].is_null(), "{s:#}");
+    let events = std::fs::read_to_string(h.node.state().join("state/events.jsonl")).unwrap();
+    assert!(!events.contains("\"SourceUnavailable\""), "{events}");
 }
