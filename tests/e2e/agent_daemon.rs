@@ -575,6 +575,7 @@ fn an_agent_killed_at_random_points_and_at_failpoints_converges_with_no_duplicat
         "runc container",
         "mount",
         "run/netns",
+        "bridge",
         "veth",
         "ip allocation",
     ] {

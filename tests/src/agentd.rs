@@ -9,7 +9,7 @@
 //!
 //! [`poll`] waits for a condition with a deadline, never a fixed sleep. [`Leftovers`]
 //! lists what berth left on the host for a node (runtime containers, mounts,
-//! namespaces, instance directories, veths on its bridges, IP allocations and
+//! namespaces, instance directories, its bridges and their veths, IP allocations and
 //! iptables lines of its subnet): empty once everything is removed.
 
 use std::fs::OpenOptions;
@@ -240,17 +240,22 @@ impl<'a> Leftovers<'a> {
         found
     }
 
-    /// Interfaces whose master is one of the node's bridges.
+    /// The node's bridges, and the interfaces whose master is one of them.
     fn veths(&self) -> Vec<String> {
-        command_lines("ip", &["-o", "link", "show"])
-            .into_iter()
-            .filter(|l| {
-                self.bridges
-                    .iter()
-                    .any(|b| l.contains(&format!(" master {b} ")))
-            })
-            .map(|l| format!("veth {}", l.split(':').nth(1).unwrap_or("").trim()))
-            .collect()
+        let mut found = Vec::new();
+        for l in command_lines("ip", &["-o", "link", "show"]) {
+            let name = l.split(':').nth(1).unwrap_or("").trim().to_string();
+            if self.bridges.contains(&name) {
+                found.push(format!("bridge {name}"));
+            } else if self
+                .bridges
+                .iter()
+                .any(|b| l.contains(&format!(" master {b} ")))
+            {
+                found.push(format!("veth {name}"));
+            }
+        }
+        found
     }
 
     /// host-local IPAM files of the node's subnet.
