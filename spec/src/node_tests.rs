@@ -373,10 +373,7 @@ fn inert_keys_are_listed_once_in_file_order() {
         .iter()
         .map(|i| (i.key.as_str(), i.at.as_ref().map_or(0, |l| l.line)))
         .collect();
-    assert_eq!(
-        keys,
-        [("source.webhook", 6), ("telemetry.otlp_queue", 12)]
-    );
+    assert_eq!(keys, [("source.webhook", 6), ("telemetry.otlp_queue", 12)]);
     assert_eq!(
         inert[0].to_string(),
         "berth.toml:6:1: warning: `source.webhook` has no effect in this build: this build has no webhook receiver"

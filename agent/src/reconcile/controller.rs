@@ -413,8 +413,31 @@ fn one_pass(
         Err(e) => {
             let message = error_chain(&e);
             if fetch {
-                // The fetch itself failed before any revision (no revision ever).
-                note_fetch_error(handle, state, sched, reported, &e, interval);
+                if matches!(e, FollowError::NoRevision { .. } | FollowError::Fetch(_)) {
+                    // The fetch itself failed, and no revision was ever applied.
+                    note_fetch_error(handle, state, sched, reported, &e, interval);
+                } else {
+                    // The fetch went through; what failed came after it (the pass, a
+                    // checkout, a record): a degraded node, not a source outage.
+                    sched.fetch_failures = 0;
+                    sched.fetch_at = now + jitter(interval);
+                    if reported.unavailable.take().is_some() {
+                        handle.emit(Event::new(
+                            EventKind::Normal,
+                            "SourceAvailable",
+                            "the source answers again",
+                        ));
+                    }
+                    state.last_fetch = Some(FetchState {
+                        at: rfc3339::now(),
+                        commit: None,
+                        error: None,
+                        refused: None,
+                        next_at: rfc3339::format(
+                            unix_now() + sched.fetch_at.saturating_duration_since(now).as_secs(),
+                        ),
+                    });
+                }
             }
             sched.pass_failures += 1;
             sched.due_at = Some(now + backoff(sched.pass_failures, resync));
