@@ -313,7 +313,7 @@ async fn reconcile(State(c): State<Ctx>) -> Answer {
     }
     match rx.await {
         Ok(Ok(outcome)) => json(outcome),
-        Ok(Err(why)) => Err(fail(StatusCode::CONFLICT, why)),
+        Ok(Err(why)) => Err(fail(StatusCode::CONFLICT, why.to_string())),
         Err(_) => Err(gone()),
     }
 }

@@ -50,11 +50,23 @@ pub enum Trigger {
     /// A container's exit file appeared (its instance id).
     Exited(String),
     /// Fetch now and run a pass; the reply is the pass's result.
-    Reconcile(oneshot::Sender<Result<PassOutcome, String>>),
+    Reconcile(oneshot::Sender<Result<PassOutcome, NotRun>>),
     Suspend(oneshot::Sender<()>),
     Resume(oneshot::Sender<()>),
     /// SIGTERM, SIGINT: end after the pass in flight.
     Stop,
+}
+
+/// Why a pass asked for through the API did not run, or did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRun {
+    #[error("the agent is suspended; `berth resume` first")]
+    Suspended,
+    #[error("the agent is stopping")]
+    Stopping,
+    /// The pass could not run (exit 3's kind of failure), with its cause chain.
+    #[error("{message}")]
+    Failed { message: String },
 }
 
 /// What a pass asked for through the API came to.
@@ -217,13 +229,13 @@ pub fn run(
         }
         if stop {
             for w in wake.waiters {
-                let _ = w.send(Err("the agent is stopping".into()));
+                let _ = w.send(Err(NotRun::Stopping));
             }
             break;
         }
         if agent_state::suspended(&state_dir) {
             for w in wake.waiters.drain(..) {
-                let _ = w.send(Err("the agent is suspended; `berth resume` first".into()));
+                let _ = w.send(Err(NotRun::Suspended));
             }
             // Nothing runs while suspended; look again at the resync.
             sched.fetch_at = Instant::now() + resync;
@@ -281,7 +293,7 @@ pub fn run(
 #[derive(Default)]
 struct Wake {
     exited: Vec<String>,
-    waiters: Vec<oneshot::Sender<Result<PassOutcome, String>>>,
+    waiters: Vec<oneshot::Sender<Result<PassOutcome, NotRun>>>,
 }
 
 /// When each timer fires next.
@@ -326,7 +338,7 @@ fn one_pass(
     fetch: bool,
     interval: Duration,
     resync: Duration,
-) -> Result<PassOutcome, String> {
+) -> Result<PassOutcome, NotRun> {
     let started = rfc3339::now();
     let mut waiting = |who: &str| tracing::info!(target: "agent", "{who}");
     let wait = LockWait {
@@ -459,7 +471,7 @@ fn one_pass(
                     unix_now() + sched.next().saturating_duration_since(now).as_secs(),
                 )),
             });
-            Err(message)
+            Err(NotRun::Failed { message })
         }
     }
 }

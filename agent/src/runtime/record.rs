@@ -202,7 +202,7 @@ const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
 /// Reads a container's record; `None` if berth has none. The file is read without
 /// following a link and within [`MAX_RECORD_BYTES`], and its names must hold together:
 /// the container's name is its directory's, its instance is `<name>-<8 hex>`, its
-/// cgroup lies under `/berth/`.
+/// cgroup is an absolute path that climbs nowhere.
 pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<ContainerRecord>, RecordError> {
     let path = record_path(state_dir, name);
     let record = match state::read_small(&path, MAX_RECORD_BYTES) {
@@ -231,11 +231,11 @@ pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<ContainerRecor
             record.instance
         )));
     }
-    if !record.cgroup_path.starts_with("/berth/")
-        || record.cgroup_path.split('/').any(|c| c == "..")
+    if !record.cgroup_path.starts_with('/')
+        || record.cgroup_path.split('/').any(|c| c == ".." || c == ".")
     {
         return Err(malformed(format!(
-            "its cgroup `{}` does not lie under /berth/",
+            "its cgroup `{}` is not an absolute path without `.` or `..`",
             record.cgroup_path
         )));
     }

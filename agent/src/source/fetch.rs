@@ -207,7 +207,7 @@ impl Remote<'_> {
         let broken = match &err {
             FetchError::Clone { reason, .. } => Some(reason.clone()),
             _ if recloned => None,
-            _ => healthy(&repo).err(),
+            _ => unreadable(&repo),
         };
         let Some(reason) = broken else {
             return Err(err);
@@ -670,21 +670,26 @@ fn read_credentials(path: &Path) -> Result<(String, Zeroizing<String>), FetchErr
     })
 }
 
-/// Whether the clone's own objects read back: the commit fetched last, its tree and
-/// every object the tree names. A fetch that failed over a clone that does not is
-/// retried into a fresh clone.
-fn healthy(repo: &Repository) -> Result<(), String> {
+/// Why the clone's own objects do not read back (the commit fetched last, its tree,
+/// every object the tree names), or none when they do. A fetch that failed over a
+/// clone that does not read back is retried into a fresh clone.
+fn unreadable(repo: &Repository) -> Option<String> {
     let Ok(r) = repo.find_reference(FETCHED_REF) else {
-        return Ok(());
+        return None;
     };
-    let id = r
-        .target()
-        .ok_or_else(|| format!("{FETCHED_REF} is not a direct reference"))?;
-    let commit = repo.find_commit(id).map_err(|e| e.message().to_string())?;
-    let tree = commit.tree().map_err(|e| e.message().to_string())?;
-    let odb = repo.odb().map_err(|e| e.message().to_string())?;
+    let Some(id) = r.target() else {
+        return Some(format!("{FETCHED_REF} is not a direct reference"));
+    };
+    let tree = match repo.find_commit(id).and_then(|c| c.tree()) {
+        Ok(t) => t,
+        Err(e) => return Some(e.message().to_string()),
+    };
+    let odb = match repo.odb() {
+        Ok(o) => o,
+        Err(e) => return Some(e.message().to_string()),
+    };
     let mut bad: Option<String> = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
         if entry.kind() == Some(git2::ObjectType::Commit) {
             return git2::TreeWalkResult::Ok;
         }
@@ -695,9 +700,8 @@ fn healthy(repo: &Repository) -> Result<(), String> {
                 git2::TreeWalkResult::Abort
             }
         }
-    })
-    .map_err(|e| bad.clone().unwrap_or_else(|| e.message().to_string()))?;
-    bad.map_or(Ok(()), Err)
+    });
+    bad.or_else(|| walked.err().map(|e| e.message().to_string()))
 }
 
 /// The bytes of the files below `dir` (links not followed).
