@@ -619,7 +619,13 @@ fn drift_is_corrected_a_crash_loop_backs_off_in_the_status_and_an_operator_stop_
         || up(&h).then_some(()),
         || h.context(),
     );
-    assert_eq!(h.applied().as_deref(), Some(c1.as_str()));
+    // The containers run before the pass that started them ends and records c1.
+    poll(
+        "c1 recorded as applied",
+        CONVERGE,
+        || (h.applied().as_deref() == Some(c1.as_str())).then_some(()),
+        || h.context(),
+    );
 
     // By hand: web's process killed, gone deleted from the runtime, held stopped.
     let web = h.pid("web").unwrap();
