@@ -1,6 +1,7 @@
 //! `berth agent`: the long-running agent. One per run directory (an exclusive lock,
-//! `<run_dir>/agent.lock`, names its holder); SIGTERM and SIGINT end it after the pass
-//! in flight, and the containers keep running under their shims. The controller
+//! `<run_dir>/agent.lock`, names its holder); SIGTERM and SIGINT end it after the step
+//! in flight (the pass's process finishes it and starts no other), and the containers
+//! keep running under their shims. The controller
 //! (`reconcile::controller`) does the work; the API (`api`) serves its state.
 
 use std::fs;
@@ -10,6 +11,9 @@ use std::path::{Path, PathBuf};
 use crate::node::Loaded;
 use crate::reconcile::controller::{self, ControllerError, Trigger};
 use crate::reconcile::pass::Env;
+use crate::reconcile::worker;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -32,7 +36,7 @@ pub enum DaemonError {
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
-pub fn run(loaded: &Loaded, observe: bool) -> Result<(), DaemonError> {
+pub fn run(loaded: &Loaded) -> Result<(), DaemonError> {
     let rt = crate::cli::async_runtime().map_err(DaemonError::Runtime)?;
     let cfg = &loaded.config;
     let run_dir = &cfg.runtime.run_dir;
@@ -52,12 +56,15 @@ pub fn run(loaded: &Loaded, observe: bool) -> Result<(), DaemonError> {
             .map_err(DaemonError::Signals)?
     };
     let stopper = handle.clone();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop_flag = stopping.clone();
     rt.spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::info!(target: "agent", "stopping after the pass in flight");
+        tracing::info!(target: "agent", "stopping after the step in flight");
+        stop_flag.store(true, Ordering::Relaxed);
         stopper.send(Trigger::Stop);
     });
 
@@ -86,7 +93,11 @@ pub fn run(loaded: &Loaded, observe: bool) -> Result<(), DaemonError> {
         loaded,
         rt: rt.handle(),
     };
-    controller::run(&env, &handle, &rx, observe)?;
+    // Each pass in a process of its own (`reconcile::worker`), with the agent's own
+    // arguments (`--observe` too): the agent stays small between passes. The pass's
+    // process gets the stop and ends after its step.
+    let runner = |fetch: bool| worker::in_child(fetch, &|| stopping.load(Ordering::Relaxed));
+    controller::run(&env, &handle, &rx, &runner)?;
     Ok(())
 }
 

@@ -445,6 +445,21 @@ fn crash_seed() -> u64 {
         })
 }
 
+/// The pids of the pass processes (`agent --pass-worker=PID`) of agent `agent`.
+fn pass_processes(agent: u32) -> Vec<u32> {
+    let flag = format!("--pass-worker={agent}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == flag.as_bytes()))
+        })
+        .collect()
+}
+
 /// How many times the agent is SIGKILLed at a random point.
 const KILLS: u32 = 24;
 /// The failpoints the agent is stopped at, each on a commit that replaces `churn`
@@ -509,7 +524,15 @@ fn an_agent_killed_at_random_points_and_at_failpoints_converges_with_no_duplicat
             "the agent ended by itself\n{}",
             h.context()
         );
+        let pid = h.agent().pid();
         h.agent().kill();
+        // The pass in flight (a process of its own) died with the agent.
+        poll(
+            "no pass process left of the killed agent",
+            Duration::from_secs(10),
+            || pass_processes(pid).is_empty().then_some(()),
+            || format!("{:?}", pass_processes(pid)),
+        );
         // Whether the kill came before the pass recorded the newest commit applied.
         let early = h.applied().as_deref() != Some(last.as_str());
         points.push(format!(
@@ -526,14 +549,28 @@ fn an_agent_killed_at_random_points_and_at_failpoints_converges_with_no_duplicat
         let (c, g, e) = change(&h, false);
         last = c;
         want = (g, e);
+        // The pass runs in a process of its own: the failpoint ends that process
+        // there, the agent records the pass as failed, and is then killed too.
         h.start_at(Some(fp));
-        let status = h.agent().wait(CONVERGE);
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(137),
-            "failpoint {fp} was not reached (is berth built with --features failpoints?)\n{}",
-            h.context()
+        poll(
+            &format!(
+                "the pass's process to stop at failpoint {fp} (is berth built with --features failpoints?)"
+            ),
+            CONVERGE,
+            || {
+                let pass = &h.agent_state()["last_pass"];
+                (h.agent
+                    .as_ref()
+                    .is_some_and(|a| a.log().contains(&format!("failpoint {fp}: exiting")))
+                    && pass["result"] == "failed"
+                    && pass["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("exited with 137")))
+                .then_some(())
+            },
+            || h.context(),
         );
+        h.agent().kill();
     }
 
     h.start();

@@ -26,6 +26,7 @@ use crate::reconcile::follow::{
     self, FollowError, FollowOptions, FollowReport, PassResult, SourceReport,
 };
 use crate::reconcile::pass::{Env, LockWait};
+use crate::reconcile::worker;
 use crate::source::applied::RevisionInfo;
 use crate::util::error_chain;
 
@@ -44,6 +45,13 @@ pub struct AgentArgs {
     /// Output format (`--once`)
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Internal: run one pass as the child of the agent with this pid, and write its
+    /// result on stdout (`reconcile::worker`)
+    #[arg(long, hide = true, value_name = "PID")]
+    pub pass_worker: Option<u32>,
+    /// Internal, with `--pass-worker`: fetch before the pass
+    #[arg(long, hide = true, requires = "pass_worker")]
+    pub pass_fetch: bool,
 }
 
 pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
@@ -51,6 +59,9 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Some(agent) = args.pass_worker {
+        return pass_worker(&loaded, agent, args);
+    }
     let shown = loaded.path.as_ref().map_or_else(
         || config::DEFAULT_CONFIG.to_string(),
         |p| p.display().to_string(),
@@ -110,7 +121,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     }
     if !args.once {
-        return match crate::daemon::run(&loaded, args.observe) {
+        return match crate::daemon::run(&loaded) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", crate::util::error_chain(&e));
@@ -124,16 +135,9 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
 /// `--once`: one follow of the source, rendered as text while it runs, or as one JSON
 /// document at the end.
 fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
-    let rt = match async_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let env = Env {
-        loaded,
-        rt: rt.handle(),
+    let env = match env(loaded) {
+        Ok(env) => env,
+        Err(code) => return code,
     };
     let text = args.format == Format::Text;
     let mut waiting = |who: &str| eprintln!("{who}");
@@ -178,6 +182,35 @@ fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `--pass-worker`: one pass for the agent (its warnings were printed when it started).
+fn pass_worker(loaded: &Loaded, agent: u32, args: &AgentArgs) -> ExitCode {
+    let env = match env(loaded) {
+        Ok(env) => env,
+        Err(code) => return code,
+    };
+    match worker::serve(&env, agent, args.observe, args.pass_fetch) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the pass for agent {agent}: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// A pass's environment, or exit 3 when the async runtime cannot start.
+fn env(loaded: &Loaded) -> Result<Env<'_>, ExitCode> {
+    match async_runtime() {
+        Ok(rt) => Ok(Env {
+            loaded,
+            rt: rt.handle(),
+        }),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Err(ExitCode::from(EXIT_FAILED))
         }
     }
 }

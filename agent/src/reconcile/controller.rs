@@ -1,7 +1,9 @@
 //! The agent's controller: level-triggered, one pass at a time, for months.
 //!
-//! Each pass is a [`follow`] of the node's source (fetch, verify, check out, the
-//! library pass). What wakes it:
+//! Each pass is a `follow` of the node's source (fetch, verify, check out, the library
+//! pass), run by the `runner` the caller gives: the daemon runs it in a process of its
+//! own (`reconcile::worker`), so that the agent stays small between passes. What wakes
+//! it:
 //! - the fetch timer: `source.interval` with ±10 % jitter, so that a fleet does not
 //!   fetch in step;
 //! - a container exit: the shims' exit files, watched with inotify;
@@ -13,12 +15,12 @@
 //! up to the interval); a pass that did not converge is run again the same way (up to
 //! the resync). A permanent failure is reported once per revision. `berth suspend`
 //! stops passes (it outlives a restart: `state/suspended`) until `berth resume`.
-//! SIGTERM and SIGINT end the agent after the pass in flight; the containers keep
-//! running under their shims, and the next agent adopts them.
+//! SIGTERM and SIGINT end the agent after the step in flight (the pass's process
+//! finishes it, starts no other, and reports); the containers keep running under their
+//! shims, and the next agent adopts them.
 //!
-//! The loop is a plain thread: a pass blocks (it drives the runtime, the shims and the
-//! registry through the process's async runtime); the API and the signal handlers run
-//! on the async runtime and talk to the loop through [`Handle`].
+//! The loop is a plain thread: a pass blocks while its process runs; the API and the
+//! signal handlers run on the async runtime and talk to the loop through [`Handle`].
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -32,10 +34,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::agent_state::{self, AgentState, FetchState, PassState};
 use super::events::{Event, EventKind, EventLog};
-use super::follow::{self, FollowError, FollowOptions, FollowReport, PassResult};
-use super::pass::{Env, LockWait};
+use super::pass::Env;
+use super::worker::{PassFailure, PassRun, SourceSummary, WorkerResult};
 use crate::source::applied::Applied;
-use crate::util::error_chain;
 use crate::util::rfc3339;
 
 /// The first delay before a failed fetch or pass is tried again (or the interval, if
@@ -78,8 +79,9 @@ pub struct PassOutcome {
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The pass's report (`reconcile::follow::FollowReport`) as JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<FollowReport>,
+    pub report: Option<serde_json::Value>,
 }
 
 /// The controller as the API and the signal handlers see it.
@@ -160,7 +162,7 @@ pub fn run(
     env: &Env<'_>,
     handle: &Handle,
     rx: &Receiver<Trigger>,
-    observe: bool,
+    runner: &dyn Fn(bool) -> WorkerResult,
 ) -> Result<(), ControllerError> {
     let cfg = &env.loaded.config;
     let state_dir = cfg.runtime.state_dir.clone();
@@ -264,8 +266,7 @@ pub fn run(
             );
         }
         let outcome = one_pass(
-            env,
-            observe,
+            runner,
             handle,
             &mut state,
             &mut sched,
@@ -326,11 +327,10 @@ struct Reported {
     failed: Option<String>,
 }
 
-/// One pass: follow, record, schedule, report.
+/// One pass: run, record, schedule, report.
 #[allow(clippy::too_many_arguments)]
 fn one_pass(
-    env: &Env<'_>,
-    observe: bool,
+    runner: &dyn Fn(bool) -> WorkerResult,
     handle: &Handle,
     state: &mut AgentState,
     sched: &mut Schedule,
@@ -340,36 +340,25 @@ fn one_pass(
     resync: Duration,
 ) -> Result<PassOutcome, NotRun> {
     let started = rfc3339::now();
-    let mut waiting = |who: &str| tracing::info!(target: "agent", "{who}");
-    let wait = LockWait {
-        command: "berth agent",
-        timeout: Duration::from_secs(3600),
-        waiting: &mut waiting,
-    };
-    let opts = FollowOptions {
-        node: None,
-        observe,
-        fetch_attempts: u32::from(fetch),
-    };
-    let result = follow::once(env, &opts, wait, &mut |_, _| {}, &mut |_| {});
+    let result = runner(fetch);
     let now = Instant::now();
     sched.resync_at = now + resync;
     sched.due_at = None;
     match result {
-        Ok(report) => {
+        Ok(run) => {
             if fetch {
-                note_fetch(handle, state, sched, reported, &report, interval);
+                note_fetch(handle, state, sched, reported, &run.source, interval);
             }
-            let (result, message) = describe(&report);
-            let revision = report.revision.as_ref().map(|r| r.commit.clone());
-            let changed = match &report.pass {
-                Some(PassResult::Applied(r)) => r.steps.iter().any(|s| s.duration_ms.is_some()),
-                _ => false,
-            };
-            let next_pass = match &report.pass {
-                Some(PassResult::Applied(r)) => r.next_pass,
-                _ => None,
-            };
+            let PassRun {
+                revision,
+                result,
+                message,
+                changed,
+                next_pass,
+                converged,
+                report,
+                ..
+            } = run;
             if result == "converged" {
                 sched.pass_failures = 0;
                 reported.failed = None;
@@ -401,14 +390,14 @@ fn one_pass(
                 }
             }
             if let Some(at) = next_pass {
-                let secs = at.0.saturating_sub(unix_now());
+                let secs = at.saturating_sub(unix_now());
                 let due = now + Duration::from_secs(secs);
                 sched.due_at = Some(sched.due_at.map_or(due, |d| d.min(due)));
             }
             state.last_pass = Some(PassState {
                 started_at: started,
                 finished_at: rfc3339::now(),
-                result: result.to_string(),
+                result: result.clone(),
                 message: message.clone(),
                 revision,
                 next_at: Some(rfc3339::format(
@@ -416,21 +405,22 @@ fn one_pass(
                 )),
             });
             Ok(PassOutcome {
-                converged: report.converged(),
-                result: result.to_string(),
+                converged,
+                result,
                 message,
                 report: Some(report),
             })
         }
-        Err(e) => {
-            let message = error_chain(&e);
+        Err(failure) => {
+            let message = failure.to_string();
             if fetch {
-                if matches!(e, FollowError::NoRevision { .. } | FollowError::Fetch(_)) {
+                if let PassFailure::Fetch { .. } = failure {
                     // The fetch itself failed, and no revision was ever applied.
-                    note_fetch_error(handle, state, sched, reported, &e, interval);
+                    note_fetch_error(handle, state, sched, reported, &message, interval);
                 } else {
-                    // The fetch went through; what failed came after it (the pass, a
-                    // checkout, a record): a degraded node, not a source outage.
+                    // The fetch went through, or the pass's process ended before it
+                    // could say: what failed came after it (the pass, a checkout, a
+                    // record): a degraded node, not a source outage.
                     sched.fetch_failures = 0;
                     sched.fetch_at = now + jitter(interval);
                     if reported.unavailable.take().is_some() {
@@ -482,10 +472,9 @@ fn note_fetch(
     state: &mut AgentState,
     sched: &mut Schedule,
     reported: &mut Reported,
-    report: &FollowReport,
+    s: &SourceSummary,
     interval: Duration,
 ) {
-    let s = &report.source;
     let now = Instant::now();
     if let Some(error) = &s.unavailable {
         sched.fetch_failures += 1;
@@ -553,14 +542,14 @@ fn note_fetch_error(
     state: &mut AgentState,
     sched: &mut Schedule,
     reported: &mut Reported,
-    e: &FollowError,
+    error: &str,
     interval: Duration,
 ) {
     let now = Instant::now();
     sched.fetch_failures += 1;
     let retry = backoff(sched.fetch_failures, interval);
     sched.fetch_at = now + retry;
-    let error = error_chain(e);
+    let error = error.to_string();
     if reported.unavailable.as_deref() != Some(&error) {
         handle.emit(Event::new(
             EventKind::Warning,
@@ -579,59 +568,6 @@ fn note_fetch_error(
         refused: None,
         next_at: rfc3339::format(unix_now() + retry.as_secs()),
     });
-}
-
-/// `converged`, `not-converged` or `observed`, and a sentence.
-fn describe(report: &FollowReport) -> (&'static str, Option<String>) {
-    let source_note = report
-        .source
-        .unavailable
-        .as_ref()
-        .map(|e| format!("source unavailable: {e}"))
-        .or_else(|| {
-            report
-                .source
-                .refused
-                .as_ref()
-                .map(|r| format!("revision refused: {r}"))
-        });
-    match &report.pass {
-        None => (
-            "not-converged",
-            source_note.or_else(|| Some("no revision to apply".into())),
-        ),
-        Some(PassResult::Observed(_)) => ("observed", source_note),
-        Some(PassResult::Applied(r)) => {
-            let not_applied: Vec<&String> = r
-                .containers
-                .iter()
-                .filter(|(_, c)| !c.outcome.applied())
-                .map(|(n, _)| n)
-                .collect();
-            let mut parts = Vec::new();
-            if let Some(n) = source_note {
-                parts.push(n);
-            }
-            if !not_applied.is_empty() {
-                parts.push(format!(
-                    "not applied: {}",
-                    not_applied
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            if !r.converged && not_applied.is_empty() {
-                parts.push("waiting for a crash-loop backoff".into());
-            }
-            if report.converged() && r.converged {
-                ("converged", None)
-            } else {
-                ("not-converged", Some(parts.join("; ")))
-            }
-        }
-    }
 }
 
 fn with_revision(e: Event, revision: Option<&str>) -> Event {

@@ -400,6 +400,11 @@ fn run_stage(
             };
             let result = match decided {
                 Some(skipped) => skipped,
+                // SIGTERM in the pass's process: the steps in flight finish, no other
+                // starts (the next pass takes it up).
+                None if super::worker::stopping() => {
+                    StepResult::Skipped("not started: the agent is stopping".into())
+                }
                 None => {
                     b.running.insert(step.id);
                     drop(b);

@@ -64,6 +64,7 @@ pub mod pass;
 mod plan;
 pub mod print;
 pub mod rows;
+pub mod worker;
 
 #[cfg(test)]
 mod fake_host;

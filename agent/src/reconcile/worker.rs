@@ -1,0 +1,339 @@
+//! The agent's passes, each in a short-lived process of its own.
+//!
+//! `berth agent` idles for months between passes; a pass touches everything (libgit2,
+//! the registry client, the unpacker, CNI, the runtime) and leaves its pages and its
+//! heap behind in the process that ran it. So the daemon runs each pass as a child,
+//! `berth … agent --pass-worker=<agent pid>`: the same binary (`/proc/self/exe`, the
+//! version that runs even after an upgrade replaced the file), the same arguments and
+//! environment. The child runs [`follow::once`] and writes one JSON line on stdout, a
+//! [`WorkerResult`]; its log goes to the agent's stderr. What the pass used is given
+//! back to the system when it ends, and a pass that crashes takes only itself down.
+//!
+//! The child dies with the agent (`PR_SET_PDEATHSIG`), so that a killed agent leaves no
+//! pass running under the next one: the crash semantics are those of one process. On
+//! SIGTERM the child finishes the step in flight, starts no other, and reports.
+
+use std::io::{BufRead, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::follow::{self, FollowError, FollowOptions, FollowReport, PassResult};
+use super::pass::{Env, LockWait};
+use crate::util::error_chain;
+
+/// The hidden flag of `berth agent` that runs one pass as the agent's child.
+pub const FLAG: &str = "--pass-worker";
+/// With [`FLAG`]: fetch before the pass (without it, the pass runs on the revision
+/// applied before).
+pub const FETCH_FLAG: &str = "--pass-fetch";
+
+/// What happened at the source, as the controller needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    pub url: String,
+    pub follows: String,
+    #[serde(default)]
+    pub fetched: Option<String>,
+    #[serde(default)]
+    pub unavailable: Option<String>,
+    #[serde(default)]
+    pub refused: Option<String>,
+}
+
+/// One pass, as the controller needs it, with the whole report kept as JSON for the
+/// API (`POST /v1/reconcile`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PassRun {
+    pub source: SourceSummary,
+    /// The commit the pass ran on.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// `converged`, `not-converged` or `observed`.
+    pub result: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// A step ran (something changed on the host).
+    pub changed: bool,
+    /// When a crash-loop backoff ends (unix seconds), if one is waited for.
+    #[serde(default)]
+    pub next_pass: Option<u64>,
+    /// The newest revision applied and every container converged.
+    pub converged: bool,
+    pub report: serde_json::Value,
+}
+
+/// A pass that did not come to a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PassFailure {
+    /// The fetch failed and no revision was ever applied: a source outage.
+    #[error("{message}")]
+    Fetch { message: String },
+    /// Something after the fetch failed (the pass, a checkout, a record).
+    #[error("{message}")]
+    Failed { message: String },
+    /// The pass's process could not run or ended without a result.
+    #[error("{message}")]
+    Crashed { message: String },
+}
+
+/// What the child writes on stdout.
+pub type WorkerResult = Result<PassRun, PassFailure>;
+
+/// The controller's view of a report: its result, a sentence, what changed. Pure.
+pub fn summarize(report: &FollowReport) -> PassRun {
+    let (result, message) = describe(report);
+    let (changed, next_pass) = match &report.pass {
+        Some(PassResult::Applied(r)) => (
+            r.steps.iter().any(|s| s.duration_ms.is_some()),
+            r.next_pass.map(|t| t.0),
+        ),
+        _ => (false, None),
+    };
+    let s = &report.source;
+    PassRun {
+        source: SourceSummary {
+            url: s.url.clone(),
+            follows: s.follows.clone(),
+            fetched: s.fetched.clone(),
+            unavailable: s.unavailable.clone(),
+            refused: s.refused.clone(),
+        },
+        revision: report.revision.as_ref().map(|r| r.commit.clone()),
+        result: result.to_string(),
+        message,
+        changed,
+        next_pass,
+        converged: report.converged(),
+        report: serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// `converged`, `not-converged` or `observed`, and a sentence.
+fn describe(report: &FollowReport) -> (&'static str, Option<String>) {
+    let source_note = report
+        .source
+        .unavailable
+        .as_ref()
+        .map(|e| format!("source unavailable: {e}"))
+        .or_else(|| {
+            report
+                .source
+                .refused
+                .as_ref()
+                .map(|r| format!("revision refused: {r}"))
+        });
+    match &report.pass {
+        None => (
+            "not-converged",
+            source_note.or_else(|| Some("no revision to apply".into())),
+        ),
+        Some(PassResult::Observed(_)) => ("observed", source_note),
+        Some(PassResult::Applied(r)) => {
+            let not_applied: Vec<&str> = r
+                .containers
+                .iter()
+                .filter(|(_, c)| !c.outcome.applied())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let mut parts = Vec::new();
+            if let Some(n) = source_note {
+                parts.push(n);
+            }
+            if !not_applied.is_empty() {
+                parts.push(format!("not applied: {}", not_applied.join(", ")));
+            }
+            if !r.converged && not_applied.is_empty() {
+                parts.push("waiting for a crash-loop backoff".into());
+            }
+            if report.converged() && r.converged {
+                ("converged", None)
+            } else {
+                ("not-converged", Some(parts.join("; ")))
+            }
+        }
+    }
+}
+
+/// Runs one pass in this process.
+pub fn in_process(env: &Env<'_>, observe: bool, fetch: bool) -> WorkerResult {
+    let mut waiting = |who: &str| tracing::info!(target: "agent", "{who}");
+    let wait = LockWait {
+        command: "berth agent",
+        timeout: std::time::Duration::from_secs(3600),
+        waiting: &mut waiting,
+    };
+    let opts = FollowOptions {
+        node: None,
+        observe,
+        fetch_attempts: u32::from(fetch),
+    };
+    match follow::once(env, &opts, wait, &mut |_, _| {}, &mut |_| {}) {
+        Ok(report) => Ok(summarize(&report)),
+        Err(e) => {
+            let message = error_chain(&e);
+            Err(
+                if matches!(e, FollowError::NoRevision { .. } | FollowError::Fetch(_)) {
+                    PassFailure::Fetch { message }
+                } else {
+                    PassFailure::Failed { message }
+                },
+            )
+        }
+    }
+}
+
+/// Set by SIGTERM in a pass's process: finish the step in flight, start no other.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the pass should start no further step (its process got SIGTERM).
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
+/// The child's side: dies with the agent, runs the pass, writes its result.
+pub fn serve(env: &Env<'_>, agent_pid: u32, observe: bool, fetch: bool) -> std::io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(std::io::Error::from)?;
+    // The agent may have died before the line above: then this process has another
+    // parent already, and nothing would kill it.
+    if std::os::unix::process::parent_id() != agent_pid {
+        return Err(std::io::Error::other("the agent that started this pass is gone"));
+    }
+    {
+        let _guard = env.rt.enter();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        env.rt.spawn(async move {
+            if term.recv().await.is_some() {
+                tracing::info!(target: "agent", "stopping after the step in flight");
+                STOPPING.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let result = in_process(env, observe, fetch);
+    let mut line = serde_json::to_vec(&result).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    out.write_all(&line)?;
+    out.flush()
+}
+
+/// The agent's side: runs one pass as a child and reads its result. `stop` is polled
+/// while the child runs; once true, the child is asked (SIGTERM) to end after its step.
+pub fn in_child(fetch: bool, stop: &dyn Fn() -> bool) -> WorkerResult {
+    let crashed = |message: String| PassFailure::Crashed { message };
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.args(std::env::args_os().skip(1).filter(|a| {
+        // The agent's own arguments (`--config`, `--observe`, …) as they were.
+        !a.to_str()
+            .is_some_and(|s| s.starts_with(FLAG) || s == FETCH_FLAG)
+    }))
+    .arg(format!("{FLAG}={}", std::process::id()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if fetch {
+        cmd.arg(FETCH_FLAG);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| crashed(format!("cannot start the pass's process: {e}")))?;
+    let Some(mut stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(crashed("the pass's process has no stdout".into()));
+    };
+    // Read the result on a thread while this one watches for a stop.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        // A pass's result is a few hundred KiB at most; more is not a result.
+        let read = (&mut stdout)
+            .take(64 << 20)
+            .read_to_end(&mut out)
+            .map(|_| out);
+        // Drain whatever is left so that the child never blocks on a full pipe.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        read
+    });
+    let mut asked = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        if !asked && stop() {
+            asked = true;
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    .map_err(|e| crashed(format!("cannot wait for the pass's process: {e}")))?;
+    let out = reader
+        .join()
+        .map_err(|_| crashed("cannot read the pass's result".into()))?
+        .map_err(|e| crashed(format!("cannot read the pass's result: {e}")))?;
+    // The result is the last line; anything the pass printed before it is not.
+    let last = out
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.starts_with('{'))
+        .last();
+    match last.map(|l| serde_json::from_str::<WorkerResult>(&l)) {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(crashed(format!("the pass's result is unreadable: {e}"))),
+        None => Err(crashed(match (status.code(), status.signal()) {
+            (_, Some(sig)) => format!("the pass's process was killed by signal {sig}"),
+            (Some(code), _) => format!("the pass's process exited with {code} and no result"),
+            _ => "the pass's process ended with no result".into(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_survives_its_json_line() {
+        let run: WorkerResult = Ok(PassRun {
+            source: SourceSummary {
+                url: "file:///r".into(),
+                follows: "branch main".into(),
+                fetched: Some("abc".into()),
+                unavailable: None,
+                refused: Some("unsigned".into()),
+            },
+            revision: Some("abc".into()),
+            result: "not-converged".into(),
+            message: Some("revision refused: unsigned".into()),
+            changed: true,
+            next_pass: Some(17),
+            converged: false,
+            report: serde_json::json!({"source": {"url": "file:///r"}}),
+        });
+        let line = serde_json::to_string(&run).unwrap();
+        assert!(!line.contains('\n'));
+        let back: WorkerResult = serde_json::from_str(&line).unwrap();
+        let back = back.unwrap();
+        assert_eq!(back.source.refused.as_deref(), Some("unsigned"));
+        assert_eq!(back.next_pass, Some(17));
+        assert!(back.changed && !back.converged);
+
+        for f in [
+            PassFailure::Fetch { message: "down".into() },
+            PassFailure::Failed { message: "bad".into() },
+            PassFailure::Crashed { message: "sig 9".into() },
+        ] {
+            let line = serde_json::to_string(&Err::<PassRun, _>(f.clone())).unwrap();
+            let back: WorkerResult = serde_json::from_str(&line).unwrap();
+            assert_eq!(back.unwrap_err(), f);
+        }
+    }
+}
