@@ -68,12 +68,7 @@ pub fn run(loaded: &Loaded) -> Result<(), DaemonError> {
         stopper.send(Trigger::Stop);
     });
 
-    let _api = crate::api::server::start(
-        rt.handle(),
-        handle.clone(),
-        std::sync::Arc::new(loaded.clone()),
-        &run_dir.join("api.sock"),
-    )?;
+    let _api = crate::api::server::start(rt.handle(), handle.clone(), &run_dir.join("api.sock"))?;
     // Members of `berth` reach the socket through the run directory: it lets others
     // traverse (0711; nothing in it is readable by them), as docs/layout.md says.
     if nix::unistd::Group::from_name(crate::api::GROUP)
@@ -96,7 +91,7 @@ pub fn run(loaded: &Loaded) -> Result<(), DaemonError> {
     // Each pass in a process of its own (`reconcile::worker`), with the agent's own
     // arguments (`--observe` too): the agent stays small between passes. The pass's
     // process gets the stop and ends after its step.
-    let runner = |fetch: bool| worker::in_child(fetch, &|| stopping.load(Ordering::Relaxed));
+    let runner = |fetch: bool| worker::pass_in_child(fetch, &|| stopping.load(Ordering::Relaxed));
     controller::run(&env, &handle, &rx, &runner)?;
     Ok(())
 }

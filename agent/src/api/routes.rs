@@ -9,7 +9,6 @@
 //! controller has ended.
 
 use std::io;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -23,16 +22,13 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use super::wire::{ErrorDoc, StatusDoc, SuspendedDoc};
-use crate::node::Loaded;
 use crate::reconcile::agent_state;
 use crate::reconcile::controller::{self, Trigger};
 use crate::reconcile::events::Event;
-use crate::reconcile::model::Revision;
-use crate::reconcile::pass::{self, Env, Input, PassError, PlanReport, Registry};
 use crate::reconcile::rows::{self, unix_now};
+use crate::reconcile::worker::{self, PlanError, PlanFailure};
 use crate::runtime::status::StatusError;
-use crate::source::applied::{Applied, AppliedError};
-use crate::source::checkout::Revisions;
+use crate::source::applied::Applied;
 use crate::util::{error_chain, rfc3339};
 
 /// The media type of the events: one JSON object a line.
@@ -46,8 +42,6 @@ const DEDUP: usize = 256;
 #[derive(Debug, Clone)]
 pub(super) struct Ctx {
     pub handle: controller::Handle,
-    pub loaded: Arc<Loaded>,
-    pub rt: tokio::runtime::Handle,
     /// Becomes true when the server stops: open event streams end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -129,60 +123,22 @@ async fn container(State(c): State<Ctx>, UrlPath(name): UrlPath<String>) -> Answ
     json(row.map_err(|e| state_failure(&e))?)
 }
 
-/// Why the plan of the applied revision could not be made.
-#[derive(Debug, thiserror::Error)]
-enum PlanError {
-    #[error("no revision is applied yet: the agent has not converged this node from its source")]
-    NoRevision,
-    #[error(transparent)]
-    Applied(#[from] AppliedError),
-    #[error("revision {commit} is not checked out at {}", path.display())]
-    NotCheckedOut {
-        commit: String,
-        path: std::path::PathBuf,
-    },
-    #[error(transparent)]
-    Pass(#[from] PassError),
-}
-
-/// What a pass would do now on the revision applied last.
-fn plan_applied(loaded: &Loaded, rt: &tokio::runtime::Handle) -> Result<PlanReport, PlanError> {
-    let state_dir = &loaded.config.runtime.state_dir;
-    let applied = Applied::load(state_dir)?.ok_or(PlanError::NoRevision)?;
-    let info = &applied.revision;
-    let dir = Revisions::new(&state_dir.join("source")).path_of(&info.commit);
-    let spec_path = info.path.trim_matches('/');
-    let root = if spec_path.is_empty() {
-        dir.clone()
-    } else {
-        dir.join(spec_path)
-    };
-    if !dir.is_dir() {
-        return Err(PlanError::NotCheckedOut {
-            commit: info.commit.clone(),
-            path: dir,
-        });
-    }
-    let input = Input {
-        path: &root,
-        node: None,
-        prune_volumes: false,
-        revision: Some(Revision {
-            id: info.commit.clone(),
-            source: format!("{}#{}", info.url, info.follows),
-        }),
-    };
-    Ok(pass::plan(&Env { loaded, rt }, &input, Registry::Online)?)
-}
-
+/// What a pass would do now on the revision applied last: made in a process of the
+/// agent's own (`reconcile::worker`), which pulls what it needs from registries.
 async fn plan(State(c): State<Ctx>) -> Answer {
-    let planned = blocking(move || plan_applied(&c.loaded, &c.rt)).await?;
+    let dir = c.handle.state_dir().to_path_buf();
+    let planned = blocking(move || {
+        // Nothing applied yet: said without starting a process.
+        match Applied::load(&dir) {
+            Ok(None) => Err(PlanFailure::from(PlanError::NoRevision)),
+            _ => worker::plan_in_child(),
+        }
+    })
+    .await?;
     match planned {
         Ok(report) => json(report),
-        Err(e @ (PlanError::NoRevision | PlanError::NotCheckedOut { .. })) => {
-            Err(fail(StatusCode::CONFLICT, error_chain(&e)))
-        }
-        Err(PlanError::Pass(PassError::Invalid { errors })) => Err(Failure(
+        Err(e @ PlanFailure::Conflict { .. }) => Err(fail(StatusCode::CONFLICT, e.to_string())),
+        Err(PlanFailure::Invalid { errors }) => Err(Failure(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorDoc {
                 error: format!(
@@ -192,7 +148,7 @@ async fn plan(State(c): State<Ctx>) -> Answer {
                 errors,
             },
         )),
-        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e))),
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 

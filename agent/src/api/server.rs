@@ -12,14 +12,13 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::routes::{self, Ctx};
 use super::{ApiError, GROUP};
-use crate::node::Loaded;
 use crate::reconcile::controller;
 
 /// The socket's mode when the group exists: its members may connect.
@@ -57,17 +56,15 @@ impl Drop for ApiServer {
 pub fn start(
     rt: &tokio::runtime::Handle,
     handle: controller::Handle,
-    loaded: Arc<Loaded>,
     socket: &Path,
 ) -> Result<ApiServer, ApiError> {
-    start_with(rt, handle, loaded, socket, GROUP)
+    start_with(rt, handle, socket, GROUP)
 }
 
 /// [`start`], with the socket's group named (tests use one that exists everywhere).
 pub(super) fn start_with(
     rt: &tokio::runtime::Handle,
     handle: controller::Handle,
-    loaded: Arc<Loaded>,
     socket: &Path,
     group: &str,
 ) -> Result<ApiServer, ApiError> {
@@ -86,8 +83,6 @@ pub(super) fn start_with(
     let (shutdown, stopped) = watch::channel(false);
     let app = routes::router(Ctx {
         handle,
-        loaded,
-        rt: rt.clone(),
         shutdown: stopped.clone(),
     });
     let mut stop = stopped;

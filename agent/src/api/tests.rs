@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::http::Method;
@@ -14,7 +13,6 @@ use super::ApiError;
 use super::client::{Client, ClientError};
 use super::server::{ApiServer, start_with};
 use super::wire::{ErrorDoc, StatusDoc, SuspendedDoc};
-use crate::node::Loaded;
 use crate::reconcile::agent_state;
 use crate::reconcile::controller::{self, Handle, PassOutcome, Trigger};
 use crate::reconcile::events::{Event, EventKind};
@@ -88,23 +86,10 @@ impl Fixture {
         let run_dir = dir.path().join("run");
         std::fs::create_dir_all(&state_dir).expect("state dir");
         std::fs::create_dir_all(&run_dir).expect("run dir");
-        let mut loaded = Loaded {
-            config: Default::default(),
-            path: None,
-        };
-        loaded.config.runtime.state_dir = state_dir.clone();
-        loaded.config.runtime.run_dir = run_dir.clone();
         let handle = fake_controller(&state_dir);
         let rt = runtime();
         let socket = super::socket_path(&run_dir);
-        let server = start_with(
-            rt.handle(),
-            handle.clone(),
-            Arc::new(loaded),
-            &socket,
-            &own_group(),
-        )
-        .expect("start");
+        let server = start_with(rt.handle(), handle.clone(), &socket, &own_group()).expect("start");
         Fixture {
             _dir: dir,
             state_dir,
@@ -228,11 +213,7 @@ fn a_controller_that_ended_is_503() {
     drop(rx);
     let rt = runtime();
     let socket = dir.path().join("api.sock");
-    let loaded = Arc::new(Loaded {
-        config: Default::default(),
-        path: None,
-    });
-    let _server = start_with(rt.handle(), handle, loaded, &socket, &own_group()).expect("start");
+    let _server = start_with(rt.handle(), handle, &socket, &own_group()).expect("start");
     match rt.block_on(Client::new(&socket).reconcile()) {
         Err(ClientError::Refused { status: 503, doc }) => {
             assert!(doc.error.contains("stopping"), "{}", doc.error)
@@ -311,18 +292,7 @@ fn the_socket_is_the_groups_0660_or_root_only_0600() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("api.sock");
     let (handle, _rx) = controller::channel(dir.path());
-    let loaded = Arc::new(Loaded {
-        config: Default::default(),
-        path: None,
-    });
-    let _s = start_with(
-        f.rt.handle(),
-        handle,
-        loaded,
-        &socket,
-        "no-such-group-berth-test",
-    )
-    .expect("start");
+    let _s = start_with(f.rt.handle(), handle, &socket, "no-such-group-berth-test").expect("start");
     let m = std::fs::metadata(&socket).expect("socket");
     assert_eq!(m.permissions().mode() & 0o7777, 0o600);
 }
@@ -332,11 +302,7 @@ fn a_stale_socket_is_replaced_a_live_one_or_a_file_is_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime();
     let socket = dir.path().join("api.sock");
-    let loaded = Arc::new(Loaded {
-        config: Default::default(),
-        path: None,
-    });
-    let start = |h: Handle| start_with(rt.handle(), h, loaded.clone(), &socket, &own_group());
+    let start = |h: Handle| start_with(rt.handle(), h, &socket, &own_group());
 
     // A socket file nothing listens on: no agent answers, and a new server takes it.
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));

@@ -52,6 +52,14 @@ pub struct AgentArgs {
     /// Internal, with `--pass-worker`: fetch before the pass
     #[arg(long, hide = true, requires = "pass_worker")]
     pub pass_fetch: bool,
+    /// Internal, with `--pass-worker`: the plan of the revision applied last, no pass
+    #[arg(
+        long,
+        hide = true,
+        requires = "pass_worker",
+        conflicts_with = "pass_fetch"
+    )]
+    pub pass_plan: bool,
 }
 
 pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
@@ -192,7 +200,15 @@ fn pass_worker(loaded: &Loaded, agent: u32, args: &AgentArgs) -> ExitCode {
         Ok(env) => env,
         Err(code) => return code,
     };
-    match worker::serve(&env, agent, args.observe, args.pass_fetch) {
+    let job = if args.pass_plan {
+        worker::Job::Plan
+    } else {
+        worker::Job::Pass {
+            observe: args.observe,
+            fetch: args.pass_fetch,
+        }
+    };
+    match worker::serve(&env, agent, job) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: the pass for agent {agent}: {e}");

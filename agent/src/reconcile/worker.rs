@@ -9,6 +9,9 @@
 //! [`WorkerResult`]; its log goes to the agent's stderr. What the pass used is given
 //! back to the system when it ends, and a pass that crashes takes only itself down.
 //!
+//! The API's `GET /v1/plan` runs the same way (`--pass-plan`): a plan pulls image
+//! metadata from registries, and the agent stays as small after it.
+//!
 //! The child dies with the agent (`PR_SET_PDEATHSIG`), so that a killed agent leaves no
 //! pass running under the next one: the crash semantics are those of one process. On
 //! SIGTERM the child finishes the step in flight, starts no other, and reports.
@@ -20,8 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use std::path::PathBuf;
+
 use super::follow::{self, FollowError, FollowOptions, FollowReport, PassResult};
-use super::pass::{Env, LockWait};
+use super::model::Revision;
+use super::pass::{self, Env, Input, LockWait, PassError, PlanReport, Registry};
+use crate::source::applied::{Applied, AppliedError};
+use crate::source::checkout::Revisions;
 use crate::util::error_chain;
 
 /// The hidden flag of `berth agent` that runs one pass as the agent's child.
@@ -29,6 +37,17 @@ pub const FLAG: &str = "--pass-worker";
 /// With [`FLAG`]: fetch before the pass (without it, the pass runs on the revision
 /// applied before).
 pub const FETCH_FLAG: &str = "--pass-fetch";
+/// With [`FLAG`]: no pass, the plan of the revision applied last ([`plan_applied`]).
+pub const PLAN_FLAG: &str = "--pass-plan";
+
+/// What a child of the agent does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// One pass; `observe` plans only; `fetch` fetches first.
+    Pass { observe: bool, fetch: bool },
+    /// The plan of the revision applied last.
+    Plan,
+}
 
 /// What happened at the source, as the controller needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,19 +212,20 @@ pub fn stopping() -> bool {
     STOPPING.load(Ordering::Relaxed)
 }
 
-/// The child's side: dies with the agent, runs the pass, writes its result.
-pub fn serve(env: &Env<'_>, agent_pid: u32, observe: bool, fetch: bool) -> std::io::Result<()> {
+/// The child's side: dies with the agent, does its job, writes the result as one line.
+pub fn serve(env: &Env<'_>, agent_pid: u32, job: Job) -> std::io::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(std::io::Error::from)?;
     // The agent may have died before the line above: then this process has another
     // parent already, and nothing would kill it.
     if std::os::unix::process::parent_id() != agent_pid {
-        return Err(std::io::Error::other("the agent that started this pass is gone"));
+        return Err(std::io::Error::other(
+            "the agent that started this pass is gone",
+        ));
     }
     {
         let _guard = env.rt.enter();
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         env.rt.spawn(async move {
             if term.recv().await.is_some() {
                 tracing::info!(target: "agent", "stopping after the step in flight");
@@ -213,43 +233,64 @@ pub fn serve(env: &Env<'_>, agent_pid: u32, observe: bool, fetch: bool) -> std::
             }
         });
     }
-    let result = in_process(env, observe, fetch);
-    let mut line = serde_json::to_vec(&result).map_err(std::io::Error::other)?;
+    let mut line = match job {
+        Job::Pass { observe, fetch } => serde_json::to_vec(&in_process(env, observe, fetch)),
+        Job::Plan => serde_json::to_vec(&plan_result(env)),
+    }
+    .map_err(std::io::Error::other)?;
     line.push(b'\n');
     let mut out = std::io::stdout().lock();
     out.write_all(&line)?;
     out.flush()
 }
 
-/// The agent's side: runs one pass as a child and reads its result. `stop` is polled
-/// while the child runs; once true, the child is asked (SIGTERM) to end after its step.
-pub fn in_child(fetch: bool, stop: &dyn Fn() -> bool) -> WorkerResult {
-    let crashed = |message: String| PassFailure::Crashed { message };
+/// The agent's side of a pass: runs it as a child and reads its result. `stop` is
+/// polled while the child runs; once true, the child is asked (SIGTERM) to end after
+/// its step.
+pub fn pass_in_child(fetch: bool, stop: &dyn Fn() -> bool) -> WorkerResult {
+    let extra: &[&str] = if fetch { &[FETCH_FLAG] } else { &[] };
+    in_child(extra, stop).unwrap_or_else(|e| Err(PassFailure::Crashed { message: e.0 }))
+}
+
+/// The agent's side of `GET /v1/plan`.
+pub fn plan_in_child() -> PlanResult {
+    in_child(&[PLAN_FLAG], &|| false).unwrap_or_else(|e| Err(PlanFailure::Failed { message: e.0 }))
+}
+
+/// A child that ended without a result: why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Crash(String);
+
+/// Runs `/proc/self/exe` with the agent's own arguments, `--pass-worker=<pid>` and
+/// `extra`, and reads the last JSON line it writes.
+fn in_child<T: serde::de::DeserializeOwned>(
+    extra: &[&str],
+    stop: &dyn Fn() -> bool,
+) -> Result<T, Crash> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(std::env::args_os().skip(1).filter(|a| {
         // The agent's own arguments (`--config`, `--observe`, …) as they were.
         !a.to_str()
-            .is_some_and(|s| s.starts_with(FLAG) || s == FETCH_FLAG)
+            .is_some_and(|s| s.starts_with(FLAG) || s == FETCH_FLAG || s == PLAN_FLAG)
     }))
     .arg(format!("{FLAG}={}", std::process::id()))
+    .args(extra)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
-    if fetch {
-        cmd.arg(FETCH_FLAG);
-    }
     let mut child = cmd
         .spawn()
-        .map_err(|e| crashed(format!("cannot start the pass's process: {e}")))?;
+        .map_err(|e| Crash(format!("cannot start the pass's process: {e}")))?;
     let Some(mut stdout) = child.stdout.take() else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(crashed("the pass's process has no stdout".into()));
+        return Err(Crash("the pass's process has no stdout".into()));
     };
     // Read the result on a thread while this one watches for a stop.
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
-        // A pass's result is a few hundred KiB at most; more is not a result.
+        // A result is a few hundred KiB at most; more is not a result.
         let read = (&mut stdout)
             .take(64 << 20)
             .read_to_end(&mut out)
@@ -274,26 +315,107 @@ pub fn in_child(fetch: bool, stop: &dyn Fn() -> bool) -> WorkerResult {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    .map_err(|e| crashed(format!("cannot wait for the pass's process: {e}")))?;
+    .map_err(|e| Crash(format!("cannot wait for the pass's process: {e}")))?;
     let out = reader
         .join()
-        .map_err(|_| crashed("cannot read the pass's result".into()))?
-        .map_err(|e| crashed(format!("cannot read the pass's result: {e}")))?;
+        .map_err(|_| Crash("cannot read the pass's result".into()))?
+        .map_err(|e| Crash(format!("cannot read the pass's result: {e}")))?;
     // The result is the last line; anything the pass printed before it is not.
     let last = out
         .lines()
         .map_while(Result::ok)
         .filter(|l| l.starts_with('{'))
         .last();
-    match last.map(|l| serde_json::from_str::<WorkerResult>(&l)) {
-        Some(Ok(result)) => result,
-        Some(Err(e)) => Err(crashed(format!("the pass's result is unreadable: {e}"))),
-        None => Err(crashed(match (status.code(), status.signal()) {
+    match last.map(|l| serde_json::from_str::<T>(&l)) {
+        Some(Ok(result)) => Ok(result),
+        Some(Err(e)) => Err(Crash(format!("the pass's result is unreadable: {e}"))),
+        None => Err(Crash(match (status.code(), status.signal()) {
             (_, Some(sig)) => format!("the pass's process was killed by signal {sig}"),
             (Some(code), _) => format!("the pass's process exited with {code} and no result"),
             _ => "the pass's process ended with no result".into(),
         })),
     }
+}
+
+/// Why the plan of the applied revision could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no revision is applied yet: the agent has not converged this node from its source")]
+    NoRevision,
+    #[error(transparent)]
+    Applied(#[from] AppliedError),
+    #[error("revision {commit} is not checked out at {}", path.display())]
+    NotCheckedOut { commit: String, path: PathBuf },
+    #[error(transparent)]
+    Pass(#[from] PassError),
+}
+
+/// `GET /v1/plan`'s answer when there is no plan, as the API sorts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PlanFailure {
+    /// Nothing to plan now (no revision applied, or its checkout is gone): 409.
+    #[error("{message}")]
+    Conflict { message: String },
+    /// The applied revision's spec tree has errors, as `berth validate` prints them: 422.
+    #[error("the applied revision's spec tree has {} errors", errors.len())]
+    Invalid { errors: Vec<String> },
+    /// Anything else: 500.
+    #[error("{message}")]
+    Failed { message: String },
+}
+
+/// The plan (`PlanReport` as JSON), or why there is none.
+pub type PlanResult = Result<serde_json::Value, PlanFailure>;
+
+impl From<PlanError> for PlanFailure {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::NoRevision | PlanError::NotCheckedOut { .. } => PlanFailure::Conflict {
+                message: error_chain(&e),
+            },
+            PlanError::Pass(PassError::Invalid { errors }) => PlanFailure::Invalid { errors },
+            e => PlanFailure::Failed {
+                message: error_chain(&e),
+            },
+        }
+    }
+}
+
+fn plan_result(env: &Env<'_>) -> PlanResult {
+    let report = plan_applied(env)?;
+    serde_json::to_value(report).map_err(|e| PlanFailure::Failed {
+        message: format!("cannot write the plan: {e}"),
+    })
+}
+
+/// What a pass would do now on the revision applied last.
+pub fn plan_applied(env: &Env<'_>) -> Result<PlanReport, PlanError> {
+    let state_dir = &env.loaded.config.runtime.state_dir;
+    let applied = Applied::load(state_dir)?.ok_or(PlanError::NoRevision)?;
+    let info = &applied.revision;
+    let dir = Revisions::new(&state_dir.join("source")).path_of(&info.commit);
+    let spec_path = info.path.trim_matches('/');
+    let root = if spec_path.is_empty() {
+        dir.clone()
+    } else {
+        dir.join(spec_path)
+    };
+    if !dir.is_dir() {
+        return Err(PlanError::NotCheckedOut {
+            commit: info.commit.clone(),
+            path: dir,
+        });
+    }
+    let input = Input {
+        path: &root,
+        node: None,
+        prune_volumes: false,
+        revision: Some(Revision {
+            id: info.commit.clone(),
+            source: format!("{}#{}", info.url, info.follows),
+        }),
+    };
+    Ok(pass::plan(env, &input, Registry::Online)?)
 }
 
 #[cfg(test)]
@@ -327,9 +449,15 @@ mod tests {
         assert!(back.changed && !back.converged);
 
         for f in [
-            PassFailure::Fetch { message: "down".into() },
-            PassFailure::Failed { message: "bad".into() },
-            PassFailure::Crashed { message: "sig 9".into() },
+            PassFailure::Fetch {
+                message: "down".into(),
+            },
+            PassFailure::Failed {
+                message: "bad".into(),
+            },
+            PassFailure::Crashed {
+                message: "sig 9".into(),
+            },
         ] {
             let line = serde_json::to_string(&Err::<PassRun, _>(f.clone())).unwrap();
             let back: WorkerResult = serde_json::from_str(&line).unwrap();
