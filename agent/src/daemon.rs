@@ -5,7 +5,7 @@
 //! (`reconcile::controller`) does the work; the API (`api`) serves its state.
 
 use std::fs;
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::node::Loaded;
@@ -27,7 +27,7 @@ pub enum DaemonError {
     },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot watch for SIGTERM and SIGINT")]
+    #[error("cannot watch for SIGTERM, SIGINT and SIGHUP")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
@@ -40,7 +40,9 @@ pub fn run(loaded: &Loaded) -> Result<(), DaemonError> {
     let rt = crate::cli::async_runtime().map_err(DaemonError::Runtime)?;
     let cfg = &loaded.config;
     let run_dir = &cfg.runtime.run_dir;
+    // One agent per run directory (its socket) and per state directory (its records).
     let _lock = single_instance(run_dir)?;
+    let _state_lock = single_instance(&cfg.runtime.state_dir)?;
     let (handle, rx) = controller::channel(&cfg.runtime.state_dir);
 
     // Signals end the controller after the pass in flight. tokio's handlers leave the
@@ -55,6 +57,21 @@ pub fn run(loaded: &Loaded) -> Result<(), DaemonError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .map_err(DaemonError::Signals)?
     };
+    // SIGHUP, which many daemons take as "reload", must not end the agent: the node
+    // configuration is read at start, so it is said so, and the source is fetched now.
+    let mut hup = {
+        let _guard = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(DaemonError::Signals)?
+    };
+    let poker = handle.clone();
+    rt.spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(target: "agent", "SIGHUP: the node configuration is read when the agent starts (restart it to change it); fetching now");
+            let (reply, _) = tokio::sync::oneshot::channel();
+            poker.send(Trigger::Reconcile(reply));
+        }
+    });
     let stopper = handle.clone();
     let stopping = Arc::new(AtomicBool::new(false));
     let stop_flag = stopping.clone();
@@ -96,7 +113,7 @@ pub fn run(loaded: &Loaded) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Takes `<run_dir>/agent.lock` for the life of the process, with its pid in it.
+/// Takes `<dir>/agent.lock` for the life of the process, with its pid in it.
 fn single_instance(run_dir: &Path) -> Result<fs::File, DaemonError> {
     let path = run_dir.join("agent.lock");
     let lock_err = |source| DaemonError::Lock {
@@ -108,8 +125,8 @@ fn single_instance(run_dir: &Path) -> Result<fs::File, DaemonError> {
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
+            // The lock file is opened for writing only: read the holder's pid anew.
+            let pid = fs::read_to_string(&path).unwrap_or_default();
             return Err(DaemonError::Running {
                 pid: pid.trim().to_string(),
                 run_dir: run_dir.to_path_buf(),

@@ -169,6 +169,10 @@ fn conditions(
                 format!("revision {} applied", a.revision.short())
             }),
         ),
+        (Some("observed"), _, _) => (
+            "ObserveOnly",
+            "observe mode: the last pass planned, and applied nothing".to_string(),
+        ),
         (Some(other), _, _) => (
             "NotConverged",
             pass.and_then(|p| p.message.clone())
@@ -178,20 +182,37 @@ fn conditions(
     let degraded = matches!(result, Some("failed" | "not-converged"));
     vec![
         c("Ready", ready, ready_why.0, ready_why.1),
-        c(
-            "Progressing",
-            running && !suspended && !ready,
-            match (running, ready) {
-                (false, _) => "AgentNotRunning",
-                (true, true) => "Idle",
-                (true, false) => "Reconciling",
-            },
-            match (running, ready) {
-                (false, _) => "agent: not running".to_string(),
-                (true, true) => String::new(),
-                (true, false) => "the agent converges the node".to_string(),
-            },
-        ),
+        {
+            // Flux's reading: progressing while the agent works towards the revision;
+            // not when it waits for an operator (suspended), for a new commit (the
+            // newest is refused: stalled), or only observes.
+            let (progressing, reason, message) = if !running {
+                (false, "AgentNotRunning", "agent: not running".to_string())
+            } else if suspended {
+                (false, "Suspended", "passes are suspended".to_string())
+            } else if ready {
+                (false, "Idle", String::new())
+            } else if let Some(r) = &refused {
+                (
+                    false,
+                    "Stalled",
+                    format!("waiting for a commit that can be applied: {r}"),
+                )
+            } else if result == Some("observed") {
+                (
+                    false,
+                    "ObserveOnly",
+                    "observe mode: nothing is applied".to_string(),
+                )
+            } else {
+                (
+                    true,
+                    "Reconciling",
+                    "the agent converges the node".to_string(),
+                )
+            };
+            c("Progressing", progressing, reason, message)
+        },
         c(
             "Degraded",
             degraded,
@@ -215,10 +236,10 @@ fn conditions(
         c(
             "SourceUnavailable",
             unavailable.is_some(),
-            if unavailable.is_some() {
-                "FetchFailed"
-            } else {
-                "Fetched"
+            match (&unavailable, fetch) {
+                (Some(_), _) => "FetchFailed",
+                (None, Some(_)) => "Fetched",
+                (None, None) => "NotFetchedYet",
             },
             match (&unavailable, fetch) {
                 (Some(e), Some(f)) => format!("{e}; next try at {}", f.next_at),

@@ -476,7 +476,9 @@ fn note_fetch(
     interval: Duration,
 ) {
     let now = Instant::now();
-    if let Some(error) = &s.unavailable {
+    // Unavailable (the server, the network) or failed (a credential, a repository that
+    // is not there): either way the source gives nothing now, and is tried again.
+    if let Some(error) = s.fetch_error() {
         sched.fetch_failures += 1;
         let retry = backoff(sched.fetch_failures, interval);
         sched.fetch_at = now + retry;
@@ -489,7 +491,7 @@ fn note_fetch(
                     humantime::format_duration(retry)
                 ),
             ));
-            reported.unavailable = Some(error.clone());
+            reported.unavailable = Some(error.to_string());
         }
     } else {
         if reported.unavailable.take().is_some() {
@@ -528,7 +530,7 @@ fn note_fetch(
     state.last_fetch = Some(FetchState {
         at: rfc3339::now(),
         commit: s.fetched.clone(),
-        error: s.unavailable.clone(),
+        error: s.fetch_error().map(str::to_string),
         refused: s.refused.clone(),
         next_at: rfc3339::format(
             unix_now() + sched.fetch_at.saturating_duration_since(now).as_secs(),
@@ -536,7 +538,8 @@ fn note_fetch(
     });
 }
 
-/// A follow that failed outright while fetching (no revision to fall back to).
+/// A follow that failed outright while fetching (no revision to fall back to): the
+/// same record as a report whose fetch failed.
 fn note_fetch_error(
     handle: &Handle,
     state: &mut AgentState,
@@ -545,29 +548,11 @@ fn note_fetch_error(
     error: &str,
     interval: Duration,
 ) {
-    let now = Instant::now();
-    sched.fetch_failures += 1;
-    let retry = backoff(sched.fetch_failures, interval);
-    sched.fetch_at = now + retry;
-    let error = error.to_string();
-    if reported.unavailable.as_deref() != Some(&error) {
-        handle.emit(Event::new(
-            EventKind::Warning,
-            "SourceUnavailable",
-            format!(
-                "{error}; trying again in {}",
-                humantime::format_duration(retry)
-            ),
-        ));
-        reported.unavailable = Some(error.clone());
-    }
-    state.last_fetch = Some(FetchState {
-        at: rfc3339::now(),
-        commit: None,
-        error: Some(error),
-        refused: None,
-        next_at: rfc3339::format(unix_now() + retry.as_secs()),
-    });
+    let source = SourceSummary {
+        unavailable: Some(error.to_string()),
+        ..SourceSummary::default()
+    };
+    note_fetch(handle, state, sched, reported, &source, interval);
 }
 
 fn with_revision(e: Event, revision: Option<&str>) -> Event {
@@ -578,6 +563,10 @@ fn with_revision(e: Event, revision: Option<&str>) -> Event {
 }
 
 fn set_suspended(state_dir: &Path, on: bool, handle: &Handle) {
+    // Asked for what already is: nothing to record.
+    if agent_state::suspended(state_dir) == on {
+        return;
+    }
     let path = agent_state::suspend_path(state_dir);
     let done = if on {
         crate::runtime::state::write_atomic(&path, b"")

@@ -308,10 +308,7 @@ pub fn once(
             on_source(&source, Some(&info));
             let plan = match pass::plan(env, &input, Registry::Online) {
                 Err(PassError::Invalid { errors }) if is_newest => {
-                    source.refused = Some(format!(
-                        "commit {commit}: its spec tree has {} error(s)",
-                        errors.len()
-                    ));
+                    source.refused = Some(tree_errors(&commit.to_string(), &info.path, &errors));
                     source.invalid = errors;
                     continue;
                 }
@@ -329,10 +326,7 @@ pub fn once(
         // A tree with errors changes nothing: check it before the pass takes the lock
         // and tell the caller, once, what happened at the source.
         if is_newest && let Err(errors) = pass::check_tree(env, &input) {
-            source.refused = Some(format!(
-                "commit {commit}: its spec tree has {} error(s)",
-                errors.len()
-            ));
+            source.refused = Some(tree_errors(&commit.to_string(), &info.path, &errors));
             source.invalid = errors;
             continue;
         }
@@ -438,6 +432,31 @@ fn record(
         pass: Some(PassResult::Applied(Box::new(report))),
         gc,
     })
+}
+
+/// Why a revision whose spec tree has errors is refused: how many, where the tree is
+/// in the repository (the errors' paths are relative to it), and the first error, so
+/// that the one line a status or an event shows names a file, a line and a key.
+fn tree_errors(commit: &str, spec_path: &str, errors: &[String]) -> String {
+    let spec_path = spec_path.trim_matches('/');
+    let root = if spec_path.is_empty() {
+        String::new()
+    } else {
+        format!(" (`{spec_path}/` of the repository)")
+    };
+    let first = errors
+        .first()
+        .map(|e| format!(": {}", e.lines().next().unwrap_or_default()))
+        .unwrap_or_default();
+    let more = if errors.len() > 1 {
+        format!(" (and {} more)", errors.len() - 1)
+    } else {
+        String::new()
+    };
+    format!(
+        "commit {commit}: its spec tree{root} has {} error(s){first}{more}",
+        errors.len()
+    )
 }
 
 /// `state/applied.json`, or none; a record that does not parse (a disk fault) is set

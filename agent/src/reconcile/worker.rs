@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use std::path::PathBuf;
 
+use super::executor::StepResult;
 use super::follow::{self, FollowError, FollowOptions, FollowReport, PassResult};
-use super::model::Revision;
+use super::model::{Action, Revision};
 use super::pass::{self, Env, Input, LockWait, PassError, PlanReport, Registry};
 use crate::source::applied::{Applied, AppliedError};
 use crate::source::checkout::Revisions;
@@ -56,10 +57,22 @@ pub struct SourceSummary {
     pub follows: String,
     #[serde(default)]
     pub fetched: Option<String>,
+    /// Why the fetch failed for a while (the server, the network).
     #[serde(default)]
     pub unavailable: Option<String>,
+    /// Why the fetch failed for a reason that does not pass by itself (a credential, a
+    /// host key, a repository or ref that is not there).
+    #[serde(default)]
+    pub failed: Option<String>,
     #[serde(default)]
     pub refused: Option<String>,
+}
+
+impl SourceSummary {
+    /// Why the fetch failed, whichever way.
+    pub fn fetch_error(&self) -> Option<&str> {
+        self.unavailable.as_deref().or(self.failed.as_deref())
+    }
 }
 
 /// One pass, as the controller needs it, with the whole report kept as JSON for the
@@ -105,8 +118,12 @@ pub type WorkerResult = Result<PassRun, PassFailure>;
 pub fn summarize(report: &FollowReport) -> PassRun {
     let (result, message) = describe(report);
     let (changed, next_pass) = match &report.pass {
+        // Something done to the host: a step that ran and succeeded (a report step
+        // runs too, but does nothing).
         Some(PassResult::Applied(r)) => (
-            r.steps.iter().any(|s| s.duration_ms.is_some()),
+            r.steps.iter().any(|s| {
+                s.result == StepResult::Done && !matches!(s.step.action, Action::Report { .. })
+            }),
             r.next_pass.map(|t| t.0),
         ),
         _ => (false, None),
@@ -118,6 +135,7 @@ pub fn summarize(report: &FollowReport) -> PassRun {
             follows: s.follows.clone(),
             fetched: s.fetched.clone(),
             unavailable: s.unavailable.clone(),
+            failed: s.failed.clone(),
             refused: s.refused.clone(),
         },
         revision: report.revision.as_ref().map(|r| r.commit.clone()),
@@ -125,7 +143,9 @@ pub fn summarize(report: &FollowReport) -> PassRun {
         message,
         changed,
         next_pass,
-        converged: report.converged(),
+        // One verdict: `converged` is true exactly when the result says so (a restart
+        // waiting for its crash-loop backoff is applied, but not converged).
+        converged: result == "converged",
         report: serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
     }
 }
@@ -137,6 +157,13 @@ fn describe(report: &FollowReport) -> (&'static str, Option<String>) {
         .unavailable
         .as_ref()
         .map(|e| format!("source unavailable: {e}"))
+        .or_else(|| {
+            report
+                .source
+                .failed
+                .as_ref()
+                .map(|e| format!("cannot fetch: {e}"))
+        })
         .or_else(|| {
             report
                 .source
@@ -430,6 +457,7 @@ mod tests {
                 follows: "branch main".into(),
                 fetched: Some("abc".into()),
                 unavailable: None,
+                failed: None,
                 refused: Some("unsigned".into()),
             },
             revision: Some("abc".into()),
