@@ -1,10 +1,17 @@
 //! The CLI's side of the API: one HTTP/1.1 request a connection over the unix socket
 //! (hyper's connection-level client; no pool, no TLS, no DNS).
 //!
-//! A socket that is missing, or that nothing answers on, is
-//! [`ClientError::NoAgent`]: the read-only commands then fall back to the state
-//! directory, and the controls exit 3 saying no agent answers. An answer other than
-//! 2xx is [`ClientError::Refused`] with the agent's own sentence.
+//! A socket that is missing, or that nothing listens on, is [`ClientError::NoAgent`];
+//! one that accepts and then resets, closes or says nothing within the request's time
+//! is an agent that does not answer (a connection, HTTP or timeout error). The read-only
+//! commands then fall back to the state directory, and the controls exit 3 saying so.
+//! An answer other than 2xx is [`ClientError::Refused`] with the agent's own sentence.
+//!
+//! Every request has a deadline, so that a wedged agent never hangs the CLI: the
+//! connection [`CONNECT_TIMEOUT`], `status` [`STATUS_TIMEOUT`], the other reads
+//! [`READ_TIMEOUT`], `suspend`/`resume` [`CONTROL_TIMEOUT`], `reconcile` (which waits
+//! for the pass) [`PASS_TIMEOUT`]. Only a followed event stream waits as long as the
+//! agent runs, once its answer began.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,13 +24,27 @@ use hyper::http::{Method, Request, header};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
+use tokio::time::Instant;
 
 use super::wire::{ErrorDoc, OutcomeDoc, StatusDoc, SuspendedDoc};
 use crate::reconcile::events::Event;
 
-/// How long a read waits for the agent's answer. The controls that wait for the
-/// controller (`reconcile`, `suspend`, `resume`) and the event stream do not time out.
+/// How long connecting to the socket may take (a unix socket connects at once, or
+/// its backlog is full because nothing accepts).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `berth status` waits for the agent before it shows the state directory.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read waits for the agent's answer: a recorded event stream, a plan, a
+/// container.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `suspend` and `resume` wait: the controller answers them between passes.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `reconcile` waits: the pass in flight, a fetch and a whole pass.
+pub const PASS_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a timed-out `suspend` or `resume` may still do, said with the timeout.
+const CONTROL_HINT: &str = "; the agent does it after the pass in flight, if one runs \
+     (`berth status` shows whether passes are suspended)";
 
 /// The longest line of an event stream read.
 const MAX_LINE: usize = 4 << 20;
@@ -55,8 +76,16 @@ pub enum ClientError {
         #[source]
         source: hyper::http::Error,
     },
-    #[error("the agent on {} did not answer within {}", path.display(), humantime::format_duration(*after))]
-    Timeout { path: PathBuf, after: Duration },
+    /// Nothing came within the request's time: a wedged or very busy agent.
+    #[error("the agent on {} did not answer {what} within {}{hint}", path.display(), humantime::format_duration(*after))]
+    Timeout {
+        path: PathBuf,
+        /// `POST /v1/suspend`, or `the connection`.
+        what: String,
+        after: Duration,
+        /// What the operator should know (empty when nothing).
+        hint: &'static str,
+    },
     /// The agent answered with an error: its status and its sentence.
     #[error("{}", doc.error)]
     Refused { status: u16, doc: ErrorDoc },
@@ -72,9 +101,22 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether no agent answers (as opposed to one that answered badly).
+    /// Whether no agent runs: no socket, or nothing listens on it.
     pub fn no_agent(&self) -> bool {
         matches!(self, ClientError::NoAgent { .. })
+    }
+}
+
+/// How long one request may take, and what to say when it took longer.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub after: Duration,
+    pub hint: &'static str,
+}
+
+impl Deadline {
+    pub const fn new(after: Duration) -> Self {
+        Deadline { after, hint: "" }
     }
 }
 
@@ -91,15 +133,27 @@ impl Client {
         }
     }
 
-    /// `GET /v1/status`.
+    /// `GET /v1/status`, within [`STATUS_TIMEOUT`].
     pub async fn status(&self) -> Result<StatusDoc, ClientError> {
-        self.json(Method::GET, "/v1/status", Some(READ_TIMEOUT))
+        self.json_by(Method::GET, "/v1/status", Deadline::new(STATUS_TIMEOUT))
             .await
     }
 
     /// `GET /v1/events`: the recorded events (since `since`, RFC 3339), then with
-    /// `follow` each new one until the agent stops.
+    /// `follow` each new one until the agent stops. The answer must begin within
+    /// [`READ_TIMEOUT`]; without `follow` it must also end within it.
     pub async fn events(&self, since: Option<&str>, follow: bool) -> Result<Events, ClientError> {
+        self.events_by(since, follow, Deadline::new(READ_TIMEOUT))
+            .await
+    }
+
+    /// [`Client::events`] within `deadline`.
+    async fn events_by(
+        &self,
+        since: Option<&str>,
+        follow: bool,
+        deadline: Deadline,
+    ) -> Result<Events, ClientError> {
         let mut query = Vec::new();
         if let Some(s) = since {
             query.push(format!("since={}", encode(s)));
@@ -112,46 +166,63 @@ impl Client {
         } else {
             format!("/v1/events?{}", query.join("&"))
         };
-        let timeout = (!follow).then_some(READ_TIMEOUT);
-        let body = self.send(Method::GET, &path, timeout).await?;
+        let end = Instant::now() + deadline.after;
+        let body = self.send(Method::GET, &path, end, deadline).await?;
         Ok(Events {
             lines: Lines {
                 body,
                 buf: Vec::new(),
                 done: false,
                 socket: self.socket.clone(),
+                end: (!follow).then(|| (end, format!("GET {path}"), deadline)),
             },
         })
     }
 
-    /// `POST /v1/reconcile`: waits for the pass.
+    /// `POST /v1/reconcile`: waits for the pass, within [`PASS_TIMEOUT`].
     pub async fn reconcile(&self) -> Result<OutcomeDoc, ClientError> {
-        self.json(Method::POST, "/v1/reconcile", None).await
+        self.json_by(Method::POST, "/v1/reconcile", Deadline::new(PASS_TIMEOUT))
+            .await
     }
 
-    /// `POST /v1/suspend`.
+    /// `POST /v1/suspend`, within [`CONTROL_TIMEOUT`].
     pub async fn suspend(&self) -> Result<SuspendedDoc, ClientError> {
-        self.json(Method::POST, "/v1/suspend", None).await
+        self.json_by(Method::POST, "/v1/suspend", control_deadline())
+            .await
     }
 
-    /// `POST /v1/resume`.
+    /// `POST /v1/resume`, within [`CONTROL_TIMEOUT`].
     pub async fn resume(&self) -> Result<SuspendedDoc, ClientError> {
-        self.json(Method::POST, "/v1/resume", None).await
+        self.json_by(Method::POST, "/v1/resume", control_deadline())
+            .await
     }
 
-    /// `method path`, its JSON answer read as `T`.
+    /// `method path`, its JSON answer read as `T`, the whole exchange within
+    /// `timeout` ([`READ_TIMEOUT`] when none is given): any endpoint, for the tests.
+    #[cfg(test)]
     pub async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
+        let deadline = Deadline::new(timeout.unwrap_or(READ_TIMEOUT));
+        self.json_by(method, path, deadline).await
+    }
+
+    /// [`Client::json`] with what a timeout says.
+    async fn json_by<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        deadline: Deadline,
+    ) -> Result<T, ClientError> {
         let what = format!("{method} {path}");
-        let read = async {
-            let body = self.send(method, path, None).await?;
-            collect(body, &self.socket).await
-        };
-        let bytes = within(timeout, &self.socket, read).await?;
+        let end = Instant::now() + deadline.after;
+        let body = self.send(method, path, end, deadline).await?;
+        let bytes = self
+            .by(end, &what, deadline, collect(body, &self.socket))
+            .await?;
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
             path: self.socket.clone(),
             what,
@@ -159,52 +230,71 @@ impl Client {
         })
     }
 
-    /// Sends `method path` (no body); the answer's body once it is 2xx.
+    /// Sends `method path` (no body); the answer's body once it is 2xx. Connecting
+    /// takes [`CONNECT_TIMEOUT`] at most, and the answer's head comes by `end`.
     async fn send(
         &self,
         method: Method,
         path: &str,
-        timeout: Option<Duration>,
+        end: Instant,
+        deadline: Deadline,
     ) -> Result<Incoming, ClientError> {
         let what = format!("{method} {path}");
-        let exchange = async {
+        let connect = async {
             let stream = UnixStream::connect(&self.socket)
                 .await
                 .map_err(|e| connect_error(&self.socket, e))?;
-            let http = |source| ClientError::Http {
-                path: self.socket.clone(),
-                source,
-            };
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                    .await
-                    .map_err(http)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let req = Request::builder()
-                .method(method)
-                .uri(path)
-                .header(header::HOST, "localhost")
-                .header(header::ACCEPT, "application/json")
-                .body(Empty::new())
-                .map_err(|source| ClientError::Request {
-                    what: what.clone(),
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|source| ClientError::Http {
+                    path: self.socket.clone(),
                     source,
-                })?;
-            sender.send_request(req).await.map_err(http)
+                })
         };
-        let resp = within(timeout, &self.socket, exchange).await?;
+        let connect_by = end.min(Instant::now() + CONNECT_TIMEOUT);
+        let (mut sender, conn) = self
+            .by(
+                connect_by,
+                "the connection",
+                Deadline::new(CONNECT_TIMEOUT.min(deadline.after)),
+                connect,
+            )
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "localhost")
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|source| ClientError::Request {
+                what: what.clone(),
+                source,
+            })?;
+        let answer = async {
+            sender
+                .send_request(req)
+                .await
+                .map_err(|source| ClientError::Http {
+                    path: self.socket.clone(),
+                    source,
+                })
+        };
+        let resp = self.by(end, &what, deadline, answer).await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp.into_body());
         }
-        let bytes = within(
-            timeout,
-            &self.socket,
-            collect(resp.into_body(), &self.socket),
-        )
-        .await?;
+        let bytes = self
+            .by(
+                end,
+                &what,
+                deadline,
+                collect(resp.into_body(), &self.socket),
+            )
+            .await?;
         let doc = serde_json::from_slice::<ErrorDoc>(&bytes).unwrap_or_else(|_| ErrorDoc {
             error: format!(
                 "the agent answered {what} with {status}: {}",
@@ -216,6 +306,24 @@ impl Client {
             status: status.as_u16(),
             doc,
         })
+    }
+
+    /// `fut`, or [`ClientError::Timeout`] for `what` when `end` comes first.
+    async fn by<T>(
+        &self,
+        end: Instant,
+        what: &str,
+        deadline: Deadline,
+        fut: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        by(end, &self.socket, what, deadline, fut).await
+    }
+}
+
+fn control_deadline() -> Deadline {
+    Deadline {
+        after: CONTROL_TIMEOUT,
+        hint: CONTROL_HINT,
     }
 }
 
@@ -248,6 +356,9 @@ struct Lines {
     buf: Vec<u8>,
     done: bool,
     socket: PathBuf,
+    /// When the whole answer must have come (not for a followed stream): by when,
+    /// for which request, and its deadline.
+    end: Option<(Instant, String, Deadline)>,
 }
 
 impl Lines {
@@ -274,7 +385,14 @@ impl Lines {
                     path: self.socket.clone(),
                 });
             }
-            match self.body.frame().await {
+            let frame = match &self.end {
+                None => self.body.frame().await,
+                Some((end, what, deadline)) => {
+                    let next = async { Ok(self.body.frame().await) };
+                    by(*end, &self.socket, what, *deadline, next).await?
+                }
+            };
+            match frame {
                 None => self.done = true,
                 Some(Err(source)) => {
                     return Err(ClientError::Http {
@@ -302,21 +420,22 @@ async fn collect(body: Incoming, socket: &Path) -> Result<Bytes, ClientError> {
         })
 }
 
-/// `fut`, or [`ClientError::Timeout`] after `timeout` when one is given.
-async fn within<T>(
-    timeout: Option<Duration>,
+/// `fut`, or [`ClientError::Timeout`] for `what` on `socket` when `end` comes first.
+async fn by<T>(
+    end: Instant,
     socket: &Path,
+    what: &str,
+    deadline: Deadline,
     fut: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
-    match timeout {
-        None => fut.await,
-        Some(after) => tokio::time::timeout(after, fut).await.unwrap_or_else(|_| {
-            Err(ClientError::Timeout {
-                path: socket.to_path_buf(),
-                after,
-            })
-        }),
-    }
+    tokio::time::timeout_at(end, fut).await.unwrap_or_else(|_| {
+        Err(ClientError::Timeout {
+            path: socket.to_path_buf(),
+            what: what.to_string(),
+            after: deadline.after,
+            hint: deadline.hint,
+        })
+    })
 }
 
 /// A missing socket, or one nothing listens on, is "no agent"; anything else (a
@@ -347,4 +466,109 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::time::Instant as StdInstant;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn suspend_and_resume_give_up_on_a_wedged_agent_and_say_where() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("api.sock");
+        // Connections wait in the backlog: nothing accepts, nothing answers.
+        let _listener = UnixListener::bind(&socket).expect("bind");
+        let rt = runtime();
+        let began = StdInstant::now();
+        let e = rt
+            .block_on(Client::new(&socket).suspend())
+            .expect_err("a wedged agent");
+        let took = began.elapsed();
+        assert!(
+            took >= CONTROL_TIMEOUT && took < CONTROL_TIMEOUT + Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert!(!e.no_agent());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the agent on {} did not answer POST /v1/suspend within 10s{CONTROL_HINT}",
+                socket.display()
+            )
+        );
+    }
+
+    #[test]
+    fn every_control_has_a_deadline() {
+        assert_eq!(control_deadline().after, CONTROL_TIMEOUT);
+        assert!(CONTROL_TIMEOUT <= Duration::from_secs(30));
+        assert!(PASS_TIMEOUT <= Duration::from_secs(3600));
+        assert!(STATUS_TIMEOUT <= Duration::from_secs(5));
+    }
+
+    /// A server that sends an answer's head and part of its body, then nothing.
+    fn stalls_mid_answer(socket: &Path) -> UnixListener {
+        let l = UnixListener::bind(socket).expect("bind");
+        let server = l.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in server.incoming() {
+                let Ok(mut c) = c else { return };
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":",
+                );
+                held.push(c);
+            }
+        });
+        l
+    }
+
+    #[test]
+    fn an_answer_that_stops_midway_times_out_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("api.sock");
+        let _l = stalls_mid_answer(&socket);
+        let rt = runtime();
+        let c = Client::new(&socket);
+        let got = rt.block_on(c.json::<serde_json::Value>(
+            Method::GET,
+            "/v1/status",
+            Some(Duration::from_millis(500)),
+        ));
+        assert!(
+            matches!(&got, Err(ClientError::Timeout { what, .. }) if what == "GET /v1/status"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_recorded_event_stream_that_stops_midway_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("api.sock");
+        let _l = stalls_mid_answer(&socket);
+        let rt = runtime();
+        let c = Client::new(&socket);
+        let got = rt.block_on(async {
+            let short = Deadline::new(Duration::from_millis(500));
+            let mut events = c.events_by(None, false, short).await?;
+            events.next().await
+        });
+        assert!(
+            matches!(&got, Err(ClientError::Timeout { what, .. }) if what == "GET /v1/events"),
+            "{got:?}"
+        );
+    }
 }

@@ -4,20 +4,30 @@
 //! Suspended / SourceUnavailable as Flux shows them, and each container's state,
 //! health, restarts and crash-loop backoff.
 //!
-//! It asks the agent's API (`GET /v1/status`); with no agent answering it reads the
-//! same from the state directory and says `agent: not running`. It exits 0 whenever it
-//! could read the state, whatever the conditions say; 3 when it could not.
+//! It asks the agent's API (`GET /v1/status`, for a few seconds at most); with no
+//! answer it reads the same from the state directory and says `agent: not running`
+//! (no agent listens) or `agent: not answering (why)` (one accepted and then reset,
+//! closed, answered with an error or said nothing in time). It exits 0 whenever it
+//! could read the state, whatever the conditions say and whether an agent answered; 3
+//! when it could not.
 
 use std::process::ExitCode;
 
 use berth_spec::diag::printable;
 use clap::Args;
 
-use super::control::{agent, unreachable};
-use super::ps::{columns, fail, show};
-use super::{Cli, Format};
+use super::control::agent;
+use super::ps::{columns, show};
+use super::{Cli, EXIT_FAILED, Format};
+use crate::api::client::ClientError;
 use crate::api::wire::StatusDoc;
 use crate::reconcile::rows::unix_now;
+use crate::runtime::status::StatusError;
+use crate::util::error_chain;
+
+/// `agent` of a status read from the state directory while a socket is there but no
+/// agent answers on it.
+pub const NOT_ANSWERING: &str = "not answering";
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -31,25 +41,71 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let doc = match a.rt.block_on(a.client.status()) {
-        Ok(doc) => doc,
-        Err(e) if e.no_agent() => {
-            match StatusDoc::read(&a.loaded.config.runtime.state_dir, false, unix_now()) {
-                Ok(doc) => doc,
-                Err(e) => return fail(&e),
-            }
+    let state_dir = &a.loaded.config.runtime.state_dir;
+    let answer = a.rt.block_on(a.client.status());
+    let shown = match shown(answer, || StatusDoc::read(state_dir, false, unix_now())) {
+        Ok(s) => s,
+        Err(both) => {
+            let (agent, state) = *both;
+            eprintln!("error: {}", error_chain(&state));
+            eprintln!("  and no agent answers: {}", error_chain(&agent));
+            return ExitCode::from(EXIT_FAILED);
         }
-        Err(e) => return unreachable(&e, "berth status"),
     };
-    show(&doc, args.format, render, ExitCode::SUCCESS)
+    if let (Format::Json, Some(why)) = (args.format, &shown.why) {
+        eprintln!("warning: the status is the state directory's: {why}");
+    }
+    show(
+        &shown.doc,
+        args.format,
+        |d| render(d, shown.why.as_deref()),
+        ExitCode::SUCCESS,
+    )
 }
 
-/// The status as text. Pure.
-pub fn render(doc: &StatusDoc) -> String {
+/// What `berth status` shows.
+#[derive(Debug)]
+pub struct Shown {
+    pub doc: StatusDoc,
+    /// Why the agent did not answer, when a socket is there and it did not: the doc
+    /// is then the state directory's, its `agent` [`NOT_ANSWERING`].
+    pub why: Option<String>,
+}
+
+/// The agent's answer, or the state directory's status (`read`) when no answer came:
+/// no agent, one that does not answer, or one that answered with an error. Both
+/// errors when the state directory cannot be read either.
+pub fn shown(
+    answer: Result<StatusDoc, ClientError>,
+    read: impl FnOnce() -> Result<StatusDoc, StatusError>,
+) -> Result<Shown, Box<(ClientError, StatusError)>> {
+    let e = match answer {
+        Ok(doc) => return Ok(Shown { doc, why: None }),
+        Err(e) => e,
+    };
+    let mut doc = match read() {
+        Ok(doc) => doc,
+        Err(state) => return Err(Box::new((e, state))),
+    };
+    if e.no_agent() {
+        return Ok(Shown { doc, why: None });
+    }
+    doc.agent = NOT_ANSWERING.to_string();
+    doc.pid = None;
+    Ok(Shown {
+        doc,
+        why: Some(error_chain(&e)),
+    })
+}
+
+/// The status as text, with why the agent did not answer (when it did not) on its
+/// first line. Pure.
+pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
     let mut out = Vec::new();
-    let mut agent = match doc.pid {
-        Some(pid) => format!("agent: {} (pid {pid})", doc.agent),
-        None => format!("agent: {}", doc.agent),
+    let mut agent = match (doc.pid, why) {
+        (_, Some(why)) => format!("agent: {} ({why})", doc.agent),
+        (Some(pid), None) => format!("agent: {} (pid {pid})", doc.agent),
+        (None, None) => format!("agent: {}", doc.agent),
     };
     if doc.suspended {
         agent.push_str(", suspended until `berth resume`");
@@ -175,6 +231,7 @@ pub fn render(doc: &StatusDoc) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::client::{Client, STATUS_TIMEOUT};
     use crate::api::wire::ConditionDoc;
     use crate::reconcile::agent_state::{FetchState, PassState};
     use crate::reconcile::rows::{Row, RowBackoff};
@@ -286,7 +343,110 @@ CONTAINER   STATUS                    RESTARTS   BACKOFF                        
 db          exited (1), backoff 40s   3          40s until 2026-12-04T10:05:41Z   Up 5 minutes   registry.example.com/shop/web:1.0
 web         running (healthy)         0          -                                Up 5 minutes   registry.example.com/shop/web:1.0
 ";
-        assert_eq!(render(&doc), want);
+        assert_eq!(render(&doc, None), want);
+    }
+
+    /// A socket that accepts (the kernel's backlog) and never answers: nothing
+    /// accepts on it.
+    fn wedged(dir: &std::path::Path) -> (std::os::unix::net::UnixListener, std::path::PathBuf) {
+        let socket = dir.join("api.sock");
+        let l = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        (l, socket)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn state_dir(dir: &std::path::Path) -> std::path::PathBuf {
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        state
+    }
+
+    #[test]
+    fn a_wedged_agent_is_not_answering_within_seconds_and_the_state_is_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state_dir(dir.path());
+        let (_listener, socket) = wedged(dir.path());
+        let began = std::time::Instant::now();
+        let answer = runtime().block_on(Client::new(&socket).status());
+        let took = began.elapsed();
+        assert!(
+            took < STATUS_TIMEOUT + std::time::Duration::from_secs(3),
+            "status waited {took:?}"
+        );
+        assert!(
+            matches!(answer, Err(ClientError::Timeout { .. })),
+            "{answer:?}"
+        );
+        let s = shown(answer, || StatusDoc::read(&state, false, unix_now())).expect("shown");
+        assert_eq!(s.doc.agent, NOT_ANSWERING);
+        let why = s.why.expect("why");
+        assert_eq!(
+            why,
+            format!(
+                "the agent on {} did not answer GET /v1/status within 5s",
+                socket.display()
+            )
+        );
+        let text = render(&s.doc, Some(&why));
+        assert_eq!(
+            text.lines().next(),
+            Some(format!("agent: not answering ({why})").as_str()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_reset_connection_is_not_answering_and_no_socket_is_not_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state_dir(dir.path());
+        let (listener, socket) = wedged(dir.path());
+        // Accepts each connection and closes it unanswered.
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                drop(c);
+            }
+        });
+        let rt = runtime();
+        let answer = rt.block_on(Client::new(&socket).status());
+        assert!(
+            matches!(answer, Err(ClientError::Http { .. })),
+            "{answer:?}"
+        );
+        let s = shown(answer, || StatusDoc::read(&state, false, unix_now())).expect("shown");
+        assert_eq!(s.doc.agent, NOT_ANSWERING);
+        let why = s.why.expect("why");
+        assert!(
+            why.starts_with(&format!("the agent on {} did not answer", socket.display())),
+            "{why}"
+        );
+
+        let missing = dir.path().join("missing.sock");
+        let answer = rt.block_on(Client::new(&missing).status());
+        let s = shown(answer, || StatusDoc::read(&state, false, unix_now())).expect("shown");
+        assert_eq!((s.doc.agent.as_str(), s.why), ("not running", None));
+    }
+
+    #[test]
+    fn an_unreadable_state_directory_is_both_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.sock");
+        let answer = runtime().block_on(Client::new(&missing).status());
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"x").expect("file");
+        let got = shown(answer, || StatusDoc::read(&not_a_dir, false, unix_now()));
+        assert!(
+            matches!(
+                got.as_ref().map_err(|b| &b.0),
+                Err(ClientError::NoAgent { .. })
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -303,7 +463,7 @@ web         running (healthy)         0          -                              
             containers: vec![],
         };
         assert_eq!(
-            render(&doc),
+            render(&doc, None),
             "agent: not running, suspended until `berth resume`\nrevision: none applied yet\nlast fetch: none yet\nlast pass:  none yet\n\nCONDITION   STATUS   REASON   MESSAGE\n\ncontainers: none\n"
         );
     }
