@@ -1,4 +1,4 @@
-//! `berth events [-f] [--since DURATION] [--format text|json]`: what the agent did —
+//! `berth events [-f] [--since DURATION|TIME] [--format text|json]`: what the agent did —
 //! fetches, refused revisions, passes and their results, container exits, suspends —
 //! oldest first, from the agent's API; `-f` then follows new ones as they happen,
 //! until the agent stops (exit 0) or SIGINT.
@@ -6,6 +6,9 @@
 //! With no agent answering, the events recorded in the state directory
 //! (`state/events.jsonl` and its rotation) are shown; `-f` then exits 3, since only a
 //! running agent has new events to follow.
+//!
+//! `--since` takes a duration back from now (`10m`) or an RFC 3339 time
+//! (`2026-12-04T10:00:00Z`, any offset), as `docker events --since` does.
 //!
 //! Text is one line an event: `TIME TYPE REASON [container NAME:] MESSAGE`; JSON is
 //! one object a line, as the API sends them.
@@ -28,12 +31,50 @@ pub struct EventsArgs {
     /// Follow new events as the agent records them
     #[arg(short, long)]
     pub follow: bool,
-    /// Only events of the last DURATION (`90s`, `10m`, `2h`)
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub since: Option<Duration>,
+    /// Only events since a time: a duration back from now (`90s`, `10m`, `2h`) or an
+    /// RFC 3339 time (`2026-12-04T10:00:00Z`, `2026-12-04T12:00:00+02:00`)
+    #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+    pub since: Option<Since>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+}
+
+/// `--since`: how far back, or from when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    Ago(Duration),
+    /// An RFC 3339 time as the event log writes times (UTC, milliseconds).
+    At(String),
+}
+
+impl Since {
+    /// The time as the event log writes times, `now` being the time since the epoch.
+    pub fn time(&self, now: Duration) -> String {
+        match self {
+            Since::Ago(d) => rfc3339::format_millis(now.saturating_sub(*d)),
+            Since::At(t) => t.clone(),
+        }
+    }
+}
+
+/// A `--since` that is neither form.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` is neither a duration (`90s`, `10m`, `2h`) nor an RFC 3339 time (`2026-12-04T10:00:00Z`)"
+)]
+pub struct BadSince(String);
+
+/// A duration back from now, or an RFC 3339 time (normalised to UTC milliseconds).
+pub fn parse_since(s: &str) -> Result<Since, BadSince> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(Since::Ago(d));
+    }
+    let (secs, nanos) = rfc3339::parse(s).ok_or_else(|| BadSince(s.to_string()))?;
+    let secs = u64::try_from(secs).unwrap_or(0);
+    Ok(Since::At(rfc3339::format_millis(Duration::new(
+        secs, nanos,
+    ))))
 }
 
 /// Where the output stopped.
@@ -48,11 +89,11 @@ pub fn run(cli: &Cli, args: &EventsArgs) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let since = args.since.map(|d| {
+    let since = args.since.as_ref().map(|s| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        rfc3339::format_millis(now.saturating_sub(d))
+        s.time(now)
     });
     let format = args.format;
     let streamed = a.rt.block_on(async {
@@ -121,6 +162,43 @@ pub fn text(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_is_a_duration_or_an_rfc3339_time() {
+        let now = Duration::from_secs(1_796_378_400); // 2026-12-04T10:00:00Z
+        let ago = parse_since("10m").expect("a duration");
+        assert_eq!(ago, Since::Ago(Duration::from_secs(600)));
+        assert_eq!(ago.time(now), "2026-12-04T09:50:00.000Z");
+        let at = parse_since("2026-12-04T10:00:00Z").expect("a time");
+        assert_eq!(at.time(now), "2026-12-04T10:00:00.000Z");
+        let offset = parse_since("2026-12-04T12:00:00.5+02:00").expect("an offset");
+        assert_eq!(offset, Since::At("2026-12-04T10:00:00.500Z".into()));
+        let e = parse_since("yesterday").expect_err("neither");
+        assert_eq!(
+            e.to_string(),
+            "`yesterday` is neither a duration (`90s`, `10m`, `2h`) nor an RFC 3339 time (`2026-12-04T10:00:00Z`)"
+        );
+    }
+
+    #[test]
+    fn the_command_line_takes_either_form() {
+        use clap::Parser;
+        for (arg, want) in [
+            (
+                "2026-12-04T10:00:00Z",
+                Since::At("2026-12-04T10:00:00.000Z".into()),
+            ),
+            ("90s", Since::Ago(Duration::from_secs(90))),
+        ] {
+            let cli = Cli::try_parse_from(["berth", "events", "--since", arg]).expect(arg);
+            match cli.command {
+                super::super::Command::Events(a) => assert_eq!(a.since, Some(want)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let e = Cli::try_parse_from(["berth", "events", "--since", "soon"]).expect_err("bad");
+        assert!(e.to_string().contains("nor an RFC 3339 time"), "{e}");
+    }
 
     #[test]
     fn one_line_an_event_with_its_container() {
