@@ -80,6 +80,9 @@ pub struct SourceSection {
     /// Sub-directory holding the specs ("" = the repository root).
     pub path: String,
     pub interval: Duration,
+    /// The first delay before a failed fetch or pass is tried again; it doubles up to
+    /// the interval (fetch) or `runtime.resync` (pass).
+    pub retry_backoff: Duration,
     /// Shallow-fetch depth; 0 fetches the full history (local repositories always do).
     pub depth: u32,
     /// https: a file holding `token` or `user:password` on one line.
@@ -100,6 +103,11 @@ pub struct SourceSection {
 
 /// The default of `source.depth`.
 pub const DEFAULT_DEPTH: u32 = 1;
+/// The default of `source.retry_backoff`.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+/// The range `source.retry_backoff` must lie in.
+const RETRY_BACKOFF_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// `[agent]` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -233,6 +241,11 @@ pub struct RuntimeSection {
     pub resync: Duration,
     /// Unused images, snapshots, instances and revisions are removed after this.
     pub gc_grace: Duration,
+    /// Crash-loop backoff: the delay before restarting a container after its first
+    /// exit; it doubles with each exit after a short run.
+    pub restart_backoff: Duration,
+    /// Crash-loop backoff: the longest delay; a run of twice this resets the backoff.
+    pub restart_backoff_max: Duration,
 }
 
 /// The default of `runtime.parallel`.
@@ -250,6 +263,16 @@ const PULL_TIMEOUT_RANGE: (Duration, Duration) =
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(60);
 /// The default of `runtime.gc_grace`.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// The default of `runtime.restart_backoff` (kubelet's initial crash-loop delay).
+pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_secs(10);
+/// The default of `runtime.restart_backoff_max` (kubelet's `MaxContainerBackOff`).
+pub const DEFAULT_RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The range `runtime.restart_backoff` must lie in (the planner counts whole seconds).
+const RESTART_BACKOFF_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
+/// The range `runtime.restart_backoff_max` must lie in.
+const RESTART_BACKOFF_MAX_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
 
 /// The default subnet of the `default` network.
 pub const DEFAULT_SUBNET: Cidr = Cidr {
@@ -272,6 +295,8 @@ impl Default for RuntimeSection {
             pull_idle_timeout: DEFAULT_PULL_IDLE_TIMEOUT,
             resync: DEFAULT_RESYNC,
             gc_grace: DEFAULT_GC_GRACE,
+            restart_backoff: DEFAULT_RESTART_BACKOFF,
+            restart_backoff_max: DEFAULT_RESTART_BACKOFF_MAX,
         }
     }
 }
@@ -354,6 +379,7 @@ const SOURCE: &[&str] = &[
     "commit",
     "path",
     "interval",
+    "retry_backoff",
     "depth",
     "credentials_file",
     "ca_file",
@@ -397,6 +423,8 @@ const RUNTIME: &[&str] = &[
     "pull_idle_timeout",
     "resync",
     "gc_grace",
+    "restart_backoff",
+    "restart_backoff_max",
 ];
 const REGISTRY: &[&str] = &["auth_file", "mirror", "insecure"];
 const SECRETS: &[&str] = &["identity"];
@@ -942,6 +970,8 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
             }
         })
         .unwrap_or(Duration::from_secs(30));
+    let (min, max) = RETRY_BACKOFF_RANGE;
+    let retry_backoff = duration(r, "retry_backoff", min, max).unwrap_or(DEFAULT_RETRY_BACKOFF);
     let webhook = r.table("webhook").and_then(|(t, at)| {
         let w = r.child(t, "webhook", at, WEBHOOK);
         let listen = w.required_string("listen").and_then(|(l, loc)| {
@@ -1017,6 +1047,7 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
         git_ref,
         path: spec_path.unwrap_or_default(),
         interval,
+        retry_backoff,
         depth: depth.unwrap_or(DEFAULT_DEPTH),
         allowed_signers: path(r, "allowed_signers"),
         trusted_pgp_keys,
@@ -1426,6 +1457,52 @@ fn runtime(r: &Reader<'_, '_, '_>, rt: &mut RuntimeSection) {
     ) {
         rt.gc_grace = d;
     }
+    restart_backoff(r, rt);
+}
+
+/// `runtime.restart_backoff` and `runtime.restart_backoff_max`: each in its range, and
+/// the cap at least the first delay (else an error at whichever of the two is given
+/// last in the file).
+fn restart_backoff(r: &Reader<'_, '_, '_>, rt: &mut RuntimeSection) {
+    let (min, max) = RESTART_BACKOFF_RANGE;
+    let base = duration(r, "restart_backoff", min, max);
+    let (min, max) = RESTART_BACKOFF_MAX_RANGE;
+    let cap = duration(r, "restart_backoff_max", min, max);
+    // A key given with a bad value was reported already; absent, it is its default.
+    let given = |key: &str, parsed: Option<Duration>, default: Duration| match r.raw(key) {
+        None => Some((default, None)),
+        Some((_, loc)) => parsed.map(|d| (d, Some(loc))),
+    };
+    let (Some((base, base_at)), Some((cap, cap_at))) = (
+        given("restart_backoff", base, DEFAULT_RESTART_BACKOFF),
+        given("restart_backoff_max", cap, DEFAULT_RESTART_BACKOFF_MAX),
+    ) else {
+        return;
+    };
+    if base <= cap {
+        rt.restart_backoff = base;
+        rt.restart_backoff_max = cap;
+        return;
+    }
+    let (key, loc) = match (base_at.clone(), cap_at.clone()) {
+        (Some(b), Some(c)) if b > c => ("restart_backoff", b),
+        (_, Some(c)) => ("restart_backoff_max", c),
+        (Some(b), None) => ("restart_backoff", b),
+        (None, None) => return,
+    };
+    let shown = |d: Duration, at: &Option<Location>| {
+        let default = if at.is_some() { "" } else { "default " };
+        format!("{default}`{}`", format_duration(d))
+    };
+    r.error(
+        &loc,
+        key,
+        format!(
+            "`runtime.restart_backoff_max` ({}) must be at least `runtime.restart_backoff` ({})",
+            shown(cap, &cap_at),
+            shown(base, &base_at)
+        ),
+    );
 }
 
 /// `runtime.pull_*_timeout`: a duration from 1s to 1h.

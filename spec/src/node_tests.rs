@@ -249,6 +249,101 @@ fn runtime_resync_and_gc_grace() {
 }
 
 #[test]
+fn restart_and_retry_backoff_keys() {
+    let cfg = parse(SOURCE);
+    assert_eq!(cfg.runtime.restart_backoff, Duration::from_secs(10));
+    assert_eq!(cfg.runtime.restart_backoff_max, Duration::from_secs(300));
+    assert_eq!(
+        cfg.source.as_ref().map(|s| s.retry_backoff),
+        Some(Duration::from_secs(5))
+    );
+    let cfg = parse(&format!(
+        "{SOURCE}retry_backoff = \"2s\"\n[runtime]\nrestart_backoff = \"1s\"\nrestart_backoff_max = \"4s\"\n"
+    ));
+    assert_eq!(
+        cfg.source.map(|s| s.retry_backoff),
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(cfg.runtime.restart_backoff, Duration::from_secs(1));
+    assert_eq!(cfg.runtime.restart_backoff_max, Duration::from_secs(4));
+    // Equal is fine: a constant delay.
+    let rt = parse("[runtime]\nrestart_backoff = \"30s\"\nrestart_backoff_max = \"30s\"\n").runtime;
+    assert_eq!(
+        (rt.restart_backoff, rt.restart_backoff_max),
+        (Duration::from_secs(30), Duration::from_secs(30))
+    );
+    // Not keys this build ignores.
+    let text = format!(
+        "{SOURCE}retry_backoff = \"2s\"\n[runtime]\nrestart_backoff = \"1s\"\nrestart_backoff_max = \"4s\"\n"
+    );
+    assert!(
+        parse(&text).inert().is_empty(),
+        "{:?}",
+        parse(&text).inert()
+    );
+}
+
+#[test]
+fn bad_backoffs_are_located_errors_naming_their_key() {
+    let cases: [(String, (usize, usize, &str), &str); 8] = [
+        (
+            "[runtime]\nrestart_backoff = \"soon\"\n".into(),
+            (2, 19, "runtime.restart_backoff"),
+            "runtime.restart_backoff: invalid duration `soon`",
+        ),
+        (
+            "[runtime]\nrestart_backoff = \"0s\"\n".into(),
+            (2, 19, "runtime.restart_backoff"),
+            "`runtime.restart_backoff` must be between 1s and 1h, found `0s`",
+        ),
+        (
+            "[runtime]\nparallel = 1\nrestart_backoff_max = \"2days\"\n".into(),
+            (3, 23, "runtime.restart_backoff_max"),
+            "`runtime.restart_backoff_max` must be between 1s and 1day, found `2days`",
+        ),
+        (
+            "[runtime]\nrestart_backoff_max = 30\n".into(),
+            (2, 23, "runtime.restart_backoff_max"),
+            "`runtime.restart_backoff_max` must be a string",
+        ),
+        // The cap below the first delay: at the key given last.
+        (
+            "[runtime]\nrestart_backoff = \"1m\"\nrestart_backoff_max = \"30s\"\n".into(),
+            (3, 23, "runtime.restart_backoff_max"),
+            "`runtime.restart_backoff_max` (`30s`) must be at least `runtime.restart_backoff` (`1m`)",
+        ),
+        (
+            "[runtime]\nrestart_backoff_max = \"30s\"\nrestart_backoff = \"1m\"\n".into(),
+            (3, 19, "runtime.restart_backoff"),
+            "`runtime.restart_backoff_max` (`30s`) must be at least `runtime.restart_backoff` (`1m`)",
+        ),
+        (
+            "[runtime]\nrestart_backoff = \"10m\"\n".into(),
+            (2, 19, "runtime.restart_backoff"),
+            "`runtime.restart_backoff_max` (default `5m`) must be at least `runtime.restart_backoff` (`10m`)",
+        ),
+        (
+            format!("{SOURCE}retry_backoff = \"2h\"\n"),
+            (3, 17, "source.retry_backoff"),
+            "`source.retry_backoff` must be between 1s and 1h, found `2h`",
+        ),
+    ];
+    for (text, want, msg_start) in cases {
+        let (line, col, key, msg) = error(&text);
+        assert_eq!((line, col, key.as_str()), want, "{text}: {msg}");
+        assert!(msg.starts_with(msg_start), "{text}: {msg}");
+    }
+    // A bad value is reported once, not again as a cap below the default first delay.
+    let (_, _, key, _) =
+        error("[runtime]\nrestart_backoff = \"x\"\nrestart_backoff_max = \"5s\"\n");
+    assert_eq!(key, "runtime.restart_backoff");
+    // The old spelling is an unknown key with a suggestion.
+    let (line, _, _, msg) = error("[runtime]\ncrash_backoff = \"5s\"\n");
+    assert_eq!(line, 2);
+    assert!(msg.contains("unknown key `runtime.crash_backoff`"), "{msg}");
+}
+
+#[test]
 fn policy_trusted_root_and_identities() {
     let text = "[policy]\ntrusted_root = \"/etc/berth/trusted_root.json\"\n\n\
         [[policy.trusted_identities]]\nissuer = \"https://token.actions.githubusercontent.com\"\nsubject_regex = \"^https://github.com/acme/\"\n\n\
