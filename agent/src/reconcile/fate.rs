@@ -11,7 +11,7 @@ use berth_spec::Container;
 use berth_spec::types::{Restart, Update, format_duration};
 use serde_json::Value;
 
-use super::backoff::restart_delay;
+use super::backoff::RestartBackoff;
 use super::diff;
 use super::facts::networks_of;
 use super::model::{
@@ -116,6 +116,7 @@ pub(super) fn decide<'a>(
                 .get(name)
                 .map(Vec::as_slice)
                 .unwrap_or_default(),
+            backoff: history.backoff,
             now,
         };
         let fate = if let Some(want) = desired.containers.get(name) {
@@ -184,6 +185,7 @@ struct Ctx<'a, 'n> {
     marked: bool,
     restarts: u32,
     history: &'n [Exit],
+    backoff: RestartBackoff,
     now: Timestamp,
 }
 
@@ -471,7 +473,7 @@ fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Star
             berth_spec::node::counted(ctx.restarts as usize, "time", "times")
         ));
     }
-    let delay = restart_delay(&exits);
+    let delay = ctx.backoff.delay(&exits);
     if let Some(d) = delay {
         reason.push_str(&format!(", backoff {}", format_duration(d.delay)));
     }
@@ -481,7 +483,7 @@ fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Star
         // (a clock that stepped back, an edge node without a real-time clock) must not
         // hold the restart for years.
         not_before: delay
-            .map(|d| d.until.min(ctx.now.after(super::backoff::MAX)))
+            .map(|d| d.until.min(ctx.now.after(ctx.backoff.max)))
             .filter(|u| *u > ctx.now),
     })
 }

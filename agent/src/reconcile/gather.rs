@@ -14,6 +14,7 @@ use berth_policy::finding::Finding;
 use berth_spec::node::PolicyMode;
 use berth_spec::{Container, DesiredState, NodeIdentity, Seccomp};
 
+use super::backoff::RestartBackoff;
 use super::facts::{networks_of, volumes_of};
 use super::model::*;
 use crate::runtime::record::{self, ContainerRecord, RecordError};
@@ -218,10 +219,13 @@ pub fn decisions(
 }
 
 /// The recorded restart history of `names` (`runtime::history`), for the planner's
-/// crash-loop backoff. A history that cannot be read counts as none, with a warning:
-/// it can only shorten a backoff.
-pub fn history(state_dir: &Path, desired: &Desired) -> History {
-    let mut out = History::default();
+/// crash-loop backoff with `backoff` (the node's `runtime.restart_backoff*`). A history
+/// that cannot be read counts as none, with a warning: it can only shorten a backoff.
+pub fn history(state_dir: &Path, desired: &Desired, backoff: RestartBackoff) -> History {
+    let mut out = History {
+        backoff,
+        ..History::default()
+    };
     for (name, dc) in &desired.containers {
         // Exits of an older spec's instance do not count against a new one.
         let current = dc.hash.instance_id(name);

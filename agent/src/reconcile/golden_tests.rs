@@ -13,10 +13,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use berth_spec::{Container, DesiredState, NodeIdentity, SourceFile, Tree};
 use serde::Deserialize;
 
+use super::backoff::RestartBackoff;
 use super::facts::{networks_of, volumes_of};
 use super::model::*;
 use crate::runtime::spec_hash::{HashInput, SecretInput, spec_hash};
@@ -324,6 +326,7 @@ fn load(dir: &Path) -> Inputs {
                 (name.clone(), exits)
             })
             .collect(),
+        ..History::default()
     };
     Inputs {
         desired,
@@ -578,6 +581,15 @@ fn carries_revision_and_generation() {
     assert_eq!(plan.now, i.now);
 }
 
+/// Puts every instance of the scenario in `state`.
+fn set_states(i: &mut Inputs, state: InstanceState) {
+    for c in i.actual.containers.values_mut() {
+        for inst in &mut c.instances {
+            inst.state = state;
+        }
+    }
+}
+
 /// The pass's crash-loop backoff over a real state directory and a controlled clock:
 /// each crash's exit is recorded in the restart history as the restart replaces it (as
 /// `host::start` does), the planner reads the history back (`gather::history`), and
@@ -599,12 +611,8 @@ fn backoff_doubles_over_the_recorded_history() {
             started_at: Some(Timestamp(crashed - 1)),
             finished_at: Timestamp(crashed),
         };
-        for c in i.actual.containers.values_mut() {
-            for inst in &mut c.instances {
-                inst.state = exited;
-            }
-        }
-        let history = super::gather::history(state, &i.desired);
+        set_states(&mut i, exited);
+        let history = super::gather::history(state, &i.desired, RestartBackoff::default());
         let at = |now: u64| super::plan(&i.desired, &i.actual, &i.policy, &history, Timestamp(now));
 
         // Right after the crash: the restart waits, and the executor defers it.
@@ -643,12 +651,8 @@ fn backoff_doubles_over_the_recorded_history() {
         started_at: Some(Timestamp(crashed - 700)),
         finished_at: Timestamp(crashed),
     };
-    for c in i.actual.containers.values_mut() {
-        for inst in &mut c.instances {
-            inst.state = long;
-        }
-    }
-    let history = super::gather::history(state, &i.desired);
+    set_states(&mut i, long);
+    let history = super::gather::history(state, &i.desired, RestartBackoff::default());
     let plan = super::plan(
         &i.desired,
         &i.actual,
@@ -666,15 +670,14 @@ fn an_exit_from_the_future_holds_the_restart_five_minutes_at_most() {
     let mut i = load(&testdata().join("crash_loop_backoff"));
     let now = 1_800_000_000u64;
     let future = now + 5 * 365 * 24 * 3600;
-    for c in i.actual.containers.values_mut() {
-        for inst in &mut c.instances {
-            inst.state = InstanceState::Exited {
-                code: 2,
-                started_at: Some(Timestamp(future - 1)),
-                finished_at: Timestamp(future),
-            };
-        }
-    }
+    set_states(
+        &mut i,
+        InstanceState::Exited {
+            code: 2,
+            started_at: Some(Timestamp(future - 1)),
+            finished_at: Timestamp(future),
+        },
+    );
     let plan = super::plan(
         &i.desired,
         &i.actual,
@@ -706,6 +709,79 @@ fn a_new_instance_starts_a_fresh_backoff() {
         };
         history::record(dir.path(), "flaky", entry).unwrap();
     }
-    let h = super::gather::history(dir.path(), &i.desired);
+    let fast = RestartBackoff {
+        initial: Duration::from_secs(2),
+        max: Duration::from_secs(8),
+    };
+    let h = super::gather::history(dir.path(), &i.desired, fast);
+    assert_eq!(h.backoff, fast);
     assert_eq!(h.containers["flaky"].len(), 1, "{h:?}");
+}
+
+/// The node's `runtime.restart_backoff` and `runtime.restart_backoff_max` reach the
+/// planner through its history input: a configured first delay moves the deferred
+/// restart, and a configured cap bounds it.
+#[test]
+fn a_configured_backoff_changes_the_deferred_restart() {
+    let mut i = load(&testdata().join("crash_loop_backoff"));
+    let crashed = 1_900_000_000u64;
+    set_states(
+        &mut i,
+        InstanceState::Exited {
+            code: 2,
+            started_at: Some(Timestamp(crashed - 1)),
+            finished_at: Timestamp(crashed),
+        },
+    );
+    let at = |backoff: RestartBackoff| {
+        let history = History {
+            backoff,
+            ..History::default()
+        };
+        super::plan(
+            &i.desired,
+            &i.actual,
+            &i.policy,
+            &history,
+            Timestamp(crashed + 1),
+        )
+    };
+    let default = at(RestartBackoff::default());
+    assert_eq!(
+        default.requeue_at(),
+        Some(Timestamp(crashed + 10)),
+        "{default}"
+    );
+    let fast = at(RestartBackoff {
+        initial: Duration::from_secs(3),
+        max: Duration::from_secs(60),
+    });
+    assert_eq!(fast.requeue_at(), Some(Timestamp(crashed + 3)), "{fast}");
+    assert!(fast.to_string().contains("backoff 3s"), "{fast}");
+    // The same inputs give the same plan.
+    let again = at(RestartBackoff {
+        initial: Duration::from_secs(3),
+        max: Duration::from_secs(60),
+    });
+    assert_eq!(again.to_string(), fast.to_string());
+
+    // An exit stamped in the future is held for the configured cap, not the default.
+    let now = 1_800_000_000u64;
+    set_states(
+        &mut i,
+        InstanceState::Exited {
+            code: 2,
+            started_at: Some(Timestamp(now + 99_999)),
+            finished_at: Timestamp(now + 100_000),
+        },
+    );
+    let history = History {
+        backoff: RestartBackoff {
+            initial: Duration::from_secs(3),
+            max: Duration::from_secs(45),
+        },
+        ..History::default()
+    };
+    let plan = super::plan(&i.desired, &i.actual, &i.policy, &history, Timestamp(now));
+    assert_eq!(plan.requeue_at(), Some(Timestamp(now + 45)), "{plan}");
 }

@@ -4,9 +4,9 @@
 //! I/O: [`Desired`] (the spec tree filtered to this node, hashed, with its images
 //! resolved), [`Actual`] (a scan of the state directory and the runtime),
 //! [`PolicyDecisions`] (the policy engine's verdicts, mode already applied) and
-//! [`History`] (recent exits, for crash-loop backoff). The output is a [`Plan`]: ordered
-//! [`Step`]s, each an [`Action`] with a human reason and the steps it needs, so the
-//! executor makes no choices of its own (omicron's plan–execute split).
+//! [`History`] (recent exits, and the node's crash-loop backoff settings). The output is
+//! a [`Plan`]: ordered [`Step`]s, each an [`Action`] with a human reason and the steps
+//! it needs, so the executor makes no choices of its own (omicron's plan–execute split).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use berth_spec::Container;
 
+use super::backoff::RestartBackoff;
 use crate::runtime::spec_hash::SpecHash;
 
 /// Seconds since the Unix epoch. The planner never reads the clock: `now` is an argument.
@@ -236,10 +237,12 @@ pub enum Decision {
     },
 }
 
-/// Recent exits per container, for crash-loop backoff.
+/// Recent exits per container, and the crash-loop backoff they are replayed with.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     pub containers: BTreeMap<String, Vec<Exit>>,
+    /// `runtime.restart_backoff` and `runtime.restart_backoff_max`.
+    pub backoff: RestartBackoff,
 }
 
 /// One exit of a container's process.

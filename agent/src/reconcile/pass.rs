@@ -34,6 +34,7 @@ use berth_spec::node::{Caller, OnRunningViolation, PolicyMode, Unenforced};
 use berth_spec::{Container, NodeIdentity, check, loader};
 use serde::Serialize;
 
+use super::backoff::RestartBackoff;
 use super::executor::{self, FailureKind, StepHost, StepResult};
 use super::gather::{self, ImageFacts};
 use super::host::{ContainerHost, LinuxFs};
@@ -365,7 +366,11 @@ impl Front {
             &desired,
             &actual,
             &decisions,
-            &gather::history(state_dir, &desired),
+            &gather::history(
+                state_dir,
+                &desired,
+                RestartBackoff::of(&env.loaded.config.runtime),
+            ),
             gather::now(),
         );
         Ok(Planned {
