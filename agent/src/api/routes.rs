@@ -17,8 +17,8 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use berth_spec::diag::printable;
 use futures_util::Stream;
-use serde::Deserialize;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use super::wire::{ErrorDoc, StatusDoc, SuspendedDoc};
@@ -152,26 +152,70 @@ async fn plan(State(c): State<Ctx>) -> Answer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/events`.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct EventsQuery {
-    /// RFC 3339: only events at or after it.
+    /// Only events at or after it: RFC 3339, as the event log writes times.
     since: Option<String>,
-    #[serde(default)]
     follow: bool,
 }
 
+/// A query `GET /v1/events` does not take; each says which parameter and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum QueryError {
+    #[error("unknown query parameter `{0}`: /v1/events takes since and follow")]
+    Unknown(String),
+    #[error("{0}: given more than once")]
+    Twice(&'static str),
+    #[error("follow: `{0}` is not true or false")]
+    Follow(String),
+    #[error("since: `{0}` is not an RFC 3339 time")]
+    Since(String),
+}
+
+impl EventsQuery {
+    /// The query's decoded pairs, checked: known names, each once, valid values.
+    fn parse(pairs: &[(String, String)]) -> Result<EventsQuery, QueryError> {
+        let shown = |v: &str| printable(v).into_owned();
+        let mut q = EventsQuery::default();
+        let (mut since, mut follow) = (false, false);
+        for (key, value) in pairs {
+            match key.as_str() {
+                "since" if since => return Err(QueryError::Twice("since")),
+                "follow" if follow => return Err(QueryError::Twice("follow")),
+                "since" => {
+                    since = true;
+                    let at = normalise(value).ok_or_else(|| QueryError::Since(shown(value)))?;
+                    q.since = Some(at);
+                }
+                "follow" => {
+                    follow = true;
+                    q.follow = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(QueryError::Follow(shown(value))),
+                    };
+                }
+                _ => return Err(QueryError::Unknown(shown(key))),
+            }
+        }
+        Ok(q)
+    }
+}
+
 /// The recorded events as JSON lines, then (with `follow`) each new one as it happens.
-async fn events(State(c): State<Ctx>, query: Result<Query<EventsQuery>, QueryRejection>) -> Answer {
-    let Query(q) = query.map_err(|e| fail(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let since = match q.since.as_deref() {
-        None => None,
-        Some(s) => Some(normalise(s).ok_or_else(|| {
-            fail(
-                StatusCode::BAD_REQUEST,
-                format!("since: `{s}` is not an RFC 3339 time"),
-            )
-        })?),
-    };
+async fn events(
+    State(c): State<Ctx>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Answer {
+    let Query(pairs) = query.map_err(|_| {
+        fail(
+            StatusCode::BAD_REQUEST,
+            "the query is not a form-encoded list of name=value pairs",
+        )
+    })?;
+    let q = EventsQuery::parse(&pairs).map_err(|e| fail(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let since = q.since;
     // Subscribed before the history is read, so nothing falls between the two.
     let live = q.follow.then(|| c.handle.subscribe());
     let handle = c.handle.clone();
@@ -320,4 +364,93 @@ async fn not_allowed(method: Method, uri: Uri) -> Failure {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{} does not take {method}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod events_query_tests {
+    use axum::http::Uri;
+
+    use super::*;
+
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        let uri: Uri = format!("/v1/events?{query}").parse().expect("uri");
+        Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .expect("pairs")
+            .0
+    }
+
+    #[test]
+    fn a_query_is_checked_a_parameter_at_a_time() {
+        let q = EventsQuery::parse(&pairs("since=2026-06-01T00:00:00%2B02:00&follow=true"));
+        assert_eq!(
+            q,
+            Ok(EventsQuery {
+                since: Some("2026-05-31T22:00:00.000Z".into()),
+                follow: true,
+            })
+        );
+        assert_eq!(EventsQuery::parse(&pairs("")), Ok(EventsQuery::default()));
+        for (query, error) in [
+            ("follow=yes", "follow: `yes` is not true or false"),
+            ("follow", "follow: `` is not true or false"),
+            (
+                "since=yesterday",
+                "since: `yesterday` is not an RFC 3339 time",
+            ),
+            ("since=10m", "since: `10m` is not an RFC 3339 time"),
+            (
+                "limit=5",
+                "unknown query parameter `limit`: /v1/events takes since and follow",
+            ),
+            ("follow=true&follow=false", "follow: given more than once"),
+            (
+                "follow=%1B%5B31m",
+                "follow: `\\u{1b}[31m` is not true or false",
+            ),
+        ] {
+            let got = EventsQuery::parse(&pairs(query)).map_err(|e| e.to_string());
+            assert_eq!(got, Err(error.to_string()), "{query}");
+        }
+    }
+
+    /// The handler answers a bad query 400 with the project's one-sentence JSON.
+    #[test]
+    fn a_bad_query_is_a_json_400() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (handle, _rx) = controller::channel(dir.path());
+        let (_stop, shutdown) = watch::channel(false);
+        let ctx = Ctx { handle, shutdown };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let answer = |query: &str| {
+            let uri: Uri = format!("/v1/events?{query}").parse().expect("uri");
+            let query = Query::try_from_uri(&uri);
+            let resp = match rt.block_on(events(State(ctx.clone()), query)) {
+                Ok(r) => r,
+                Err(f) => f.into_response(),
+            };
+            let status = resp.status();
+            let body = rt
+                .block_on(axum::body::to_bytes(resp.into_body(), 1 << 20))
+                .expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        let (status, body) = answer("follow=yes");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let doc: serde_json::Value = serde_json::from_str(&body).expect(&body);
+        assert_eq!(
+            doc,
+            serde_json::json!({"error": "follow: `yes` is not true or false"})
+        );
+        let (status, body) = answer("since=nope");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body.contains("since: `nope` is not an RFC 3339 time"),
+            "{body}"
+        );
+        let (status, body) = answer("follow=false");
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }
