@@ -118,6 +118,16 @@ async fn containers(State(c): State<Ctx>) -> Answer {
 }
 
 async fn container(State(c): State<Ctx>, UrlPath(name): UrlPath<String>) -> Answer {
+    // A name is a spec's name or nothing: `..%2F…` never becomes a path.
+    if !berth_spec::valid_name(&name) {
+        return Err(fail(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no container named `{}`",
+                berth_spec::diag::printable(&name)
+            ),
+        ));
+    }
     let dir = c.handle.state_dir().to_path_buf();
     let row = blocking(move || rows::one(&dir, &name, unix_now())).await?;
     json(row.map_err(|e| state_failure(&e))?)

@@ -11,7 +11,7 @@
 //!   pass scheduled;
 //! - `berth reconcile` (the API), which fetches at once and waits for the pass.
 //!
-//! A fetch that fails is tried again with a doubling delay (from `min(5s, interval)`
+//! A fetch that fails is tried again with a doubling delay (from `min(source.retry_backoff, interval)`
 //! up to the interval); a pass that did not converge is run again the same way (up to
 //! the resync). A permanent failure is reported once per revision. `berth suspend`
 //! stops passes (it outlives a restart: `state/suspended`) until `berth resume`.
@@ -40,7 +40,8 @@ use crate::source::applied::Applied;
 use crate::util::rfc3339;
 
 /// The first delay before a failed fetch or pass is tried again (or the interval, if
-/// shorter); it doubles up to the interval (fetch) or the resync (pass).
+/// shorter) when the node has no `[source]` to say (`source.retry_backoff`); it
+/// doubles up to the interval (fetch) or the resync (pass).
 const RETRY_BASE: Duration = Duration::from_secs(5);
 /// How long a burst of container exits is gathered into one pass.
 const EXIT_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -197,6 +198,7 @@ pub fn run(
         due_at: None,
         fetch_failures: 0,
         pass_failures: 0,
+        retry_base: cfg.source.as_ref().map_or(RETRY_BASE, |s| s.retry_backoff),
     };
     let mut reported = Reported::default();
     loop {
@@ -275,19 +277,28 @@ pub fn run(
             interval,
             resync,
         );
-        state.store(&state_dir)?;
+        store_or_warn(&state, &state_dir);
         for w in wake.waiters {
             let _ = w.send(outcome.clone());
         }
     }
     state.stopped_at = Some(rfc3339::now());
-    state.store(&state_dir)?;
+    store_or_warn(&state, &state_dir);
     handle.emit(Event::new(
         EventKind::Normal,
         "Stopped",
         "agent stopped; the containers keep running",
     ));
     Ok(())
+}
+
+/// Records the agent's state; a failure (a full disk, no file descriptor left) is
+/// warned about and tried again after the next pass: it never ends the agent, whose
+/// containers and passes do not depend on it.
+fn store_or_warn(state: &AgentState, state_dir: &Path) {
+    if let Err(e) = state.store(state_dir) {
+        tracing::warn!(target: "agent", error = %crate::util::error_chain(&e), "cannot record the agent's state; trying again after the next pass");
+    }
 }
 
 /// What woke one iteration.
@@ -306,6 +317,9 @@ struct Schedule {
     due_at: Option<Instant>,
     fetch_failures: u32,
     pass_failures: u32,
+    /// `source.retry_backoff`: the first delay before a failed fetch or pass is tried
+    /// again.
+    retry_base: Duration,
 }
 
 impl Schedule {
@@ -374,7 +388,7 @@ fn one_pass(
                 }
             } else if result == "not-converged" {
                 sched.pass_failures += 1;
-                let retry = backoff(sched.pass_failures, resync);
+                let retry = backoff(sched.pass_failures, sched.retry_base, resync);
                 sched.due_at = Some(now + retry);
                 let key = format!("{revision:?}{message:?}");
                 if changed || reported.failed.as_deref() != Some(&key) {
@@ -442,7 +456,7 @@ fn one_pass(
                 }
             }
             sched.pass_failures += 1;
-            sched.due_at = Some(now + backoff(sched.pass_failures, resync));
+            sched.due_at = Some(now + backoff(sched.pass_failures, sched.retry_base, resync));
             if reported.failed.as_deref() != Some(&message) {
                 handle.emit(Event::new(
                     EventKind::Warning,
@@ -480,7 +494,7 @@ fn note_fetch(
     // is not there): either way the source gives nothing now, and is tried again.
     if let Some(error) = s.fetch_error() {
         sched.fetch_failures += 1;
-        let retry = backoff(sched.fetch_failures, interval);
+        let retry = backoff(sched.fetch_failures, sched.retry_base, interval);
         sched.fetch_at = now + retry;
         if reported.unavailable.as_deref() != Some(error) {
             handle.emit(Event::new(
@@ -589,9 +603,9 @@ fn set_suspended(state_dir: &Path, on: bool, handle: &Handle) {
     }
 }
 
-/// The `n`th retry's delay: `min(5s, cap)` doubling, at most `cap`.
-fn backoff(n: u32, cap: Duration) -> Duration {
-    let base = RETRY_BASE.min(cap);
+/// The `n`th retry's delay: `min(base, cap)` doubling, at most `cap`.
+fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
+    let base = base.min(cap);
     base.saturating_mul(1u32 << n.saturating_sub(1).min(16))
         .min(cap)
 }
@@ -673,10 +687,15 @@ mod tests {
     #[test]
     fn backoff_doubles_from_the_smaller_of_five_seconds_and_the_cap() {
         let cap = Duration::from_secs(60);
-        let got: Vec<u64> = (1..=6).map(|n| backoff(n, cap).as_secs()).collect();
+        let got: Vec<u64> = (1..=6)
+            .map(|n| backoff(n, RETRY_BASE, cap).as_secs())
+            .collect();
         assert_eq!(got, [5, 10, 20, 40, 60, 60]);
-        assert_eq!(backoff(1, Duration::from_secs(2)), Duration::from_secs(2));
-        assert_eq!(backoff(40, cap), cap);
+        assert_eq!(
+            backoff(1, RETRY_BASE, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(backoff(40, RETRY_BASE, cap), cap);
     }
 
     #[test]

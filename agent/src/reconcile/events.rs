@@ -107,9 +107,11 @@ impl EventLog {
         }
         let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
         line.push(b'\n');
+        // Never through a link planted at the log's path.
         let mut f = fs::File::options()
             .create(true)
             .append(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .mode(0o600)
             .open(&self.path)?;
         f.write_all(&line)

@@ -300,7 +300,8 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Opens (creating it 0600 if needed) a lock file, for `flock`.
+/// Opens (creating it 0600 if needed) a lock file, for `flock`; never through a
+/// symbolic link planted at its path.
 pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::File::options()
@@ -308,6 +309,7 @@ pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
         .truncate(false)
         .write(true)
         .mode(PRIVATE_FILE)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
 }
 

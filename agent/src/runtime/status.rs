@@ -200,6 +200,13 @@ pub fn observe(
 
 /// A container's record by name; [`StatusError::Unknown`] when berth has none.
 pub fn load_record(state_dir: &Path, name: &str) -> Result<ContainerRecord, StatusError> {
+    // Not a container's name (`../x`, `a/b`): no record has it, and no path is built.
+    if !berth_spec::valid_name(name) {
+        return Err(StatusError::Unknown {
+            name: name.to_string(),
+            state_dir: state_dir.to_path_buf(),
+        });
+    }
     match record::read_record(state_dir, name) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(StatusError::Unknown {
