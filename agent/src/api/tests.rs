@@ -340,3 +340,26 @@ fn a_stale_socket_is_replaced_a_live_one_or_a_file_is_not() {
         "{e}"
     );
 }
+
+#[test]
+fn a_container_name_that_climbs_out_is_not_found_and_reads_nothing() {
+    let f = Fixture::new();
+    // A record outside `containers/` that the climb would reach.
+    let outside = f.state_dir.join("x");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("state.json"), br#"{"spec":"SECRET-42"}"#).expect("write");
+    for path in [
+        "/v1/containers/..%2Fx",
+        "/v1/containers/..%2F..%2Fetc",
+        "/v1/containers/a%2Fb",
+        "/v1/containers/..",
+    ] {
+        let (code, doc) = f.refused(Method::GET, path);
+        assert_eq!(code, 404, "{path}: {doc:?}");
+        assert!(!doc.error.contains("SECRET"), "{path}: {doc:?}");
+        assert!(
+            doc.error.starts_with("no container named"),
+            "{path}: {doc:?}"
+        );
+    }
+}
