@@ -3,6 +3,7 @@
 //! The whole binary is test code: helpers may panic on broken prerequisites.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_client;
 mod agent_daemon;
 mod agent_once;
 mod agentcheck;
