@@ -26,7 +26,7 @@ INTERVAL=${INTERVAL:-30s}
 RESYNC=${RESYNC:-60s}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 3; }
 # BERTH_BIN measures another build of berth (another profile, say) as it is.
-if [ -z "${BERTH_BIN:-}" ]; then cargo build --release -q --bin berth --bin berth-shim; fi
+if [ -z "${BERTH_BIN:-}" ]; then cargo build --release -q --bin berth --bin berth-agentd --bin berth-shim; fi
 BERTH=${BERTH_BIN:-$PWD/target/release/berth}
 export BERTH_SHIM_BIN=${BERTH_SHIM_BIN:-$PWD/target/release/berth-shim}
 

@@ -19,7 +19,7 @@ if [ "$(id -u)" = 0 ] && ! dpkg -s "${PACKAGES[@]}" >/dev/null 2>&1; then
   apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
 fi
 
-cargo build --release --bin berth --bin berth-shim
+cargo build --release --bin berth --bin berth-agentd --bin berth-shim
 BERTH=$PWD/target/release/berth
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 

@@ -12,6 +12,7 @@ use crate::node::Loaded;
 use crate::reconcile::controller::{self, ControllerError, Trigger};
 use crate::reconcile::pass::Env;
 use crate::reconcile::worker;
+pub use crate::reconcile::worker::PassCommand;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,9 +36,20 @@ pub enum DaemonError {
     Controller(#[from] ControllerError),
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub fn run(loaded: &Loaded) -> Result<(), DaemonError> {
-    let rt = crate::cli::async_runtime().map_err(DaemonError::Runtime)?;
+/// `berth-agentd`'s name, next to `berth`.
+pub const AGENTD: &str = "berth-agentd";
+
+/// Runs the agent until SIGTERM or SIGINT; each pass is `pass` with `--pass-worker`.
+pub fn run(loaded: &Loaded, pass: PassCommand) -> Result<(), DaemonError> {
+    crate::reconcile::worker::set_command(pass);
+    // One worker thread is plenty for the API; the controller has a thread of its own.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("agent-api")
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let rt = &rt;
     let cfg = &loaded.config;
     let run_dir = &cfg.runtime.run_dir;
     // One agent per run directory (its socket) and per state directory (its records).
@@ -139,4 +151,172 @@ fn single_instance(run_dir: &Path) -> Result<fs::File, DaemonError> {
         .and_then(|()| writeln!(f, "{}", std::process::id()))
         .map_err(lock_err)?;
     Ok(f)
+}
+
+/// What `berth agent` gives `berth-agentd` (it has checked the configuration already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentdArgs {
+    /// The `berth` binary, which runs the passes.
+    pub berth: PathBuf,
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub log_format: crate::telemetry::LogFormat,
+    pub observe: bool,
+}
+
+impl AgentdArgs {
+    /// The arguments, as [`AgentdArgs::to_args`] writes them.
+    pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<AgentdArgs, String> {
+        use crate::telemetry::LogFormat;
+        let mut it = args.into_iter();
+        let (mut berth, mut config, mut state_dir, mut run_dir) = (None, None, None, None);
+        let (mut log_format, mut observe) = (LogFormat::Text, false);
+        while let Some(a) = it.next() {
+            let mut value = || {
+                it.next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| format!("{} needs a value", a.to_string_lossy()))
+            };
+            match a.to_str() {
+                Some("--berth") => berth = Some(value()?),
+                Some("--config") => config = Some(value()?),
+                Some("--state-dir") => state_dir = Some(value()?),
+                Some("--run-dir") => run_dir = Some(value()?),
+                Some("--log-format") => {
+                    log_format = match value()?.to_str() {
+                        Some("text") => LogFormat::Text,
+                        Some("json") => LogFormat::Json,
+                        _ => return Err("--log-format is text or json".into()),
+                    }
+                }
+                Some("--observe") => observe = true,
+                _ => return Err(format!("unexpected argument `{}`", a.to_string_lossy())),
+            }
+        }
+        let need = |v: Option<PathBuf>, name: &str| v.ok_or_else(|| format!("{name} is needed"));
+        Ok(AgentdArgs {
+            berth: need(berth, "--berth")?,
+            config,
+            state_dir: need(state_dir, "--state-dir")?,
+            run_dir: need(run_dir, "--run-dir")?,
+            log_format,
+            observe,
+        })
+    }
+
+    /// The command line of `berth-agentd` (without its name).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec!["--berth".into(), self.berth.clone().into()];
+        v.extend(self.global_args());
+        if self.observe {
+            v.push("--observe".into());
+        }
+        v
+    }
+
+    /// `--config`, `--state-dir`, `--run-dir` and `--log-format`, as both `berth` and
+    /// `berth-agentd` take them.
+    fn global_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(c) = &self.config {
+            v.extend(["--config".into(), c.clone().into()]);
+        }
+        v.extend([
+            "--state-dir".into(),
+            self.state_dir.clone().into(),
+            "--run-dir".into(),
+            self.run_dir.clone().into(),
+            "--log-format".into(),
+            self.log_format_name().into(),
+        ]);
+        v
+    }
+
+    fn log_format_name(&self) -> &'static str {
+        match self.log_format {
+            crate::telemetry::LogFormat::Text => "text",
+            crate::telemetry::LogFormat::Json => "json",
+        }
+    }
+
+    /// How the passes are started: `berth` with the same configuration.
+    pub fn pass_command(&self) -> PassCommand {
+        let mut args = self.global_args();
+        args.push("agent".into());
+        if self.observe {
+            args.push("--observe".into());
+        }
+        PassCommand {
+            program: self.berth.clone(),
+            args,
+        }
+    }
+}
+
+/// `berth-agentd`'s main: what `berth agent` execs once it has checked the node
+/// configuration. Exit 2 for arguments it was not given by `berth`, 3 when it cannot
+/// run, 0 after SIGTERM or SIGINT.
+pub fn agentd_main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    crate::set_umask();
+    let args = match AgentdArgs::parse(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{AGENTD}: {e}; it is started by `berth agent`, not by hand");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(args.log_format);
+    let loaded = match crate::node::load(
+        args.config.as_deref(),
+        Some(&args.state_dir),
+        Some(&args.run_dir),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {}", crate::util::error_chain(&e));
+            return ExitCode::from(3);
+        }
+    };
+    match run(&loaded, args.pass_command()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::util::error_chain(&e));
+            ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agentd_arguments_round_trip_and_passes_get_the_same_configuration() {
+        let a = AgentdArgs {
+            berth: "/usr/bin/berth".into(),
+            config: Some("node.toml".into()),
+            state_dir: "/var/lib/berth".into(),
+            run_dir: "/run/berth".into(),
+            log_format: crate::telemetry::LogFormat::Json,
+            observe: true,
+        };
+        assert_eq!(AgentdArgs::parse(a.to_args()), Ok(a.clone()));
+        let no_config = AgentdArgs {
+            config: None,
+            observe: false,
+            ..a.clone()
+        };
+        assert_eq!(AgentdArgs::parse(no_config.to_args()), Ok(no_config));
+        let p = a.pass_command();
+        assert_eq!(p.program, PathBuf::from("/usr/bin/berth"));
+        let args: Vec<String> = p.args.iter().map(|s| s.to_string_lossy().into()).collect();
+        assert_eq!(
+            args.join(" "),
+            "--config node.toml --state-dir /var/lib/berth --run-dir /run/berth --log-format json agent --observe"
+        );
+        assert!(AgentdArgs::parse(["--berth".into()]).is_err());
+        assert!(AgentdArgs::parse(["--nope".into()]).is_err());
+    }
 }

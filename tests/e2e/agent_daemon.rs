@@ -754,6 +754,20 @@ fn an_agent_restarted_after_sigterm_or_sigkill_adopts_the_containers_without_res
     let shims = h.shims();
     let pids = (h.pid("web"), h.pid("db"));
     assert_eq!(shims.len(), 2, "{}", h.context());
+    // `berth agent` became berth-agentd (exec: the same pid), and no pass process is
+    // left once it idles.
+    let exe = std::fs::read_link(format!("/proc/{first}/exe")).unwrap();
+    assert!(
+        exe.ends_with("berth-agentd"),
+        "the agent runs {}",
+        exe.display()
+    );
+    poll(
+        "no pass process while the agent idles",
+        CONVERGE,
+        || pass_processes(first).is_empty().then_some(()),
+        || format!("{:?}", pass_processes(first)),
+    );
 
     // One agent per run directory.
     let mut second = Agent::start(&h.node, None);

@@ -129,15 +129,46 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     }
     if !args.once {
-        return match crate::daemon::run(&loaded) {
+        return daemon(cli, args, &loaded);
+    }
+    once(cli, args, &loaded)
+}
+
+/// The long-running agent: `berth-agentd` next to this binary, exec'd in this process's
+/// place (same pid), or, when it is not there, the same agent in this process.
+fn daemon(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let berth = std::env::current_exe().ok();
+    let agentd = berth
+        .as_ref()
+        .map(|b| b.with_file_name(crate::daemon::AGENTD))
+        .filter(|a| a.is_file());
+    let (Some(berth), Some(agentd)) = (berth, agentd) else {
+        tracing::warn!(
+            "{} is not next to this berth: the agent runs in this process, and idles larger",
+            crate::daemon::AGENTD
+        );
+        return match crate::daemon::run(loaded, worker::PassCommand::this_process()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {}", crate::util::error_chain(&e));
+                eprintln!("error: {}", error_chain(&e));
                 ExitCode::from(EXIT_FAILED)
             }
         };
-    }
-    once(cli, args, &loaded)
+    };
+    let to = crate::daemon::AgentdArgs {
+        berth,
+        config: loaded.path.clone(),
+        state_dir: loaded.config.runtime.state_dir.clone(),
+        run_dir: loaded.config.runtime.run_dir.clone(),
+        log_format: cli.log_format,
+        observe: args.observe,
+    };
+    let e = std::process::Command::new(&agentd)
+        .args(to.to_args())
+        .exec();
+    eprintln!("error: cannot start {}: {e}", agentd.display());
+    ExitCode::from(EXIT_FAILED)
 }
 
 /// `--once`: one follow of the source, rendered as text while it runs, or as one JSON

@@ -271,6 +271,45 @@ pub fn serve(env: &Env<'_>, agent_pid: u32, job: Job) -> std::io::Result<()> {
     out.flush()
 }
 
+/// How the agent starts a pass's process: the `berth` binary and the arguments before
+/// `--pass-worker` (the global options and `agent`, `--observe` when given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassCommand {
+    pub program: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+}
+
+impl PassCommand {
+    /// This very process's binary and arguments: `berth agent` running the agent itself.
+    pub fn this_process() -> PassCommand {
+        PassCommand {
+            program: PathBuf::from("/proc/self/exe"),
+            args: std::env::args_os()
+                .skip(1)
+                .filter(|a| {
+                    !a.to_str()
+                        .is_some_and(|s| s.starts_with(FLAG) || s == FETCH_FLAG || s == PLAN_FLAG)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The command of this agent's passes, set once when it starts ([`set_command`]).
+static COMMAND: std::sync::OnceLock<PassCommand> = std::sync::OnceLock::new();
+
+/// Sets how this agent starts its passes (the first call wins).
+pub fn set_command(command: PassCommand) {
+    let _ = COMMAND.set(command);
+}
+
+fn command() -> PassCommand {
+    COMMAND
+        .get()
+        .cloned()
+        .unwrap_or_else(PassCommand::this_process)
+}
+
 /// The agent's side of a pass: runs it as a child and reads its result. `stop` is
 /// polled while the child runs; once true, the child is asked (SIGTERM) to end after
 /// its step.
@@ -295,17 +334,14 @@ fn in_child<T: serde::de::DeserializeOwned>(
     extra: &[&str],
     stop: &dyn Fn() -> bool,
 ) -> Result<T, Crash> {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(std::env::args_os().skip(1).filter(|a| {
-        // The agent's own arguments (`--config`, `--observe`, …) as they were.
-        !a.to_str()
-            .is_some_and(|s| s.starts_with(FLAG) || s == FETCH_FLAG || s == PLAN_FLAG)
-    }))
-    .arg(format!("{FLAG}={}", std::process::id()))
-    .args(extra)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    let pass = command();
+    let mut cmd = Command::new(&pass.program);
+    cmd.args(&pass.args)
+        .arg(format!("{FLAG}={}", std::process::id()))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut child = cmd
         .spawn()
         .map_err(|e| Crash(format!("cannot start the pass's process: {e}")))?;
