@@ -199,6 +199,31 @@ fn apply_updates_exactly_what_changed_and_keeps_data() {
     assert_eq!(node.instances()["web"], running);
     assert_eq!(node.exec_ok("web", &["id", "-u"]).trim(), "10001");
 
+    // A secret that cannot be decrypted (a corrupt commit): its containers would be
+    // recreated (the ciphertext is in their spec hash), but nothing is stopped for a
+    // create that cannot succeed: store and worker run on, and the report says why.
+    let before = node.instances();
+    let secret = node.spec.join("secrets/db-password.age");
+    let good = std::fs::read(&secret).unwrap();
+    std::fs::write(&secret, b"age-encryption.org/v9\nnot a secret\n").unwrap();
+    let r = node.apply();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("secret `db-password` cannot be decrypted"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let after = node.instances();
+    for name in ["store", "worker"] {
+        assert_eq!(after[name], before[name], "{name} was replaced");
+    }
+    assert_eq!(node.exec_ok("store", &["cat", "/data/keep"]).trim(), "kept");
+    let mounted = node.exec_ok("store", &["cat", "/run/secrets/db-password"]);
+    assert!(!mounted.is_empty());
+    std::fs::write(&secret, good).unwrap();
+
     // Removing a spec removes its container.
     edit(&node, |t| {
         let cut = t.find("[container.worker]").unwrap();

@@ -500,7 +500,7 @@ pub fn apply(
     let (store, snapshots) = stores(&state_dir)?;
     let client = client(env)?;
     let signatures = front.signatures(env)?;
-    let prepared = images::prepare_all(
+    let mut prepared = images::prepare_all(
         &front.targeting(),
         &store,
         &snapshots,
@@ -508,6 +508,7 @@ pub fn apply(
         &signatures,
         env.rt,
     );
+    secrets_ready(env, &front, &mut prepared);
     // One pass rewrites the peers' hosts files once, at its end.
     let networks = node::open_networks(env.loaded).deferring_peers();
     // Scanned and planned under the lock; a plan from an older generation is made
@@ -639,6 +640,53 @@ fn devices_created<'d>(plan: &Plan, desired: &'d Desired) -> Vec<&'d str> {
         })
         .flat_map(|c| c.spec.devices.iter().map(|d| d.host.as_str()))
         .collect()
+}
+
+/// Secrets are made ready as images are, before anything stops: a container with a
+/// secret that cannot be decrypted now (a corrupt file, one not encrypted to this
+/// node) is not evaluated, so that its running version stays rather than be stopped for
+/// a create that cannot succeed. Nothing decrypted is kept. Without an identity, or
+/// with one that cannot be loaded, the pass says so when it runs (as before).
+fn secrets_ready(env: &Env<'_>, front: &Front, prepared: &mut images::Prepared) {
+    let with: Vec<&Container> = front
+        .targeting()
+        .into_iter()
+        .filter(|c| !c.secrets.is_empty())
+        .collect();
+    let Some(path) = env.loaded.config.secrets.identity.as_deref() else {
+        return;
+    };
+    if with.is_empty() {
+        return;
+    }
+    let Ok(identity) = AgeIdentity::load(path) else {
+        return;
+    };
+    for c in with {
+        let failed = c.secrets.iter().find_map(|s| {
+            let secret = front.checked.state.secrets.get(&s.name)?;
+            crate::storage::secrets::decrypt_tree_file(&identity, &front.root, &secret.file)
+                .err()
+                .map(|e| (s.name.clone(), e))
+        });
+        if let Some((name, e)) = failed {
+            let facts = prepared.facts.entry(c.name.clone()).or_default();
+            if facts.error.is_none() {
+                facts.error = Some(format!(
+                    "secret `{name}` cannot be decrypted: {}",
+                    crate::util::error_chain(&e)
+                ));
+                prepared.kinds.insert(
+                    c.name.clone(),
+                    if e.is_transient() {
+                        FailureKind::Transient
+                    } else {
+                        FailureKind::Permanent
+                    },
+                );
+            }
+        }
+    }
 }
 
 fn needs_secrets(desired: &Desired) -> bool {
