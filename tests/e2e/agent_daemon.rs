@@ -737,6 +737,27 @@ fn drift_is_corrected_a_crash_loop_backs_off_in_the_status_and_an_operator_stop_
         },
     );
     eprintln!("agent_daemon drift: flaky in status: {status}");
+    // Each container's policy findings (audit mode: the specs drop no capability).
+    let json = h.status();
+    let web = json["findings"]["web"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        web.iter()
+            .any(|f| f["rule"] == "drop-all-capabilities" && f["file"] == "web.toml"),
+        "{json}"
+    );
+    let text = h.berth(&["status"]);
+    assert!(
+        text.stdout.contains("FINDINGS")
+            && text
+                .stdout
+                .lines()
+                .any(|l| l.contains("web: error drop-all-capabilities")),
+        "{}",
+        show(&text)
+    );
 
     // Held stays stopped through many passes.
     assert!(by_hand.elapsed() > Duration::from_secs(6));

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reconcile::agent_state::{self, FetchState, PassState, StatusView};
+use std::collections::BTreeMap;
+
+use crate::reconcile::agent_state::{self, FetchState, FindingNote, PassState, StatusView};
 use crate::reconcile::rows::{self, Row};
 use crate::runtime::status::StatusError;
 use crate::source::applied::RevisionInfo;
@@ -31,6 +33,9 @@ pub struct StatusDoc {
     /// Ready, Progressing, Degraded, Suspended, SourceUnavailable.
     pub conditions: Vec<ConditionDoc>,
     pub containers: Vec<Row>,
+    /// The last pass's policy findings (violations, waived), by container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub findings: BTreeMap<String, Vec<FindingNote>>,
 }
 
 /// One condition, as Flux shows them.
@@ -71,6 +76,7 @@ impl StatusDoc {
                 })
                 .collect(),
             containers,
+            findings: view.findings,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::ps::{columns, show};
 use super::{Cli, EXIT_FAILED, Format};
 use crate::api::client::ClientError;
 use crate::api::wire::StatusDoc;
+use crate::reconcile::agent_state::FindingNote;
 use crate::reconcile::rows::unix_now;
 use crate::runtime::status::StatusError;
 use crate::util::error_chain;
@@ -210,6 +211,7 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
                     |b| format!("{} until {}", b.delay, b.until),
                 ),
                 r.uptime.clone(),
+                findings_cell(doc.findings.get(&r.name)),
                 printable(&r.image).into_owned(),
             ]
         })
@@ -221,11 +223,45 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
             "RESTARTS",
             "BACKOFF",
             "UPTIME",
+            "FINDINGS",
             "IMAGE",
         ],
         &rows,
     ));
+    // Each finding once, under the table: what is wrong and where.
+    for (name, findings) in &doc.findings {
+        for f in findings {
+            text.push_str(&format!(
+                "  {}: {} {} ({}) at {}:{} `{}`: {}\n",
+                printable(name),
+                f.severity,
+                f.rule,
+                f.status,
+                printable(&f.file),
+                f.line,
+                printable(&f.key),
+                printable(&f.message)
+            ));
+        }
+    }
     text
+}
+
+/// `-`, or how many findings a container has and their rules: `2: run-as-non-root,
+/// drop-all-capabilities`.
+fn findings_cell(findings: Option<&Vec<FindingNote>>) -> String {
+    match findings {
+        None => "-".to_string(),
+        Some(fs) if fs.is_empty() => "-".to_string(),
+        Some(fs) => format!(
+            "{}: {}",
+            fs.len(),
+            fs.iter()
+                .map(|f| f.rule.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +358,19 @@ mod tests {
                 ),
                 row("web", "running (healthy)", 0, None),
             ],
+            findings: [(
+                "web".to_string(),
+                vec![FindingNote {
+                    rule: "run-as-non-root".into(),
+                    severity: "warning".into(),
+                    status: "violation".into(),
+                    key: "user".into(),
+                    file: "web.toml".into(),
+                    line: 4,
+                    message: "runs as root (uid 0)\u{1b}[2J".into(),
+                }],
+            )]
+            .into(),
         };
         let want = "\
 agent: running (pid 4242)
@@ -339,9 +388,10 @@ CONDITION   STATUS   REASON              MESSAGE
 Ready       False    SourceUnavailable   cannot reach it
 Suspended   False    Active
 
-CONTAINER   STATUS                    RESTARTS   BACKOFF                          UPTIME         IMAGE
-db          exited (1), backoff 40s   3          40s until 2026-12-04T10:05:41Z   Up 5 minutes   registry.example.com/shop/web:1.0
-web         running (healthy)         0          -                                Up 5 minutes   registry.example.com/shop/web:1.0
+CONTAINER   STATUS                    RESTARTS   BACKOFF                          UPTIME         FINDINGS             IMAGE
+db          exited (1), backoff 40s   3          40s until 2026-12-04T10:05:41Z   Up 5 minutes   -                    registry.example.com/shop/web:1.0
+web         running (healthy)         0          -                                Up 5 minutes   1: run-as-non-root   registry.example.com/shop/web:1.0
+  web: warning run-as-non-root (violation) at web.toml:4 `user`: runs as root (uid 0)\\u{1b}[2J
 ";
         assert_eq!(render(&doc, None), want);
     }
@@ -461,6 +511,7 @@ web         running (healthy)         0          -                              
             last_pass: None,
             conditions: vec![],
             containers: vec![],
+            findings: Default::default(),
         };
         assert_eq!(
             render(&doc, None),

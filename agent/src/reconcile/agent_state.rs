@@ -5,6 +5,7 @@
 //! The status is read from the state directory, so `berth status` works with no agent
 //! running; a running agent serves the same view.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,41 @@ pub struct AgentState {
     pub last_fetch: Option<FetchState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pass: Option<PassState>,
+    /// The policy findings of the last pass that judged the containers, by container
+    /// (violations and waived ones; a compliant container has none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub findings: BTreeMap<String, Vec<FindingNote>>,
+}
+
+/// One policy finding of a container, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingNote {
+    /// The rule's id (`run-as-non-root`).
+    pub rule: String,
+    /// `error` or `warning`.
+    pub severity: String,
+    /// `violation`, `waived` or `not-checked`.
+    pub status: String,
+    /// Where: the key, and `file:line` in the revision's spec tree.
+    pub key: String,
+    pub file: String,
+    pub line: usize,
+    /// What is wrong (never a secret's value).
+    pub message: String,
+}
+
+impl FindingNote {
+    pub fn of(f: &berth_policy::finding::Finding) -> Self {
+        FindingNote {
+            rule: f.rule.id().to_string(),
+            severity: f.severity.as_str().to_string(),
+            status: f.status.as_str().to_string(),
+            key: f.key.clone(),
+            file: f.file.clone(),
+            line: f.line,
+            message: f.message.clone(),
+        }
+    }
 }
 
 /// The last fetch.
@@ -119,6 +155,9 @@ pub struct StatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_pass: Option<PassState>,
     pub conditions: Vec<Condition>,
+    /// The last pass's policy findings, by container.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub findings: BTreeMap<String, Vec<FindingNote>>,
 }
 
 /// The status of the state directory at `state_dir`; `running` says whether an agent
@@ -137,6 +176,7 @@ pub fn view(state_dir: &Path, running: bool) -> StatusView {
         last_fetch: state.as_ref().and_then(|s| s.last_fetch.clone()),
         last_pass: state.as_ref().and_then(|s| s.last_pass.clone()),
         conditions,
+        findings: state.map(|s| s.findings).unwrap_or_default(),
     }
 }
 
@@ -277,11 +317,25 @@ mod tests {
                 revision: Some("abc".into()),
                 next_at: None,
             }),
+            findings: [(
+                "web".to_string(),
+                vec![FindingNote {
+                    rule: "run-as-non-root".into(),
+                    severity: "error".into(),
+                    status: "waived".into(),
+                    key: "user".into(),
+                    file: "web.toml".into(),
+                    line: 3,
+                    message: "runs as root".into(),
+                }],
+            )]
+            .into(),
         };
         s.store(dir.path()).expect("store");
         assert_eq!(AgentState::load(dir.path()).expect("load"), Some(s.clone()));
         let v = view(dir.path(), false);
         assert_eq!(v.agent, "not running");
+        assert_eq!(v.findings, s.findings);
         let by = |k: &str| v.conditions.iter().find(|c| c.kind == k).cloned();
         assert_eq!(by("Ready").map(|c| c.status), Some(false));
         let unavailable = by("SourceUnavailable").expect("condition");

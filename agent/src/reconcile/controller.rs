@@ -370,9 +370,13 @@ fn one_pass(
                 changed,
                 next_pass,
                 converged,
+                findings,
                 report,
                 ..
             } = run;
+            if let Some(findings) = findings {
+                state.findings = findings;
+            }
             if result == "converged" {
                 sched.pass_failures = 0;
                 reported.failed = None;

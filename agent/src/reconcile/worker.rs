@@ -16,15 +16,16 @@
 //! pass running under the next one: the crash semantics are those of one process. On
 //! SIGTERM the child finishes the step in flight, starts no other, and reports.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use std::path::PathBuf;
-
+use super::agent_state::FindingNote;
 use super::executor::StepResult;
 use super::follow::{self, FollowError, FollowOptions, FollowReport, PassResult};
 use super::model::{Action, Revision};
@@ -94,6 +95,10 @@ pub struct PassRun {
     pub next_pass: Option<u64>,
     /// The newest revision applied and every container converged.
     pub converged: bool,
+    /// The policy's findings of the containers judged (violations, waived), by name;
+    /// none when no tree was judged.
+    #[serde(default)]
+    pub findings: Option<BTreeMap<String, Vec<FindingNote>>>,
     pub report: serde_json::Value,
 }
 
@@ -128,6 +133,22 @@ pub fn summarize(report: &FollowReport) -> PassRun {
         ),
         _ => (false, None),
     };
+    let judged = match &report.pass {
+        Some(PassResult::Applied(r)) => Some(&r.findings),
+        Some(PassResult::Observed(p)) => Some(&p.findings),
+        None => None,
+    };
+    let findings = judged.map(|all| {
+        all.iter()
+            .map(|(name, fs)| {
+                (
+                    name.clone(),
+                    fs.iter().map(FindingNote::of).collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, fs)| !fs.is_empty())
+            .collect()
+    });
     let s = &report.source;
     PassRun {
         source: SourceSummary {
@@ -146,6 +167,7 @@ pub fn summarize(report: &FollowReport) -> PassRun {
         // One verdict: `converged` is true exactly when the result says so (a restart
         // waiting for its crash-loop backoff is applied, but not converged).
         converged: result == "converged",
+        findings,
         report: serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
     }
 }
@@ -502,6 +524,7 @@ mod tests {
             changed: true,
             next_pass: Some(17),
             converged: false,
+            findings: None,
             report: serde_json::json!({"source": {"url": "file:///r"}}),
         });
         let line = serde_json::to_string(&run).unwrap();
