@@ -9,6 +9,7 @@
 //! controller has ended.
 
 use std::io;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_spec::diag::printable;
 use futures_util::Stream;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot, watch};
 
 use super::wire::{ErrorDoc, StatusDoc, SuspendedDoc};
 use crate::reconcile::agent_state;
@@ -30,6 +31,9 @@ use crate::reconcile::worker::{self, PlanError, PlanFailure};
 use crate::runtime::status::StatusError;
 use crate::source::applied::Applied;
 use crate::util::{error_chain, rfc3339};
+
+/// How many event requests (recorded or followed) are served at once; more are 503.
+pub(super) const MAX_EVENT_STREAMS: usize = 32;
 
 /// The media type of the events: one JSON object a line.
 const NDJSON: &str = "application/x-ndjson";
@@ -42,8 +46,24 @@ const DEDUP: usize = 256;
 #[derive(Debug, Clone)]
 pub(super) struct Ctx {
     pub handle: controller::Handle,
+    /// Event requests at once ([`MAX_EVENT_STREAMS`]): each holds the history it sends
+    /// until its client reads it.
+    pub streams: Arc<Semaphore>,
+    /// One plan at a time: each is a process of the agent's own.
+    pub plans: Arc<Semaphore>,
     /// Becomes true when the server stops: open event streams end.
     pub shutdown: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    pub(super) fn new(handle: controller::Handle, shutdown: watch::Receiver<bool>) -> Self {
+        Ctx {
+            handle,
+            streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+            plans: Arc::new(Semaphore::new(1)),
+            shutdown,
+        }
+    }
 }
 
 pub(super) fn router(ctx: Ctx) -> Router {
@@ -137,6 +157,13 @@ async fn container(State(c): State<Ctx>, UrlPath(name): UrlPath<String>) -> Answ
 /// agent's own (`reconcile::worker`), which pulls what it needs from registries.
 async fn plan(State(c): State<Ctx>) -> Answer {
     let dir = c.handle.state_dir().to_path_buf();
+    // Plans wait for each other: a flood of requests is a queue, not a process each.
+    let _one = c
+        .plans
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| fail(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"))?;
     let planned = blocking(move || {
         // Nothing applied yet: said without starting a process.
         match Applied::load(&dir) {
@@ -225,6 +252,12 @@ async fn events(
         )
     })?;
     let q = EventsQuery::parse(&pairs).map_err(|e| fail(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let permit = c.streams.clone().try_acquire_owned().map_err(|_| {
+        fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_EVENT_STREAMS} event requests are served already; try again later"),
+        )
+    })?;
     let since = q.since;
     // Subscribed before the history is read, so nothing falls between the two.
     let live = q.follow.then(|| c.handle.subscribe());
@@ -235,6 +268,8 @@ async fn events(
         head.extend_from_slice(&line(e));
     }
     let Some(rx) = live else {
+        // The whole history is in the answer; its permit goes once it is handed over.
+        drop(permit);
         return Ok(([(header::CONTENT_TYPE, NDJSON)], head).into_response());
     };
     let seen = recorded[recorded.len().saturating_sub(DEDUP)..].to_vec();
@@ -243,6 +278,7 @@ async fn events(
         rx,
         seen,
         shutdown: c.shutdown.clone(),
+        _permit: permit,
     }));
     Ok(([(header::CONTENT_TYPE, NDJSON)], body).into_response())
 }
@@ -270,6 +306,8 @@ struct Follow {
     /// The newest recorded events, each skipped once when it also arrives live.
     seen: Vec<Event>,
     shutdown: watch::Receiver<bool>,
+    /// Held while the stream lives.
+    _permit: OwnedSemaphorePermit,
 }
 
 fn follow(f: Follow) -> impl Stream<Item = Result<Bytes, io::Error>> + Send {
@@ -429,7 +467,7 @@ mod events_query_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (handle, _rx) = controller::channel(dir.path());
         let (_stop, shutdown) = watch::channel(false);
-        let ctx = Ctx { handle, shutdown };
+        let ctx = Ctx::new(handle, shutdown);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -81,10 +81,7 @@ pub(super) fn start_with(
         tokio::net::UnixListener::from_std(listener).map_err(bind_err)?
     };
     let (shutdown, stopped) = watch::channel(false);
-    let app = routes::router(Ctx {
-        handle,
-        shutdown: stopped.clone(),
-    });
+    let app = routes::router(Ctx::new(handle, stopped.clone()));
     let mut stop = stopped;
     let (done, stopped) = mpsc::channel();
     rt.spawn(async move {

@@ -363,3 +363,45 @@ fn a_container_name_that_climbs_out_is_not_found_and_reads_nothing() {
         );
     }
 }
+
+#[test]
+fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let f = Fixture::new();
+    // The status line of GET /v1/events?follow=true on a connection kept open.
+    let open = || {
+        let mut s = UnixStream::connect(&f.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"GET /v1/events?follow=true HTTP/1.1\r\nHost: berth\r\n\r\n")
+            .expect("write");
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while !got.ends_with(b"\r\n") {
+            s.read_exact(&mut b).expect("read");
+            got.push(b[0]);
+        }
+        (s, String::from_utf8_lossy(&got).into_owned())
+    };
+    let mut held = Vec::new();
+    for _ in 0..super::routes::MAX_EVENT_STREAMS {
+        let (s, status) = open();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        held.push(s);
+    }
+    let (_, status) = open();
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    drop(held.pop());
+    // The freed place is taken again (once the server has seen the close).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, status) = open();
+        if status.starts_with("HTTP/1.1 200") {
+            held.push(s);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
