@@ -55,7 +55,10 @@ pub fn run(loaded: &Loaded, pass: PassCommand) -> Result<(), DaemonError> {
     // One agent per run directory (its socket) and per state directory (its records).
     let _lock = single_instance(run_dir)?;
     let _state_lock = single_instance(&cfg.runtime.state_dir)?;
-    let (handle, rx) = controller::channel(&cfg.runtime.state_dir);
+    let (handle, rx) = controller::channel(
+        &cfg.runtime.state_dir,
+        crate::reconcile::backoff::RestartBackoff::of(&cfg.runtime),
+    );
 
     // Signals end the controller after the pass in flight. tokio's handlers leave the
     // signal mask alone, so the OCI runtime and the shims start with default signals.

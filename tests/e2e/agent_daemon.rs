@@ -1159,3 +1159,60 @@ fn a_pass_that_cannot_run_after_a_good_fetch_is_not_called_a_source_outage() {
     let events = std::fs::read_to_string(h.node.state().join("state/events.jsonl")).unwrap();
     assert!(!events.contains("\"SourceUnavailable\""), "{events}");
 }
+
+#[test]
+fn the_configured_crash_loop_backoff_is_the_one_applied_and_shown() {
+    // 3 s doubling to 12 s (the default is 10 s doubling to 5 min).
+    let Some(mut h) = Host::with_runtime(
+        10,
+        "restart_backoff = \"3s\"\nrestart_backoff_max = \"12s\"\n",
+    ) else {
+        return;
+    };
+    h.spec(
+        "flaky",
+        "command = [\"sh\", \"-c\", \"exit 1\"]\nrestart = \"always\"\n",
+    );
+    h.push("flaky");
+    h.follow(&h.repo.file_url());
+    h.start();
+    // Restarted twice within what the default's first delay alone would take.
+    let started = Instant::now();
+    poll(
+        "flaky restarted twice",
+        CONVERGE,
+        || {
+            let ps = h.ps();
+            (ps.get("flaky")?["restarts"].as_u64() >= Some(2)).then_some(())
+        },
+        || h.context(),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "two restarts took {:?}\n{}",
+        started.elapsed(),
+        h.context()
+    );
+    // ps, status and the API show the configured delays.
+    let seen = poll(
+        "a backoff shown by berth ps --format json",
+        CONVERGE,
+        || {
+            let out = h.berth(&["ps", "-a", "--format", "json"]);
+            let rows: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            rows.as_array()?
+                .iter()
+                .find(|r| r["name"] == "flaky")
+                .and_then(|r| r["backoff"]["delay_seconds"].as_u64())
+        },
+        || h.context(),
+    );
+    assert!([3, 6, 12].contains(&seen), "ps backoff {seen}s");
+    let api = poll(
+        "a backoff in GET /v1/containers/flaky",
+        CONVERGE,
+        || h.status()["containers"][0]["backoff"]["delay_seconds"].as_u64(),
+        || h.context(),
+    );
+    assert!([3, 6, 12].contains(&api), "API backoff {api}s");
+}

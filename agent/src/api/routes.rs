@@ -127,13 +127,15 @@ fn state_failure(e: &StatusError) -> Failure {
 
 async fn status(State(c): State<Ctx>) -> Answer {
     let dir = c.handle.state_dir().to_path_buf();
-    let doc = blocking(move || StatusDoc::read(&dir, true, unix_now())).await?;
+    let backoff = c.handle.backoff();
+    let doc = blocking(move || StatusDoc::read(&dir, true, unix_now(), backoff)).await?;
     json(doc.map_err(|e| state_failure(&e))?)
 }
 
 async fn containers(State(c): State<Ctx>) -> Answer {
     let dir = c.handle.state_dir().to_path_buf();
-    let rows = blocking(move || rows::list(&dir, unix_now())).await?;
+    let backoff = c.handle.backoff();
+    let rows = blocking(move || rows::list(&dir, unix_now(), backoff)).await?;
     json(rows.map_err(|e| state_failure(&e))?)
 }
 
@@ -149,7 +151,8 @@ async fn container(State(c): State<Ctx>, UrlPath(name): UrlPath<String>) -> Answ
         ));
     }
     let dir = c.handle.state_dir().to_path_buf();
-    let row = blocking(move || rows::one(&dir, &name, unix_now())).await?;
+    let backoff = c.handle.backoff();
+    let row = blocking(move || rows::one(&dir, &name, unix_now(), backoff)).await?;
     json(row.map_err(|e| state_failure(&e))?)
 }
 
@@ -465,7 +468,7 @@ mod events_query_tests {
     #[test]
     fn a_bad_query_is_a_json_400() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (handle, _rx) = controller::channel(dir.path());
+        let (handle, _rx) = controller::channel(dir.path(), Default::default());
         let (_stop, shutdown) = watch::channel(false);
         let ctx = Ctx::new(handle, shutdown);
         let rt = tokio::runtime::Builder::new_current_thread()

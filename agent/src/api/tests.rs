@@ -37,7 +37,7 @@ fn own_group() -> String {
 /// A controller that answers as the real one: a reconcile converges, suspend and
 /// resume write and remove `state/suspended` (and emit their events).
 fn fake_controller(state_dir: &Path) -> Handle {
-    let (handle, rx) = controller::channel(state_dir);
+    let (handle, rx) = controller::channel(state_dir, Default::default());
     let h = handle.clone();
     let dir = state_dir.to_path_buf();
     std::thread::spawn(move || {
@@ -209,7 +209,7 @@ fn controls_reach_the_controller_and_a_suspended_agent_refuses_to_reconcile() {
 #[test]
 fn a_controller_that_ended_is_503() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (handle, rx) = controller::channel(dir.path());
+    let (handle, rx) = controller::channel(dir.path(), Default::default());
     drop(rx);
     let rt = runtime();
     let socket = dir.path().join("api.sock");
@@ -291,7 +291,7 @@ fn the_socket_is_the_groups_0660_or_root_only_0600() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("api.sock");
-    let (handle, _rx) = controller::channel(dir.path());
+    let (handle, _rx) = controller::channel(dir.path(), Default::default());
     let _s = start_with(f.rt.handle(), handle, &socket, "no-such-group-berth-test").expect("start");
     let m = std::fs::metadata(&socket).expect("socket");
     assert_eq!(m.permissions().mode() & 0o7777, 0o600);
@@ -312,11 +312,11 @@ fn a_stale_socket_is_replaced_a_live_one_or_a_file_is_not() {
         matches!(no_agent, Err(ClientError::NoAgent { .. })),
         "{no_agent:?}"
     );
-    let (h, _rx) = controller::channel(dir.path());
+    let (h, _rx) = controller::channel(dir.path(), Default::default());
     let first = start(h).expect("a stale socket is replaced");
 
     // A socket something answers on is left alone.
-    let (h, _rx2) = controller::channel(dir.path());
+    let (h, _rx2) = controller::channel(dir.path(), Default::default());
     assert!(matches!(start(h), Err(ApiError::InUse { .. })));
     assert!(rt.block_on(Client::new(&socket).status()).is_ok());
     drop(first);
@@ -324,7 +324,7 @@ fn a_stale_socket_is_replaced_a_live_one_or_a_file_is_not() {
 
     // A path that is not a socket is left alone.
     std::fs::write(&socket, b"not a socket").expect("file");
-    let (h, _rx3) = controller::channel(dir.path());
+    let (h, _rx3) = controller::channel(dir.path(), Default::default());
     assert!(matches!(start(h), Err(ApiError::NotSocket { .. })));
     assert_eq!(std::fs::read(&socket).expect("kept"), b"not a socket");
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::reconcile::agent_state::{self, FetchState, FindingNote, PassState, StatusView};
+use crate::reconcile::backoff::RestartBackoff;
 use crate::reconcile::rows::{self, Row};
 use crate::runtime::status::StatusError;
 use crate::source::applied::RevisionInfo;
@@ -51,8 +52,13 @@ pub struct ConditionDoc {
 impl StatusDoc {
     /// What the state directory says, as of `now` (Unix seconds); `running` says
     /// whether an agent answers for it.
-    pub fn read(state_dir: &Path, running: bool, now: i64) -> Result<Self, StatusError> {
-        let containers = rows::list(state_dir, now)?;
+    pub fn read(
+        state_dir: &Path,
+        running: bool,
+        now: i64,
+        backoff: RestartBackoff,
+    ) -> Result<Self, StatusError> {
+        let containers = rows::list(state_dir, now, backoff)?;
         Ok(Self::new(agent_state::view(state_dir, running), containers))
     }
 

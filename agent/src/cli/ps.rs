@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format};
+use crate::reconcile::backoff::RestartBackoff;
 use crate::reconcile::rows::{self, Row};
 pub use crate::reconcile::rows::{status_or_warn, unix_now};
 use crate::runtime::status::StatusError;
@@ -46,11 +47,13 @@ pub fn fail(e: &StatusError) -> ExitCode {
 }
 
 pub fn run(cli: &Cli, args: &PsArgs) -> ExitCode {
-    let state_dir = match state_dir(cli) {
-        Ok(d) => d,
+    let loaded = match super::config::load_or_report(cli) {
+        Ok(l) => l,
         Err(code) => return code,
     };
-    let rows: Vec<Row> = match rows::list(&state_dir, unix_now()) {
+    let state_dir = loaded.config.runtime.state_dir.clone();
+    let backoff = RestartBackoff::of(&loaded.config.runtime);
+    let rows: Vec<Row> = match rows::list(&state_dir, unix_now(), backoff) {
         Ok(rows) => rows
             .into_iter()
             .filter(|row| args.all || row.state == "running")

@@ -22,6 +22,7 @@ use super::{Cli, EXIT_FAILED, Format};
 use crate::api::client::ClientError;
 use crate::api::wire::StatusDoc;
 use crate::reconcile::agent_state::FindingNote;
+use crate::reconcile::backoff::RestartBackoff;
 use crate::reconcile::rows::unix_now;
 use crate::runtime::status::StatusError;
 use crate::util::error_chain;
@@ -44,7 +45,10 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> ExitCode {
     };
     let state_dir = &a.loaded.config.runtime.state_dir;
     let answer = a.rt.block_on(a.client.status());
-    let shown = match shown(answer, || StatusDoc::read(state_dir, false, unix_now())) {
+    let backoff = RestartBackoff::of(&a.loaded.config.runtime);
+    let shown = match shown(answer, || {
+        StatusDoc::read(state_dir, false, unix_now(), backoff)
+    }) {
         Ok(s) => s,
         Err(both) => {
             let (agent, state) = *both;
@@ -433,7 +437,10 @@ web         running (healthy)         0          -                              
             matches!(answer, Err(ClientError::Timeout { .. })),
             "{answer:?}"
         );
-        let s = shown(answer, || StatusDoc::read(&state, false, unix_now())).expect("shown");
+        let s = shown(answer, || {
+            StatusDoc::read(&state, false, unix_now(), RestartBackoff::default())
+        })
+        .expect("shown");
         assert_eq!(s.doc.agent, NOT_ANSWERING);
         let why = s.why.expect("why");
         assert_eq!(
@@ -468,7 +475,10 @@ web         running (healthy)         0          -                              
             matches!(answer, Err(ClientError::Http { .. })),
             "{answer:?}"
         );
-        let s = shown(answer, || StatusDoc::read(&state, false, unix_now())).expect("shown");
+        let s = shown(answer, || {
+            StatusDoc::read(&state, false, unix_now(), RestartBackoff::default())
+        })
+        .expect("shown");
         assert_eq!(s.doc.agent, NOT_ANSWERING);
         let why = s.why.expect("why");
         assert!(
@@ -478,7 +488,10 @@ web         running (healthy)         0          -                              
 
         let missing = dir.path().join("missing.sock");
         let answer = rt.block_on(Client::new(&missing).status());
-        let s = shown(answer, || StatusDoc::read(&state, false, unix_now())).expect("shown");
+        let s = shown(answer, || {
+            StatusDoc::read(&state, false, unix_now(), RestartBackoff::default())
+        })
+        .expect("shown");
         assert_eq!((s.doc.agent.as_str(), s.why), ("not running", None));
     }
 
@@ -489,7 +502,9 @@ web         running (healthy)         0          -                              
         let answer = runtime().block_on(Client::new(&missing).status());
         let not_a_dir = dir.path().join("file");
         std::fs::write(&not_a_dir, b"x").expect("file");
-        let got = shown(answer, || StatusDoc::read(&not_a_dir, false, unix_now()));
+        let got = shown(answer, || {
+            StatusDoc::read(&not_a_dir, false, unix_now(), RestartBackoff::default())
+        });
         assert!(
             matches!(
                 got.as_ref().map_err(|b| &b.0),

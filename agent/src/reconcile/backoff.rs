@@ -140,12 +140,6 @@ pub struct Delay {
     pub until: Timestamp,
 }
 
-/// The default backoff ([`RestartBackoff::default`]) before restarting after the last
-/// of `exits` (in any order), or `None` without exits.
-pub fn restart_delay(exits: &[Exit]) -> Option<Delay> {
-    RestartBackoff::default().delay(exits)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,11 +192,11 @@ mod tests {
 
     #[test]
     fn replays_history_in_time_order() {
-        assert_eq!(restart_delay(&[]), None);
+        assert_eq!(RestartBackoff::default().delay(&[]), None);
         // Three quick crashes, given out of order: 10 s, 20 s, then 40 s.
         let exits = [exit(1030, 1031), exit(1000, 1001), exit(1011, 1012)];
         assert_eq!(
-            restart_delay(&exits),
+            RestartBackoff::default().delay(&exits),
             Some(Delay {
                 delay: Duration::from_secs(40),
                 until: Timestamp(1071),
@@ -211,7 +205,7 @@ mod tests {
         // A run of ten minutes between crashes resets the count.
         let exits = [exit(1000, 1001), exit(1011, 1012), exit(1032, 1632)];
         assert_eq!(
-            restart_delay(&exits).map(|d| d.delay),
+            RestartBackoff::default().delay(&exits).map(|d| d.delay),
             Some(Duration::from_secs(10))
         );
     }

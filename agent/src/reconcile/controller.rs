@@ -89,6 +89,8 @@ pub struct PassOutcome {
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: Sender<Trigger>,
+    /// The node's crash-loop backoff, as the rows show it.
+    backoff: super::backoff::RestartBackoff,
     events: broadcast::Sender<Event>,
     log: Arc<EventLog>,
     state_dir: PathBuf,
@@ -97,6 +99,11 @@ pub struct Handle {
 impl Handle {
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The node's crash-loop backoff (`runtime.restart_backoff`, `…_max`).
+    pub fn backoff(&self) -> super::backoff::RestartBackoff {
+        self.backoff
     }
 
     /// Sends a trigger; false when the controller has ended.
@@ -144,12 +151,16 @@ pub enum ControllerError {
 }
 
 /// Makes the controller's handle and its trigger queue.
-pub fn channel(state_dir: &Path) -> (Handle, Receiver<Trigger>) {
+pub fn channel(
+    state_dir: &Path,
+    backoff: super::backoff::RestartBackoff,
+) -> (Handle, Receiver<Trigger>) {
     let (tx, rx) = mpsc::channel();
     let (events, _) = broadcast::channel(256);
     (
         Handle {
             tx,
+            backoff,
             events,
             log: Arc::new(EventLog::new(state_dir)),
             state_dir: state_dir.to_path_buf(),

@@ -5,7 +5,7 @@
 //!
 //! A row is the record, the observed status (`runtime::status`) and, while a crash
 //! loop holds the next restart back, that backoff: replayed from the restart history
-//! (`runtime::history`) with the planner's own [`restart_delay`], so `ps` and `status`
+//! (`runtime::history`) with the planner's own backoff (`RestartBackoff::delay`, the node's settings), so `ps` and `status`
 //! say what the next pass will wait for. That is why the rows live here and not in
 //! `runtime/`: the backoff is the reconciler's rule.
 
@@ -14,7 +14,7 @@ use std::path::Path;
 use berth_spec::types::{Restart, format_duration};
 use serde::{Deserialize, Serialize};
 
-use super::backoff::{self, restart_delay};
+use super::backoff::RestartBackoff;
 use super::model::{Exit, Timestamp};
 use crate::runtime::history;
 use crate::runtime::record::ContainerRecord;
@@ -103,21 +103,29 @@ pub fn unix_now() -> i64 {
 }
 
 /// Every container's row, by name.
-pub fn list(state_dir: &Path, now: i64) -> Result<Vec<Row>, StatusError> {
+pub fn list(state_dir: &Path, now: i64, backoff: RestartBackoff) -> Result<Vec<Row>, StatusError> {
     let records = status::load_records(state_dir)?;
-    Ok(records.values().map(|r| row(state_dir, r, now)).collect())
+    Ok(records
+        .values()
+        .map(|r| row(state_dir, r, now, backoff))
+        .collect())
 }
 
 /// One container's row; [`StatusError::Unknown`] when berth has no such container.
-pub fn one(state_dir: &Path, name: &str, now: i64) -> Result<Row, StatusError> {
+pub fn one(
+    state_dir: &Path,
+    name: &str,
+    now: i64,
+    backoff: RestartBackoff,
+) -> Result<Row, StatusError> {
     let r = status::load_record(state_dir, name)?;
-    Ok(row(state_dir, &r, now))
+    Ok(row(state_dir, &r, now, backoff))
 }
 
 /// The row of `r` on this host.
-pub fn row(state_dir: &Path, r: &ContainerRecord, now: i64) -> Row {
+pub fn row(state_dir: &Path, r: &ContainerRecord, now: i64, backoff: RestartBackoff) -> Row {
     let s = status_or_warn(state_dir, r);
-    let b = current_backoff(r, &s, &exits_of(state_dir, r), now);
+    let b = current_backoff(r, &s, &exits_of(state_dir, r), now, backoff);
     Row::new(r, &s, now).with_backoff(b)
 }
 
@@ -160,6 +168,7 @@ pub fn current_backoff(
     s: &Status,
     history: &[Exit],
     now: i64,
+    backoff: RestartBackoff,
 ) -> Option<RowBackoff> {
     if s.state != State::Exited {
         return None;
@@ -186,9 +195,9 @@ pub fn current_backoff(
             code: exit.exit_code,
         });
     }
-    let delay = restart_delay(&exits)?;
+    let delay = backoff.delay(&exits)?;
     let now = Timestamp(u64::try_from(now).ok()?);
-    let until = delay.until.min(now.after(backoff::MAX));
+    let until = delay.until.min(now.after(backoff.max));
     (until > now).then(|| RowBackoff {
         delay: format_duration(delay.delay),
         delay_seconds: delay.delay.as_secs(),
@@ -239,7 +248,8 @@ mod tests {
         ];
         let s = exited(1, "2026-11-22T10:00:40Z");
         let now = at("2026-11-22T10:00:50Z");
-        let b = current_backoff(&r, &s, &history, now).expect("a backoff");
+        let b =
+            current_backoff(&r, &s, &history, now, RestartBackoff::default()).expect("a backoff");
         assert_eq!(b.delay, "40s");
         assert_eq!(b.delay_seconds, 40);
         assert_eq!(b.until, "2026-11-22T10:01:20Z");
@@ -247,7 +257,13 @@ mod tests {
         assert_eq!(row.status, "exited (1), backoff 40s");
         // Once the delay has passed, the restart is due: no backoff.
         assert_eq!(
-            current_backoff(&r, &s, &history, at("2026-11-22T10:01:20Z")),
+            current_backoff(
+                &r,
+                &s,
+                &history,
+                at("2026-11-22T10:01:20Z"),
+                RestartBackoff::default()
+            ),
             None
         );
     }
@@ -258,20 +274,33 @@ mod tests {
         let now = at("2026-11-22T10:00:02Z");
         let done = exited(0, "2026-11-22T10:00:01Z");
         r.spec.restart = Restart::OnFailure;
-        assert_eq!(current_backoff(&r, &done, &[], now), None);
+        assert_eq!(
+            current_backoff(&r, &done, &[], now, RestartBackoff::default()),
+            None
+        );
         r.spec.restart = Restart::No;
         assert_eq!(
-            current_backoff(&r, &exited(1, "2026-11-22T10:00:01Z"), &[], now),
+            current_backoff(
+                &r,
+                &exited(1, "2026-11-22T10:00:01Z"),
+                &[],
+                now,
+                RestartBackoff::default()
+            ),
             None
         );
         r.spec.restart = Restart::Always;
-        let first = current_backoff(&r, &done, &[], now).expect("first exit");
+        let first =
+            current_backoff(&r, &done, &[], now, RestartBackoff::default()).expect("first exit");
         assert_eq!(
             (first.delay_seconds, first.until.as_str()),
             (10, "2026-11-22T10:00:11Z")
         );
         let mut stopped = done.clone();
         stopped.state = State::Stopped;
-        assert_eq!(current_backoff(&r, &stopped, &[], now), None);
+        assert_eq!(
+            current_backoff(&r, &stopped, &[], now, RestartBackoff::default()),
+            None
+        );
     }
 }
