@@ -282,7 +282,8 @@ pub fn agentd_main() -> std::process::ExitCode {
             return ExitCode::from(3);
         }
     };
-    match run(&loaded, args.pass_command()) {
+    let pass = args.pass_command().pinned_to(loaded.path.as_deref());
+    match run(&loaded, pass) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", crate::util::error_chain(&e));

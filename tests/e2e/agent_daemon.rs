@@ -1216,3 +1216,40 @@ fn the_configured_crash_loop_backoff_is_the_one_applied_and_shown() {
     );
     assert!([3, 6, 12].contains(&api), "API backoff {api}s");
 }
+
+#[test]
+fn a_node_configuration_changed_under_a_running_agent_is_refused_by_its_passes_with_why() {
+    let Some((mut h, _)) = Host::converged(11, &[("web", 1000)]) else {
+        return;
+    };
+    let web = h.pid("web");
+    // Passes keep to the configuration the agent checked: a change (here a harmless
+    // one) is refused, with why and what to do, and nothing running is touched.
+    let mut text = std::fs::read_to_string(&h.node.config).unwrap();
+    text.push_str("# edited while the agent runs\n");
+    std::fs::write(&h.node.config, text).unwrap();
+    let r = h.berth(&["reconcile"]);
+    assert_eq!(r.code, 3, "{}", show(&r));
+    assert!(
+        r.stderr.contains("changed since the agent started")
+            && r.stderr.contains("restart the agent"),
+        "{}",
+        show(&r)
+    );
+    let status = h.status();
+    assert_eq!(status["last_pass"]["result"], "failed", "{status}");
+    assert_eq!(h.pid("web"), web, "{}", h.context());
+    // A restarted agent takes the new configuration.
+    h.agent().terminate();
+    h.start();
+    let r = poll(
+        "a converged reconcile after the restart",
+        CONVERGE,
+        || {
+            let r = h.berth(&["reconcile"]);
+            (r.code == 0).then_some(r)
+        },
+        || h.context(),
+    );
+    assert!(r.stdout.starts_with("converged"), "{}", show(&r));
+}

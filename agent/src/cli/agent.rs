@@ -60,16 +60,20 @@ pub struct AgentArgs {
         conflicts_with = "pass_fetch"
     )]
     pub pass_plan: bool,
+    /// Internal, with `--pass-worker`: the fingerprint of the node configuration the
+    /// agent checked; the pass refuses to run on another
+    #[arg(long, hide = true, requires = "pass_worker", value_name = "SHA256")]
+    pub pass_config: Option<String>,
 }
 
 pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
+    if let Some(agent) = args.pass_worker {
+        return pass_worker(cli, agent, args);
+    }
     let loaded = match config::load_or_report(cli) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    if let Some(agent) = args.pass_worker {
-        return pass_worker(&loaded, agent, args);
-    }
     let shown = loaded.path.as_ref().map_or_else(
         || config::DEFAULT_CONFIG.to_string(),
         |p| p.display().to_string(),
@@ -148,7 +152,8 @@ fn daemon(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
             "{} is not next to this berth: the agent runs in this process, and idles larger",
             crate::daemon::AGENTD
         );
-        return match crate::daemon::run(loaded, worker::PassCommand::this_process()) {
+        let pass = worker::PassCommand::this_process().pinned_to(loaded.path.as_deref());
+        return match crate::daemon::run(loaded, pass) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", error_chain(&e));
@@ -225,12 +230,10 @@ fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
     }
 }
 
-/// `--pass-worker`: one pass for the agent (its warnings were printed when it started).
-fn pass_worker(loaded: &Loaded, agent: u32, args: &AgentArgs) -> ExitCode {
-    let env = match env(loaded) {
-        Ok(env) => env,
-        Err(code) => return code,
-    };
+/// `--pass-worker`: one pass for the agent (its warnings were printed when it started),
+/// on the node configuration it checked: a configuration that cannot be used, or that
+/// changed since, is the pass's result (an error the agent shows), never a silent exit.
+fn pass_worker(cli: &Cli, agent: u32, args: &AgentArgs) -> ExitCode {
     let job = if args.pass_plan {
         worker::Job::Plan
     } else {
@@ -238,6 +241,39 @@ fn pass_worker(loaded: &Loaded, agent: u32, args: &AgentArgs) -> ExitCode {
             observe: args.observe,
             fetch: args.pass_fetch,
         }
+    };
+    let refused = |why: String| {
+        if let Err(e) = worker::refuse(job, why) {
+            eprintln!("error: the pass for agent {agent}: {e}");
+        }
+        ExitCode::from(EXIT_FAILED)
+    };
+    let loaded = match config::load(cli) {
+        Ok(l) => l,
+        Err(ConfigError::Invalid { path, diags }) => {
+            let all: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            return refused(format!(
+                "the node configuration {} is invalid: {}",
+                path.display(),
+                all.join("; ")
+            ));
+        }
+        Err(e) => return refused(error_chain(&e)),
+    };
+    if let Some(want) = &args.pass_config
+        && worker::config_fingerprint(loaded.path.as_deref()).as_ref() != Some(want)
+    {
+        return refused(format!(
+            "the node configuration {} changed since the agent started: restart the agent to use it (its passes keep to the configuration it checked)",
+            loaded.path.as_ref().map_or_else(
+                || config::DEFAULT_CONFIG.into(),
+                |p| p.display().to_string()
+            )
+        ));
+    }
+    let env = match env(&loaded) {
+        Ok(env) => env,
+        Err(code) => return code,
     };
     match worker::serve(&env, agent, job) {
         Ok(()) => ExitCode::SUCCESS,

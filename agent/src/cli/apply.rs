@@ -111,22 +111,8 @@ fn describe(report: &ContainerReport) -> String {
             format!("restart deferred until {until} ({reason})")
         }
         ContainerOutcome::Removed => "removed".to_string(),
-        ContainerOutcome::Blocked { reason } => format!("blocked by policy: {reason}"),
-        ContainerOutcome::Held { reason } => format!("held: {reason}"),
-        ContainerOutcome::NotEvaluated { reason, .. } => format!("not evaluated: {reason}"),
-        ContainerOutcome::Unknown { reason } => format!("not known: {reason}"),
-        ContainerOutcome::NotApplied {
-            step,
-            error,
-            needed: None,
-            ..
-        } => format!("not applied: {step} failed: {error}"),
-        ContainerOutcome::NotApplied {
-            step,
-            error,
-            needed: Some(needed),
-            ..
-        } => format!("not applied: {step} skipped: {needed} did not succeed: {error}"),
+        // Blocked, held, not evaluated, not known, not applied: the one wording.
+        other => other.why_not().unwrap_or_default(),
     };
     // It runs, but a wait for its health did not succeed: `created (unhealthy: …)`.
     if let Some(h) = &report.health {

@@ -269,14 +269,9 @@ pub fn run(
             continue;
         }
         for id in &wake.exited {
-            handle.emit(
-                Event::new(
-                    EventKind::Normal,
-                    "ContainerExited",
-                    format!("instance {id} exited"),
-                )
-                .container(id.rsplit_once('-').map_or(id.as_str(), |(n, _)| n)),
-            );
+            if let Some(e) = exited_event(&state_dir, id) {
+                handle.emit(e);
+            }
         }
         let outcome = one_pass(
             runner,
@@ -446,6 +441,11 @@ fn one_pass(
                 if let PassFailure::Fetch { .. } = failure {
                     // The fetch itself failed, and no revision was ever applied.
                     note_fetch_error(handle, state, sched, reported, &message, interval);
+                } else if let PassFailure::Crashed { .. } = failure {
+                    // The pass's process could not say what it did: nothing is known
+                    // of the fetch, and it is tried again with the pass.
+                    sched.fetch_at =
+                        now + backoff(sched.pass_failures + 1, sched.retry_base, interval);
                 } else {
                     // The fetch went through, or the pass's process ended before it
                     // could say: what failed came after it (the pass, a checkout, a
@@ -582,6 +582,27 @@ fn note_fetch_error(
         ..SourceSummary::default()
     };
     note_fetch(handle, state, sched, reported, &source, interval);
+}
+
+/// `ContainerExited` for instance `id`, with its exit code (`Warning` unless 0), as
+/// `docker events` says `die`; none when the instance is gone already (a pass removed
+/// it: that exit was the pass's own doing).
+fn exited_event(state_dir: &Path, id: &str) -> Option<Event> {
+    let dirs = crate::runtime::state::InstanceDirs::new(state_dir, id);
+    let name = id.rsplit_once('-').map_or(id, |(n, _)| n);
+    let (kind, message) = match dirs.exit_status() {
+        Ok(Some(exit)) if exit.exit_code == 0 => (
+            EventKind::Normal,
+            format!("instance {id} exited with code 0"),
+        ),
+        Ok(Some(exit)) => (
+            EventKind::Warning,
+            format!("instance {id} exited with code {}", exit.exit_code),
+        ),
+        Ok(None) if !dirs.root.exists() => return None,
+        _ => (EventKind::Normal, format!("instance {id} exited")),
+    };
+    Some(Event::new(kind, "ContainerExited", message).container(name))
 }
 
 fn with_revision(e: Event, revision: Option<&str>) -> Event {

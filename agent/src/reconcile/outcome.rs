@@ -86,6 +86,29 @@ pub enum ContainerOutcome {
 }
 
 impl ContainerOutcome {
+    /// Why it was not applied, as `berth apply` says it (`blocked by policy: …`,
+    /// `not applied: create failed: …`); none when it was.
+    pub fn why_not(&self) -> Option<String> {
+        match self {
+            ContainerOutcome::Blocked { reason } => Some(format!("blocked by policy: {reason}")),
+            ContainerOutcome::Held { reason } => Some(format!("held: {reason}")),
+            ContainerOutcome::NotEvaluated { reason, .. } => {
+                Some(format!("not evaluated: {reason}"))
+            }
+            ContainerOutcome::Unknown { reason } => Some(format!("not known: {reason}")),
+            ContainerOutcome::NotApplied {
+                step,
+                error,
+                needed,
+                ..
+            } => Some(match needed {
+                Some(n) => format!("not applied: {step} skipped: {n} did not succeed: {error}"),
+                None => format!("not applied: {step} failed: {error}"),
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether the container is as desired after the pass (exit code 0 for it).
     pub fn applied(&self) -> bool {
         !matches!(

@@ -3,9 +3,10 @@
 //! `berth agent` idles for months between passes; a pass touches everything (libgit2,
 //! the registry client, the unpacker, CNI, the runtime) and leaves its pages and its
 //! heap behind in the process that ran it. So the daemon runs each pass as a child,
-//! `berth … agent --pass-worker=<agent pid>`: the same binary (`/proc/self/exe`, the
-//! version that runs even after an upgrade replaced the file), the same arguments and
-//! environment. The child runs [`follow::once`] and writes one JSON line on stdout, a
+//! `berth … agent --pass-worker=<agent pid>`: the `berth` binary next to
+//! `berth-agentd` (`daemon::AgentdArgs`; or this very binary, `/proc/self/exe`, when
+//! the agent runs in `berth` itself), with the agent's configuration and environment,
+//! in a process group of its own. The child runs [`follow::once`] and writes one JSON line on stdout, a
 //! [`WorkerResult`]; its log goes to the agent's stderr. What the pass used is given
 //! back to the system when it ends, and a pass that crashes takes only itself down.
 //!
@@ -41,6 +42,42 @@ pub const FLAG: &str = "--pass-worker";
 pub const FETCH_FLAG: &str = "--pass-fetch";
 /// With [`FLAG`]: no pass, the plan of the revision applied last ([`plan_applied`]).
 pub const PLAN_FLAG: &str = "--pass-plan";
+
+/// With [`FLAG`]: the fingerprint of the node configuration the agent checked
+/// ([`config_fingerprint`]); a pass refuses to run on another.
+pub const CONFIG_FLAG: &str = "--pass-config";
+
+/// The SHA-256 of the node configuration file, hex; none without a file.
+pub fn config_fingerprint(path: Option<&std::path::Path>) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path?).ok()?;
+    Some(hex::encode(Sha256::digest(&bytes)))
+}
+
+impl PassCommand {
+    /// Passes keep to the node configuration as it is now (its fingerprint).
+    pub fn pinned_to(mut self, config: Option<&std::path::Path>) -> Self {
+        if let Some(fp) = config_fingerprint(config) {
+            self.args.push(format!("{CONFIG_FLAG}={fp}").into());
+        }
+        self
+    }
+}
+
+/// Refuses `job` without running it: its result, an error saying `why`, on stdout.
+pub fn refuse(job: Job, why: String) -> std::io::Result<()> {
+    let mut line = match job {
+        Job::Pass { .. } => {
+            serde_json::to_vec(&WorkerResult::Err(PassFailure::Failed { message: why }))
+        }
+        Job::Plan => serde_json::to_vec(&PlanResult::Err(PlanFailure::Failed { message: why })),
+    }
+    .map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    out.write_all(&line)?;
+    out.flush()
+}
 
 /// What a child of the agent does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,18 +237,18 @@ fn describe(report: &FollowReport) -> (&'static str, Option<String>) {
         ),
         Some(PassResult::Observed(_)) => ("observed", source_note),
         Some(PassResult::Applied(r)) => {
-            let not_applied: Vec<&str> = r
+            // Each with why, so that the one line a status or an event shows says it.
+            let not_applied: Vec<String> = r
                 .containers
                 .iter()
-                .filter(|(_, c)| !c.outcome.applied())
-                .map(|(n, _)| n.as_str())
+                .filter_map(|(n, c)| c.outcome.why_not().map(|w| format!("{n}: {w}")))
                 .collect();
             let mut parts = Vec::new();
             if let Some(n) = source_note {
                 parts.push(n);
             }
             if !not_applied.is_empty() {
-                parts.push(format!("not applied: {}", not_applied.join(", ")));
+                parts.push(not_applied.join("; "));
             }
             if !r.converged && not_applied.is_empty() {
                 parts.push("waiting for a crash-loop backoff".into());
@@ -273,14 +310,22 @@ pub fn serve(env: &Env<'_>, agent_pid: u32, job: Job) -> std::io::Result<()> {
         ));
     }
     {
+        use tokio::signal::unix::{SignalKind, signal};
         let _guard = env.rt.enter();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        // A hangup does not end a pass (the agent takes it as "fetch now").
+        let mut hup = signal(SignalKind::hangup())?;
         env.rt.spawn(async move {
-            if term.recv().await.is_some() {
-                tracing::info!(target: "agent", "stopping after the step in flight");
-                STOPPING.store(true, Ordering::Relaxed);
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
+            tracing::info!(target: "agent", "stopping after the step in flight");
+            STOPPING.store(true, Ordering::Relaxed);
         });
+        env.rt
+            .spawn(async move { while hup.recv().await.is_some() {} });
     }
     let mut line = match job {
         Job::Pass { observe, fetch } => serde_json::to_vec(&in_process(env, observe, fetch)),
@@ -309,8 +354,12 @@ impl PassCommand {
             args: std::env::args_os()
                 .skip(1)
                 .filter(|a| {
-                    !a.to_str()
-                        .is_some_and(|s| s.starts_with(FLAG) || s == FETCH_FLAG || s == PLAN_FLAG)
+                    !a.to_str().is_some_and(|s| {
+                        s.starts_with(FLAG)
+                            || s.starts_with(CONFIG_FLAG)
+                            || s == FETCH_FLAG
+                            || s == PLAN_FLAG
+                    })
                 })
                 .collect(),
         }
@@ -356,17 +405,25 @@ fn in_child<T: serde::de::DeserializeOwned>(
     extra: &[&str],
     stop: &dyn Fn() -> bool,
 ) -> Result<T, Crash> {
+    use std::os::unix::process::CommandExt;
     let pass = command();
     let mut cmd = Command::new(&pass.program);
+    // A process group of its own: a terminal's Ctrl-C or hangup, sent to the agent's
+    // group, does not cut a step short; the agent tells it to stop (SIGTERM), and its
+    // death takes the pass with it (PR_SET_PDEATHSIG).
+    cmd.process_group(0);
     cmd.args(&pass.args)
         .arg(format!("{FLAG}={}", std::process::id()))
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Crash(format!("cannot start the pass's process: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        Crash(format!(
+            "cannot start the pass's process {}: {e}",
+            pass.program.display()
+        ))
+    })?;
     let Some(mut stdout) = child.stdout.take() else {
         let _ = child.kill();
         let _ = child.wait();
