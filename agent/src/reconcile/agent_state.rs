@@ -29,6 +29,9 @@ pub struct AgentState {
     pub last_fetch: Option<FetchState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pass: Option<PassState>,
+    /// When the pass running now started (RFC 3339); none between passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_since: Option<String>,
     /// The policy findings of the last pass that judged the containers, by container
     /// (violations and waived ones; a compliant container has none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -226,8 +229,11 @@ fn conditions(
             // Flux's reading: progressing while the agent works towards the revision;
             // not when it waits for an operator (suspended), for a new commit (the
             // newest is refused: stalled), or only observes.
+            let in_flight = state.and_then(|s| s.pass_since.as_deref());
             let (progressing, reason, message) = if !running {
                 (false, "AgentNotRunning", "agent: not running".to_string())
+            } else if let Some(since) = in_flight {
+                (true, "PassRunning", format!("a pass runs since {since}"))
             } else if suspended {
                 (false, "Suspended", "passes are suspended".to_string())
             } else if ready {
@@ -317,6 +323,7 @@ mod tests {
                 revision: Some("abc".into()),
                 next_at: None,
             }),
+            pass_since: None,
             findings: [(
                 "web".to_string(),
                 vec![FindingNote {
@@ -336,6 +343,20 @@ mod tests {
         let v = view(dir.path(), false);
         assert_eq!(v.agent, "not running");
         assert_eq!(v.findings, s.findings);
+        // A pass in flight: Progressing, saying since when.
+        let running = AgentState {
+            pass_since: Some("2026-12-04T10:01:00Z".into()),
+            ..s.clone()
+        };
+        running.store(dir.path()).expect("store");
+        let p = view(dir.path(), true)
+            .conditions
+            .into_iter()
+            .find(|c| c.kind == "Progressing")
+            .expect("Progressing");
+        assert!(p.status && p.reason == "PassRunning", "{p:?}");
+        assert!(p.message.contains("2026-12-04T10:01:00Z"), "{p:?}");
+        s.store(dir.path()).expect("store");
         let by = |k: &str| v.conditions.iter().find(|c| c.kind == k).cloned();
         assert_eq!(by("Ready").map(|c| c.status), Some(false));
         let unavailable = by("SourceUnavailable").expect("condition");

@@ -194,6 +194,8 @@ pub fn run(
             .unwrap_or_default()
     };
     state.stopped_at = None;
+    // A pass a killed agent left unfinished is over.
+    state.pass_since = None;
     state.store(&state_dir)?;
     watch_exits(&state_dir, handle.tx.clone())?;
     handle.emit(Event::new(
@@ -360,7 +362,11 @@ fn one_pass(
     resync: Duration,
 ) -> Result<PassOutcome, NotRun> {
     let started = rfc3339::now();
+    // The status says a pass runs while it does.
+    state.pass_since = Some(started.clone());
+    store_or_warn(state, &handle.state_dir);
     let result = runner(fetch);
+    state.pass_since = None;
     let now = Instant::now();
     sched.resync_at = now + resync;
     sched.due_at = None;
