@@ -2,9 +2,10 @@
 # Benchmark: what `berth agent` costs while it idles, converged on N containers
 # (default 20) from a `file://` repository and a loopback registry. It samples the
 # agent's memory (VmRSS and VmHWM from /proc/PID/status, PSS from smaps_rollup, its
-# threads) and its CPU (utime + stime from /proc/PID/stat) over SECS seconds (default
-# 60), with the node config's default delays (source.interval 30s, runtime.resync 60s:
-# two fetches and a pass fall in the window).
+# threads) and its CPU (utime + stime from /proc/PID/stat; with its passes' processes,
+# cutime + cstime, too) over SECS seconds (default 60), with the node config's default
+# delays (source.interval 30s, runtime.resync 60s: two fetches and a pass fall in the
+# window).
 #
 #   bash bench/agent-idle.sh          # N=20 SECS=60; run as root
 #   BERTH_BIN=/path/to/berth bash bench/agent-idle.sh    # measure that binary as it is
@@ -111,18 +112,23 @@ sample() { # sample LABEL: one memory line
     "$1" "$rss" "$(echo "$rss / 1024" | bc -l)" "$hwm" "$pss" "$(echo "$pss / 1024" | bc -l)" "$threads"
 }
 ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+# With the passes' own processes (reaped children: cutime + cstime), which run each
+# fetch and pass: the agent's whole cost.
+ticks_all() { awk '{print $14 + $15 + $16 + $17}' "/proc/$agent_pid/stat"; }
 
 # Let the first pass's work settle, then measure.
 sleep 5
 sample "idle, start:"
-c0=$(ticks); s0=$(date +%s.%N)
+c0=$(ticks); a0=$(ticks_all); s0=$(date +%s.%N)
 sleep "$SECS"
-c1=$(ticks); s1=$(date +%s.%N)
+c1=$(ticks); a1=$(ticks_all); s1=$(date +%s.%N)
 sample "idle, after ${SECS}s:"
 hz=$(getconf CLK_TCK)
 wall=$(echo "$s1 - $s0" | bc -l)
 cpu=$(echo "scale=3; ($c1 - $c0) * 100 / $hz / $wall" | bc -l)
-printf 'CPU                    %.3f %% of one core over %.0f s (%s ticks of 1/%s s)\n' "$cpu" "$wall" "$((c1 - c0))" "$hz"
+printf 'CPU                    %.3f %% of one core over %.0f s (%s ticks of 1/%s s), the agent alone\n' "$cpu" "$wall" "$((c1 - c0))" "$hz"
+cpu_all=$(echo "scale=3; ($a1 - $a0) * 100 / $hz / $wall" | bc -l)
+printf 'CPU with its passes    %.3f %% of one core (%s ticks: the fetches and passes run as its children)\n' "$cpu_all" "$((a1 - a0))"
 # Where the resident memory is: anonymous (heap, stacks) or file-backed (the binary's
 # and libraries' pages), and the largest mappings.
 echo "resident:              anonymous $(field RssAnon "/proc/$agent_pid/status") KiB, file-backed $(field RssFile "/proc/$agent_pid/status") KiB"
