@@ -43,13 +43,20 @@ pub const AGENTD: &str = "berth-agentd";
 pub fn run(loaded: &Loaded, pass: PassCommand) -> Result<(), DaemonError> {
     crate::reconcile::worker::set_command(pass);
     // One worker thread is plenty for the API; the controller has a thread of its own.
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("agent-api")
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let rt = &rt;
+    let served = serve(loaded, &runtime);
+    // A request still waiting on a blocking thread (a plan) does not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    served
+}
+
+/// [`run`] on `rt`.
+fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonError> {
     let cfg = &loaded.config;
     let run_dir = &cfg.runtime.run_dir;
     // One agent per run directory (its socket) and per state directory (its records).
@@ -156,6 +163,40 @@ fn single_instance(run_dir: &Path) -> Result<fs::File, DaemonError> {
     Ok(f)
 }
 
+/// Whether `binary` may be run as this user: a regular file owned by root or this
+/// user, that no one else can write, in a directory no one else can write to (where
+/// another user could replace it) — else why not.
+pub fn untrusted_binary(binary: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let real = fs::canonicalize(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+    let check = |path: &Path, what: &str| -> Result<(), String> {
+        let m = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if m.uid() != 0 && m.uid() != me {
+            return Err(format!(
+                "{} is not run: {what} {} is owned by uid {}",
+                binary.display(),
+                path.display(),
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} is not run: others can write to {what} {} (mode {:o})",
+                binary.display(),
+                path.display(),
+                m.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    };
+    check(&real, "it, as")?;
+    if let Some(dir) = real.parent() {
+        check(dir, "its directory")?;
+    }
+    Ok(())
+}
+
 /// What `berth agent` gives `berth-agentd` (it has checked the configuration already).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentdArgs {
@@ -176,12 +217,23 @@ impl AgentdArgs {
         let (mut berth, mut config, mut state_dir, mut run_dir) = (None, None, None, None);
         let (mut log_format, mut observe) = (LogFormat::Text, false);
         while let Some(a) = it.next() {
+            use std::os::unix::ffi::OsStrExt;
+            // `--flag=VALUE`, or `--flag VALUE`.
+            let bytes = a.as_bytes();
+            let (flag, inline) = match bytes.iter().position(|b| *b == b'=') {
+                Some(i) => (
+                    std::ffi::OsStr::from_bytes(&bytes[..i]),
+                    Some(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes[i + 1..]))),
+                ),
+                None => (a.as_os_str(), None),
+            };
             let mut value = || {
-                it.next()
-                    .map(PathBuf::from)
+                inline
+                    .clone()
+                    .or_else(|| it.next().map(PathBuf::from))
                     .ok_or_else(|| format!("{} needs a value", a.to_string_lossy()))
             };
-            match a.to_str() {
+            match flag.to_str() {
                 Some("--berth") => berth = Some(value()?),
                 Some("--config") => config = Some(value()?),
                 Some("--state-dir") => state_dir = Some(value()?),
@@ -219,20 +271,21 @@ impl AgentdArgs {
     }
 
     /// `--config`, `--state-dir`, `--run-dir` and `--log-format`, as both `berth` and
-    /// `berth-agentd` take them.
+    /// `berth-agentd` take them: `--flag=VALUE`, so that a value that starts with `-`
+    /// stays a value.
     fn global_args(&self) -> Vec<std::ffi::OsString> {
+        let pair = |flag: &str, value: &std::ffi::OsStr| {
+            let mut a = std::ffi::OsString::from(format!("{flag}="));
+            a.push(value);
+            a
+        };
         let mut v: Vec<std::ffi::OsString> = Vec::new();
         if let Some(c) = &self.config {
-            v.extend(["--config".into(), c.clone().into()]);
+            v.push(pair("--config", c.as_os_str()));
         }
-        v.extend([
-            "--state-dir".into(),
-            self.state_dir.clone().into(),
-            "--run-dir".into(),
-            self.run_dir.clone().into(),
-            "--log-format".into(),
-            self.log_format_name().into(),
-        ]);
+        v.push(pair("--state-dir", self.state_dir.as_os_str()));
+        v.push(pair("--run-dir", self.run_dir.as_os_str()));
+        v.push(pair("--log-format", self.log_format_name().as_ref()));
         v
     }
 
@@ -318,9 +371,45 @@ mod tests {
         let args: Vec<String> = p.args.iter().map(|s| s.to_string_lossy().into()).collect();
         assert_eq!(
             args.join(" "),
-            "--config node.toml --state-dir /var/lib/berth --run-dir /run/berth --log-format json agent --observe"
+            "--config=node.toml --state-dir=/var/lib/berth --run-dir=/run/berth --log-format=json agent --observe"
+        );
+        // A path that starts with `-` stays a path.
+        let dashed = AgentdArgs {
+            config: Some("-n.toml".into()),
+            ..a.clone()
+        };
+        assert_eq!(AgentdArgs::parse(dashed.to_args()), Ok(dashed.clone()));
+        assert!(
+            dashed
+                .pass_command()
+                .args
+                .iter()
+                .any(|x| x.to_str() == Some("--config=-n.toml"))
         );
         assert!(AgentdArgs::parse(["--berth".into()]).is_err());
         assert!(AgentdArgs::parse(["--nope".into()]).is_err());
+    }
+
+    #[test]
+    fn a_binary_others_could_write_or_replace_is_not_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set = |p: &Path, mode: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        let bin = dir.path().join("berth-agentd");
+        fs::write(&bin, b"#!/bin/sh\n").expect("write");
+        set(dir.path(), 0o755);
+        set(&bin, 0o755);
+        assert_eq!(untrusted_binary(&bin), Ok(()));
+        set(&bin, 0o777);
+        let e = untrusted_binary(&bin).expect_err("writable file");
+        assert!(e.contains("others can write"), "{e}");
+        set(&bin, 0o755);
+        // In a directory others can write to, anyone could have put it there.
+        set(dir.path(), 0o1777);
+        let e = untrusted_binary(&bin).expect_err("writable directory");
+        assert!(e.contains("its directory"), "{e}");
+        set(dir.path(), 0o755);
     }
 }

@@ -16,6 +16,7 @@
 //! values, errors never carry credentials).
 
 pub mod client;
+mod conn;
 mod routes;
 pub mod server;
 pub mod wire;

@@ -85,6 +85,11 @@ pub(super) fn start_with(
     let mut stop = stopped;
     let (done, stopped) = mpsc::channel();
     rt.spawn(async move {
+        let listener = super::conn::Bounded::new(
+            listener,
+            super::conn::MAX_CONNECTIONS,
+            super::conn::FIRST_BYTE,
+        );
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;

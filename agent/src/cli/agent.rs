@@ -147,11 +147,22 @@ fn daemon(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
         .as_ref()
         .map(|b| b.with_file_name(crate::daemon::AGENTD))
         .filter(|a| a.is_file());
+    // Only a berth-agentd that nobody but root (or this user) could have put there: it
+    // runs as this user. One a local user could write, or swap, is not run.
+    let unsafe_agentd = agentd
+        .as_deref()
+        .and_then(|a| crate::daemon::untrusted_binary(a).err());
+    if let Some(why) = &unsafe_agentd {
+        tracing::warn!("{why}: the agent runs in this process instead");
+    }
+    let agentd = agentd.filter(|_| unsafe_agentd.is_none());
     let (Some(berth), Some(agentd)) = (berth, agentd) else {
-        tracing::warn!(
-            "{} is not next to this berth: the agent runs in this process, and idles larger",
-            crate::daemon::AGENTD
-        );
+        if unsafe_agentd.is_none() {
+            tracing::warn!(
+                "{} is not next to this berth: the agent runs in this process, and idles larger",
+                crate::daemon::AGENTD
+            );
+        }
         let pass = worker::PassCommand::this_process().pinned_to(loaded.path.as_deref());
         return match crate::daemon::run(loaded, pass) {
             Ok(()) => ExitCode::SUCCESS,

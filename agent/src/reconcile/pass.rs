@@ -644,9 +644,10 @@ fn devices_created<'d>(plan: &Plan, desired: &'d Desired) -> Vec<&'d str> {
 
 /// Secrets are made ready as images are, before anything stops: a container with a
 /// secret that cannot be decrypted now (a corrupt file, one not encrypted to this
-/// node) is not evaluated, so that its running version stays rather than be stopped for
-/// a create that cannot succeed. Nothing decrypted is kept. Without an identity, or
-/// with one that cannot be loaded, the pass says so when it runs (as before).
+/// node), or with a node identity that cannot be loaded, is not evaluated, so that its
+/// running version stays rather than be stopped for a create that cannot succeed.
+/// Nothing decrypted is kept. Without `secrets.identity` set, the pass says so when it
+/// runs (as before).
 fn secrets_ready(env: &Env<'_>, front: &Front, prepared: &mut images::Prepared) {
     let with: Vec<&Container> = front
         .targeting()
@@ -659,26 +660,41 @@ fn secrets_ready(env: &Env<'_>, front: &Front, prepared: &mut images::Prepared) 
     if with.is_empty() {
         return;
     }
-    let Ok(identity) = AgeIdentity::load(path) else {
-        return;
-    };
+    let identity = AgeIdentity::load(path);
     for c in with {
-        let failed = c.secrets.iter().find_map(|s| {
-            let secret = front.checked.state.secrets.get(&s.name)?;
-            crate::storage::secrets::decrypt_tree_file(&identity, &front.root, &secret.file)
-                .err()
-                .map(|e| (s.name.clone(), e))
-        });
-        if let Some((name, e)) = failed {
+        let failed = match &identity {
+            // No secret can be decrypted: none of these containers is touched.
+            Err(e) => Some((
+                format!(
+                    "the node's age identity {} cannot be loaded: {}",
+                    path.display(),
+                    crate::util::error_chain(e)
+                ),
+                e.is_transient(),
+            )),
+            Ok(identity) => c.secrets.iter().find_map(|s| {
+                let secret = front.checked.state.secrets.get(&s.name)?;
+                crate::storage::secrets::decrypt_tree_file(identity, &front.root, &secret.file)
+                    .err()
+                    .map(|e| {
+                        (
+                            format!(
+                                "secret `{}` cannot be decrypted: {}",
+                                s.name,
+                                crate::util::error_chain(&e)
+                            ),
+                            e.is_transient(),
+                        )
+                    })
+            }),
+        };
+        if let Some((why, transient)) = failed {
             let facts = prepared.facts.entry(c.name.clone()).or_default();
             if facts.error.is_none() {
-                facts.error = Some(format!(
-                    "secret `{name}` cannot be decrypted: {}",
-                    crate::util::error_chain(&e)
-                ));
+                facts.error = Some(why);
                 prepared.kinds.insert(
                     c.name.clone(),
-                    if e.is_transient() {
+                    if transient {
                         FailureKind::Transient
                     } else {
                         FailureKind::Permanent

@@ -79,6 +79,9 @@ pub fn refuse(job: Job, why: String) -> std::io::Result<()> {
     out.flush()
 }
 
+/// How long a plan for `GET /v1/plan` may take before its process is killed.
+const PLAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What a child of the agent does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
@@ -386,12 +389,13 @@ fn command() -> PassCommand {
 /// its step.
 pub fn pass_in_child(fetch: bool, stop: &dyn Fn() -> bool) -> WorkerResult {
     let extra: &[&str] = if fetch { &[FETCH_FLAG] } else { &[] };
-    in_child(extra, stop).unwrap_or_else(|e| Err(PassFailure::Crashed { message: e.0 }))
+    in_child(extra, stop, None).unwrap_or_else(|e| Err(PassFailure::Crashed { message: e.0 }))
 }
 
 /// The agent's side of `GET /v1/plan`.
 pub fn plan_in_child() -> PlanResult {
-    in_child(&[PLAN_FLAG], &|| false).unwrap_or_else(|e| Err(PlanFailure::Failed { message: e.0 }))
+    in_child(&[PLAN_FLAG], &|| false, Some(PLAN_DEADLINE))
+        .unwrap_or_else(|e| Err(PlanFailure::Failed { message: e.0 }))
 }
 
 /// A child that ended without a result: why.
@@ -404,7 +408,9 @@ struct Crash(String);
 fn in_child<T: serde::de::DeserializeOwned>(
     extra: &[&str],
     stop: &dyn Fn() -> bool,
+    deadline: Option<std::time::Duration>,
 ) -> Result<T, Crash> {
+    let started = std::time::Instant::now();
     use std::os::unix::process::CommandExt;
     let pass = command();
     let mut cmd = Command::new(&pass.program);
@@ -454,6 +460,15 @@ fn in_child<T: serde::de::DeserializeOwned>(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
+        }
+        if deadline.is_some_and(|d| started.elapsed() > d) {
+            // A plan that hangs (a registry that trickles) is not waited for forever.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Crash(format!(
+                "the pass's process did not finish within {}",
+                humantime::format_duration(deadline.unwrap_or_default())
+            )));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -192,6 +192,9 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
 /// made, or one below a directory they can write, would let them swap a bundle's
 /// `config.json` before the OCI runtime reads it as root.
 pub fn trusted_dir(path: &Path) -> io::Result<()> {
+    // Before anything is created or chmod'ed through it: a symbolic link on the way
+    // that another user could make or swap would send root's writes where they say.
+    trusted_links(path)?;
     private_dir(path)?;
     let real = fs::canonicalize(path)?;
     let me = rustix::process::geteuid().as_raw();
@@ -218,6 +221,59 @@ pub fn trusted_dir(path: &Path) -> io::Result<()> {
             return Err(refuse(format!(
                 "others can write to it (mode {:o}) and it is not sticky",
                 mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every symbolic link on `path` as given (not only where it leads) is owned by root or
+/// by this user, in a directory likewise owned that no one else can write to unless it
+/// is sticky: no other user can have made the link, or swap it later.
+fn trusted_links(path: &Path) -> io::Result<()> {
+    let me = rustix::process::geteuid().as_raw();
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut at = PathBuf::new();
+    for part in abs.components() {
+        at.push(part);
+        let m = match fs::symlink_metadata(&at) {
+            Ok(m) => m,
+            // Below here nothing exists yet: berth creates it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !m.file_type().is_symlink() {
+            continue;
+        }
+        let refuse = |why: String| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not safe for berth's state: the symbolic link {} {why}",
+                    path.display(),
+                    at.display()
+                ),
+            )
+        };
+        if m.uid() != 0 && m.uid() != me {
+            return Err(refuse(format!("is owned by uid {}", m.uid())));
+        }
+        let parent = at.parent().unwrap_or(Path::new("/"));
+        let p = fs::metadata(parent)?;
+        if p.uid() != 0 && p.uid() != me {
+            return Err(refuse(format!(
+                "is in a directory owned by uid {}",
+                p.uid()
+            )));
+        }
+        if p.mode() & 0o022 != 0 && p.mode() & 0o1000 == 0 {
+            return Err(refuse(format!(
+                "is in a directory others can write to (mode {:o})",
+                p.mode() & 0o7777
             )));
         }
     }
@@ -465,5 +521,45 @@ mod tests {
         fs::set_permissions(dirs.upper(), Permissions::from_mode(0o750)).unwrap();
         dirs.create().unwrap();
         assert_eq!(mode(&dirs.upper()), 0o750);
+    }
+
+    #[test]
+    fn a_state_dir_through_a_link_another_user_could_make_or_swap_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        fs::set_permissions(base, Permissions::from_mode(0o755)).expect("chmod");
+        let victim = base.join("victim");
+        fs::create_dir(&victim).expect("mkdir");
+        fs::set_permissions(&victim, Permissions::from_mode(0o755)).expect("chmod");
+        // A link in a directory everyone can write to (not sticky): refused, and the
+        // directory it points at is left as it was.
+        let open = base.join("open");
+        fs::create_dir(&open).expect("mkdir");
+        fs::set_permissions(&open, Permissions::from_mode(0o777)).expect("chmod");
+        std::os::unix::fs::symlink(&victim, open.join("state")).expect("link");
+        let e = trusted_dir(&open.join("state")).expect_err("refused");
+        assert!(e.to_string().contains("others can write"), "{e}");
+        assert_eq!(
+            fs::metadata(&victim).expect("victim").mode() & 0o7777,
+            0o755
+        );
+        // A link this user made in a directory only it can write: followed.
+        let own = base.join("own");
+        fs::create_dir(&own).expect("mkdir");
+        fs::set_permissions(&own, Permissions::from_mode(0o755)).expect("chmod");
+        std::os::unix::fs::symlink(&victim, own.join("state")).expect("link");
+        trusted_links(&own.join("state")).expect("own link");
+        // In a sticky directory, a link another user owns (root only: lchown).
+        if rustix::process::geteuid().is_root() {
+            let sticky = base.join("sticky");
+            fs::create_dir(&sticky).expect("mkdir");
+            fs::set_permissions(&sticky, Permissions::from_mode(0o1777)).expect("chmod");
+            let link = sticky.join("state");
+            std::os::unix::fs::symlink(&victim, &link).expect("link");
+            trusted_links(&link).expect("root's own link in a sticky directory");
+            std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).expect("lchown");
+            let e = trusted_links(&link).expect_err("a link nobody owns");
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
     }
 }
