@@ -40,8 +40,12 @@ fi
 
 work=$(mktemp -d /var/tmp/berth-quickstart.XXXXXX)
 reg_pid=""
+agent_pid=""
 cleanup() {
   set +e
+  if [ -n "$agent_pid" ] && kill -0 "$agent_pid" 2>/dev/null; then
+    kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null
+  fi
   if [ -f "$work/node.toml" ]; then
     mkdir -p "$work/empty"
     printf '\n\033[1m$ %s\033[0m\n' "berth apply <empty tree>   # removes what the demo started"
@@ -108,3 +112,35 @@ step "${B[@]}" network ls
 step "${B[@]}" stats
 printf '\n\033[1m$ %s\033[0m\n' "berth apply $work/webapp   # again: nothing to do"
 "${B[@]}" apply "$work/webapp"
+
+# GitOps: the same tree in a Git repository, followed by `berth agent`. It adopts what
+# runs (nothing restarts), and a pushed commit is the deployment.
+git init -q -b main "$work/repo"
+cp -r "$work/webapp/." "$work/repo/"
+git -C "$work/repo" add -A
+git -C "$work/repo" -c user.name=demo -c user.email=demo@berth.example commit -q -m "webapp"
+cat >> "$work/node.toml" <<TOML
+[source]
+url = "file://$work/repo"
+branch = "main"
+interval = "2s"
+TOML
+step "${B[@]}" agent --check
+printf '\n\033[1m$ %s\033[0m\n' "berth agent &   # the daemon: berth-agentd, each pass in a process of its own"
+"${B[@]}" agent > "$work/agent.log" 2>&1 &
+agent_pid=$!
+converged() { "${B[@]}" status --format json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s.get("agent") == "running" and (s.get("last_pass") or {}).get("result") == "converged" and s.get("revision", {}).get("commit", "").startswith(sys.argv[1]) else 1)' "$1"; }
+for _ in $(seq 300); do converged "$(git -C "$work/repo" rev-parse HEAD)" && break; sleep 0.1; done
+step "${B[@]}" status
+sed -i 's/LOG_LEVEL = "info"/LOG_LEVEL = "debug"/' "$work/repo/webapp.toml"
+git -C "$work/repo" -c user.name=demo -c user.email=demo@berth.example commit -q -am "web: debug logs"
+printf '\n\033[1m$ %s\033[0m\n' "git commit -am 'web: debug logs'   # then the agent converges"
+for _ in $(seq 300); do converged "$(git -C "$work/repo" rev-parse HEAD)" && break; sleep 0.1; done
+step "${B[@]}" events
+step "${B[@]}" exec web -- sh -c 'echo LOG_LEVEL=$LOG_LEVEL'
+printf '\n\033[1m$ %s\033[0m\n' "kill -TERM $agent_pid   # the agent stops; the containers keep running"
+kill -TERM "$agent_pid" && wait "$agent_pid" || true
+step "${B[@]}" ps
