@@ -163,30 +163,61 @@ fn single_instance(run_dir: &Path) -> Result<fs::File, DaemonError> {
     Ok(f)
 }
 
+/// Why a binary is not run as this user.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    #[error("cannot inspect {}", .path.display())]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not run: {what} {} is owned by uid {uid}", .binary.display(), .path.display())]
+    Owner {
+        binary: PathBuf,
+        what: &'static str,
+        path: PathBuf,
+        uid: u32,
+    },
+    #[error("{} is not run: others can write to {what} {} (mode {mode:o})", .binary.display(), .path.display())]
+    Writable {
+        binary: PathBuf,
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+}
+
 /// Whether `binary` may be run as this user: a regular file owned by root or this
 /// user, that no one else can write, in a directory no one else can write to (where
 /// another user could replace it) — else why not.
-pub fn untrusted_binary(binary: &Path) -> Result<(), String> {
+pub fn untrusted_binary(binary: &Path) -> Result<(), Untrusted> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    let real = fs::canonicalize(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-    let check = |path: &Path, what: &str| -> Result<(), String> {
-        let m = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    fn inspect(path: &Path) -> impl FnOnce(std::io::Error) -> Untrusted + '_ {
+        move |source| Untrusted::Inspect {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    let real = fs::canonicalize(binary).map_err(inspect(binary))?;
+    let check = |path: &Path, what: &'static str| -> Result<(), Untrusted> {
+        let m = fs::metadata(path).map_err(inspect(path))?;
         if m.uid() != 0 && m.uid() != me {
-            return Err(format!(
-                "{} is not run: {what} {} is owned by uid {}",
-                binary.display(),
-                path.display(),
-                m.uid()
-            ));
+            return Err(Untrusted::Owner {
+                binary: binary.to_path_buf(),
+                what,
+                path: path.to_path_buf(),
+                uid: m.uid(),
+            });
         }
         if m.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{} is not run: others can write to {what} {} (mode {:o})",
-                binary.display(),
-                path.display(),
-                m.mode() & 0o7777
-            ));
+            return Err(Untrusted::Writable {
+                binary: binary.to_path_buf(),
+                what,
+                path: path.to_path_buf(),
+                mode: m.mode() & 0o7777,
+            });
         }
         Ok(())
     };
@@ -195,6 +226,19 @@ pub fn untrusted_binary(binary: &Path) -> Result<(), String> {
         check(dir, "its directory")?;
     }
     Ok(())
+}
+
+/// Arguments `berth-agentd` was not given by `berth agent`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentdArgsError {
+    #[error("{0} needs a value")]
+    NeedsValue(String),
+    #[error("--log-format is text or json")]
+    LogFormat,
+    #[error("unexpected argument `{0}`")]
+    Unexpected(String),
+    #[error("{0} is needed")]
+    Missing(&'static str),
 }
 
 /// What `berth agent` gives `berth-agentd` (it has checked the configuration already).
@@ -211,7 +255,9 @@ pub struct AgentdArgs {
 
 impl AgentdArgs {
     /// The arguments, as [`AgentdArgs::to_args`] writes them.
-    pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<AgentdArgs, String> {
+    pub fn parse(
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Result<AgentdArgs, AgentdArgsError> {
         use crate::telemetry::LogFormat;
         let mut it = args.into_iter();
         let (mut berth, mut config, mut state_dir, mut run_dir) = (None, None, None, None);
@@ -231,7 +277,7 @@ impl AgentdArgs {
                 inline
                     .clone()
                     .or_else(|| it.next().map(PathBuf::from))
-                    .ok_or_else(|| format!("{} needs a value", a.to_string_lossy()))
+                    .ok_or_else(|| AgentdArgsError::NeedsValue(a.to_string_lossy().into_owned()))
             };
             match flag.to_str() {
                 Some("--berth") => berth = Some(value()?),
@@ -242,14 +288,18 @@ impl AgentdArgs {
                     log_format = match value()?.to_str() {
                         Some("text") => LogFormat::Text,
                         Some("json") => LogFormat::Json,
-                        _ => return Err("--log-format is text or json".into()),
+                        _ => return Err(AgentdArgsError::LogFormat),
                     }
                 }
                 Some("--observe") => observe = true,
-                _ => return Err(format!("unexpected argument `{}`", a.to_string_lossy())),
+                _ => {
+                    return Err(AgentdArgsError::Unexpected(
+                        a.to_string_lossy().into_owned(),
+                    ));
+                }
             }
         }
-        let need = |v: Option<PathBuf>, name: &str| v.ok_or_else(|| format!("{name} is needed"));
+        let need = |v: Option<PathBuf>, name: &'static str| v.ok_or(AgentdArgsError::Missing(name));
         Ok(AgentdArgs {
             berth: need(berth, "--berth")?,
             config,
@@ -401,14 +451,18 @@ mod tests {
         fs::write(&bin, b"#!/bin/sh\n").expect("write");
         set(dir.path(), 0o755);
         set(&bin, 0o755);
-        assert_eq!(untrusted_binary(&bin), Ok(()));
+        assert!(untrusted_binary(&bin).is_ok());
         set(&bin, 0o777);
-        let e = untrusted_binary(&bin).expect_err("writable file");
+        let e = untrusted_binary(&bin)
+            .expect_err("writable file")
+            .to_string();
         assert!(e.contains("others can write"), "{e}");
         set(&bin, 0o755);
         // In a directory others can write to, anyone could have put it there.
         set(dir.path(), 0o1777);
-        let e = untrusted_binary(&bin).expect_err("writable directory");
+        let e = untrusted_binary(&bin)
+            .expect_err("writable directory")
+            .to_string();
         assert!(e.contains("its directory"), "{e}");
         set(dir.path(), 0o755);
     }

@@ -153,7 +153,10 @@ fn daemon(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
         .as_deref()
         .and_then(|a| crate::daemon::untrusted_binary(a).err());
     if let Some(why) = &unsafe_agentd {
-        tracing::warn!("{why}: the agent runs in this process instead");
+        tracing::warn!(
+            "{}: the agent runs in this process instead",
+            error_chain(why)
+        );
     }
     let agentd = agentd.filter(|_| unsafe_agentd.is_none());
     let (Some(berth), Some(agentd)) = (berth, agentd) else {
