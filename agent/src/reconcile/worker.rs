@@ -410,9 +410,18 @@ fn in_child<T: serde::de::DeserializeOwned>(
     stop: &dyn Fn() -> bool,
     deadline: Option<std::time::Duration>,
 ) -> Result<T, Crash> {
+    run_child(&command(), extra, stop, deadline)
+}
+
+/// [`in_child`] with `pass` as the command.
+fn run_child<T: serde::de::DeserializeOwned>(
+    pass: &PassCommand,
+    extra: &[&str],
+    stop: &dyn Fn() -> bool,
+    deadline: Option<std::time::Duration>,
+) -> Result<T, Crash> {
     let started = std::time::Instant::now();
     use std::os::unix::process::CommandExt;
-    let pass = command();
     let mut cmd = Command::new(&pass.program);
     // A process group of its own: a terminal's Ctrl-C or hangup, sent to the agent's
     // group, does not cut a step short; the agent tells it to stop (SIGTERM), and its
@@ -435,17 +444,22 @@ fn in_child<T: serde::de::DeserializeOwned>(
         let _ = child.wait();
         return Err(Crash("the pass's process has no stdout".into()));
     };
-    // Read the result on a thread while this one watches for a stop.
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
+    // Read the result on a thread while this one watches for a stop: each line that
+    // may be the result is sent as it comes, so that a process the pass left behind
+    // holding the pipe open cannot keep the agent waiting for an end of file.
+    let (lines, results) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
         // A result is a few hundred KiB at most; more is not a result.
-        let read = (&mut stdout)
-            .take(64 << 20)
-            .read_to_end(&mut out)
-            .map(|_| out);
+        let mut capped = std::io::BufReader::new((&mut stdout).take(64 << 20));
+        let mut line = String::new();
+        while capped.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line.starts_with('{') && lines.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+            line.clear();
+        }
         // Drain whatever is left so that the child never blocks on a full pipe.
         let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        read
     });
     let mut asked = false;
     let status = loop {
@@ -473,16 +487,12 @@ fn in_child<T: serde::de::DeserializeOwned>(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     .map_err(|e| Crash(format!("cannot wait for the pass's process: {e}")))?;
-    let out = reader
-        .join()
-        .map_err(|_| Crash("cannot read the pass's result".into()))?
-        .map_err(|e| Crash(format!("cannot read the pass's result: {e}")))?;
-    // The result is the last line; anything the pass printed before it is not.
-    let last = out
-        .lines()
-        .map_while(Result::ok)
-        .filter(|l| l.starts_with('{'))
-        .last();
+    // The result is the last line; anything the pass printed before it is not. Its
+    // lines are all in once the pipe closes, or shortly after the process ended.
+    let mut last = None;
+    while let Ok(l) = results.recv_timeout(std::time::Duration::from_secs(2)) {
+        last = Some(l);
+    }
     match last.map(|l| serde_json::from_str::<T>(&l)) {
         Some(Ok(result)) => Ok(result),
         Some(Err(e)) => Err(Crash(format!("the pass's result is unreadable: {e}"))),
@@ -578,6 +588,39 @@ pub fn plan_applied(env: &Env<'_>) -> Result<PlanReport, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sh(script: &str) -> PassCommand {
+        PassCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+        }
+    }
+
+    #[test]
+    fn a_process_left_holding_the_pipe_does_not_keep_the_agent_waiting() {
+        let started = std::time::Instant::now();
+        let got: Result<serde_json::Value, Crash> = run_child(
+            &sh("echo 'not a result'; echo '{\"a\": 1}'; sleep 30 & exit 0"),
+            &[],
+            &|| false,
+            None,
+        );
+        assert_eq!(got.expect("a result")["a"], 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_process_past_its_deadline_is_killed_and_one_with_no_result_says_how_it_ended() {
+        let got: Result<serde_json::Value, Crash> = run_child(
+            &sh("sleep 30"),
+            &[],
+            &|| false,
+            Some(std::time::Duration::from_millis(300)),
+        );
+        assert!(got.expect_err("killed").0.contains("did not finish within"));
+        let got: Result<serde_json::Value, Crash> = run_child(&sh("exit 7"), &[], &|| false, None);
+        assert!(got.expect_err("no result").0.contains("exited with 7"));
+    }
 
     #[test]
     fn a_result_survives_its_json_line() {
