@@ -500,6 +500,7 @@ scenarios!(
     volume_kept,
     volume_pruned,
     orphan_instance,
+    orphan_same_id,
     unknown_state,
     network_subnet_changed,
     network_modes,

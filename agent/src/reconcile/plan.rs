@@ -390,6 +390,9 @@ impl<'p, 'a> Emitter<'p, 'a> {
             if !start_first {
                 needs.extend(a.stale.iter().map(|i| self.stops.get(&i.id).copied()));
             }
+            // An orphan left under the same instance id (a pass killed mid-create) must be
+            // gone before the runtime is asked to create that id again.
+            needs.push(self.removes.get(&instance).copied());
             let action = Action::Create {
                 name: name.clone(),
                 instance: instance.clone(),
