@@ -63,7 +63,10 @@ fn fake_controller(state_dir: &Path) -> Handle {
                     h.emit(Event::new(EventKind::Normal, "Resumed", "resumed"));
                     let _ = reply.send(());
                 }
-                Trigger::Exited(_) | Trigger::Stop => {}
+                Trigger::Exited(_)
+                | Trigger::SourceChanged(_)
+                | Trigger::HealthChanged(_)
+                | Trigger::Stop => {}
             }
         }
     });

@@ -55,6 +55,12 @@ pub enum Trigger {
     Reconcile(oneshot::Sender<Result<PassOutcome, NotRun>>),
     Suspend(oneshot::Sender<()>),
     Resume(oneshot::Sender<()>),
+    /// The source changed (a verified webhook, the local watch): fetch now and run a
+    /// pass. The text says what saw it, for the log.
+    SourceChanged(String),
+    /// A container's health changed (the prober): run a pass, without a fetch. The text
+    /// names the container and its new health.
+    HealthChanged(String),
     /// SIGTERM, SIGINT: end after the pass in flight.
     Stop,
 }
@@ -232,6 +238,14 @@ pub fn run(
             match t {
                 Trigger::Stop => stop = true,
                 Trigger::Exited(id) => wake.exited.push(id),
+                Trigger::SourceChanged(why) => {
+                    tracing::info!(target: "agent", "{why}: fetching now");
+                    wake.source = true;
+                }
+                Trigger::HealthChanged(why) => {
+                    tracing::info!(target: "agent", "{why}");
+                    wake.health = true;
+                }
                 Trigger::Reconcile(reply) => wake.waiters.push(reply),
                 Trigger::Suspend(reply) => {
                     set_suspended(&state_dir, true, handle);
@@ -262,8 +276,10 @@ pub fn run(
         }
         let now = Instant::now();
         let never_applied = Applied::load(&state_dir).ok().flatten().is_none();
-        let fetch = !wake.waiters.is_empty() || now >= sched.fetch_at || never_applied;
+        let fetch =
+            !wake.waiters.is_empty() || wake.source || now >= sched.fetch_at || never_applied;
         let pass_due = fetch
+            || wake.health
             || !wake.exited.is_empty()
             || now >= sched.resync_at
             || sched.due_at.is_some_and(|d| now >= d);
@@ -313,6 +329,10 @@ fn store_or_warn(state: &AgentState, state_dir: &Path) {
 #[derive(Default)]
 struct Wake {
     exited: Vec<String>,
+    /// A webhook or the local watch saw the source change.
+    source: bool,
+    /// The prober saw a container's health change.
+    health: bool,
     waiters: Vec<oneshot::Sender<Result<PassOutcome, NotRun>>>,
 }
 
