@@ -15,8 +15,8 @@ use super::backoff::RestartBackoff;
 use super::diff;
 use super::facts::networks_of;
 use super::model::{
-    Actual, Decision, Desired, DesiredContainer, Exit, History, InstanceState, ObservedInstance,
-    OperatorMark, PolicyDecisions, ReportKind, Timestamp,
+    Actual, Decision, Desired, DesiredContainer, Exit, HealthState, History, InstanceState,
+    ObservedInstance, OperatorMark, PolicyDecisions, ReportKind, Timestamp,
 };
 use super::order::topological;
 
@@ -312,6 +312,26 @@ fn apply<'a>(
             a.stop_current = Some("stopped by the operator (berth stop)".into());
         }
         Some(_) if ctx.marked => {}
+        Some(InstanceState::Running { started_at, .. })
+            if current.is_some_and(|c| c.health == HealthState::Unhealthy)
+                && restart != Restart::No =>
+        {
+            // Unhealthy counts as a failure (Kubernetes' liveness probe, which users
+            // expect): stopped and started again per the restart policy, with the
+            // crash-loop backoff counting the stop as an exit now.
+            let exit = Exit {
+                started_at: Some(started_at),
+                finished_at: ctx.now,
+                code: UNHEALTHY_EXIT,
+            };
+            let cause = format!("unhealthy, restart={restart}");
+            if let Some(start) = restart_with(ctx, exit, cause) {
+                a.stop_current = Some(format!(
+                    "unhealthy: stopped to be restarted (restart={restart})"
+                ));
+                a.start = Some(start);
+            }
+        }
         Some(InstanceState::Running { .. }) => {}
         Some(InstanceState::Created) => a.start = Some(now_start("created but never started")),
         Some(InstanceState::Exited {
@@ -462,11 +482,25 @@ fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Star
     if !restarts {
         return None;
     }
+    restart_with(
+        ctx,
+        exit,
+        format!("exited with {}, restart={restart}", exit.code),
+    )
+}
+
+/// The code an unhealthy instance's stop stands for in the backoff's count (SIGTERM's):
+/// what the stop really exits with is recorded when the restart replaces its exit file.
+const UNHEALTHY_EXIT: i32 = 143;
+
+/// A restart after `exit`, reasoned `cause` plus the restarts so far and the crash-loop
+/// backoff that holds it.
+fn restart_with(ctx: &Ctx<'_, '_>, exit: Exit, cause: String) -> Option<Start> {
     let mut exits = ctx.history.to_vec();
     if !exits.iter().any(|e| e.finished_at == exit.finished_at) {
         exits.push(exit);
     }
-    let mut reason = format!("exited with {}, restart={restart}", exit.code);
+    let mut reason = cause;
     if ctx.restarts > 0 {
         reason.push_str(&format!(
             ", restarted {}",

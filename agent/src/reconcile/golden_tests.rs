@@ -501,6 +501,7 @@ scenarios!(
     volume_pruned,
     orphan_instance,
     orphan_same_id,
+    unhealthy_restarted,
     unknown_state,
     network_subnet_changed,
     network_modes,

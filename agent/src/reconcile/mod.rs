@@ -32,9 +32,10 @@
 //!   own spec was not the one evaluated.
 //! - A dependency is satisfied when it runs after the plan, or has completed (exited 0
 //!   and not restarted, as an init job does). Otherwise the dependent is held.
-//! - Health is informational for a running container (Docker's semantics): an
-//!   unhealthy container is not restarted; health only gates dependents' starts and
-//!   `start-first` handovers.
+//! - An unhealthy running container is stopped and started again per its restart
+//!   policy (`always`, `on-failure`; not `no`), as Kubernetes treats a failing liveness
+//!   probe: the stop counts as an exit now in the crash-loop backoff that holds the
+//!   start. Health also gates dependents' starts and `start-first` handovers.
 //! - `start-first` applies only when the old instance runs, the container has no host
 //!   ports, is not operator-stopped and none of its networks is being recreated;
 //!   otherwise the update is `stop-first`.
