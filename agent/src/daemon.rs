@@ -123,6 +123,19 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
             }
         })?;
     }
+    // A repository on this host is fetched as soon as its ref moves (source::watch);
+    // if it cannot be watched, polling does the work.
+    let base = loaded.path.as_ref().and_then(|p| p.parent());
+    let target = cfg
+        .source
+        .as_ref()
+        .and_then(|s| crate::source::watch::Target::of(s, base));
+    let _watch = target.and_then(|t| {
+        let poker = handle.clone();
+        crate::source::watch::start(t, move |why| poker.send(Trigger::SourceChanged(why.into())))
+            .map_err(|e| tracing::warn!(target: "agent", error = %crate::util::error_chain(&e), "the local repository is not watched; it is polled every source.interval"))
+            .ok()
+    });
     let env = Env {
         loaded,
         rt: rt.handle(),

@@ -6,6 +6,7 @@
 mod agent_client;
 mod agent_daemon;
 mod agent_once;
+mod agent_watch;
 mod agentcheck;
 mod apply;
 mod audit;
