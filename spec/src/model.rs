@@ -104,6 +104,17 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEALTH_RETRIES: u32 = 3;
 pub const HEALTH_START_PERIOD: Duration = Duration::from_secs(0);
 
+/// The default of `update_timeout`.
+pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn default_update_timeout() -> Duration {
+    UPDATE_TIMEOUT
+}
+
+fn is_default_update_timeout(d: &Duration) -> bool {
+    *d == UPDATE_TIMEOUT
+}
+
 /// What is mounted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "type")]
@@ -170,6 +181,15 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
     pub nodes: Option<NodeSelector>,
     pub update: Update,
+    /// An update whose new instance is not running (and healthy, with a health check)
+    /// by then is rolled back to the last known good instance. Hashed only when not the
+    /// default, so that instances created before the key existed keep their ids.
+    #[serde(
+        with = "duration_text",
+        default = "default_update_timeout",
+        skip_serializing_if = "is_default_update_timeout"
+    )]
+    pub update_timeout: Duration,
     pub devices: Vec<DeviceSpec>,
     pub ulimits: BTreeMap<String, Ulimit>,
     pub sysctls: BTreeMap<String, String>,

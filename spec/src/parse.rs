@@ -36,6 +36,7 @@ const CONTAINER_KEYS: &[&str] = &[
     "labels",
     "nodes",
     "update",
+    "update_timeout",
     "devices",
     "ulimits",
     "sysctls",
@@ -526,6 +527,14 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
         labels,
         nodes,
         update: check(&r, "update", r.string("update"), Update::parse).unwrap_or_default(),
+        update_timeout: check(&r, "update_timeout", r.string("update_timeout"), |s| {
+            let d = parse_duration(s)?;
+            if d < std::time::Duration::from_secs(1) {
+                return Err(format!("`{s}` is shorter than 1s: an update needs time to start"));
+            }
+            Ok(d)
+        })
+        .unwrap_or(UPDATE_TIMEOUT),
         devices,
         ulimits,
         sysctls,

@@ -50,6 +50,7 @@ fn valid_container_has_no_errors() {
     assert_eq!(web.networks, vec!["default"]);
     assert!(web.no_new_privileges);
     assert_eq!(web.stop_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(web.update_timeout, std::time::Duration::from_secs(120));
 }
 
 #[test]
@@ -208,6 +209,10 @@ fn values_out_of_range() {
         (
             "stop_timeout = \"10 parsecs\"\n",
             "a.toml:3:16: error: container `web`: stop_timeout: invalid duration `10 parsecs`: use forms like `10s`, `2m`, `1m30s` or `500ms`",
+        ),
+        (
+            "update_timeout = \"500ms\"\n",
+            "a.toml:3:18: error: container `web`: update_timeout: `500ms` is shorter than 1s: an update needs time to start",
         ),
         (
             "stop_signal = \"SIGFOO\"\n",

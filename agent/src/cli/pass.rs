@@ -51,6 +51,7 @@ impl<'a> Setup<'a> {
             node: node_identity(&target.node, &target.labels),
             prune_volumes,
             revision: None,
+            retry_failed: true,
         };
         Ok(Setup { loaded, rt, input })
     }

@@ -291,6 +291,10 @@ pub fn run(
                 handle.emit(e);
             }
         }
+        // `berth reconcile` tries failed updates again.
+        if !wake.waiters.is_empty() {
+            super::rollback::forget_all(&state_dir);
+        }
         let outcome = one_pass(
             runner,
             handle,
@@ -314,6 +318,25 @@ pub fn run(
         "agent stopped; the containers keep running",
     ));
     Ok(())
+}
+
+/// The containers a pass's report (a `FollowReport` as JSON) says were rolled back to
+/// their last known good instance, with why.
+fn rolled_back(report: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(containers) = report
+        .pointer("/pass/containers")
+        .and_then(|c| c.as_object())
+    else {
+        return Vec::new();
+    };
+    containers
+        .iter()
+        .filter(|(_, c)| c.get("outcome").and_then(|o| o.as_str()) == Some("rolled_back"))
+        .map(|(n, c)| {
+            let why = c.get("reason").and_then(|r| r.as_str()).unwrap_or_default();
+            (n.clone(), format!("{n}: {why}"))
+        })
+        .collect()
 }
 
 /// Records the agent's state; a failure (a full disk, no file descriptor left) is
@@ -428,6 +451,11 @@ fn one_pass(
                 sched.due_at = Some(now + retry);
                 let key = format!("{revision:?}{message:?}");
                 if changed || reported.failed.as_deref() != Some(&key) {
+                    for (name, why) in rolled_back(&report) {
+                        let mut e = Event::new(EventKind::Warning, "RolledBack", why);
+                        e.container = Some(name);
+                        handle.emit(with_revision(e, revision.as_deref()));
+                    }
                     handle.emit(with_revision(
                         Event::new(
                             EventKind::Warning,

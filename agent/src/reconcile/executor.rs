@@ -188,6 +188,9 @@ pub trait ContainerSteps: Sync {
     fn remove(&self, name: &str, instance: &str) -> Result<(), StepError>;
     fn forget(&self, name: &str) -> Result<(), StepError>;
     fn wait_healthy(&self, name: &str, instance: &str, timeout: Duration) -> Result<(), StepError>;
+    /// The new instance of an update runs (and is healthy, with a health check) within
+    /// `timeout`; else the update is to be rolled back.
+    fn verify(&self, name: &str, instance: &str, timeout: Duration) -> Result<(), StepError>;
     /// Work batched over the whole plan (peers' hosts files), after the last step.
     fn finish(&self) {}
 }
@@ -290,6 +293,11 @@ fn run_step(step: &Step, host: StepHost<'_>) -> StepResult {
             instance,
             timeout,
         } => containers.wait_healthy(name, instance, *timeout),
+        Action::Verify {
+            name,
+            instance,
+            timeout,
+        } => containers.verify(name, instance, *timeout),
         Action::RemoveNetwork { name } => objects.remove_network(name),
         Action::RemoveVolume { name } => objects.remove_volume(name),
         Action::Report { .. } => return StepResult::Reported,
@@ -513,6 +521,9 @@ mod tests {
         }
         fn wait_healthy(&self, _: &str, i: &str, _: Duration) -> Result<(), StepError> {
             self.call(format!("wait {i}"))
+        }
+        fn verify(&self, _: &str, i: &str, _: Duration) -> Result<(), StepError> {
+            self.call(format!("verify {i}"))
         }
     }
 
@@ -915,6 +926,9 @@ mod tests {
         fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
             self.0.wait_healthy(n, i, t)
         }
+        fn verify(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
+            self.0.verify(n, i, t)
+        }
     }
 
     #[test]
@@ -1112,6 +1126,9 @@ mod tests {
         }
         fn wait_healthy(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
             self.rec.wait_healthy(n, i, t)
+        }
+        fn verify(&self, n: &str, i: &str, t: Duration) -> Result<(), StepError> {
+            self.rec.verify(n, i, t)
         }
     }
 

@@ -90,7 +90,7 @@ pub(super) fn execute(plan: &Plan, desired: &mut Desired, actual: &mut Actual, n
                 let r = actual.containers.remove(name).unwrap();
                 assert!(r.instances.is_empty(), "forget {name} with instances left");
             }
-            Action::WaitHealthy { name, instance, .. } => {
+            Action::WaitHealthy { name, instance, .. } | Action::Verify { name, instance, .. } => {
                 let r = actual.containers.get_mut(name).unwrap();
                 find(&mut r.instances, instance).health = HealthState::Healthy;
             }

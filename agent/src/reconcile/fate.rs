@@ -15,8 +15,8 @@ use super::backoff::RestartBackoff;
 use super::diff;
 use super::facts::networks_of;
 use super::model::{
-    Actual, Decision, Desired, DesiredContainer, Exit, HealthState, History, InstanceState,
-    ObservedInstance, OperatorMark, PolicyDecisions, ReportKind, Timestamp,
+    Actual, ActualContainer, Decision, Desired, DesiredContainer, Exit, FailedUpdate, HealthState,
+    History, InstanceState, ObservedInstance, OperatorMark, PolicyDecisions, ReportKind, Timestamp,
 };
 use super::order::topological;
 
@@ -60,6 +60,21 @@ pub(super) struct Apply<'a> {
     pub audit: Option<String>,
 }
 
+impl<'a> Apply<'a> {
+    /// The instance an update replaces, kept until the new one is verified so that a
+    /// failed update can be rolled back to it: the running one of the old instances,
+    /// when a new instance is created and started.
+    pub fn replaced(&self) -> Option<&'a ObservedInstance> {
+        if self.create.is_none() || self.start.is_none() {
+            return None;
+        }
+        self.stale
+            .iter()
+            .copied()
+            .find(|i| matches!(i.state, InstanceState::Running { .. }))
+    }
+}
+
 /// A start and why, possibly delayed by crash-loop backoff.
 #[derive(Debug, Clone)]
 pub(super) struct Start {
@@ -78,7 +93,10 @@ pub(super) struct Keep<'a> {
     /// Its instances, all kept unless listed in `stop`.
     pub instances: Vec<&'a ObservedInstance>,
     pub stop: Vec<(&'a ObservedInstance, String)>,
-    /// The last known good version restarted after an exit.
+    /// Removed after their stop: the instance of a failed update, rolled back.
+    pub remove: Vec<(&'a ObservedInstance, String)>,
+    /// The last known good version restarted after an exit (or, rolling back, started
+    /// again as the container's instance).
     pub restart: Option<(&'a ObservedInstance, Start)>,
 }
 
@@ -134,6 +152,10 @@ pub(super) fn decide<'a>(
                     let message = reasons.join("; ");
                     let stop = policy.stop_on_violation;
                     Fate::Keep(keep(&ctx, ReportKind::Blocked, message, stop, same, true))
+                }
+                // An update that failed at this revision is not tried again by itself.
+                _ if let Some(f) = failed_here(record, want, desired) => {
+                    Fate::Keep(rolled_back(&ctx, f))
                 }
                 decision => {
                     let changed = changed_networks(want, desired, actual);
@@ -403,6 +425,7 @@ fn keep<'a>(
         message: String::new(),
         instances: ctx.instances.clone(),
         stop: Vec::new(),
+        remove: Vec::new(),
         restart: None,
     };
     if ctx.instances.is_empty() {
@@ -434,6 +457,65 @@ fn keep<'a>(
     }
     k.message = message;
     k
+}
+
+/// The failed update of `record` when it is the instance `want` asks for at this very
+/// revision (a pass that tries failed updates again clears the marks first).
+fn failed_here<'r>(
+    record: Option<&'r ActualContainer>,
+    want: &DesiredContainer,
+    desired: &Desired,
+) -> Option<&'r FailedUpdate> {
+    record.and_then(|r| r.failed_update.as_ref()).filter(|f| {
+        f.instance == want.instance && f.revision == desired.revision.id
+    })
+}
+
+/// A container whose update to `f.instance` failed at this revision: that instance is
+/// stopped and removed and the last known good one runs again, as the container's
+/// instance; once rolled back, the good one is kept as a blocked container's is.
+fn rolled_back<'a>(ctx: &Ctx<'a, '_>, f: &FailedUpdate) -> Keep<'a> {
+    let failed = ctx.instances.iter().copied().find(|i| i.id == f.instance);
+    let good = ctx
+        .instances
+        .iter()
+        .copied()
+        .filter(|i| i.id != f.instance)
+        .max_by_key(|i| matches!(i.state, InstanceState::Running { .. }));
+    let cause = format!(
+        "update to {} failed at revision {}: {}",
+        f.instance,
+        short(&f.revision),
+        f.reason
+    );
+    match (failed, good) {
+        (Some(bad), Some(good)) => {
+            let why = format!("{cause}; rolled back to {}", good.id);
+            let mut k = Keep {
+                kind: ReportKind::RolledBack,
+                cause: cause.clone(),
+                message: why.clone(),
+                instances: ctx.instances.clone(),
+                stop: Vec::new(),
+                remove: vec![(bad, why.clone())],
+                restart: Some((good, now_start(format!("rolled back: {cause}")))),
+            };
+            if bad.state.may_run() {
+                k.stop.push((bad, why));
+            }
+            k
+        }
+        (None, _) => keep(ctx, ReportKind::RolledBack, cause, false, |_| false, true),
+        (Some(_), None) => {
+            let message = format!("{cause}; no earlier instance to roll back to");
+            keep(ctx, ReportKind::RolledBack, message, false, |_| false, true)
+        }
+    }
+}
+
+/// The first 12 characters of a revision id, as `git log --oneline` shows a commit.
+fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
 }
 
 /// Restarts the newest exited instance of a kept container per the restart policy it

@@ -303,6 +303,7 @@ pub fn once(
                 id: info.commit.clone(),
                 source: format!("{}#{}", info.url, info.follows),
             }),
+            retry_failed: false,
         };
         if opts.observe || cfg.agent.mode == AgentMode::Observe {
             on_source(&source, Some(&info));

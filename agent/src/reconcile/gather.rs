@@ -368,26 +368,42 @@ pub fn actual(
         ..Actual::default()
     };
     let mut claimed = BTreeSet::new();
-    for (name, r) in &records {
+    let observe = |r: &ContainerRecord| {
         let dirs = InstanceDirs::new(state_dir, &r.instance);
-        claimed.insert(r.instance.clone());
-        let networks = r.addresses.keys().cloned().collect();
-        let volumes = volumes_of(&r.spec);
         let state = instance_state(&dirs, Some(r));
+        ObservedInstance {
+            id: r.instance.clone(),
+            digest: Some(r.image.digest.clone()),
+            state,
+            health: instance_health(&dirs, r, state),
+            spec: Some(r.spec.clone()),
+            networks: r.addresses.keys().cloned().collect(),
+            volumes: volumes_of(&r.spec),
+        }
+    };
+    for (name, r) in &records {
+        claimed.insert(r.instance.clone());
+        let mut instances = vec![observe(r)];
+        // The instance an update replaced, kept until the new one is verified.
+        if let Ok(Some(p)) = record::read_previous(state_dir, name)
+            && p.instance != r.instance
+            && InstanceDirs::new(state_dir, &p.instance).root.is_dir()
+        {
+            claimed.insert(p.instance.clone());
+            instances.push(observe(&p));
+        }
+        let failed_update = crate::runtime::rollback::load(state_dir, name).map(|m| FailedUpdate {
+            instance: m.failed,
+            revision: m.revision,
+            reason: m.reason,
+        });
         out.containers.insert(
             name.clone(),
             ActualContainer {
-                instances: vec![ObservedInstance {
-                    id: r.instance.clone(),
-                    digest: Some(r.image.digest.clone()),
-                    state,
-                    health: instance_health(&dirs, r, state),
-                    spec: Some(r.spec.clone()),
-                    networks,
-                    volumes,
-                }],
+                instances,
                 restarts: r.restarts,
                 mark: r.operator_stopped.then_some(OperatorMark::Stopped),
+                failed_update,
             },
         );
     }

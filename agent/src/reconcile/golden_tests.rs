@@ -83,6 +83,9 @@ struct ScenarioInstance {
 struct ScenarioRecord {
     restarts: u32,
     mark: Option<String>,
+    /// The update to the desired tree's instance failed at this revision, for this
+    /// reason (`runtime::rollback`).
+    failed: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -254,6 +257,18 @@ fn load(dir: &Path) -> Inputs {
         record.mark = r.mark.as_deref().map(|m| {
             assert_eq!(m, "stopped");
             OperatorMark::Stopped
+        });
+        record.failed_update = r.failed.as_ref().map(|reason| {
+            let tree = &trees["desired"];
+            FailedUpdate {
+                instance: hashed(tree, &tree.containers[name], true).instance,
+                revision: if sc.revision.is_empty() {
+                    "c0ffee1".into()
+                } else {
+                    sc.revision.clone()
+                },
+                reason: reason.clone(),
+            }
         });
     }
 
@@ -502,6 +517,8 @@ scenarios!(
     orphan_instance,
     orphan_same_id,
     unhealthy_restarted,
+    update_rolled_back,
+    update_rolled_back_kept,
     unknown_state,
     network_subnet_changed,
     network_modes,

@@ -55,10 +55,12 @@ mod health;
 mod lifecycle;
 mod network;
 mod record;
+mod rollback;
 mod rootfs;
 mod secrets;
 mod storage;
 mod teardown;
+mod verify;
 
 #[cfg(test)]
 mod fakes;
@@ -187,6 +189,10 @@ impl ContainerSteps for ContainerHost<'_> {
 
     fn wait_healthy(&self, name: &str, id: &str, timeout: Duration) -> Result<(), StepError> {
         self.wait_until_healthy(name, id, timeout)
+    }
+
+    fn verify(&self, name: &str, id: &str, timeout: Duration) -> Result<(), StepError> {
+        self.verify_update(name, id, timeout)
     }
 
     fn finish(&self) {

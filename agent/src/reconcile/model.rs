@@ -128,6 +128,19 @@ pub struct ActualContainer {
     pub restarts: u32,
     /// The operator's mark (`berth stop`).
     pub mark: Option<OperatorMark>,
+    /// An update that failed and was (or is to be) rolled back.
+    pub failed_update: Option<FailedUpdate>,
+}
+
+/// An update whose new instance was not running (and healthy, with a health check)
+/// within the container's `update_timeout` (`runtime::rollback`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedUpdate {
+    /// The instance that failed.
+    pub instance: String,
+    /// The revision that asked for it.
+    pub revision: String,
+    pub reason: String,
 }
 
 /// An operator's mark on a container.
@@ -368,6 +381,16 @@ pub enum Action {
         #[serde(serialize_with = "duration_text")]
         timeout: Duration,
     },
+    /// The new instance of an update must be running — and healthy, with a health
+    /// check; without one, still running a moment after its start — within `timeout`
+    /// (`update_timeout`). Failing, the update is rolled back: the instance it replaced
+    /// runs again and the revision is marked failed for the container.
+    Verify {
+        name: String,
+        instance: String,
+        #[serde(serialize_with = "duration_text")]
+        timeout: Duration,
+    },
     /// Delete the network (CNI config, bridge, IPAM data).
     RemoveNetwork { name: String },
     /// Delete the named volume and its data.
@@ -398,6 +421,9 @@ pub enum ReportKind {
     Audit,
     /// A network that must be recreated is still in use by kept instances.
     Deferred,
+    /// Its update failed at this revision and was rolled back to the last known good
+    /// instance; the revision is not tried again by itself.
+    RolledBack,
 }
 
 impl ReportKind {
@@ -409,6 +435,7 @@ impl ReportKind {
             ReportKind::Unknown => "unknown",
             ReportKind::Audit => "findings",
             ReportKind::Deferred => "deferred",
+            ReportKind::RolledBack => "rolled-back",
         }
     }
 }

@@ -64,6 +64,10 @@ pub enum ContainerOutcome {
     Blocked { reason: String },
     /// A dependency cannot run, so it was neither created nor started.
     Held { reason: String },
+    /// Its update failed at this revision: the new instance did not run (and become
+    /// healthy, with a health check) within `update_timeout`, and the last known good
+    /// instance runs instead. Not tried again until a new revision or `berth reconcile`.
+    RolledBack { reason: String },
     /// It could not be evaluated (an image or a secret that could not be read). `kind`
     /// says whether a later pass may evaluate it with the same input (the registry did
     /// not answer) or not until it changes (the image is missing, a secret undefined).
@@ -92,6 +96,7 @@ impl ContainerOutcome {
         match self {
             ContainerOutcome::Blocked { reason } => Some(format!("blocked by policy: {reason}")),
             ContainerOutcome::Held { reason } => Some(format!("held: {reason}")),
+            ContainerOutcome::RolledBack { reason } => Some(format!("rolled back: {reason}")),
             ContainerOutcome::NotEvaluated { reason, .. } => {
                 Some(format!("not evaluated: {reason}"))
             }
@@ -115,6 +120,7 @@ impl ContainerOutcome {
             self,
             ContainerOutcome::Blocked { .. }
                 | ContainerOutcome::Held { .. }
+                | ContainerOutcome::RolledBack { .. }
                 | ContainerOutcome::NotEvaluated { .. }
                 | ContainerOutcome::Unknown { .. }
                 | ContainerOutcome::NotApplied { .. }
@@ -394,6 +400,9 @@ pub fn summarise(plan: &Plan, results: &BTreeMap<usize, StepResult>) -> Outcome 
                             findings_due.insert(name.to_string());
                         }
                         ReportKind::Deferred => {}
+                        ReportKind::RolledBack => {
+                            s.report = Some(ContainerOutcome::RolledBack { reason })
+                        }
                     }
                 }
                 (Action::Start { instance, .. }, StepResult::Deferred(t)) => {

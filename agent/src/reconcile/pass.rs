@@ -142,6 +142,10 @@ pub struct Input<'a> {
     /// The revision the tree is (a commit the agent checked out); none for a directory,
     /// whose revision is the digest of its spec sources.
     pub revision: Option<Revision>,
+    /// Try updates again that failed at this revision and were rolled back
+    /// (`runtime::rollback`): `berth apply` does; the agent's passes do not (`berth
+    /// reconcile` clears the marks for them).
+    pub retry_failed: bool,
 }
 
 /// How an `apply` pass takes the state lock.
@@ -511,12 +515,18 @@ pub fn apply(
     secrets_ready(env, &front, &mut prepared);
     // One pass rewrites the peers' hosts files once, at its end.
     let networks = node::open_networks(env.loaded).deferring_peers();
+    if input.retry_failed {
+        super::rollback::forget_all(&state_dir);
+    }
     // Scanned and planned under the lock; a plan from an older generation is made
     // again rather than executed.
     let none = BTreeMap::new();
-    let planned = current(&state_dir, || {
-        front.plan(env, input, &prepared.facts, &none, &networks)
-    })?;
+    let plan_now = || {
+        current(&state_dir, || {
+            front.plan(env, input, &prepared.facts, &none, &networks)
+        })
+    };
+    let planned = plan_now()?;
     on_plan(&planned.plan);
     let executed = execute(env, &front, &planned, &prepared.ready, &networks);
     let bumped = lock
@@ -528,7 +538,29 @@ pub fn apply(
     let (mut outcome, durations) = executed?;
     bumped?;
     outcome.containers = with_kinds(outcome.containers, &prepared.kinds);
-    Ok(report(&planned, outcome, &durations))
+    let first = report(&planned, outcome, &durations);
+    // Updates that did not run (and become healthy) in time are rolled back at once:
+    // marked failed at this revision, then planned again, which brings the last
+    // known good instances back.
+    if !super::rollback::mark_failed(&state_dir, &first) {
+        return Ok(first);
+    }
+    let again = plan_now()?;
+    on_plan(&again.plan);
+    let executed = execute(env, &front, &again, &prepared.ready, &networks);
+    let bumped = lock
+        .bump_generation()
+        .map_err(|source| PassError::Generation {
+            state_dir: state_dir.clone(),
+            source,
+        });
+    let (mut outcome, durations) = executed?;
+    bumped?;
+    outcome.containers = with_kinds(outcome.containers, &prepared.kinds);
+    Ok(super::rollback::merged(
+        first,
+        report(&again, outcome, &durations),
+    ))
 }
 
 /// How many plans a pass makes before it gives up on a state directory that changes

@@ -195,6 +195,20 @@ impl<'p, 'a> Emitter<'p, 'a> {
         needs
     }
 
+    /// The instance an update of `a` replaces, kept until the new one is verified so
+    /// that a failed update is rolled back to it ([`Apply::replaced`]) — unless one of
+    /// its networks is removed or recreated by this plan, which needs it gone first.
+    fn replaced(&self, a: &Apply<'a>) -> Option<&'a ObservedInstance> {
+        let old = a.replaced()?;
+        let o = &self.objects;
+        let busy =
+            |n: &String| o.recreate_networks.contains_key(n) || o.remove_networks.contains_key(n);
+        if old.networks.iter().any(busy) || networks_of(&a.want.spec).iter().any(busy) {
+            return None;
+        }
+        Some(old)
+    }
+
     /// Whether `a` replaces its old instance only after the new one runs.
     fn start_first(&self, a: &Apply<'_>) -> bool {
         a.start_first
@@ -305,6 +319,11 @@ impl<'p, 'a> Emitter<'p, 'a> {
         }
         for name in self.order.iter().rev() {
             match self.fates.get(name) {
+                Some(Fate::Keep(k)) => {
+                    for (i, reason) in &k.remove {
+                        self.remove(name, i, reason.clone(), vec![]);
+                    }
+                }
                 Some(Fate::Prune(p)) => {
                     for i in sorted(&p.instances) {
                         self.remove(name, i, p.reason.clone(), vec![]);
@@ -317,7 +336,13 @@ impl<'p, 'a> Emitter<'p, 'a> {
                 Some(Fate::Apply(a)) => match (&a.create, a.current) {
                     (Some(_), _) if !self.start_first(a) => {
                         let needs = self.prerequisites(a);
+                        // The instance an update replaces stays until the new one is
+                        // verified: a failed update is rolled back to it.
+                        let kept = self.replaced(a).map(|i| i.id.as_str());
                         for i in sorted(&a.stale) {
+                            if Some(i.id.as_str()) == kept {
+                                continue;
+                            }
                             let reason = format!("replaced by {}", a.want.instance);
                             self.remove(name, i, reason, needs.clone());
                         }
@@ -367,6 +392,10 @@ impl<'p, 'a> Emitter<'p, 'a> {
                     if let Some((i, start)) = &k.restart {
                         let mut needs = self.dependencies(name);
                         needs.push(self.stops.get(&i.id).copied());
+                        // Rolling back: the failed instance is gone first (its ports).
+                        for (r, _) in &k.remove {
+                            needs.push(self.removes.get(&r.id).copied());
+                        }
                         let action = Action::Start {
                             name: name.clone(),
                             instance: i.id.clone(),
@@ -409,11 +438,29 @@ impl<'p, 'a> Emitter<'p, 'a> {
         };
         let started = self.push(action, start.reason.clone(), needs, start.not_before);
         self.started.insert(name.clone(), started);
-        if !(start_first && a.create.is_some()) {
+        let replaced = self.replaced(a);
+        if !start_first && replaced.is_none() {
             return;
         }
         let mut handover = vec![Some(started)];
-        if let Some(timeout) = health_timeout(&a.want.spec) {
+        let checked = a.want.spec.health.is_some();
+        if let Some(old) = replaced {
+            let action = Action::Verify {
+                name: name.clone(),
+                instance: instance.clone(),
+                timeout: a.want.spec.update_timeout,
+            };
+            let reason = format!(
+                "update: running{} within update_timeout, or rolled back to {}",
+                if checked { " and healthy" } else { "" },
+                old.id
+            );
+            let verified = self.push(action, reason, [Some(started)], None);
+            if checked {
+                self.waited.insert(name.clone(), verified);
+            }
+            handover.push(Some(verified));
+        } else if let Some(timeout) = health_timeout(&a.want.spec).filter(|_| start_first) {
             let action = Action::WaitHealthy {
                 name: name.clone(),
                 instance: instance.clone(),
@@ -426,9 +473,14 @@ impl<'p, 'a> Emitter<'p, 'a> {
         }
         let spec = Some(&a.want.spec);
         for i in sorted(&a.stale) {
-            let reason = format!("start-first: replaced by {instance}");
-            self.stop(&name, i, spec, reason.clone(), handover.clone());
-            self.remove(&name, i, reason, handover.clone());
+            if start_first {
+                let reason = format!("start-first: replaced by {instance}");
+                self.stop(&name, i, spec, reason.clone(), handover.clone());
+                self.remove(&name, i, reason, handover.clone());
+            } else if replaced.is_some_and(|r| r.id == i.id) {
+                let reason = format!("replaced by {instance}, verified");
+                self.remove(&name, i, reason, handover.clone());
+            }
         }
     }
 

@@ -34,6 +34,7 @@ impl Action {
             Action::Remove { .. } => "remove",
             Action::Forget { .. } => "forget",
             Action::WaitHealthy { .. } => "wait-healthy",
+            Action::Verify { .. } => "verify",
             Action::RemoveNetwork { .. } => "remove-network",
             Action::RemoveVolume { .. } => "remove-volume",
             Action::Report { .. } => "report",
@@ -60,6 +61,9 @@ impl Action {
                 ..
             } => format!("{instance}  {signal} {}", format_duration(*timeout)),
             Action::WaitHealthy {
+                instance, timeout, ..
+            }
+            | Action::Verify {
                 instance, timeout, ..
             } => format!("{instance}  up to {}", format_duration(*timeout)),
             Action::Report { name, kind } => format!("{name}  {}", kind.as_str()),

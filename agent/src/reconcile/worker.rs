@@ -581,6 +581,7 @@ pub fn plan_applied(env: &Env<'_>) -> Result<PlanReport, PlanError> {
             id: info.commit.clone(),
             source: format!("{}#{}", info.url, info.follows),
         }),
+        retry_failed: false,
     };
     Ok(pass::plan(env, &input, Registry::Online)?)
 }

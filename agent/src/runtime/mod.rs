@@ -25,6 +25,7 @@ pub mod mount;
 pub mod oci;
 pub mod record;
 pub mod render;
+pub mod rollback;
 pub mod spec_hash;
 pub mod state;
 pub mod status;

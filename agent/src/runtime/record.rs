@@ -204,7 +204,42 @@ const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
 /// the container's name is its directory's, its instance is `<name>-<8 hex>`, its
 /// cgroup is an absolute path that climbs nowhere.
 pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<ContainerRecord>, RecordError> {
-    let path = record_path(state_dir, name);
+    read_at(record_path(state_dir, name), name)
+}
+
+/// `containers/<name>/previous.json`: the record of the instance an update replaced,
+/// kept until the new instance is verified so that a failed update can be rolled back
+/// to it (`update_timeout`).
+pub fn previous_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir
+        .join("containers")
+        .join(name)
+        .join("previous.json")
+}
+
+/// The record of the instance an update of `name` replaced, if one is kept; read as
+/// [`read_record`] reads the current one.
+pub fn read_previous(state_dir: &Path, name: &str) -> Result<Option<ContainerRecord>, RecordError> {
+    read_at(previous_path(state_dir, name), name)
+}
+
+/// Keeps `record` as the previous instance of its container.
+pub fn write_previous(state_dir: &Path, record: &ContainerRecord) -> Result<(), RecordError> {
+    write_at(previous_path(state_dir, &record.name), record)
+}
+
+/// Forgets the previous instance of `name`; none is fine.
+pub fn remove_previous(state_dir: &Path, name: &str) -> Result<(), RecordError> {
+    let path = previous_path(state_dir, name);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(RecordError::Write { path, source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn read_at(path: PathBuf, name: &str) -> Result<Option<ContainerRecord>, RecordError> {
     let record = match state::read_small(&path, MAX_RECORD_BYTES) {
         Ok(bytes) => parse(&path, &bytes)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -270,7 +305,10 @@ pub fn read_records(state_dir: &Path) -> Result<BTreeMap<String, ContainerRecord
 
 /// Writes a container's record atomically, in the current version.
 pub fn write_record(state_dir: &Path, record: &ContainerRecord) -> Result<(), RecordError> {
-    let path = record_path(state_dir, &record.name);
+    write_at(record_path(state_dir, &record.name), record)
+}
+
+fn write_at(path: PathBuf, record: &ContainerRecord) -> Result<(), RecordError> {
     let record = ContainerRecord {
         schema_version: SCHEMA_VERSION,
         ..record.clone()

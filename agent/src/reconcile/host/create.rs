@@ -54,6 +54,7 @@ impl ContainerHost<'_> {
     /// The create step: [`Self::materialise`], then the runtime's create, then the
     /// record. Nothing of a create that failed stays until the next pass.
     pub(super) fn create_instance(&self, name: &str, id: &str) -> Result<(), StepError> {
+        self.keep_previous(name, id)?;
         let (mut record, deferred_attach) = match self.materialise(name, id) {
             Ok(made) => made,
             Err(err) => {

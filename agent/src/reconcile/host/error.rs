@@ -104,6 +104,10 @@ pub enum HostStepError {
     AttachPanicked,
     #[error("`{name}` did not become healthy: {why}")]
     Unhealthy { name: String, why: String },
+    /// An update's new instance did not run (and become healthy, with a check) within
+    /// its `update_timeout`: the update is to be rolled back.
+    #[error("update to `{instance}` failed: {why}")]
+    UpdateFailed { instance: String, why: String },
 }
 
 /// `what` failed with `err`: for `map_err`.
@@ -126,6 +130,7 @@ impl HostStepError {
             HostStepError::Create(e) => FailureKind::of(e.is_transient()),
             HostStepError::CreateAndAttach { create, attach } => create.kind().max(attach.kind()),
             HostStepError::Unhealthy { .. } => FailureKind::Transient,
+            HostStepError::UpdateFailed { .. } => FailureKind::Permanent,
             HostStepError::NotDesired(_)
             | HostStepError::ImageNotReady(_)
             | HostStepError::NotPulled { .. }

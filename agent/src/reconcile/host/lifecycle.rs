@@ -19,9 +19,10 @@ impl ContainerHost<'_> {
     /// The start step.
     pub(super) fn start_instance(&self, name: &str, id: &str) -> Result<(), StepError> {
         let inst = self.instance(id);
-        let mut record = self
+        let record = self
             .record(name)?
             .ok_or_else(|| HostStepError::NoRecord(name.to_string()))?;
+        let mut record = self.restore_previous(name, id, record)?;
         // Started again: the runtime holds it once more.
         self.lock_stopped().remove(id);
         let status = if self.lock_created().remove(id) {
@@ -143,11 +144,12 @@ impl ContainerHost<'_> {
     }
 
     /// The remove step: the instance and all it holds on the host.
-    pub(super) fn remove_instance(&self, _name: &str, id: &str) -> Result<(), StepError> {
+    pub(super) fn remove_instance(&self, name: &str, id: &str) -> Result<(), StepError> {
         if let Ok(Some(a)) = self.networks.attachment(id) {
             self.touch(a.addresses.keys().cloned());
         }
-        Ok(self.teardown(id)?)
+        self.teardown(id)?;
+        self.forget_previous(name, id)
     }
 }
 
