@@ -34,6 +34,8 @@ pub enum DaemonError {
     Api(#[from] crate::api::ApiError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Webhook(#[from] crate::source::webhook::WebhookError),
 }
 
 /// `berth-agentd`'s name, next to `berth`.
@@ -136,6 +138,15 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
             .map_err(|e| tracing::warn!(target: "agent", error = %crate::util::error_chain(&e), "the local repository is not watched; it is polled every source.interval"))
             .ok()
     });
+    // Pushes announced by the Git server fetch at once (`source.webhook`); a receiver
+    // that cannot listen ends the start, naming its address.
+    let webhook = cfg
+        .source
+        .as_ref()
+        .and_then(|s| Some((s.webhook.as_ref()?, &s.git_ref)));
+    let _webhook = webhook
+        .map(|(w, git_ref)| crate::source::webhook::start(rt.handle(), handle.clone(), w, git_ref))
+        .transpose()?;
     let env = Env {
         loaded,
         rt: rt.handle(),

@@ -34,11 +34,15 @@ pub enum GitRef {
     Commit(String),
 }
 
-/// `[source.webhook]`.
+/// `[source.webhook]`: a receiver of push notifications (GitHub, Gitea/Forgejo,
+/// GitLab) that fetches at once when the followed ref moves.
 #[derive(Debug, Clone, Serialize)]
 pub struct Webhook {
+    /// `address:port` to listen on.
     pub listen: String,
-    pub secret_file: Option<PathBuf>,
+    /// The shared secret (HMAC key, or GitLab's token): required, since a receiver that
+    /// takes unsigned requests would let anyone make the node fetch.
+    pub secret_file: PathBuf,
 }
 
 /// `source.notify`: an MQTT topic announcing new revisions, so a fleet fetches at once
@@ -659,7 +663,6 @@ const UNENFORCED: &[(&str, &[Caller], &str)] = &[
 /// The keys this build reads but does not act on: (key or section prefix, why).
 /// Remove a row when the code acting on it lands.
 const INERT: &[(&str, &str)] = &[
-    ("source.webhook", "this build has no webhook receiver"),
     (
         "source.notify",
         "this build subscribes to no revision notifications",
@@ -753,9 +756,6 @@ impl NodeConfig {
             add("source.ssh_key".into(), &s.ssh_key);
             add("source.known_hosts".into(), &s.known_hosts);
             add("source.allowed_signers".into(), &s.allowed_signers);
-            if let Some(w) = &s.webhook {
-                add("source.webhook.secret_file".into(), &w.secret_file);
-            }
             if let Some(n) = &s.notify {
                 add("source.notify.password_file".into(), &n.password_file);
                 add("source.notify.ca_file".into(), &n.ca_file);
@@ -766,6 +766,9 @@ impl NodeConfig {
             add(format!("registries.{host}.auth_file"), &r.auth_file);
         }
         add("secrets.identity".into(), &self.secrets.identity);
+        if let Some(w) = self.source.as_ref().and_then(|s| s.webhook.as_ref()) {
+            out.push(("source.webhook.secret_file".into(), w.secret_file.as_path()));
+        }
         let mut out: Vec<NamedFile<'_>> = out
             .into_iter()
             .map(|(key, path)| NamedFile {
@@ -986,9 +989,18 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
                 None
             }
         })?;
+        let given = |k: &str| w.table.iter().any(|(key, _)| key.get_ref() == k);
+        if !given("secret_file") && !w.suggested.contains("secret_file") {
+            w.error(
+                &w.at,
+                "secret_file",
+                "`source.webhook` needs `secret_file`: the receiver acts only on requests signed with its secret (an unsigned one would let anyone make the node fetch)",
+            );
+            return None;
+        }
         Some(Webhook {
             listen,
-            secret_file: path(&w, "secret_file"),
+            secret_file: path(&w, "secret_file")?,
         })
     });
     let spec_path = r.string("path").map(|(p, loc)| {

@@ -460,18 +460,26 @@ fn security_keys_this_build_cannot_enforce_are_refused() {
 #[test]
 fn inert_keys_are_listed_once_in_file_order() {
     let text = format!(
-        "[agent]\nmode = \"observe\"\n{SOURCE}allowed_signers = \"/s\"\nwebhook = {{ listen = \"0.0.0.0:9487\" }}\n\
-         [runtime]\nparallel = 2\nresync = \"1m\"\ngc_grace = \"5m\"\n[telemetry]\notlp_queue = 5\n[node]\nname = \"n\"\n"
+        "[agent]\nmode = \"observe\"\n{SOURCE}allowed_signers = \"/s\"\nwebhook = {{ listen = \"0.0.0.0:9487\", secret_file = \"/w\" }}\n\
+         [runtime]\nparallel = 2\nresync = \"1m\"\ngc_grace = \"5m\"\n[telemetry]\notlp_queue = 5\n\
+         otlp_endpoint = \"http://c:4318\"\n[node]\nname = \"n\"\n"
     );
     let inert = parse(&text).inert();
     let keys: Vec<(&str, usize)> = inert
         .iter()
         .map(|i| (i.key.as_str(), i.at.as_ref().map_or(0, |l| l.line)))
         .collect();
-    assert_eq!(keys, [("source.webhook", 6), ("telemetry.otlp_queue", 12)]);
+    // The webhook receiver acts: it is not listed.
+    assert_eq!(
+        keys,
+        [
+            ("telemetry.otlp_queue", 12),
+            ("telemetry.otlp_endpoint", 13)
+        ]
+    );
     assert_eq!(
         inert[0].to_string(),
-        "berth.toml:6:1: warning: `source.webhook` has no effect in this build: this build has no webhook receiver"
+        "berth.toml:12:1: warning: `telemetry.otlp_queue` has no effect in this build: this build exports no traces or metrics"
     );
     assert!(parse("[runtime]\nparallel = 2\n").inert().is_empty());
 }
@@ -583,4 +591,49 @@ fn credentials_over_plain_http_are_a_warning() {
             .warnings()
             .is_empty()
     );
+}
+
+#[test]
+fn a_webhook_receiver_needs_its_secret_and_an_address() {
+    let cfg = parse(&format!(
+        "{SOURCE}webhook = {{ listen = \"127.0.0.1:9487\", secret_file = \"/etc/berth/webhook.secret\" }}\n"
+    ));
+    let w = cfg.source.and_then(|s| s.webhook).expect("webhook");
+    assert_eq!(
+        (w.listen.as_str(), w.secret_file.to_str()),
+        ("127.0.0.1:9487", Some("/etc/berth/webhook.secret"))
+    );
+    // An unsigned receiver is refused, at the table, naming the key.
+    let (line, col, key, msg) = error(&format!(
+        "{SOURCE}interval = \"5m\"\nwebhook = {{ listen = \"0.0.0.0:9487\" }}\n"
+    ));
+    assert_eq!(
+        (line, col, key.as_str()),
+        (4, 11, "source.webhook.secret_file"),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with("`source.webhook` needs `secret_file`"),
+        "{msg}"
+    );
+    // In a table of its own, too.
+    let (line, _, key, _) = error(&format!(
+        "{SOURCE}[source.webhook]\nlisten = \"0.0.0.0:9487\"\n"
+    ));
+    assert_eq!((line, key.as_str()), (3, "source.webhook.secret_file"));
+    let (line, _, key, _) = error(&format!(
+        "{SOURCE}webhook = {{ listen = \"0.0.0.0:9487\", secret_file = \"\" }}\n"
+    ));
+    assert_eq!((line, key.as_str()), (3, "source.webhook.secret_file"));
+    let (_, _, key, msg) = error(&format!(
+        "{SOURCE}webhook = {{ listen = \"localhost\", secret_file = \"/w\" }}\n"
+    ));
+    assert_eq!(key, "source.webhook.listen", "{msg}");
+    assert!(msg.contains("must be an address:port"), "{msg}");
+    // A misspelt key is suggested, not reported missing as well.
+    let (_, _, key, msg) = error(&format!(
+        "{SOURCE}webhook = {{ listen = \"0.0.0.0:1\", secret_fle = \"/w\" }}\n"
+    ));
+    assert_eq!(key, "source.webhook.secret_fle", "{msg}");
+    assert!(msg.contains("did you mean `secret_file`"), "{msg}");
 }

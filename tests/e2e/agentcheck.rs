@@ -58,7 +58,6 @@ otlp_queue = 2048
 
 /// The keys of [`EVERY_KEY`] this build does not act on, with their lines.
 const INERT: &[(&str, usize)] = &[
-    ("source.webhook", 13),
     ("source.notify", 14),
     ("telemetry.otlp_endpoint", 46),
     ("telemetry.metrics_listen", 47),

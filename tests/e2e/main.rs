@@ -27,6 +27,7 @@ mod secret;
 mod signature;
 mod source_verify;
 mod validate;
+mod webhook;
 
 mod registry;
 mod runtime;

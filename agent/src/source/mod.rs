@@ -10,6 +10,7 @@ pub mod signature;
 pub mod signers;
 mod trust;
 pub mod verify;
+pub mod webhook;
 pub mod watch;
 
 use std::sync::Once;

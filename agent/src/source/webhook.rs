@@ -1,0 +1,627 @@
+//! The webhook receiver (`source.webhook`, DESIGN.md §4): a push to the followed ref,
+//! announced by the Git server, makes the agent fetch at once instead of at its next
+//! poll.
+//!
+//! `POST /v1/webhook` on `source.webhook.listen`, plain HTTP/1.1 (put a TLS proxy in
+//! front when it leaves a private network). A request is acted on only when it proves
+//! it knows the secret (`source.webhook.secret_file`):
+//! - GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`, event in
+//!   `X-GitHub-Event`;
+//! - Gitea and Forgejo: `X-Gitea-Signature` or `X-Forgejo-Signature: <hex HMAC-SHA256>`,
+//!   event in `X-Gitea-Event` or `X-Forgejo-Event`;
+//! - GitLab: `X-Gitlab-Token: <secret>`, event in `X-Gitlab-Event`.
+//!
+//! Signatures and the token are compared in constant time. Only a push (`push`,
+//! `Push Hook`, `Tag Push Hook`) whose `ref` is the followed branch or tag sends
+//! [`Trigger::SourceChanged`]; a ping, another event, another ref, or a node pinned to
+//! a commit is answered 200 "ignored". Refusals: 401 (no or a wrong signature or
+//! token), 413 (a body over [`MAX_BODY`]), 429 (over [`REQUESTS_BURST`] requests, then
+//! [`REQUESTS_PER_SECOND`] a second, counted before any check), 404, 405, 408 and 400;
+//! each is one warning (target `agent`) naming the peer and the reason, never the
+//! secret or the signature, and none fetches. Valid pushes fetch at most once per
+//! [`FETCH_SPACING`]: one that comes sooner is answered 202 and its fetch runs when the
+//! spacing is up (a push is never dropped). Connections are bounded like the API's:
+//! [`MAX_CONNECTIONS`] at once, headers within [`HEADER_WITHIN`], the body within
+//! [`BODY_WITHIN`], one request per connection, which closes after
+//! [`CONNECTION_WITHIN`] at most.
+//!
+//! It runs on the agent's async runtime in `berth-agentd` and links no Git code.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_spec::node::{GitRef, Webhook};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::reconcile::controller::{Handle, Trigger};
+
+/// The one path the receiver answers on.
+pub const PATH: &str = "/v1/webhook";
+/// The largest body read. A push event is a few KiB (GitHub lists at most 20 commits);
+/// 1 MiB leaves room for a large one and bounds what a client can make the agent hold.
+pub const MAX_BODY: u64 = 1024 * 1024;
+/// Requests accepted at once before the rate applies, whoever sends them.
+pub const REQUESTS_BURST: u32 = 10;
+/// Requests a second, on average, after the burst: a Git server sends one per push.
+pub const REQUESTS_PER_SECOND: u32 = 1;
+/// The least time between two fetches that valid pushes start.
+pub const FETCH_SPACING: Duration = Duration::from_secs(1);
+/// Connections served at once; the next ones wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may take to send its request's headers.
+pub const HEADER_WITHIN: Duration = Duration::from_secs(10);
+/// How long the body may take once the headers arrived.
+pub const BODY_WITHIN: Duration = Duration::from_secs(10);
+/// How long a connection lives at most, whatever it does.
+pub const CONNECTION_WITHIN: Duration = Duration::from_secs(30);
+/// hyper's read buffer, which bounds the request's headers.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Why the receiver cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("cannot read the webhook secret {} (`source.webhook.secret_file`)", .path.display())]
+    ReadSecret {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the webhook secret {} (`source.webhook.secret_file`) is empty", .path.display())]
+    EmptySecret { path: PathBuf },
+    #[error("`source.webhook.listen` `{listen}` is not an address:port")]
+    Address { listen: String },
+    #[error("cannot listen for webhooks on {addr} (`source.webhook.listen`)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The shared secret, kept out of logs and wiped when dropped.
+pub struct Secret(zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    #[cfg(test)]
+    pub fn new(bytes: &[u8]) -> Secret {
+        Secret(zeroize::Zeroizing::new(bytes.to_vec()))
+    }
+
+    /// The file's content, less one trailing newline (`\n` or `\r\n`); an empty secret
+    /// is refused.
+    pub fn load(path: &Path) -> Result<Secret, WebhookError> {
+        let mut bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| {
+            WebhookError::ReadSecret {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?);
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        if bytes.is_empty() {
+            return Err(WebhookError::EmptySecret {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+/// Who sent a request, by the header that authenticated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    Gitea,
+    Forgejo,
+    GitLab,
+}
+
+impl Forge {
+    fn name(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::Gitea => "gitea",
+            Forge::Forgejo => "forgejo",
+            Forge::GitLab => "gitlab",
+        }
+    }
+
+    /// The headers naming the event, first found wins (Forgejo sends Gitea's too).
+    fn event_headers(self) -> &'static [&'static str] {
+        match self {
+            Forge::GitHub => &["x-github-event"],
+            Forge::Gitea => &["x-gitea-event"],
+            Forge::Forgejo => &["x-forgejo-event", "x-gitea-event"],
+            Forge::GitLab => &["x-gitlab-event"],
+        }
+    }
+
+    fn is_push(self, event: &str) -> bool {
+        match self {
+            Forge::GitLab => event == "Push Hook" || event == "Tag Push Hook",
+            _ => event == "push",
+        }
+    }
+}
+
+/// What a request comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A push to the followed ref, from `forge`.
+    Push {
+        forge: Forge,
+        git_ref: String,
+    },
+    /// Authentic, but nothing to fetch: why.
+    Ignored(String),
+    Refused {
+        status: StatusCode,
+        reason: String,
+    },
+}
+
+fn refused(status: StatusCode, reason: impl Into<String>) -> Verdict {
+    Verdict::Refused {
+        status,
+        reason: reason.into(),
+    }
+}
+
+type HmacSha256 = hmac013::Hmac<sha2::Sha256>;
+
+/// Whether `tag` is HMAC-SHA256(secret, body), in constant time.
+fn hmac_matches(secret: &Secret, body: &[u8], tag: &[u8]) -> bool {
+    use hmac013::{KeyInit, Mac};
+    // HMAC takes a key of any length: this never fails.
+    let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(&secret.0) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(tag).is_ok()
+}
+
+/// Whether `token` is the secret, in constant time: the SHA-256 of both are compared,
+/// so not even the secret's length shows in the time taken.
+fn token_matches(secret: &Secret, token: &[u8]) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let (a, b) = (
+        sha2::Sha256::digest(token),
+        sha2::Sha256::digest(&*secret.0),
+    );
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// Who signed the request and whether the signature holds: the forge, or the refusal.
+pub fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret) -> Result<Forge, Verdict> {
+    let unauthorized = |why: &str| refused(StatusCode::UNAUTHORIZED, why);
+    let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    if let Some(token) = header("x-gitlab-token") {
+        return if token_matches(secret, token) {
+            Ok(Forge::GitLab)
+        } else {
+            Err(unauthorized("the X-Gitlab-Token does not match"))
+        };
+    }
+    let (forge, name, hex_tag) = if let Some(v) = header("x-forgejo-signature") {
+        (Forge::Forgejo, "X-Forgejo-Signature", v)
+    } else if let Some(v) = header("x-gitea-signature") {
+        (Forge::Gitea, "X-Gitea-Signature", v)
+    } else if let Some(v) = header("x-hub-signature-256") {
+        let Some(hex_tag) = v.strip_prefix(b"sha256=") else {
+            return Err(unauthorized("the X-Hub-Signature-256 is not sha256=<hex>"));
+        };
+        (Forge::GitHub, "X-Hub-Signature-256", hex_tag)
+    } else {
+        return Err(unauthorized(
+            "unsigned: no X-Hub-Signature-256, X-Gitea-Signature, X-Forgejo-Signature or X-Gitlab-Token",
+        ));
+    };
+    let Ok(tag) = hex::decode(hex_tag) else {
+        return Err(unauthorized(&format!("the {name} is not hexadecimal")));
+    };
+    if hmac_matches(secret, body, &tag) {
+        Ok(forge)
+    } else {
+        Err(unauthorized(&format!("the {name} does not match the body")))
+    }
+}
+
+/// Whether a push to `pushed` (`refs/heads/…`, `refs/tags/…`) moves what the node
+/// follows; else why not.
+pub fn followed(git_ref: &GitRef, pushed: &str) -> Result<(), String> {
+    let want = match git_ref {
+        GitRef::Branch(b) => format!("refs/heads/{b}"),
+        GitRef::Tag(t) => format!("refs/tags/{t}"),
+        GitRef::Commit(c) => {
+            return Err(format!(
+                "the node is pinned to commit {c}, which never moves"
+            ));
+        }
+    };
+    if pushed == want {
+        Ok(())
+    } else {
+        Err(format!("a push to {pushed}, not to {want}"))
+    }
+}
+
+/// The one field of a push event the receiver reads.
+#[derive(serde::Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+/// What a request with this (complete) body comes to; pure.
+pub fn judge(headers: &HeaderMap, body: &[u8], secret: &Secret, git_ref: &GitRef) -> Verdict {
+    let forge = match authenticate(headers, body, secret) {
+        Ok(f) => f,
+        Err(v) => return v,
+    };
+    let event = forge
+        .event_headers()
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let Some(event) = event else {
+        return Verdict::Ignored(format!("no event header ({})", forge.name()));
+    };
+    if !forge.is_push(&event) {
+        let shown: String = event.chars().take(64).collect();
+        return Verdict::Ignored(format!("event {shown:?} ({}) is not a push", forge.name()));
+    }
+    let push: PushEvent = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!("the push event's body has no `ref`: {e}"),
+            );
+        }
+    };
+    match followed(git_ref, &push.git_ref) {
+        Ok(()) => Verdict::Push {
+            forge,
+            git_ref: push.git_ref,
+        },
+        Err(why) => Verdict::Ignored(format!("{why} ({})", forge.name())),
+    }
+}
+
+/// A token bucket: `burst` at once, then `per_second`.
+#[derive(Debug)]
+pub struct Bucket {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub fn new(burst: u32, per_second: u32, now: Instant) -> Bucket {
+        Bucket {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_second: f64::from(per_second),
+            at: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = self.at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// When a valid push's fetch may start, so that fetches are [`FETCH_SPACING`] apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    Now,
+    /// After this delay (it is the one pending).
+    After(Duration),
+    /// A fetch already waits to start, after this push: it covers it.
+    Pending,
+}
+
+/// See [`Pace`].
+#[derive(Debug, Default)]
+pub struct Pacer {
+    /// When the last fetch was, or the pending one will be, asked for.
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn admit(&mut self, now: Instant) -> Pace {
+        match self.last {
+            Some(at) if at > now => Pace::Pending,
+            Some(at) if now.duration_since(at) < FETCH_SPACING => {
+                let next = at + FETCH_SPACING;
+                self.last = Some(next);
+                Pace::After(next.duration_since(now))
+            }
+            _ => {
+                self.last = Some(now);
+                Pace::Now
+            }
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    secret: Secret,
+    git_ref: GitRef,
+    handle: Handle,
+    requests: Mutex<Bucket>,
+    pacer: Mutex<Pacer>,
+}
+
+/// The receiver being served; dropping it stops accepting.
+#[derive(Debug)]
+pub struct WebhookServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookServer {
+    /// The address it listens on (the port chosen, for `:0`).
+    #[cfg(test)]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        tracing::debug!(target: "agent", addr = %self.addr, "the webhook receiver stopped");
+    }
+}
+
+/// Reads the secret, binds `webhook.listen` and serves on `rt` until the returned
+/// server is dropped; pushes to `git_ref` are sent to `handle`.
+pub fn start(
+    rt: &tokio::runtime::Handle,
+    handle: Handle,
+    webhook: &Webhook,
+    git_ref: &GitRef,
+) -> Result<WebhookServer, WebhookError> {
+    let secret = Secret::load(&webhook.secret_file)?;
+    let addr: SocketAddr = webhook.listen.parse().map_err(|_| WebhookError::Address {
+        listen: webhook.listen.clone(),
+    })?;
+    let bind_err = |source| WebhookError::Bind { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let addr = std_listener.local_addr().map_err(bind_err)?;
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
+    };
+    let shared = Arc::new(Shared {
+        secret,
+        git_ref: git_ref.clone(),
+        handle,
+        requests: Mutex::new(Bucket::new(
+            REQUESTS_BURST,
+            REQUESTS_PER_SECOND,
+            Instant::now(),
+        )),
+        pacer: Mutex::new(Pacer::default()),
+    });
+    let task = rt.spawn(accept_loop(listener, shared));
+    tracing::info!(target: "agent", %addr, path = PATH, "receiving webhooks");
+    Ok(WebhookServer { addr, task })
+}
+
+/// Accepts while fewer than [`MAX_CONNECTIONS`] are open, each served by hyper with
+/// its header timeout, one request, and an end after [`CONNECTION_WITHIN`].
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // The semaphore is never closed: a permit always comes.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to be freed.
+                tracing::warn!(target: "agent", error = %e, "webhook receiver: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = permit;
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(respond(req, peer, &shared).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_WITHIN)
+                .keep_alive(false)
+                .max_buf_size(READ_BUFFER)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_WITHIN, conn).await {
+                Err(_) => {
+                    tracing::warn!(target: "agent", %peer, "webhook refused: the connection outlived {CONNECTION_WITHIN:?}; closed");
+                }
+                Ok(Err(e)) if e.is_timeout() => {
+                    tracing::warn!(target: "agent", %peer, "webhook refused: no request headers within {HEADER_WITHIN:?}");
+                }
+                Ok(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
+                    tracing::warn!(target: "agent", %peer, error = %e, "webhook refused: not an HTTP/1 request");
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "agent", %peer, error = %e, "webhook connection ended");
+                }
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+/// A JSON answer.
+fn answer(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A refusal: one warning, and its answer.
+fn refuse(peer: SocketAddr, status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    tracing::warn!(target: "agent", %peer, status = status.as_u16(), "webhook refused: {reason}");
+    let mut r = answer(
+        status,
+        &serde_json::json!({"result": "refused", "reason": reason}),
+    );
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+    }
+    r
+}
+
+/// The answer to one request; see the module docs for the order of the checks.
+async fn respond(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Response<Full<Bytes>> {
+    let lock = |m: &Mutex<Bucket>| {
+        m.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(Instant::now())
+    };
+    if !lock(&shared.requests) {
+        return refuse(
+            peer,
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many requests (at most {REQUESTS_BURST} at once, then {REQUESTS_PER_SECOND} a second)"
+            ),
+        );
+    }
+    if req.uri().path() != PATH {
+        return refuse(
+            peer,
+            StatusCode::NOT_FOUND,
+            &format!("no such path (webhooks go to POST {PATH})"),
+        );
+    }
+    if req.method() != Method::POST {
+        return refuse(peer, StatusCode::METHOD_NOT_ALLOWED, "only POST is taken");
+    }
+    let too_large = || format!("the body is larger than {} KiB", MAX_BODY / 1024);
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return refuse(peer, StatusCode::PAYLOAD_TOO_LARGE, &too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let cap = usize::try_from(MAX_BODY).unwrap_or(usize::MAX);
+    let body = match tokio::time::timeout(BODY_WITHIN, Limited::new(body, cap).collect()).await {
+        Err(_) => {
+            return refuse(
+                peer,
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the body did not arrive within {BODY_WITHIN:?}"),
+            );
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return refuse(peer, StatusCode::PAYLOAD_TOO_LARGE, &too_large());
+        }
+        Ok(Err(e)) => {
+            return refuse(
+                peer,
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            );
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    match judge(&parts.headers, &body, &shared.secret, &shared.git_ref) {
+        Verdict::Refused { status, reason } => refuse(peer, status, &reason),
+        Verdict::Ignored(why) => {
+            tracing::info!(target: "agent", %peer, "webhook ignored: {why}");
+            answer(
+                StatusCode::OK,
+                &serde_json::json!({"result": "ignored", "reason": why}),
+            )
+        }
+        Verdict::Push { forge, git_ref } => {
+            let why = format!("webhook: push to {git_ref} ({})", forge.name());
+            let pace = shared
+                .pacer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .admit(Instant::now());
+            let fetch = match pace {
+                Pace::Now => {
+                    shared.handle.send(Trigger::SourceChanged(why));
+                    "now".to_string()
+                }
+                Pace::After(delay) => {
+                    let handle = shared.handle.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        handle.send(Trigger::SourceChanged(why));
+                    });
+                    tracing::info!(target: "agent", %peer, "webhook: push to {git_ref} ({}); fetching in {delay:?} (one fetch a second at most)", forge.name());
+                    format!("in {} ms", delay.as_millis())
+                }
+                Pace::Pending => {
+                    tracing::info!(target: "agent", %peer, "webhook: push to {git_ref} ({}); the fetch already due covers it", forge.name());
+                    "already due".to_string()
+                }
+            };
+            answer(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"result": "accepted", "ref": git_ref, "fetch": fetch}),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "webhook_tests.rs"]
+mod tests;
