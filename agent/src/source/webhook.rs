@@ -25,7 +25,8 @@
 //! [`BODY_WITHIN`], one request per connection, which closes after
 //! [`CONNECTION_WITHIN`] at most.
 //!
-//! It runs on the agent's async runtime in `berth-agentd` and links no Git code.
+//! It runs on the agent's async runtime in `berth-agentd` and links no Git code. The
+//! checks themselves are pure, in `check`; this file serves them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,12 +38,14 @@ use berth_spec::node::{GitRef, Webhook};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::reconcile::controller::{Handle, Trigger};
+
+mod check;
+use check::{Bucket, Pace, Pacer, Verdict, judge};
 
 /// The one path the receiver answers on.
 pub const PATH: &str = "/v1/webhook";
@@ -123,255 +126,6 @@ impl Secret {
             });
         }
         Ok(Secret(bytes))
-    }
-}
-
-/// Who sent a request, by the header that authenticated it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forge {
-    GitHub,
-    Gitea,
-    Forgejo,
-    GitLab,
-}
-
-impl Forge {
-    fn name(self) -> &'static str {
-        match self {
-            Forge::GitHub => "github",
-            Forge::Gitea => "gitea",
-            Forge::Forgejo => "forgejo",
-            Forge::GitLab => "gitlab",
-        }
-    }
-
-    /// The headers naming the event, first found wins (Forgejo sends Gitea's too).
-    fn event_headers(self) -> &'static [&'static str] {
-        match self {
-            Forge::GitHub => &["x-github-event"],
-            Forge::Gitea => &["x-gitea-event"],
-            Forge::Forgejo => &["x-forgejo-event", "x-gitea-event"],
-            Forge::GitLab => &["x-gitlab-event"],
-        }
-    }
-
-    fn is_push(self, event: &str) -> bool {
-        match self {
-            Forge::GitLab => event == "Push Hook" || event == "Tag Push Hook",
-            _ => event == "push",
-        }
-    }
-}
-
-/// What a request comes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// A push to the followed ref, from `forge`.
-    Push {
-        forge: Forge,
-        git_ref: String,
-    },
-    /// Authentic, but nothing to fetch: why.
-    Ignored(String),
-    Refused {
-        status: StatusCode,
-        reason: String,
-    },
-}
-
-fn refused(status: StatusCode, reason: impl Into<String>) -> Verdict {
-    Verdict::Refused {
-        status,
-        reason: reason.into(),
-    }
-}
-
-type HmacSha256 = hmac013::Hmac<sha2::Sha256>;
-
-/// Whether `tag` is HMAC-SHA256(secret, body), in constant time.
-fn hmac_matches(secret: &Secret, body: &[u8], tag: &[u8]) -> bool {
-    use hmac013::{KeyInit, Mac};
-    // HMAC takes a key of any length: this never fails.
-    let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(&secret.0) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(tag).is_ok()
-}
-
-/// Whether `token` is the secret, in constant time: the SHA-256 of both are compared,
-/// so not even the secret's length shows in the time taken.
-fn token_matches(secret: &Secret, token: &[u8]) -> bool {
-    use sha2::Digest;
-    use subtle::ConstantTimeEq;
-    let (a, b) = (
-        sha2::Sha256::digest(token),
-        sha2::Sha256::digest(&*secret.0),
-    );
-    a.as_slice().ct_eq(b.as_slice()).into()
-}
-
-/// Who signed the request and whether the signature holds: the forge, or the refusal.
-pub fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret) -> Result<Forge, Verdict> {
-    let unauthorized = |why: &str| refused(StatusCode::UNAUTHORIZED, why);
-    let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
-    if let Some(token) = header("x-gitlab-token") {
-        return if token_matches(secret, token) {
-            Ok(Forge::GitLab)
-        } else {
-            Err(unauthorized("the X-Gitlab-Token does not match"))
-        };
-    }
-    let (forge, name, hex_tag) = if let Some(v) = header("x-forgejo-signature") {
-        (Forge::Forgejo, "X-Forgejo-Signature", v)
-    } else if let Some(v) = header("x-gitea-signature") {
-        (Forge::Gitea, "X-Gitea-Signature", v)
-    } else if let Some(v) = header("x-hub-signature-256") {
-        let Some(hex_tag) = v.strip_prefix(b"sha256=") else {
-            return Err(unauthorized("the X-Hub-Signature-256 is not sha256=<hex>"));
-        };
-        (Forge::GitHub, "X-Hub-Signature-256", hex_tag)
-    } else {
-        return Err(unauthorized(
-            "unsigned: no X-Hub-Signature-256, X-Gitea-Signature, X-Forgejo-Signature or X-Gitlab-Token",
-        ));
-    };
-    let Ok(tag) = hex::decode(hex_tag) else {
-        return Err(unauthorized(&format!("the {name} is not hexadecimal")));
-    };
-    if hmac_matches(secret, body, &tag) {
-        Ok(forge)
-    } else {
-        Err(unauthorized(&format!("the {name} does not match the body")))
-    }
-}
-
-/// Whether a push to `pushed` (`refs/heads/…`, `refs/tags/…`) moves what the node
-/// follows; else why not.
-pub fn followed(git_ref: &GitRef, pushed: &str) -> Result<(), String> {
-    let want = match git_ref {
-        GitRef::Branch(b) => format!("refs/heads/{b}"),
-        GitRef::Tag(t) => format!("refs/tags/{t}"),
-        GitRef::Commit(c) => {
-            return Err(format!(
-                "the node is pinned to commit {c}, which never moves"
-            ));
-        }
-    };
-    if pushed == want {
-        Ok(())
-    } else {
-        Err(format!("a push to {pushed}, not to {want}"))
-    }
-}
-
-/// The one field of a push event the receiver reads.
-#[derive(serde::Deserialize)]
-struct PushEvent {
-    #[serde(rename = "ref")]
-    git_ref: String,
-}
-
-/// What a request with this (complete) body comes to; pure.
-pub fn judge(headers: &HeaderMap, body: &[u8], secret: &Secret, git_ref: &GitRef) -> Verdict {
-    let forge = match authenticate(headers, body, secret) {
-        Ok(f) => f,
-        Err(v) => return v,
-    };
-    let event = forge
-        .event_headers()
-        .iter()
-        .find_map(|h| headers.get(*h))
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let Some(event) = event else {
-        return Verdict::Ignored(format!("no event header ({})", forge.name()));
-    };
-    if !forge.is_push(&event) {
-        let shown: String = event.chars().take(64).collect();
-        return Verdict::Ignored(format!("event {shown:?} ({}) is not a push", forge.name()));
-    }
-    let push: PushEvent = match serde_json::from_slice(body) {
-        Ok(p) => p,
-        Err(e) => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                format!("the push event's body has no `ref`: {e}"),
-            );
-        }
-    };
-    match followed(git_ref, &push.git_ref) {
-        Ok(()) => Verdict::Push {
-            forge,
-            git_ref: push.git_ref,
-        },
-        Err(why) => Verdict::Ignored(format!("{why} ({})", forge.name())),
-    }
-}
-
-/// A token bucket: `burst` at once, then `per_second`.
-#[derive(Debug)]
-pub struct Bucket {
-    tokens: f64,
-    burst: f64,
-    per_second: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    pub fn new(burst: u32, per_second: u32, now: Instant) -> Bucket {
-        Bucket {
-            tokens: f64::from(burst),
-            burst: f64::from(burst),
-            per_second: f64::from(per_second),
-            at: now,
-        }
-    }
-
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + earned).min(self.burst);
-        self.at = self.at.max(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// When a valid push's fetch may start, so that fetches are [`FETCH_SPACING`] apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pace {
-    Now,
-    /// After this delay (it is the one pending).
-    After(Duration),
-    /// A fetch already waits to start, after this push: it covers it.
-    Pending,
-}
-
-/// See [`Pace`].
-#[derive(Debug, Default)]
-pub struct Pacer {
-    /// When the last fetch was, or the pending one will be, asked for.
-    last: Option<Instant>,
-}
-
-impl Pacer {
-    pub fn admit(&mut self, now: Instant) -> Pace {
-        match self.last {
-            Some(at) if at > now => Pace::Pending,
-            Some(at) if now.duration_since(at) < FETCH_SPACING => {
-                let next = at + FETCH_SPACING;
-                self.last = Some(next);
-                Pace::After(next.duration_since(now))
-            }
-            _ => {
-                self.last = Some(now);
-                Pace::Now
-            }
-        }
     }
 }
 

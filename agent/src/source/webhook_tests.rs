@@ -1,7 +1,9 @@
 //! The receiver's checks: signatures against known vectors, ref matching, the rate
 //! limits (pure); then the body cap, the limits and the trigger over loopback TCP.
 
+use super::check::*;
 use super::*;
+use hyper::header::HeaderMap;
 use std::io::{Read, Write};
 use std::sync::mpsc::Receiver;
 
