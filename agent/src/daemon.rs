@@ -151,10 +151,25 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
         loaded,
         rt: rt.handle(),
     };
+    // Health probes on their own schedule, each round in a process of its own
+    // (`reconcile::prober`); a change of health wakes the controller.
+    let prober = crate::reconcile::prober::start(
+        handle.clone(),
+        cfg.runtime.resync,
+        stopping.clone(),
+        Box::new(|stop: &dyn Fn() -> bool| worker::probe_in_child(stop)),
+    )
+    .map_err(|e| tracing::warn!(target: "agent", error = %e, "cannot start the health prober; probes run with the passes only"))
+    .ok();
     // Each pass in a process of its own (`reconcile::worker`), with the agent's own
     // arguments (`--observe` too): the agent stays small between passes. The pass's
     // process gets the stop and ends after its step.
-    let runner = |fetch: bool| worker::pass_in_child(fetch, &|| stopping.load(Ordering::Relaxed));
+    let runner = |fetch: bool| {
+        let run = worker::pass_in_child(fetch, &|| stopping.load(Ordering::Relaxed));
+        // The pass's starts and probes changed what is due, and maybe the health.
+        prober.as_ref().map(crate::reconcile::prober::Prober::wake);
+        run
+    };
     controller::run(&env, &handle, &rx, &runner)?;
     Ok(())
 }

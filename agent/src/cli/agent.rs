@@ -60,6 +60,15 @@ pub struct AgentArgs {
         conflicts_with = "pass_fetch"
     )]
     pub pass_plan: bool,
+    /// Internal, with `--pass-worker`: a round of the health probes that are due, no
+    /// pass
+    #[arg(
+        long,
+        hide = true,
+        requires = "pass_worker",
+        conflicts_with_all = ["pass_fetch", "pass_plan"]
+    )]
+    pub pass_probe: bool,
     /// Internal, with `--pass-worker`: the fingerprint of the node configuration the
     /// agent checked; the pass refuses to run on another
     #[arg(long, hide = true, requires = "pass_worker", value_name = "SHA256")]
@@ -250,6 +259,8 @@ fn once(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
 fn pass_worker(cli: &Cli, agent: u32, args: &AgentArgs) -> ExitCode {
     let job = if args.pass_plan {
         worker::Job::Plan
+    } else if args.pass_probe {
+        worker::Job::Probe
     } else {
         worker::Job::Pass {
             observe: args.observe,

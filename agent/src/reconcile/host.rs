@@ -22,7 +22,7 @@
 //! - `record.rs`: the container record a create writes;
 //! - `lifecycle.rs`: start (and the restart of an exited instance), stop, remove;
 //! - `teardown.rs`: what removes an instance, also used by `berth rm`;
-//! - `health.rs`: health probes during a pass and at its end;
+//! - `health.rs`: health probes during a pass and at its end, and the agent's rounds;
 //! - `fs.rs`: the mounts and owned files above, behind traits (fakes in tests);
 //! - `error.rs`: the typed error of a host step.
 
@@ -36,7 +36,7 @@ use berth_spec::DesiredState;
 pub use self::error::HostStepError;
 use self::error::at;
 pub use self::fs::{LinuxFs, Mounts, OwnedFiles};
-pub use self::health::HealthProbes;
+pub use self::health::{HealthProbes, probe_round};
 pub use self::teardown::teardown;
 use super::bindcheck::BindCheck;
 use super::executor::{ContainerSteps, ImageSteps, ObjectSteps, StepError};

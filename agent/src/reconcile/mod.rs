@@ -64,6 +64,7 @@ pub mod outcome;
 pub mod pass;
 mod plan;
 pub mod print;
+pub mod prober;
 pub mod rollback;
 pub mod rows;
 pub mod worker;

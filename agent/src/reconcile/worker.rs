@@ -11,7 +11,9 @@
 //! back to the system when it ends, and a pass that crashes takes only itself down.
 //!
 //! The API's `GET /v1/plan` runs the same way (`--pass-plan`): a plan pulls image
-//! metadata from registries, and the agent stays as small after it.
+//! metadata from registries, and the agent stays as small after it. So do the health
+//! prober's rounds (`--pass-probe`, `reconcile::prober`): a probe enters namespaces and
+//! runs the OCI runtime's exec.
 //!
 //! The child dies with the agent (`PR_SET_PDEATHSIG`), so that a killed agent leaves no
 //! pass running under the next one: the crash semantics are those of one process. On
@@ -31,6 +33,7 @@ use super::executor::StepResult;
 use super::follow::{self, FollowError, FollowOptions, FollowReport, PassResult};
 use super::model::{Action, Revision};
 use super::pass::{self, Env, Input, LockWait, PassError, PlanReport, Registry};
+use super::prober::ProbeOutcome;
 use crate::source::applied::{Applied, AppliedError};
 use crate::source::checkout::Revisions;
 use crate::util::error_chain;
@@ -42,6 +45,9 @@ pub const FLAG: &str = "--pass-worker";
 pub const FETCH_FLAG: &str = "--pass-fetch";
 /// With [`FLAG`]: no pass, the plan of the revision applied last ([`plan_applied`]).
 pub const PLAN_FLAG: &str = "--pass-plan";
+/// With [`FLAG`]: no pass, a round of the health probes that are due
+/// (`reconcile::host::probe_round`).
+pub const PROBE_FLAG: &str = "--pass-probe";
 
 /// With [`FLAG`]: the fingerprint of the node configuration the agent checked
 /// ([`config_fingerprint`]); a pass refuses to run on another.
@@ -71,6 +77,7 @@ pub fn refuse(job: Job, why: String) -> std::io::Result<()> {
             serde_json::to_vec(&WorkerResult::Err(PassFailure::Failed { message: why }))
         }
         Job::Plan => serde_json::to_vec(&PlanResult::Err(PlanFailure::Failed { message: why })),
+        Job::Probe => serde_json::to_vec(&ProbeOutcome::Err(PassFailure::Failed { message: why })),
     }
     .map_err(std::io::Error::other)?;
     line.push(b'\n');
@@ -81,6 +88,9 @@ pub fn refuse(job: Job, why: String) -> std::io::Result<()> {
 
 /// How long a plan for `GET /v1/plan` may take before its process is killed.
 const PLAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a round of probes may take before its process is killed: each probe is
+/// bounded by its check's timeout, but many hanging ones, a few at a time, add up.
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What a child of the agent does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +99,8 @@ pub enum Job {
     Pass { observe: bool, fetch: bool },
     /// The plan of the revision applied last.
     Plan,
+    /// A round of the health probes that are due.
+    Probe,
 }
 
 /// What happened at the source, as the controller needs it.
@@ -333,6 +345,7 @@ pub fn serve(env: &Env<'_>, agent_pid: u32, job: Job) -> std::io::Result<()> {
     let mut line = match job {
         Job::Pass { observe, fetch } => serde_json::to_vec(&in_process(env, observe, fetch)),
         Job::Plan => serde_json::to_vec(&plan_result(env)),
+        Job::Probe => serde_json::to_vec(&probe_round(env)),
     }
     .map_err(std::io::Error::other)?;
     line.push(b'\n');
@@ -362,6 +375,7 @@ impl PassCommand {
                             || s.starts_with(CONFIG_FLAG)
                             || s == FETCH_FLAG
                             || s == PLAN_FLAG
+                            || s == PROBE_FLAG
                     })
                 })
                 .collect(),
@@ -396,6 +410,20 @@ pub fn pass_in_child(fetch: bool, stop: &dyn Fn() -> bool) -> WorkerResult {
 pub fn plan_in_child() -> PlanResult {
     in_child(&[PLAN_FLAG], &|| false, Some(PLAN_DEADLINE))
         .unwrap_or_else(|e| Err(PlanFailure::Failed { message: e.0 }))
+}
+
+/// The agent's side of a round of health probes (`reconcile::prober`). `stop` is
+/// polled while it runs; once true, the round starts no further probe.
+pub fn probe_in_child(stop: &dyn Fn() -> bool) -> ProbeOutcome {
+    in_child(&[PROBE_FLAG], stop, Some(PROBE_DEADLINE))
+        .unwrap_or_else(|e| Err(PassFailure::Crashed { message: e.0 }))
+}
+
+/// The child's side of a round of health probes.
+fn probe_round(env: &Env<'_>) -> ProbeOutcome {
+    super::host::probe_round(env.loaded, &|| !stopping()).map_err(|e| PassFailure::Failed {
+        message: error_chain(&e),
+    })
 }
 
 /// A child that ended without a result: why.

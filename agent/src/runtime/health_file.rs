@@ -1,6 +1,9 @@
 //! An instance's latest health result, `instances/<id>/health.json` (mode 0600),
 //! written by whoever probes (the `wait-healthy` step, the probe `berth apply` runs
-//! once after a start, later the daemon) and read by the scan, `ps` and `inspect`.
+//! once after a start, the end of a pass, and the agent's prober on its own schedule,
+//! `reconcile::prober`) and read by the scan, `ps` and `inspect`. Writers take no
+//! lock: each write is atomic, and two probes of one instance at once lose at most a
+//! count of its failing streak.
 //!
 //! The state machine is Docker's: one success makes the container healthy and resets
 //! the failing streak; a failure while the container is still `starting` and within
@@ -9,7 +12,7 @@
 //! after a start — races the application's start and cannot count) leaves it
 //! `starting`; `retries` consecutive failures make it unhealthy. Each `berth apply`
 //! probes again every running instance whose last probe is at least `interval` old
-//! ([`due`]), so the status converges without a daemon.
+//! ([`due_in`]), so the status converges without a daemon.
 //! A file older than the instance's start (a restart reuses the instance) is stale and
 //! reads as `starting`.
 
@@ -20,7 +23,7 @@ use berth_spec::Health;
 use serde::{Deserialize, Serialize};
 
 use super::health::ProbeResult;
-use super::state;
+use super::state::{self, InstanceDirs};
 use crate::util::rfc3339;
 
 /// The file's name in the instance directory.
@@ -151,24 +154,28 @@ pub fn grace(h: &Health) -> Duration {
     h.start_period.max(h.interval)
 }
 
-/// Whether an instance is due for a probe at `now` (since the epoch): never probed in
-/// this run (`record` is [`read_fresh`]'s), or its last probe at least `interval` old.
-/// A last probe that cannot be read is due, and so is one more than an interval in the
-/// future (a clock set back).
-pub fn due(record: Option<&HealthRecord>, h: &Health, now: Duration) -> bool {
+/// How long after `now` (since the epoch) an instance is due for a probe; zero when it
+/// is: never probed in this run (`record` is [`read_fresh`]'s), or its last probe at
+/// least `interval` old. A last probe that cannot be read is due, and so is one more
+/// than an interval in the future (a clock set back). The start period does not move
+/// probes (Docker's: one every interval from the start); it only excuses failures
+/// ([`next`]), so the first probe of an instance is due at once, and each later one an
+/// interval after the last.
+pub fn due_in(record: Option<&HealthRecord>, h: &Health, now: Duration) -> Duration {
     let Some((secs, nanos)) = record
         .and_then(|r| r.last_probe.as_deref())
         .and_then(rfc3339::parse)
     else {
-        return true;
+        return Duration::ZERO;
     };
     let Ok(secs) = u64::try_from(secs) else {
-        return true;
+        return Duration::ZERO;
     };
     let last = Duration::new(secs, nanos);
     match now.checked_sub(last) {
-        Some(age) => age >= h.interval,
-        None => last - now > h.interval,
+        Some(age) => h.interval.saturating_sub(age),
+        None if last - now > h.interval => Duration::ZERO,
+        None => last - now + h.interval,
     }
 }
 
@@ -191,14 +198,26 @@ fn bounded(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Writes the record (atomically, 0600).
-pub fn write(instance_root: &Path, record: &HealthRecord) -> Result<(), HealthFileError> {
+/// Writes the record (atomically, 0600) in the instance directory only if it exists:
+/// a probe that ends after its instance was removed does not make the directory again.
+fn write_existing(instance_root: &Path, record: &HealthRecord) -> Result<(), HealthFileError> {
     let path = path(instance_root);
     let json = serde_json::to_vec_pretty(record).map_err(|source| HealthFileError::Parse {
         path: path.clone(),
         source,
     })?;
-    state::write_atomic(&path, &json).map_err(|source| HealthFileError::Write { path, source })
+    state::write_atomic_via(instance_root, &path, &json, 0o600)
+        .map_err(|source| HealthFileError::Write { path, source })
+}
+
+/// Writes the record as a probe does, making the instance directory first.
+#[cfg(test)]
+pub fn write(instance_root: &Path, record: &HealthRecord) -> Result<(), HealthFileError> {
+    std::fs::create_dir_all(instance_root).map_err(|source| HealthFileError::Write {
+        path: path(instance_root),
+        source,
+    })?;
+    write_existing(instance_root, record)
 }
 
 /// Reads the record; `None` when there is none.
@@ -278,13 +297,143 @@ pub fn probe_and_record(
     since_start: Duration,
     probe: impl FnOnce() -> ProbeResult,
 ) -> (ProbeResult, HealthRecord) {
+    probe_and_record_if(instance_root, h, prev, since_start, probe, || true)
+}
+
+/// [`probe_and_record`], which writes the record only when `keep` says so once the
+/// probe ran (its instance still runs).
+fn probe_and_record_if(
+    instance_root: &Path,
+    h: &Health,
+    prev: Option<&HealthRecord>,
+    since_start: Duration,
+    probe: impl FnOnce() -> ProbeResult,
+    keep: impl FnOnce() -> bool,
+) -> (ProbeResult, HealthRecord) {
     let at = rfc3339::format_millis(now());
     let result = probe();
     let record = next(prev, h, &result, since_start, at);
-    if let Err(err) = write(instance_root, &record) {
+    if keep()
+        && let Err(err) = write_existing(instance_root, &record)
+    {
         tracing::warn!("{}", crate::util::error_chain(&err));
     }
     (result, record)
+}
+
+/// A running instance with a health check, as a round of probes takes it.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub instance: &'a str,
+    pub dirs: InstanceDirs,
+    /// Its record's start time (RFC 3339).
+    pub started_at: Option<&'a str>,
+    pub check: &'a Health,
+}
+
+impl Target<'_> {
+    /// Its health record if it is from this run ([`read_fresh`]).
+    pub fn record(&self) -> Option<HealthRecord> {
+        read_fresh(&self.dirs.root, self.started_at)
+    }
+
+    /// Whether it still runs: no exit file, and its directory is there.
+    fn runs(&self) -> bool {
+        !self.dirs.exit_file().exists() && self.dirs.root.is_dir()
+    }
+}
+
+/// One probe of a round: its target, its health before and the record after.
+#[derive(Debug)]
+pub struct Probed<'t, 'a> {
+    pub target: &'t Target<'a>,
+    pub before: HealthStatus,
+    pub after: HealthRecord,
+}
+
+/// How a round of probes runs.
+pub struct Round<'f> {
+    /// Probes at once.
+    pub parallel: usize,
+    /// Also probe what is due within a tenth of its interval (at most a second): the
+    /// agent's prober then serves, in one process, probes that fall close together.
+    pub early: bool,
+    /// The time between the target's start and now.
+    pub since_start: &'f (dyn Fn(&Target<'_>) -> Duration + Sync),
+    /// Runs the target's probe once.
+    pub probe: &'f (dyn Fn(&Target<'_>) -> ProbeResult + Sync),
+    /// Whether to start another probe (false once the process is asked to stop).
+    pub go_on: &'f (dyn Fn() -> bool + Sync),
+}
+
+/// One probe of each target that is due now ([`due_in`]), up to `parallel` at once, each
+/// recorded after the record it read: what the end of a pass and the agent's prober
+/// both run. A target that ended while its probe ran is not recorded (its probe says
+/// nothing of it, and its directory may be on its way out), nor returned.
+pub fn probe_due<'t, 'a>(targets: &'t [Target<'a>], round: &Round<'_>) -> Vec<Probed<'t, 'a>> {
+    let at = now();
+    let due: Vec<&Target<'a>> = targets
+        .iter()
+        .filter(|t| {
+            let slack = if round.early {
+                (t.check.interval / 10).min(Duration::from_secs(1))
+            } else {
+                Duration::ZERO
+            };
+            due_in(t.record().as_ref(), t.check, at) <= slack
+        })
+        .collect();
+    if due.is_empty() {
+        return Vec::new();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    let one = |t: &'t Target<'a>| {
+        // Read again: a probe of this pass may have written it since.
+        let prev = t.record();
+        let before = prev.as_ref().map_or(HealthStatus::Starting, |r| r.status);
+        let mut runs = true;
+        let (_, after) = probe_and_record_if(
+            &t.dirs.root,
+            t.check,
+            prev.as_ref(),
+            (round.since_start)(t),
+            || (round.probe)(t),
+            || {
+                runs = t.runs();
+                runs
+            },
+        );
+        if runs {
+            let mut done = done
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            done.push(Probed {
+                target: t,
+                before,
+                after,
+            });
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..round.parallel.clamp(1, due.len()) {
+            s.spawn(|| {
+                while (round.go_on)() {
+                    let Some(t) = due.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    else {
+                        break;
+                    };
+                    one(t);
+                }
+            });
+        }
+    });
+    let mut done = done
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    done.sort_by(|a, b| a.target.name.cmp(b.target.name));
+    done
 }
 
 #[cfg(test)]
@@ -328,6 +477,10 @@ mod tests {
         assert_eq!(r.status, HealthStatus::Starting);
     }
 
+    fn due(record: Option<&HealthRecord>, h: &Health, now: Duration) -> bool {
+        due_in(record, h, now).is_zero()
+    }
+
     #[test]
     fn an_instance_is_due_for_a_probe_when_its_last_is_an_interval_old() {
         let mut h = check(3, 0);
@@ -356,6 +509,17 @@ mod tests {
         // A clock set back a little: not due; by more than an interval: due.
         assert!(!due(Some(&r), &h, t0 - s(10)));
         assert!(due(Some(&r), &h, t0 - s(100)));
+        // When the next one is due: an interval after the last.
+        assert_eq!(
+            due_in(Some(&r), &h, t0 + s(20)),
+            Duration::from_millis(10_500)
+        );
+        assert_eq!(
+            due_in(Some(&r), &h, t0 - s(10)),
+            Duration::from_millis(40_500)
+        );
+        assert_eq!(due_in(Some(&r), &h, t0 + s(31)), Duration::ZERO);
+        assert_eq!(due_in(None, &h, t0), Duration::ZERO);
     }
 
     #[test]
@@ -460,5 +624,85 @@ mod tests {
         );
         std::fs::remove_file(path(dir.path())).unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_round_probes_what_is_due_records_it_and_skips_an_instance_that_ended() {
+        let state = tempfile::tempdir().unwrap();
+        let h = check(1, 0);
+        let dirs = |id: &str| {
+            let d = InstanceDirs::new(state.path(), id);
+            std::fs::create_dir_all(&d.root).unwrap();
+            d
+        };
+        let target = |name: &'static str, id: &'static str| Target {
+            name,
+            instance: id,
+            dirs: dirs(id),
+            started_at: None,
+            check: &h,
+        };
+        let targets = [
+            target("a", "a-1"),
+            target("b", "b-1"),
+            target("gone", "gone-1"),
+            target("later", "later-1"),
+        ];
+        // `later` was probed a moment ago: not due.
+        let fresh = HealthRecord {
+            last_probe: Some(rfc3339::format_millis(now())),
+            ..HealthRecord::starting()
+        };
+        write(&targets[3].dirs.root, &fresh).unwrap();
+        let probed = std::sync::Mutex::new(Vec::new());
+        let probe = |t: &Target<'_>| {
+            probed.lock().unwrap().push(t.name.to_string());
+            if t.name == "gone" {
+                // The instance ends while its probe runs.
+                std::fs::write(t.dirs.exit_file(), "{}").unwrap();
+            }
+            if t.name == "a" {
+                ProbeResult::Healthy
+            } else {
+                fail()
+            }
+        };
+        let round = Round {
+            parallel: 2,
+            early: false,
+            since_start: &|_| Duration::from_secs(60),
+            probe: &probe,
+            go_on: &|| true,
+        };
+        let got = probe_due(&targets, &round);
+        let mut ran = probed.lock().unwrap().clone();
+        ran.sort();
+        assert_eq!(ran, ["a", "b", "gone"]);
+        let summary: Vec<(&str, HealthStatus, HealthStatus)> = got
+            .iter()
+            .map(|p| (p.target.name, p.before, p.after.status))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a", HealthStatus::Starting, HealthStatus::Healthy),
+                ("b", HealthStatus::Starting, HealthStatus::Unhealthy)
+            ]
+        );
+        assert_eq!(
+            read(&targets[1].dirs.root).unwrap().unwrap().status,
+            HealthStatus::Unhealthy
+        );
+        // Nothing written for the one that ended, nor a directory made for one removed.
+        assert_eq!(read(&targets[2].dirs.root).unwrap(), None);
+        std::fs::remove_dir_all(&targets[0].dirs.root).unwrap();
+        assert!(write_existing(&targets[0].dirs.root, &fresh).is_err());
+        assert!(!targets[0].dirs.root.exists());
+        // Asked to stop: no probe starts.
+        let none = Round {
+            go_on: &|| false,
+            ..round
+        };
+        assert!(probe_due(&targets[1..2], &none).is_empty());
     }
 }

@@ -1,14 +1,25 @@
-//! Health probes on the host: one right after a start, the wait-healthy step, and
-//! once per pass the probes that are due, each run in the instance's network
-//! namespace through the runtime's exec and recorded in its health file.
+//! Health probes on the host: one right after a start, the wait-healthy step, once
+//! per pass the probes that are due, and the agent's rounds of probes between passes
+//! ([`probe_round`], in a process of its own: `reconcile::prober`), each run in the
+//! instance's network namespace through the runtime's exec and recorded in its health
+//! file.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::network::Networks;
+use crate::node::Loaded;
+use crate::reconcile::prober::{HealthChange, HealthNow, ProbeRound};
 use crate::runtime::health::{self, ProbeNet, ProbeResult};
-use crate::runtime::health_file;
-use crate::runtime::instance::{ExecIo, ExecOutcome, ExecRequest};
+use crate::runtime::health_file::{self, Round, Target};
+use crate::runtime::instance::{
+    ExecIo, ExecOutcome, ExecRequest, InstanceError, InstanceRuntime, OciInstances,
+    RuntimeInstance, find_shim,
+};
+use crate::runtime::oci::Runtime;
+use crate::runtime::record::{ContainerRecord, RecordError, read_records};
+use crate::runtime::state::InstanceDirs;
 
 use super::error::{HostStepError, at};
 use super::{ContainerHost, StepError};
@@ -53,28 +64,7 @@ impl ContainerHost<'_> {
     /// Runs `h`'s probe once against instance `id`: in its network namespace, and
     /// through the runtime's exec.
     pub(super) fn probe(&self, id: &str, h: &berth_spec::Health) -> ProbeResult {
-        let net = match self.networks.attachment(id) {
-            Ok(Some(a)) => ProbeNet::Netns(a.netns_path),
-            _ => ProbeNet::Host,
-        };
-        let inst = self.instance(id);
-        let runtime = self.runtime;
-        let exec = move |argv: &[String], t: Duration| -> Result<ExecOutcome, health::ExecError> {
-            let req = ExecRequest {
-                args: argv.to_vec(),
-                timeout: Some(t),
-                ..ExecRequest::default()
-            };
-            let io = ExecIo {
-                stdin: std::process::Stdio::null(),
-                stdout: std::process::Stdio::null(),
-                stderr: std::process::Stdio::null(),
-            };
-            runtime
-                .exec(&inst, &req, io)
-                .map_err(|err| -> health::ExecError { Box::new(at("exec")(err)) })
-        };
-        health::probe(&h.probe, &net, h.timeout, &exec)
+        probe_instance(self.networks, self.runtime, &self.instance(id), h)
     }
 
     /// The wait-healthy step.
@@ -118,57 +108,176 @@ impl ContainerHost<'_> {
 
     /// Once per pass, after its steps: one probe of each running instance of a desired
     /// container with a health check whose last probe is at least `interval` old
-    /// (`health_file::due`), up to `parallel` at once, each bounded by its check's
+    /// (`health_file::due_in`), up to `parallel` at once, each bounded by its check's
     /// timeout. Without a daemon, this is what makes `ps` converge to the truth.
     pub(super) fn probe_due(&self) {
-        let now = health_file::now();
         let stopped = self.lock_stopped().clone();
-        let due: Vec<(&berth_spec::Health, String, Option<String>)> = self
+        let records: Vec<(&berth_spec::Health, ContainerRecord)> = self
             .desired
             .containers
             .iter()
             .filter_map(|(name, d)| {
                 let h = d.spec.health.as_ref()?;
                 let record = self.record(name).ok().flatten()?;
-                // Only the desired instance, running: its check is the desired one.
-                let running = record.instance == d.instance
-                    && record.started_at.is_some()
-                    && !record.operator_stopped
-                    && !stopped.contains(&record.instance)
-                    && !self.instance(&record.instance).dirs.exit_file().exists();
-                if !running {
-                    return None;
-                }
-                let root = self.instance(&record.instance).dirs.root;
-                let last = health_file::read_fresh(&root, record.started_at.as_deref());
-                health_file::due(last.as_ref(), h, now).then_some((
-                    h,
-                    record.instance,
-                    record.started_at,
-                ))
+                // Only the desired instance: its check is the desired one.
+                (record.instance == d.instance && !stopped.contains(&record.instance))
+                    .then_some((h, record))
             })
             .collect();
-        if due.is_empty() {
-            return;
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let one = |(h, id, started_at): &(&berth_spec::Health, String, Option<String>)| {
-            let root = self.instance(id).dirs.root;
-            // Read again: a probe of this pass may have written it since.
-            let prev = health_file::read_fresh(&root, started_at.as_deref());
-            let since = self.health.since_start(id, started_at.as_deref());
-            health_file::probe_and_record(&root, h, prev.as_ref(), since, || self.probe(id, h));
+        let targets: Vec<Target<'_>> = records
+            .iter()
+            .filter_map(|(h, r)| target(&self.state_dir, r, h))
+            .collect();
+        health_file::probe_due(
+            &targets,
+            &Round {
+                parallel: self.health.parallel,
+                early: false,
+                since_start: &|t| self.health.since_start(t.instance, t.started_at),
+                probe: &|t| self.probe(t.instance, t.check),
+                go_on: &|| true,
+            },
+        );
+    }
+}
+
+/// Runs `h`'s probe once against `inst`: in its network namespace (from its attachment;
+/// the host's without one), and through `runtime`'s exec.
+fn probe_instance(
+    networks: &Networks,
+    runtime: &(dyn InstanceRuntime + Sync),
+    inst: &RuntimeInstance,
+    h: &berth_spec::Health,
+) -> ProbeResult {
+    let net = match networks.attachment(&inst.id) {
+        Ok(Some(a)) => ProbeNet::Netns(a.netns_path),
+        _ => ProbeNet::Host,
+    };
+    let exec = move |argv: &[String], t: Duration| -> Result<ExecOutcome, health::ExecError> {
+        let req = ExecRequest {
+            args: argv.to_vec(),
+            timeout: Some(t),
+            ..ExecRequest::default()
         };
-        std::thread::scope(|s| {
-            for _ in 0..self.health.parallel.clamp(1, due.len()) {
-                s.spawn(|| {
-                    while let Some(item) =
-                        due.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        one(item);
-                    }
-                });
-            }
+        let io = ExecIo {
+            stdin: std::process::Stdio::null(),
+            stdout: std::process::Stdio::null(),
+            stderr: std::process::Stdio::null(),
+        };
+        runtime
+            .exec(inst, &req, io)
+            .map_err(|err| -> health::ExecError { Box::new(at("exec")(err)) })
+    };
+    health::probe(&h.probe, &net, h.timeout, &exec)
+}
+
+/// The instance of `record` as a round of probes takes it, when it runs (started, not
+/// stopped by an operator, no exit file) and has check `h`.
+fn target<'a>(
+    state_dir: &std::path::Path,
+    record: &'a ContainerRecord,
+    h: &'a berth_spec::Health,
+) -> Option<Target<'a>> {
+    let dirs = InstanceDirs::new(state_dir, &record.instance);
+    let runs =
+        record.started_at.is_some() && !record.operator_stopped && !dirs.exit_file().exists();
+    runs.then(|| Target {
+        name: &record.name,
+        instance: &record.instance,
+        dirs,
+        started_at: record.started_at.as_deref(),
+        check: h,
+    })
+}
+
+/// Why a round of probes could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeRoundError {
+    #[error("cannot read the container records")]
+    Records(#[source] RecordError),
+    #[error("cannot probe with exec")]
+    Shim(#[source] InstanceError),
+}
+
+/// The agent's round of probes, between passes (`berth agent --pass-probe`): one probe
+/// of each running container with a health check that is due, as its record says it
+/// was made (whatever the repository says now), up to `runtime.parallel` at once.
+/// It takes no lock: a pass may run beside it, and each health file is written
+/// atomically. Returns what changed, the health of each, and when the next is due.
+pub fn probe_round(
+    loaded: &Loaded,
+    go_on: &(dyn Fn() -> bool + Sync),
+) -> Result<ProbeRound, ProbeRoundError> {
+    let rt = &loaded.config.runtime;
+    let records = read_records(&rt.state_dir).map_err(ProbeRoundError::Records)?;
+    let targets: Vec<Target<'_>> = records
+        .values()
+        .filter_map(|r| target(&rt.state_dir, r, r.spec.health.as_ref()?))
+        .collect();
+    if targets.is_empty() {
+        return Ok(ProbeRound::default());
+    }
+    let shim = find_shim(rt.shim_path.as_deref()).map_err(ProbeRoundError::Shim)?;
+    // Each instance through the runtime that made it.
+    let runtimes: BTreeMap<&str, OciInstances> = targets
+        .iter()
+        .filter_map(|t| {
+            let r = records.get(t.name)?;
+            let runtime = Runtime::from_record(std::path::Path::new(&r.runtime), &r.runtime_root);
+            Some((
+                t.name,
+                OciInstances::new(runtime, shim.clone(), rt.log_max_size, rt.log_max_files),
+            ))
+        })
+        .collect();
+    let networks = crate::node::open_networks(loaded);
+    let probed = health_file::probe_due(
+        &targets,
+        &Round {
+            parallel: rt.parallel,
+            early: true,
+            since_start: &|t| health_file::since(t.started_at),
+            probe: &|t| match runtimes.get(t.name) {
+                Some(runtime) => probe_instance(
+                    &networks,
+                    runtime,
+                    &RuntimeInstance::new(&rt.state_dir, t.instance),
+                    t.check,
+                ),
+                None => ProbeResult::Unhealthy(format!("no record of {}", t.name)),
+            },
+            go_on,
+        },
+    );
+    let changed = probed
+        .iter()
+        .filter(|p| p.before != p.after.status)
+        .map(|p| HealthChange {
+            name: p.target.name.to_string(),
+            instance: p.target.instance.to_string(),
+            from: p.before,
+            to: p.after.status,
+            why: p.after.output.clone(),
+        })
+        .collect();
+    let now = health_file::now();
+    let mut next: Option<Duration> = None;
+    let mut health = Vec::new();
+    for t in &targets {
+        let record = t.record();
+        let due = health_file::due_in(record.as_ref(), t.check, now);
+        next = Some(next.map_or(due, |n| n.min(due)));
+        let record = record.unwrap_or_else(health_file::HealthRecord::starting);
+        health.push(HealthNow {
+            name: t.name.to_string(),
+            instance: t.instance.to_string(),
+            status: record.status,
+            output: record.output,
         });
     }
+    Ok(ProbeRound {
+        changed,
+        health,
+        next_ms: next.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    })
 }
