@@ -18,7 +18,8 @@
 //! token), 413 (a body over [`MAX_BODY`]), 429 (over [`REQUESTS_BURST`] requests, then
 //! [`REQUESTS_PER_SECOND`] a second, counted before any check), 404, 405, 408 and 400;
 //! each is one warning (target `agent`) naming the peer and the reason, never the
-//! secret or the signature, and none fetches. Valid pushes fetch at most once per
+//! secret or the signature (refusals for the rate: one line a second at most, counting
+//! the others), and none fetches. Valid pushes fetch at most once per
 //! [`FETCH_SPACING`]: one that comes sooner is answered 202 and its fetch runs when the
 //! spacing is up (a push is never dropped). Connections are bounded like the API's:
 //! [`MAX_CONNECTIONS`] at once, headers within [`HEADER_WITHIN`], the body within
@@ -45,7 +46,7 @@ use tokio::sync::Semaphore;
 use crate::reconcile::controller::{Handle, Trigger};
 
 mod check;
-use check::{Bucket, Pace, Pacer, Verdict, judge};
+use check::{Bucket, LogPacer, Pace, Pacer, Verdict, judge};
 
 /// The one path the receiver answers on.
 pub const PATH: &str = "/v1/webhook";
@@ -135,6 +136,8 @@ struct Shared {
     git_ref: GitRef,
     handle: Handle,
     requests: Mutex<Bucket>,
+    /// The warnings of refusals for the rate.
+    flood_log: Mutex<LogPacer>,
     pacer: Mutex<Pacer>,
 }
 
@@ -189,6 +192,7 @@ pub fn start(
             REQUESTS_PER_SECOND,
             Instant::now(),
         )),
+        flood_log: Mutex::new(LogPacer::default()),
         pacer: Mutex::new(Pacer::default()),
     });
     let task = rt.spawn(accept_loop(listener, shared));
@@ -257,20 +261,41 @@ fn answer(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>>
     r
 }
 
+/// A refusal's answer.
+fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    answer(
+        status,
+        &serde_json::json!({"result": "refused", "reason": reason}),
+    )
+}
+
 /// A refusal: one warning, and its answer.
 fn refuse(peer: SocketAddr, status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     tracing::warn!(target: "agent", %peer, status = status.as_u16(), "webhook refused: {reason}");
-    let mut r = answer(
-        status,
-        &serde_json::json!({"result": "refused", "reason": reason}),
+    refusal(status, reason)
+}
+
+/// 429, logged with what to add to the reason when `log` is given.
+fn too_many(log: Option<(SocketAddr, String)>) -> Response<Full<Bytes>> {
+    let reason = format!(
+        "too many requests (at most {REQUESTS_BURST} at once, then {REQUESTS_PER_SECOND} a second)"
     );
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        r.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("1"),
-        );
+    let status = StatusCode::TOO_MANY_REQUESTS;
+    if let Some((peer, more)) = log {
+        tracing::warn!(target: "agent", %peer, status = status.as_u16(), "webhook refused: {reason}{more}");
     }
+    let mut r = refusal(status, &reason);
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
     r
+}
+
+/// The value behind `m`, even if a thread panicked holding it (the limits stay
+/// consistent: each update is one assignment).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The answer to one request; see the module docs for the order of the checks.
@@ -279,19 +304,18 @@ async fn respond(
     peer: SocketAddr,
     shared: &Shared,
 ) -> Response<Full<Bytes>> {
-    let lock = |m: &Mutex<Bucket>| {
-        m.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take(Instant::now())
-    };
-    if !lock(&shared.requests) {
-        return refuse(
-            peer,
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "too many requests (at most {REQUESTS_BURST} at once, then {REQUESTS_PER_SECOND} a second)"
-            ),
-        );
+    let now = Instant::now();
+    if !locked(&shared.requests).take(now) {
+        // A flood writes one line a second, with the count of those it stands for.
+        let Some(held) = locked(&shared.flood_log).admit(now) else {
+            return too_many(None);
+        };
+        let more = if held > 0 {
+            format!("; {held} more refused so since the last such line")
+        } else {
+            String::new()
+        };
+        return too_many(Some((peer, more)));
     }
     if req.uri().path() != PATH {
         return refuse(
@@ -344,11 +368,7 @@ async fn respond(
         }
         Verdict::Push { forge, git_ref } => {
             let why = format!("webhook: push to {git_ref} ({})", forge.name());
-            let pace = shared
-                .pacer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .admit(Instant::now());
+            let pace = locked(&shared.pacer).admit(Instant::now());
             let fetch = match pace {
                 Pace::Now => {
                     shared.handle.send(Trigger::SourceChanged(why));

@@ -225,6 +225,18 @@ fn valid_pushes_fetch_at_most_once_a_second_and_none_is_dropped() {
 }
 
 #[test]
+fn refusals_for_the_rate_are_logged_once_a_second_with_a_count() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut l = LogPacer::default();
+    assert_eq!(l.admit(t0), Some(0));
+    assert_eq!(l.admit(ms(10)), None);
+    assert_eq!(l.admit(ms(999)), None);
+    assert_eq!(l.admit(ms(1000)), Some(2));
+    assert_eq!(l.admit(ms(5000)), Some(0));
+}
+
+#[test]
 fn the_secret_file_loses_one_trailing_newline_and_is_never_shown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let load = |text: &[u8]| {
@@ -407,6 +419,10 @@ fn a_flood_is_refused_before_any_check_and_pushes_are_paced() {
     assert_eq!(status, 429, "{body}");
     let forged = s.push("00", PUSH);
     assert_eq!(forged.0, 429, "the limit comes before the signature check");
+    // Refused for the rate: logged once a second, not once each.
+    for _ in 0..5 {
+        assert_eq!(s.push(PUSH_SIG, PUSH).0, 429);
+    }
     assert_eq!(s.triggers().len(), 1, "a fetch at once");
     std::thread::sleep(Duration::from_millis(1300));
     // The pushes of that second: one more fetch, at its end.

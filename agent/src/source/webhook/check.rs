@@ -258,3 +258,28 @@ impl Pacer {
         }
     }
 }
+
+/// Lets one log line through a second and counts the ones it holds back, so that a
+/// flood of refused requests does not flood the log.
+#[derive(Debug, Default)]
+pub struct LogPacer {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl LogPacer {
+    /// `Some(n)`: write a line now, saying `n` were held back since the last one;
+    /// `None`: hold this one back.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(at) if now.saturating_duration_since(at) < Duration::from_secs(1) => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
