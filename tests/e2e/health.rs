@@ -2,7 +2,7 @@
 //! its start (a failure then races the application's start and leaves it `starting`),
 //! and every pass probes again each running instance whose last probe is at least an
 //! interval old; the result is recorded next to the instance, and `ps` and `inspect`
-//! read it.
+//! read it. An unhealthy container is restarted per its restart policy.
 
 use berth_e2e::live::LiveNode;
 
@@ -86,18 +86,25 @@ fn apply_probes_once_and_ps_and_inspect_show_the_health() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", file.display());
 
-    // An unhealthy container is not restarted by the next apply (health is
-    // informational for a running container).
+    // An unhealthy container is restarted per its restart policy (`always`), as a
+    // failing liveness probe is: stopped now, started again after its crash-loop
+    // backoff; `good` and `plain` are left alone.
     let r = node.apply();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(!r.stdout.contains("bad: started"), "{}", r.stdout);
-    assert!(!r.stdout.contains("bad: restarted"), "{}", r.stdout);
-    let ps = ps_health(&node);
-    assert_eq!(row(&ps, "bad")["health"], "unhealthy", "{ps}");
+    assert!(
+        r.stdout.contains("bad: restart deferred")
+            && r.stdout.contains("unhealthy, restart=always"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("good: unchanged"), "{}", r.stdout);
+    let ps = node.ps();
+    assert_ne!(row(&ps, "bad")["state"], "running", "{ps}");
+    assert_eq!(row(&ps, "good")["state"], "running", "{ps}");
 }
 
 /// An exec check that hangs is killed at its timeout: `berth apply` does not wait for
-/// it, and the failure counts.
+/// it, and the failure counts (`restart = "no"` keeps the unhealthy container running).
 #[test]
 fn a_hanging_exec_check_is_cut_at_its_timeout() {
     let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
@@ -107,7 +114,7 @@ fn a_hanging_exec_check_is_cut_at_its_timeout() {
     node.write_spec(
         "hang.toml",
         "[container.hang]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
-         command = [\"sleep\", \"1000\"]\n\
+         command = [\"sleep\", \"1000\"]\nrestart = \"no\"\n\
          health = { exec = [\"sleep\", \"600\"], interval = \"1s\", timeout = \"1s\", retries = 1, start_period = \"0s\" }\n",
     );
     for _ in 0..2 {
@@ -163,7 +170,8 @@ fn a_slow_server_converges_to_healthy_on_a_later_apply() {
 }
 
 /// A dependency that runs but does not become healthy is what happened to it (created,
-/// its health noted), not "not applied"; its dependent is held, and apply exits 1.
+/// its health noted), not "not applied"; its dependent is held, and apply exits 1
+/// (`restart = "no"`: it is not restarted for being unhealthy).
 #[test]
 fn an_unhealthy_dependency_runs_and_holds_its_dependent() {
     let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
@@ -173,7 +181,7 @@ fn an_unhealthy_dependency_runs_and_holds_its_dependent() {
     node.write_spec(
         "dep.toml",
         "[container.exbad]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
-         command = [\"sleep\", \"1000\"]\n\
+         command = [\"sleep\", \"1000\"]\nrestart = \"no\"\n\
          health = { exec = [\"false\"], interval = \"1s\", retries = 1, start_period = \"0s\" }\n\
          [container.dep]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\n\
          command = [\"sleep\", \"1000\"]\ndepends_on = [\"exbad\"]\n",

@@ -24,6 +24,7 @@ mod outcome;
 mod pass;
 mod perms;
 mod plan;
+mod rollback;
 mod secret;
 mod signature;
 mod source_verify;
