@@ -7,6 +7,7 @@ mod agent_client;
 mod agent_daemon;
 mod agent_health;
 mod agent_once;
+mod agent_rollback;
 mod agent_watch;
 mod agentcheck;
 mod apply;

@@ -320,7 +320,7 @@ pub fn run(
     Ok(())
 }
 
-/// The containers a pass's report (a `FollowReport` as JSON) says were rolled back to
+/// The containers a pass's report (a `FollowReport` as JSON) says it rolled back to
 /// their last known good instance, with why.
 fn rolled_back(report: &serde_json::Value) -> Vec<(String, String)> {
     let Some(containers) = report
@@ -329,9 +329,27 @@ fn rolled_back(report: &serde_json::Value) -> Vec<(String, String)> {
     else {
         return Vec::new();
     };
+    // Rolled back by this pass: it started the last good instance again (a pass after
+    // that only keeps it).
+    let restarted = |name: &str| {
+        report
+            .pointer("/pass/steps")
+            .and_then(|s| s.as_array())
+            .is_some_and(|steps| {
+                steps.iter().any(|s| {
+                    s.get("action").and_then(|a| a.as_str()) == Some("start")
+                        && s.get("name").and_then(|n| n.as_str()) == Some(name)
+                        && s.get("reason")
+                            .and_then(|r| r.as_str())
+                            .is_some_and(|r| r.starts_with("rolled back:"))
+                })
+            })
+    };
     containers
         .iter()
-        .filter(|(_, c)| c.get("outcome").and_then(|o| o.as_str()) == Some("rolled_back"))
+        .filter(|(n, c)| {
+            c.get("outcome").and_then(|o| o.as_str()) == Some("rolled_back") && restarted(n)
+        })
         .map(|(n, c)| {
             let why = c.get("reason").and_then(|r| r.as_str()).unwrap_or_default();
             (n.clone(), format!("{n}: {why}"))
