@@ -41,6 +41,11 @@
 //!   otherwise the update is `stop-first`.
 //! - An instance in an unknown state is stopped before it is started again, so that two
 //!   copies never run (kubelet's rule).
+//! - An update that replaces a running instance is verified: the new instance must run
+//!   (and be healthy, with a health check) within `update_timeout`. The replaced one is
+//!   kept (stopped, for `stop-first`) until then; a failed update is marked at its
+//!   revision and rolled back to it (`rollback`), and not tried again at that revision
+//!   unless the pass is asked to (`berth apply`, `berth reconcile`).
 
 pub mod agent_state;
 pub mod backoff;
