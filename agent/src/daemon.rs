@@ -167,7 +167,9 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
     let runner = |fetch: bool| {
         let run = worker::pass_in_child(fetch, &|| stopping.load(Ordering::Relaxed));
         // The pass's starts and probes changed what is due, and maybe the health.
-        prober.as_ref().map(crate::reconcile::prober::Prober::wake);
+        if let Some(p) = &prober {
+            p.passed(run.as_ref().is_ok_and(|r| r.changed));
+        }
         run
     };
     controller::run(&env, &handle, &rx, &runner)?;

@@ -158,6 +158,9 @@ pub struct Prober {
 struct Shared {
     woken: Mutex<bool>,
     cv: Condvar,
+    /// The last round found a running container with a health check (true until a
+    /// round says otherwise).
+    checks: AtomicBool,
 }
 
 impl Prober {
@@ -166,6 +169,15 @@ impl Prober {
     pub fn wake(&self) {
         *self.woken() = true;
         self.shared.cv.notify_one();
+    }
+
+    /// After a pass: a round now when the pass changed something (it may have started
+    /// a container with a check) or when containers have checks (its own probes may
+    /// have changed their health); else nothing to probe, and no process to start.
+    pub fn passed(&self, changed: bool) {
+        if changed || self.shared.checks.load(Ordering::Relaxed) {
+            self.wake();
+        }
     }
 
     fn woken(&self) -> std::sync::MutexGuard<'_, bool> {
@@ -210,6 +222,7 @@ pub fn start(
     runner: Box<RoundRunner>,
 ) -> std::io::Result<Prober> {
     let prober = Prober::default();
+    prober.shared.checks.store(true, Ordering::Relaxed);
     let me = prober.clone();
     let state_dir: PathBuf = handle.state_dir().to_path_buf();
     std::thread::Builder::new()
@@ -231,6 +244,9 @@ pub fn start(
                 let next_ms = match runner(&|| stop.load(Ordering::Relaxed)) {
                     Ok(round) => {
                         failed = None;
+                        me.shared
+                            .checks
+                            .store(!round.health.is_empty(), Ordering::Relaxed);
                         for c in seen.changes(&round) {
                             handle.emit(event(&c));
                             let why = if c.why.is_empty() {
@@ -411,6 +427,12 @@ mod tests {
         assert_eq!(e.kind, EventKind::Warning);
         assert_eq!(e.container.as_deref(), Some("web"));
         assert!(e.message.contains("exited with 1"), "{}", e.message);
+        // No container with a check: a pass that changed nothing starts no round.
+        assert_eq!(rounds.load(Ordering::SeqCst), 2);
+        prober.shared.checks.store(false, Ordering::SeqCst);
+        prober.passed(false);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(rounds.load(Ordering::SeqCst), 2);
         // Suspended: a wake runs no round.
         let suspended = agent_state::suspend_path(dir.path());
         std::fs::create_dir_all(suspended.parent().unwrap()).unwrap();
