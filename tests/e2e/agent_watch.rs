@@ -50,6 +50,16 @@ fn sleeping(secs: u32) -> bool {
         .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
 }
 
+/// Whether the agent's last pass converged on `commit` (`<state>/state/agent.json`).
+fn converged_on(node: &LiveNode, commit: &str) -> bool {
+    std::fs::read_to_string(node.state().join("state/agent.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|s| {
+            s["last_pass"]["result"] == "converged" && s["last_pass"]["revision"] == commit
+        })
+}
+
 #[test]
 fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() {
     let Some(node) = LiveNode::start(
@@ -62,7 +72,7 @@ fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() 
         return;
     };
     web(&repo, &node, SECS);
-    repo.commit("web");
+    let mut commit = repo.commit("web");
     repo.push();
     let mut text = std::fs::read_to_string(&node.config).unwrap();
     text.push_str(&format!(
@@ -74,9 +84,9 @@ fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() 
     let agent = Agent::start(&node, None);
     let context = || agent.log();
     poll(
-        "web to run",
+        "the first pass",
         FIRST,
-        || sleeping(SECS).then_some(()),
+        || converged_on(&node, &commit).then_some(()),
         context,
     );
     poll(
@@ -92,11 +102,14 @@ fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() 
     );
 
     // Each push runs soon: nothing but the watch can have fetched it (the next poll
-    // is minutes away).
+    // is minutes away). Each is pushed once the pass of the one before has ended (a
+    // pass verifies an update for a while after its start, and a push meanwhile
+    // waits for it).
     let mut latencies = Vec::new();
     for n in 1..=3 {
+        assert!(sleeping(SECS + n - 1), "{}", agent.log());
         web(&repo, &node, SECS + n);
-        repo.commit(&format!("web: sleep {}", SECS + n));
+        commit = repo.commit(&format!("web: sleep {}", SECS + n));
         let pushed = Instant::now();
         repo.push();
         let deadline = pushed + SOON;
@@ -109,6 +122,12 @@ fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() 
             std::thread::sleep(Duration::from_millis(10));
         }
         latencies.push(pushed.elapsed());
+        poll(
+            &format!("a converged pass on push {n}"),
+            FIRST,
+            || converged_on(&node, &commit).then_some(()),
+            context,
+        );
     }
     eprintln!(
         "agent_watch: push to running through the local watch: {latencies:?} (source.interval 5m)"
