@@ -188,26 +188,28 @@ struct Watcher {
 
 impl Watcher {
     /// Watches what [`wanted`] says now, in place of what was watched. False when a
-    /// directory went before it could be watched (try again soon).
+    /// directory went before it could be watched (try again soon). A directory that
+    /// cannot be watched (permission, the watch limit) is an error once the others are
+    /// watched.
     fn arm(&mut self) -> Result<bool, WatchError> {
         for (wd, _) in self.watches.drain() {
             let _ = self.ino.rm_watch(wd);
         }
-        let mut complete = true;
+        let (mut complete, mut failed) = (true, None);
         for (dir, interest) in wanted(&self.target) {
             match self.ino.add_watch(&dir, mask()) {
                 // Two paths to one directory (a symbolic link) share a watch.
                 Ok(wd) => self.watches.entry(wd).or_default().merge(interest),
                 Err(Errno::ENOENT | Errno::ENOTDIR) => complete = false,
                 Err(e) => {
-                    return Err(WatchError::Add {
+                    failed.get_or_insert(WatchError::Add {
                         path: dir,
                         source: e.into(),
                     });
                 }
             }
         }
-        Ok(complete)
+        failed.map_or(Ok(complete), Err)
     }
 
     /// Whether `events` ask for a read of the ref, and for watching again.
