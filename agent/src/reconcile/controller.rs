@@ -352,7 +352,7 @@ fn rolled_back(report: &serde_json::Value) -> Vec<(String, String)> {
         })
         .map(|(n, c)| {
             let why = c.get("reason").and_then(|r| r.as_str()).unwrap_or_default();
-            (n.clone(), format!("{n}: {why}"))
+            (n.clone(), why.to_string())
         })
         .collect()
 }
@@ -671,8 +671,10 @@ fn exited_event(state_dir: &Path, id: &str) -> Option<Event> {
             EventKind::Warning,
             format!("instance {id} exited with code {}", exit.exit_code),
         ),
-        Ok(None) if !dirs.root.exists() => return None,
-        _ => (EventKind::Normal, format!("instance {id} exited")),
+        // Gone, or started again since (a pass that stopped it for an update and then
+        // rolled back to it): nothing exited that still is.
+        Ok(None) => return None,
+        Err(_) => (EventKind::Normal, format!("instance {id} exited")),
     };
     Some(Event::new(kind, "ContainerExited", message).container(name))
 }

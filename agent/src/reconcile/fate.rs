@@ -334,20 +334,11 @@ fn apply<'a>(
             a.stop_current = Some("stopped by the operator (berth stop)".into());
         }
         Some(_) if ctx.marked => {}
-        Some(InstanceState::Running { started_at, .. })
+        Some(InstanceState::Running { .. })
             if current.is_some_and(|c| c.health == HealthState::Unhealthy)
                 && restart != Restart::No =>
         {
-            // Unhealthy counts as a failure (Kubernetes' liveness probe, which users
-            // expect): stopped and started again per the restart policy, with the
-            // crash-loop backoff counting the stop as an exit now.
-            let exit = Exit {
-                started_at: Some(started_at),
-                finished_at: ctx.now,
-                code: UNHEALTHY_EXIT,
-            };
-            let cause = format!("unhealthy, restart={restart}");
-            if let Some(start) = restart_with(ctx, exit, cause) {
+            if let Some(start) = restart_unhealthy(ctx, restart) {
                 a.stop_current = Some(format!(
                     "unhealthy: stopped to be restarted (restart={restart})"
                 ));
@@ -446,9 +437,21 @@ fn keep<'a>(
     } else if let Some(r) = ctx
         .instances
         .iter()
+        .copied()
         .find(|i| matches!(i.state, InstanceState::Running { .. }))
     {
         message.push_str(&format!("; running version {} kept", r.id));
+        // Kept, and restarted when unhealthy as an applied container is.
+        let policy = r.spec.as_ref().map(|s| s.restart).unwrap_or_default();
+        if r.health == HealthState::Unhealthy
+            && !ctx.marked
+            && let Some(start) = restart_unhealthy(ctx, policy)
+        {
+            let why = format!("unhealthy: stopped to be restarted (restart={policy})");
+            k.stop.push((r, why));
+            k.restart = Some((r, start));
+            message.push_str(", restarted: unhealthy");
+        }
     } else if let Some((i, start)) = restart_kept(ctx).filter(|_| restart) {
         message.push_str(&format!("; last version {} restarted", i.id));
         k.restart = Some((i, start));
@@ -466,9 +469,9 @@ fn failed_here<'r>(
     want: &DesiredContainer,
     desired: &Desired,
 ) -> Option<&'r FailedUpdate> {
-    record.and_then(|r| r.failed_update.as_ref()).filter(|f| {
-        f.instance == want.instance && f.revision == desired.revision.id
-    })
+    record
+        .and_then(|r| r.failed_update.as_ref())
+        .filter(|f| f.instance == want.instance && f.revision == desired.revision.id)
 }
 
 /// A container whose update to `f.instance` failed at this revision: that instance is
@@ -488,6 +491,9 @@ fn rolled_back<'a>(ctx: &Ctx<'a, '_>, f: &FailedUpdate) -> Keep<'a> {
         short(&f.revision),
         f.reason
     );
+    let back = |good: &'a ObservedInstance, why: &str| {
+        Some((good, now_start(format!("rolled back: {cause}{why}"))))
+    };
     match (failed, good) {
         (Some(bad), Some(good)) => {
             let why = format!("{cause}; rolled back to {}", good.id);
@@ -498,12 +504,29 @@ fn rolled_back<'a>(ctx: &Ctx<'a, '_>, f: &FailedUpdate) -> Keep<'a> {
                 instances: ctx.instances.clone(),
                 stop: Vec::new(),
                 remove: vec![(bad, why.clone())],
-                restart: Some((good, now_start(format!("rolled back: {cause}")))),
+                restart: back(good, ""),
             };
             if bad.state.may_run() {
                 k.stop.push((bad, why));
             }
             k
+        }
+        // The failed instance was never made (its create failed): the last good one,
+        // stopped for the update, runs again.
+        (None, Some(good))
+            if !f.restored
+                && !ctx.marked
+                && !matches!(good.state, InstanceState::Running { .. }) =>
+        {
+            Keep {
+                kind: ReportKind::RolledBack,
+                cause: cause.clone(),
+                message: format!("{cause}; rolled back to {}", good.id),
+                instances: ctx.instances.clone(),
+                stop: Vec::new(),
+                remove: Vec::new(),
+                restart: back(good, ""),
+            }
         }
         (None, _) => keep(ctx, ReportKind::RolledBack, cause, false, |_| false, true),
         (Some(_), None) => {
@@ -513,9 +536,11 @@ fn rolled_back<'a>(ctx: &Ctx<'a, '_>, f: &FailedUpdate) -> Keep<'a> {
     }
 }
 
-/// The first 12 characters of a revision id, as `git log --oneline` shows a commit.
+/// The first 12 hex digits of a revision id (a commit, or `sha256:<hex>` for a tree),
+/// as `git log --oneline` shows a commit.
 fn short(revision: &str) -> &str {
-    revision.get(..12).unwrap_or(revision)
+    let hex = revision.strip_prefix("sha256:").unwrap_or(revision);
+    hex.get(..12).unwrap_or(hex)
 }
 
 /// Restarts the newest exited instance of a kept container per the restart policy it
@@ -564,24 +589,26 @@ fn restart_after(ctx: &Ctx<'_, '_>, restart: Restart, exit: Exit) -> Option<Star
     if !restarts {
         return None;
     }
-    restart_with(
-        ctx,
-        exit,
-        format!("exited with {}, restart={restart}", exit.code),
-    )
-}
-
-/// The code an unhealthy instance's stop stands for in the backoff's count (SIGTERM's):
-/// what the stop really exits with is recorded when the restart replaces its exit file.
-const UNHEALTHY_EXIT: i32 = 143;
-
-/// A restart after `exit`, reasoned `cause` plus the restarts so far and the crash-loop
-/// backoff that holds it.
-fn restart_with(ctx: &Ctx<'_, '_>, exit: Exit, cause: String) -> Option<Start> {
     let mut exits = ctx.history.to_vec();
     if !exits.iter().any(|e| e.finished_at == exit.finished_at) {
         exits.push(exit);
     }
+    let cause = format!("exited with {}, restart={restart}", exit.code);
+    Some(restart_with(ctx, &exits, cause))
+}
+
+/// An unhealthy running instance stopped and started again (as a failing liveness
+/// probe restarts a Kubernetes container) unless its policy is `no`: at once the first
+/// time, then held by the crash-loop backoff its recorded exits (earlier unhealthy
+/// stops among them) give, so that a flapping check does not restart it in a loop.
+fn restart_unhealthy(ctx: &Ctx<'_, '_>, restart: Restart) -> Option<Start> {
+    (restart != Restart::No)
+        .then(|| restart_with(ctx, ctx.history, format!("unhealthy, restart={restart}")))
+}
+
+/// A restart after `exits`, reasoned `cause` plus the restarts so far and the
+/// crash-loop backoff that holds it.
+fn restart_with(ctx: &Ctx<'_, '_>, exits: &[Exit], cause: String) -> Start {
     let mut reason = cause;
     if ctx.restarts > 0 {
         reason.push_str(&format!(
@@ -589,11 +616,11 @@ fn restart_with(ctx: &Ctx<'_, '_>, exit: Exit, cause: String) -> Option<Start> {
             berth_spec::node::counted(ctx.restarts as usize, "time", "times")
         ));
     }
-    let delay = ctx.backoff.delay(&exits);
+    let delay = ctx.backoff.delay(exits);
     if let Some(d) = delay {
         reason.push_str(&format!(", backoff {}", format_duration(d.delay)));
     }
-    Some(Start {
+    Start {
         reason,
         // Never further than the longest delay from now: an exit stamped in the future
         // (a clock that stepped back, an edge node without a real-time clock) must not
@@ -601,7 +628,7 @@ fn restart_with(ctx: &Ctx<'_, '_>, exit: Exit, cause: String) -> Option<Start> {
         not_before: delay
             .map(|d| d.until.min(ctx.now.after(ctx.backoff.max)))
             .filter(|u| *u > ctx.now),
-    })
+    }
 }
 
 /// Whether a container runs once the plan has run, or why not.

@@ -396,6 +396,7 @@ pub fn actual(
             instance: m.failed,
             revision: m.revision,
             reason: m.reason,
+            restored: m.restored.is_some(),
         });
         out.containers.insert(
             name.clone(),

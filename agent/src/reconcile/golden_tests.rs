@@ -268,6 +268,7 @@ fn load(dir: &Path) -> Inputs {
                     sc.revision.clone()
                 },
                 reason: reason.clone(),
+                restored: false,
             }
         });
     }

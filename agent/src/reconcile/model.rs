@@ -141,6 +141,8 @@ pub struct FailedUpdate {
     /// The revision that asked for it.
     pub revision: String,
     pub reason: String,
+    /// The last good instance was started again since (the rollback is done).
+    pub restored: bool,
 }
 
 /// An operator's mark on a container.

@@ -14,19 +14,43 @@ use super::outcome::ContainerOutcome;
 use super::pass::Report;
 use crate::runtime::rollback::{self, RollbackMark};
 
-/// Marks every update whose verify step failed in `report`; true if one did.
+/// Why the update to `instance` of `name` failed in `report`: its verify step failed,
+/// or was skipped because its create or start failed.
+fn failure(report: &Report, name: &str, instance: &str) -> Option<String> {
+    report.steps.iter().find_map(|s| {
+        let StepResult::Failed(f) = &s.result else {
+            return None;
+        };
+        let (verb, n, i) = match &s.step.action {
+            Action::Verify { name, instance, .. } => ("verify", name, instance),
+            Action::Create { name, instance } => ("create", name, instance),
+            Action::Start { name, instance } => ("start", name, instance),
+            _ => return None,
+        };
+        if n != name || i != instance {
+            return None;
+        }
+        Some(match f.error().downcast_ref::<HostStepError>() {
+            Some(HostStepError::UpdateFailed { why, .. }) => why.clone(),
+            _ => format!("{verb} failed: {}", f.chain()),
+        })
+    })
+}
+
+/// Marks every update whose verify step did not succeed in `report` (it failed, or its
+/// create or start did); true if one was marked.
 pub fn mark_failed(state_dir: &Path, report: &Report) -> bool {
     let mut any = false;
     for s in &report.steps {
-        let (Action::Verify { name, instance, .. }, StepResult::Failed(f)) =
-            (&s.step.action, &s.result)
+        let (Action::Verify { name, instance, .. }, false) =
+            (&s.step.action, matches!(s.result, StepResult::Done))
         else {
             continue;
         };
-        let reason = match f.error().downcast_ref::<HostStepError>() {
-            Some(HostStepError::UpdateFailed { why, .. }) => why.clone(),
-            _ => f.chain(),
+        let Some(reason) = failure(report, name, instance) else {
+            continue;
         };
+        let reason = berth_spec::diag::printable(&reason).into_owned();
         let mark = RollbackMark {
             failed: instance.clone(),
             revision: report.revision.id.clone(),

@@ -111,6 +111,7 @@ impl ContainerHost<'_> {
         record.instance = id.to_string();
         record::write_record(&self.state_dir, &record).map_err(at("write the container record"))?;
         failpoint("after-start");
+        self.note_restored(name, id);
         self.touch_networks_of(name);
         // One probe right away, so the scan sees a result from this run: it races the
         // application's start, and a failure leaves it `starting` (`health_file::next`).

@@ -9,6 +9,7 @@ use berth_spec::types::NetworkMode;
 use crate::network::AttachRequest;
 use crate::runtime::instance::InstanceStatus;
 use crate::runtime::record::{self, ContainerRecord};
+use crate::runtime::rollback;
 use crate::runtime::state::InstanceDirs;
 
 use super::error::at;
@@ -43,45 +44,68 @@ impl ContainerHost<'_> {
     }
 
     /// Before instance `id` of `name` starts: if it is the kept previous instance (a
-    /// rollback), it becomes the container's instance again, attached to its networks
-    /// as its own record says. Returns the record in force.
+    /// rollback), it becomes the container's instance again; and an instance that gave
+    /// its network up for an update (its root filesystem still mounted) is attached
+    /// again, as its own record says. Returns the record in force.
     pub(super) fn restore_previous(
         &self,
         name: &str,
         id: &str,
         current: ContainerRecord,
     ) -> Result<ContainerRecord, StepError> {
-        if current.instance == id {
-            return Ok(current);
-        }
-        let Some(mut prev) = record::read_previous(&self.state_dir, name)
-            .map_err(at("read the previous record"))?
-            .filter(|p| p.instance == id)
-        else {
-            return Ok(current);
+        let mut rec = if current.instance == id {
+            current
+        } else {
+            let Some(prev) = record::read_previous(&self.state_dir, name)
+                .map_err(at("read the previous record"))?
+                .filter(|p| p.instance == id)
+            else {
+                return Ok(current);
+            };
+            tracing::info!(
+                container = name,
+                instance = id,
+                "rolled back: the previous instance is the container's again"
+            );
+            record::write_record(&self.state_dir, &prev)
+                .map_err(at("write the container record"))?;
+            record::remove_previous(&self.state_dir, name)
+                .map_err(at("forget the previous record"))?;
+            prev
         };
-        if prev.spec.network_mode == NetworkMode::Bridge
+        if rec.spec.network_mode == NetworkMode::Bridge
             && !matches!(self.networks.attachment(id), Ok(Some(_)))
+            && self.mounts.rootfs_mounted(&self.instance(id).dirs)
         {
             let a = self
                 .networks
-                .attach(&AttachRequest::for_container(id, &prev.spec))
+                .attach(&AttachRequest::for_container(id, &rec.spec))
                 .map_err(at("network attach"))?;
-            prev.addresses = a
+            rec.addresses = a
                 .addresses
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect();
-            self.touch(prev.addresses.keys().cloned());
+            self.touch(rec.addresses.keys().cloned());
+            record::write_record(&self.state_dir, &rec)
+                .map_err(at("write the container record"))?;
         }
-        tracing::info!(
-            container = name,
-            instance = id,
-            "rolled back: the previous instance is the container's again"
-        );
-        record::write_record(&self.state_dir, &prev).map_err(at("write the container record"))?;
-        record::remove_previous(&self.state_dir, name).map_err(at("forget the previous record"))?;
-        Ok(prev)
+        Ok(rec)
+    }
+
+    /// After instance `id` of `name` started: a rollback to it is done, so the mark of
+    /// the failed update says so (a later exit of `id` is restarted per its policy).
+    pub(super) fn note_restored(&self, name: &str, id: &str) {
+        let Some(mut mark) = rollback::load(&self.state_dir, name) else {
+            return;
+        };
+        if mark.restored.is_some() || mark.failed == id {
+            return;
+        }
+        mark.restored = Some(id.to_string());
+        if let Err(e) = rollback::record(&self.state_dir, name, mark) {
+            tracing::warn!(container = name, "{}", crate::util::error_chain(&e));
+        }
     }
 
     /// After instance `id` of `name` is removed: forgets it as the previous instance.
