@@ -11,17 +11,26 @@
 //!   event in `X-Gitea-Event` or `X-Forgejo-Event`;
 //! - GitLab: `X-Gitlab-Token: <secret>`, event in `X-Gitlab-Event`.
 //!
-//! Signatures and the token are compared in constant time. Only a push (`push`,
-//! `Push Hook`, `Tag Push Hook`) whose `ref` is the followed branch or tag sends
-//! [`Trigger::SourceChanged`]; a ping, another event, another ref, or a node pinned to
-//! a commit is answered 200 "ignored". Refusals: 401 (no or a wrong signature or
-//! token), 413 (a body over [`MAX_BODY`]), 429 (over [`REQUESTS_BURST`] requests, then
-//! [`REQUESTS_PER_SECOND`] a second, counted before any check), 404, 405, 408 and 400;
-//! each is one warning (target `agent`) naming the peer and the reason, never the
-//! secret or the signature (refusals for the rate: one line a second at most, counting
-//! the others), and none fetches. Valid pushes fetch at most once per
-//! [`FETCH_SPACING`]: one that comes sooner is answered 202 and its fetch runs when the
-//! spacing is up (a push is never dropped). Connections are bounded like the API's:
+//! Signatures and the token are compared in constant time. The body is the event's
+//! JSON (content type `application/json`) or a form (`application/x-www-form-urlencoded`,
+//! GitHub's default) whose `payload` field is that JSON; a form's signature holds over
+//! the body as sent (GitHub) or over its `payload` (Gitea, Forgejo). Only a push
+//! (`push`, `Push Hook`, `Tag Push Hook`) whose `ref` is the followed branch or tag
+//! sends [`Trigger::SourceChanged`]; a ping, another event, another ref, or a node
+//! pinned to a commit is answered 200 "ignored". Refusals: 401 (no or a wrong signature
+//! or token), 413 (a body over [`MAX_BODY`]), 429, 404, 405, 408 and 400; each is one
+//! warning (target `agent`) naming the peer and the reason, never the secret or the
+//! signature (refusals for the rate: one line a second at most, counting the others),
+//! and none fetches.
+//!
+//! 429 is per peer, counted before any check: each address (IPv4, or IPv6 /64) has
+//! [`REQUESTS_BURST`] requests at once, then [`REQUESTS_PER_SECOND`] a second, and a
+//! request that authenticates gives its token back, so only a peer's unauthenticated
+//! requests count against it and another peer's flood never refuses a signed push.
+//! [`MAX_PEERS`] peers are tracked (at most about 130 KiB); a new one beyond them replaces the
+//! one seen least recently, which starts afresh if it comes back. Valid pushes fetch at
+//! most once per [`FETCH_SPACING`]: one that comes sooner is answered 202 and its fetch
+//! runs when the spacing is up (never dropped). Connections are bounded like the API's:
 //! [`MAX_CONNECTIONS`] at once, headers within [`HEADER_WITHIN`], the body within
 //! [`BODY_WITHIN`], one request per connection, which closes after
 //! [`CONNECTION_WITHIN`] at most.
@@ -35,7 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_spec::node::{GitRef, Webhook};
+use berth_spec::node::{GitRef, NodeConfig, Webhook};
+use berth_spec::{Diagnostic, Location};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -46,17 +56,21 @@ use tokio::sync::Semaphore;
 use crate::reconcile::controller::{Handle, Trigger};
 
 mod check;
-use check::{Bucket, LogPacer, Pace, Pacer, Verdict, judge};
+use check::{LogPacer, Pace, Pacer, PeerBuckets, Verdict, judge};
 
 /// The one path the receiver answers on.
 pub const PATH: &str = "/v1/webhook";
 /// The largest body read. A push event is a few KiB (GitHub lists at most 20 commits);
 /// 1 MiB leaves room for a large one and bounds what a client can make the agent hold.
 pub const MAX_BODY: u64 = 1024 * 1024;
-/// Requests accepted at once before the rate applies, whoever sends them.
+/// Unauthenticated requests a peer may send at once before the rate applies.
 pub const REQUESTS_BURST: u32 = 10;
-/// Requests a second, on average, after the burst: a Git server sends one per push.
+/// Unauthenticated requests a second a peer may send, on average, after the burst (a
+/// signed request is not counted).
 pub const REQUESTS_PER_SECOND: u32 = 1;
+/// The peers whose requests are counted at once (the least recently seen is forgotten
+/// first).
+pub const MAX_PEERS: usize = 1024;
 /// The least time between two fetches that valid pushes start.
 pub const FETCH_SPACING: Duration = Duration::from_secs(1);
 /// Connections served at once; the next ones wait in the kernel's backlog.
@@ -130,12 +144,43 @@ impl Secret {
     }
 }
 
+/// `berth agent --check`: the webhook secret loaded as the receiver loads it, and why
+/// the agent would refuse to start with it (unreadable, not a file, empty), located at
+/// `source.webhook.secret_file` (`shown` names the configuration when the key has no
+/// place). Never its content.
+pub fn check_secret(config: &NodeConfig, shown: &str) -> Option<Diagnostic> {
+    let webhook = config.source.as_ref()?.webhook.as_ref()?;
+    let path = &webhook.secret_file;
+    let why = match std::fs::metadata(path) {
+        // Not opened: reading a FIFO would block.
+        Ok(m) if !m.is_file() => format!(
+            "the webhook secret {} (`source.webhook.secret_file`) is not a regular file",
+            path.display()
+        ),
+        _ => crate::util::error_chain(&Secret::load(path).err()?),
+    };
+    let key = "source.webhook.secret_file";
+    let at = config.keys.get(key).cloned().unwrap_or_else(|| Location {
+        file: shown.to_string(),
+        line: 1,
+        column: 1,
+    });
+    Some(
+        Diagnostic::new(
+            &at,
+            format!("{why}; the agent refuses to start without its webhook secret"),
+        )
+        .key(key),
+    )
+}
+
 /// What every connection shares.
 struct Shared {
     secret: Secret,
     git_ref: GitRef,
     handle: Handle,
-    requests: Mutex<Bucket>,
+    /// Each peer's requests.
+    requests: Mutex<PeerBuckets>,
     /// The warnings of refusals for the rate.
     flood_log: Mutex<LogPacer>,
     pacer: Mutex<Pacer>,
@@ -187,10 +232,10 @@ pub fn start(
         secret,
         git_ref: git_ref.clone(),
         handle,
-        requests: Mutex::new(Bucket::new(
+        requests: Mutex::new(PeerBuckets::new(
+            MAX_PEERS,
             REQUESTS_BURST,
             REQUESTS_PER_SECOND,
-            Instant::now(),
         )),
         flood_log: Mutex::new(LogPacer::default()),
         pacer: Mutex::new(Pacer::default()),
@@ -278,7 +323,7 @@ fn refuse(peer: SocketAddr, status: StatusCode, reason: &str) -> Response<Full<B
 /// 429, logged with what to add to the reason when `log` is given.
 fn too_many(log: Option<(SocketAddr, String)>) -> Response<Full<Bytes>> {
     let reason = format!(
-        "too many requests (at most {REQUESTS_BURST} at once, then {REQUESTS_PER_SECOND} a second)"
+        "too many unauthenticated requests from this address (at most {REQUESTS_BURST} at once, then {REQUESTS_PER_SECOND} a second)"
     );
     let status = StatusCode::TOO_MANY_REQUESTS;
     if let Some((peer, more)) = log {
@@ -305,7 +350,7 @@ async fn respond(
     shared: &Shared,
 ) -> Response<Full<Bytes>> {
     let now = Instant::now();
-    if !locked(&shared.requests).take(now) {
+    if !locked(&shared.requests).take(peer.ip(), now) {
         // A flood writes one line a second, with the count of those it stands for.
         let Some(held) = locked(&shared.flood_log).admit(now) else {
             return too_many(None);
@@ -357,7 +402,11 @@ async fn respond(
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
-    match judge(&parts.headers, &body, &shared.secret, &shared.git_ref) {
+    let verdict = judge(&parts.headers, &body, &shared.secret, &shared.git_ref);
+    if matches!(verdict, Verdict::Push { .. } | Verdict::Ignored(_)) {
+        locked(&shared.requests).refund(peer.ip());
+    }
+    match verdict {
         Verdict::Refused { status, reason } => refuse(peer, status, &reason),
         Verdict::Ignored(why) => {
             tracing::info!(target: "agent", %peer, "webhook ignored: {why}");

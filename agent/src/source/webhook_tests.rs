@@ -5,6 +5,7 @@ use super::check::*;
 use super::*;
 use hyper::header::HeaderMap;
 use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::mpsc::Receiver;
 
 /// GitHub's documented example: this secret, body `Hello, World!`.
@@ -291,8 +292,21 @@ impl Served {
     /// Sends `head` (request line and headers, without the blank line) and `body`;
     /// the status and the answer's body.
     fn send(&self, head: &str, body: &[u8]) -> (u16, String) {
+        self.send_from(Ipv4Addr::LOCALHOST, head, body)
+    }
+
+    /// [`Served::send`] from the loopback address `from` (any of 127.0.0.0/8).
+    fn send_from(&self, from: Ipv4Addr, head: &str, body: &[u8]) -> (u16, String) {
         let addr = self.server.as_ref().expect("server").local_addr();
-        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        let stream = self.rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(SocketAddr::new(IpAddr::V4(from), 0))
+                .expect("bind the source address");
+            socket.connect(addr).await.expect("connect")
+        });
+        let mut c = stream.into_std().expect("std stream");
+        c.set_nonblocking(false).expect("blocking");
         c.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
         c.write_all(format!("{head}\r\nHost: x\r\n\r\n").as_bytes())
@@ -316,7 +330,12 @@ impl Served {
     }
 
     fn push(&self, sig: &str, body: &str) -> (u16, String) {
-        self.send(
+        self.push_from(Ipv4Addr::LOCALHOST, sig, body)
+    }
+
+    fn push_from(&self, from: Ipv4Addr, sig: &str, body: &str) -> (u16, String) {
+        self.send_from(
+            from,
             &format!(
                 "POST {PATH} HTTP/1.1\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={sig}\r\nContent-Length: {}",
                 body.len()
@@ -408,24 +427,231 @@ fn a_body_over_the_cap_is_refused_whether_declared_or_streamed() {
 }
 
 #[test]
-fn a_flood_is_refused_before_any_check_and_pushes_are_paced() {
+fn a_flood_is_refused_per_peer_and_never_refuses_another_peer_s_signed_push() {
     let s = Served::start();
-    // The burst: the first valid push fetches now, the next ones once the second is up.
-    let answers: Vec<u16> = (0..REQUESTS_BURST)
+    // Signed pushes give their token back: more than a burst of them is accepted, and
+    // paced to one fetch a second.
+    let answers: Vec<u16> = (0..REQUESTS_BURST + 5)
         .map(|_| s.push(PUSH_SIG, PUSH).0)
         .collect();
     assert!(answers.iter().all(|c| *c == 202), "{answers:?}");
-    let (status, body) = s.push(PUSH_SIG, PUSH);
+    assert_eq!(
+        s.triggers().len(),
+        1,
+        "a fetch at once, the next one deferred"
+    );
+    // Another peer floods with forged pushes: its burst is judged (401), the rest
+    // refused before any check, a push it signs as well.
+    let flooder = Ipv4Addr::new(127, 0, 0, 2);
+    let forged: Vec<u16> = (0..REQUESTS_BURST + 5)
+        .map(|_| s.push_from(flooder, "00", PUSH).0)
+        .collect();
+    let burst = REQUESTS_BURST as usize;
+    assert!(forged[..burst].iter().all(|c| *c == 401), "{forged:?}");
+    assert!(forged[burst..].iter().all(|c| *c == 429), "{forged:?}");
+    let (status, body) = s.push_from(flooder, PUSH_SIG, PUSH);
     assert_eq!(status, 429, "{body}");
-    let forged = s.push("00", PUSH);
-    assert_eq!(forged.0, 429, "the limit comes before the signature check");
-    // Refused for the rate: logged once a second, not once each.
-    for _ in 0..5 {
-        assert_eq!(s.push(PUSH_SIG, PUSH).0, 429);
+    assert!(body.contains("from this address"), "{body}");
+    // The forge's push is not refused for it.
+    assert_eq!(s.push(PUSH_SIG, PUSH).0, 202);
+    // A peer's own unauthenticated requests count against it.
+    for _ in 0..REQUESTS_BURST {
+        assert_eq!(s.push("00", PUSH).0, 401);
     }
-    assert_eq!(s.triggers().len(), 1, "a fetch at once");
-    std::thread::sleep(Duration::from_millis(1300));
-    // The pushes of that second: one more fetch, at its end.
-    assert_eq!(s.triggers().len(), 1);
+    assert_eq!(s.push(PUSH_SIG, PUSH).0, 429);
+    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(s.push(PUSH_SIG, PUSH).0, 202, "refilled");
+    assert!(!s.triggers().is_empty(), "the deferred fetch ran");
+}
+
+#[test]
+fn peers_are_counted_apart_in_a_bounded_map() {
+    let t0 = Instant::now();
+    let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, n));
+    let mut p = PeerBuckets::new(3, 2, 1);
+    assert!(p.take(ip(1), t0) && p.take(ip(1), t0));
+    assert!(!p.take(ip(1), t0), "peer 1 spent its burst");
+    assert!(p.take(ip(2), t0), "peer 2 has its own");
+    // An authenticated request gives its token back.
+    p.refund(ip(1));
+    assert!(p.take(ip(1), t0));
+    assert!(!p.take(ip(1), t0));
+    // At most 3 peers: a fourth forgets the one seen least recently (peer 2, at t0 + 0;
+    // peer 1 and 3 came later), which starts afresh.
+    let t1 = t0 + Duration::from_millis(10);
+    assert!(!p.take(ip(1), t1));
+    assert!(p.take(ip(3), t1));
+    assert!(p.take(ip(4), t1));
+    assert_eq!(p.tracked(), 3);
+    assert!(!p.take(ip(1), t1), "peer 1 is still tracked, still spent");
+    assert!(
+        p.take(ip(2), t1) && p.take(ip(2), t1),
+        "peer 2 was forgotten"
+    );
+    assert_eq!(p.tracked(), 3);
+    // Many peers never grow the map past its bound.
+    let mut big = PeerBuckets::new(MAX_PEERS, REQUESTS_BURST, REQUESTS_PER_SECOND);
+    for n in 0..(MAX_PEERS as u32 * 3) {
+        assert!(big.take(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)), t0));
+    }
+    assert_eq!(big.tracked(), MAX_PEERS);
+}
+
+#[test]
+fn a_peer_is_an_ipv4_address_or_an_ipv6_64() {
+    let v6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().expect("v6"));
+    assert_eq!(peer_key(v6("2001:db8:1:2:aaaa::1")), v6("2001:db8:1:2::"));
+    assert_eq!(
+        peer_key(v6("2001:db8:1:2:ffff::9")),
+        peer_key(v6("2001:db8:1:2::1"))
+    );
+    assert_ne!(
+        peer_key(v6("2001:db8:1:3::1")),
+        peer_key(v6("2001:db8:1:2::1"))
+    );
+    let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    assert_eq!(peer_key(v4), v4);
+    assert_eq!(peer_key(v6("::ffff:192.0.2.7")), v4);
+    // One host's /64 is one bucket.
+    let t0 = Instant::now();
+    let mut p = PeerBuckets::new(8, 1, 1);
+    assert!(p.take(v6("2001:db8::1"), t0));
+    assert!(!p.take(v6("2001:db8::2"), t0));
+}
+
+/// `payload=<the push, urlencoded>`, GitHub's default content type.
+const FORM: &str = "payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%7D";
+/// [`FORM`]'s signature as sent, pinned with
+/// `printf '%s' "$FORM" | openssl dgst -sha256 -hmac "It's a Secret to Everybody"`.
+const FORM_SIG: &str = "720493f557150a271b7cfdd9904c5fe4697f30c44588f8b452d36abc47b8796c";
+const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+
+#[test]
+fn a_form_body_is_read_through_its_payload_field() {
+    let s = secret();
+    assert_eq!(form_payload(FORM.as_bytes()).as_deref(), Some(PUSH));
+    let sig = format!("sha256={FORM_SIG}");
+    // GitHub signs the body as sent.
+    let github = headers(&[
+        ("content-type", FORM_TYPE),
+        ("x-github-event", "push"),
+        ("x-hub-signature-256", &sig),
+    ]);
+    assert!(
+        matches!(judge(&github, FORM.as_bytes(), &s, &main_branch()), Verdict::Push { forge: Forge::GitHub, ref git_ref } if git_ref == "refs/heads/main")
+    );
+    // Gitea and Forgejo sign the JSON they put in the form.
+    let gitea = headers(&[
+        (
+            "content-type",
+            "Application/X-WWW-Form-Urlencoded; charset=utf-8",
+        ),
+        ("x-gitea-event", "push"),
+        ("x-gitea-signature", PUSH_SIG),
+    ]);
+    assert!(matches!(
+        judge(&gitea, FORM.as_bytes(), &s, &main_branch()),
+        Verdict::Push {
+            forge: Forge::Gitea,
+            ..
+        }
+    ));
+    // A signature of something else: refused; another ref in the form: ignored.
+    let mut forged = github.clone();
+    forged.insert(
+        "x-hub-signature-256",
+        format!("sha256={DOC_SIG}").parse().expect("v"),
+    );
+    assert_eq!(
+        status_of(&judge(&forged, FORM.as_bytes(), &s, &main_branch())),
+        Some(401)
+    );
+    let v = judge(&github, FORM.as_bytes(), &s, &GitRef::Branch("prod".into()));
+    assert!(matches!(v, Verdict::Ignored(_)), "{v:?}");
+    // The form is not read as JSON without its content type, nor JSON as a form.
+    let untyped = headers(&[("x-github-event", "push"), ("x-hub-signature-256", &sig)]);
+    assert_eq!(
+        status_of(&judge(&untyped, FORM.as_bytes(), &s, &main_branch())),
+        Some(400)
+    );
+    // A signed form with no `payload`: 400, saying which content type to set.
+    let other = "ref=refs%2Fheads%2Fmain";
+    let other_sig = {
+        use hmac013::{KeyInit, Mac};
+        let mut m = <hmac013::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(DOC_SECRET.as_bytes())
+            .expect("key");
+        m.update(other.as_bytes());
+        format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    };
+    let h = headers(&[
+        ("content-type", FORM_TYPE),
+        ("x-github-event", "push"),
+        ("x-hub-signature-256", &other_sig),
+    ]);
+    match judge(&h, other.as_bytes(), &s, &main_branch()) {
+        Verdict::Refused { status, reason } => {
+            assert_eq!(status.as_u16(), 400);
+            assert!(
+                reason.contains("content type to application/json"),
+                "{reason}"
+            );
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn over_loopback_a_form_push_triggers_a_fetch() {
+    let s = Served::start();
+    let (status, body) = s.send(
+        &format!(
+            "POST {PATH} HTTP/1.1\r\nContent-Type: {FORM_TYPE}\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={FORM_SIG}\r\nContent-Length: {}",
+            FORM.len()
+        ),
+        FORM.as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(s.triggers(), ["webhook: push to refs/heads/main (github)"]);
+}
+
+#[test]
+fn check_finds_a_secret_the_agent_would_refuse_without_showing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("webhook.secret");
+    let config = format!(
+        "[source]\nurl = \"https://h/r.git\"\n[source.webhook]\nlisten = \"127.0.0.1:9487\"\nsecret_file = \"{}\"\n",
+        secret_file.display()
+    );
+    let cfg = NodeConfig::parse("node.toml", &config).expect("config");
+    let check = || check_secret(&cfg, "node.toml");
+    // Missing, a directory, empty: located errors naming the key.
+    for (make, why) in [
+        (None, "cannot read the webhook secret"),
+        (Some(b"".as_slice()), "is empty"),
+        (Some(b"\n".as_slice()), "is empty"),
+    ] {
+        if let Some(text) = make {
+            std::fs::write(&secret_file, text).expect("write");
+        }
+        let d = check().expect(why);
+        assert_eq!(
+            (d.file.as_str(), d.line, d.key.as_deref()),
+            ("node.toml", 5, Some("source.webhook.secret_file")),
+            "{d}"
+        );
+        assert!(
+            d.message.contains(why) && d.message.contains("refuses to start"),
+            "{d}"
+        );
+    }
+    std::fs::write(&secret_file, "s3cret\n").expect("write");
+    assert!(check().is_none());
+    std::fs::remove_file(&secret_file).expect("rm");
+    std::fs::create_dir(&secret_file).expect("mkdir");
+    let d = check().expect("a directory");
+    assert!(d.message.contains("not a regular file"), "{d}");
+    // No webhook, nothing to check.
+    let plain =
+        NodeConfig::parse("node.toml", "[source]\nurl = \"https://h/r.git\"\n").expect("config");
+    assert!(check_secret(&plain, "node.toml").is_none());
 }

@@ -1,7 +1,10 @@
 //! The receiver's judgement, pure: who signed a request and whether the signature
-//! holds (constant time), whether it is a push to the followed ref, and the two rate
-//! limits. No I/O and no clock: the caller passes the time.
+//! holds (constant time), whether it is a push to the followed ref (a JSON body, or a
+//! form's `payload` field), and the rate limits. No I/O and no clock: the caller passes
+//! the time.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use berth_spec::node::GitRef;
@@ -96,7 +99,20 @@ fn token_matches(secret: &Secret, token: &[u8]) -> bool {
 }
 
 /// Who signed the request and whether the signature holds: the forge, or the refusal.
+#[cfg(test)]
 pub fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret) -> Result<Forge, Verdict> {
+    authenticate_either(headers, body, None, secret)
+}
+
+/// [`authenticate`], a signature holding over `body` as sent or over `payload`, a form
+/// body's decoded `payload` field (GitHub signs the body as sent, Gitea and Forgejo the
+/// JSON they put in the form).
+fn authenticate_either(
+    headers: &HeaderMap,
+    body: &[u8],
+    payload: Option<&[u8]>,
+    secret: &Secret,
+) -> Result<Forge, Verdict> {
     let unauthorized = |why: &str| refused(StatusCode::UNAUTHORIZED, why);
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
     if let Some(token) = header("x-gitlab-token") {
@@ -123,7 +139,7 @@ pub fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret) -> Result
     let Ok(tag) = hex::decode(hex_tag) else {
         return Err(unauthorized(&format!("the {name} is not hexadecimal")));
     };
-    if hmac_matches(secret, body, &tag) {
+    if hmac_matches(secret, body, &tag) || payload.is_some_and(|p| hmac_matches(secret, p, &tag)) {
         Ok(forge)
     } else {
         Err(unauthorized(&format!("the {name} does not match the body")))
@@ -156,12 +172,35 @@ struct PushEvent {
     git_ref: String,
 }
 
+/// Whether the body is a form (`application/x-www-form-urlencoded`, GitHub's default
+/// content type and one Gitea and Forgejo offer) rather than JSON.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// A form body's `payload` field, decoded: the event's JSON.
+pub fn form_payload(body: &[u8]) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned())
+}
+
 /// What a request with this (complete) body comes to; pure.
 pub fn judge(headers: &HeaderMap, body: &[u8], secret: &Secret, git_ref: &GitRef) -> Verdict {
-    let forge = match authenticate(headers, body, secret) {
-        Ok(f) => f,
-        Err(v) => return v,
-    };
+    let form = is_form(headers);
+    let payload = if form { form_payload(body) } else { None };
+    let forge =
+        match authenticate_either(headers, body, payload.as_deref().map(str::as_bytes), secret) {
+            Ok(f) => f,
+            Err(v) => return v,
+        };
     let event = forge
         .event_headers()
         .iter()
@@ -174,7 +213,17 @@ pub fn judge(headers: &HeaderMap, body: &[u8], secret: &Secret, git_ref: &GitRef
         let shown: String = event.chars().take(64).collect();
         return Verdict::Ignored(format!("event {shown:?} ({}) is not a push", forge.name()));
     }
-    let push: PushEvent = match serde_json::from_slice(body) {
+    let json = match (&payload, form) {
+        (Some(p), _) => p.as_bytes(),
+        (None, true) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "a form body (application/x-www-form-urlencoded) with no `payload` field: set the webhook's content type to application/json",
+            );
+        }
+        (None, false) => body,
+    };
+    let push: PushEvent = match serde_json::from_slice(json) {
         Ok(p) => p,
         Err(e) => {
             return refused(
@@ -211,6 +260,11 @@ impl Bucket {
         }
     }
 
+    /// Gives back a token taken (up to the burst).
+    pub fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
         let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
@@ -222,6 +276,76 @@ impl Bucket {
         } else {
             false
         }
+    }
+}
+
+/// The address a peer is counted by: its IPv4 address (an IPv4-mapped IPv6 one too),
+/// or its IPv6 /64, the least block a host is given, so that one host does not count as
+/// many.
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// A [`Bucket`] per peer ([`peer_key`]), for `capacity` peers at most: a new peer
+/// beyond them takes the place of the one seen least recently, which starts with a full
+/// bucket if it comes back (forgetting a peer never refuses anyone more).
+#[derive(Debug)]
+pub struct PeerBuckets {
+    buckets: HashMap<IpAddr, Bucket>,
+    capacity: usize,
+    burst: u32,
+    per_second: u32,
+}
+
+impl PeerBuckets {
+    pub fn new(capacity: usize, burst: u32, per_second: u32) -> PeerBuckets {
+        PeerBuckets {
+            buckets: HashMap::new(),
+            capacity: capacity.max(1),
+            burst,
+            per_second,
+        }
+    }
+
+    /// Takes one of `peer`'s tokens if it has one; only its own requests count.
+    pub fn take(&mut self, peer: IpAddr, now: Instant) -> bool {
+        let key = peer_key(peer);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.capacity {
+            // A bucket's time is when its peer was last seen.
+            let oldest = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.at)
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.buckets.remove(&oldest);
+            }
+        }
+        let (burst, per_second) = (self.burst, self.per_second);
+        self.buckets
+            .entry(key)
+            .or_insert_with(|| Bucket::new(burst, per_second, now))
+            .take(now)
+    }
+
+    /// Gives `peer` back the token of a request that authenticated: only the others
+    /// count against it.
+    pub fn refund(&mut self, peer: IpAddr) {
+        if let Some(b) = self.buckets.get_mut(&peer_key(peer)) {
+            b.refund();
+        }
+    }
+
+    /// How many peers are tracked.
+    #[cfg(test)]
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
     }
 }
 
