@@ -17,7 +17,7 @@ fn spec(image: &str, web_command: &str, web_extra: &str, other_env: &str) -> Str
         "[network.rb]\nsubnet = \"10.252.40.0/24\"\n\
          [container.web]\nimage = \"{image}\"\nuser = \"10001:10001\"\n\
          networks = [\"rb\"]\nports = [\"127.0.0.1:{PORT}:8080\"]\n\
-         command = {web_command}\nupdate_timeout = \"20s\"\nstop_signal = \"SIGKILL\"\n{web_extra}\n\
+         command = {web_command}\nupdate_timeout = \"8s\"\nstop_signal = \"SIGKILL\"\n{web_extra}\n\
          [container.other]\nimage = \"{image}\"\nuser = \"10001:10001\"\nnetwork_mode = \"none\"\n\
          command = [\"sleep\", \"1000\"]\nenv = {{ V = \"{other_env}\" }}\nstop_signal = \"SIGKILL\"\n"
     )
@@ -109,6 +109,34 @@ fn a_failing_update_is_rolled_back_while_the_others_update_and_a_fix_is_applied(
         .find(|c| c["name"] == "web")
         .unwrap();
     assert_eq!(web["state"], "running", "{ps}");
+
+    // An update whose process cannot even start (create or start fails) is rolled
+    // back too: the instance it replaced, stopped, gets its network and port again.
+    node.write_spec("app.toml", &spec(&image, "[\"/bin/nonexistent\"]", "", "2"));
+    let r = node.apply();
+    assert_eq!(r.code, 1, "{}", show(&r));
+    assert!(r.stdout.contains("web: rolled back:"), "{}", show(&r));
+    assert_eq!(node.instance("web").unwrap(), good);
+    assert!(
+        served(),
+        "the web rolled back from a failed start does not serve"
+    );
+
+    // With a health check, a process that exits is named by its exit code at once.
+    node.write_spec(
+        "app.toml",
+        &spec(
+            &image,
+            "[\"sh\", \"-c\", \"exit 4\"]",
+            "health = { exec = [\"true\"], interval = \"1s\" }",
+            "2",
+        ),
+    );
+    let r = node.apply();
+    assert_eq!(r.code, 1, "{}", show(&r));
+    assert!(r.stdout.contains("exited with 4"), "{}", show(&r));
+    assert_eq!(node.instance("web").unwrap(), good);
+    assert!(served());
 
     // A health check that never passes is rolled back too, with the probe's output.
     node.write_spec(
