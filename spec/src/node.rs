@@ -695,7 +695,7 @@ impl NodeConfig {
     }
 
     /// Keys that are valid but have no effect where they are: a transport's credentials
-    /// given with a URL of another transport.
+    /// given with a URL of another transport, a webhook on a node pinned to a commit.
     pub fn warnings(&self) -> Vec<Warning> {
         let Some(s) = &self.source else {
             return Vec::new();
@@ -717,6 +717,18 @@ impl NodeConfig {
             out.push(Warning {
                 at: self.keys.get(&key).cloned(),
                 message: "`source.url` is plain http and credentials are set: they would travel in clear; use https".into(),
+                key,
+            });
+        }
+        if s.webhook.is_some()
+            && let GitRef::Commit(c) = &s.git_ref
+        {
+            let key = "source.webhook".to_string();
+            out.push(Warning {
+                at: self.keys.get(&key).cloned(),
+                message: format!(
+                    "`source.webhook` never makes the node fetch: it is pinned to commit {c} (`source.commit`), which no push moves; follow a branch or tag, or remove the webhook"
+                ),
                 key,
             });
         }
@@ -886,6 +898,10 @@ enum UrlError {
     Scheme(String),
     #[error("`source.url` `{0}` names no host")]
     NoHost(String),
+    #[error(
+        "`source.url` `{0}` is not an absolute file URL: write `file:///absolute/path` (three slashes), or a plain path (a relative one is relative to the configuration file's directory)"
+    )]
+    RelativeFile(String),
 }
 
 /// How `url` is reached, or why it cannot be: a scheme other than https, http, ssh or
@@ -902,6 +918,11 @@ fn transport(url: &str) -> Result<Transport, UrlError> {
         };
         if t != Transport::Local && rest.split('/').next().is_none_or(str::is_empty) {
             return Err(UrlError::NoHost(url.to_string()));
+        }
+        // `file://repo` names a host `repo` (RFC 8089), which the fetch would take as a
+        // path relative to the agent's working directory.
+        if t == Transport::Local && !rest.starts_with('/') {
+            return Err(UrlError::RelativeFile(url.to_string()));
         }
         return Ok(t);
     }

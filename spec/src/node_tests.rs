@@ -106,6 +106,20 @@ fn source_url_schemes() {
     assert!(msg.contains("scheme `ftp`"), "{msg}");
     let (_, _, _, msg) = error("[source]\nurl = \"https:///r.git\"\n");
     assert!(msg.contains("names no host"), "{msg}");
+    // `file://repo` names a host, not a path relative to anything: refused, located.
+    for url in [
+        "file://repo",
+        "file://./repo",
+        "file://localhost/srv/fleet.git",
+    ] {
+        let (line, col, key, msg) = error(&format!("[source]\nurl = \"{url}\"\n"));
+        assert_eq!((line, col, key.as_str()), (2, 7, "source.url"), "{msg}");
+        assert!(
+            msg.contains(&format!("`{url}` is not an absolute file URL"))
+                && msg.contains("file:///absolute/path"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]
@@ -636,4 +650,30 @@ fn a_webhook_receiver_needs_its_secret_and_an_address() {
     ));
     assert_eq!(key, "source.webhook.secret_fle", "{msg}");
     assert!(msg.contains("did you mean `secret_file`"), "{msg}");
+}
+
+#[test]
+fn a_webhook_on_a_node_pinned_to_a_commit_is_a_warning() {
+    let webhook = "webhook = { listen = \"127.0.0.1:9487\", secret_file = \"/w\" }\n";
+    let pinned = parse(&format!(
+        "[source]\nurl = \"https://h/r.git\"\ncommit = \"0123abc\"\n{webhook}"
+    ));
+    let w = pinned.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].key, "source.webhook");
+    let at = w[0].at.as_ref().expect("located");
+    assert_eq!((at.line, at.column), (4, 1), "{}", w[0]);
+    assert!(
+        w[0].message.contains("pinned to commit 0123abc") && w[0].message.contains("never"),
+        "{}",
+        w[0]
+    );
+    // Following a branch or a tag, or pinned without a webhook: no warning.
+    for text in [
+        format!("{SOURCE}{webhook}"),
+        format!("[source]\nurl = \"https://h/r.git\"\ntag = \"v1\"\n{webhook}"),
+        "[source]\nurl = \"https://h/r.git\"\ncommit = \"0123abc\"\n".to_string(),
+    ] {
+        assert!(parse(&text).warnings().is_empty(), "{text}");
+    }
 }

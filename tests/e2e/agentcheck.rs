@@ -1,7 +1,8 @@
 //! `berth agent --check` on a node configuration using every key of DESIGN.md §4: keys
 //! this build does not act on yet are warnings naming the key and its place; a security
 //! key it cannot enforce (commit or keyless image signatures) makes the agent refuse to
-//! run, naming the key, and `berth apply` refuses the image ones.
+//! run, naming the key, and `berth apply` refuses the image ones; so does a webhook
+//! secret it cannot use, and a webhook on a node pinned to a commit is a warning.
 
 use berth_e2e::run_berth;
 
@@ -379,4 +380,60 @@ fn apply_and_plan_refuse_a_keyless_signature_key_naming_it_and_its_place() {
             assert!(!state.exists(), "{cmd} wrote {}", state.display());
         }
     }
+}
+
+#[test]
+fn a_webhook_the_agent_would_refuse_or_that_never_fires_is_reported_by_the_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("webhook.secret");
+    let config = |source: &str| {
+        format!(
+            "[source]\n{source}\n[source.webhook]\nlisten = \"127.0.0.1:9487\"\nsecret_file = {secret:?}\n"
+        )
+    };
+    let run = |text: &str| {
+        std::fs::write(dir.path().join("node.toml"), text).expect("write");
+        run_berth(dir.path(), &["agent", "--config", "node.toml", "--check"])
+    };
+    let branch = config("url = \"https://h/r.git\"");
+    // Missing, then empty: a located error (the agent would not start), not a warning.
+    for (content, why) in [
+        (None, "cannot read the webhook secret"),
+        (Some("\n"), "is empty"),
+    ] {
+        if let Some(c) = content {
+            std::fs::write(&secret, c).expect("write");
+        }
+        let r = run(&branch);
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        let want = "node.toml:5:1: error: ";
+        assert!(
+            r.stdout.starts_with(want) && r.stdout.contains(why),
+            "want {want}…{why}\ngot: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(r.stdout.contains("refuses to start"), "{}", r.stdout);
+        assert!(!r.stderr.contains("secret_file"), "{}", r.stderr);
+    }
+    std::fs::write(&secret, "s3cret-value\n").expect("write");
+    let r = run(&branch);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!format!("{}{}", r.stdout, r.stderr).contains("s3cret-value"));
+    // Pinned to a commit, the webhook never fires: valid, with a located warning.
+    let r = run(&config("url = \"https://h/r.git\"\ncommit = \"0123abc\""));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.lines().any(|l| l.starts_with("node.toml:4:9: warning: `source.webhook` never makes the node fetch: it is pinned to commit 0123abc")),
+        "{}",
+        r.stderr
+    );
+    // `file://repo` is no path: a located error saying what to write.
+    let r = run(&config("url = \"file://repo\""));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.starts_with("node.toml:2:7: error: `source.url` `file://repo` is not an absolute file URL: write `file:///absolute/path`"),
+        "{}",
+        r.stdout
+    );
 }

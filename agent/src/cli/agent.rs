@@ -9,9 +9,10 @@
 //! they are (an ssh key with an https URL), are warnings on stderr, one line each. So
 //! is a file the configuration names that cannot be read (`--check` only: a config is
 //! often checked before its keys are installed, and the commands that need a file fail
-//! when they open it). A security key it cannot enforce yet (commit or keyless image signatures) is
-//! an error: the agent refuses to run rather than run without the check its owner
-//! asked for.
+//! when they open it), but for the webhook's secret: one that is unreadable or empty is
+//! an error, as it is when the agent starts. A security key it cannot enforce yet
+//! (commit or keyless image signatures) is an error: the agent refuses to run rather
+//! than run without the check its owner asked for.
 
 use std::process::ExitCode;
 
@@ -103,7 +104,10 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         .map(|u| u.diagnostic())
         .collect();
     if args.check {
-        for d in unreadable_files(&loaded) {
+        // The webhook's secret is an error: the agent refuses to start without it.
+        errors.extend(crate::source::webhook::check_secret(&loaded.config, &shown));
+        let secret = |d: &Diagnostic| d.key.as_deref() == Some("source.webhook.secret_file");
+        for d in unreadable_files(&loaded).into_iter().filter(|d| !secret(d)) {
             eprintln!(
                 "{}:{}:{}: warning: {}",
                 berth_spec::diag::printable(&d.file),
