@@ -103,6 +103,16 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEALTH_RETRIES: u32 = 3;
 pub const HEALTH_START_PERIOD: Duration = Duration::from_secs(0);
+/// What each health key may be: a probe at most every second, one probe at most two
+/// minutes (a probe round is cut after five), a start period of at most an hour.
+pub const HEALTH_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
+pub const HEALTH_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(120));
+pub const HEALTH_START_PERIOD_RANGE: (Duration, Duration) =
+    (Duration::ZERO, Duration::from_secs(3600));
+/// The longest `update_timeout`: the pass waits for the update's verification.
+pub const UPDATE_TIMEOUT_MAX: Duration = Duration::from_secs(1800);
 
 /// The default of `update_timeout`.
 pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(120);

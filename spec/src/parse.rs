@@ -3,6 +3,7 @@
 //! Cross-object rules (references, cycles, duplicates, port clashes) are in `validate`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
@@ -529,8 +530,14 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
         update: check(&r, "update", r.string("update"), Update::parse).unwrap_or_default(),
         update_timeout: check(&r, "update_timeout", r.string("update_timeout"), |s| {
             let d = parse_duration(s)?;
-            if d < std::time::Duration::from_secs(1) {
+            if d < Duration::from_secs(1) {
                 return Err(format!("`{s}` is shorter than 1s: an update needs time to start"));
+            }
+            if d > UPDATE_TIMEOUT_MAX {
+                return Err(format!(
+                    "`{s}` is longer than {}: a pass waits for the update",
+                    format_duration(UPDATE_TIMEOUT_MAX)
+                ));
             }
             Ok(d)
         })
@@ -624,7 +631,22 @@ fn health(r: &Reader<'_, '_, '_>, t: &DeTable<'_>, loc: Location) -> Option<Heal
             return None;
         }
     };
-    let dur = |key: &str, def| check(&h, key, h.string(key), parse_duration).unwrap_or(def);
+    // Bounded so that a check cannot hold a probe round, a wait or a pass for long,
+    // nor probe in a tight loop.
+    let dur = |key: &str, def, (min, max): (Duration, Duration)| {
+        check(&h, key, h.string(key), |s| {
+            let d = parse_duration(s)?;
+            if d < min || d > max {
+                return Err(format!(
+                    "`{s}` is out of range: from {} to {}",
+                    format_duration(min),
+                    format_duration(max)
+                ));
+            }
+            Ok(d)
+        })
+        .unwrap_or(def)
+    };
     let retries = h
         .integer("retries")
         .and_then(|(n, nloc)| match u32::try_from(n) {
@@ -640,10 +662,10 @@ fn health(r: &Reader<'_, '_, '_>, t: &DeTable<'_>, loc: Location) -> Option<Heal
         });
     Some(Health {
         probe,
-        interval: dur("interval", HEALTH_INTERVAL),
-        timeout: dur("timeout", HEALTH_TIMEOUT),
+        interval: dur("interval", HEALTH_INTERVAL, HEALTH_INTERVAL_RANGE),
+        timeout: dur("timeout", HEALTH_TIMEOUT, HEALTH_TIMEOUT_RANGE),
         retries: retries.unwrap_or(HEALTH_RETRIES),
-        start_period: dur("start_period", HEALTH_START_PERIOD),
+        start_period: dur("start_period", HEALTH_START_PERIOD, HEALTH_START_PERIOD_RANGE),
     })
 }
 

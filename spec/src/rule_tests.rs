@@ -211,6 +211,18 @@ fn values_out_of_range() {
             "a.toml:3:16: error: container `web`: stop_timeout: invalid duration `10 parsecs`: use forms like `10s`, `2m`, `1m30s` or `500ms`",
         ),
         (
+            "update_timeout = \"2h\"\n",
+            "a.toml:3:18: error: container `web`: update_timeout: `2h` is longer than 30m: a pass waits for the update",
+        ),
+        (
+            "health = { exec = [\"true\"], interval = \"0s\" }\n",
+            "a.toml:3:40: error: container `web`: health.interval: `0s` is out of range: from 1s to 1h",
+        ),
+        (
+            "health = { exec = [\"true\"], timeout = \"365d\" }\n",
+            "a.toml:3:39: error: container `web`: health.timeout: `365d` is out of range: from 100ms to 2m",
+        ),
+        (
             "update_timeout = \"500ms\"\n",
             "a.toml:3:18: error: container `web`: update_timeout: `500ms` is shorter than 1s: an update needs time to start",
         ),
