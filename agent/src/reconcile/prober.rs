@@ -158,9 +158,6 @@ pub struct Prober {
 struct Shared {
     woken: Mutex<bool>,
     cv: Condvar,
-    /// The last round found a running container with a health check (true until a
-    /// round says otherwise).
-    checks: AtomicBool,
 }
 
 impl Prober {
@@ -171,11 +168,12 @@ impl Prober {
         self.shared.cv.notify_one();
     }
 
-    /// After a pass: a round now when the pass changed something (it may have started
-    /// a container with a check) or when containers have checks (its own probes may
-    /// have changed their health); else nothing to probe, and no process to start.
+    /// After a pass: a round now when the pass changed something (it started, stopped
+    /// or replaced containers: what is due, and whose health, changed). A pass that
+    /// changed nothing starts no process: a change of health its own probes made is
+    /// seen by the next round, due within an interval anyway.
     pub fn passed(&self, changed: bool) {
-        if changed || self.shared.checks.load(Ordering::Relaxed) {
+        if changed {
             self.wake();
         }
     }
@@ -222,7 +220,6 @@ pub fn start(
     runner: Box<RoundRunner>,
 ) -> std::io::Result<Prober> {
     let prober = Prober::default();
-    prober.shared.checks.store(true, Ordering::Relaxed);
     let me = prober.clone();
     let state_dir: PathBuf = handle.state_dir().to_path_buf();
     std::thread::Builder::new()
@@ -244,9 +241,6 @@ pub fn start(
                 let next_ms = match runner(&|| stop.load(Ordering::Relaxed)) {
                     Ok(round) => {
                         failed = None;
-                        me.shared
-                            .checks
-                            .store(!round.health.is_empty(), Ordering::Relaxed);
                         for c in seen.changes(&round) {
                             handle.emit(event(&c));
                             let why = if c.why.is_empty() {
@@ -427,9 +421,8 @@ mod tests {
         assert_eq!(e.kind, EventKind::Warning);
         assert_eq!(e.container.as_deref(), Some("web"));
         assert!(e.message.contains("exited with 1"), "{}", e.message);
-        // No container with a check: a pass that changed nothing starts no round.
+        // A pass that changed nothing starts no round.
         assert_eq!(rounds.load(Ordering::SeqCst), 2);
-        prober.shared.checks.store(false, Ordering::SeqCst);
         prober.passed(false);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(rounds.load(Ordering::SeqCst), 2);

@@ -352,12 +352,18 @@ pub struct Probed<'t, 'a> {
     pub after: HealthRecord,
 }
 
+/// The most a round of the agent's prober probes ahead of time ([`Round::early`]): a
+/// pass starts its containers within a few seconds.
+const EARLY: Duration = Duration::from_secs(5);
+
 /// How a round of probes runs.
 pub struct Round<'f> {
     /// Probes at once.
     pub parallel: usize,
-    /// Also probe what is due within a tenth of its interval (at most a second): the
-    /// agent's prober then serves, in one process, probes that fall close together.
+    /// Also probe what is due within half its interval (at most [`EARLY`]): the
+    /// agent's prober then serves, in one process, probes that fall close together —
+    /// once probed together, they stay together (containers started one after the
+    /// other by a pass come to one round per interval, not one each).
     pub early: bool,
     /// The time between the target's start and now.
     pub since_start: &'f (dyn Fn(&Target<'_>) -> Duration + Sync),
@@ -377,7 +383,7 @@ pub fn probe_due<'t, 'a>(targets: &'t [Target<'a>], round: &Round<'_>) -> Vec<Pr
         .iter()
         .filter(|t| {
             let slack = if round.early {
-                (t.check.interval / 10).min(Duration::from_secs(1))
+                (t.check.interval / 2).min(EARLY)
             } else {
                 Duration::ZERO
             };
