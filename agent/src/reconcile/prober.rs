@@ -10,9 +10,11 @@
 //! when the next probe is due. The agent itself links none of the runtime: it only
 //! starts the child and reads its line.
 //!
-//! A round runs when the agent starts, when [`Prober::wake`] is called (after a pass),
-//! when the next probe is due, and at least every `runtime.resync`; never while the
-//! agent is suspended. A change of health is an event (`Unhealthy`, a warning, with
+//! A round runs when the agent starts, after a pass that changed something
+//! ([`Prober::passed`]; [`Prober::wake`] asks for one at any time), when the next probe
+//! is due (with those due within half their interval: one round serves probes that
+//! fall close together), and at least every `runtime.resync`; never while the agent is
+//! suspended. A change of health is an event (`Unhealthy`, a warning, with
 //! the probe's output; `Healthy`) and wakes the controller
 //! ([`Trigger::HealthChanged`]), whose pass acts on it. The prober keeps the health it
 //! saw of each container, so that a change a pass's own probes made is reported too;
