@@ -220,3 +220,36 @@ fn an_unhealthy_dependency_runs_and_holds_its_dependent() {
         r.stdout
     );
 }
+
+/// A `none` container's `tcp` and `http` checks run in its own network namespace: a
+/// server on the host's loopback does not answer them, one inside the container does.
+#[test]
+fn a_none_containers_check_runs_in_its_own_namespace_not_the_hosts() {
+    let Some(node) = LiveNode::start("[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n", "")
+    else {
+        return;
+    };
+    // A host server on the port `lone`'s check asks for.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    node.write_spec(
+        "none.toml",
+        &format!(
+            "[container.lone]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\nnetwork_mode = \"none\"\n\
+             command = [\"sleep\", \"1000\"]\nrestart = \"no\"\n\
+             health = {{ tcp = {port}, interval = \"1s\", retries = 1 }}\n\
+             [container.inside]\nimage = \"IMAGE\"\nuser = \"10001:10001\"\nnetwork_mode = \"none\"\n\
+             command = [\"httpd\", \"-f\", \"-p\", \"{port}\", \"-h\", \"/etc\"]\nrestart = \"no\"\n\
+             health = {{ http = \"http://127.0.0.1:{port}/hostname\", interval = \"1s\", retries = 1 }}\n"
+        ),
+    );
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = node.apply();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ps = ps_health(&node);
+    assert_eq!(row(&ps, "lone")["health"], "unhealthy", "{ps}");
+    assert_eq!(row(&ps, "inside")["health"], "healthy", "{ps}");
+    drop(host);
+}

@@ -5,6 +5,7 @@
 //! file.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -141,17 +142,24 @@ impl ContainerHost<'_> {
     }
 }
 
-/// Runs `h`'s probe once against `inst`: in its network namespace (from its attachment;
-/// the host's without one), and through `runtime`'s exec.
+/// Runs `h`'s probe once against `inst`: in its network namespace (its attachment's, or
+/// its init's), and through `runtime`'s exec.
 fn probe_instance(
     networks: &Networks,
     runtime: &(dyn InstanceRuntime + Sync),
     inst: &RuntimeInstance,
     h: &berth_spec::Health,
 ) -> ProbeResult {
+    // Bridge mode: the attachment's namespace. Otherwise (`none`, `host`) the
+    // namespace its init runs in — the container's own for `none`, the host's for
+    // `host` — never the agent's by default: a `none` container's check must not be
+    // answered by a server on the host.
     let net = match networks.attachment(&inst.id) {
         Ok(Some(a)) => ProbeNet::Netns(a.netns_path),
-        _ => ProbeNet::Host,
+        _ => match inst.dirs.pid().filter(|p| *p > 1) {
+            Some(pid) => ProbeNet::Netns(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            None => return ProbeResult::Unhealthy("the container is not running".into()),
+        },
     };
     let exec = move |argv: &[String], t: Duration| -> Result<ExecOutcome, health::ExecError> {
         let req = ExecRequest {
