@@ -38,6 +38,9 @@ use super::pass::Env;
 use super::worker::{PassFailure, PassRun, SourceSummary, WorkerResult};
 use crate::source::applied::Applied;
 use crate::util::rfc3339;
+// What a repository's author controls (a probe's output, a reason) reaches the log as
+// one line, its control characters escaped.
+use berth_spec::diag::printable;
 
 /// The first delay before a failed fetch or pass is tried again (or the interval, if
 /// shorter) when the node has no `[source]` to say (`source.retry_backoff`); it
@@ -134,10 +137,10 @@ impl Handle {
         }
         match event.kind {
             EventKind::Warning => {
-                tracing::warn!(target: "agent", reason = %event.reason, "{}", event.message)
+                tracing::warn!(target: "agent", reason = %event.reason, "{}", printable(&event.message))
             }
             EventKind::Normal => {
-                tracing::info!(target: "agent", reason = %event.reason, "{}", event.message)
+                tracing::info!(target: "agent", reason = %event.reason, "{}", printable(&event.message))
             }
         }
         let _ = self.events.send(event);
@@ -239,11 +242,11 @@ pub fn run(
                 Trigger::Stop => stop = true,
                 Trigger::Exited(id) => wake.exited.push(id),
                 Trigger::SourceChanged(why) => {
-                    tracing::info!(target: "agent", "{why}: fetching now");
+                    tracing::info!(target: "agent", "{}: fetching now", printable(&why));
                     wake.source = true;
                 }
                 Trigger::HealthChanged(why) => {
-                    tracing::info!(target: "agent", "{why}");
+                    tracing::info!(target: "agent", "{}", printable(&why));
                     wake.health = true;
                 }
                 Trigger::Reconcile(reply) => wake.waiters.push(reply),
