@@ -7,8 +7,11 @@
 //! - forged, unsigned, a wrong GitLab token, oversized: 401/401/401/413, a ping and a
 //!   push to another branch: 200 ignored; none fetches (the Git server saw no request),
 //!   the old revision stays applied and the container keeps running;
+//! - another address (127.0.0.2) flooding with forged pushes is refused 429 once its
+//!   burst of 10 is spent, and the signed pushes that follow are not;
 //! - a GitHub-signed push runs the new container within seconds (the time is printed);
-//!   a Gitea-signed push and a GitLab-token push do too.
+//!   a Gitea-signed push, a GitLab-token push and a GitHub push with its default content
+//!   type (a form, `payload=…`) do too.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -168,10 +171,27 @@ fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// `curl -X POST` of `body` to `http://ADDR/PATH` with `headers`: the status and the
-/// answer's body.
+/// `curl -X POST` of `body` to `http://ADDR/PATH` with `headers` (`Content-Type:
+/// application/json` unless they give one): the status and the answer's body.
 fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    post_from(None, addr, path, headers, body)
+}
+
+/// [`post`], from the local address `from`.
+fn post_from(
+    from: Option<&str>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
     let mut cmd = Command::new("curl");
+    if let Some(from) = from {
+        cmd.args(["--interface", from]);
+    }
+    let typed = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
     cmd.args([
         "-sS",
         "--max-time",
@@ -181,12 +201,10 @@ fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -
         "-w",
         "\n%{http_code}",
     ])
-    .args([
-        "--data-binary",
-        "@-",
-        "-H",
-        "Content-Type: application/json",
-    ]);
+    .args(["--data-binary", "@-"]);
+    if !typed {
+        cmd.args(["-H", "Content-Type: application/json"]);
+    }
     for (k, v) in headers {
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
@@ -235,10 +253,23 @@ fn push_event(git_ref: &str, after: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `payload=<body, urlencoded>`: a form body, GitHub's default content type.
+fn form(body: &[u8]) -> Vec<u8> {
+    let mut out = b"payload=".to_vec();
+    for b in body {
+        if b.is_ascii_alphanumeric() {
+            out.push(*b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}
+
 /// Request headers: (name, value).
 type Headers = Vec<(&'static str, String)>;
-/// The headers a forge sends with a body.
-type Signer = fn(&[u8]) -> Headers;
+/// The headers a forge sends with a push event, and the body it sends it as.
+type Signer = fn(&[u8]) -> (Headers, Vec<u8>);
 
 fn github(event: &str, body: &[u8], key: &str) -> Headers {
     vec![
@@ -358,30 +389,53 @@ fn signed_pushes_run_at_once_and_forged_unsigned_or_oversized_webhooks_fetch_not
         assert!(!log.contains(hidden), "the log shows {hidden}:\n{log}");
     }
 
+    // Another address floods the receiver with forged pushes: refused for its rate
+    // once its burst is spent, and the pushes below are not.
+    let flood: Vec<u16> = (0..15)
+        .map(|_| {
+            let forged = github("push", &body, "not-the-secret");
+            post_from(Some("127.0.0.2"), h.hook, "/v1/webhook", &forged, &body).0
+        })
+        .collect();
+    assert_eq!(flood[..10], [401; 10], "{flood:?}");
+    assert_eq!(flood[10..], [429; 5], "{flood:?}");
+
     // Signed as each forge signs, a push runs at once: GitHub (c2, refused above
-    // when forged), Gitea (the bare hex HMAC), GitLab (the token itself).
-    let forges: [(&str, Signer); 3] = [
-        ("github", |b| github("push", b, SECRET)),
+    // when forged), Gitea (the bare hex HMAC), GitLab (the token itself), GitHub with
+    // its default content type (a form, signed as sent).
+    let forges: [(&str, Signer); 4] = [
+        ("github", |b| (github("push", b, SECRET), b.to_vec())),
         ("gitea", |b| {
-            vec![
+            let headers = vec![
                 ("X-Gitea-Event", "push".to_string()),
                 ("X-Gitea-Signature", hmac(SECRET, b)),
-            ]
+            ];
+            (headers, b.to_vec())
         }),
-        ("gitlab", |_| {
-            vec![
+        ("gitlab", |b| {
+            let headers = vec![
                 ("X-Gitlab-Event", "Push Hook".to_string()),
                 ("X-Gitlab-Token", SECRET.to_string()),
-            ]
+            ];
+            (headers, b.to_vec())
+        }),
+        ("github form", |b| {
+            let body = form(b);
+            let mut headers = github("push", &body, SECRET);
+            headers.push((
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_string(),
+            ));
+            (headers, body)
         }),
     ];
     let mut latencies = Vec::new();
     for (i, (forge, headers)) in forges.iter().enumerate() {
         let secs = 1001 + i as u32;
         let commit = if i == 0 { c2.clone() } else { h.push_web(secs) };
-        let body = push_event("refs/heads/main", &commit);
+        let (headers, body) = headers(&push_event("refs/heads/main", &commit));
         let sent = Instant::now();
-        let (status, answer) = h.post(&headers(&body), &body);
+        let (status, answer) = h.post(&headers, &body);
         assert_eq!(status, 202, "{forge}: {answer}");
         latencies.push((*forge, h.wait_web(secs, RUNS_WITHIN, sent)));
         assert_ne!(h.web().unwrap().0, web_pid);

@@ -31,7 +31,8 @@
 //! one seen least recently, which starts afresh if it comes back. Valid pushes fetch at
 //! most once per [`FETCH_SPACING`]: one that comes sooner is answered 202 and its fetch
 //! runs when the spacing is up (never dropped). Connections are bounded like the API's:
-//! [`MAX_CONNECTIONS`] at once, headers within [`HEADER_WITHIN`], the body within
+//! [`MAX_CONNECTIONS`] at once, [`MAX_CONNECTIONS_PER_PEER`] of them from one peer (the
+//! next is closed unanswered), headers within [`HEADER_WITHIN`], the body within
 //! [`BODY_WITHIN`], one request per connection, which closes after
 //! [`CONNECTION_WITHIN`] at most.
 //!
@@ -56,7 +57,7 @@ use tokio::sync::Semaphore;
 use crate::reconcile::controller::{Handle, Trigger};
 
 mod check;
-use check::{LogPacer, Pace, Pacer, PeerBuckets, Verdict, judge};
+use check::{LogPacer, Pace, Pacer, PeerBuckets, PeerConnections, Verdict, judge};
 
 /// The one path the receiver answers on.
 pub const PATH: &str = "/v1/webhook";
@@ -75,6 +76,10 @@ pub const MAX_PEERS: usize = 1024;
 pub const FETCH_SPACING: Duration = Duration::from_secs(1);
 /// Connections served at once; the next ones wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once from one peer (an IPv4 address, an IPv6 /64); the next
+/// one is closed at once, so that a peer holding connections open leaves the others
+/// three quarters of [`MAX_CONNECTIONS`].
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 /// How long a connection may take to send its request's headers.
 pub const HEADER_WITHIN: Duration = Duration::from_secs(10);
 /// How long the body may take once the headers arrived.
@@ -183,6 +188,10 @@ struct Shared {
     requests: Mutex<PeerBuckets>,
     /// The warnings of refusals for the rate.
     flood_log: Mutex<LogPacer>,
+    /// Each peer's open connections.
+    connections: Mutex<PeerConnections>,
+    /// The warnings of connections closed for their peer's count.
+    connections_log: Mutex<LogPacer>,
     pacer: Mutex<Pacer>,
 }
 
@@ -238,6 +247,8 @@ pub fn start(
             REQUESTS_PER_SECOND,
         )),
         flood_log: Mutex::new(LogPacer::default()),
+        connections: Mutex::new(PeerConnections::new(MAX_CONNECTIONS_PER_PEER)),
+        connections_log: Mutex::new(LogPacer::default()),
         pacer: Mutex::new(Pacer::default()),
     });
     let task = rt.spawn(accept_loop(listener, shared));
@@ -263,9 +274,19 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        if !locked(&shared.connections).open(peer.ip()) {
+            if let Some(held) = locked(&shared.connections_log).admit(Instant::now()) {
+                tracing::warn!(target: "agent", %peer, "webhook refused: over {MAX_CONNECTIONS_PER_PEER} connections open from this address; closed ({held} more so since the last such line)");
+            }
+            continue;
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
             let _slot = permit;
+            let _counted = Counted {
+                shared: shared.clone(),
+                peer,
+            };
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(respond(req, peer, &shared).await) }
@@ -292,6 +313,18 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 Ok(Ok(())) => {}
             }
         });
+    }
+}
+
+/// A connection counted in [`Shared::connections`], until it is dropped.
+struct Counted {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        locked(&self.shared.connections).close(self.peer.ip());
     }
 }
 

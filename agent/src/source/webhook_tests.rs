@@ -297,16 +297,7 @@ impl Served {
 
     /// [`Served::send`] from the loopback address `from` (any of 127.0.0.0/8).
     fn send_from(&self, from: Ipv4Addr, head: &str, body: &[u8]) -> (u16, String) {
-        let addr = self.server.as_ref().expect("server").local_addr();
-        let stream = self.rt.block_on(async {
-            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-            socket
-                .bind(SocketAddr::new(IpAddr::V4(from), 0))
-                .expect("bind the source address");
-            socket.connect(addr).await.expect("connect")
-        });
-        let mut c = stream.into_std().expect("std stream");
-        c.set_nonblocking(false).expect("blocking");
+        let mut c = self.connect_from(from);
         c.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
         c.write_all(format!("{head}\r\nHost: x\r\n\r\n").as_bytes())
@@ -327,6 +318,21 @@ impl Served {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         (status, body)
+    }
+
+    /// A connection to the receiver from the loopback address `from`.
+    fn connect_from(&self, from: Ipv4Addr) -> std::net::TcpStream {
+        let addr = self.server.as_ref().expect("server").local_addr();
+        let stream = self.rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(SocketAddr::new(IpAddr::V4(from), 0))
+                .expect("bind the source address");
+            socket.connect(addr).await.expect("connect")
+        });
+        let c = stream.into_std().expect("std stream");
+        c.set_nonblocking(false).expect("blocking");
+        c
     }
 
     fn push(&self, sig: &str, body: &str) -> (u16, String) {
@@ -654,4 +660,41 @@ fn check_finds_a_secret_the_agent_would_refuse_without_showing_it() {
     let plain =
         NodeConfig::parse("node.toml", "[source]\nurl = \"https://h/r.git\"\n").expect("config");
     assert!(check_secret(&plain, "node.toml").is_none());
+}
+
+#[test]
+fn one_peer_holds_at_most_its_share_of_the_connections() {
+    let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, n));
+    let mut c = PeerConnections::new(2);
+    assert!(c.open(ip(1)) && c.open(ip(1)));
+    assert!(!c.open(ip(1)), "peer 1 has its 2");
+    assert!(c.open(ip(2)), "peer 2 has its own");
+    c.close(ip(1));
+    assert!(c.open(ip(1)));
+    for _ in 0..2 {
+        c.close(ip(1));
+    }
+    c.close(ip(2));
+    assert_eq!(c.peers(), 0, "peers without connections are forgotten");
+
+    // Over loopback: a peer holding its connections open, silent, is refused one more,
+    // and another peer's signed push is served meanwhile.
+    let s = Served::start();
+    let holder = Ipv4Addr::new(127, 0, 0, 3);
+    let held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS_PER_PEER)
+        .map(|_| s.connect_from(holder))
+        .collect();
+    let mut extra = s.connect_from(holder);
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    // Closed at once, unanswered (not left waiting for its headers).
+    let read = extra.read(&mut buf);
+    assert!(matches!(read, Ok(0)), "{read:?}");
+    assert_eq!(s.push(PUSH_SIG, PUSH).0, 202);
+    // Once they close, the peer is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.push_from(holder, PUSH_SIG, PUSH).0, 202);
 }

@@ -349,6 +349,51 @@ impl PeerBuckets {
     }
 }
 
+/// The connections open from each peer ([`peer_key`]), `per_peer` at most, so that
+/// one peer holding connections open cannot take every slot. A peer is forgotten when
+/// its last connection closes: the map holds no more peers than connections.
+#[derive(Debug)]
+pub struct PeerConnections {
+    open: HashMap<IpAddr, usize>,
+    per_peer: usize,
+}
+
+impl PeerConnections {
+    pub fn new(per_peer: usize) -> PeerConnections {
+        PeerConnections {
+            open: HashMap::new(),
+            per_peer,
+        }
+    }
+
+    /// Counts a connection from `peer`, unless it has `per_peer` open already.
+    pub fn open(&mut self, peer: IpAddr) -> bool {
+        let n = self.open.entry(peer_key(peer)).or_default();
+        if *n >= self.per_peer {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A connection [`PeerConnections::open`] counted has closed.
+    pub fn close(&mut self, peer: IpAddr) {
+        let key = peer_key(peer);
+        if let Some(n) = self.open.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.open.remove(&key);
+            }
+        }
+    }
+
+    /// How many peers have connections open.
+    #[cfg(test)]
+    pub fn peers(&self) -> usize {
+        self.open.len()
+    }
+}
+
 /// When a valid push's fetch may start, so that fetches are [`FETCH_SPACING`] apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
