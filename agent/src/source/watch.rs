@@ -18,6 +18,20 @@
 //!   (`commondir`) are followed to where the refs are.
 //! - A pinned commit cannot move and is not watched; network URLs are not watched
 //!   (webhooks and polling are theirs).
+//! - Reports are paced: at most one each [`PACE`]; a move in the quiet time after a
+//!   report is reported once at its end, never dropped.
+//!
+//! The agent runs as root and the repository may belong to a user of the host, so:
+//! - a repository whose work tree or git directory (the one a `.git` file or
+//!   `commondir` names too) is owned by neither root nor the agent's user is not read
+//!   nor watched, as libgit2 would not fetch from it ([`WatchError::NotOwned`]);
+//! - a file is opened without following a symbolic link in its last component (under
+//!   the git directory: in any component), without waiting (a FIFO), and read only
+//!   when it is a regular file, at most so many bytes ([`MAX_SMALL_FILE`],
+//!   [`MAX_PACKED_REFS`] in lines of at most [`MAX_LINE`]);
+//! - everything that touches the repository runs on the watch's thread, and the agent
+//!   waits for that thread a bounded time only (to start: [`READY_WITHIN`]; to stop:
+//!   [`STOP_WITHIN`]).
 //!
 //! It runs on a thread of its own until its [`Watch`] is dropped or the callback says
 //! nobody listens any more. It reads the repository as files and links no libgit2, so
@@ -27,9 +41,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +54,7 @@ use berth_spec::node::{GitRef, SourceSection, Transport};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 
 /// How long a burst of events (the lock file, its rename, the reflog) is gathered
 /// before the ref is read: git's update of a ref takes far less, and a fetch costs
@@ -44,8 +62,21 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 pub const DEBOUNCE: Duration = Duration::from_millis(20);
 /// How soon a directory that went while it was being watched is looked for again.
 const RETRY: Duration = Duration::from_millis(200);
-/// The most read of a loose ref, a `.git` file or `commondir`.
-const MAX_SMALL_FILE: u64 = 4096;
+/// The most read of a loose ref, a `.git` file, `commondir` or `tables.list`.
+pub const MAX_SMALL_FILE: u64 = 4096;
+/// The most read of `packed-refs` (about 270 000 refs), a line at a time.
+pub const MAX_PACKED_REFS: u64 = 16 << 20;
+/// The longest line of `packed-refs` read: an id and a ref name are far shorter; a
+/// longer line ends the read (it is not git's file).
+pub const MAX_LINE: u64 = 4096;
+/// The least time between two reports.
+pub const PACE: Duration = Duration::from_secs(1);
+/// How long [`start`] waits for the thread's first look at the repository; past it,
+/// the watch starts when the repository answers.
+pub const READY_WITHIN: Duration = Duration::from_secs(2);
+/// How long dropping a [`Watch`] waits for its thread to end; past it, the thread is
+/// left to end on its own.
+pub const STOP_WITHIN: Duration = Duration::from_secs(1);
 
 /// Why the watch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +91,13 @@ pub enum WatchError {
     },
     #[error("cannot start the watch's thread")]
     Spawn(#[source] std::io::Error),
+    #[error("the watch's thread ended before it started")]
+    Ended,
+    #[error(
+        "{} is owned by uid {owner}, neither root nor the agent's user: it is not read (libgit2 does not fetch from it either)",
+        .path.display()
+    )]
+    NotOwned { path: PathBuf, owner: u32 },
 }
 
 /// What is watched: a ref of a repository on this host.
@@ -102,8 +140,19 @@ pub struct Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        let until = Instant::now() + STOP_WITHIN;
+        while !t.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
             let _ = t.join();
+        } else {
+            // Stuck in the file system (the thread never waits otherwise): it ends
+            // when the file system answers, or with the process.
+            tracing::warn!(target: "source", "the local watch's thread does not end; it is left behind");
         }
     }
 }
@@ -118,6 +167,7 @@ where
 {
     let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(|e| WatchError::Init(e.into()))?;
+    let (repo, refname) = (target.repo.clone(), target.refname.clone());
     let mut w = Watcher {
         ino,
         target,
@@ -125,19 +175,75 @@ where
         seen: None,
         warned: false,
     };
-    let complete = w.arm()?;
-    // Read after the watches are set: a move after this read is an event.
-    w.seen = ref_value(&w.target);
     let (stop, peer) = UnixStream::pair().map_err(WatchError::Spawn)?;
-    tracing::info!(target: "source", repository = %w.target.repo.display(), r#ref = %w.target.refname, "watching the local repository: a move of the ref is fetched at once");
+    let (ready, started) = mpsc::channel();
+    // The repository is touched on the thread only: a file system that does not
+    // answer keeps the agent waiting READY_WITHIN at most.
     let thread = std::thread::Builder::new()
         .name("source-watch".into())
-        .spawn(move || w.run(&peer, complete, on_change))
+        .spawn(move || {
+            // Read after the watches are set: a move after this read is an event.
+            let first = w.arm();
+            if first.is_ok() {
+                w.seen = ref_value(&w.target);
+            }
+            match first {
+                Ok(complete) => {
+                    let _ = ready.send(Ok(()));
+                    w.run(&peer, complete, on_change);
+                }
+                Err(e) => {
+                    if let Err(mpsc::SendError(Err(e))) = ready.send(Err(e)) {
+                        tracing::warn!(target: "source", error = %crate::util::error_chain(&e), "the local repository is not watched; it is polled every source.interval");
+                    }
+                }
+            }
+        })
         .map_err(WatchError::Spawn)?;
+    match started.recv_timeout(READY_WITHIN) {
+        Ok(Ok(())) => {
+            tracing::info!(target: "source", repository = %repo.display(), r#ref = %refname, "watching the local repository: a move of the ref is fetched at once");
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            tracing::warn!(target: "source", repository = %repo.display(), "the local repository does not answer; it is watched once it does");
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(WatchError::Ended),
+    }
     Ok(Watch {
         stop: Some(stop),
         thread: Some(thread),
     })
+}
+
+/// Reports at most one each [`PACE`]: one offered in the quiet time after a report
+/// waits for its end, the latest of several in its place.
+#[derive(Debug, Default)]
+struct Pacer {
+    /// When the last report went.
+    last: Option<Instant>,
+    pending: Option<String>,
+}
+
+impl Pacer {
+    fn offer(&mut self, why: String) {
+        self.pending = Some(why);
+    }
+
+    /// When the pending report is due; none without one.
+    fn due(&self, now: Instant) -> Option<Instant> {
+        self.pending.as_ref()?;
+        Some(self.last.map_or(now, |l| (l + PACE).max(now)))
+    }
+
+    /// The report to send at `now`, if one is due.
+    fn take(&mut self, now: Instant) -> Option<String> {
+        if self.due(now)? > now {
+            return None;
+        }
+        self.last = Some(now);
+        self.pending.take()
+    }
 }
 
 /// What one watched directory's events mean.
@@ -196,7 +302,7 @@ impl Watcher {
             let _ = self.ino.rm_watch(wd);
         }
         let (mut complete, mut failed) = (true, None);
-        for (dir, interest) in wanted(&self.target) {
+        for (dir, interest) in wanted(&self.target)? {
             match self.ino.add_watch(&dir, mask()) {
                 // Two paths to one directory (a symbolic link) share a watch.
                 Ok(wd) => self.watches.entry(wd).or_default().merge(interest),
@@ -250,11 +356,14 @@ impl Watcher {
         // When to read the ref, and when to watch again.
         let mut read_at: Option<Instant> = None;
         let mut arm_at: Option<Instant> = (!complete).then(|| Instant::now() + RETRY);
+        let mut pacer = Pacer::default();
         loop {
-            let timeout =
-                [read_at, arm_at].into_iter().flatten().min().and_then(|t| {
-                    Timespec::try_from(t.saturating_duration_since(Instant::now())).ok()
-                });
+            let now = Instant::now();
+            let timeout = [read_at, arm_at, pacer.due(now)]
+                .into_iter()
+                .flatten()
+                .min()
+                .and_then(|t| Timespec::try_from(t.saturating_duration_since(now)).ok());
             let mut fds = [
                 PollFd::new(&self.ino, PollFlags::IN),
                 PollFd::new(stop, PollFlags::IN),
@@ -293,6 +402,10 @@ impl Watcher {
                 arm_at = match self.arm() {
                     Ok(true) => None,
                     Ok(false) => Some(now + RETRY),
+                    Err(e @ WatchError::NotOwned { .. }) => {
+                        tracing::warn!(target: "source", error = %crate::util::error_chain(&e), "the local watch ends; the repository is polled every source.interval");
+                        return;
+                    }
                     Err(e) => {
                         self.warn_once(&e);
                         None
@@ -312,10 +425,13 @@ impl Watcher {
                         "was deleted"
                     };
                     self.seen = value;
-                    if !on_change(&format!("local watch: {} {what}", self.target.refname)) {
-                        return;
-                    }
+                    pacer.offer(format!("local watch: {} {what}", self.target.refname));
                 }
+            }
+            if let Some(why) = pacer.take(now)
+                && !on_change(&why)
+            {
+                return;
             }
         }
     }
@@ -323,9 +439,9 @@ impl Watcher {
 
 /// The directories to watch for `target` as the disk is now, each with what its
 /// events mean.
-fn wanted(target: &Target) -> BTreeMap<PathBuf, Interest> {
+fn wanted(target: &Target) -> Result<BTreeMap<PathBuf, Interest>, WatchError> {
     let mut want = BTreeMap::new();
-    let home = refs_home(&target.repo);
+    let home = refs_home(&target.repo)?;
     // A work tree's `.git` that appears, or a `.git` file that points elsewhere.
     put(&mut want, &target.repo, ".git", false);
     let loose = home.join(&target.refname);
@@ -334,7 +450,7 @@ fn wanted(target: &Target) -> BTreeMap<PathBuf, Interest> {
     }
     put(&mut want, &home, "packed-refs", true);
     put(&mut want, &home.join("reftable"), "tables.list", true);
-    want
+    Ok(want)
 }
 
 /// Adds `name` in `dir` to `want`; a `dir` not there yet is waited for from its
@@ -360,8 +476,10 @@ fn put(want: &mut BTreeMap<PathBuf, Interest>, dir: &Path, name: &str, read: boo
 
 /// Where `repo` keeps its refs: its git directory (`.git`, what a `.git` file's
 /// `gitdir:` names, or `repo` itself when it is bare), or the common directory a
-/// linked worktree's `commondir` names.
-fn refs_home(repo: &Path) -> PathBuf {
+/// linked worktree's `commondir` names. Each directory on the way that is there must
+/// be owned by root or the agent's user ([`owned`]).
+fn refs_home(repo: &Path) -> Result<PathBuf, WatchError> {
+    owned(repo)?;
     let dotgit = repo.join(".git");
     let gitdir = if dotgit.is_dir() {
         dotgit
@@ -373,47 +491,126 @@ fn refs_home(repo: &Path) -> PathBuf {
     } else {
         repo.to_path_buf()
     };
-    match read_small(&gitdir.join("commondir")) {
+    owned(&gitdir)?;
+    let home = match read_small(&gitdir.join("commondir")) {
         Some(c) if !c.trim().is_empty() => {
             let common = gitdir.join(c.trim());
             fs::canonicalize(&common).unwrap_or(common)
         }
         _ => gitdir,
+    };
+    owned(&home)?;
+    Ok(home)
+}
+
+/// Whether `uid` may own what the agent reads: root or the agent's user (libgit2's
+/// rule for a repository it fetches from).
+fn trusted(uid: u32) -> bool {
+    uid == 0 || uid == rustix::process::geteuid().as_raw()
+}
+
+/// `path` owned by a [`trusted`] user, or not there (nothing to read yet).
+fn owned(path: &Path) -> Result<(), WatchError> {
+    match fs::metadata(path) {
+        Ok(m) if !trusted(m.uid()) => Err(WatchError::NotOwned {
+            path: path.to_path_buf(),
+            owner: m.uid(),
+        }),
+        _ => Ok(()),
     }
 }
 
 /// The ref's value as git would read it: its loose file, else its line of
 /// `packed-refs`; in the reftable format, the list of tables (any ref's update).
+/// Everything is read under the git directory opened once (owned by a [`trusted`]
+/// user), through no symbolic link.
 fn ref_value(target: &Target) -> Option<String> {
-    let home = refs_home(&target.repo);
-    if let Some(tables) = read_small(&home.join("reftable/tables.list")) {
-        return Some(tables);
-    }
-    if let Some(loose) = read_small(&home.join(&target.refname)) {
-        return Some(loose.trim().to_string());
-    }
-    let packed = fs::File::open(home.join("packed-refs")).ok()?;
-    BufReader::new(packed)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let (id, name) = line.split_once(' ')?;
-            (name == target.refname && !id.starts_with(['#', '^'])).then(|| id.to_string())
-        })
-}
-
-/// A regular file's text, when it is one and small.
-fn read_small(path: &Path) -> Option<String> {
-    if !path.is_file() {
+    let home = refs_home(&target.repo).ok()?;
+    let dir = rustix::fs::open(
+        &home,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    if !trusted(rustix::fs::fstat(&dir).ok()?.st_uid) {
         return None;
     }
+    if let Some(tables) = open_regular(Some(&dir), Path::new("reftable/tables.list"))
+        .and_then(|f| read_text(f, MAX_SMALL_FILE))
+    {
+        return Some(tables);
+    }
+    if let Some(loose) = open_regular(Some(&dir), Path::new(&target.refname))
+        .and_then(|f| read_text(f, MAX_SMALL_FILE))
+    {
+        return Some(loose.trim().to_string());
+    }
+    packed_ref(
+        open_regular(Some(&dir), Path::new("packed-refs"))?,
+        &target.refname,
+    )
+}
+
+/// `refname`'s id in `packed-refs`: at most [`MAX_PACKED_REFS`] bytes read, in lines
+/// of at most [`MAX_LINE`].
+fn packed_ref(packed: impl Read, refname: &str) -> Option<String> {
+    let mut reader = BufReader::new(packed.take(MAX_PACKED_REFS));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        if n == 0 || (line.last() != Some(&b'\n') && n as u64 >= MAX_LINE) {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if let Some((id, name)) = text.trim_end().split_once(' ')
+            && name == refname
+            && !id.starts_with(['#', '^'])
+        {
+            return Some(id.to_string());
+        }
+    }
+}
+
+/// A regular file's text, when it is one; at most [`MAX_SMALL_FILE`] bytes.
+fn read_small(path: &Path) -> Option<String> {
+    read_text(open_regular(None, path)?, MAX_SMALL_FILE)
+}
+
+/// At most `max` bytes of `file` as text.
+fn read_text(file: fs::File, max: u64) -> Option<String> {
     let mut text = String::new();
-    fs::File::open(path)
-        .ok()?
-        .take(MAX_SMALL_FILE)
-        .read_to_string(&mut text)
-        .ok()?;
+    file.take(max).read_to_string(&mut text).ok()?;
     Some(text)
+}
+
+/// `path` opened for reading when it is a regular file: never through a symbolic link
+/// in its last component, nor in any component under `dir` when given (`path` is then
+/// relative to it and stays beneath it); never waiting (a FIFO is opened without a
+/// writer, then refused).
+fn open_regular(dir: Option<&OwnedFd>, path: &Path) -> Option<fs::File> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd = match dir {
+        None => rustix::fs::open(path, flags, Mode::empty()),
+        Some(dir) => {
+            let resolve =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(dir.as_fd(), path, flags, Mode::empty(), resolve) {
+                // A kernel without openat2 (before 5.6): the last component only.
+                Err(rustix::io::Errno::NOSYS) => {
+                    rustix::fs::openat(dir.as_fd(), path, flags, Mode::empty())
+                }
+                r => r,
+            }
+        }
+    }
+    .ok()?;
+    let stat = rustix::fs::fstat(&fd).ok()?;
+    (FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile).then(|| fs::File::from(fd))
 }
 
 /// The directory a local `source.url` names, as the fetch reads it (`fetch::Remote`):

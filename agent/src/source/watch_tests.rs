@@ -49,6 +49,21 @@ fn commit(dir: &Path, message: &str) -> String {
     git(dir, &["rev-parse", "HEAD"])
 }
 
+/// `f()` on a thread of its own, which must end within `within`.
+#[track_caller]
+fn within<T: Send + 'static>(
+    within: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("{what} did not end within {within:?}"))
+}
+
 /// A watch whose reports land in a channel.
 struct Seen {
     rx: mpsc::Receiver<String>,
@@ -260,16 +275,12 @@ fn a_repository_made_after_the_watch_and_made_again_is_followed() {
     seen.reported("a commit in the new repository");
 }
 
-#[test]
-fn a_git_file_and_a_tag_are_followed() {
-    let Some((dir, _)) = work_tree() else {
-        return;
-    };
-    // A work tree whose `.git` is a file naming its git directory.
-    let work = dir.path().join("split");
-    let gitdir = dir.path().join("elsewhere.git");
+/// A work tree `split` in `dir` whose `.git` is a file naming its git directory
+/// `elsewhere.git`; one commit on `main`.
+fn split(dir: &Path) -> (PathBuf, PathBuf) {
+    let (work, gitdir) = (dir.join("split"), dir.join("elsewhere.git"));
     git(
-        dir.path(),
+        dir,
         &[
             "init",
             "-q",
@@ -282,6 +293,15 @@ fn a_git_file_and_a_tag_are_followed() {
     );
     assert!(work.join(".git").is_file());
     commit(&work, "first");
+    (work, gitdir)
+}
+
+#[test]
+fn a_git_file_and_a_tag_are_followed() {
+    let Some((dir, _)) = work_tree() else {
+        return;
+    };
+    let (work, gitdir) = split(dir.path());
     let seen = Seen::start(&work, "refs/tags/v1");
     commit(&work, "second");
     seen.quiet("a commit on main");
@@ -306,7 +326,7 @@ fn a_git_file_and_a_tag_are_followed() {
         ],
     );
     assert_eq!(
-        refs_home(&linked),
+        refs_home(&linked).expect("owned"),
         fs::canonicalize(&gitdir).expect("canonical")
     );
 }
@@ -343,7 +363,7 @@ fn what_is_watched_for_a_repository_and_a_branch_not_made_yet() {
         repo: bare.clone(),
         refname: "refs/heads/team/web".into(),
     };
-    let want = wanted(&target);
+    let want = wanted(&target).expect("owned");
     let names = |v: &[OsString]| -> Vec<String> {
         v.iter().map(|n| n.to_string_lossy().into_owned()).collect()
     };
@@ -355,7 +375,7 @@ fn what_is_watched_for_a_repository_and_a_branch_not_made_yet() {
     assert_eq!(names(&at(&bare.join("refs/heads")).rearm), ["team"]);
     assert_eq!(want.len(), 2, "{want:?}");
     fs::create_dir_all(bare.join("refs/heads/team")).expect("mkdir");
-    let want = wanted(&target);
+    let want = wanted(&target).expect("owned");
     assert_eq!(names(&want[&bare.join("refs/heads/team")].read), ["web"]);
 }
 
@@ -390,4 +410,203 @@ fn percent_escapes_are_decoded_and_a_stray_percent_kept() {
     assert_eq!(percent_decode("/100%"), b"/100%");
     assert_eq!(percent_decode("/%zz%4"), b"/%zz%4");
     assert_eq!(percent_decode("/%+1"), b"/%+1");
+}
+
+/// A work tree whose `main` is in `packed-refs` only, `packed-refs` then replaced by
+/// what `replace` makes in its place; and `main`'s id.
+fn packed_then(replace: impl FnOnce(&Path)) -> Option<(tempfile::TempDir, PathBuf, String)> {
+    let (dir, work) = work_tree()?;
+    git(&work, &["pack-refs", "--all"]);
+    let main = git(&work, &["rev-parse", "main"]);
+    let packed = work.join(".git/packed-refs");
+    assert!(!work.join(".git/refs/heads/main").exists());
+    fs::remove_file(&packed).expect("rm packed-refs");
+    replace(&packed);
+    Some((dir, work, main))
+}
+
+/// A watch on `work`'s main that must start, see `main` written as a loose ref (as
+/// git does, without git: git itself would read the `packed-refs` in place) and stop,
+/// each in bounded time.
+fn started_reported_and_stopped(work: &Path, main: &str) {
+    let repo = work.to_path_buf();
+    let started = Instant::now();
+    let seen = within(READY_WITHIN + REPORTED_WITHIN, "start", move || {
+        Seen::start(&repo, "refs/heads/main")
+    });
+    assert!(started.elapsed() < READY_WITHIN, "{:?}", started.elapsed());
+    let loose = work.join(".git/refs/heads/main");
+    fs::write(loose.with_extension("lock"), format!("{main}\n")).expect("write");
+    fs::rename(loose.with_extension("lock"), &loose).expect("rename");
+    seen.reported("main written");
+    let Seen { rx, mut watch } = seen;
+    let stopping = Instant::now();
+    drop(watch.take());
+    assert!(stopping.elapsed() < STOP_WITHIN, "{:?}", stopping.elapsed());
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(1)),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    ));
+}
+
+/// `refname` of `work` is not read, and reading it ends within seconds.
+#[track_caller]
+fn unread(work: &Path, refname: &str) {
+    let target = Target {
+        repo: work.to_path_buf(),
+        refname: refname.into(),
+    };
+    let value = within(Duration::from_secs(5), "reading the ref", move || {
+        ref_value(&target)
+    });
+    assert_eq!(value, None, "{refname}");
+}
+
+#[test]
+fn a_packed_refs_linked_to_dev_zero_is_not_read() {
+    let Some((_dir, work, main)) = packed_then(|p| {
+        std::os::unix::fs::symlink("/dev/zero", p).expect("symlink");
+    }) else {
+        return;
+    };
+    unread(&work, "refs/heads/main");
+    // A regular packed-refs linked to is not followed either.
+    let elsewhere = work.join("packed-elsewhere");
+    fs::write(
+        &elsewhere,
+        "0123456789abcdef0123456789abcdef01234567 refs/heads/main\n",
+    )
+    .expect("write");
+    let packed = work.join(".git/packed-refs");
+    fs::remove_file(&packed).expect("rm");
+    std::os::unix::fs::symlink(&elsewhere, &packed).expect("symlink");
+    unread(&work, "refs/heads/main");
+    started_reported_and_stopped(&work, &main);
+}
+
+#[test]
+fn a_fifo_packed_refs_or_loose_ref_does_not_block_the_watch() {
+    let Some((_dir, work, main)) = packed_then(|p| {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    }) else {
+        return;
+    };
+    unread(&work, "refs/heads/main");
+    // A FIFO as the loose ref too.
+    let loose = work.join(".git/refs/heads/other");
+    nix::unistd::mkfifo(&loose, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    unread(&work, "refs/heads/other");
+    started_reported_and_stopped(&work, &main);
+}
+
+#[test]
+fn a_long_line_or_a_big_packed_refs_is_read_no_further() {
+    let id = "0123456789abcdef0123456789abcdef01234567";
+    let good = format!("# pack-refs with: peeled\n{id} refs/heads/main\n");
+    assert_eq!(
+        packed_ref(good.as_bytes(), "refs/heads/main").as_deref(),
+        Some(id)
+    );
+    assert_eq!(packed_ref(good.as_bytes(), "refs/heads/other"), None);
+    let long = format!("{} refs/heads/x\n{id} refs/heads/main\n", "a".repeat(5000));
+    assert_eq!(packed_ref(long.as_bytes(), "refs/heads/main"), None);
+    // An endless file: read up to the cap, then no more.
+    assert_eq!(packed_ref(std::io::repeat(b'\n'), "refs/heads/main"), None);
+}
+
+/// Changes the owner of everything under `path` to `nobody` (uid 65534).
+fn chown_nobody(path: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+}
+
+#[test]
+fn a_repository_owned_by_another_user_is_not_watched_nor_read() {
+    if !crate::testing::have_root() {
+        return;
+    }
+    let Some((dir, work)) = work_tree() else {
+        return;
+    };
+    chown_nobody(&work);
+    let target = Target {
+        repo: work.clone(),
+        refname: "refs/heads/main".into(),
+    };
+    assert_eq!(ref_value(&target), None);
+    match start(target, |_| true) {
+        Err(WatchError::NotOwned { path, owner }) => {
+            assert_eq!((path, owner), (work.clone(), 65534));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A work tree of root's whose `.git` file or `commondir` names a directory of
+    // another user's.
+    let (split, gitdir) = split(dir.path());
+    let target = Target {
+        repo: split.clone(),
+        refname: "refs/heads/main".into(),
+    };
+    assert!(ref_value(&target).is_some());
+    chown_nobody(&gitdir);
+    assert_eq!(ref_value(&target), None);
+    assert!(
+        matches!(&start(target.clone(), |_| true), Err(WatchError::NotOwned { path, .. }) if *path == gitdir),
+    );
+
+    let linked = dir.path().join("linked.git");
+    fs::create_dir(&linked).expect("mkdir");
+    fs::write(linked.join("commondir"), work.to_str().expect("utf-8")).expect("write");
+    assert!(matches!(
+        refs_home(&linked),
+        Err(WatchError::NotOwned { owner: 65534, .. })
+    ));
+}
+
+#[test]
+fn reports_are_paced_and_a_move_meanwhile_is_reported_at_the_end() {
+    let t0 = Instant::now();
+    let mut p = Pacer::default();
+    assert_eq!(p.due(t0), None);
+    p.offer("one".into());
+    assert_eq!(p.take(t0).as_deref(), Some("one"));
+    let t1 = t0 + PACE / 4;
+    p.offer("two".into());
+    p.offer("three".into());
+    assert_eq!(p.due(t1), Some(t0 + PACE));
+    assert_eq!(p.take(t1), None);
+    assert_eq!(p.take(t0 + PACE).as_deref(), Some("three"));
+    assert_eq!(p.take(t0 + PACE * 3), None);
+    // Long after: at once.
+    let t2 = t0 + PACE * 5;
+    p.offer("four".into());
+    assert_eq!(p.take(t2).as_deref(), Some("four"));
+
+    let Some((_dir, work)) = work_tree() else {
+        return;
+    };
+    let seen = Seen::start(&work, "refs/heads/main");
+    let first = commit(&work, "second");
+    seen.reported("the first move");
+    let at = Instant::now();
+    // Moves in the quiet second after a report: one report at its end.
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(60));
+        commit(&work, &format!("more {i}"));
+    }
+    git(&work, &["reset", "-q", "--hard", &first]);
+    assert!(
+        at.elapsed() < PACE / 2,
+        "too slow to test: {:?}",
+        at.elapsed()
+    );
+    seen.reported("moves in the quiet second");
+    let gap = at.elapsed();
+    assert!(gap >= PACE - Duration::from_millis(150), "{gap:?}");
+    seen.quiet("the moves, reported once");
 }
