@@ -157,7 +157,22 @@ fn probe_instance(
     let net = match networks.attachment(&inst.id) {
         Ok(Some(a)) => ProbeNet::Netns(a.netns_path),
         _ => match inst.dirs.pid().filter(|p| *p > 1) {
-            Some(pid) => ProbeNet::Netns(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            Some(pid) => {
+                let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                // `host` mode: the agent's own namespace, probed without entering it.
+                let same = |a: &std::path::Path, b: &str| {
+                    use std::os::unix::fs::MetadataExt;
+                    match (std::fs::metadata(a), std::fs::metadata(b)) {
+                        (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+                        _ => false,
+                    }
+                };
+                if same(&ns, "/proc/self/ns/net") {
+                    ProbeNet::Host
+                } else {
+                    ProbeNet::Netns(ns)
+                }
+            }
             None => return ProbeResult::Unhealthy("the container is not running".into()),
         },
     };
