@@ -60,26 +60,34 @@ fn converged_on(node: &LiveNode, commit: &str) -> bool {
         })
 }
 
-#[test]
-fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() {
-    let Some(node) = LiveNode::start(
+/// A node (resync every 5 minutes) and a repository; none without root or the tools.
+fn node_and_repo() -> Option<(LiveNode, GitRepo)> {
+    let node = LiveNode::start(
         POLICY,
         "resync = \"5m\"\ndefault_subnet = \"10.252.20.0/24\"\n",
-    ) else {
-        return;
-    };
-    let Some(repo) = GitRepo::new() else {
-        return;
-    };
-    web(&repo, &node, SECS);
-    let mut commit = repo.commit("web");
-    repo.push();
+    )?;
+    Some((node, GitRepo::new()?))
+}
+
+/// The node follows `repo`'s main (its `fleet/`), polling every 5 minutes.
+fn follow(node: &LiveNode, repo: &GitRepo) {
     let mut text = std::fs::read_to_string(&node.config).unwrap();
     text.push_str(&format!(
         "\n[source]\nurl = {:?}\nbranch = \"main\"\npath = \"fleet\"\ninterval = \"5m\"\n",
         repo.file_url()
     ));
     std::fs::write(&node.config, text).unwrap();
+}
+
+#[test]
+fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() {
+    let Some((node, repo)) = node_and_repo() else {
+        return;
+    };
+    web(&repo, &node, SECS);
+    let mut commit = repo.commit("web");
+    repo.push();
+    follow(&node, &repo);
     // Declared last, dropped first: SIGTERM before the node's teardown.
     let agent = Agent::start(&node, None);
     let context = || agent.log();
@@ -137,4 +145,46 @@ fn a_commit_to_a_local_repository_runs_within_seconds_with_a_five_minute_poll() 
         .matches("local watch: refs/heads/main moved: fetching now")
         .count();
     assert!(seen >= 3, "{seen} fetches on the watch's word:\n{log}");
+}
+
+/// A repository of another user's (`nobody`) is not watched: the agent runs as root,
+/// and what such a user keeps there (a `packed-refs` linked to `/dev/zero`, a FIFO:
+/// the unit tests) is not read. The agent says so once, and stops on SIGTERM.
+#[test]
+fn a_repository_of_another_user_is_not_watched_and_the_agent_stops() {
+    let Some((node, repo)) = node_and_repo() else {
+        return;
+    };
+    web(&repo, &node, SECS + 100);
+    repo.commit("web");
+    repo.push();
+    let bare = repo.bare();
+    let chowned = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(chowned.success());
+    follow(&node, &repo);
+    let mut agent = Agent::start(&node, None);
+    let context = || agent.log();
+    poll(
+        "the agent to refuse to watch the repository",
+        FIRST,
+        || agent.log().contains("owned by uid 65534").then_some(()),
+        context,
+    );
+    let log = agent.log();
+    assert!(!log.contains("watching the local repository"), "{log}");
+    assert_eq!(
+        log.matches("owned by uid 65534, neither root").count(),
+        1,
+        "{log}"
+    );
+    let stopping = Instant::now();
+    agent.terminate();
+    eprintln!(
+        "agent_watch: stopped {:?} after SIGTERM",
+        stopping.elapsed()
+    );
 }
