@@ -192,6 +192,9 @@ struct Shared {
     connections: Mutex<PeerConnections>,
     /// The warnings of connections closed for their peer's count.
     connections_log: Mutex<LogPacer>,
+    /// Refusals of a connection (no headers in time, not HTTP/1, too long): one line a
+    /// second at most, so that a peer sending garbage cannot flood the log.
+    malformed_log: Mutex<LogPacer>,
     pacer: Mutex<Pacer>,
 }
 
@@ -249,6 +252,7 @@ pub fn start(
         flood_log: Mutex::new(LogPacer::default()),
         connections: Mutex::new(PeerConnections::new(MAX_CONNECTIONS_PER_PEER)),
         connections_log: Mutex::new(LogPacer::default()),
+        malformed_log: Mutex::new(LogPacer::default()),
         pacer: Mutex::new(Pacer::default()),
     });
     let task = rt.spawn(accept_loop(listener, shared));
@@ -281,6 +285,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             continue;
         }
         let shared = shared.clone();
+        let logs = shared.clone();
         tokio::spawn(async move {
             let _slot = permit;
             let _counted = Counted {
@@ -297,15 +302,22 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 .keep_alive(false)
                 .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(stream), service);
+            let paced = || locked(&logs.malformed_log).admit(Instant::now());
             match tokio::time::timeout(CONNECTION_WITHIN, conn).await {
                 Err(_) => {
-                    tracing::warn!(target: "agent", %peer, "webhook refused: the connection outlived {CONNECTION_WITHIN:?}; closed");
+                    if let Some(held) = paced() {
+                        tracing::warn!(target: "agent", %peer, held_back = held, "webhook refused: the connection outlived {CONNECTION_WITHIN:?}; closed");
+                    }
                 }
                 Ok(Err(e)) if e.is_timeout() => {
-                    tracing::warn!(target: "agent", %peer, "webhook refused: no request headers within {HEADER_WITHIN:?}");
+                    if let Some(held) = paced() {
+                        tracing::warn!(target: "agent", %peer, held_back = held, "webhook refused: no request headers within {HEADER_WITHIN:?}");
+                    }
                 }
                 Ok(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
-                    tracing::warn!(target: "agent", %peer, error = %e, "webhook refused: not an HTTP/1 request");
+                    if let Some(held) = paced() {
+                        tracing::warn!(target: "agent", %peer, held_back = held, error = %e, "webhook refused: not an HTTP/1 request");
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(target: "agent", %peer, error = %e, "webhook connection ended");
