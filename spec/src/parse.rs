@@ -531,7 +531,9 @@ fn container(src: &Src<'_>, name: &str, body: &DeTable<'_>, at: Location) -> Opt
         update_timeout: check(&r, "update_timeout", r.string("update_timeout"), |s| {
             let d = parse_duration(s)?;
             if d < Duration::from_secs(1) {
-                return Err(format!("`{s}` is shorter than 1s: an update needs time to start"));
+                return Err(format!(
+                    "`{s}` is shorter than 1s: an update needs time to start"
+                ));
             }
             if d > UPDATE_TIMEOUT_MAX {
                 return Err(format!(
@@ -665,7 +667,11 @@ fn health(r: &Reader<'_, '_, '_>, t: &DeTable<'_>, loc: Location) -> Option<Heal
         interval: dur("interval", HEALTH_INTERVAL, HEALTH_INTERVAL_RANGE),
         timeout: dur("timeout", HEALTH_TIMEOUT, HEALTH_TIMEOUT_RANGE),
         retries: retries.unwrap_or(HEALTH_RETRIES),
-        start_period: dur("start_period", HEALTH_START_PERIOD, HEALTH_START_PERIOD_RANGE),
+        start_period: dur(
+            "start_period",
+            HEALTH_START_PERIOD,
+            HEALTH_START_PERIOD_RANGE,
+        ),
     })
 }
 

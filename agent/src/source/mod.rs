@@ -10,8 +10,8 @@ pub mod signature;
 pub mod signers;
 mod trust;
 pub mod verify;
-pub mod webhook;
 pub mod watch;
+pub mod webhook;
 
 use std::sync::Once;
 use std::time::Duration;
