@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use berth_e2e::agentd::{Agent, poll};
+use berth_e2e::agentd::{Agent, poll, sleeping};
 use berth_e2e::git::GitRepo;
 use berth_e2e::live::LiveNode;
 
@@ -33,16 +33,6 @@ fn write(repo: &GitRepo, node: &LiveNode, web: &str, other: u32) {
 
 fn sleep_cmd(secs: u32) -> String {
     format!("[\"sleep\", \"{secs}\"]")
-}
-
-/// Whether a process runs `sleep SECS`, found in `/proc`.
-fn sleeping(secs: u32) -> bool {
-    let want = format!("sleep\0{secs}\0");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
 }
 
 fn rolled_back_events(node: &LiveNode) -> Vec<serde_json::Value> {

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_e2e::agentd::{Agent, poll};
+use berth_e2e::agentd::{Agent, poll, sleeping};
 use berth_e2e::git::GitRepo;
 use berth_e2e::live::LiveNode;
 
@@ -32,22 +32,6 @@ fn web(repo: &GitRepo, node: &LiveNode, secs: u32) {
             node.image
         ),
     );
-}
-
-/// Whether a process runs `sleep SECS`, found in `/proc`.
-fn sleeping(secs: u32) -> bool {
-    let want = format!("sleep\0{secs}\0");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
 }
 
 /// Whether the agent's last pass converged on `commit` (`<state>/state/agent.json`).

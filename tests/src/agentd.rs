@@ -291,3 +291,20 @@ fn command_lines(program: &str, args: &[&str]) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Whether a process runs `sleep SECS`, found in `/proc`: tests give each container a
+/// number no other test's `sleep` runs, to tell its process apart.
+pub fn sleeping(secs: u32) -> bool {
+    let want = format!("sleep\0{secs}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+}

@@ -521,46 +521,33 @@ pub fn apply(
     // Scanned and planned under the lock; a plan from an older generation is made
     // again rather than executed.
     let none = BTreeMap::new();
-    let plan_now = || {
-        current(&state_dir, || {
+    // Plans from a fresh scan, runs it, and records that the state changed.
+    let mut plan_and_run = || -> Result<Report, PassError> {
+        let planned = current(&state_dir, || {
             front.plan(env, input, &prepared.facts, &none, &networks)
-        })
+        })?;
+        on_plan(&planned.plan);
+        let executed = execute(env, &front, &planned, &prepared.ready, &networks);
+        let bumped = lock
+            .bump_generation()
+            .map_err(|source| PassError::Generation {
+                state_dir: state_dir.clone(),
+                source,
+            });
+        let (mut outcome, durations) = executed?;
+        bumped?;
+        outcome.containers = with_kinds(outcome.containers, &prepared.kinds);
+        Ok(report(&planned, outcome, &durations))
     };
-    let planned = plan_now()?;
-    on_plan(&planned.plan);
-    let executed = execute(env, &front, &planned, &prepared.ready, &networks);
-    let bumped = lock
-        .bump_generation()
-        .map_err(|source| PassError::Generation {
-            state_dir: state_dir.clone(),
-            source,
-        });
-    let (mut outcome, durations) = executed?;
-    bumped?;
-    outcome.containers = with_kinds(outcome.containers, &prepared.kinds);
-    let first = report(&planned, outcome, &durations);
+    let first = plan_and_run()?;
     // Updates that did not run (and become healthy) in time are rolled back at once:
     // marked failed at this revision, then planned again, which brings the last
     // known good instances back.
     if !super::rollback::mark_failed(&state_dir, &first) {
         return Ok(first);
     }
-    let again = plan_now()?;
-    on_plan(&again.plan);
-    let executed = execute(env, &front, &again, &prepared.ready, &networks);
-    let bumped = lock
-        .bump_generation()
-        .map_err(|source| PassError::Generation {
-            state_dir: state_dir.clone(),
-            source,
-        });
-    let (mut outcome, durations) = executed?;
-    bumped?;
-    outcome.containers = with_kinds(outcome.containers, &prepared.kinds);
-    Ok(super::rollback::merged(
-        first,
-        report(&again, outcome, &durations),
-    ))
+    let again = plan_and_run()?;
+    Ok(super::rollback::merged(first, again))
 }
 
 /// How many plans a pass makes before it gives up on a state directory that changes
