@@ -137,7 +137,7 @@ fn only_a_push_to_the_followed_ref_is_acted_on() {
     assert!(followed(&tag, "refs/heads/v1.2").is_err());
     let pinned = GitRef::Commit("abc1234".into());
     let why = followed(&pinned, "refs/heads/main").expect_err("pinned");
-    assert!(why.contains("never moves"), "{why}");
+    assert!(why.to_string().contains("never moves"), "{why}");
 
     let s = secret();
     let github = |event: &str| {

@@ -146,22 +146,30 @@ fn authenticate_either(
     }
 }
 
+/// Why a push does not move what the node follows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotFollowed {
+    #[error("the node is pinned to commit {0}, which never moves")]
+    Pinned(String),
+    #[error("a push to {pushed}, not to {want}")]
+    OtherRef { pushed: String, want: String },
+}
+
 /// Whether a push to `pushed` (`refs/heads/…`, `refs/tags/…`) moves what the node
 /// follows; else why not.
-pub fn followed(git_ref: &GitRef, pushed: &str) -> Result<(), String> {
+pub fn followed(git_ref: &GitRef, pushed: &str) -> Result<(), NotFollowed> {
     let want = match git_ref {
         GitRef::Branch(b) => format!("refs/heads/{b}"),
         GitRef::Tag(t) => format!("refs/tags/{t}"),
-        GitRef::Commit(c) => {
-            return Err(format!(
-                "the node is pinned to commit {c}, which never moves"
-            ));
-        }
+        GitRef::Commit(c) => return Err(NotFollowed::Pinned(c.clone())),
     };
     if pushed == want {
         Ok(())
     } else {
-        Err(format!("a push to {pushed}, not to {want}"))
+        Err(NotFollowed::OtherRef {
+            pushed: pushed.to_string(),
+            want,
+        })
     }
 }
 
