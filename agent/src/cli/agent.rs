@@ -104,10 +104,11 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         .map(|u| u.diagnostic())
         .collect();
     if args.check {
-        // The webhook's secret is an error: the agent refuses to start without it.
-        errors.extend(crate::source::webhook::check_secret(&loaded.config, &shown));
-        let secret = |d: &Diagnostic| d.key.as_deref() == Some("source.webhook.secret_file");
-        for d in unreadable_files(&loaded).into_iter().filter(|d| !secret(d)) {
+        // A webhook secret that is there but unusable (empty, not a file, unreadable) is
+        // an error: the agent refuses to start with it. One that is not there is a
+        // warning, as every other file the configuration names: the configuration may
+        // be checked away from the node that holds its files.
+        let warn = |d: &Diagnostic| {
             eprintln!(
                 "{}:{}:{}: warning: {}",
                 berth_spec::diag::printable(&d.file),
@@ -115,6 +116,24 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
                 d.column,
                 berth_spec::diag::printable(&d.message)
             );
+        };
+        let absent = loaded
+            .config
+            .source
+            .as_ref()
+            .and_then(|s| s.webhook.as_ref())
+            .is_some_and(|w| {
+                matches!(std::fs::symlink_metadata(&w.secret_file),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            });
+        match crate::source::webhook::check_secret(&loaded.config, &shown) {
+            Some(d) if absent => warn(&d),
+            Some(d) => errors.push(d),
+            None => {}
+        }
+        let secret = |d: &Diagnostic| d.key.as_deref() == Some("source.webhook.secret_file");
+        for d in unreadable_files(&loaded).into_iter().filter(|d| !secret(d)) {
+            warn(&d);
         }
     }
     match config::node_policy(&loaded, None) {
