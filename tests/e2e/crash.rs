@@ -534,6 +534,64 @@ fn a_pass_killed_while_creates_run_side_by_side_converges_without_leaks() {
     }
 }
 
+/// A pass killed while the shim runs the runtime's `create` leaves that shim working
+/// after it: for a moment the instance has a directory and no runtime state. The next
+/// pass waits for the shim before it removes the orphan, so the create cannot land
+/// after the removal, under the id the new create uses ("container with given ID
+/// already exists"). The runtime here takes a second over each create, so that the
+/// next pass always meets the create in flight.
+#[test]
+fn a_create_still_in_flight_from_a_killed_pass_is_waited_for() {
+    let Some(node) = setup("10.251.29.0/24") else {
+        return;
+    };
+    let runc = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|d| d.join("runc"))
+        .find(|p| p.is_file())
+        .expect("runc");
+    let slow = node.dir.path().join("slow-runc");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 1 && break; done\n\
+             exec {} \"$@\"\n",
+            runc.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(
+        &node.config,
+        config.replace(
+            "oci_runtime = \"runc\"",
+            &format!("oci_runtime = {:?}", slow.to_string_lossy()),
+        ),
+    )
+    .unwrap();
+
+    let r = apply_at(&node, "after-cni-add");
+    assert_eq!(r.code, 137, "not reached:\n{}{}", r.stdout, r.stderr);
+    let r = node.berth(&["apply", &node.spec.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let again = node.berth(&["apply", &node.spec.to_string_lossy()]);
+    assert!(
+        again.code == 0 && !again.stdout.contains("create"),
+        "not converged:\n{}{}",
+        again.stdout,
+        again.stderr
+    );
+    let list = instances(&node);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].contains("running"), "{list:?}");
+    let empty = node.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let r = node.berth(&["apply", &empty.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(network_leaks(&node, "10.251.29."), Vec::<String>::new());
+}
+
 /// A reboot takes what lives in memory: the container's processes and its shim (no
 /// exit file is written), the runtime's state under the run directory, and every
 /// mount — root filesystem, secrets tmpfs, network namespace. The next apply makes

@@ -26,6 +26,7 @@ use crate::runtime::user::ResolvedUser;
 
 pub mod driver;
 mod exec;
+mod inflight;
 #[cfg(test)]
 #[path = "instance_lab_tests.rs"]
 mod lab;

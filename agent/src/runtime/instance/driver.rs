@@ -64,6 +64,24 @@ impl OciInstances {
         self.runtime.state(&inst.id).map_err(Self::rt_err(inst))
     }
 
+    /// The runtime's state, once no shim of the instance is still making it: with no
+    /// state while a shim lives (a killed pass's create in flight, or a shim draining
+    /// an exit), waits — at most `kill_timeout` — for the state to appear or the shim
+    /// to end, so that a stop or removal does not let a create land after it.
+    fn settled_state(&self, inst: &RuntimeInstance) -> Result<Option<RuntimeState>, InstanceError> {
+        let deadline = Instant::now() + self.kill_timeout;
+        loop {
+            let state = self.state(inst)?;
+            if state.is_some()
+                || Instant::now() >= deadline
+                || !super::inflight::shim_alive(&inst.dirs.exit_file())
+            {
+                return Ok(state);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// `kill`; a container that is already gone or stopped is not an error (the wait
     /// that follows decides).
     fn signal(&self, inst: &RuntimeInstance, signal: i32) -> Result<(), InstanceError> {
@@ -223,8 +241,8 @@ impl InstanceRuntime for OciInstances {
             self.delete_exited(inst)?;
             return Ok(Some(exit));
         }
-        let Some(state) = self.state(inst)? else {
-            return Ok(None);
+        let Some(state) = self.settled_state(inst)? else {
+            return self.exit_status(inst);
         };
         let wait = match state.status {
             // Stopped without an exit file: the shim is writing it, or died.
@@ -245,7 +263,7 @@ impl InstanceRuntime for OciInstances {
     }
 
     fn delete(&self, inst: &RuntimeInstance) -> Result<(), InstanceError> {
-        let Some(state) = self.state(inst)? else {
+        let Some(state) = self.settled_state(inst)? else {
             return Ok(());
         };
         match state.status {
