@@ -16,11 +16,12 @@ use super::image_output as out;
 use super::{EXIT_FAILED, EXIT_FINDINGS};
 use crate::image::prepare::{self, SignatureCheck};
 use crate::image::registry::Client;
-use crate::image::signature::{TrustedKey, exchange};
+use crate::image::signature::{self, BundleError, TrustedKey, exchange};
 use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
 use crate::image::usage;
+use crate::util::error_chain;
 
 #[derive(Debug, Args)]
 pub struct UnpackArgs {
@@ -33,13 +34,25 @@ pub struct UnpackArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Image reference (as pulled) or `sha256:` digest
-    pub reference: String,
+    #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+    pub reference: Option<String>,
     /// A trusted public key (PEM); repeatable [default: the node's `policy.trusted_keys`]
     #[arg(long = "key", value_name = "PUB")]
     pub keys: Vec<PathBuf>,
     /// Fetch the signature from the registry instead of the store
     #[arg(long)]
     pub remote: bool,
+    /// Verify a Sigstore bundle file offline (no registry, no store) as a signature of --digest
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "digest",
+        conflicts_with = "remote"
+    )]
+    pub bundle: Option<PathBuf>,
+    /// The manifest digest (`sha256:…`) the --bundle must sign
+    #[arg(long, value_name = "DIGEST", requires = "bundle", value_parser = digest_arg)]
+    pub digest: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -105,6 +118,9 @@ pub fn verify(a: &VerifyArgs, loaded: &Loaded) -> Result<(), Failure> {
         ));
     }
     let keys = load_keys(&key_paths)?;
+    let (Some(reference), None) = (&a.reference, &a.bundle) else {
+        return verify_bundle_file(a, &keys);
+    };
     let client = Client::new(registries_of(&loaded.config))?;
     let rt = async_runtime()?;
     let exchanged = |e: exchange::ExchangeError| {
@@ -116,14 +132,14 @@ pub fn verify(a: &VerifyArgs, loaded: &Loaded) -> Result<(), Failure> {
         Failure(code, anyhow!(e))
     };
     let (reference, digest, located) = if a.remote {
-        let r = parse_ref(&a.reference)?;
+        let r = parse_ref(reference)?;
         let (digest, located) = rt
             .block_on(exchange::verify_remote(&client, &r, &keys))
             .map_err(exchanged)?;
         (r.to_string(), digest.as_str().to_string(), located)
     } else {
         let store = Store::open(state_dir)?;
-        let record = one(&store, &a.reference, state_dir)?;
+        let record = one(&store, reference, state_dir)?;
         let located = rt
             .block_on(exchange::verify_pulled(&client, &store, &record, &keys))
             .map_err(|e| {
@@ -177,6 +193,56 @@ pub fn verify(a: &VerifyArgs, loaded: &Loaded) -> Result<(), Failure> {
                     exchange::Looked::Registry { .. } => "",
                 }
             ),
+        )),
+    }
+}
+
+fn digest_arg(s: &str) -> Result<String, berth_spec::reference::ReferenceError> {
+    berth_spec::reference::validate_digest(s).map(|()| s.to_string())
+}
+
+/// `berth image verify --bundle FILE --digest DIGEST`: one bundle file, no registry,
+/// no store. Exit 0 when it verifies, 1 when not, 3 when the file cannot be read.
+fn verify_bundle_file(a: &VerifyArgs, keys: &[TrustedKey]) -> Result<(), Failure> {
+    let (Some(path), Some(digest)) = (&a.bundle, &a.digest) else {
+        return Err(Failure(
+            super::EXIT_USAGE,
+            anyhow!("--bundle FILE needs --digest DIGEST"),
+        ));
+    };
+    let file = path.display().to_string();
+    let outcome = match signature::read_bundle_file(path) {
+        Err(e @ BundleError::Read { .. }) => return Err(Failure(EXIT_FAILED, anyhow!(e))),
+        read => read.and_then(|bytes| signature::verify_bundle(&bytes, digest, keys)),
+    };
+    match a.format {
+        Format::Json => out::json(&match &outcome {
+            Ok(v) => serde_json::json!({
+                "bundle": file, "digest": digest, "status": "verified",
+                "key": v.key, "key_fingerprint": v.key_fingerprint, "unchecked": v.unchecked,
+            }),
+            Err(e) => serde_json::json!({
+                "bundle": file, "digest": digest, "status": "failed",
+                "reason": error_chain(e),
+            }),
+        })?,
+        Format::Text => match &outcome {
+            Ok(v) => {
+                println!("{file}: verified by {} for {digest}", v.key);
+                for item in &v.unchecked {
+                    println!(
+                        "note: the bundle's {item} is not checked (keyed bundles are judged by their key alone)"
+                    );
+                }
+            }
+            Err(e) => println!("{file}: not verified for {digest}: {}", error_chain(e)),
+        },
+    }
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Failure(
+            EXIT_FINDINGS,
+            anyhow!("the bundle {file} does not verify for {digest}"),
         )),
     }
 }

@@ -27,6 +27,7 @@
 //! between the registry and the content store (`berth sign`, `berth image verify`);
 //! blobs come through [`BlobSource`].
 
+mod bundle;
 mod error;
 pub mod exchange;
 mod keys;
@@ -37,11 +38,20 @@ mod verify;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+mod bundle_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod interop_tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
 
+// The bundle API as a whole; the registry and `berth sign` paths use parts of it.
+#[allow(unused_imports)]
+pub use bundle::{
+    BUNDLE_MEDIA_TYPE, BundleError, BundleRejection, BundleVerified, COSIGN_SIGN_PREDICATE,
+    IN_TOTO_PAYLOAD_TYPE, MAX_BUNDLE_SIZE, read_bundle_file, sign_bundle, verify_bundle,
+};
 pub use error::{BoxError, Rejection, SignatureError};
 pub use keys::{SigningKey, TrustedKey, write_key_pair};
 pub use manifest::{ImageManifest, signature_tag};

@@ -1,0 +1,618 @@
+//! Sigstore bundles (v0.3) as cosign 3 writes them for `cosign sign --key`
+//! (security.md §3.2): verifying one against the node's trusted keys, and making one.
+//!
+//! Contract:
+//! - A bundle signs image manifest `D` when it is a v0.3 bundle with a `dsseEnvelope`
+//!   whose `payloadType` is `application/vnd.in-toto+json`, one of its signatures is a
+//!   DER ECDSA P-256/SHA-256 signature over the DSSE pre-authentication encoding
+//!   (`DSSEv1 SP len(type) SP type SP len(body) SP body`) of the decoded payload by a
+//!   trusted key, and the payload (parsed only after the signature verified) is an
+//!   in-toto Statement (v1 or v0.1) with `predicateType` [`COSIGN_SIGN_PREDICATE`] and a
+//!   subject whose `sha256` digest is `D`. No `predicate` field is required.
+//! - Nothing outside the payload and the signature is trusted:
+//!   `verificationMaterial.publicKey.hint` only picks which key to try first, and a
+//!   signature's `keyid` is ignored.
+//! - Keyed bundles are judged by their key alone: a transparency-log entry or a timestamp
+//!   they carry is not checked, and [`BundleVerified::unchecked`] says so. Keyless bundles
+//!   (a certificate) are refused until a trust root can be configured.
+//! - [`sign_bundle`] writes what `cosign sign --key` writes without a log upload.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use p256::ecdsa::DerSignature;
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::pkcs8::EncodePublicKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{SignatureError, SigningKey, TrustedKey};
+
+/// The media type of a Sigstore bundle v0.3 (and the referrer's `artifactType`).
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// The in-toto predicate type of a cosign image signature.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+/// The DSSE payload type of an in-toto Statement.
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+/// The largest bundle berth reads (a keyed bundle is well under 4 KiB; a keyless one
+/// with a log entry and a timestamp under 16 KiB).
+pub const MAX_BUNDLE_SIZE: usize = 1 << 20;
+
+/// The older spelling of the v0.3 media type, which clients must also accept.
+const BUNDLE_MEDIA_TYPE_PARAM: &str = "application/vnd.dev.sigstore.bundle+json;version=0.3";
+const STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
+const STATEMENT_V01: &str = "https://in-toto.io/Statement/v0.1";
+
+/// A bundle that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleVerified {
+    /// The trusted key that verified it ([`TrustedKey::name`]).
+    pub key: String,
+    /// `sha256:<hex>` of that key's SubjectPublicKeyInfo, for audit records.
+    pub key_fingerprint: String,
+    /// What the bundle carries that was not checked (keyed bundles are judged by their
+    /// key alone): `"transparency-log entry"`, `"timestamp"`.
+    pub unchecked: Vec<String>,
+}
+
+/// Why a bundle was refused, or could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read bundle file {path}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the bundle is larger than the {max} bytes berth reads ({size} bytes read)")]
+    TooLarge { size: usize, max: usize },
+    #[error("the bundle is not a Sigstore bundle (JSON)")]
+    Json(#[source] serde_json::Error),
+    #[error("the bundle has no `mediaType`; expected `{BUNDLE_MEDIA_TYPE}`")]
+    NoMediaType,
+    #[error(
+        "the bundle has media type `{found}`; berth reads only v0.3 bundles (`{BUNDLE_MEDIA_TYPE}`)"
+    )]
+    MediaType { found: String },
+    #[error(
+        "the bundle is keyless (it carries a certificate): keyless bundles need policy.trusted_root (not supported yet)"
+    )]
+    Keyless,
+    #[error(
+        "the bundle has a `messageSignature`, not a `dsseEnvelope`: it signs a blob, not an image"
+    )]
+    MessageSignature,
+    #[error("the bundle has no `dsseEnvelope`")]
+    NoEnvelope,
+    #[error("the bundle's envelope has payload type `{found}`, not `{IN_TOTO_PAYLOAD_TYPE}`")]
+    PayloadType { found: String },
+    #[error("the bundle's {what} is not valid base64")]
+    Base64 {
+        what: &'static str,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("the bundle's envelope has no signatures")]
+    NoSignatures,
+    #[error("no trusted keys are configured to verify bundles of {digest}")]
+    NoTrustedKeys { digest: String },
+    #[error("the signature is not a DER-encoded ECDSA P-256 signature")]
+    SignatureDer(#[source] p256::ecdsa::Error),
+    /// The key is named by the [`BundleRejection`] that holds this.
+    #[error("the signature does not verify")]
+    BadSignature { key: String },
+    #[error("{}", not_verified(digest, keys, rejections))]
+    NotVerified {
+        digest: String,
+        keys: Vec<String>,
+        rejections: Vec<BundleRejection>,
+    },
+    #[error("the bundle's payload (verified with key {key}) is not an in-toto Statement (JSON)")]
+    Statement {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "the bundle's payload (verified with key {key}) has `_type` `{found}`, not an in-toto Statement (`{STATEMENT_V1}` or `{STATEMENT_V01}`)"
+    )]
+    StatementType { key: String, found: String },
+    #[error(
+        "the bundle (verified with key {key}) is an attestation (predicate `{predicate}`), not a signature"
+    )]
+    Attestation { key: String, predicate: String },
+    #[error(
+        "the bundle (verified with key {key}) signs {}, not {expected}",
+        found_list(found)
+    )]
+    SubjectMismatch {
+        key: String,
+        expected: String,
+        found: Vec<String>,
+    },
+    #[error("invalid digest `{digest}`: expected `sha256:` followed by 64 lowercase hex digits")]
+    InvalidDigest { digest: String },
+    #[error("cannot use key {key}")]
+    Key {
+        key: String,
+        #[source]
+        source: SignatureError,
+    },
+    #[error("cannot sign with key {key}")]
+    Sign {
+        key: String,
+        #[source]
+        source: p256::ecdsa::Error,
+    },
+    #[error("cannot encode {what} as JSON")]
+    EncodeJson {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One signature of the envelope (and, once it decoded, one key) that did not verify.
+#[derive(Debug)]
+pub struct BundleRejection {
+    /// The signature's index in `dsseEnvelope.signatures`.
+    pub signature: usize,
+    /// The trusted key tried; `None` when the signature failed before any key was tried.
+    pub key: Option<String>,
+    /// Why it failed.
+    pub error: BundleError,
+}
+
+impl std::fmt::Display for BundleRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "signature {}", self.signature)?;
+        if let Some(key) = &self.key {
+            write!(f, " with key {key}")?;
+        }
+        write!(f, ": {}", crate::util::error_chain(&self.error))
+    }
+}
+
+fn not_verified(digest: &str, keys: &[String], rejections: &[BundleRejection]) -> String {
+    let mut msg = format!(
+        "the bundle of {digest} does not verify with the trusted keys ({})",
+        keys.join(", ")
+    );
+    for r in rejections {
+        msg.push_str("; ");
+        msg.push_str(&r.to_string());
+    }
+    msg
+}
+
+fn found_list(found: &[String]) -> String {
+    if found.is_empty() {
+        "no sha256 subject".to_string()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// A bundle as read: only the fields berth looks at; unknown fields are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleIn {
+    media_type: Option<String>,
+    #[serde(default)]
+    verification_material: MaterialIn,
+    dsse_envelope: Option<EnvelopeIn>,
+    message_signature: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MaterialIn {
+    public_key: Option<HintIn>,
+    certificate: Option<serde::de::IgnoredAny>,
+    x509_certificate_chain: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    tlog_entries: Vec<serde::de::IgnoredAny>,
+    timestamp_verification_data: Option<TimestampsIn>,
+}
+
+#[derive(Deserialize)]
+struct HintIn {
+    hint: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TimestampsIn {
+    #[serde(default)]
+    rfc3161_timestamps: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeIn {
+    payload: String,
+    payload_type: String,
+    #[serde(default)]
+    signatures: Vec<SignatureIn>,
+}
+
+/// `keyid` is not read: nothing signs it.
+#[derive(Deserialize)]
+struct SignatureIn {
+    sig: String,
+}
+
+#[derive(Deserialize)]
+struct StatementIn {
+    #[serde(rename = "_type")]
+    statement_type: String,
+    #[serde(default)]
+    subject: Vec<SubjectIn>,
+    #[serde(rename = "predicateType")]
+    predicate_type: String,
+}
+
+#[derive(Deserialize)]
+struct SubjectIn {
+    #[serde(default)]
+    digest: std::collections::BTreeMap<String, String>,
+}
+
+/// Verifies the bundle JSON `bundle` as a signature of manifest `digest`
+/// (`sha256:<hex>`) by one of `keys`. Every signature is tried with every key (the key
+/// named by the hint first); the payload is read only once a signature verified.
+pub fn verify_bundle(
+    bundle: &[u8],
+    digest: &str,
+    keys: &[TrustedKey],
+) -> Result<BundleVerified, BundleError> {
+    validate_digest(digest)?;
+    if bundle.len() > MAX_BUNDLE_SIZE {
+        return Err(BundleError::TooLarge {
+            size: bundle.len(),
+            max: MAX_BUNDLE_SIZE,
+        });
+    }
+    let parsed: BundleIn = serde_json::from_slice(bundle).map_err(BundleError::Json)?;
+    match parsed.media_type.as_deref() {
+        None => return Err(BundleError::NoMediaType),
+        Some(BUNDLE_MEDIA_TYPE | BUNDLE_MEDIA_TYPE_PARAM) => {}
+        Some(other) => {
+            return Err(BundleError::MediaType {
+                found: other.to_string(),
+            });
+        }
+    }
+    let material = &parsed.verification_material;
+    if material.certificate.is_some() || material.x509_certificate_chain.is_some() {
+        return Err(BundleError::Keyless);
+    }
+    let Some(envelope) = &parsed.dsse_envelope else {
+        return Err(match parsed.message_signature {
+            Some(_) => BundleError::MessageSignature,
+            None => BundleError::NoEnvelope,
+        });
+    };
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(BundleError::PayloadType {
+            found: envelope.payload_type.clone(),
+        });
+    }
+    let payload = decode_base64(&envelope.payload).map_err(|source| BundleError::Base64 {
+        what: "payload",
+        source,
+    })?;
+    if envelope.signatures.is_empty() {
+        return Err(BundleError::NoSignatures);
+    }
+    if keys.is_empty() {
+        return Err(BundleError::NoTrustedKeys {
+            digest: digest.to_string(),
+        });
+    }
+    let hint = material.public_key.as_ref().and_then(|k| k.hint.as_deref());
+    let key = verify_signatures(&envelope.signatures, &payload, digest, &ordered(keys, hint))?;
+    check_statement(&payload, digest, key)?;
+    let mut unchecked = Vec::new();
+    if !material.tlog_entries.is_empty() {
+        unchecked.push("transparency-log entry".to_string());
+    }
+    if material
+        .timestamp_verification_data
+        .as_ref()
+        .is_some_and(|t| !t.rfc3161_timestamps.is_empty())
+    {
+        unchecked.push("timestamp".to_string());
+    }
+    Ok(BundleVerified {
+        key: key.name().to_string(),
+        key_fingerprint: key.fingerprint().to_string(),
+        unchecked,
+    })
+}
+
+/// Reads a bundle file, at most [`MAX_BUNDLE_SIZE`] bytes (a larger one is
+/// [`BundleError::TooLarge`], whatever it holds).
+pub fn read_bundle_file(path: &std::path::Path) -> Result<Vec<u8>, BundleError> {
+    use std::io::Read;
+    let read = |source| BundleError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BUNDLE_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() > MAX_BUNDLE_SIZE {
+        return Err(BundleError::TooLarge {
+            size: bytes.len(),
+            max: MAX_BUNDLE_SIZE,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The keys with the ones `hint` names first (a hint is never a proof: every key is
+/// still tried).
+fn ordered<'a>(keys: &'a [TrustedKey], hint: Option<&str>) -> Vec<&'a TrustedKey> {
+    let (mut first, rest): (Vec<&TrustedKey>, Vec<&TrustedKey>) = keys
+        .iter()
+        .partition(|k| hint.is_some() && key_hint(k).ok().as_deref() == hint);
+    first.extend(rest);
+    first
+}
+
+/// The first key that verifies one of `signatures` over the PAE of `payload`, or every
+/// reason none did.
+fn verify_signatures<'a>(
+    signatures: &[SignatureIn],
+    payload: &[u8],
+    digest: &str,
+    keys: &[&'a TrustedKey],
+) -> Result<&'a TrustedKey, BundleError> {
+    let message = pae(IN_TOTO_PAYLOAD_TYPE, payload);
+    let mut rejections = Vec::new();
+    for (index, signature) in signatures.iter().enumerate() {
+        let reject = |error| BundleRejection {
+            signature: index,
+            key: None,
+            error,
+        };
+        let der = match decode_base64(&signature.sig) {
+            Ok(der) => der,
+            Err(source) => {
+                rejections.push(reject(BundleError::Base64 {
+                    what: "signature",
+                    source,
+                }));
+                continue;
+            }
+        };
+        let parsed = match DerSignature::try_from(der.as_slice()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                rejections.push(reject(BundleError::SignatureDer(e)));
+                continue;
+            }
+        };
+        for key in keys {
+            if key.verifying_key().verify(&message, &parsed).is_ok() {
+                return Ok(key);
+            }
+            rejections.push(BundleRejection {
+                signature: index,
+                key: Some(key.name().to_string()),
+                error: BundleError::BadSignature {
+                    key: key.name().to_string(),
+                },
+            });
+        }
+    }
+    Err(BundleError::NotVerified {
+        digest: digest.to_string(),
+        keys: keys.iter().map(|k| k.name().to_string()).collect(),
+        rejections,
+    })
+}
+
+/// Checks the (authenticated) payload: an in-toto Statement of the cosign-sign
+/// predicate with a subject whose sha256 is `digest`.
+fn check_statement(payload: &[u8], digest: &str, key: &TrustedKey) -> Result<(), BundleError> {
+    let name = || key.name().to_string();
+    let statement: StatementIn =
+        serde_json::from_slice(payload).map_err(|source| BundleError::Statement {
+            key: name(),
+            source,
+        })?;
+    if statement.statement_type != STATEMENT_V1 && statement.statement_type != STATEMENT_V01 {
+        return Err(BundleError::StatementType {
+            key: name(),
+            found: statement.statement_type,
+        });
+    }
+    if statement.predicate_type != COSIGN_SIGN_PREDICATE {
+        return Err(BundleError::Attestation {
+            key: name(),
+            predicate: statement.predicate_type,
+        });
+    }
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let found: Vec<String> = statement
+        .subject
+        .iter()
+        .filter_map(|s| s.digest.get("sha256"))
+        .map(|h| format!("sha256:{h}"))
+        .collect();
+    if found.iter().any(|f| f.strip_prefix("sha256:") == Some(hex)) {
+        Ok(())
+    } else {
+        Err(BundleError::SubjectMismatch {
+            key: name(),
+            expected: digest.to_string(),
+            found,
+        })
+    }
+}
+
+/// The DSSE pre-authentication encoding: `DSSEv1 SP len(type) SP type SP len(body) SP body`.
+fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Standard or URL-safe base64, padded or not (DSSE verifiers must accept both
+/// alphabets). The error is the standard alphabet's.
+fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    STANDARD.decode(text).or_else(|e| {
+        [STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+            .iter()
+            .find_map(|engine| engine.decode(text).ok())
+            .ok_or(e)
+    })
+}
+
+/// `verificationMaterial.publicKey.hint` as cosign writes it: base64(SHA-256(SPKI DER)).
+fn key_hint(key: &TrustedKey) -> Result<String, BundleError> {
+    let der = key
+        .verifying_key()
+        .to_public_key_der()
+        .map_err(|e| BundleError::Key {
+            key: key.name().to_string(),
+            source: SignatureError::EncodeKey {
+                key: key.name().to_string(),
+                source: Box::new(e),
+            },
+        })?;
+    Ok(STANDARD.encode(Sha256::digest(der.as_bytes())))
+}
+
+fn validate_digest(digest: &str) -> Result<(), BundleError> {
+    super::validate_digest(digest).map_err(|_| BundleError::InvalidDigest {
+        digest: digest.to_string(),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleOut<'a> {
+    media_type: &'a str,
+    verification_material: MaterialOut,
+    dsse_envelope: EnvelopeOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MaterialOut {
+    public_key: HintOut,
+}
+
+#[derive(Serialize)]
+struct HintOut {
+    hint: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeOut<'a> {
+    payload: String,
+    payload_type: &'a str,
+    signatures: Vec<SignatureOut>,
+}
+
+#[derive(Serialize)]
+struct SignatureOut {
+    sig: String,
+}
+
+#[derive(Serialize)]
+struct StatementOut<'a> {
+    #[serde(rename = "_type")]
+    statement_type: &'a str,
+    subject: [SubjectOut<'a>; 1],
+    #[serde(rename = "predicateType")]
+    predicate_type: &'a str,
+    predicate: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct SubjectOut<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    digest: DigestOut<'a>,
+    annotations: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct DigestOut<'a> {
+    sha256: &'a str,
+}
+
+/// Signs manifest `digest` with `key`: the bundle JSON as `cosign sign --key` writes it
+/// (without a transparency-log upload), an in-toto Statement v1 of the cosign-sign
+/// predicate in a DSSE envelope with one signature. `name` (the image's repository, or
+/// empty) becomes the subject's `name`; cosign writes none, and verifiers ignore it.
+pub fn sign_bundle(name: &str, digest: &str, key: &SigningKey) -> Result<Vec<u8>, BundleError> {
+    sign_statement(name, digest, COSIGN_SIGN_PREDICATE, key)
+}
+
+/// [`sign_bundle`] with any predicate type (tests make attestations with it).
+pub(super) fn sign_statement(
+    name: &str,
+    digest: &str,
+    predicate_type: &str,
+    key: &SigningKey,
+) -> Result<Vec<u8>, BundleError> {
+    validate_digest(digest)?;
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let statement = StatementOut {
+        statement_type: STATEMENT_V1,
+        subject: [SubjectOut {
+            name,
+            digest: DigestOut { sha256: hex },
+            annotations: serde_json::Map::new(),
+        }],
+        predicate_type,
+        predicate: serde_json::Map::new(),
+    };
+    let payload = serde_json::to_vec(&statement).map_err(|source| BundleError::EncodeJson {
+        what: "the in-toto statement",
+        source,
+    })?;
+    let signature: DerSignature = key
+        .ecdsa()
+        .try_sign(&pae(IN_TOTO_PAYLOAD_TYPE, &payload))
+        .map_err(|source| BundleError::Sign {
+            key: key.name().to_string(),
+            source,
+        })?;
+    let public = key.public_key().map_err(|source| BundleError::Key {
+        key: key.name().to_string(),
+        source,
+    })?;
+    let bundle = BundleOut {
+        media_type: BUNDLE_MEDIA_TYPE,
+        verification_material: MaterialOut {
+            public_key: HintOut {
+                hint: key_hint(&public)?,
+            },
+        },
+        dsse_envelope: EnvelopeOut {
+            payload: STANDARD.encode(&payload),
+            payload_type: IN_TOTO_PAYLOAD_TYPE,
+            signatures: vec![SignatureOut {
+                sig: STANDARD.encode(signature.as_bytes()),
+            }],
+        },
+    };
+    serde_json::to_vec(&bundle).map_err(|source| BundleError::EncodeJson {
+        what: "the bundle",
+        source,
+    })
+}
