@@ -13,8 +13,12 @@ pub const USAGE: &str = "\
 usage: berth-shim --id ID --bundle DIR --log FILE --exit-file FILE --pid-file FILE
                   [--runtime PATH] [--runtime-root DIR] [--runtime-arg ARG]...
                   [--log-max-size BYTES] [--log-max-files N] [--shim-pid-file FILE]
+                  [--cgroup-procs FILE]...
 
-Runs `RUNTIME [--root DIR] [ARG...] create --bundle DIR --pid-file FILE ID` with the
+The detached shim first moves itself into each --cgroup-procs file's cgroup (the
+`cgroup.procs` of a cgroup outside its caller's), so that it and the container outlive
+a service manager that kills every process of the caller's cgroup; one it cannot join
+is a warning in the answer, never an error. Then it runs `RUNTIME [--root DIR] [ARG...] create --bundle DIR --pid-file FILE ID` with the
 container's stdout/stderr on pipes, detaches, prints {\"shim_pid\":N,\"pid\":M} once the
 container is created (or the runtime's error on stderr, exit 1), then pumps output
 into the CRI log and writes the exit file when the container's init exits.
@@ -34,6 +38,8 @@ pub struct Options {
     pub exit_file: PathBuf,
     pub pid_file: PathBuf,
     pub shim_pid_file: Option<PathBuf>,
+    /// `cgroup.procs` files the daemon writes its pid into before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -67,6 +73,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
     let mut exit_file = None;
     let mut pid_file = None;
     let mut shim_pid_file = None;
+    let mut cgroup_procs = Vec::new();
 
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -102,6 +109,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
             "--exit-file" => exit_file = Some(absolute(&value()?)?),
             "--pid-file" => pid_file = Some(absolute(&value()?)?),
             "--shim-pid-file" => shim_pid_file = Some(absolute(&value()?)?),
+            "--cgroup-procs" => cgroup_procs.push(absolute(&value()?)?),
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
     }
@@ -133,6 +141,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         exit_file: required(exit_file, "--exit-file")?,
         pid_file: required(pid_file, "--pid-file")?,
         shim_pid_file,
+        cgroup_procs,
     })))
 }
 
@@ -199,6 +208,7 @@ mod tests {
         assert_eq!(o.log_max_size, DEFAULT_LOG_MAX_SIZE);
         assert_eq!(o.log_max_files, 3);
         assert_eq!(o.runtime_root, None);
+        assert!(o.cgroup_procs.is_empty());
         assert_eq!(
             create_argv(&o),
             os(&[
@@ -248,6 +258,27 @@ mod tests {
                 "web-1a2b3c4d",
             ])
         );
+    }
+
+    #[test]
+    fn cgroup_procs_repeats_in_order_and_stays_out_of_the_runtime_argv() {
+        let mut v = MIN.to_vec();
+        v.extend([
+            "--cgroup-procs",
+            "/sys/fs/cgroup/memory/berth/shims/cgroup.procs",
+            "--cgroup-procs=/sys/fs/cgroup/unified/berth/shims/cgroup.procs",
+        ]);
+        let o = run(&v);
+        assert_eq!(
+            o.cgroup_procs,
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/berth/shims/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/unified/berth/shims/cgroup.procs"),
+            ]
+        );
+        assert_eq!(create_argv(&o), create_argv(&run(MIN)));
+        let err = parse(os(&[MIN, &["--cgroup-procs"]].concat())).unwrap_err();
+        assert!(err.contains("--cgroup-procs: missing value"), "{err}");
     }
 
     #[test]

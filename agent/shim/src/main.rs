@@ -11,9 +11,12 @@
 //! 1. The agent writes the bundle, then runs, and waits for, the *foreground* shim:
 //!    `berth-shim --id ID --bundle DIR --log FILE --exit-file FILE --pid-file FILE
 //!    [--runtime /usr/bin/runc] [--runtime-root DIR] [--runtime-arg ARG]…
-//!    [--log-max-size BYTES] [--log-max-files N] [--shim-pid-file FILE]`.
-//! 2. The shim forks, `setsid`s and forks again; the grandchild (the *daemon*) becomes a
-//!    child subreaper, points its own stdio at `/dev/null`, ignores SIGHUP/SIGINT (and
+//!    [--log-max-size BYTES] [--log-max-files N] [--shim-pid-file FILE]
+//!    [--cgroup-procs FILE]…`.
+//! 2. The shim forks, `setsid`s and forks again; the grandchild (the *daemon*) first
+//!    writes its pid into each `--cgroup-procs` file (the agent passes the
+//!    `cgroup.procs` of `/berth/shims` in every mounted hierarchy: out of the agent's
+//!    cgroups, see [`cgroup`]), then becomes a child subreaper, points its own stdio at `/dev/null`, ignores SIGHUP/SIGINT (and
 //!    SIGPIPE), and runs `RUNTIME [--root DIR] [ARG…] create --bundle DIR --pid-file FILE ID`
 //!    with stdin `/dev/null` and stdout/stderr on two pipes, which the container's
 //!    process inherits (no terminal). When `create` exits, the container's init is
@@ -22,6 +25,7 @@
 //!    - **0**, printing `{"shim_pid":N,"pid":M}` on stdout: the container is *created*
 //!      (runtime state `created`), `pid` is its init (also in `--pid-file`, written by
 //!      the runtime) and `shim_pid` the daemon (also in `--shim-pid-file`, if given);
+//!      with `"warnings":["…"]` when a cgroup could not be joined (never fatal);
 //!    - **1**, printing ``berth-shim: runtime `runc` create failed (exit status: 1): …``
 //!      on stderr with the runtime's own error text; nothing was created;
 //!    - **2** on a usage error.
@@ -37,13 +41,14 @@
 //!    it), never with `kill(pid, 0)`: a dead shim can linger as a zombie.
 //!
 //! The daemon survives the agent: its own session, no controlling terminal, no
-//! descriptor shared with the agent. To find a shim after an agent restart, read
-//! `--shim-pid-file` and check `/proc/PID` is not a zombie. The agent's service
-//! manager must not kill the shims with the agent (systemd: `KillMode=process`, or
-//! start shims in their own scope). An absent exit file with a dead shim means the
+//! descriptor shared with the agent, and (with `--cgroup-procs`) none of its cgroups, so
+//! a service manager that kills the agent's whole cgroup (systemd's default
+//! `KillMode=control-group`) leaves it alone. To find a shim after an agent restart,
+//! read `--shim-pid-file` and check `/proc/PID` is not a zombie. An absent exit file with a dead shim means the
 //! shim itself died (OOM-killed, SIGKILL): the agent then asks the runtime for the state.
 
 mod args;
+mod cgroup;
 mod exit;
 mod log;
 mod supervise;
@@ -111,15 +116,71 @@ fn foreground(mut ready: PipeReader, child: i32) -> ExitCode {
     if let Err(e) = read {
         return fail(&format!("reading the shim's readiness: {e}"));
     }
-    if let Some(rest) = message.strip_prefix("ok ") {
-        let mut it = rest.split_whitespace();
-        if let (Some(shim), Some(pid)) = (it.next(), it.next()) {
-            println!("{{\"shim_pid\":{shim},\"pid\":{pid}}}");
-            return ExitCode::SUCCESS;
-        }
+    if let Some(answer) = message.strip_prefix("ok ").and_then(answer) {
+        println!("{answer}");
+        return ExitCode::SUCCESS;
     }
     if let Some(text) = message.strip_prefix("error ") {
         return fail(text);
     }
     fail("the shim exited before reporting whether the container was created")
+}
+
+/// The foreground's JSON answer from the daemon's `ok SHIM_PID PID` line and the
+/// `warn TEXT` lines after it; `None` when the first line is not two numbers.
+fn answer(rest: &str) -> Option<String> {
+    let mut lines = rest.lines();
+    let mut it = lines.next()?.split_whitespace();
+    let shim: u32 = it.next()?.parse().ok()?;
+    let pid: u32 = it.next()?.parse().ok()?;
+    let warnings: Vec<String> = lines
+        .filter_map(|l| l.strip_prefix("warn "))
+        .map(json_string)
+        .collect();
+    if warnings.is_empty() {
+        return Some(format!("{{\"shim_pid\":{shim},\"pid\":{pid}}}"));
+    }
+    Some(format!(
+        "{{\"shim_pid\":{shim},\"pid\":{pid},\"warnings\":[{}]}}",
+        warnings.join(",")
+    ))
+}
+
+/// `text` as a JSON string (no serde in the shim).
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_carries_the_warnings_as_json_strings() {
+        assert_eq!(
+            answer("12 34\n").as_deref(),
+            Some(r#"{"shim_pid":12,"pid":34}"#)
+        );
+        let text = answer("12 34\nwarn cannot join \"a\\b\"\u{1}\nwarn two\n").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["shim_pid"], 12);
+        assert_eq!(v["pid"], 34);
+        assert_eq!(
+            v["warnings"],
+            serde_json::json!(["cannot join \"a\\b\"\u{1}", "two"])
+        );
+        assert_eq!(answer("x 34\n"), None);
+        assert_eq!(answer("12\n"), None);
+    }
 }

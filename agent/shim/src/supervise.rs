@@ -63,9 +63,12 @@ struct Supervisor<'a> {
     held: Option<Held>,
     held_bytes: usize,
     finish: Option<Finish>,
+    /// Why a cgroup could not be joined, for the readiness message.
+    warnings: Vec<String>,
 }
 
-/// Sends the readiness message: `ok SHIM_PID PID` or `error TEXT`. A caller that went
+/// Sends the readiness message: `ok SHIM_PID PID` (then a `warn TEXT` line per
+/// warning) or `error TEXT`. A caller that went
 /// away (the agent was killed) is not an error: the container is supervised anyway.
 fn report(ready: PipeWriter, message: &str) {
     let mut ready = ready;
@@ -74,8 +77,11 @@ fn report(ready: PipeWriter, message: &str) {
 
 /// Runs the daemon; returns the process exit code (nobody waits for it).
 pub fn run(opts: &Options, ready: PipeWriter) -> i32 {
+    // Before anything else, and before the runtime's `create` above all: out of the
+    // caller's cgroups.
+    let warnings = crate::cgroup::join(&opts.cgroup_procs);
     let mut ready = Some(ready);
-    let result = match Supervisor::start(opts, &mut ready) {
+    let result = match Supervisor::start(opts, &mut ready, warnings) {
         Ok(mut s) => {
             let result = s.run();
             // Not yet reported (create failed): the error goes back to the caller.
@@ -107,7 +113,11 @@ fn detach_stdio() -> io::Result<()> {
 }
 
 impl<'a> Supervisor<'a> {
-    fn start(opts: &'a Options, ready: &mut Option<PipeWriter>) -> Result<Self, String> {
+    fn start(
+        opts: &'a Options,
+        ready: &mut Option<PipeWriter>,
+        warnings: Vec<String>,
+    ) -> Result<Self, String> {
         let os = |what: &str, e: io::Error| format!("{what}: {e}");
         sys::set_child_subreaper().map_err(|e| os("cannot become a subreaper", e))?;
         sys::ignore_hangups().map_err(|e| os("cannot set signal handlers", e))?;
@@ -165,6 +175,7 @@ impl<'a> Supervisor<'a> {
             held: Some(Vec::new()),
             held_bytes: 0,
             finish: None,
+            warnings,
         })
     }
 
@@ -296,7 +307,11 @@ impl<'a> Supervisor<'a> {
             self.log.record(&time, stream, tag, &text);
         }
         if let Some(ready) = self.ready.take() {
-            report(ready, &format!("ok {} {pid}\n", std::process::id()));
+            let mut message = format!("ok {} {pid}\n", std::process::id());
+            for w in &self.warnings {
+                message.push_str(&format!("warn {w}\n"));
+            }
+            report(ready, &message);
         }
         Ok(())
     }

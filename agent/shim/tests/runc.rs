@@ -345,3 +345,89 @@ fn the_container_outlives_the_killed_launcher_and_its_kill_is_recorded() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A cgroup of the `pids` controller (v1) or of the unified hierarchy (v2) made for
+/// one test, removed on drop once empty.
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn new() -> Option<TestCgroup> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = mountinfo.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut post = post.split(' ');
+            let (fstype, _, opts) = (post.next()?, post.next()?, post.next()?);
+            let fits =
+                fstype == "cgroup2" || (fstype == "cgroup" && opts.split(',').any(|o| o == "pids"));
+            fits.then(|| PathBuf::from(pre.split(' ').nth(4).unwrap_or("/")))
+        })?;
+        let dir = mount.join(format!(
+            "berth-shim-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir(&dir).ok()?;
+        Some(TestCgroup(dir))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn the_shim_leaves_for_the_cgroups_it_is_given_and_reports_one_it_cannot_join() {
+    let Some(runc) = prerequisites() else { return };
+    let Some(cgroup) = TestCgroup::new() else {
+        missing("a writable cgroup hierarchy (pids or cgroup2)");
+        return;
+    };
+    let fx = Fixture::new(runc, "sleep 600");
+    let gone = fx.path("no-such-cgroup/cgroup.procs");
+    let mut args = fx.shim_args();
+    args.extend([
+        "--cgroup-procs".to_string(),
+        cgroup.0.join("cgroup.procs").display().to_string(),
+        "--cgroup-procs".to_string(),
+        gone.display().to_string(),
+    ]);
+    let out = Command::new(SHIM).args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "shim: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (shim_pid, _) = ready(&stdout);
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let warnings = v["warnings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{v}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains(&gone.display().to_string()),
+        "{v}"
+    );
+    let name = cgroup.0.file_name().unwrap().to_string_lossy().into_owned();
+    let placed = std::fs::read_to_string(format!("/proc/{shim_pid}/cgroup")).unwrap();
+    assert!(
+        placed.lines().any(|l| l.ends_with(&format!(":/{name}"))),
+        "the shim is not in {}:\n{placed}",
+        cgroup.0.display()
+    );
+    assert!(!gone.exists(), "a cgroup.procs that was not there was made");
+    assert_eq!(fx.state(), "created");
+    let out = fx.runc(&["delete", "-f", &fx.id]);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while matches!(proc_state(shim_pid), Some(s) if s != 'Z') {
+        assert!(Instant::now() < deadline, "the shim outlived its container");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
