@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 # Build: build-essential pkg-config libssl-dev zlib1g-dev git.
 # Tests: the real components berth meets (DESIGN.md §8, §9).
+# The package test: lintian, systemd-analyze (systemd), adduser (the package's postinst).
 PACKAGES=(
   build-essential pkg-config libssl-dev zlib1g-dev git ca-certificates curl
   runc crun containernetworking-plugins docker-registry umoci skopeo busybox-static
   age openssh-client openssh-server iproute2 iptables openssl python3 python3-pip python3-venv
+  lintian systemd adduser
 )
 # Python test oracles (third-party readers of berth's outputs), in a private venv so the
 # system Python stays untouched.
@@ -42,3 +44,15 @@ cargo fmt --all -- --check
 cargo build --workspace --all-targets --locked --features berth/failpoints
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --features berth/failpoints
+
+# The Debian package, from the debug binaries built above: listed, linted, installed,
+# checked and purged (scripts/package-test.sh purges it in a trap, also when a step
+# fails). After cargo test, which orders nothing between its tests; root only.
+if [ "$(id -u)" = 0 ]; then
+  scripts/package-test.sh
+elif [ "${CI:-}" = true ]; then
+  echo "error: scripts/package-test.sh needs root (CI=true)" >&2
+  exit 1
+else
+  echo "note: not root: skipping scripts/package-test.sh" >&2
+fi
