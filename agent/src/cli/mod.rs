@@ -94,7 +94,7 @@ pub enum Command {
     Exec(ctl::ExecArgs),
     /// Show what a reconcile would do now, with reasons (nothing is executed)
     Plan(plan::PlanArgs),
-    /// Sign an image in its registry (cosign-compatible, legacy .sig layout)
+    /// Sign an image in its registry (cosign-compatible: a Sigstore bundle referrer, or the legacy .sig layout with --legacy)
     Sign(sign::SignArgs),
     /// The Git source: `verify` checks a commit's signature as the agent would
     Source(source::SourceArgs),

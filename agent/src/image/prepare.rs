@@ -1,19 +1,28 @@
-//! Making a pulled image ready to run: check its signature against the node's trusted
+//! Making a pulled image ready to run: check its signatures against the node's trusted
 //! keys (from the store, offline), unpack its layers into shared snapshots, or flatten
 //! them into one directory for `berth image unpack`.
 //!
 //! Contract: nothing is unpacked for an image whose signature the node requires and
 //! that does not verify; the error names the image, the digest and every key tried.
+//! An image is signed when its legacy signature (`sha256-<hex>.sig`) or any of its
+//! Sigstore bundles verifies for the digest berth pinned ([`ImageRecord::digest`]);
+//! a failure says what each of them said.
 //! Layers unpack in parallel (each into its own snapshot) and commit base first, so a
 //! failure leaves no partial snapshot visible.
 
 use std::fs::File;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use super::digest::Digest;
-use super::signature::{self, BoxError, TrustedKey, VerifiedManifest};
+use super::signature::referrers::check_referrer;
+use super::signature::{
+    self, BoxError, BundleVerified, MAX_BUNDLE_SIZE, TrustedKey, VerifiedManifest,
+};
 use super::snapshot::{ChainId, Prepared, Snapshot, SnapshotError, SnapshotStore};
-use super::store::records::ImageRecord;
+use super::store::records::{BundleRecord, ImageRecord, SignatureRecord};
 use super::store::{Store, StoreError};
 use super::unpack::{self, UnpackOptions, WhiteoutMode};
 
@@ -72,31 +81,142 @@ impl PrepareError {
     }
 }
 
-/// The result of checking an image's signature.
+/// The result of checking an image's signatures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureCheck {
     /// Verified by these keys (file names).
-    Verified(Vec<String>),
+    Verified(Verifiers),
     /// Checked and not verified, with the reason (every key tried).
     Failed(String),
 }
 
-/// Verifies the signature stored with `record` (fetched at pull time) against `keys`,
-/// entirely from the store.
-pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck {
-    let Some(sig) = &record.signature else {
-        let tried: Vec<&str> = keys.iter().map(TrustedKey::name).collect();
+/// The keys that verified an image, and what its verified bundles carry that berth did
+/// not check. Reads as the list of key names (it dereferences to them and serializes
+/// as them), so reports that print the keys need no change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verifiers {
+    /// Key names, sorted, each once.
+    pub keys: Vec<String>,
+    /// What a verified bundle carries that was not checked (`transparency-log entry`,
+    /// `timestamp`): such a bundle was judged by its key alone. Sorted, each once.
+    pub unchecked: Vec<String>,
+}
+
+impl Deref for Verifiers {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.keys
+    }
+}
+
+impl Serialize for Verifiers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.keys.serialize(serializer)
+    }
+}
+
+/// What each signature of an image said, for [`judge`].
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// The legacy signature (`None`: there is none): the keys that verified it, or why
+    /// it did not verify.
+    pub legacy: Option<Result<Vec<String>, String>>,
+    /// Each bundle, by its referrer manifest's digest and the digest it was found for.
+    pub bundles: Vec<BundleOutcome>,
+}
+
+/// What one Sigstore bundle said.
+#[derive(Debug)]
+pub struct BundleOutcome {
+    /// The referrer manifest's digest.
+    pub manifest: Digest,
+    /// The digest it was found for.
+    pub signed: Digest,
+    pub result: Result<BundleVerified, String>,
+}
+
+/// The verdict on image `digest`: verified when the legacy signature or any bundle
+/// verified (every key that did, listed); otherwise failed, saying what the legacy
+/// signature and each bundle said.
+pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> SignatureCheck {
+    let tag = format!("sha256-{}.sig", digest.hex());
+    let tried = || {
+        keys.iter()
+            .map(TrustedKey::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if outcomes.legacy.is_none() && outcomes.bundles.is_empty() {
         return SignatureCheck::Failed(format!(
-            "no signature was found in the registry (keys tried: {})",
-            tried.join(", ")
+            "no signature was found in the registry (neither `{tag}` nor a sigstore bundle referrer; keys tried: {})",
+            tried()
         ));
-    };
-    let manifest = match store.read_blob(&sig.manifest.digest, MAX_SIGNATURE_BLOB) {
-        Ok(m) => m,
-        Err(e) => {
-            return SignatureCheck::Failed(format!("cannot read the signature manifest: {e}"));
+    }
+    let mut verified = Verifiers::default();
+    let mut reasons = Vec::new();
+    match outcomes.legacy {
+        None => reasons.push(format!("no legacy signature `{tag}`")),
+        Some(Ok(names)) => verified.keys.extend(names),
+        Some(Err(why)) => reasons.push(format!("legacy signature `{tag}`: {why}")),
+    }
+    if outcomes.bundles.is_empty() {
+        reasons.push("no sigstore bundle referrer".to_string());
+    }
+    for b in outcomes.bundles {
+        match b.result {
+            Ok(v) => {
+                verified.keys.push(v.key);
+                verified.unchecked.extend(v.unchecked);
+            }
+            Err(why) if b.signed != *digest => reasons.push(format!(
+                "sigstore bundle {} (found for {}): {why}",
+                b.manifest, b.signed
+            )),
+            Err(why) => reasons.push(format!("sigstore bundle {}: {why}", b.manifest)),
         }
+    }
+    if verified.keys.is_empty() {
+        return SignatureCheck::Failed(reasons.join("; "));
+    }
+    verified.keys.sort();
+    verified.keys.dedup();
+    verified.unchecked.sort();
+    verified.unchecked.dedup();
+    SignatureCheck::Verified(verified)
+}
+
+/// Verifies the signatures stored with `record` (fetched at pull time, or since)
+/// against `keys`, entirely from the store: its legacy signature and every bundle,
+/// each for the image's digest.
+pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck {
+    let outcomes = Outcomes {
+        legacy: record
+            .signature
+            .as_ref()
+            .map(|sig| stored_legacy(store, record, sig, keys)),
+        bundles: record
+            .bundles
+            .iter()
+            .map(|b| BundleOutcome {
+                manifest: b.manifest.digest.clone(),
+                signed: b.signed.clone(),
+                result: stored_bundle(store, &record.digest, b, keys),
+            })
+            .collect(),
     };
+    judge(&record.digest, outcomes, keys)
+}
+
+/// The legacy signature `sig` of `record`: the keys that verified it, or why none did.
+fn stored_legacy(
+    store: &Store,
+    record: &ImageRecord,
+    sig: &SignatureRecord,
+    keys: &[TrustedKey],
+) -> Result<Vec<String>, String> {
+    let manifest = store
+        .read_blob(&sig.manifest.digest, MAX_SIGNATURE_BLOB)
+        .map_err(|e| format!("cannot read the signature manifest: {e}"))?;
     let fetch = |digest: &str| -> Result<Vec<u8>, BoxError> {
         let d = Digest::parse(digest).map_err(|e| Box::new(e) as BoxError)?;
         store
@@ -105,14 +225,43 @@ pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -
     };
     match signature::verify_signature_manifest(&manifest, record.digest.as_str(), keys, &fetch) {
         Ok(VerifiedManifest { verified, .. }) if !verified.is_empty() => {
-            let mut names: Vec<String> = verified.iter().map(|v| v.key.clone()).collect();
-            names.sort();
-            names.dedup();
-            SignatureCheck::Verified(names)
+            Ok(verified.iter().map(|v| v.key.clone()).collect())
         }
-        Ok(_) => SignatureCheck::Failed("no signature verified".into()),
-        Err(e) => SignatureCheck::Failed(crate::util::error_chain(&e)),
+        Ok(_) => Err("no signature verified".into()),
+        Err(e) => Err(crate::util::error_chain(&e)),
     }
+}
+
+/// The stored bundle `b`, verified for `digest`: its referrer manifest is checked again
+/// (a bundle referrer of the digest it was found for, naming the stored layer), then
+/// the bundle.
+fn stored_bundle(
+    store: &Store,
+    digest: &Digest,
+    b: &BundleRecord,
+    keys: &[TrustedKey],
+) -> Result<BundleVerified, String> {
+    let manifest = store
+        .read_blob(&b.manifest.digest, MAX_SIGNATURE_BLOB)
+        .map_err(|e| {
+            format!(
+                "cannot read the referrer manifest: {}",
+                crate::util::error_chain(&e)
+            )
+        })?;
+    let layer = check_referrer(&manifest, &b.manifest.digest, &b.signed)
+        .map_err(|e| crate::util::error_chain(&e))?;
+    if layer.digest != b.bundle.digest {
+        return Err(format!(
+            "the referrer manifest names bundle {}, the store has {}",
+            layer.digest, b.bundle.digest
+        ));
+    }
+    let bundle = store
+        .read_blob(&b.bundle.digest, MAX_BUNDLE_SIZE as u64)
+        .map_err(|e| format!("cannot read the bundle: {}", crate::util::error_chain(&e)))?;
+    signature::verify_bundle(&bundle, digest.as_str(), keys)
+        .map_err(|e| crate::util::error_chain(&e))
 }
 
 /// Fails with a located message unless the check verified.
@@ -309,3 +458,8 @@ fn xattr_opaque(dir: &Path) -> std::io::Result<Option<bool>> {
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "prepare_tests.rs"]
+mod tests;

@@ -1,6 +1,7 @@
 //! Pulling an image into the content store: resolve the reference, pick this host's
 //! platform from an index, fetch config and layers (in parallel, verified, resumable),
-//! fetch the cosign signature if there is one, and record the result.
+//! fetch the cosign signature (legacy `.sig` tag) and Sigstore bundles (OCI referrers)
+//! if there are any, and record the result.
 //!
 //! A digest reference whose image is already recorded (with all its blobs) never
 //! touches the registry; a tag is resolved again on every pull. The returned
@@ -21,7 +22,9 @@ use super::manifest::{
 };
 use super::platform::{self, Platform};
 use super::registry::{Client, RegistryError, Repository};
-use super::store::records::{BlobRef, ImageRecord, LayerRecord, SignatureRecord};
+use super::signature::referrers::{MAX_BUNDLE_REFERRERS, ReferrersError, check_referrer};
+use super::signature::{BUNDLE_MEDIA_TYPE, MAX_BUNDLE_SIZE};
+use super::store::records::{BlobRef, BundleRecord, ImageRecord, LayerRecord, SignatureRecord};
 use super::store::{Store, StoreError};
 
 /// Indexes may nest (image-spec says SHOULD support); more than this is hostile.
@@ -39,7 +42,7 @@ const MAX_SIGNATURE_LAYERS: usize = 64;
 pub struct PullOptions {
     /// The platform to select from an index (default: this host's).
     pub platform: Platform,
-    /// Also fetch the `sha256-<hex>.sig` cosign signature.
+    /// Also fetch the `sha256-<hex>.sig` cosign signature and the Sigstore bundles.
     pub signatures: bool,
     /// Layers downloaded in parallel.
     pub parallel: usize,
@@ -96,6 +99,12 @@ pub enum PullError {
     },
     #[error("image {reference}: {detail}")]
     Invalid { reference: String, detail: String },
+    #[error("image {reference}: a sigstore bundle referrer is refused")]
+    Referrer {
+        reference: String,
+        #[source]
+        source: ReferrersError,
+    },
 }
 
 impl PullError {
@@ -258,14 +267,17 @@ pub async fn pull(
         .try_collect::<Vec<()>>()
         .await?;
 
-    let signature = if opts.signatures {
+    let (signature, bundles) = if opts.signatures {
         let mut candidates = vec![top.digest.clone()];
         if current.digest != top.digest {
             candidates.push(current.digest.clone());
         }
-        p.signature(&candidates).await?
+        (
+            p.signature(&candidates).await?,
+            p.bundles(&candidates).await?,
+        )
     } else {
-        None
+        (None, Vec::new())
     };
 
     let record = ImageRecord {
@@ -293,6 +305,7 @@ pub async fn pull(
             })
             .collect(),
         signature,
+        bundles,
         pulled_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
     store.put_record(&record)?;
@@ -302,16 +315,31 @@ pub async fn pull(
     })
 }
 
-/// Fetches the cosign signature of a pulled image from its registry again, as a pull
-/// does (the first of its top and platform digests that has one; blobs size-capped,
-/// digest-checked and stored). The record is not written. `None` when the registry has
-/// none; unlike a pull, a registry that cannot be asked is an error.
+/// The signatures of an image fetched from its registry.
+#[derive(Debug, Clone, Default)]
+pub struct Signatures {
+    /// The legacy `sha256-<hex>.sig` one.
+    pub legacy: Option<SignatureRecord>,
+    /// The Sigstore bundles.
+    pub bundles: Vec<BundleRecord>,
+}
+
+impl Signatures {
+    pub fn is_empty(&self) -> bool {
+        self.legacy.is_none() && self.bundles.is_empty()
+    }
+}
+
+/// Fetches the signatures of a pulled image from its registry again, as a pull does
+/// (for each kind, the first of its top and platform digests that has any; blobs
+/// size-capped, digest-checked and stored). The record is not written. Empty when the
+/// registry has none; unlike a pull, a registry that cannot be asked is an error.
 pub async fn fetch_signature_of(
     client: &Client,
     store: &Store,
     reference: &Reference,
     record: &ImageRecord,
-) -> Result<Option<SignatureRecord>, PullError> {
+) -> Result<Signatures, PullError> {
     let p = Puller {
         client,
         store,
@@ -323,15 +351,25 @@ pub async fn fetch_signature_of(
     if record.manifest.digest != record.digest {
         candidates.push(&record.manifest.digest);
     }
-    for signed in candidates {
+    let mut found = Signatures::default();
+    for signed in &candidates {
         let tag = format!("sha256-{}.sig", signed.hex());
         match p.fetch_signature(signed, &tag).await {
-            Ok(s) => return Ok(Some(s)),
+            Ok(s) => {
+                found.legacy = Some(s);
+                break;
+            }
             Err(PullError::Registry(e)) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         }
     }
-    Ok(None)
+    for signed in candidates {
+        found.bundles = p.fetch_bundles(signed).await?;
+        if !found.bundles.is_empty() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// A pinned reference already recorded, with every blob present, for a compatible
@@ -476,6 +514,80 @@ impl Puller<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Fetches the Sigstore bundles of the first candidate digest that has any. None
+    /// is normal; failures are handled as [`Self::signature`] handles them.
+    async fn bundles(&self, candidates: &[Digest]) -> Result<Vec<BundleRecord>, PullError> {
+        for signed in candidates {
+            match self.fetch_bundles(signed).await {
+                Ok(found) if found.is_empty() => continue,
+                Ok(found) => return Ok(found),
+                Err(e) if e.is_integrity() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(image = %self.key, %signed, error = %e, "cannot fetch the image's sigstore bundles");
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// The bundle referrers of `signed` (at most [`MAX_BUNDLE_REFERRERS`]), each
+    /// referrer manifest and bundle digest-checked and stored. A referrer that is
+    /// gone, is not a bundle of `signed` or does not fit is skipped with a warning;
+    /// content that does not match its digest fails.
+    async fn fetch_bundles(&self, signed: &Digest) -> Result<Vec<BundleRecord>, PullError> {
+        let found = self
+            .client
+            .referrers(&self.repo, signed, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_REFERRERS)
+            .await?;
+        let mut out = Vec::new();
+        for d in &found.descriptors {
+            match self.fetch_bundle(signed, d).await {
+                Ok(bundle) => out.push(BundleRecord {
+                    signed: signed.clone(),
+                    found: found.source,
+                    manifest: BlobRef {
+                        digest: d.digest.clone(),
+                        size: d.size,
+                        media_type: manifest::OCI_MANIFEST.to_string(),
+                    },
+                    bundle,
+                    refreshed: None,
+                }),
+                Err(e) if e.is_integrity() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(image = %self.key, %signed, referrer = %d.digest, error = %e, "sigstore bundle referrer skipped");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One bundle referrer: its manifest (checked to be a bundle of `signed`) and
+    /// its bundle layer.
+    async fn fetch_bundle(
+        &self,
+        signed: &Digest,
+        referrer: &manifest::Descriptor,
+    ) -> Result<BlobRef, PullError> {
+        let bytes = self
+            .small_blob(&referrer.digest, referrer.size, MAX_MANIFEST_BYTES, true)
+            .await?;
+        let layer = check_referrer(&bytes, &referrer.digest, signed).map_err(|source| {
+            PullError::Referrer {
+                reference: self.key.clone(),
+                source,
+            }
+        })?;
+        self.small_blob(&layer.digest, layer.size, MAX_BUNDLE_SIZE as u64, false)
+            .await?;
+        Ok(BlobRef {
+            digest: layer.digest,
+            size: layer.size,
+            media_type: layer.media_type,
+        })
     }
 
     async fn fetch_signature(

@@ -13,6 +13,7 @@
 
 pub mod error;
 mod push;
+pub mod referrers;
 pub mod retry;
 mod token;
 mod transport;

@@ -1,11 +1,15 @@
 //! Signatures between the registry and the local content store.
 //!
-//! - [`publish`] signs an image and pushes the signature (`berth sign`); then
-//!   [`refresh_signed`] fetches it back into the record of every stored image it signs,
-//!   so the store never keeps a signature older than the one just made.
-//! - [`verify_pulled`] checks the signature stored with a pulled image (`berth image
-//!   verify`), fetching it from the registry first when the store has none; and
-//!   [`verify_remote`] checks the registry's (`--remote`).
+//! - [`publish`] signs an image and pushes the signature (`berth sign`): a Sigstore
+//!   bundle attached as an OCI referrer (cosign 3's layout, listed in the
+//!   `sha256-<hex>` index when the registry has no referrers API), or the legacy
+//!   `sha256-<hex>.sig` manifest; then [`refresh_signed`] fetches the signatures back
+//!   into the record of every stored image it signs, so the store never keeps
+//!   signatures older than the one just made.
+//! - [`verify_pulled`] checks the signatures stored with a pulled image (`berth image
+//!   verify`), fetching them from the registry first when the store has none; and
+//!   [`verify_remote`] checks the registry's (`--remote`): legacy and bundles alike,
+//!   judged by [`prepare::judge`].
 //!
 //! Every check says where it looked ([`Looked`]): the local store (and when, and by
 //! what, its signature was fetched) or the registry.
@@ -18,16 +22,23 @@ use bytes::Bytes;
 
 use berth_spec::reference::{Reference, ReferenceError};
 
+use super::referrers::{
+    EMPTY_JSON, MAX_BUNDLE_REFERRERS, ReferrersError, build_referrer, check_referrer, merge_index,
+};
 use super::{
-    BoxError, ImageManifest, SignatureError, SigningKey, TrustedKey, sign_image, signature_tag,
+    BUNDLE_MEDIA_TYPE, BoxError, BundleError, BundleVerified, ImageManifest, MAX_BUNDLE_SIZE,
+    SignatureError, SigningKey, TrustedKey, sign_bundle, sign_image, signature_tag, verify_bundle,
     verify_signature_manifest,
 };
 use crate::image::digest::{Digest, DigestError};
-use crate::image::prepare::{self, SignatureCheck};
-use crate::image::pull::{self, PullError};
+use crate::image::manifest::{self, Descriptor, ManifestError, OCI_INDEX, OCI_MANIFEST};
+use crate::image::prepare::{self, BundleOutcome, Outcomes, SignatureCheck};
+use crate::image::pull::{self, PullError, Signatures};
+use crate::image::registry::referrers::referrers_tag;
 use crate::image::registry::{Client, RegistryError, Repository};
 use crate::image::store::records::{ImageRecord, Refreshed, RefreshedBy};
 use crate::image::store::{Store, StoreError};
+use crate::util::error_chain;
 
 /// Largest signature blob read from a registry (real ones are < 2 KiB).
 const MAX_SIGNATURE_BLOB: u64 = 4 << 20;
@@ -47,6 +58,16 @@ pub enum ExchangeError {
     },
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Referrers(#[from] ReferrersError),
+    #[error("the image {reference} to sign")]
+    Subject {
+        reference: String,
+        #[source]
+        source: ManifestError,
+    },
     #[error("the signature manifest names an invalid blob")]
     Digest(#[from] DigestError),
     #[error("the stored image reference `{reference}` does not parse")]
@@ -68,6 +89,7 @@ impl ExchangeError {
             ExchangeError::Store(e) => e.is_integrity(),
             ExchangeError::Fetch { source, .. } => source.is_integrity(),
             ExchangeError::Signature(e) => !e.is_transient(),
+            ExchangeError::Bundle(_) | ExchangeError::Referrers(_) => true,
             ExchangeError::Digest(_) => true,
             _ => false,
         }
@@ -160,20 +182,52 @@ pub struct LocatedCheck {
     pub looked: Looked,
 }
 
+/// The layout `berth sign` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignFormat {
+    /// A Sigstore bundle attached as an OCI 1.1 referrer (cosign 3's default).
+    Bundle,
+    /// cosign's legacy `sha256-<hex>.sig` manifest (`--legacy`).
+    Legacy,
+}
+
 /// What [`publish`] pushed.
 #[derive(Debug, Clone)]
 pub struct Published {
     /// The digest signed (what the reference resolved to).
     pub digest: Digest,
-    /// The signature's tag, `sha256-<hex>.sig`.
-    pub tag: String,
-    /// The digest of the signature manifest pushed under `tag`.
+    /// The signature manifest pushed: the legacy one (under its tag) or the referrer
+    /// manifest (by its digest).
     pub manifest: Digest,
+    pub how: PublishedAs,
 }
 
-/// Signs what `reference` resolves to now with `key` and pushes the signature in the
-/// legacy layout, keeping the signatures already under its tag.
+/// Where [`publish`] put the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishedAs {
+    /// The legacy layout, under `tag` (`sha256-<hex>.sig`).
+    Legacy { tag: String },
+    /// A bundle referrer. `index_tag`: the `sha256-<hex>` index it was added to, when
+    /// the registry has no referrers API (`None`: the API lists it).
+    Bundle { index_tag: Option<String> },
+}
+
+/// Signs what `reference` resolves to now with `key` and pushes the signature in
+/// `format`, keeping the signatures already there.
 pub async fn publish(
+    client: &Client,
+    reference: &Reference,
+    key: &SigningKey,
+    format: SignFormat,
+) -> Result<Published, ExchangeError> {
+    match format {
+        SignFormat::Bundle => publish_bundle(client, reference, key).await,
+        SignFormat::Legacy => publish_legacy(client, reference, key).await,
+    }
+}
+
+/// The legacy layout: the signature appended to the manifest under `sha256-<hex>.sig`.
+async fn publish_legacy(
     client: &Client,
     reference: &Reference,
     key: &SigningKey,
@@ -206,12 +260,80 @@ pub async fn publish(
         .await?;
     Ok(Published {
         digest,
-        tag: artifact.tag,
         manifest,
+        how: PublishedAs::Legacy { tag: artifact.tag },
     })
 }
 
-/// After `berth sign`: fetches the signature again into the record of every image of
+/// A Sigstore bundle as cosign 3 attaches it: the bundle blob, the empty config, the
+/// referrer manifest (pushed by digest, `subject` = the image); then, when the
+/// registry has no referrers API, the `sha256-<hex>` index with the referrer added to
+/// those already listed.
+async fn publish_bundle(
+    client: &Client,
+    reference: &Reference,
+    key: &SigningKey,
+) -> Result<Published, ExchangeError> {
+    let repo = Repository::of(reference);
+    let top = client.fetch_manifest(&repo, reference.reference()).await?;
+    let (_, media_type) = manifest::parse_manifest(&top.bytes, top.content_type.as_deref())
+        .map_err(|source| ExchangeError::Subject {
+            reference: reference.to_string(),
+            source,
+        })?;
+    let subject = Descriptor {
+        media_type,
+        digest: top.digest.clone(),
+        size: top.bytes.len() as u64,
+        platform: None,
+        urls: None,
+        annotations: None,
+        artifact_type: None,
+    };
+    let bundle = sign_bundle(&reference.name(), top.digest.as_str(), key)?;
+    let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let artifact = build_referrer(bundle, &subject, &created)?;
+    client
+        .push_blob(&repo, Bytes::from(artifact.bundle.clone()))
+        .await?;
+    client
+        .push_blob(&repo, Bytes::from_static(EMPTY_JSON))
+        .await?;
+    client
+        .push_manifest(
+            &repo,
+            artifact.digest.as_str(),
+            OCI_MANIFEST,
+            Bytes::from(artifact.manifest.clone()),
+        )
+        .await?;
+    let index_tag = if client
+        .referrers_api(&repo, &top.digest, None)
+        .await?
+        .is_some()
+    {
+        None
+    } else {
+        let tag = referrers_tag(&top.digest);
+        let existing = match client.fetch_manifest(&repo, &tag).await {
+            Ok(m) => Some(m.bytes),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let index = merge_index(&tag, existing.as_deref(), &artifact.entry)?;
+        client
+            .push_manifest(&repo, &tag, OCI_INDEX, Bytes::from(index))
+            .await?;
+        Some(tag)
+    };
+    Ok(Published {
+        digest: top.digest,
+        manifest: artifact.digest,
+        how: PublishedAs::Bundle { index_tag },
+    })
+}
+
+/// After `berth sign`: fetches the signatures again into the record of every image of
 /// `reference`'s repository stored with `digest` (as its top or platform digest).
 /// Returns the references refreshed; none when there is no store under it yet.
 pub async fn refresh_signed(
@@ -240,9 +362,9 @@ pub async fn refresh_signed(
     Ok(refreshed)
 }
 
-/// Fetches `record`'s signature from the registry again and stores it with the record
-/// (if the reference still names the same image). Returns the updated record, or
-/// `None` when the registry has no signature of it.
+/// Fetches `record`'s signatures (legacy and bundles) from the registry again and
+/// stores them with the record (if the reference still names the same image). Returns
+/// the updated record, or `None` when the registry has no signature of it.
 async fn refresh(
     client: &Client,
     store: &Store,
@@ -268,46 +390,60 @@ async fn refresh(
             reference: record.reference.clone(),
             source,
         })?;
-    let Some(mut signature) = fetched else {
+    if fetched.is_empty() {
         return Ok(None);
-    };
-    signature.refreshed = Some(Refreshed {
+    }
+    let stamp = Refreshed {
         by,
         at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-    });
+    };
+    let Signatures {
+        mut legacy,
+        mut bundles,
+    } = fetched;
+    if let Some(s) = &mut legacy {
+        s.refreshed = Some(stamp.clone());
+    }
+    for b in &mut bundles {
+        b.refreshed = Some(stamp.clone());
+    }
     // A pull since may have moved the reference to another image: keep that one.
     let mut current = match store.record(&record.reference)? {
         Some(r) if r.digest == record.digest => r,
         _ => return Ok(None),
     };
-    current.signature = Some(signature);
+    current.signature = legacy;
+    current.bundles = bundles;
     store.put_record(&current)?;
     Ok(Some(current))
 }
 
-/// Checks the signature stored with `record` against `keys`; when the store has none,
-/// fetches it from the registry first (and keeps it).
+/// Checks the signatures stored with `record` against `keys`; when the store has
+/// none, fetches them from the registry first (and keeps them).
 pub async fn verify_pulled(
     client: &Client,
     store: &Store,
     record: &ImageRecord,
     keys: &[TrustedKey],
 ) -> Result<LocatedCheck, ExchangeError> {
-    if let Some(signature) = &record.signature {
+    if record.signature.is_some() || !record.bundles.is_empty() {
+        let refreshed = record
+            .signature
+            .iter()
+            .filter_map(|s| s.refreshed.clone())
+            .chain(record.bundles.iter().filter_map(|b| b.refreshed.clone()))
+            .max_by(|a, b| a.at.cmp(&b.at));
         return Ok(LocatedCheck {
             check: prepare::verify_stored(store, record, keys),
             looked: Looked::Store {
                 pulled_at: record.pulled_at.clone(),
-                refreshed: signature.refreshed.clone(),
+                refreshed,
             },
         });
     }
     let check = match refresh(client, store, record, RefreshedBy::Verify).await? {
         Some(updated) => prepare::verify_stored(store, &updated, keys),
-        None => SignatureCheck::Failed(format!(
-            "no signature was found (keys tried: {})",
-            key_names(keys)
-        )),
+        None => prepare::judge(&record.digest, Outcomes::default(), keys),
     };
     Ok(LocatedCheck {
         check,
@@ -317,15 +453,8 @@ pub async fn verify_pulled(
     })
 }
 
-fn key_names(keys: &[TrustedKey]) -> String {
-    keys.iter()
-        .map(TrustedKey::name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Resolves `reference` in its registry and checks the signature stored there, without
-/// the local store. Returns the digest checked.
+/// Resolves `reference` in its registry and checks the signatures stored there (the
+/// legacy one and the bundles), without the local store. Returns the digest checked.
 pub async fn verify_remote(
     client: &Client,
     reference: &Reference,
@@ -336,28 +465,81 @@ pub async fn verify_remote(
         .fetch_manifest(&repo, reference.reference())
         .await?
         .digest;
+    let outcomes =
+        registry_outcomes(client, &repo, &digest, std::slice::from_ref(&digest), keys).await?;
+    let check = prepare::judge(&digest, outcomes, keys);
     let looked = Looked::Registry {
         store_had_none: false,
     };
-    let tag = signature_tag(digest.as_str())?;
-    let signature = match client.fetch_manifest(&repo, &tag).await {
-        Ok(m) => m,
-        Err(e) if e.is_not_found() => {
-            let check = SignatureCheck::Failed(format!(
-                "no signature `{tag}` was found in {} (keys tried: {})",
-                reference.name(),
-                key_names(keys)
-            ));
-            return Ok((digest, LocatedCheck { check, looked }));
+    Ok((digest, LocatedCheck { check, looked }))
+}
+
+/// What the signatures of image `digest` in the registry say, each checked for
+/// `digest` with `keys`: the legacy one of the first of `candidates` (the image's
+/// top and platform digests) that has one, and the bundles of the first that has any.
+/// A referrer that is gone or is not a bundle of its subject is skipped, as a pull
+/// skips it; a registry that cannot be asked is an error.
+pub async fn registry_outcomes(
+    client: &Client,
+    repo: &Repository,
+    digest: &Digest,
+    candidates: &[Digest],
+    keys: &[TrustedKey],
+) -> Result<Outcomes, ExchangeError> {
+    let mut outcomes = Outcomes::default();
+    for signed in candidates {
+        if let Some(legacy) = registry_legacy(client, repo, digest, signed, keys).await? {
+            outcomes.legacy = Some(legacy);
+            break;
         }
+    }
+    for signed in candidates {
+        let found = client
+            .referrers(repo, signed, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_REFERRERS)
+            .await?;
+        for d in &found.descriptors {
+            let Some(result) =
+                registry_bundle(client, repo, digest, signed, &d.digest, keys).await?
+            else {
+                continue;
+            };
+            outcomes.bundles.push(BundleOutcome {
+                manifest: d.digest.clone(),
+                signed: signed.clone(),
+                result,
+            });
+        }
+        if !outcomes.bundles.is_empty() {
+            break;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The legacy signature of `signed` (`sha256-<hex>.sig`) checked for `digest`;
+/// `None` when there is none.
+async fn registry_legacy(
+    client: &Client,
+    repo: &Repository,
+    digest: &Digest,
+    signed: &Digest,
+    keys: &[TrustedKey],
+) -> Result<Option<Result<Vec<String>, String>>, ExchangeError> {
+    let tag = signature_tag(signed.as_str())?;
+    let signature = match client.fetch_manifest(repo, &tag).await {
+        Ok(m) => m,
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let manifest = ImageManifest::parse(&signature.bytes)?;
+    let manifest = match ImageManifest::parse(&signature.bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(Some(Err(error_chain(&e)))),
+    };
     let mut blobs = BTreeMap::new();
     for layer in manifest.signature_layers() {
         let d = Digest::parse(&layer.digest)?;
         let bytes = client
-            .fetch_blob_bytes(&repo, &d, MAX_SIGNATURE_BLOB)
+            .fetch_blob_bytes(repo, &d, MAX_SIGNATURE_BLOB)
             .await?;
         blobs.insert(layer.digest.clone(), bytes);
     }
@@ -367,17 +549,49 @@ pub async fn verify_remote(
             .cloned()
             .ok_or_else(|| format!("blob {d} was not fetched").into())
     };
-    let check = match verify_signature_manifest(&signature.bytes, digest.as_str(), keys, &fetch) {
-        Ok(v) if !v.verified.is_empty() => {
-            let mut names: Vec<String> = v.verified.iter().map(|x| x.key.clone()).collect();
-            names.sort();
-            names.dedup();
-            SignatureCheck::Verified(names)
-        }
-        Ok(_) => SignatureCheck::Failed("no signature verified".into()),
-        Err(e) => SignatureCheck::Failed(crate::util::error_chain(&e)),
+    Ok(Some(
+        match verify_signature_manifest(&signature.bytes, digest.as_str(), keys, &fetch) {
+            Ok(v) if !v.verified.is_empty() => Ok(v.verified.into_iter().map(|x| x.key).collect()),
+            Ok(_) => Err("no signature verified".into()),
+            Err(e) => Err(error_chain(&e)),
+        },
+    ))
+}
+
+/// The bundle referrer `referrer` of `signed`, checked for `digest`; `None` (with a
+/// warning) when it is gone or is not a bundle referrer of `signed`.
+async fn registry_bundle(
+    client: &Client,
+    repo: &Repository,
+    digest: &Digest,
+    signed: &Digest,
+    referrer: &Digest,
+    keys: &[TrustedKey],
+) -> Result<Option<Result<BundleVerified, String>>, ExchangeError> {
+    let skipped = |e: &dyn std::error::Error| {
+        tracing::warn!(%signed, %referrer, error = %error_chain(e), "sigstore bundle referrer skipped");
     };
-    Ok((digest, LocatedCheck { check, looked }))
+    let fetched = match client.fetch_manifest(repo, referrer.as_str()).await {
+        Ok(m) => m,
+        Err(e) if e.is_not_found() => {
+            skipped(&e);
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let layer = match check_referrer(&fetched.bytes, referrer, signed) {
+        Ok(l) => l,
+        Err(e) => {
+            skipped(&e);
+            return Ok(None);
+        }
+    };
+    let bundle = client
+        .fetch_blob_bytes(repo, &layer.digest, MAX_BUNDLE_SIZE as u64)
+        .await?;
+    Ok(Some(
+        verify_bundle(&bundle, digest.as_str(), keys).map_err(|e| error_chain(&e)),
+    ))
 }
 
 #[cfg(test)]

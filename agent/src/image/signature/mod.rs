@@ -33,6 +33,7 @@ pub mod exchange;
 mod keys;
 mod manifest;
 mod payload;
+pub mod referrers;
 mod sign;
 mod verify;
 

@@ -1,5 +1,6 @@
 //! Image records: what a reference resolved to when it was pulled, and every blob
-//! that image needs (indexes, manifest, config, layers, its cosign signature).
+//! that image needs (indexes, manifest, config, layers, its cosign signature and
+//! Sigstore bundles).
 //!
 //! One JSON file per reference under `content/images/` (named by the SHA-256 of the
 //! reference, so two pulls of different references never write the same file), each
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Store, StoreError, io, write_atomic};
 use crate::image::digest::Digest;
 use crate::image::platform::Platform;
+use crate::image::registry::referrers::ReferrersSource;
 
 /// A blob an image refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +47,23 @@ pub struct SignatureRecord {
     /// When it was fetched again after the pull, and by what; `None` when it is the
     /// one fetched at pull time ([`ImageRecord::pulled_at`]), as in every record
     /// written before berth refreshed signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<Refreshed>,
+}
+
+/// A Sigstore bundle stored with an image (cosign 3's default layout): the referrer
+/// manifest and its one bundle layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    /// The digest it was found for (the image's top digest, or its platform manifest).
+    pub signed: Digest,
+    /// How it was found: `referrers` (the registry's API) or `tag` (`sha256-<hex>`).
+    pub found: ReferrersSource,
+    /// The referrer manifest.
+    pub manifest: BlobRef,
+    /// Its layer: the bundle JSON.
+    pub bundle: BlobRef,
+    /// When it was fetched again after the pull, and by what (as for the legacy one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed: Option<Refreshed>,
 }
@@ -87,6 +106,9 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRecord>,
     #[serde(default)]
     pub signature: Option<SignatureRecord>,
+    /// Sigstore bundles of the image (none in records written before berth read them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<BundleRecord>,
     /// RFC 3339 time of the pull.
     pub pulled_at: String,
 }
@@ -102,6 +124,11 @@ impl ImageRecord {
             .chain(self.signature.iter().flat_map(|s| {
                 std::iter::once(&s.manifest.digest).chain(s.blobs.iter().map(|b| &b.digest))
             }))
+            .chain(
+                self.bundles
+                    .iter()
+                    .flat_map(|b| [&b.manifest.digest, &b.bundle.digest]),
+            )
     }
 
     /// Compressed size of the layers.
@@ -252,6 +279,7 @@ pub fn sample(
         config,
         layers,
         signature: None,
+        bundles: vec![],
         pulled_at: "2026-11-22T00:00:00Z".into(),
     }
 }
@@ -318,6 +346,38 @@ mod tests {
         assert_eq!(back, r);
         let json = serde_json::to_value(&back).unwrap();
         assert_eq!(json["signature"]["refreshed"]["by"], "sign");
+    }
+
+    /// A record written before bundles were stored reads with none, and writes none;
+    /// one with bundles keeps them, and garbage collection keeps their blobs.
+    #[test]
+    fn bundle_records_old_and_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = record(&store, "r/a:1", b"layer");
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("bundles").is_none(), "{json}");
+        let old: ImageRecord = serde_json::from_value(json).unwrap();
+        assert!(old.bundles.is_empty());
+
+        let manifest = blob(&store, b"referrer manifest");
+        let bundle = blob(&store, b"bundle json");
+        r.bundles.push(BundleRecord {
+            signed: r.digest.clone(),
+            found: ReferrersSource::Tag,
+            manifest: manifest.clone(),
+            bundle: bundle.clone(),
+            refreshed: None,
+        });
+        store.put_record(&r).unwrap();
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["bundles"][0]["found"], "tag");
+        assert!(json["bundles"][0].get("refreshed").is_none(), "{json}");
+        assert_eq!(store.record("r/a:1").unwrap().unwrap(), r);
+        let blobs: BTreeSet<&Digest> = r.blobs().collect();
+        assert!(blobs.contains(&manifest.digest) && blobs.contains(&bundle.digest));
+        store.gc(None).unwrap();
+        assert!(store.has_blob(&manifest.digest) && store.has_blob(&bundle.digest));
     }
 
     #[test]

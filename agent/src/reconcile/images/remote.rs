@@ -1,9 +1,7 @@
 //! What `berth plan` may ask a registry: the manifest a reference resolves to (down
 //! through indexes to this host's platform), the image config, and the cosign
-//! signature — all small, size-capped, digest-checked by the client, and kept in
+//! signatures (legacy and Sigstore bundles) — all small, size-capped, digest-checked by the client, and kept in
 //! memory. Never a layer, and nothing is written to the store.
-
-use std::collections::BTreeMap;
 
 use berth_spec::reference::Reference;
 use oci_spec::image::ImageConfiguration;
@@ -11,17 +9,13 @@ use oci_spec::image::ImageConfiguration;
 use crate::image::digest::Digest;
 use crate::image::manifest::{self, Manifest};
 use crate::image::platform::{self, Platform};
-use crate::image::prepare::SignatureCheck;
+use crate::image::prepare::{self, Outcomes, SignatureCheck};
 use crate::image::registry::{Client, RegistryError, Repository};
-use crate::image::signature::{self, BoxError, TrustedKey, VerifiedManifest};
+use crate::image::signature::{TrustedKey, exchange};
 use crate::util::error_chain;
 
 /// Indexes nested deeper than this are refused (as `pull` refuses them).
 const MAX_INDEX_DEPTH: usize = 4;
-/// Largest blob of a signature (as `pull` caps it).
-const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
-/// Most signature layers read (as `pull` caps them).
-const MAX_SIGNATURE_LAYERS: usize = 64;
 
 /// Why the registry could not say.
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +121,10 @@ pub async fn inspect(
     })
 }
 
-/// The legacy cosign signature (`sha256-<hex>.sig`) of the first candidate that has
-/// one, checked as `prepare::verify_stored` checks a pulled one — with the same words,
-/// so that `plan` and `apply` give the same reason.
+/// The image's signatures in the registry — the legacy cosign signature
+/// (`sha256-<hex>.sig`) and the Sigstore bundles of the first candidate that has them —
+/// judged as `prepare::verify_stored` judges a pulled one's, with the same words, so
+/// that `plan` and `apply` give the same reason.
 async fn signature_check(
     client: &Client,
     repo: &Repository,
@@ -137,70 +132,12 @@ async fn signature_check(
     candidates: &[Digest],
     keys: &[TrustedKey],
 ) -> SignatureCheck {
-    for signed in candidates {
-        let tag = format!("sha256-{}.sig", signed.hex());
-        let fetched = match client.fetch_manifest(repo, &tag).await {
-            Ok(f) => f,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => {
-                // `pull` stores the image unsigned then, and the check says so.
-                tracing::warn!(%tag, error = %e, "cannot fetch the image signature");
-                break;
-            }
-        };
-        let Ok((Manifest::Image(m), _)) =
-            manifest::parse_manifest(&fetched.bytes, fetched.content_type.as_deref())
-        else {
-            break;
-        };
-        let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for d in std::iter::once(&m.config)
-            .chain(&m.layers)
-            .take(MAX_SIGNATURE_LAYERS + 1)
-        {
-            if blobs.contains_key(d.digest.as_str()) || d.size > MAX_SIGNATURE_BLOB {
-                continue;
-            }
-            match client
-                .fetch_blob_bytes(repo, &d.digest, MAX_SIGNATURE_BLOB)
-                .await
-            {
-                Ok(b) => {
-                    blobs.insert(d.digest.as_str().to_string(), b);
-                }
-                Err(e) => {
-                    return SignatureCheck::Failed(format!(
-                        "cannot read the signature manifest: {}",
-                        error_chain(&e)
-                    ));
-                }
-            }
+    match exchange::registry_outcomes(client, repo, image, candidates, keys).await {
+        Ok(outcomes) => prepare::judge(image, outcomes, keys),
+        Err(e) => {
+            // `pull` stores the image unsigned then, and the check says so.
+            tracing::warn!(%image, error = %error_chain(&e), "cannot fetch the image signatures");
+            prepare::judge(image, Outcomes::default(), keys)
         }
-        let fetch = |digest: &str| -> Result<Vec<u8>, BoxError> {
-            blobs
-                .get(digest)
-                .cloned()
-                .ok_or_else(|| format!("blob {digest} is not part of the signature").into())
-        };
-        return match signature::verify_signature_manifest(
-            &fetched.bytes,
-            image.as_str(),
-            keys,
-            &fetch,
-        ) {
-            Ok(VerifiedManifest { verified, .. }) if !verified.is_empty() => {
-                let mut names: Vec<String> = verified.iter().map(|v| v.key.clone()).collect();
-                names.sort();
-                names.dedup();
-                SignatureCheck::Verified(names)
-            }
-            Ok(_) => SignatureCheck::Failed("no signature verified".into()),
-            Err(e) => SignatureCheck::Failed(error_chain(&e)),
-        };
     }
-    let tried: Vec<&str> = keys.iter().map(TrustedKey::name).collect();
-    SignatureCheck::Failed(format!(
-        "no signature was found in the registry (keys tried: {})",
-        tried.join(", ")
-    ))
 }

@@ -1,0 +1,306 @@
+//! OCI 1.1 referrers: the artifacts (signatures, SBOMs, attestations) whose manifest
+//! names another manifest as its `subject` (distribution-spec "Listing Referrers").
+//!
+//! Contract:
+//! - The referrers API (`GET /v2/<name>/referrers/<digest>`) counts as supported only
+//!   when it answers 200 with an OCI image index (by the body's `mediaType`, or by the
+//!   `Content-Type` when the body names none). Any other answer — 404, another status,
+//!   another body — means "unsupported", and the client falls back to the referrers tag
+//!   schema: the image index tagged `sha256-<hex>` (no tag there: no referrers).
+//! - The `artifactType` filter is sent, but never trusted: registries may ignore it,
+//!   so [`of_type`] filters again. At most `max` referrers are returned, one per digest.
+//! - The index is size-capped as manifests are ([`MAX_MANIFEST_BYTES`]); the tag's
+//!   index is fetched as any manifest. The referrer manifests themselves are the
+//!   caller's to fetch (by digest, digest-checked).
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, Url};
+use serde::{Deserialize, Serialize};
+
+use super::error::RegistryError;
+use super::transport::Req;
+use super::{Client, Repository};
+use crate::image::digest::Digest;
+use crate::image::manifest::{
+    self, Descriptor, ImageIndex, MAX_MANIFEST_BYTES, Manifest, OCI_INDEX,
+};
+
+/// Where a manifest's referrers were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferrersSource {
+    /// The registry's referrers API.
+    Referrers,
+    /// The `sha256-<hex>` index tag (registries without the API).
+    Tag,
+}
+
+/// The referrers of one manifest, of one artifact type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrers {
+    pub source: ReferrersSource,
+    /// Descriptors of the referrer manifests, in the index's order.
+    pub descriptors: Vec<Descriptor>,
+}
+
+/// The referrers tag schema for `digest`: `sha256-<hex>`.
+pub fn referrers_tag(digest: &Digest) -> String {
+    format!("sha256-{}", digest.hex())
+}
+
+/// The index a referrers API answered with, if the answer counts as "supported": a
+/// 200 whose body is an OCI image index (its `mediaType`, or the `Content-Type` when
+/// the body names none). `None` means the client falls back to the tag.
+pub fn api_index(status: u16, content_type: Option<&str>, body: &[u8]) -> Option<ImageIndex> {
+    if status != 200 {
+        return None;
+    }
+    let index: ImageIndex = serde_json::from_slice(body).ok()?;
+    let header = content_type.map(|c| c.split(';').next().unwrap_or("").trim());
+    let media_type = index.media_type.as_deref().or(header);
+    (index.schema_version == 2 && media_type == Some(OCI_INDEX)).then_some(index)
+}
+
+/// The entries of `index` whose `artifactType` is `artifact_type`, one per digest, at
+/// most `max` (the rest are dropped with a warning: a hostile registry cannot make a
+/// pull follow referrers without end).
+pub fn of_type(index: &ImageIndex, artifact_type: &str, max: usize) -> Vec<Descriptor> {
+    let mut out: Vec<Descriptor> = Vec::new();
+    for d in &index.manifests {
+        if d.artifact_type.as_deref() != Some(artifact_type)
+            || out.iter().any(|o| o.digest == d.digest)
+        {
+            continue;
+        }
+        if out.len() == max {
+            tracing::warn!(
+                artifact_type,
+                max,
+                "more referrers than berth follows; the rest are ignored"
+            );
+            break;
+        }
+        out.push(d.clone());
+    }
+    out
+}
+
+impl Client {
+    /// Asks the referrers API of `repo` for the referrers of `digest` (filtered by
+    /// `artifact_type` if the registry filters). `None` when the registry does not
+    /// support the API (see [`api_index`]); errors only for requests that failed.
+    pub async fn referrers_api(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<ImageIndex>, RegistryError> {
+        self.read(repo, |ep| async move {
+            let target = repo.target(digest.as_str());
+            let mut url: Url = self
+                .url(&ep, &format!("v2/{}/referrers/{digest}", repo.name))
+                .await?;
+            if let Some(t) = artifact_type {
+                url.query_pairs_mut().append_pair("artifactType", t);
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_static(OCI_INDEX));
+            let resp = self
+                .inner
+                .execute(
+                    &ep,
+                    &target,
+                    false,
+                    Req::new(Method::GET, url).headers(headers),
+                )
+                .await?;
+            let status = resp.status().as_u16();
+            if status == 401 {
+                // Credentials refused: an error, not "unsupported".
+                self.ok(&ep, &target, resp).await?;
+                return Ok(None);
+            }
+            if status != 200 {
+                return Ok(None);
+            }
+            let content_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = self
+                .read_document(resp, &ep, &target, "referrers index", MAX_MANIFEST_BYTES)
+                .await?;
+            Ok(api_index(status, content_type.as_deref(), &body))
+        })
+        .await
+    }
+
+    /// The referrers of `digest` of type `artifact_type` (at most `max`): from the
+    /// referrers API when the registry supports it, else from the `sha256-<hex>` index
+    /// tag. No tag: none. A tag holding anything but an index is an error.
+    pub async fn referrers(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        artifact_type: &str,
+        max: usize,
+    ) -> Result<Referrers, RegistryError> {
+        if let Some(index) = self
+            .referrers_api(repo, digest, Some(artifact_type))
+            .await?
+        {
+            return Ok(Referrers {
+                source: ReferrersSource::Referrers,
+                descriptors: of_type(&index, artifact_type, max),
+            });
+        }
+        let tag = referrers_tag(digest);
+        let fetched = match self.fetch_manifest(repo, &tag).await {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => {
+                return Ok(Referrers {
+                    source: ReferrersSource::Tag,
+                    descriptors: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        match manifest::parse_manifest(&fetched.bytes, fetched.content_type.as_deref()) {
+            Ok((Manifest::Index(index), _)) => Ok(Referrers {
+                source: ReferrersSource::Tag,
+                descriptors: of_type(&index, artifact_type, max),
+            }),
+            Ok((Manifest::Image(_), media_type)) => Err(RegistryError::Protocol {
+                registry: repo.registry.clone(),
+                detail: format!(
+                    "the referrers tag {tag} in repository {} is a `{media_type}`, not an image index",
+                    repo.name
+                ),
+            }),
+            Err(source) => Err(RegistryError::Manifest {
+                target: repo.target(&tag),
+                source,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    const SBOM: &str = "application/spdx+json";
+
+    fn d(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    /// An index as a registry with the referrers API serves it (zot, Harbor, ghcr):
+    /// a cosign bundle and an SBOM attached to the same image.
+    fn recorded_index() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+            "manifests":[
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1093,
+                "artifactType":"{BUNDLE}",
+                "annotations":{{"dev.sigstore.bundle.content":"dsse-envelope",
+                  "dev.sigstore.bundle.predicateType":"https://sigstore.dev/cosign/sign/v1",
+                  "org.opencontainers.image.created":"2026-11-30T10:00:00Z"}}}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":788,
+                "artifactType":"{SBOM}"}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1093,
+                "artifactType":"{BUNDLE}"}}
+            ]}}"#,
+            d('a'),
+            d('b'),
+            d('c')
+        )
+    }
+
+    #[test]
+    fn a_supported_api_lists_the_bundles_only() {
+        let body = recorded_index();
+        // The registry ignored `?artifactType=`: the SBOM is in the answer, and dropped.
+        let index = api_index(200, Some(OCI_INDEX), body.as_bytes()).unwrap();
+        let bundles = of_type(&index, BUNDLE, 16);
+        let digests: Vec<&str> = bundles.iter().map(|b| b.digest.as_str()).collect();
+        assert_eq!(digests, [d('a'), d('c')]);
+        assert_eq!(
+            bundles[0].annotations.as_ref().unwrap()["dev.sigstore.bundle.content"],
+            "dsse-envelope"
+        );
+        // The body names its type: a generic content type does not matter.
+        assert!(api_index(200, Some("application/json"), body.as_bytes()).is_some());
+        assert!(api_index(200, None, body.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn filtered_answers_duplicates_and_the_cap() {
+        // A registry that filtered (OCI-Filters-Applied: artifactType) and names the
+        // index type only in its Content-Type.
+        let body = format!(
+            r#"{{"schemaVersion":2,"manifests":[
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{0}","size":1,"artifactType":"{BUNDLE}"}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{0}","size":1,"artifactType":"{BUNDLE}"}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{1}","size":1,"artifactType":"{BUNDLE}"}}]}}"#,
+            d('a'),
+            d('b')
+        );
+        let index = api_index(
+            200,
+            Some("application/vnd.oci.image.index.v1+json; charset=utf-8"),
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(of_type(&index, BUNDLE, 16).len(), 2, "one per digest");
+        assert_eq!(of_type(&index, BUNDLE, 1).len(), 1, "capped");
+        assert!(of_type(&index, "other/type", 16).is_empty());
+        // No type in the body nor the header: not an index answer.
+        assert!(api_index(200, Some("application/json"), body.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn anything_but_a_200_index_means_fall_back_to_the_tag() {
+        let body = recorded_index();
+        // 404: the registry has no referrers API (docker-registry 2.8).
+        assert!(
+            api_index(
+                404,
+                Some("application/json"),
+                br#"{"errors":[{"code":"NOT_FOUND"}]}"#
+            )
+            .is_none()
+        );
+        assert!(api_index(404, Some(OCI_INDEX), body.as_bytes()).is_none());
+        assert!(api_index(500, Some(OCI_INDEX), body.as_bytes()).is_none());
+        // 200, but a registry's UI page, an image manifest, or an error document.
+        assert!(api_index(200, Some("text/html"), b"<html>registry</html>").is_none());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+               "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+            d('e')
+        );
+        assert!(api_index(200, Some(OCI_INDEX), manifest.as_bytes()).is_none());
+        assert!(api_index(200, Some(OCI_INDEX), br#"{"errors":[]}"#).is_none());
+        // A Docker manifest list is an index, but not the OCI index the API serves.
+        let list = body.replace(
+            OCI_INDEX,
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        );
+        assert!(api_index(200, None, list.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn the_tag_schema() {
+        let digest = Digest::parse(&d('f')).unwrap();
+        assert_eq!(referrers_tag(&digest), format!("sha256-{}", "f".repeat(64)));
+        assert_eq!(serde_json::to_value(ReferrersSource::Tag).unwrap(), "tag");
+        assert_eq!(
+            serde_json::to_value(ReferrersSource::Referrers).unwrap(),
+            "referrers"
+        );
+    }
+}
