@@ -13,6 +13,7 @@ mod agentcheck;
 mod apply;
 mod audit;
 mod backoff;
+mod bundle_offline;
 mod cgroups;
 mod crash;
 mod gc;

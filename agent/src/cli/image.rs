@@ -49,7 +49,8 @@ pub enum ImageCommand {
     Prune(FormatArg),
     /// Write an image's flattened root filesystem into DIR (the image must be pulled)
     Unpack(image_local::UnpackArgs),
-    /// Check an image's cosign signature against trusted keys (exit 1 if it does not verify)
+    /// Check an image's cosign signature against trusted keys, or a Sigstore bundle file
+    /// offline with --bundle (exit 1 if it does not verify)
     Verify(image_local::VerifyArgs),
 }
 

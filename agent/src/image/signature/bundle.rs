@@ -479,7 +479,7 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
 }
 
 /// `verificationMaterial.publicKey.hint` as cosign writes it: base64(SHA-256(SPKI DER)).
-fn key_hint(key: &TrustedKey) -> Result<String, BundleError> {
+pub(super) fn key_hint(key: &TrustedKey) -> Result<String, BundleError> {
     let der = key
         .verifying_key()
         .to_public_key_der()
@@ -585,9 +585,14 @@ pub(super) fn sign_statement(
         what: "the in-toto statement",
         source,
     })?;
+    sign_payload(&payload, key)
+}
+
+/// A bundle of `payload` (any bytes, as the in-toto payload type) signed with `key`.
+pub(super) fn sign_payload(payload: &[u8], key: &SigningKey) -> Result<Vec<u8>, BundleError> {
     let signature: DerSignature = key
         .ecdsa()
-        .try_sign(&pae(IN_TOTO_PAYLOAD_TYPE, &payload))
+        .try_sign(&pae(IN_TOTO_PAYLOAD_TYPE, payload))
         .map_err(|source| BundleError::Sign {
             key: key.name().to_string(),
             source,
@@ -604,7 +609,7 @@ pub(super) fn sign_statement(
             },
         },
         dsse_envelope: EnvelopeOut {
-            payload: STANDARD.encode(&payload),
+            payload: STANDARD.encode(payload),
             payload_type: IN_TOTO_PAYLOAD_TYPE,
             signatures: vec![SignatureOut {
                 sig: STANDARD.encode(signature.as_bytes()),
