@@ -22,6 +22,7 @@ mod hostile;
 mod hostside;
 mod network;
 mod ops;
+mod outlive;
 mod outcome;
 mod pass;
 mod perms;

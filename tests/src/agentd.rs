@@ -35,6 +35,36 @@ impl Agent {
     /// Starts `berth agent` for `node`, stopped at `failpoint` when given (the
     /// `failpoints` feature: the agent exits 137 there).
     pub fn start(node: &LiveNode, failpoint: Option<&str>) -> Agent {
+        let mut cmd = node.command();
+        if let Some(f) = failpoint {
+            cmd.env("BERTH_FAILPOINT", f);
+        }
+        cmd.arg("agent");
+        let note = failpoint.map_or(String::new(), |f| format!(", failpoint {f}"));
+        Agent::spawn(node, cmd, &note)
+    }
+
+    /// Starts `berth agent` for `node` inside the cgroups whose `cgroup.procs` files
+    /// are given, as a service manager starts a service in its own: `sh` writes its pid
+    /// into each, then execs the agent (the same pid).
+    pub fn start_in_cgroups(node: &LiveNode, procs: &[PathBuf]) -> Agent {
+        let script = "berth=$1; config=$2; shift 2\n\
+                      for f in \"$@\"; do echo $$ > \"$f\" || exit 97; done\n\
+                      exec \"$berth\" --config \"$config\" agent";
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(crate::berth_bin())
+            .arg(&node.config)
+            .args(procs)
+            .env("BERTH_SHIM_BIN", crate::shim_bin())
+            .env_remove("BERTH_FAILPOINT");
+        Agent::spawn(node, cmd, ", in cgroups of its own")
+    }
+
+    /// Runs `cmd` (the agent) with its output appended to the node's `agent.log`.
+    fn spawn(node: &LiveNode, mut cmd: Command, note: &str) -> Agent {
         let log = node.dir.path().join("agent.log");
         let mut file = OpenOptions::new()
             .create(true)
@@ -44,23 +74,14 @@ impl Agent {
         let err = file
             .try_clone()
             .unwrap_or_else(|e| panic!("dup {}: {e}", log.display()));
-        let mut cmd = node.command();
-        if let Some(f) = failpoint {
-            cmd.env("BERTH_FAILPOINT", f);
-        }
         let child = cmd
-            .arg("agent")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap_or_else(|e| panic!("dup log: {e}")))
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start berth agent: {e}"));
         let pid = child.id();
-        let _ = writeln!(
-            file,
-            "=== berth agent, pid {pid}{}",
-            failpoint.map_or(String::new(), |f| format!(", failpoint {f}"))
-        );
+        let _ = writeln!(file, "=== berth agent, pid {pid}{note}");
         Agent {
             child: Some(child),
             pid,

@@ -3,7 +3,9 @@
 //! the source once (`reconcile::follow`: fetch, verify, check out, one pass) and exits:
 //! 0 converged to the newest revision; 1 something was not applied, the revision was
 //! refused, or the source was unavailable and the node converged to the revision it
-//! applied before; 3 it could not run (no source, or no revision ever fetched).
+//! applied before; 3 it could not run (no source, or no revision ever fetched). Without
+//! `--once` and without a source (a fresh install), the agent starts and idles, saying
+//! so, converging only the revision it applied before, if any.
 //!
 //! Keys this build parses but does not act on yet, and keys that have no effect where
 //! they are (an ssh key with an https URL), are warnings on stderr, one line each. So
@@ -158,7 +160,9 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if no_source {
+    // The long-running agent idles without a source (a fresh install), saying so;
+    // `--once` has nothing to do.
+    if no_source && args.once {
         eprintln!(
             "error: no source configured: {shown} has no `[source]` for `berth agent` to follow (`berth apply DIR` converges from a directory)"
         );

@@ -15,6 +15,11 @@ use crate::source::applied::{Applied, RevisionInfo};
 /// The record's format.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// What the agent says, and its status shows, when the node configuration has no
+/// `[source]` (a fresh install).
+pub const NO_SOURCE: &str =
+    "no source configured: idling until the node configuration has a [source]";
+
 /// `state/agent.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentState {
@@ -36,6 +41,10 @@ pub struct AgentState {
     /// (violations and waived ones; a compliant container has none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub findings: BTreeMap<String, Vec<FindingNote>>,
+    /// The node configuration has no `[source]`: the agent idles (converging only the
+    /// revision applied before, if there is one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_source: bool,
 }
 
 /// One policy finding of a container, as the status shows it.
@@ -195,6 +204,7 @@ fn conditions(
     let unavailable = fetch.and_then(|f| f.error.clone());
     let refused = fetch.and_then(|f| f.refused.clone());
     let result = pass.map(|p| p.result.as_str());
+    let no_source = state.is_some_and(|s| s.no_source);
     let c = |kind, status, reason: &str, message: String| Condition {
         kind,
         status,
@@ -203,6 +213,7 @@ fn conditions(
     };
     let ready = result == Some("converged") && unavailable.is_none() && refused.is_none();
     let ready_why = match (result, &unavailable, &refused) {
+        (None, _, _) if no_source => ("NoSource", NO_SOURCE.to_string()),
         (None, _, _) => ("NoPass", "no pass has run yet".to_string()),
         (_, Some(e), _) => ("SourceUnavailable", e.clone()),
         (_, _, Some(r)) => ("RevisionRefused", r.clone()),
@@ -236,6 +247,8 @@ fn conditions(
                 (true, "PassRunning", format!("a pass runs since {since}"))
             } else if suspended {
                 (false, "Suspended", "passes are suspended".to_string())
+            } else if no_source {
+                (false, "NoSource", NO_SOURCE.to_string())
             } else if ready {
                 (false, "Idle", String::new())
             } else if let Some(r) = &refused {
@@ -283,11 +296,13 @@ fn conditions(
             "SourceUnavailable",
             unavailable.is_some(),
             match (&unavailable, fetch) {
+                _ if no_source => "NoSource",
                 (Some(_), _) => "FetchFailed",
                 (None, Some(_)) => "Fetched",
                 (None, None) => "NotFetchedYet",
             },
             match (&unavailable, fetch) {
+                _ if no_source => NO_SOURCE.to_string(),
                 (Some(e), Some(f)) => format!("{e}; next try at {}", f.next_at),
                 _ => String::new(),
             },
@@ -337,6 +352,7 @@ mod tests {
                 }],
             )]
             .into(),
+            no_source: false,
         };
         s.store(dir.path()).expect("store");
         assert_eq!(AgentState::load(dir.path()).expect("load"), Some(s.clone()));
@@ -373,5 +389,23 @@ mod tests {
             AgentState::load(dir.path()),
             Err(AgentStateError::Newer { .. })
         ));
+    }
+
+    #[test]
+    fn a_node_without_a_source_says_so_in_its_conditions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = AgentState {
+            schema_version: SCHEMA_VERSION,
+            pid: 42,
+            no_source: true,
+            ..AgentState::default()
+        };
+        s.store(dir.path()).expect("store");
+        let v = view(dir.path(), true);
+        for kind in ["Ready", "Progressing", "SourceUnavailable"] {
+            let c = v.conditions.iter().find(|c| c.kind == kind).expect(kind);
+            assert!(!c.status, "{c:?}");
+            assert_eq!((c.reason.as_str(), c.message.as_str()), ("NoSource", NO_SOURCE));
+        }
     }
 }

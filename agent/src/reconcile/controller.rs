@@ -205,6 +205,13 @@ pub fn run(
     state.stopped_at = None;
     // A pass a killed agent left unfinished is over.
     state.pass_since = None;
+    // No `[source]` (a fresh install): nothing is fetched; the revision applied before,
+    // if any, is still converged (after a reboot too).
+    let has_source = cfg.source.is_some();
+    state.no_source = !has_source;
+    if !has_source {
+        tracing::info!(target: "agent", "{}", agent_state::NO_SOURCE);
+    }
     state.store(&state_dir)?;
     watch_exits(&state_dir, handle.tx.clone())?;
     handle.emit(Event::new(
@@ -221,6 +228,7 @@ pub fn run(
         fetch_failures: 0,
         pass_failures: 0,
         retry_base: cfg.source.as_ref().map_or(RETRY_BASE, |s| s.retry_backoff),
+        fetching: has_source,
     };
     let mut reported = Reported::default();
     loop {
@@ -279,14 +287,26 @@ pub fn run(
         }
         let now = Instant::now();
         let never_applied = Applied::load(&state_dir).ok().flatten().is_none();
-        let fetch =
-            !wake.waiters.is_empty() || wake.source || now >= sched.fetch_at || never_applied;
+        let fetch = has_source
+            && (!wake.waiters.is_empty() || wake.source || now >= sched.fetch_at || never_applied);
         let pass_due = fetch
+            || !wake.waiters.is_empty()
             || wake.health
             || !wake.exited.is_empty()
             || now >= sched.resync_at
             || sched.due_at.is_some_and(|d| now >= d);
         if !pass_due {
+            continue;
+        }
+        if !has_source && never_applied {
+            // Nothing to converge to until the configuration names a source.
+            for w in wake.waiters.drain(..) {
+                let _ = w.send(Err(NotRun::Failed {
+                    message: agent_state::NO_SOURCE.to_string(),
+                }));
+            }
+            sched.resync_at = now + resync;
+            sched.due_at = None;
             continue;
         }
         for id in &wake.exited {
@@ -392,11 +412,17 @@ struct Schedule {
     /// `source.retry_backoff`: the first delay before a failed fetch or pass is tried
     /// again.
     retry_base: Duration,
+    /// There is a source to fetch (`fetch_at` counts).
+    fetching: bool,
 }
 
 impl Schedule {
     fn next(&self) -> Instant {
-        let mut at = self.fetch_at.min(self.resync_at);
+        let mut at = if self.fetching {
+            self.fetch_at.min(self.resync_at)
+        } else {
+            self.resync_at
+        };
         if let Some(d) = self.due_at {
             at = at.min(d);
         }

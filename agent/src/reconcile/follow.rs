@@ -98,6 +98,26 @@ pub struct SourceReport {
     pub skipped: Vec<String>,
 }
 
+impl SourceReport {
+    /// Nothing happened yet at `url`, which follows `follows`.
+    fn of(url: String, follows: String) -> SourceReport {
+        SourceReport {
+            url,
+            follows,
+            fetched: None,
+            history: None,
+            previous: None,
+            unavailable: None,
+            failed: None,
+            refused: None,
+            invalid: Vec::new(),
+            received_bytes: None,
+            recloned: false,
+            skipped: Vec::new(),
+        }
+    }
+}
+
 /// What the pass did with the revision.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -161,7 +181,9 @@ pub fn once(
     on_plan: &mut dyn FnMut(&super::Plan),
 ) -> Result<FollowReport, FollowError> {
     let cfg = &env.loaded.config;
-    let section = cfg.source.as_ref().ok_or(FollowError::NoSource)?;
+    let Some(section) = cfg.source.as_ref() else {
+        return applied_again(env, opts, wait, on_source, on_plan);
+    };
     let state_dir = cfg.runtime.state_dir.clone();
     // The state directory is checked before anything below it is touched: a directory
     // a local user controls could redirect the writes and removals that follow.
@@ -198,20 +220,7 @@ pub fn once(
             .saturating_mul(10)
             .max(std::time::Duration::from_secs(60)),
     };
-    let mut source = SourceReport {
-        url: display_url(&section.url),
-        follows: here,
-        fetched: None,
-        history: None,
-        previous: None,
-        unavailable: None,
-        failed: None,
-        refused: None,
-        invalid: Vec::new(),
-        received_bytes: None,
-        recloned: false,
-        skipped: Vec::new(),
-    };
+    let mut source = SourceReport::of(display_url(&section.url), here);
 
     let fetched = match remote.fetch_with_retries(opts.fetch_attempts, FETCH_PAUSE) {
         Ok(f) => Some(f),
@@ -351,6 +360,62 @@ pub fn once(
         pass: None,
         gc: None,
     })
+}
+
+/// Without a `[source]` (the agent of a node whose configuration names none): a pass
+/// on the revision applied before, as it was checked out then, so that the containers
+/// it runs are converged still (brought back after a reboot); [`FollowError::NoSource`]
+/// when none was applied (or with `observe`, which has nothing new to plan).
+fn applied_again(
+    env: &Env<'_>,
+    opts: &FollowOptions,
+    wait: LockWait<'_>,
+    on_source: &mut dyn FnMut(&SourceReport, Option<&RevisionInfo>),
+    on_plan: &mut dyn FnMut(&super::Plan),
+) -> Result<FollowReport, FollowError> {
+    let state_dir = &env.loaded.config.runtime.state_dir;
+    crate::runtime::state::trusted_dir(state_dir).map_err(|source| FollowError::Lock {
+        path: state_dir.clone(),
+        source,
+    })?;
+    let Some(before) = load_applied(state_dir)? else {
+        return Err(FollowError::NoSource);
+    };
+    if opts.observe || env.loaded.config.agent.mode == AgentMode::Observe {
+        return Err(FollowError::NoSource);
+    }
+    let info = before.revision.clone();
+    let revisions = Revisions::new(&state_dir.join("source"));
+    let dir = revisions.path_of(&info.commit);
+    let spec_path = info.path.trim_matches('/');
+    let root = if spec_path.is_empty() {
+        dir.clone()
+    } else {
+        dir.join(spec_path)
+    };
+    if !root.is_dir() {
+        return Err(FollowError::NoRevision {
+            reason: format!(
+                "no source configured, and the revision applied before ({}) is not checked out at {}",
+                info.commit,
+                root.display()
+            ),
+        });
+    }
+    let source = SourceReport::of(info.url.clone(), info.follows.clone());
+    let input = Input {
+        path: &root,
+        node: opts.node.clone(),
+        prune_volumes: false,
+        revision: Some(Revision {
+            id: info.commit.clone(),
+            source: format!("{}#{}", info.url, info.follows),
+        }),
+        retry_failed: false,
+    };
+    on_source(&source, Some(&info));
+    let report = pass::apply(env, &input, wait, on_plan)?;
+    record(env, &revisions, Some(&before), source, info, report)
 }
 
 /// Checks `commit` out; `Ok(Err(why))` when the revision cannot be used (its

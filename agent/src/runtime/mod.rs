@@ -25,6 +25,7 @@ pub mod mount;
 pub mod oci;
 pub mod record;
 pub mod render;
+pub mod shim_cgroup;
 pub mod rollback;
 pub mod spec_hash;
 pub mod state;

@@ -101,6 +101,8 @@ pub struct ShimLaunch<'a> {
     pub shim_pid_file: &'a Path,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// The `cgroup.procs` files the shim joins first (`runtime::shim_cgroup`).
+    pub cgroup_procs: &'a [PathBuf],
 }
 
 fn os(s: impl AsRef<OsStr>) -> OsString {
@@ -124,7 +126,7 @@ impl Runtime {
 
     /// The arguments of `berth-shim` (after the program name) for a create.
     pub fn shim_argv(&self, l: &ShimLaunch<'_>) -> Vec<OsString> {
-        vec![
+        let mut v = vec![
             os("--id"),
             os(l.id),
             os("--bundle"),
@@ -145,7 +147,11 @@ impl Runtime {
             os(l.pid_file),
             os("--shim-pid-file"),
             os(l.shim_pid_file),
-        ]
+        ];
+        for procs in l.cgroup_procs {
+            v.extend([os("--cgroup-procs"), os(procs)]);
+        }
+        v
     }
 
     /// `create` run directly, for the detection probe (containers go through the shim).

@@ -27,6 +27,18 @@ pub struct OciInstances {
     pub shim_timeout: Duration,
     /// How long to wait for the exit once SIGKILL is sent.
     pub kill_timeout: Duration,
+    /// Shims leave the agent's cgroups for `/berth/shims` (`runtime::shim_cgroup`).
+    pub leave_cgroups: bool,
+}
+
+/// The shim's answer: the container created, and what it could not do (a cgroup it
+/// could not join).
+#[derive(serde::Deserialize)]
+struct ShimAnswer {
+    #[serde(flatten)]
+    created: Created,
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 /// The shim drains the container's output for at most 2 s after the exit before it
@@ -42,6 +54,7 @@ impl OciInstances {
             log_max_files,
             shim_timeout: Duration::from_secs(60),
             kill_timeout: Duration::from_secs(10),
+            leave_cgroups: true,
         }
     }
 
@@ -175,6 +188,11 @@ impl InstanceRuntime for OciInstances {
             shim_pid_file: &shim_pid_file,
             log_max_size: self.log_max_size,
             log_max_files: self.log_max_files,
+            cgroup_procs: if self.leave_cgroups {
+                crate::runtime::shim_cgroup::procs()
+            } else {
+                &[]
+            },
         });
         let out = run_captured(Command::new(&self.shim).args(&argv), self.shim_timeout).map_err(
             |source| InstanceError::ShimSpawn {
@@ -217,10 +235,16 @@ impl InstanceRuntime for OciInstances {
                 },
             );
         }
-        serde_json::from_str(out.stdout.trim()).map_err(|_| InstanceError::ShimAnswer {
-            id: inst.id.clone(),
-            answer: out.stdout.trim().to_string(),
-        })
+        let answer: ShimAnswer =
+            serde_json::from_str(out.stdout.trim()).map_err(|_| InstanceError::ShimAnswer {
+                id: inst.id.clone(),
+                answer: out.stdout.trim().to_string(),
+            })?;
+        // A cgroup the shim could not join: it runs, but dies with the agent's cgroup.
+        for w in &answer.warnings {
+            tracing::warn!(instance = %inst.id, "{w}: the shim and its container stay in the agent's cgroup there");
+        }
+        Ok(answer.created)
     }
 
     fn start(&self, inst: &RuntimeInstance) -> Result<(), InstanceError> {

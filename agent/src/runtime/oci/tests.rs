@@ -72,6 +72,10 @@ fn golden_shim_argv() {
         shim_pid_file: &i.join("shim.pid"),
         log_max_size: 10 << 20,
         log_max_files: 3,
+        cgroup_procs: &[
+            "/sys/fs/cgroup/memory/berth/shims/cgroup.procs".into(),
+            "/sys/fs/cgroup/unified/berth/shims/cgroup.procs".into(),
+        ],
     });
     assert_eq!(
         line(&argv),
@@ -80,7 +84,9 @@ fn golden_shim_argv() {
          --log /var/lib/berth/instances/web-0123abcd/ctr.log --log-max-size 10485760 --log-max-files 3 \
          --exit-file /var/lib/berth/instances/web-0123abcd/exit.json \
          --pid-file /var/lib/berth/instances/web-0123abcd/pid \
-         --shim-pid-file /var/lib/berth/instances/web-0123abcd/shim.pid"
+         --shim-pid-file /var/lib/berth/instances/web-0123abcd/shim.pid \
+         --cgroup-procs /sys/fs/cgroup/memory/berth/shims/cgroup.procs \
+         --cgroup-procs /sys/fs/cgroup/unified/berth/shims/cgroup.procs"
     );
 }
 
