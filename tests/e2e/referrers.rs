@@ -207,6 +207,11 @@ fn sign_pull_and_verify_a_bundle_referrer_without_the_referrers_api() {
         run.stdout.contains("signature verified by") && run.stdout.contains("release.pub"),
         "{run:?}"
     );
+    assert!(
+        run.stdout
+            .contains("signature: 1 sigstore bundle(s) (found via tag)"),
+        "{run:?}"
+    );
     for remote in [false, true] {
         let run = verify(state, &reference, &release_pub, remote);
         assert_eq!(run.code, 0, "remote {remote}: {run:?}");

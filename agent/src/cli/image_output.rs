@@ -33,11 +33,21 @@ pub fn pulled(r: &ImageRecord, from_store: bool) {
     }
     println!("platform: {}", r.platform);
     println!("layers:   {} ({})", r.layers.len(), human::bytes(r.size()));
-    let sig = r
-        .signature
-        .as_ref()
-        .map_or("none".to_string(), |s| s.tag.clone());
-    println!("signature: {sig}");
+    println!("signature: {}", signatures(r));
+}
+
+/// The stored signatures: the legacy tag and how many Sigstore bundles, or `none`.
+fn signatures(r: &ImageRecord) -> String {
+    let mut found: Vec<String> = r.signature.iter().map(|s| s.tag.clone()).collect();
+    if let Some(b) = r.bundles.first() {
+        let (n, via) = (r.bundles.len(), b.found.as_str());
+        found.push(format!("{n} sigstore bundle(s) (found via {via})"));
+    }
+    if found.is_empty() {
+        "none".to_string()
+    } else {
+        found.join(", ")
+    }
 }
 
 pub fn table(records: &[ImageRecord]) {
@@ -140,10 +150,7 @@ impl Inspect {
             let empty = if h.empty_layer { " (no layer)" } else { "" };
             println!("  {}  {what}{empty}", h.created.as_deref().unwrap_or("-"));
         }
-        match &r.signature {
-            Some(s) => println!("signature: {} ({} blobs)", s.tag, s.blobs.len()),
-            None => println!("signature: none"),
-        }
+        println!("signature: {}", signatures(r));
     }
 }
 

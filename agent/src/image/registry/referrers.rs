@@ -35,6 +35,16 @@ pub enum ReferrersSource {
     Tag,
 }
 
+impl ReferrersSource {
+    /// `referrers` or `tag`, as records name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferrersSource::Referrers => "referrers",
+            ReferrersSource::Tag => "tag",
+        }
+    }
+}
+
 /// The referrers of one manifest, of one artifact type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Referrers {
@@ -297,7 +307,7 @@ mod tests {
     fn the_tag_schema() {
         let digest = Digest::parse(&d('f')).unwrap();
         assert_eq!(referrers_tag(&digest), format!("sha256-{}", "f".repeat(64)));
-        assert_eq!(serde_json::to_value(ReferrersSource::Tag).unwrap(), "tag");
+        assert_eq!(ReferrersSource::Tag.as_str(), "tag");
         assert_eq!(
             serde_json::to_value(ReferrersSource::Referrers).unwrap(),
             "referrers"

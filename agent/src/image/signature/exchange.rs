@@ -89,7 +89,7 @@ impl ExchangeError {
             ExchangeError::Store(e) => e.is_integrity(),
             ExchangeError::Fetch { source, .. } => source.is_integrity(),
             ExchangeError::Signature(e) => !e.is_transient(),
-            ExchangeError::Bundle(_) | ExchangeError::Referrers(_) => true,
+            ExchangeError::Referrers(_) => true,
             ExchangeError::Digest(_) => true,
             _ => false,
         }
