@@ -47,11 +47,9 @@ mod interop_tests;
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-// The bundle API as a whole; the registry and `berth sign` paths use parts of it.
-#[allow(unused_imports)]
 pub use bundle::{
-    BUNDLE_MEDIA_TYPE, BundleError, BundleRejection, BundleVerified, COSIGN_SIGN_PREDICATE,
-    IN_TOTO_PAYLOAD_TYPE, MAX_BUNDLE_SIZE, read_bundle_file, sign_bundle, verify_bundle,
+    BUNDLE_MEDIA_TYPE, BundleError, BundleVerified, COSIGN_SIGN_PREDICATE, MAX_BUNDLE_SIZE,
+    read_bundle_file, sign_bundle, verify_bundle,
 };
 pub use error::{BoxError, Rejection, SignatureError};
 pub use keys::{SigningKey, TrustedKey, write_key_pair};
