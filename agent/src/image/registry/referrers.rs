@@ -303,6 +303,101 @@ mod tests {
         assert!(api_index(200, None, list.as_bytes()).is_none());
     }
 
+    /// Answers `line` (a request line) with a canned response.
+    fn respond(conn: &mut std::net::TcpStream, status: &str, content_type: &str, body: &str) {
+        use std::io::Write;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+
+    /// The client against a loopback registry whose referrers API answers `api` and
+    /// whose `sha256-<hex>` tag holds `tag` (404 when `None`).
+    async fn discover(
+        api: (&'static str, &'static str, String),
+        tag: Option<String>,
+    ) -> (Result<Referrers, RegistryError>, Vec<String>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let addr = crate::image::registry::timeout_tests::serve(move |line, mut conn| {
+            log.lock().unwrap().push(line.clone());
+            if line.contains("/referrers/") {
+                respond(&mut conn, api.0, api.1, &api.2);
+            } else if let (true, Some(t)) = (line.contains("/manifests/sha256-"), &tag) {
+                respond(&mut conn, "200 OK", OCI_INDEX, t);
+            } else {
+                respond(
+                    &mut conn,
+                    "404 Not Found",
+                    "application/json",
+                    r#"{"errors":[]}"#,
+                );
+            }
+        });
+        let client = crate::image::registry::timeout_tests::client(5, 5);
+        let repo = crate::image::registry::timeout_tests::repo(&addr);
+        let digest = Digest::parse(&d('1')).unwrap();
+        let found = client.referrers(&repo, &digest, BUNDLE, 16).await;
+        let lines = seen.lock().unwrap().clone();
+        (found, lines)
+    }
+
+    #[tokio::test]
+    async fn the_client_asks_the_api_then_falls_back_to_the_tag() {
+        // Supported: the registry ignored the filter; the tag is never asked.
+        let (found, lines) = discover(("200 OK", OCI_INDEX, recorded_index()), None).await;
+        let found = found.unwrap();
+        assert_eq!(found.source, ReferrersSource::Referrers);
+        assert_eq!(found.descriptors.len(), 2);
+        assert!(
+            lines[0].starts_with(&format!(
+                "GET /v2/hostile/app/referrers/{}?artifactType=application%2Fvnd.dev.sigstore.bundle.v0.3%2Bjson ",
+                d('1')
+            )),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 1, "{lines:?}");
+
+        // 404: the tag's index, filtered too.
+        let (found, lines) = discover(
+            ("404 Not Found", "application/json", String::new()),
+            Some(recorded_index()),
+        )
+        .await;
+        let found = found.unwrap();
+        assert_eq!(found.source, ReferrersSource::Tag);
+        assert_eq!(found.descriptors.len(), 2);
+        assert!(
+            lines[1].contains(&format!("/manifests/sha256-{} ", "1".repeat(64))),
+            "{lines:?}"
+        );
+
+        // A 200 that is not an index, and no tag: none, from the tag.
+        let (found, _) = discover(("200 OK", "text/html", "<html></html>".into()), None).await;
+        let found = found.unwrap();
+        assert_eq!(found.source, ReferrersSource::Tag);
+        assert!(found.descriptors.is_empty());
+
+        // A tag holding something else than an index is an error, naming it.
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+               "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+            d('e')
+        );
+        let (found, _) = discover(
+            ("404 Not Found", "text/plain", String::new()),
+            Some(manifest),
+        )
+        .await;
+        let e = found.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("sha256-{}", "1".repeat(64))) && e.contains("not an image index"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_tag_schema() {
         let digest = Digest::parse(&d('f')).unwrap();

@@ -13,7 +13,7 @@ use crate::image::store::Store;
 /// A loopback server running `handler` on each plain-http request (its request line
 /// and the connection). TLS probes are refused by closing, so the client falls back
 /// to http. Returns the `host:port`.
-fn serve(handler: impl Fn(String, TcpStream) + Send + Sync + 'static) -> String {
+pub(super) fn serve(handler: impl Fn(String, TcpStream) + Send + Sync + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let handler = Arc::new(handler);
@@ -46,7 +46,7 @@ fn serve(handler: impl Fn(String, TcpStream) + Send + Sync + 'static) -> String 
     addr
 }
 
-fn client(connect: u64, idle: u64) -> Client {
+pub(super) fn client(connect: u64, idle: u64) -> Client {
     let timeouts = Timeouts {
         connect: Duration::from_secs(connect),
         idle: Duration::from_secs(idle),
@@ -54,7 +54,7 @@ fn client(connect: u64, idle: u64) -> Client {
     Client::build(RegistryConfig::new(), RetryPolicy::default(), timeouts).unwrap()
 }
 
-fn repo(addr: &str) -> Repository {
+pub(super) fn repo(addr: &str) -> Repository {
     Repository {
         registry: addr.to_string(),
         name: "hostile/app".into(),
