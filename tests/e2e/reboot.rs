@@ -1,0 +1,231 @@
+//! A reboot, simulated, as root: an agent follows a local repository with three
+//! containers, one of which the operator stopped (`berth stop`). The agent is stopped;
+//! then what a reboot leaves is made: every shim and container process of the state
+//! directory killed, its overlays, secret tmpfs and network namespaces unmounted, its
+//! run directory emptied (`/run` is a tmpfs). The repository is moved away (the Git
+//! server is unreachable at boot). The agent started again brings back every container
+//! that ran, on the revision it had applied (the same instances, so the same specs),
+//! leaves the operator-stopped one stopped, and nothing of the old boot is left: the
+//! runtime knows only the new containers, and the mounts, namespaces, veths and IP
+//! allocations are theirs alone. Subnet 10.251.41.0/24.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use berth_e2e::agentd::{Leftovers, poll};
+use berth_e2e::live::mounts_under;
+
+use crate::outlive::{CONVERGE, Host, alive};
+
+/// Kills `pid` with SIGKILL.
+fn kill(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+/// The pid in `<instance dir>/<file>`, if any.
+fn pid_in(dir: &Path, file: &str) -> Option<u32> {
+    std::fs::read_to_string(dir.join(file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What a reboot leaves of a node: no process of its containers, none of its mounts,
+/// an empty run directory.
+fn reboot(h: &Host) {
+    let instances = h.node.state().join("instances");
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir(&instances).unwrap().flatten() {
+        pids.extend(pid_in(&e.path(), "pid"));
+        pids.extend(pid_in(&e.path(), "shim.pid"));
+    }
+    for p in &pids {
+        kill(*p);
+    }
+    poll(
+        "the containers and shims to die",
+        Duration::from_secs(20),
+        || pids.iter().all(|p| !alive(*p)).then_some(()),
+        || format!("{pids:?}"),
+    );
+    // Deepest first: a mount below another goes before it.
+    let mut mounts = mounts_under(h.node.dir.path());
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in &mounts {
+        let st = Command::new("umount").arg(m).status().unwrap();
+        assert!(st.success(), "umount {m}");
+    }
+    assert_eq!(mounts_under(h.node.dir.path()), Vec::<String>::new());
+    flush_rules(&Leftovers::bridges(&h.node), "10.251.41.");
+    for e in std::fs::read_dir(h.node.run_dir()).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+}
+
+/// What a reboot does to the firewall, for one node: the rules CNI added for its
+/// bridges (`nat`, commented with the bridge's name) and subnet (`filter`'s
+/// `CNI-FORWARD`) deleted, and their per-container chains.
+fn flush_rules(bridges: &[String], subnet_prefix: &str) {
+    for table in ["nat", "filter"] {
+        let out = Command::new("iptables-save")
+            .args(["-t", table])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut chains = Vec::new();
+        for line in text.lines().filter(|l| l.starts_with("-A ")) {
+            let ours = bridges
+                .iter()
+                .any(|b| line.contains(&format!("\\\"{b}\\\"")))
+                || (line.starts_with("-A CNI-FORWARD ") && line.contains(subnet_prefix));
+            if !ours {
+                continue;
+            }
+            let chain = line.split(' ').nth(1).unwrap_or_default().to_string();
+            if chain.starts_with("CNI-") && chain != "CNI-FORWARD" && !chains.contains(&chain) {
+                chains.push(chain);
+            }
+            let rule = &line[3..];
+            let st = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -t {table} -D {rule}"))
+                .status()
+                .unwrap();
+            assert!(st.success(), "iptables -t {table} -D {rule}");
+        }
+        for c in chains {
+            let _ = Command::new("iptables")
+                .args(["-t", table, "-X", &c])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn after_a_reboot_with_the_source_unreachable_what_ran_comes_back_and_nothing_old_is_left() {
+    let Some(mut h) = Host::new(41) else {
+        return;
+    };
+    h.sleeper("web", 4150);
+    h.sleeper("db", 4151);
+    h.sleeper("held", 4152);
+    let commit = h.push("three containers");
+    h.follow(&h.repo.file_url());
+    h.start(&[]);
+    h.wait_converged(&commit);
+    let r = h.node.berth(&["stop", "held"]);
+    assert_eq!(r.code, 0, "berth stop held: {}{}", r.stdout, r.stderr);
+    poll(
+        "held to stop",
+        CONVERGE,
+        || (h.ps()["held"]["state"] != "running").then_some(()),
+        || h.context(),
+    );
+    let ran = h.node.instances();
+    let before = h.processes();
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        ["db", "web"],
+        "{}",
+        h.context()
+    );
+    let status = h.agent.as_mut().unwrap().terminate();
+    assert!(status.success(), "{status:?}\n{}", h.context());
+
+    reboot(&h);
+    // The Git server is unreachable at boot.
+    let bare = h.repo.bare();
+    let away = bare.with_extension("away");
+    std::fs::rename(&bare, &away).unwrap();
+
+    let pid = h.start(&[]);
+    let back = poll(
+        "web and db to run again",
+        CONVERGE,
+        || {
+            let p = h.processes();
+            (p.len() == 2 && p.keys().all(|n| before.contains_key(n))).then_some(p)
+        },
+        || h.context(),
+    );
+    h.wait_pass_of(pid);
+    for (name, (shim, init)) in &back {
+        assert_ne!(before[name], (*shim, *init), "{name}: the old processes?");
+    }
+    // The same instances: the same specs, from the revision applied before.
+    let now = h.node.instances();
+    assert_eq!(now, ran, "{}", h.context());
+    assert_eq!(h.applied().as_deref(), Some(commit.as_str()));
+    let held = &h.ps()["held"];
+    assert_ne!(held["state"], "running", "{}", h.context());
+    assert_eq!(held["operator_stopped"], true, "{held}");
+    let state = h.agent_state();
+    assert!(
+        state["last_fetch"]["error"].is_string(),
+        "the fetch did not fail: {state:#}"
+    );
+
+    // Nothing of the old boot: the runtime, the mounts, the namespaces, the veths and
+    // the IP allocations are those of the two containers that run now.
+    let running: BTreeSet<&str> = ["web", "db"].iter().map(|n| now[*n].as_str()).collect();
+    let left = Leftovers::new(&h.node, "10.251.41.").list();
+    eprintln!("reboot: after the restart: {left:#?}");
+    let runc: BTreeSet<String> = h.node.runc_ids().into_iter().collect();
+    assert_eq!(
+        runc,
+        running.iter().map(|s| s.to_string()).collect(),
+        "{}",
+        h.context()
+    );
+    // Every IP allocation is one of a current instance's, one each.
+    let mut owners = Vec::new();
+    for net in std::fs::read_dir(h.node.state().join("cni/ipam"))
+        .unwrap()
+        .flatten()
+    {
+        for f in std::fs::read_dir(net.path()).unwrap().flatten() {
+            if f.file_name().to_string_lossy().starts_with("10.251.41.") {
+                let text = std::fs::read_to_string(f.path()).unwrap();
+                owners.push(text.lines().next().unwrap_or_default().trim().to_string());
+            }
+        }
+    }
+    owners.sort();
+    let distinct: BTreeSet<&String> = owners.iter().collect();
+    assert_eq!(distinct.len(), owners.len(), "{owners:?}");
+    for o in &owners {
+        assert!(
+            now.values().any(|id| id == o),
+            "an allocation of no instance: {o}\n{left:#?}"
+        );
+    }
+    for id in &running {
+        assert!(
+            owners.iter().any(|o| o == id),
+            "{id} has no allocation: {owners:?}"
+        );
+    }
+    for kind in ["veth ", "run/netns/"] {
+        let n = left.iter().filter(|l| l.starts_with(kind)).count();
+        assert_eq!(n, 2, "{kind}: {left:#?}");
+    }
+    for m in h.node.mounts() {
+        assert!(
+            running.iter().any(|id| m.contains(id)),
+            "a mount of no running container: {m}\n{left:#?}"
+        );
+    }
+    std::fs::rename(&away, &bare).unwrap();
+    let status = h.agent.as_mut().unwrap().terminate();
+    assert!(status.success(), "{status:?}\n{}", h.context());
+}
