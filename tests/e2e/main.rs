@@ -27,6 +27,7 @@ mod outcome;
 mod pass;
 mod perms;
 mod plan;
+mod referrers;
 mod reboot;
 mod rollback;
 mod secret;
