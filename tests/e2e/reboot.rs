@@ -8,6 +8,10 @@
 //! leaves the operator-stopped one stopped, and nothing of the old boot is left: the
 //! runtime knows only the new containers, and the mounts, namespaces, veths and IP
 //! allocations are theirs alone. Subnet 10.251.41.0/24.
+//!
+//! A fresh install (no `[source]`) idles, saying so once, in its log and its status,
+//! and `--once` still exits 3; a node whose configuration lost its source still brings
+//! back, after a reboot, what its last applied revision runs. Subnet 10.251.42.0/24.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -37,7 +41,7 @@ fn pid_in(dir: &Path, file: &str) -> Option<u32> {
 
 /// What a reboot leaves of a node: no process of its containers, none of its mounts,
 /// an empty run directory.
-fn reboot(h: &Host) {
+fn reboot(h: &Host, subnet_prefix: &str) {
     let instances = h.node.state().join("instances");
     let mut pids = Vec::new();
     for e in std::fs::read_dir(&instances).unwrap().flatten() {
@@ -61,7 +65,7 @@ fn reboot(h: &Host) {
         assert!(st.success(), "umount {m}");
     }
     assert_eq!(mounts_under(h.node.dir.path()), Vec::<String>::new());
-    flush_rules(&Leftovers::bridges(&h.node), "10.251.41.");
+    flush_rules(&Leftovers::bridges(&h.node), subnet_prefix);
     for e in std::fs::read_dir(h.node.run_dir()).unwrap().flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -142,7 +146,7 @@ fn after_a_reboot_with_the_source_unreachable_what_ran_comes_back_and_nothing_ol
     let status = h.agent.as_mut().unwrap().terminate();
     assert!(status.success(), "{status:?}\n{}", h.context());
 
-    reboot(&h);
+    reboot(&h, "10.251.41.");
     // The Git server is unreachable at boot.
     let bare = h.repo.bare();
     let away = bare.with_extension("away");
@@ -226,6 +230,94 @@ fn after_a_reboot_with_the_source_unreachable_what_ran_comes_back_and_nothing_ol
         );
     }
     std::fs::rename(&away, &bare).unwrap();
+    let status = h.agent.as_mut().unwrap().terminate();
+    assert!(status.success(), "{status:?}\n{}", h.context());
+}
+
+/// The agent's log lines that say it idles for want of a source.
+fn idle_lines(h: &Host) -> usize {
+    std::fs::read_to_string(h.node.dir.path().join("agent.log"))
+        .unwrap_or_default()
+        .matches("no source configured: idling until the node configuration has a [source]")
+        .count()
+}
+
+/// `berth status --format json`'s condition `kind`.
+fn condition(h: &Host, kind: &str) -> serde_json::Value {
+    let r = h.node.berth(&["status", "--format", "json"]);
+    assert_eq!(r.code, 0, "berth status: {}{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or_else(|| panic!("no condition {kind} in {v:#}"))
+}
+
+#[test]
+fn without_a_source_the_agent_idles_saying_so_and_still_restores_what_it_applied() {
+    let Some(mut h) = Host::new(42) else {
+        return;
+    };
+    // A fresh install: no `[source]`. `--once` has nothing to do.
+    let r = h.node.berth(&["agent", "--once"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("no source configured"), "{}", r.stderr);
+    let pid = h.start(&[]);
+    poll(
+        "the agent to say it idles",
+        CONVERGE,
+        || (idle_lines(&h) == 1 && h.agent_state()["pid"] == pid).then_some(()),
+        || h.context(),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(h.agent.as_mut().unwrap().running(), "{}", h.context());
+    assert_eq!(idle_lines(&h), 1, "{}", h.context());
+    assert!(h.agent_state()["last_pass"].is_null(), "{}", h.context());
+    for kind in ["Ready", "Progressing", "SourceUnavailable"] {
+        let c = condition(&h, kind);
+        assert_eq!(c["reason"], "NoSource", "{c}");
+        assert_eq!(c["status"], false, "{c}");
+    }
+    let text = h.node.berth(&["status"]);
+    assert!(
+        text.stdout.contains("no source configured"),
+        "{}{}",
+        text.stdout,
+        text.stderr
+    );
+    let status = h.agent.as_mut().unwrap().terminate();
+    assert!(status.success(), "{status:?}\n{}", h.context());
+
+    // The operator sets a source; the agent applies it.
+    h.sleeper("web", 4250);
+    let commit = h.push("web");
+    h.follow(&h.repo.file_url());
+    h.start(&[]);
+    h.wait_converged(&commit);
+    let ran = h.node.instances();
+    let status = h.agent.as_mut().unwrap().terminate();
+    assert!(status.success(), "{status:?}\n{}", h.context());
+
+    // The source is taken out of the configuration, and the host reboots: what the
+    // revision applied before runs comes back, on that revision.
+    let text = std::fs::read_to_string(&h.node.config).unwrap();
+    let base = text.split("\n[source]\n").next().unwrap().to_string();
+    std::fs::write(&h.node.config, base).unwrap();
+    reboot(&h, "10.251.42.");
+    let pid = h.start(&[]);
+    poll(
+        "web to run again",
+        CONVERGE,
+        || h.processes().contains_key("web").then_some(()),
+        || h.context(),
+    );
+    let pass = h.wait_pass_of(pid);
+    assert_eq!(pass["result"], "converged", "{}", h.context());
+    assert_eq!(pass["revision"], commit.as_str(), "{}", h.context());
+    assert_eq!(h.node.instances(), ran, "{}", h.context());
+    assert_eq!(idle_lines(&h), 2, "{}", h.context());
+    assert_eq!(condition(&h, "SourceUnavailable")["reason"], "NoSource");
     let status = h.agent.as_mut().unwrap().terminate();
     assert!(status.success(), "{status:?}\n{}", h.context());
 }
