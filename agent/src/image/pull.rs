@@ -33,9 +33,9 @@ const MAX_INDEX_DEPTH: usize = 4;
 /// disk of a small edge device (and what Docker uses).
 pub const DEFAULT_PARALLEL: usize = 3;
 /// Largest blob of a cosign signature (payload JSON, config); real ones are < 2 KiB.
-const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
+pub(crate) const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
 /// Most signature layers berth stores for one image.
-const MAX_SIGNATURE_LAYERS: usize = 64;
+pub(crate) const MAX_SIGNATURE_LAYERS: usize = 64;
 
 /// How to pull.
 #[derive(Debug, Clone)]

@@ -40,9 +40,6 @@ use crate::image::store::records::{ImageRecord, Refreshed, RefreshedBy};
 use crate::image::store::{Store, StoreError};
 use crate::util::error_chain;
 
-/// Largest signature blob read from a registry (real ones are < 2 KiB).
-const MAX_SIGNATURE_BLOB: u64 = 4 << 20;
-
 /// Why a signature could not be published, fetched or checked.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -535,11 +532,16 @@ async fn registry_legacy(
         Ok(m) => m,
         Err(e) => return Ok(Some(Err(error_chain(&e)))),
     };
+    if manifest.layers.len() > pull::MAX_SIGNATURE_LAYERS {
+        // A pull does not store it either: the image counts as without one.
+        tracing::warn!(%tag, layers = manifest.layers.len(), max = pull::MAX_SIGNATURE_LAYERS, "signature manifest with too many layers ignored");
+        return Ok(None);
+    }
     let mut blobs = BTreeMap::new();
     for layer in manifest.signature_layers() {
         let d = Digest::parse(&layer.digest)?;
         let bytes = client
-            .fetch_blob_bytes(repo, &d, MAX_SIGNATURE_BLOB)
+            .fetch_blob_bytes(repo, &d, pull::MAX_SIGNATURE_BLOB)
             .await?;
         blobs.insert(layer.digest.clone(), bytes);
     }
