@@ -14,7 +14,6 @@
 //! Every check says where it looked ([`Looked`]): the local store (and when, and by
 //! what, its signature was fetched) or the registry.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -22,23 +21,21 @@ use bytes::Bytes;
 
 use berth_spec::reference::{Reference, ReferenceError};
 
-use super::referrers::{
-    EMPTY_JSON, MAX_BUNDLE_REFERRERS, ReferrersError, build_referrer, check_referrer, merge_index,
-};
+use super::referrers::{EMPTY_JSON, ReferrersError, build_referrer, merge_index};
 use super::{
-    BUNDLE_MEDIA_TYPE, BoxError, BundleError, BundleVerified, ImageManifest, MAX_BUNDLE_SIZE,
-    SignatureError, SigningKey, TrustedKey, sign_bundle, sign_image, signature_tag, verify_bundle,
-    verify_signature_manifest,
+    BundleError, SignatureError, SigningKey, TrustedKey, sign_bundle, sign_image, signature_tag,
 };
 use crate::image::digest::{Digest, DigestError};
 use crate::image::manifest::{self, Descriptor, ManifestError, OCI_INDEX, OCI_MANIFEST};
-use crate::image::prepare::{self, BundleOutcome, Outcomes, SignatureCheck};
+use crate::image::prepare::{self, Outcomes, SignatureCheck};
 use crate::image::pull::{self, PullError, Signatures};
 use crate::image::registry::referrers::referrers_tag;
 use crate::image::registry::{Client, RegistryError, Repository};
 use crate::image::store::records::{ImageRecord, Refreshed, RefreshedBy};
 use crate::image::store::{Store, StoreError};
-use crate::util::error_chain;
+
+mod registry;
+pub use registry::{registry_outcomes, verify_remote};
 
 /// Why a signature could not be published, fetched or checked.
 #[derive(Debug, thiserror::Error)]
@@ -448,152 +445,6 @@ pub async fn verify_pulled(
             store_had_none: true,
         },
     })
-}
-
-/// Resolves `reference` in its registry and checks the signatures stored there (the
-/// legacy one and the bundles), without the local store. Returns the digest checked.
-pub async fn verify_remote(
-    client: &Client,
-    reference: &Reference,
-    keys: &[TrustedKey],
-) -> Result<(Digest, LocatedCheck), ExchangeError> {
-    let repo = Repository::of(reference);
-    let digest = client
-        .fetch_manifest(&repo, reference.reference())
-        .await?
-        .digest;
-    let outcomes =
-        registry_outcomes(client, &repo, &digest, std::slice::from_ref(&digest), keys).await?;
-    let check = prepare::judge(&digest, outcomes, keys);
-    let looked = Looked::Registry {
-        store_had_none: false,
-    };
-    Ok((digest, LocatedCheck { check, looked }))
-}
-
-/// What the signatures of image `digest` in the registry say, each checked for
-/// `digest` with `keys`: the legacy one of the first of `candidates` (the image's
-/// top and platform digests) that has one, and the bundles of the first that has any.
-/// A referrer that is gone or is not a bundle of its subject is skipped, as a pull
-/// skips it; a registry that cannot be asked is an error.
-pub async fn registry_outcomes(
-    client: &Client,
-    repo: &Repository,
-    digest: &Digest,
-    candidates: &[Digest],
-    keys: &[TrustedKey],
-) -> Result<Outcomes, ExchangeError> {
-    let mut outcomes = Outcomes::default();
-    for signed in candidates {
-        if let Some(legacy) = registry_legacy(client, repo, digest, signed, keys).await? {
-            outcomes.legacy = Some(legacy);
-            break;
-        }
-    }
-    for signed in candidates {
-        let found = client
-            .referrers(repo, signed, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_REFERRERS)
-            .await?;
-        for d in &found.descriptors {
-            let Some(result) =
-                registry_bundle(client, repo, digest, signed, &d.digest, keys).await?
-            else {
-                continue;
-            };
-            outcomes.bundles.push(BundleOutcome {
-                manifest: d.digest.clone(),
-                signed: signed.clone(),
-                result,
-            });
-        }
-        if !outcomes.bundles.is_empty() {
-            break;
-        }
-    }
-    Ok(outcomes)
-}
-
-/// The legacy signature of `signed` (`sha256-<hex>.sig`) checked for `digest`;
-/// `None` when there is none.
-async fn registry_legacy(
-    client: &Client,
-    repo: &Repository,
-    digest: &Digest,
-    signed: &Digest,
-    keys: &[TrustedKey],
-) -> Result<Option<Result<Vec<String>, String>>, ExchangeError> {
-    let tag = signature_tag(signed.as_str())?;
-    let signature = match client.fetch_manifest(repo, &tag).await {
-        Ok(m) => m,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let manifest = match ImageManifest::parse(&signature.bytes) {
-        Ok(m) => m,
-        Err(e) => return Ok(Some(Err(error_chain(&e)))),
-    };
-    if manifest.layers.len() > pull::MAX_SIGNATURE_LAYERS {
-        // A pull does not store it either: the image counts as without one.
-        tracing::warn!(%tag, layers = manifest.layers.len(), max = pull::MAX_SIGNATURE_LAYERS, "signature manifest with too many layers ignored");
-        return Ok(None);
-    }
-    let mut blobs = BTreeMap::new();
-    for layer in manifest.signature_layers() {
-        let d = Digest::parse(&layer.digest)?;
-        let bytes = client
-            .fetch_blob_bytes(repo, &d, pull::MAX_SIGNATURE_BLOB)
-            .await?;
-        blobs.insert(layer.digest.clone(), bytes);
-    }
-    let fetch = |d: &str| -> Result<Vec<u8>, BoxError> {
-        blobs
-            .get(d)
-            .cloned()
-            .ok_or_else(|| format!("blob {d} was not fetched").into())
-    };
-    Ok(Some(
-        match verify_signature_manifest(&signature.bytes, digest.as_str(), keys, &fetch) {
-            Ok(v) if !v.verified.is_empty() => Ok(v.verified.into_iter().map(|x| x.key).collect()),
-            Ok(_) => Err("no signature verified".into()),
-            Err(e) => Err(error_chain(&e)),
-        },
-    ))
-}
-
-/// The bundle referrer `referrer` of `signed`, checked for `digest`; `None` (with a
-/// warning) when it is gone or is not a bundle referrer of `signed`.
-async fn registry_bundle(
-    client: &Client,
-    repo: &Repository,
-    digest: &Digest,
-    signed: &Digest,
-    referrer: &Digest,
-    keys: &[TrustedKey],
-) -> Result<Option<Result<BundleVerified, String>>, ExchangeError> {
-    let skipped = |e: &dyn std::error::Error| {
-        tracing::warn!(%signed, %referrer, error = %error_chain(e), "sigstore bundle referrer skipped");
-    };
-    let fetched = match client.fetch_manifest(repo, referrer.as_str()).await {
-        Ok(m) => m,
-        Err(e) if e.is_not_found() => {
-            skipped(&e);
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let layer = match check_referrer(&fetched.bytes, referrer, signed) {
-        Ok(l) => l,
-        Err(e) => {
-            skipped(&e);
-            return Ok(None);
-        }
-    };
-    let bundle = client
-        .fetch_blob_bytes(repo, &layer.digest, MAX_BUNDLE_SIZE as u64)
-        .await?;
-    Ok(Some(
-        verify_bundle(&bundle, digest.as_str(), keys).map_err(|e| error_chain(&e)),
-    ))
 }
 
 #[cfg(test)]
