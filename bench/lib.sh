@@ -1,4 +1,4 @@
-# Pieces the benchmarks share (bench/apply.sh, bench/agent-idle.sh). Source it from the
+# Pieces of bench/run.sh: the busybox image and the web-server spec tree. Source it from the
 # repository root once `$work` names the benchmark's scratch directory.
 
 # bench_image: a loopback docker-registry on a free port (sets `port` and `reg_pid`,

@@ -56,3 +56,14 @@ elif [ "${CI:-}" = true ]; then
 else
   echo "note: not root: skipping scripts/package-test.sh" >&2
 fi
+
+# The benchmarks at small sizes, as a smoke test (the debug build above unless a release
+# build is there; fails when a step fails, cleans up after itself); root only.
+if [ "$(id -u)" = 0 ]; then
+  bash bench/run.sh --quick
+elif [ "${CI:-}" = true ]; then
+  echo "error: bench/run.sh needs root (CI=true)" >&2
+  exit 1
+else
+  echo "note: not root: skipping bench/run.sh --quick" >&2
+fi
