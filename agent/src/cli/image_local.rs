@@ -275,7 +275,14 @@ pub fn signature_gate(
 
 pub fn check_text(c: &SignatureCheck) -> String {
     match c {
-        SignatureCheck::Verified(keys) => format!("signature verified by {}", keys.join(", ")),
+        SignatureCheck::Verified(v) if v.unchecked.is_empty() => {
+            format!("signature verified by {}", v.join(", "))
+        }
+        SignatureCheck::Verified(v) => format!(
+            "signature verified by {} (judged by the key alone; not checked yet: the bundle's {})",
+            v.join(", "),
+            v.unchecked.join(", "),
+        ),
         SignatureCheck::Failed(reason) => format!("signature does not verify: {reason}"),
     }
 }
@@ -283,8 +290,11 @@ pub fn check_text(c: &SignatureCheck) -> String {
 pub fn check_json(c: Option<&SignatureCheck>) -> serde_json::Value {
     match c {
         None => serde_json::json!({"status": "not-checked"}),
-        Some(SignatureCheck::Verified(keys)) => {
-            serde_json::json!({"status": "verified", "keys": keys})
+        Some(SignatureCheck::Verified(v)) if v.unchecked.is_empty() => {
+            serde_json::json!({"status": "verified", "keys": v})
+        }
+        Some(SignatureCheck::Verified(v)) => {
+            serde_json::json!({"status": "verified", "keys": v, "unchecked": v.unchecked})
         }
         Some(SignatureCheck::Failed(reason)) => {
             serde_json::json!({"status": "failed", "reason": reason})
@@ -305,4 +315,36 @@ pub fn prune_snapshots(store: &Store, state_dir: &Path) -> Result<Vec<String>, F
         .into_iter()
         .map(|s| s.chain_id.as_str().to_string())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::prepare::Verifiers;
+
+    #[test]
+    fn a_bundle_judged_by_its_key_alone_says_so() {
+        let plain = SignatureCheck::Verified(Verifiers {
+            keys: vec!["release.pub".into()],
+            unchecked: Vec::new(),
+        });
+        assert_eq!(check_text(&plain), "signature verified by release.pub");
+        assert_eq!(
+            check_json(Some(&plain)),
+            serde_json::json!({"status": "verified", "keys": ["release.pub"]})
+        );
+        let logged = SignatureCheck::Verified(Verifiers {
+            keys: vec!["release.pub".into()],
+            unchecked: vec!["timestamp".into(), "transparency-log entry".into()],
+        });
+        assert_eq!(
+            check_text(&logged),
+            "signature verified by release.pub (judged by the key alone; not checked yet: \
+             the bundle's timestamp, transparency-log entry)"
+        );
+        assert_eq!(
+            check_json(Some(&logged))["unchecked"],
+            serde_json::json!(["timestamp", "transparency-log entry"])
+        );
+    }
 }
