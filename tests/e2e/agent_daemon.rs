@@ -40,23 +40,23 @@ use berth_e2e::{Run, have_tools};
 /// Audit mode: the tests are about the agent, not the policy.
 const POLICY: &str = "[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n";
 /// Where the specs live in the test repositories (`source.path`).
-const SPECS: &str = "fleet";
+pub(crate) const SPECS: &str = "fleet";
 /// How long a pushed commit may take to be applied: a fetch every second, passes of a
 /// few containers; generous for a loaded CI machine.
-const CONVERGE: Duration = Duration::from_secs(45);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(60);
 /// The crash-loop backoff's first delay (10 s) and the time to notice and act.
 const BACK_AFTER_BACKOFF: Duration = Duration::from_secs(40);
 
-/// A node, its repository, and the agent following it. Fields drop in order: the
-/// agent is stopped first (SIGTERM), then the server, then the node applies an empty
-/// tree.
-struct Host {
-    agent: Option<Agent>,
-    server: Option<GitHttpServer>,
-    repo: GitRepo,
-    node: LiveNode,
+/// A node, its repository, and the agent following it (also the harness of
+/// `outlive.rs` and `reboot.rs`). Fields drop in order: the agent is stopped first
+/// (SIGTERM), then the server, then the node applies an empty tree.
+pub(crate) struct Host {
+    pub(crate) agent: Option<Agent>,
+    pub(crate) server: Option<GitHttpServer>,
+    pub(crate) repo: GitRepo,
+    pub(crate) node: LiveNode,
     /// `10.254.N.`: the node's `default` network, its own so its leftovers are its own.
-    subnet_prefix: String,
+    pub(crate) subnet_prefix: String,
 }
 
 impl Host {
@@ -68,9 +68,15 @@ impl Host {
 
     /// [`Host::new`] with more `[runtime]` keys.
     fn with_runtime(net: u8, keys: &str) -> Option<Host> {
+        Host::on(&format!("10.254.{net}"), keys)
+    }
+
+    /// A node whose `default` network is `<prefix>.0/24` (`10.251.40`), with more
+    /// `[runtime]` keys.
+    pub(crate) fn on(prefix: &str, keys: &str) -> Option<Host> {
         let node = LiveNode::start(
             POLICY,
-            &format!("resync = \"2s\"\ndefault_subnet = \"10.254.{net}.0/24\"\n{keys}"),
+            &format!("resync = \"2s\"\ndefault_subnet = \"{prefix}.0/24\"\n{keys}"),
         )?;
         let repo = GitRepo::new()?;
         Some(Host {
@@ -78,7 +84,7 @@ impl Host {
             server: None,
             repo,
             node,
-            subnet_prefix: format!("10.254.{net}."),
+            subnet_prefix: format!("{prefix}."),
         })
     }
 
@@ -97,7 +103,7 @@ impl Host {
     }
 
     /// Follows branch `main` of `url`, checked every second.
-    fn follow(&self, url: &str) {
+    pub(crate) fn follow(&self, url: &str) {
         let mut text = std::fs::read_to_string(&self.node.config).unwrap();
         text.push_str(&format!(
             "\n[source]\nurl = {url:?}\nbranch = \"main\"\npath = \"{SPECS}\"\ninterval = \"1s\"\n"
@@ -108,7 +114,7 @@ impl Host {
     /// `fleet/NAME.toml`: a container running `sleep SECS` (a new `secs` is a changed
     /// spec, and shows in the process's command line). `sleep` as PID 1 ignores
     /// SIGTERM: SIGKILL stops it at once.
-    fn sleeper(&self, name: &str, secs: u32) {
+    pub(crate) fn sleeper(&self, name: &str, secs: u32) {
         self.spec(name, &format!("command = [\"sleep\", \"{secs}\"]\n"));
     }
 
@@ -129,23 +135,32 @@ impl Host {
     }
 
     /// Commits and pushes; the commit.
-    fn push(&self, message: &str) -> String {
+    pub(crate) fn push(&self, message: &str) -> String {
         let c = self.repo.commit(message);
         self.repo.push();
         c
     }
 
     /// Starts an agent (the previous one must have ended).
-    fn start(&mut self) -> u32 {
+    pub(crate) fn start(&mut self) -> u32 {
         self.start_at(None)
     }
 
     fn start_at(&mut self, failpoint: Option<&str>) -> u32 {
+        self.start_with(|node| Agent::start(node, failpoint))
+    }
+
+    /// Starts an agent inside the cgroups whose `cgroup.procs` files are given.
+    pub(crate) fn start_in(&mut self, cgroups: &[PathBuf]) -> u32 {
+        self.start_with(|node| Agent::start_in_cgroups(node, cgroups))
+    }
+
+    fn start_with(&mut self, start: impl FnOnce(&LiveNode) -> Agent) -> u32 {
         assert!(
             self.agent.as_mut().is_none_or(|a| !a.running()),
             "an agent still runs"
         );
-        let agent = Agent::start(&self.node, failpoint);
+        let agent = start(&self.node);
         let pid = agent.pid();
         self.agent = Some(agent);
         pid
@@ -161,7 +176,7 @@ impl Host {
     }
 
     /// `berth ps -a --format json`, by name.
-    fn ps(&self) -> BTreeMap<String, serde_json::Value> {
+    pub(crate) fn ps(&self) -> BTreeMap<String, serde_json::Value> {
         self.node
             .ps()
             .as_array()
@@ -205,7 +220,7 @@ impl Host {
     }
 
     /// `<state>/state/agent.json`.
-    fn agent_state(&self) -> serde_json::Value {
+    pub(crate) fn agent_state(&self) -> serde_json::Value {
         std::fs::read_to_string(self.node.state().join("state/agent.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -219,7 +234,7 @@ impl Host {
     }
 
     /// The commit of `state/applied.json`.
-    fn applied(&self) -> Option<String> {
+    pub(crate) fn applied(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.node.state().join("state/applied.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v["revision"]["commit"].as_str().map(str::to_string)
@@ -228,7 +243,7 @@ impl Host {
     /// Waits until the agent's last pass converged on `commit`, and it is recorded as
     /// applied.
     #[track_caller]
-    fn wait_converged(&self, commit: &str) {
+    pub(crate) fn wait_converged(&self, commit: &str) {
         poll(
             &format!("a converged pass on {commit}"),
             CONVERGE,
@@ -266,8 +281,56 @@ impl Host {
         );
     }
 
+    /// Waits until agent `pid` finished a pass that began after it started, whatever
+    /// its result, and returns that pass's record.
+    #[track_caller]
+    pub(crate) fn finished_pass_of(&self, pid: u32) -> serde_json::Value {
+        let mine = || self.agent_state()["pid"] == pid;
+        let started = poll(
+            &format!("agent {pid} to record its start"),
+            CONVERGE,
+            || mine().then(|| self.agent_state_mtime()).flatten(),
+            || self.context(),
+        );
+        poll(
+            &format!("a finished pass of agent {pid}"),
+            CONVERGE,
+            || {
+                let s = self.agent_state();
+                (mine()
+                    && self.agent_state_mtime().is_some_and(|m| m > started)
+                    && s["pass_since"].is_null()
+                    && s["last_pass"]["finished_at"].is_string())
+                .then(|| s["last_pass"].clone())
+            },
+            || self.context(),
+        )
+    }
+
+    /// Each running container's (shim pid, init pid).
+    pub(crate) fn processes(&self) -> BTreeMap<String, (u32, u32)> {
+        self.ps()
+            .into_iter()
+            .filter(|(_, c)| c["state"] == "running")
+            .filter_map(|(name, c)| {
+                let shim = shim_pid(&self.node, c["instance"].as_str()?)?;
+                Some((name, (shim, c["pid"].as_u64()? as u32)))
+            })
+            .collect()
+    }
+
+    /// The reasons of the events recorded (`state/events.jsonl`), in order.
+    pub(crate) fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.node.state().join("state/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// What a failure message shows: the agents' output, the containers, the state.
-    fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         let log = self
             .agent
             .as_ref()

@@ -6,205 +6,14 @@
 //! and container survives, and the agent started again in the same cgroups adopts them
 //! without a restart.
 //!
-//! The helpers here (a node following a local repository, an agent started through a
-//! wrapper, the waits) serve `reboot.rs` too. Subnets 10.251.40.0/24–10.251.43.0/24.
+//! The node, its repository and the agent are `agent_daemon.rs`'s [`Host`]; the
+//! cgroups here serve `reboot.rs` too. Subnets 10.251.40.0/24–10.251.43.0/24.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use berth_e2e::agentd::{Agent, poll, shim_pid};
-use berth_e2e::git::GitRepo;
-use berth_e2e::live::LiveNode;
-
-/// Audit mode: the tests are about the agent's processes, not the policy.
-const POLICY: &str = "[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n";
-/// Where the specs live in the test repositories (`source.path`).
-pub const SPECS: &str = "fleet";
-/// How long a pass may take to converge on a loaded CI machine.
-pub const CONVERGE: Duration = Duration::from_secs(60);
-
-/// A node, its repository, and the agent following it (when started).
-pub struct Host {
-    pub agent: Option<Agent>,
-    pub repo: GitRepo,
-    pub node: LiveNode,
-}
-
-impl Host {
-    /// A node on `10.251.<net>.0/24` with an empty repository; `None` when a
-    /// prerequisite is missing outside CI.
-    pub fn new(net: u8) -> Option<Host> {
-        let node = LiveNode::start(
-            POLICY,
-            &format!("resync = \"2s\"\ndefault_subnet = \"10.251.{net}.0/24\"\n"),
-        )?;
-        let repo = GitRepo::new()?;
-        Some(Host {
-            agent: None,
-            repo,
-            node,
-        })
-    }
-
-    /// Follows branch `main` of `url`, checked every second.
-    pub fn follow(&self, url: &str) {
-        let mut text = std::fs::read_to_string(&self.node.config).unwrap();
-        text.push_str(&format!(
-            "\n[source]\nurl = {url:?}\nbranch = \"main\"\npath = \"{SPECS}\"\ninterval = \"1s\"\n"
-        ));
-        std::fs::write(&self.node.config, text).unwrap();
-    }
-
-    /// `fleet/NAME.toml`: a container running `sleep SECS`, on the node's network.
-    pub fn sleeper(&self, name: &str, secs: u32) {
-        self.repo.write(
-            &format!("{SPECS}/{name}.toml"),
-            &format!(
-                "[container.{name}]\nimage = \"{}\"\nuser = \"10001:10001\"\n\
-                 command = [\"sleep\", \"{secs}\"]\nstop_signal = \"SIGKILL\"\n",
-                self.node.image
-            ),
-        );
-    }
-
-    /// Commits and pushes; the commit.
-    pub fn push(&self, message: &str) -> String {
-        let c = self.repo.commit(message);
-        self.repo.push();
-        c
-    }
-
-    /// Starts `berth agent`, inside the cgroups whose `cgroup.procs` are given (none:
-    /// where the test runs); its pid.
-    pub fn start(&mut self, cgroups: &[PathBuf]) -> u32 {
-        assert!(
-            self.agent.as_mut().is_none_or(|a| !a.running()),
-            "an agent still runs"
-        );
-        let agent = if cgroups.is_empty() {
-            Agent::start(&self.node, None)
-        } else {
-            Agent::start_in_cgroups(&self.node, cgroups)
-        };
-        let pid = agent.pid();
-        self.agent = Some(agent);
-        pid
-    }
-
-    /// `berth ps -a --format json`, by name.
-    pub fn ps(&self) -> BTreeMap<String, serde_json::Value> {
-        self.node
-            .ps()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["name"].as_str().unwrap().to_string(), c.clone()))
-            .collect()
-    }
-
-    /// Each container's (shim pid, init pid), when it runs.
-    pub fn processes(&self) -> BTreeMap<String, (u32, u32)> {
-        self.ps()
-            .into_iter()
-            .filter(|(_, c)| c["state"] == "running")
-            .filter_map(|(name, c)| {
-                let shim = shim_pid(&self.node, c["instance"].as_str()?)?;
-                Some((name, (shim, c["pid"].as_u64()? as u32)))
-            })
-            .collect()
-    }
-
-    /// `<state>/state/agent.json`.
-    pub fn agent_state(&self) -> serde_json::Value {
-        std::fs::read_to_string(self.node.state().join("state/agent.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
-    }
-
-    fn agent_state_mtime(&self) -> Option<SystemTime> {
-        std::fs::metadata(self.node.state().join("state/agent.json"))
-            .and_then(|m| m.modified())
-            .ok()
-    }
-
-    /// The commit of `state/applied.json`.
-    pub fn applied(&self) -> Option<String> {
-        let text = std::fs::read_to_string(self.node.state().join("state/applied.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v["revision"]["commit"].as_str().map(str::to_string)
-    }
-
-    /// Waits until the agent's last pass converged on `commit`, recorded as applied.
-    #[track_caller]
-    pub fn wait_converged(&self, commit: &str) {
-        poll(
-            &format!("a converged pass on {commit}"),
-            CONVERGE,
-            || {
-                let pass = &self.agent_state()["last_pass"];
-                (pass["result"] == "converged"
-                    && pass["revision"] == commit
-                    && self.applied().as_deref() == Some(commit))
-                .then_some(())
-            },
-            || self.context(),
-        );
-    }
-
-    /// Waits until agent `pid` finished a pass that began after it started, and
-    /// returns that pass's record.
-    #[track_caller]
-    pub fn wait_pass_of(&self, pid: u32) -> serde_json::Value {
-        let mine = || self.agent_state()["pid"] == pid;
-        let started = poll(
-            &format!("agent {pid} to record its start"),
-            CONVERGE,
-            || mine().then(|| self.agent_state_mtime()).flatten(),
-            || self.context(),
-        );
-        poll(
-            &format!("a finished pass of agent {pid}"),
-            CONVERGE,
-            || {
-                let s = self.agent_state();
-                (mine()
-                    && self.agent_state_mtime().is_some_and(|m| m > started)
-                    && s["pass_since"].is_null()
-                    && s["last_pass"]["finished_at"].is_string())
-                .then(|| s["last_pass"].clone())
-            },
-            || self.context(),
-        )
-    }
-
-    /// The reasons of the events recorded (`state/events.jsonl`), in order.
-    pub fn events(&self) -> Vec<String> {
-        std::fs::read_to_string(self.node.state().join("state/events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|e| e["reason"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    /// What a failure message shows: the agents' output, the containers, the state.
-    pub fn context(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.node.dir.path().join("agent.log")).unwrap_or_default();
-        let chars: Vec<char> = log.chars().collect();
-        let tail: String = chars[chars.len().saturating_sub(12_000)..].iter().collect();
-        let ps = self.node.berth(&["ps", "-a"]);
-        format!(
-            "--- agent output (tail)\n{tail}\n--- berth ps -a\n{}{}\n--- agent.json\n{:#}",
-            ps.stdout,
-            ps.stderr,
-            self.agent_state()
-        )
-    }
-}
+use crate::agent_daemon::Host;
 
 /// One cgroup per mounted hierarchy, made for a test below the test's own cgroup there
 /// (as a service's cgroup sits below its slice); each removed on drop once its
@@ -375,7 +184,7 @@ pub fn alive(pid: u32) -> bool {
 
 #[test]
 fn shims_leave_the_agents_cgroups_and_outlive_a_kill_of_all_of_them_and_are_adopted() {
-    let Some(mut h) = Host::new(40) else {
+    let Some(mut h) = Host::on("10.251.40", "") else {
         return;
     };
     let cgroups = Cgroups::new();
@@ -388,7 +197,7 @@ fn shims_leave_the_agents_cgroups_and_outlive_a_kill_of_all_of_them_and_are_adop
     h.sleeper("db", 4041);
     let commit = h.push("two containers");
     h.follow(&h.repo.file_url());
-    let first = h.start(&cgroups.procs_files());
+    let first = h.start_in(&cgroups.procs_files());
     h.wait_converged(&commit);
 
     // The agent runs in each of its cgroups; each shim, and each container, in none.
@@ -433,8 +242,8 @@ fn shims_leave_the_agents_cgroups_and_outlive_a_kill_of_all_of_them_and_are_adop
 
     // The agent again, in the same cgroups: it adopts them, restarting nothing.
     let applied_events = h.events().iter().filter(|r| *r == "Applied").count();
-    let second = h.start(&cgroups.procs_files());
-    let pass = h.wait_pass_of(second);
+    let second = h.start_in(&cgroups.procs_files());
+    let pass = h.finished_pass_of(second);
     assert_eq!(pass["result"], "converged", "{}", h.context());
     assert_eq!(h.processes(), before, "restarted\n{}", h.context());
     for (name, c) in h.ps() {

@@ -21,7 +21,8 @@ use std::time::Duration;
 use berth_e2e::agentd::{Leftovers, poll};
 use berth_e2e::live::mounts_under;
 
-use crate::outlive::{CONVERGE, Host, alive};
+use crate::agent_daemon::{CONVERGE, Host};
+use crate::outlive::alive;
 
 /// Kills `pid` with SIGKILL.
 fn kill(pid: u32) {
@@ -117,7 +118,7 @@ fn flush_rules(bridges: &[String], subnet_prefix: &str) {
 
 #[test]
 fn after_a_reboot_with_the_source_unreachable_what_ran_comes_back_and_nothing_old_is_left() {
-    let Some(mut h) = Host::new(41) else {
+    let Some(mut h) = Host::on("10.251.41", "") else {
         return;
     };
     h.sleeper("web", 4150);
@@ -125,7 +126,7 @@ fn after_a_reboot_with_the_source_unreachable_what_ran_comes_back_and_nothing_ol
     h.sleeper("held", 4152);
     let commit = h.push("three containers");
     h.follow(&h.repo.file_url());
-    h.start(&[]);
+    h.start();
     h.wait_converged(&commit);
     let r = h.node.berth(&["stop", "held"]);
     assert_eq!(r.code, 0, "berth stop held: {}{}", r.stdout, r.stderr);
@@ -152,7 +153,7 @@ fn after_a_reboot_with_the_source_unreachable_what_ran_comes_back_and_nothing_ol
     let away = bare.with_extension("away");
     std::fs::rename(&bare, &away).unwrap();
 
-    let pid = h.start(&[]);
+    let pid = h.start();
     let back = poll(
         "web and db to run again",
         CONVERGE,
@@ -162,7 +163,7 @@ fn after_a_reboot_with_the_source_unreachable_what_ran_comes_back_and_nothing_ol
         },
         || h.context(),
     );
-    h.wait_pass_of(pid);
+    h.finished_pass_of(pid);
     for (name, (shim, init)) in &back {
         assert_ne!(before[name], (*shim, *init), "{name}: the old processes?");
     }
@@ -256,14 +257,14 @@ fn condition(h: &Host, kind: &str) -> serde_json::Value {
 
 #[test]
 fn without_a_source_the_agent_idles_saying_so_and_still_restores_what_it_applied() {
-    let Some(mut h) = Host::new(42) else {
+    let Some(mut h) = Host::on("10.251.42", "") else {
         return;
     };
     // A fresh install: no `[source]`. `--once` has nothing to do.
     let r = h.node.berth(&["agent", "--once"]);
     assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("no source configured"), "{}", r.stderr);
-    let pid = h.start(&[]);
+    let pid = h.start();
     poll(
         "the agent to say it idles",
         CONVERGE,
@@ -293,7 +294,7 @@ fn without_a_source_the_agent_idles_saying_so_and_still_restores_what_it_applied
     h.sleeper("web", 4250);
     let commit = h.push("web");
     h.follow(&h.repo.file_url());
-    h.start(&[]);
+    h.start();
     h.wait_converged(&commit);
     let ran = h.node.instances();
     let status = h.agent.as_mut().unwrap().terminate();
@@ -305,14 +306,14 @@ fn without_a_source_the_agent_idles_saying_so_and_still_restores_what_it_applied
     let base = text.split("\n[source]\n").next().unwrap().to_string();
     std::fs::write(&h.node.config, base).unwrap();
     reboot(&h, "10.251.42.");
-    let pid = h.start(&[]);
+    let pid = h.start();
     poll(
         "web to run again",
         CONVERGE,
         || h.processes().contains_key("web").then_some(()),
         || h.context(),
     );
-    let pass = h.wait_pass_of(pid);
+    let pass = h.finished_pass_of(pid);
     assert_eq!(pass["result"], "converged", "{}", h.context());
     assert_eq!(pass["revision"], commit.as_str(), "{}", h.context());
     assert_eq!(h.node.instances(), ran, "{}", h.context());
