@@ -262,12 +262,7 @@ impl Host {
     #[track_caller]
     fn wait_pass_of(&self, pid: u32) {
         let mine = || self.agent_state()["pid"] == pid;
-        let started = poll(
-            &format!("agent {pid} to record its start"),
-            CONVERGE,
-            || mine().then(|| self.agent_state_mtime()).flatten(),
-            || self.context(),
-        );
+        let started = self.start_recorded(pid);
         poll(
             &format!("a converged pass of agent {pid}"),
             CONVERGE,
@@ -281,17 +276,27 @@ impl Host {
         );
     }
 
+    /// Waits until agent `pid` recorded its start; when it did.
+    #[track_caller]
+    fn start_recorded(&self, pid: u32) -> SystemTime {
+        poll(
+            &format!("agent {pid} to record its start"),
+            CONVERGE,
+            || {
+                (self.agent_state()["pid"] == pid)
+                    .then(|| self.agent_state_mtime())
+                    .flatten()
+            },
+            || self.context(),
+        )
+    }
+
     /// Waits until agent `pid` finished a pass that began after it started, whatever
     /// its result, and returns that pass's record.
     #[track_caller]
     pub(crate) fn finished_pass_of(&self, pid: u32) -> serde_json::Value {
         let mine = || self.agent_state()["pid"] == pid;
-        let started = poll(
-            &format!("agent {pid} to record its start"),
-            CONVERGE,
-            || mine().then(|| self.agent_state_mtime()).flatten(),
-            || self.context(),
-        );
+        let started = self.start_recorded(pid);
         poll(
             &format!("a finished pass of agent {pid}"),
             CONVERGE,
