@@ -285,3 +285,35 @@ fn sign_pull_and_verify_a_bundle_referrer_without_the_referrers_api() {
         assert_eq!(run.code, 0, "remote {remote}: {run:?}");
     }
 }
+
+/// An image refused under enforce because nobody had signed it yet runs once it is
+/// signed: a pinned image is served from the store, and its signatures are fetched
+/// again when what the store holds does not verify.
+#[test]
+fn a_pinned_image_signed_after_its_refusal_is_then_accepted() {
+    let Some((reg, state)) = setup() else { return };
+    let (state, host) = (state.path(), reg.host());
+    let keys = tempfile::tempdir().unwrap();
+    let prefix = keys.path().join("late");
+    let run = berth_in(state, None, &["key", "generate", &prefix.to_string_lossy()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let (key, public) = (prefix.with_extension("key"), prefix.with_extension("pub"));
+    let image = fixture::busybox(&ImageSpec::default());
+    let digest = fixture::push(&reg, "shop/late", "v1", &image);
+    let pinned = format!("{host}/shop/late@{digest}");
+    let config = enforcing(keys.path(), &public, &host);
+
+    let refused = pull(state, &config, &pinned);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("no signature was found"),
+        "{refused:?}"
+    );
+    assert_eq!(snapshots(state), 0, "nothing unpacked");
+    sign(state, &format!("{host}/shop/late:v1"), &key, &[]);
+    let accepted = pull(state, &config, &pinned);
+    assert_eq!(accepted.code, 0, "{accepted:?}");
+    assert!(snapshots(state) > 0, "unpacked once verified");
+    let stored = verify(state, &pinned, &public, false);
+    assert_eq!(stored.code, 0, "{stored:?}");
+}

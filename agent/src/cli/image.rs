@@ -22,6 +22,7 @@ use crate::image::platform::Platform;
 use crate::image::prepare;
 use crate::image::pull::{self, PullOptions, PullProgress, Silent};
 use crate::image::registry::{Client, RegistryConfig};
+use crate::image::signature::exchange;
 use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
@@ -188,7 +189,13 @@ fn pull_cmd(a: &PullArgs, state_dir: &Path, loaded: &super::config::Loaded) -> R
             )
         })?;
     let record = pulled.record;
-    let check = image_local::signature_gate(&store, &record, loaded)?;
+    let check = image_local::signature_gate(&record, loaded, |keys| {
+        if a.no_signature {
+            prepare::verify_stored(&store, &record, keys)
+        } else {
+            runtime.block_on(exchange::verify_fresh(&client, &store, &record, keys))
+        }
+    })?;
     let snapshots = SnapshotStore::open(state_dir)?;
     let snaps = prepare::unpack_snapshots(&store, &snapshots, &record).map_err(|e| {
         let code = if e.is_integrity() {

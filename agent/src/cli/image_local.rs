@@ -247,21 +247,21 @@ fn verify_bundle_file(a: &VerifyArgs, keys: &[TrustedKey]) -> Result<(), Failure
     }
 }
 
-/// At pull time: with trusted keys set, the image's signature is checked from the
-/// store. When the node's policy has `image-signature` at `error` in enforce mode, an
+/// At pull time: with trusted keys set, the image's signature is checked by `verify`
+/// (from the store, and again from the registry when that does not verify). When the node's policy has `image-signature` at `error` in enforce mode, an
 /// image that does not verify fails the pull before anything is unpacked (exit 1);
 /// otherwise the outcome is reported. Without trusted keys nothing is checked.
 pub fn signature_gate(
-    store: &Store,
     record: &ImageRecord,
     loaded: &Loaded,
+    verify: impl FnOnce(&[TrustedKey]) -> SignatureCheck,
 ) -> Result<Option<SignatureCheck>, Failure> {
     if loaded.config.policy.trusted_keys.is_empty() {
         return Ok(None);
     }
     let np = config::node_policy(loaded, None).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
     let keys = load_keys(&loaded.config.policy.trusted_keys)?;
-    let check = prepare::verify_stored(store, record, &keys);
+    let check = verify(&keys);
     let enforced = np.policy.rule(Rule::ImageSignature).severity == Severity::Error
         && np.mode == PolicyMode::Enforce;
     if enforced {

@@ -406,6 +406,14 @@ impl Puller<'_> {
                     .fetch_blob_bytes(&self.repo, digest, limit)
                     .await?
             };
+            // Judged before it is stored: what its descriptor does not declare is
+            // never written.
+            if bytes.len() as u64 != size {
+                return Err(self.invalid(format!(
+                    "{what} {digest} has {} bytes, its descriptor says {size}",
+                    bytes.len()
+                )));
+            }
             self.store
                 .write_blob(digest, &bytes, &self.repo.target(digest.as_str()))?;
             self.progress.blob_advanced(digest, bytes.len() as u64);

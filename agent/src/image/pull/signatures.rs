@@ -9,9 +9,11 @@ use berth_spec::reference::Reference;
 
 use super::{MAX_SIGNATURE_BLOB, MAX_SIGNATURE_LAYERS, PullError, Puller, Silent};
 use crate::image::digest::Digest;
-use crate::image::manifest::{self, MAX_MANIFEST_BYTES, Manifest};
+use crate::image::manifest::{self, Manifest};
 use crate::image::registry::{Client, Repository};
-use crate::image::signature::referrers::{MAX_BUNDLE_REFERRERS, check_referrer};
+use crate::image::signature::referrers::{
+    MAX_BUNDLE_REFERRERS, MAX_REFERRER_BYTES, check_referrer,
+};
 use crate::image::signature::{BUNDLE_MEDIA_TYPE, MAX_BUNDLE_SIZE};
 use crate::image::store::Store;
 use crate::image::store::records::{BlobRef, BundleRecord, ImageRecord, SignatureRecord};
@@ -141,7 +143,7 @@ impl Puller<'_> {
                 }),
                 Err(e) if e.is_integrity() => return Err(e),
                 Err(e) => {
-                    tracing::warn!(image = %self.key, %signed, referrer = %d.digest, error = %e, "sigstore bundle referrer skipped");
+                    tracing::warn!(image = %self.key, %signed, referrer = %d.digest, error = %crate::util::error_chain(&e), "sigstore bundle referrer skipped");
                 }
             }
         }
@@ -156,7 +158,7 @@ impl Puller<'_> {
         referrer: &manifest::Descriptor,
     ) -> Result<BlobRef, PullError> {
         let bytes = self
-            .small_blob(&referrer.digest, referrer.size, MAX_MANIFEST_BYTES, true)
+            .small_blob(&referrer.digest, referrer.size, MAX_REFERRER_BYTES, true)
             .await?;
         let layer = check_referrer(&bytes, &referrer.digest, signed).map_err(|source| {
             PullError::Referrer {

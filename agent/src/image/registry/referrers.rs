@@ -72,28 +72,42 @@ pub fn api_index(status: u16, content_type: Option<&str>, body: &[u8]) -> Option
 }
 
 /// The entries of `index` whose `artifactType` is `artifact_type`, one per digest, at
-/// most `max` (the rest are dropped with a warning: a hostile registry cannot make a
-/// pull follow referrers without end).
+/// most `max`, the newest first: by their `org.opencontainers.image.created`
+/// annotation (RFC 3339 in UTC sorts as text), then the later in the index (signers
+/// append). The rest are dropped with a warning: a hostile registry cannot make a pull
+/// follow referrers without end, and a key rotated in after many signatures is still
+/// read.
 pub fn of_type(index: &ImageIndex, artifact_type: &str, max: usize) -> Vec<Descriptor> {
-    let mut out: Vec<Descriptor> = Vec::new();
-    for d in &index.manifests {
-        if d.artifact_type.as_deref() != Some(artifact_type)
-            || out.iter().any(|o| o.digest == d.digest)
-        {
+    let mut out: Vec<(usize, &Descriptor)> = Vec::new();
+    for (at, d) in index.manifests.iter().enumerate() {
+        if d.artifact_type.as_deref() != Some(artifact_type) {
             continue;
         }
-        if out.len() == max {
-            tracing::warn!(
-                artifact_type,
-                max,
-                "more referrers than berth follows; the rest are ignored"
-            );
-            break;
-        }
-        out.push(d.clone());
+        // The later entry of a digest listed twice stands for it.
+        out.retain(|(_, o)| o.digest != d.digest);
+        out.push((at, d));
     }
-    out
+    let created = |d: &Descriptor| {
+        d.annotations
+            .as_ref()
+            .and_then(|a| a.get(CREATED_ANNOTATION))
+            .cloned()
+    };
+    out.sort_by(|(a_at, a), (b_at, b)| created(b).cmp(&created(a)).then(b_at.cmp(a_at)));
+    if out.len() > max {
+        tracing::warn!(
+            artifact_type,
+            max,
+            listed = out.len(),
+            "more referrers than berth follows; the oldest are ignored"
+        );
+        out.truncate(max);
+    }
+    out.into_iter().map(|(_, d)| d.clone()).collect()
 }
+
+/// The annotation a referrer's creation time is in.
+const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 
 impl Client {
     /// Asks the referrers API of `repo` for the referrers of `digest` (filtered by
@@ -208,6 +222,28 @@ mod tests {
         format!("sha256:{}", c.to_string().repeat(64))
     }
 
+    #[test]
+    fn the_newest_referrers_are_kept_when_there_are_too_many() {
+        let entry = |c: char, created: &str| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"artifactType":"{BUNDLE}","annotations":{{"org.opencontainers.image.created":"{created}"}}}}"#,
+                d(c)
+            )
+        };
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{},{}]}}"#,
+            entry('c', "2026-12-03T10:00:00Z"),
+            entry('a', "2026-12-04T10:00:00Z"),
+            entry('b', "2026-12-01T10:00:00Z"),
+        );
+        let index = api_index(200, None, body.as_bytes()).unwrap();
+        let kept: Vec<String> = of_type(&index, BUNDLE, 2)
+            .iter()
+            .map(|d| d.digest.as_str().to_string())
+            .collect();
+        assert_eq!(kept, [d('a'), d('c')]);
+    }
+
     /// An index as a registry with the referrers API serves it (zot, Harbor, ghcr):
     /// a cosign bundle and an SBOM attached to the same image.
     fn recorded_index() -> String {
@@ -267,6 +303,11 @@ mod tests {
         .unwrap();
         assert_eq!(of_type(&index, BUNDLE, 16).len(), 2, "one per digest");
         assert_eq!(of_type(&index, BUNDLE, 1).len(), 1, "capped");
+        assert_eq!(
+            of_type(&index, BUNDLE, 1)[0].digest.as_str(),
+            d('b'),
+            "the newest (the last listed) kept"
+        );
         assert!(of_type(&index, "other/type", 16).is_empty());
         // No type in the body nor the header: not an index answer.
         assert!(api_index(200, Some("application/json"), body.as_bytes()).is_none());

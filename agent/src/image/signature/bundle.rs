@@ -35,7 +35,7 @@ pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// The largest bundle berth reads (a keyed bundle is well under 4 KiB; a keyless one
 /// with a log entry and a timestamp under 16 KiB).
-pub const MAX_BUNDLE_SIZE: usize = 1 << 20;
+pub const MAX_BUNDLE_SIZE: usize = 128 << 10;
 
 /// The older spelling of the v0.3 media type, which clients must also accept.
 const BUNDLE_MEDIA_TYPE_PARAM: &str = "application/vnd.dev.sigstore.bundle+json;version=0.3";
@@ -93,6 +93,10 @@ pub enum BundleError {
     },
     #[error("the bundle's envelope has no signatures")]
     NoSignatures,
+    /// A Sigstore bundle's envelope carries exactly one signature (as sigstore's own
+    /// verifiers require); trying thousands against every key would cost minutes.
+    #[error("the bundle's envelope carries {0} signatures; a Sigstore bundle carries exactly one")]
+    SignatureCount(usize),
     #[error("no trusted keys are configured to verify bundles of {digest}")]
     NoTrustedKeys { digest: String },
     #[error("the signature is not a DER-encoded ECDSA P-256 signature")]
@@ -301,8 +305,10 @@ pub fn verify_bundle(
         what: "payload",
         source,
     })?;
-    if envelope.signatures.is_empty() {
-        return Err(BundleError::NoSignatures);
+    match envelope.signatures.len() {
+        0 => return Err(BundleError::NoSignatures),
+        1 => {}
+        n => return Err(BundleError::SignatureCount(n)),
     }
     if keys.is_empty() {
         return Err(BundleError::NoTrustedKeys {

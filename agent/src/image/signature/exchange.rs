@@ -122,6 +122,7 @@ impl Looked {
                 match r.by {
                     RefreshedBy::Sign => "sign",
                     RefreshedBy::Verify => "verify",
+                    RefreshedBy::Pass => "pass",
                 },
                 &r.at,
             )),
@@ -148,6 +149,10 @@ impl fmt::Display for Looked {
                         by: RefreshedBy::Verify,
                         at,
                     }) => ("fetched by `berth image verify`", at),
+                    Some(Refreshed {
+                        by: RefreshedBy::Pass,
+                        at,
+                    }) => ("fetched again by a pass", at),
                 };
                 write!(f, "in the local store ({how}, {})", short_time(at))
             }
@@ -284,7 +289,9 @@ async fn publish_bundle(
         annotations: None,
         artifact_type: None,
     };
-    let bundle = sign_bundle(&reference.name(), top.digest.as_str(), key)?;
+    // No subject name, as cosign writes none: the registry's address stays out of
+    // what is signed, and the bundle holds wherever the image is copied.
+    let bundle = sign_bundle("", top.digest.as_str(), key)?;
     let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let artifact = build_referrer(bundle, &subject, &created)?;
     client
@@ -410,6 +417,32 @@ async fn refresh(
     current.bundles = bundles;
     store.put_record(&current)?;
     Ok(Some(current))
+}
+
+/// The check of the signatures stored with `record`; when they do not verify, they are
+/// fetched from the registry again (and kept) and checked again: an image signed since
+/// it was pulled, or whose signatures could not be fetched at the pull (a registry
+/// error), is judged on what its registry holds now — a pinned image is otherwise
+/// served from the store for good. A registry that cannot be asked leaves the first
+/// verdict, with a warning.
+pub async fn verify_fresh(
+    client: &Client,
+    store: &Store,
+    record: &ImageRecord,
+    keys: &[TrustedKey],
+) -> SignatureCheck {
+    let check = prepare::verify_stored(store, record, keys);
+    if matches!(check, SignatureCheck::Verified(_)) {
+        return check;
+    }
+    match refresh(client, store, record, RefreshedBy::Pass).await {
+        Ok(Some(updated)) => prepare::verify_stored(store, &updated, keys),
+        Ok(None) => check,
+        Err(e) => {
+            tracing::warn!(image = %record.reference, error = %crate::util::error_chain(&e), "cannot fetch the image's signatures again");
+            check
+        }
+    }
 }
 
 /// Checks the signatures stored with `record` against `keys`; when the store has

@@ -289,12 +289,37 @@ fn fill(mut file: File, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// A key file: a regular file (a FIFO would block, `/dev/zero` never end), at most
+/// [`MAX_KEY_FILE`] bytes (a PEM key is well under 1 KiB).
 fn read_key_file(path: &Path) -> Result<String, SignatureError> {
-    std::fs::read_to_string(path).map_err(|source| SignatureError::ReadKey {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| SignatureError::ReadKey {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(err(std::io::Error::other("not a regular file")));
+    }
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(err)?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(err(std::io::Error::other(format!(
+            "larger than {MAX_KEY_FILE} bytes: not a key"
+        ))));
+    }
+    Ok(text)
 }
+
+/// The largest key file read.
+const MAX_KEY_FILE: u64 = 64 << 10;
 
 /// The label of the first PEM block (`-----BEGIN <label>-----`), if any.
 fn pem_label(text: &str) -> Option<String> {

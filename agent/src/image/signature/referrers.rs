@@ -33,6 +33,9 @@ pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 /// Most bundle referrers followed for one digest: every signer adds one; real images
 /// carry a handful. A hostile registry listing thousands cannot make a pull fetch them.
 pub const MAX_BUNDLE_REFERRERS: usize = 16;
+/// The largest referrer manifest read (cosign's are about 1 KiB): skipped ones are
+/// stored before they are judged, so their size bounds what a hostile registry leaves.
+pub const MAX_REFERRER_BYTES: u64 = 64 << 10;
 
 /// Why a referrer manifest or referrers index was refused, or could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -112,7 +112,10 @@ fn other_referrers_are_refused_each_with_its_reason() {
     assert!(e.contains("refers to no subject"), "{e}");
     // An SBOM or an attestation store, not a bundle.
     let e = why(|m| m["artifactType"] = json!("application/spdx+json"));
-    assert!(e.contains("artifact type is `application/spdx+json`"), "{e}");
+    assert!(
+        e.contains("artifact type is `application/spdx+json`"),
+        "{e}"
+    );
     // An index, a schema 1 document.
     let e = why(|m| m["mediaType"] = json!(OCI_INDEX));
     assert!(

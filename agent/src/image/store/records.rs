@@ -84,6 +84,9 @@ pub enum RefreshedBy {
     Sign,
     /// `berth image verify`, when the store had no signature of the image.
     Verify,
+    /// A pass, when what the store held did not verify: signed since the pull, or its
+    /// signatures could not be fetched then.
+    Pass,
 }
 
 /// A pulled image.

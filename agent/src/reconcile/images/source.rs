@@ -14,6 +14,7 @@ use crate::image::prepare::{self, SignatureCheck};
 use crate::image::pull::{self, PullOptions, Silent};
 use crate::image::registry::Client;
 use crate::image::signature::TrustedKey;
+use crate::image::signature::exchange;
 use crate::image::snapshot::{ChainId, SnapshotStore};
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
@@ -64,7 +65,12 @@ impl ImageSource for Registry<'_> {
     }
 
     fn verify(&self, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck {
-        prepare::verify_stored(self.store, record, keys)
+        self.rt.block_on(exchange::verify_fresh(
+            self.client,
+            self.store,
+            record,
+            keys,
+        ))
     }
 
     fn config(

@@ -43,8 +43,9 @@ pub async fn verify_remote(
 /// What the signatures of image `digest` in the registry say, each checked for
 /// `digest` with `keys`: the legacy one of the first of `candidates` (the image's
 /// top and platform digests) that has one, and the bundles of the first that has any.
-/// A referrer that is gone or is not a bundle of its subject is skipped, as a pull
-/// skips it; a registry that cannot be asked is an error.
+/// A referrer that is gone or is not a bundle of its subject is skipped, and
+/// referrers that cannot be listed count as none, as a pull does; a registry that
+/// cannot be asked for the legacy signature is an error.
 pub async fn registry_outcomes(
     client: &Client,
     repo: &Repository,
@@ -60,9 +61,20 @@ pub async fn registry_outcomes(
         }
     }
     for signed in candidates {
-        let found = client
+        // As a pull: referrers that cannot be listed (a `sha256-<hex>` tag that is not
+        // an index, say) are no bundles, with a warning; only content that fails its
+        // digest is an error.
+        let found = match client
             .referrers(repo, signed, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_REFERRERS)
-            .await?;
+            .await
+        {
+            Ok(found) => found,
+            Err(e) if e.is_integrity() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(%signed, error = %error_chain(&e), "cannot list the image's sigstore bundles");
+                break;
+            }
+        };
         for d in &found.descriptors {
             let Some(result) =
                 registry_bundle(client, repo, digest, signed, &d.digest, keys).await?
