@@ -76,14 +76,22 @@ pub fn ensure(mount_point: &Path) -> io::Result<PathBuf> {
 /// cgroup v1's `cpuset`: a new cgroup has no CPUs and no memory nodes (unless its
 /// parent has `cgroup.clone_children`), and no process can join it until it has
 /// some: it gets its parent's, as runc does for the containers'.
+/// cgroup v2 (a `cgroup.controllers` file in every cgroup) needs nothing: an empty
+/// cpuset there means the parent's, and its root has no `cpuset.cpus` at all.
 fn inherit_cpuset(parent: &Path, dir: &Path) -> io::Result<()> {
+    if dir.join("cgroup.controllers").exists() {
+        return Ok(());
+    }
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let own = dir.join(file);
         let Ok(value) = std::fs::read_to_string(&own) else {
             continue;
         };
         if value.trim().is_empty() {
-            std::fs::write(&own, std::fs::read_to_string(parent.join(file))?.trim())?;
+            let Ok(theirs) = std::fs::read_to_string(parent.join(file)) else {
+                continue;
+            };
+            std::fs::write(&own, theirs.trim())?;
         }
     }
     Ok(())
@@ -156,6 +164,27 @@ mod tests {
         let twice = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
                      90 80 0:29 / /mnt/cpu rw - cgroup cgroup rw,cpu\n";
         assert_eq!(hierarchies(twice), [PathBuf::from("/sys/fs/cgroup/cpu")]);
+    }
+
+    #[test]
+    fn on_cgroup_v2_an_empty_cpuset_is_left_to_mean_the_parents() {
+        // runc enables cpuset in the root's and /berth's subtree_control: /berth and
+        // /berth/shims show an empty cpuset.cpus, and the root has none.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu\n").unwrap();
+        std::fs::write(root.path().join("cpuset.cpus.effective"), "0-1\n").unwrap();
+        let shims = root.path().join("berth/shims");
+        std::fs::create_dir_all(&shims).unwrap();
+        for d in [root.path().join("berth"), shims.clone()] {
+            std::fs::write(d.join("cgroup.controllers"), "cpuset\n").unwrap();
+            std::fs::write(d.join("cpuset.cpus"), "\n").unwrap();
+        }
+        std::fs::write(shims.join("cgroup.procs"), "").unwrap();
+        assert_eq!(ensure(root.path()).unwrap(), shims.join("cgroup.procs"));
+        assert_eq!(
+            std::fs::read_to_string(shims.join("cpuset.cpus")).unwrap(),
+            "\n"
+        );
     }
 
     #[test]
