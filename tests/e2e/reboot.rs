@@ -321,4 +321,24 @@ fn without_a_source_the_agent_idles_saying_so_and_still_restores_what_it_applied
     assert_eq!(condition(&h, "SourceUnavailable")["reason"], "NoSource");
     let status = h.agent.as_mut().unwrap().terminate();
     assert!(status.success(), "{status:?}\n{}", h.context());
+
+    // The operator converges the node from an empty directory: the revision applied
+    // from the source is forgotten, and the agent started again brings nothing back.
+    let empty = h.node.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let r = h.node.berth(&["apply", &empty.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("forgotten"), "{}", r.stderr);
+    assert!(h.applied().is_none(), "{}", h.context());
+    let pid = h.start();
+    poll(
+        "the agent to say it idles again",
+        CONVERGE,
+        || (idle_lines(&h) == 3 && h.agent_state()["pid"] == pid).then_some(()),
+        || h.context(),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(h.node.instances().is_empty(), "{}", h.context());
+    let status = h.agent.as_mut().unwrap().terminate();
+    assert!(status.success(), "{status:?}\n{}", h.context());
 }

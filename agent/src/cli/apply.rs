@@ -63,11 +63,24 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
         waiting: &mut waiting,
     };
     let format = args.format;
-    pass::apply(&setup.env(), &setup.input, wait, &mut |plan| {
+    let report = pass::apply(&setup.env(), &setup.input, wait, &mut |plan| {
         if format == Format::Text && !plan.is_empty() {
             print!("{plan}");
         }
-    })
+    })?;
+    // The node is converged from a directory now: the revision an agent applied from
+    // its source is forgotten, so that an agent without a source does not bring it
+    // back (one with a source fetches and applies its source again).
+    let state_dir = &setup.env().loaded.config.runtime.state_dir;
+    match crate::source::applied::Applied::forget(state_dir) {
+        Ok(Some(commit)) => eprintln!(
+            "note: the revision applied from the source before ({}) no longer describes this node: forgotten",
+            &commit[..commit.len().min(12)]
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: {}", crate::util::error_chain(&e)),
+    }
+    Ok(report)
 }
 
 /// The report as text (one line per container, then deferred networks) or JSON

@@ -223,7 +223,9 @@ pub fn run(
     let now = Instant::now();
     let mut sched = Schedule {
         fetch_at: now,
-        resync_at: now + resync,
+        // Without a source no fetch starts the first pass: the resync does, at once,
+        // so that what was applied before comes back at start (after a reboot).
+        resync_at: if has_source { now + resync } else { now },
         due_at: None,
         fetch_failures: 0,
         pass_failures: 0,

@@ -87,6 +87,22 @@ impl Applied {
         crate::util::versioned::store(&Self::path(state_dir), self)
     }
 
+    /// Forgets the record, when `berth apply DIR` converged the node from a directory:
+    /// the revision applied from the source no longer describes it, and an agent
+    /// without a source must not bring that revision back. Returns its commit.
+    pub fn forget(state_dir: &Path) -> Result<Option<String>, AppliedError> {
+        let before = Self::load(state_dir)?;
+        if before.is_some() {
+            let path = Self::path(state_dir);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(AppliedError::Write { path, source: e });
+            }
+        }
+        Ok(before.map(|a| a.revision.commit))
+    }
+
     /// Every commit some container runs, and the one applied last.
     pub fn in_use(&self) -> BTreeSet<String> {
         let mut keep: BTreeSet<String> = self.containers.values().cloned().collect();
