@@ -354,7 +354,7 @@ layout="$work/pull/layout"; mkdir -p "$work/pull"
 umoci init --layout "$layout" && umoci new --image "$layout:bench"
 i=0
 # Layers of real files (libraries and shared data, so compression is realistic).
-if [ "$QUICK" = 1 ]; then srcs=(/usr/lib/python3.11 /etc); else srcs=(/usr/bin /usr/lib/gcc /usr/share/locale /usr/lib/python3.11 /usr/share/doc /usr/libexec); fi
+if [ "$QUICK" = 1 ]; then srcs=(/usr/lib/python3.11 /etc); else srcs=(/usr/lib/python3.11 /usr/share/doc /usr/share/locale /usr/lib/gcc /usr/libexec /usr/bin); fi
 for src in "${srcs[@]}"; do
   i=$((i + 1))
   umoci unpack --image "$layout:bench" "$work/pull/bundle" >/dev/null
@@ -387,7 +387,7 @@ for _ in $(seq "$RUNS"); do
   s_pull+=("$(ms "$t0" "$t1")")
   rm -rf "$work/pull/out" "$work/pull/out-bundle"
 done
-row "pull + unpack, $i layers, $pull_mb MB compressed, median of $RUNS (runc+CNI column: skopeo copy + umoci unpack)" ms \
+row "pull + unpack of an image of $i layers, $pull_mb MB compressed, median of $RUNS (runc+CNI column: skopeo copy + umoci unpack)" ms \
   "$(median "${b_pull[@]}")" "$(median "${s_pull[@]}")" "" ""
 row "peak RSS of \`berth image pull\`" KiB "$(median "${pull_rss[@]}")" "" "" ""
 rm -rf "$work/pull"
