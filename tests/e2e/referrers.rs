@@ -317,3 +317,52 @@ fn a_pinned_image_signed_after_its_refusal_is_then_accepted() {
     let stored = verify(state, &pinned, &public, false);
     assert_eq!(stored.code, 0, "{stored:?}");
 }
+
+/// Signers at the same time: each one's referrer stays listed in the `sha256-<hex>`
+/// index (each reads the tag back after its write and merges again when another
+/// writer dropped its entry).
+#[test]
+fn signers_at_the_same_time_keep_every_referrer_listed() {
+    if !have_tools(&["skopeo"]) {
+        return;
+    }
+    let Some((reg, state)) = setup() else { return };
+    let (state, host) = (state.path(), reg.host());
+    let keys = tempfile::tempdir().unwrap();
+    let image = fixture::busybox(&ImageSpec::default());
+    let digest = fixture::push(&reg, "shop/crowd", "v1", &image);
+    let reference = format!("{host}/shop/crowd:v1");
+    let signers: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            let prefix = keys.path().join(format!("k{i}"));
+            let run = berth_in(state, None, &["key", "generate", &prefix.to_string_lossy()]);
+            assert_eq!(run.code, 0, "{run:?}");
+            prefix.with_extension("key")
+        })
+        .collect();
+    let runs: Vec<std::process::Child> = signers
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let own = state.join(format!("signer{i}"));
+            berth_e2e::berth()
+                .args([
+                    "--state-dir",
+                    &own.to_string_lossy(),
+                    "sign",
+                    &reference,
+                    "--key",
+                ])
+                .arg(key)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in runs {
+        assert!(r.wait().unwrap().success());
+    }
+    let index = skopeo_raw(&host, "shop/crowd", &format!("sha256-{}", &digest[7..]));
+    let listed = index["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 4, "{index:#}");
+}

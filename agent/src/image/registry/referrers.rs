@@ -24,6 +24,7 @@ use crate::image::digest::Digest;
 use crate::image::manifest::{
     self, Descriptor, ImageIndex, MAX_MANIFEST_BYTES, Manifest, OCI_INDEX,
 };
+use crate::image::signature::COSIGN_SIGN_PREDICATE;
 
 /// Where a manifest's referrers were found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,14 +66,48 @@ pub fn api_index(status: u16, content_type: Option<&str>, body: &[u8]) -> Option
     if status != 200 {
         return None;
     }
-    let index: ImageIndex = serde_json::from_slice(body).ok()?;
+    let index = lenient_index(body)?;
     let header = content_type.map(|c| c.split(';').next().unwrap_or("").trim());
     let media_type = index.media_type.as_deref().or(header);
     (index.schema_version == 2 && media_type == Some(OCI_INDEX)).then_some(index)
 }
 
+/// An index whose `manifests` are read one by one: an entry berth cannot read
+/// (another tool's artifact, with a digest algorithm berth does not know, say) is
+/// dropped with a warning, never the whole list with it.
+fn lenient_index(body: &[u8]) -> Option<ImageIndex> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Raw {
+        schema_version: u32,
+        #[serde(default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Vec<serde_json::Value>,
+    }
+    let raw: Raw = serde_json::from_slice(body).ok()?;
+    let listed = raw.manifests.len();
+    let manifests: Vec<Descriptor> = raw
+        .manifests
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    if manifests.len() < listed {
+        tracing::warn!(
+            skipped = listed - manifests.len(),
+            "referrers index entries berth cannot read are skipped"
+        );
+    }
+    Some(ImageIndex {
+        schema_version: raw.schema_version,
+        media_type: raw.media_type,
+        manifests,
+    })
+}
+
 /// The entries of `index` whose `artifactType` is `artifact_type`, one per digest, at
-/// most `max`, the newest first: by their `org.opencontainers.image.created`
+/// most `max`: signatures before attestations (cosign's `predicateType` annotation),
+/// then the newest first: by their `org.opencontainers.image.created`
 /// annotation (RFC 3339 in UTC sorts as text), then the later in the index (signers
 /// append). The rest are dropped with a warning: a hostile registry cannot make a pull
 /// follow referrers without end, and a key rotated in after many signatures is still
@@ -93,7 +128,19 @@ pub fn of_type(index: &ImageIndex, artifact_type: &str, max: usize) -> Vec<Descr
             .and_then(|a| a.get(CREATED_ANNOTATION))
             .cloned()
     };
-    out.sort_by(|(a_at, a), (b_at, b)| created(b).cmp(&created(a)).then(b_at.cmp(a_at)));
+    // A bundle naming another predicate (an attestation) is no signature: last.
+    let other_predicate = |d: &Descriptor| {
+        d.annotations
+            .as_ref()
+            .and_then(|a| a.get(PREDICATE_ANNOTATION))
+            .is_some_and(|p| p != COSIGN_SIGN_PREDICATE)
+    };
+    out.sort_by(|(a_at, a), (b_at, b)| {
+        other_predicate(a)
+            .cmp(&other_predicate(b))
+            .then(created(b).cmp(&created(a)))
+            .then(b_at.cmp(a_at))
+    });
     if out.len() > max {
         tracing::warn!(
             artifact_type,
@@ -108,6 +155,8 @@ pub fn of_type(index: &ImageIndex, artifact_type: &str, max: usize) -> Vec<Descr
 
 /// The annotation a referrer's creation time is in.
 const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
+/// The annotation cosign names a bundle's predicate type in.
+const PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 
 impl Client {
     /// Asks the referrers API of `repo` for the referrers of `digest` (filtered by
@@ -139,8 +188,9 @@ impl Client {
                 )
                 .await?;
             let status = resp.status().as_u16();
-            if status == 401 {
-                // Credentials refused: an error, not "unsupported".
+            if status == 401 || status == 429 || status >= 500 {
+                // Credentials refused, or a registry that cannot answer now: an error
+                // (retried as any request is), not "unsupported".
                 self.ok(&ep, &target, resp).await?;
                 return Ok(None);
             }
@@ -202,10 +252,19 @@ impl Client {
                     repo.name
                 ),
             }),
-            Err(source) => Err(RegistryError::Manifest {
-                target: repo.target(&tag),
-                source,
-            }),
+            // An index with an entry berth cannot read: the others still count.
+            Err(source) => match lenient_index(&fetched.bytes)
+                .filter(|i| i.schema_version == 2 && i.media_type.as_deref() == Some(OCI_INDEX))
+            {
+                Some(index) => Ok(Referrers {
+                    source: ReferrersSource::Tag,
+                    descriptors: of_type(&index, artifact_type, max),
+                }),
+                None => Err(RegistryError::Manifest {
+                    target: repo.target(&tag),
+                    source,
+                }),
+            },
         }
     }
 }
@@ -220,6 +279,29 @@ mod tests {
 
     fn d(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn an_entry_berth_cannot_read_does_not_hide_the_others_and_attestations_come_last() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha512:{0}","size":1,"artifactType":"application/spdx+json"}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{1}","size":1,"artifactType":"{BUNDLE}","annotations":{{"dev.sigstore.bundle.predicateType":"https://slsa.dev/provenance/v1","org.opencontainers.image.created":"2026-12-04T10:00:00Z"}}}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{2}","size":1,"artifactType":"{BUNDLE}","annotations":{{"dev.sigstore.bundle.predicateType":"https://sigstore.dev/cosign/sign/v1","org.opencontainers.image.created":"2026-12-01T10:00:00Z"}}}}]}}"#,
+            "e".repeat(128),
+            d('a'),
+            d('b')
+        );
+        let index = api_index(200, None, body.as_bytes()).expect("the readable entries");
+        let kept: Vec<String> = of_type(&index, BUNDLE, 1)
+            .iter()
+            .map(|d| d.digest.as_str().to_string())
+            .collect();
+        assert_eq!(
+            kept,
+            [d('b')],
+            "the signature, though older than the attestation"
+        );
     }
 
     #[test]

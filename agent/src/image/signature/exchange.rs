@@ -40,6 +40,10 @@ pub use registry::{registry_outcomes, verify_remote};
 /// Why a signature could not be published, fetched or checked.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
+    #[error(
+        "the referrers index {tag} kept losing the new signature {referrer} to other writers; sign again"
+    )]
+    IndexLost { tag: String, referrer: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -316,15 +320,33 @@ async fn publish_bundle(
         None
     } else {
         let tag = referrers_tag(&top.digest);
-        let existing = match client.fetch_manifest(&repo, &tag).await {
-            Ok(m) => Some(m.bytes),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.into()),
-        };
-        let index = merge_index(&tag, existing.as_deref(), &artifact.entry)?;
-        client
-            .push_manifest(&repo, &tag, OCI_INDEX, Bytes::from(index))
-            .await?;
+        // Read, merge, write — and read again: another signer's write between ours
+        // may have dropped our entry (the registry has no compare-and-swap); merged
+        // again, a few times, until the tag lists it.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let existing = match client.fetch_manifest(&repo, &tag).await {
+                Ok(m) => Some(m.bytes),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            };
+            if tries > 1 && lists(existing.as_deref(), &artifact.digest) {
+                break;
+            }
+            if tries > INDEX_TRIES {
+                return Err(ExchangeError::IndexLost {
+                    tag,
+                    referrer: artifact.digest.as_str().to_string(),
+                });
+            }
+            let index = merge_index(&tag, existing.as_deref(), &artifact.entry)?;
+            client
+                .push_manifest(&repo, &tag, OCI_INDEX, Bytes::from(index))
+                .await?;
+            // Give a concurrent signer's write the time to land before reading back.
+            tokio::time::sleep(std::time::Duration::from_millis(50 * tries as u64)).await;
+        }
         Some(tag)
     };
     Ok(Published {
@@ -332,6 +354,23 @@ async fn publish_bundle(
         manifest: artifact.digest,
         how: PublishedAs::Bundle { index_tag },
     })
+}
+
+/// How many times `berth sign` writes the `sha256-<hex>` index before it gives up on
+/// a tag that other writers keep changing.
+const INDEX_TRIES: u32 = 5;
+
+/// Whether the index `bytes` lists `referrer`.
+fn lists(bytes: Option<&[u8]>, referrer: &Digest) -> bool {
+    bytes
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| {
+            v["manifests"].as_array().map(|m| {
+                m.iter()
+                    .any(|d| d["digest"].as_str() == Some(referrer.as_str()))
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// After `berth sign`: fetches the signatures again into the record of every image of
