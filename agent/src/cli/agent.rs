@@ -153,7 +153,7 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
     if args.check {
         if no_source {
             println!(
-                "ok: node configuration {shown} is valid; no source configured (`[source]`): `berth agent` has nothing to follow"
+                "ok: node configuration {shown} is valid; no source configured (`[source]`): `berth agent` idles, converging only what it applied before, until one is set"
             );
         } else {
             println!("ok: node configuration {shown} is valid");
