@@ -121,6 +121,9 @@ pub struct Outcomes {
     /// The legacy signature (`None`: there is none): the keys that verified it, or why
     /// it did not verify.
     pub legacy: Option<Result<Vec<String>, String>>,
+    /// The tag the legacy signature was read from, when not the image digest's own
+    /// (a multi-platform image's platform manifest).
+    pub legacy_tag: Option<String>,
     /// Each bundle, by its referrer manifest's digest and the digest it was found for.
     pub bundles: Vec<BundleOutcome>,
 }
@@ -157,7 +160,10 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
     match outcomes.legacy {
         None => reasons.push(format!("no legacy signature `{tag}`")),
         Some(Ok(names)) => verified.keys.extend(names),
-        Some(Err(why)) => reasons.push(format!("legacy signature `{tag}`: {why}")),
+        Some(Err(why)) => reasons.push(format!(
+            "legacy signature `{}`: {why}",
+            outcomes.legacy_tag.as_deref().unwrap_or(&tag)
+        )),
     }
     if outcomes.bundles.is_empty() {
         reasons.push("no sigstore bundle referrer".to_string());
@@ -194,6 +200,7 @@ pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -
             .signature
             .as_ref()
             .map(|sig| stored_legacy(store, record, sig, keys)),
+        legacy_tag: record.signature.as_ref().map(|sig| sig.tag.clone()),
         bundles: record
             .bundles
             .iter()

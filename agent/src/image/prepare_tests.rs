@@ -189,6 +189,7 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
     };
     let outcomes = Outcomes {
         legacy: Some(Ok(vec!["b.pub".into(), "a.pub".into()])),
+        legacy_tag: None,
         bundles: vec![
             bundle(Ok(verified("b.pub", &["transparency-log entry"]))),
             bundle(Err("the signature does not verify with key c.pub".into())),
@@ -207,6 +208,7 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
     // Nothing verified: the legacy signature's reason and each bundle's.
     let outcomes = Outcomes {
         legacy: Some(Err("no signature verified".into())),
+        legacy_tag: None,
         bundles: vec![],
     };
     let SignatureCheck::Failed(why) = judge(&digest, outcomes, &[]) else {
@@ -218,5 +220,19 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
             "legacy signature `sha256-{}.sig`: no signature verified; no sigstore bundle referrer",
             digest.hex()
         )
+    );
+
+    // A legacy signature read from another tag (a platform manifest's) is named by it.
+    let outcomes = Outcomes {
+        legacy: Some(Err("no signature verified".into())),
+        legacy_tag: Some("sha256-0123.sig".into()),
+        bundles: vec![],
+    };
+    let SignatureCheck::Failed(why) = judge(&digest, outcomes, &[]) else {
+        panic!();
+    };
+    assert!(
+        why.starts_with("legacy signature `sha256-0123.sig`: "),
+        "{why}"
     );
 }

@@ -57,6 +57,7 @@ pub async fn registry_outcomes(
     for signed in candidates {
         if let Some(legacy) = registry_legacy(client, repo, digest, signed, keys).await? {
             outcomes.legacy = Some(legacy);
+            outcomes.legacy_tag = Some(signature_tag(signed.as_str())?);
             break;
         }
     }
