@@ -30,6 +30,10 @@ const MAX_INDEX_DEPTH: usize = 4;
 /// Layers downloaded at once: enough to fill a link, few enough not to starve the
 /// disk of a small edge device (and what Docker uses).
 pub const DEFAULT_PARALLEL: usize = 3;
+/// How long a pull spends on an image's signatures (the legacy one and every bundle
+/// referrer) at most.
+pub const SIGNATURES_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Largest blob of a cosign signature (payload JSON, config); real ones are < 2 KiB.
 pub(crate) const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
 /// Most signature layers berth stores for one image.
@@ -270,10 +274,24 @@ pub async fn pull(
         if current.digest != top.digest {
             candidates.push(current.digest.clone());
         }
-        (
-            p.signature(&candidates).await?,
-            p.bundles(&candidates).await?,
-        )
+        // One deadline for all of it: a registry stalling on each of many referrers
+        // would otherwise hold the pass for an idle timeout per request. What is not
+        // found in time counts as not found (a refused image's signatures are fetched
+        // again before it is refused: `exchange::verify_fresh`).
+        match tokio::time::timeout(SIGNATURES_DEADLINE, async {
+            Ok::<_, PullError>((
+                p.signature(&candidates).await?,
+                p.bundles(&candidates).await?,
+            ))
+        })
+        .await
+        {
+            Ok(found) => found?,
+            Err(_) => {
+                tracing::warn!(image = %p.key, deadline = ?SIGNATURES_DEADLINE, "the image's signatures were not fetched in time");
+                (None, Vec::new())
+            }
+        }
     } else {
         (None, Vec::new())
     };

@@ -474,10 +474,19 @@ pub async fn verify_fresh(
     if matches!(check, SignatureCheck::Verified(_)) {
         return check;
     }
-    match refresh(client, store, record, RefreshedBy::Pass).await {
-        Ok(Some(updated)) => prepare::verify_stored(store, &updated, keys),
-        Ok(None) => check,
-        Err(e) => {
+    let refreshed = tokio::time::timeout(
+        pull::SIGNATURES_DEADLINE,
+        refresh(client, store, record, RefreshedBy::Pass),
+    )
+    .await;
+    match refreshed {
+        Ok(Ok(Some(updated))) => prepare::verify_stored(store, &updated, keys),
+        Ok(Ok(None)) => check,
+        Err(_) => {
+            tracing::warn!(image = %record.reference, "the image's signatures were not fetched again in time");
+            check
+        }
+        Ok(Err(e)) => {
             tracing::warn!(image = %record.reference, error = %crate::util::error_chain(&e), "cannot fetch the image's signatures again");
             check
         }
