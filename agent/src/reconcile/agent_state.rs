@@ -405,7 +405,10 @@ mod tests {
         for kind in ["Ready", "Progressing", "SourceUnavailable"] {
             let c = v.conditions.iter().find(|c| c.kind == kind).expect(kind);
             assert!(!c.status, "{c:?}");
-            assert_eq!((c.reason.as_str(), c.message.as_str()), ("NoSource", NO_SOURCE));
+            assert_eq!(
+                (c.reason.as_str(), c.message.as_str()),
+                ("NoSource", NO_SOURCE)
+            );
         }
     }
 }
