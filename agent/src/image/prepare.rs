@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::digest::Digest;
-use super::signature::referrers::check_referrer;
+use super::signature::referrers::{ReferrersError, check_referrer};
 use super::signature::{
-    self, BoxError, BundleVerified, MAX_BUNDLE_SIZE, TrustedKey, VerifiedManifest,
+    self, BoxError, BundleVerified, MAX_BUNDLE_SIZE, SignatureError, TrustedKey, VerifiedManifest,
 };
 use super::snapshot::{ChainId, Prepared, Snapshot, SnapshotError, SnapshotStore};
 use super::store::records::{BundleRecord, ImageRecord, SignatureRecord};
@@ -115,12 +115,33 @@ impl Serialize for Verifiers {
     }
 }
 
+/// Why one signature of an image (the legacy one, or a bundle) did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum NotVerified {
+    #[error("no signature verified")]
+    NoneVerified,
+    #[error(transparent)]
+    Legacy(#[from] SignatureError),
+    #[error(transparent)]
+    Bundle(#[from] signature::BundleError),
+    #[error(transparent)]
+    Referrer(#[from] ReferrersError),
+    #[error("cannot read the {what}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the referrer manifest names bundle {named}, the store has {stored}")]
+    OtherBundle { named: Digest, stored: Digest },
+}
+
 /// What each signature of an image said, for [`judge`].
 #[derive(Debug, Default)]
 pub struct Outcomes {
     /// The legacy signature (`None`: there is none): the keys that verified it, or why
     /// it did not verify.
-    pub legacy: Option<Result<Vec<String>, String>>,
+    pub legacy: Option<Result<Vec<String>, NotVerified>>,
     /// The tag the legacy signature was read from, when not the image digest's own
     /// (a multi-platform image's platform manifest).
     pub legacy_tag: Option<String>,
@@ -135,7 +156,7 @@ pub struct BundleOutcome {
     pub manifest: Digest,
     /// The digest it was found for.
     pub signed: Digest,
-    pub result: Result<BundleVerified, String>,
+    pub result: Result<BundleVerified, NotVerified>,
 }
 
 /// The verdict on image `digest`: verified when the legacy signature or any bundle
@@ -161,8 +182,9 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
         None => reasons.push(format!("no legacy signature `{tag}`")),
         Some(Ok(names)) => verified.keys.extend(names),
         Some(Err(why)) => reasons.push(format!(
-            "legacy signature `{}`: {why}",
-            outcomes.legacy_tag.as_deref().unwrap_or(&tag)
+            "legacy signature `{}`: {}",
+            outcomes.legacy_tag.as_deref().unwrap_or(&tag),
+            crate::util::error_chain(&why)
         )),
     }
     if outcomes.bundles.is_empty() {
@@ -175,10 +197,16 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
                 verified.unchecked.extend(v.unchecked);
             }
             Err(why) if b.signed != *digest => reasons.push(format!(
-                "sigstore bundle {} (found for {}): {why}",
-                b.manifest, b.signed
+                "sigstore bundle {} (found for {}): {}",
+                b.manifest,
+                b.signed,
+                crate::util::error_chain(&why)
             )),
-            Err(why) => reasons.push(format!("sigstore bundle {}: {why}", b.manifest)),
+            Err(why) => reasons.push(format!(
+                "sigstore bundle {}: {}",
+                b.manifest,
+                crate::util::error_chain(&why)
+            )),
         }
     }
     if verified.keys.is_empty() {
@@ -220,10 +248,13 @@ fn stored_legacy(
     record: &ImageRecord,
     sig: &SignatureRecord,
     keys: &[TrustedKey],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, NotVerified> {
     let manifest = store
         .read_blob(&sig.manifest.digest, MAX_SIGNATURE_BLOB)
-        .map_err(|e| format!("cannot read the signature manifest: {e}"))?;
+        .map_err(|source| NotVerified::Store {
+            what: "signature manifest",
+            source,
+        })?;
     let fetch = |digest: &str| -> Result<Vec<u8>, BoxError> {
         let d = Digest::parse(digest).map_err(|e| Box::new(e) as BoxError)?;
         store
@@ -234,8 +265,8 @@ fn stored_legacy(
         Ok(VerifiedManifest { verified, .. }) if !verified.is_empty() => {
             Ok(verified.iter().map(|v| v.key.clone()).collect())
         }
-        Ok(_) => Err("no signature verified".into()),
-        Err(e) => Err(crate::util::error_chain(&e)),
+        Ok(_) => Err(NotVerified::NoneVerified),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -247,28 +278,27 @@ fn stored_bundle(
     digest: &Digest,
     b: &BundleRecord,
     keys: &[TrustedKey],
-) -> Result<BundleVerified, String> {
+) -> Result<BundleVerified, NotVerified> {
     let manifest = store
         .read_blob(&b.manifest.digest, MAX_SIGNATURE_BLOB)
-        .map_err(|e| {
-            format!(
-                "cannot read the referrer manifest: {}",
-                crate::util::error_chain(&e)
-            )
+        .map_err(|source| NotVerified::Store {
+            what: "referrer manifest",
+            source,
         })?;
-    let layer = check_referrer(&manifest, &b.manifest.digest, &b.signed)
-        .map_err(|e| crate::util::error_chain(&e))?;
+    let layer = check_referrer(&manifest, &b.manifest.digest, &b.signed)?;
     if layer.digest != b.bundle.digest {
-        return Err(format!(
-            "the referrer manifest names bundle {}, the store has {}",
-            layer.digest, b.bundle.digest
-        ));
+        return Err(NotVerified::OtherBundle {
+            named: layer.digest,
+            stored: b.bundle.digest.clone(),
+        });
     }
     let bundle = store
         .read_blob(&b.bundle.digest, MAX_BUNDLE_SIZE as u64)
-        .map_err(|e| format!("cannot read the bundle: {}", crate::util::error_chain(&e)))?;
-    signature::verify_bundle(&bundle, digest.as_str(), keys)
-        .map_err(|e| crate::util::error_chain(&e))
+        .map_err(|source| NotVerified::Store {
+            what: "bundle",
+            source,
+        })?;
+    Ok(signature::verify_bundle(&bundle, digest.as_str(), keys)?)
 }
 
 /// Fails with a located message unless the check verified.

@@ -192,7 +192,7 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
         legacy_tag: None,
         bundles: vec![
             bundle(Ok(verified("b.pub", &["transparency-log entry"]))),
-            bundle(Err("the signature does not verify with key c.pub".into())),
+            bundle(Err(NotVerified::NoneVerified)),
             bundle(Ok(verified(
                 "a.pub",
                 &["timestamp", "transparency-log entry"],
@@ -207,7 +207,7 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
 
     // Nothing verified: the legacy signature's reason and each bundle's.
     let outcomes = Outcomes {
-        legacy: Some(Err("no signature verified".into())),
+        legacy: Some(Err(NotVerified::NoneVerified)),
         legacy_tag: None,
         bundles: vec![],
     };
@@ -224,7 +224,7 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
 
     // A legacy signature read from another tag (a platform manifest's) is named by it.
     let outcomes = Outcomes {
-        legacy: Some(Err("no signature verified".into())),
+        legacy: Some(Err(NotVerified::NoneVerified)),
         legacy_tag: Some("sha256-0123.sig".into()),
         bundles: vec![],
     };

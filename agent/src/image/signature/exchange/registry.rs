@@ -9,7 +9,7 @@ use berth_spec::reference::Reference;
 
 use super::{ExchangeError, LocatedCheck, Looked};
 use crate::image::digest::Digest;
-use crate::image::prepare::{self, BundleOutcome, Outcomes};
+use crate::image::prepare::{self, BundleOutcome, NotVerified, Outcomes};
 use crate::image::pull;
 use crate::image::registry::{Client, Repository};
 use crate::image::signature::referrers::{MAX_BUNDLE_REFERRERS, check_referrer};
@@ -103,7 +103,7 @@ async fn registry_legacy(
     digest: &Digest,
     signed: &Digest,
     keys: &[TrustedKey],
-) -> Result<Option<Result<Vec<String>, String>>, ExchangeError> {
+) -> Result<Option<Result<Vec<String>, NotVerified>>, ExchangeError> {
     let tag = signature_tag(signed.as_str())?;
     let signature = match client.fetch_manifest(repo, &tag).await {
         Ok(m) => m,
@@ -112,7 +112,7 @@ async fn registry_legacy(
     };
     let manifest = match ImageManifest::parse(&signature.bytes) {
         Ok(m) => m,
-        Err(e) => return Ok(Some(Err(error_chain(&e)))),
+        Err(e) => return Ok(Some(Err(e.into()))),
     };
     if manifest.layers.len() > pull::MAX_SIGNATURE_LAYERS {
         // A pull does not store it either: the image counts as without one.
@@ -136,8 +136,8 @@ async fn registry_legacy(
     Ok(Some(
         match verify_signature_manifest(&signature.bytes, digest.as_str(), keys, &fetch) {
             Ok(v) if !v.verified.is_empty() => Ok(v.verified.into_iter().map(|x| x.key).collect()),
-            Ok(_) => Err("no signature verified".into()),
-            Err(e) => Err(error_chain(&e)),
+            Ok(_) => Err(NotVerified::NoneVerified),
+            Err(e) => Err(e.into()),
         },
     ))
 }
@@ -151,7 +151,7 @@ async fn registry_bundle(
     signed: &Digest,
     referrer: &Digest,
     keys: &[TrustedKey],
-) -> Result<Option<Result<BundleVerified, String>>, ExchangeError> {
+) -> Result<Option<Result<BundleVerified, NotVerified>>, ExchangeError> {
     let skipped = |e: &dyn std::error::Error| {
         tracing::warn!(%signed, %referrer, error = %error_chain(e), "sigstore bundle referrer skipped");
     };
@@ -174,6 +174,6 @@ async fn registry_bundle(
         .fetch_blob_bytes(repo, &layer.digest, MAX_BUNDLE_SIZE as u64)
         .await?;
     Ok(Some(
-        verify_bundle(&bundle, digest.as_str(), keys).map_err(|e| error_chain(&e)),
+        verify_bundle(&bundle, digest.as_str(), keys).map_err(NotVerified::from),
     ))
 }
