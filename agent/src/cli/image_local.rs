@@ -327,6 +327,7 @@ mod tests {
         let plain = SignatureCheck::Verified(Verifiers {
             keys: vec!["release.pub".into()],
             unchecked: Vec::new(),
+            ..Verifiers::default()
         });
         assert_eq!(check_text(&plain), "signature verified by release.pub");
         assert_eq!(
@@ -336,6 +337,7 @@ mod tests {
         let logged = SignatureCheck::Verified(Verifiers {
             keys: vec!["release.pub".into()],
             unchecked: vec!["timestamp".into(), "transparency-log entry".into()],
+            ..Verifiers::default()
         });
         assert_eq!(
             check_text(&logged),

@@ -20,6 +20,7 @@ use super::digest::Digest;
 use super::signature::referrers::{ReferrersError, check_referrer};
 use super::signature::{
     self, BoxError, BundleVerified, MAX_BUNDLE_SIZE, SignatureError, TrustedKey, VerifiedManifest,
+    Voucher,
 };
 use super::snapshot::{ChainId, Prepared, Snapshot, SnapshotError, SnapshotStore};
 use super::store::records::{BundleRecord, ImageRecord, SignatureRecord};
@@ -97,6 +98,9 @@ pub enum SignatureCheck {
 pub struct Verifiers {
     /// Key names, sorted, each once.
     pub keys: Vec<String>,
+    /// Who vouched: each key (with its fingerprint) or identity whose signature
+    /// verified, sorted, each once.
+    pub vouchers: Vec<Voucher>,
     /// What a verified bundle carries that was not checked (`transparency-log entry`,
     /// `timestamp`): such a bundle was judged by its key alone. Sorted, each once.
     pub unchecked: Vec<String>,
@@ -141,7 +145,7 @@ pub enum NotVerified {
 pub struct Outcomes {
     /// The legacy signature (`None`: there is none): the keys that verified it, or why
     /// it did not verify.
-    pub legacy: Option<Result<Vec<String>, NotVerified>>,
+    pub legacy: Option<Result<Vec<Voucher>, NotVerified>>,
     /// The tag the legacy signature was read from, when not the image digest's own
     /// (a multi-platform image's platform manifest).
     pub legacy_tag: Option<String>,
@@ -180,7 +184,7 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
     let mut reasons = Vec::new();
     match outcomes.legacy {
         None => reasons.push(format!("no legacy signature `{tag}`")),
-        Some(Ok(names)) => verified.keys.extend(names),
+        Some(Ok(vouchers)) => verified.vouchers.extend(vouchers),
         Some(Err(why)) => reasons.push(format!(
             "legacy signature `{}`: {}",
             outcomes.legacy_tag.as_deref().unwrap_or(&tag),
@@ -193,7 +197,10 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
     for b in outcomes.bundles {
         match b.result {
             Ok(v) => {
-                verified.keys.push(v.key);
+                verified.vouchers.push(Voucher::Key {
+                    name: v.key,
+                    fingerprint: v.key_fingerprint,
+                });
                 verified.unchecked.extend(v.unchecked);
             }
             Err(why) if b.signed != *digest => reasons.push(format!(
@@ -209,9 +216,12 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
             )),
         }
     }
-    if verified.keys.is_empty() {
+    if verified.vouchers.is_empty() {
         return SignatureCheck::Failed(reasons.join("; "));
     }
+    verified.vouchers.sort();
+    verified.vouchers.dedup();
+    verified.keys = verified.vouchers.iter().map(Voucher::name).collect();
     verified.keys.sort();
     verified.keys.dedup();
     verified.unchecked.sort();
@@ -248,7 +258,7 @@ fn stored_legacy(
     record: &ImageRecord,
     sig: &SignatureRecord,
     keys: &[TrustedKey],
-) -> Result<Vec<String>, NotVerified> {
+) -> Result<Vec<Voucher>, NotVerified> {
     let manifest = store
         .read_blob(&sig.manifest.digest, MAX_SIGNATURE_BLOB)
         .map_err(|source| NotVerified::Store {
@@ -263,7 +273,7 @@ fn stored_legacy(
     };
     match signature::verify_signature_manifest(&manifest, record.digest.as_str(), keys, &fetch) {
         Ok(VerifiedManifest { verified, .. }) if !verified.is_empty() => {
-            Ok(verified.iter().map(|v| v.key.clone()).collect())
+            Ok(verified.iter().map(Voucher::of_legacy).collect())
         }
         Ok(_) => Err(NotVerified::NoneVerified),
         Err(e) => Err(e.into()),

@@ -177,6 +177,10 @@ fn nothing_stored_says_where_it_looked() {
 #[test]
 fn any_signature_verifies_and_what_was_not_checked_is_kept() {
     let digest = Digest::of(b"image");
+    let key = |name: &str| Voucher::Key {
+        name: name.into(),
+        fingerprint: String::new(),
+    };
     let verified = |key: &str, unchecked: &[&str]| BundleVerified {
         key: key.into(),
         key_fingerprint: String::new(),
@@ -188,7 +192,7 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
         result,
     };
     let outcomes = Outcomes {
-        legacy: Some(Ok(vec!["b.pub".into(), "a.pub".into()])),
+        legacy: Some(Ok(vec![key("b.pub"), key("a.pub")])),
         legacy_tag: None,
         bundles: vec![
             bundle(Ok(verified("b.pub", &["transparency-log entry"]))),
@@ -203,6 +207,7 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
         panic!();
     };
     assert_eq!(v.keys, ["a.pub", "b.pub"]);
+    assert_eq!(v.vouchers, [key("a.pub"), key("b.pub")]);
     assert_eq!(v.unchecked, ["timestamp", "transparency-log entry"]);
 
     // Nothing verified: the legacy signature's reason and each bundle's.

@@ -36,6 +36,7 @@ mod payload;
 pub mod referrers;
 mod sign;
 mod verify;
+mod voucher;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -57,6 +58,7 @@ pub use manifest::{ImageManifest, signature_tag};
 pub use payload::{SimpleSigningPayload, build_payload};
 pub use sign::sign_image;
 pub use verify::{VerifiedManifest, verify_signature_manifest};
+pub use voucher::Voucher;
 #[cfg(test)]
 use {
     manifest::{

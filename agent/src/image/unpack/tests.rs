@@ -283,7 +283,7 @@ fn a_file_never_writes_through_a_final_symlink() {
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(data).unwrap();
     gz.finish().unwrap()
 }

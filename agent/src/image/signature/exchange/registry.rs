@@ -15,7 +15,7 @@ use crate::image::registry::{Client, Repository};
 use crate::image::signature::referrers::{MAX_BUNDLE_REFERRERS, check_referrer};
 use crate::image::signature::{
     BUNDLE_MEDIA_TYPE, BoxError, BundleVerified, ImageManifest, MAX_BUNDLE_SIZE, TrustedKey,
-    signature_tag, verify_bundle, verify_signature_manifest,
+    Voucher, signature_tag, verify_bundle, verify_signature_manifest,
 };
 use crate::util::error_chain;
 
@@ -103,7 +103,7 @@ async fn registry_legacy(
     digest: &Digest,
     signed: &Digest,
     keys: &[TrustedKey],
-) -> Result<Option<Result<Vec<String>, NotVerified>>, ExchangeError> {
+) -> Result<Option<Result<Vec<Voucher>, NotVerified>>, ExchangeError> {
     let tag = signature_tag(signed.as_str())?;
     let signature = match client.fetch_manifest(repo, &tag).await {
         Ok(m) => m,
@@ -135,7 +135,9 @@ async fn registry_legacy(
     };
     Ok(Some(
         match verify_signature_manifest(&signature.bytes, digest.as_str(), keys, &fetch) {
-            Ok(v) if !v.verified.is_empty() => Ok(v.verified.into_iter().map(|x| x.key).collect()),
+            Ok(v) if !v.verified.is_empty() => {
+                Ok(v.verified.iter().map(Voucher::of_legacy).collect())
+            }
             Ok(_) => Err(NotVerified::NoneVerified),
             Err(e) => Err(e.into()),
         },
