@@ -644,11 +644,6 @@ const TRANSPORT_KEYS: &[(&str, Transport)] = &[
 /// Remove a row when the code enforcing it lands.
 const UNENFORCED: &[(&str, &[Caller], &str)] = &[
     (
-        "source.trusted_pgp_keys",
-        &[Caller::Agent],
-        "verify OpenPGP commit signatures",
-    ),
-    (
         "policy.trusted_root",
         &[Caller::Agent, Caller::Apply],
         "verify keyless (Sigstore) image signatures",
@@ -675,10 +670,6 @@ impl NodeConfig {
     /// and this build cannot; the caller refuses to run when any is returned.
     pub fn unenforced(&self, caller: Caller) -> Vec<Unenforced> {
         let set = |key: &str| match key {
-            "source.trusted_pgp_keys" => self
-                .source
-                .as_ref()
-                .is_some_and(|s| !s.trusted_pgp_keys.is_empty()),
             "policy.trusted_root" => self.policy.trusted_root.is_some(),
             "policy.trusted_identities" => !self.policy.trusted_identities.is_empty(),
             _ => false,

@@ -441,19 +441,13 @@ fn security_keys_this_build_cannot_enforce_are_refused() {
     let cfg = parse(&text);
     let agent = cfg.unenforced(Caller::Agent);
     let keys: Vec<&str> = agent.iter().map(|u| u.key).collect();
-    assert_eq!(
-        keys,
-        [
-            "source.trusted_pgp_keys",
-            "policy.trusted_root",
-            "policy.trusted_identities"
-        ]
-    );
+    // OpenPGP commit signatures are enforced (source/pgp).
+    assert_eq!(keys, ["policy.trusted_root", "policy.trusted_identities"]);
     assert_eq!(
         agent[0].diagnostic().to_string(),
-        "berth.toml:4:1: error: `source.trusted_pgp_keys` is set but this build cannot verify OpenPGP commit signatures yet; refusing to run rather than not enforce it"
+        "berth.toml:7:1: error: `policy.trusted_root` is set but this build cannot verify keyless (Sigstore) image signatures yet; refusing to run rather than not enforce it"
     );
-    assert_eq!(agent[2].at.as_ref().map(|l| l.line), Some(8));
+    assert_eq!(agent[1].at.as_ref().map(|l| l.line), Some(8));
     // Apply reads no Git: only the image keys concern it.
     let apply: Vec<&str> = cfg
         .unenforced(Caller::Apply)

@@ -1,8 +1,10 @@
-//! `berth source verify [REV] [--repo DIR] [--allowed-signers FILE] [--format text|json]`:
-//! check a revision's signature as the agent would (`source::verify`), on a local
-//! repository. Exit 0 verified, 1 refused (or an invalid allowed signers file), 3 when
-//! the check cannot be done (no repository, an unknown REV, an unreadable file, no
-//! allowed signers at all).
+//! `berth source verify [REV] [--repo DIR] [--allowed-signers FILE]
+//! [--trusted-pgp-keys FILE…] [--format text|json]`: check a revision's signature as the
+//! agent would (`source::verify`), on a local repository, against SSH allowed signers,
+//! trusted OpenPGP keys, or both (either signature is then enough). Without either flag
+//! the node config's `source.allowed_signers` and `source.trusted_pgp_keys` are used.
+//! Exit 0 verified, 1 refused (or an invalid key file), 3 when the check cannot be done
+//! (no repository, an unknown REV, an unreadable file, no keys at all).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,8 +14,11 @@ use git2::{ObjectType, Oid, Repository};
 use serde_json::json;
 
 use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, config};
+use crate::source::pgp::{PgpKeysError, TrustedPgpKeys};
 use crate::source::signers::{AllowedSigners, SignersError};
-use crate::source::verify::{Refusal, Verified, format_time, verify_revision};
+use crate::source::verify::{
+    Refusal, SignatureFormat, TrustedKeys, Verified, format_time, verify_revision,
+};
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
@@ -36,9 +41,15 @@ pub struct VerifyArgs {
     /// The repository (searched upwards from here)
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub repo: PathBuf,
-    /// The allowed signers file [default: the node config's `source.allowed_signers`]
+    /// The allowed signers file (SSH signatures) [default, when neither this nor
+    /// --trusted-pgp-keys is given: the node config's `source.allowed_signers`]
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
+    /// Armored OpenPGP public key files (`gpg --export --armor KEY`) [default, when
+    /// neither this nor --allowed-signers is given: the node config's
+    /// `source.trusted_pgp_keys`]
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub trusted_pgp_keys: Vec<PathBuf>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -58,16 +69,31 @@ struct Revision {
 }
 
 fn verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
-    let path = match &args.allowed_signers {
-        Some(p) => p.clone(),
-        None => match configured_signers(cli) {
-            Ok(p) => p,
-            Err(code) => return code,
-        },
+    let (ssh_file, pgp_files) =
+        if args.allowed_signers.is_some() || !args.trusted_pgp_keys.is_empty() {
+            (args.allowed_signers.clone(), args.trusted_pgp_keys.clone())
+        } else {
+            match configured_keys(cli) {
+                Ok(k) => k,
+                Err(code) => return code,
+            }
+        };
+    let signers = match ssh_file.as_deref().map(AllowedSigners::load) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return signers_error(&e, args.format),
     };
-    let signers = match AllowedSigners::load(&path) {
-        Ok(s) => s,
-        Err(e) => return signers_error(&e, args.format),
+    let pgp_keys = if pgp_files.is_empty() {
+        None
+    } else {
+        match TrustedPgpKeys::load(&pgp_files) {
+            Ok(k) => Some(k),
+            Err(e) => return pgp_keys_error(&e, args.format),
+        }
+    };
+    let keys = TrustedKeys {
+        ssh: signers.as_ref(),
+        pgp: pgp_keys.as_ref(),
     };
     let repo = match Repository::discover(&args.repo) {
         Ok(r) => r,
@@ -83,7 +109,7 @@ fn verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return failed(&format!("cannot resolve `{}`: {}", args.rev, e.message())),
     };
-    let result = verify_revision(&repo, rev.commit, rev.tag.as_ref().map(|t| t.0), &signers);
+    let result = verify_revision(&repo, rev.commit, rev.tag.as_ref().map(|t| t.0), keys);
     if let Err(refusal) = &result
         && !refusal.is_judgement()
     {
@@ -99,24 +125,27 @@ fn verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
     }
 }
 
-/// `source.allowed_signers` of the node config, or the exit code after saying why
-/// there is none.
-fn configured_signers(cli: &Cli) -> Result<PathBuf, ExitCode> {
+/// `source.allowed_signers` and `source.trusted_pgp_keys` of the node config, or the
+/// exit code after saying why there are none.
+fn configured_keys(cli: &Cli) -> Result<(Option<PathBuf>, Vec<PathBuf>), ExitCode> {
     let loaded = config::load_or_report(cli)?;
-    let configured = loaded
+    let (ssh, pgp) = loaded
         .config
         .source
         .as_ref()
-        .and_then(|s| s.allowed_signers.clone());
-    configured.ok_or_else(|| {
+        .map_or((None, Vec::new()), |s| {
+            (s.allowed_signers.clone(), s.trusted_pgp_keys.clone())
+        });
+    if ssh.is_none() && pgp.is_empty() {
         let config = loaded.path.as_deref().map_or_else(
             || format!("{} (which does not exist)", config::DEFAULT_CONFIG),
             |p: &Path| p.display().to_string(),
         );
-        failed(&format!(
-            "no allowed signers to verify against: pass --allowed-signers FILE, or set `source.allowed_signers` in the node config {config}"
-        ))
-    })
+        return Err(failed(&format!(
+            "no keys to verify against: pass --allowed-signers FILE or --trusted-pgp-keys FILE…, or set `source.allowed_signers` or `source.trusted_pgp_keys` in the node config {config}"
+        )));
+    }
+    Ok((ssh, pgp))
 }
 
 fn resolve(repo: &Repository, rev: &str) -> Result<Revision, git2::Error> {
@@ -138,10 +167,16 @@ fn text(rev: &Revision, result: &Result<Verified, Refusal>) -> String {
     };
     match result {
         Ok(v) => {
+            let key = match &v.primary_key {
+                Some(primary) => format!("OpenPGP subkey {} of key {primary}", v.key_fingerprint),
+                None if v.format == SignatureFormat::OpenPgp => {
+                    format!("OpenPGP key {}", v.key_fingerprint)
+                }
+                None => v.key_fingerprint.clone(),
+            };
             let by = format!(
-                "signed by {} ({}) at {}",
+                "signed by {} ({key}) at {}",
                 v.principal,
-                v.key_fingerprint,
                 format_time(v.signed_at)
             );
             match rev.tag {
@@ -159,19 +194,30 @@ fn json(rev: &Revision, result: &Result<Verified, Refusal>) -> serde_json::Value
         .as_ref()
         .map(|(id, name)| json!({ "name": name, "id": id.to_string() }));
     match result {
-        Ok(v) => json!({
-            "verified": true,
-            "commit": rev.commit.to_string(),
-            "tag": tag,
-            "signature": {
+        Ok(v) => {
+            let mut signature = json!({
+                "kind": v.format.as_str(),
                 "object": v.object.as_str(),
                 "principal": v.principal,
                 "key": v.key_fingerprint,
                 "algorithm": v.algorithm,
                 "signed_at": format_time(v.signed_at),
-                "allowed_signers_line": v.listed_at,
-            },
-        }),
+            });
+            if v.format == SignatureFormat::OpenPgp {
+                signature["user_id"] = json!(v.principal);
+                signature["primary_key"] =
+                    json!(v.primary_key.as_ref().unwrap_or(&v.key_fingerprint));
+                signature["key_file"] = json!(v.listed_at);
+            } else {
+                signature["allowed_signers_line"] = json!(v.listed_at);
+            }
+            json!({
+                "verified": true,
+                "commit": rev.commit.to_string(),
+                "tag": tag,
+                "signature": signature,
+            })
+        }
         Err(r) => json!({
             "verified": false,
             "commit": rev.commit.to_string(),
@@ -194,6 +240,22 @@ fn signers_error(e: &SignersError, format: Format) -> ExitCode {
     match format {
         Format::Text => lines.iter().for_each(|l| println!("{l}")),
         Format::Json => println!("{}", json!({ "verified": false, "errors": lines })),
+    }
+    ExitCode::from(EXIT_FINDINGS)
+}
+
+/// OpenPGP key files that cannot be used: the error on stdout and exit 1 when a file is
+/// invalid, else one `error:` line and exit 3.
+fn pgp_keys_error(e: &PgpKeysError, format: Format) -> ExitCode {
+    if matches!(e, PgpKeysError::Read { .. }) {
+        return failed(&e.to_string());
+    }
+    match format {
+        Format::Text => println!("{e}"),
+        Format::Json => println!(
+            "{}",
+            json!({ "verified": false, "errors": [e.to_string()] })
+        ),
     }
     ExitCode::from(EXIT_FINDINGS)
 }

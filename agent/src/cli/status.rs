@@ -129,8 +129,11 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
             out.push(format!("  author:  {}, {}", r.author, r.time));
             out.push(match &r.signer {
                 Some(s) => format!(
-                    "  signer:  {} ({}, {} signature)",
-                    s.principal, s.key, s.object
+                    "  signer:  {} ({}{}, {} signature)",
+                    s.principal,
+                    if s.kind == "openpgp" { "OpenPGP key " } else { "" },
+                    s.key,
+                    s.object
                 ),
                 None => "  signer:  none (unsigned, or no signature is required)".to_string(),
             });
@@ -326,6 +329,8 @@ mod tests {
                     principal: "ops@example.com".into(),
                     key: "SHA256:abc".into(),
                     object: "commit".into(),
+                    kind: "ssh".into(),
+                    primary_key: None,
                 }),
                 tag_object: None,
             }),

@@ -580,7 +580,7 @@ fn fallback(
         )));
     };
     let mut info = before.revision.clone();
-    if let Some(file) = &section.allowed_signers {
+    if signature::required(section) {
         let Ok(repo) = open_clone(remote) else {
             return Ok(Err(format!(
                 "the revision applied before ({id}) cannot be verified again: the clone cannot be read"
@@ -595,7 +595,7 @@ fn fallback(
             .tag_object
             .as_deref()
             .and_then(|t| Oid::from_str(t).ok());
-        match signature::check(file, &repo, id, tag)? {
+        match signature::check(section, &repo, id, tag)? {
             Ok(signer) => info.signer = Some(signer),
             Err(why) => {
                 return Ok(Err(format!(
@@ -625,18 +625,19 @@ fn open_clone(remote: &Remote<'_>) -> Result<Repository, FollowError> {
     })
 }
 
-/// The signature check the node asks for: none without `source.allowed_signers`;
-/// otherwise the tag (when following a signed annotated tag) or the commit must be
-/// signed by a listed key. `Ok(Err(reason))` is a refusal.
+/// The signature check the node asks for: none without `source.allowed_signers` or
+/// `source.trusted_pgp_keys`; otherwise the tag (when following a signed annotated
+/// tag) or the commit must be signed by a listed key of either kind. `Ok(Err(reason))`
+/// is a refusal.
 fn check_signature(
     repo: &Repository,
     section: &SourceSection,
     fetched: &Fetched,
 ) -> Result<Result<Option<Signer>, String>, FollowError> {
-    let Some(file) = &section.allowed_signers else {
+    if !signature::required(section) {
         return Ok(Ok(None));
-    };
-    Ok(signature::check(file, repo, fetched.commit, fetched.tag)?.map(Some))
+    }
+    Ok(signature::check(section, repo, fetched.commit, fetched.tag)?.map(Some))
 }
 
 /// Commit, author, committer time and subject of `commit`.

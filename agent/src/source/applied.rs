@@ -18,12 +18,24 @@ pub type AppliedError = crate::util::versioned::VersionedError;
 /// Who signed a revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signer {
-    /// The principal of the `allowed_signers` line whose key signed.
+    /// SSH: the principal of the `allowed_signers` line whose key signed. OpenPGP: the
+    /// key's primary user id.
     pub principal: String,
-    /// `SHA256:…` of the key.
+    /// SSH: `SHA256:…` of the key. OpenPGP: the fingerprint of the key that signed (a
+    /// subkey or the primary key), upper-case hex.
     pub key: String,
     /// `commit` or `tag`: which object carried the signature.
     pub object: String,
+    /// `ssh` or `openpgp` (records written before OpenPGP was verified are SSH).
+    #[serde(default = "ssh")]
+    pub kind: String,
+    /// OpenPGP, when a subkey signed: the primary key's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<String>,
+}
+
+fn ssh() -> String {
+    "ssh".to_string()
 }
 
 /// One revision of the source.
@@ -133,6 +145,13 @@ mod tests {
             applied: true,
             containers: BTreeMap::from([("web".into(), "aaaa".into())]),
         }
+    }
+
+    #[test]
+    fn a_signer_recorded_before_openpgp_reads_as_ssh() {
+        let old = r#"{"principal":"ops","key":"SHA256:abc","object":"commit"}"#;
+        let s: Signer = serde_json::from_str(old).expect("old signer");
+        assert_eq!((s.kind.as_str(), s.primary_key), ("ssh", None));
     }
 
     #[test]

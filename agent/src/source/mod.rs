@@ -1,11 +1,12 @@
 //! The Git source (DESIGN.md §1, §4, §7): fetch the node's repository over https, ssh or
 //! a local path (`fetch`, with the server's identity checked by `trust`), verify the
-//! commit's signature (`signers`, `verify`), check the revision out into its own
+//! commit's signature (`signers`, `pgp`, `verify`), check the revision out into its own
 //! immutable directory (`checkout`), and record what was applied (`applied`).
 
 pub mod applied;
 pub mod checkout;
 pub mod fetch;
+pub mod pgp;
 pub mod signature;
 pub mod signers;
 mod trust;

@@ -1,12 +1,14 @@
 //! SSH signatures (SSHSIG, namespace `git`) on commits and annotated tags, verified
-//! in-process against the node's allowed signers. Nothing here runs git or ssh-keygen.
+//! in-process against the node's allowed signers, and OpenPGP ones against its trusted
+//! OpenPGP keys (`pgp`). Nothing here runs git, ssh-keygen or gpg.
 //!
 //! The stable entry points (the agent's fetch and `berth source verify` call them):
 //! - [`AllowedSigners::load`]`(path: &Path) -> Result<AllowedSigners, SignersError>`
 //!   (in `signers`): the `allowed_signers` file, every bad line a located error.
-//! - [`verify_commit`]`(repo: &Repository, commit: Oid, signers: &AllowedSigners)
-//!   -> Result<Verified, Refusal>`: the commit's `gpgsig` signature.
-//! - [`verify_tag`]`(repo: &Repository, tag: Oid, signers: &AllowedSigners)
+//! - [`verify_commit`]`(repo: &Repository, commit: Oid, keys: impl Into<TrustedKeys>)
+//!   -> Result<Verified, Refusal>`: the commit's `gpgsig` signature (`keys`: the
+//!   allowed signers, the trusted OpenPGP keys, or both).
+//! - [`verify_tag`]`(repo: &Repository, tag: Oid, keys: impl Into<TrustedKeys>)
 //!   -> Result<Verified, Refusal>`: an annotated tag's signature, appended to its message.
 //! - [`verify_revision`]`(repo, commit, tag: Option<Oid>, signers)`: what the agent
 //!   asks of a revision: the tag's signature when the tag is signed by a listed key,
@@ -15,7 +17,9 @@
 //! What is checked, in order, as git and ssh-keygen do:
 //! 1. the object carries a signature (commit: the `gpgsig` header, read as git reads
 //!    it: in the header only; tag: from the last line that opens a signature block);
-//! 2. it is an SSH signature (an OpenPGP or X.509 one is named and refused);
+//! 2. it is an SSH signature (an OpenPGP one goes to `pgp::check` when the node trusts
+//!    OpenPGP keys; an X.509 one, or a kind the node has no keys for, is named and
+//!    refused);
 //! 3. it decodes (SSHSIG version 1, SHA-256 or SHA-512), for namespace `git`, made
 //!    with a plain key (not a certificate);
 //! 4. its key is listed in the allowed signers (matched by the key, never by name);
@@ -31,6 +35,7 @@
 use git2::{ObjectType, Oid, Repository};
 use ssh_key::{HashAlg, SshSig};
 
+use super::pgp::{self, PgpRefusal, TrustedPgpKeys};
 use super::signers::{AllowedSigner, AllowedSigners};
 use crate::util::rfc3339;
 
@@ -53,7 +58,7 @@ impl SignedObject {
     }
 
     /// The time a signature on this object is judged at.
-    fn time_name(self) -> &'static str {
+    pub(crate) fn time_name(self) -> &'static str {
         match self {
             Self::Commit => "committer time",
             Self::Tag => "tagger time",
@@ -65,16 +70,48 @@ impl SignedObject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub object: SignedObject,
-    /// The principals field of the `allowed_signers` line that admitted the key.
+    /// SSH or OpenPGP.
+    pub format: SignatureFormat,
+    /// SSH: the principals field of the `allowed_signers` line that admitted the key.
+    /// OpenPGP: the key's primary user id.
     pub principal: String,
-    /// `SHA256:…`, as ssh-keygen prints it.
+    /// SSH: `SHA256:…`, as ssh-keygen prints it. OpenPGP: the fingerprint of the key
+    /// that signed (a subkey, or the primary key), upper-case hex as gpg prints it.
     pub key_fingerprint: String,
-    /// The key's algorithm (`ssh-ed25519`).
+    /// OpenPGP, when a subkey signed: the primary key's fingerprint.
+    pub primary_key: Option<String>,
+    /// The key's algorithm (`ssh-ed25519`, `EdDSALegacy`).
     pub algorithm: String,
     /// The committer (or tagger) time the key was judged at, Unix seconds.
     pub signed_at: i64,
-    /// `FILE:LINE` of that `allowed_signers` line.
+    /// SSH: `FILE:LINE` of that `allowed_signers` line. OpenPGP: the key's file.
     pub listed_at: String,
+}
+
+/// The keys a revision may be signed by: SSH allowed signers, OpenPGP keys, or both
+/// (either signature is then enough).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustedKeys<'a> {
+    pub ssh: Option<&'a AllowedSigners>,
+    pub pgp: Option<&'a TrustedPgpKeys>,
+}
+
+impl<'a> From<&'a AllowedSigners> for TrustedKeys<'a> {
+    fn from(signers: &'a AllowedSigners) -> Self {
+        Self {
+            ssh: Some(signers),
+            pgp: None,
+        }
+    }
+}
+
+impl<'a> From<&'a TrustedPgpKeys> for TrustedKeys<'a> {
+    fn from(keys: &'a TrustedPgpKeys) -> Self {
+        Self {
+            ssh: None,
+            pgp: Some(keys),
+        }
+    }
 }
 
 /// A signature format git writes.
@@ -86,6 +123,24 @@ pub enum SignatureFormat {
 }
 
 impl SignatureFormat {
+    /// `ssh` or `openpgp` (`x509`), for JSON and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ssh => "ssh",
+            Self::OpenPgp => "openpgp",
+            Self::X509 => "x509",
+        }
+    }
+
+    /// The node config key that lists this kind's keys, if berth verifies it.
+    fn keys_key(self) -> Option<&'static str> {
+        match self {
+            Self::Ssh => Some("source.allowed_signers"),
+            Self::OpenPgp => Some("source.trusted_pgp_keys"),
+            Self::X509 => None,
+        }
+    }
+
     /// git's armor lines (gpg-interface.c), by format.
     const MARKERS: &[(&str, SignatureFormat)] = &[
         ("-----BEGIN SSH SIGNATURE-----", Self::Ssh),
@@ -118,10 +173,13 @@ impl std::fmt::Display for SignatureFormat {
 pub enum Refusal {
     #[error("it is not signed")]
     Unsigned,
+    #[error("it carries an {format} signature; berth verifies SSH and OpenPGP signatures")]
+    Unsupported { format: SignatureFormat },
     #[error(
-        "it carries an {format} signature, not an SSH one; berth verifies SSH signatures (gpg.format=ssh)"
+        "it carries an {format} signature, but the node trusts no {format} keys (`{}` is not set)",
+        .format.keys_key().unwrap_or_default()
     )]
-    NotSsh { format: SignatureFormat },
+    NoKeys { format: SignatureFormat },
     #[error("a signature block that git would not recognise")]
     UnknownFormat,
     #[error("its SSH signature cannot be decoded: {source}")]
@@ -185,6 +243,8 @@ pub enum Refusal {
         tag: Box<Refusal>,
         commit: Box<Refusal>,
     },
+    #[error(transparent)]
+    OpenPgp(#[from] PgpRefusal),
     #[error("it cannot be read: {source}")]
     Unreadable {
         #[source]
@@ -197,7 +257,8 @@ impl Refusal {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unsigned => "unsigned",
-            Self::NotSsh { .. } => "not_ssh",
+            Self::Unsupported { .. } => "unsupported_format",
+            Self::NoKeys { .. } => "no_keys",
             Self::UnknownFormat => "unknown_format",
             Self::Malformed { .. } => "malformed",
             Self::SignatureNamespace { .. } => "signature_namespace",
@@ -208,6 +269,7 @@ impl Refusal {
             Self::NotYetValid { .. } => "not_yet_valid",
             Self::Expired { .. } => "expired",
             Self::TagAndCommit { .. } => "tag_and_commit",
+            Self::OpenPgp(r) => r.kind(),
             Self::Unreadable { .. } => "unreadable",
         }
     }
@@ -229,10 +291,10 @@ fn unreadable(source: git2::Error) -> Refusal {
 }
 
 /// Verifies the SSH signature of `commit` (see the module documentation).
-pub fn verify_commit(
+pub fn verify_commit<'a>(
     repo: &Repository,
     commit: Oid,
-    signers: &AllowedSigners,
+    keys: impl Into<TrustedKeys<'a>>,
 ) -> Result<Verified, Refusal> {
     let raw = read_object(repo, commit, ObjectType::Commit)?;
     let (signature, payload) = split_commit(&raw).ok_or(Refusal::Unsigned)?;
@@ -242,15 +304,15 @@ pub fn verify_commit(
         .committer()
         .when()
         .seconds();
-    check(&signature, &payload, at, SignedObject::Commit, signers)
+    check(&signature, &payload, at, SignedObject::Commit, keys.into())
 }
 
 /// Verifies the SSH signature of the annotated tag `tag` (see the module
 /// documentation). A tag without a tagger is judged at the current time, as git does.
-pub fn verify_tag(
+pub fn verify_tag<'a>(
     repo: &Repository,
     tag: Oid,
-    signers: &AllowedSigners,
+    keys: impl Into<TrustedKeys<'a>>,
 ) -> Result<Verified, Refusal> {
     let raw = read_object(repo, tag, ObjectType::Tag)?;
     let (payload, signature) = split_tag(&raw).ok_or(Refusal::Unsigned)?;
@@ -258,19 +320,20 @@ pub fn verify_tag(
         Some(tagger) => tagger.when().seconds(),
         None => now(),
     };
-    check(signature, payload, at, SignedObject::Tag, signers)
+    check(signature, payload, at, SignedObject::Tag, keys.into())
 }
 
 /// What the agent asks of a revision: with `tag` (an annotated tag pointing at
 /// `commit`), a tag signed by a listed key counts; otherwise, or when the tag's
 /// signature is refused, the commit's own signature must verify. When both are
 /// refused, both reasons are given.
-pub fn verify_revision(
+pub fn verify_revision<'a>(
     repo: &Repository,
     commit: Oid,
     tag: Option<Oid>,
-    signers: &AllowedSigners,
+    keys: impl Into<TrustedKeys<'a>>,
 ) -> Result<Verified, Refusal> {
+    let signers: TrustedKeys<'a> = keys.into();
     let Some(tag) = tag else {
         return verify_commit(repo, commit, signers);
     };
@@ -394,13 +457,29 @@ fn check(
     payload: &[u8],
     at: i64,
     object: SignedObject,
+    keys: TrustedKeys<'_>,
+) -> Result<Verified, Refusal> {
+    let format = SignatureFormat::of(signature).ok_or(Refusal::UnknownFormat)?;
+    match (format, keys.ssh, keys.pgp) {
+        (SignatureFormat::Ssh, Some(signers), _) => {
+            check_ssh(signature, payload, at, object, signers)
+        }
+        (SignatureFormat::OpenPgp, _, Some(pgp_keys)) => {
+            Ok(pgp::check(signature, payload, at, object, pgp_keys)?)
+        }
+        (SignatureFormat::X509, _, _) => Err(Refusal::Unsupported { format }),
+        _ => Err(Refusal::NoKeys { format }),
+    }
+}
+
+/// Steps 3–6 on an SSH signature block.
+fn check_ssh(
+    signature: &[u8],
+    payload: &[u8],
+    at: i64,
+    object: SignedObject,
     signers: &AllowedSigners,
 ) -> Result<Verified, Refusal> {
-    match SignatureFormat::of(signature) {
-        Some(SignatureFormat::Ssh) => {}
-        Some(format) => return Err(Refusal::NotSsh { format }),
-        None => return Err(Refusal::UnknownFormat),
-    }
     // Blank lines around the armor are not part of it (libgit2 writes a blank
     // continuation line after a signature that ends with a newline).
     let sig =
@@ -436,8 +515,10 @@ fn check(
             Ok(()) => {
                 return Ok(Verified {
                     object,
+                    format: SignatureFormat::Ssh,
                     principal: signer.principals.clone(),
                     key_fingerprint: fingerprint,
+                    primary_key: None,
                     algorithm,
                     signed_at: at,
                     listed_at: format!("{}:{}", signers.file(), signer.line),

@@ -299,11 +299,19 @@ fn other_signature_formats_are_named() {
     let refusal = verify_commit(&r.repo, commit, &list).unwrap_err();
     assert!(matches!(
         refusal,
-        Refusal::NotSsh {
+        Refusal::NoKeys {
             format: SignatureFormat::OpenPgp
         }
     ));
     assert!(refusal.to_string().contains("OpenPGP"), "{refusal}");
+    let x509 = "-----BEGIN SIGNED MESSAGE-----\nMIIB\n-----END SIGNED MESSAGE-----\n";
+    let commit = r.signed_with("x\n", T, |_| x509.to_string());
+    assert!(matches!(
+        verify_commit(&r.repo, commit, &list),
+        Err(Refusal::Unsupported {
+            format: SignatureFormat::X509
+        })
+    ));
 
     let garbage = "-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n";
     let commit = r.signed_with("n\n", T, |_| garbage.to_string());

@@ -1,0 +1,13 @@
+object 4737c28dcee90ce26d2a656b6b860a326e39b98b
+type commit
+tag pgp-v1
+tagger T <t@x> 1796425700 +0000
+
+release 1
+-----BEGIN PGP SIGNATURE-----
+
+iHUEABYIAB0WIQSbHATnpJCEmHxsFFg6QsMxkFSNLgUCaxNH5AAKCRA6QsMxkFSN
+LifJAQCCSEnGp4KzV+ehn8MiS5bDNVgieEcDluu0kQvEJwQHPwEAumXE4FTsJQKB
+FG5dNpbUcS4/a+w/m97VvjUHHbYKYwE=
+=9bj/
+-----END PGP SIGNATURE-----
