@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential pkg-config libssl-dev zlib1g-dev git ca-certificates curl
   runc crun containernetworking-plugins docker-registry umoci skopeo busybox-static
-  age openssh-client openssh-server iproute2 iptables openssl python3 python3-pip python3-venv
+  age gnupg openssh-client openssh-server iproute2 iptables openssl python3 python3-pip python3-venv
   lintian systemd adduser
 )
 # Python test oracles (third-party readers of berth's outputs), in a private venv so the

@@ -26,6 +26,7 @@ mod outcome;
 mod outlive;
 mod pass;
 mod perms;
+mod pgp_commits;
 mod plan;
 mod reboot;
 mod referrers;

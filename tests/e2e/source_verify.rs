@@ -404,7 +404,7 @@ fn source_verify_reads_the_node_config_and_finds_the_repository_upwards() {
     );
     assert_eq!(run.code, 3, "{run:?}");
     assert!(
-        run.stderr.contains("no allowed signers to verify against"),
+        run.stderr.contains("no keys to verify against"),
         "{run:?}"
     );
 }
