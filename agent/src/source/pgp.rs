@@ -359,9 +359,13 @@ pub fn check(
     }
     if !strong(sig.hash_alg()) {
         return Err(PgpRefusal::WeakHash {
-            hash: sig
-                .hash_alg()
-                .map_or_else(|| "unknown".to_string(), |h| format!("{h:?}")),
+            hash: match sig.hash_alg() {
+                Some(HashAlgorithm::Sha1) => "SHA-1".to_string(),
+                Some(HashAlgorithm::Md5) => "MD5".to_string(),
+                Some(HashAlgorithm::Ripemd160) => "RIPEMD-160".to_string(),
+                Some(other) => format!("{other:?}"),
+                None => "unknown".to_string(),
+            },
         });
     }
     let by_fp = sig.issuer_fingerprint();

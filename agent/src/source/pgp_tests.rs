@@ -98,12 +98,19 @@ fn a_signing_subkey_verifies_and_names_its_primary_key() {
 }
 
 #[test]
+fn a_signing_subkey_without_its_back_signature_is_refused() {
+    let r = refusal("b-subkey", &["B-nobacksig.asc"]);
+    assert_eq!(r.kind(), "no_back_signature");
+    assert!(r.to_string().contains(&format!("of key {B}")), "{r}");
+}
+
+#[test]
 fn rsa_keys_verify_and_sha1_signatures_are_refused() {
     let v = judge("c-rsa", &["C.asc"]).unwrap();
     assert_eq!(v.key_fingerprint, C);
     let r = refusal("c-sha1", &["C.asc"]);
     assert_eq!(r.kind(), "weak_hash");
-    assert!(r.to_string().contains("Sha1"), "{r}");
+    assert!(r.to_string().contains("the hash SHA-1,"), "{r}");
 }
 
 #[test]
