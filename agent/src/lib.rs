@@ -19,6 +19,7 @@ mod reconcile;
 mod runtime;
 mod source;
 mod storage;
+mod trust;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

@@ -37,6 +37,9 @@ pub struct StatusDoc {
     /// The last pass's policy findings (violations, waived), by container.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub findings: BTreeMap<String, Vec<FindingNote>>,
+    /// What vouched for each container berth runs (`trust`), in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_chains: Vec<crate::trust::Shown>,
 }
 
 /// One condition, as Flux shows them.
@@ -59,7 +62,9 @@ impl StatusDoc {
         backoff: RestartBackoff,
     ) -> Result<Self, StatusError> {
         let containers = rows::list(state_dir, now, backoff)?;
-        Ok(Self::new(agent_state::view(state_dir, running), containers))
+        let mut doc = Self::new(agent_state::view(state_dir, running), containers);
+        doc.trust_chains = crate::trust::shown(crate::trust::of_running(state_dir));
+        Ok(doc)
     }
 
     pub fn new(view: StatusView, containers: Vec<Row>) -> Self {
@@ -83,6 +88,7 @@ impl StatusDoc {
                 .collect(),
             containers,
             findings: view.findings,
+            trust_chains: Vec::new(),
         }
     }
 }

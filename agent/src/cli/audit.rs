@@ -8,8 +8,12 @@
 //! `berth_policy`, which evaluates and renders. With `--since` the tree at REV is read
 //! from Git in-process (git2) and audited the same way, and findings are compared.
 //!
+//! `--live` audits the running containers instead and shows each one's trust chain;
+//! `--live --verify` checks those chains again (`trust::verify`).
+//!
 //! Exit: 0 no error-level violation (with `--since`: no new one); 1 error-level
-//! violations or errors in the tree or the policy; 2 usage; 3 an operational failure.
+//! violations, errors in the tree or the policy, or (`--verify`) a trust chain that no
+//! longer holds; 2 usage; 3 an operational failure.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -56,6 +60,10 @@ pub struct AuditArgs {
     /// spec in PATH accounts for
     #[arg(long, conflicts_with = "since")]
     pub live: bool,
+    /// With --live: check the trust chain of every running container again against
+    /// the node's current keys and identities; what no longer vouches fails the audit
+    #[arg(long, requires = "live")]
+    pub verify: bool,
 }
 
 /// `berth audit` output formats.
@@ -119,6 +127,13 @@ fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<bool, Stop> {
         check(&tree, node.as_ref())
     };
     let mut report = audit(&checked, node.as_ref(), &ev, mode);
+    if args.live {
+        report.chains = crate::trust::verify::for_audit(
+            &loaded.config.runtime.state_dir,
+            &loaded.config,
+            args.verify,
+        );
+    }
 
     let repo = git::Repo::discover(&args.path);
     if let Some(rev) = &args.since {

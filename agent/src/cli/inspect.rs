@@ -73,6 +73,8 @@ pub struct Details {
     pub ports: Vec<String>,
     pub mounts: Vec<MountInfo>,
     pub log_path: String,
+    /// What vouched for what it runs (`trust`).
+    pub trust_chain: crate::trust::Chain,
     /// The container spec the instance was created from.
     pub spec: Container,
 }
@@ -173,6 +175,7 @@ impl Details {
                 .log()
                 .display()
                 .to_string(),
+            trust_chain: crate::trust::of_container(state_dir, &r.name, &r.image.digest),
             spec: r.spec.clone(),
         }
     }
@@ -262,6 +265,8 @@ impl Details {
         for m in mounts {
             out.push_str(&format!("  {m}\n"));
         }
+        out.push_str("Trust chain:\n");
+        out.push_str(&crate::trust::links_text(&self.trust_chain, "  "));
         out
     }
 }
@@ -388,6 +393,12 @@ Mounts:
   bind /srv/media -> /media (ro)
   tmpfs -> /tmp (size 16777216)
   secret db-password -> /run/secrets/db-password (ro)
+Trust chain:
+  commit:       none (applied from a directory)
+  signer:       none (applied from a directory)
+  image:        sha256:ab
+  image signer: not recorded (`berth audit --live --verify` checks it)
+  checked:      never
 ";
         assert_eq!(d.text(), want);
         let v = serde_json::to_value(&d).unwrap();

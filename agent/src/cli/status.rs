@@ -251,6 +251,7 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
             ));
         }
     }
+    text.push_str(&crate::trust::text(&doc.trust_chains));
     text
 }
 
@@ -380,6 +381,7 @@ mod tests {
                 }],
             )]
             .into(),
+            trust_chains: vec![],
         };
         let want = "\
 agent: running (pid 4242)
@@ -532,6 +534,7 @@ web         running (healthy)         0          -                              
             conditions: vec![],
             containers: vec![],
             findings: Default::default(),
+            trust_chains: vec![],
         };
         assert_eq!(
             render(&doc, None),

@@ -477,12 +477,20 @@ fn record(
     let applied_at = before
         .filter(|b| b.revision.commit == info.commit)
         .map_or_else(crate::util::rfc3339::now, |b| b.applied_at.clone());
+    let chains = crate::trust::record::after_pass(
+        state_dir,
+        &cfg.policy,
+        &before.map(|b| b.chains.clone()).unwrap_or_default(),
+        &containers,
+        &info,
+    );
     let applied = Applied {
         schema_version: SCHEMA_VERSION,
         revision: info.clone(),
         applied_at,
         applied: report.applied(),
         containers,
+        chains,
     };
     applied.store(state_dir)?;
     revisions.switch_current(&info.commit)?;

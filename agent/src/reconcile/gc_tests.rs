@@ -147,6 +147,7 @@ impl Node {
                 .iter()
                 .map(|(c, r)| (c.to_string(), r.to_string()))
                 .collect(),
+            chains: Default::default(),
         }
         .store(self.state())
         .unwrap();

@@ -81,6 +81,9 @@ pub struct Applied {
     /// Per container: the commit of the revision it runs.
     #[serde(default)]
     pub containers: BTreeMap<String, String>,
+    /// Per container: what vouched for what it runs (`trust`), written in the same step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chains: BTreeMap<String, crate::trust::Chain>,
 }
 
 impl Applied {
@@ -144,6 +147,7 @@ mod tests {
             applied_at: "2026-12-04T10:00:05Z".into(),
             applied: true,
             containers: BTreeMap::from([("web".into(), "aaaa".into())]),
+            chains: BTreeMap::new(),
         }
     }
 

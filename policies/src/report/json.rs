@@ -1,5 +1,6 @@
 //! The JSON report (`--format json`): policy, mode, summary, findings (with `fixed`
-//! ones after the current ones under `--since`), expired waivers and the tree's errors.
+//! ones after the current ones under `--since`), expired waivers, the tree's errors and,
+//! live, the trust chains.
 
 use berth_spec::Diagnostic;
 use serde::Serialize;
@@ -18,6 +19,8 @@ struct Json<'a> {
     findings: Vec<&'a Finding>,
     expired_waivers: Vec<ExpiredWaiver<'a>>,
     errors: &'a [Diagnostic],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    trust_chains: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +49,7 @@ pub(super) fn render(r: &Report) -> String {
             })
             .collect(),
         errors: &r.errors,
+        trust_chains: r.chains.iter().map(super::TrustChain::json).collect(),
     };
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| {
         // Serialising plain strings and numbers cannot fail; keep the output JSON anyway.

@@ -2,7 +2,7 @@
 //! container, one test case per container × evaluated rule. An error-level violation
 //! is a failure; a warning passes with its message in `system-out`; waived and
 //! not-checked findings are skipped with the reason. The tree's errors form a suite of
-//! their own, each an `error`.
+//! their own, each an `error`; a live audit's trust chains another (`chain`).
 
 use std::fmt::Write;
 
@@ -134,6 +134,11 @@ pub(super) fn render(r: &Report) -> String {
         failures += fl;
         skipped += sk;
     }
+    if !r.chains.is_empty() {
+        let (t, fl) = chain_suite(r, &mut suites);
+        tests += t;
+        failures += fl;
+    }
     let errors = r.errors.len();
     if errors > 0 {
         let mut cases = String::new();
@@ -160,4 +165,57 @@ pub(super) fn render(r: &Report) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"berth audit ({})\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"0\">\n{suites}</testsuites>\n",
         esc(&r.policy)
     )
+}
+
+/// The trust chains of a live audit: one suite, the links as its properties
+/// (`<container>.<link>`), a test case per container whose `system-out` has the links
+/// and which fails when a link no longer holds. Returns (tests, failures).
+fn chain_suite(r: &Report, suites: &mut String) -> (usize, usize) {
+    let mut props = String::new();
+    let mut cases = String::new();
+    let mut failures = 0;
+    for c in &r.chains {
+        for (k, w) in &c.links {
+            let _ = writeln!(
+                props,
+                "      <property name=\"{}.{}\" value=\"{}\"/>",
+                esc(&c.container),
+                esc(&k.replace(' ', "_")),
+                esc(w)
+            );
+        }
+        let _ = writeln!(
+            cases,
+            "    <testcase name=\"{}\" classname=\"trust-chain.{}\" file=\"{}\" line=\"1\" time=\"0\">",
+            esc(&c.container),
+            esc(&c.container),
+            esc(&c.file)
+        );
+        if let Some(first) = c.flags.first() {
+            failures += 1;
+            let body: Vec<String> = c
+                .flags
+                .iter()
+                .map(|f| format!("{}: {}", f.link, f.message))
+                .collect();
+            let _ = writeln!(
+                cases,
+                "      <failure message=\"{}\" type=\"{}\">{}</failure>",
+                esc(&format!("{}: {}", first.link, first.message)),
+                super::chain::RULE,
+                esc(&body.join("\n"))
+            );
+        }
+        let _ = write!(
+            cases,
+            "      <system-out>{}</system-out>\n    </testcase>\n",
+            esc(&c.lines().join("\n"))
+        );
+    }
+    let n = r.chains.len();
+    let _ = write!(
+        suites,
+        "  <testsuite name=\"trust chains\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0\">\n    <properties>\n{props}    </properties>\n{cases}  </testsuite>\n"
+    );
+    (n, failures)
 }

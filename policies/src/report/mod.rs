@@ -17,11 +17,13 @@ use crate::finding::{Change, Finding, Status};
 use crate::policy::Severity;
 use crate::rule::Rule;
 
+mod chain;
 mod json;
 mod junit;
 mod sarif;
 mod text;
 
+pub use chain::{ChainFlag, TrustChain};
 pub use sarif::SarifOptions;
 
 /// A container that was audited, and where it is defined.
@@ -50,6 +52,8 @@ pub struct Report {
     pub errors: Vec<Diagnostic>,
     /// The base revision, with `--since`.
     pub since: Option<String>,
+    /// A live audit's trust chains, one per running container (`chain`).
+    pub chains: Vec<TrustChain>,
 }
 
 /// The counts of a report.
@@ -111,6 +115,7 @@ pub fn audit(
         expired_waivers: ev.expired_waivers().into_iter().cloned().collect(),
         errors: checked.errors.clone(),
         since: None,
+        chains: Vec::new(),
     }
 }
 
@@ -205,9 +210,15 @@ impl Report {
             .filter(|f| f.is_error() && (self.since.is_none() || f.change == Some(Change::New)))
     }
 
-    /// Whether `berth audit` exits 1: failing findings, or errors in the tree.
+    /// Whether `berth audit` exits 1: failing findings, errors in the tree, or a
+    /// trust chain that no longer holds (`--verify`).
     pub fn failed(&self) -> bool {
-        !self.errors.is_empty() || self.failing().next().is_some()
+        !self.errors.is_empty() || self.failing().next().is_some() || self.chain_flags() > 0
+    }
+
+    /// How many links of the trust chains no longer hold.
+    pub fn chain_flags(&self) -> usize {
+        self.chains.iter().map(|c| c.flags.len()).sum()
     }
 
     pub fn to_text(&self, color: bool) -> String {

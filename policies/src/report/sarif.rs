@@ -16,6 +16,7 @@ use crate::finding::{Change, Finding, Status};
 use crate::policy::Severity;
 
 use super::Report;
+use super::chain::{RULE, TrustChain};
 
 /// Where artifacts are, and who made the report.
 #[derive(Debug, Clone, Default)]
@@ -142,7 +143,7 @@ fn result<'a>(f: &'a Finding, index: usize, opts: &SarifOptions) -> SarifResult<
     }
 }
 pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
-    let rules: Vec<Value> = r
+    let mut rules: Vec<Value> = r
         .rules
         .iter()
         .map(|(rule, sev)| {
@@ -161,7 +162,7 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
             })
         })
         .collect();
-    let results: Vec<SarifResult<'_>> = r
+    let mut results: Vec<SarifResult<'_>> = r
         .findings
         .iter()
         .filter(|f| f.status == Status::Violation)
@@ -170,6 +171,10 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
             result(f, index, opts)
         })
         .collect();
+    if r.chain_flags() > 0 {
+        results.extend(chain_results(r, rules.len(), opts));
+        rules.push(chain_rule());
+    }
     let notifications: Vec<Value> = r
         .errors
         .iter()
@@ -199,7 +204,7 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
             .as_ref()
             .map(|root| json!({ "%SRCROOT%": { "uri": root } })),
         results,
-        properties: json!({ "policy": r.policy, "mode": r.mode.as_str() }),
+        properties: properties(r),
     };
     let doc = Doc {
         schema: SCHEMA,
@@ -209,6 +214,57 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// The run's properties: the policy, the mode and, live, the trust chains.
+fn properties(r: &Report) -> Value {
+    let mut p = json!({ "policy": r.policy, "mode": r.mode.as_str() });
+    if !r.chains.is_empty() {
+        p["trustChains"] = Value::Array(r.chains.iter().map(TrustChain::json).collect());
+    }
+    p
+}
+
+/// The rule of the trust-chain flags.
+fn chain_rule() -> Value {
+    json!({
+        "id": RULE,
+        "name": RULE,
+        "shortDescription": { "text": "what runs is still vouched for by the node's current keys and identities" },
+        "fullDescription": { "text": "berth audit --live --verify checks each running container's commit signer and image signature again against the node's current configuration." },
+        "help": {
+            "text": "Fix: sign the revision or the image with a key the node trusts, or trust the key again. See README.md, \"Why does this node trust what it runs?\".",
+            "markdown": "**Fix:** sign the revision or the image with a key the node trusts, or trust the key again."
+        },
+        "defaultConfiguration": { "level": "error" },
+        "properties": { "tags": ["security", "supply-chain"] }
+    })
+}
+
+/// A result per flag, located at the container's record.
+fn chain_results<'a>(r: &'a Report, index: usize, opts: &SarifOptions) -> Vec<SarifResult<'a>> {
+    r.chains
+        .iter()
+        .flat_map(|c| c.flags.iter().map(move |f| (c, f)))
+        .map(|(c, f)| SarifResult {
+            rule_id: RULE,
+            rule_index: index,
+            level: "error",
+            message: Message {
+                text: format!("{}: {}", f.link, f.message),
+            },
+            locations: [location(format!("{}{}", opts.uri_prefix, c.file), 1, 1)],
+            partial_fingerprints: Fingerprints {
+                berth: format!("{RULE}/container/{}/{}", c.container, f.link),
+            },
+            properties: Properties {
+                kind: "container",
+                name: &c.container,
+                key: &f.link,
+            },
+            baseline_state: None,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,7 @@
 //! The text report: the tree's errors as `berth validate` prints them, then findings
 //! grouped by container, one line each — `FILE:LINE: RULE: STATUS: message (fix: …)` —
-//! then a summary by rule and the expired waivers. Colour only when asked (a terminal).
+//! then the trust chains of a live audit, a summary by rule and the expired waivers.
+//! Colour only when asked (a terminal).
 
 use berth_spec::diag::printable;
 use std::fmt::Write;
@@ -108,6 +109,7 @@ pub(super) fn render(r: &Report, color: bool) -> String {
         }
         out.push('\n');
     }
+    chains(r, &paint, &mut out);
     let s = r.summary();
     let _ = writeln!(
         out,
@@ -149,6 +151,15 @@ pub(super) fn render(r: &Report, color: bool) -> String {
             w.reason
         );
     }
+    let flags = r.chain_flags();
+    if flags > 0 {
+        let _ = writeln!(
+            out,
+            "{} of the trust chains no longer {}: the keys or identities named no longer vouch for what runs",
+            plural(flags, "link", "links"),
+            if flags == 1 { "holds" } else { "hold" }
+        );
+    }
     if !r.errors.is_empty() {
         let _ = writeln!(
             out,
@@ -157,4 +168,30 @@ pub(super) fn render(r: &Report, color: bool) -> String {
         );
     }
     out
+}
+
+/// The trust chains: a block per container, its links, after `--verify` each link now
+/// and what no longer vouches.
+fn chains(r: &Report, paint: &Paint, out: &mut String) {
+    if r.chains.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{}", paint.p(BOLD, "trust chains"));
+    for c in &r.chains {
+        let _ = writeln!(out, "container {} ({})", printable(&c.container), c.file);
+        for l in c.lines() {
+            let _ = writeln!(out, "  {}", printable(&l));
+        }
+        for f in &c.flags {
+            let _ = writeln!(
+                out,
+                "{}:1: trust-chain: {}: {}: {}",
+                c.file,
+                paint.p(RED, "error"),
+                f.link,
+                printable(&f.message)
+            );
+        }
+    }
+    out.push('\n');
 }

@@ -11,6 +11,7 @@ use crate::finding::{Finding, Status};
 use crate::policy::Policy;
 use crate::rule::Rule;
 
+mod chains;
 mod policy_files;
 mod report;
 mod rules;

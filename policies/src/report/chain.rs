@@ -1,0 +1,82 @@
+//! The trust chains of a live audit (`berth audit --live`): for each running container,
+//! what vouched for it — as the agent recorded it (kept as JSON, the agent's own
+//! format), its links in words, and with `--verify` each link checked again now and
+//! what no longer vouches (a flag fails the audit). Every renderer carries them: the
+//! text report a block per container, JSON `trust_chains`, SARIF the run's
+//! `properties.trustChains` and a `trust-chain` result per flag, JUnit a suite with a
+//! test case per container.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The id flags carry as a rule (SARIF `ruleId`, JUnit failure type).
+pub const RULE: &str = "trust-chain";
+
+/// One running container's chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrustChain {
+    pub container: String,
+    /// Where reports locate it: `containers/<name>/state.json`.
+    pub file: String,
+    /// The chain as recorded (an object: commit, signer, digest, image signature…).
+    pub record: Value,
+    /// The links in words, in order (`commit`, `signer`, `image`, …).
+    pub links: Vec<(String, String)>,
+    /// With `--verify`: each link checked again now, in words.
+    pub now: Option<Vec<(String, String)>>,
+    /// With `--verify`: what no longer vouches.
+    pub flags: Vec<ChainFlag>,
+}
+
+/// A link that no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainFlag {
+    /// `commit signer` or `image signature`.
+    pub link: String,
+    /// Who no longer vouches (a key, an identity, a principal).
+    pub gone: Vec<String>,
+    pub message: String,
+}
+
+impl TrustChain {
+    /// The chain as reports' JSON carries it: the record with `container` and, after
+    /// `--verify`, `verify: {links…, flags}`.
+    pub fn json(&self) -> Value {
+        let mut v = match &self.record {
+            Value::Object(m) => m.clone(),
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("record".into(), other.clone());
+                m
+            }
+        };
+        v.insert("container".into(), Value::String(self.container.clone()));
+        if let Some(now) = &self.now {
+            let mut verify: serde_json::Map<String, Value> = now
+                .iter()
+                .map(|(k, w)| (k.replace(' ', "_"), Value::String(w.clone())))
+                .collect();
+            verify.insert(
+                "flags".into(),
+                serde_json::to_value(&self.flags).unwrap_or(Value::Null),
+            );
+            v.insert("verify".into(), Value::Object(verify));
+        }
+        Value::Object(v)
+    }
+
+    /// The links (and, after `--verify`, each link now and each flag) as text lines.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .links
+            .iter()
+            .map(|(k, w)| format!("{:<21}{w}", format!("{k}:")))
+            .collect();
+        if let Some(now) = &self.now {
+            for (k, w) in now {
+                out.push(format!("{:<21}{w}", format!("{k} now:")));
+            }
+        }
+        out
+    }
+}
