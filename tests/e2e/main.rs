@@ -34,6 +34,7 @@ mod rollback;
 mod secret;
 mod signature;
 mod source_verify;
+mod trust_chain;
 mod validate;
 mod webhook;
 
