@@ -9,7 +9,8 @@
 //!   SubjectPublicKeyInfo as `openssl` writes it);
 //! - with the image key removed from the node configuration, `berth audit --live
 //!   --verify` flags the container, naming the link and the key, and exits 1; with the
-//!   key back it exits 0.
+//!   key back it exits 0. The same for the commit's signer removed from
+//!   `allowed_signers`: the follower's own check on the recorded commit refuses it.
 //!
 //! The node's `default` network is 10.251.55.0/24.
 //!
@@ -331,4 +332,32 @@ fn the_chain_of_a_running_container_is_shown_and_verified_again() {
         "{}",
         show(&again)
     );
+
+    // The commit's signer removed from allowed_signers (another listed instead): the
+    // follower's own check on the recorded commit refuses it, and the link is flagged.
+    let stranger = ssh_keygen(keys.path(), "stranger");
+    std::fs::write(
+        &signers,
+        allowed_signer("stranger@berth.example", "", &stranger),
+    )
+    .unwrap();
+    let gone = node.berth(&["audit", "--live", "--verify", "--format", "json"]);
+    assert_eq!(gone.code, 1, "{}", show(&gone));
+    let v = json(&gone);
+    let flags = &chain_of(&v, "web")["verify"]["flags"];
+    assert_eq!(flags[0]["link"], "commit signer", "{v:#}");
+    assert!(
+        flags[0]["gone"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("ops@berth.example ({ssh_key}")),
+        "{v:#}"
+    );
+    assert!(
+        flags[0]["message"].as_str().unwrap().contains(&commit),
+        "{v:#}"
+    );
+    std::fs::write(&signers, allowed_signer("ops@berth.example", "", &ops)).unwrap();
+    let back = node.berth(&["audit", "--live", "--verify"]);
+    assert_eq!(back.code, 0, "{}", show(&back));
 }

@@ -188,3 +188,61 @@ fn a_recorded_chain_is_shown_only_for_what_still_runs() {
         CommitLink::AppliedFromDirectory
     );
 }
+
+/// `--verify` on a node that trusts nothing now: what was vouched for is flagged per
+/// link, naming who is gone; what was never required is not.
+#[test]
+fn verify_flags_what_a_removed_key_no_longer_vouches_for() {
+    use super::verify::{COMMIT_LINK, IMAGE_LINK, verify};
+    let state = tempfile::tempdir().expect("tempdir");
+    let cfg = berth_spec::node::NodeConfig::default();
+    let vouched = chain(
+        "c1",
+        CommitLink::Verified(signer()),
+        "sha256:aa",
+        verified(),
+        "t",
+    );
+    let v = verify(state.path(), &cfg, Err("no clone"), &vouched);
+    let links: Vec<&str> = v.flags.iter().map(|f| f.link).collect();
+    assert_eq!(links, vec![COMMIT_LINK, IMAGE_LINK], "{v:?}");
+    assert_eq!(
+        v.flags[0].gone,
+        vec!["ops@example.com (SHA256:abc, commit signature)".to_string()]
+    );
+    assert_eq!(
+        v.flags[1].gone,
+        vec!["key /etc/berth/keys/release.pub (sha256:0f0f)".to_string()]
+    );
+    assert!(
+        v.flags[1]
+            .message
+            .contains("no longer vouches for image sha256:aa"),
+        "{v:?}"
+    );
+
+    let never = chain(
+        "c1",
+        CommitLink::NotRequired,
+        "sha256:aa",
+        ImageLink::NotRequired,
+        "t",
+    );
+    let v = verify(state.path(), &cfg, Err("no clone"), &never);
+    assert!(v.flags.is_empty(), "{v:?}");
+    assert_eq!(
+        (v.commit_signer.as_str(), v.image_signature.as_str()),
+        ("not required now", "not required now")
+    );
+    let dir = verify(
+        state.path(),
+        &cfg,
+        Err("no clone"),
+        &Chain::unrecorded(None, "sha256:aa".into()),
+    );
+    assert!(dir.flags.is_empty(), "{dir:?}");
+    assert_eq!(
+        dir.commit_signer,
+        "applied from a directory (no commit to check)"
+    );
+}
