@@ -84,7 +84,8 @@ pub fn node_policy(loaded: &Loaded, explicit: Option<&str>) -> Result<NodePolicy
     let host = HostContext {
         state_dir: cfg.runtime.state_dir.display().to_string(),
         run_dir: cfg.runtime.run_dir.display().to_string(),
-        trusted_keys: !cfg.policy.trusted_keys.is_empty(),
+        trusted_keys: !cfg.policy.trusted_keys.is_empty()
+            || (cfg.policy.trusted_root.is_some() && !cfg.policy.trusted_identities.is_empty()),
     };
     Ok(NodePolicy { policy, mode, host })
 }

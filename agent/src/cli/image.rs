@@ -189,11 +189,11 @@ fn pull_cmd(a: &PullArgs, state_dir: &Path, loaded: &super::config::Loaded) -> R
             )
         })?;
     let record = pulled.record;
-    let check = image_local::signature_gate(&record, loaded, |keys| {
+    let check = image_local::signature_gate(&record, loaded, |trust| {
         if a.no_signature {
-            prepare::verify_stored(&store, &record, keys)
+            prepare::verify_stored(&store, &record, trust)
         } else {
-            runtime.block_on(exchange::verify_fresh(&client, &store, &record, keys))
+            runtime.block_on(exchange::verify_fresh(&client, &store, &record, trust))
         }
     })?;
     let snapshots = SnapshotStore::open(state_dir)?;

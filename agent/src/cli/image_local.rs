@@ -16,7 +16,8 @@ use super::image_output as out;
 use super::{EXIT_FAILED, EXIT_FINDINGS};
 use crate::image::prepare::{self, SignatureCheck};
 use crate::image::registry::Client;
-use crate::image::signature::{self, BundleError, TrustedKey, exchange};
+use crate::image::signature::keyless::{IdentityMatcher, rfc3339};
+use crate::image::signature::{self, BundleError, Trust, TrustError, Voucher, exchange};
 use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
@@ -53,6 +54,15 @@ pub struct VerifyArgs {
     /// The manifest digest (`sha256:…`) the --bundle must sign
     #[arg(long, value_name = "DIGEST", requires = "bundle", value_parser = digest_arg)]
     pub digest: Option<String>,
+    /// A Sigstore trusted root (trusted_root.json) for keyless signatures [default: the node's `policy.trusted_root`]
+    #[arg(long = "trusted-root", value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+    /// A trusted keyless identity: OIDC issuer and exact subject; repeatable [default: the node's `policy.trusted_identities`]
+    #[arg(long = "identity", value_name = "ISSUER=SUBJECT")]
+    pub identities: Vec<String>,
+    /// A trusted keyless identity whose subject the regular expression matches whole; repeatable
+    #[arg(long = "identity-regex", value_name = "ISSUER=REGEX")]
+    pub identity_regexes: Vec<String>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -95,31 +105,79 @@ pub fn unpack(a: &UnpackArgs, state_dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn load_keys(paths: &[PathBuf]) -> Result<Vec<TrustedKey>, Failure> {
-    paths
-        .iter()
-        .map(|p| TrustedKey::load(p).map_err(|e| Failure(EXIT_FAILED, anyhow!(e))))
-        .collect()
+fn trust_error(e: TrustError) -> Failure {
+    let code = match e {
+        TrustError::IdentitiesWithoutRoot | TrustError::Identity { .. } => super::EXIT_USAGE,
+        _ => EXIT_FAILED,
+    };
+    Failure(code, anyhow!(e))
+}
+
+/// `ISSUER=SUBJECT` of `--identity` / `--identity-regex`.
+fn identity_arg(text: &str, regex: bool) -> Result<IdentityMatcher, Failure> {
+    let flag = if regex {
+        "--identity-regex"
+    } else {
+        "--identity"
+    };
+    let usage = |why: String| Failure(super::EXIT_USAGE, anyhow!("{flag} {text}: {why}"));
+    let Some((issuer, subject)) = text.split_once('=') else {
+        return Err(usage("expected ISSUER=SUBJECT".into()));
+    };
+    if !issuer.starts_with("https://") || subject.is_empty() {
+        return Err(usage(
+            "expected an https:// OIDC issuer, `=`, and a non-empty subject".into(),
+        ));
+    }
+    if regex {
+        IdentityMatcher::regex(issuer, subject).map_err(|e| usage(error_chain(&e)))
+    } else {
+        Ok(IdentityMatcher::exact(issuer, subject))
+    }
+}
+
+/// The trust of `berth image verify`: each of --key, --trusted-root and the
+/// --identity flags replaces the node's setting it names.
+fn trust_of(a: &VerifyArgs, loaded: &Loaded) -> Result<Trust, Failure> {
+    let policy = &loaded.config.policy;
+    let keys = if a.keys.is_empty() {
+        &policy.trusted_keys
+    } else {
+        &a.keys
+    };
+    let root = a.trusted_root.as_deref().or(policy.trusted_root.as_deref());
+    let identities = if a.identities.is_empty() && a.identity_regexes.is_empty() {
+        policy
+            .trusted_identities
+            .iter()
+            .enumerate()
+            .map(|(index, id)| {
+                IdentityMatcher::from_config(id)
+                    .map_err(|source| trust_error(TrustError::Identity { index, source }))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        let exact = a.identities.iter().map(|i| identity_arg(i, false));
+        let regex = a.identity_regexes.iter().map(|i| identity_arg(i, true));
+        exact.chain(regex).collect::<Result<Vec<_>, _>>()?
+    };
+    if keys.is_empty() && (root.is_none() || identities.is_empty()) {
+        return Err(Failure(
+            super::EXIT_USAGE,
+            anyhow!(
+                "nothing to verify with: pass --key PUB (or --trusted-root FILE with --identity ISSUER=SUBJECT), \
+                 or set `policy.trusted_keys` (or `policy.trusted_root` with `policy.trusted_identities`) in the node configuration"
+            ),
+        ));
+    }
+    Trust::with(keys, root, identities).map_err(trust_error)
 }
 
 pub fn verify(a: &VerifyArgs, loaded: &Loaded) -> Result<(), Failure> {
     let state_dir = loaded.config.runtime.state_dir.as_path();
-    let key_paths = if a.keys.is_empty() {
-        loaded.config.policy.trusted_keys.clone()
-    } else {
-        a.keys.clone()
-    };
-    if key_paths.is_empty() {
-        return Err(Failure(
-            super::EXIT_USAGE,
-            anyhow!(
-                "no key to verify with: pass --key PUB or set `policy.trusted_keys` in the node configuration"
-            ),
-        ));
-    }
-    let keys = load_keys(&key_paths)?;
+    let trust = trust_of(a, loaded)?;
     let (Some(reference), None) = (&a.reference, &a.bundle) else {
-        return verify_bundle_file(a, &keys);
+        return verify_bundle_file(a, &trust);
     };
     let client = Client::new(registries_of(&loaded.config))?;
     let rt = async_runtime()?;
@@ -134,14 +192,14 @@ pub fn verify(a: &VerifyArgs, loaded: &Loaded) -> Result<(), Failure> {
     let (reference, digest, located) = if a.remote {
         let r = parse_ref(reference)?;
         let (digest, located) = rt
-            .block_on(exchange::verify_remote(&client, &r, &keys))
+            .block_on(exchange::verify_remote(&client, &r, &trust))
             .map_err(exchanged)?;
         (r.to_string(), digest.as_str().to_string(), located)
     } else {
         let store = Store::open(state_dir)?;
         let record = one(&store, reference, state_dir)?;
         let located = rt
-            .block_on(exchange::verify_pulled(&client, &store, &record, &keys))
+            .block_on(exchange::verify_pulled(&client, &store, &record, &trust))
             .map_err(|e| {
                 let f = exchanged(e);
                 Failure(
@@ -203,7 +261,7 @@ fn digest_arg(s: &str) -> Result<String, berth_spec::reference::ReferenceError> 
 
 /// `berth image verify --bundle FILE --digest DIGEST`: one bundle file, no registry,
 /// no store. Exit 0 when it verifies, 1 when not, 3 when the file cannot be read.
-fn verify_bundle_file(a: &VerifyArgs, keys: &[TrustedKey]) -> Result<(), Failure> {
+fn verify_bundle_file(a: &VerifyArgs, trust: &Trust) -> Result<(), Failure> {
     let (Some(path), Some(digest)) = (&a.bundle, &a.digest) else {
         return Err(Failure(
             super::EXIT_USAGE,
@@ -213,14 +271,35 @@ fn verify_bundle_file(a: &VerifyArgs, keys: &[TrustedKey]) -> Result<(), Failure
     let file = path.display().to_string();
     let outcome = match signature::read_bundle_file(path) {
         Err(e @ BundleError::Read { .. }) => return Err(Failure(EXIT_FAILED, anyhow!(e))),
-        read => read.and_then(|bytes| signature::verify_bundle(&bytes, digest, keys)),
+        read => read.and_then(|bytes| signature::verify_bundle(&bytes, digest, trust)),
     };
     match a.format {
         Format::Json => out::json(&match &outcome {
-            Ok(v) => serde_json::json!({
-                "bundle": file, "digest": digest, "status": "verified",
-                "key": v.key, "key_fingerprint": v.key_fingerprint, "unchecked": v.unchecked,
-            }),
+            Ok(v) => {
+                let mut j = serde_json::json!({
+                    "bundle": file, "digest": digest, "status": "verified", "unchecked": v.unchecked,
+                });
+                match &v.voucher {
+                    Voucher::Key { name, fingerprint } => {
+                        j["key"] = serde_json::json!(name);
+                        j["key_fingerprint"] = serde_json::json!(fingerprint);
+                    }
+                    Voucher::Identity {
+                        issuer, subject, ..
+                    } => {
+                        j["identity"] = serde_json::json!({"issuer": issuer, "subject": subject});
+                    }
+                }
+                if let Some(index) = v.log_index {
+                    j["log_index"] = serde_json::json!(index);
+                }
+                if !v.signed_at.is_empty() {
+                    j["signed_at"] = serde_json::json!(
+                        v.signed_at.iter().map(|t| rfc3339(*t)).collect::<Vec<_>>()
+                    );
+                }
+                j
+            }
             Err(e) => serde_json::json!({
                 "bundle": file, "digest": digest, "status": "failed",
                 "reason": error_chain(e),
@@ -228,7 +307,14 @@ fn verify_bundle_file(a: &VerifyArgs, keys: &[TrustedKey]) -> Result<(), Failure
         })?,
         Format::Text => match &outcome {
             Ok(v) => {
-                println!("{file}: verified by {} for {digest}", v.key);
+                let by = match &v.voucher {
+                    Voucher::Key { name, .. } => name.clone(),
+                    identity => identity.to_string(),
+                };
+                println!("{file}: verified by {by} for {digest}");
+                if let (Voucher::Key { .. }, Some(index)) = (&v.voucher, v.log_index) {
+                    println!("log entry {index} and timestamps verified");
+                }
                 for item in &v.unchecked {
                     println!(
                         "note: the bundle's {item} is not checked (keyed bundles are judged by their key alone)"
@@ -247,21 +333,21 @@ fn verify_bundle_file(a: &VerifyArgs, keys: &[TrustedKey]) -> Result<(), Failure
     }
 }
 
-/// At pull time: with trusted keys set, the image's signature is checked by `verify`
+/// At pull time: with trusted keys (or a trusted root and identities) set, the image's signature is checked by `verify`
 /// (from the store, and again from the registry when that does not verify). When the node's policy has `image-signature` at `error` in enforce mode, an
 /// image that does not verify fails the pull before anything is unpacked (exit 1);
-/// otherwise the outcome is reported. Without trusted keys nothing is checked.
+/// otherwise the outcome is reported. With nothing to verify with, nothing is checked.
 pub fn signature_gate(
     record: &ImageRecord,
     loaded: &Loaded,
-    verify: impl FnOnce(&[TrustedKey]) -> SignatureCheck,
+    verify: impl FnOnce(&Trust) -> SignatureCheck,
 ) -> Result<Option<SignatureCheck>, Failure> {
-    if loaded.config.policy.trusted_keys.is_empty() {
+    let trust = Trust::from_policy(&loaded.config.policy).map_err(trust_error)?;
+    if trust.is_empty() {
         return Ok(None);
     }
     let np = config::node_policy(loaded, None).map_err(|e| Failure(EXIT_FAILED, anyhow!(e)))?;
-    let keys = load_keys(&loaded.config.policy.trusted_keys)?;
-    let check = verify(&keys);
+    let check = verify(&trust);
     let enforced = np.policy.rule(Rule::ImageSignature).severity == Severity::Error
         && np.mode == PolicyMode::Enforce;
     if enforced {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::digest::Digest;
 use super::signature::referrers::{ReferrersError, check_referrer};
 use super::signature::{
-    self, BoxError, BundleVerified, MAX_BUNDLE_SIZE, SignatureError, TrustedKey, VerifiedManifest,
+    self, BoxError, BundleVerified, MAX_BUNDLE_SIZE, SignatureError, Trust, VerifiedManifest,
     Voucher,
 };
 use super::snapshot::{ChainId, Prepared, Snapshot, SnapshotError, SnapshotStore};
@@ -33,7 +33,7 @@ const MAX_SIGNATURE_BLOB: u64 = 4 << 20;
 /// Why an image could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error("image {reference} ({digest}) is not signed by a trusted key: {reason}")]
+    #[error("image {reference} ({digest}) is not signed by a trusted key or identity: {reason}")]
     Signature {
         reference: String,
         digest: String,
@@ -164,20 +164,15 @@ pub struct BundleOutcome {
 }
 
 /// The verdict on image `digest`: verified when the legacy signature or any bundle
-/// verified (every key that did, listed); otherwise failed, saying what the legacy
-/// signature and each bundle said.
-pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> SignatureCheck {
+/// verified (every key or identity that did, listed); otherwise failed, saying what the
+/// legacy signature and each bundle said, and (when none was found) the keys tried and
+/// the identities expected.
+pub fn judge(digest: &Digest, outcomes: Outcomes, trust: &Trust) -> SignatureCheck {
     let tag = format!("sha256-{}.sig", digest.hex());
-    let tried = || {
-        keys.iter()
-            .map(TrustedKey::name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     if outcomes.legacy.is_none() && outcomes.bundles.is_empty() {
         return SignatureCheck::Failed(format!(
-            "no signature was found in the registry (neither `{tag}` nor a sigstore bundle referrer; keys tried: {})",
-            tried()
+            "no signature was found in the registry (neither `{tag}` nor a sigstore bundle referrer; {})",
+            trust.tried()
         ));
     }
     let mut verified = Verifiers::default();
@@ -197,10 +192,7 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
     for b in outcomes.bundles {
         match b.result {
             Ok(v) => {
-                verified.vouchers.push(Voucher::Key {
-                    name: v.key,
-                    fingerprint: v.key_fingerprint,
-                });
+                verified.vouchers.push(v.voucher);
                 verified.unchecked.extend(v.unchecked);
             }
             Err(why) if b.signed != *digest => reasons.push(format!(
@@ -230,14 +222,14 @@ pub fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> Signat
 }
 
 /// Verifies the signatures stored with `record` (fetched at pull time, or since)
-/// against `keys`, entirely from the store: its legacy signature and every bundle,
+/// against `trust`, entirely from the store: its legacy signature and every bundle,
 /// each for the image's digest.
-pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck {
+pub fn verify_stored(store: &Store, record: &ImageRecord, trust: &Trust) -> SignatureCheck {
     let outcomes = Outcomes {
         legacy: record
             .signature
             .as_ref()
-            .map(|sig| stored_legacy(store, record, sig, keys)),
+            .map(|sig| stored_legacy(store, record, sig, &trust.keys)),
         legacy_tag: record.signature.as_ref().map(|sig| sig.tag.clone()),
         bundles: record
             .bundles
@@ -245,11 +237,11 @@ pub fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -
             .map(|b| BundleOutcome {
                 manifest: b.manifest.digest.clone(),
                 signed: b.signed.clone(),
-                result: stored_bundle(store, &record.digest, b, keys),
+                result: stored_bundle(store, &record.digest, b, trust),
             })
             .collect(),
     };
-    judge(&record.digest, outcomes, keys)
+    judge(&record.digest, outcomes, trust)
 }
 
 /// The legacy signature `sig` of `record`: the keys that verified it, or why none did.
@@ -257,7 +249,7 @@ fn stored_legacy(
     store: &Store,
     record: &ImageRecord,
     sig: &SignatureRecord,
-    keys: &[TrustedKey],
+    keys: &[signature::TrustedKey],
 ) -> Result<Vec<Voucher>, NotVerified> {
     let manifest = store
         .read_blob(&sig.manifest.digest, MAX_SIGNATURE_BLOB)
@@ -287,7 +279,7 @@ fn stored_bundle(
     store: &Store,
     digest: &Digest,
     b: &BundleRecord,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<BundleVerified, NotVerified> {
     let manifest = store
         .read_blob(&b.manifest.digest, MAX_SIGNATURE_BLOB)
@@ -308,7 +300,7 @@ fn stored_bundle(
             what: "bundle",
             source,
         })?;
-    Ok(signature::verify_bundle(&bundle, digest.as_str(), keys)?)
+    Ok(signature::verify_bundle(&bundle, digest.as_str(), trust)?)
 }
 
 /// Fails with a located message unless the check verified.

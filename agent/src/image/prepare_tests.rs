@@ -5,8 +5,18 @@ use super::*;
 use crate::image::registry::Target;
 use crate::image::registry::referrers::ReferrersSource;
 use crate::image::signature::referrers::build_referrer;
-use crate::image::signature::{SigningKey, sign_bundle};
+use crate::image::signature::{SigningKey, TrustedKey, sign_bundle};
 use crate::image::store::records::{self, BlobRef};
+
+/// [`super::verify_stored`] with keys only.
+fn verify_stored(store: &Store, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck {
+    super::verify_stored(store, record, &Trust::keys(keys.to_vec()))
+}
+
+/// [`super::judge`] with keys only.
+fn judge(digest: &Digest, outcomes: Outcomes, keys: &[TrustedKey]) -> SignatureCheck {
+    super::judge(digest, outcomes, &Trust::keys(keys.to_vec()))
+}
 
 fn blob(store: &Store, data: &[u8]) -> BlobRef {
     let d = Digest::of(data);
@@ -181,9 +191,10 @@ fn any_signature_verifies_and_what_was_not_checked_is_kept() {
         name: name.into(),
         fingerprint: String::new(),
     };
-    let verified = |key: &str, unchecked: &[&str]| BundleVerified {
-        key: key.into(),
-        key_fingerprint: String::new(),
+    let verified = |name: &str, unchecked: &[&str]| BundleVerified {
+        voucher: key(name),
+        log_index: None,
+        signed_at: Vec::new(),
         unchecked: unchecked.iter().map(|s| s.to_string()).collect(),
     };
     let bundle = |result| BundleOutcome {

@@ -27,7 +27,7 @@ use super::gather::ImageFacts;
 use crate::image::prepare::{self, PrepareError, SignatureCheck};
 use crate::image::pull::PullError;
 use crate::image::registry::Client;
-use crate::image::signature::TrustedKey;
+use crate::image::signature::Trust;
 use crate::image::snapshot::{SnapshotError, SnapshotStore};
 use crate::image::store::records::ImageRecord;
 use crate::image::store::{Store, StoreError};
@@ -125,7 +125,8 @@ impl ReadyImage {
 /// What the node requires of signatures.
 #[derive(Debug, Clone)]
 pub struct SignaturePolicy {
-    pub keys: Vec<TrustedKey>,
+    /// The keys, trusted root and identities signatures are verified against.
+    pub trust: Trust,
     /// `image-signature` at `error` in enforce mode: do not unpack what does not verify.
     pub enforced: bool,
 }
@@ -223,7 +224,7 @@ fn prepare_one(
 ) -> Result<(ReadyImage, Option<SignatureCheck>), ImageError> {
     let record = source.pull(reference)?;
     super::host::failpoint("after-pull");
-    let check = (!signatures.keys.is_empty()).then(|| source.verify(&record, &signatures.keys));
+    let check = (!signatures.trust.is_empty()).then(|| source.verify(&record, &signatures.trust));
     let config = source.config(reference, &record)?;
     let chains = prepare::chain_ids(&record).map_err(|e| ImageError::Prepare(Arc::new(e)))?;
     let chain_ids: Vec<String> = chains.iter().map(|c| c.as_str().to_string()).collect();
@@ -488,7 +489,7 @@ fn look(
     signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
 ) -> Result<Looked, ImageError> {
-    let keys = signatures.keys.as_slice();
+    let trust = &signatures.trust;
     let local = stored(store, reference);
     let read_config = |r: &ImageRecord| {
         store
@@ -501,7 +502,7 @@ fn look(
     let mut unknown = Vec::new();
     let why_not: String = match registry {
         Some(client) if !local_first => {
-            match rt.block_on(remote::inspect(client, reference, keys)) {
+            match rt.block_on(remote::inspect(client, reference, trust)) {
                 Ok(remote) => {
                     let record = local
                         .filter(|r| r.digest.as_str() == remote.digest)
@@ -546,7 +547,7 @@ fn look(
     };
     match (local, &reference.digest) {
         (Some(record), _) => {
-            let check = (!keys.is_empty()).then(|| prepare::verify_stored(store, &record, keys));
+            let check = (!trust.is_empty()).then(|| prepare::verify_stored(store, &record, trust));
             Ok(Looked {
                 digest: Some(record.digest.as_str().to_string()),
                 config: read_config(&record),
@@ -557,7 +558,7 @@ fn look(
             })
         }
         (None, Some(d)) => {
-            if !keys.is_empty() {
+            if !trust.is_empty() {
                 // It decides only when the policy blocks what does not verify.
                 unknown.push(Unknown {
                     what: format!(
@@ -628,7 +629,7 @@ mod tests {
             .unwrap())
         }
 
-        fn verify(&self, record: &ImageRecord, _: &[TrustedKey]) -> SignatureCheck {
+        fn verify(&self, record: &ImageRecord, _: &Trust) -> SignatureCheck {
             self.push(format!("verify {}", record.reference));
             SignatureCheck::Failed("no signature was found in the registry".into())
         }
@@ -647,7 +648,7 @@ mod tests {
     fn policy(enforced: bool) -> SignaturePolicy {
         let key = SigningKey::generate("release.key").unwrap();
         SignaturePolicy {
-            keys: vec![key.public_key().unwrap()],
+            trust: Trust::keys(vec![key.public_key().unwrap()]),
             enforced,
         }
     }

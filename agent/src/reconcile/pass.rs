@@ -43,7 +43,7 @@ use super::model::{Action, Revision, Step, optional_time_text};
 use super::outcome::{ContainerOutcome, ContainerReport, Outcome};
 use super::{Desired, Plan, PolicyDecisions, Timestamp};
 use crate::image::registry::Client;
-use crate::image::signature::TrustedKey;
+use crate::image::signature::Trust;
 use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
 use crate::node::{self, ConfigError, Loaded, NodePolicy};
@@ -303,18 +303,12 @@ impl Front {
     }
 
     fn signatures(&self, env: &Env<'_>) -> Result<SignaturePolicy, PassError> {
-        let keys = env
-            .loaded
-            .config
-            .policy
-            .trusted_keys
-            .iter()
-            .map(|k| TrustedKey::load(k).map_err(setup("cannot load a trusted key")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let trust = Trust::from_policy(&env.loaded.config.policy)
+            .map_err(setup("cannot load the trusted keys, root or identities"))?;
         Ok(SignaturePolicy {
             enforced: self.policy.policy.rule(Rule::ImageSignature).severity == Severity::Error
                 && self.policy.mode == PolicyMode::Enforce,
-            keys,
+            trust,
         })
     }
 

@@ -77,13 +77,8 @@ pub fn image_link(state_dir: &Path, policy: &PolicySection, digest: &str) -> Ima
     if !image_required(policy) {
         return ImageLink::NotRequired;
     }
-    let keys = match policy
-        .trusted_keys
-        .iter()
-        .map(|k| crate::image::signature::TrustedKey::load(k))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(k) => k,
+    let trust = match crate::image::signature::Trust::from_policy(policy) {
+        Ok(t) => t,
         Err(e) => {
             return ImageLink::Failed {
                 reason: crate::util::error_chain(&e),
@@ -106,7 +101,7 @@ pub fn image_link(state_dir: &Path, policy: &PolicySection, digest: &str) -> Ima
             reason: format!("image {digest} is not in the store"),
         };
     };
-    match prepare::verify_stored(&store, &record, &keys) {
+    match prepare::verify_stored(&store, &record, &trust) {
         SignatureCheck::Verified(v) => ImageLink::Verified {
             vouchers: v.vouchers,
         },

@@ -12,9 +12,13 @@
 //! - Nothing outside the payload and the signature is trusted:
 //!   `verificationMaterial.publicKey.hint` only picks which key to try first, and a
 //!   signature's `keyid` is ignored.
-//! - Keyed bundles are judged by their key alone: a transparency-log entry or a timestamp
-//!   they carry is not checked, and [`BundleVerified::unchecked`] says so. Keyless bundles
-//!   (a certificate) are refused until a trust root can be configured.
+//! - Without a trusted root, keyed bundles are judged by their key alone: a
+//!   transparency-log entry or a timestamp they carry is not checked, and
+//!   [`BundleVerified::unchecked`] says so. With one, every entry and timestamp they
+//!   carry must verify ([`keyless::verify_evidence`]).
+//! - A bundle whose verification material is a certificate (or a chain) is keyless: it
+//!   is refused without a trusted root, else verified by [`keyless::verify_keyless`]
+//!   (chain, identity, log entry, timestamps) before its statement is read.
 //! - [`sign_bundle`] writes what `cosign sign --key` writes without a log upload.
 
 use base64::Engine;
@@ -25,7 +29,8 @@ use p256::pkcs8::EncodePublicKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{SignatureError, SigningKey, TrustedKey};
+use super::keyless::{self, Artifact, KeylessError, Material, TlogEntry};
+use super::{SignatureError, SigningKey, Trust, TrustedKey, Voucher};
 
 /// The media type of a Sigstore bundle v0.3 (and the referrer's `artifactType`).
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -45,12 +50,16 @@ const STATEMENT_V01: &str = "https://in-toto.io/Statement/v0.1";
 /// A bundle that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleVerified {
-    /// The trusted key that verified it ([`TrustedKey::name`]).
-    pub key: String,
-    /// `sha256:<hex>` of that key's SubjectPublicKeyInfo, for audit records.
-    pub key_fingerprint: String,
-    /// What the bundle carries that was not checked (keyed bundles are judged by their
-    /// key alone): `"transparency-log entry"`, `"timestamp"`.
+    /// Who vouched: the trusted key (its name and fingerprint), or the identity of a
+    /// keyless signature (with its log index).
+    pub voucher: Voucher,
+    /// The global index of its first transparency-log entry, when one was verified.
+    pub log_index: Option<u64>,
+    /// The verified signing times (log integrated times, timestamps), in seconds since
+    /// the epoch.
+    pub signed_at: Vec<u64>,
+    /// What the bundle carries that was not checked (keyed bundles without a trusted
+    /// root are judged by their key alone): `"transparency-log entry"`, `"timestamp"`.
     pub unchecked: Vec<String>,
 }
 
@@ -74,9 +83,25 @@ pub enum BundleError {
     )]
     MediaType { found: String },
     #[error(
-        "the bundle is keyless (it carries a certificate): keyless bundles need policy.trusted_root (not supported yet)"
+        "the bundle is keyless (it carries a certificate) and no trusted root is configured (`policy.trusted_root`, or --trusted-root)"
     )]
     Keyless,
+    #[error("the bundle's keyless signature does not verify")]
+    KeylessNotVerified(#[source] Box<KeylessError>),
+    #[error("the bundle's {what} is not what a Sigstore bundle holds there")]
+    Material {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "the bundle (verified with {key}) carries a log entry or timestamp that does not verify"
+    )]
+    Evidence {
+        key: String,
+        #[source]
+        source: Box<KeylessError>,
+    },
     #[error(
         "the bundle has a `messageSignature`, not a `dsseEnvelope`: it signs a blob, not an image"
     )]
@@ -110,22 +135,22 @@ pub enum BundleError {
         keys: Vec<String>,
         rejections: Vec<BundleRejection>,
     },
-    #[error("the bundle's payload (verified with key {key}) is not an in-toto Statement (JSON)")]
+    #[error("the bundle's payload (verified with {key}) is not an in-toto Statement (JSON)")]
     Statement {
         key: String,
         #[source]
         source: serde_json::Error,
     },
     #[error(
-        "the bundle's payload (verified with key {key}) has `_type` `{found}`, not an in-toto Statement (`{STATEMENT_V1}` or `{STATEMENT_V01}`)"
+        "the bundle's payload (verified with {key}) has `_type` `{found}`, not an in-toto Statement (`{STATEMENT_V1}` or `{STATEMENT_V01}`)"
     )]
     StatementType { key: String, found: String },
     #[error(
-        "the bundle (verified with key {key}) is an attestation (predicate `{predicate}`), not a signature"
+        "the bundle (verified with {key}) is an attestation (predicate `{predicate}`), not a signature"
     )]
     Attestation { key: String, predicate: String },
     #[error(
-        "the bundle (verified with key {key}) signs {}, not {expected}",
+        "the bundle (verified with {key}) signs {}, not {expected}",
         found_list(found)
     )]
     SubjectMismatch {
@@ -207,15 +232,29 @@ struct BundleIn {
     message_signature: Option<serde::de::IgnoredAny>,
 }
 
+/// Log entries and timestamps are read as JSON and parsed only when a trusted root
+/// checks them.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct MaterialIn {
     public_key: Option<HintIn>,
-    certificate: Option<serde::de::IgnoredAny>,
-    x509_certificate_chain: Option<serde::de::IgnoredAny>,
+    certificate: Option<CertificateIn>,
+    x509_certificate_chain: Option<ChainIn>,
     #[serde(default)]
-    tlog_entries: Vec<serde::de::IgnoredAny>,
+    tlog_entries: Vec<serde_json::Value>,
     timestamp_verification_data: Option<TimestampsIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificateIn {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct ChainIn {
+    #[serde(default)]
+    certificates: Vec<CertificateIn>,
 }
 
 #[derive(Deserialize)]
@@ -227,7 +266,7 @@ struct HintIn {
 #[serde(rename_all = "camelCase")]
 struct TimestampsIn {
     #[serde(default)]
-    rfc3161_timestamps: Vec<serde::de::IgnoredAny>,
+    rfc3161_timestamps: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -262,12 +301,13 @@ struct SubjectIn {
 }
 
 /// Verifies the bundle JSON `bundle` as a signature of manifest `digest`
-/// (`sha256:<hex>`) by one of `keys`. Every signature is tried with every key (the key
-/// named by the hint first); the payload is read only once a signature verified.
+/// (`sha256:<hex>`) by `trust`: a keyed bundle by one of its keys (every signature is
+/// tried with every key, the key named by the hint first), a keyless one by its
+/// trusted root and identities. The payload is read only once a signature verified.
 pub fn verify_bundle(
     bundle: &[u8],
     digest: &str,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<BundleVerified, BundleError> {
     validate_digest(digest)?;
     if bundle.len() > MAX_BUNDLE_SIZE {
@@ -287,7 +327,8 @@ pub fn verify_bundle(
         }
     }
     let material = &parsed.verification_material;
-    if material.certificate.is_some() || material.x509_certificate_chain.is_some() {
+    let keyless = material.certificate.is_some() || material.x509_certificate_chain.is_some();
+    if keyless && trust.root.is_none() {
         return Err(BundleError::Keyless);
     }
     let Some(envelope) = &parsed.dsse_envelope else {
@@ -310,6 +351,17 @@ pub fn verify_bundle(
         1 => {}
         n => return Err(BundleError::SignatureCount(n)),
     }
+    if let (true, Some(root)) = (keyless, &trust.root) {
+        return verify_keyless(
+            material,
+            &envelope.signatures[0],
+            &payload,
+            digest,
+            root,
+            trust,
+        );
+    }
+    let keys = &trust.keys;
     if keys.is_empty() {
         return Err(BundleError::NoTrustedKeys {
             digest: digest.to_string(),
@@ -317,23 +369,167 @@ pub fn verify_bundle(
     }
     let hint = material.public_key.as_ref().and_then(|k| k.hint.as_deref());
     let key = verify_signatures(&envelope.signatures, &payload, digest, &ordered(keys, hint))?;
-    check_statement(&payload, digest, key)?;
-    let mut unchecked = Vec::new();
-    if !material.tlog_entries.is_empty() {
-        unchecked.push("transparency-log entry".to_string());
-    }
-    if material
+    let signer = format!("key {}", key.name());
+    check_statement(&payload, digest, &signer)?;
+    let mut verified = BundleVerified {
+        voucher: Voucher::Key {
+            name: key.name().to_string(),
+            fingerprint: key.fingerprint().to_string(),
+        },
+        log_index: None,
+        signed_at: Vec::new(),
+        unchecked: Vec::new(),
+    };
+    let carries_timestamps = material
         .timestamp_verification_data
         .as_ref()
-        .is_some_and(|t| !t.rfc3161_timestamps.is_empty())
-    {
-        unchecked.push("timestamp".to_string());
+        .is_some_and(|t| !t.rfc3161_timestamps.is_empty());
+    let Some(root) = &trust.root else {
+        if !material.tlog_entries.is_empty() {
+            verified
+                .unchecked
+                .push("transparency-log entry".to_string());
+        }
+        if carries_timestamps {
+            verified.unchecked.push("timestamp".to_string());
+        }
+        return Ok(verified);
+    };
+    if material.tlog_entries.is_empty() && !carries_timestamps {
+        return Ok(verified);
     }
+    let entries = tlog_entries(material)?;
+    let timestamps = timestamps(material)?;
+    let signature =
+        decode_base64(&envelope.signatures[0].sig).map_err(|source| BundleError::Base64 {
+            what: "signature",
+            source,
+        })?;
+    let spki = key_der(key)?;
+    let evidence = keyless::verify_evidence(
+        &Material {
+            entries: &entries,
+            timestamps: &timestamps,
+        },
+        &Artifact::Dsse {
+            payload: &payload,
+            signature: &signature,
+        },
+        &keyless::Signer::Key(&spki),
+        root,
+    )
+    .map_err(|source| BundleError::Evidence {
+        key: signer,
+        source: Box::new(source),
+    })?;
+    verified.log_index = evidence.log_index;
+    verified.signed_at = evidence.times;
+    Ok(verified)
+}
+
+/// A keyless bundle: its one signature by its certificate, the certificate's chain and
+/// identity, its log entries and timestamps; then its statement.
+fn verify_keyless(
+    material: &MaterialIn,
+    signature: &SignatureIn,
+    payload: &[u8],
+    digest: &str,
+    root: &keyless::TrustedRoot,
+    trust: &Trust,
+) -> Result<BundleVerified, BundleError> {
+    let leaf = match (&material.certificate, &material.x509_certificate_chain) {
+        (Some(c), _) => &c.raw_bytes,
+        // Bundles v0.1/v0.2: the leaf is the chain's first certificate.
+        (None, Some(chain)) => match chain.certificates.first() {
+            Some(c) => &c.raw_bytes,
+            None => {
+                return Err(BundleError::KeylessNotVerified(Box::new(
+                    KeylessError::Der {
+                        what: "bundle's certificate chain".into(),
+                        expected: "non-empty list of certificates",
+                        source: der::Tag::Sequence.length_error().into(),
+                    },
+                )));
+            }
+        },
+        (None, None) => return Err(BundleError::Keyless),
+    };
+    let leaf = keyless::parse_certificate(leaf)
+        .map_err(|e| BundleError::KeylessNotVerified(Box::new(e)))?;
+    let sig = decode_base64(&signature.sig).map_err(|source| BundleError::Base64 {
+        what: "signature",
+        source,
+    })?;
+    let entries = tlog_entries(material)?;
+    let timestamps = timestamps(material)?;
+    let verified = keyless::verify_keyless(
+        &leaf,
+        &pae(IN_TOTO_PAYLOAD_TYPE, payload),
+        &Artifact::Dsse {
+            payload,
+            signature: &sig,
+        },
+        &Material {
+            entries: &entries,
+            timestamps: &timestamps,
+        },
+        root,
+        &trust.identities,
+    )
+    .map_err(|e| BundleError::KeylessNotVerified(Box::new(e)))?;
+    let voucher = Voucher::Identity {
+        issuer: verified.issuer,
+        subject: verified.subject,
+        log_index: verified.evidence.log_index,
+    };
+    check_statement(payload, digest, &voucher.to_string())?;
     Ok(BundleVerified {
-        key: key.name().to_string(),
-        key_fingerprint: key.fingerprint().to_string(),
-        unchecked,
+        voucher,
+        log_index: verified.evidence.log_index,
+        signed_at: verified.evidence.times,
+        unchecked: Vec::new(),
     })
+}
+
+/// The bundle's transparency-log entries, parsed.
+fn tlog_entries(material: &MaterialIn) -> Result<Vec<TlogEntry>, BundleError> {
+    material
+        .tlog_entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            TlogEntry::deserialize(e).map_err(|source| BundleError::Material {
+                what: format!("verificationMaterial.tlogEntries[{i}]"),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The bundle's RFC 3161 timestamps (base64 `signedTimestamp`).
+fn timestamps(material: &MaterialIn) -> Result<Vec<String>, BundleError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TimestampIn {
+        signed_timestamp: String,
+    }
+    let Some(data) = &material.timestamp_verification_data else {
+        return Ok(Vec::new());
+    };
+    data.rfc3161_timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            TimestampIn::deserialize(t)
+                .map(|t| t.signed_timestamp)
+                .map_err(|source| BundleError::Material {
+                    what: format!(
+                        "verificationMaterial.timestampVerificationData.rfc3161Timestamps[{i}]"
+                    ),
+                    source,
+                })
+        })
+        .collect()
 }
 
 /// Reads a bundle file, at most [`MAX_BUNDLE_SIZE`] bytes (a larger one is
@@ -423,8 +619,8 @@ fn verify_signatures<'a>(
 
 /// Checks the (authenticated) payload: an in-toto Statement of the cosign-sign
 /// predicate with a subject whose sha256 is `digest`.
-fn check_statement(payload: &[u8], digest: &str, key: &TrustedKey) -> Result<(), BundleError> {
-    let name = || key.name().to_string();
+fn check_statement(payload: &[u8], digest: &str, signer: &str) -> Result<(), BundleError> {
+    let name = || signer.to_string();
     let statement: StatementIn =
         serde_json::from_slice(payload).map_err(|source| BundleError::Statement {
             key: name(),
@@ -486,17 +682,21 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
 
 /// `verificationMaterial.publicKey.hint` as cosign writes it: base64(SHA-256(SPKI DER)).
 pub(super) fn key_hint(key: &TrustedKey) -> Result<String, BundleError> {
-    let der = key
-        .verifying_key()
+    Ok(STANDARD.encode(Sha256::digest(key_der(key)?)))
+}
+
+/// The key's DER SubjectPublicKeyInfo.
+fn key_der(key: &TrustedKey) -> Result<Vec<u8>, BundleError> {
+    key.verifying_key()
         .to_public_key_der()
+        .map(|d| d.as_bytes().to_vec())
         .map_err(|e| BundleError::Key {
             key: key.name().to_string(),
             source: SignatureError::EncodeKey {
                 key: key.name().to_string(),
                 source: Box::new(e),
             },
-        })?;
-    Ok(STANDARD.encode(Sha256::digest(der.as_bytes())))
+        })
 }
 
 fn validate_digest(digest: &str) -> Result<(), BundleError> {

@@ -18,6 +18,23 @@ use serde_json::{Value, json};
 use super::bundle::{key_hint, sign_payload, sign_statement};
 use super::*;
 
+/// [`super::verify_bundle`] with keys only.
+fn verify_bundle(
+    bundle: &[u8],
+    digest: &str,
+    keys: &[TrustedKey],
+) -> Result<BundleVerified, BundleError> {
+    super::verify_bundle(bundle, digest, &Trust::keys(keys.to_vec()))
+}
+
+/// The key that verified `v`.
+fn key_of(v: &BundleVerified) -> (&str, &str) {
+    match &v.voucher {
+        Voucher::Key { name, fingerprint } => (name, fingerprint),
+        other => panic!("not a key: {other}"),
+    }
+}
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const B64_URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -30,7 +47,7 @@ fn fixture_dir() -> PathBuf {
 
 /// The bytes of fixture `name`, or `None` after reporting it missing (a failure under
 /// `CI=true`).
-fn read(name: &str) -> Option<Vec<u8>> {
+pub(super) fn read(name: &str) -> Option<Vec<u8>> {
     let path = fixture_dir().join(name);
     match std::fs::read(&path) {
         Ok(bytes) => Some(bytes),
@@ -106,8 +123,7 @@ fn set(bundle: &mut Value, pointer: &str, value: Value) {
 fn fixture_verifies_with_its_key_for_its_digest() {
     let Some(f) = fixture() else { return };
     let v = verify_bundle(&f.bundle, &f.digest, std::slice::from_ref(&f.key)).unwrap();
-    assert_eq!(v.key, "keyed-image.cosign.pub");
-    assert_eq!(v.key_fingerprint, f.key.fingerprint());
+    assert_eq!(key_of(&v), ("keyed-image.cosign.pub", f.key.fingerprint()));
     // No log entry and no timestamp: nothing left unchecked.
     assert!(v.unchecked.is_empty(), "{v:?}");
     // The hint cosign wrote is the one berth computes for the key.
@@ -164,7 +180,7 @@ fn fixture_fails_with_another_key_and_names_every_key_tried() {
         vec![b.clone(), a.clone(), f.key.clone()],
     ] {
         let v = verify_bundle(&f.bundle, &f.digest, &keys).unwrap();
-        assert_eq!(v.key, "keyed-image.cosign.pub");
+        assert_eq!(key_of(&v).0, "keyed-image.cosign.pub");
     }
 }
 
@@ -302,7 +318,7 @@ fn unsigned_fields_may_change_without_effect() {
         edit(&mut bundle);
         assert_ne!(bundle, original, "{what}");
         let v = f.verify(&bundle).unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(v.key, "keyed-image.cosign.pub", "{what}");
+        assert_eq!(key_of(&v).0, "keyed-image.cosign.pub", "{what}");
     }
     // The hint of another key puts that key first; the fixture's key still verifies.
     let mut bundle = original.clone();
@@ -317,7 +333,7 @@ fn unsigned_fields_may_change_without_effect() {
         &[f.key.clone(), other],
     )
     .unwrap();
-    assert_eq!(v.key, "keyed-image.cosign.pub");
+    assert_eq!(key_of(&v).0, "keyed-image.cosign.pub");
 }
 
 /// A log entry or a timestamp is carried but not checked: the outcome says so.
@@ -385,7 +401,7 @@ fn a_message_signature_bundle_signs_a_blob_not_an_image() {
 }
 
 #[test]
-fn a_keyless_bundle_is_refused_until_a_trust_root_can_be_configured() {
+fn a_keyless_bundle_is_refused_without_a_trusted_root() {
     let Some(bundle) = read("keyless-image.bundle.json") else {
         return;
     };
@@ -395,7 +411,7 @@ fn a_keyless_bundle_is_refused_until_a_trust_root_can_be_configured() {
     assert!(matches!(err, BundleError::Keyless), "{err}");
     assert!(
         err.to_string()
-            .contains("keyless bundles need policy.trusted_root (not supported yet)"),
+            .contains("no trusted root is configured (`policy.trusted_root`, or --trusted-root)"),
         "{err}"
     );
     // A certificate chain is keyless too, even beside a key hint.
@@ -602,7 +618,7 @@ fn sign_bundle_writes_what_cosign_writes_and_it_verifies() {
     let (key, public) = generated("release.key");
     let bytes = sign_bundle("", &f.digest, &key).unwrap();
     let v = verify_bundle(&bytes, &f.digest, std::slice::from_ref(&public)).unwrap();
-    assert_eq!(v.key, "release.key");
+    assert_eq!(key_of(&v).0, "release.key");
     assert!(v.unchecked.is_empty());
     // Only for its digest, only with its key.
     assert!(verify_bundle(&bytes, &other_digest(), std::slice::from_ref(&public)).is_err());

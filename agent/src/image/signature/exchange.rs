@@ -23,7 +23,7 @@ use berth_spec::reference::{Reference, ReferenceError};
 
 use super::referrers::{EMPTY_JSON, ReferrersError, build_referrer, merge_index};
 use super::{
-    BundleError, SignatureError, SigningKey, TrustedKey, sign_bundle, sign_image, signature_tag,
+    BundleError, SignatureError, SigningKey, Trust, sign_bundle, sign_image, signature_tag,
 };
 use crate::image::digest::{Digest, DigestError};
 use crate::image::manifest::{self, Descriptor, ManifestError, OCI_INDEX, OCI_MANIFEST};
@@ -468,9 +468,9 @@ pub async fn verify_fresh(
     client: &Client,
     store: &Store,
     record: &ImageRecord,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> SignatureCheck {
-    let check = prepare::verify_stored(store, record, keys);
+    let check = prepare::verify_stored(store, record, trust);
     if matches!(check, SignatureCheck::Verified(_)) {
         return check;
     }
@@ -480,7 +480,7 @@ pub async fn verify_fresh(
     )
     .await;
     match refreshed {
-        Ok(Ok(Some(updated))) => prepare::verify_stored(store, &updated, keys),
+        Ok(Ok(Some(updated))) => prepare::verify_stored(store, &updated, trust),
         Ok(Ok(None)) => check,
         Err(_) => {
             tracing::warn!(image = %record.reference, "the image's signatures were not fetched again in time");
@@ -493,13 +493,13 @@ pub async fn verify_fresh(
     }
 }
 
-/// Checks the signatures stored with `record` against `keys`; when the store has
+/// Checks the signatures stored with `record` against `trust`; when the store has
 /// none, fetches them from the registry first (and keeps them).
 pub async fn verify_pulled(
     client: &Client,
     store: &Store,
     record: &ImageRecord,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<LocatedCheck, ExchangeError> {
     if record.signature.is_some() || !record.bundles.is_empty() {
         let refreshed = record
@@ -509,7 +509,7 @@ pub async fn verify_pulled(
             .chain(record.bundles.iter().filter_map(|b| b.refreshed.clone()))
             .max_by(|a, b| a.at.cmp(&b.at));
         return Ok(LocatedCheck {
-            check: prepare::verify_stored(store, record, keys),
+            check: prepare::verify_stored(store, record, trust),
             looked: Looked::Store {
                 pulled_at: record.pulled_at.clone(),
                 refreshed,
@@ -517,8 +517,8 @@ pub async fn verify_pulled(
         });
     }
     let check = match refresh(client, store, record, RefreshedBy::Verify).await? {
-        Some(updated) => prepare::verify_stored(store, &updated, keys),
-        None => prepare::judge(&record.digest, Outcomes::default(), keys),
+        Some(updated) => prepare::verify_stored(store, &updated, trust),
+        None => prepare::judge(&record.digest, Outcomes::default(), trust),
     };
     Ok(LocatedCheck {
         check,

@@ -19,6 +19,9 @@
 //! - Keys: public keys are PKIX PEM (`-----BEGIN PUBLIC KEY-----`), as cosign writes
 //!   `cosign.pub`; private keys are unencrypted PKCS#8 PEM. cosign's encrypted private
 //!   key format is refused with instructions. Only ECDSA P-256 is supported.
+//! - Keyless (Sigstore) bundles are verified offline against a trusted root and the
+//!   node's trusted identities ([`keyless`]); [`Trust`] is what every check takes
+//!   (keys, root, identities).
 //! - Signing returns data ([`SignatureArtifact`]: blobs, manifest, tag); the registry
 //!   client pushes it.
 //!
@@ -30,11 +33,13 @@
 mod bundle;
 mod error;
 pub mod exchange;
+pub mod keyless;
 mod keys;
 mod manifest;
 mod payload;
 pub mod referrers;
 mod sign;
+mod trust;
 mod verify;
 mod voucher;
 
@@ -57,6 +62,7 @@ pub use keys::{SigningKey, TrustedKey, write_key_pair};
 pub use manifest::{ImageManifest, signature_tag};
 pub use payload::{SimpleSigningPayload, build_payload};
 pub use sign::sign_image;
+pub use trust::{Trust, TrustError};
 pub use verify::{VerifiedManifest, verify_signature_manifest};
 pub use voucher::Voucher;
 #[cfg(test)]

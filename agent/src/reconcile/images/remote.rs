@@ -11,7 +11,7 @@ use crate::image::manifest::{self, Manifest};
 use crate::image::platform::{self, Platform};
 use crate::image::prepare::{self, Outcomes, SignatureCheck};
 use crate::image::registry::{Client, RegistryError, Repository};
-use crate::image::signature::{TrustedKey, exchange};
+use crate::image::signature::{Trust, exchange};
 use crate::util::error_chain;
 
 /// Indexes nested deeper than this are refused (as `pull` refuses them).
@@ -52,11 +52,11 @@ pub struct Remote {
     pub check: Option<SignatureCheck>,
 }
 
-/// Resolves `reference` and checks its signature against `keys`.
+/// Resolves `reference` and checks its signature against `trust`.
 pub async fn inspect(
     client: &Client,
     reference: &Reference,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<Remote, RemoteError> {
     let key = reference.to_string();
     let repo = Repository::of(reference);
@@ -105,14 +105,14 @@ pub async fn inspect(
         .fetch_blob_bytes(&repo, &image.config.digest, manifest::MAX_CONFIG_BYTES)
         .await?;
     let config = serde_json::from_slice(&config_bytes).ok();
-    let check = if keys.is_empty() {
+    let check = if trust.is_empty() {
         None
     } else {
         let mut candidates = vec![top.digest.clone()];
         if current != top.digest {
             candidates.push(current);
         }
-        Some(signature_check(client, &repo, &top.digest, &candidates, keys).await)
+        Some(signature_check(client, &repo, &top.digest, &candidates, trust).await)
     };
     Ok(Remote {
         digest: top.digest.as_str().to_string(),
@@ -130,14 +130,14 @@ async fn signature_check(
     repo: &Repository,
     image: &Digest,
     candidates: &[Digest],
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> SignatureCheck {
-    match exchange::registry_outcomes(client, repo, image, candidates, keys).await {
-        Ok(outcomes) => prepare::judge(image, outcomes, keys),
+    match exchange::registry_outcomes(client, repo, image, candidates, trust).await {
+        Ok(outcomes) => prepare::judge(image, outcomes, trust),
         Err(e) => {
             // `pull` stores the image unsigned then, and the check says so.
             tracing::warn!(%image, error = %error_chain(&e), "cannot fetch the image signatures");
-            prepare::judge(image, Outcomes::default(), keys)
+            prepare::judge(image, Outcomes::default(), trust)
         }
     }
 }

@@ -13,7 +13,7 @@ use super::{ImageError, MAX_CONFIG};
 use crate::image::prepare::{self, SignatureCheck};
 use crate::image::pull::{self, PullOptions, Silent};
 use crate::image::registry::Client;
-use crate::image::signature::TrustedKey;
+use crate::image::signature::Trust;
 use crate::image::signature::exchange;
 use crate::image::snapshot::{ChainId, SnapshotStore};
 use crate::image::store::Store;
@@ -24,8 +24,8 @@ pub trait ImageSource {
     /// Pulls `reference` into the store; a pinned digest already there never touches
     /// the registry.
     fn pull(&self, reference: &Reference) -> Result<ImageRecord, ImageError>;
-    /// Checks the signature stored with the image (fetched at pull time) against `keys`.
-    fn verify(&self, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck;
+    /// Checks the signature stored with the image (fetched at pull time) against `trust`.
+    fn verify(&self, record: &ImageRecord, trust: &Trust) -> SignatureCheck;
     /// The image's config, from the store.
     fn config(
         &self,
@@ -64,12 +64,12 @@ impl ImageSource for Registry<'_> {
             })
     }
 
-    fn verify(&self, record: &ImageRecord, keys: &[TrustedKey]) -> SignatureCheck {
+    fn verify(&self, record: &ImageRecord, trust: &Trust) -> SignatureCheck {
         self.rt.block_on(exchange::verify_fresh(
             self.client,
             self.store,
             record,
-            keys,
+            trust,
         ))
     }
 

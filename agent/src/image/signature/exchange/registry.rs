@@ -14,7 +14,7 @@ use crate::image::pull;
 use crate::image::registry::{Client, Repository};
 use crate::image::signature::referrers::{MAX_BUNDLE_REFERRERS, check_referrer};
 use crate::image::signature::{
-    BUNDLE_MEDIA_TYPE, BoxError, BundleVerified, ImageManifest, MAX_BUNDLE_SIZE, TrustedKey,
+    BUNDLE_MEDIA_TYPE, BoxError, BundleVerified, ImageManifest, MAX_BUNDLE_SIZE, Trust, TrustedKey,
     Voucher, signature_tag, verify_bundle, verify_signature_manifest,
 };
 use crate::util::error_chain;
@@ -24,7 +24,7 @@ use crate::util::error_chain;
 pub async fn verify_remote(
     client: &Client,
     reference: &Reference,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<(Digest, LocatedCheck), ExchangeError> {
     let repo = Repository::of(reference);
     let digest = client
@@ -32,8 +32,8 @@ pub async fn verify_remote(
         .await?
         .digest;
     let outcomes =
-        registry_outcomes(client, &repo, &digest, std::slice::from_ref(&digest), keys).await?;
-    let check = prepare::judge(&digest, outcomes, keys);
+        registry_outcomes(client, &repo, &digest, std::slice::from_ref(&digest), trust).await?;
+    let check = prepare::judge(&digest, outcomes, trust);
     let looked = Looked::Registry {
         store_had_none: false,
     };
@@ -41,7 +41,7 @@ pub async fn verify_remote(
 }
 
 /// What the signatures of image `digest` in the registry say, each checked for
-/// `digest` with `keys`: the legacy one of the first of `candidates` (the image's
+/// `digest` with `trust`: the legacy one of the first of `candidates` (the image's
 /// top and platform digests) that has one, and the bundles of the first that has any.
 /// A referrer that is gone or is not a bundle of its subject is skipped, and
 /// referrers that cannot be listed count as none, as a pull does; a registry that
@@ -51,11 +51,11 @@ pub async fn registry_outcomes(
     repo: &Repository,
     digest: &Digest,
     candidates: &[Digest],
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<Outcomes, ExchangeError> {
     let mut outcomes = Outcomes::default();
     for signed in candidates {
-        if let Some(legacy) = registry_legacy(client, repo, digest, signed, keys).await? {
+        if let Some(legacy) = registry_legacy(client, repo, digest, signed, &trust.keys).await? {
             outcomes.legacy = Some(legacy);
             outcomes.legacy_tag = Some(signature_tag(signed.as_str())?);
             break;
@@ -78,7 +78,7 @@ pub async fn registry_outcomes(
         };
         for d in &found.descriptors {
             let Some(result) =
-                registry_bundle(client, repo, digest, signed, &d.digest, keys).await?
+                registry_bundle(client, repo, digest, signed, &d.digest, trust).await?
             else {
                 continue;
             };
@@ -152,7 +152,7 @@ async fn registry_bundle(
     digest: &Digest,
     signed: &Digest,
     referrer: &Digest,
-    keys: &[TrustedKey],
+    trust: &Trust,
 ) -> Result<Option<Result<BundleVerified, NotVerified>>, ExchangeError> {
     let skipped = |e: &dyn std::error::Error| {
         tracing::warn!(%signed, %referrer, error = %error_chain(e), "sigstore bundle referrer skipped");
@@ -176,6 +176,6 @@ async fn registry_bundle(
         .fetch_blob_bytes(repo, &layer.digest, MAX_BUNDLE_SIZE as u64)
         .await?;
     Ok(Some(
-        verify_bundle(&bundle, digest.as_str(), keys).map_err(NotVerified::from),
+        verify_bundle(&bundle, digest.as_str(), trust).map_err(NotVerified::from),
     ))
 }

@@ -1,0 +1,357 @@
+//! Keyless (Sigstore) signatures, verified offline against a trusted root
+//! (`policy.trusted_root`, the `trusted_root.json` format) and the node's trusted
+//! identities (`policy.trusted_identities`), and the transparency-log entries and
+//! timestamps of keyed bundles when a trusted root is configured.
+//!
+//! Contract — a bundle whose verification material is a certificate is accepted only
+//! when all of these hold:
+//! - the DSSE signature verifies with the certificate's key;
+//! - it carries at least one transparency-log entry, and every entry is bound to the
+//!   bundle (a `dsse` body names the payload's SHA-256, the signature and the
+//!   certificate; a `hashedrekord` body the artifact's digest, the signature and the
+//!   signer), its signed entry timestamp verifies with the key of a log the trusted root
+//!   lists (at its integrated time), and its RFC 6962 inclusion proof (at the proof's own
+//!   shard index) and the signed checkpoint naming the proof's root verify;
+//! - every RFC 3161 timestamp verifies against a timestamp authority of the trusted root
+//!   and its message imprint is the SHA-256 of the signature bytes;
+//! - at every verified signing time (the integrated times and the timestamps' times,
+//!   never the node's clock) the certificate is valid (bounds included) and chains to a
+//!   Fulcio certificate authority of the trusted root trusted at that time;
+//! - the certificate allows code signing, and its OIDC issuer (extension
+//!   1.3.6.1.4.1.57264.1.8, else .1.1) and one of its subject alternative names (URI or
+//!   e-mail) match a trusted identity; an error names the identity found and those
+//!   expected.
+//!
+//! Not checked: certificate-transparency proofs (SCTs) of the certificate. Entries of
+//! logs without a signed entry timestamp (Rekor v2) are refused by name.
+
+mod identity;
+mod rekor;
+mod root;
+mod tsa;
+mod x509;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+pub use identity::IdentityMatcher;
+pub use rekor::TlogEntry;
+pub use root::{RootError, TrustedRoot};
+pub(crate) use x509::Cert;
+
+use super::BoxError;
+
+/// What was signed: a DSSE payload (its decoded bytes) or a blob (its SHA-256), with the
+/// signature bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Artifact<'a> {
+    Dsse {
+        payload: &'a [u8],
+        signature: &'a [u8],
+    },
+    /// A `hashedrekord` entry's blob (blob bundles; images are DSSE).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Blob {
+        digest: [u8; 32],
+        signature: &'a [u8],
+    },
+}
+
+impl Artifact<'_> {
+    fn signature(&self) -> &[u8] {
+        match self {
+            Artifact::Dsse { signature, .. } | Artifact::Blob { signature, .. } => signature,
+        }
+    }
+}
+
+/// Who signed: a certificate (keyless) or a key (its DER SubjectPublicKeyInfo).
+#[derive(Debug, Clone, Copy)]
+pub enum Signer<'a> {
+    Certificate(&'a Cert),
+    Key(&'a [u8]),
+}
+
+/// What the log entries and timestamps of a bundle established.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// The (global) log index of the first entry.
+    pub log_index: Option<u64>,
+    /// Every verified signing time, seconds since the epoch.
+    pub times: Vec<u64>,
+}
+
+/// A keyless signature that verified: the identity it matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeylessVerified {
+    pub issuer: String,
+    pub subject: String,
+    pub evidence: Evidence,
+}
+
+/// One certificate or timestamp authority that did not vouch, and why.
+#[derive(Debug)]
+pub struct ChainRejection {
+    pub authority: String,
+    pub error: Box<KeylessError>,
+}
+
+impl fmt::Display for ChainRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "authority {}: {}",
+            self.authority,
+            crate::util::error_chain(&*self.error)
+        )
+    }
+}
+
+/// The index of the first of `authorities` that `vouches` for, or why each did not.
+fn first_vouching(
+    authorities: &[root::CertAuthority],
+    vouches: impl Fn(&root::CertAuthority) -> Result<(), KeylessError>,
+) -> Result<usize, Vec<ChainRejection>> {
+    let mut rejections = Vec::new();
+    for (index, authority) in authorities.iter().enumerate() {
+        match vouches(authority) {
+            Ok(()) => return Ok(index),
+            Err(error) => rejections.push(ChainRejection {
+                authority: authority.name(index),
+                error: Box::new(error),
+            }),
+        }
+    }
+    Err(rejections)
+}
+
+fn rejection_list(list: &[ChainRejection]) -> String {
+    if list.is_empty() {
+        return "the trusted root lists none".to_string();
+    }
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a keyless signature, a log entry or a timestamp did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum KeylessError {
+    #[error("the {what} is not valid base64")]
+    Base64 {
+        what: &'static str,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("the {what} is not a valid {expected}")]
+    Der {
+        what: String,
+        expected: &'static str,
+        #[source]
+        source: der::Error,
+    },
+    #[error("the {what} uses {algorithm}, which berth does not verify")]
+    Algorithm { what: String, algorithm: String },
+    #[error("the {what} is not made with a valid public key")]
+    PublicKey {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("the {what} is not a DER-encoded ECDSA signature")]
+    SignatureDer {
+        what: String,
+        #[source]
+        source: p256::ecdsa::Error,
+    },
+    #[error("the {what} does not verify")]
+    BadSignature { what: String },
+    #[error(
+        "the signing time {time} is outside the validity of the {what} ({not_before} to {not_after})"
+    )]
+    OutsideValidity {
+        what: String,
+        time: String,
+        not_before: String,
+        not_after: String,
+    },
+    #[error("the certificate's issuer `{issuer}` is not the next certificate `{parent}`")]
+    IssuerName { issuer: String, parent: String },
+    #[error("certificate {certificate} is not a certificate authority (basicConstraints)")]
+    NotCa { certificate: String },
+    #[error("certificate {certificate} is not for {usage} (extended key usage)")]
+    Usage { certificate: String, usage: String },
+    #[error("the certificate has no OIDC issuer extension (1.3.6.1.4.1.57264.1.8 or .1.1)")]
+    NoIssuer,
+    #[error(
+        "the certificate does not chain to a certificate authority of the trusted root at {time}: {}",
+        rejection_list(rejections)
+    )]
+    NoChain {
+        time: String,
+        rejections: Vec<ChainRejection>,
+    },
+    #[error("it is trusted {valid_for}, not at {time}")]
+    AuthorityTime { time: String, valid_for: String },
+    #[error("the bundle carries no transparency-log entry (a keyless signature needs one)")]
+    NoLogEntry,
+    #[error("the log entry is from log {log_id}, which the trusted root does not list")]
+    UnknownLog { log_id: String },
+    #[error(
+        "the log entry of {log} has no signed entry timestamp (a Rekor v2 log): berth does not verify Rekor v2 entries yet"
+    )]
+    RekorV2 { log: String },
+    #[error("the trusted root gives no key for log {log}")]
+    LogWithoutKey { log: String },
+    #[error(
+        "the log entry's integrated time {time} is outside the trust of log {log}'s key ({valid_for})"
+    )]
+    LogKeyTime {
+        log: String,
+        time: String,
+        valid_for: String,
+    },
+    #[error("the log entry has no inclusion proof")]
+    NoInclusionProof,
+    #[error("the log entry's inclusion proof does not verify: {problem}")]
+    Inclusion { problem: &'static str },
+    #[error("the log entry's checkpoint {problem}")]
+    Checkpoint { problem: &'static str },
+    #[error("the log entry's body is not a dsse or hashedrekord entry (JSON)")]
+    BodyJson(#[source] serde_json::Error),
+    #[error("the log entry is a `{found}` entry, not `{expected}`")]
+    BodyKind { found: String, expected: String },
+    #[error(
+        "the log entry's {field} is not the bundle's: the entry is not bound to this signature"
+    )]
+    Binding { field: &'static str },
+    #[error("the timestamp {problem}")]
+    Timestamp { problem: &'static str },
+    #[error("the timestamp's message imprint is not the hash of the signature")]
+    Imprint,
+    #[error(
+        "the timestamp (time {time}) is not signed by a timestamp authority of the trusted root: {}",
+        rejection_list(rejections)
+    )]
+    NoTimestampAuthority {
+        time: String,
+        rejections: Vec<ChainRejection>,
+    },
+    #[error("`{pattern}` is not a valid regular expression")]
+    Regex {
+        pattern: String,
+        #[source]
+        source: regex_lite::Error,
+    },
+    #[error("no trusted identities are configured (policy.trusted_identities)")]
+    NoTrustedIdentities,
+    #[error(
+        "the certificate names identity {issuer}={}, which is not trusted (expected {})",
+        subjects.join(","),
+        expected.join(" or ")
+    )]
+    Identity {
+        issuer: String,
+        subjects: Vec<String>,
+        expected: Vec<String>,
+    },
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of `t` seconds since the epoch.
+pub(crate) fn rfc3339(t: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn decode(what: &'static str, text: &str) -> Result<Vec<u8>, KeylessError> {
+    STANDARD
+        .decode(text)
+        .map_err(|source| KeylessError::Base64 { what, source })
+}
+
+/// A bundle's log entries and timestamps (base64 `signedTimestamp`s).
+#[derive(Debug, Clone, Copy)]
+pub struct Material<'a> {
+    pub entries: &'a [TlogEntry],
+    pub timestamps: &'a [String],
+}
+
+/// Verifies every log entry and timestamp of a bundle for `artifact` by `signer`.
+pub fn verify_evidence(
+    material: &Material<'_>,
+    artifact: &Artifact<'_>,
+    signer: &Signer<'_>,
+    root: &TrustedRoot,
+) -> Result<Evidence, KeylessError> {
+    let mut evidence = Evidence::default();
+    for entry in material.entries {
+        let time = rekor::verify_entry(entry, artifact, signer, root)?;
+        evidence.log_index.get_or_insert(entry.log_index.0);
+        evidence.times.push(time);
+    }
+    for ts in material.timestamps {
+        let resp = decode("timestamp", ts)?;
+        evidence.times.push(tsa::verify_timestamp(
+            &resp,
+            artifact.signature(),
+            &root.tsas,
+        )?);
+    }
+    Ok(evidence)
+}
+
+/// Parses the bundle's certificate (base64 DER).
+pub fn parse_certificate(b64: &str) -> Result<Cert, KeylessError> {
+    Cert::parse(decode("certificate", b64)?, "bundle's certificate")
+}
+
+/// Verifies a keyless DSSE signature: the signature of `artifact` over its
+/// pre-authentication encoding `pae` by `leaf`, then the evidence, the certificate at
+/// every signing time, and its identity against `identities`.
+pub fn verify_keyless(
+    leaf: &Cert,
+    pae: &[u8],
+    artifact: &Artifact<'_>,
+    material: &Material<'_>,
+    root: &TrustedRoot,
+    identities: &[IdentityMatcher],
+) -> Result<KeylessVerified, KeylessError> {
+    if identities.is_empty() {
+        return Err(KeylessError::NoTrustedIdentities);
+    }
+    let spki = leaf.spki()?;
+    let what = "DSSE signature (with the certificate's key)";
+    let hash = x509::Hash::of_key(&spki, what)?;
+    x509::verify_ecdsa(&spki, hash, pae, artifact.signature(), what)?;
+    if material.entries.is_empty() {
+        return Err(KeylessError::NoLogEntry);
+    }
+    let evidence = verify_evidence(material, artifact, &Signer::Certificate(leaf), root)?;
+    leaf.require_usage(x509::EKU_CODE_SIGNING, "codeSigning")?;
+    for &t in &evidence.times {
+        leaf.require_valid_at(t, "certificate")?;
+        x509::chain(leaf, &root.cas, t)?;
+    }
+    let (issuer, subjects) = leaf.identity()?;
+    let subject = subjects
+        .iter()
+        .find(|s| identities.iter().any(|m| m.matches(&issuer, s)))
+        .cloned()
+        .ok_or_else(|| KeylessError::Identity {
+            issuer: issuer.clone(),
+            subjects: subjects.clone(),
+            expected: identities.iter().map(ToString::to_string).collect(),
+        })?;
+    Ok(KeylessVerified {
+        issuer,
+        subject,
+        evidence,
+    })
+}
