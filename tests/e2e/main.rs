@@ -20,6 +20,7 @@ mod gc;
 mod health;
 mod hostile;
 mod hostside;
+mod keyless;
 mod network;
 mod ops;
 mod outcome;

@@ -12,7 +12,7 @@ use berth_e2e::live::LiveNode;
 use berth_e2e::run_berth;
 
 /// A container the restricted profile allows but for its image's signature.
-const WEB: &str = r#"
+pub(crate) const WEB: &str = r#"
 [container.web]
 image = "IMAGE"
 command = ["/bin/sleep", "3600"]
