@@ -359,14 +359,41 @@ pub fn signature_gate(
     Ok(Some(check))
 }
 
+/// Who verified: the key names, and each keyless identity with its issuer and log index.
+fn verified_by(v: &prepare::Verifiers) -> String {
+    if !v
+        .vouchers
+        .iter()
+        .any(|x| matches!(x, Voucher::Identity { .. }))
+    {
+        return v.join(", ");
+    }
+    v.vouchers
+        .iter()
+        .map(|x| match x {
+            Voucher::Key { name, .. } => name.clone(),
+            identity => identity.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The keyless identities that verified, for JSON.
+fn identities(v: &prepare::Verifiers) -> Vec<&Voucher> {
+    v.vouchers
+        .iter()
+        .filter(|x| matches!(x, Voucher::Identity { .. }))
+        .collect()
+}
+
 pub fn check_text(c: &SignatureCheck) -> String {
     match c {
         SignatureCheck::Verified(v) if v.unchecked.is_empty() => {
-            format!("signature verified by {}", v.join(", "))
+            format!("signature verified by {}", verified_by(v))
         }
         SignatureCheck::Verified(v) => format!(
             "signature verified by {} (judged by the key alone; not checked yet: the bundle's {})",
-            v.join(", "),
+            verified_by(v),
             v.unchecked.join(", "),
         ),
         SignatureCheck::Failed(reason) => format!("signature does not verify: {reason}"),
@@ -374,6 +401,17 @@ pub fn check_text(c: &SignatureCheck) -> String {
 }
 
 pub fn check_json(c: Option<&SignatureCheck>) -> serde_json::Value {
+    let mut json = check_json_keys(c);
+    if let Some(SignatureCheck::Verified(v)) = c {
+        let ids = identities(v);
+        if !ids.is_empty() {
+            json["identities"] = serde_json::json!(ids);
+        }
+    }
+    json
+}
+
+fn check_json_keys(c: Option<&SignatureCheck>) -> serde_json::Value {
     match c {
         None => serde_json::json!({"status": "not-checked"}),
         Some(SignatureCheck::Verified(v)) if v.unchecked.is_empty() => {
@@ -434,5 +472,34 @@ mod tests {
             check_json(Some(&logged))["unchecked"],
             serde_json::json!(["timestamp", "transparency-log entry"])
         );
+    }
+
+    #[test]
+    fn a_keyless_identity_is_shown_with_its_issuer_and_log_index() {
+        let identity = Voucher::Identity {
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            subject: "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+                .into(),
+            log_index: Some(42),
+        };
+        let key = Voucher::Key {
+            name: "release.pub".into(),
+            fingerprint: "sha256:00".into(),
+        };
+        let v = SignatureCheck::Verified(Verifiers {
+            keys: vec![identity.name(), key.name()],
+            vouchers: vec![key, identity],
+            unchecked: Vec::new(),
+        });
+        assert_eq!(
+            check_text(&v),
+            "signature verified by release.pub, identity \
+             https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1 \
+             (issuer https://token.actions.githubusercontent.com, log index 42)"
+        );
+        let j = check_json(Some(&v));
+        assert_eq!(j["identities"][0]["kind"], "identity", "{j}");
+        assert_eq!(j["identities"][0]["log_index"], 42, "{j}");
+        assert_eq!(j["identities"].as_array().unwrap().len(), 1, "{j}");
     }
 }
