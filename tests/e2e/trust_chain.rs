@@ -12,7 +12,10 @@
 //!   key back it exits 0. The same for the commit's signer removed from
 //!   `allowed_signers`: the follower's own check on the recorded commit refuses it.
 //!
-//! The node's `default` network is 10.251.55.0/24.
+//! The running agent (`berth-agentd`, through its API) shows the chains too: on a node
+//! that requires no signature, both links read "not required".
+//!
+//! The nodes' `default` networks are 10.251.55.0/24 and 10.251.56.0/24.
 //!
 //! Debian packages: `git`, `openssh-client`, `openssl`, `docker-registry`, `runc`.
 
@@ -360,4 +363,40 @@ fn the_chain_of_a_running_container_is_shown_and_verified_again() {
     std::fs::write(&signers, allowed_signer("ops@berth.example", "", &ops)).unwrap();
     let back = node.berth(&["audit", "--live", "--verify"]);
     assert_eq!(back.code, 0, "{}", show(&back));
+}
+
+/// The running agent answers `berth status` (`GET /v1/status`, from `berth-agentd`)
+/// with the chains too; on a node that requires no signature both links read "not
+/// required", never left out.
+#[test]
+fn the_agent_shows_the_links_it_does_not_require() {
+    let Some(mut h) = crate::agent_daemon::Host::on("10.251.56", "") else {
+        return;
+    };
+    h.sleeper("web", 1000);
+    let commit = h.push("web, unsigned");
+    h.follow(&h.repo.file_url());
+    h.start();
+    h.wait_converged(&commit);
+    let r = h.node.berth(&["status", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", show(&r));
+    let v = json(&r);
+    assert_eq!(v["agent"], "running", "{v:#}");
+    let c = chain_of(&v, "web");
+    assert_eq!(c["commit"], commit.as_str(), "{c:#}");
+    assert_eq!(c["commit_signer"]["status"], "not-required", "{c:#}");
+    assert_eq!(c["image_signature"]["status"], "not-required", "{c:#}");
+    assert!(
+        c["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{c:#}"
+    );
+    let text = h.node.berth(&["status"]);
+    for line in [
+        "    signer:       not required (no source.allowed_signers or trusted_pgp_keys)",
+        "    image signer: not required (no policy.trusted_keys or trusted_identities)",
+    ] {
+        assert!(text.stdout.contains(line), "{line}\n{}", show(&text));
+    }
 }
