@@ -684,3 +684,34 @@ fn inclusion_proofs_follow_rfc_9162() {
     assert!(rekor::verify_inclusion(3, 3, l2, std::slice::from_ref(&n01), &root).is_err());
     assert!(rekor::verify_inclusion(2, 3, l2, &[n01.clone(), n01], &root).is_err());
 }
+
+/// The chain check alone (the log entry's binding catches a changed certificate first in
+/// the bundle): a flipped to-be-signed byte breaks the issuer's signature, and the
+/// certificate is valid only during its ten minutes, bounds included.
+#[test]
+fn the_chain_check_alone_refuses_a_changed_certificate() {
+    let Some(f) = fixtures() else { return };
+    let root = root_of(&f.root);
+    let der = || {
+        B64.decode(f.keyless.pointer(CERT).unwrap().as_str().unwrap())
+            .unwrap()
+    };
+    let leaf = x509::Cert::parse(der(), "leaf").unwrap();
+    assert_eq!(x509::chain(&leaf, &root.cas, SIGNED_AT).unwrap(), 1);
+    let (not_before, not_after) = leaf.validity();
+    assert_eq!((not_before, not_after), (SIGNED_AT, SIGNED_AT + 600));
+    leaf.require_valid_at(not_after, "certificate").unwrap();
+    assert!(leaf.require_valid_at(not_after + 1, "certificate").is_err());
+    let mut flipped = der();
+    let i = find(&flipped, b"kubewarden-controller/.github");
+    flipped[i] ^= 1;
+    let changed = x509::Cert::parse(flipped, "leaf").unwrap();
+    let err = x509::chain(&changed, &root.cas, SIGNED_AT).unwrap_err();
+    assert!(
+        crate::util::error_chain(&err).contains("does not verify"),
+        "{err}"
+    );
+    // Outside every authority's validFor: the first is trusted until 2022 only.
+    let err = x509::chain(&leaf, &root.cas[..1], SIGNED_AT).unwrap_err();
+    assert!(crate::util::error_chain(&err).contains("not at"), "{err}");
+}
