@@ -172,7 +172,7 @@ impl Cert {
         )
     }
 
-    /// The subject's common name, else the whole subject, for messages.
+    /// The subject name (empty for Fulcio leaves), for messages.
     pub(super) fn subject_name(&self) -> String {
         self.parsed.tbs_certificate().subject().to_string()
     }
