@@ -19,10 +19,10 @@ mod reconcile;
 mod runtime;
 mod source;
 mod storage;
-mod trust;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
+mod trust;
 mod util;
 
 /// What berth itself creates has explicit modes (docs/layout.md); this covers what the

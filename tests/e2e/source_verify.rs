@@ -403,10 +403,7 @@ fn source_verify_reads_the_node_config_and_finds_the_repository_upwards() {
         &["--config", config.to_str().unwrap(), "source", "verify"],
     );
     assert_eq!(run.code, 3, "{run:?}");
-    assert!(
-        run.stderr.contains("no keys to verify against"),
-        "{run:?}"
-    );
+    assert!(run.stderr.contains("no keys to verify against"), "{run:?}");
 }
 
 #[test]

@@ -131,7 +131,11 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
                 Some(s) => format!(
                     "  signer:  {} ({}{}, {} signature)",
                     s.principal,
-                    if s.kind == "openpgp" { "OpenPGP key " } else { "" },
+                    if s.kind == "openpgp" {
+                        "OpenPGP key "
+                    } else {
+                        ""
+                    },
                     s.key,
                     s.object
                 ),
