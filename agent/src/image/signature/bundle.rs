@@ -322,7 +322,7 @@ pub fn verify_bundle(
         Some(BUNDLE_MEDIA_TYPE | BUNDLE_MEDIA_TYPE_PARAM) => {}
         Some(other) => {
             return Err(BundleError::MediaType {
-                found: other.to_string(),
+                found: keyless::shown(other),
             });
         }
     }
@@ -339,7 +339,7 @@ pub fn verify_bundle(
     };
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
         return Err(BundleError::PayloadType {
-            found: envelope.payload_type.clone(),
+            found: keyless::shown(&envelope.payload_type),
         });
     }
     let payload = decode_base64(&envelope.payload).map_err(|source| BundleError::Base64 {
@@ -462,27 +462,44 @@ fn verify_keyless(
     })?;
     let entries = tlog_entries(material)?;
     let timestamps = timestamps(material)?;
-    let verified = keyless::verify_keyless(
+    let artifact = Artifact::Dsse {
+        payload,
+        signature: &sig,
+    };
+    let not_verified = |e| BundleError::KeylessNotVerified(Box::new(e));
+    // Cheap checks first: the signature by the certificate's key, its identity and the
+    // digest the statement signs; the log entries, timestamps and chain last.
+    let claimed = keyless::verify_signer(
         &leaf,
         &pae(IN_TOTO_PAYLOAD_TYPE, payload),
-        &Artifact::Dsse {
-            payload,
-            signature: &sig,
-        },
+        &artifact,
+        &trust.identities,
+    )
+    .map_err(not_verified)?;
+    check_statement(
+        payload,
+        digest,
+        &format!(
+            "the certificate of {} (issuer {})",
+            claimed.subject, claimed.issuer
+        ),
+    )?;
+    let verified = keyless::verify_keyless(
+        &leaf,
+        claimed,
+        &artifact,
         &Material {
             entries: &entries,
             timestamps: &timestamps,
         },
         root,
-        &trust.identities,
     )
-    .map_err(|e| BundleError::KeylessNotVerified(Box::new(e)))?;
+    .map_err(not_verified)?;
     let voucher = Voucher::Identity {
         issuer: verified.issuer,
         subject: verified.subject,
         log_index: verified.evidence.log_index,
     };
-    check_statement(payload, digest, &voucher.to_string())?;
     Ok(BundleVerified {
         voucher,
         log_index: verified.evidence.log_index,
@@ -629,13 +646,13 @@ fn check_statement(payload: &[u8], digest: &str, signer: &str) -> Result<(), Bun
     if statement.statement_type != STATEMENT_V1 && statement.statement_type != STATEMENT_V01 {
         return Err(BundleError::StatementType {
             key: name(),
-            found: statement.statement_type,
+            found: keyless::shown(&statement.statement_type),
         });
     }
     if statement.predicate_type != COSIGN_SIGN_PREDICATE {
         return Err(BundleError::Attestation {
             key: name(),
-            predicate: statement.predicate_type,
+            predicate: keyless::shown(&statement.predicate_type),
         });
     }
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -643,7 +660,7 @@ fn check_statement(payload: &[u8], digest: &str, signer: &str) -> Result<(), Bun
         .subject
         .iter()
         .filter_map(|s| s.digest.get("sha256"))
-        .map(|h| format!("sha256:{h}"))
+        .map(|h| format!("sha256:{}", keyless::shown(h)))
         .collect();
     if found.iter().any(|f| f.strip_prefix("sha256:") == Some(hex)) {
         Ok(())

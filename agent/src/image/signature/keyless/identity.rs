@@ -39,12 +39,14 @@ impl IdentityMatcher {
 
     /// Any subject the whole of which `pattern` matches, issued by `issuer`.
     pub fn regex(issuer: impl Into<String>, pattern: &str) -> Result<Self, KeylessError> {
-        let anchored = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(|source| {
-            KeylessError::Regex {
-                pattern: pattern.to_string(),
-                source,
-            }
-        })?;
+        let invalid = |source| KeylessError::Regex {
+            pattern: pattern.to_string(),
+            source,
+        };
+        // The bare pattern first: `a)|(b` is invalid alone but valid once wrapped, and
+        // would then match far more than anchored `a` or `b`.
+        regex_lite::Regex::new(pattern).map_err(invalid)?;
+        let anchored = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)?;
         Ok(IdentityMatcher {
             issuer: issuer.into(),
             subject: Subject::Regex {

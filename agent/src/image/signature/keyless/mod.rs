@@ -33,8 +33,12 @@ mod x509;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
+mod forged_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use base64::Engine;
@@ -186,10 +190,32 @@ pub enum KeylessError {
     IssuerName { issuer: String, parent: String },
     #[error("certificate {certificate} is not a certificate authority (basicConstraints)")]
     NotCa { certificate: String },
+    #[error(
+        "certificate {certificate} allows {max} intermediate authorities below it (pathLenConstraint), the chain has {below}"
+    )]
+    PathLength {
+        certificate: String,
+        max: u8,
+        below: usize,
+    },
+    #[error("certificate {certificate} may not sign certificates (keyUsage without keyCertSign)")]
+    NoKeyCertSign { certificate: String },
+    #[error("{certificate} is a certificate authority (basicConstraints cA), not a signer")]
+    LeafIsCa { certificate: String },
+    #[error(
+        "certificate {certificate} has the critical extension {oid}, which berth does not process"
+    )]
+    CriticalExtension { certificate: String, oid: String },
+    #[error("the {what} has the extension {oid} twice")]
+    DuplicateExtension { what: String, oid: String },
     #[error("certificate {certificate} is not for {usage} (extended key usage)")]
     Usage { certificate: String, usage: String },
     #[error("the certificate has no OIDC issuer extension (1.3.6.1.4.1.57264.1.8 or .1.1)")]
     NoIssuer,
+    #[error(
+        "the certificate (issuer {issuer}) has no URI, e-mail or username (1.3.6.1.4.1.57264.1.7) subject alternative name: it names no identity"
+    )]
+    NoSubject { issuer: String },
     #[error(
         "the certificate does not chain to a certificate authority of the trusted root at {time}: {}",
         rejection_list(rejections)
@@ -205,9 +231,13 @@ pub enum KeylessError {
     #[error("the log entry is from log {log_id}, which the trusted root does not list")]
     UnknownLog { log_id: String },
     #[error(
-        "the log entry of {log} has no signed entry timestamp (a Rekor v2 log): berth does not verify Rekor v2 entries yet"
+        "the log entry is from {log}, a Rekor v2 log (an Ed25519 key or a `0.0.2` entry): berth verifies only Rekor v1 entries; sign with a Rekor v1 log"
     )]
     RekorV2 { log: String },
+    #[error(
+        "the log entry of {log} has no signed entry timestamp (inclusion promise), which a Rekor v1 entry carries"
+    )]
+    NoPromise { log: String },
     #[error("the trusted root gives no key for log {log}")]
     LogWithoutKey { log: String },
     #[error(
@@ -250,6 +280,14 @@ pub enum KeylessError {
         #[source]
         source: regex_lite::Error,
     },
+    #[error("the bundle carries {count} {what}; berth reads at most {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("the bundle carries the same {what} twice")]
+    Duplicate { what: &'static str },
     #[error("no trusted identities are configured (policy.trusted_identities)")]
     NoTrustedIdentities,
     #[error(
@@ -264,10 +302,20 @@ pub enum KeylessError {
     },
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` of `t` seconds since the epoch.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const MAX_RFC3339: u64 = 253_402_300_799;
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of `t` seconds since the epoch; a time past the year 9999
+/// (which only a forged, unsigned field can carry) as `<t> seconds since the epoch`.
+/// Total: never panics.
 pub(crate) fn rfc3339(t: u64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
-    humantime::format_rfc3339_seconds(at).to_string()
+    if t > MAX_RFC3339 {
+        return format!("{t} seconds since the epoch");
+    }
+    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(t)) {
+        Some(at) => humantime::format_rfc3339_seconds(at).to_string(),
+        None => format!("{t} seconds since the epoch"),
+    }
 }
 
 fn decode(what: &'static str, text: &str) -> Result<Vec<u8>, KeylessError> {
@@ -283,13 +331,59 @@ pub struct Material<'a> {
     pub timestamps: &'a [String],
 }
 
-/// Verifies every log entry and timestamp of a bundle for `artifact` by `signer`.
+/// The most transparency-log entries a bundle may carry (sigstore-go's
+/// `MaxAllowedTlogEntries`); a real one carries one.
+pub const MAX_TLOG_ENTRIES: usize = 32;
+/// The most RFC 3161 timestamps a bundle may carry (sigstore-go's
+/// `MaxAllowedTimestamps`); a real one carries at most one.
+pub const MAX_TIMESTAMPS: usize = 32;
+
+/// Refuses more entries or timestamps than a bundle carries, and repeated ones, before
+/// any of them costs a signature check.
+fn check_counts(material: &Material<'_>) -> Result<(), KeylessError> {
+    if material.entries.len() > MAX_TLOG_ENTRIES {
+        return Err(KeylessError::TooMany {
+            what: "transparency-log entries",
+            count: material.entries.len(),
+            max: MAX_TLOG_ENTRIES,
+        });
+    }
+    if material.timestamps.len() > MAX_TIMESTAMPS {
+        return Err(KeylessError::TooMany {
+            what: "timestamps",
+            count: material.timestamps.len(),
+            max: MAX_TIMESTAMPS,
+        });
+    }
+    let (mut places, mut bodies) = (BTreeSet::new(), BTreeSet::new());
+    for e in material.entries {
+        let place = places.insert((e.log_id.key_id.as_str(), e.log_index.0));
+        if !place || !bodies.insert(e.canonicalized_body.as_str()) {
+            return Err(KeylessError::Duplicate {
+                what: "transparency-log entry",
+            });
+        }
+    }
+    let mut timestamps = BTreeSet::new();
+    if !material
+        .timestamps
+        .iter()
+        .all(|t| timestamps.insert(t.as_str()))
+    {
+        return Err(KeylessError::Duplicate { what: "timestamp" });
+    }
+    Ok(())
+}
+
+/// Verifies every log entry and timestamp of a bundle for `artifact` by `signer`. The
+/// times of the evidence are sorted and distinct.
 pub fn verify_evidence(
     material: &Material<'_>,
     artifact: &Artifact<'_>,
     signer: &Signer<'_>,
     root: &TrustedRoot,
 ) -> Result<Evidence, KeylessError> {
+    check_counts(material)?;
     let mut evidence = Evidence::default();
     for entry in material.entries {
         let time = rekor::verify_entry(entry, artifact, signer, root)?;
@@ -304,6 +398,8 @@ pub fn verify_evidence(
             &root.tsas,
         )?);
     }
+    evidence.times.sort_unstable();
+    evidence.times.dedup();
     Ok(evidence)
 }
 
@@ -312,17 +408,24 @@ pub fn parse_certificate(b64: &str) -> Result<Cert, KeylessError> {
     Cert::parse(decode("certificate", b64)?, "bundle's certificate")
 }
 
-/// Verifies a keyless DSSE signature: the signature of `artifact` over its
-/// pre-authentication encoding `pae` by `leaf`, then the evidence, the certificate at
-/// every signing time, and its identity against `identities`.
-pub fn verify_keyless(
+/// The identity a certificate names, matched against a trusted identity; not yet
+/// chained to a certificate authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedIdentity {
+    pub issuer: String,
+    pub subject: String,
+}
+
+/// The cheap half of a keyless signature, done before any log entry, timestamp or
+/// chain is checked: the signature of `artifact` over its pre-authentication encoding
+/// `pae` by `leaf`, the leaf's code-signing usage, and its identity against
+/// `identities`. What it returns is only a claim until [`verify_keyless`] succeeds.
+pub fn verify_signer(
     leaf: &Cert,
     pae: &[u8],
     artifact: &Artifact<'_>,
-    material: &Material<'_>,
-    root: &TrustedRoot,
     identities: &[IdentityMatcher],
-) -> Result<KeylessVerified, KeylessError> {
+) -> Result<ClaimedIdentity, KeylessError> {
     if identities.is_empty() {
         return Err(KeylessError::NoTrustedIdentities);
     }
@@ -330,28 +433,56 @@ pub fn verify_keyless(
     let what = "DSSE signature (with the certificate's key)";
     let hash = x509::Hash::of_key(&spki, what)?;
     x509::verify_ecdsa(&spki, hash, pae, artifact.signature(), what)?;
-    if material.entries.is_empty() {
-        return Err(KeylessError::NoLogEntry);
-    }
-    let evidence = verify_evidence(material, artifact, &Signer::Certificate(leaf), root)?;
     leaf.require_usage(x509::EKU_CODE_SIGNING, "codeSigning")?;
-    for &t in &evidence.times {
-        leaf.require_valid_at(t, "certificate")?;
-        x509::chain(leaf, &root.cas, t)?;
-    }
     let (issuer, subjects) = leaf.identity()?;
     let subject = subjects
         .iter()
         .find(|s| identities.iter().any(|m| m.matches(&issuer, s)))
         .cloned()
         .ok_or_else(|| KeylessError::Identity {
-            issuer: issuer.clone(),
-            subjects: subjects.clone(),
+            issuer: shown(&issuer),
+            subjects: subjects.iter().map(|s| shown(s)).collect(),
             expected: identities.iter().map(ToString::to_string).collect(),
         })?;
+    Ok(ClaimedIdentity { issuer, subject })
+}
+
+/// The expensive half of a keyless signature whose signer [`verify_signer`] accepted:
+/// its log entries and timestamps, then the certificate's validity and chain at every
+/// distinct verified signing time.
+pub fn verify_keyless(
+    leaf: &Cert,
+    claimed: ClaimedIdentity,
+    artifact: &Artifact<'_>,
+    material: &Material<'_>,
+    root: &TrustedRoot,
+) -> Result<KeylessVerified, KeylessError> {
+    if material.entries.is_empty() {
+        return Err(KeylessError::NoLogEntry);
+    }
+    let evidence = verify_evidence(material, artifact, &Signer::Certificate(leaf), root)?;
+    for &t in &evidence.times {
+        leaf.require_valid_at(t, "certificate")?;
+        x509::chain(leaf, &root.cas, t)?;
+    }
     Ok(KeylessVerified {
-        issuer,
-        subject,
+        issuer: claimed.issuer,
+        subject: claimed.subject,
         evidence,
     })
+}
+
+/// The longest text of a bundle (unsigned, or signed by a key not yet trusted) an
+/// error repeats.
+const MAX_SHOWN: usize = 200;
+
+/// `text` as an error may show it: control and bidirectional characters escaped
+/// (`berth_spec::diag::printable`), cut after [`MAX_SHOWN`] characters.
+pub(crate) fn shown(text: &str) -> String {
+    let cut: String = text.chars().take(MAX_SHOWN).collect();
+    let mut out = berth_spec::diag::printable(&cut).into_owned();
+    if cut.len() < text.len() {
+        out.push('…');
+    }
+    out
 }

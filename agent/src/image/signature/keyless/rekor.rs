@@ -4,8 +4,10 @@
 //! index) and included in the log (an RFC 6962 inclusion proof at the shard index,
 //! whose root a signed checkpoint names).
 //!
-//! Entries without a signed entry timestamp (Rekor v2 logs, Ed25519 checkpoints) are
-//! refused by name.
+//! Rekor v2 entries (a log whose key in the trusted root is Ed25519, or a `0.0.2`
+//! entry) are refused by name before anything else is read; a Rekor v1 entry without
+//! a signed entry timestamp is refused as such. At most [`MAX_CHECKPOINT_SIGNATURES`]
+//! checkpoint signature lines are read, and the first by the log's key decides.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -30,10 +32,9 @@ impl<'de> Deserialize<'de> for Int {
         }
         match Either::deserialize(d)? {
             Either::N(n) => Ok(Int(n)),
-            Either::S(s) => s
-                .parse()
-                .map(Int)
-                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an integer"))),
+            Either::S(s) => s.parse().map(Int).map_err(|_| {
+                serde::de::Error::custom(format!("`{}` is not an integer", super::shown(&s)))
+            }),
         }
     }
 }
@@ -150,27 +151,24 @@ pub(super) fn verify_entry(
         .iter()
         .find(|t| t.key_id == key_id)
         .ok_or_else(|| KeylessError::UnknownLog {
-            log_id: entry.log_id.key_id.clone(),
+            log_id: super::shown(&entry.log_id.key_id),
         })?;
-    let body_bytes = decode("log entry's body", &entry.canonicalized_body)?;
-    bind(&body_bytes, entry, artifact, signer)?;
-    let Some(promise) = &entry.inclusion_promise else {
+    // Rekor v2: an Ed25519 log key in the trusted root, or a v0.0.2 entry.
+    if log.details.contains("ED25519")
+        || log.spki.as_deref().is_some_and(is_ed25519)
+        || entry.kind_version.version == "0.0.2"
+    {
         return Err(KeylessError::RekorV2 { log: log_name(log) });
-    };
+    }
     let Some(spki) = &log.spki else {
         return Err(KeylessError::LogWithoutKey { log: log_name(log) });
     };
-    if log.details.contains("ED25519") {
-        return Err(KeylessError::RekorV2 { log: log_name(log) });
-    }
+    let Some(promise) = &entry.inclusion_promise else {
+        return Err(KeylessError::NoPromise { log: log_name(log) });
+    };
+    let body_bytes = decode("log entry's body", &entry.canonicalized_body)?;
+    bind(&body_bytes, entry, artifact, signer)?;
     let time = entry.integrated_time.0;
-    if !log.valid_for.contains(time) {
-        return Err(KeylessError::LogKeyTime {
-            log: log_name(log),
-            time: rfc3339(time),
-            valid_for: log.valid_for.to_string(),
-        });
-    }
     // The signed entry timestamp: RFC 8785 canonical JSON (keys sorted, no spaces) of
     // the body as its base64 text, the integrated time, the log id in lowercase hex and
     // the global log index. Base64 and hex need no JSON escaping.
@@ -192,6 +190,14 @@ pub(super) fn verify_entry(
         &set,
         "log entry's signed entry timestamp",
     )?;
+    // Only now is the integrated time the log's word, and worth naming.
+    if !log.valid_for.contains(time) {
+        return Err(KeylessError::LogKeyTime {
+            log: log_name(log),
+            time: rfc3339(time),
+            valid_for: log.valid_for.to_string(),
+        });
+    }
     let proof = entry
         .inclusion_proof
         .as_ref()
@@ -253,7 +259,7 @@ fn bind(
         || entry.kind_version.version != body.api_version
     {
         return Err(KeylessError::BodyKind {
-            found: format!("{} {}", body.kind, body.api_version),
+            found: super::shown(&format!("{} {}", body.kind, body.api_version)),
             expected: format!("{expected} 0.0.1"),
         });
     }
@@ -383,6 +389,10 @@ fn verify_checkpoint(
     };
     let text = &envelope[..split + 1];
     let mut lines = text.lines();
+    // The origin names the log (`rekor.sigstore.dev - <tree id>`); berth does not
+    // compare it: the signature by the log's own key over these lines, and the tree
+    // size and root they name, are what bind the checkpoint to the log. A log that
+    // signs a note under another origin still signs this root.
     let _origin = lines.next();
     let tree_size = lines.next().and_then(|l| l.parse::<u64>().ok());
     let tree_root = lines.next().and_then(|l| STANDARD.decode(l).ok());
@@ -390,8 +400,11 @@ fn verify_checkpoint(
         return fail("names another tree size or root hash than the inclusion proof");
     }
     let hint = log.key_id.get(..4).unwrap_or_default();
-    let mut found = false;
-    for line in envelope[split + 2..].lines() {
+    let signatures = &envelope[split + 2..];
+    if signatures.lines().count() > MAX_CHECKPOINT_SIGNATURES {
+        return fail("carries more signature lines than berth reads (16)");
+    }
+    for line in signatures.lines() {
         let Some(rest) = line.strip_prefix("\u{2014} ") else {
             return fail("has a signature line not starting with an em dash");
         };
@@ -411,10 +424,18 @@ fn verify_checkpoint(
             &sig[4..],
             "log checkpoint's signature",
         )?;
-        found = true;
+        // One signature by the log suffices; the others (witnesses) are not read.
+        return Ok(());
     }
-    if !found {
-        return fail("carries no signature by the log's key");
-    }
-    Ok(())
+    fail("carries no signature by the log's key")
+}
+
+/// The most signature lines a checkpoint may carry (the log's and a few witnesses').
+const MAX_CHECKPOINT_SIGNATURES: usize = 16;
+
+/// Whether `spki_der` is an Ed25519 key (the key of a Rekor v2 log).
+fn is_ed25519(spki_der: &[u8]) -> bool {
+    use der::Decode;
+    spki::SubjectPublicKeyInfoRef::from_der(spki_der)
+        .is_ok_and(|k| k.algorithm.oid == super::x509::ED25519)
 }

@@ -1,5 +1,7 @@
 //! The Sigstore trusted root (`trusted_root.json`, media type
-//! `application/vnd.dev.sigstore.trustedroot+json;version=0.1`): the transparency logs'
+//! `application/vnd.dev.sigstore.trustedroot+json;version=0.1` or `0.2`, required: a
+//! TUF `root.json` or a bundle is refused by name, as is a root with neither logs nor
+//! certificate authorities): the transparency logs'
 //! keys, the Fulcio certificate authorities and the timestamp authorities, each with the
 //! time range it is trusted for (`validFor`). Certificate-transparency logs (`ctlogs`)
 //! are read past: SCTs are not checked.
@@ -16,6 +18,10 @@ use serde_json::Value;
 
 use super::rfc3339;
 use super::x509::Cert;
+
+/// The media types of a trusted root berth reads.
+pub const TRUSTED_ROOT_V01: &str = "application/vnd.dev.sigstore.trustedroot+json;version=0.1";
+pub const TRUSTED_ROOT_V02: &str = "application/vnd.dev.sigstore.trustedroot+json;version=0.2";
 
 /// The largest trusted root read (the public-good one is under 8 KiB).
 pub const MAX_TRUSTED_ROOT: u64 = 1 << 20;
@@ -144,6 +150,26 @@ impl TrustedRoot {
             source,
         })?;
         let r = Reader { name };
+        match json.get("mediaType").and_then(Value::as_str) {
+            Some(TRUSTED_ROOT_V01 | TRUSTED_ROOT_V02) => {}
+            Some(other) => {
+                return Err(r.invalid(
+                    "mediaType".into(),
+                    format!(
+                        "is `{}`, not `{TRUSTED_ROOT_V01}` (or version=0.2): not a Sigstore trusted root",
+                        super::shown(other)
+                    ),
+                ));
+            }
+            None => {
+                return Err(r.invalid(
+                    "mediaType".into(),
+                    format!(
+                        "is missing: not a Sigstore trusted root (`{TRUSTED_ROOT_V01}`; a TUF root.json or a bundle is not one)"
+                    ),
+                ));
+            }
+        }
         let mut tlogs = Vec::new();
         for (i, t) in r.array(&json, "tlogs")?.iter().enumerate() {
             let at = format!("tlogs[{i}]");
@@ -161,11 +187,18 @@ impl TrustedRoot {
                 valid_for: r.valid_for(pk, &pk_at)?,
             });
         }
-        Ok(TrustedRoot {
+        let root = TrustedRoot {
             tlogs,
             cas: r.authorities(&json, "certificateAuthorities")?,
             tsas: r.authorities(&json, "timestampAuthorities")?,
-        })
+        };
+        if root.tlogs.is_empty() && root.cas.is_empty() {
+            return Err(r.invalid(
+                "tlogs".into(),
+                "and `certificateAuthorities` are both empty: the root trusts nothing",
+            ));
+        }
+        Ok(root)
     }
 }
 

@@ -13,20 +13,35 @@ use der::{Decode, Encode};
 use sha2::{Digest, Sha256, Sha384};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectAltName};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
 
 use super::root::CertAuthority;
 use super::{KeylessError, first_vouching, rfc3339};
 
 const P256: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
 const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
-const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
+pub(super) const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
 pub(super) const ECDSA_SHA256: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
 pub(super) const ECDSA_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
 /// Fulcio's OIDC issuer (v2): a DER UTF8String inside the extension value.
 const OIDC_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
 /// Fulcio's OIDC issuer (v1, deprecated): the raw string bytes, no DER wrapper.
 const OIDC_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
+/// Fulcio's username subject alternative name (an otherName holding a UTF8String).
+const FULCIO_USERNAME: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.7");
+/// The certificate-transparency poison of a precertificate (RFC 6962 §3.1).
+const PRECERT_POISON: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.3");
+/// Critical extensions berth processes or that constrain nothing it relies on: key
+/// usage, subject alternative name, basic constraints, extended key usage, subject and
+/// authority key identifiers.
+const KNOWN_CRITICAL: [Oid; 6] = [
+    Oid::new_unwrap("2.5.29.15"),
+    Oid::new_unwrap("2.5.29.17"),
+    Oid::new_unwrap("2.5.29.19"),
+    Oid::new_unwrap("2.5.29.37"),
+    Oid::new_unwrap("2.5.29.14"),
+    Oid::new_unwrap("2.5.29.35"),
+];
 pub(super) const EKU_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
 pub(super) const EKU_TIME_STAMPING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.8");
 
@@ -147,6 +162,17 @@ impl Cert {
             expected: "X.509 certificate",
             source,
         })?;
+        // RFC 5280 §4.2: an extension appears at most once; two subject alternative
+        // names could otherwise be read differently by two verifiers.
+        let mut seen = std::collections::BTreeSet::new();
+        for ext in parsed.tbs_certificate().extensions().into_iter().flatten() {
+            if !seen.insert(ext.extn_id) {
+                return Err(KeylessError::DuplicateExtension {
+                    what: what.to_string(),
+                    oid: ext.extn_id.to_string(),
+                });
+            }
+        }
         Ok(Cert { der, parsed })
     }
 
@@ -203,7 +229,9 @@ impl Cert {
         let (header, _) = tlv_len(&self.der).ok_or_else(bad)?;
         let inner = self.der.get(header..).ok_or_else(bad)?;
         let (h2, l2) = tlv_len(inner).ok_or_else(bad)?;
-        inner.get(..h2 + l2).ok_or_else(bad)
+        inner
+            .get(..h2.checked_add(l2).ok_or_else(bad)?)
+            .ok_or_else(bad)
     }
 
     /// Verifies that `issuer` signed this certificate (names and signature).
@@ -211,8 +239,8 @@ impl Cert {
         let tbs = self.parsed.tbs_certificate();
         if tbs.issuer() != issuer.parsed.tbs_certificate().subject() {
             return Err(KeylessError::IssuerName {
-                issuer: tbs.issuer().to_string(),
-                parent: issuer.subject_name(),
+                issuer: super::shown(&tbs.issuer().to_string()),
+                parent: super::shown(&issuer.subject_name()),
             });
         }
         let what = format!("signature of {} by {}", self.describe(), issuer.describe());
@@ -230,7 +258,7 @@ impl Cert {
         if s.is_empty() {
             "the leaf certificate".to_string()
         } else {
-            format!("`{s}`")
+            format!("`{}`", super::shown(&s))
         }
     }
 
@@ -259,14 +287,60 @@ impl Cert {
         Ok(None)
     }
 
-    /// Fails unless the certificate is a CA (basicConstraints cA).
-    fn require_ca(&self) -> Result<(), KeylessError> {
+    /// Fails unless the certificate is a CA (basicConstraints cA) that may sign
+    /// certificates (keyUsage keyCertSign, when it has a keyUsage) with `below`
+    /// intermediate CAs under it (pathLenConstraint).
+    fn require_ca(&self, below: usize) -> Result<(), KeylessError> {
+        let Some(b) = self.extension::<BasicConstraints>()?.filter(|b| b.ca) else {
+            return Err(KeylessError::NotCa {
+                certificate: self.describe(),
+            });
+        };
+        if let Some(max) = b.path_len_constraint
+            && below > usize::from(max)
+        {
+            return Err(KeylessError::PathLength {
+                certificate: self.describe(),
+                max,
+                below,
+            });
+        }
+        if let Some(usage) = self.extension::<KeyUsage>()?
+            && !usage.key_cert_sign()
+        {
+            return Err(KeylessError::NoKeyCertSign {
+                certificate: self.describe(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails when the certificate is a CA (a leaf signs, it does not issue).
+    fn require_not_ca(&self) -> Result<(), KeylessError> {
         match self.extension::<BasicConstraints>()? {
-            Some(b) if b.ca => Ok(()),
-            _ => Err(KeylessError::NotCa {
+            Some(b) if b.ca => Err(KeylessError::LeafIsCa {
                 certificate: self.describe(),
             }),
+            _ => Ok(()),
         }
+    }
+
+    /// Fails on a critical extension berth does not process (RFC 5280 §4.2), such as
+    /// the certificate-transparency precertificate poison.
+    fn require_known_critical(&self) -> Result<(), KeylessError> {
+        for ext in self.extensions().filter(|e| e.critical) {
+            if !KNOWN_CRITICAL.contains(&ext.extn_id) {
+                return Err(KeylessError::CriticalExtension {
+                    certificate: self.describe(),
+                    oid: if ext.extn_id == PRECERT_POISON {
+                        format!("{PRECERT_POISON} (a precertificate's poison)")
+                    } else {
+                        ext.extn_id.to_string()
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Fails unless the certificate's extended key usage includes `usage`.
@@ -281,7 +355,8 @@ impl Cert {
     }
 
     /// The Fulcio identity: the OIDC issuer (extension .1.8, else the older .1.1) and
-    /// the subject alternative names (URIs and e-mail addresses).
+    /// the subject alternative names (URIs, e-mail addresses and Fulcio usernames); a
+    /// certificate with none of them names no identity and is refused.
     pub(super) fn identity(&self) -> Result<(String, Vec<String>), KeylessError> {
         let mut v2 = None;
         let mut v1 = None;
@@ -308,12 +383,25 @@ impl Cert {
                             subjects.push(u.as_str().to_string())
                         }
                         GeneralName::Rfc822Name(e) => subjects.push(e.as_str().to_string()),
+                        // Fulcio's username SAN (cosign reads it as the subject too).
+                        GeneralName::OtherName(o) if o.type_id == FULCIO_USERNAME => {
+                            let u = o
+                                .value
+                                .decode_as::<der::asn1::Utf8StringRef<'_>>()
+                                .map_err(|e| {
+                                    bad("certificate's username (1.3.6.1.4.1.57264.1.7)", e)
+                                })?;
+                            subjects.push(u.as_str().to_string())
+                        }
                         _ => {}
                     }
                 }
             }
         }
         let issuer = v2.or(v1).ok_or(KeylessError::NoIssuer)?;
+        if subjects.is_empty() {
+            return Err(KeylessError::NoSubject { issuer });
+        }
         Ok((issuer, subjects))
     }
 }
@@ -353,10 +441,13 @@ fn chain_one(leaf: &Cert, ca: &CertAuthority, t: u64) -> Result<(), KeylessError
             valid_for: ca.valid_for.to_string(),
         });
     }
+    leaf.require_not_ca()?;
+    leaf.require_known_critical()?;
     let mut child = leaf;
-    for parent in &ca.chain {
+    for (below, parent) in ca.chain.iter().enumerate() {
         child.verify_issued_by(parent)?;
-        parent.require_ca()?;
+        parent.require_ca(below)?;
+        parent.require_known_critical()?;
         parent.require_valid_at(t, &format!("certificate {}", parent.describe()))?;
         child = parent;
     }
