@@ -13,7 +13,8 @@
 //!
 //! Exit: 0 no error-level violation (with `--since`: no new one); 1 error-level
 //! violations, errors in the tree or the policy, or (`--verify`) a trust chain that no
-//! longer holds; 2 usage; 3 an operational failure.
+//! longer holds; 2 usage; 3 an operational failure, or (`--verify`, nothing failing)
+//! a link of a trust chain that could not be checked.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -96,7 +97,7 @@ impl From<ConfigError> for Stop {
 
 pub fn run(cli: &Cli, args: &AuditArgs) -> ExitCode {
     match audit_run(cli, args) {
-        Ok(failed) => ExitCode::from(if failed { EXIT_FINDINGS } else { 0 }),
+        Ok(code) => ExitCode::from(code),
         Err(Stop::Invalid(diags)) => {
             for d in &diags {
                 println!("{d}");
@@ -114,7 +115,9 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> ExitCode {
     }
 }
 
-fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<bool, Stop> {
+/// The report's exit code: 1 when it fails, else 3 when a trust chain's link could
+/// not be checked, else 0.
+fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<u8, Stop> {
     let loaded = config::load(cli)?;
     let NodePolicy { policy, mode, host } = config::node_policy(&loaded, args.policy.as_deref())?;
     let ev = Evaluator::new(&policy, &host, config::today());
@@ -174,7 +177,13 @@ fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<bool, Stop> {
         }
     };
     write_out(args.output.as_deref(), &out)?;
-    Ok(report.failed())
+    Ok(if report.failed() {
+        EXIT_FINDINGS
+    } else if report.chains_unchecked() > 0 {
+        EXIT_FAILED
+    } else {
+        0
+    })
 }
 
 /// The `file://` URI of the audited directory (a file's parent), ending in `/`.

@@ -175,7 +175,7 @@ impl Details {
                 .log()
                 .display()
                 .to_string(),
-            trust_chain: crate::trust::of_container(state_dir, &r.name, &r.image.digest),
+            trust_chain: crate::trust::of_container(state_dir, r),
             spec: r.spec.clone(),
         }
     }

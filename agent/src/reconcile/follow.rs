@@ -469,21 +469,46 @@ fn record(
     info: RevisionInfo,
     report: Report,
 ) -> Result<FollowReport, FollowError> {
+    // A crash here leaves the pass applied and not recorded (e2e `trust_chain`).
+    super::host::failpoint("before-record");
     let cfg = &env.loaded.config;
     let state_dir = &cfg.runtime.state_dir;
+    let before_chains = before.map(|b| b.chains.clone()).unwrap_or_default();
+    // What runs now, to tell the instances this pass made or kept from ones another
+    // writer (`berth apply DIR`) put in their place since.
+    let running = crate::trust::record::running(state_dir)
+        .inspect_err(|e| tracing::warn!(target: "source", error = %crate::util::error_chain(e), "cannot read the container records; the trust chains recorded before are kept"))
+        .ok();
     let mut containers = before.map(|b| b.containers.clone()).unwrap_or_default();
-    runs(&mut containers, &report, &info.commit);
+    runs(&mut containers, &report, &info.commit, running.as_ref());
     // The time a revision was first applied stays its time.
     let applied_at = before
         .filter(|b| b.revision.commit == info.commit)
         .map_or_else(crate::util::rfc3339::now, |b| b.applied_at.clone());
-    let chains = crate::trust::record::after_pass(
-        state_dir,
-        &cfg.policy,
-        &before.map(|b| b.chains.clone()).unwrap_or_default(),
-        &containers,
-        &info,
-    );
+    // A signer is verified now only when the node requires one: a revision applied
+    // again (a fallback, or without a `[source]`) keeps the signer it was recorded
+    // with, which this pass did not check.
+    let signer = crate::trust::record::commit_link(cfg.source.as_ref(), info.signer.as_ref());
+    let chains = match &running {
+        Some(running) => crate::trust::record::after_pass(
+            state_dir,
+            &cfg.policy,
+            &before_chains,
+            &containers,
+            running,
+            &crate::trust::record::Wanted {
+                commit: &info.commit,
+                tag_object: info.tag_object.as_deref(),
+                signer: &signer,
+                desired: &report.desired,
+            },
+        ),
+        // Kept as they were: each is shown only while its own instance runs.
+        None => before_chains
+            .into_iter()
+            .filter(|(name, c)| c.commit.as_ref() == containers.get(name))
+            .collect(),
+    };
     let applied = Applied {
         schema_version: SCHEMA_VERSION,
         revision: info.clone(),
@@ -549,22 +574,58 @@ fn load_applied(state_dir: &Path) -> Result<Option<Applied>, FollowError> {
     }
 }
 
-/// Updates, per container, the commit of the revision it runs: a container created or
-/// recreated now runs `commit`; one removed runs nothing; one left as it was keeps the
-/// revision it ran (a blocked change keeps the old version running).
-fn runs(containers: &mut BTreeMap<String, String>, report: &Report, commit: &str) {
+/// Updates, per container, the commit of the revision it runs: a container whose
+/// running instance is the one this pass wanted (created, recreated, started or left
+/// unchanged) runs `commit`; one whose running instance is another (a writer such as
+/// `berth apply DIR` replaced it after the pass) runs no commit of the source; one
+/// removed runs nothing; one kept at an older version (blocked, held, rolled back)
+/// keeps the revision it ran. Without the container records (`running`), a container
+/// created or recreated runs `commit` and the others keep theirs.
+fn runs(
+    containers: &mut BTreeMap<String, String>,
+    report: &Report,
+    commit: &str,
+    running: Option<&BTreeMap<String, crate::trust::Running>>,
+) {
     for (name, c) in &report.containers {
-        match &c.outcome {
-            ContainerOutcome::Created { .. } | ContainerOutcome::Recreated { .. } => {
-                containers.insert(name.clone(), commit.to_string());
-            }
-            ContainerOutcome::Removed => {
+        let wanted = match (running, report.desired.get(name)) {
+            (Some(r), Some(hash)) => Some(r.get(name).map(|r| &r.spec_hash) == Some(hash)),
+            _ => None,
+        };
+        match (&c.outcome, wanted) {
+            (ContainerOutcome::Removed, _) => {
                 containers.remove(name);
             }
-            ContainerOutcome::Unchanged
-            | ContainerOutcome::Started { .. }
-            | ContainerOutcome::Stopped { .. }
-            | ContainerOutcome::Deferred { .. } => {
+            (
+                ContainerOutcome::Created { .. }
+                | ContainerOutcome::Recreated { .. }
+                | ContainerOutcome::Unchanged
+                | ContainerOutcome::Started { .. }
+                | ContainerOutcome::Stopped { .. }
+                | ContainerOutcome::Deferred { .. },
+                Some(true),
+            )
+            | (ContainerOutcome::Created { .. } | ContainerOutcome::Recreated { .. }, None) => {
+                containers.insert(name.clone(), commit.to_string());
+            }
+            (
+                ContainerOutcome::Created { .. }
+                | ContainerOutcome::Recreated { .. }
+                | ContainerOutcome::Unchanged
+                | ContainerOutcome::Started { .. }
+                | ContainerOutcome::Stopped { .. }
+                | ContainerOutcome::Deferred { .. },
+                Some(false),
+            ) => {
+                containers.remove(name);
+            }
+            (
+                ContainerOutcome::Unchanged
+                | ContainerOutcome::Started { .. }
+                | ContainerOutcome::Stopped { .. }
+                | ContainerOutcome::Deferred { .. },
+                None,
+            ) => {
                 containers
                     .entry(name.clone())
                     .or_insert_with(|| commit.to_string());
@@ -715,5 +776,91 @@ fn lock_source(
             }
             Err(e) => return Err(lock_err(e.into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::outcome::ContainerReport;
+    use crate::trust::Running;
+
+    fn report(outcomes: &[(&str, ContainerOutcome)], desired: &[(&str, &str)]) -> Report {
+        Report {
+            revision: Revision {
+                id: "c2".into(),
+                source: "file:///repo#branch main".into(),
+            },
+            containers: outcomes
+                .iter()
+                .map(|(n, o)| {
+                    let r = ContainerReport {
+                        outcome: o.clone(),
+                        findings: Vec::new(),
+                        health: None,
+                    };
+                    (n.to_string(), r)
+                })
+                .collect(),
+            steps: Vec::new(),
+            networks: BTreeMap::new(),
+            findings: BTreeMap::new(),
+            converged: true,
+            next_pass: None,
+            desired: desired
+                .iter()
+                .map(|(n, h)| (n.to_string(), h.to_string()))
+                .collect(),
+        }
+    }
+
+    fn running(pairs: &[(&str, &str)]) -> BTreeMap<String, Running> {
+        pairs
+            .iter()
+            .map(|(n, h)| {
+                let r = Running {
+                    instance: format!("{n}-{h}"),
+                    spec_hash: h.to_string(),
+                    digest: "sha256:aa".into(),
+                };
+                (n.to_string(), r)
+            })
+            .collect()
+    }
+
+    /// Finding: a container left unchanged kept the commit it was recorded with, so
+    /// after a crash between the pass and its record (or with a record written before
+    /// chains were kept) it was never vouched for again at the revision it runs.
+    #[test]
+    fn an_unchanged_container_running_the_wanted_instance_moves_to_the_revision() {
+        let mut containers = BTreeMap::from([
+            ("web".to_string(), "c1".to_string()),
+            ("db".to_string(), "c0".to_string()),
+            ("api".to_string(), "c1".to_string()),
+        ]);
+        let r = report(
+            &[
+                ("web", ContainerOutcome::Unchanged),
+                (
+                    "db",
+                    ContainerOutcome::RolledBack {
+                        reason: "unhealthy".into(),
+                    },
+                ),
+                ("api", ContainerOutcome::Unchanged),
+            ],
+            &[("web", "h2"), ("db", "h9"), ("api", "h3")],
+        );
+        // web runs what c2 wants; db its last known good; api was replaced after
+        // the pass by another writer (`berth apply DIR`).
+        let run = running(&[("web", "h2"), ("db", "h1"), ("api", "hx")]);
+        runs(&mut containers, &r, "c2", Some(&run));
+        assert_eq!(containers.get("web").map(String::as_str), Some("c2"));
+        assert_eq!(containers.get("db").map(String::as_str), Some("c0"));
+        assert_eq!(containers.get("api"), None, "{containers:?}");
+        // Without the records: as before, a container left unchanged keeps its commit.
+        let mut containers = BTreeMap::from([("web".to_string(), "c1".to_string())]);
+        runs(&mut containers, &r, "c2", None);
+        assert_eq!(containers.get("web").map(String::as_str), Some("c1"));
     }
 }

@@ -199,6 +199,11 @@ pub struct Report {
     /// backoff); none when nothing waits. RFC 3339.
     #[serde(serialize_with = "optional_time_text")]
     pub next_pass: Option<Timestamp>,
+    /// Per container desired here (evaluated): the spec hash of the instance the pass
+    /// wanted, so that the follower records a trust chain only for an instance it
+    /// made or kept (`trust::record`), never for one another writer put in its place.
+    #[serde(skip)]
+    pub desired: BTreeMap<String, String>,
 }
 
 impl Report {
@@ -759,6 +764,12 @@ fn report(planned: &Planned, outcome: Outcome, durations: &BTreeMap<usize, Durat
         steps,
         findings: planned.findings.clone(),
         next_pass: plan.requeue_at(),
+        desired: planned
+            .desired
+            .containers
+            .iter()
+            .map(|(name, d)| (name.clone(), d.hash.as_str().to_string()))
+            .collect(),
     }
 }
 

@@ -1,20 +1,32 @@
 //! `berth audit --live --verify`: every running container's chain checked again
 //! against the node's current configuration — the commit's signature with the
 //! follower's own check (`source::signature::check`) on the recorded commit in the
-//! agent's clone, the image's stored signatures with `prepare::verify_stored` and the
-//! current trusted keys. What a removed key or identity no longer vouches for is
-//! flagged, naming the link and who is gone — also when the node trusts no key of
-//! that kind any more (a link it never required is said to be not required).
+//! agent's clone, the image's signatures kept in the local image store with
+//! `prepare::verify_stored` and the current trusted keys (each image once). Each link
+//! gets a verdict in words and, when it does not hold, a flag:
+//! - an error when it was vouched for and no longer is, naming who is gone — also when
+//!   the node trusts no key of that kind any more — and when the node requires signed
+//!   commits and the container was applied from a directory (no commit vouches);
+//! - a warning when it was never vouched for (not required then, or run in the
+//!   policy's audit mode) and does not verify now;
+//! - cannot-check when the check could not run (a key file, the clone, a commit the
+//!   clone does not hold, the image store, the applied-revision record).
+//!
+//! Keys are compared by fingerprint, identities by issuer and subject: a key file
+//! moved or renamed is the same key, another key at the same path is not.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use berth_policy::report::{ChainFlag, TrustChain};
+use berth_policy::report::{ChainFlag, FlagLevel, TrustChain};
 use berth_spec::node::NodeConfig;
 use git2::{Oid, Repository};
 use serde::Serialize;
 
-use super::record::image_link;
+use super::record::{ImageCheck, image_check};
 use super::{Chain, CommitLink, ImageLink, NOT_REQUIRED, signer_words};
+use crate::image::signature::Voucher;
+use crate::source::applied::Signer;
 use crate::source::signature;
 
 /// The commit signer's link, as flags name it.
@@ -22,9 +34,10 @@ pub const COMMIT_LINK: &str = "commit signer";
 /// The image signature's link, as flags name it.
 pub const IMAGE_LINK: &str = "image signature";
 
-/// What no longer vouches for a container.
+/// A link that does not hold, or could not be checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flag {
+    pub level: FlagLevel,
     /// [`COMMIT_LINK`] or [`IMAGE_LINK`].
     pub link: &'static str,
     /// The recorded signers that no longer vouch (a key, an identity, a principal).
@@ -40,17 +53,35 @@ pub struct Verdict {
     pub flags: Vec<Flag>,
 }
 
+/// What the commit check said now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitCheck {
+    /// The node configures no signer keys.
+    NotRequired,
+    /// Signed by a trusted key.
+    Verified(Signer),
+    /// Refused, and why.
+    Refused(String),
+    /// The check could not run, and why.
+    CannotCheck(String),
+}
+
 /// Checks `chain` again under `cfg`: `repo` is the agent's clone, when it can be
-/// opened (why not, otherwise).
+/// opened (why not, otherwise); `images` caches each image's check by digest.
 pub fn verify(
     state_dir: &Path,
     cfg: &NodeConfig,
     repo: Result<&Repository, &str>,
     chain: &Chain,
+    images: &mut BTreeMap<String, ImageCheck>,
 ) -> Verdict {
     let mut flags = Vec::new();
-    let commit_signer = commit_now(cfg, repo, chain, &mut flags);
-    let image_signature = image_now(state_dir, cfg, chain, &mut flags);
+    let commit_signer = commit_verdict(chain, commit_check(cfg, repo, chain), &mut flags);
+    let now = images
+        .entry(chain.digest.clone())
+        .or_insert_with(|| image_check(state_dir, &cfg.policy, &chain.digest))
+        .clone();
+    let image_signature = image_verdict(chain, now, &mut flags);
     Verdict {
         commit_signer,
         image_signature,
@@ -58,120 +89,246 @@ pub fn verify(
     }
 }
 
-/// The image's link now, in words; a flag when a recorded voucher no longer vouches
-/// (its key or identity removed: the signature no longer verifies, or the node trusts
-/// none at all now) or the node requires a signature that does not verify.
-fn image_now(state_dir: &Path, cfg: &NodeConfig, chain: &Chain, flags: &mut Vec<Flag>) -> String {
-    let recorded: &[crate::image::signature::Voucher] = match &chain.image_signature {
+/// Whether two vouchers are the same signer: keys by fingerprint (whatever file
+/// holds them now), identities by issuer and subject (each signature has its own log
+/// entry).
+pub fn same_voucher(a: &Voucher, b: &Voucher) -> bool {
+    match (a, b) {
+        (Voucher::Key { fingerprint: x, .. }, Voucher::Key { fingerprint: y, .. }) => x == y,
+        (
+            Voucher::Identity {
+                issuer: i1,
+                subject: s1,
+                ..
+            },
+            Voucher::Identity {
+                issuer: i2,
+                subject: s2,
+                ..
+            },
+        ) => i1 == i2 && s1 == s2,
+        _ => false,
+    }
+}
+
+fn names(vs: &[Voucher]) -> String {
+    vs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The image's link now, in words, from what was recorded and what the check says
+/// now; flags pushed on `flags` (see the module's doc). Pure.
+pub fn image_verdict(chain: &Chain, now: ImageCheck, flags: &mut Vec<Flag>) -> String {
+    let recorded: &[Voucher] = match &chain.image_signature {
         ImageLink::Verified { vouchers } => vouchers,
         _ => &[],
     };
-    let mut flag = |gone: Vec<String>, why: &str| {
-        let who = if gone.is_empty() {
-            "no trusted key or identity vouches".to_string()
-        } else {
-            format!("{} no longer vouches", gone.join(", "))
-        };
+    let digest = &chain.digest;
+    let mut flag = |level: FlagLevel, gone: &[Voucher], message: String| {
         flags.push(Flag {
+            level,
             link: IMAGE_LINK,
-            gone,
-            message: format!("{who} for image {}: {why}", chain.digest),
+            gone: gone.iter().map(ToString::to_string).collect(),
+            message,
         });
     };
-    match image_link(state_dir, &cfg.policy, &chain.digest) {
+    let link = match now {
+        ImageCheck::CannotCheck(why) => {
+            flag(
+                FlagLevel::CannotCheck,
+                &[],
+                format!("image {digest} cannot be checked again: {why}"),
+            );
+            return "cannot be checked".to_string();
+        }
+        ImageCheck::Link(l) => l,
+    };
+    match link {
         ImageLink::NotRequired if recorded.is_empty() => format!("{NOT_REQUIRED} now"),
         ImageLink::NotRequired => {
-            let gone = recorded.iter().map(ToString::to_string).collect();
             flag(
-                gone,
-                "the node trusts no image key or identity now (`policy.trusted_keys`, `policy.trusted_identities`)",
+                FlagLevel::Error,
+                recorded,
+                format!(
+                    "{} no longer vouches for image {digest}: the node trusts no image key or identity now (`policy.trusted_keys`, `policy.trusted_identities`)",
+                    names(recorded)
+                ),
             );
             format!("{NOT_REQUIRED} now, and no longer vouched for")
         }
+        ImageLink::Verified { vouchers } if recorded.is_empty() => {
+            format!(
+                "vouched for by {} (it was not when applied)",
+                names(&vouchers)
+            )
+        }
         ImageLink::Verified { vouchers } => {
-            let words: Vec<String> = vouchers.iter().map(ToString::to_string).collect();
-            let mut s = format!("still vouched for by {}", words.join(", "));
-            let gone: Vec<String> = recorded
+            let gone: Vec<Voucher> = recorded
                 .iter()
-                .filter(|v| !vouchers.contains(v))
-                .map(ToString::to_string)
+                .filter(|r| !vouchers.iter().any(|v| same_voucher(r, v)))
+                .cloned()
                 .collect();
+            let mut s = format!("still vouched for by {}", names(&vouchers));
             if !gone.is_empty() {
-                s.push_str(&format!("; no longer by {}", gone.join(", ")));
+                s.push_str(&format!("; no longer by {}", names(&gone)));
             }
             s
         }
+        ImageLink::Failed { reason } if recorded.is_empty() => {
+            flag(
+                FlagLevel::Warning,
+                &[],
+                format!(
+                    "image {digest} was never vouched for (the node did not require it, or its policy ran it in audit mode), and is not now: {reason}"
+                ),
+            );
+            format!("never vouched for: {reason}")
+        }
         ImageLink::Failed { reason } => {
-            flag(recorded.iter().map(ToString::to_string).collect(), &reason);
-            format!("not verified: {reason}")
+            flag(
+                FlagLevel::Error,
+                recorded,
+                format!(
+                    "{} no longer vouches for image {digest}: {reason}",
+                    names(recorded)
+                ),
+            );
+            format!("no longer vouched for: {reason}")
         }
         ImageLink::NotRecorded => "not checked".to_string(),
     }
 }
 
-/// The commit's link now, in words; a flag when it no longer holds.
-fn commit_now(
-    cfg: &NodeConfig,
-    repo: Result<&Repository, &str>,
-    chain: &Chain,
-    flags: &mut Vec<Flag>,
-) -> String {
-    let Some(commit) = &chain.commit else {
-        return format!("{} (no commit to check)", super::FROM_DIRECTORY);
-    };
-    let gone = match &chain.commit_signer {
-        CommitLink::Verified(s) => vec![signer_words(s)],
-        _ => Vec::new(),
-    };
+/// The commit check now, under `cfg`, for `chain`.
+fn commit_check(cfg: &NodeConfig, repo: Result<&Repository, &str>, chain: &Chain) -> CommitCheck {
     let Some(section) = cfg.source.as_ref().filter(|s| signature::required(s)) else {
-        if gone.is_empty() {
-            return format!("{NOT_REQUIRED} now");
-        }
-        flags.push(Flag {
-            link: COMMIT_LINK,
-            message: format!(
-                "{} no longer vouches for commit {commit}: the node trusts no commit signer now (`source.allowed_signers`, `source.trusted_pgp_keys`)",
-                gone.join(", ")
-            ),
-            gone,
-        });
-        return format!("{NOT_REQUIRED} now, and no longer vouched for");
+        return CommitCheck::NotRequired;
     };
-    let mut flag = |message: String| {
-        flags.push(Flag {
-            link: COMMIT_LINK,
-            gone: gone.clone(),
-            message,
-        });
+    let Some(commit) = &chain.commit else {
+        return CommitCheck::Refused("no commit".to_string());
     };
     let Ok(id) = Oid::from_str(commit) else {
-        flag(format!("the record names no commit (`{commit}`)"));
-        return "cannot be checked".to_string();
+        return CommitCheck::CannotCheck(format!("the record names no commit (`{commit}`)"));
     };
+    // A key file that cannot be read refuses every revision to the follower; here it
+    // means the link cannot be checked, not that it no longer holds.
+    if let Some(path) = &section.allowed_signers
+        && let Err(e) = crate::source::signers::AllowedSigners::load(path)
+    {
+        return CommitCheck::CannotCheck(crate::util::error_chain(&e));
+    }
+    if !section.trusted_pgp_keys.is_empty()
+        && let Err(e) = crate::source::pgp::TrustedPgpKeys::load(&section.trusted_pgp_keys)
+    {
+        return CommitCheck::CannotCheck(crate::util::error_chain(&e));
+    }
     let repo = match repo {
         Ok(r) => r,
-        Err(why) => {
-            flag(format!("commit {commit} cannot be checked again: {why}"));
-            return "cannot be checked".to_string();
-        }
+        Err(why) => return CommitCheck::CannotCheck(why.to_string()),
     };
+    if repo.find_commit(id).is_err() {
+        return CommitCheck::CannotCheck(format!(
+            "commit {commit} is not in the agent's clone ({}); a shallow clone may not hold it: `source.depth = 0` keeps the whole history",
+            repo.path().display()
+        ));
+    }
     let tag = chain
         .tag_object
         .as_deref()
         .and_then(|t| Oid::from_str(t).ok());
     match signature::check(section, repo, id, tag) {
-        Ok(Ok(signer)) => format!("still signed by {}", signer_words(&signer)),
-        Ok(Err(why)) => {
-            let who = match gone.first() {
-                Some(g) => format!("{g} no longer vouches"),
-                None => "no trusted key vouches".to_string(),
-            };
-            flag(format!("{who} for commit {commit}: {why}"));
-            format!("not verified: {why}")
+        Ok(Ok(signer)) => CommitCheck::Verified(signer),
+        Ok(Err(why)) => CommitCheck::Refused(why),
+        Err(e) => CommitCheck::CannotCheck(crate::util::error_chain(&e)),
+    }
+}
+
+/// The commit's link now, in words, from what was recorded and what the check says
+/// now; flags pushed on `flags` (see the module's doc). Pure.
+pub fn commit_verdict(chain: &Chain, now: CommitCheck, flags: &mut Vec<Flag>) -> String {
+    let mut flag = |level: FlagLevel, gone: &[String], message: String| {
+        flags.push(Flag {
+            level,
+            link: COMMIT_LINK,
+            gone: gone.to_vec(),
+            message,
+        });
+    };
+    if let CommitLink::Unknown { reason } = &chain.commit_signer {
+        flag(
+            FlagLevel::CannotCheck,
+            &[],
+            format!("what vouched for the running instance is not known: {reason}"),
+        );
+        return "cannot be checked".to_string();
+    }
+    let Some(commit) = &chain.commit else {
+        if now == CommitCheck::NotRequired {
+            return format!("{} (no commit to check)", super::FROM_DIRECTORY);
         }
-        Err(e) => {
-            let why = crate::util::error_chain(&e);
-            flag(format!("commit {commit} cannot be checked again: {why}"));
+        flag(
+            FlagLevel::Error,
+            &[],
+            format!(
+                "the node requires signed commits (`source.allowed_signers`, `source.trusted_pgp_keys`), and no commit vouches for what runs: it was {}",
+                super::FROM_DIRECTORY
+            ),
+        );
+        return format!("not vouched for: {}", super::FROM_DIRECTORY);
+    };
+    let gone: Vec<String> = match &chain.commit_signer {
+        CommitLink::Verified(s) => vec![signer_words(s)],
+        _ => Vec::new(),
+    };
+    match now {
+        CommitCheck::NotRequired if gone.is_empty() => format!("{NOT_REQUIRED} now"),
+        CommitCheck::NotRequired => {
+            flag(
+                FlagLevel::Error,
+                &gone,
+                format!(
+                    "{} no longer vouches for commit {commit}: the node trusts no commit signer now (`source.allowed_signers`, `source.trusted_pgp_keys`)",
+                    gone.join(", ")
+                ),
+            );
+            format!("{NOT_REQUIRED} now, and no longer vouched for")
+        }
+        CommitCheck::Verified(s) if gone.is_empty() => {
+            format!(
+                "signed by {} (it was not checked when applied)",
+                signer_words(&s)
+            )
+        }
+        CommitCheck::Verified(s) => format!("still signed by {}", signer_words(&s)),
+        CommitCheck::Refused(why) if gone.is_empty() => {
+            flag(
+                FlagLevel::Warning,
+                &[],
+                format!(
+                    "commit {commit} was never vouched for (the node did not require it then), and is not now: {why}"
+                ),
+            );
+            format!("never vouched for: {why}")
+        }
+        CommitCheck::Refused(why) => {
+            flag(
+                FlagLevel::Error,
+                &gone,
+                format!(
+                    "{} no longer vouches for commit {commit}: {why}",
+                    gone.join(", ")
+                ),
+            );
+            format!("no longer vouched for: {why}")
+        }
+        CommitCheck::CannotCheck(why) => {
+            flag(
+                FlagLevel::CannotCheck,
+                &[],
+                format!("commit {commit} cannot be checked again: {why}"),
+            );
             "cannot be checked".to_string()
         }
     }
@@ -193,17 +350,22 @@ pub fn open_clone(state_dir: &Path) -> Result<Repository, String> {
 /// with `verify`, each checked again under `cfg` (see [`verify`]).
 pub fn for_audit(state_dir: &Path, cfg: &NodeConfig, verify_now: bool) -> Vec<TrustChain> {
     let chains = super::of_running(state_dir);
-    let repo = if verify_now && !chains.is_empty() {
+    let needs_clone = chains.values().any(|c| c.commit.is_some());
+    let repo = if verify_now && needs_clone {
         Some(open_clone(state_dir))
     } else {
         None
     };
+    let mut images = BTreeMap::new();
     chains
         .into_iter()
         .map(|(container, chain)| {
-            let verdict = repo.as_ref().map(|r| {
-                let r = r.as_ref().map_err(String::as_str);
-                verify(state_dir, cfg, r, &chain)
+            let verdict = verify_now.then(|| {
+                let r = match &repo {
+                    Some(r) => r.as_ref().map_err(String::as_str),
+                    None => Err("no container runs a commit"),
+                };
+                verify(state_dir, cfg, r, &chain, &mut images)
             });
             let words = |v: Vec<(&str, String)>| -> Vec<(String, String)> {
                 v.into_iter().map(|(k, w)| (k.to_string(), w)).collect()
@@ -223,6 +385,7 @@ pub fn for_audit(state_dir: &Path, cfg: &NodeConfig, verify_now: bool) -> Vec<Tr
                         v.flags
                             .into_iter()
                             .map(|f| ChainFlag {
+                                level: f.level,
                                 link: f.link.to_string(),
                                 gone: f.gone,
                                 message: f.message,

@@ -1,10 +1,11 @@
 //! The trust chains of a live audit (`berth audit --live`): for each running container,
 //! what vouched for it — as the agent recorded it (kept as JSON, the agent's own
 //! format), its links in words, and with `--verify` each link checked again now and
-//! what no longer vouches (a flag fails the audit). Every renderer carries them: the
-//! text report a block per container, JSON `trust_chains`, SARIF the run's
-//! `properties.trustChains` and a `trust-chain` result per flag, JUnit a suite with a
-//! test case per container.
+//! its flags: what no longer vouches (an error: it fails the audit), what was never
+//! vouched for (a warning), and what could not be checked (the audit cannot tell:
+//! `berth audit` exits 3). Every renderer carries them: the text report a block per
+//! container, JSON `trust_chains`, SARIF the run's `properties.trustChains` and a
+//! `trust-chain` result per flag, JUnit a suite with a test case per container.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -24,13 +25,39 @@ pub struct TrustChain {
     pub links: Vec<(String, String)>,
     /// With `--verify`: each link checked again now, in words.
     pub now: Option<Vec<(String, String)>>,
-    /// With `--verify`: what no longer vouches.
+    /// With `--verify`: what no longer (or never) vouches, or could not be checked.
     pub flags: Vec<ChainFlag>,
 }
 
-/// A link that no longer holds.
+/// How much a flag weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlagLevel {
+    /// A link that held no longer does: the audit fails.
+    Error,
+    /// A link that never held (the node did not require it, or its policy ran it in
+    /// audit mode).
+    Warning,
+    /// The link could not be checked (a key file, the clone, the image store): the
+    /// audit cannot say.
+    CannotCheck,
+}
+
+impl FlagLevel {
+    /// As text and SARIF name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagLevel::Error => "error",
+            FlagLevel::Warning => "warning",
+            FlagLevel::CannotCheck => "cannot check",
+        }
+    }
+}
+
+/// A link that does not hold, or could not be checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainFlag {
+    pub level: FlagLevel,
     /// `commit signer` or `image signature`.
     pub link: String,
     /// Who no longer vouches (a key, an identity, a principal).

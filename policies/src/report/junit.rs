@@ -9,13 +9,13 @@ use std::fmt::Write;
 use crate::finding::{Finding, Status};
 
 use super::Report;
+use super::chain::FlagLevel;
 
 /// Escapes text for XML attributes and content, dropping characters XML 1.0 forbids.
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s
-        .chars()
-        .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'') || (c as u32) < 0x20)
-    {
+    if !s.chars().any(|c| {
+        matches!(c, '&' | '<' | '>' | '"' | '\'' | '\u{FFFE}' | '\u{FFFF}') || (c as u32) < 0x20
+    }) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
@@ -27,7 +27,8 @@ fn esc(s: &str) -> std::borrow::Cow<'_, str> {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 => {}
+            // Not characters XML 1.0 allows (its `Char` production).
+            c if (c as u32) < 0x20 || matches!(c, '\u{FFFE}' | '\u{FFFF}') => {}
             c => out.push(c),
         }
     }
@@ -134,10 +135,12 @@ pub(super) fn render(r: &Report) -> String {
         failures += fl;
         skipped += sk;
     }
+    let mut chain_errors = 0;
     if !r.chains.is_empty() {
-        let (t, fl) = chain_suite(r, &mut suites);
+        let (t, fl, er) = chain_suite(r, &mut suites);
         tests += t;
         failures += fl;
+        chain_errors = er;
     }
     let errors = r.errors.len();
     if errors > 0 {
@@ -161,6 +164,7 @@ pub(super) fn render(r: &Report) -> String {
         );
         tests += errors;
     }
+    let errors = errors + chain_errors;
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"berth audit ({})\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"0\">\n{suites}</testsuites>\n",
         esc(&r.policy)
@@ -169,11 +173,13 @@ pub(super) fn render(r: &Report) -> String {
 
 /// The trust chains of a live audit: one suite, the links as its properties
 /// (`<container>.<link>`), a test case per container whose `system-out` has the links
-/// and which fails when a link no longer holds. Returns (tests, failures).
-fn chain_suite(r: &Report, suites: &mut String) -> (usize, usize) {
+/// and which fails when a link no longer holds (an error when one could not be
+/// checked). Returns (tests, failures, errors).
+fn chain_suite(r: &Report, suites: &mut String) -> (usize, usize, usize) {
     let mut props = String::new();
     let mut cases = String::new();
     let mut failures = 0;
+    let mut errors = 0;
     for c in &r.chains {
         for (k, w) in &c.links {
             let _ = writeln!(
@@ -191,31 +197,53 @@ fn chain_suite(r: &Report, suites: &mut String) -> (usize, usize) {
             esc(&c.container),
             esc(&c.file)
         );
-        if let Some(first) = c.flags.first() {
-            failures += 1;
-            let body: Vec<String> = c
-                .flags
+        // A link that no longer holds fails the case; one that could not be checked
+        // is an error; a warning passes, said in `system-out`.
+        for (level, element) in [
+            (FlagLevel::Error, "failure"),
+            (FlagLevel::CannotCheck, "error"),
+        ] {
+            let flags: Vec<&super::ChainFlag> =
+                c.flags.iter().filter(|f| f.level == level).collect();
+            let Some(first) = flags.first() else {
+                continue;
+            };
+            match level {
+                FlagLevel::Error => failures += 1,
+                _ => errors += 1,
+            }
+            let body: Vec<String> = flags
                 .iter()
                 .map(|f| format!("{}: {}", f.link, f.message))
                 .collect();
             let _ = writeln!(
                 cases,
-                "      <failure message=\"{}\" type=\"{}\">{}</failure>",
+                "      <{element} message=\"{}\" type=\"{}\">{}</{element}>",
                 esc(&format!("{}: {}", first.link, first.message)),
                 super::chain::RULE,
                 esc(&body.join("\n"))
             );
+            if level == FlagLevel::Error {
+                break;
+            }
         }
+        let mut out = c.lines();
+        out.extend(
+            c.flags
+                .iter()
+                .filter(|f| f.level == FlagLevel::Warning)
+                .map(|f| format!("warning: {}: {}", f.link, f.message)),
+        );
         let _ = write!(
             cases,
             "      <system-out>{}</system-out>\n    </testcase>\n",
-            esc(&c.lines().join("\n"))
+            esc(&out.join("\n"))
         );
     }
     let n = r.chains.len();
     let _ = write!(
         suites,
-        "  <testsuite name=\"trust chains\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0\">\n    <properties>\n{props}    </properties>\n{cases}  </testsuite>\n"
+        "  <testsuite name=\"trust chains\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"0\">\n    <properties>\n{props}    </properties>\n{cases}  </testsuite>\n"
     );
-    (n, failures)
+    (n, failures, errors)
 }

@@ -23,7 +23,7 @@ mod junit;
 mod sarif;
 mod text;
 
-pub use chain::{ChainFlag, TrustChain};
+pub use chain::{ChainFlag, FlagLevel, TrustChain};
 pub use sarif::SarifOptions;
 
 /// A container that was audited, and where it is defined.
@@ -218,7 +218,21 @@ impl Report {
 
     /// How many links of the trust chains no longer hold.
     pub fn chain_flags(&self) -> usize {
-        self.chains.iter().map(|c| c.flags.len()).sum()
+        self.chain_count(chain::FlagLevel::Error)
+    }
+
+    /// How many links of the trust chains could not be checked (`berth audit` exits
+    /// 3 when nothing failed).
+    pub fn chains_unchecked(&self) -> usize {
+        self.chain_count(chain::FlagLevel::CannotCheck)
+    }
+
+    fn chain_count(&self, level: chain::FlagLevel) -> usize {
+        self.chains
+            .iter()
+            .flat_map(|c| &c.flags)
+            .filter(|f| f.level == level)
+            .count()
     }
 
     pub fn to_text(&self, color: bool) -> String {

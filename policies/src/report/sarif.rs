@@ -16,7 +16,7 @@ use crate::finding::{Change, Finding, Status};
 use crate::policy::Severity;
 
 use super::Report;
-use super::chain::{RULE, TrustChain};
+use super::chain::{FlagLevel, RULE, TrustChain};
 
 /// Where artifacts are, and who made the report.
 #[derive(Debug, Clone, Default)]
@@ -171,7 +171,7 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
             result(f, index, opts)
         })
         .collect();
-    if r.chain_flags() > 0 {
+    if r.chains.iter().any(|c| !c.flags.is_empty()) {
         results.extend(chain_results(r, rules.len(), opts));
         rules.push(chain_rule());
     }
@@ -249,9 +249,17 @@ fn chain_results<'a>(r: &'a Report, index: usize, opts: &SarifOptions) -> Vec<Sa
         .map(|(c, f)| SarifResult {
             rule_id: RULE,
             rule_index: index,
-            level: "error",
+            level: match f.level {
+                FlagLevel::Error => "error",
+                FlagLevel::Warning | FlagLevel::CannotCheck => "warning",
+            },
             message: Message {
-                text: format!("{}: {}", f.link, f.message),
+                text: match f.level {
+                    FlagLevel::CannotCheck => {
+                        format!("{} cannot be checked: {}", f.link, f.message)
+                    }
+                    _ => format!("{}: {}", f.link, f.message),
+                },
             },
             locations: [location(format!("{}{}", opts.uri_prefix, c.file), 1, 1)],
             partial_fingerprints: Fingerprints {

@@ -10,6 +10,7 @@ use crate::finding::{Finding, Status};
 use crate::policy::Severity;
 
 use super::Report;
+use super::chain::FlagLevel;
 
 const RED: &str = "\x1b[1;31m";
 const YELLOW: &str = "\x1b[33m";
@@ -160,6 +161,19 @@ pub(super) fn render(r: &Report, color: bool) -> String {
             if flags == 1 { "holds" } else { "hold" }
         );
     }
+    let unchecked = r.chains_unchecked();
+    if unchecked > 0 {
+        let _ = writeln!(
+            out,
+            "{} of the trust chains could not be checked: the audit cannot say whether {}",
+            plural(unchecked, "link", "links"),
+            if unchecked == 1 {
+                "it holds"
+            } else {
+                "they hold"
+            }
+        );
+    }
     if !r.errors.is_empty() {
         let _ = writeln!(
             out,
@@ -183,11 +197,15 @@ fn chains(r: &Report, paint: &Paint, out: &mut String) {
             let _ = writeln!(out, "  {}", printable(&l));
         }
         for f in &c.flags {
+            let color = match f.level {
+                FlagLevel::Error => RED,
+                FlagLevel::Warning | FlagLevel::CannotCheck => YELLOW,
+            };
             let _ = writeln!(
                 out,
                 "{}:1: trust-chain: {}: {}: {}",
                 c.file,
-                paint.p(RED, "error"),
+                paint.p(color, f.level.as_str()),
                 f.link,
                 printable(&f.message)
             );

@@ -6,7 +6,7 @@ use berth_spec::node::PolicyMode;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::report::{ChainFlag, SarifOptions, TrustChain, audit};
+use crate::report::{ChainFlag, FlagLevel, SarifOptions, TrustChain, audit};
 
 fn words(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -54,6 +54,7 @@ fn report(flags: Vec<ChainFlag>) -> crate::Report {
 
 fn gone() -> ChainFlag {
     ChainFlag {
+        level: FlagLevel::Error,
         link: "image signature".into(),
         gone: vec!["key release.pub (sha256:0f)".into()],
         message: "key release.pub (sha256:0f) no longer vouches for image".into(),
@@ -136,4 +137,77 @@ fn a_link_that_no_longer_holds_fails_in_every_format() {
         junit.contains("<failure message=\"image signature: key release.pub"),
         "{junit}"
     );
+}
+
+/// Finding: a link that could not be checked failed the audit like one that no longer
+/// holds; a link never vouched for is a warning that passes.
+#[test]
+fn a_link_that_cannot_be_checked_or_was_never_vouched_for_does_not_fail() {
+    let unchecked = ChainFlag {
+        level: FlagLevel::CannotCheck,
+        link: "commit signer".into(),
+        gone: vec![],
+        message: "commit c1 cannot be checked again: the clone cannot be read".into(),
+    };
+    let never = ChainFlag {
+        level: FlagLevel::Warning,
+        link: "image signature".into(),
+        gone: vec![],
+        message: "image was never vouched for".into(),
+    };
+    let r = report(vec![unchecked, never]);
+    assert!(!r.failed());
+    assert_eq!((r.chain_flags(), r.chains_unchecked()), (0, 1));
+    let text = r.to_text(false);
+    assert!(
+        text.contains("trust-chain: cannot check: commit signer: commit c1 cannot be checked"),
+        "{text}"
+    );
+    assert!(
+        text.contains("trust-chain: warning: image signature: image was never vouched for"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 link of the trust chains could not be checked"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(
+        v["trust_chains"][0]["verify"]["flags"][0]["level"],
+        "cannot-check"
+    );
+    let sarif: Value = serde_json::from_str(&r.to_sarif(&SarifOptions::default())).unwrap();
+    let levels: Vec<&str> = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["warning", "warning"]);
+    let junit = r.to_junit();
+    assert!(
+        junit.contains("<testsuite name=\"trust chains\" tests=\"1\" failures=\"0\" errors=\"1\""),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("<error message=\"commit signer: commit c1"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("warning: image signature: image was never vouched for"),
+        "{junit}"
+    );
+}
+
+/// Finding: JUnit kept U+FFFE and U+FFFF, which XML 1.0 does not allow.
+#[test]
+fn junit_drops_the_noncharacters_xml_forbids() {
+    let mut r = report(vec![]);
+    r.chains[0].container = "we\u{FFFE}b\u{FFFF}".into();
+    let junit = r.to_junit();
+    assert!(
+        !junit.contains('\u{FFFE}') && !junit.contains('\u{FFFF}'),
+        "{junit}"
+    );
+    assert!(junit.contains("<testcase name=\"web\""), "{junit}");
 }
