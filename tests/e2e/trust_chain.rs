@@ -206,14 +206,26 @@ fn the_chain_of_a_running_container_is_shown_and_verified_again() {
     assert_eq!(status.code, 0, "{}", show(&status));
     assert_chain(chain_of(&json(&status), "web"), "status");
     let text = node.berth(&["status"]);
+    let line = format!(
+        "  web: commit {} signed by ops@berth.example; image {} signed by {}",
+        &commit[..12],
+        &digest[..19],
+        public.display()
+    );
     assert!(
-        text.stdout.contains("trust chains:") && text.stdout.contains(&image_key),
-        "{}",
+        text.stdout.contains("trust chains") && text.stdout.contains(&line),
+        "{line}\n{}",
         show(&text)
     );
     let inspect = node.berth(&["inspect", "web"]);
     assert_eq!(inspect.code, 0, "{}", show(&inspect));
     assert_chain(&json(&inspect)["trust_chain"], "inspect");
+    let inspect = node.berth(&["inspect", "web", "--format", "text"]);
+    assert!(
+        inspect.stdout.contains("Trust chain:") && inspect.stdout.contains(&image_key),
+        "{}",
+        show(&inspect)
+    );
 
     let audit = node.berth(&["audit", "--live", "--format", "json"]);
     assert_eq!(audit.code, 0, "{}", show(&audit));
@@ -393,10 +405,165 @@ fn the_agent_shows_the_links_it_does_not_require() {
         "{c:#}"
     );
     let text = h.node.berth(&["status"]);
-    for line in [
-        "    signer:       not required (no source.allowed_signers or trusted_pgp_keys)",
-        "    image signer: not required (no policy.trusted_keys or trusted_identities)",
-    ] {
-        assert!(text.stdout.contains(line), "{line}\n{}", show(&text));
+    let line = format!(
+        "  web: commit {} (signature not required); image sha256:",
+        &commit[..12]
+    );
+    assert!(
+        text.stdout.contains(&line) && text.stdout.contains(" (signature not required)\n"),
+        "{line}\n{}",
+        show(&text)
+    );
+}
+
+fn berth_at(node: &LiveNode, failpoint: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = node.command();
+    if let Some(f) = failpoint {
+        cmd.env("BERTH_FAILPOINT", f);
     }
+    Run::from(cmd.args(args).output().unwrap())
+}
+
+/// A pass applied and not recorded (the agent stopped between the two) leaves the
+/// container running the new revision with the chain of the old one on disk: it is
+/// not shown ("not known", `--verify` exits 3), and the next pass, which has nothing
+/// left to change, vouches for the container at the new revision. An applied-revision
+/// record that cannot be read is said so, never "applied from a directory", and
+/// `--verify` exits 3. A container applied from a directory on a node that requires
+/// signed commits is flagged (exit 1). The node's `default` network is 10.251.75.0/24.
+#[test]
+fn a_chain_describes_the_running_instance_only() {
+    if !have_tools(&["ssh-keygen"]) {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let Some(node) = LiveNode::start(
+        "[policy]\nprofile = \"restricted\"\nmode = \"audit\"\n",
+        "default_subnet = \"10.251.75.0/24\"\n",
+    ) else {
+        return;
+    };
+    let Some(repo) = GitRepo::new() else { return };
+    let ops = ssh_keygen(keys.path(), "ops");
+    let signers = keys.path().join("allowed_signers");
+    std::fs::write(&signers, allowed_signer("ops@berth.example", "", &ops)).unwrap();
+    let web = |level: &str| {
+        format!(
+            "[container.web]\nimage = \"{}\"\nuser = \"10001:10001\"\n\
+             command = [\"sleep\", \"1000\"]\nstop_signal = \"SIGKILL\"\n\
+             read_only = true\ncap_drop = [\"ALL\"]\n\
+             resources = {{ memory = \"16MiB\", pids = 16 }}\n\
+             env = {{ LEVEL = \"{level}\" }}\n",
+            node.image
+        )
+    };
+    let signed = CommitOptions {
+        sign_with: Some(&ops.private),
+        date: None,
+    };
+    repo.write("fleet/web.toml", &web("1"));
+    let c1 = repo.commit_with("web 1", &signed);
+    repo.push();
+    let mut config = std::fs::read_to_string(&node.config).unwrap();
+    config.push_str(&format!(
+        "\n[source]\nurl = {:?}\nbranch = \"main\"\npath = \"fleet\"\nallowed_signers = {:?}\n",
+        repo.file_url(),
+        signers.display().to_string()
+    ));
+    std::fs::write(&node.config, config).unwrap();
+    let once = node.berth(&["agent", "--once"]);
+    assert_eq!(once.code, 0, "{}", show(&once));
+    let status = json(&node.berth(&["status", "--format", "json"]));
+    assert_eq!(
+        chain_of(&status, "web")["commit"],
+        c1.as_str(),
+        "{status:#}"
+    );
+    let first = node.instance("web").unwrap();
+
+    // web 2 (the same image, another environment): applied, then the agent stops
+    // before it records the pass.
+    repo.write("fleet/web.toml", &web("2"));
+    let c2 = repo.commit_with("web 2", &signed);
+    repo.push();
+    let crashed = berth_at(&node, Some("before-record"), &["agent", "--once"]);
+    assert_ne!(crashed.code, 0, "{}", show(&crashed));
+    let second = node.instance("web").unwrap();
+    assert_ne!(first, second, "web 2 runs");
+    let status = json(&node.berth(&["status", "--format", "json"]));
+    let c = chain_of(&status, "web");
+    assert_ne!(
+        c["commit"],
+        c1.as_str(),
+        "the chain of c1 lent to web 2: {c:#}"
+    );
+    assert_eq!(c["commit_signer"]["status"], "unknown", "{c:#}");
+    assert!(
+        c["commit_signer"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("not of the running {second}")),
+        "{c:#}"
+    );
+    let verify = node.berth(&["audit", "--live", "--verify"]);
+    assert_eq!(verify.code, 3, "{}", show(&verify));
+    assert!(
+        verify
+            .stdout
+            .contains("trust-chain: cannot check: commit signer"),
+        "{}",
+        show(&verify)
+    );
+
+    // The next pass changes nothing and vouches for web at c2.
+    let once = node.berth(&["agent", "--once"]);
+    assert_eq!(once.code, 0, "{}", show(&once));
+    assert_eq!(node.instance("web").unwrap(), second, "unchanged");
+    let status = json(&node.berth(&["status", "--format", "json"]));
+    let c = chain_of(&status, "web");
+    assert_eq!(c["commit"], c2.as_str(), "{c:#}");
+    assert_eq!(c["commit_signer"]["status"], "verified", "{c:#}");
+    assert_eq!(c["instance"], second.as_str(), "{c:#}");
+    let verify = node.berth(&["audit", "--live", "--verify"]);
+    assert_eq!(verify.code, 0, "{}", show(&verify));
+
+    // An applied-revision record that cannot be read.
+    let applied = node.state().join("state/applied.json");
+    let kept = std::fs::read(&applied).unwrap();
+    std::fs::write(&applied, b"{not json").unwrap();
+    let status = json(&node.berth(&["status", "--format", "json"]));
+    let c = chain_of(&status, "web");
+    assert_eq!(c["commit_signer"]["status"], "unknown", "{c:#}");
+    assert!(
+        c["commit_signer"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("applied-revision record cannot be read"),
+        "{c:#}"
+    );
+    let verify = node.berth(&["audit", "--live", "--verify"]);
+    assert_eq!(verify.code, 3, "{}", show(&verify));
+    assert!(
+        !verify.stdout.contains("applied from a directory"),
+        "{}",
+        show(&verify)
+    );
+    std::fs::write(&applied, kept).unwrap();
+
+    // Applied from a directory on a node that requires signed commits.
+    node.write_spec("web.toml", &web("3"));
+    let apply = node.apply();
+    assert_eq!(apply.code, 0, "{}", show(&apply));
+    let verify = node.berth(&["audit", "--live", "--verify", "--format", "json"]);
+    assert_eq!(verify.code, 1, "{}", show(&verify));
+    let v = json(&verify);
+    let flags = &chain_of(&v, "web")["verify"]["flags"];
+    assert_eq!(flags[0]["link"], "commit signer", "{v:#}");
+    assert!(
+        flags[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requires signed commits"),
+        "{v:#}"
+    );
 }
