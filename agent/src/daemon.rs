@@ -36,6 +36,8 @@ pub enum DaemonError {
     Controller(#[from] ControllerError),
     #[error(transparent)]
     Webhook(#[from] crate::source::webhook::WebhookError),
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::metrics_http::MetricsHttpError),
 }
 
 /// `berth-agentd`'s name, next to `berth`.
@@ -109,6 +111,18 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
         stopper.send(Trigger::Stop);
     });
 
+    // The metrics start from what the host holds now (its containers' restarts so far
+    // are not counted as new), and are served on the API socket and, when set, on
+    // `telemetry.metrics_listen`; a bind failure there ends the start, naming it.
+    handle
+        .metrics()
+        .look(&cfg.runtime.state_dir, handle.backoff());
+    let _metrics = cfg
+        .telemetry
+        .metrics_listen
+        .as_deref()
+        .map(|listen| crate::telemetry::metrics_http::start(rt.handle(), handle.clone(), listen))
+        .transpose()?;
     let _api = crate::api::server::start(rt.handle(), handle.clone(), &run_dir.join("api.sock"))?;
     // Members of `berth` reach the socket through the run directory: it lets others
     // traverse (0711; nothing in it is readable by them), as docs/layout.md says.
@@ -150,6 +164,7 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
     let env = Env {
         loaded,
         rt: rt.handle(),
+        pulls: None,
     };
     // Health probes on their own schedule, each round in a process of its own
     // (`reconcile::prober`); a change of health wakes the controller.

@@ -651,7 +651,8 @@ const INERT: &[(&str, &str)] = &[
         "source.notify",
         "this build subscribes to no revision notifications",
     ),
-    ("telemetry.", "this build exports no traces or metrics"),
+    ("telemetry.otlp_endpoint", "this build exports no traces"),
+    ("telemetry.otlp_queue", "this build exports no traces"),
 ];
 
 impl NodeConfig {

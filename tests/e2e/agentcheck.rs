@@ -61,7 +61,6 @@ otlp_queue = 2048
 const INERT: &[(&str, usize)] = &[
     ("source.notify", 14),
     ("telemetry.otlp_endpoint", 46),
-    ("telemetry.metrics_listen", 47),
     ("telemetry.otlp_queue", 48),
 ];
 

@@ -2,7 +2,7 @@
 //! files `berth ps` and `berth status` read), on blocking threads; the controls go to
 //! the controller through its [`controller::Handle`] and wait for its answer.
 //!
-//! Every answer is JSON; every error is `{"error": "…"}` with a status that says what
+//! Every answer is JSON but `GET /metrics`'s (OpenMetrics text); every error is `{"error": "…"}` with a status that says what
 //! kind: 400 a bad query, 404 no such endpoint or container, 405 the wrong method, 409
 //! the agent will not do it now (suspended, stopping, nothing applied yet), 422 the
 //! applied revision's tree has errors, 500 the state could not be read, 503 the
@@ -76,6 +76,7 @@ pub(super) fn router(ctx: Ctx) -> Router {
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/suspend", post(suspend))
         .route("/v1/resume", post(resume))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
         .with_state(ctx)
@@ -367,6 +368,26 @@ async fn reconcile(State(c): State<Ctx>) -> Answer {
         Ok(Err(why)) => Err(fail(StatusCode::CONFLICT, why.to_string())),
         Err(_) => Err(gone()),
     }
+}
+
+/// The agent's Prometheus metrics, OpenMetrics text (`docs/metrics.md`).
+async fn metrics(State(c): State<Ctx>) -> Answer {
+    let body = crate::telemetry::metrics_http::scrape(&c.handle)
+        .await
+        .ok_or_else(|| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the metrics could not be gathered",
+            )
+        })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response())
 }
 
 async fn suspend(State(c): State<Ctx>) -> Answer {

@@ -342,6 +342,7 @@ fn env(loaded: &Loaded) -> Result<Env<'_>, ExitCode> {
         Ok(rt) => Ok(Env {
             loaded,
             rt: rt.handle(),
+            pulls: None,
         }),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

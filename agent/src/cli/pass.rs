@@ -60,6 +60,7 @@ impl<'a> Setup<'a> {
         Env {
             loaded: &self.loaded,
             rt: self.rt.handle(),
+            pulls: None,
         }
     }
 }

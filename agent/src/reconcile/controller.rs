@@ -37,6 +37,7 @@ use super::events::{Event, EventKind, EventLog};
 use super::pass::Env;
 use super::worker::{PassFailure, PassRun, SourceSummary, WorkerResult};
 use crate::source::applied::Applied;
+use crate::telemetry::metrics::{FetchEnd, FindingKey, Metrics, PassEnd, PassSamples, PassTrigger};
 use crate::util::rfc3339;
 // What a repository's author controls (a probe's output, a reason) reaches the log as
 // one line, its control characters escaped.
@@ -103,6 +104,8 @@ pub struct Handle {
     events: broadcast::Sender<Event>,
     log: Arc<EventLog>,
     state_dir: PathBuf,
+    /// The agent's metrics: the passes count into them, `/metrics` serves them.
+    metrics: Arc<Metrics>,
 }
 
 impl Handle {
@@ -113,6 +116,11 @@ impl Handle {
     /// The node's crash-loop backoff (`runtime.restart_backoff`, `…_max`).
     pub fn backoff(&self) -> super::backoff::RestartBackoff {
         self.backoff
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Sends a trigger; false when the controller has ended.
@@ -173,6 +181,7 @@ pub fn channel(
             events,
             log: Arc::new(EventLog::new(state_dir)),
             state_dir: state_dir.to_path_buf(),
+            metrics: Arc::new(Metrics::new()),
         },
         rx,
     )
@@ -233,6 +242,7 @@ pub fn run(
         fetching: has_source,
     };
     let mut reported = Reported::default();
+    let mut first_pass = true;
     loop {
         let deadline = sched.next();
         let first = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -320,13 +330,32 @@ pub fn run(
         if !wake.waiters.is_empty() {
             super::rollback::forget_all(&state_dir);
         }
+        // What woke this pass, for the metrics: the most specific reason.
+        let trigger = if first_pass {
+            PassTrigger::Start
+        } else if !wake.waiters.is_empty() {
+            PassTrigger::Api
+        } else if wake.source {
+            PassTrigger::Source
+        } else if !wake.exited.is_empty() {
+            PassTrigger::Exit
+        } else if wake.health {
+            PassTrigger::Health
+        } else if fetch && now >= sched.fetch_at {
+            PassTrigger::Interval
+        } else if sched.due_at.is_some_and(|d| now >= d) {
+            PassTrigger::Retry
+        } else {
+            PassTrigger::Resync
+        };
+        first_pass = false;
         let outcome = one_pass(
             runner,
             handle,
             &mut state,
             &mut sched,
             &mut reported,
-            fetch,
+            (fetch, trigger),
             interval,
             resync,
         );
@@ -343,6 +372,55 @@ pub fn run(
         "agent stopped; the containers keep running",
     ));
     Ok(())
+}
+
+/// Counts a pass in the metrics: its end, its steps and pulls, its fetch (when it
+/// fetched), and the findings of the tree it judged.
+fn count(
+    metrics: &Metrics,
+    trigger: PassTrigger,
+    fetch: bool,
+    result: &WorkerResult,
+    took: Duration,
+) {
+    match result {
+        Ok(run) => {
+            metrics.pass(trigger, PassEnd::of(&run.result), took, &run.samples);
+            if fetch && let Some(end) = fetch_end(&run.source) {
+                metrics.fetch(end);
+            }
+            if let Some(findings) = &run.findings {
+                metrics.findings(findings.values().flatten().map(|f| FindingKey {
+                    rule: &f.rule,
+                    severity: &f.severity,
+                    status: &f.status,
+                }));
+            }
+        }
+        Err(failure) => {
+            metrics.pass(trigger, PassEnd::Failed, took, &PassSamples::default());
+            // The fetch itself failed (no revision was ever applied); a pass that
+            // failed later or crashed says nothing sure of its fetch.
+            if fetch && matches!(failure, PassFailure::Fetch { .. }) {
+                metrics.fetch(FetchEnd::Failed);
+            }
+        }
+    }
+}
+
+/// How a pass's fetch ended, as its source summary says; none when it says nothing.
+fn fetch_end(s: &SourceSummary) -> Option<FetchEnd> {
+    if s.unavailable.is_some() {
+        Some(FetchEnd::Unavailable)
+    } else if s.failed.is_some() {
+        Some(FetchEnd::Failed)
+    } else if s.refused.is_some() {
+        Some(FetchEnd::Refused)
+    } else if s.fetched.is_some() {
+        Some(FetchEnd::Fetched)
+    } else {
+        None
+    }
 }
 
 /// The containers a pass's report (a `FollowReport` as JSON) says it rolled back to
@@ -449,7 +527,7 @@ fn one_pass(
     state: &mut AgentState,
     sched: &mut Schedule,
     reported: &mut Reported,
-    fetch: bool,
+    (fetch, trigger): (bool, PassTrigger),
     interval: Duration,
     resync: Duration,
 ) -> Result<PassOutcome, NotRun> {
@@ -457,7 +535,9 @@ fn one_pass(
     // The status says a pass runs while it does.
     state.pass_since = Some(started.clone());
     store_or_warn(state, &handle.state_dir);
+    let began = Instant::now();
     let result = runner(fetch);
+    count(&handle.metrics, trigger, fetch, &result, began.elapsed());
     state.pass_since = None;
     let now = Instant::now();
     sched.resync_at = now + resync;

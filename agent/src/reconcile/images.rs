@@ -32,6 +32,7 @@ use crate::image::snapshot::{SnapshotError, SnapshotStore};
 use crate::image::store::records::ImageRecord;
 use crate::image::store::{Store, StoreError};
 use crate::runtime::user;
+use crate::telemetry::metrics::PullLog;
 
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_USER_DB: u64 = 1 << 20;
@@ -145,7 +146,8 @@ pub struct Prepared {
 /// Makes the images of `containers` ready. Returns per container the facts for the
 /// planner and policy, and the ready images by container name. `rt` is the process's
 /// async runtime; this blocks on it, so it must not be called from one of its tasks
-/// (from `spawn_blocking`, it may).
+/// (from `spawn_blocking`, it may). The pulls that reach a registry are recorded in
+/// `pulls`, when given.
 pub fn prepare_all(
     containers: &[&Container],
     store: &Store,
@@ -153,12 +155,14 @@ pub fn prepare_all(
     client: &Client,
     signatures: &SignaturePolicy,
     rt: &tokio::runtime::Handle,
+    pulls: Option<&PullLog>,
 ) -> Prepared {
     let registry = Registry {
         store,
         snapshots,
         client,
         rt,
+        pulls,
     };
     prepare_from(containers, &registry, signatures)
 }

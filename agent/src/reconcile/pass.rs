@@ -129,6 +129,9 @@ pub struct Env<'a> {
     pub loaded: &'a Loaded,
     /// The process's async runtime (registry calls).
     pub rt: &'a tokio::runtime::Handle,
+    /// Where the image pulls are recorded for the agent's metrics (a pass in the
+    /// agent's process, `reconcile::worker`); none elsewhere.
+    pub pulls: Option<&'a crate::telemetry::metrics::PullLog>,
 }
 
 /// What one pass is asked to do.
@@ -510,6 +513,7 @@ pub fn apply(
         &client,
         &signatures,
         env.rt,
+        env.pulls,
     );
     secrets_ready(env, &front, &mut prepared);
     // One pass rewrites the peers' hosts files once, at its end.

@@ -36,6 +36,7 @@ use super::pass::{self, Env, Input, LockWait, PassError, PlanReport, Registry};
 use super::prober::ProbeOutcome;
 use crate::source::applied::{Applied, AppliedError};
 use crate::source::checkout::Revisions;
+use crate::telemetry::metrics::{PassSamples, PullLog, StepSample};
 use crate::util::error_chain;
 
 /// The hidden flag of `berth agent` that runs one pass as the agent's child.
@@ -152,6 +153,9 @@ pub struct PassRun {
     #[serde(default)]
     pub findings: Option<BTreeMap<String, Vec<FindingNote>>>,
     pub report: serde_json::Value,
+    /// The steps and image pulls of the pass, for the agent's metrics.
+    #[serde(default)]
+    pub samples: PassSamples,
 }
 
 /// A pass that did not come to a report.
@@ -201,6 +205,17 @@ pub fn summarize(report: &FollowReport) -> PassRun {
             .filter(|(_, fs)| !fs.is_empty())
             .collect()
     });
+    let steps = match &report.pass {
+        Some(PassResult::Applied(r)) => r
+            .steps
+            .iter()
+            .map(|s| StepSample {
+                action: s.step.action.verb().to_string(),
+                result: step_result(&s.result).to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let s = &report.source;
     PassRun {
         source: SourceSummary {
@@ -221,6 +236,22 @@ pub fn summarize(report: &FollowReport) -> PassRun {
         converged: result == "converged",
         findings,
         report: serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
+        samples: PassSamples {
+            steps,
+            pulls: Vec::new(),
+        },
+    }
+}
+
+/// A step's result as its report names it.
+fn step_result(r: &StepResult) -> &'static str {
+    match r {
+        StepResult::Done => "done",
+        StepResult::Failed(_) => "failed",
+        StepResult::Refused(_) => "refused",
+        StepResult::Skipped(_) => "skipped",
+        StepResult::Reported => "reported",
+        StepResult::Deferred(_) => "deferred",
     }
 }
 
@@ -290,8 +321,18 @@ pub fn in_process(env: &Env<'_>, observe: bool, fetch: bool) -> WorkerResult {
         observe,
         fetch_attempts: u32::from(fetch),
     };
+    // The pulls are counted as they happen, and reported with the result.
+    let pulls = PullLog::default();
+    let env = &Env {
+        pulls: Some(&pulls),
+        ..*env
+    };
     match follow::once(env, &opts, wait, &mut |_, _| {}, &mut |_| {}) {
-        Ok(report) => Ok(summarize(&report)),
+        Ok(report) => {
+            let mut run = summarize(&report);
+            run.samples.pulls = pulls.take();
+            Ok(run)
+        }
         Err(e) => {
             let message = error_chain(&e);
             Err(
@@ -670,6 +711,17 @@ mod tests {
             converged: false,
             findings: None,
             report: serde_json::json!({"source": {"url": "file:///r"}}),
+            samples: PassSamples {
+                steps: vec![StepSample {
+                    action: "pull".into(),
+                    result: "done".into(),
+                }],
+                pulls: vec![crate::telemetry::metrics::PullSample {
+                    ok: true,
+                    bytes: 42,
+                    seconds: 0.5,
+                }],
+            },
         });
         let line = serde_json::to_string(&run).unwrap();
         assert!(!line.contains('\n'));
@@ -678,6 +730,14 @@ mod tests {
         assert_eq!(back.source.refused.as_deref(), Some("unsigned"));
         assert_eq!(back.next_pass, Some(17));
         assert!(back.changed && !back.converged);
+        assert_eq!(back.samples.steps[0].action, "pull");
+        assert_eq!(back.samples.pulls[0].bytes, 42);
+        // A result written before the samples existed still reads.
+        let old: WorkerResult = serde_json::from_str(
+            r#"{"Ok": {"source": {"url": "u", "follows": "f"}, "result": "converged", "changed": false, "converged": true, "report": null}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.unwrap().samples, PassSamples::default());
 
         for f in [
             PassFailure::Fetch {

@@ -1,6 +1,11 @@
 //! Logging through `tracing`: human-readable on a terminal, JSON with `--log-format json`.
 //!
-//! Logs go to stderr; stdout is reserved for results (DESIGN.md §6).
+//! Logs go to stderr; stdout is reserved for results (DESIGN.md §6). The agent's
+//! Prometheus metrics are [`metrics`], served on `telemetry.metrics_listen` by
+//! [`metrics_http`] (and on the API socket by `api`).
+
+pub mod metrics;
+pub mod metrics_http;
 
 use std::io::IsTerminal;
 

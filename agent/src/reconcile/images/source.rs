@@ -5,19 +5,31 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use berth_spec::reference::Reference;
 use oci_spec::image::ImageConfiguration;
 
 use super::{ImageError, MAX_CONFIG};
 use crate::image::prepare::{self, SignatureCheck};
-use crate::image::pull::{self, PullOptions, Silent};
+use crate::image::pull::{self, PullOptions, PullProgress};
 use crate::image::registry::Client;
 use crate::image::signature::Trust;
 use crate::image::signature::exchange;
 use crate::image::snapshot::{ChainId, SnapshotStore};
 use crate::image::store::Store;
 use crate::image::store::records::ImageRecord;
+use crate::telemetry::metrics::{PullLog, PullSample};
+
+/// Counts the blob bytes a pull downloads.
+#[derive(Debug, Default)]
+struct Downloaded(AtomicU64);
+
+impl PullProgress for Downloaded {
+    fn blob_advanced(&self, _: &crate::image::digest::Digest, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
 
 /// The registry and store operations of making an image ready.
 pub trait ImageSource {
@@ -44,19 +56,33 @@ pub struct Registry<'a> {
     pub snapshots: &'a SnapshotStore,
     pub client: &'a Client,
     pub rt: &'a tokio::runtime::Handle,
+    /// Where each pull that reaches the registry is recorded (the agent's metrics).
+    pub pulls: Option<&'a PullLog>,
 }
 
 impl ImageSource for Registry<'_> {
     fn pull(&self, reference: &Reference) -> Result<ImageRecord, ImageError> {
         let opts = PullOptions::default();
-        self.rt
-            .block_on(pull::pull(
-                self.client,
-                self.store,
-                reference,
-                &opts,
-                &Silent,
-            ))
+        let bytes = Downloaded::default();
+        let began = std::time::Instant::now();
+        let pulled = self.rt.block_on(pull::pull(
+            self.client,
+            self.store,
+            reference,
+            &opts,
+            &bytes,
+        ));
+        // A pinned image already in the store never reached the registry: not a pull.
+        if let Some(log) = self.pulls
+            && !pulled.as_ref().is_ok_and(|p| p.from_store)
+        {
+            log.record(PullSample {
+                ok: pulled.is_ok(),
+                bytes: bytes.0.load(Ordering::Relaxed),
+                seconds: began.elapsed().as_secs_f64(),
+            });
+        }
+        pulled
             .map(|pulled| pulled.record)
             .map_err(|e| ImageError::Pull {
                 reference: reference.to_string(),

@@ -1,0 +1,495 @@
+//! The agent's Prometheus metrics (`docs/metrics.md` lists each one).
+//!
+//! One [`Metrics`] per agent, shared through the controller's handle (no global
+//! registry): the controller records each pass, its steps, its image pulls and its
+//! fetch as the pass's process reports them ([`PassSamples`]); what the host looks like
+//! now (its containers, their restarts, the applied revision's age) is read from the
+//! state directory when the metrics are scraped ([`Metrics::scrape`]). The exposition
+//! is OpenMetrics text, served as [`CONTENT_TYPE`] on the API socket (`GET /metrics`)
+//! and on `telemetry.metrics_listen` (`super::metrics_http`).
+//!
+//! Every label value comes from a short fixed set (a result, a trigger, a step's verb,
+//! a container state, a policy rule): no container, image or revision names, so the
+//! number of series stays bounded however many containers a node runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use serde::{Deserialize, Serialize};
+
+/// The media type of the exposition: OpenMetrics text 1.0.0.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Buckets of the pass duration (seconds): a pass with nothing to do takes a fraction
+/// of a second; one that pulls images, minutes.
+const PASS_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+/// Buckets of an image pull's duration (seconds).
+const PULL_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+];
+
+/// The container states a gauge is kept for even when no container is in them, so
+/// that `berth_containers{state="running"} == 0` can be alerted on.
+const STATES: [&str; 5] = ["running", "created", "exited", "stopped", "unknown"];
+
+/// What woke a pass: the `trigger` label of `berth_reconcile_passes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PassTrigger {
+    /// The agent's first pass after it started.
+    Start,
+    /// The fetch timer (`source.interval`).
+    Interval,
+    /// `berth reconcile` (`POST /v1/reconcile`).
+    Api,
+    /// A verified webhook or the watch of a local repository.
+    Source,
+    /// A container exited.
+    Exit,
+    /// A container's health changed (the prober).
+    Health,
+    /// A retry of a pass that did not converge, or the end of a crash-loop backoff.
+    Retry,
+    /// The resync timer (`runtime.resync`).
+    Resync,
+}
+
+impl PassTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassTrigger::Start => "start",
+            PassTrigger::Interval => "interval",
+            PassTrigger::Api => "api",
+            PassTrigger::Source => "source",
+            PassTrigger::Exit => "exit",
+            PassTrigger::Health => "health",
+            PassTrigger::Retry => "retry",
+            PassTrigger::Resync => "resync",
+        }
+    }
+}
+
+/// How one pass ended: the `result` label of `berth_reconcile_passes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PassEnd {
+    Converged,
+    NotConverged,
+    Observed,
+    /// The pass could not run or came to no report.
+    Failed,
+}
+
+impl PassEnd {
+    /// The end named by a pass's `result` (`converged`, `not-converged`, `observed`).
+    pub fn of(result: &str) -> PassEnd {
+        match result {
+            "converged" => PassEnd::Converged,
+            "observed" => PassEnd::Observed,
+            "not-converged" => PassEnd::NotConverged,
+            _ => PassEnd::Failed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassEnd::Converged => "converged",
+            PassEnd::NotConverged => "not_converged",
+            PassEnd::Observed => "observed",
+            PassEnd::Failed => "failed",
+        }
+    }
+}
+
+/// How a fetch of the source ended: the `result` label of `berth_source_fetches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FetchEnd {
+    /// The fetch went through and the revision was accepted.
+    Fetched,
+    /// The fetch went through and the revision was refused (its signature, a tag moved).
+    Refused,
+    /// The server or the network failed for a while.
+    Unavailable,
+    /// The fetch failed for a reason that does not pass by itself.
+    Failed,
+}
+
+impl FetchEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetchEnd::Fetched => "fetched",
+            FetchEnd::Refused => "refused",
+            FetchEnd::Unavailable => "unavailable",
+            FetchEnd::Failed => "failed",
+        }
+    }
+}
+
+/// One step the pass ran: its verb (`pull`, `create`, `start`, …, as `berth plan`
+/// prints it) and its result (`done`, `failed`, `refused`, `skipped`, `reported`,
+/// `deferred`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSample {
+    pub action: String,
+    pub result: String,
+}
+
+/// One image pull that reached the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullSample {
+    /// Whether it ended with the image in the store.
+    pub ok: bool,
+    /// Blob bytes downloaded (configs, layers).
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// What a pass's process saw, for the agent to count: the pass runs in a process of
+/// its own (`reconcile::worker`) and reports these with its result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassSamples {
+    #[serde(default)]
+    pub steps: Vec<StepSample>,
+    #[serde(default)]
+    pub pulls: Vec<PullSample>,
+}
+
+/// The image pulls of one pass, as they happen (the pull code records into it from
+/// whichever thread pulls).
+#[derive(Debug, Default)]
+pub struct PullLog(Mutex<Vec<PullSample>>);
+
+impl PullLog {
+    pub fn record(&self, sample: PullSample) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(sample);
+    }
+
+    /// The pulls recorded so far, taken out.
+    pub fn take(&self) -> Vec<PullSample> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PassLabels {
+    result: &'static str,
+    trigger: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StepLabels {
+    action: String,
+    result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ContainerLabels {
+    state: String,
+    health: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FindingLabels {
+    rule: String,
+    severity: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// A policy finding, as the gauge counts it.
+#[derive(Debug, Clone, Copy)]
+pub struct FindingKey<'a> {
+    pub rule: &'a str,
+    pub severity: &'a str,
+    pub status: &'a str,
+}
+
+/// A container as the gauge counts it.
+#[derive(Debug, Clone)]
+pub struct ContainerSample<'a> {
+    pub name: &'a str,
+    pub state: &'a str,
+    pub health: Option<&'a str>,
+    pub restarts: u32,
+}
+
+/// The agent's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    passes: Family<PassLabels, Counter>,
+    pass_duration: Histogram,
+    steps: Family<StepLabels, Counter>,
+    containers: Family<ContainerLabels, Gauge>,
+    restarts: Counter,
+    findings: Family<FindingLabels, Gauge>,
+    pulls: Family<ResultLabel, Counter>,
+    pull_bytes: Counter,
+    pull_duration: Histogram,
+    fetches: Family<ResultLabel, Counter>,
+    revision_age: Gauge<f64, AtomicU64>,
+    /// Each container's restart count when last looked at; none before the first look
+    /// (restarts made before the agent started are not counted).
+    seen_restarts: Mutex<Option<BTreeMap<String, u32>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let passes = Family::<PassLabels, Counter>::default();
+        registry.register(
+            "berth_reconcile_passes",
+            "Reconcile passes run, by how they ended and what woke them",
+            passes.clone(),
+        );
+        let pass_duration = Histogram::new(PASS_BUCKETS);
+        registry.register_with_unit(
+            "berth_reconcile_pass_duration",
+            "How long a reconcile pass took, its fetch included",
+            Unit::Seconds,
+            pass_duration.clone(),
+        );
+        let steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "berth_reconcile_steps",
+            "Plan steps run, by action and result",
+            steps.clone(),
+        );
+        let containers = Family::<ContainerLabels, Gauge>::default();
+        registry.register(
+            "berth_containers",
+            "Containers on this node, by state and health",
+            containers.clone(),
+        );
+        let restarts = Counter::default();
+        registry.register(
+            "berth_container_restarts",
+            "Container restarts (an exited instance started again) since the agent started",
+            restarts.clone(),
+        );
+        let findings = Family::<FindingLabels, Gauge>::default();
+        registry.register(
+            "berth_policy_findings",
+            "Policy findings of the last pass that judged the spec tree, by rule, severity and status",
+            findings.clone(),
+        );
+        let pulls = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "berth_image_pulls",
+            "Image pulls that reached a registry, by result",
+            pulls.clone(),
+        );
+        let pull_bytes = Counter::default();
+        registry.register_with_unit(
+            "berth_image_pull",
+            "Blob bytes downloaded by image pulls",
+            Unit::Bytes,
+            pull_bytes.clone(),
+        );
+        let pull_duration = Histogram::new(PULL_BUCKETS);
+        registry.register_with_unit(
+            "berth_image_pull_duration",
+            "How long an image pull that reached a registry took",
+            Unit::Seconds,
+            pull_duration.clone(),
+        );
+        let fetches = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "berth_source_fetches",
+            "Fetches of the node's Git source, by result",
+            fetches.clone(),
+        );
+        let revision_age = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "berth_applied_revision_age",
+            "Time since the applied revision was first applied on this node",
+            Unit::Seconds,
+            revision_age.clone(),
+        );
+        Metrics {
+            registry,
+            passes,
+            pass_duration,
+            steps,
+            containers,
+            restarts,
+            findings,
+            pulls,
+            pull_bytes,
+            pull_duration,
+            fetches,
+            revision_age,
+            seen_restarts: Mutex::new(None),
+        }
+    }
+
+    /// Counts a pass: how it ended, what woke it, how long it took, and what its
+    /// process saw.
+    pub fn pass(&self, trigger: PassTrigger, end: PassEnd, took: Duration, samples: &PassSamples) {
+        self.passes
+            .get_or_create(&PassLabels {
+                result: end.as_str(),
+                trigger: trigger.as_str(),
+            })
+            .inc();
+        self.pass_duration.observe(took.as_secs_f64());
+        for s in &samples.steps {
+            self.steps
+                .get_or_create(&StepLabels {
+                    action: s.action.clone(),
+                    result: s.result.clone(),
+                })
+                .inc();
+        }
+        for p in &samples.pulls {
+            let result = if p.ok { "pulled" } else { "failed" };
+            self.pulls.get_or_create(&ResultLabel { result }).inc();
+            self.pull_bytes.inc_by(p.bytes);
+            self.pull_duration.observe(p.seconds);
+        }
+    }
+
+    /// Counts a fetch of the source.
+    pub fn fetch(&self, end: FetchEnd) {
+        self.fetches
+            .get_or_create(&ResultLabel {
+                result: end.as_str(),
+            })
+            .inc();
+    }
+
+    /// Replaces the findings with those of a pass that judged the spec tree.
+    pub fn findings<'a>(&self, findings: impl IntoIterator<Item = FindingKey<'a>>) {
+        self.findings.clear();
+        for f in findings {
+            self.findings
+                .get_or_create(&FindingLabels {
+                    rule: f.rule.to_string(),
+                    severity: f.severity.to_string(),
+                    status: f.status.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Sets the container gauge to `containers`, and counts the restarts made since
+    /// they were last looked at.
+    pub fn containers<'a>(&self, containers: impl IntoIterator<Item = ContainerSample<'a>>) {
+        self.containers.clear();
+        for state in STATES {
+            self.containers
+                .get_or_create(&ContainerLabels {
+                    state: state.to_string(),
+                    health: "none".to_string(),
+                })
+                .set(0);
+        }
+        let mut seen = self
+            .seen_restarts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = seen.is_none();
+        let before = seen.take().unwrap_or_default();
+        let mut now = BTreeMap::new();
+        for c in containers {
+            self.containers
+                .get_or_create(&ContainerLabels {
+                    state: c.state.to_string(),
+                    health: c.health.unwrap_or("none").to_string(),
+                })
+                .inc();
+            // A container seen for the first time after the agent's start has
+            // restarted this often since; a count that went down is a new instance.
+            let was = before
+                .get(c.name)
+                .copied()
+                .unwrap_or(if first { c.restarts } else { 0 });
+            self.restarts
+                .inc_by(u64::from(c.restarts.saturating_sub(was)));
+            now.insert(c.name.to_string(), c.restarts);
+        }
+        *seen = Some(now);
+    }
+
+    /// Sets the applied revision's age (none: nothing applied, the gauge says 0).
+    pub fn revision_age(&self, age: Option<Duration>) {
+        self.revision_age.set(age.map_or(0.0, |a| a.as_secs_f64()));
+    }
+
+    /// The exposition: OpenMetrics text, ended by `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Looks at the host (its containers, the applied revision) and encodes. Reads the
+    /// state directory: call it from a blocking thread.
+    pub fn scrape(
+        &self,
+        state_dir: &Path,
+        backoff: crate::reconcile::backoff::RestartBackoff,
+    ) -> String {
+        self.look(state_dir, backoff);
+        self.encode()
+    }
+
+    /// Updates what is read from the state directory; what cannot be read is warned
+    /// about and left as it was.
+    pub fn look(&self, state_dir: &Path, backoff: crate::reconcile::backoff::RestartBackoff) {
+        let now = crate::reconcile::rows::unix_now();
+        match crate::reconcile::rows::list(state_dir, now, backoff) {
+            Ok(rows) => self.containers(rows.iter().map(|r| ContainerSample {
+                name: &r.name,
+                state: &r.state,
+                health: r.health.as_deref(),
+                restarts: r.restarts,
+            })),
+            Err(e) => {
+                tracing::warn!(target: "agent", error = %crate::util::error_chain(&e), "metrics: cannot read the containers")
+            }
+        }
+        match crate::source::applied::Applied::load(state_dir) {
+            Ok(applied) => {
+                let at = applied.and_then(|a| crate::util::rfc3339::parse_secs(&a.applied_at));
+                let now = u64::try_from(now).unwrap_or(0);
+                self.revision_age(at.map(|at| Duration::from_secs(now.saturating_sub(at))));
+            }
+            Err(e) => {
+                tracing::warn!(target: "agent", error = %crate::util::error_chain(&e), "metrics: cannot read the applied revision")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -1,0 +1,252 @@
+//! `telemetry.metrics_listen`: the metrics on a TCP address of their own, for a
+//! Prometheus server that cannot reach the API socket. It answers `GET /metrics` and
+//! nothing else (404 another path, 405 another method), one request a connection.
+//!
+//! What it serves holds no secret and no name (counts by result, state, rule), but the
+//! address is open to whoever reaches it: the connections are bounded like the webhook
+//! receiver's ([`MAX_CONNECTIONS`] at once, headers within [`HEADER_WITHIN`], a
+//! connection ended after [`CONNECTION_WITHIN`]), so a client can hold only so much of
+//! the agent. Each scrape reads the state directory on a blocking thread.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::reconcile::controller::Handle;
+
+/// Connections served at once; the next ones wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may take to send its request's headers.
+pub const HEADER_WITHIN: Duration = Duration::from_secs(10);
+/// How long a connection lives at most, whatever it does.
+pub const CONNECTION_WITHIN: Duration = Duration::from_secs(30);
+/// hyper's read buffer, which bounds the request's headers.
+const READ_BUFFER: usize = 16 * 1024;
+/// The one path served.
+pub const PATH: &str = "/metrics";
+
+/// Why the metrics cannot be served on their address.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsHttpError {
+    #[error("`telemetry.metrics_listen` `{listen}` is not an address:port")]
+    Address { listen: String },
+    #[error("cannot listen for metrics scrapes on {addr} (`telemetry.metrics_listen`)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The metrics being served on their address; dropping it stops accepting.
+#[derive(Debug)]
+pub struct MetricsServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// The address it listens on (the port chosen, for `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `listen` and serves the metrics of `handle` on `rt` until the returned server
+/// is dropped.
+pub fn start(
+    rt: &tokio::runtime::Handle,
+    handle: Handle,
+    listen: &str,
+) -> Result<MetricsServer, MetricsHttpError> {
+    let addr: SocketAddr = listen.parse().map_err(|_| MetricsHttpError::Address {
+        listen: listen.to_string(),
+    })?;
+    let bind_err = |source| MetricsHttpError::Bind { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let addr = std_listener.local_addr().map_err(bind_err)?;
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
+    };
+    let task = rt.spawn(accept_loop(listener, Arc::new(handle)));
+    tracing::info!(target: "agent", %addr, path = PATH, "serving metrics");
+    Ok(MetricsServer { addr, task })
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, handle: Arc<Handle>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // The semaphore is never closed: a permit always comes.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to be freed.
+                tracing::warn!(target: "agent", error = %e, "metrics: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let _slot = permit;
+            let service = hyper::service::service_fn(move |req| {
+                let handle = handle.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &handle).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_WITHIN)
+                .keep_alive(false)
+                .max_buf_size(READ_BUFFER)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_WITHIN, conn).await {
+                tracing::debug!(target: "agent", error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn respond<B>(req: &Request<B>, handle: &Handle) -> Response<Full<Bytes>> {
+    if req.uri().path() != PATH {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {PATH} is the only one here\n"),
+        );
+    }
+    if req.method() != Method::GET {
+        let mut r = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{PATH} takes GET\n"),
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
+        );
+        return r;
+    }
+    match scrape(handle).await {
+        Some(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        None => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be gathered\n".into(),
+        ),
+    }
+}
+
+/// The exposition of `handle`'s metrics, the host looked at on a blocking thread; none
+/// when that thread failed.
+pub async fn scrape(handle: &Handle) -> Option<String> {
+    let metrics = handle.metrics().clone();
+    let dir = handle.state_dir().to_path_buf();
+    let backoff = handle.backoff();
+    tokio::task::spawn_blocking(move || metrics.scrape(&dir, backoff))
+        .await
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// The answer to `request` on `addr`: its status line, headers and body as text.
+    fn ask(addr: SocketAddr, request: &str) -> String {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        c.write_all(request.as_bytes()).expect("write");
+        let mut out = String::new();
+        c.read_to_string(&mut out).expect("read");
+        out
+    }
+
+    #[test]
+    fn metrics_are_served_on_their_address_and_nothing_else_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (handle, _rx) = crate::reconcile::controller::channel(dir.path(), Default::default());
+        handle
+            .metrics()
+            .fetch(super::super::metrics::FetchEnd::Refused);
+        let server = start(rt.handle(), handle, "127.0.0.1:0").expect("start");
+        let addr = server.local_addr();
+
+        let got = ask(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(
+            got.contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
+            ),
+            "{got}"
+        );
+        assert!(
+            got.contains("berth_source_fetches_total{result=\"refused\"} 1\n"),
+            "{got}"
+        );
+        assert!(got.ends_with("# EOF\n"), "{got}");
+
+        let got = ask(addr, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(got.starts_with("HTTP/1.1 404 "), "{got}");
+        let got = ask(
+            addr,
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(got.starts_with("HTTP/1.1 405 "), "{got}");
+        assert!(got.contains("allow: GET\r\n"), "{got}");
+
+        // An address already taken is an error naming it.
+        let taken = start(rt.handle(), server_handle(dir.path()), &addr.to_string())
+            .expect_err("taken")
+            .to_string();
+        assert!(taken.contains(&addr.to_string()), "{taken}");
+        let bad = start(rt.handle(), server_handle(dir.path()), "localhost")
+            .expect_err("not an address")
+            .to_string();
+        assert!(bad.contains("`localhost`"), "{bad}");
+        drop(server);
+    }
+
+    fn server_handle(dir: &std::path::Path) -> Handle {
+        crate::reconcile::controller::channel(dir, Default::default()).0
+    }
+}
