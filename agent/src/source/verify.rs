@@ -39,6 +39,13 @@ use super::pgp::{self, PgpRefusal, TrustedPgpKeys};
 use super::signers::{AllowedSigner, AllowedSigners};
 use crate::util::rfc3339;
 
+/// The largest commit or tag berth reads to check its signature: its size is read
+/// from the object's header first, so a huge object is refused without being read.
+pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest signature block berth decodes.
+pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
+
 /// The SSHSIG namespace git signs commits and tags in.
 pub const NAMESPACE: &str = "git";
 
@@ -238,6 +245,15 @@ pub enum Refusal {
         object: SignedObject,
         listed_at: String,
     },
+    #[error(
+        "the {} object is {size} bytes, more than the {MAX_OBJECT_BYTES} berth reads to check a signature",
+        .object.as_str()
+    )]
+    TooLarge { object: SignedObject, size: usize },
+    #[error(
+        "its signature block is {size} bytes, more than the {MAX_SIGNATURE_BYTES} berth decodes"
+    )]
+    SignatureTooLarge { size: usize },
     #[error("the tag: {tag}; the commit: {commit}")]
     TagAndCommit {
         tag: Box<Refusal>,
@@ -268,6 +284,8 @@ impl Refusal {
             Self::KeyNamespace { .. } => "key_namespace",
             Self::NotYetValid { .. } => "not_yet_valid",
             Self::Expired { .. } => "expired",
+            Self::TooLarge { .. } => "too_large",
+            Self::SignatureTooLarge { .. } => "signature_too_large",
             Self::TagAndCommit { .. } => "tag_and_commit",
             Self::OpenPgp(r) => r.kind(),
             Self::Unreadable { .. } => "unreadable",
@@ -298,6 +316,7 @@ pub fn verify_commit<'a>(
 ) -> Result<Verified, Refusal> {
     let raw = read_object(repo, commit, ObjectType::Commit)?;
     let (signature, payload) = split_commit(&raw).ok_or(Refusal::Unsigned)?;
+    bounded(&signature)?;
     let at = repo
         .find_commit(commit)
         .map_err(unreadable)?
@@ -316,6 +335,7 @@ pub fn verify_tag<'a>(
 ) -> Result<Verified, Refusal> {
     let raw = read_object(repo, tag, ObjectType::Tag)?;
     let (payload, signature) = split_tag(&raw).ok_or(Refusal::Unsigned)?;
+    bounded(signature)?;
     let at = match repo.find_tag(tag).map_err(unreadable)?.tagger() {
         Some(tagger) => tagger.when().seconds(),
         None => now(),
@@ -337,6 +357,8 @@ pub fn verify_revision<'a>(
     let Some(tag) = tag else {
         return verify_commit(repo, commit, signers);
     };
+    // The tag is read whole below: its size first.
+    check_header(&repo.odb().map_err(unreadable)?, tag, ObjectType::Tag)?;
     let target = repo
         .find_tag(tag)
         .and_then(|t| t.peel())
@@ -371,18 +393,46 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The raw object, which must be of `kind`.
+/// A signature block of at most [`MAX_SIGNATURE_BYTES`].
+fn bounded(signature: &[u8]) -> Result<(), Refusal> {
+    if signature.len() > MAX_SIGNATURE_BYTES {
+        return Err(Refusal::SignatureTooLarge {
+            size: signature.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The raw object, which must be of `kind` and at most [`MAX_OBJECT_BYTES`] (checked
+/// from its header, before it is read).
 fn read_object(repo: &Repository, id: Oid, kind: ObjectType) -> Result<Vec<u8>, Refusal> {
     let odb = repo.odb().map_err(unreadable)?;
+    check_header(&odb, id, kind)?;
     let object = odb.read(id).map_err(unreadable)?;
-    if object.kind() != kind {
+    Ok(object.data().to_vec())
+}
+
+/// That the object is of `kind` and at most [`MAX_OBJECT_BYTES`], from its header.
+fn check_header(odb: &git2::Odb<'_>, id: Oid, kind: ObjectType) -> Result<(), Refusal> {
+    let (size, found) = odb.read_header(id).map_err(unreadable)?;
+    if found != kind {
         return Err(unreadable(git2::Error::from_str(&format!(
             "{id} is a {}, not a {}",
-            object.kind().str(),
+            found.str(),
             kind.str()
         ))));
     }
-    Ok(object.data().to_vec())
+    if size > MAX_OBJECT_BYTES {
+        return Err(Refusal::TooLarge {
+            object: if kind == ObjectType::Tag {
+                SignedObject::Tag
+            } else {
+                SignedObject::Commit
+            },
+            size,
+        });
+    }
+    Ok(())
 }
 
 /// A commit's `gpgsig` header and the commit without it, as git splits them

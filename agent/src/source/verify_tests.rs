@@ -419,3 +419,39 @@ fn an_object_of_the_wrong_kind_cannot_be_checked() {
             .is_judgement()
     );
 }
+
+#[test]
+fn a_huge_commit_is_refused_from_its_header_and_a_huge_signature_block_too() {
+    let r = Repo::new();
+    let key = private(1);
+    let allowed = signers(&format!("ops@x {}\n", public(&key)));
+    // A signed commit whose message makes it larger than berth reads.
+    let big = "x".repeat(MAX_OBJECT_BYTES);
+    let id = r.signed(&key, &big, T);
+    let refused = verify_commit(&r.repo, id, &allowed).unwrap_err();
+    assert_eq!(refused.kind(), "too_large", "{refused}");
+    assert!(refused.is_judgement());
+    assert!(
+        refused
+            .to_string()
+            .starts_with("the commit object is 16777"),
+        "{refused}"
+    );
+    // A signature block larger than berth decodes (an armored block of padding).
+    let id = r.signed_with("small\n", T, |_| {
+        format!(
+            "-----BEGIN SSH SIGNATURE-----\n{}\n-----END SSH SIGNATURE-----\n",
+            "A".repeat(MAX_SIGNATURE_BYTES)
+        )
+    });
+    let refused = verify_commit(&r.repo, id, &allowed).unwrap_err();
+    assert_eq!(refused.kind(), "signature_too_large", "{refused}");
+    // At the limit, a signature is decoded (and this one is found wanting).
+    let id = r.signed_with("limit\n", T, |_| {
+        "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n".to_string()
+    });
+    assert_eq!(
+        verify_commit(&r.repo, id, &allowed).unwrap_err().kind(),
+        "malformed"
+    );
+}
