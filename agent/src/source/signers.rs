@@ -175,7 +175,15 @@ pub struct AllowedSigners {
 impl AllowedSigners {
     /// Reads and parses the file at `path` (see the module documentation).
     pub fn load(path: &Path) -> Result<Self, SignersError> {
-        let bytes = read_regular(path)?;
+        let path_buf = || path.to_path_buf();
+        let bytes = read_regular(path, MAX_FILE_BYTES).map_err(|e| match e {
+            ReadError::Io(source) => SignersError::Read {
+                path: path_buf(),
+                source,
+            },
+            ReadError::NotRegular => SignersError::NotRegular { path: path_buf() },
+            ReadError::TooLarge { .. } => SignersError::TooLarge { path: path_buf() },
+        })?;
         let file = path.display().to_string();
         let signers =
             Self::parse(&file, &bytes).map_err(|errors| SignersError::Invalid { errors })?;
@@ -237,31 +245,33 @@ impl AllowedSigners {
     }
 }
 
+/// Why [`read_regular`] could not read a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("larger than {max} bytes")]
+    TooLarge { max: u64 },
+}
+
 /// Opens `path` without blocking (a FIFO planted there cannot hang the reader), checks
-/// that it is a regular file, and reads at most [`MAX_FILE_BYTES`].
-fn read_regular(path: &Path) -> Result<Vec<u8>, SignersError> {
-    let read_err = |source| SignersError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+/// that it is a regular file (not a device such as `/dev/zero`), and reads at most
+/// `max` bytes. The one reader of the node's small trusted files (allowed signers,
+/// OpenPGP keys).
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .map_err(read_err)?;
-    if !file.metadata().map_err(read_err)?.is_file() {
-        return Err(SignersError::NotRegular {
-            path: path.to_path_buf(),
-        });
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(ReadError::NotRegular);
     }
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(SignersError::TooLarge {
-            path: path.to_path_buf(),
-        });
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge { max });
     }
     Ok(bytes)
 }
