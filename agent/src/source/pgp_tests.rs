@@ -135,7 +135,9 @@ fn a_key_no_trusted_file_holds_is_named() {
     assert_eq!(r.kind(), "unknown_key");
     assert_eq!(
         r.to_string(),
-        format!("it is signed by OpenPGP key {A}, which no trusted OpenPGP key holds")
+        format!(
+            "it is signed by OpenPGP key {A}, which no trusted OpenPGP key holds (export it with `gpg --armor --export {A}` into a file listed in `source.trusted_pgp_keys`)"
+        )
     );
     // A subkey without its binding signature is no part of the key.
     assert_eq!(
@@ -286,6 +288,198 @@ fn key_files_that_cannot_be_used_are_named() {
     let ring = write("ring.asc", &ring);
     let loaded = TrustedPgpKeys::load(&[ring]).unwrap();
     assert_eq!(loaded.keys.len(), 3);
-    assert_eq!(armor_blocks(b"no armor").len(), 1);
+    assert!(armor_blocks(b"no armor").is_empty());
     assert_eq!(keys(&["ABC.asc"]).keys.len(), 3);
+}
+
+const R: &str = "9BD1024386A1DC5688BC7F8040B15072F836493A";
+const G: &str = "0C6109EBD2DC3AC22372EA95A45A0B3269A2CF50";
+
+#[test]
+fn a_renewed_key_still_verifies_what_it_signed_before_the_renewal() {
+    // R expired 2027-01-01 and was renewed on 2026-12-01 (gpg --quick-set-expire),
+    // which replaced its only self-signature: none is from before the commit.
+    assert_eq!(
+        judge("r-before-renewal", &["R.asc"])
+            .unwrap()
+            .key_fingerprint,
+        R
+    );
+    let v = judge("r-before-renewal", &["R-renewed.asc"]).unwrap();
+    assert_eq!(
+        (v.key_fingerprint.as_str(), v.principal.as_str()),
+        (R, "Rita <rita@x>")
+    );
+    // A commit after the renewed expiry is still refused, as it is with the old key.
+    let r = refusal("r-after-renewed-expiry", &["R-renewed.asc"]);
+    assert_eq!(r.kind(), "expired");
+    assert!(r.to_string().contains("which expired at 2028-12-01"), "{r}");
+    assert_eq!(
+        refusal("r-after-renewed-expiry", &["R.asc"]).kind(),
+        "expired"
+    );
+    // The same for a signing subkey whose binding was renewed.
+    let v = judge("s-before-renewal", &["S-renewed.asc"]).unwrap();
+    assert_eq!(
+        v.primary_key.as_deref(),
+        Some("9813729888F732E68A7AC33B96540D325E7B83E7")
+    );
+}
+
+#[test]
+fn a_user_id_revocation_is_no_self_signature() {
+    // U expires 2027-01-01; its second user id was revoked on 2026-02-01, after both
+    // self-signatures: the revocation neither lifts the expiry nor names the key.
+    let r = refusal("u-committed-2030", &["U-uid-revoked.asc"]);
+    assert_eq!(r.kind(), "expired", "{r}");
+    assert!(r.to_string().contains("(Ursula <ursula@x>)"), "{r}");
+}
+
+/// A file in a fresh directory holding the fixtures `names`, concatenated.
+fn concatenated(dir: &tempfile::TempDir, names: &[&str]) -> PathBuf {
+    let mut text = Vec::new();
+    for name in names {
+        text.extend(std::fs::read(fixture(name)).unwrap());
+    }
+    let path = dir.path().join(names.join("+"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_revocation_in_any_copy_of_a_key_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_repo_dir, repo, ids) = holding(&["d-revoked-later.commit"]);
+    let verdict = |paths: &[PathBuf]| {
+        let keys = TrustedPgpKeys::load(paths).unwrap();
+        assert_eq!(keys.keys.len(), 1);
+        verify_commit(&repo, ids[0], &keys)
+    };
+    // The old copy first, in one file and in two.
+    for paths in [
+        vec![concatenated(&dir, &["D.asc", "D-revoked.asc"])],
+        vec![fixture("D.asc"), fixture("D-revoked.asc")],
+        vec![fixture("D-revoked.asc"), fixture("D.asc")],
+    ] {
+        let refused = verdict(&paths).unwrap_err();
+        assert_eq!(refused.kind(), "revoked", "{paths:?}: {refused}");
+    }
+}
+
+#[test]
+fn a_standalone_revocation_certificate_revokes_its_key() {
+    assert_eq!(judge("g-good", &["G.asc"]).unwrap().key_fingerprint, G);
+    for files in [["G.asc", "G-revocation.asc"], ["G-revocation.asc", "G.asc"]] {
+        let r = refusal("g-good", &files);
+        assert_eq!(r.kind(), "revoked", "{r}");
+        assert!(r.to_string().contains("hard revocation"), "{r}");
+    }
+    // Alone, it revokes nothing the node trusts: named as a mistake.
+    let err = TrustedPgpKeys::load(&[fixture("G-revocation.asc"), fixture("A.asc")]).unwrap_err();
+    assert!(
+        matches!(err, PgpKeysError::RevocationForUnknownKey { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(G), "{err}");
+    assert!(err.to_string().contains("G-revocation.asc"), "{err}");
+}
+
+#[test]
+fn key_files_are_read_only_when_regular_and_small() {
+    let err = TrustedPgpKeys::load(&[PathBuf::from("/dev/zero")]).unwrap_err();
+    assert!(matches!(err, PgpKeysError::NotRegular { .. }), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.asc");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Opened without blocking (no writer), and refused.
+    let err = TrustedPgpKeys::load(&[fifo]).unwrap_err();
+    assert!(matches!(err, PgpKeysError::NotRegular { .. }), "{err}");
+    let big = dir.path().join("big.asc");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(MAX_KEY_FILE_BYTES + 1).unwrap();
+    let err = TrustedPgpKeys::load(&[big]).unwrap_err();
+    assert!(matches!(err, PgpKeysError::TooLarge { .. }), "{err}");
+}
+
+#[test]
+fn an_expired_signature_is_refused_at_the_current_time() {
+    // Signed on 2026-06-01 to expire a day later.
+    let r = refusal("g-sig-expired", &["G.asc"]);
+    assert_eq!(r.kind(), "signature_expired");
+    assert!(
+        r.to_string().contains("expired at 2026-06-02T00:00:00Z"),
+        "{r}"
+    );
+    // One that expires in 2076 verifies.
+    assert_eq!(
+        judge("g-sig-expires-2076", &["G.asc"])
+            .unwrap()
+            .key_fingerprint,
+        G
+    );
+}
+
+#[test]
+fn a_text_mode_signature_is_refused() {
+    let r = refusal("g-textmode", &["G.asc"]);
+    assert!(matches!(r, PgpRefusal::TextMode), "{r}");
+    assert_eq!(r.kind(), "signature_type");
+}
+
+#[test]
+fn a_key_of_an_algorithm_berth_cannot_verify_is_refused_when_loaded() {
+    let err = TrustedPgpKeys::load(&[fixture("BP.asc")]).unwrap_err();
+    assert!(
+        matches!(err, PgpKeysError::UnsupportedAlgorithm { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("BP.asc: OpenPGP key "), "{text}");
+    assert!(
+        text.contains("(Bea <bea@x>) uses ECDSA over brainpoolP256r1"),
+        "{text}"
+    );
+    // secp256k1 is verified.
+    let v = judge("k-secp256k1", &["K.asc"]).unwrap();
+    assert_eq!(
+        v.key_fingerprint,
+        "ACE492EC523C986FE7E8DF314A2F9355E1908C41"
+    );
+}
+
+#[test]
+fn key_file_errors_are_short_and_binary_exports_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.asc");
+    std::fs::write(&empty, "\n").unwrap();
+    let err = TrustedPgpKeys::load(&[empty]).unwrap_err();
+    assert!(matches!(err, PgpKeysError::EmptyFile { .. }), "{err}");
+    // Broken armored keys: their messages hold no bytes.
+    let text = std::fs::read_to_string(fixture("A.asc")).unwrap();
+    let body = text.find("\n\n").unwrap() + 2;
+    let end = text.find("\n-----END").unwrap() + 1;
+    let garbage = [
+        "AAAAAAAAAAAA\n",
+        "mDMEaVVVrBYJKwYBBAHaRw8BAQdAt2Kx14ItxRqJNS3iEvsAFEzl+5B2nIdIzmO7nn5TQNq0GUFs\n",
+        "xsBNBGlVVawBCADL\n",
+    ];
+    for (i, garbage) in garbage.iter().enumerate() {
+        let broken = dir.path().join(format!("broken{i}.asc"));
+        std::fs::write(
+            &broken,
+            format!("{}{garbage}{}", &text[..body], &text[end..]),
+        )
+        .unwrap();
+        let err = TrustedPgpKeys::load(&[broken]).unwrap_err();
+        let shown = err.to_string();
+        eprintln!("{shown}");
+        assert!(
+            shown.contains(&format!("broken{i}.asc: not an OpenPGP public key")),
+            "{shown}"
+        );
+        assert!(!shown.contains('['), "{shown}");
+        assert!(shown.len() < 400, "{shown}");
+    }
+    // `gpg --export KEY` without --armor.
+    assert_eq!(judge("g-good", &["G.gpg"]).unwrap().key_fingerprint, G);
 }

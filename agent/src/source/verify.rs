@@ -515,7 +515,7 @@ fn check(
             check_ssh(signature, payload, at, object, signers)
         }
         (SignatureFormat::OpenPgp, _, Some(pgp_keys)) => {
-            Ok(pgp::check(signature, payload, at, object, pgp_keys)?)
+            Ok(pgp::check(signature, payload, at, now(), object, pgp_keys)?)
         }
         (SignatureFormat::X509, _, _) => Err(Refusal::Unsupported { format }),
         _ => Err(Refusal::NoKeys { format }),
