@@ -1,5 +1,5 @@
 //! `berth source verify [REV] [--repo DIR] [--allowed-signers FILE]
-//! [--trusted-pgp-keys FILE…] [--format text|json]`: check a revision's signature as the
+//! [--trusted-pgp-keys FILE]… [--format text|json]`: check a revision's signature as the
 //! agent would (`source::verify`), on a local repository, against SSH allowed signers,
 //! trusted OpenPGP keys, or both (either signature is then enough). Without either flag
 //! the node config's `source.allowed_signers` and `source.trusted_pgp_keys` are used.
@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::{ArgAction, Args, Subcommand};
 use git2::{ObjectType, Oid, Repository};
 use serde_json::json;
 
@@ -45,10 +45,10 @@ pub struct VerifyArgs {
     /// --trusted-pgp-keys is given: the node config's `source.allowed_signers`]
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
-    /// Armored OpenPGP public key files (`gpg --export --armor KEY`) [default, when
-    /// neither this nor --allowed-signers is given: the node config's
-    /// `source.trusted_pgp_keys`]
-    #[arg(long, value_name = "FILE", num_args = 1..)]
+    /// An OpenPGP public key file (`gpg --export --armor KEY`); repeat the flag for
+    /// more files [default, when neither this nor --allowed-signers is given: the node
+    /// config's `source.trusted_pgp_keys`]
+    #[arg(long, value_name = "FILE", action = ArgAction::Append)]
     pub trusted_pgp_keys: Vec<PathBuf>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
@@ -119,6 +119,15 @@ fn verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
         Format::Text => println!("{}", text(&rev, &result)),
         Format::Json => println!("{}", self::json(&rev, &result)),
     }
+    // The refusal names the node config's key; with keys given by flag, name the flag.
+    let flags = args.allowed_signers.is_some() || !args.trusted_pgp_keys.is_empty();
+    if let (true, Err(Refusal::NoKeys { format })) = (flags, &result) {
+        let flag = match format {
+            SignatureFormat::Ssh => "--allowed-signers FILE",
+            _ => "--trusted-pgp-keys FILE",
+        };
+        eprintln!("hint: it carries an {format} signature: pass {flag}");
+    }
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(EXIT_FINDINGS),
@@ -142,7 +151,7 @@ fn configured_keys(cli: &Cli) -> Result<(Option<PathBuf>, Vec<PathBuf>), ExitCod
             |p: &Path| p.display().to_string(),
         );
         return Err(failed(&format!(
-            "no keys to verify against: pass --allowed-signers FILE or --trusted-pgp-keys FILE…, or set `source.allowed_signers` or `source.trusted_pgp_keys` in the node config {config}"
+            "no keys to verify against: pass --allowed-signers FILE or --trusted-pgp-keys FILE (repeatable), or set `source.allowed_signers` or `source.trusted_pgp_keys` in the node config {config}"
         )));
     }
     Ok((ssh, pgp))
@@ -247,7 +256,10 @@ fn signers_error(e: &SignersError, format: Format) -> ExitCode {
 /// OpenPGP key files that cannot be used: the error on stdout and exit 1 when a file is
 /// invalid, else one `error:` line and exit 3.
 fn pgp_keys_error(e: &PgpKeysError, format: Format) -> ExitCode {
-    if matches!(e, PgpKeysError::Read { .. }) {
+    if matches!(
+        e,
+        PgpKeysError::Read { .. } | PgpKeysError::NotRegular { .. } | PgpKeysError::TooLarge { .. }
+    ) {
         return failed(&e.to_string());
     }
     match format {
@@ -263,4 +275,60 @@ fn pgp_keys_error(e: &PgpKeysError, format: Format) -> ExitCode {
 fn failed(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_FAILED)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use super::*;
+
+    fn parsed(args: &[&str]) -> VerifyArgs {
+        let cli = Cli::try_parse_from(["berth", "source", "verify"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Source(SourceArgs {
+                command: SourceCommand::Verify(v),
+            }) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_file_flag_takes_one_file_and_leaves_the_revision_alone() {
+        let v = parsed(&["--trusted-pgp-keys", "a.asc", "main"]);
+        assert_eq!(v.rev, "main");
+        assert_eq!(v.trusted_pgp_keys, [PathBuf::from("a.asc")]);
+        let v = parsed(&[
+            "--trusted-pgp-keys",
+            "a.asc",
+            "--trusted-pgp-keys",
+            "b.asc",
+            "v1",
+        ]);
+        assert_eq!(v.rev, "v1");
+        assert_eq!(
+            v.trusted_pgp_keys,
+            [PathBuf::from("a.asc"), PathBuf::from("b.asc")]
+        );
+        let v = parsed(&["--allowed-signers", "signers", "main"]);
+        assert_eq!(
+            (v.rev.as_str(), v.allowed_signers),
+            ("main", Some(PathBuf::from("signers")))
+        );
+        assert!(
+            Cli::try_parse_from([
+                "berth",
+                "source",
+                "verify",
+                "--allowed-signers",
+                "a",
+                "b",
+                "c"
+            ])
+            .is_err()
+        );
+    }
 }
