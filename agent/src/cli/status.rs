@@ -129,14 +129,13 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
             out.push(format!("  author:  {}, {}", r.author, r.time));
             out.push(match &r.signer {
                 Some(s) => format!(
-                    "  signer:  {} ({}{}, {} signature)",
+                    "  signer:  {} ({}, {} signature)",
                     s.principal,
-                    if s.kind == "openpgp" {
-                        "OpenPGP key "
-                    } else {
-                        ""
+                    match (&s.primary_key, s.kind == "openpgp") {
+                        (Some(primary), _) => format!("OpenPGP subkey {} of key {primary}", s.key),
+                        (None, true) => format!("OpenPGP key {}", s.key),
+                        (None, false) => s.key.clone(),
                     },
-                    s.key,
                     s.object
                 ),
                 None => "  signer:  none (unsigned, or no signature is required)".to_string(),
@@ -409,6 +408,46 @@ web         running (healthy)         0          -                              
   web: warning run-as-non-root (violation) at web.toml:4 `user`: runs as root (uid 0)\\u{1b}[2J
 ";
         assert_eq!(render(&doc, None), want);
+    }
+
+    #[test]
+    fn an_openpgp_subkey_signer_is_shown_with_its_primary_key() {
+        let doc = StatusDoc {
+            agent: "running".into(),
+            pid: None,
+            suspended: false,
+            revision: Some(RevisionInfo {
+                commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                url: "file:///fleet".into(),
+                follows: "branch main".into(),
+                path: String::new(),
+                author: "Ops <ops@example.com>".into(),
+                time: "2026-12-04T09:59:00Z".into(),
+                subject: "web".into(),
+                signer: Some(Signer {
+                    principal: "Ops <ops@example.com>".into(),
+                    key: "SUBKEY".into(),
+                    object: "commit".into(),
+                    kind: "openpgp".into(),
+                    primary_key: Some("PRIMARY".into()),
+                }),
+                tag_object: None,
+            }),
+            applied_at: None,
+            last_fetch: None,
+            last_pass: None,
+            conditions: vec![],
+            containers: vec![],
+            findings: Default::default(),
+            trust_chains: vec![],
+        };
+        let shown = render(&doc, None);
+        assert!(
+            shown.contains(
+                "  signer:  Ops <ops@example.com> (OpenPGP subkey SUBKEY of key PRIMARY, commit signature)\n"
+            ),
+            "{shown}"
+        );
     }
 
     /// A socket that accepts (the kernel's backlog) and never answers: nothing
