@@ -1,7 +1,7 @@
 //! OpenPGP-signed commits (`source.trusted_pgp_keys`) end to end: keys made by
 //! `gpg --batch --quick-gen-key` in a private GNUPGHOME, commits by real `git commit -S`
 //! (`gpg.format=openpgp`), public keys exported with `gpg --export --armor`.
-//! - a good commit is applied by the agent (`berth agent`, on subnet 10.251.50.0/24) and
+//! - a good commit is applied by the agent (`berth agent`, on subnet 10.251.70.0/24) and
 //!   verified by `berth source verify`; unsigned, unknown-key, expired-key and tampered
 //!   commits are refused, the running container's PID stays the same and `berth status`
 //!   says why;
@@ -237,7 +237,7 @@ fn openpgp_signed_commits_are_applied_and_every_bad_signature_is_refused() {
     if !tools() {
         return;
     }
-    let Some(mut h) = Host::on("10.251.50", "") else {
+    let Some(mut h) = Host::on("10.251.70", "") else {
         return;
     };
     let gpg = Gpg::new();
@@ -422,6 +422,58 @@ fn a_signing_subkey_verifies_and_names_its_primary_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `berth source verify COMMIT` in `work` against `keys` (each file after its own
+/// `--trusted-pgp-keys`, the revision after them), as JSON.
+fn verify_with(repo: &GitRepo, commit: &str, keys: &[&Path]) -> (Run, serde_json::Value) {
+    let work = repo.work();
+    let mut args = vec!["source", "verify", "--repo", work.to_str().unwrap()];
+    args.extend(["--format", "json"]);
+    for key in keys {
+        args.extend(["--trusted-pgp-keys", key.to_str().unwrap()]);
+    }
+    args.push(commit);
+    let r = run_berth(repo.root(), &args);
+    let doc = serde_json::from_str(&r.stdout).unwrap_or_default();
+    (r, doc)
+}
+
+#[test]
+fn a_renewed_key_keeps_verifying_what_it_signed_before_and_its_new_expiry_counts() {
+    if !tools() {
+        return;
+    }
+    let repo = GitRepo::new().unwrap();
+    let gpg = Gpg::new();
+    let key = gpg.gen_key("Renew <renew@berth.example>", "ed25519", "sign", "1d");
+    let other = gpg.gen_key("Other <other@berth.example>", "ed25519", "sign", "1y");
+    repo.write("fleet/web.toml", "# web\n");
+    let before = gpg.commit(&repo, &format!("{key}!"), "before the renewal", None);
+    // The renewal's self-signature, which replaces the old one, is newer than the commit.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    gpg.run(&["--quick-set-expire", &key, "1y"]);
+    let renewed = gpg.export(repo.root(), "renewed.asc", &[&key]);
+    let others = gpg.export(repo.root(), "other.asc", &[&other]);
+    let (r, doc) = verify_with(&repo, &before, &[&others, &renewed]);
+    assert_eq!(r.code, 0, "{}", show(&r));
+    assert_eq!(doc["signature"]["key"], key.as_str(), "{doc}");
+    // gpg agrees.
+    let out = git_command(&repo.work())
+        .env("GNUPGHOME", gpg.home.path())
+        .args(["verify-commit", &before])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Committed after the renewed expiry: refused.
+    let late = gpg.commit(&repo, &format!("{key}!"), "late", Some(&date_in(400)));
+    let (r, doc) = verify_with(&repo, &late, &[&renewed]);
+    assert_eq!(r.code, 1, "{}", show(&r));
+    assert_eq!(doc["refusal"]["kind"], "expired", "{doc}");
 }
 
 #[test]
