@@ -1228,10 +1228,23 @@ fn policy(r: &Reader<'_, '_, '_>, p: &mut PolicySection) {
         p.trusted_keys = keys.into_iter().map(|(k, _)| PathBuf::from(k)).collect();
     }
     p.trusted_root = path(r, "trusted_root");
+    let root_given = r.raw("trusted_root").is_some();
     for (i, (t, at)) in r.tables("trusted_identities").into_iter().enumerate() {
         let seg = format!("trusted_identities[{i}]");
-        if let Some(id) = trusted_identity(&r.child(t, &seg, at, IDENTITY)) {
-            p.trusted_identities.push(id);
+        let id = r.child(t, &seg, at.clone(), IDENTITY);
+        if let Some(trusted) = trusted_identity(&id) {
+            // Only the first: one fix (a root) answers them all.
+            if !root_given && p.trusted_identities.is_empty() {
+                id.error(
+                    &at,
+                    "issuer",
+                    format!(
+                        "a trusted identity needs `{}` (a Sigstore trusted_root.json): without one no keyless signature can be verified, and every pass would fail",
+                        r.scope.key("trusted_root")
+                    ),
+                );
+            }
+            p.trusted_identities.push(trusted);
         }
     }
     if let Some((v, loc)) = r.string("on_running_violation") {
@@ -1280,7 +1293,22 @@ fn trusted_identity(r: &Reader<'_, '_, '_>) -> Option<TrustedIdentity> {
             None
         }
         (Some((s, _)), None) => Some(SubjectMatch::Exact(s)),
-        (None, Some((s, _))) => Some(SubjectMatch::Regex(s)),
+        (None, Some((s, loc))) => match subject_regex_error(&s) {
+            Some(e) => {
+                let hint = if e.contains("Unicode") {
+                    " (berth's dialect, regex-lite, has no Unicode classes such as `\\p{L}`)"
+                } else {
+                    ""
+                };
+                r.error(
+                    &loc,
+                    "subject_regex",
+                    format!("`subject_regex` is not a valid regular expression: {e}{hint}"),
+                );
+                None
+            }
+            None => Some(SubjectMatch::Regex(s)),
+        },
         // A misspelt `subject` was already reported with its suggestion.
         (None, None)
             if r.suggested.contains("subject") || r.suggested.contains("subject_regex") =>
@@ -1304,6 +1332,22 @@ fn trusted_identity(r: &Reader<'_, '_, '_>) -> Option<TrustedIdentity> {
         issuer: issuer?,
         subject: subject?,
     })
+}
+
+/// Why `pattern` cannot be a `subject_regex`, as the agent compiles it: alone (a
+/// pattern like `a)|(b` is valid only once wrapped), then anchored (`^(?:…)$`).
+fn subject_regex_error(pattern: &str) -> Option<String> {
+    regex_lite::Regex::new(pattern)
+        .and_then(|_| regex_lite::Regex::new(&format!("^(?:{pattern})$")))
+        .err()
+        .map(|e| {
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
 }
 
 /// Reads one waiver table (`[[policy.waiver]]` here, `[[waiver]]` in policy files).

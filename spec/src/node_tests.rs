@@ -652,3 +652,36 @@ fn a_webhook_on_a_node_pinned_to_a_commit_is_a_warning() {
         assert!(parse(&text).warnings().is_empty(), "{text}");
     }
 }
+
+/// Identities without a root, and patterns the agent cannot compile, are located
+/// errors (`berth agent --check` must not say ok for a node every pass would fail).
+#[test]
+fn trusted_identities_need_a_root_and_a_valid_pattern() {
+    let (line, _, key, msg) = error(
+        "[policy]\nmode = \"enforce\"\n\n[[policy.trusted_identities]]\nissuer = \"https://idp\"\nsubject = \"s\"\n\n[[policy.trusted_identities]]\nissuer = \"https://idp\"\nsubject = \"t\"\n",
+    );
+    assert_eq!(
+        (line, key.as_str()),
+        (4, "policy.trusted_identities[0].issuer")
+    );
+    assert!(msg.contains("needs `policy.trusted_root`"), "{msg}");
+    let root = "[policy]\ntrusted_root = \"/r.json\"\n[[policy.trusted_identities]]\nissuer = \"https://idp\"\n";
+    for pattern in [
+        "(unclosed",
+        r"\\p{L}+",
+        r"https://github\\.com/acme/.*)|(.*",
+    ] {
+        let (line, _, key, msg) = error(&format!("{root}subject_regex = \"{pattern}\"\n"));
+        assert_eq!(
+            (line, key.as_str()),
+            (5, "policy.trusted_identities[0].subject_regex"),
+            "{pattern}"
+        );
+        assert!(msg.contains("not a valid regular expression"), "{msg}");
+    }
+    let p = parse(&format!(
+        "{root}subject_regex = \"https://github\\\\.com/acme/[^/]+\"\n"
+    ))
+    .policy;
+    assert_eq!(p.trusted_identities.len(), 1);
+}

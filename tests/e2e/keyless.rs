@@ -291,3 +291,62 @@ fn a_node_whose_trusted_root_cannot_be_read_refuses_to_apply_naming_it() {
     );
     assert!(node.instance("web").is_none());
 }
+
+/// `berth agent --check` refuses, with the file and line, what every pass would fail
+/// on: identities without a trusted root, a pattern berth cannot compile, a trusted
+/// root that is not one (a TUF root.json, a bundle, an empty file).
+#[test]
+fn agent_check_refuses_an_unusable_keyless_configuration_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: &str| -> Run {
+        std::fs::write(tmp.path().join(name), text).unwrap();
+        run_berth(tmp.path(), &["agent", "--check", "--config", name])
+    };
+    let id = format!("[[policy.trusted_identities]]\nissuer = \"{ISSUER}\"\n");
+    let run = check(
+        "no-root.toml",
+        &format!("[policy]\n{id}subject = \"{SUBJECT}\"\n"),
+    );
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("no-root.toml:2:")
+            && run.stdout.contains("needs `policy.trusted_root`"),
+        "{run:?}"
+    );
+    std::fs::write(tmp.path().join("empty.json"), "").unwrap();
+    std::fs::write(
+        tmp.path().join("tuf-root.json"),
+        r#"{"signatures": [], "signed": {"_type": "root", "version": 5}}"#,
+    )
+    .unwrap();
+    for (pattern, expected) in [
+        ("(unclosed", "not a valid regular expression"),
+        (r"\\p{L}+", "no Unicode classes"),
+    ] {
+        let run = check(
+            "regex.toml",
+            &format!(
+                "[policy]\ntrusted_root = \"empty.json\"\n{id}subject_regex = \"{pattern}\"\n"
+            ),
+        );
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(
+            run.stdout.contains("regex.toml:5:") && run.stdout.contains(expected),
+            "{run:?}"
+        );
+    }
+    for (root, expected) in [
+        ("empty.json", "is not JSON"),
+        ("tuf-root.json", "not a Sigstore trusted root"),
+    ] {
+        let run = check(
+            "root.toml",
+            &format!("[policy]\ntrusted_root = \"{root}\"\n{id}subject = \"{SUBJECT}\"\n"),
+        );
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(
+            run.stdout.contains("root.toml:2:") && run.stdout.contains(expected),
+            "{run:?}"
+        );
+    }
+}

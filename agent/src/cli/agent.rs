@@ -137,6 +137,8 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         for d in unreadable_files(&loaded).into_iter().filter(|d| !secret(d)) {
             warn(&d);
         }
+        // A trusted root that is there must be one: every pass would fail on it.
+        errors.extend(crate::node::unusable_trusted_root(&loaded));
     }
     match config::node_policy(&loaded, None) {
         Ok(_) => {}
