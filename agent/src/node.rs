@@ -84,8 +84,9 @@ pub fn node_policy(loaded: &Loaded, explicit: Option<&str>) -> Result<NodePolicy
     let host = HostContext {
         state_dir: cfg.runtime.state_dir.display().to_string(),
         run_dir: cfg.runtime.run_dir.display().to_string(),
-        trusted_keys: !cfg.policy.trusted_keys.is_empty()
-            || (cfg.policy.trusted_root.is_some() && !cfg.policy.trusted_identities.is_empty()),
+        trusted_keys: !cfg.policy.trusted_keys.is_empty(),
+        trusted_identities: cfg.policy.trusted_root.is_some()
+            && !cfg.policy.trusted_identities.is_empty(),
     };
     Ok(NodePolicy { policy, mode, host })
 }
@@ -192,6 +193,38 @@ pub fn unreadable_files(loaded: &Loaded) -> Vec<Diagnostic> {
         );
     }
     out
+}
+
+/// The trusted root the configuration names (`policy.trusted_root`) when it is a
+/// readable file but not a usable Sigstore trusted root (a TUF `root.json`, a bundle,
+/// an empty file): a located error for `berth agent --check`, which every pass would
+/// otherwise hit. An unreadable one is [`unreadable_files`]' to report.
+pub fn unusable_trusted_root(loaded: &Loaded) -> Option<Diagnostic> {
+    let files = loaded.config.files();
+    let f = files.iter().find(|f| f.key == "policy.trusted_root")?;
+    if !std::fs::metadata(f.path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let error = crate::image::signature::keyless::TrustedRoot::load(f.path).err()?;
+    let shown = loaded
+        .path
+        .as_ref()
+        .map_or_else(|| DEFAULT_CONFIG.to_string(), |p| p.display().to_string());
+    let at = f.at.clone().unwrap_or(berth_spec::Location {
+        file: shown,
+        line: 1,
+        column: 1,
+    });
+    Some(
+        Diagnostic::new(
+            &at,
+            format!(
+                "`policy.trusted_root` cannot be used: {}",
+                crate::util::error_chain(&error)
+            ),
+        )
+        .key(f.key.clone()),
+    )
 }
 
 /// The security keys set in the configuration that `caller` would have to enforce and

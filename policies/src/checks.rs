@@ -362,18 +362,27 @@ fn image_signature(c: &Container, facts: &Facts, host: &HostContext) -> Option<R
             "image",
             format!("the signature of image `{name}` does not verify: {reason}"),
         )),
-        SignatureFact::Unknown if !host.trusted_keys => Some(not_checked(
-            "image",
-            format!(
-                "no trusted keys are configured (`policy.trusted_keys`): the signature of image `{name}` cannot be checked"
-            ),
-        )),
-        SignatureFact::Unknown => Some(not_checked(
-            "image",
-            format!(
-                "the signature of image `{name}` is verified at pull time against the node's trusted keys"
-            ),
-        )),
+        SignatureFact::Unknown => {
+            let against = match (host.trusted_keys, host.trusted_identities) {
+                (false, false) => {
+                    return Some(not_checked(
+                        "image",
+                        format!(
+                            "no trusted keys are configured (`policy.trusted_keys`), nor keyless identities (`policy.trusted_identities` with `policy.trusted_root`): the signature of image `{name}` cannot be checked"
+                        ),
+                    ));
+                }
+                (true, false) => "trusted keys",
+                (false, true) => "trusted keyless identities",
+                (true, true) => "trusted keys and keyless identities",
+            };
+            Some(not_checked(
+                "image",
+                format!(
+                    "the signature of image `{name}` is verified at pull time against the node's {against}"
+                ),
+            ))
+        }
     }
 }
 

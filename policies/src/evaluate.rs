@@ -26,6 +26,8 @@ pub struct HostContext {
     pub run_dir: String,
     /// Whether the node has trusted keys for image signatures.
     pub trusted_keys: bool,
+    /// Whether the node verifies keyless signatures (a trusted root and identities).
+    pub trusted_identities: bool,
 }
 
 impl Default for HostContext {
@@ -34,6 +36,7 @@ impl Default for HostContext {
             state_dir: "/var/lib/berth".into(),
             run_dir: "/run/berth".into(),
             trusted_keys: false,
+            trusted_identities: false,
         }
     }
 }

@@ -126,9 +126,9 @@ impl Rule {
             ),
             Rule::ImageSignature => (
                 "image-signature",
-                "images are signed by a key the node trusts (checked at pull time)",
+                "images are signed by a key or keyless identity the node trusts (checked at pull time)",
                 "Kyverno verify-image; CIS Docker 4.5",
-                "sign the image with a key in the node's `policy.trusted_keys` (`berth sign REF --key KEY`)",
+                "sign the image with a key in the node's `policy.trusted_keys` (`berth sign REF --key KEY`), or keyless (a cosign 3 bundle) as an identity in its `policy.trusted_identities`",
                 false,
             ),
             Rule::NoPrivileged => (

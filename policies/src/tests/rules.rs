@@ -486,3 +486,50 @@ fn severities_follow_the_profile() {
     let u = f.iter().find(|f| f.rule == Rule::RunAsNonRoot).unwrap();
     assert_eq!(u.severity, Severity::Warning);
 }
+
+/// The not-checked message names what the node verifies signatures against: keys,
+/// keyless identities, both, or neither.
+#[test]
+fn an_unchecked_signature_names_the_node_s_trust() {
+    let policy = restricted();
+    let c = parse(&spec(&[("user", "\"app\"")], ""));
+    let facts = Facts {
+        resolved_uid: Some(1000),
+        resolved_gid: Some(1000),
+        signature: SignatureFact::Unknown,
+    };
+    for (keys, identities, expected) in [
+        (
+            false,
+            false,
+            "no trusted keys are configured (`policy.trusted_keys`), nor keyless identities",
+        ),
+        (true, false, "against the node's trusted keys"),
+        (false, true, "against the node's trusted keyless identities"),
+        (
+            true,
+            true,
+            "against the node's trusted keys and keyless identities",
+        ),
+    ] {
+        let host = HostContext {
+            trusted_keys: keys,
+            trusted_identities: identities,
+            ..HostContext::default()
+        };
+        let ev = Evaluator::new(&policy, &host, today());
+        let f = ev.evaluate(&c, &facts);
+        let sig: Vec<&str> = f
+            .iter()
+            .filter(|f| f.rule == Rule::ImageSignature)
+            .map(|f| f.message.as_str())
+            .collect();
+        assert!(sig.len() == 1 && sig[0].contains(expected), "{sig:?}");
+    }
+    assert!(
+        Rule::ImageSignature
+            .info()
+            .remedy
+            .contains("policy.trusted_identities")
+    );
+}
