@@ -441,7 +441,7 @@ fn verify_with(repo: &GitRepo, commit: &str, keys: &[&Path]) -> (Run, serde_json
 
 #[test]
 fn a_renewed_key_keeps_verifying_what_it_signed_before_and_its_new_expiry_counts() {
-    if !tools() {
+    if !tools() || !have_tools(&["ssh-keygen"]) {
         return;
     }
     let repo = GitRepo::new().unwrap();
@@ -468,6 +468,30 @@ fn a_renewed_key_keeps_verifying_what_it_signed_before_and_its_new_expiry_counts
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Given SSH signers only, the refusal names the flag that would give OpenPGP keys.
+    let ssh = ssh_keygen(repo.root(), "ops");
+    let signers = repo.root().join("allowed_signers");
+    std::fs::write(&signers, allowed_signer("ops@berth.example", "", &ssh)).unwrap();
+    let work = repo.work();
+    let r = run_berth(
+        repo.root(),
+        &[
+            "source",
+            "verify",
+            "--repo",
+            work.to_str().unwrap(),
+            "--allowed-signers",
+            signers.to_str().unwrap(),
+            &before,
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", show(&r));
+    assert!(
+        r.stderr
+            .contains("hint: it carries an OpenPGP signature: pass --trusted-pgp-keys FILE"),
+        "{}",
+        show(&r)
     );
     // Committed after the renewed expiry: refused.
     let late = gpg.commit(&repo, &format!("{key}!"), "late", Some(&date_in(400)));

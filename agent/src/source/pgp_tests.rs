@@ -119,6 +119,12 @@ fn a_changed_commit_is_refused_as_a_bad_signature() {
     assert_eq!(r.kind(), "bad_signature");
     assert!(r.to_string().contains(A), "{r}");
     assert!(r.to_string().contains("changed after it was signed"), "{r}");
+    // Any signature can name a trusted key as its issuer: not blamed on the object alone.
+    assert!(
+        r.to_string()
+            .contains("or the signature was not made by that key"),
+        "{r}"
+    );
 }
 
 #[test]
