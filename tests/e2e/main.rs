@@ -21,6 +21,7 @@ mod health;
 mod hostile;
 mod hostside;
 mod keyless;
+mod metrics;
 mod network;
 mod ops;
 mod outcome;
