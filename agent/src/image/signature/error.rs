@@ -117,6 +117,10 @@ pub enum SignatureError {
     },
     #[error("no trusted keys are configured to verify signatures of {digest}")]
     NoTrustedKeys { digest: String },
+    #[error(
+        "the `.sig` signature of {digest} is keyless (its layer carries a `dev.sigstore.cosign/certificate`): berth verifies keyless signatures only in Sigstore bundles; sign with cosign 3 (bundles, `--new-bundle-format` on cosign 2)"
+    )]
+    LegacyKeyless { digest: String },
     #[error("the signature manifest of {digest} has no cosign simple-signing layers")]
     NoSignatures { digest: String },
     #[error("{}", not_verified(digest, keys, rejections))]

@@ -1,4 +1,7 @@
-//! Verification of legacy keyed cosign signatures (security.md §3.1, §3.4).
+//! Verification of legacy keyed cosign signatures (security.md §3.1, §3.4). A keyless
+//! legacy signature (cosign 2 `.sig` with a `dev.sigstore.cosign/certificate`) is not
+//! verified: it is named as such ([`SignatureError::LegacyKeyless`]); keyless
+//! signatures are read only from Sigstore bundles.
 //!
 //! Order per signature: base64-decode the annotation, parse DER, check ECDSA P-256 over
 //! SHA-256 of the payload bytes as fetched; only then parse the (now authenticated)
@@ -111,9 +114,12 @@ pub fn verify_signature_manifest(
     blobs: &dyn BlobSource,
 ) -> Result<VerifiedManifest, SignatureError> {
     validate_digest(expected_digest)?;
+    let keyless = |m: &ImageManifest| m.signature_layers().any(is_keyless);
     if keys.is_empty() {
-        return Err(SignatureError::NoTrustedKeys {
-            digest: expected_digest.to_string(),
+        let digest = expected_digest.to_string();
+        return Err(match ImageManifest::parse(manifest) {
+            Ok(m) if keyless(&m) => SignatureError::LegacyKeyless { digest },
+            _ => SignatureError::NoTrustedKeys { digest },
         });
     }
     let manifest = ImageManifest::parse(manifest)?;
@@ -154,6 +160,16 @@ pub fn verify_signature_manifest(
         });
     }
     if verified.is_empty() {
+        // A keyless layer cannot verify with a key: say what it is.
+        if let Some(layer) = manifest.signature_layers().find(|l| is_keyless(l)) {
+            rejected.push(Rejection {
+                layer: layer.digest.clone(),
+                key: None,
+                error: SignatureError::LegacyKeyless {
+                    digest: expected_digest.to_string(),
+                },
+            });
+        }
         return Err(SignatureError::NotVerified {
             digest: expected_digest.to_string(),
             keys: keys.iter().map(|k| k.name().to_string()).collect(),
@@ -165,6 +181,14 @@ pub fn verify_signature_manifest(
         #[cfg(test)]
         rejected,
     })
+}
+
+/// The annotation with which cosign 2 stores a keyless `.sig` signature's certificate.
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+
+/// Whether a `.sig` layer is a keyless signature (it carries its certificate).
+fn is_keyless(layer: &Descriptor) -> bool {
+    layer.annotations.contains_key(CERTIFICATE_ANNOTATION)
 }
 
 /// Checks the descriptor, fetches the blob and checks it against the descriptor.
@@ -200,4 +224,30 @@ fn fetch_layer<'a>(
         });
     }
     Ok((blob, signature))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod legacy_keyless_tests {
+    use super::*;
+    use crate::image::signature::SigningKey;
+
+    /// A cosign 2 keyless `.sig` is named as one, with keys or without.
+    #[test]
+    fn a_keyless_legacy_signature_is_named() {
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","size":0,"digest":"sha256:c"}},
+               "layers":[{{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","size":3,"digest":"{digest}",
+               "annotations":{{"{SIGNATURE_ANNOTATION}":"MEU=","{CERTIFICATE_ANNOTATION}":"-----BEGIN CERTIFICATE-----"}}}}]}}"#
+        );
+        let none = |_: &str| -> Result<Vec<u8>, BoxError> { Err("unused".into()) };
+        let err = verify_signature_manifest(manifest.as_bytes(), &digest, &[], &none).unwrap_err();
+        assert!(matches!(err, SignatureError::LegacyKeyless { .. }), "{err}");
+        assert!(err.to_string().contains("cosign 3"), "{err}");
+        let key = SigningKey::generate("k").unwrap().public_key().unwrap();
+        let err =
+            verify_signature_manifest(manifest.as_bytes(), &digest, &[key], &none).unwrap_err();
+        assert!(err.to_string().contains("is keyless"), "{err}");
+    }
 }
