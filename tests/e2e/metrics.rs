@@ -239,7 +239,8 @@ fn prometheus_scrapes_the_agent_and_its_metrics_are_as_documented() {
     if !have_tools(&["prometheus", "python3", "curl", "git"]) {
         return;
     }
-    let Some(mut h) = Host::on("10.251.80", "") else {
+    // A container killed by hand is restarted after a second.
+    let Some(mut h) = Host::on("10.251.80", "restart_backoff = \"1s\"\n") else {
         return;
     };
     h.sleeper("web", 2180);
@@ -403,4 +404,28 @@ fn prometheus_scrapes_the_agent_and_its_metrics_are_as_documented() {
             "{name} in Prometheus' metadata: {entry}"
         );
     }
+
+    // web's process killed by hand: the exit wakes a pass, which restarts it; both
+    // are counted.
+    let pid = h.ps()["web"]["pid"].as_u64().expect("web's pid");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let restarts = poll(
+        "berth_container_restarts_total above 0 in Prometheus",
+        SCRAPED_WITHIN,
+        || {
+            prom.query("berth_container_restarts_total")
+                .filter(|n| *n > 0.0)
+        },
+        context,
+    );
+    assert_eq!(restarts, 1.0, "{}", context());
+    assert_eq!(h.ps()["web"]["restarts"], 1, "{}", context());
+    let exits = prom.query("berth_reconcile_passes_total{trigger=\"exit\"}");
+    assert!(exits.is_some_and(|n| n >= 1.0), "{exits:?}\n{}", context());
 }

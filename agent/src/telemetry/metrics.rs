@@ -252,6 +252,9 @@ pub struct Metrics {
     /// Each container's restart count when last looked at; none before the first look
     /// (restarts made before the agent started are not counted).
     seen_restarts: Mutex<Option<BTreeMap<String, u32>>>,
+    /// One scrape at a time (the socket's and the address's): a look clears the
+    /// container gauge before it fills it again.
+    scraping: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -347,6 +350,7 @@ impl Metrics {
             fetches,
             revision_age,
             seen_restarts: Mutex::new(None),
+            scraping: Mutex::new(()),
         }
     }
 
@@ -458,6 +462,10 @@ impl Metrics {
         state_dir: &Path,
         backoff: crate::reconcile::backoff::RestartBackoff,
     ) -> String {
+        let _one = self
+            .scraping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.look(state_dir, backoff);
         self.encode()
     }
