@@ -60,9 +60,29 @@ pub struct VerifyArgs {
     /// A trusted keyless identity: OIDC issuer and exact subject; repeatable [default: the node's `policy.trusted_identities`]
     #[arg(long = "identity", value_name = "ISSUER=SUBJECT")]
     pub identities: Vec<String>,
-    /// A trusted keyless identity whose subject the regular expression matches whole; repeatable
+    /// A trusted keyless identity whose subject the regular expression matches whole (berth anchors it, cosign does not); repeatable
     #[arg(long = "identity-regex", value_name = "ISSUER=REGEX")]
     pub identity_regexes: Vec<String>,
+    /// cosign's spelling: an exact subject, trusted with --certificate-oidc-issuer
+    #[arg(long = "certificate-identity", value_name = "SUBJECT", hide = true)]
+    pub cosign_identities: Vec<String>,
+    /// cosign's spelling: a subject pattern (anchored here), trusted with --certificate-oidc-issuer
+    #[arg(
+        long = "certificate-identity-regexp",
+        value_name = "REGEX",
+        hide = true
+    )]
+    pub cosign_identity_regexes: Vec<String>,
+    /// cosign's spelling: the OIDC issuer of --certificate-identity(-regexp)
+    #[arg(long = "certificate-oidc-issuer", value_name = "ISSUER", hide = true)]
+    pub cosign_issuer: Option<String>,
+    /// cosign's issuer pattern: not supported (refused with a hint)
+    #[arg(
+        long = "certificate-oidc-issuer-regexp",
+        value_name = "REGEX",
+        hide = true
+    )]
+    pub cosign_issuer_regex: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -136,6 +156,42 @@ fn identity_arg(text: &str, regex: bool) -> Result<IdentityMatcher, Failure> {
     }
 }
 
+/// The identities of cosign's flags: each --certificate-identity(-regexp) with the one
+/// --certificate-oidc-issuer, as `--identity(-regex) ISSUER=SUBJECT` would give them.
+/// What has no berth equivalent is a usage error naming berth's flag.
+fn cosign_identities(a: &VerifyArgs) -> Result<Vec<IdentityMatcher>, Failure> {
+    let usage = |why: &str| Failure(super::EXIT_USAGE, anyhow!("{why}"));
+    if a.cosign_issuer_regex.is_some() {
+        return Err(usage(
+            "--certificate-oidc-issuer-regexp: berth compares the issuer exactly; give it with --identity-regex ISSUER=REGEX (one per issuer)",
+        ));
+    }
+    let subjects = a.cosign_identities.len() + a.cosign_identity_regexes.len();
+    let issuer = match (&a.cosign_issuer, subjects) {
+        (None, 0) => return Ok(Vec::new()),
+        (None, _) => {
+            return Err(usage(
+                "--certificate-identity(-regexp) needs --certificate-oidc-issuer ISSUER (berth's spelling: --identity ISSUER=SUBJECT, --identity-regex ISSUER=REGEX)",
+            ));
+        }
+        (Some(_), 0) => {
+            return Err(usage(
+                "--certificate-oidc-issuer needs --certificate-identity or --certificate-identity-regexp (berth's spelling: --identity ISSUER=SUBJECT)",
+            ));
+        }
+        (Some(issuer), _) => issuer,
+    };
+    let exact = a
+        .cosign_identities
+        .iter()
+        .map(|s| identity_arg(&format!("{issuer}={s}"), false));
+    let regex = a
+        .cosign_identity_regexes
+        .iter()
+        .map(|s| identity_arg(&format!("{issuer}={s}"), true));
+    exact.chain(regex).collect()
+}
+
 /// The trust of `berth image verify`: each of --key, --trusted-root and the
 /// --identity flags replaces the node's setting it names.
 fn trust_of(a: &VerifyArgs, loaded: &Loaded) -> Result<Trust, Failure> {
@@ -146,7 +202,11 @@ fn trust_of(a: &VerifyArgs, loaded: &Loaded) -> Result<Trust, Failure> {
         &a.keys
     };
     let root = a.trusted_root.as_deref().or(policy.trusted_root.as_deref());
-    let identities = if a.identities.is_empty() && a.identity_regexes.is_empty() {
+    let flagged = a.identities.is_empty()
+        && a.identity_regexes.is_empty()
+        && a.cosign_identities.is_empty()
+        && a.cosign_identity_regexes.is_empty();
+    let identities = if flagged && a.cosign_issuer.is_none() {
         policy
             .trusted_identities
             .iter()
@@ -161,6 +221,7 @@ fn trust_of(a: &VerifyArgs, loaded: &Loaded) -> Result<Trust, Failure> {
         let regex = a.identity_regexes.iter().map(|i| identity_arg(i, true));
         exact.chain(regex).collect::<Result<Vec<_>, _>>()?
     };
+    let identities = [identities, cosign_identities(a)?].concat();
     if keys.is_empty() && (root.is_none() || identities.is_empty()) {
         return Err(Failure(
             super::EXIT_USAGE,

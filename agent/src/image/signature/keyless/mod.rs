@@ -288,7 +288,9 @@ pub enum KeylessError {
     },
     #[error("the bundle carries the same {what} twice")]
     Duplicate { what: &'static str },
-    #[error("no trusted identities are configured (policy.trusted_identities)")]
+    #[error(
+        "no trusted identities are configured to verify a keyless signature (`policy.trusted_identities`, or --identity ISSUER=SUBJECT)"
+    )]
     NoTrustedIdentities,
     #[error(
         "the certificate names identity {issuer}={}, which is not trusted (expected {})",
