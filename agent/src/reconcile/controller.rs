@@ -330,24 +330,7 @@ pub fn run(
         if !wake.waiters.is_empty() {
             super::rollback::forget_all(&state_dir);
         }
-        // What woke this pass, for the metrics: the most specific reason.
-        let trigger = if first_pass {
-            PassTrigger::Start
-        } else if !wake.waiters.is_empty() {
-            PassTrigger::Api
-        } else if wake.source {
-            PassTrigger::Source
-        } else if !wake.exited.is_empty() {
-            PassTrigger::Exit
-        } else if wake.health {
-            PassTrigger::Health
-        } else if fetch && now >= sched.fetch_at {
-            PassTrigger::Interval
-        } else if sched.due_at.is_some_and(|d| now >= d) {
-            PassTrigger::Retry
-        } else {
-            PassTrigger::Resync
-        };
+        let trigger = trigger_of(first_pass, &wake, fetch, now, &sched);
         first_pass = false;
         let outcome = one_pass(
             runner,
@@ -372,6 +355,33 @@ pub fn run(
         "agent stopped; the containers keep running",
     ));
     Ok(())
+}
+
+/// What woke a pass, for the metrics: the most specific reason. Pure.
+fn trigger_of(
+    first: bool,
+    wake: &Wake,
+    fetch: bool,
+    now: Instant,
+    sched: &Schedule,
+) -> PassTrigger {
+    if first {
+        PassTrigger::Start
+    } else if !wake.waiters.is_empty() {
+        PassTrigger::Api
+    } else if wake.source {
+        PassTrigger::Source
+    } else if !wake.exited.is_empty() {
+        PassTrigger::Exit
+    } else if wake.health {
+        PassTrigger::Health
+    } else if fetch && now >= sched.fetch_at {
+        PassTrigger::Interval
+    } else if sched.due_at.is_some_and(|d| now >= d) {
+        PassTrigger::Retry
+    } else {
+        PassTrigger::Resync
+    }
 }
 
 /// Counts a pass in the metrics: its end, its steps and pulls, its fetch (when it
@@ -917,6 +927,136 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(backoff(40, RETRY_BASE, cap), cap);
+    }
+
+    #[test]
+    fn a_pass_is_counted_with_its_most_specific_trigger() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let sched = |fetch_at, due_at| Schedule {
+            fetch_at,
+            resync_at: now,
+            due_at,
+            fetch_failures: 0,
+            pass_failures: 0,
+            retry_base: RETRY_BASE,
+            fetching: true,
+        };
+        let idle = sched(later, None);
+        let wake = |f: &dyn Fn(&mut Wake)| {
+            let mut w = Wake::default();
+            f(&mut w);
+            w
+        };
+        let (reply, _) = oneshot::channel();
+        let mut api = Wake::default();
+        api.waiters.push(reply);
+        api.source = true;
+        let t = |first, w: &Wake, fetch, s: &Schedule| trigger_of(first, w, fetch, now, s);
+        assert_eq!(t(true, &api, true, &idle), PassTrigger::Start);
+        assert_eq!(t(false, &api, true, &idle), PassTrigger::Api);
+        let source = wake(&|w| {
+            w.source = true;
+            w.exited.push("web-1".into());
+        });
+        assert_eq!(t(false, &source, true, &idle), PassTrigger::Source);
+        let exit = wake(&|w| {
+            w.exited.push("web-1".into());
+            w.health = true;
+        });
+        assert_eq!(t(false, &exit, false, &idle), PassTrigger::Exit);
+        let health = wake(&|w| w.health = true);
+        assert_eq!(t(false, &health, false, &idle), PassTrigger::Health);
+        let none = Wake::default();
+        assert_eq!(
+            t(false, &none, true, &sched(now, Some(now))),
+            PassTrigger::Interval
+        );
+        assert_eq!(
+            t(false, &none, false, &sched(later, Some(now))),
+            PassTrigger::Retry
+        );
+        assert_eq!(t(false, &none, false, &idle), PassTrigger::Resync);
+    }
+
+    #[test]
+    fn a_pass_counts_its_fetch_findings_and_samples_and_a_failed_fetch_is_counted() {
+        let metrics = Metrics::new();
+        let mut findings = std::collections::BTreeMap::new();
+        findings.insert(
+            "web".to_string(),
+            vec![agent_state::FindingNote {
+                rule: "no-host-network".into(),
+                severity: "error".into(),
+                status: "waived".into(),
+                key: "network".into(),
+                file: "web.toml".into(),
+                line: 3,
+                message: "host network".into(),
+            }],
+        );
+        let run = PassRun {
+            source: SourceSummary {
+                fetched: Some("abc".into()),
+                refused: Some("unsigned".into()),
+                ..SourceSummary::default()
+            },
+            revision: None,
+            result: "not-converged".into(),
+            message: None,
+            changed: false,
+            next_pass: None,
+            converged: false,
+            findings: Some(findings),
+            report: serde_json::Value::Null,
+            samples: PassSamples {
+                steps: vec![crate::telemetry::metrics::StepSample {
+                    action: "stop".into(),
+                    result: "done".into(),
+                }],
+                pulls: Vec::new(),
+            },
+        };
+        count(
+            &metrics,
+            PassTrigger::Interval,
+            true,
+            &Ok(run),
+            Duration::from_secs(1),
+        );
+        let failed = Err(PassFailure::Fetch {
+            message: "no route".into(),
+        });
+        count(&metrics, PassTrigger::Retry, true, &failed, Duration::ZERO);
+        // Without a fetch, none is counted.
+        count(
+            &metrics,
+            PassTrigger::Resync,
+            false,
+            &failed,
+            Duration::ZERO,
+        );
+        let text = metrics.encode();
+        for line in [
+            r#"berth_reconcile_passes_total{result="not_converged",trigger="interval"} 1"#,
+            r#"berth_reconcile_passes_total{result="failed",trigger="retry"} 1"#,
+            r#"berth_reconcile_passes_total{result="failed",trigger="resync"} 1"#,
+            r#"berth_source_fetches_total{result="refused"} 1"#,
+            r#"berth_source_fetches_total{result="failed"} 1"#,
+            r#"berth_reconcile_steps_total{action="stop",result="done"} 1"#,
+            r#"berth_policy_findings{rule="no-host-network",severity="error",status="waived"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains(r#"result="fetched""#), "{text}");
+        assert_eq!(
+            fetch_end(&SourceSummary {
+                unavailable: Some("down".into()),
+                ..SourceSummary::default()
+            }),
+            Some(FetchEnd::Unavailable)
+        );
+        assert_eq!(fetch_end(&SourceSummary::default()), None);
     }
 
     #[test]
