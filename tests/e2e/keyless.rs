@@ -423,3 +423,28 @@ fn cosign_identity_flags_map_onto_berth_s() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("--identity ISSUER=SUBJECT"), "{run:?}");
 }
+
+/// A JSON failure for an identity that is not trusted carries the identity found and
+/// those expected as fields.
+#[test]
+fn a_json_identity_failure_names_found_and_expected() {
+    let Some(f) = fixture() else { return };
+    let other =
+        format!("{ISSUER}=https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1");
+    let run = f.keyless(
+        &f.bundle,
+        DIGEST,
+        &f.root,
+        &["--identity", &other, "--format", "json"],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["identity_found"]["issuer"], ISSUER, "{v}");
+    assert_eq!(
+        v["identity_found"]["subjects"],
+        serde_json::json!([SUBJECT]),
+        "{v}"
+    );
+    assert_eq!(v["identities_expected"], serde_json::json!([other]), "{v}");
+}

@@ -16,7 +16,7 @@ use super::image_output as out;
 use super::{EXIT_FAILED, EXIT_FINDINGS};
 use crate::image::prepare::{self, SignatureCheck};
 use crate::image::registry::Client;
-use crate::image::signature::keyless::{IdentityMatcher, rfc3339};
+use crate::image::signature::keyless::{IdentityMatcher, KeylessError, rfc3339};
 use crate::image::signature::{self, BundleError, Trust, TrustError, Voucher, exchange};
 use crate::image::snapshot::SnapshotStore;
 use crate::image::store::Store;
@@ -361,10 +361,25 @@ fn verify_bundle_file(a: &VerifyArgs, trust: &Trust) -> Result<(), Failure> {
                 }
                 j
             }
-            Err(e) => serde_json::json!({
-                "bundle": file, "digest": digest, "status": "failed",
-                "reason": error_chain(e),
-            }),
+            Err(e) => {
+                let mut j = serde_json::json!({
+                    "bundle": file, "digest": digest, "status": "failed",
+                    "reason": error_chain(e),
+                });
+                // An identity that is not trusted: the one found and those expected.
+                if let BundleError::KeylessNotVerified(k) = e
+                    && let KeylessError::Identity {
+                        issuer,
+                        subjects,
+                        expected,
+                    } = &**k
+                {
+                    j["identity_found"] =
+                        serde_json::json!({"issuer": issuer, "subjects": subjects});
+                    j["identities_expected"] = serde_json::json!(expected);
+                }
+                j
+            }
         })?,
         Format::Text => match &outcome {
             Ok(v) => {
@@ -382,7 +397,10 @@ fn verify_bundle_file(a: &VerifyArgs, trust: &Trust) -> Result<(), Failure> {
                     );
                 }
             }
-            Err(e) => println!("{file}: not verified for {digest}: {}", error_chain(e)),
+            Err(e) => println!(
+                "{file}: not verified for {digest}: {}",
+                berth_spec::diag::printable(&error_chain(e))
+            ),
         },
     }
     match outcome {
