@@ -371,11 +371,12 @@ fn prometheus_scrapes_the_agent_and_its_metrics_are_as_documented() {
         context,
     );
     assert_eq!(running, 1.0);
-    // The metadata API: each metric with samples has its documented type.
-    let with_samples: Vec<(&str, &str)> = docs
+    // The metadata API, by family: each metric with samples has its documented type
+    // and unit.
+    let with_samples: Vec<(&str, &str, &str)> = docs
         .iter()
-        .map(|(n, (t, _))| (n.as_str(), t.as_str()))
-        .filter(|(n, t)| {
+        .map(|(n, (t, u))| (n.as_str(), t.as_str(), u.as_str()))
+        .filter(|(n, t, _)| {
             text.lines()
                 .any(|l| !l.starts_with('#') && l.starts_with(family(n, t)))
         })
@@ -388,19 +389,19 @@ fn prometheus_scrapes_the_agent_and_its_metrics_are_as_documented() {
             let m = prom.api("metadata")?;
             with_samples
                 .iter()
-                .all(|(n, t)| !m[family(n, t)].is_null() || !m[*n].is_null())
+                .all(|(n, t, _)| !m[family(n, t)].is_null())
                 .then_some(m)
         },
         context,
     );
-    for (name, kind) in &with_samples {
-        let entry = if metadata[family(name, kind)].is_null() {
-            &metadata[*name]
-        } else {
-            &metadata[family(name, kind)]
-        };
+    for (name, kind, unit) in &with_samples {
+        let entry = &metadata[family(name, kind)];
         assert_eq!(
             entry[0]["type"], *kind,
+            "{name} in Prometheus' metadata: {entry}"
+        );
+        assert_eq!(
+            entry[0]["unit"], *unit,
             "{name} in Prometheus' metadata: {entry}"
         );
     }
