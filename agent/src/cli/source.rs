@@ -17,7 +17,8 @@ use super::{Cli, EXIT_FAILED, EXIT_FINDINGS, Format, config};
 use crate::source::pgp::{PgpKeysError, TrustedPgpKeys};
 use crate::source::signers::{AllowedSigners, SignersError};
 use crate::source::verify::{
-    Refusal, SignatureFormat, TrustedKeys, Verified, format_time, verify_revision,
+    MAX_OBJECT_BYTES, Refusal, SignatureFormat, TrustedKeys, Verified, format_time, tag_target,
+    verify_revision,
 };
 
 #[derive(Debug, Args)]
@@ -157,16 +158,45 @@ fn configured_keys(cli: &Cli) -> Result<(Option<PathBuf>, Vec<PathBuf>), ExitCod
     Ok((ssh, pgp))
 }
 
+/// The revision `rev` names. A full id, a branch, a tag or `HEAD` is resolved without
+/// reading the commit (a huge one is then refused from its header, unread); other
+/// expressions (`HEAD~1`, a short id) go through `git rev-parse`'s rules.
 fn resolve(repo: &Repository, rev: &str) -> Result<Revision, git2::Error> {
-    let object = repo.revparse_single(rev)?;
-    let commit = object.peel_to_commit()?.id();
-    let tag = match object.kind() {
-        Some(ObjectType::Tag) => object
-            .as_tag()
-            .map(|t| (t.id(), t.name().unwrap_or_default().to_string())),
-        _ => None,
+    let odb = repo.odb()?;
+    let named = Oid::from_str(rev)
+        .ok()
+        .filter(|id| rev.len() == 40 && odb.exists(*id))
+        .or_else(|| {
+            repo.resolve_reference_from_short_name(rev)
+                .and_then(|r| r.resolve())
+                .ok()
+                .and_then(|r| r.target())
+        });
+    let id = match named {
+        Some(id) => id,
+        None => repo.revparse_single(rev)?.id(),
     };
-    Ok(Revision { commit, tag })
+    let (size, kind) = odb.read_header(id)?;
+    match kind {
+        ObjectType::Commit => Ok(Revision {
+            commit: id,
+            tag: None,
+        }),
+        ObjectType::Tag if size > MAX_OBJECT_BYTES => Err(git2::Error::from_str(&format!(
+            "the tag object {id} is {size} bytes, more than the {MAX_OBJECT_BYTES} berth reads"
+        ))),
+        ObjectType::Tag => {
+            let name = repo.find_tag(id)?.name().unwrap_or_default().to_string();
+            Ok(Revision {
+                commit: tag_target(repo, id)?,
+                tag: Some((id, name)),
+            })
+        }
+        other => Err(git2::Error::from_str(&format!(
+            "{id} is a {}, not a commit or tag",
+            other.str()
+        ))),
+    }
 }
 
 fn text(rev: &Revision, result: &Result<Verified, Refusal>) -> String {
@@ -294,6 +324,38 @@ mod tests {
             }) => v,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A repository whose branch `main` names a loose commit object whose header says
+    /// it is `size` bytes, though it holds no more than the header: only its header can
+    /// be read.
+    fn header_only_commit(size: usize) -> (tempfile::TempDir, Repository, Oid) {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let raw = format!("commit {size}\0tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n");
+        let id = Oid::from_bytes(&[0xab; 20]).unwrap();
+        let hex = id.to_string();
+        let path = dir.path().join(".git/objects").join(&hex[..2]);
+        std::fs::create_dir_all(&path).unwrap();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(raw.as_bytes()).unwrap();
+        std::fs::write(path.join(&hex[2..]), z.finish().unwrap()).unwrap();
+        repo.reference("refs/heads/main", id, true, "test").unwrap();
+        (dir, repo, id)
+    }
+
+    #[test]
+    fn a_branch_resolves_without_its_commit_being_read_and_a_huge_one_is_refused_unread() {
+        let (_dir, repo, id) = header_only_commit(300 * 1024 * 1024);
+        let rev = resolve(&repo, "main").unwrap();
+        assert_eq!((rev.commit, rev.tag.is_none()), (id, true));
+        assert_eq!(resolve(&repo, &id.to_string()).unwrap().commit, id);
+        let keys = TrustedPgpKeys::default();
+        let refused = verify_revision(&repo, id, None, &keys).unwrap_err();
+        assert_eq!(refused.kind(), "too_large", "{refused}");
+        // Read whole, it cannot even be parsed.
+        assert!(repo.revparse_single("main").is_err());
     }
 
     #[test]

@@ -359,12 +359,7 @@ pub fn verify_revision<'a>(
     };
     // The tag is read whole below: its size first.
     check_header(&repo.odb().map_err(unreadable)?, tag, ObjectType::Tag)?;
-    let target = repo
-        .find_tag(tag)
-        .and_then(|t| t.peel())
-        .and_then(|o| o.peel_to_commit())
-        .map_err(unreadable)?
-        .id();
+    let target = tag_target(repo, tag).map_err(unreadable)?;
     if target != commit {
         return Err(unreadable(git2::Error::from_str(&format!(
             "tag {tag} points at commit {target}, not {commit}"
@@ -385,6 +380,17 @@ pub fn verify_revision<'a>(
             }
         }),
     }
+}
+
+/// The commit an annotated tag points at, named by the tag without reading the commit
+/// (whose size is checked before it is read); a tag of a tag is peeled. The tag itself
+/// is read whole: check its header first.
+pub fn tag_target(repo: &Repository, tag: Oid) -> Result<Oid, git2::Error> {
+    let t = repo.find_tag(tag)?;
+    if t.target_type() == Some(ObjectType::Commit) {
+        return Ok(t.target_id());
+    }
+    Ok(t.peel()?.peel_to_commit()?.id())
 }
 
 fn now() -> i64 {
