@@ -439,7 +439,9 @@ fn verify_keyless(
 ) -> Result<BundleVerified, BundleError> {
     let leaf = match (&material.certificate, &material.x509_certificate_chain) {
         (Some(c), _) => &c.raw_bytes,
-        // Bundles v0.1/v0.2: the leaf is the chain's first certificate.
+        // A chain (the field of v0.1/v0.2 bundles, read here in a v0.3 one): its first
+        // certificate is the leaf; the others are not trusted (authorities come from
+        // the trusted root).
         (None, Some(chain)) => match chain.certificates.first() {
             Some(c) => &c.raw_bytes,
             None => {

@@ -18,12 +18,23 @@
 //!   never the node's clock) the certificate is valid (bounds included) and chains to a
 //!   Fulcio certificate authority of the trusted root trusted at that time;
 //! - the certificate allows code signing, and its OIDC issuer (extension
-//!   1.3.6.1.4.1.57264.1.8, else .1.1) and one of its subject alternative names (URI or
-//!   e-mail) match a trusted identity; an error names the identity found and those
-//!   expected.
+//!   1.3.6.1.4.1.57264.1.8, else .1.1) and one of its subject alternative names (URI,
+//!   e-mail, or Fulcio's username otherName) match a trusted identity; an error names
+//!   the identity found and those expected;
+//! - the chain: every authority is a CA (basicConstraints) allowed to sign certificates
+//!   (keyUsage keyCertSign when present) with this many CAs below it
+//!   (pathLenConstraint); the leaf is not a CA; no certificate has a critical extension
+//!   berth does not process (a CT precertificate's poison included) or an extension
+//!   twice.
 //!
-//! Not checked: certificate-transparency proofs (SCTs) of the certificate. Entries of
-//! logs without a signed entry timestamp (Rekor v2) are refused by name.
+//! Order and bounds: the cheap checks ([`verify_signer`]: signature, usage, identity;
+//! the caller then checks the digest) come before the evidence and the chain
+//! ([`verify_keyless`]); at most [`MAX_TLOG_ENTRIES`] entries and [`MAX_TIMESTAMPS`]
+//! timestamps, none twice; the chain is checked once per distinct signing time. Text
+//! of the bundle reaches errors through [`shown`] (escaped, cut).
+//!
+//! Not checked: certificate-transparency proofs (SCTs) of the certificate. Rekor v2
+//! entries (an Ed25519 log key, `0.0.2` entries) are refused by name.
 
 mod identity;
 mod rekor;
