@@ -127,7 +127,8 @@ fn insecure_text_and_json_reports() {
     assert_eq!(
         v["expired_waivers"],
         json!([{"rule": "resource-limits", "objects": ["sensor-*"], "expires": "2025-12-31",
-                "reason": "limits being measured on the bench"}])
+                "reason": "limits being measured on the bench",
+                "file": "examples/insecure/node.toml", "line": 16}])
     );
     let waived: Vec<(&str, &str)> = v["findings"]
         .as_array()

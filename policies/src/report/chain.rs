@@ -7,7 +7,7 @@
 //! container, JSON `trust_chains`, SARIF the run's `properties.trustChains` and a
 //! `trust-chain` result per flag, JUnit a suite with a test case per container.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The id flags carry as a rule (SARIF `ruleId`, JUnit failure type).
@@ -30,7 +30,7 @@ pub struct TrustChain {
 }
 
 /// How much a flag weighs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlagLevel {
     /// A link that held no longer does: the audit fails.

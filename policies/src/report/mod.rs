@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use berth_spec::node::{PolicyMode, Waiver};
 use berth_spec::{Checked, Diagnostic, Kind, NodeIdentity};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{Evaluator, Facts};
 use crate::finding::{Change, Finding, Status};
@@ -24,6 +24,7 @@ mod sarif;
 mod text;
 
 pub use chain::{ChainFlag, FlagLevel, TrustChain};
+pub use json::{ChainWords, ParseError};
 pub use sarif::SarifOptions;
 
 /// A container that was audited, and where it is defined.
@@ -54,6 +55,40 @@ pub struct Report {
     pub since: Option<String>,
     /// A live audit's trust chains, one per running container (`chain`).
     pub chains: Vec<TrustChain>,
+    /// A live audit's source: where the report comes from, and when it was made.
+    pub live: Option<Live>,
+}
+
+/// Where a live report (`berth audit --live`) comes from. JSON: `live`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Live {
+    pub source: LiveSource,
+    /// When the report was made, RFC 3339 (UTC).
+    pub generated_at: String,
+    /// The commit of the revision applied then, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// Who made a live report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LiveSource {
+    /// The agent, after its last pass (`<state_dir>/state/audit.json`, `GET /v1/audit`).
+    Agent,
+    /// `berth audit --live` itself, from the state directory: no agent answered, or
+    /// `--verify` checked the chains again.
+    StateDirectory,
+}
+
+impl LiveSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveSource::Agent => "agent",
+            LiveSource::StateDirectory => "state-directory",
+        }
+    }
 }
 
 /// The counts of a report.
@@ -116,6 +151,7 @@ pub fn audit(
         errors: checked.errors.clone(),
         since: None,
         chains: Vec::new(),
+        live: None,
     }
 }
 
@@ -241,6 +277,12 @@ impl Report {
 
     pub fn to_json(&self) -> String {
         json::render(self)
+    }
+
+    /// Reads a report [`Report::to_json`] wrote (the agent's live report); `words`
+    /// completes each trust chain from its record (where it is located, its links).
+    pub fn from_json(text: &str, words: ChainWords<'_>) -> Result<Report, ParseError> {
+        json::parse(text, words)
     }
 
     pub fn to_sarif(&self, opts: &SarifOptions) -> String {

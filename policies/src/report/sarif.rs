@@ -216,9 +216,13 @@ pub(super) fn render(r: &Report, opts: &SarifOptions) -> String {
     s
 }
 
-/// The run's properties: the policy, the mode and, live, the trust chains.
+/// The run's properties: the policy, the mode and, live, the report's source and the
+/// trust chains.
 fn properties(r: &Report) -> Value {
     let mut p = json!({ "policy": r.policy, "mode": r.mode.as_str() });
+    if let Some(live) = &r.live {
+        p["live"] = serde_json::to_value(live).unwrap_or(Value::Null);
+    }
     if !r.chains.is_empty() {
         p["trustChains"] = Value::Array(r.chains.iter().map(TrustChain::json).collect());
     }

@@ -1,7 +1,7 @@
-//! The text report: the tree's errors as `berth validate` prints them, then findings
-//! grouped by container, one line each — `FILE:LINE: RULE: STATUS: message (fix: …)` —
-//! then the trust chains of a live audit, a summary by rule and the expired waivers.
-//! Colour only when asked (a terminal).
+//! The text report: a live report's source, the tree's errors as `berth validate`
+//! prints them, then findings grouped by container, one line each —
+//! `FILE:LINE: RULE: STATUS: message (fix: …)` — then the trust chains of a live audit,
+//! a summary by rule and the expired waivers. Colour only when asked (a terminal).
 
 use berth_spec::diag::printable;
 use std::fmt::Write;
@@ -70,6 +70,9 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 pub(super) fn render(r: &Report, color: bool) -> String {
     let paint = Paint(color);
     let mut out = String::new();
+    if let Some(live) = &r.live {
+        let _ = writeln!(out, "{}\n", live_line(live));
+    }
     for e in &r.errors {
         let _ = writeln!(out, "{e}");
     }
@@ -182,6 +185,20 @@ pub(super) fn render(r: &Report, color: bool) -> String {
         );
     }
     out
+}
+
+/// Where a live report comes from: `live: the agent's report after its pass at T
+/// (revision C)`, or `live: from the state directory at T (revision C)`.
+fn live_line(live: &super::Live) -> String {
+    let source = match live.source {
+        super::LiveSource::Agent => "the agent's report after its pass at",
+        super::LiveSource::StateDirectory => "from the state directory at",
+    };
+    let revision = match &live.revision {
+        Some(c) => format!(" (revision {})", printable(c)),
+        None => String::new(),
+    };
+    format!("live: {source} {}{revision}", printable(&live.generated_at))
 }
 
 /// The trust chains: a block per container, its links, after `--verify` each link now

@@ -15,6 +15,7 @@ mod chains;
 mod policy_files;
 mod report;
 mod rules;
+mod schema;
 
 pub const DIGEST: &str = "sha256:7d9eb2d8b3ee91df4021326ad0ce10c2e6033742ba327db0946e205a043689fe";
 
