@@ -3,15 +3,16 @@
 //! CNI on 10.251.80.0/24) with `telemetry.metrics_listen` on a free loopback port, and
 //! a real `prometheus` server (the Debian package) on another, scraping it every
 //! second. Through Prometheus' HTTP API the test checks that the target is up, that
-//! `berth_reconcile_passes_total` is above 0 and the running container is counted, and
-//! that the metadata API gives each metric the type docs/metrics.md documents (the
-//! table is parsed here, so the document and the test cannot diverge).
+//! `berth_reconcile_passes_total` is above 0 and the running container is counted,
+//! that the metadata API gives each metric the type and unit docs/metrics.md documents
+//! (the table is parsed here, so the document and the test cannot diverge), and that a
+//! container killed by hand shows as a restart and a pass woken by its exit.
 //!
-//! The exposition itself, from the metrics address and from the API socket, is parsed
-//! strictly by the upstream Python parser of its content type
+//! With the address taken by another process, the agent does not start, and says
+//! which address. The exposition itself, from the metrics address and from the API
+//! socket, is parsed strictly by the upstream Python parser of its content type
 //! (`prometheus_client.openmetrics.parser`); every documented metric is in it with its
 //! documented type and unit, and nothing undocumented is.
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use berth_e2e::agentd::poll;
+use berth_e2e::agentd::{Agent, poll};
 use berth_e2e::{have_tools, missing, workspace_root};
 use serde_json::Value;
 
@@ -258,6 +259,26 @@ fn prometheus_scrapes_the_agent_and_its_metrics_are_as_documented() {
         check.stdout,
         check.stderr
     );
+    // The address taken: the agent does not start, and says which address.
+    let taken = TcpListener::bind(listen).unwrap();
+    let mut refused = Agent::start(&h.node, None);
+    let status = refused.wait(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "the agent ran with its metrics address taken:\n{}",
+            refused.log()
+        )
+    });
+    assert!(!status.success(), "{}", refused.log());
+    assert!(
+        refused.log().contains(&format!(
+            "cannot listen for metrics scrapes on {listen} (`telemetry.metrics_listen`)"
+        )),
+        "{}",
+        refused.log()
+    );
+    drop(refused);
+    drop(taken);
+
     h.start();
     h.wait_converged(&commit);
 
