@@ -179,6 +179,24 @@ impl Client {
         })
     }
 
+    /// `GET /v1/audit`: the agent's live audit report (`berth audit --format json`'s
+    /// document, as the agent wrote it after its last pass), within [`READ_TIMEOUT`].
+    pub async fn audit(&self) -> Result<String, ClientError> {
+        let path = "/v1/audit";
+        let deadline = Deadline::new(READ_TIMEOUT);
+        let what = format!("GET {path}");
+        let end = Instant::now() + deadline.after;
+        let body = self.send(Method::GET, path, end, deadline).await?;
+        let bytes = self
+            .by(end, &what, deadline, collect(body, &self.socket))
+            .await?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode {
+            path: self.socket.clone(),
+            what,
+            source: serde::de::Error::custom(e),
+        })
+    }
+
     /// `POST /v1/reconcile`: waits for the pass, within [`PASS_TIMEOUT`].
     pub async fn reconcile(&self) -> Result<OutcomeDoc, ClientError> {
         self.json_by(Method::POST, "/v1/reconcile", Deadline::new(PASS_TIMEOUT))

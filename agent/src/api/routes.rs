@@ -72,6 +72,7 @@ pub(super) fn router(ctx: Ctx) -> Router {
         .route("/v1/containers", get(containers))
         .route("/v1/containers/{name}", get(container))
         .route("/v1/plan", get(plan))
+        .route("/v1/audit", get(audit))
         .route("/v1/events", get(events))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/suspend", post(suspend))
@@ -190,6 +191,23 @@ async fn plan(State(c): State<Ctx>) -> Answer {
             },
         )),
         Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// The node's live audit report, as the agent wrote it after its last pass
+/// (`trust::live`): `berth audit --format json`'s document, served as written.
+async fn audit(State(c): State<Ctx>) -> Answer {
+    let dir = c.handle.state_dir().to_path_buf();
+    let read = blocking(move || crate::trust::live::read(&dir)).await?;
+    match read {
+        Ok(Some(bytes)) => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+        }
+        Ok(None) => Err(fail(
+            StatusCode::CONFLICT,
+            "the agent has written no audit report yet: it writes one after each pass",
+        )),
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e))),
     }
 }
 

@@ -408,3 +408,38 @@ fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `GET /v1/audit` serves the agent's report as written, 409 before the first pass.
+#[test]
+fn the_audit_report_is_served_as_written() {
+    let f = Fixture::new();
+    let (code, doc) = f.refused(Method::GET, "/v1/audit");
+    assert_eq!(code, 409);
+    assert!(doc.error.contains("no audit report yet"), "{}", doc.error);
+    crate::runtime::record::write_record(&f.state_dir, &crate::runtime::record::sample("web"))
+        .expect("record");
+    let policy = crate::node::NodePolicy {
+        policy: berth_policy::policy::Policy::profile("restricted").expect("profile"),
+        mode: berth_spec::node::PolicyMode::Enforce,
+        host: Default::default(),
+    };
+    let scope = crate::trust::live::Scope {
+        policy: &policy,
+        node: None,
+        tree: None,
+    };
+    let report = crate::trust::live::from_state(
+        &f.state_dir,
+        &scope,
+        crate::trust::live::chains(&f.state_dir),
+        berth_policy::report::LiveSource::Agent,
+    )
+    .expect("report");
+    crate::trust::live::store(&f.state_dir, &report).expect("store");
+    let served = f.rt.block_on(f.client().audit()).expect("audit");
+    let written = std::fs::read_to_string(crate::trust::live::path(&f.state_dir)).expect("read");
+    assert_eq!(served, written);
+    let back = crate::trust::live::parse(&served, "the agent sent").expect("parse");
+    assert_eq!(back.containers.len(), 1);
+    assert_eq!(back.chains.len(), 1);
+}

@@ -8,8 +8,12 @@
 //! `berth_policy`, which evaluates and renders. With `--since` the tree at REV is read
 //! from Git in-process (git2) and audited the same way, and findings are compared.
 //!
-//! `--live` audits the running containers instead and shows each one's trust chain;
-//! `--live --verify` checks those chains again (`trust::verify`).
+//! `--live` audits the running containers instead and shows each one's trust chain
+//! (`trust::live`): while an agent runs, its report after its last pass (`GET
+//! /v1/audit`); with no agent, or one that has no report yet or does not answer (said
+//! on stderr), or with `--verify`, `--policy`, `--node`, `--label` or PATH, one made
+//! now from the state directory. The report says which (`live.source`: `agent` or
+//! `state-directory`). `--live --verify` checks the chains again (`trust::verify`).
 //!
 //! Exit: 0 no error-level violation (with `--since`: no new one); 1 error-level
 //! violations, errors in the tree or the policy, or (`--verify`) a trust chain that no
@@ -119,24 +123,18 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> ExitCode {
 /// not be checked, else 0.
 fn audit_run(cli: &Cli, args: &AuditArgs) -> Result<u8, Stop> {
     let loaded = config::load(cli)?;
-    let NodePolicy { policy, mode, host } = config::node_policy(&loaded, args.policy.as_deref())?;
-    let ev = Evaluator::new(&policy, &host, config::today());
+    let np = config::node_policy(&loaded, args.policy.as_deref())?;
+    let ev = Evaluator::new(&np.policy, &np.host, config::today());
+    let mode = np.mode;
     let node = node_identity(&args.node, &args.labels);
 
-    let checked = if args.live {
-        live_state(&loaded.config.runtime.state_dir, &args.path)?
+    let mut report = if args.live {
+        live_report(&loaded, args, &np, node.as_ref())?
     } else {
         let tree = loader::load_tree(&args.path).map_err(|e| Stop::Failed(e.to_string()))?;
-        check(&tree, node.as_ref())
+        let checked = check(&tree, node.as_ref());
+        audit(&checked, node.as_ref(), &ev, mode)
     };
-    let mut report = audit(&checked, node.as_ref(), &ev, mode);
-    if args.live {
-        report.chains = crate::trust::verify::for_audit(
-            &loaded.config.runtime.state_dir,
-            &loaded.config,
-            args.verify,
-        );
-    }
 
     let repo = git::Repo::discover(&args.path);
     if let Some(rev) = &args.since {
@@ -228,59 +226,57 @@ fn write_out(path: Option<&Path>, text: &str) -> Result<(), Stop> {
     }
 }
 
-/// What runs on this node, as a checked state: each container record's spec (located
-/// at its `state.json`), plus an error for every instance no record accounts for and,
-/// when `path` holds a spec tree, for every running container it does not define.
-fn live_state(state_dir: &Path, path: &Path) -> Result<berth_spec::Checked, Stop> {
-    use berth_spec::{Diagnostic, Kind, Location};
-    let records = crate::runtime::record::read_records(state_dir)
-        .map_err(|e| Stop::Failed(crate::util::error_chain(&e)))?;
-    let mut state = berth_spec::DesiredState::default();
-    let mut errors = Vec::new();
-    let at = |file: String| Location {
-        file,
-        line: 1,
-        column: 1,
-    };
-    for (name, r) in &records {
-        let file = format!("containers/{name}/state.json");
-        let mut c = r.spec.clone();
-        c.origin = at(file.clone());
-        state.files.push(file);
-        state.containers.insert(name.clone(), c);
-    }
-    let claimed: std::collections::BTreeSet<&str> =
-        records.values().map(|r| r.instance.as_str()).collect();
-    for id in crate::runtime::state::instance_ids(state_dir)
-        .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", state_dir.display())))?
-    {
-        if !claimed.contains(id.as_str()) {
-            errors.push(Diagnostic::new(
-                &at(format!("instances/{id}")),
-                format!("instance `{id}` is under berth's state but no container record or spec accounts for it"),
-            ));
+/// The live report: the agent's (`GET /v1/audit`) while one runs and the audit is
+/// the node's own — no `--verify` (which checks the chains again here), `--policy`,
+/// `--node`, `--label` or PATH. Else, or when the agent has no report or does not
+/// answer (said on stderr), one made from the state directory. The report's `live`
+/// says which.
+fn live_report(
+    loaded: &config::Loaded,
+    args: &AuditArgs,
+    policy: &NodePolicy,
+    node: Option<&berth_spec::NodeIdentity>,
+) -> Result<berth_policy::report::Report, Stop> {
+    use crate::trust::live;
+    let state_dir = &loaded.config.runtime.state_dir;
+    let tree = (args.path != Path::new(".") && args.path.exists()).then_some(args.path.as_path());
+    let own = !args.verify && args.policy.is_none() && node.is_none() && tree.is_none();
+    if own {
+        match agent_report(loaded) {
+            Ok(r) => return Ok(r),
+            Err(None) => {}
+            Err(Some(why)) => {
+                eprintln!("warning: {why}; the report is made from the state directory");
+            }
         }
     }
-    // A tree given explicitly (not the default `.`): running containers it lacks.
-    if path != Path::new(".") && path.exists() {
-        let tree = loader::load_tree(path).map_err(|e| Stop::Failed(e.to_string()))?;
-        let wanted = check(&tree, None).state;
-        for name in records
-            .keys()
-            .filter(|n| !wanted.containers.contains_key(*n))
-        {
-            errors.push(
-                Diagnostic::new(
-                    &at(format!("containers/{name}/state.json")),
-                    format!(
-                        "container `{name}` runs on this node but no spec in {} accounts for it",
-                        path.display()
-                    ),
-                )
-                .object(Kind::Container, name),
-            );
-        }
-    }
-    berth_spec::diag::sort(&mut errors);
-    Ok(berth_spec::Checked { state, errors })
+    let scope = live::Scope { policy, node, tree };
+    let chains = crate::trust::verify::for_audit(state_dir, &loaded.config, args.verify);
+    live::from_state(
+        state_dir,
+        &scope,
+        chains,
+        berth_policy::report::LiveSource::StateDirectory,
+    )
+    .map_err(|e| Stop::Failed(crate::util::error_chain(&e)))
+}
+
+/// The running agent's report; `Err(None)` when no agent runs, else why it could not
+/// be had.
+fn agent_report(loaded: &config::Loaded) -> Result<berth_policy::report::Report, Option<String>> {
+    use crate::api::client::{Client, ClientError};
+    let socket = crate::api::socket_path(&loaded.config.runtime.run_dir);
+    let rt =
+        super::async_runtime().map_err(|e| Some(format!("cannot start the async runtime: {e}")))?;
+    let text = rt
+        .block_on(Client::new(&socket).audit())
+        .map_err(|e| match e {
+            e if e.no_agent() => None,
+            ClientError::Refused { doc, .. } => {
+                Some(format!("the agent gave no audit report: {}", doc.error))
+            }
+            e => Some(crate::util::error_chain(&e)),
+        })?;
+    crate::trust::live::parse(&text, "the agent sent")
+        .map_err(|e| Some(crate::util::error_chain(&e)))
 }

@@ -2,8 +2,9 @@
 //! commit and its verified signer, the pinned image digest and the image signature's
 //! vouchers — and when that was checked. The follower records it with the revision
 //! (`Applied::chains` in `state/applied.json`, written in the same crash-safe step);
-//! `berth status`, `inspect` and `audit --live` show it, and `audit --live --verify`
-//! checks it again against the node's current keys and identities.
+//! `berth status`, `inspect` and `audit --live` show it (the agent's live audit report,
+//! `live`, carries it), and `audit --live --verify` checks it again against the node's
+//! current keys and identities.
 //!
 //! A link the node does not require is recorded as `not-required`, never left out; a
 //! container applied by `berth apply DIR` has no commit (`applied-from-directory`).
@@ -21,6 +22,7 @@ use crate::image::signature::Voucher;
 use crate::runtime::record::ContainerRecord;
 use crate::source::applied::{Applied, Signer};
 
+pub mod live;
 pub mod record;
 pub mod verify;
 

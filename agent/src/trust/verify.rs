@@ -349,52 +349,38 @@ pub fn open_clone(state_dir: &Path) -> Result<Repository, String> {
 /// The trust chains of every running container as the audit report carries them;
 /// with `verify`, each checked again under `cfg` (see [`verify`]).
 pub fn for_audit(state_dir: &Path, cfg: &NodeConfig, verify_now: bool) -> Vec<TrustChain> {
+    if !verify_now {
+        return super::live::chains(state_dir);
+    }
     let chains = super::of_running(state_dir);
-    let needs_clone = chains.values().any(|c| c.commit.is_some());
-    let repo = if verify_now && needs_clone {
-        Some(open_clone(state_dir))
-    } else {
-        None
-    };
+    let repo = chains
+        .values()
+        .any(|c| c.commit.is_some())
+        .then(|| open_clone(state_dir));
     let mut images = BTreeMap::new();
     chains
         .into_iter()
         .map(|(container, chain)| {
-            let verdict = verify_now.then(|| {
-                let r = match &repo {
-                    Some(r) => r.as_ref().map_err(String::as_str),
-                    None => Err("no container runs a commit"),
-                };
-                verify(state_dir, cfg, r, &chain, &mut images)
-            });
-            let words = |v: Vec<(&str, String)>| -> Vec<(String, String)> {
-                v.into_iter().map(|(k, w)| (k.to_string(), w)).collect()
+            let r = match &repo {
+                Some(r) => r.as_ref().map_err(String::as_str),
+                None => Err("no container runs a commit"),
             };
-            TrustChain {
-                file: format!("containers/{container}/state.json"),
-                record: serde_json::to_value(&chain).unwrap_or_default(),
-                links: words(chain.words()),
-                now: verdict.as_ref().map(|v| {
-                    words(vec![
-                        (COMMIT_LINK, v.commit_signer.clone()),
-                        (IMAGE_LINK, v.image_signature.clone()),
-                    ])
-                }),
-                flags: verdict
-                    .map(|v| {
-                        v.flags
-                            .into_iter()
-                            .map(|f| ChainFlag {
-                                level: f.level,
-                                link: f.link.to_string(),
-                                gone: f.gone,
-                                message: f.message,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                container,
-            }
+            let v = verify(state_dir, cfg, r, &chain, &mut images);
+            let flags = v
+                .flags
+                .into_iter()
+                .map(|f| ChainFlag {
+                    level: f.level,
+                    link: f.link.to_string(),
+                    gone: f.gone,
+                    message: f.message,
+                })
+                .collect();
+            let now = vec![
+                (COMMIT_LINK, v.commit_signer),
+                (IMAGE_LINK, v.image_signature),
+            ];
+            super::live::shown(container, &chain, Some(now), flags)
         })
         .collect()
 }
