@@ -24,11 +24,12 @@ use std::time::Duration;
 use berth_spec::node::{GitRef, SourceSection, Transport};
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode,
-    FetchOptions, Oid, RemoteCallbacks, Repository,
+    FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository,
 };
 use zeroize::Zeroizing;
 
 use super::trust::{ExtraCa, HostKeys, TrustError};
+use super::verify::MAX_OBJECT_BYTES;
 
 /// The ref under which the clone keeps the commit fetched last (so its objects stay
 /// reachable, and a failed fetch can check the clone still reads).
@@ -320,11 +321,17 @@ impl Remote<'_> {
                         reason: format!("`{c}` is not a commit id (4 to 40 hex digits)"),
                     });
                 }
+                // The id is resolved without reading the object (its size is checked
+                // before it is read, by peel_commit).
                 let find = |repo: &Repository| -> Option<Oid> {
-                    repo.revparse_single(&c)
-                        .ok()
-                        .and_then(|o| o.peel_to_commit().ok())
-                        .map(|c| c.id())
+                    let odb = repo.odb().ok()?;
+                    let short = Oid::from_str(&c).ok()?;
+                    let id = if c.len() == 40 {
+                        odb.exists(short).then_some(short)?
+                    } else {
+                        odb.exists_prefix(short, c.len()).ok()?
+                    };
+                    Some(id)
                 };
                 if find(repo).is_none() {
                     // A full id is asked for by id (servers that allow it); otherwise,
@@ -353,9 +360,10 @@ impl Remote<'_> {
                         }
                     }
                 }
-                let commit = find(repo).ok_or_else(|| {
+                let found = find(repo).ok_or_else(|| {
                     self.not_found(format!("commit {c} (on no branch or tag of the server)"))
                 })?;
+                let commit = self.peel_commit(repo, found)?;
                 (commit, None)
             }
         };
@@ -379,16 +387,44 @@ impl Remote<'_> {
         }
     }
 
+    /// The commit `id` names (itself, or what a tag points at), each object's size
+    /// checked from its header before it is read: a commit or tag larger than
+    /// [`MAX_OBJECT_BYTES`] is refused unread, as `berth source verify` refuses it.
     fn peel_commit(&self, repo: &Repository, id: Oid) -> Result<Oid, FetchError> {
-        let obj = repo
-            .find_object(id, None)
+        let odb = repo
+            .odb()
             .map_err(|e| self.clone_error(e.message().to_string()))?;
-        obj.peel_to_commit()
-            .map(|c| c.id())
-            .map_err(|_| FetchError::Refused {
-                url: display_url(&self.section.url),
-                reason: format!("{id} does not point at a commit"),
-            })
+        let asked = id;
+        let mut id = id;
+        // A tag of a tag of … is followed a bounded number of times.
+        for _ in 0..8 {
+            let (size, kind) = odb
+                .read_header(id)
+                .map_err(|e| self.clone_error(e.message().to_string()))?;
+            if matches!(kind, ObjectType::Commit | ObjectType::Tag) && size > MAX_OBJECT_BYTES {
+                return Err(FetchError::Refused {
+                    url: display_url(&self.section.url),
+                    reason: format!(
+                        "the {} {id} is {size} bytes, more than the {MAX_OBJECT_BYTES} berth reads; refusing it unread",
+                        kind.str()
+                    ),
+                });
+            }
+            match kind {
+                ObjectType::Commit => return Ok(id),
+                ObjectType::Tag => {
+                    id = repo
+                        .find_tag(id)
+                        .map_err(|e| self.clone_error(e.message().to_string()))?
+                        .target_id();
+                }
+                _ => break,
+            }
+        }
+        Err(FetchError::Refused {
+            url: display_url(&self.section.url),
+            reason: format!("{asked} does not point at a commit"),
+        })
     }
 
     /// Runs one fetch of `refspecs`, shallow when `shallow` and the transport allows
@@ -740,21 +776,41 @@ fn history(repo: &Repository, previous: Option<Oid>, commit: Oid) -> History {
     if prev == commit {
         return History::Unchanged;
     }
-    let Ok(mut walk) = repo.revwalk() else {
+    // A walk of our own rather than libgit2's revwalk, so that each commit's size is
+    // checked from its header before it is read: a huge commit further down the
+    // history ends the walk unread.
+    let Ok(odb) = repo.odb() else {
         return History::Unknown;
     };
-    if walk.push(commit).is_err() {
-        return History::Unknown;
-    }
-    for (n, id) in walk.enumerate() {
-        match id {
-            Ok(id) if id == prev => return History::FastForward,
-            Ok(_) if n >= MAX_WALK => return History::Unknown,
-            Ok(_) => {}
+    let mut seen = std::collections::HashSet::from([commit]);
+    let mut queue = std::collections::VecDeque::from([commit]);
+    let shallow = repo.is_shallow();
+    let mut walked = 0;
+    while let Some(id) = queue.pop_front() {
+        if id == prev {
+            return History::FastForward;
+        }
+        walked += 1;
+        if walked > MAX_WALK {
+            return History::Unknown;
+        }
+        match odb.read_header(id) {
+            Ok((size, ObjectType::Commit)) if size <= MAX_OBJECT_BYTES => {}
+            Ok(_) => return History::Unknown,
+            // A shallow clone's boundary: its parents are not here.
+            Err(_) if shallow => continue,
             Err(_) => return History::Unknown,
         }
+        let Ok(c) = repo.find_commit(id) else {
+            return History::Unknown;
+        };
+        for parent in c.parent_ids() {
+            if seen.insert(parent) {
+                queue.push_back(parent);
+            }
+        }
     }
-    if repo.is_shallow() {
+    if shallow {
         // A shallow clone cannot tell a rewrite; a commit older than the one applied
         // before is at least said (a rollback, or a branch moved back).
         let time = |id| repo.find_commit(id).map(|c| c.committer().when().seconds());
@@ -876,6 +932,104 @@ fn classify(e: &git2::Error, url: &str) -> FetchError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local repository whose branch `main` holds a small commit on top of a commit
+    /// of `huge` bytes (its message), and the section following it.
+    fn with_huge_commit(dir: &Path, huge: usize, on_top: bool) -> (SourceSection, Oid) {
+        let repo = Repository::init(dir.join("server")).expect("init");
+        let sig = git2::Signature::now("t", "t@example.org").expect("sig");
+        let tree = repo
+            .treebuilder(None)
+            .and_then(|t| t.write())
+            .expect("tree");
+        let tree = repo.find_tree(tree).expect("tree");
+        let big = repo
+            .commit(None, &sig, &sig, &"x".repeat(huge), &tree, &[])
+            .expect("commit");
+        let head = if on_top {
+            let parent = repo.find_commit(big).expect("big");
+            repo.commit(None, &sig, &sig, "small", &tree, &[&parent])
+                .expect("commit")
+        } else {
+            big
+        };
+        repo.reference("refs/heads/main", head, true, "test")
+            .expect("ref");
+        let section = SourceSection {
+            url: dir.join("server").display().to_string(),
+            transport: Transport::Local,
+            git_ref: GitRef::Branch("main".into()),
+            path: String::new(),
+            interval: Duration::from_secs(60),
+            retry_backoff: Duration::from_secs(5),
+            depth: 0,
+            credentials_file: None,
+            ca_file: None,
+            ssh_key: None,
+            known_hosts: None,
+            allowed_signers: None,
+            trusted_pgp_keys: Vec::new(),
+            webhook: None,
+            notify: None,
+        };
+        (section, big)
+    }
+
+    #[test]
+    fn a_commit_over_the_size_limit_is_refused_from_its_header_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (section, _) = with_huge_commit(dir.path(), MAX_OBJECT_BYTES + 1, false);
+        let remote = Remote {
+            section: &section,
+            dir: dir.path().join("state"),
+            base: None,
+            previous: None,
+            deadline: Duration::from_secs(60),
+        };
+        match remote.fetch() {
+            Err(FetchError::Refused { reason, .. }) => {
+                assert!(reason.contains("more than the"), "{reason}");
+                assert!(reason.contains("commit"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Pinned by id, the same.
+        let mut by_id = section.clone();
+        let (_, big) = with_huge_commit(&dir.path().join("b"), MAX_OBJECT_BYTES + 1, false);
+        by_id.url = dir.path().join("b/server").display().to_string();
+        by_id.git_ref = GitRef::Commit(big.to_string());
+        let remote = Remote {
+            section: &by_id,
+            dir: dir.path().join("state-b"),
+            base: None,
+            previous: None,
+            deadline: Duration::from_secs(60),
+        };
+        assert!(
+            matches!(remote.fetch(), Err(FetchError::Refused { .. })),
+            "a pinned huge commit is refused"
+        );
+    }
+
+    #[test]
+    fn a_huge_commit_down_the_history_ends_the_walk_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, big) = with_huge_commit(dir.path(), MAX_OBJECT_BYTES + 1, true);
+        let repo = Repository::open(dir.path().join("server")).expect("open");
+        let head = repo.refname_to_id("refs/heads/main").expect("head");
+        // Some other commit that is not an ancestor: the walk meets the huge one.
+        let elsewhere = Oid::from_str("0123456789012345678901234567890123456789").expect("oid");
+        assert_eq!(history(&repo, Some(elsewhere), head), History::Unknown);
+        // The small commit on top, with the huge one applied before, is a fast-forward
+        // found before the huge one is read.
+        assert_eq!(history(&repo, Some(big), head), History::FastForward);
+        // Within the limit, a commit not found is a rewrite.
+        let (_, small_big) = with_huge_commit(&dir.path().join("s"), 1024, true);
+        let repo = Repository::open(dir.path().join("s/server")).expect("open");
+        let head = repo.refname_to_id("refs/heads/main").expect("head");
+        assert_ne!(small_big, head);
+        assert_eq!(history(&repo, Some(elsewhere), head), History::Rewritten);
+    }
 
     #[test]
     fn urls_are_shown_without_userinfo() {
