@@ -130,7 +130,15 @@ fn with_files(dir: &std::path::Path, text: &str) -> String {
         if let Some(rest) = piece.strip_prefix("/etc/berth/") {
             let file = root.join(rest);
             std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-            std::fs::write(&file, "x\n").expect("write");
+            if rest == "trusted_root.json" {
+                // `berth agent --check` reads a trusted root that is there: a real one.
+                let fixture = berth_e2e::shared_fixtures()
+                    .expect("shared fixtures")
+                    .join("cosign-bundle/trusted_root.public-good.json");
+                std::fs::copy(&fixture, &file).expect("copy the trusted root");
+            } else {
+                std::fs::write(&file, "x\n").expect("write");
+            }
         }
     }
     text.replace("/etc/berth/", &format!("{}/", root.display()))
