@@ -215,6 +215,9 @@ fn running(state_dir: &Path, tree: Option<&Path>) -> Result<Checked, LiveError> 
         let file = chain_file(name);
         let mut c = r.spec.clone();
         c.origin = at(file.clone());
+        // The parsed reference is not part of the record: without it, the rules on the
+        // image (digest pinned, registries allowed) would pass what runs unjudged.
+        c.image_ref = berth_spec::reference::Reference::parse(&c.image).ok();
         state.files.push(file);
         state.containers.insert(name.clone(), c);
     }

@@ -168,3 +168,23 @@ fn an_instance_no_record_accounts_for_is_an_error_of_the_report() {
     assert!(r.errors[0].message.contains("ghost-0123abcd"));
     assert!(r.failed());
 }
+
+/// Finding: a record's spec has no parsed image reference (it is not stored), so the
+/// live audit passed an image that is not pinned, or from a registry not allowed.
+#[test]
+fn the_image_of_what_runs_is_judged_as_the_trees() {
+    let state = state_with(&["web"]);
+    let r = report_of(state.path());
+    let pinned: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == berth_policy::rule::Rule::ImageDigestPinned)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(
+        pinned,
+        [
+            "image `registry.example.com/shop/web:1.0` is not pinned by digest: its tag can move to other content"
+        ]
+    );
+}
