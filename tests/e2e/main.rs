@@ -21,6 +21,7 @@ mod health;
 mod hostile;
 mod hostside;
 mod keyless;
+mod live_audit;
 mod metrics;
 mod network;
 mod ops;
