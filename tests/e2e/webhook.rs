@@ -450,4 +450,30 @@ fn signed_pushes_run_at_once_and_forged_unsigned_or_oversized_webhooks_fetch_not
             h.context()
         );
     }
+
+    // The agent's metrics count the requests by how they were answered (docs/metrics.md):
+    // at least the four accepted pushes, the ten forged ones, the five throttled.
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "60", "--unix-socket"])
+        .arg(h.node.run_dir().join("api.sock"))
+        .arg("http://localhost/metrics")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |result: &str| -> f64 {
+        let series = format!("berth_webhook_requests_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(count("accepted") >= 4.0, "{text}");
+    assert!(count("unauthorized") >= 10.0, "{text}");
+    assert!(count("throttled") >= 5.0, "{text}");
+    assert!(count("refused") >= 1.0, "{text}");
 }

@@ -294,7 +294,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             };
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(req, peer, &shared).await) }
+                async move {
+                    let answer = respond(req, peer, &shared).await;
+                    shared.handle.metrics().webhook(answer.status().as_u16());
+                    Ok::<_, Infallible>(answer)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -134,6 +134,27 @@ impl FetchEnd {
     }
 }
 
+/// Every `result` of `berth_webhook_requests_total`.
+const WEBHOOK_RESULTS: [&str; 5] = [
+    "accepted",
+    "ignored",
+    "unauthorized",
+    "throttled",
+    "refused",
+];
+
+/// How a webhook request was answered: the `result` label of
+/// `berth_webhook_requests_total`, from the response's status.
+pub fn webhook_result(status: u16) -> &'static str {
+    match status {
+        202 => "accepted",
+        200 => "ignored",
+        401 | 403 => "unauthorized",
+        429 => "throttled",
+        _ => "refused",
+    }
+}
+
 /// One step the pass ran: its verb (`pull`, `create`, `start`, …, as `berth plan`
 /// prints it) and its result (`done`, `failed`, `refused`, `skipped`, `reported`,
 /// `deferred`).
@@ -248,6 +269,7 @@ pub struct Metrics {
     pull_bytes: Counter,
     pull_duration: Histogram,
     fetches: Family<ResultLabel, Counter>,
+    webhooks: Family<ResultLabel, Counter>,
     revision_age: Gauge<f64, AtomicU64>,
     /// Each container's restart count when last looked at; none before the first look
     /// (restarts made before the agent started are not counted).
@@ -329,6 +351,16 @@ impl Metrics {
             "Fetches of the node's Git source, by result",
             fetches.clone(),
         );
+        let webhooks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "berth_webhook_requests",
+            "Requests to the source webhook receiver, by how they were answered",
+            webhooks.clone(),
+        );
+        // Every result from zero, so that a rate over them is defined from the start.
+        for result in WEBHOOK_RESULTS {
+            let _ = webhooks.get_or_create(&ResultLabel { result });
+        }
         let revision_age = Gauge::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "berth_applied_revision_age",
@@ -348,6 +380,7 @@ impl Metrics {
             pull_bytes,
             pull_duration,
             fetches,
+            webhooks,
             revision_age,
             seen_restarts: Mutex::new(None),
             scraping: Mutex::new(()),
@@ -385,6 +418,15 @@ impl Metrics {
         self.fetches
             .get_or_create(&ResultLabel {
                 result: end.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a request to the webhook receiver by the status it was answered with.
+    pub fn webhook(&self, status: u16) {
+        self.webhooks
+            .get_or_create(&ResultLabel {
+                result: webhook_result(status),
             })
             .inc();
     }

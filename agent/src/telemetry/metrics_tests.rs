@@ -87,6 +87,26 @@ fn every_kind_recorded(m: &Metrics) {
         restarts: 0,
     }]);
     m.revision_age(Some(Duration::from_secs(90)));
+    m.webhook(202);
+}
+
+#[test]
+fn webhook_requests_are_counted_by_their_answer() {
+    let m = Metrics::new();
+    for status in [202, 202, 200, 401, 403, 429, 404, 413, 400] {
+        m.webhook(status);
+    }
+    let text = m.encode();
+    for (result, want) in [
+        ("accepted", 2.0),
+        ("ignored", 1.0),
+        ("unauthorized", 2.0),
+        ("throttled", 1.0),
+        ("refused", 3.0),
+    ] {
+        let series = format!("berth_webhook_requests_total{{result=\"{result}\"}}");
+        assert_eq!(sample(&text, &series), Some(want), "{series} in\n{text}");
+    }
 }
 
 #[test]
