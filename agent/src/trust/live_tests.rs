@@ -188,3 +188,78 @@ fn the_image_of_what_runs_is_judged_as_the_trees() {
         ]
     );
 }
+
+/// Every field the agent records in a chain, and `--verify` adds, is one the report's
+/// schema (`policies/report.schema.json`, which closes its objects) knows.
+#[test]
+fn what_a_chain_records_is_in_the_reports_schema() {
+    use crate::image::signature::Voucher;
+    use crate::source::applied::Signer;
+    let schema: Value =
+        serde_json::from_str(include_str!("../../../policies/report.schema.json")).expect("schema");
+    let defs = &schema["$defs"];
+    let known = |def: &Value, v: &Value, what: &str| {
+        for key in v.as_object().expect("an object").keys() {
+            assert!(
+                def["properties"].get(key).is_some(),
+                "{what}: `{key}` is not in the schema"
+            );
+        }
+    };
+    let chain = Chain {
+        commit: Some("0123".into()),
+        tag_object: Some("4567".into()),
+        commit_signer: super::super::CommitLink::Verified(Signer {
+            principal: "Ops <ops@example.com>".into(),
+            key: "ABCDEF".into(),
+            object: "tag".into(),
+            kind: "openpgp".into(),
+            primary_key: Some("012345".into()),
+        }),
+        digest: "sha256:00".into(),
+        image_signature: super::super::ImageLink::Verified {
+            vouchers: vec![
+                Voucher::Key {
+                    name: "release.pub".into(),
+                    fingerprint: "sha256:0f".into(),
+                },
+                Voucher::Identity {
+                    issuer: "https://issuer.example.com".into(),
+                    subject: "ops@example.com".into(),
+                    log_index: Some(42),
+                },
+            ],
+        },
+        instance: Some("web-0123abcd".into()),
+        spec_hash: Some("0123abcd".into()),
+        checked_at: Some("2026-12-04T10:00:00Z".into()),
+    };
+    let flag = ChainFlag {
+        level: berth_policy::report::FlagLevel::Error,
+        link: super::super::verify::IMAGE_LINK.into(),
+        gone: vec!["release.pub".into()],
+        message: "gone".into(),
+    };
+    let now = vec![
+        (super::super::verify::COMMIT_LINK, "still".to_string()),
+        (super::super::verify::IMAGE_LINK, "still".to_string()),
+    ];
+    let doc = shown("web".into(), &chain, Some(now), vec![flag]).json();
+    known(&defs["chain"], &doc, "a chain");
+    known(&defs["verified_signer"], &doc["commit_signer"], "a signer");
+    known(
+        &defs["chain"]["properties"]["verify"],
+        &doc["verify"],
+        "verify",
+    );
+    known(&defs["flag"], &doc["verify"]["flags"][0], "a flag");
+    let branches = defs["voucher"]["oneOf"].as_array().expect("branches");
+    for (v, branch) in doc["image_signature"]["vouchers"]
+        .as_array()
+        .expect("vouchers")
+        .iter()
+        .zip(branches)
+    {
+        known(branch, v, "a voucher");
+    }
+}
