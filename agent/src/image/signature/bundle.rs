@@ -94,9 +94,7 @@ pub enum BundleError {
         #[source]
         source: serde_json::Error,
     },
-    #[error(
-        "the bundle (verified with {key}) carries a log entry or timestamp that does not verify"
-    )]
+    #[error("the bundle ({key}) carries a log entry or timestamp that does not verify")]
     Evidence {
         key: String,
         #[source]
@@ -135,24 +133,19 @@ pub enum BundleError {
         keys: Vec<String>,
         rejections: Vec<BundleRejection>,
     },
-    #[error("the bundle's payload (verified with {key}) is not an in-toto Statement (JSON)")]
+    #[error("the bundle's payload ({key}) is not an in-toto Statement (JSON)")]
     Statement {
         key: String,
         #[source]
         source: serde_json::Error,
     },
     #[error(
-        "the bundle's payload (verified with {key}) has `_type` `{found}`, not an in-toto Statement (`{STATEMENT_V1}` or `{STATEMENT_V01}`)"
+        "the bundle's payload ({key}) has `_type` `{found}`, not an in-toto Statement (`{STATEMENT_V1}` or `{STATEMENT_V01}`)"
     )]
     StatementType { key: String, found: String },
-    #[error(
-        "the bundle (verified with {key}) is an attestation (predicate `{predicate}`), not a signature"
-    )]
+    #[error("the bundle ({key}) is an attestation (predicate `{predicate}`), not a signature")]
     Attestation { key: String, predicate: String },
-    #[error(
-        "the bundle (verified with {key}) signs {}, not {expected}",
-        found_list(found)
-    )]
+    #[error("the bundle ({key}) signs {}, not {expected}", found_list(found))]
     SubjectMismatch {
         key: String,
         expected: String,
@@ -369,7 +362,7 @@ pub fn verify_bundle(
     }
     let hint = material.public_key.as_ref().and_then(|k| k.hint.as_deref());
     let key = verify_signatures(&envelope.signatures, &payload, digest, &ordered(keys, hint))?;
-    let signer = format!("key {}", key.name());
+    let signer = format!("verified with key {}", key.name());
     check_statement(&payload, digest, &signer)?;
     let mut verified = BundleVerified {
         voucher: Voucher::Key {
@@ -482,8 +475,8 @@ fn verify_keyless(
         payload,
         digest,
         &format!(
-            "the certificate of {} (issuer {})",
-            claimed.subject, claimed.issuer
+            "signed by a certificate claiming {}={}, not verified",
+            claimed.issuer, claimed.subject
         ),
     )?;
     let verified = keyless::verify_keyless(

@@ -200,6 +200,98 @@ fn identity_and_digest_are_checked_before_the_evidence() {
         &verify_bundle(&serde_json::to_vec(&b).unwrap(), &other, &t).unwrap_err(),
     );
     assert!(r.contains(&format!("not {other}")), "{r}");
+    // Before the chain and the log entry verified, the certificate is only a claim:
+    // the message says so, even for a bundle with no log entry at all.
+    let claim = format!("signed by a certificate claiming {ISSUER}={SUBJECT}, not verified");
+    *b.pointer_mut("/verificationMaterial/tlogEntries").unwrap() = json!([]);
+    let r = crate::util::error_chain(
+        &verify_bundle(&serde_json::to_vec(&b).unwrap(), &other, &t).unwrap_err(),
+    );
+    assert!(
+        r.contains(&claim) && r.contains(&format!("not {other}")),
+        "{r}"
+    );
+    assert!(!r.contains("verified with"), "{r}");
+}
+
+/// A timestamp is the same when its token is: the response around it is not signed,
+/// so another status text does not make another timestamp.
+#[test]
+fn a_timestamp_re_wrapped_with_another_status_is_the_same_timestamp() {
+    let (bundle, root) = case("tsa");
+    let resp = B64
+        .decode(
+            bundle
+                .pointer(&format!("{TIMESTAMPS}/0/signedTimestamp"))
+                .unwrap()
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let token = tsa::token_of(&resp).unwrap();
+    // TimeStampResp { PKIStatusInfo { granted, statusString { text } }, token }.
+    let wrapped = |text: &str| -> Value {
+        let status = der_tlv(
+            0x30,
+            &[
+                der_tlv(0x02, &[0]),
+                der_tlv(0x30, &der_tlv(0x0c, text.as_bytes())),
+            ]
+            .concat(),
+        );
+        json!({"signedTimestamp": B64.encode(der_tlv(0x30, &[status, token.clone()].concat()))})
+    };
+    let mut b = bundle.clone();
+    *b.pointer_mut(TIMESTAMPS).unwrap() = json!([wrapped("one")]);
+    verify(&b, &root).unwrap();
+    *b.pointer_mut(TIMESTAMPS).unwrap() = json!([wrapped("one"), wrapped("two")]);
+    let r = reason(verify(&b, &root));
+    assert!(r.contains("the same timestamp twice"), "{r}");
+    // The bare token and a response holding it.
+    *b.pointer_mut(TIMESTAMPS).unwrap() =
+        json!([{"signedTimestamp": B64.encode(&token)}, wrapped("one")]);
+    let r = reason(verify(&b, &root));
+    assert!(r.contains("the same timestamp twice"), "{r}");
+}
+
+/// A DER TLV (definite length).
+fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match u8::try_from(body.len()) {
+        Ok(n) if n < 0x80 => out.push(n),
+        _ => {
+            let len = body.len().to_be_bytes();
+            let skip = len.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | u8::try_from(len.len() - skip).unwrap());
+            out.extend_from_slice(&len[skip..]);
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// An identity that is not trusted: the error holds the certificate's own text (for
+/// JSON), its message shows it escaped and cut.
+#[test]
+fn an_untrusted_identity_keeps_the_certificate_s_text_and_shows_it_escaped() {
+    let (bundle, root) = case("long-subject");
+    let raw = format!("\u{1b}[31m{}", "x".repeat(300));
+    assert!(verify_as(&bundle, &root, &raw).is_ok());
+    let err = verify_as(&bundle, &root, "someone-else").unwrap_err();
+    let BundleError::KeylessNotVerified(k) = &err else {
+        panic!("{err:?}");
+    };
+    let KeylessError::Identity {
+        issuer, subjects, ..
+    } = &**k
+    else {
+        panic!("{k:?}");
+    };
+    assert_eq!((issuer.as_str(), subjects.as_slice()), (ISSUER, &[raw][..]));
+    let r = crate::util::error_chain(&err);
+    assert!(!r.contains('\u{1b}'), "{r:?}");
+    assert!(r.contains("\\u{1b}[31m") && r.contains("x…"), "{r}");
+    assert!(!r.contains(&"x".repeat(250)), "{r}");
 }
 
 /// Unsigned text of a bundle reaches messages escaped and cut.

@@ -304,10 +304,13 @@ pub enum KeylessError {
     )]
     NoTrustedIdentities,
     #[error(
-        "the certificate names identity {issuer}={}, which is not trusted (expected {})",
-        subjects.join(","),
+        "the certificate names identity {}={}, which is not trusted (expected {})",
+        shown(issuer),
+        subjects.iter().map(|s| shown(s)).collect::<Vec<_>>().join(","),
         expected.join(" or ")
     )]
+    /// `issuer` and `subjects` are the certificate's own text (unescaped, uncut): only
+    /// the message escapes and cuts them ([`shown`]).
     Identity {
         issuer: String,
         subjects: Vec<String>,
@@ -352,8 +355,10 @@ pub const MAX_TLOG_ENTRIES: usize = 32;
 pub const MAX_TIMESTAMPS: usize = 32;
 
 /// Refuses more entries or timestamps than a bundle carries, and repeated ones, before
-/// any of them costs a signature check.
-fn check_counts(material: &Material<'_>) -> Result<(), KeylessError> {
+/// any of them costs a signature check; returns the timestamps' tokens. A timestamp is
+/// repeated when its token is: the TimeStampResp around it (status text included) is
+/// not signed, so the same token wrapped twice is the same timestamp.
+fn check_counts(material: &Material<'_>) -> Result<Vec<Vec<u8>>, KeylessError> {
     if material.entries.len() > MAX_TLOG_ENTRIES {
         return Err(KeylessError::TooMany {
             what: "transparency-log entries",
@@ -377,15 +382,15 @@ fn check_counts(material: &Material<'_>) -> Result<(), KeylessError> {
             });
         }
     }
-    let mut timestamps = BTreeSet::new();
-    if !material
-        .timestamps
-        .iter()
-        .all(|t| timestamps.insert(t.as_str()))
-    {
-        return Err(KeylessError::Duplicate { what: "timestamp" });
+    let mut tokens: Vec<Vec<u8>> = Vec::with_capacity(material.timestamps.len());
+    for text in material.timestamps {
+        let token = tsa::token_of(&decode("timestamp", text)?)?;
+        if tokens.contains(&token) {
+            return Err(KeylessError::Duplicate { what: "timestamp" });
+        }
+        tokens.push(token);
     }
-    Ok(())
+    Ok(tokens)
 }
 
 /// Verifies every log entry and timestamp of a bundle for `artifact` by `signer`. The
@@ -396,20 +401,17 @@ pub fn verify_evidence(
     signer: &Signer<'_>,
     root: &TrustedRoot,
 ) -> Result<Evidence, KeylessError> {
-    check_counts(material)?;
+    let tokens = check_counts(material)?;
     let mut evidence = Evidence::default();
     for entry in material.entries {
         let time = rekor::verify_entry(entry, artifact, signer, root)?;
         evidence.log_index.get_or_insert(entry.log_index.0);
         evidence.times.push(time);
     }
-    for ts in material.timestamps {
-        let resp = decode("timestamp", ts)?;
-        evidence.times.push(tsa::verify_timestamp(
-            &resp,
-            artifact.signature(),
-            &root.tsas,
-        )?);
+    for token in &tokens {
+        evidence
+            .times
+            .push(tsa::verify_token(token, artifact.signature(), &root.tsas)?);
     }
     evidence.times.sort_unstable();
     evidence.times.dedup();
@@ -453,8 +455,8 @@ pub fn verify_signer(
         .find(|s| identities.iter().any(|m| m.matches(&issuer, s)))
         .cloned()
         .ok_or_else(|| KeylessError::Identity {
-            issuer: shown(&issuer),
-            subjects: subjects.iter().map(|s| shown(s)).collect(),
+            issuer: issuer.clone(),
+            subjects: subjects.clone(),
             expected: identities.iter().map(ToString::to_string).collect(),
         })?;
     Ok(ClaimedIdentity { issuer, subject })

@@ -42,14 +42,14 @@ fn hash_of(oid: &Oid) -> Result<Hash, KeylessError> {
     }
 }
 
-/// Verifies the timestamp `resp` over `signature` against `tsas`; returns its time.
-pub(super) fn verify_timestamp(
-    resp: &[u8],
+/// Verifies the timestamp token `token` ([`token_of`] a response) over `signature`
+/// against `tsas`; returns its time.
+pub(super) fn verify_token(
+    token: &[u8],
     signature: &[u8],
     tsas: &[CertAuthority],
 ) -> Result<u64, KeylessError> {
-    let token = token_of(resp)?;
-    let info = cms::content_info::ContentInfo::from_der(&token).map_err(der_error("token"))?;
+    let info = cms::content_info::ContentInfo::from_der(token).map_err(der_error("token"))?;
     let signed: cms::signed_data::SignedData =
         info.content.decode_as().map_err(der_error("signed data"))?;
     let encap = &signed.encap_content_info;
@@ -128,7 +128,7 @@ pub(super) fn verify_timestamp(
 
 /// The token of a TimeStampResp `{status, token}` (status granted, 0 or 1), or `resp`
 /// itself when it is a bare token.
-fn token_of(resp: &[u8]) -> Result<Vec<u8>, KeylessError> {
+pub(super) fn token_of(resp: &[u8]) -> Result<Vec<u8>, KeylessError> {
     let parts: Vec<Any> = Vec::from_der(resp).map_err(der_error("response"))?;
     match parts.as_slice() {
         [status, token]

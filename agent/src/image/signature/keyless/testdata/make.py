@@ -25,9 +25,7 @@ SUBJECT = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v
 b64 = lambda b: base64.b64encode(b).decode()
 def ts(t): return dt.datetime.fromtimestamp(t, dt.timezone.utc)
 def rfc(t): return ts(t).strftime("%Y-%m-%dT%H:%M:%SZ")
-def der_utf8(s):
-    b = s.encode(); assert len(b) < 128
-    return bytes([0x0c, len(b)]) + b
+def der_utf8(s): return tlv(0x0c, s.encode())
 def der(c): return c.public_bytes(serialization.Encoding.DER)
 def spki(k): return k.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -214,6 +212,7 @@ CASES = {
     "critical-unknown": {"extra_ext": ("1.3.6.1.4.1.99999.1", b"\x05\x00")},
     "precert-poison": {"extra_ext": ("1.3.6.1.4.1.11129.2.4.3", b"\x05\x00")},
     "duplicate-extension": {"dup_ext": True},
+    "long-subject": {"san": "othername", "subject": "\x1b[31m" + "x" * 300},
 }
 
 if __name__ == "__main__":
