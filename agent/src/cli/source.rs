@@ -63,6 +63,7 @@ pub fn run(cli: &Cli, args: &SourceArgs) -> ExitCode {
 }
 
 /// The revision named on the command line.
+#[derive(Debug)]
 struct Revision {
     commit: Oid,
     /// An annotated tag: its id and name.
@@ -108,7 +109,22 @@ fn verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
     };
     let rev = match resolve(&repo, &args.rev) {
         Ok(r) => r,
-        Err(e) => return failed(&format!("cannot resolve `{}`: {}", args.rev, e.message())),
+        Err(e @ Unresolved::MovedTag { .. }) => {
+            match args.format {
+                Format::Text => println!("refused: {}: {e}", args.rev),
+                Format::Json => println!(
+                    "{}",
+                    json!({
+                        "verified": false,
+                        "commit": null,
+                        "tag": null,
+                        "refusal": {"kind": "tag_moved", "reason": e.to_string()},
+                    })
+                ),
+            }
+            return ExitCode::from(EXIT_FINDINGS);
+        }
+        Err(e) => return failed(&format!("cannot resolve `{}`: {e}", args.rev)),
     };
     let result = verify_revision(&repo, rev.commit, rev.tag.as_ref().map(|t| t.0), keys);
     if let Err(refusal) = &result
@@ -161,16 +177,24 @@ fn configured_keys(cli: &Cli) -> Result<(Option<PathBuf>, Vec<PathBuf>), ExitCod
 /// The revision `rev` names. A full id, a branch, a tag or `HEAD` is resolved without
 /// reading the commit (a huge one is then refused from its header, unread); other
 /// expressions (`HEAD~1`, a short id) go through `git rev-parse`'s rules.
-fn resolve(repo: &Repository, rev: &str) -> Result<Revision, git2::Error> {
+fn resolve(repo: &Repository, rev: &str) -> Result<Revision, Unresolved> {
     let odb = repo.odb()?;
+    // The tag name a `refs/tags/…` reference gives, to compare with the tag object's.
+    let mut tag_ref = None;
     let named = Oid::from_str(rev)
         .ok()
         .filter(|id| rev.len() == 40 && odb.exists(*id))
         .or_else(|| {
-            repo.resolve_reference_from_short_name(rev)
+            let r = repo
+                .resolve_reference_from_short_name(rev)
                 .and_then(|r| r.resolve())
+                .ok()?;
+            tag_ref = r
+                .name()
                 .ok()
-                .and_then(|r| r.target())
+                .and_then(|n| n.strip_prefix("refs/tags/"))
+                .map(str::to_string);
+            r.target()
         });
     let id = match named {
         Some(id) => id,
@@ -184,9 +208,20 @@ fn resolve(repo: &Repository, rev: &str) -> Result<Revision, git2::Error> {
         }),
         ObjectType::Tag if size > MAX_OBJECT_BYTES => Err(git2::Error::from_str(&format!(
             "the tag object {id} is {size} bytes, more than the {MAX_OBJECT_BYTES} berth reads"
-        ))),
+        ))
+        .into()),
         ObjectType::Tag => {
-            let name = repo.find_tag(id)?.name().unwrap_or_default().to_string();
+            let tag = repo.find_tag(id)?;
+            // As the agent refuses it (source/fetch.rs): a signed tag moved under
+            // another name would pass an old release off as the one asked for.
+            if let Some(asked) = tag_ref.filter(|t| t.as_bytes() != tag.name_bytes()) {
+                return Err(Unresolved::MovedTag {
+                    asked,
+                    named: berth_spec::diag::printable(&String::from_utf8_lossy(tag.name_bytes()))
+                        .into_owned(),
+                });
+            }
+            let name = tag.name().unwrap_or_default().to_string();
             Ok(Revision {
                 commit: tag_target(repo, id)?,
                 tag: Some((id, name)),
@@ -195,8 +230,21 @@ fn resolve(repo: &Repository, rev: &str) -> Result<Revision, git2::Error> {
         other => Err(git2::Error::from_str(&format!(
             "{id} is a {}, not a commit or tag",
             other.str()
-        ))),
+        ))
+        .into()),
     }
+}
+
+/// Why a revision named on the command line is not checked.
+#[derive(Debug, thiserror::Error)]
+enum Unresolved {
+    #[error("{}", .0.message())]
+    Git(#[from] git2::Error),
+    /// A refusal, as the agent's: `refs/tags/<asked>` holds the tag object `<named>`.
+    #[error(
+        "refs/tags/{asked} holds a tag object named `{named}`: a tag moved under another name; refusing it"
+    )]
+    MovedTag { asked: String, named: String },
 }
 
 fn text(rev: &Revision, result: &Result<Verified, Refusal>) -> String {
@@ -356,6 +404,35 @@ mod tests {
         assert_eq!(refused.kind(), "too_large", "{refused}");
         // Read whole, it cannot even be parsed.
         assert!(repo.revparse_single("main").is_err());
+    }
+
+    #[test]
+    fn a_tag_moved_under_another_name_is_refused_as_the_agent_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        let tree = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let commit = repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap();
+        let object = repo.find_object(commit, None).unwrap();
+        let tag = repo.tag("v1", &object, &sig, "release 1", false).unwrap();
+        repo.reference("refs/tags/v2", tag, true, "moved").unwrap();
+        let v1 = resolve(&repo, "v1").unwrap();
+        assert_eq!(v1.commit, commit);
+        assert_eq!(v1.tag.as_ref().map(|t| t.1.as_str()), Some("v1"));
+        match resolve(&repo, "v2") {
+            Err(e @ Unresolved::MovedTag { .. }) => {
+                assert!(
+                    e.to_string()
+                        .contains("refs/tags/v2 holds a tag object named `v1`"),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The tag object by its id names no tag reference: it is its own name.
+        assert!(resolve(&repo, &tag.to_string()).is_ok());
     }
 
     #[test]
