@@ -482,6 +482,14 @@ fn keys_are_compared_by_fingerprint() {
         w.ends_with("no longer by key /etc/berth/keys/release.pub (sha256:0f0f)"),
         "{w}"
     );
+    // A key a rotation took away is flagged, as a warning since another still vouches,
+    // so that SARIF and JUnit show it too; the renamed key above was not.
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert_eq!(flags[0].level, FlagLevel::Warning);
+    assert_eq!(
+        flags[0].gone,
+        ["key /etc/berth/keys/release.pub (sha256:0f0f)"]
+    );
 }
 
 /// Finding: `--verify` said "not found in the registry" when it checked the local

@@ -8,7 +8,8 @@
 //!   the node trusts no key of that kind any more — and when the node requires signed
 //!   commits and the container was applied from a directory (no commit vouches);
 //! - a warning when it was never vouched for (not required then, or run in the
-//!   policy's audit mode) and does not verify now;
+//!   policy's audit mode) and does not verify now, and when a recorded key or identity
+//!   no longer vouches while another still does (the link holds);
 //! - cannot-check when the check could not run (a key file, the clone, a commit the
 //!   clone does not hold, the image store, the applied-revision record).
 //!
@@ -173,6 +174,17 @@ pub fn image_verdict(chain: &Chain, now: ImageCheck, flags: &mut Vec<Flag>) -> S
             let mut s = format!("still vouched for by {}", names(&vouchers));
             if !gone.is_empty() {
                 s.push_str(&format!("; no longer by {}", names(&gone)));
+                // The image still holds, so a warning: what a rotation took away is
+                // still shown in every format (SARIF, JUnit), not only in the text.
+                flag(
+                    FlagLevel::Warning,
+                    &gone,
+                    format!(
+                        "{} no longer vouches for image {digest}; {} still does",
+                        names(&gone),
+                        names(&vouchers)
+                    ),
+                );
             }
             s
         }
