@@ -675,15 +675,15 @@ impl NodeConfig {
     /// Keys that are valid but have no effect where they are: a transport's credentials
     /// given with a URL of another transport, a webhook on a node pinned to a commit.
     pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = self.prefix_patterns();
         let Some(s) = &self.source else {
-            return Vec::new();
+            return out;
         };
         let scheme = match s.transport {
             Transport::Https => "an https",
             Transport::Ssh => "an ssh",
             Transport::Local => "a local",
         };
-        let mut out: Vec<Warning> = Vec::new();
         // Basic credentials over plain http travel in clear.
         let has_password = s.url.split_once("://").is_some_and(|(_, rest)| {
             rest.split('/')
@@ -728,6 +728,36 @@ impl NodeConfig {
                 }
             })
         );
+        out
+    }
+
+    /// Each `subject_regex` written as a cosign prefix (`^https://github.com/acme/`):
+    /// cosign matches such a pattern anywhere in the subject, berth matches it against
+    /// the whole subject, so it trusts no subject longer than itself. Told by the
+    /// pattern starting with `^` and ending neither with `$` nor with `.*` or `.+`.
+    fn prefix_patterns(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        for (i, id) in self.policy.trusted_identities.iter().enumerate() {
+            let SubjectMatch::Regex(pattern) = &id.subject else {
+                continue;
+            };
+            let end = pattern.strip_suffix('?').unwrap_or(pattern);
+            let open_end = (end.ends_with('$') && !end.ends_with("\\$"))
+                || ((end.ends_with(".*") || end.ends_with(".+"))
+                    && !end.ends_with("\\.*")
+                    && !end.ends_with("\\.+"));
+            if !pattern.starts_with('^') || open_end {
+                continue;
+            }
+            let key = format!("policy.trusted_identities[{i}].subject_regex");
+            out.push(Warning {
+                at: self.keys.get(&key).cloned(),
+                message: format!(
+                    "`{key}` `{pattern}` reads like a cosign prefix, but berth matches a pattern against the whole subject (as if it were `^(?:{pattern})$`): it trusts no subject longer than itself; append `.*` to trust every subject that starts so, or better name the workflow and its refs (`…/release.yml@refs/tags/v.+`)"
+                ),
+                key,
+            });
+        }
         out
     }
 

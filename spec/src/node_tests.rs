@@ -685,3 +685,37 @@ fn trusted_identities_need_a_root_and_a_valid_pattern() {
     .policy;
     assert_eq!(p.trusted_identities.len(), 1);
 }
+
+/// A cosign-style prefix (`^…` with an open end) matches, in berth, only a subject
+/// equal to it: a located warning says so; patterns with an end are quiet.
+#[test]
+fn a_subject_regex_written_as_a_cosign_prefix_is_warned_about() {
+    let root = "[policy]\ntrusted_root = \"/r.json\"\n[[policy.trusted_identities]]\nissuer = \"https://idp\"\n";
+    let cfg = parse(&format!(
+        "{root}subject_regex = \"^https://github.com/kubewarden/\"\n"
+    ));
+    let w = cfg.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].key, "policy.trusted_identities[0].subject_regex");
+    let at = w[0].at.as_ref().expect("located");
+    assert_eq!(at.line, 5, "{}", w[0]);
+    assert!(
+        w[0].message.contains("whole subject") && w[0].message.contains("append `.*`"),
+        "{}",
+        w[0]
+    );
+    for pattern in [
+        "^https://github.com/kubewarden/.*",
+        "^https://github.com/kubewarden/.+",
+        "^https://github.com/kubewarden/.*?",
+        "^https://github.com/kubewarden/x$",
+        "https://github.com/kubewarden/",
+        "https://github.com/kubewarden/[^/]+",
+    ] {
+        let cfg = parse(&format!("{root}subject_regex = \"{pattern}\"\n"));
+        assert!(cfg.warnings().is_empty(), "{pattern}: {:?}", cfg.warnings());
+    }
+    // An escaped end is a literal, not an open end.
+    let cfg = parse(&format!("{root}subject_regex = '^https://x/\\.*'\n"));
+    assert_eq!(cfg.warnings().len(), 1, "{:?}", cfg.warnings());
+}
