@@ -57,7 +57,7 @@ pub struct VerifyArgs {
     /// A Sigstore trusted root (trusted_root.json) for keyless signatures [default: the node's `policy.trusted_root`]
     #[arg(long = "trusted-root", value_name = "FILE")]
     pub trusted_root: Option<PathBuf>,
-    /// A trusted keyless identity: OIDC issuer and exact subject; repeatable [default: the node's `policy.trusted_identities`]
+    /// A trusted keyless identity: OIDC issuer and exact subject, split at the first `=` (an issuer holding `=`: --certificate-oidc-issuer and --certificate-identity); repeatable [default: the node's `policy.trusted_identities`]
     #[arg(long = "identity", value_name = "ISSUER=SUBJECT")]
     pub identities: Vec<String>,
     /// A trusted keyless identity whose subject the regular expression matches whole (berth anchors it, cosign does not); repeatable
@@ -133,20 +133,49 @@ fn trust_error(e: TrustError) -> Failure {
     Failure(code, anyhow!(e))
 }
 
-/// `ISSUER=SUBJECT` of `--identity` / `--identity-regex`.
+/// `ISSUER=SUBJECT` of `--identity` / `--identity-regex`, split at the first `=`: an
+/// OIDC issuer is a URL without query or fragment (so without `=`), a subject may hold
+/// `=`. An issuer read with a `?` or `#` is refused: it was cut at a `=` of its query
+/// (cosign's flags take such an issuer whole).
 fn identity_arg(text: &str, regex: bool) -> Result<IdentityMatcher, Failure> {
     let flag = if regex {
         "--identity-regex"
     } else {
         "--identity"
     };
-    let usage = |why: String| Failure(super::EXIT_USAGE, anyhow!("{flag} {text}: {why}"));
     let Some((issuer, subject)) = text.split_once('=') else {
-        return Err(usage("expected ISSUER=SUBJECT".into()));
+        return Err(Failure(
+            super::EXIT_USAGE,
+            anyhow!("{flag} {text}: expected ISSUER=SUBJECT"),
+        ));
     };
+    let usage = |why: String| {
+        Failure(
+            super::EXIT_USAGE,
+            anyhow!("{flag} {text}: read as issuer `{issuer}` and subject `{subject}`: {why}"),
+        )
+    };
+    if issuer.contains(['?', '#']) {
+        return Err(usage(
+            "an OIDC issuer has no query or fragment, so ISSUER=SUBJECT is split at the first `=`; \
+             give an issuer holding `=` with --certificate-oidc-issuer ISSUER and --certificate-identity SUBJECT"
+                .into(),
+        ));
+    }
+    matcher(issuer, subject, regex, usage)
+}
+
+/// The identity `issuer` and `subject` (a pattern when `regex`); `usage` makes the
+/// error of a flag.
+fn matcher(
+    issuer: &str,
+    subject: &str,
+    regex: bool,
+    usage: impl Fn(String) -> Failure,
+) -> Result<IdentityMatcher, Failure> {
     if !issuer.starts_with("https://") || subject.is_empty() {
         return Err(usage(
-            "expected an https:// OIDC issuer, `=`, and a non-empty subject".into(),
+            "expected an https:// OIDC issuer and a non-empty subject".into(),
         ));
     }
     if regex {
@@ -157,8 +186,8 @@ fn identity_arg(text: &str, regex: bool) -> Result<IdentityMatcher, Failure> {
 }
 
 /// The identities of cosign's flags: each --certificate-identity(-regexp) with the one
-/// --certificate-oidc-issuer, as `--identity(-regex) ISSUER=SUBJECT` would give them.
-/// What has no berth equivalent is a usage error naming berth's flag.
+/// --certificate-oidc-issuer, taken whole (an issuer may hold `=`). What has no berth
+/// equivalent is a usage error naming berth's flag.
 fn cosign_identities(a: &VerifyArgs) -> Result<Vec<IdentityMatcher>, Failure> {
     let usage = |why: &str| Failure(super::EXIT_USAGE, anyhow!("{why}"));
     if a.cosign_issuer_regex.is_some() {
@@ -181,14 +210,18 @@ fn cosign_identities(a: &VerifyArgs) -> Result<Vec<IdentityMatcher>, Failure> {
         }
         (Some(issuer), _) => issuer,
     };
+    let flagged = |flag: &'static str, subject: &str| {
+        let shown = format!("--certificate-oidc-issuer {issuer} {flag} {subject}");
+        move |why: String| Failure(super::EXIT_USAGE, anyhow!("{shown}: {why}"))
+    };
     let exact = a
         .cosign_identities
         .iter()
-        .map(|s| identity_arg(&format!("{issuer}={s}"), false));
+        .map(|s| matcher(issuer, s, false, flagged("--certificate-identity", s)));
     let regex = a
         .cosign_identity_regexes
         .iter()
-        .map(|s| identity_arg(&format!("{issuer}={s}"), true));
+        .map(|s| matcher(issuer, s, true, flagged("--certificate-identity-regexp", s)));
     exact.chain(regex).collect()
 }
 
@@ -524,6 +557,68 @@ pub fn prune_snapshots(store: &Store, state_dir: &Path) -> Result<Vec<String>, F
 mod tests {
     use super::*;
     use crate::image::prepare::Verifiers;
+    use clap::Parser;
+
+    /// `berth image verify ARGS`'s arguments.
+    fn verify_args(args: &[&str]) -> VerifyArgs {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            verify: VerifyArgs,
+        }
+        Cli::try_parse_from([&["verify"], args].concat())
+            .unwrap()
+            .verify
+    }
+
+    /// cosign's flags give the issuer whole, even with a `=` in it; --identity splits
+    /// at the first `=` and refuses an issuer it cut in its query, naming both parts.
+    #[test]
+    fn an_issuer_holding_an_equals_sign_is_taken_whole_or_refused() {
+        let issuer = "https://login.example/t?tenant=a";
+        let ids = cosign_identities(&verify_args(&[
+            "--bundle",
+            "b.json",
+            "--digest",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "--certificate-oidc-issuer",
+            issuer,
+            "--certificate-identity",
+            "x",
+            "--certificate-identity-regexp",
+            "y=.*",
+        ]))
+        .map_err(|f| f.1)
+        .unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0].matches(issuer, "x"));
+        assert!(!ids[0].matches("https://login.example/t?tenant", "a=x"));
+        assert!(ids[1].matches(issuer, "y=1"));
+        let Err(Failure(code, e)) = identity_arg(&format!("{issuer}=x"), false) else {
+            panic!("an issuer cut in its query must be refused");
+        };
+        assert_eq!(code, crate::cli::EXIT_USAGE);
+        let e = e.to_string();
+        assert!(
+            e.contains("issuer `https://login.example/t?tenant`")
+                && e.contains("subject `a=x`")
+                && e.contains("--certificate-oidc-issuer"),
+            "{e}"
+        );
+        // A subject holding `=` is the subject's.
+        let id = identity_arg("https://idp.example=user=a", false)
+            .map_err(|f| f.1)
+            .unwrap();
+        assert!(id.matches("https://idp.example", "user=a"));
+        let Err(Failure(_, e)) = identity_arg("http://idp=s", false) else {
+            panic!("http issuer");
+        };
+        assert!(
+            e.to_string()
+                .contains("issuer `http://idp` and subject `s`"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_bundle_judged_by_its_key_alone_says_so() {
