@@ -197,15 +197,30 @@ pub fn unreadable_files(loaded: &Loaded) -> Vec<Diagnostic> {
 
 /// The trusted root the configuration names (`policy.trusted_root`) when it is a
 /// readable file but not a usable Sigstore trusted root (a TUF `root.json`, a bundle,
-/// an empty file): a located error for `berth agent --check`, which every pass would
-/// otherwise hit. An unreadable one is [`unreadable_files`]' to report.
+/// an empty file), or, with trusted identities set, one that lists no certificate
+/// authority or no transparency log (every keyless signature needs both): a located
+/// error for `berth agent --check`, which every pass would otherwise hit. An
+/// unreadable one is [`unreadable_files`]' to report.
 pub fn unusable_trusted_root(loaded: &Loaded) -> Option<Diagnostic> {
     let files = loaded.config.files();
     let f = files.iter().find(|f| f.key == "policy.trusted_root")?;
     if !std::fs::metadata(f.path).is_ok_and(|m| m.is_file()) {
         return None;
     }
-    let error = crate::image::signature::keyless::TrustedRoot::load(f.path).err()?;
+    let identities = !loaded.config.policy.trusted_identities.is_empty();
+    let problem = match crate::image::signature::keyless::TrustedRoot::load(f.path) {
+        Err(error) => format!("cannot be used: {}", crate::util::error_chain(&error)),
+        Ok(root) if identities && (root.cas.is_empty() || root.tlogs.is_empty()) => format!(
+            "lists no {}, so no signature of `policy.trusted_identities` can verify with it \
+             (a keyless signature chains to a Fulcio certificate authority and carries an entry of a listed log)",
+            if root.cas.is_empty() {
+                "certificate authority (`certificateAuthorities` is empty)"
+            } else {
+                "transparency log (`tlogs` is empty)"
+            }
+        ),
+        Ok(_) => return None,
+    };
     let shown = loaded
         .path
         .as_ref()
@@ -215,16 +230,7 @@ pub fn unusable_trusted_root(loaded: &Loaded) -> Option<Diagnostic> {
         line: 1,
         column: 1,
     });
-    Some(
-        Diagnostic::new(
-            &at,
-            format!(
-                "`policy.trusted_root` cannot be used: {}",
-                crate::util::error_chain(&error)
-            ),
-        )
-        .key(f.key.clone()),
-    )
+    Some(Diagnostic::new(&at, format!("`policy.trusted_root` {problem}")).key(f.key.clone()))
 }
 
 /// The security keys set in the configuration that `caller` would have to enforce and

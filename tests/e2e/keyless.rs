@@ -352,6 +352,56 @@ fn agent_check_refuses_an_unusable_keyless_configuration_naming_the_line() {
     }
 }
 
+/// `berth agent --check` with trusted identities and a trusted root that lists no
+/// certificate authority (or no log): every keyless signature would fail on every
+/// pass, so it is a located error; without identities the same root is fine (keyed
+/// bundles' evidence). A cosign-style prefix pattern is a located warning.
+#[test]
+fn agent_check_refuses_a_root_no_identity_can_verify_with_and_warns_of_prefixes() {
+    let Some(f) = fixture() else { return };
+    let no_ca = f.root_with("no-ca.json", |r| {
+        r["certificateAuthorities"] = Value::Array(vec![])
+    });
+    let no_log = f.root_with("no-log.json", |r| r["tlogs"] = Value::Array(vec![]));
+    let check = |text: &str| -> Run {
+        std::fs::write(f.dir.path().join("check.toml"), text).unwrap();
+        run_berth(
+            f.dir.path(),
+            &["agent", "--check", "--config", "check.toml"],
+        )
+    };
+    let id = format!("[[policy.trusted_identities]]\nissuer = \"{ISSUER}\"\n");
+    for (root, expected) in [
+        (&no_ca, "lists no certificate authority"),
+        (&no_log, "lists no transparency log"),
+    ] {
+        let run = check(&format!(
+            "[policy]\ntrusted_root = {:?}\n{id}subject = \"{SUBJECT}\"\n",
+            s(root)
+        ));
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(
+            run.stdout.contains("check.toml:2:")
+                && run.stdout.contains(expected)
+                && run.stdout.contains("policy.trusted_identities"),
+            "{run:?}"
+        );
+        let run = check(&format!("[policy]\ntrusted_root = {:?}\n", s(root)));
+        assert!(!run.stdout.contains(expected), "{run:?}");
+    }
+    let run = check(&format!(
+        "[policy]\ntrusted_root = {:?}\n{id}subject_regex = \"^https://github.com/kubewarden/\"\n",
+        s(&f.root)
+    ));
+    assert!(
+        run.stderr
+            .contains("check.toml:5:1: warning: `policy.trusted_identities[0].subject_regex`")
+            && run.stderr.contains("append `.*`"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("trusted_root"), "{run:?}");
+}
+
 /// cosign's flag names are accepted where they map onto berth's (`ISSUER=SUBJECT`),
 /// and refused with berth's spelling where they do not.
 #[test]
