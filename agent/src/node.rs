@@ -233,6 +233,87 @@ pub fn unusable_trusted_root(loaded: &Loaded) -> Option<Diagnostic> {
     Some(Diagnostic::new(&at, format!("`policy.trusted_root` {problem}")).key(f.key.clone()))
 }
 
+/// The source's signing keys the configuration names when they are readable files
+/// that the agent cannot use (`source.allowed_signers` that does not parse or lists no
+/// signer; `source.trusted_pgp_keys` holding a secret key, garbage or a revocation of
+/// no trusted key): located errors for `berth agent --check`, since the agent would
+/// refuse every revision. They are loaded as the agent loads them (the OpenPGP files
+/// together: a revocation in one file revokes a key of another). A file that is not
+/// there or not readable is [`unreadable_files`]' to report (a warning), and then the
+/// OpenPGP files are not judged together.
+pub fn unusable_signing_keys(loaded: &Loaded) -> Vec<Diagnostic> {
+    let Some(source) = &loaded.config.source else {
+        return Vec::new();
+    };
+    let shown = loaded
+        .path
+        .as_ref()
+        .map_or_else(|| DEFAULT_CONFIG.to_string(), |p| p.display().to_string());
+    let files = loaded.config.files();
+    let at = |key: &str| {
+        files
+            .iter()
+            .find(|f| f.key == key)
+            .and_then(|f| f.at.clone())
+            .or_else(|| {
+                // `source.trusted_pgp_keys[1]`, else the list's key.
+                let list = key.split_once('[').map_or(key, |(k, _)| k);
+                loaded.config.keys.get(list).cloned()
+            })
+            .unwrap_or_else(|| berth_spec::Location {
+                file: shown.clone(),
+                line: 1,
+                column: 1,
+            })
+    };
+    let regular = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file()) && std::fs::File::open(p).is_ok()
+    };
+    let mut out = Vec::new();
+    if let Some(p) = source.allowed_signers.as_deref().filter(|p| regular(p))
+        && let Err(e) = crate::source::signers::AllowedSigners::load(p)
+    {
+        let key = "source.allowed_signers";
+        out.push(
+            Diagnostic::new(
+                &at(key),
+                format!(
+                    "`{key}` names {}, which cannot be used: {}",
+                    p.display(),
+                    crate::util::error_chain(&e)
+                ),
+            )
+            .key(key),
+        );
+    }
+    let pgp = &source.trusted_pgp_keys;
+    if !pgp.is_empty()
+        && pgp.iter().all(|p| regular(p))
+        && let Err(e) = crate::source::pgp::TrustedPgpKeys::load(pgp)
+    {
+        let why = crate::util::error_chain(&e);
+        // The file the error names (the longest path it contains), else the first.
+        let i = pgp
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| why.contains(&p.display().to_string()))
+            .max_by_key(|(_, p)| p.as_os_str().len())
+            .map_or(0, |(i, _)| i);
+        let key = format!("source.trusted_pgp_keys[{i}]");
+        out.push(
+            Diagnostic::new(
+                &at(&key),
+                format!(
+                    "`source.trusted_pgp_keys` names {}, which cannot be used: {why}",
+                    pgp[i].display()
+                ),
+            )
+            .key(key),
+        );
+    }
+    out
+}
+
 /// The security keys set in the configuration that `caller` would have to enforce and
 /// this build cannot (`NodeConfig::unenforced`): the caller refuses to run when the
 /// list is not empty, rather than run without the check the node's owner asked for.

@@ -3,6 +3,9 @@
 //! key it cannot enforce (commit or keyless image signatures) makes the agent refuse to
 //! run, naming the key, and `berth apply` refuses the image ones; so does a webhook
 //! secret it cannot use, and a webhook on a node pinned to a commit is a warning.
+//! Commit signing keys that are there but that the agent cannot use (a secret OpenPGP
+//! key exported by real `gpg`, garbage in `source.trusted_pgp_keys` or in
+//! `source.allowed_signers`) are located errors; missing ones stay warnings.
 
 use berth_e2e::run_berth;
 
@@ -58,11 +61,7 @@ otlp_queue = 2048
 "#;
 
 /// The keys of [`EVERY_KEY`] this build does not act on, with their lines.
-const INERT: &[(&str, usize)] = &[
-    ("source.notify", 14),
-    ("telemetry.otlp_endpoint", 46),
-    ("telemetry.otlp_queue", 48),
-];
+const INERT: &[(&str, usize)] = &[("source.notify", 14)];
 
 /// DESIGN.md §4's sample configuration, as written there.
 const DESIGN_SAMPLE: &str = r#"[node]
@@ -123,6 +122,16 @@ metrics_listen = "127.0.0.1:9464"         # optional Prometheus endpoint
 otlp_queue = 2048                         # spans buffered for export; overflow is dropped and counted
 "#;
 
+/// An `allowed_signers` line (an ed25519 key made with `ssh-keygen`).
+const SIGNER: &str =
+    "ops ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICnT8eppSGOnOyJtosxZUuNVPVkvvsxGNWXdSxDMHdsZ";
+
+/// An OpenPGP public key (`gpg --export --armor`), from the agent's test data.
+const PGP_PUBLIC_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../agent/src/source/testdata/pgp/A.asc"
+);
+
 /// `text` with every `/etc/berth/…` path moved under `dir`, each such file created.
 fn with_files(dir: &std::path::Path, text: &str) -> String {
     let root = dir.join("etc");
@@ -136,6 +145,11 @@ fn with_files(dir: &std::path::Path, text: &str) -> String {
                     .expect("shared fixtures")
                     .join("cosign-bundle/trusted_root.public-good.json");
                 std::fs::copy(&fixture, &file).expect("copy the trusted root");
+            } else if rest == "allowed_signers" {
+                // Signing keys that are there are loaded as the agent loads them.
+                std::fs::write(&file, format!("{SIGNER}\n")).expect("write");
+            } else if rest.ends_with(".asc") {
+                std::fs::copy(PGP_PUBLIC_KEY, &file).expect("copy the OpenPGP key");
             } else {
                 std::fs::write(&file, "x\n").expect("write");
             }
@@ -347,5 +361,136 @@ fn a_webhook_the_agent_would_refuse_or_that_never_fires_is_reported_by_the_check
         r.stdout.starts_with("node.toml:2:7: error: `source.url` `file://repo` is not an absolute file URL: write `file:///absolute/path`"),
         "{}",
         r.stdout
+    );
+}
+
+/// `gpg --batch` in a private GNUPGHOME (its agent stopped after `f`): a new ed25519 key
+/// for `uid`, exported armored (`--export` or `--export-secret-keys`) into `dir`.
+fn gpg_exports(dir: &std::path::Path, uid: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::process::Command;
+    let home = tempfile::Builder::new()
+        .prefix("gpg")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", home.path())
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .expect("gpg");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    gpg(&["--quick-gen-key", uid, "ed25519", "sign", "1y"]);
+    let public = gpg(&["--export", "--armor", uid]);
+    let secret = gpg(&["--export-secret-keys", "--armor", uid]);
+    assert!(secret.contains("BEGIN PGP PRIVATE KEY BLOCK"), "{secret}");
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", home.path())
+        .args(["--kill", "gpg-agent"])
+        .status();
+    let (p, s) = (dir.join("ops.asc"), dir.join("ops-secret.asc"));
+    std::fs::write(&p, public).expect("write");
+    std::fs::write(&s, secret).expect("write");
+    (p, s)
+}
+
+/// Finding: `--check` passed a secret key file or garbage in `source.trusted_pgp_keys`
+/// and a garbage `source.allowed_signers` (ok, exit 0), and the agent then refused
+/// every revision.
+#[test]
+fn signing_keys_the_agent_cannot_use_are_located_errors() {
+    if !berth_e2e::have_tools(&["gpg"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (public, secret) = gpg_exports(dir.path(), "Ops <ops@example.com>");
+    let signers = dir.path().join("allowed_signers");
+    let garbage = dir.path().join("garbage.asc");
+    std::fs::write(&garbage, "not a key\n").expect("write");
+    let config = |signers_file: &std::path::Path, keys: &[&std::path::Path]| {
+        format!(
+            "[source]\nurl = \"https://h/r.git\"\nallowed_signers = {signers_file:?}\ntrusted_pgp_keys = {keys:?}\n"
+        )
+    };
+    let run = |text: &str| {
+        std::fs::write(dir.path().join("node.toml"), text).expect("write");
+        run_berth(dir.path(), &["agent", "--config", "node.toml", "--check"])
+    };
+
+    // Usable keys: ok.
+    std::fs::write(&signers, format!("{SIGNER}\n")).expect("write");
+    let good = run(&config(&signers, &[&public]));
+    assert_eq!(good.code, 0, "{}{}", good.stdout, good.stderr);
+    assert_eq!(good.stderr, "", "{}", good.stderr);
+
+    // A secret key, second in the list: located at its element, saying why; none of
+    // the key's material is shown.
+    let r = run(&config(&signers, &[&public, &secret]));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let line = r.stdout.lines().next().unwrap_or_default();
+    let at = "node.toml:4:";
+    assert!(
+        line.starts_with(at)
+            && line.contains("error: `source.trusted_pgp_keys` names ")
+            && line.contains(&secret.display().to_string())
+            && line.contains("holds a secret key"),
+        "want {at}…: error: `source.trusted_pgp_keys` … holds a secret key\ngot: {}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(!r.stdout.contains("PRIVATE KEY"), "{}", r.stdout);
+    assert!(!r.stdout.starts_with("ok"), "{}", r.stdout);
+
+    // Garbage as an OpenPGP key file.
+    let r = run(&config(&signers, &[&garbage]));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.starts_with("node.toml:4:")
+            && r.stdout.contains("error: `source.trusted_pgp_keys` names ")
+            && r.stdout.contains("not an OpenPGP public key"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+
+    // Garbage as the allowed signers file.
+    std::fs::write(&signers, "these are not signers\n").expect("write");
+    let r = run(&config(&signers, &[&public]));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("node.toml:3:1: error: `source.allowed_signers` names ")
+            && r.stdout.contains("which cannot be used"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+
+    // Missing files stay warnings: the configuration may be checked before its keys
+    // are installed.
+    let r = run(&config(
+        &dir.path().join("missing-signers"),
+        &[&dir.path().join("missing.asc")],
+    ));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stderr
+            .lines()
+            .filter(|l| l.contains(": warning: `source.") && l.contains("cannot be read"))
+            .count(),
+        2,
+        "{}",
+        r.stderr
     );
 }

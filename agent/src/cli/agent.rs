@@ -12,7 +12,10 @@
 //! is a file the configuration names that cannot be read (`--check` only: a config is
 //! often checked before its keys are installed, and the commands that need a file fail
 //! when they open it), but for the webhook's secret: one that is unreadable or empty is
-//! an error, as it is when the agent starts. A security key it cannot enforce yet
+//! an error, as it is when the agent starts. A signing key file that is there but that
+//! the agent cannot use (`source.allowed_signers` that does not parse,
+//! `source.trusted_pgp_keys` holding a secret key or garbage) is an error too: the
+//! agent would refuse every revision. A security key it cannot enforce yet
 //! (commit or keyless image signatures) is an error: the agent refuses to run rather
 //! than run without the check its owner asked for.
 
@@ -139,6 +142,8 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         }
         // A trusted root that is there must be one: every pass would fail on it.
         errors.extend(crate::node::unusable_trusted_root(&loaded));
+        // Signing keys that are there must be usable: every revision would be refused.
+        errors.extend(crate::node::unusable_signing_keys(&loaded));
     }
     match config::node_policy(&loaded, None) {
         Ok(_) => {}
