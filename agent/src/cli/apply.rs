@@ -63,22 +63,29 @@ fn apply(cli: &Cli, args: &ApplyArgs) -> Result<Report, PassError> {
         waiting: &mut waiting,
     };
     let format = args.format;
+    let state_dir = setup.env().loaded.config.runtime.state_dir.clone();
+    // The node is converged from a directory now: the revision an agent applied from
+    // its source is forgotten, so that an agent without a source does not bring it
+    // back (one with a source fetches and applies its source again). Forgotten once
+    // the plan is made, under the state lock the pass holds, so that no agent pass
+    // records its revision between this pass and the forgetting (the agent reads and
+    // writes the record under the same lock).
+    let mut forgotten = None;
     let report = pass::apply(&setup.env(), &setup.input, wait, &mut |plan| {
+        if forgotten.is_none() {
+            forgotten = Some(crate::source::applied::Applied::forget(&state_dir));
+        }
         if format == Format::Text && !plan.is_empty() {
             print!("{plan}");
         }
     })?;
-    // The node is converged from a directory now: the revision an agent applied from
-    // its source is forgotten, so that an agent without a source does not bring it
-    // back (one with a source fetches and applies its source again).
-    let state_dir = &setup.env().loaded.config.runtime.state_dir;
-    match crate::source::applied::Applied::forget(state_dir) {
-        Ok(Some(commit)) => eprintln!(
+    match forgotten {
+        Some(Ok(Some(commit))) => eprintln!(
             "note: the revision applied from the source before ({}) no longer describes this node: forgotten",
             &commit[..commit.len().min(12)]
         ),
-        Ok(None) => {}
-        Err(e) => eprintln!("warning: {}", crate::util::error_chain(&e)),
+        Some(Ok(None)) | None => {}
+        Some(Err(e)) => eprintln!("warning: {}", crate::util::error_chain(&e)),
     }
     Ok(report)
 }

@@ -341,8 +341,9 @@ pub fn once(
             continue;
         }
         on_source(&source, Some(&info));
+        let lock = RecordLock::of(&wait);
         let report = pass::apply(env, &input, wait, on_plan)?;
-        return record(env, &revisions, before.as_ref(), source, info, report);
+        return record(env, lock, &revisions, before.as_ref(), source, info, report);
     }
     on_source(&source, None);
     if before.is_none() && source.refused.is_none() {
@@ -414,8 +415,9 @@ fn applied_again(
         retry_failed: false,
     };
     on_source(&source, Some(&info));
+    let lock = RecordLock::of(&wait);
     let report = pass::apply(env, &input, wait, on_plan)?;
-    record(env, &revisions, Some(&before), source, info, report)
+    record(env, lock, &revisions, Some(&before), source, info, report)
 }
 
 /// Checks `commit` out; `Ok(Err(why))` when the revision cannot be used (its
@@ -459,10 +461,29 @@ fn checkout(
     }
 }
 
+/// How [`record`] takes the state lock: as the pass took it.
+#[derive(Debug, Clone, Copy)]
+struct RecordLock<'a> {
+    command: &'a str,
+    timeout: std::time::Duration,
+}
+
+impl<'a> RecordLock<'a> {
+    fn of(wait: &LockWait<'a>) -> Self {
+        RecordLock {
+            command: wait.command,
+            timeout: wait.timeout,
+        }
+    }
+}
+
 /// Records what runs after an applied pass, lets go of the revisions nothing runs any
-/// more, and collects garbage.
+/// more, and collects garbage. `before` is the record as the follower read it before
+/// the pass; the record is read again, and written, under the state lock (see
+/// [`store_under_lock`]).
 fn record(
     env: &Env<'_>,
+    lock: RecordLock<'_>,
     revisions: &Revisions,
     before: Option<&Applied>,
     source: SourceReport,
@@ -473,54 +494,60 @@ fn record(
     super::host::failpoint("before-record");
     let cfg = &env.loaded.config;
     let state_dir = &cfg.runtime.state_dir;
-    let before_chains = before.map(|b| b.chains.clone()).unwrap_or_default();
-    // What runs now, to tell the instances this pass made or kept from ones another
-    // writer (`berth apply DIR`) put in their place since.
-    let running = crate::trust::record::running(state_dir)
-        .inspect_err(|e| tracing::warn!(target: "source", error = %crate::util::error_chain(e), "cannot read the container records; the trust chains recorded before are kept"))
-        .ok();
-    let mut containers = before.map(|b| b.containers.clone()).unwrap_or_default();
-    runs(&mut containers, &report, &info.commit, running.as_ref());
-    // The time a revision was first applied stays its time.
-    let applied_at = before
-        .filter(|b| b.revision.commit == info.commit)
-        .map_or_else(crate::util::rfc3339::now, |b| b.applied_at.clone());
-    // A signer is verified now only when the node requires one: a revision applied
-    // again (a fallback, or without a `[source]`) keeps the signer it was recorded
-    // with, which this pass did not check.
-    let signer = crate::trust::record::commit_link(cfg.source.as_ref(), info.signer.as_ref());
-    let chains = match &running {
-        Some(running) => crate::trust::record::after_pass(
-            state_dir,
-            &cfg.policy,
-            &before_chains,
-            &containers,
-            running,
-            &crate::trust::record::Wanted {
-                commit: &info.commit,
-                tag_object: info.tag_object.as_deref(),
-                signer: &signer,
-                desired: &report.desired,
-            },
+    let stored = store_under_lock(state_dir, lock, before.is_some(), |before, running| {
+        let before = before.as_ref();
+        let before_chains = before.map(|b| b.chains.clone()).unwrap_or_default();
+        let mut containers = before.map(|b| b.containers.clone()).unwrap_or_default();
+        runs(&mut containers, &report, &info.commit, running);
+        // The time a revision was first applied stays its time.
+        let applied_at = before
+            .filter(|b| b.revision.commit == info.commit)
+            .map_or_else(crate::util::rfc3339::now, |b| b.applied_at.clone());
+        // A signer is verified now only when the node requires one: a revision applied
+        // again (a fallback, or without a `[source]`) keeps the signer it was recorded
+        // with, which this pass did not check.
+        let signer = crate::trust::record::commit_link(cfg.source.as_ref(), info.signer.as_ref());
+        let chains = match running {
+            Some(running) => crate::trust::record::after_pass(
+                state_dir,
+                &cfg.policy,
+                &before_chains,
+                &containers,
+                running,
+                &crate::trust::record::Wanted {
+                    commit: &info.commit,
+                    tag_object: info.tag_object.as_deref(),
+                    signer: &signer,
+                    desired: &report.desired,
+                },
+            ),
+            // Kept as they were: each is shown only while its own instance runs.
+            None => before_chains
+                .into_iter()
+                .filter(|(name, c)| c.commit.as_ref() == containers.get(name))
+                .collect(),
+        };
+        Applied {
+            schema_version: SCHEMA_VERSION,
+            revision: info.clone(),
+            applied_at,
+            applied: report.applied(),
+            containers,
+            chains,
+        }
+    })?;
+    match &stored {
+        Some(applied) => {
+            revisions.switch_current(&info.commit)?;
+            for gone in revisions.prune(&applied.in_use()) {
+                tracing::info!(target: "source", commit = %gone, "revision no container runs removed");
+            }
+        }
+        None => tracing::info!(
+            target: "source",
+            commit = %info.commit,
+            "`berth apply DIR` converged the node from a directory after this pass: the revision is not recorded"
         ),
-        // Kept as they were: each is shown only while its own instance runs.
-        None => before_chains
-            .into_iter()
-            .filter(|(name, c)| c.commit.as_ref() == containers.get(name))
-            .collect(),
-    };
-    let applied = Applied {
-        schema_version: SCHEMA_VERSION,
-        revision: info.clone(),
-        applied_at,
-        applied: report.applied(),
-        containers,
-        chains,
-    };
-    applied.store(state_dir)?;
-    revisions.switch_current(&info.commit)?;
-    for gone in revisions.prune(&applied.in_use()) {
-        tracing::info!(target: "source", commit = %gone, "revision no container runs removed");
     }
     let gc = super::gc::collect(state_dir, cfg.runtime.gc_grace, std::time::SystemTime::now())
         .inspect_err(|e| tracing::warn!(target: "gc", error = %crate::util::error_chain(e), "garbage collection failed"))
@@ -531,6 +558,38 @@ fn record(
         pass: Some(PassResult::Applied(Box::new(report))),
         gc,
     })
+}
+
+/// Writes the record `make` makes, under the state lock: from the record and the
+/// container records as they are now (another writer may have changed them since the
+/// pass let go of the lock), so that `berth apply DIR`, which forgets the record under
+/// the same lock, is never undone. When the follower read a record before its pass
+/// (`had_record`) and it is gone now, `berth apply DIR` converged the node from a
+/// directory since: nothing is written, and `None` returned. The state lock is taken
+/// under the source lock, as everywhere (source, then state).
+fn store_under_lock(
+    state_dir: &Path,
+    lock: RecordLock<'_>,
+    had_record: bool,
+    make: impl FnOnce(Option<Applied>, Option<&BTreeMap<String, crate::trust::Running>>) -> Applied,
+) -> Result<Option<Applied>, FollowError> {
+    let mut waiting = |who: &str| {
+        tracing::info!(target: "source", "{who} (to record the pass)");
+    };
+    let _held = crate::runtime::lock::lock(state_dir, lock.command, lock.timeout, &mut waiting)
+        .map_err(|e| FollowError::Pass(e.into()))?;
+    let now = load_applied(state_dir)?;
+    if had_record && now.is_none() {
+        return Ok(None);
+    }
+    // What runs now, to tell the instances this pass made or kept from ones another
+    // writer (`berth apply DIR`) put in their place since.
+    let running = crate::trust::record::running(state_dir)
+        .inspect_err(|e| tracing::warn!(target: "source", error = %crate::util::error_chain(e), "cannot read the container records; the trust chains recorded before are kept"))
+        .ok();
+    let applied = make(now, running.as_ref());
+    applied.store(state_dir)?;
+    Ok(Some(applied))
 }
 
 /// Why a revision whose spec tree has errors is refused: how many, where the tree is
@@ -862,5 +921,93 @@ mod tests {
         let mut containers = BTreeMap::from([("web".to_string(), "c1".to_string())]);
         runs(&mut containers, &r, "c2", None);
         assert_eq!(containers.get("web").map(String::as_str), Some("c1"));
+    }
+
+    fn applied(commit: &str, containers: &[(&str, &str)]) -> Applied {
+        Applied {
+            schema_version: SCHEMA_VERSION,
+            revision: RevisionInfo {
+                commit: commit.into(),
+                url: "file:///fleet".into(),
+                follows: "branch main".into(),
+                path: "fleet".into(),
+                author: "Ops <ops@example.com>".into(),
+                time: "2026-12-04T10:00:00Z".into(),
+                subject: "web".into(),
+                signer: None,
+                tag_object: None,
+            },
+            applied_at: "2026-12-04T10:00:05Z".into(),
+            applied: true,
+            containers: containers
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .collect(),
+            chains: BTreeMap::new(),
+        }
+    }
+
+    const LOCK: RecordLock<'static> = RecordLock {
+        command: "berth agent",
+        timeout: std::time::Duration::ZERO,
+    };
+
+    /// Finding: the record was read before the pass and written after it under the
+    /// source lock only, so a `berth apply DIR` between the two had its forgetting
+    /// undone (and the containers it replaced read "not known").
+    #[test]
+    fn a_record_forgotten_after_the_pass_is_not_brought_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path();
+        applied("c1", &[("web", "c1")]).store(state).expect("store");
+        // The follower read it before its pass; `berth apply DIR` forgot it since.
+        assert!(Applied::forget(state).expect("forget").is_some());
+        let stored = store_under_lock(state, LOCK, true, |_, _| {
+            panic!("a record is made though the node was converged from a directory")
+        })
+        .expect("record");
+        assert_eq!(stored, None);
+        assert_eq!(Applied::load(state).expect("load"), None, "brought back");
+        // Nothing was there before the pass either (a first revision): recorded.
+        let stored = store_under_lock(state, LOCK, false, |now, _| {
+            assert_eq!(now, None);
+            applied("c2", &[("web", "c2")])
+        })
+        .expect("record");
+        assert_eq!(stored, Some(applied("c2", &[("web", "c2")])));
+        assert_eq!(Applied::load(state).expect("load"), stored);
+    }
+
+    #[test]
+    fn the_record_is_read_and_written_under_the_state_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path();
+        applied("c1", &[("web", "c1")]).store(state).expect("store");
+        // Another writer holds the state: the record waits for it (here: not at all).
+        let held = crate::runtime::lock::lock(state, "berth apply", LOCK.timeout, &mut |_| {})
+            .expect("lock");
+        let err = store_under_lock(state, LOCK, true, |_, _| applied("c2", &[]))
+            .expect_err("written while another writer holds the state lock");
+        assert!(
+            matches!(&err, FollowError::Pass(PassError::Lock(_))),
+            "{err:?}"
+        );
+        assert_eq!(
+            Applied::load(state).expect("load"),
+            Some(applied("c1", &[("web", "c1")]))
+        );
+        // The writer changed the record meanwhile: the record is made from it as it is
+        // once the lock is had, not as the follower read it before its pass.
+        applied("c1", &[("web", "c1"), ("db", "c0")])
+            .store(state)
+            .expect("store");
+        drop(held);
+        let stored = store_under_lock(state, LOCK, true, |now, _| {
+            let now = now.expect("the record");
+            assert_eq!(now.containers.get("db").map(String::as_str), Some("c0"));
+            applied("c2", &[("web", "c2"), ("db", "c0")])
+        })
+        .expect("record");
+        assert_eq!(Applied::load(state).expect("load"), stored);
     }
 }

@@ -104,7 +104,9 @@ impl Applied {
 
     /// Forgets the record, when `berth apply DIR` converged the node from a directory:
     /// the revision applied from the source no longer describes it, and an agent
-    /// without a source must not bring that revision back. Returns its commit.
+    /// without a source must not bring that revision back. Returns its commit. Called
+    /// under the state lock (`berth apply` does, while its pass holds it), under which
+    /// the agent reads and writes the record after its passes.
     pub fn forget(state_dir: &Path) -> Result<Option<String>, AppliedError> {
         let before = Self::load(state_dir)?;
         if before.is_some() {
