@@ -15,7 +15,13 @@
 //! - with the agent stopped, `berth audit --live` makes the report from the state
 //!   directory (`live.source` `state-directory`), with the same findings.
 //!
-//! The node's `default` network is 10.251.85.0/24.
+//!
+//! And after `berth apply DIR` while the agent runs (suspended: its report stays the
+//! one of its last pass), `berth audit --live` is not the agent's stale report but one
+//! made from the state directory: the instances `berth apply` made, applied from a
+//! directory, no revision.
+//!
+//! The nodes' `default` networks are 10.251.85.0/24 and 10.251.86.0/24.
 //!
 //! Debian packages: `git`, `curl`, `docker-registry`, `runc`; Python: `jsonschema`.
 
@@ -294,4 +300,88 @@ fn the_agents_live_report_judges_what_runs_as_the_offline_audit_judges_the_revis
         "berth audit --live (state directory)",
         &state.stdout
     )]));
+}
+
+/// Finding: after `berth apply DIR` (deploying on an agent without a source), the
+/// agent's report, written only after its passes, left out the containers it made and
+/// showed the chains of the commit forgotten, until the agent's next pass.
+#[test]
+fn after_berth_apply_dir_the_live_report_is_what_runs_not_the_agents_last_pass() {
+    let Some(mut h) = Host::on("10.251.86", "") else {
+        return;
+    };
+    h.sleeper("web", 1000);
+    let commit = h.push("web");
+    h.follow(&h.repo.file_url());
+    h.start();
+    h.wait_converged(&commit);
+    poll(
+        "the agent's audit report of the revision",
+        CONVERGE,
+        || {
+            let doc: Value = serde_json::from_str(&report_file(&h)?).ok()?;
+            (doc["live"]["revision"] == commit.as_str()).then_some(())
+        },
+        || format!("audit.json: {:?}", report_file(&h)),
+    );
+    // No more passes: the agent's report stays the one of its last pass.
+    let suspended = h.node.berth(&["suspend"]);
+    assert_eq!(suspended.code, 0, "{}", show(&suspended));
+    let agents = report_file(&h).unwrap();
+    let live = h.node.berth(&["audit", "--live", "--format", "json"]);
+    assert_eq!(live.stdout, agents, "current: the agent's\n{}", show(&live));
+    let old_web = h.node.instance("web").unwrap();
+
+    // `berth apply DIR`: web changed, and a new container.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, secs) in [("web", 2000), ("extra", 1000)] {
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            format!(
+                "[container.{name}]\nimage = \"{}\"\nuser = \"10001:10001\"\n\
+                 command = [\"sleep\", \"{secs}\"]\nstop_signal = \"SIGKILL\"\n",
+                h.node.image
+            ),
+        )
+        .unwrap();
+    }
+    let applied = h.node.berth(&["apply", &dir.path().to_string_lossy()]);
+    assert_eq!(applied.code, 0, "{}", show(&applied));
+    let new_web = h.node.instance("web").unwrap();
+    assert_ne!(new_web, old_web, "web was recreated");
+    assert_eq!(report_file(&h).unwrap(), agents, "the agent made no pass");
+
+    let live = h.node.berth(&["audit", "--live", "--format", "json"]);
+    assert!(
+        live.stderr
+            .contains("what runs changed since the agent's last pass"),
+        "{}",
+        show(&live)
+    );
+    let doc = json(&live);
+    assert_eq!(doc["live"]["source"], "state-directory", "{doc:#}");
+    assert!(doc["live"]["revision"].is_null(), "forgotten: {doc:#}");
+    let chains: BTreeMap<&str, &Value> = doc["trust_chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["container"].as_str().unwrap(), c))
+        .collect();
+    assert_eq!(
+        chains.keys().copied().collect::<Vec<_>>(),
+        ["extra", "web"],
+        "{doc:#}"
+    );
+    for (name, c) in &chains {
+        assert_eq!(
+            c["instance"].as_str(),
+            h.node.instance(name).as_deref(),
+            "{c:#}"
+        );
+        assert!(c["commit"].is_null(), "{c:#}");
+        assert_eq!(
+            c["commit_signer"]["status"], "applied-from-directory",
+            "{c:#}"
+        );
+    }
 }

@@ -228,9 +228,11 @@ fn write_out(path: Option<&Path>, text: &str) -> Result<(), Stop> {
 
 /// The live report: the agent's (`GET /v1/audit`) while one runs and the audit is
 /// the node's own — no `--verify` (which checks the chains again here), `--policy`,
-/// `--node`, `--label` or PATH. Else, or when the agent has no report or does not
-/// answer (said on stderr), one made from the state directory. The report's `live`
-/// says which.
+/// `--node`, `--label` or PATH — as long as it still describes the node (the same
+/// containers running the same instances under the same applied revision: a
+/// `berth apply DIR` or `berth rm` since its last pass makes it stale). Else, or when
+/// the agent has no report or does not answer (said on stderr), one made from the
+/// state directory. The report's `live` says which.
 fn live_report(
     loaded: &config::Loaded,
     args: &AuditArgs,
@@ -243,7 +245,10 @@ fn live_report(
     let own = !args.verify && args.policy.is_none() && node.is_none() && tree.is_none();
     if own {
         match agent_report(loaded) {
-            Ok(r) => return Ok(r),
+            Ok(r) if live::describes_now(&r, state_dir) => return Ok(r),
+            Ok(_) => eprintln!(
+                "note: what runs changed since the agent's last pass (its report is rewritten after the next one); the report is made from the state directory"
+            ),
             Err(None) => {}
             Err(Some(why)) => {
                 eprintln!("warning: {why}; the report is made from the state directory");

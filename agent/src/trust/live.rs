@@ -117,6 +117,32 @@ pub fn agent_report(loaded: &Loaded) -> Result<Report, LiveError> {
     from_state(state_dir, &scope, chains(state_dir), LiveSource::Agent)
 }
 
+/// Whether the agent's `report` (made after its last pass) still describes the node:
+/// the same containers running the same instances, under the same applied revision.
+/// Another writer since the pass (`berth apply DIR`, `berth rm`, a container record
+/// changed by hand) makes it stale until the agent's next pass. A caller that cannot
+/// read the state directory (a user of the API socket's group) cannot tell, and has
+/// only the agent's report: it describes the node as far as the caller knows.
+pub fn describes_now(report: &Report, state_dir: &Path) -> bool {
+    let (Ok(records), Ok(applied)) = (
+        crate::runtime::record::read_records(state_dir),
+        Applied::load(state_dir),
+    ) else {
+        return true;
+    };
+    let revision = applied.map(|a| a.revision.commit);
+    let reported: std::collections::BTreeMap<&str, Option<&str>> = report
+        .chains
+        .iter()
+        .map(|c| (c.container.as_str(), c.record["instance"].as_str()))
+        .collect();
+    let running: std::collections::BTreeMap<&str, Option<&str>> = records
+        .iter()
+        .map(|(name, r)| (name.as_str(), Some(r.instance.as_str())))
+        .collect();
+    report.live.as_ref().map(|l| &l.revision) == Some(&revision) && reported == running
+}
+
 /// Makes and writes the agent's report after a pass; a failure is logged (the report
 /// written before stays, and says when it was made).
 pub fn after_pass(loaded: &Loaded) {
