@@ -17,7 +17,7 @@ PACKAGES=(
 )
 # Python test oracles (third-party readers of berth's outputs), in a private venv so the
 # system Python stays untouched.
-PY_PACKAGES=(cryptography sarif-tools junitparser prometheus-client jsonschema)
+PY_PACKAGES=(cryptography sarif-tools junitparser prometheus-client jsonschema opentelemetry-proto)
 
 if [ "$(id -u)" = 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -38,6 +38,8 @@ pub enum DaemonError {
     Webhook(#[from] crate::source::webhook::WebhookError),
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::metrics_http::MetricsHttpError),
+    #[error("cannot start the trace exporter")]
+    Traces(#[from] crate::telemetry::otlp::OtlpError),
 }
 
 /// `berth-agentd`'s name, next to `berth`.
@@ -123,6 +125,20 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
         .as_deref()
         .map(|listen| crate::telemetry::metrics_http::start(rt.handle(), handle.clone(), listen))
         .transpose()?;
+    // Each pass's spans to `telemetry.otlp_endpoint`, in the background.
+    if let Some(endpoint) = &cfg.telemetry.otlp_endpoint {
+        let exporter = crate::telemetry::otlp::Exporter::start(
+            rt.handle(),
+            endpoint,
+            cfg.telemetry.otlp_queue,
+            crate::node::identity(loaded, None)
+                .name
+                .as_deref()
+                .unwrap_or(""),
+            handle.metrics().clone(),
+        )?;
+        handle.export_traces(exporter);
+    }
     let _api = crate::api::server::start(rt.handle(), handle.clone(), &run_dir.join("api.sock"))?;
     // Members of `berth` reach the socket through the run directory: it lets others
     // traverse (0711; nothing in it is readable by them), as docs/layout.md says.

@@ -646,14 +646,10 @@ const UNENFORCED: &[(&str, &[Caller], &str)] = &[];
 
 /// The keys this build reads but does not act on: (key or section prefix, why).
 /// Remove a row when the code acting on it lands.
-const INERT: &[(&str, &str)] = &[
-    (
-        "source.notify",
-        "this build subscribes to no revision notifications",
-    ),
-    ("telemetry.otlp_endpoint", "this build exports no traces"),
-    ("telemetry.otlp_queue", "this build exports no traces"),
-];
+const INERT: &[(&str, &str)] = &[(
+    "source.notify",
+    "this build subscribes to no revision notifications",
+)];
 
 impl NodeConfig {
     /// The security keys set in this configuration that `caller` would have to enforce

@@ -451,24 +451,20 @@ fn inert_keys_are_listed_once_in_file_order() {
     let text = format!(
         "[agent]\nmode = \"observe\"\n{SOURCE}allowed_signers = \"/s\"\nwebhook = {{ listen = \"0.0.0.0:9487\", secret_file = \"/w\" }}\n\
          [runtime]\nparallel = 2\nresync = \"1m\"\ngc_grace = \"5m\"\n[telemetry]\notlp_queue = 5\n\
-         otlp_endpoint = \"http://c:4318\"\nmetrics_listen = \"127.0.0.1:9464\"\n[node]\nname = \"n\"\n"
+         otlp_endpoint = \"http://c:4318\"\nmetrics_listen = \"127.0.0.1:9464\"\n[node]\nname = \"n\"\n\
+         [source.notify]\nmqtt = \"mqtt://10.0.0.1\"\ntopic = \"t\"\n"
     );
     let inert = parse(&text).inert();
     let keys: Vec<(&str, usize)> = inert
         .iter()
         .map(|i| (i.key.as_str(), i.at.as_ref().map_or(0, |l| l.line)))
         .collect();
-    // The webhook receiver and the metrics' address act: they are not listed.
-    assert_eq!(
-        keys,
-        [
-            ("telemetry.otlp_queue", 12),
-            ("telemetry.otlp_endpoint", 13)
-        ]
-    );
+    // The webhook receiver, the metrics' address and the trace exporter act: they are
+    // not listed.
+    assert_eq!(keys, [("source.notify", 17)]);
     assert_eq!(
         inert[0].to_string(),
-        "berth.toml:12:1: warning: `telemetry.otlp_queue` has no effect in this build: this build exports no traces"
+        "berth.toml:17:9: warning: `source.notify` has no effect in this build: this build subscribes to no revision notifications"
     );
     assert!(parse("[runtime]\nparallel = 2\n").inert().is_empty());
 }

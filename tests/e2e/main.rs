@@ -25,6 +25,7 @@ mod live_audit;
 mod metrics;
 mod network;
 mod ops;
+mod otlp;
 mod outcome;
 mod outlive;
 mod pass;

@@ -44,6 +44,13 @@ impl Agent {
         Agent::spawn(node, cmd, &note)
     }
 
+    /// Starts `berth FLAGS… agent` for `node`: global flags (`--log-format json`).
+    pub fn start_with_flags(node: &LiveNode, flags: &[&str]) -> Agent {
+        let mut cmd = node.command();
+        cmd.args(flags).arg("agent");
+        Agent::spawn(node, cmd, &format!(", {}", flags.join(" ")))
+    }
+
     /// Starts `berth agent` for `node` inside the cgroups whose `cgroup.procs` files
     /// are given, as a service manager starts a service in its own: `sh` writes its pid
     /// into each, then execs the agent (the same pid).

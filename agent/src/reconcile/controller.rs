@@ -106,6 +106,8 @@ pub struct Handle {
     state_dir: PathBuf,
     /// The agent's metrics: the passes count into them, `/metrics` serves them.
     metrics: Arc<Metrics>,
+    /// The trace exporter, when `telemetry.otlp_endpoint` is set: each pass's spans.
+    traces: Arc<std::sync::OnceLock<crate::telemetry::otlp::Exporter>>,
 }
 
 impl Handle {
@@ -121,6 +123,11 @@ impl Handle {
     /// The agent's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Sends each pass's spans to `exporter` from now on (once; a second is ignored).
+    pub fn export_traces(&self, exporter: crate::telemetry::otlp::Exporter) {
+        let _ = self.traces.set(exporter);
     }
 
     /// Sends a trigger; false when the controller has ended.
@@ -182,6 +189,7 @@ pub fn channel(
             log: Arc::new(EventLog::new(state_dir)),
             state_dir: state_dir.to_path_buf(),
             metrics: Arc::new(Metrics::new()),
+            traces: Arc::default(),
         },
         rx,
     )
@@ -546,8 +554,17 @@ fn one_pass(
     state.pass_since = Some(started.clone());
     store_or_warn(state, &handle.state_dir);
     let began = Instant::now();
+    let began_at = std::time::SystemTime::now();
     let result = runner(fetch);
     count(&handle.metrics, trigger, fetch, &result, began.elapsed());
+    if let Some(traces) = handle.traces.get() {
+        traces.pass(&crate::telemetry::otlp::PassEnded::of(
+            trigger,
+            &result,
+            began_at,
+            began.elapsed(),
+        ));
+    }
     state.pass_since = None;
     let now = Instant::now();
     sched.resync_at = now + resync;
@@ -1013,8 +1030,9 @@ mod tests {
                 steps: vec![crate::telemetry::metrics::StepSample {
                     action: "stop".into(),
                     result: "done".into(),
+                    ..Default::default()
                 }],
-                pulls: Vec::new(),
+                ..Default::default()
             },
         };
         count(

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
@@ -237,6 +237,28 @@ impl StepResult {
         matches!(self, StepResult::Done | StepResult::Reported)
     }
 
+    /// The result as a report names it (`done`, `failed`, `refused`, `skipped`,
+    /// `reported`, `deferred`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepResult::Done => "done",
+            StepResult::Failed(_) => "failed",
+            StepResult::Refused(_) => "refused",
+            StepResult::Skipped(_) => "skipped",
+            StepResult::Reported => "reported",
+            StepResult::Deferred(_) => "deferred",
+        }
+    }
+
+    /// The error of a failed step (its cause chain) or why a step was refused.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            StepResult::Failed(f) => Some(f.chain()),
+            StepResult::Refused(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
     /// The kind of a failed or refused step (a refusal is permanent).
     pub fn kind(&self) -> Option<FailureKind> {
         match self {
@@ -267,6 +289,61 @@ impl Serialize for StepResult {
             map.serialize_entry("kind", &kind)?;
         }
         map.end()
+    }
+}
+
+/// The container a step is about; none for an image, a network or a volume.
+pub fn container_of(action: &Action) -> Option<&str> {
+    match action {
+        Action::Create { name, .. }
+        | Action::Start { name, .. }
+        | Action::Stop { name, .. }
+        | Action::Remove { name, .. }
+        | Action::Forget { name }
+        | Action::WaitHealthy { name, .. }
+        | Action::Verify { name, .. }
+        | Action::Report { name, .. } => Some(name),
+        Action::Pull { .. }
+        | Action::CreateNetwork { .. }
+        | Action::CreateVolume { .. }
+        | Action::RemoveNetwork { .. }
+        | Action::RemoveVolume { .. } => None,
+    }
+}
+
+/// The log line of a finished step: its revision, container, action and result, and
+/// in the agent's pass the trace the step's span belongs to (`telemetry::pass_trace`).
+/// At `info` in the agent's pass, at `debug` elsewhere (`berth apply` prints its report).
+fn log_step(revision: &str, step: &Step, result: &StepResult, time: Option<&StepTime>) {
+    let container = container_of(&step.action).unwrap_or("");
+    let action = step.action.verb();
+    let duration_ms = time.map(|t| u64::try_from(t.took.as_millis()).unwrap_or(u64::MAX));
+    let target = step.action.target();
+    let outcome = result.name();
+    match crate::telemetry::pass_trace() {
+        Some(trace_id) => tracing::info!(
+            target: "step",
+            revision,
+            container,
+            action,
+            result = outcome,
+            duration_ms,
+            trace_id,
+            "step {} {action} {}: {outcome}",
+            step.id,
+            berth_spec::diag::printable(&target)
+        ),
+        None => tracing::debug!(
+            target: "step",
+            revision,
+            container,
+            action,
+            result = outcome,
+            duration_ms,
+            "step {} {action} {}: {outcome}",
+            step.id,
+            berth_spec::diag::printable(&target)
+        ),
     }
 }
 
@@ -323,8 +400,26 @@ struct Board<'p> {
     running: BTreeSet<usize>,
     /// Every finished step of the plan so far.
     results: BTreeMap<usize, StepResult>,
-    /// How long each step that ran took.
-    durations: BTreeMap<usize, Duration>,
+    /// When each step that ran started, and how long it took.
+    durations: BTreeMap<usize, StepTime>,
+}
+
+/// When a step that ran started (wall clock, for its trace span) and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepTime {
+    pub started: SystemTime,
+    pub took: Duration,
+}
+
+#[cfg(test)]
+impl StepTime {
+    /// A step that took `took` and started at the epoch (tests).
+    pub fn took(took: Duration) -> StepTime {
+        StepTime {
+            started: SystemTime::UNIX_EPOCH,
+            took,
+        }
+    }
 }
 
 impl<'p> Board<'p> {
@@ -356,13 +451,13 @@ impl<'p> Board<'p> {
 }
 
 /// Runs the plan's steps against `host`, with at most `workers` (at least 1) steps at
-/// a time within a stage; returns the outcome and how long each step that ran took (a
-/// skipped or report step has no duration).
+/// a time within a stage; returns the outcome and when each step that ran started and
+/// how long it took (a skipped or report step has no time).
 pub fn execute_timed(
     plan: &Plan,
     host: StepHost<'_>,
     workers: usize,
-) -> (Outcome, BTreeMap<usize, Duration>) {
+) -> (Outcome, BTreeMap<usize, StepTime>) {
     let mut stages: BTreeMap<u32, Vec<&Step>> = BTreeMap::new();
     let mut results: BTreeMap<usize, StepResult> = BTreeMap::new();
     for step in &plan.steps {
@@ -376,7 +471,7 @@ pub fn execute_timed(
     let mut durations = BTreeMap::new();
     for steps in stages.into_values() {
         let stage;
-        (results, stage) = run_stage(steps, results, host, workers.max(1));
+        (results, stage) = run_stage(steps, results, host, workers.max(1), &plan.revision.id);
         durations.extend(stage);
     }
     host.containers.finish();
@@ -388,7 +483,8 @@ fn run_stage(
     results: BTreeMap<usize, StepResult>,
     host: StepHost<'_>,
     workers: usize,
-) -> (BTreeMap<usize, StepResult>, BTreeMap<usize, Duration>) {
+    revision: &str,
+) -> (BTreeMap<usize, StepResult>, BTreeMap<usize, StepTime>) {
     let workers = workers.min(steps.len());
     let board = Mutex::new(Board {
         pending: steps,
@@ -417,6 +513,7 @@ fn run_stage(
                     b.running.insert(step.id);
                     drop(b);
                     let started = std::time::Instant::now();
+                    let wall = SystemTime::now();
                     // A panicking step fails alone; the others are not left waiting.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         run_step(step, host)
@@ -424,10 +521,17 @@ fn run_stage(
                     .unwrap_or_else(|_| StepResult::Failed("the step panicked".into()));
                     b = lock();
                     b.running.remove(&step.id);
-                    b.durations.insert(step.id, started.elapsed());
+                    b.durations.insert(
+                        step.id,
+                        StepTime {
+                            started: wall,
+                            took: started.elapsed(),
+                        },
+                    );
                     r
                 }
             };
+            log_step(revision, step, &result, b.durations.get(&step.id));
             b.results.insert(step.id, result);
             changed.notify_all();
         }

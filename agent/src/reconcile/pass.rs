@@ -171,6 +171,9 @@ pub struct StepReport {
     /// How long it ran, in milliseconds; none for a step skipped or only reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// When it started (the agent's trace span of the step); not in the report.
+    #[serde(skip)]
+    pub started: Option<std::time::SystemTime>,
 }
 
 /// A network change the pass deferred.
@@ -596,7 +599,7 @@ fn execute(
     planned: &Planned,
     ready: &BTreeMap<String, ReadyImage>,
     networks: &crate::network::Networks,
-) -> Result<(Outcome, BTreeMap<usize, Duration>), PassError> {
+) -> Result<(Outcome, BTreeMap<usize, executor::StepTime>), PassError> {
     let cfg = &env.loaded.config;
     let run_dir = cfg.runtime.run_dir.clone();
     let runtime =
@@ -735,7 +738,11 @@ fn needs_secrets(desired: &Desired) -> bool {
 }
 
 /// The report of an executed plan.
-fn report(planned: &Planned, outcome: Outcome, durations: &BTreeMap<usize, Duration>) -> Report {
+fn report(
+    planned: &Planned,
+    outcome: Outcome,
+    durations: &BTreeMap<usize, executor::StepTime>,
+) -> Report {
     let plan = &planned.plan;
     let steps = outcome
         .results
@@ -746,7 +753,8 @@ fn report(planned: &Planned, outcome: Outcome, durations: &BTreeMap<usize, Durat
                 result: result.clone(),
                 duration_ms: durations
                     .get(id)
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    .map(|d| u64::try_from(d.took.as_millis()).unwrap_or(u64::MAX)),
+                started: durations.get(id).map(|d| d.started),
             })
         })
         .collect();

@@ -1,6 +1,7 @@
 //! The report's shape: what the CLI prints in JSON and the agent's API will serve.
 
 use super::*;
+use crate::reconcile::executor::StepTime;
 use crate::reconcile::model::{Action, ReportKind, Revision, Step};
 use crate::reconcile::outcome::summarise;
 
@@ -67,8 +68,8 @@ fn a_report_names_each_step_with_its_result_and_duration() {
     ]);
     let outcome = summarise(&p.plan, &results);
     let durations = BTreeMap::from([
-        (1, Duration::from_millis(12)),
-        (2, Duration::from_millis(3)),
+        (1, StepTime::took(Duration::from_millis(12))),
+        (2, StepTime::took(Duration::from_millis(3))),
     ]);
     let r = report(&p, outcome, &durations);
     assert_eq!(r.failed_steps(), 1);

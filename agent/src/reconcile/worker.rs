@@ -212,6 +212,13 @@ pub fn summarize(report: &FollowReport) -> PassRun {
             .map(|s| StepSample {
                 action: s.step.action.verb().to_string(),
                 result: step_result(&s.result).to_string(),
+                container: super::executor::container_of(&s.step.action).map(str::to_string),
+                error: s.result.error(),
+                started_ns: s.started.map(crate::telemetry::otlp::unix_nanos),
+                took_ns: s
+                    .started
+                    .and(s.duration_ms)
+                    .map(|ms| ms.saturating_mul(1_000_000)),
             })
             .collect(),
         _ => Vec::new(),
@@ -239,6 +246,7 @@ pub fn summarize(report: &FollowReport) -> PassRun {
         samples: PassSamples {
             steps,
             pulls: Vec::new(),
+            trace_id: crate::telemetry::pass_trace().map(str::to_string),
         },
     }
 }
@@ -321,8 +329,10 @@ pub fn in_process(env: &Env<'_>, observe: bool, fetch: bool) -> WorkerResult {
         observe,
         fetch_attempts: u32::from(fetch),
     };
-    // The pulls are counted as they happen, and reported with the result.
+    // The pulls are counted as they happen, and reported with the result; the step
+    // log lines carry the pass's trace, which the agent's spans of the pass are in.
     let pulls = PullLog::default();
+    crate::telemetry::start_pass_trace();
     let env = &Env {
         pulls: Some(&pulls),
         ..*env
@@ -715,12 +725,14 @@ mod tests {
                 steps: vec![StepSample {
                     action: "pull".into(),
                     result: "done".into(),
+                    ..Default::default()
                 }],
                 pulls: vec![crate::telemetry::metrics::PullSample {
                     ok: true,
                     bytes: 42,
                     seconds: 0.5,
                 }],
+                ..Default::default()
             },
         });
         let line = serde_json::to_string(&run).unwrap();

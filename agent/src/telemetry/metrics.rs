@@ -158,10 +158,23 @@ pub fn webhook_result(status: u16) -> &'static str {
 /// One step the pass ran: its verb (`pull`, `create`, `start`, …, as `berth plan`
 /// prints it) and its result (`done`, `failed`, `refused`, `skipped`, `reported`,
 /// `deferred`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepSample {
     pub action: String,
     pub result: String,
+    /// The container the step is about (none: an image, a network, a volume); for its
+    /// trace span (`super::otlp`).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// A failed step's error, or why it was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When it started (unix nanoseconds) and how long it ran (nanoseconds); none for a
+    /// step that did not run.
+    #[serde(default)]
+    pub started_ns: Option<u64>,
+    #[serde(default)]
+    pub took_ns: Option<u64>,
 }
 
 /// One image pull that reached the registry.
@@ -182,6 +195,9 @@ pub struct PassSamples {
     pub steps: Vec<StepSample>,
     #[serde(default)]
     pub pulls: Vec<PullSample>,
+    /// The pass's trace (32 hex digits), as its step log lines carry it.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// The image pulls of one pass, as they happen (the pull code records into it from
@@ -238,6 +254,38 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why spans were dropped: the `reason` label of `berth_otlp_spans_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanDrop {
+    /// The export queue (`telemetry.otlp_queue`) was full.
+    QueueFull,
+    /// The collector answered with an error, or could not be reached.
+    ExportFailed,
+    /// The collector did not answer in time.
+    Timeout,
+}
+
+impl SpanDrop {
+    pub const ALL: [SpanDrop; 3] = [
+        SpanDrop::QueueFull,
+        SpanDrop::ExportFailed,
+        SpanDrop::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanDrop::QueueFull => "queue_full",
+            SpanDrop::ExportFailed => "export_failed",
+            SpanDrop::Timeout => "timeout",
+        }
+    }
+}
+
 /// A policy finding, as the gauge counts it.
 #[derive(Debug, Clone, Copy)]
 pub struct FindingKey<'a> {
@@ -271,6 +319,9 @@ pub struct Metrics {
     fetches: Family<ResultLabel, Counter>,
     webhooks: Family<ResultLabel, Counter>,
     revision_age: Gauge<f64, AtomicU64>,
+    spans_dropped: Family<ReasonLabel, Counter>,
+    spans_exported: Counter,
+    span_queue: Gauge,
     /// Each container's restart count when last looked at; none before the first look
     /// (restarts made before the agent started are not counted).
     seen_restarts: Mutex<Option<BTreeMap<String, u32>>>,
@@ -368,6 +419,29 @@ impl Metrics {
             Unit::Seconds,
             revision_age.clone(),
         );
+        let spans_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "berth_otlp_spans_dropped",
+            "Trace spans dropped: the export queue was full, or their export failed or timed out",
+            spans_dropped.clone(),
+        );
+        for reason in SpanDrop::ALL {
+            let _ = spans_dropped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+        let spans_exported = Counter::default();
+        registry.register(
+            "berth_otlp_spans_exported",
+            "Trace spans the OTLP collector accepted",
+            spans_exported.clone(),
+        );
+        let span_queue = Gauge::default();
+        registry.register(
+            "berth_otlp_queue_spans",
+            "Trace spans waiting in the export queue",
+            span_queue.clone(),
+        );
         Metrics {
             registry,
             passes,
@@ -382,6 +456,9 @@ impl Metrics {
             fetches,
             webhooks,
             revision_age,
+            spans_dropped,
+            spans_exported,
+            span_queue,
             seen_restarts: Mutex::new(None),
             scraping: Mutex::new(()),
         }
@@ -482,6 +559,25 @@ impl Metrics {
             now.insert(c.name.to_string(), c.restarts);
         }
         *seen = Some(now);
+    }
+
+    /// Counts `n` spans dropped for `reason`.
+    pub fn spans_dropped(&self, reason: SpanDrop, n: u64) {
+        self.spans_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts `n` spans the collector accepted.
+    pub fn spans_exported(&self, n: u64) {
+        self.spans_exported.inc_by(n);
+    }
+
+    /// Sets how many spans wait in the export queue.
+    pub fn span_queue(&self, n: usize) {
+        self.span_queue.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets the applied revision's age (none: nothing applied, the gauge says 0).

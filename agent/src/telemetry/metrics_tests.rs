@@ -61,10 +61,12 @@ fn every_kind_recorded(m: &Metrics) {
                 StepSample {
                     action: "pull".into(),
                     result: "done".into(),
+                    ..Default::default()
                 },
                 StepSample {
                     action: "start".into(),
                     result: "failed".into(),
+                    ..Default::default()
                 },
             ],
             pulls: vec![PullSample {
@@ -72,6 +74,7 @@ fn every_kind_recorded(m: &Metrics) {
                 bytes: 1000,
                 seconds: 2.0,
             }],
+            ..Default::default()
         },
     );
     m.fetch(FetchEnd::Fetched);

@@ -2,12 +2,16 @@
 //!
 //! Logs go to stderr; stdout is reserved for results (DESIGN.md §6). The agent's
 //! Prometheus metrics are [`metrics`], served on `telemetry.metrics_listen` by
-//! [`metrics_http`] (and on the API socket by `api`).
+//! [`metrics_http`] (and on the API socket by `api`). Its traces go to
+//! `telemetry.otlp_endpoint` through [`otlp`]; `docs/telemetry.md` lists the spans and
+//! the log fields.
 
 pub mod metrics;
 pub mod metrics_http;
+pub mod otlp;
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
@@ -37,4 +41,19 @@ pub fn init(format: LogFormat) {
             .compact()
             .try_init(),
     };
+}
+
+/// The trace of the pass this process runs (the agent's pass process runs one):
+/// 32 hex digits, carried by its step log lines and reported with its result, so that
+/// the agent's spans of the pass are in this trace.
+static PASS_TRACE: OnceLock<String> = OnceLock::new();
+
+/// Starts the pass's trace (once per process) and returns its id.
+pub fn start_pass_trace() -> &'static str {
+    PASS_TRACE.get_or_init(|| hex::encode(otlp::random_id::<16>()))
+}
+
+/// The trace of the pass this process runs, once started.
+pub fn pass_trace() -> Option<&'static str> {
+    PASS_TRACE.get().map(String::as_str)
 }

@@ -102,9 +102,10 @@ pub fn detect(choice: &str, run_dir: &Path) -> Result<Runtime, DetectError> {
             let runc = found(RuntimeKind::Runc)
                 .and_then(choose)
                 .map_err(|e| DetectError::NoneWorks(format!("{crun_error}; {e}")))?;
-            // Said once a process: the agent detects the runtime on every pass.
+            // Said once per boot: the agent detects the runtime in every pass's
+            // process; a marker in the run directory (a tmpfs, /run) remembers it.
             static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) && first_in_boot(run_dir) {
                 tracing::info!(runtime = %runc.binary.display(), reason = %crun_error, "oci runtime: crun is not usable here, using runc");
             }
             Ok(runc)
@@ -119,6 +120,22 @@ pub fn detect(choice: &str, run_dir: &Path) -> Result<Runtime, DetectError> {
             choose(p)
         }
         other => Err(DetectError::BadChoice(other.to_string())),
+    }
+}
+
+/// The marker of the note that crun is not usable, under the run directory.
+const CRUN_NOTE: &str = "crun-unusable.noted";
+
+/// Whether the note is due: true the first time this boot (the marker is made now),
+/// and when the marker cannot be made (better said twice than never).
+fn first_in_boot(run_dir: &Path) -> bool {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(run_dir.join(CRUN_NOTE))
+    {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
     }
 }
 
@@ -399,4 +416,19 @@ fn cleanup(rt: &Runtime, id: &str) {
     }
     let argv: Vec<OsString> = rt.delete_argv(id, true);
     let _ = rt.run("delete", id, &argv);
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+
+    #[test]
+    fn the_crun_note_is_due_once_per_run_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(first_in_boot(dir.path()));
+        assert!(!first_in_boot(dir.path()), "the marker remembers it");
+        assert!(dir.path().join(CRUN_NOTE).is_file());
+        // No marker can be made: said rather than never.
+        assert!(first_in_boot(&dir.path().join("missing")));
+    }
 }

@@ -1,0 +1,235 @@
+use super::*;
+use crate::telemetry::metrics::StepSample;
+
+fn samples() -> PassSamples {
+    PassSamples {
+        steps: vec![
+            StepSample {
+                action: "pull".into(),
+                result: "done".into(),
+                started_ns: Some(1_000_000_500),
+                took_ns: Some(200),
+                ..Default::default()
+            },
+            StepSample {
+                action: "start".into(),
+                result: "failed".into(),
+                container: Some("web".into()),
+                error: Some("runc: exit 1".into()),
+                started_ns: Some(1_000_000_800),
+                took_ns: Some(100),
+            },
+            StepSample {
+                action: "report".into(),
+                result: "reported".into(),
+                container: Some("db".into()),
+                ..Default::default()
+            },
+        ],
+        pulls: Vec::new(),
+        trace_id: Some("0123456789abcdef0123456789abcdef".into()),
+    }
+}
+
+fn ended(samples: &PassSamples) -> PassEnded<'_> {
+    PassEnded {
+        trigger: PassTrigger::Api,
+        end: PassEnd::NotConverged,
+        revision: Some("abc123"),
+        message: Some("web: failed"),
+        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1),
+        took: Duration::from_micros(5),
+        samples,
+    }
+}
+
+fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
+    s.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+#[test]
+fn a_pass_is_one_span_with_a_child_per_step_in_the_trace_its_process_reported() {
+    let samples = samples();
+    let spans = pass_spans(&ended(&samples));
+    assert_eq!(spans.len(), 4);
+    let pass = &spans[0];
+    assert_eq!(pass.parent, None);
+    assert_eq!(
+        hex::encode(pass.trace_id),
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!((pass.start, pass.end), (1_000_000_000, 1_000_005_000));
+    assert_eq!(
+        attr(pass, "berth.revision"),
+        Some(&Value::Str("abc123".into()))
+    );
+    assert_eq!(attr(pass, "berth.trigger"), Some(&Value::Str("api".into())));
+    assert_eq!(
+        attr(pass, "berth.result"),
+        Some(&Value::Str("not_converged".into()))
+    );
+    assert_eq!(
+        pass.error, None,
+        "a pass that did not converge is not an error"
+    );
+    for s in &spans[1..] {
+        assert_eq!(s.parent, Some(pass.span_id));
+        assert_eq!(s.trace_id, pass.trace_id);
+        assert_ne!(s.span_id, pass.span_id);
+    }
+    let start = &spans[2];
+    assert_eq!(start.name, "step start");
+    assert_eq!((start.start, start.end), (1_000_000_800, 1_000_000_900));
+    assert_eq!(
+        attr(start, "berth.container"),
+        Some(&Value::Str("web".into()))
+    );
+    assert_eq!(
+        attr(start, "berth.action"),
+        Some(&Value::Str("start".into()))
+    );
+    assert_eq!(
+        attr(start, "berth.result"),
+        Some(&Value::Str("failed".into()))
+    );
+    assert_eq!(
+        attr(start, "berth.error"),
+        Some(&Value::Str("runc: exit 1".into()))
+    );
+    assert_eq!(start.error.as_deref(), Some("runc: exit 1"));
+    assert_eq!(
+        attr(&spans[1], "berth.container"),
+        None,
+        "a pull is about no container"
+    );
+    // A step that did not run is a point at the pass's end.
+    assert_eq!((spans[3].start, spans[3].end), (pass.end, pass.end));
+}
+
+#[test]
+fn a_failed_pass_without_a_trace_gets_one_and_is_an_error() {
+    let samples = PassSamples::default();
+    let mut p = ended(&samples);
+    p.end = PassEnd::Failed;
+    p.revision = None;
+    let spans = pass_spans(&p);
+    assert_eq!(spans.len(), 1);
+    assert_ne!(spans[0].trace_id, [0; 16]);
+    assert_eq!(attr(&spans[0], "berth.revision"), None);
+    assert_eq!(spans[0].error.as_deref(), Some("web: failed"));
+}
+
+#[test]
+fn varints_and_fields_are_protobuf() {
+    let mut v = Vec::new();
+    varint(&mut v, 300);
+    assert_eq!(v, [0xac, 0x02]);
+    let mut v = Vec::new();
+    key_value(&mut v, 9, "k", &Value::Int(-1));
+    // KeyValue (field 9, LEN) { key "k"; value { int_value = -1 as 10-byte varint } }
+    let mut want = vec![0x4a, 16, 0x0a, 1, b'k', 0x12, 11, 0x18];
+    want.extend([0xff; 9]);
+    want.push(0x01);
+    assert_eq!(v, want);
+}
+
+#[test]
+fn a_request_holds_the_resource_the_scope_and_each_span() {
+    let samples = samples();
+    let spans = pass_spans(&ended(&samples));
+    let body = encode(&[("service.name", Value::Str("berth".into()))], &spans);
+    // ExportTraceServiceRequest.resource_spans (1, LEN).
+    assert_eq!(body[0], 0x0a);
+    let text = String::from_utf8_lossy(&body);
+    for needle in [
+        "service.name",
+        "reconcile pass",
+        "step start",
+        "berth.container",
+        "runc: exit 1",
+    ] {
+        assert!(text.contains(needle), "{needle}");
+    }
+    let trace = spans[0].trace_id;
+    let count = body
+        .windows(18)
+        .filter(|w| w[..2] == [0x0a, 16] && w[2..] == trace)
+        .count();
+    assert_eq!(
+        count,
+        spans.len(),
+        "each span carries the trace id as field 1"
+    );
+}
+
+#[test]
+fn the_endpoint_gets_the_signal_path() {
+    assert_eq!(
+        traces_url("http://collector:4318").unwrap().as_str(),
+        "http://collector:4318/v1/traces"
+    );
+    assert_eq!(
+        traces_url("https://c.example/otel/").unwrap().as_str(),
+        "https://c.example/otel/v1/traces"
+    );
+    assert!(traces_url("not a url").is_err());
+    assert_eq!(
+        shown(&url::Url::parse("http://u:secret@c:4318/v1/traces").unwrap()).as_str(),
+        "http://c:4318/v1/traces"
+    );
+}
+
+#[test]
+fn spans_that_do_not_fit_in_the_queue_are_dropped_and_counted() {
+    // A runtime nobody drives: the export task never takes a span out.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let ex = Exporter::start(rt.handle(), "http://127.0.0.1:9", 3, "n", metrics.clone()).unwrap();
+    let samples = samples();
+    ex.pass(&ended(&samples));
+    let text = metrics.encode();
+    assert!(
+        text.contains("berth_otlp_spans_dropped_total{reason=\"queue_full\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("berth_otlp_spans_dropped_total{reason=\"timeout\"} 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("berth_otlp_queue_spans 3\n"), "{text}");
+}
+
+#[test]
+fn a_collector_that_refuses_the_connection_drops_the_batch_and_counts_it() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = Arc::new(Metrics::new());
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let ex = Exporter::start(rt.handle(), &endpoint, 16, "n", metrics.clone()).unwrap();
+    let samples = samples();
+    ex.pass(&ended(&samples));
+    rt.block_on(async {
+        for _ in 0..200 {
+            if metrics
+                .encode()
+                .contains("berth_otlp_spans_dropped_total{reason=\"export_failed\"} 4\n")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("not counted: {}", metrics.encode());
+    });
+    assert!(metrics.encode().contains("berth_otlp_queue_spans 0\n"));
+}
