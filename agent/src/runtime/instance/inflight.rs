@@ -64,6 +64,11 @@ mod tests {
             .arg(&exit)
             .spawn()
             .unwrap();
+        // Until the child has exec'd, its command line is still this test's.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !shim_alive(&exit) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(shim_alive(&exit));
         assert!(!shim_alive(&dir.path().join("instances/x-2/exit.json")));
         child.kill().unwrap();
