@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use berth_e2e::agentd::poll;
-use berth_e2e::{Run, have_tools, missing, workspace_root};
+use berth_e2e::{Run, api_get, have_tools, missing, workspace_root};
 use serde_json::Value;
 
 use crate::agent_daemon::{CONVERGE, Host, SPECS};
@@ -47,18 +47,7 @@ fn json(r: &Run) -> Value {
 
 /// `curl --unix-socket <run>/api.sock http://localhost/v1/audit`: the body.
 fn curl_audit(h: &Host) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "60", "--unix-socket"])
-        .arg(h.node.run_dir().join("api.sock"))
-        .arg("http://localhost/v1/audit")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    api_get(&h.node.run_dir().join("api.sock"), "/v1/audit").1
 }
 
 /// Validates each document against `policies/report.schema.json` with Python's

@@ -16,12 +16,11 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use berth_e2e::agentd::{Agent, poll};
-use berth_e2e::{have_tools, missing, workspace_root};
+use berth_e2e::{api_get, have_tools, missing, workspace_root};
 use serde_json::Value;
 
 use crate::agent_daemon::Host;
@@ -87,31 +86,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         })
         .unwrap_or_default();
     (status, content_type, body.to_string())
-}
-
-/// `curl` on the agent's API socket: (content type, body).
-fn get_on_socket(socket: &Path, path: &str) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "60", "-D", "/dev/stderr"])
-        .arg("--unix-socket")
-        .arg(socket)
-        .arg(format!("http://localhost{path}"))
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "curl {path} on the socket: {head}");
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    (
-        content_type,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 /// The exposition parsed by `prometheus_client.openmetrics.parser`: family →
@@ -288,7 +262,7 @@ fn prometheus_scrapes_the_agent_and_its_metrics_are_as_documented() {
     assert_eq!(content_type, OPENMETRICS);
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert_eq!(get(listen, "/v1/status").0, 404);
-    let (content_type, on_socket) = get_on_socket(&h.node.run_dir().join("api.sock"), "/metrics");
+    let (content_type, on_socket) = api_get(&h.node.run_dir().join("api.sock"), "/metrics");
     assert_eq!(content_type, OPENMETRICS);
     let docs = documented();
     for (text, whence) in [(&text, "metrics_listen"), (&on_socket, "the API socket")] {

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use berth_e2e::agentd::{Agent, poll};
-use berth_e2e::{have_tools, missing};
+use berth_e2e::{api_get, have_tools, missing};
 use serde_json::Value;
 
 use crate::agent_daemon::Host;
@@ -156,18 +156,8 @@ fn export_to(h: &Host, port: u16) {
 /// The agent's metrics from its API socket: sample (name and labels as written) →
 /// value.
 fn metrics(socket: &Path) -> BTreeMap<String, f64> {
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "30", "--unix-socket"])
-        .arg(socket)
-        .arg("http://localhost/metrics")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    api_get(socket, "/metrics")
+        .1
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {

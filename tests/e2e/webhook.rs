@@ -453,18 +453,7 @@ fn signed_pushes_run_at_once_and_forged_unsigned_or_oversized_webhooks_fetch_not
 
     // The agent's metrics count the requests by how they were answered (docs/metrics.md):
     // at least the four accepted pushes, the ten forged ones, the five throttled.
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "60", "--unix-socket"])
-        .arg(h.node.run_dir().join("api.sock"))
-        .arg("http://localhost/metrics")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = berth_e2e::api_get(&h.node.run_dir().join("api.sock"), "/metrics");
     let count = |result: &str| -> f64 {
         let series = format!("berth_webhook_requests_total{{result=\"{result}\"}} ");
         text.lines()

@@ -120,3 +120,29 @@ pub fn run_berth(cwd: &Path, args: &[&str]) -> Run {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", berth_bin().display()));
     Run::from(out)
 }
+
+/// `GET PATH` on the agent's API socket (`curl --unix-socket`), which must succeed:
+/// (content type, body).
+pub fn api_get(socket: &Path, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "60", "-D", "/dev/stderr"])
+        .arg("--unix-socket")
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+    let head = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "curl {path} on the socket: {head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (
+        content_type,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
