@@ -1106,7 +1106,10 @@ fn notify(n: &Reader<'_, '_, '_>) -> Option<Notify> {
                 n.error(
                     &loc,
                     "mqtt",
-                    format!("`source.notify.mqtt` must be an mqtt:// or mqtts:// URL with a host, found `{u}`"),
+                    format!(
+                        "`source.notify.mqtt` must be an mqtt:// or mqtts:// URL with a host, found `{}`",
+                        without_userinfo(&u)
+                    ),
                 );
                 None
             }
@@ -1186,26 +1189,46 @@ fn duration(r: &Reader<'_, '_, '_>, key: &str, min: Duration, max: Duration) -> 
     }
 }
 
-/// A URL of one of `schemes` (`http://host…`) with a host.
+/// A URL of one of `schemes` (`http://host…`) with a valid host and port, as the agent
+/// will parse it; the message never shows the URL's user name or password.
 fn check_url(r: &Reader<'_, '_, '_>, key: &str, schemes: &[&str]) -> Option<String> {
     let (u, loc) = r.string(key)?;
-    let ok = u.split_once("://").is_some_and(|(scheme, rest)| {
-        schemes.contains(&scheme) && !rest.split('/').next().unwrap_or("").is_empty()
-    });
-    if ok {
-        Some(u)
-    } else {
-        let want: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
-        r.error(
-            &loc,
-            key,
-            format!(
-                "`{}` must be a URL starting with {} and naming a host, found `{u}`",
-                r.scope.key(key),
-                want.join(" or ")
-            ),
-        );
-        None
+    let ok = u
+        .split_once("://")
+        .is_some_and(|(scheme, _)| schemes.contains(&scheme));
+    let parsed = if ok { Some(url::Url::parse(&u)) } else { None };
+    let why = match parsed {
+        Some(Ok(p)) if p.host_str().is_some_and(|h| !h.is_empty()) => return Some(u),
+        Some(Ok(_)) => String::new(),
+        Some(Err(e)) => format!(" ({e})"),
+        None => String::new(),
+    };
+    let want: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+    r.error(
+        &loc,
+        key,
+        format!(
+            "`{}` must be a URL starting with {} and naming a valid host, found `{}`{why}",
+            r.scope.key(key),
+            want.join(" or "),
+            without_userinfo(&u)
+        ),
+    );
+    None
+}
+
+/// `u` with any `user:password@` after the scheme replaced by `***@`, for messages; also
+/// for a string that is not a valid URL, so everything up to the last `@` goes.
+pub fn without_userinfo(u: &str) -> String {
+    match u.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => format!("{scheme}://***{}", &rest[at..]),
+            None => u.to_string(),
+        },
+        None => match u.rfind('@') {
+            Some(at) => format!("***{}", &u[at..]),
+            None => u.to_string(),
+        },
     }
 }
 

@@ -427,6 +427,22 @@ fn telemetry_keys() {
         (2, 17, "telemetry.otlp_endpoint")
     );
     assert!(msg.contains("http:// or https://"), "{msg}");
+    // What the agent could not use is refused, and a password is never shown.
+    for bad in [
+        "grpc://u:s3cret@c:4317",
+        "http://u:s3cret@127.0.0.1:99999",
+        "http://u:s3cret@bad host:4318",
+        "http://u:s3/cret@c:4318",
+    ] {
+        let (_, _, key, msg) = error(&format!("[telemetry]\notlp_endpoint = \"{bad}\"\n"));
+        assert_eq!(key, "telemetry.otlp_endpoint", "{bad}");
+        assert!(!msg.contains("s3"), "{msg}");
+        assert!(msg.contains("***@"), "{msg}");
+    }
+    let (_, _, _, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"tcp://u:s3cret@b\"\ntopic = \"t\"\n"
+    ));
+    assert!(msg.contains("mqtt") && !msg.contains("s3cret"), "{msg}");
     let (line, _, key, _) = error("[telemetry]\nmetrics_listen = \"localhost\"\n");
     assert_eq!((line, key.as_str()), (2, "telemetry.metrics_listen"));
 }

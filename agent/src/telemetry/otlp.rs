@@ -166,6 +166,11 @@ pub fn pass_spans(pass: &PassEnded<'_>) -> Vec<Span> {
         attributes.insert(0, ("berth.revision", Value::Str(r.into())));
     }
     let failed = matches!(pass.end, PassEnd::Failed);
+    if let Some(m) = pass.message
+        && matches!(pass.end, PassEnd::Failed | PassEnd::NotConverged)
+    {
+        attributes.push(("berth.message", Value::Str(capped(m, MESSAGE_MAX))));
+    }
     let mut spans = vec![Span {
         trace_id,
         span_id: pass_id,
@@ -334,13 +339,36 @@ pub struct Exporter {
     metrics: Arc<Metrics>,
 }
 
-/// `<endpoint>/v1/traces`, as OTLP/HTTP appends the signal's path to a base endpoint.
+/// `<endpoint>/v1/traces`, as OTLP/HTTP appends the signal's path to a base endpoint;
+/// an endpoint whose path already ends in `/v1/traces` is the traces URL itself.
 pub fn traces_url(endpoint: &str) -> Result<url::Url, OtlpError> {
+    let base = url::Url::parse(endpoint).map_err(|source| OtlpError::Endpoint {
+        endpoint: berth_spec::node::without_userinfo(endpoint),
+        source,
+    })?;
+    if base.path().trim_end_matches('/').ends_with("/v1/traces") {
+        return Ok(base);
+    }
     let full = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     url::Url::parse(&full).map_err(|source| OtlpError::Endpoint {
-        endpoint: endpoint.to_string(),
+        endpoint: shown(&base).to_string(),
         source,
     })
+}
+
+/// The longest `berth.message` of a pass span, in bytes.
+pub const MESSAGE_MAX: usize = 1024;
+
+/// `s` cut to at most `max` bytes at a character boundary, `…` marking a cut.
+fn capped(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 impl Exporter {

@@ -173,6 +173,17 @@ fn the_endpoint_gets_the_signal_path() {
         "https://c.example/otel/v1/traces"
     );
     assert!(traces_url("not a url").is_err());
+    // A full traces URL (as in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is used unchanged.
+    assert_eq!(
+        traces_url("http://c:4318/v1/traces").unwrap().as_str(),
+        "http://c:4318/v1/traces"
+    );
+    assert_eq!(
+        traces_url("https://c.example/otel/v1/traces")
+            .unwrap()
+            .as_str(),
+        "https://c.example/otel/v1/traces"
+    );
     assert_eq!(
         shown(&url::Url::parse("http://u:secret@c:4318/v1/traces").unwrap()).as_str(),
         "http://c:4318/v1/traces"
@@ -232,4 +243,39 @@ fn a_collector_that_refuses_the_connection_drops_the_batch_and_counts_it() {
         panic!("not counted: {}", metrics.encode());
     });
     assert!(metrics.encode().contains("berth_otlp_queue_spans 0\n"));
+}
+
+#[test]
+fn an_endpoint_that_cannot_be_used_is_named_without_its_password() {
+    for bad in [
+        "http://u:s3cret@127.0.0.1:99999",
+        "http://u:s3cret@bad host:4318",
+    ] {
+        let e = traces_url(bad).unwrap_err();
+        let text = format!("{e} {:?}", e);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("invalid OTLP endpoint"), "{text}");
+    }
+}
+
+#[test]
+fn a_pass_that_did_not_converge_says_why() {
+    let samples = samples();
+    let spans = pass_spans(&ended(&samples));
+    assert_eq!(
+        attr(&spans[0], "berth.message"),
+        Some(&Value::Str("web: failed".into()))
+    );
+    let long = "x".repeat(MESSAGE_MAX + 10);
+    let mut p = ended(&samples);
+    p.end = PassEnd::Failed;
+    p.message = Some(&long);
+    let spans = pass_spans(&p);
+    let Some(Value::Str(m)) = attr(&spans[0], "berth.message") else {
+        panic!("no berth.message");
+    };
+    assert_eq!(m.len(), MESSAGE_MAX + "…".len());
+    let mut p = ended(&samples);
+    p.end = PassEnd::Converged;
+    assert_eq!(attr(&pass_spans(&p)[0], "berth.message"), None);
 }
