@@ -26,6 +26,10 @@ use crate::reconcile::worker::{PassFailure, WorkerResult};
 
 /// How long one export may take, connection included, before its spans are dropped.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a collector's answer read (its body is not used).
+const ANSWER_PREFIX: usize = 4 * 1024;
+/// How long that part of the answer may take once its status came.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// The most spans in one request.
 const MAX_BATCH: usize = 512;
 /// The instrumentation scope of every span.
@@ -495,8 +499,10 @@ impl Task {
                 crate::util::error_chain(&e.without_url()),
             )),
             Ok(Ok(resp)) if resp.status().is_success() => {
-                // The body (a partial success, if any) is read and not kept.
-                let _ = tokio::time::timeout(EXPORT_TIMEOUT, resp.bytes()).await;
+                // Taken, by its status. The body (a partial success, if any) is read
+                // up to ANSWER_PREFIX bytes and not kept: dropping the response closes
+                // a connection whose body goes on, so a collector cannot fill memory.
+                crate::util::read_prefix(resp, ANSWER_PREFIX, ANSWER_WITHIN).await;
                 Ok(())
             }
             Ok(Ok(resp)) => Err((

@@ -279,3 +279,56 @@ fn a_pass_that_did_not_converge_says_why() {
     p.end = PassEnd::Converged;
     assert_eq!(attr(&pass_spans(&p)[0], "berth.message"), None);
 }
+
+#[test]
+fn a_collector_whose_answer_never_ends_is_not_read_beyond_a_prefix() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    // 200, then a chunked body without end: written until the agent hangs up.
+    let (written_tx, written_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut request = [0u8; 4096];
+        let _ = c.read(&mut request);
+        let mut written: u64 = 0;
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ntransfer-encoding: chunked\r\n\r\n";
+        if c.write_all(head).is_ok() {
+            let mut chunk = b"10000\r\n".to_vec();
+            chunk.extend(std::iter::repeat_n(b'x', 0x10000));
+            chunk.extend_from_slice(b"\r\n");
+            while c.write_all(&chunk).is_ok() {
+                written += chunk.len() as u64;
+            }
+        }
+        let _ = written_tx.send(written);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let ex = Exporter::start(rt.handle(), &endpoint, 16, "n", metrics.clone()).unwrap();
+    let samples = samples();
+    ex.pass(&ended(&samples));
+    // Exported by its status, well before EXPORT_TIMEOUT: the body is not waited for.
+    rt.block_on(async {
+        for _ in 0..200 {
+            if metrics
+                .encode()
+                .contains("berth_otlp_spans_exported_total 4\n")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("not counted in 5 s: {}", metrics.encode());
+    });
+    // The connection was closed: the collector's writes failed after a few socket
+    // buffers, not gigabytes.
+    let written = written_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the agent kept reading");
+    assert!(written < 64 * 1024 * 1024, "{written} bytes read");
+}

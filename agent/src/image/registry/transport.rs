@@ -438,23 +438,8 @@ pub(super) async fn status_error(
     }
 }
 
-/// The first `cap` bytes of a body, or fewer if it ends, breaks or is not there
-/// within `within`. Never reads (or buffers) beyond `cap`; dropping the response then
-/// closes the connection.
-pub(super) async fn read_prefix(mut resp: Response, cap: usize, within: Duration) -> Vec<u8> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut out = Vec::new();
-    while out.len() < cap {
-        match tokio::time::timeout_at(deadline, resp.chunk()).await {
-            Ok(Ok(Some(chunk))) => {
-                let take = chunk.len().min(cap - out.len());
-                out.extend_from_slice(&chunk[..take]);
-            }
-            _ => break,
-        }
-    }
-    out
-}
+/// The first bytes of an error's body (one home: `crate::util`).
+pub(super) use crate::util::read_prefix;
 
 /// Why [`read_small`] stopped.
 #[derive(Debug)]
