@@ -162,18 +162,19 @@ pub fn pass_spans(pass: &PassEnded<'_>) -> Vec<Span> {
     let start = unix_nanos(pass.started);
     let end = start.saturating_add(u64::try_from(pass.took.as_nanos()).unwrap_or(u64::MAX));
     let mut attributes = vec![
-        ("berth.trigger", Value::Str(pass.trigger.as_str().into())),
-        ("berth.result", Value::Str(pass.end.as_str().into())),
+        ("berth.trigger", text(pass.trigger.as_str())),
+        ("berth.result", text(pass.end.as_str())),
         ("berth.steps", Value::Int(pass.samples.steps.len() as i64)),
     ];
     if let Some(r) = pass.revision {
-        attributes.insert(0, ("berth.revision", Value::Str(r.into())));
+        attributes.insert(0, ("berth.revision", text(r)));
     }
     let failed = matches!(pass.end, PassEnd::Failed);
+    // A failed pass's message is its status's, once.
     if let Some(m) = pass.message
-        && matches!(pass.end, PassEnd::Failed | PassEnd::NotConverged)
+        && matches!(pass.end, PassEnd::NotConverged)
     {
-        attributes.push(("berth.message", Value::Str(capped(m, MESSAGE_MAX))));
+        attributes.push(("berth.message", text(m)));
     }
     let mut spans = vec![Span {
         trace_id,
@@ -183,33 +184,37 @@ pub fn pass_spans(pass: &PassEnded<'_>) -> Vec<Span> {
         start,
         end,
         attributes,
-        error: failed.then(|| pass.message.unwrap_or("the pass failed").to_string()),
+        error: failed.then(|| capped(pass.message.unwrap_or("the pass failed"), MESSAGE_MAX)),
     }];
     for step in &pass.samples.steps {
         // A step that did not run (skipped, deferred, a report) is a point at the
         // pass's end.
         let s_start = step.started_ns.unwrap_or(end);
         let s_end = s_start.saturating_add(step.took_ns.unwrap_or(0));
+        let action = capped(&step.action, MESSAGE_MAX);
         let mut attributes = vec![
-            ("berth.action", Value::Str(step.action.clone())),
-            ("berth.result", Value::Str(step.result.clone())),
+            ("berth.action", Value::Str(action.clone())),
+            ("berth.result", text(&step.result)),
         ];
         if let Some(c) = &step.container {
-            attributes.push(("berth.container", Value::Str(c.clone())));
+            attributes.push(("berth.container", text(c)));
         }
-        if let Some(e) = &step.error {
-            attributes.push(("berth.error", Value::Str(e.clone())));
+        // The error of a failed or refused step is its status's message, once (as
+        // OpenTelemetry has it); another step's (none so far) is an attribute.
+        let is_error = step.result == "failed" || step.result == "refused";
+        if let Some(e) = step.error.as_deref().filter(|_| !is_error) {
+            attributes.push(("berth.error", text(e)));
         }
         spans.push(Span {
             trace_id,
             span_id: random_id::<8>(),
             parent: Some(pass_id),
-            name: format!("step {}", step.action),
+            name: format!("step {action}"),
             start: s_start,
             end: s_end,
             attributes,
-            error: (step.result == "failed" || step.result == "refused")
-                .then(|| step.error.clone().unwrap_or_else(|| step.result.clone())),
+            error: is_error
+                .then(|| capped(step.error.as_deref().unwrap_or(&step.result), MESSAGE_MAX)),
         });
     }
     spans
@@ -360,8 +365,15 @@ pub fn traces_url(endpoint: &str) -> Result<url::Url, OtlpError> {
     })
 }
 
-/// The longest `berth.message` of a pass span, in bytes.
+/// The longest string of a span (an attribute, its status's message), in bytes; a
+/// longer one is cut (`…` marks the cut), so that a span holds at most about 6 KiB
+/// however long a step's error (a registry's answer, say) was.
 pub const MESSAGE_MAX: usize = 1024;
+
+/// A string attribute, cut to [`MESSAGE_MAX`].
+fn text(s: &str) -> Value {
+    Value::Str(capped(s, MESSAGE_MAX))
+}
 
 /// `s` cut to at most `max` bytes at a character boundary, `…` marking a cut.
 fn capped(s: &str, max: usize) -> String {

@@ -94,7 +94,8 @@ fn a_pass_is_one_span_with_a_child_per_step_in_the_trace_its_process_reported() 
     );
     assert_eq!(
         attr(start, "berth.error"),
-        Some(&Value::Str("runc: exit 1".into()))
+        None,
+        "the error is the status's message, once"
     );
     assert_eq!(start.error.as_deref(), Some("runc: exit 1"));
     assert_eq!(
@@ -271,9 +272,9 @@ fn a_pass_that_did_not_converge_says_why() {
     p.end = PassEnd::Failed;
     p.message = Some(&long);
     let spans = pass_spans(&p);
-    let Some(Value::Str(m)) = attr(&spans[0], "berth.message") else {
-        panic!("no berth.message");
-    };
+    // A failed pass's message is its status's, once.
+    assert_eq!(attr(&spans[0], "berth.message"), None);
+    let m = spans[0].error.as_deref().expect("an error");
     assert_eq!(m.len(), MESSAGE_MAX + "…".len());
     let mut p = ended(&samples);
     p.end = PassEnd::Converged;
@@ -331,4 +332,46 @@ fn a_collector_whose_answer_never_ends_is_not_read_beyond_a_prefix() {
         .recv_timeout(Duration::from_secs(20))
         .expect("the agent kept reading");
     assert!(written < 64 * 1024 * 1024, "{written} bytes read");
+}
+
+#[test]
+fn each_string_of_a_span_is_capped_and_an_error_is_there_once() {
+    // A registry's 64 KiB of error detail, a name of multibyte characters.
+    let long_error = "e".repeat(64 * 1024);
+    let long_name = "é".repeat(4 * 1024);
+    let mut samples = samples();
+    for step in &mut samples.steps {
+        step.error = Some(long_error.clone());
+        step.container = Some(long_name.clone());
+        step.action = long_name.clone();
+    }
+    let long_message = "m".repeat(64 * 1024);
+    let mut p = ended(&samples);
+    p.message = Some(&long_message);
+    let spans = pass_spans(&p);
+    for s in &spans {
+        for (key, value) in &s.attributes {
+            if let Value::Str(v) = value {
+                assert!(
+                    v.len() <= MESSAGE_MAX + "…".len(),
+                    "{key}: {} bytes",
+                    v.len()
+                );
+            }
+        }
+        if let Some(e) = &s.error {
+            assert_eq!(e.len(), MESSAGE_MAX + "…".len());
+            assert!(e.ends_with('…'));
+        }
+    }
+    let start = &spans[2];
+    let Some(Value::Str(c)) = attr(start, "berth.container") else {
+        panic!("no berth.container");
+    };
+    assert!(c.ends_with("é…"), "cut on a character boundary");
+    assert_eq!(attr(start, "berth.error"), None);
+    assert!(start.error.is_some());
+    // The request stays small: about 1 KiB a string, not the 64 KiB given.
+    let body = encode(&[], &spans);
+    assert!(body.len() < spans.len() * 6 * 1024, "{} bytes", body.len());
 }
