@@ -675,6 +675,7 @@ impl NodeConfig {
     /// given with a URL of another transport, a webhook on a node pinned to a commit.
     pub fn warnings(&self) -> Vec<Warning> {
         let mut out = self.prefix_patterns();
+        out.extend(self.metrics_exposed());
         let Some(s) = &self.source else {
             return out;
         };
@@ -728,6 +729,25 @@ impl NodeConfig {
             })
         );
         out
+    }
+
+    /// `telemetry.metrics_listen` on an address other than loopback: whoever reaches it
+    /// reads the metrics (no secret, but the node's state) and holds some of its
+    /// connections; it wants a firewall that lets only the Prometheus server in.
+    fn metrics_exposed(&self) -> Option<Warning> {
+        let listen = self.telemetry.metrics_listen.as_deref()?;
+        let addr = listen.parse::<std::net::SocketAddr>().ok()?;
+        if addr.ip().is_loopback() {
+            return None;
+        }
+        let key = "telemetry.metrics_listen".to_string();
+        Some(Warning {
+            at: self.keys.get(&key).cloned(),
+            message: format!(
+                "`telemetry.metrics_listen` `{listen}` is not a loopback address: anyone who reaches it can read the metrics and hold some of its connections; let only the Prometheus server reach it (a firewall), see docs/metrics.md"
+            ),
+            key,
+        })
     }
 
     /// Each `subject_regex` written as a cosign prefix (`^https://github.com/acme/`):

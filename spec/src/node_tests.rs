@@ -731,3 +731,21 @@ fn a_subject_regex_written_as_a_cosign_prefix_is_warned_about() {
     let cfg = parse(&format!("{root}subject_regex = '^https://x/\\.*'\n"));
     assert_eq!(cfg.warnings().len(), 1, "{:?}", cfg.warnings());
 }
+
+#[test]
+fn metrics_on_an_address_other_than_loopback_are_a_located_warning() {
+    let text = "[telemetry]\nmetrics_listen = \"0.0.0.0:9464\"\n";
+    let w = parse(text).warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].key, "telemetry.metrics_listen");
+    assert_eq!(w[0].at.as_ref().map(|l| l.line), Some(2));
+    assert!(
+        w[0].message
+            .contains("`0.0.0.0:9464` is not a loopback address"),
+        "{w:?}"
+    );
+    for local in ["127.0.0.1:9464", "[::1]:9464"] {
+        let text = format!("[telemetry]\nmetrics_listen = \"{local}\"\n");
+        assert!(parse(&text).warnings().is_empty(), "{local}");
+    }
+}

@@ -4,13 +4,16 @@
 //!
 //! What it serves holds no secret and no name (counts by result, state, rule), but the
 //! address is open to whoever reaches it: the connections are bounded like the webhook
-//! receiver's ([`MAX_CONNECTIONS`] at once, headers within [`HEADER_WITHIN`], a
+//! receiver's ([`MAX_CONNECTIONS`] at once, [`MAX_CONNECTIONS_PER_PEER`] of them from
+//! one peer (the next is closed unanswered), headers within [`HEADER_WITHIN`], a
 //! connection ended after [`CONNECTION_WITHIN`]), so a client can hold only so much of
-//! the agent. Each scrape reads the state directory on a blocking thread.
+//! the agent and one peer holding connections open never delays another's scrape by
+//! more than [`HEADER_WITHIN`]. Each scrape reads the state directory on a blocking
+//! thread.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +23,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::reconcile::controller::Handle;
+use crate::util::peers::PeerConnections;
 
 /// Connections served at once; the next ones wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 16;
-/// How long a connection may take to send its request's headers.
-pub const HEADER_WITHIN: Duration = Duration::from_secs(10);
+/// Connections served at once from one peer (an IPv4 address, an IPv6 /64); the next
+/// one is closed at once, so that a peer holding connections open leaves the others
+/// three quarters of [`MAX_CONNECTIONS`].
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// How long a connection may take to send its request's headers: well within
+/// Prometheus' default scrape timeout (10 s), since a scraper sends them at once.
+pub const HEADER_WITHIN: Duration = Duration::from_secs(2);
 /// How long a connection lives at most, whatever it does.
 pub const CONNECTION_WITHIN: Duration = Duration::from_secs(30);
 /// hyper's read buffer, which bounds the request's headers.
@@ -88,15 +97,34 @@ pub fn start(
     Ok(MetricsServer { addr, task })
 }
 
+/// A connection counted in the peers' connections, until it is dropped.
+struct Counted {
+    connections: Arc<Mutex<PeerConnections>>,
+    peer: std::net::IpAddr,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        locked(&self.connections).close(self.peer);
+    }
+}
+
+/// The value behind `m`, even if a thread panicked holding it (each update is one
+/// assignment).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn accept_loop(listener: tokio::net::TcpListener, handle: Arc<Handle>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Mutex::new(PeerConnections::new(MAX_CONNECTIONS_PER_PEER)));
     loop {
         // The semaphore is never closed: a permit always comes.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
             Err(e) => {
                 // Out of descriptors, most likely: wait for some to be freed.
                 tracing::warn!(target: "agent", error = %e, "metrics: cannot accept a connection");
@@ -104,9 +132,19 @@ async fn accept_loop(listener: tokio::net::TcpListener, handle: Arc<Handle>) {
                 continue;
             }
         };
+        if !locked(&connections).open(peer.ip()) {
+            // Closed unanswered; not a warning, which a peer could make a flood of.
+            tracing::debug!(target: "agent", %peer, "metrics: over {MAX_CONNECTIONS_PER_PEER} connections open from this address; closed");
+            continue;
+        }
+        let counted = Counted {
+            connections: connections.clone(),
+            peer: peer.ip(),
+        };
         let handle = handle.clone();
         tokio::spawn(async move {
             let _slot = permit;
+            let _counted = counted;
             let service = hyper::service::service_fn(move |req| {
                 let handle = handle.clone();
                 async move { Ok::<_, Infallible>(respond(&req, &handle).await) }
@@ -243,6 +281,48 @@ mod tests {
             .expect_err("not an address")
             .to_string();
         assert!(bad.contains("`localhost`"), "{bad}");
+        drop(server);
+    }
+
+    #[test]
+    fn one_peer_holding_connections_open_does_not_delay_another_scrape() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = start(rt.handle(), server_handle(dir.path()), "127.0.0.1:0").expect("start");
+        let addr = server.local_addr();
+        let connect_from = |from: std::net::Ipv4Addr| {
+            let stream = rt.block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket
+                    .bind(SocketAddr::new(from.into(), 0))
+                    .expect("bind the source address");
+                socket.connect(addr).await.expect("connect")
+            });
+            let c = stream.into_std().expect("std stream");
+            c.set_nonblocking(false).expect("blocking");
+            c
+        };
+        // One peer opens every slot and sends nothing.
+        let holder = std::net::Ipv4Addr::new(127, 0, 0, 3);
+        let held: Vec<std::net::TcpStream> =
+            (0..MAX_CONNECTIONS).map(|_| connect_from(holder)).collect();
+        // Those beyond its share are closed at once, unanswered.
+        let mut extra = held.last().expect("held").try_clone().expect("clone");
+        extra
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let read = extra.read(&mut [0u8; 16]);
+        assert!(matches!(read, Ok(0)), "{read:?}");
+        // Another peer's scrape is answered at once, not after the holder's timeouts.
+        let asked = std::time::Instant::now();
+        let got = ask(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(asked.elapsed() < HEADER_WITHIN / 2, "{:?}", asked.elapsed());
+        drop(held);
         drop(server);
     }
 
