@@ -150,15 +150,22 @@ impl Handle {
         if let Err(e) = self.log.append(&event) {
             tracing::warn!(target: "agent", error = %e, "cannot record an event");
         }
-        match event.kind {
-            EventKind::Warning => {
-                tracing::warn!(target: "agent", reason = %event.reason, "{}", printable(&event.message))
-            }
-            EventKind::Normal => {
-                tracing::info!(target: "agent", reason = %event.reason, "{}", printable(&event.message))
-            }
-        }
+        log_event(&event);
         let _ = self.events.send(event);
+    }
+}
+
+/// An event's log line, with its revision and container as fields when it has them.
+fn log_event(event: &Event) {
+    let revision = event.revision.as_deref();
+    let container = event.container.as_deref();
+    match event.kind {
+        EventKind::Warning => {
+            tracing::warn!(target: "agent", reason = %event.reason, revision, container, "{}", printable(&event.message))
+        }
+        EventKind::Normal => {
+            tracing::info!(target: "agent", reason = %event.reason, revision, container, "{}", printable(&event.message))
+        }
     }
 }
 
@@ -931,6 +938,47 @@ fn watch_exits(state_dir: &Path, tx: Sender<Trigger>) -> Result<(), ControllerEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_logged_with_its_revision_and_container() {
+        use std::io::Write;
+        #[derive(Clone)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::new(std::sync::Mutex::new(Vec::new())));
+        let writer = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let mut with = Event::new(EventKind::Warning, "ContainerExited", "web exited");
+        with.revision = Some("4f0c".into());
+        with.container = Some("web".into());
+        let without = Event::new(EventKind::Normal, "Started", "agent started");
+        tracing::subscriber::with_default(sub, || {
+            log_event(&with);
+            log_event(&without);
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["fields"]["revision"], "4f0c", "{text}");
+        assert_eq!(lines[0]["fields"]["container"], "web", "{text}");
+        assert_eq!(lines[0]["fields"]["reason"], "ContainerExited", "{text}");
+        assert!(lines[1]["fields"].get("revision").is_none(), "{text}");
+        assert!(lines[1]["fields"].get("container").is_none(), "{text}");
+    }
 
     #[test]
     fn backoff_doubles_from_the_smaller_of_five_seconds_and_the_cap() {

@@ -314,12 +314,32 @@ pub fn container_of(action: &Action) -> Option<&str> {
 /// The log line of a finished step: its revision, container, action and result, and
 /// in the agent's pass the trace the step's span belongs to (`telemetry::pass_trace`).
 /// At `info` in the agent's pass, at `debug` elsewhere (`berth apply` prints its report).
+/// A report step does nothing: it has no duration.
 fn log_step(revision: &str, step: &Step, result: &StepResult, time: Option<&StepTime>) {
+    let time = time.filter(|_| !matches!(step.action, Action::Report { .. }));
+    log_step_as(revision, step, result.name(), time);
+}
+
+/// The log line of a step of a plan that is observed, not applied (`observe` mode):
+/// `planned`, or `reported` for a report step; no duration.
+pub fn log_observed(revision: &str, step: &Step) {
+    log_step_as(revision, step, observed_result(step), None);
+}
+
+/// A step's result in a plan observed, not applied: `reported` for a report step,
+/// `planned` for any other.
+pub fn observed_result(step: &Step) -> &'static str {
+    match step.action {
+        Action::Report { .. } => "reported",
+        _ => "planned",
+    }
+}
+
+fn log_step_as(revision: &str, step: &Step, outcome: &str, time: Option<&StepTime>) {
     let container = container_of(&step.action).unwrap_or("");
     let action = step.action.verb();
     let duration_ms = time.map(|t| u64::try_from(t.took.as_millis()).unwrap_or(u64::MAX));
     let target = step.action.target();
-    let outcome = result.name();
     match crate::telemetry::pass_trace() {
         Some(trace_id) => tracing::info!(
             target: "step",
@@ -656,6 +676,68 @@ mod tests {
             },
             action,
         }
+    }
+
+    #[test]
+    fn a_report_step_is_logged_without_a_duration_and_an_observed_step_as_planned() {
+        use std::io::Write;
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+        let writer = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let report = step(
+            1,
+            Action::Report {
+                name: "db".into(),
+                kind: ReportKind::Blocked,
+            },
+            &[],
+        );
+        let start = step(
+            2,
+            Action::Start {
+                name: "web".into(),
+                instance: "web-1".into(),
+            },
+            &[],
+        );
+        let took = StepTime::took(Duration::from_millis(7));
+        tracing::subscriber::with_default(sub, || {
+            log_step("abc", &report, &StepResult::Reported, Some(&took));
+            log_step("abc", &start, &StepResult::Done, Some(&took));
+            log_observed("abc", &start);
+            log_observed("abc", &report);
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let fields: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fields"].clone())
+            .collect();
+        assert_eq!(fields.len(), 4, "{text}");
+        assert!(fields[0].get("duration_ms").is_none(), "{text}");
+        assert_eq!(fields[1]["duration_ms"], 7, "{text}");
+        assert_eq!(fields[2]["result"], "planned", "{text}");
+        assert!(fields[2].get("duration_ms").is_none(), "{text}");
+        assert_eq!(
+            (&fields[3]["result"], &fields[3]["container"]),
+            (&"reported".into(), &"db".into()),
+            "{text}"
+        );
     }
 
     fn update_plan() -> Plan {

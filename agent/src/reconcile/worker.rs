@@ -209,19 +209,40 @@ pub fn summarize(report: &FollowReport) -> PassRun {
         Some(PassResult::Applied(r)) => r
             .steps
             .iter()
-            .map(|s| StepSample {
-                action: s.step.action.verb().to_string(),
-                result: step_result(&s.result).to_string(),
-                container: super::executor::container_of(&s.step.action).map(str::to_string),
-                error: s.result.error(),
-                started_ns: s.started.map(crate::telemetry::otlp::unix_nanos),
-                took_ns: s
-                    .started
-                    .and(s.duration_ms)
-                    .map(|ms| ms.saturating_mul(1_000_000)),
+            .map(|s| {
+                // A report step does nothing: a point, with its reason as the error.
+                let report = matches!(s.step.action, Action::Report { .. });
+                let started = s.started.filter(|_| !report);
+                StepSample {
+                    action: s.step.action.verb().to_string(),
+                    result: step_result(&s.result).to_string(),
+                    container: super::executor::container_of(&s.step.action).map(str::to_string),
+                    error: s
+                        .result
+                        .error()
+                        .or_else(|| report.then(|| s.step.reason.clone())),
+                    started_ns: started.map(crate::telemetry::otlp::unix_nanos),
+                    took_ns: started
+                        .and(s.duration_ms)
+                        .map(|ms| ms.saturating_mul(1_000_000)),
+                }
             })
             .collect(),
-        _ => Vec::new(),
+        // Observe mode: the plan's steps, none run.
+        Some(PassResult::Observed(p)) => p
+            .plan
+            .steps
+            .iter()
+            .map(|s| StepSample {
+                action: s.action.verb().to_string(),
+                result: super::executor::observed_result(s).to_string(),
+                container: super::executor::container_of(&s.action).map(str::to_string),
+                error: matches!(s.action, Action::Report { .. }).then(|| s.reason.clone()),
+                started_ns: None,
+                took_ns: None,
+            })
+            .collect(),
+        None => Vec::new(),
     };
     let s = &report.source;
     PassRun {
@@ -339,6 +360,11 @@ pub fn in_process(env: &Env<'_>, observe: bool, fetch: bool) -> WorkerResult {
     };
     match follow::once(env, &opts, wait, &mut |_, _| {}, &mut |_| {}) {
         Ok(report) => {
+            if let Some(PassResult::Observed(p)) = &report.pass {
+                for step in &p.plan.steps {
+                    super::executor::log_observed(&p.plan.revision.id, step);
+                }
+            }
             let mut run = summarize(&report);
             run.samples.pulls = pulls.take();
             Ok(run)
@@ -700,6 +726,98 @@ mod tests {
         assert!(got.expect_err("killed").0.contains("did not finish within"));
         let got: Result<serde_json::Value, Crash> = run_child(&sh("exit 7"), &[], &|| false, None);
         assert!(got.expect_err("no result").0.contains("exited with 7"));
+    }
+
+    #[test]
+    fn an_observed_plan_reports_its_steps_none_run() {
+        use crate::reconcile::model::{Plan, ReportKind, Revision, Step, Timestamp};
+        let step = |id, action| Step {
+            id,
+            action,
+            reason: "the policy blocks it".into(),
+            needs: Vec::new(),
+            not_before: None,
+            stage: 0,
+        };
+        let plan = Plan {
+            revision: Revision {
+                id: "abc".into(),
+                source: "r".into(),
+            },
+            actual_generation: 0,
+            now: Timestamp(0),
+            steps: vec![
+                step(
+                    1,
+                    Action::Pull {
+                        image: "i".into(),
+                        digest: "sha256:00".into(),
+                    },
+                ),
+                step(
+                    2,
+                    Action::Report {
+                        name: "db".into(),
+                        kind: ReportKind::Blocked,
+                    },
+                ),
+            ],
+        };
+        let report = FollowReport {
+            source: follow::SourceReport {
+                url: "file:///r".into(),
+                follows: "branch main".into(),
+                fetched: None,
+                history: None,
+                previous: None,
+                unavailable: None,
+                failed: None,
+                refused: None,
+                invalid: Vec::new(),
+                received_bytes: None,
+                recloned: false,
+                skipped: Vec::new(),
+            },
+            revision: None,
+            pass: Some(PassResult::Observed(Box::new(
+                super::super::pass::PlanReport {
+                    plan,
+                    containers: Default::default(),
+                    unknown: Default::default(),
+                    findings: Default::default(),
+                    next_pass: None,
+                },
+            ))),
+            gc: None,
+        };
+        let run = summarize(&report);
+        assert_eq!(run.result, "observed");
+        let got: Vec<(&str, &str, Option<&str>, Option<&str>)> = run
+            .samples
+            .steps
+            .iter()
+            .map(|s| {
+                assert_eq!((s.started_ns, s.took_ns), (None, None));
+                (
+                    s.action.as_str(),
+                    s.result.as_str(),
+                    s.container.as_deref(),
+                    s.error.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pull", "planned", None, None),
+                (
+                    "report",
+                    "reported",
+                    Some("db"),
+                    Some("the policy blocks it")
+                ),
+            ]
+        );
     }
 
     #[test]

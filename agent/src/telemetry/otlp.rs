@@ -200,7 +200,7 @@ pub fn pass_spans(pass: &PassEnded<'_>) -> Vec<Span> {
             attributes.push(("berth.container", text(c)));
         }
         // The error of a failed or refused step is its status's message, once (as
-        // OpenTelemetry has it); another step's (none so far) is an attribute.
+        // OpenTelemetry has it); another step's (a report's reason) is an attribute.
         let is_error = step.result == "failed" || step.result == "refused";
         if let Some(e) = step.error.as_deref().filter(|_| !is_error) {
             attributes.push(("berth.error", text(e)));
