@@ -279,6 +279,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             }
         };
         if !locked(&shared.connections).open(peer.ip()) {
+            // Counted as the rate's refusals are, though it is answered nothing.
+            shared.handle.metrics().webhook(429);
             if let Some(held) = locked(&shared.connections_log).admit(Instant::now()) {
                 tracing::warn!(target: "agent", %peer, "webhook refused: over {MAX_CONNECTIONS_PER_PEER} connections open from this address; closed ({held} more so since the last such line)");
             }
@@ -292,10 +294,16 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 shared: shared.clone(),
                 peer,
             };
+            // Whether the request came to an answer, counted then; a connection that
+            // ends without one is counted below, as refused.
+            let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let answered_in = answered.clone();
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
+                let answered = answered_in.clone();
                 async move {
                     let answer = respond(req, peer, &shared).await;
+                    answered.store(true, std::sync::atomic::Ordering::Relaxed);
                     shared.handle.metrics().webhook(answer.status().as_u16());
                     Ok::<_, Infallible>(answer)
                 }
@@ -306,7 +314,12 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 .keep_alive(false)
                 .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(stream), service);
-            let paced = || locked(&logs.malformed_log).admit(Instant::now());
+            let paced = || {
+                if !answered.load(std::sync::atomic::Ordering::Relaxed) {
+                    logs.handle.metrics().webhook(400);
+                }
+                locked(&logs.malformed_log).admit(Instant::now())
+            };
             match tokio::time::timeout(CONNECTION_WITHIN, conn).await {
                 Err(_) => {
                     if let Some(held) = paced() {

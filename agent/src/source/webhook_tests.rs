@@ -262,6 +262,7 @@ struct Served {
     rt: tokio::runtime::Runtime,
     server: Option<WebhookServer>,
     rx: Receiver<Trigger>,
+    handle: Handle,
     _dir: tempfile::TempDir,
 }
 
@@ -280,11 +281,12 @@ impl Served {
             listen: "127.0.0.1:0".into(),
             secret_file,
         };
-        let server = start(rt.handle(), handle, &webhook, &main_branch()).expect("start");
+        let server = start(rt.handle(), handle.clone(), &webhook, &main_branch()).expect("start");
         Served {
             rt,
             server: Some(server),
             rx,
+            handle,
             _dir: dir,
         }
     }
@@ -697,4 +699,49 @@ fn one_peer_holds_at_most_its_share_of_the_connections() {
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.push_from(holder, PUSH_SIG, PUSH).0, 202);
+}
+
+#[test]
+fn connections_refused_before_a_request_is_answered_are_counted() {
+    let s = Served::start();
+    let count = |result: &str| {
+        let text = s.handle.metrics().encode();
+        let line = format!("berth_webhook_requests_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Not HTTP: hyper answers 400 before any handler runs.
+    let mut c = s.connect_from(Ipv4Addr::LOCALHOST);
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    c.write_all(b"\x16\x03\x01 not http\r\n\r\n")
+        .expect("write");
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    assert!(
+        raw.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    // An answered refusal is counted once.
+    assert_eq!(s.send("GET /v1/webhook HTTP/1.1", b"").0, 405);
+    let wait = |what: &str, want: u64| {
+        for _ in 0..200 {
+            if count(what) == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{what}: {} counted, {want} expected", count(what));
+    };
+    wait("refused", 2);
+    // One more than a peer's share of connections: closed unanswered, and counted.
+    let holder = Ipv4Addr::new(127, 0, 0, 4);
+    let held: Vec<std::net::TcpStream> = (0..=MAX_CONNECTIONS_PER_PEER)
+        .map(|_| s.connect_from(holder))
+        .collect();
+    wait("throttled", 1);
+    drop(held);
 }
