@@ -126,15 +126,17 @@ print(json.dumps(out))
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
-/// The value of the one sample `name` with `labels` (a subset of its labels).
+/// The sum of the samples `name` with `labels` (a subset of their labels); none when
+/// there is no such sample.
 fn value(parsed: &BTreeMap<String, Value>, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    parsed.values().find_map(|f| {
-        f["samples"].as_array()?.iter().find_map(|s| {
-            (s[0] == name && labels.iter().all(|(k, v)| s[1][*k] == *v))
-                .then(|| s[2].as_f64())
-                .flatten()
-        })
-    })
+    let found: Vec<f64> = parsed
+        .values()
+        .filter_map(|f| f["samples"].as_array())
+        .flatten()
+        .filter(|s| s[0] == name && labels.iter().all(|(k, v)| s[1][*k] == *v))
+        .filter_map(|s| s[2].as_f64())
+        .collect();
+    (!found.is_empty()).then(|| found.iter().sum())
 }
 
 /// A `prometheus` server on a loopback port of its own, its data in a temporary

@@ -39,6 +39,27 @@ const PULL_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
 ];
 
+/// The steps' verbs (as `berth plan` prints them), each counted from zero in
+/// `berth_reconcile_steps_total` with `done` and `failed` (a report with `reported`).
+pub const STEP_ACTIONS: [&str; 13] = [
+    "pull",
+    "create-network",
+    "create-volume",
+    "create",
+    "start",
+    "stop",
+    "remove",
+    "forget",
+    "wait-healthy",
+    "verify",
+    "remove-network",
+    "remove-volume",
+    "report",
+];
+
+/// The `result`s of `berth_image_pulls_total`.
+const PULL_RESULTS: [&str; 2] = ["pulled", "failed"];
+
 /// The container states a gauge is kept for even when no container is in them, so
 /// that `berth_containers{state="running"} == 0` can be alerted on.
 const STATES: [&str; 5] = ["running", "created", "exited", "stopped", "unknown"];
@@ -65,6 +86,17 @@ pub enum PassTrigger {
 }
 
 impl PassTrigger {
+    pub const ALL: [PassTrigger; 8] = [
+        PassTrigger::Start,
+        PassTrigger::Interval,
+        PassTrigger::Api,
+        PassTrigger::Source,
+        PassTrigger::Exit,
+        PassTrigger::Health,
+        PassTrigger::Retry,
+        PassTrigger::Resync,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PassTrigger::Start => "start",
@@ -90,6 +122,13 @@ pub enum PassEnd {
 }
 
 impl PassEnd {
+    pub const ALL: [PassEnd; 4] = [
+        PassEnd::Converged,
+        PassEnd::NotConverged,
+        PassEnd::Observed,
+        PassEnd::Failed,
+    ];
+
     /// The end named by a pass's `result` (`converged`, `not-converged`, `observed`).
     pub fn of(result: &str) -> PassEnd {
         match result {
@@ -177,7 +216,7 @@ pub struct StepSample {
     pub took_ns: Option<u64>,
 }
 
-/// One image pull that reached the registry.
+/// One image pull attempt (a digest already in the store is no attempt).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PullSample {
     /// Whether it ended with the image in the store.
@@ -379,7 +418,7 @@ impl Metrics {
         let pulls = Family::<ResultLabel, Counter>::default();
         registry.register(
             "berth_image_pulls",
-            "Image pulls that reached a registry, by result",
+            "Image pull attempts (a digest already in the store is none), by result",
             pulls.clone(),
         );
         let pull_bytes = Counter::default();
@@ -392,7 +431,7 @@ impl Metrics {
         let pull_duration = Histogram::new(PULL_BUCKETS);
         registry.register_with_unit(
             "berth_image_pull_duration",
-            "How long an image pull that reached a registry took",
+            "How long an image pull attempt took",
             Unit::Seconds,
             pull_duration.clone(),
         );
@@ -408,7 +447,32 @@ impl Metrics {
             "Requests to the source webhook receiver, by how they were answered",
             webhooks.clone(),
         );
-        // Every result from zero, so that a rate over them is defined from the start.
+        // Every result from zero, so that a rate over them is defined from the start
+        // (so are those of the passes, the steps and the pulls).
+        for end in PassEnd::ALL {
+            for trigger in PassTrigger::ALL {
+                let _ = passes.get_or_create(&PassLabels {
+                    result: end.as_str(),
+                    trigger: trigger.as_str(),
+                });
+            }
+        }
+        for action in STEP_ACTIONS {
+            let results: &[&str] = if action == "report" {
+                &["reported"]
+            } else {
+                &["done", "failed"]
+            };
+            for result in results {
+                let _ = steps.get_or_create(&StepLabels {
+                    action: action.to_string(),
+                    result: result.to_string(),
+                });
+            }
+        }
+        for result in PULL_RESULTS {
+            let _ = pulls.get_or_create(&ResultLabel { result });
+        }
         for result in WEBHOOK_RESULTS {
             let _ = webhooks.get_or_create(&ResultLabel { result });
         }
@@ -483,7 +547,7 @@ impl Metrics {
                 .inc();
         }
         for p in &samples.pulls {
-            let result = if p.ok { "pulled" } else { "failed" };
+            let result = PULL_RESULTS[usize::from(!p.ok)];
             self.pulls.get_or_create(&ResultLabel { result }).inc();
             self.pull_bytes.inc_by(p.bytes);
             self.pull_duration.observe(p.seconds);

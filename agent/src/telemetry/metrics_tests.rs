@@ -313,3 +313,38 @@ fn pulls_are_logged_from_any_thread_and_taken_once() {
     assert_eq!(got, [1, 2]);
     assert!(log.take().is_empty());
 }
+
+#[test]
+fn passes_steps_and_pulls_are_counted_from_zero() {
+    let text = Metrics::new().encode();
+    for line in [
+        "berth_reconcile_passes_total{result=\"failed\",trigger=\"start\"} 0\n",
+        "berth_reconcile_passes_total{result=\"not_converged\",trigger=\"retry\"} 0\n",
+        "berth_reconcile_steps_total{action=\"start\",result=\"failed\"} 0\n",
+        "berth_reconcile_steps_total{action=\"pull\",result=\"done\"} 0\n",
+        "berth_reconcile_steps_total{action=\"report\",result=\"reported\"} 0\n",
+        "berth_image_pulls_total{result=\"pulled\"} 0\n",
+        "berth_image_pulls_total{result=\"failed\"} 0\n",
+    ] {
+        assert!(text.contains(line), "{line}in:\n{text}");
+    }
+    // A pull that never reached a registry is an attempt that failed: counted, and so
+    // documented.
+    assert!(
+        text.contains("# HELP berth_image_pulls Image pull attempts"),
+        "{text}"
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .unwrap();
+    let row = |name: &str| {
+        doc.lines()
+            .find(|l| l.starts_with(&format!("| `{name}`")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("berth_image_pulls_total").contains("attempts"));
+    let steps = row("berth_reconcile_steps_total");
+    for action in STEP_ACTIONS {
+        assert!(steps.contains(&format!("`{action}`")), "{action}");
+    }
+}

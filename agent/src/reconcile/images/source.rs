@@ -56,7 +56,8 @@ pub struct Registry<'a> {
     pub snapshots: &'a SnapshotStore,
     pub client: &'a Client,
     pub rt: &'a tokio::runtime::Handle,
-    /// Where each pull that reaches the registry is recorded (the agent's metrics).
+    /// Where each pull attempt is recorded (the agent's metrics), a failed one too,
+    /// even when the registry could not be reached.
     pub pulls: Option<&'a PullLog>,
 }
 
@@ -72,7 +73,7 @@ impl ImageSource for Registry<'_> {
             &opts,
             &bytes,
         ));
-        // A pinned image already in the store never reached the registry: not a pull.
+        // A pinned image already in the store is not an attempt: not counted.
         if let Some(log) = self.pulls
             && !pulled.as_ref().is_ok_and(|p| p.from_store)
         {
