@@ -335,10 +335,10 @@ pub struct TelemetrySection {
 pub const DEFAULT_OTLP_QUEUE: usize = 2048;
 /// The largest `telemetry.otlp_queue`. A span is usually a few hundred bytes, at most
 /// about 6 KiB (the agent cuts each of its strings at 1 KiB): the default queue holds
-/// at most about 12 MiB, the largest one about 6 GiB in the worst case (every span
-/// with a step's error of 1 KiB or more), so a queue near the largest is for a node
-/// with the memory for it.
-const MAX_OTLP_QUEUE: i64 = 1 << 20;
+/// at most about 12 MiB, the largest one at most about 384 MiB in the worst case
+/// (every span with a step's error of 1 KiB or more), which bounds what a dead
+/// collector can make the agent hold.
+const MAX_OTLP_QUEUE: i64 = 1 << 16;
 
 impl Default for TelemetrySection {
     fn default() -> Self {
