@@ -66,9 +66,14 @@ fn family<'a>(name: &'a str, kind: &str) -> &'a str {
 
 /// `GET path` on `addr` over plain HTTP/1.0: (status, content type, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    get_with(addr, path, "")
+}
+
+/// [`get`] with `headers` (each line ending in CRLF) added to the request.
+fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
     let mut c = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(c, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n").unwrap();
     let mut text = String::new();
     c.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -264,6 +269,16 @@ fn prometheus_scrapes_the_agent_and_its_metrics_are_as_documented() {
     assert_eq!(content_type, OPENMETRICS);
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert_eq!(get(listen, "/v1/status").0, 404);
+    // A client that asks for the classic text format only gets it.
+    let (status, content_type, classic) =
+        get_with(listen, "/metrics", "Accept: text/plain;version=0.0.4\r\n");
+    assert_eq!(status, 200, "{classic}");
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        classic.contains("# TYPE berth_reconcile_passes_total counter\n")
+            && !classic.contains("# EOF"),
+        "{classic}"
+    );
     let (content_type, on_socket) = api_get(&h.node.run_dir().join("api.sock"), "/metrics");
     assert_eq!(content_type, OPENMETRICS);
     let docs = documented();

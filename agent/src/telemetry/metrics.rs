@@ -29,6 +29,40 @@ use serde::{Deserialize, Serialize};
 /// The media type of the exposition: OpenMetrics text 1.0.0.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The media type of the classic Prometheus text format, for a client that asks for it.
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The format of an exposition, as a scrape's `Accept` header asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics text 1.0.0 ([`CONTENT_TYPE`]).
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 ([`TEXT_CONTENT_TYPE`]).
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics, unless `accept` names `text/plain` and not OpenMetrics (no
+    /// `Accept`, or `*/*`, is OpenMetrics, as it always was).
+    pub fn of(accept: Option<&str>) -> Format {
+        let Some(a) = accept.map(str::to_ascii_lowercase) else {
+            return Format::OpenMetrics;
+        };
+        if a.contains("text/plain") && !a.contains("application/openmetrics-text") {
+            Format::Text
+        } else {
+            Format::OpenMetrics
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => CONTENT_TYPE,
+            Format::Text => TEXT_CONTENT_TYPE,
+        }
+    }
+}
+
 /// Buckets of the pass duration (seconds): a pass with nothing to do takes a fraction
 /// of a second; one that pulls images, minutes.
 const PASS_BUCKETS: [f64; 14] = [
@@ -651,9 +685,21 @@ impl Metrics {
 
     /// The exposition: OpenMetrics text, ended by `# EOF`.
     pub fn encode(&self) -> String {
+        self.encode_as(Format::OpenMetrics)
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
         out
     }
 
@@ -664,12 +710,22 @@ impl Metrics {
         state_dir: &Path,
         backoff: crate::reconcile::backoff::RestartBackoff,
     ) -> String {
+        self.scrape_as(state_dir, backoff, Format::OpenMetrics)
+    }
+
+    /// [`Metrics::scrape`] in `format`.
+    pub fn scrape_as(
+        &self,
+        state_dir: &Path,
+        backoff: crate::reconcile::backoff::RestartBackoff,
+        format: Format,
+    ) -> String {
         let _one = self
             .scraping
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.look(state_dir, backoff);
-        self.encode()
+        self.encode_as(format)
     }
 
     /// Updates what is read from the state directory; what cannot be read is warned

@@ -190,12 +190,14 @@ async fn respond<B>(req: &Request<B>, handle: &Handle) -> Response<Full<Bytes>> 
         );
         return r;
     }
-    match scrape(handle).await {
+    let accept = req.headers().get(hyper::header::ACCEPT);
+    let format = super::metrics::Format::of(accept.and_then(|a| a.to_str().ok()));
+    match scrape_as(handle, format).await {
         Some(body) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+                hyper::header::HeaderValue::from_static(format.content_type()),
             );
             r
         }
@@ -209,10 +211,15 @@ async fn respond<B>(req: &Request<B>, handle: &Handle) -> Response<Full<Bytes>> 
 /// The exposition of `handle`'s metrics, the host looked at on a blocking thread; none
 /// when that thread failed.
 pub async fn scrape(handle: &Handle) -> Option<String> {
+    scrape_as(handle, super::metrics::Format::OpenMetrics).await
+}
+
+/// [`scrape`] in `format`.
+pub async fn scrape_as(handle: &Handle, format: super::metrics::Format) -> Option<String> {
     let metrics = handle.metrics().clone();
     let dir = handle.state_dir().to_path_buf();
     let backoff = handle.backoff();
-    tokio::task::spawn_blocking(move || metrics.scrape(&dir, backoff))
+    tokio::task::spawn_blocking(move || metrics.scrape_as(&dir, backoff, format))
         .await
         .ok()
 }

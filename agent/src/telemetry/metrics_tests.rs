@@ -348,3 +348,32 @@ fn passes_steps_and_pulls_are_counted_from_zero() {
         assert!(steps.contains(&format!("`{action}`")), "{action}");
     }
 }
+
+#[test]
+fn a_scrape_that_asks_for_the_text_format_gets_it() {
+    use Format::{OpenMetrics, Text};
+    for (accept, want) in [
+        (None, OpenMetrics),
+        (Some("*/*"), OpenMetrics),
+        (
+            Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+            OpenMetrics,
+        ),
+        (Some("text/plain;version=0.0.4"), Text),
+        (Some("Text/Plain"), Text),
+    ] {
+        assert_eq!(Format::of(accept), want, "{accept:?}");
+    }
+    let m = Metrics::new();
+    let text = m.encode_as(Text);
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# TYPE berth_reconcile_passes_total counter\n"),
+        "{text}"
+    );
+    assert!(m.encode_as(OpenMetrics).ends_with("# EOF\n"));
+    assert_eq!(
+        Text.content_type(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+}
