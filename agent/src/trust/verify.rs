@@ -346,16 +346,19 @@ pub fn commit_verdict(chain: &Chain, now: CommitCheck, flags: &mut Vec<Flag>) ->
     }
 }
 
-/// The agent's clone under `state_dir`, or why it cannot be opened.
-pub fn open_clone(state_dir: &Path) -> Result<Repository, String> {
+/// The agent's clone cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("the clone {} cannot be read", path.display())]
+pub struct CloneUnreadable {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: git2::Error,
+}
+
+/// The agent's clone under `state_dir`.
+pub fn open_clone(state_dir: &Path) -> Result<Repository, CloneUnreadable> {
     let path = state_dir.join("source").join("repo.git");
-    Repository::open_bare(&path).map_err(|e| {
-        format!(
-            "the clone {} cannot be read: {}",
-            path.display(),
-            e.message()
-        )
-    })
+    Repository::open_bare(&path).map_err(|source| CloneUnreadable { path, source })
 }
 
 /// The trust chains of every running container as the audit report carries them;
@@ -368,7 +371,7 @@ pub fn for_audit(state_dir: &Path, cfg: &NodeConfig, verify_now: bool) -> Vec<Tr
     let repo = chains
         .values()
         .any(|c| c.commit.is_some())
-        .then(|| open_clone(state_dir));
+        .then(|| open_clone(state_dir).map_err(|e| crate::util::error_chain(&e)));
     let mut images = BTreeMap::new();
     chains
         .into_iter()
