@@ -196,9 +196,8 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
     // arguments (`--observe` too): the agent stays small between passes. The pass's
     // process gets the stop and ends after its step.
     let runner = |fetch: bool| {
+        // The pass's process also writes the node's audit report (`trust::live`).
         let run = worker::pass_in_child(fetch, &|| stopping.load(Ordering::Relaxed));
-        // The node's audit report, whatever the pass did (`trust::live`, `GET /v1/audit`).
-        crate::trust::live::after_pass(loaded);
         // The pass's starts and probes changed what is due, and maybe the health.
         if let Some(p) = &prober {
             p.passed(run.as_ref().is_ok_and(|r| r.changed));

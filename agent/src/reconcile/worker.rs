@@ -420,7 +420,14 @@ pub fn serve(env: &Env<'_>, agent_pid: u32, job: Job) -> std::io::Result<()> {
             .spawn(async move { while hup.recv().await.is_some() {} });
     }
     let mut line = match job {
-        Job::Pass { observe, fetch } => serde_json::to_vec(&in_process(env, observe, fetch)),
+        Job::Pass { observe, fetch } => {
+            let result = in_process(env, observe, fetch);
+            // The node's audit report, whatever the pass did (`trust::live`, `GET
+            // /v1/audit`), made here rather than in the agent so that the agent stays
+            // small between passes.
+            crate::trust::live::after_pass(env.loaded);
+            serde_json::to_vec(&result)
+        }
         Job::Plan => serde_json::to_vec(&plan_result(env)),
         Job::Probe => serde_json::to_vec(&probe_round(env)),
     }
