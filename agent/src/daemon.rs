@@ -196,8 +196,13 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
     // arguments (`--observe` too): the agent stays small between passes. The pass's
     // process gets the stop and ends after its step.
     let runner = |fetch: bool| {
-        // The pass's process also writes the node's audit report (`trust::live`).
+        // The pass's process also writes the node's audit report (`trust::live`), so
+        // that the agent's heap does not grow with it; when that process ended without
+        // a result, the agent writes it, whatever the pass did.
         let run = worker::pass_in_child(fetch, &|| stopping.load(Ordering::Relaxed));
+        if matches!(run, Err(worker::PassFailure::Crashed { .. })) {
+            crate::trust::live::after_pass(loaded);
+        }
         // The pass's starts and probes changed what is due, and maybe the health.
         if let Some(p) = &prober {
             p.passed(run.as_ref().is_ok_and(|r| r.changed));
