@@ -100,7 +100,7 @@ pub struct SourceReport {
 
 impl SourceReport {
     /// Nothing happened yet at `url`, which follows `follows`.
-    fn of(url: String, follows: String) -> SourceReport {
+    pub(crate) fn of(url: String, follows: String) -> SourceReport {
         SourceReport {
             url,
             follows,

@@ -771,20 +771,7 @@ mod tests {
             ],
         };
         let report = FollowReport {
-            source: follow::SourceReport {
-                url: "file:///r".into(),
-                follows: "branch main".into(),
-                fetched: None,
-                history: None,
-                previous: None,
-                unavailable: None,
-                failed: None,
-                refused: None,
-                invalid: Vec::new(),
-                received_bytes: None,
-                recloned: false,
-                skipped: Vec::new(),
-            },
+            source: follow::SourceReport::of("file:///r".into(), "branch main".into()),
             revision: None,
             pass: Some(PassResult::Observed(Box::new(
                 super::super::pass::PlanReport {

@@ -264,20 +264,10 @@ pub fn start(
 /// its header timeout, one request, and an end after [`CONNECTION_WITHIN`].
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        // The semaphore is never closed: a permit always comes.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of descriptors, most likely: wait for some to be freed.
-                tracing::warn!(target: "agent", error = %e, "webhook receiver: cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    // The semaphore is never closed: a permit always comes.
+    while let Some((permit, stream, peer)) =
+        crate::util::peers::accept_slot(&listener, &slots, "webhook receiver").await
+    {
         if !locked(&shared.connections).open(peer.ip()) {
             // Counted as the rate's refusals are, though it is answered nothing.
             shared.handle.metrics().webhook(429);

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::reconcile::controller::Handle;
-use crate::util::peers::PeerConnections;
+use crate::util::peers::{PeerConnections, accept_slot};
 
 /// Connections served at once; the next ones wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -118,20 +118,8 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn accept_loop(listener: tokio::net::TcpListener, handle: Arc<Handle>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = Arc::new(Mutex::new(PeerConnections::new(MAX_CONNECTIONS_PER_PEER)));
-    loop {
-        // The semaphore is never closed: a permit always comes.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of descriptors, most likely: wait for some to be freed.
-                tracing::warn!(target: "agent", error = %e, "metrics: cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    // The semaphore is never closed: a permit always comes.
+    while let Some((permit, stream, peer)) = accept_slot(&listener, &slots, "metrics").await {
         if !locked(&connections).open(peer.ip()) {
             // Closed unanswered; not a warning, which a peer could make a flood of.
             tracing::debug!(target: "agent", %peer, "metrics: over {MAX_CONNECTIONS_PER_PEER} connections open from this address; closed");

@@ -3,7 +3,32 @@
 //! the webhook receiver and the metrics address.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The next connection of `listener` once one of `slots` is free, with the slot it
+/// holds: an accept that fails (out of descriptors, most likely) is said as `what`'s
+/// and tried again a moment later. None only if `slots` is closed.
+pub async fn accept_slot(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    what: &str,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = slots.clone().acquire_owned().await.ok()?;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => return Some((permit, stream, peer)),
+            Err(e) => {
+                tracing::warn!(target: "agent", error = %e, "{what}: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
 
 /// The address a peer is counted by: its IPv4 address (an IPv4-mapped IPv6 one too),
 /// or its IPv6 /64, the least block a host is given, so that one host does not count as
