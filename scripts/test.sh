@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 # Tests: the real components berth meets (DESIGN.md §8, §9).
 # The package test: lintian, systemd-analyze (systemd), adduser (the package's postinst).
 # The metrics test: prometheus, a real server scraping the agent.
+# The MQTT tests and bench/fleet.sh: mosquitto (the broker) and mosquitto-clients.
 PACKAGES=(
   build-essential pkg-config libssl-dev zlib1g-dev git ca-certificates curl
   runc crun containernetworking-plugins docker-registry umoci skopeo busybox-static
   age gnupg openssh-client openssh-server iproute2 iptables openssl python3 python3-pip python3-venv
-  lintian systemd adduser prometheus
+  lintian systemd adduser prometheus mosquitto mosquitto-clients
 )
 # Python test oracles (third-party readers of berth's outputs), in a private venv so the
 # system Python stays untouched.

@@ -9,6 +9,7 @@ pub mod agentd;
 pub mod fixture;
 pub mod git;
 pub mod live;
+pub mod mosquitto;
 pub mod registry;
 pub mod skip;
 

@@ -1,0 +1,1 @@
+//! MQTT revision notifications and node status (#20): written by a helper.

@@ -1,0 +1,1 @@
+//! Observe mode (#20): written by a helper.
