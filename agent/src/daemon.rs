@@ -38,6 +38,8 @@ pub enum DaemonError {
     Webhook(#[from] crate::source::webhook::WebhookError),
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::metrics_http::MetricsHttpError),
+    #[error("cannot subscribe to revision notifications (`source.notify`)")]
+    Notify(#[from] crate::source::mqtt::ConnError),
     #[error("cannot start the trace exporter")]
     Traces(#[from] crate::telemetry::otlp::OtlpError),
 }
@@ -46,7 +48,9 @@ pub enum DaemonError {
 pub const AGENTD: &str = "berth-agentd";
 
 /// Runs the agent until SIGTERM or SIGINT; each pass is `pass` with `--pass-worker`.
-pub fn run(loaded: &Loaded, pass: PassCommand) -> Result<(), DaemonError> {
+/// `observe`: `--observe` was given (the node status says so, as with
+/// `agent.mode = "observe"`).
+pub fn run(loaded: &Loaded, pass: PassCommand, observe: bool) -> Result<(), DaemonError> {
     crate::reconcile::worker::set_command(pass);
     // One worker thread is plenty for the API; the controller has a thread of its own.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -55,14 +59,14 @@ pub fn run(loaded: &Loaded, pass: PassCommand) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let served = serve(loaded, &runtime);
+    let served = serve(loaded, &runtime, observe);
     // A request still waiting on a blocking thread (a plan) does not hold the exit up.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     served
 }
 
 /// [`run`] on `rt`.
-fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonError> {
+fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime, observe: bool) -> Result<(), DaemonError> {
     let cfg = &loaded.config;
     let run_dir = &cfg.runtime.run_dir;
     // One agent per run directory (its socket) and per state directory (its records).
@@ -176,6 +180,26 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime) -> Result<(), DaemonErro
         .and_then(|s| Some((s.webhook.as_ref()?, &s.git_ref)));
     let _webhook = webhook
         .map(|(w, git_ref)| crate::source::webhook::start(rt.handle(), handle.clone(), w, git_ref))
+        .transpose()?;
+    // Revisions announced over MQTT fetch after a random delay below `spread`; the
+    // node's status goes back after each pass (`source.notify`). A file it cannot use
+    // ends the start, naming it; a broker that does not answer is tried again.
+    let notify = cfg
+        .source
+        .as_ref()
+        .and_then(|s| Some((s.notify.as_ref()?, &s.git_ref)));
+    let _notify = notify
+        .map(|(n, git_ref)| {
+            let name = crate::node::identity(loaded, None)
+                .name
+                .unwrap_or_else(|| "unnamed".into());
+            let observing = observe || cfg.agent.mode == berth_spec::node::AgentMode::Observe;
+            let node = crate::source::mqtt::Node {
+                name,
+                mode: if observing { "observe" } else { "enforce" },
+            };
+            crate::source::mqtt::start(rt.handle(), handle.clone(), n, git_ref, node)
+        })
         .transpose()?;
     let env = Env {
         loaded,
@@ -464,7 +488,7 @@ pub fn agentd_main() -> std::process::ExitCode {
         }
     };
     let pass = args.pass_command().pinned_to(loaded.path.as_deref());
-    match run(&loaded, pass) {
+    match run(&loaded, pass, args.observe) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", crate::util::error_chain(&e));

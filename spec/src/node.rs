@@ -58,6 +58,103 @@ pub struct Notify {
     pub password_file: Option<PathBuf>,
     /// An extra CA for an `mqtts` broker.
     pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: the client certificate (PEM, with its chain) and its key.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// An MQTT broker's address, from `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Broker {
+    pub tls: bool,
+    /// A name or an IP address (an IPv6 one without its brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why an `mqtt` URL names no broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("must start with mqtt:// or mqtts://")]
+    Scheme,
+    #[error("must not hold a user or password (use `username` and `password_file`)")]
+    UserInfo,
+    #[error("must name a host and port only, with no path")]
+    Path,
+    #[error("must name a host")]
+    Host,
+    #[error("has a port that is not a number from 1 to 65535")]
+    Port,
+}
+
+impl Broker {
+    /// Parses `mqtt://host[:port][/]` or `mqtts://host[:port][/]` (ports 1883 and 8883 by
+    /// default). User info is refused: a password belongs in a file, not in a URL that
+    /// logs and status show.
+    pub fn parse(url: &str) -> Result<Broker, BrokerError> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(BrokerError::Scheme);
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains('@') {
+            return Err(BrokerError::UserInfo);
+        }
+        if authority.contains(['/', '?', '#']) {
+            return Err(BrokerError::Path);
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or(BrokerError::Host)?;
+            match after {
+                "" => (h, None),
+                p => (h, Some(p.strip_prefix(':').ok_or(BrokerError::Host)?)),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                // An IPv6 address needs its brackets.
+                Some((h, _)) if h.contains(':') => return Err(BrokerError::Host),
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() || host.contains([' ', '[', ']']) {
+            return Err(BrokerError::Host);
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or(BrokerError::Port)?,
+        };
+        Ok(Broker {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// `mqtt[s]://host:port`, as logs and status show it.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Notify {
+    /// The broker `mqtt` names (checked when the configuration was read).
+    pub fn broker(&self) -> Option<Broker> {
+        Broker::parse(&self.mqtt).ok()
+    }
 }
 
 /// The default of `source.notify.spread`.
@@ -405,6 +502,8 @@ const NOTIFY: &[&str] = &[
     "username",
     "password_file",
     "ca_file",
+    "client_cert",
+    "client_key",
 ];
 const POLICY: &[&str] = &[
     "profile",
@@ -649,10 +748,7 @@ const UNENFORCED: &[(&str, &[Caller], &str)] = &[];
 
 /// The keys this build reads but does not act on: (key or section prefix, why).
 /// Remove a row when the code acting on it lands.
-const INERT: &[(&str, &str)] = &[(
-    "source.notify",
-    "this build subscribes to no revision notifications",
-)];
+const INERT: &[(&str, &str)] = &[];
 
 impl NodeConfig {
     /// The security keys set in this configuration that `caller` would have to enforce
@@ -798,6 +894,8 @@ impl NodeConfig {
             if let Some(n) = &s.notify {
                 add("source.notify.password_file".into(), &n.password_file);
                 add("source.notify.ca_file".into(), &n.ca_file);
+                add("source.notify.client_cert".into(), &n.client_cert);
+                add("source.notify.client_key".into(), &n.client_key);
             }
         }
         add("policy.trusted_root".into(), &self.policy.trusted_root);
@@ -1118,33 +1216,30 @@ fn source(r: &Reader<'_, '_, '_>) -> Option<SourceSection> {
 
 /// `source.notify`: `mqtt` and `topic` are required.
 fn notify(n: &Reader<'_, '_, '_>) -> Option<Notify> {
-    let mqtt = n.required_string("mqtt").and_then(|(u, loc)| {
-        let host = u
-            .strip_prefix("mqtt://")
-            .or_else(|| u.strip_prefix("mqtts://"))
-            .map(|rest| rest.split('/').next().unwrap_or(""));
-        match host {
-            Some(h) if !h.is_empty() => Some(u),
-            _ => {
+    let mqtt = n
+        .required_string("mqtt")
+        .and_then(|(u, loc)| match Broker::parse(&u) {
+            Ok(b) => Some((u, b)),
+            Err(why) => {
                 n.error(
                     &loc,
                     "mqtt",
                     format!(
-                        "`source.notify.mqtt` must be an mqtt:// or mqtts:// URL with a host, found `{}`",
+                        "`source.notify.mqtt` must be an mqtt:// or mqtts:// URL with a host: `{}` {why}",
                         without_userinfo(&u)
                     ),
                 );
                 None
             }
-        }
-    });
+        });
     let topic = n.required_string("topic").and_then(|(t, loc)| {
-        // Subscribing needs a topic name, not a filter; `#` and `+` are wildcards.
-        if t.is_empty() || t.contains(['#', '+', '\0']) {
+        // Subscribing needs a topic name, not a filter; `#` and `+` are wildcards. A
+        // topic is at most 65,535 bytes; the node's status goes below it.
+        if t.is_empty() || t.contains(['#', '+', '\0']) || t.len() > 1024 {
             n.error(
                 &loc,
                 "topic",
-                format!("`source.notify.topic` must be a topic name without wildcards (`#`, `+`), found `{t}`"),
+                format!("`source.notify.topic` must be a topic name of at most 1024 bytes without wildcards (`#`, `+`), found `{t}`"),
             );
             None
         } else {
@@ -1166,16 +1261,39 @@ fn notify(n: &Reader<'_, '_, '_>) -> Option<Notify> {
             );
     }
     let ca_file = path(n, "ca_file");
-    let mqtt = mqtt?;
-    if ca_file.is_some()
-        && !mqtt.starts_with("mqtts://")
-        && let Some(loc) = n.key_loc("ca_file")
-    {
-        n.error(
-            &loc,
-            "ca_file",
-            "`source.notify.ca_file` is for an mqtts:// broker only",
-        );
+    let client_cert = path(n, "client_cert");
+    let client_key = path(n, "client_key");
+    for (key, set, other) in [
+        ("client_cert", client_cert.is_some(), client_key.is_some()),
+        ("client_key", client_key.is_some(), client_cert.is_some()),
+    ] {
+        if set
+            && !other
+            && let Some(loc) = n.key_loc(key)
+        {
+            n.error(
+                &loc,
+                key,
+                "`source.notify.client_cert` and `client_key` go together (mutual TLS needs both)",
+            );
+        }
+    }
+    let (mqtt, broker) = mqtt?;
+    for (key, set) in [
+        ("ca_file", ca_file.is_some()),
+        ("client_cert", client_cert.is_some()),
+        ("client_key", client_key.is_some()),
+    ] {
+        if set
+            && !broker.tls
+            && let Some(loc) = n.key_loc(key)
+        {
+            n.error(
+                &loc,
+                key,
+                format!("`source.notify.{key}` is for an mqtts:// broker only"),
+            );
+        }
     }
     Some(Notify {
         mqtt,
@@ -1184,6 +1302,8 @@ fn notify(n: &Reader<'_, '_, '_>) -> Option<Notify> {
         username,
         password_file,
         ca_file,
+        client_cert,
+        client_key,
     })
 }
 

@@ -245,6 +245,75 @@ fn source_notify() {
 }
 
 #[test]
+fn source_notify_mutual_tls_and_broker_urls() {
+    let text = format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtts://b\"\ntopic = \"t\"\nclient_cert = \"/c.pem\"\nclient_key = \"/c.key\"\n"
+    );
+    let n = parse(&text).source.expect("source").notify.expect("notify");
+    assert_eq!(n.client_cert, Some(PathBuf::from("/c.pem")));
+    assert_eq!(n.client_key, Some(PathBuf::from("/c.key")));
+    let (line, _, key, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtts://b\"\ntopic = \"t\"\nclient_cert = \"/c.pem\"\n"
+    ));
+    assert_eq!((line, key.as_str()), (6, "source.notify.client_cert"));
+    assert!(msg.contains("go together"), "{msg}");
+    let d = NodeConfig::parse(
+        "berth.toml",
+        &format!(
+            "{SOURCE}[source.notify]\nmqtt = \"mqtt://b\"\ntopic = \"t\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\n"
+        ),
+    )
+    .expect_err("client certificates on plain mqtt");
+    let lines: Vec<_> = d
+        .iter()
+        .map(|d| (d.line, d.key.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (6, "source.notify.client_cert".into()),
+            (7, "source.notify.client_key".into())
+        ]
+    );
+    assert!(d[0].message.contains("mqtts:// broker only"), "{d:?}");
+    // A password in the URL is refused, and not repeated.
+    let (_, _, key, msg) = error(&format!(
+        "{SOURCE}[source.notify]\nmqtt = \"mqtt://u:hunter2@b\"\ntopic = \"t\"\n"
+    ));
+    assert_eq!(key, "source.notify.mqtt");
+    assert!(
+        msg.contains("password_file") && !msg.contains("hunter2"),
+        "{msg}"
+    );
+
+    let b = |u: &str| Broker::parse(u);
+    let ok = |tls, host: &str, port| {
+        Ok(Broker {
+            tls,
+            host: host.into(),
+            port,
+        })
+    };
+    assert_eq!(b("mqtt://broker"), ok(false, "broker", 1883));
+    assert_eq!(b("mqtts://broker/"), ok(true, "broker", 8883));
+    assert_eq!(b("mqtts://10.0.0.1:8884"), ok(true, "10.0.0.1", 8884));
+    assert_eq!(b("mqtt://[::1]:1999"), ok(false, "::1", 1999));
+    assert_eq!(b("mqtt://[::1]"), ok(false, "::1", 1883));
+    assert_eq!(
+        b("mqtt://[::1]").map(|b| b.url()),
+        Ok("mqtt://[::1]:1883".into())
+    );
+    assert_eq!(b("tcp://b"), Err(BrokerError::Scheme));
+    assert_eq!(b("mqtt://b:0"), Err(BrokerError::Port));
+    assert_eq!(b("mqtt://b:65536"), Err(BrokerError::Port));
+    assert_eq!(b("mqtt://b:x"), Err(BrokerError::Port));
+    assert_eq!(b("mqtt://"), Err(BrokerError::Host));
+    assert_eq!(b("mqtt://::1:1883"), Err(BrokerError::Host));
+    assert_eq!(b("mqtt://b/topic"), Err(BrokerError::Path));
+    assert_eq!(b("mqtt://u@b"), Err(BrokerError::UserInfo));
+}
+
+#[test]
 fn runtime_resync_and_gc_grace() {
     let rt = parse("[runtime]\nresync = \"5m\"\ngc_grace = \"0s\"\n").runtime;
     assert_eq!(rt.resync, Duration::from_secs(300));

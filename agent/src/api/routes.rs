@@ -131,7 +131,9 @@ async fn status(State(c): State<Ctx>) -> Answer {
     let dir = c.handle.state_dir().to_path_buf();
     let backoff = c.handle.backoff();
     let doc = blocking(move || StatusDoc::read(&dir, true, unix_now(), backoff)).await?;
-    json(doc.map_err(|e| state_failure(&e))?)
+    let mut doc = doc.map_err(|e| state_failure(&e))?;
+    doc.notify = c.handle.notify_state();
+    json(doc)
 }
 
 async fn containers(State(c): State<Ctx>) -> Answer {

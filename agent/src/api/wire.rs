@@ -40,6 +40,9 @@ pub struct StatusDoc {
     /// What vouched for each container berth runs (`trust`), in name order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_chains: Vec<crate::trust::Shown>,
+    /// The MQTT channel of `source.notify`, as the running agent sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::source::mqtt::ChannelState>,
 }
 
 /// One condition, as Flux shows them.
@@ -89,6 +92,7 @@ impl StatusDoc {
             containers,
             findings: view.findings,
             trust_chains: Vec::new(),
+            notify: None,
         }
     }
 }

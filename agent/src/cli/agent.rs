@@ -22,7 +22,7 @@
 use std::process::ExitCode;
 
 use berth_spec::Diagnostic;
-use berth_spec::node::Caller;
+use berth_spec::node::{AgentMode, Caller};
 use clap::Args;
 
 use super::config::{self, ConfigError, Loaded};
@@ -144,6 +144,8 @@ pub fn run(cli: &Cli, args: &AgentArgs) -> ExitCode {
         errors.extend(crate::node::unusable_trusted_root(&loaded));
         // Signing keys that are there must be usable: every revision would be refused.
         errors.extend(crate::node::unusable_signing_keys(&loaded));
+        // The MQTT files that are there must be usable: the agent would not start.
+        errors.extend(crate::source::mqtt::check_files(&loaded.config, &shown));
     }
     match config::node_policy(&loaded, None) {
         Ok(_) => {}
@@ -210,7 +212,7 @@ fn daemon(cli: &Cli, args: &AgentArgs, loaded: &Loaded) -> ExitCode {
             );
         }
         let pass = worker::PassCommand::this_process().pinned_to(loaded.path.as_deref());
-        return match crate::daemon::run(loaded, pass) {
+        return match crate::daemon::run(loaded, pass, args.observe) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", error_chain(&e));
@@ -294,7 +296,9 @@ fn pass_worker(cli: &Cli, agent: u32, args: &AgentArgs) -> ExitCode {
     let job = if args.pass_plan {
         worker::Job::Plan
     } else if args.pass_probe {
-        worker::Job::Probe
+        worker::Job::Probe {
+            observe: args.observe,
+        }
     } else {
         worker::Job::Pass {
             observe: args.observe,
@@ -330,6 +334,14 @@ fn pass_worker(cli: &Cli, agent: u32, args: &AgentArgs) -> ExitCode {
             )
         ));
     }
+    // `agent.mode = "observe"` as `--observe`: no probe runs (the pass itself reads
+    // the mode from the configuration).
+    let job = match job {
+        worker::Job::Probe { .. } if loaded.config.agent.mode == AgentMode::Observe => {
+            worker::Job::Probe { observe: true }
+        }
+        other => other,
+    };
     let env = match env(&loaded) {
         Ok(env) => env,
         Err(code) => return code,
@@ -443,6 +455,9 @@ fn render(report: &FollowReport, format: Format) {
                     println!("observe mode: nothing to do");
                 } else {
                     print!("{}", plan.plan);
+                    for w in plan.would() {
+                        println!("{w}");
+                    }
                     println!("observe mode: nothing was executed");
                 }
             }

@@ -26,6 +26,7 @@ mod inspect;
 mod key;
 mod logs;
 mod network;
+mod notify;
 mod pass;
 mod plan;
 mod ps;
@@ -114,6 +115,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Ask the agent to fetch and reconcile now; waits for the pass
     Reconcile(control::ControlArgs),
+    /// Announce a new revision to a fleet over MQTT (a CI step, a post-receive hook)
+    Notify(notify::NotifyArgs),
     /// Stop the agent's passes until `berth resume`
     Suspend(control::ControlArgs),
     /// Let the agent's passes run again
@@ -174,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Stats(args) => stats::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
         Command::Events(args) => events::run(&cli, args),
+        Command::Notify(args) => notify::run(&cli, args),
         Command::Reconcile(args) => control::run(&cli, control::Control::Reconcile, args),
         Command::Suspend(args) => control::run(&cli, control::Control::Suspend, args),
         Command::Resume(args) => control::run(&cli, control::Control::Resume, args),

@@ -180,6 +180,26 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
         }
         None => out.push("last pass:  none yet".to_string()),
     }
+    if let Some(n) = &doc.notify {
+        let mut line = match n.state.as_str() {
+            "connected" => format!(
+                "notify: connected to {}, topic {}, since {}",
+                n.broker, n.topic, n.since
+            ),
+            state => format!(
+                "notify: {state} to {}, topic {}, since {}",
+                n.broker, n.topic, n.since
+            ),
+        };
+        if let Some(e) = &n.last_error {
+            line.push_str(&format!("; last error: {e}"));
+        }
+        line.push_str(&format!("; {} message(s)", n.messages));
+        if let Some(c) = &n.last_commit {
+            line.push_str(&format!(", last {}", c.get(..12).unwrap_or(c)));
+        }
+        out.push(line);
+    }
     let mut text: String = out
         .iter()
         .map(|l| printable(l).into_owned() + "\n")
@@ -385,6 +405,7 @@ mod tests {
             )]
             .into(),
             trust_chains: vec![],
+            notify: None,
         };
         let want = "\
 agent: running (pid 4242)
@@ -440,6 +461,7 @@ web         running (healthy)         0          -                              
             containers: vec![],
             findings: Default::default(),
             trust_chains: vec![],
+            notify: None,
         };
         let shown = render(&doc, None);
         assert!(
@@ -578,6 +600,7 @@ web         running (healthy)         0          -                              
             containers: vec![],
             findings: Default::default(),
             trust_chains: vec![],
+            notify: None,
         };
         assert_eq!(
             render(&doc, None),

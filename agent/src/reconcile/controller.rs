@@ -108,6 +108,10 @@ pub struct Handle {
     metrics: Arc<Metrics>,
     /// The trace exporter, when `telemetry.otlp_endpoint` is set: each pass's spans.
     traces: Arc<std::sync::OnceLock<crate::telemetry::otlp::Exporter>>,
+    /// The MQTT channel's state, when `source.notify` is set.
+    notify: Arc<std::sync::OnceLock<Arc<std::sync::Mutex<crate::source::mqtt::ChannelState>>>>,
+    /// Passes ended so far: it changes after each pass's state is stored.
+    passes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Handle {
@@ -128,6 +132,21 @@ impl Handle {
     /// Sends each pass's spans to `exporter` from now on (once; a second is ignored).
     pub fn export_traces(&self, exporter: crate::telemetry::otlp::Exporter) {
         let _ = self.traces.set(exporter);
+    }
+
+    /// Shows `state` as the MQTT channel's (once; a second is ignored).
+    pub fn set_notify(&self, state: Arc<std::sync::Mutex<crate::source::mqtt::ChannelState>>) {
+        let _ = self.notify.set(state);
+    }
+
+    /// The MQTT channel's state, when there is one.
+    pub fn notify_state(&self) -> Option<crate::source::mqtt::ChannelState> {
+        self.notify.get()?.lock().ok().map(|s| s.clone())
+    }
+
+    /// The count of passes ended, which changes after each pass's state is stored.
+    pub fn passes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.passes.subscribe()
     }
 
     /// Sends a trigger; false when the controller has ended.
@@ -197,6 +216,8 @@ pub fn channel(
             state_dir: state_dir.to_path_buf(),
             metrics: Arc::new(Metrics::new()),
             traces: Arc::default(),
+            notify: Arc::default(),
+            passes: Arc::new(tokio::sync::watch::channel(0).0),
         },
         rx,
     )
@@ -358,6 +379,7 @@ pub fn run(
             resync,
         );
         store_or_warn(&state, &state_dir);
+        handle.passes.send_modify(|n| *n += 1);
         for w in wake.waiters {
             let _ = w.send(outcome.clone());
         }

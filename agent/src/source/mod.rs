@@ -6,6 +6,7 @@
 pub mod applied;
 pub mod checkout;
 pub mod fetch;
+pub mod mqtt;
 pub mod pgp;
 pub mod signature;
 pub mod signers;

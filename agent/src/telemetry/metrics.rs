@@ -216,6 +216,9 @@ const WEBHOOK_RESULTS: [&str; 5] = [
     "refused",
 ];
 
+/// Every `result` of `berth_mqtt_messages_total`.
+const MQTT_RESULTS: [&str; 2] = ["fetch", "ignored"];
+
 /// How a webhook request was answered: the `result` label of
 /// `berth_webhook_requests_total`, from the response's status.
 pub fn webhook_result(status: u16) -> &'static str {
@@ -391,6 +394,10 @@ pub struct Metrics {
     pull_duration: Histogram,
     fetches: Family<ResultLabel, Counter>,
     webhooks: Family<ResultLabel, Counter>,
+    mqtt_connected: Gauge,
+    mqtt_connections: Counter,
+    mqtt_messages: Family<ResultLabel, Counter>,
+    mqtt_status: Counter,
     revision_age: Gauge<f64, AtomicU64>,
     spans_dropped: Family<ReasonLabel, Counter>,
     spans_exported: Counter,
@@ -481,6 +488,33 @@ impl Metrics {
             "Requests to the source webhook receiver, by how they were answered",
             webhooks.clone(),
         );
+        let mqtt_connected = Gauge::default();
+        registry.register(
+            "berth_mqtt_connected",
+            "Whether the agent is connected to the MQTT broker of source.notify (1) or not (0)",
+            mqtt_connected.clone(),
+        );
+        let mqtt_connections = Counter::default();
+        registry.register(
+            "berth_mqtt_connections",
+            "Connections made to the MQTT broker of source.notify (the first and every reconnection)",
+            mqtt_connections.clone(),
+        );
+        let mqtt_messages = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "berth_mqtt_messages",
+            "Revision messages received over MQTT: fetch (about the followed ref) or ignored",
+            mqtt_messages.clone(),
+        );
+        for result in MQTT_RESULTS {
+            let _ = mqtt_messages.get_or_create(&ResultLabel { result });
+        }
+        let mqtt_status = Counter::default();
+        registry.register(
+            "berth_mqtt_status_published",
+            "Node status messages handed to the MQTT broker",
+            mqtt_status.clone(),
+        );
         // Every result from zero, so that a rate over them is defined from the start
         // (so are those of the passes, the steps and the pulls).
         for end in PassEnd::ALL {
@@ -553,6 +587,10 @@ impl Metrics {
             pull_duration,
             fetches,
             webhooks,
+            mqtt_connected,
+            mqtt_connections,
+            mqtt_messages,
+            mqtt_status,
             revision_age,
             spans_dropped,
             spans_exported,
@@ -598,6 +636,27 @@ impl Metrics {
     }
 
     /// Counts a request to the webhook receiver by the status it was answered with.
+    /// The MQTT channel connected (a new connection counted) or lost.
+    pub fn mqtt_connected(&self, on: bool) {
+        if on {
+            self.mqtt_connections.inc();
+        }
+        self.mqtt_connected.set(i64::from(on));
+    }
+
+    /// A revision message received: `fetch` or `ignored`.
+    pub fn mqtt_message(&self, fetch: bool) {
+        let result = if fetch { "fetch" } else { "ignored" };
+        self.mqtt_messages
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A node status message handed to the broker.
+    pub fn mqtt_status_published(&self) {
+        self.mqtt_status.inc();
+    }
+
     pub fn webhook(&self, status: u16) {
         self.webhooks
             .get_or_create(&ResultLabel {

@@ -1,0 +1,175 @@
+//! `berth notify --mqtt URL --topic T [--revision SHA] [--ref REF] [--username U
+//! --password-file F] [--ca-file C] [--client-cert F --client-key F]`: tells a fleet
+//! that a ref moved, from a CI step or a `post-receive` hook (docs/fleet.md). It
+//! publishes `{"ref": REF, "commit": SHA}` retained with QoS 1 on the topic the nodes'
+//! `source.notify.topic` names, and exits 0 once the broker acknowledged it; each node
+//! then fetches within its `spread` and verifies what it fetched as usual.
+//!
+//! `--revision` defaults to `HEAD` of the repository in the current directory, `--ref`
+//! to its current branch. Exit codes: 0 delivered; 2 usage (a bad URL, no repository
+//! to read the defaults from); 3 not delivered (the broker down, TLS or the password
+//! refused, an unusable file), saying why.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth_spec::diag::printable;
+use berth_spec::node::Broker;
+use clap::Args;
+
+use super::{Cli, EXIT_FAILED, EXIT_USAGE};
+use crate::source::mqtt::conn::{FLAG_NAMES, Settings};
+use crate::source::mqtt::message::Revision;
+use crate::source::mqtt::publish::publish;
+use crate::util::error_chain;
+
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    /// The broker: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (8883)
+    #[arg(long, value_name = "URL")]
+    pub mqtt: String,
+    /// The topic the nodes' `source.notify.topic` names
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: String,
+    /// The commit announced (default: HEAD of the repository in the current directory)
+    #[arg(long, value_name = "SHA")]
+    pub revision: Option<String>,
+    /// The ref that moved, e.g. refs/heads/main (default: the current branch)
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// User name at the broker
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// A file whose first line is the password (needs --username)
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// An extra CA for an mqtts:// broker (the system's CAs are trusted too)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: the client certificate (PEM)
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Mutual TLS: the client certificate's key (PEM)
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Give up when the broker has not acknowledged the message within this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+pub fn run(_cli: &Cli, args: &NotifyArgs) -> ExitCode {
+    let usage = |msg: String| {
+        eprintln!("error: {}", printable(&msg));
+        ExitCode::from(EXIT_USAGE)
+    };
+    let broker = match Broker::parse(&args.mqtt) {
+        Ok(b) => b,
+        Err(e) => {
+            return usage(format!(
+                "--mqtt `{}` {e}",
+                berth_spec::node::without_userinfo(&args.mqtt)
+            ));
+        }
+    };
+    if args.topic.is_empty() || args.topic.contains(['#', '+', '\0']) {
+        return usage(format!(
+            "--topic must be a topic name without wildcards (`#`, `+`), found `{}`",
+            args.topic
+        ));
+    }
+    let (commit, git_ref) = match defaults(args.revision.as_deref(), args.git_ref.as_deref()) {
+        Ok(r) => r,
+        Err(msg) => return usage(msg),
+    };
+    let settings = Settings {
+        broker,
+        username: args.username.clone(),
+        password_file: args.password_file.clone(),
+        ca_file: args.ca_file.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
+        names: FLAG_NAMES,
+    };
+    let revision = Revision {
+        git_ref,
+        commit: Some(commit),
+    };
+    let rt = match super::async_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let within = Duration::from_secs(args.timeout.max(1));
+    match rt.block_on(publish(&settings, &args.topic, &revision, within)) {
+        Ok(()) => {
+            println!(
+                "notified {}: {} at {}",
+                printable(&args.topic),
+                printable(&revision.git_ref),
+                revision.commit.as_deref().unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", printable(&error_chain(&e)));
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// The commit and ref announced: the flags, else `HEAD` and the current branch of the
+/// repository in the current directory. A commit given is taken as a full id only
+/// (a node compares it with what it fetched).
+fn defaults(revision: Option<&str>, git_ref: Option<&str>) -> Result<(String, String), String> {
+    let full_id =
+        |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let (Some(r), Some(g)) = (revision, git_ref) {
+        if !full_id(r) {
+            return Err(format!(
+                "--revision must be a full commit id (40 or 64 hex digits), found `{r}`"
+            ));
+        }
+        return Ok((r.to_ascii_lowercase(), g.to_string()));
+    }
+    let repo = git2::Repository::discover(".").map_err(|e| {
+        format!(
+            "no Git repository here to take {} from ({}); give them",
+            match (revision, git_ref) {
+                (None, None) => "--revision and --ref",
+                (None, Some(_)) => "--revision",
+                _ => "--ref",
+            },
+            e.message()
+        )
+    })?;
+    let commit = match revision {
+        Some(r) => repo
+            .revparse_single(r)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| format!("--revision `{r}` is not a commit here: {}", e.message()))?
+            .id()
+            .to_string(),
+        None => repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(|e| format!("HEAD is not a commit: {}", e.message()))?
+            .id()
+            .to_string(),
+    };
+    let git_ref = match git_ref {
+        Some(g) => g.to_string(),
+        None => {
+            let head = repo
+                .find_reference("HEAD")
+                .map_err(|e| format!("cannot read HEAD: {}", e.message()))?;
+            match head.symbolic_target().ok().flatten() {
+                Some(t) if t.starts_with("refs/heads/") => t.to_string(),
+                _ => return Err("HEAD is detached: give --ref (e.g. refs/heads/main)".into()),
+            }
+        }
+    };
+    Ok((commit, git_ref))
+}

@@ -1,0 +1,488 @@
+//! Revision notifications and node status over MQTT (`source.notify`, docs/fleet.md).
+//!
+//! The agent subscribes to `source.notify.topic` (QoS 1) as `berth-<node name>`. A
+//! revision message (`{"ref": "refs/heads/main", "commit": "<sha>"}`, published retained
+//! by `berth notify` so that a node coming online catches up) about the followed ref
+//! makes it fetch after a random delay below `spread`, so that a fleet does not reach
+//! the Git server in the same millisecond. A message only ever starts a fetch: what is
+//! applied is verified as any fetched revision. While a fetch waits for its delay, more
+//! messages join it; the controller gathers what comes during a pass into one more, so a
+//! flood makes at most one pass in flight and one queued.
+//!
+//! After every pass the agent publishes the node's status, retained, on
+//! `<topic>/nodes/<node name>` (`message::NodeStatus`), and again after each
+//! reconnection, so that a fleet owner sees every node from the broker alone.
+//!
+//! With the broker down the agent polls as before (`source.interval`) and connects again
+//! with a backoff from 1 s doubling to 60 s; `berth status` and the metrics
+//! (`berth_mqtt_connected`) show the channel's state. It runs on the agent's async
+//! runtime in `berth-agentd`.
+
+pub mod conn;
+pub mod message;
+pub mod publish;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_spec::node::{GitRef, Notify};
+use berth_spec::{Diagnostic, Location};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::reconcile::backoff::RestartBackoff;
+use crate::reconcile::controller::{Handle, Trigger};
+pub use conn::{ConnError, Settings};
+use message::{NodeStatus, Verdict};
+
+/// The first delay before connecting again; it doubles up to [`RECONNECT_MAX`].
+pub const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+/// The longest delay between two connection attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(60);
+
+/// The channel's state, as `berth status` and `GET /v1/status` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelState {
+    /// `mqtt[s]://host:port`.
+    pub broker: String,
+    pub topic: String,
+    /// `connecting`, `connected` or `disconnected`.
+    pub state: String,
+    /// Since when, RFC 3339.
+    pub since: String,
+    /// Why the last connection failed or ended (never a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Revision messages received since the agent started.
+    pub messages: u64,
+    /// The commit the last message about the followed ref named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit: Option<String>,
+}
+
+/// The running subscription: it ends when dropped.
+#[derive(Debug)]
+pub struct Channel {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Who this node is, for the client id and its status.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    /// `enforce` or `observe`.
+    pub mode: &'static str,
+}
+
+/// Subscribes to `notify` on `rt`; messages about `git_ref` send
+/// [`Trigger::SourceChanged`] to `handle`. Fails only on an unusable file (password,
+/// CA, client certificate or key); a broker that does not answer is tried again.
+pub fn start(
+    rt: &tokio::runtime::Handle,
+    handle: Handle,
+    notify: &Notify,
+    git_ref: &GitRef,
+    node: Node,
+) -> Result<Channel, ConnError> {
+    let settings = Settings::of(notify)?;
+    let options = settings.options(&format!("berth-{}", node.name))?;
+    let broker = settings.broker.url();
+    let state = Arc::new(Mutex::new(ChannelState {
+        broker: broker.clone(),
+        topic: notify.topic.clone(),
+        state: "connecting".into(),
+        since: crate::util::rfc3339::now(),
+        last_error: None,
+        messages: 0,
+        last_commit: None,
+    }));
+    handle.set_notify(state.clone());
+    // The request queue holds a subscription and a status or two; a status that finds
+    // it full is dropped (the next pass sends a newer one).
+    let (client, eventloop) = AsyncClient::new(options, 8);
+    let (tx, rx) = mpsc::channel(64);
+    let poller = rt.spawn(poll(eventloop, tx, broker));
+    let worker = rt.spawn(serve(Serve {
+        client,
+        rx,
+        handle,
+        state,
+        topic: notify.topic.clone(),
+        spread: notify.spread,
+        git_ref: git_ref.clone(),
+        node,
+    }));
+    Ok(Channel {
+        tasks: vec![poller, worker],
+    })
+}
+
+/// What the connection reports to [`serve`].
+#[derive(Debug)]
+enum Report {
+    Connected,
+    Lost { error: String, retry_in: Duration },
+    Message { topic: String, payload: Vec<u8> },
+    SubscribeRefused,
+}
+
+/// Drives the connection: rumqttc connects again at the next poll after an error; the
+/// delay between attempts doubles from [`RECONNECT_FIRST`] to [`RECONNECT_MAX`].
+async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Report>, broker: String) {
+    eventloop
+        .network_options
+        .set_connection_timeout(conn::CONNECT_WITHIN.as_secs());
+    let mut failures: u32 = 0;
+    loop {
+        let report = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                Some(Report::Connected)
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => Some(Report::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+            }),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => ack
+                .return_codes
+                .iter()
+                .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                .then_some(Report::SubscribeRefused),
+            Ok(_) => None,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let retry_in = reconnect_delay(failures);
+                let error = connection_error(&e, &broker);
+                if tx.send(Report::Lost { error, retry_in }).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(retry_in).await;
+                None
+            }
+        };
+        if let Some(r) = report
+            && tx.send(r).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The delay before the `n`th attempt after a failure: 1 s doubling to 60 s, less up to
+/// a fifth at random so that a fleet does not reconnect in step.
+fn reconnect_delay(n: u32) -> Duration {
+    let d = RECONNECT_FIRST
+        .saturating_mul(1u32 << n.saturating_sub(1).min(6))
+        .min(RECONNECT_MAX);
+    d - random_below(d / 5)
+}
+
+/// A connection error in words, naming the broker; a refusal says what it means.
+fn connection_error(e: &rumqttc::ConnectionError, broker: &str) -> String {
+    use rumqttc::ConnectReturnCode as C;
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(C::BadUserNamePassword) => {
+            format!("{broker} refused the user name or password")
+        }
+        rumqttc::ConnectionError::ConnectionRefused(C::NotAuthorized) => {
+            format!("{broker} refused the connection: not authorised")
+        }
+        rumqttc::ConnectionError::ConnectionRefused(C::BadClientId) => {
+            format!("{broker} refused the client id")
+        }
+        _ => crate::util::error_chain(e),
+    }
+}
+
+/// A random duration in `[0, d)`.
+fn random_below(d: Duration) -> Duration {
+    let nanos = d.as_nanos() as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.write_u32(std::process::id());
+    Duration::from_nanos(h.finish() % nanos)
+}
+
+struct Serve {
+    client: AsyncClient,
+    rx: mpsc::Receiver<Report>,
+    handle: Handle,
+    state: Arc<Mutex<ChannelState>>,
+    topic: String,
+    spread: Duration,
+    git_ref: GitRef,
+    node: Node,
+}
+
+/// Acts on what the connection reports and on each pass's end.
+async fn serve(mut s: Serve) {
+    let mut passes = s.handle.passes();
+    let status_topic = message::status_topic(&s.topic, &s.node.name);
+    // The status published last, sent again after a reconnection (a broker without
+    // persistence forgets retained messages when it restarts).
+    let mut last_status: Option<Vec<u8>> = None;
+    // When the fetch a message asked for is due; one at a time.
+    let mut fetch_at: Option<(tokio::time::Instant, String)> = None;
+    let metrics = s.handle.metrics().clone();
+    let mut connected = false;
+    let mut lost_said = false;
+    loop {
+        let due = fetch_at.as_ref().map(|(at, _)| *at);
+        tokio::select! {
+            report = s.rx.recv() => {
+                let Some(report) = report else { return };
+                match report {
+                    Report::Connected => {
+                        connected = true;
+                        lost_said = false;
+                        metrics.mqtt_connected(true);
+                        tracing::info!(target: "agent", "mqtt: connected to {}", s.state_broker());
+                        s.set_state("connected", None);
+                        if let Err(e) = s.client.try_subscribe(s.topic.clone(), QoS::AtLeastOnce) {
+                            tracing::warn!(target: "agent", error = %e, "mqtt: cannot subscribe");
+                        }
+                        if let Some(body) = &last_status {
+                            publish_status(&s.client, &status_topic, body, &metrics);
+                        }
+                    }
+                    Report::Lost { error, retry_in } => {
+                        if connected || !lost_said {
+                            tracing::warn!(target: "agent", "mqtt: connection to {} lost: {error}; retrying in {}s (polling every source.interval meanwhile)", s.state_broker(), retry_in.as_secs().max(1));
+                            lost_said = true;
+                        } else {
+                            tracing::debug!(target: "agent", "mqtt: {error}; retrying in {}s", retry_in.as_secs().max(1));
+                        }
+                        if connected {
+                            metrics.mqtt_connected(false);
+                        }
+                        connected = false;
+                        s.set_state("disconnected", Some(error));
+                    }
+                    Report::SubscribeRefused => {
+                        tracing::warn!(target: "agent", "mqtt: {} refused the subscription to `{}` (its access control?); polling every source.interval", s.state_broker(), s.topic);
+                        s.set_state("connected", Some(format!("the subscription to `{}` was refused", s.topic)));
+                    }
+                    Report::Message { topic, payload } => {
+                        if topic != s.topic {
+                            continue;
+                        }
+                        let fetched = fetched_commit(s.handle.state_dir());
+                        let verdict = message::judge(&payload, &s.git_ref, fetched.as_deref());
+                        metrics.mqtt_message(matches!(verdict, Verdict::Fetch { .. }));
+                        if let Ok(mut st) = s.state.lock() {
+                            st.messages += 1;
+                            if let Verdict::Fetch { commit: Some(c) } = &verdict {
+                                st.last_commit = Some(c.clone());
+                            }
+                        }
+                        match verdict {
+                            Verdict::Ignore(why) => {
+                                tracing::info!(target: "agent", "mqtt: a message on `{}` ignored: {why}", s.topic);
+                            }
+                            Verdict::Fetch { commit } => {
+                                let at = commit.as_deref().map_or_else(String::new, |c| format!(" at {}", message::short(c)));
+                                if fetch_at.is_some() {
+                                    tracing::debug!(target: "agent", "mqtt: the followed ref{at} announced; a fetch is already due");
+                                    continue;
+                                }
+                                let delay = random_below(s.spread);
+                                tracing::info!(target: "agent", "mqtt: the followed ref{at} announced: fetching in {:.1}s", delay.as_secs_f64());
+                                fetch_at = Some((tokio::time::Instant::now() + delay, format!("mqtt: the followed ref{at} announced")));
+                            }
+                        }
+                    }
+                }
+            }
+            _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
+                if let Some((_, why)) = fetch_at.take() {
+                    s.handle.send(Trigger::SourceChanged(why));
+                }
+            }
+            changed = passes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let dir = s.handle.state_dir().to_path_buf();
+                let backoff = s.handle.backoff();
+                let node = s.node.clone();
+                let status = tokio::task::spawn_blocking(move || node_status(&dir, &node, backoff)).await;
+                let Ok(status) = status else { continue };
+                match serde_json::to_vec(&status) {
+                    Ok(body) => {
+                        if connected {
+                            publish_status(&s.client, &status_topic, &body, &metrics);
+                        }
+                        last_status = Some(body);
+                    }
+                    Err(e) => tracing::warn!(target: "agent", error = %e, "mqtt: cannot encode the node status"),
+                }
+            }
+        }
+    }
+}
+
+impl Serve {
+    fn state_broker(&self) -> String {
+        self.state
+            .lock()
+            .map(|s| s.broker.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_state(&self, state: &str, error: Option<String>) {
+        if let Ok(mut st) = self.state.lock() {
+            if st.state != state {
+                st.since = crate::util::rfc3339::now();
+            }
+            st.state = state.to_string();
+            if error.is_some() {
+                st.last_error = error;
+            }
+        }
+    }
+}
+
+/// Hands the status to the client (retained, QoS 1); a full queue drops it (a newer
+/// one comes with the next pass).
+fn publish_status(
+    client: &AsyncClient,
+    topic: &str,
+    body: &[u8],
+    metrics: &crate::telemetry::metrics::Metrics,
+) {
+    match client.try_publish(topic, QoS::AtLeastOnce, true, body.to_vec()) {
+        Ok(()) => metrics.mqtt_status_published(),
+        Err(e) => {
+            tracing::warn!(target: "agent", error = %e, "mqtt: the node status is not published")
+        }
+    }
+}
+
+/// The commit the agent fetched last, from its state.
+fn fetched_commit(state_dir: &Path) -> Option<String> {
+    crate::reconcile::agent_state::AgentState::load(state_dir)
+        .ok()
+        .flatten()
+        .and_then(|s| s.last_fetch)
+        .and_then(|f| f.commit)
+}
+
+/// The node's status from its state directory, as published after a pass.
+pub fn node_status(state_dir: &Path, node: &Node, backoff: RestartBackoff) -> NodeStatus {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let view = crate::reconcile::agent_state::view(state_dir, true);
+    let mut containers = std::collections::BTreeMap::new();
+    for row in crate::reconcile::rows::list(state_dir, now, backoff).unwrap_or_default() {
+        *containers.entry(row.state).or_insert(0u32) += 1;
+    }
+    let violations = view
+        .findings
+        .values()
+        .flatten()
+        .filter(|f| f.severity == "error" && f.status == "violation")
+        .count();
+    NodeStatus {
+        node: node.name.clone(),
+        time: crate::util::rfc3339::now(),
+        mode: node.mode.to_string(),
+        result: view.last_pass.as_ref().map(|p| p.result.clone()),
+        commit: view.last_pass.as_ref().and_then(|p| p.revision.clone()),
+        applied: view.revision.as_ref().map(|r| r.commit.clone()),
+        conditions: view
+            .conditions
+            .iter()
+            .map(|c| message::Condition {
+                kind: c.kind.to_string(),
+                status: c.status,
+                reason: c.reason.clone(),
+            })
+            .collect(),
+        containers,
+        violations: u32::try_from(violations).unwrap_or(u32::MAX),
+    }
+}
+
+/// `berth agent --check`: the files of `source.notify` loaded as the agent loads them;
+/// each one that is there and unusable is an error located at its key (a missing one
+/// is a warning elsewhere, as every file the configuration names).
+pub fn check_files(config: &berth_spec::node::NodeConfig, shown: &str) -> Vec<Diagnostic> {
+    let Some(notify) = config.source.as_ref().and_then(|s| s.notify.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(settings) = Settings::of(notify) else {
+        return Vec::new();
+    };
+    match settings.options("berth-check") {
+        Ok(_) => Vec::new(),
+        Err(ConnError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Vec::new()
+        }
+        Err(e) => {
+            let key: &'static str = match &e {
+                ConnError::Read { key, .. } | ConnError::Unusable { key, .. } => key,
+                _ => "source.notify",
+            };
+            let at = config.keys.get(key).cloned().unwrap_or_else(|| Location {
+                file: shown.to_string(),
+                line: 1,
+                column: 1,
+            });
+            vec![
+                Diagnostic::new(
+                    &at,
+                    format!(
+                        "{}; the agent refuses to start with it",
+                        crate::util::error_chain(&e)
+                    ),
+                )
+                .key(key),
+            ]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnections_back_off_from_one_second_to_a_minute() {
+        for n in 1..20 {
+            let d = reconnect_delay(n);
+            let full = Duration::from_secs(1u64 << (n - 1).min(6)).min(RECONNECT_MAX);
+            assert!(d <= full && d >= full - full / 5, "attempt {n}: {d:?}");
+        }
+        assert!(reconnect_delay(u32::MAX) <= RECONNECT_MAX);
+    }
+
+    #[test]
+    fn a_random_delay_stays_below_its_bound() {
+        assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
+        let spread = Duration::from_secs(2);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let d = random_below(spread);
+            assert!(d < spread, "{d:?}");
+            seen.insert(d.as_millis() / 200);
+        }
+        // Spread over the interval, not one value.
+        assert!(seen.len() >= 5, "{seen:?}");
+    }
+}
