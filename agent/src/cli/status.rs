@@ -182,12 +182,12 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
     }
     if let Some(n) = &doc.notify {
         let mut line = match n.state.as_str() {
-            "connected" => format!(
-                "notify: connected to {}, topic {}, since {}",
+            state @ ("connected" | "connecting") => format!(
+                "notify: {state} to {}, topic {}, since {}",
                 n.broker, n.topic, n.since
             ),
             state => format!(
-                "notify: {state} to {}, topic {}, since {}",
+                "notify: {state} from {}, topic {}, since {}",
                 n.broker, n.topic, n.since
             ),
         };
@@ -468,6 +468,29 @@ web         running (healthy)         0          -                              
             shown.contains(
                 "  signer:  Ops <ops@example.com> (OpenPGP subkey SUBKEY of key PRIMARY, commit signature)\n"
             ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_mqtt_channel_is_one_line() {
+        let mut doc = StatusDoc::new(
+            crate::reconcile::agent_state::view(std::path::Path::new("/nonexistent"), true),
+            vec![],
+        );
+        assert!(!render(&doc, None).contains("notify:"));
+        doc.notify = Some(crate::source::mqtt::ChannelState {
+            broker: "mqtts://127.0.0.1:8883".into(),
+            topic: "fleet/main".into(),
+            state: "disconnected".into(),
+            since: "2026-12-05T03:00:00Z".into(),
+            last_error: Some("mqtts://127.0.0.1:8883 refused the user name or password".into()),
+            messages: 2,
+            last_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        });
+        let shown = render(&doc, None);
+        assert!(
+            shown.contains("notify: disconnected from mqtts://127.0.0.1:8883, topic fleet/main, since 2026-12-05T03:00:00Z; last error: mqtts://127.0.0.1:8883 refused the user name or password; 2 message(s), last 0123456789ab\n"),
             "{shown}"
         );
     }
