@@ -150,12 +150,54 @@ fn with_files(dir: &std::path::Path, text: &str) -> String {
                 std::fs::write(&file, format!("{SIGNER}\n")).expect("write");
             } else if rest.ends_with(".asc") {
                 std::fs::copy(PGP_PUBLIC_KEY, &file).expect("copy the OpenPGP key");
+            } else if let Some(part) = rest
+                .strip_prefix("mqtt-")
+                .filter(|r| r.ends_with(".pem") || r.ends_with(".key"))
+            {
+                // The MQTT client's TLS files are loaded as the agent loads them: a
+                // certificate (the CA's and the client's) and its key.
+                let (cert, key) = mqtt_pair(dir);
+                let from = if part.ends_with(".key") { key } else { cert };
+                std::fs::copy(from, &file).expect("copy the MQTT TLS file");
             } else {
                 std::fs::write(&file, "x\n").expect("write");
             }
         }
     }
     text.replace("/etc/berth/", &format!("{}/", root.display()))
+}
+
+/// A self-signed certificate and its key under `dir` (made once per directory).
+fn mqtt_pair(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("mqtt-pair.pem"), dir.join("mqtt-pair.key"));
+    if !cert.exists() {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=mqtt-test",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (cert, key)
 }
 
 /// `berth agent --check` on `text`, the files it names created.
@@ -171,6 +213,47 @@ fn check_as_is(text: &str) -> berth_e2e::Run {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("node.toml"), text).expect("write");
     run_berth(dir.path(), &["agent", "--config", "node.toml", "--check"])
+}
+
+#[test]
+fn mqtt_files_the_agent_cannot_use_are_located_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = mqtt_pair(dir.path());
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "x\n").expect("write");
+    let config = |ca: &std::path::Path, k: &std::path::Path| {
+        format!(
+            "[source]\nurl = \"https://h/r.git\"\n[source.notify]\nmqtt = \"mqtts://b\"\ntopic = \"t\"\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            ca.display(),
+            cert.display(),
+            k.display()
+        )
+    };
+    let r = check_as_is(&config(&cert, &key));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = check_as_is(&config(&garbage, &key));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("node.toml:6:1: error: source.notify.ca_file ")
+            && r.stdout
+                .contains("holds no certificate; the agent refuses to start with it"),
+        "{}",
+        r.stdout
+    );
+    let r = check_as_is(&config(&cert, &garbage));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("node.toml:8:1: error: source.notify.client_key ")
+            && r.stdout.contains("no PEM private key"),
+        "{}",
+        r.stdout
+    );
+    // A missing file is a warning: the configuration may be checked away from the node.
+    let r = check_as_is(&config(&dir.path().join("missing.pem"), &key));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("source.notify.ca_file"), "{}", r.stderr);
 }
 
 #[test]
