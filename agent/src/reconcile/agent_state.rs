@@ -225,7 +225,10 @@ fn conditions(
         ),
         (Some("observed"), _, _) => (
             "ObserveOnly",
-            "observe mode: the last pass planned, and applied nothing".to_string(),
+            match pass.and_then(|p| p.message.as_deref()) {
+                Some(m) => format!("observe mode: the last pass planned, and applied nothing: {m}"),
+                None => "observe mode: the last pass planned, and applied nothing".to_string(),
+            },
         ),
         (Some(other), _, _) => (
             "NotConverged",

@@ -123,8 +123,31 @@ impl SourceReport {
 #[serde(untagged)]
 pub enum PassResult {
     Applied(Box<Report>),
-    /// `agent.mode = "observe"`: planned and reported, nothing changed.
+    /// `agent.mode = "observe"`: planned and reported, nothing changed. JSON: the plan
+    /// as `berth plan --format json` gives it, with `would`, what `apply` would do and
+    /// why ([`PlanReport::would`]).
+    #[serde(serialize_with = "observed_json")]
     Observed(Box<PlanReport>),
+}
+
+/// An observed plan's JSON: `berth plan`'s, and `would`.
+fn observed_json<P, S>(plan: &P, s: S) -> Result<S::Ok, S::Error>
+where
+    P: std::ops::Deref<Target = PlanReport>,
+    S: serde::Serializer,
+{
+    let plan: &PlanReport = plan;
+    #[derive(Serialize)]
+    struct Observed<'a> {
+        #[serde(flatten)]
+        plan: &'a PlanReport,
+        would: Vec<super::print::Would>,
+    }
+    Observed {
+        plan,
+        would: plan.would(),
+    }
+    .serialize(s)
 }
 
 /// One follow of the source.

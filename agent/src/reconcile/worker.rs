@@ -78,7 +78,9 @@ pub fn refuse(job: Job, why: String) -> std::io::Result<()> {
             serde_json::to_vec(&WorkerResult::Err(PassFailure::Failed { message: why }))
         }
         Job::Plan => serde_json::to_vec(&PlanResult::Err(PlanFailure::Failed { message: why })),
-        Job::Probe => serde_json::to_vec(&ProbeOutcome::Err(PassFailure::Failed { message: why })),
+        Job::Probe { .. } => {
+            serde_json::to_vec(&ProbeOutcome::Err(PassFailure::Failed { message: why }))
+        }
     }
     .map_err(std::io::Error::other)?;
     line.push(b'\n');
@@ -100,8 +102,9 @@ pub enum Job {
     Pass { observe: bool, fetch: bool },
     /// The plan of the revision applied last.
     Plan,
-    /// A round of the health probes that are due.
-    Probe,
+    /// A round of the health probes that are due; none with `observe` (observe mode),
+    /// where no probe may run in a container or write its health file.
+    Probe { observe: bool },
 }
 
 /// What happened at the source, as the controller needs it.
@@ -310,7 +313,18 @@ fn describe(report: &FollowReport) -> (&'static str, Option<String>) {
             "not-converged",
             source_note.or_else(|| Some("no revision to apply".into())),
         ),
-        Some(PassResult::Observed(_)) => ("observed", source_note),
+        // What `apply` would do and why, one clause each (`would recreate web: command
+        // changed`), after what happened at the source.
+        Some(PassResult::Observed(p)) => {
+            let would: Vec<String> = p.would().iter().map(ToString::to_string).collect();
+            let plan = if would.is_empty() {
+                "would change nothing: the host matches the revision".to_string()
+            } else {
+                would.join("; ")
+            };
+            let parts: Vec<String> = source_note.into_iter().chain([plan]).collect();
+            ("observed", Some(parts.join("; ")))
+        }
         Some(PassResult::Applied(r)) => {
             // Each with why, so that the one line a status or an event shows says it.
             let not_applied: Vec<String> = r
@@ -363,6 +377,11 @@ pub fn in_process(env: &Env<'_>, observe: bool, fetch: bool) -> WorkerResult {
             if let Some(PassResult::Observed(p)) = &report.pass {
                 for step in &p.plan.steps {
                     super::executor::log_observed(&p.plan.revision.id, step);
+                }
+                // Observe mode's report in words: what `apply` would do, and why.
+                let revision = p.plan.revision.id.as_str();
+                for w in p.would() {
+                    tracing::info!(target: "agent", revision, action = %w.action, "{w}");
                 }
             }
             let mut run = summarize(&report);
@@ -429,7 +448,11 @@ pub fn serve(env: &Env<'_>, agent_pid: u32, job: Job) -> std::io::Result<()> {
             serde_json::to_vec(&result)
         }
         Job::Plan => serde_json::to_vec(&plan_result(env)),
-        Job::Probe => serde_json::to_vec(&probe_round(env)),
+        // Observe mode changes nothing on the host: a probe would run a process in the
+        // container and write its health file. The round is empty, and due again only
+        // after a pass or at the resync.
+        Job::Probe { observe: true } => serde_json::to_vec(&ProbeOutcome::Ok(Default::default())),
+        Job::Probe { observe: false } => serde_json::to_vec(&probe_round(env)),
     }
     .map_err(std::io::Error::other)?;
     line.push(b'\n');
