@@ -472,6 +472,138 @@ mod tests {
         assert!(reconnect_delay(u32::MAX) <= RECONNECT_MAX);
     }
 
+    /// The serving half, fed reports as the connection would send them; what it sends
+    /// the controller comes out of the returned receiver.
+    fn serving(
+        dir: &Path,
+    ) -> (
+        tokio::runtime::Runtime,
+        mpsc::Sender<Report>,
+        std::sync::mpsc::Receiver<Trigger>,
+        Handle,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (handle, triggers) = crate::reconcile::controller::channel(dir, Default::default());
+        let (client, eventloop) =
+            AsyncClient::new(rumqttc::MqttOptions::new("berth-test", "127.0.0.1", 9), 8);
+        // The event loop is never polled: nothing connects.
+        std::mem::forget(eventloop);
+        let (tx, rx) = mpsc::channel(1024);
+        let state = Arc::new(Mutex::new(ChannelState {
+            broker: "mqtt://127.0.0.1:9".into(),
+            topic: "fleet".into(),
+            state: "connecting".into(),
+            since: String::new(),
+            last_error: None,
+            messages: 0,
+            last_commit: None,
+        }));
+        handle.set_notify(state.clone());
+        rt.spawn(serve(Serve {
+            client,
+            rx,
+            handle: handle.clone(),
+            state,
+            topic: "fleet".into(),
+            spread: Duration::ZERO,
+            git_ref: GitRef::Branch("main".into()),
+            node: Node {
+                name: "edge-1".into(),
+                mode: "enforce",
+            },
+        }));
+        (rt, tx, triggers, handle)
+    }
+
+    fn fetches(triggers: &std::sync::mpsc::Receiver<Trigger>) -> usize {
+        triggers
+            .try_iter()
+            .filter(|t| matches!(t, Trigger::SourceChanged(_)))
+            .count()
+    }
+
+    #[test]
+    fn a_flood_of_messages_makes_one_fetch_due_at_a_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (rt, tx, triggers, handle) = serving(dir.path());
+        let msg = |r: &str| Report::Message {
+            topic: "fleet".into(),
+            payload: format!(r#"{{"ref": "{r}"}}"#).into_bytes(),
+        };
+        rt.block_on(async {
+            tx.send(Report::Connected).await.expect("send");
+            for _ in 0..200 {
+                tx.send(msg("refs/heads/main")).await.expect("send");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        // The first fetch fires at once (spread 0); the others that came while it was
+        // due joined it, and the controller gathers the rest into one more pass.
+        let n = fetches(&triggers);
+        assert!((1..=2).contains(&n), "{n} fetches for 200 messages");
+        let st = handle.notify_state().expect("state");
+        assert_eq!((st.state.as_str(), st.messages), ("connected", 200));
+
+        // Another ref, another topic, garbage: nothing.
+        rt.block_on(async {
+            tx.send(msg("refs/heads/dev")).await.expect("send");
+            tx.send(Report::Message {
+                topic: "other".into(),
+                payload: br#"{"ref": "refs/heads/main"}"#.to_vec(),
+            })
+            .await
+            .expect("send");
+            tx.send(Report::Message {
+                topic: "fleet".into(),
+                payload: vec![0xff; 10],
+            })
+            .await
+            .expect("send");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        assert_eq!(fetches(&triggers), 0);
+        let text = handle.metrics().encode();
+        assert!(
+            text.contains("berth_mqtt_messages_total{result=\"fetch\"} 200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_mqtt_messages_total{result=\"ignored\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("berth_mqtt_connected 1"), "{text}");
+
+        // A message after the fetch fired makes the next one.
+        rt.block_on(async {
+            tx.send(msg("main")).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        assert_eq!(fetches(&triggers), 1);
+
+        // A lost connection is shown with its error and counted down.
+        rt.block_on(async {
+            tx.send(Report::Lost {
+                error: "mqtt://127.0.0.1:9 refused the user name or password".into(),
+                retry_in: Duration::from_secs(1),
+            })
+            .await
+            .expect("send");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        let st = handle.notify_state().expect("state");
+        assert_eq!(st.state, "disconnected");
+        assert!(
+            st.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("refused")),
+            "{st:?}"
+        );
+        assert!(handle.metrics().encode().contains("berth_mqtt_connected 0"));
+    }
+
     #[test]
     fn a_random_delay_stays_below_its_bound() {
         assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
