@@ -340,6 +340,18 @@ impl Fleet {
     }
 }
 
+/// `berth ARGS` in an empty directory (outside any repository, so that `berth notify`
+/// resolves no revision there).
+fn berth_outside(args: &[String]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let out = berth()
+        .current_dir(dir.path())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run berth: {e}"));
+    Run::from(out)
+}
+
 /// Whether the agent's log says a message announced `commit` on the followed ref
 /// (`mqtt: … at <commit, 12 digits or more> announced…`).
 fn announced(log: &str, commit: &str) -> bool {
@@ -488,6 +500,71 @@ fn a_notified_push_is_applied_at_once_and_the_node_publishes_its_status() {
     );
     let log = f.agent().log();
     assert!(!log.contains(&f.password), "the log shows the password");
+
+    // Client ids: the node's is `berth-<node>`, each publisher's its own.
+    let broker_log = f.broker.log();
+    assert!(
+        broker_log.contains(&format!(" as berth-{NODE} ")),
+        "{broker_log}"
+    );
+    assert!(
+        broker_log.matches(" as berth-notify-").count() >= 2,
+        "{broker_log}"
+    );
+
+    // A server certificate of another CA: the publisher refuses it, exit 3.
+    let other = berth_e2e::git::TestCa::new("untrusted CA").unwrap();
+    let mut args = f.broker.notify_args(TOPIC);
+    let at = args.iter().position(|a| a == "--ca-file").unwrap();
+    args[at + 1] = other.ca.display().to_string();
+    args.extend(["--revision".into(), c3.clone(), "--ref".into(), MAIN.into()]);
+    let r = berth_outside(&args);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    eprintln!(
+        "mqtt: berth notify trusting another CA: {}",
+        r.stderr.trim()
+    );
+
+    // Usage and input errors: exit 2, nothing published.
+    let args = f.broker.notify_args(TOPIC);
+    let usage: [(&str, Vec<String>); 3] = [
+        (
+            "not a commit id",
+            [&args[..], &["--revision".into(), "not-a-commit".into()]].concat(),
+        ),
+        (
+            "an https:// broker",
+            vec![
+                "notify".into(),
+                "--mqtt".into(),
+                "https://127.0.0.1:1".into(),
+                "--topic".into(),
+                TOPIC.into(),
+                "--revision".into(),
+                c1.clone(),
+            ],
+        ),
+        (
+            "a password without a user name",
+            vec![
+                "notify".into(),
+                "--mqtt".into(),
+                f.broker.url(),
+                "--topic".into(),
+                TOPIC.into(),
+                "--revision".into(),
+                c1.clone(),
+                "--password-file".into(),
+                f.broker.ci.password_file.display().to_string(),
+            ],
+        ),
+    ];
+    for (what, args) in usage {
+        let r = berth_outside(&args);
+        assert_eq!(r.code, 2, "{what}: {}{}", r.stdout, r.stderr);
+    }
+    let retained: Value = serde_json::from_str(&f.broker.retained(TOPIC).unwrap()).unwrap();
+    assert_eq!(retained["commit"], c3, "{retained}");
 }
 
 #[test]
@@ -702,7 +779,9 @@ fn a_burst_of_two_hundred_notifications_runs_at_most_two_more_passes() {
         .collect();
     let sent = Instant::now();
     f.broker.publish_burst(TOPIC, &burst, true);
+    let published = sent.elapsed();
     f.wait_applied(&c2, SOON);
+    let applied = sent.elapsed();
     poll(
         "the 200 messages received",
         SOON,
@@ -713,8 +792,7 @@ fn a_burst_of_two_hundred_notifications_runs_at_most_two_more_passes() {
     let passes = after - before;
     let fetched = f.fetches() - fetches;
     eprintln!(
-        "mqtt: a burst of 200: {passes} passes, {fetched} fetches, applied after {:?}",
-        sent.elapsed()
+        "mqtt: a burst of 200 (published in {published:?}): {passes} passes, {fetched} fetches, applied after {applied:?}"
     );
     assert!(
         (1.0..=3.0).contains(&passes),
@@ -754,14 +832,13 @@ fn mutual_tls_with_client_certificates_works_and_a_publisher_without_one_is_refu
         .iter()
         .position(|a| a == "--client-cert")
         .expect("--client-cert");
-    let r = Run::from(
-        berth()
-            .args(&args[..cut])
-            .args(&args[cut + 4..])
-            .args(["--revision", &c2, "--ref", MAIN])
-            .output()
-            .unwrap(),
-    );
+    let without = [
+        &args[..cut],
+        &args[cut + 4..],
+        &["--revision".into(), c2.clone(), "--ref".into(), MAIN.into()],
+    ]
+    .concat();
+    let r = berth_outside(&without);
     assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
     assert!(!r.stderr.trim().is_empty(), "berth notify said nothing");
     eprintln!(
