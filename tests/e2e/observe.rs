@@ -17,7 +17,9 @@
 //!   `state/events.jsonl`, `state/audit.json`, the agent's lock), and under the run
 //!   directory outside its socket and lock — compared before and after. A container
 //!   with a health check shows that no probe writes its health file either. No layer
-//!   is pulled: the content store's files are among those compared.
+//!   is pulled, and nothing of the registry's answers is stored (the new container
+//!   names its image by tag, which the plan resolves): the content store's files are
+//!   among those compared.
 //!
 //! Other tests run in parallel: only what this node owns is compared.
 
@@ -41,14 +43,18 @@ const DB: u32 = 2_511_003;
 const KEEP: u32 = 2_511_004;
 const API: u32 = 2_511_005;
 
-/// `fleet/NAME.toml`: `sleep SECS`, with `extra` keys.
+/// `fleet/NAME.toml`: `sleep SECS` in the demo image (pinned), with `extra` keys.
 fn container(h: &Host, name: &str, secs: u32, extra: &str) {
+    container_of(h, name, &h.node.image, secs, extra);
+}
+
+/// `fleet/NAME.toml`: `sleep SECS` in `image`, with `extra` keys.
+fn container_of(h: &Host, name: &str, image: &str, secs: u32, extra: &str) {
     h.repo.write(
         &format!("{SPECS}/{name}.toml"),
         &format!(
-            "[container.{name}]\nimage = \"{}\"\nuser = \"10001:10001\"\n\
-             command = [\"sleep\", \"{secs}\"]\nstop_signal = \"SIGKILL\"\n{extra}",
-            h.node.image
+            "[container.{name}]\nimage = \"{image}\"\nuser = \"10001:10001\"\n\
+             command = [\"sleep\", \"{secs}\"]\nstop_signal = \"SIGKILL\"\n{extra}"
         ),
     );
 }
@@ -450,7 +456,9 @@ fn an_agent_in_observe_mode_reports_what_it_would_do_and_changes_nothing() {
     // One container changed, one removed, one added.
     container(&h, "web", WEB_CHANGED, "");
     h.repo.remove(&format!("{SPECS}/db.toml"));
-    container(&h, "api", API, "");
+    // By tag: the plan asks the registry what it points to (a read, kept in memory).
+    let (name, _) = h.node.image.split_once('@').unwrap();
+    container_of(&h, "api", &format!("{name}:v1"), API, "");
     let second = h.push("web changed, db gone, api new");
 
     // `berth agent --observe`: a pass, and the next (the fetch every second).
