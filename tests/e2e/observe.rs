@@ -221,12 +221,9 @@ fn agents_own_state(rel: &str) -> bool {
             .any(|f| rel == *f || rel.starts_with(&format!("{f}.")))
 }
 
-/// The agent's own files under the run directory: its socket and lock; the runtime
-/// probe's verdict and bundle, which every command refreshes.
+/// The agent's own files under the run directory: its socket and lock.
 fn agents_own_run(rel: &str) -> bool {
-    ["api.sock", "agent.lock", "runtime.json"].contains(&rel)
-        || rel == "probe"
-        || rel.starts_with("probe/")
+    ["api.sock", "agent.lock"].contains(&rel)
 }
 
 impl Snapshot {
