@@ -282,6 +282,7 @@ impl Broker {
                 }
             }
         }
+        let logged = std::fs::metadata(d.join("mosquitto.log")).map_or(0, |m| m.len() as usize);
         let conf = d.join("mosquitto.conf");
         std::fs::write(&conf, config).map_err(|e| format!("write mosquitto.conf: {e}"))?;
         let log = std::fs::OpenOptions::new()
@@ -309,7 +310,12 @@ impl Broker {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("exited with {status}:\n{}", self.log()));
             }
-            if listening(self.port) && listening(self.admin_port) {
+            // Every listener is open once it says it runs; the helpers' plain one is
+            // probed (a probe of the TLS one would leave a failed handshake in the log).
+            let said = std::fs::read(d.join("mosquitto.log")).unwrap_or_default();
+            let running = String::from_utf8_lossy(said.get(logged..).unwrap_or_default())
+                .contains(" running");
+            if running && listening(self.admin_port) {
                 self.child = Some(child);
                 return Ok(());
             }
