@@ -184,6 +184,7 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime, observe: bool) -> Result
     // Revisions announced over MQTT fetch after a random delay below `spread`; the
     // node's status goes back after each pass (`source.notify`). A file it cannot use
     // ends the start, naming it; a broker that does not answer is tried again.
+    let observing = observe || cfg.agent.mode == berth_spec::node::AgentMode::Observe;
     let notify = cfg
         .source
         .as_ref()
@@ -193,7 +194,6 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime, observe: bool) -> Result
             let name = crate::node::identity(loaded, None)
                 .name
                 .unwrap_or_else(|| "unnamed".into());
-            let observing = observe || cfg.agent.mode == berth_spec::node::AgentMode::Observe;
             let node = crate::source::mqtt::Node {
                 name,
                 mode: if observing { "observe" } else { "enforce" },
@@ -208,14 +208,20 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime, observe: bool) -> Result
     };
     // Health probes on their own schedule, each round in a process of its own
     // (`reconcile::prober`); a change of health wakes the controller.
-    let prober = crate::reconcile::prober::start(
-        handle.clone(),
-        cfg.runtime.resync,
-        stopping.clone(),
-        Box::new(|stop: &dyn Fn() -> bool| worker::probe_in_child(stop)),
-    )
-    .map_err(|e| tracing::warn!(target: "agent", error = %e, "cannot start the health prober; probes run with the passes only"))
-    .ok();
+    // An observing agent probes nothing: a probe runs in the container and writes its
+    // health file.
+    let prober = (!observing)
+        .then(|| {
+            crate::reconcile::prober::start(
+                handle.clone(),
+                cfg.runtime.resync,
+                stopping.clone(),
+                Box::new(|stop: &dyn Fn() -> bool| worker::probe_in_child(stop)),
+            )
+            .map_err(|e| tracing::warn!(target: "agent", error = %e, "cannot start the health prober; probes run with the passes only"))
+            .ok()
+        })
+        .flatten();
     // Each pass in a process of its own (`reconcile::worker`), with the agent's own
     // arguments (`--observe` too): the agent stays small between passes. The pass's
     // process gets the stop and ends after its step.
@@ -233,7 +239,7 @@ fn serve(loaded: &Loaded, rt: &tokio::runtime::Runtime, observe: bool) -> Result
         }
         run
     };
-    controller::run(&env, &handle, &rx, &runner)?;
+    controller::run(&env, &handle, &rx, &runner, observing)?;
     Ok(())
 }
 

@@ -535,6 +535,12 @@ fn an_agent_in_observe_mode_reports_what_it_would_do_and_changes_nothing() {
             .any(|e| e == "Applied" || e == "NotApplied" || e == "RolledBack"),
         "{after_start:?}"
     );
+    // What it would do is one event, told once for the passes that planned the same.
+    assert_eq!(
+        after_start.iter().filter(|e| *e == "Observed").count(),
+        1,
+        "{after_start:?}"
+    );
     before.same_as(&Snapshot::take(&h), "berth agent --observe");
 
     // `[agent] mode = "observe"`: the same, from the configuration.

@@ -223,12 +223,15 @@ pub fn channel(
     )
 }
 
-/// Runs the controller until a [`Trigger::Stop`] (or every sender is gone).
+/// Runs the controller until a [`Trigger::Stop`] (or every sender is gone). `observe`:
+/// the passes only plan (`--observe`, `agent.mode = "observe"`), and the controller
+/// itself changes nothing outside the agent's own files either.
 pub fn run(
     env: &Env<'_>,
     handle: &Handle,
     rx: &Receiver<Trigger>,
     runner: &dyn Fn(bool) -> WorkerResult,
+    observe: bool,
 ) -> Result<(), ControllerError> {
     let cfg = &env.loaded.config;
     let state_dir = cfg.runtime.state_dir.clone();
@@ -258,7 +261,11 @@ pub fn run(
         tracing::info!(target: "agent", "{}", agent_state::NO_SOURCE);
     }
     state.store(&state_dir)?;
-    watch_exits(&state_dir, handle.tx.clone())?;
+    // An observing agent makes no directory outside its own: on a host where nothing
+    // ran yet, there is no exit to watch.
+    if !observe || state_dir.join("instances").is_dir() {
+        watch_exits(&state_dir, handle.tx.clone())?;
+    }
     handle.emit(Event::new(
         EventKind::Normal,
         "Started",
@@ -362,8 +369,8 @@ pub fn run(
                 handle.emit(e);
             }
         }
-        // `berth reconcile` tries failed updates again.
-        if !wake.waiters.is_empty() {
+        // `berth reconcile` tries failed updates again (an observing agent tries nothing).
+        if !wake.waiters.is_empty() && !observe {
             super::rollback::forget_all(&state_dir);
         }
         let trigger = trigger_of(first_pass, &wake, fetch, now, &sched);
@@ -564,6 +571,8 @@ struct Reported {
     unavailable: Option<String>,
     refused: Option<String>,
     failed: Option<String>,
+    /// The revision and report of the last observed pass that was told.
+    observed: Option<String>,
 }
 
 /// One pass: run, record, schedule, report.
@@ -650,6 +659,20 @@ fn one_pass(
                         revision.as_deref(),
                     ));
                     reported.failed = Some(key);
+                }
+            } else if result == "observed" {
+                // What apply would do, told once per revision and plan.
+                let key = format!("{revision:?}{message:?}");
+                if reported.observed.as_deref() != Some(&key) {
+                    handle.emit(with_revision(
+                        Event::new(
+                            EventKind::Normal,
+                            "Observed",
+                            message.clone().unwrap_or_default(),
+                        ),
+                        revision.as_deref(),
+                    ));
+                    reported.observed = Some(key);
                 }
             }
             if let Some(at) = next_pass {

@@ -29,7 +29,7 @@ pub struct Event {
     pub kind: EventKind,
     /// A CamelCase word: `Fetched`, `SourceUnavailable`, `RevisionRefused`, `Applied`,
     /// `NotApplied`, `PassFailed`, `ContainerExited`, `Suspended`, `Resumed`,
-    /// `Started`, `Stopping`, `GarbageCollected`, `RolledBack`, `Unhealthy`, `Healthy`.
+    /// `Started`, `Stopping`, `GarbageCollected`, `RolledBack`, `Unhealthy`, `Healthy`, `Observed` (what an observing agent would do).
     pub reason: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
