@@ -8,11 +8,14 @@
 //!   `berth notify` (explicit revision, and the defaults: the work clone's HEAD and
 //!   branch) is applied within seconds; the node's retained status message on
 //!   `<topic>/nodes/<node>` carries the contract's fields and follows each pass;
-//!   `berth status --json` and the metrics show the channel connected;
+//!   `berth status --format json` and the metrics show the channel connected;
+//!   `berth notify` refuses a server of another CA (exit 3) and bad input (exit 2);
 //! - with the broker stopped, `berth notify` exits 3, the agent says the connection
 //!   is lost and still converges on its interval (3 s); once the broker is back on
 //!   the same port, the agent reconnects, publishes its status again, and a
 //!   notification is taken again;
+//! - a node locked out of the broker when a push is announced (the broker reloads its
+//!   password file) fetches it from the retained message once it is let in again;
 //! - a notification for another ref, bad JSON and an oversized message fetch nothing;
 //!   one naming a commit that does not exist, or an unsigned commit when
 //!   `source.allowed_signers` requires signatures, changes nothing (the applied
@@ -651,6 +654,50 @@ fn with_the_broker_down_the_agent_polls_and_reconnects_when_it_returns() {
     );
     f.wait_applied(&c3, SOON);
     f.wait_node_status(&c3, SOON);
+}
+
+/// The revision message is retained: a node that was away when it was published
+/// (locked out of the broker, so certainly not connected) fetches on its return.
+#[test]
+fn a_node_back_on_the_broker_catches_up_from_the_retained_revision_message() {
+    let Some(mut f) = Fleet::new(tls(), As::Node, "5m", "") else {
+        return;
+    };
+    let c1 = f.push_notes("one");
+    f.start();
+    f.wait_applied(&c1, FIRST);
+    f.wait_notify_state("connected", FIRST);
+
+    // The broker drops the node and refuses it from now on.
+    f.broker.lock_out(&f.broker.node);
+    let n = poll(
+        "the node refused by the broker",
+        RECONNECTS_WITHIN,
+        || {
+            let n = f.notify_status();
+            (n["state"] != "connected"
+                && n["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("not authorised")))
+            .then_some(n)
+        },
+        || f.context(),
+    );
+    assert_eq!(f.metric("berth_mqtt_connected", &[]), 0.0, "{n}");
+
+    // Meanwhile a push is announced; the node hears nothing of it.
+    let c2 = f.push_notes("two");
+    f.notify(&c2, MAIN);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(f.applied().as_deref(), Some(c1.as_str()), "{}", f.context());
+    assert!(!announced(&f.agent().log(), &c2), "{}", f.context());
+
+    // Let in again, at its next attempt it gets the retained message and fetches.
+    f.broker.let_in(&f.broker.node);
+    f.wait_notify_state("connected", RECONNECTS_WITHIN);
+    f.wait_applied(&c2, SOON);
+    assert!(announced(&f.agent().log(), &c2), "{}", f.context());
+    f.wait_node_status(&c2, SOON);
 }
 
 #[test]

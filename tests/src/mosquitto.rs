@@ -74,6 +74,8 @@ pub struct Broker {
     /// The helpers' plain listener.
     admin_port: u16,
     admin_password: String,
+    /// Where the current run's output starts in `mosquitto.log`.
+    log_start: usize,
     ca: Option<TestCa>,
     /// The node's user.
     pub node: Credentials,
@@ -235,6 +237,7 @@ impl Broker {
             port: 0,
             admin_port: 0,
             admin_password,
+            log_start: 0,
             ca,
             node,
             ci,
@@ -317,6 +320,7 @@ impl Broker {
                 .contains(" running");
             if running && listening(self.admin_port) {
                 self.child = Some(child);
+                self.log_start = logged;
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -508,6 +512,60 @@ impl Broker {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
+    /// Removes `creds`' user from the password file and reloads the broker (SIGHUP):
+    /// its connected clients are disconnected, and it is refused from then on.
+    pub fn lock_out(&self, creds: &Credentials) {
+        checked(
+            Command::new("mosquitto_passwd")
+                .arg("-D")
+                .arg(self.dir.path().join("passwd"))
+                .arg(&creds.user),
+            "mosquitto_passwd -D",
+        );
+        self.reload();
+    }
+
+    /// Adds `creds`' user (again) to the password file and reloads the broker.
+    pub fn let_in(&self, creds: &Credentials) {
+        checked(
+            Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(self.dir.path().join("passwd"))
+                .arg(&creds.user)
+                .arg(&creds.password),
+            "mosquitto_passwd -b",
+        );
+        self.reload();
+    }
+
+    /// Makes the broker read its configuration and password file again (SIGHUP), and
+    /// waits until it says so.
+    pub fn reload(&self) {
+        let Some(child) = &self.child else {
+            panic!("the broker does not run");
+        };
+        let before = self.log_of_this_run().matches("Reloading config").count();
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + STARTS_WITHIN;
+        while self.log_of_this_run().matches("Reloading config").count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not reload:\n{}",
+                self.log_tail(4000)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's log since it was last (re)started.
+    pub fn log_of_this_run(&self) -> String {
+        let log = std::fs::read(self.dir.path().join("mosquitto.log")).unwrap_or_default();
+        String::from_utf8_lossy(log.get(self.log_start..).unwrap_or_default()).into_owned()
+    }
+
     /// The last `max` characters of [`Broker::log`].
     pub fn log_tail(&self, max: usize) -> String {
         let log = self.log();
@@ -630,6 +688,18 @@ mod tests {
         assert_eq!(b.retained("fleet/burst").as_deref(), Some("m49"));
         b.clear_retained("fleet/burst");
         assert_eq!(b.retained("fleet/burst"), None);
+        b.lock_out(&node);
+        let (code, _) = pub_on(
+            &b,
+            &["-u", &node.user, "-P", &node.password, "-t", "x", "-m", "y"],
+        );
+        assert_ne!(code, 0, "a user locked out was let in");
+        b.let_in(&node);
+        let (code, err) = pub_on(
+            &b,
+            &["-u", &node.user, "-P", &node.password, "-t", "x", "-m", "y"],
+        );
+        assert_eq!(code, 0, "{err}");
 
         let port = b.port();
         b.stop();
@@ -642,6 +712,9 @@ mod tests {
         b.restart();
         assert_eq!(b.port(), port);
         assert!(b.running());
+        let run = b.log_of_this_run();
+        assert_eq!(run.matches(" starting").count(), 1, "{run}");
+        assert_eq!(b.log().matches(" starting").count(), 2, "{}", b.log());
         // Nothing persists across a restart.
         assert_eq!(b.retained("fleet/a"), None);
         b.kill();
