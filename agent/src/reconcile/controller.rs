@@ -305,7 +305,10 @@ pub fn run(
                 Trigger::Stop => stop = true,
                 Trigger::Exited(id) => wake.exited.push(id),
                 Trigger::SourceChanged(why) => {
-                    tracing::info!(target: "agent", "{}: fetching now", printable(&why));
+                    // Several at once make one fetch: the first is told.
+                    if !wake.source {
+                        tracing::info!(target: "agent", "{}: fetching now", printable(&why));
+                    }
                     wake.source = true;
                 }
                 Trigger::HealthChanged(why) => {

@@ -202,7 +202,31 @@ fn connection_error(e: &rumqttc::ConnectionError, broker: &str) -> String {
         rumqttc::ConnectionError::ConnectionRefused(C::BadClientId) => {
             format!("{broker} refused the client id")
         }
-        _ => crate::util::error_chain(e),
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            format!("{broker} refused the connection ({code:?})")
+        }
+        rumqttc::ConnectionError::NetworkTimeout => {
+            format!(
+                "{broker} did not answer within {}s",
+                conn::CONNECT_WITHIN.as_secs()
+            )
+        }
+        _ => {
+            let chain = crate::util::error_chain(e);
+            // What a TLS alert or a refused certificate means, in the words of the
+            // node's configuration.
+            let hint = if chain.contains("CertificateRequired") {
+                "; the broker asks for a client certificate (client_cert and client_key)"
+            } else if chain.contains("UnknownIssuer") || chain.contains("invalid peer certificate")
+            {
+                "; its certificate is not signed by a CA this node trusts (ca_file, or the system's CAs)"
+            } else if chain.contains("BadCertificate") || chain.contains("UnknownCA") {
+                "; it refused this node's client certificate"
+            } else {
+                ""
+            };
+            format!("cannot talk to {broker}: {chain}{hint}")
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use super::message::Revision;
 pub enum PublishError {
     #[error(transparent)]
     Settings(#[from] ConnError),
-    #[error("cannot connect to {broker}: {why}")]
-    Connect { broker: String, why: String },
+    #[error("not delivered: {why}")]
+    Connect { why: String },
     #[error("{broker} did not acknowledge the message within {}s", .within.as_secs())]
     Timeout { broker: String, within: Duration },
     #[error("cannot encode the message")]
@@ -60,10 +60,7 @@ pub async fn publish(
                     } else {
                         why
                     };
-                    return Err(PublishError::Connect {
-                        broker: broker.clone(),
-                        why,
-                    });
+                    return Err(PublishError::Connect { why });
                 }
             }
         }
