@@ -4,13 +4,16 @@
 #   1. validate and audit the examples (no root needed);
 #   2. a loopback registry, a demo image built from the host's busybox, signed;
 #   3. a Git repository holding examples/webapp, with SSH-signed commits and an
-#      allowed_signers file that the node trusts (source.allowed_signers);
+#      allowed_signers file that the node trusts (source.allowed_signers); a loopback
+#      MQTT broker (mosquitto, with a password) for the fleet's channel (source.notify);
 #   4. `berth agent` follows it and runs the webapp;
 #   5. a commit runs within a second (the local watch; the poll is minutes away);
 #   6. a commit that breaks the policy (web as root) is refused; the old web runs on;
 #   7. a broken update (web's health check fails) is rolled back to the instance it
 #      replaced;
-#   8. `berth status` and `berth audit --live`; then everything is removed.
+#   8. the fleet view over MQTT: the node's retained status message, the channel in
+#      `berth status`, and `berth notify` announcing the repository's HEAD;
+#   9. `berth status` and `berth audit --live`; then everything is removed.
 # Everything lives under a temporary directory and is removed at the end, on success
 # and on failure. Run as root on Debian 12. QUICKSTART_LATENCY_LIMIT (seconds, default
 # 1) is what step 5 must beat.
@@ -24,7 +27,7 @@ if ! command -v cargo >/dev/null; then
 fi
 PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev git ca-certificates curl python3
   openssh-client runc containernetworking-plugins docker-registry umoci skopeo
-  busybox-static iproute2 iptables)
+  busybox-static iproute2 iptables mosquitto mosquitto-clients)
 if [ "$(id -u)" = 0 ] && ! dpkg -s "${PACKAGES[@]}" >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
@@ -64,11 +67,12 @@ fi
 
 work=$(mktemp -d /var/tmp/berth-quickstart.XXXXXX)
 reg_pid=""
+mqtt_pid=""
 agent_pid=""
 cleanup() {
   local rc=$?
   set +e
-  heading "Clean up: the agent, the containers, the registry, $work"
+  heading "Clean up: the agent, the containers, the registry, the broker, $work"
   if [ -n "$agent_pid" ] && kill -0 "$agent_pid" 2>/dev/null; then
     say "kill -TERM $agent_pid   # the agent stops; containers keep running until removed"
     kill -TERM "$agent_pid"
@@ -77,6 +81,7 @@ cleanup() {
   if [ "$rc" != 0 ] && [ -f "$work/agent.log" ]; then
     echo "--- the agent's log (last 40 lines) ---"
     tail -40 "$work/agent.log"
+    [ -s "$work/mqtt.log" ] && echo "--- the broker's log (last 10 lines) ---" && tail -10 "$work/mqtt.log"
   fi
   if [ -f "$work/node.toml" ]; then
     mkdir -p "$work/empty"
@@ -88,6 +93,7 @@ cleanup() {
     fi
   fi
   [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
+  [ -n "$mqtt_pid" ] && kill "$mqtt_pid" 2>/dev/null && wait "$mqtt_pid" 2>/dev/null
   [ -z "${work_kept:-}" ] && rm -rf "$work"
   if [ "$rc" = 0 ]; then
     printf '\n\033[1;32mquickstart: every step showed what it claims, in %s s\033[0m\n' \
@@ -148,7 +154,7 @@ B=("$BERTH" --config "$work/node.toml")
 step "${B[@]}" sign "127.0.0.1:$port/berth/demo:v1" --key "$work/release.key"
 step "${B[@]}" image verify "$image" --key "$work/release.pub" --remote
 
-heading "3. A Git repository of examples/webapp, every commit SSH-signed"
+heading "3. A Git repository of examples/webapp, every commit SSH-signed; an MQTT broker"
 repo=$work/repo
 web_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ssh-keygen -q -t ed25519 -N '' -C demo@berth.example -f "$work/signer"
@@ -170,12 +176,35 @@ say "git commit -m 'webapp: store, web and worker'   # signed: commit.gpgsign, g
 git -C "$repo" commit -q -m "webapp: store, web and worker"
 step git -C "$repo" log --show-signature -1 --format='%h %s'
 step "${B[@]}" source verify --repo "$repo" --allowed-signers "$work/allowed_signers"
+
+# The fleet's channel: a private mosquitto on a free loopback port, one user with a
+# password. The node subscribes to berth/demo (revision messages) and publishes its
+# status to berth/demo/nodes/quickstart. `user root`: as root, mosquitto would otherwise
+# drop to the user mosquitto, who cannot read this directory.
+mqtt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+(umask 077 && python3 -c 'import secrets; print(secrets.token_hex(16))' > "$work/mqtt-password")
+mqtt_auth=(-h 127.0.0.1 -p "$mqtt_port" -u quickstart -P "$(cat "$work/mqtt-password")")
+mosquitto_passwd -b -c "$work/mqtt-passwd" quickstart "$(cat "$work/mqtt-password")"
+chmod 600 "$work/mqtt-passwd"
+printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\npersistence false\nuser root\n' \
+  "$mqtt_port" "$work/mqtt-passwd" > "$work/mosquitto.conf"
+say "mosquitto -c mosquitto.conf &   # on 127.0.0.1:$mqtt_port, user quickstart with a password"
+mosquitto -c "$work/mosquitto.conf" >"$work/mqtt.log" 2>&1 &
+mqtt_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null && break; sleep 0.1; done
+(exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null || fail "the broker does not listen on 127.0.0.1:$mqtt_port"
 cat >> "$work/node.toml" <<TOML
 [source]
 url = "$repo"
 branch = "main"
 interval = "5m"
 allowed_signers = "$work/allowed_signers"
+[source.notify]
+mqtt = "mqtt://127.0.0.1:$mqtt_port"
+topic = "berth/demo"
+username = "quickstart"
+password_file = "$work/mqtt-password"
+spread = "0s"
 TOML
 say "cat node.toml"
 cat "$work/node.toml"
@@ -323,7 +352,46 @@ sleep 2
 curl -fsS "http://127.0.0.1:$web_port/" >/dev/null || fail "2 s later, the rolled-back web does not serve"
 ok "the broken update was rolled back: $good_web runs and serves again"
 
-heading "8. The node now: berth status, berth audit --live"
+heading "8. The fleet view over MQTT: the node's status, the channel, berth notify"
+# notify_field KEY: a field of the agent's MQTT channel (berth status --format json).
+notify_field() {
+  "${B[@]}" status --format json | python3 -c '
+import json, sys
+print((json.load(sys.stdin).get("notify") or {}).get(sys.argv[1], ""))' "$1"
+}
+for _ in $(seq 100); do [ "$(notify_field state)" = connected ] && break; sleep 0.1; done
+[ "$(notify_field state)" = connected ] || fail "the agent is not connected to the broker: $("${B[@]}" status | grep '^notify:')"
+say "mosquitto_sub -C 1 -W 5 -t 'berth/demo/nodes/+' -v   # the node's status, retained, after every pass"
+mosquitto_sub "${mqtt_auth[@]}" -C 1 -W 5 -t 'berth/demo/nodes/+' -v > "$work/node-status" ||
+  fail "no retained status on berth/demo/nodes/+"
+cat "$work/node-status"
+applied=$("${B[@]}" status --format json | python3 -c 'import json,sys; print((json.load(sys.stdin).get("revision") or {}).get("commit", ""))')
+python3 - "$work/node-status" "$(head_commit)" "$applied" <<'PY' || fail "the node's status does not name the commit applied (${applied:0:12})"
+import json, sys
+topic, _, doc = open(sys.argv[1]).read().partition(" ")
+s = json.loads(doc)
+assert topic == "berth/demo/nodes/quickstart" and s["node"] == "quickstart", topic
+assert s["commit"] == sys.argv[2] and s["applied"] == sys.argv[3], s
+PY
+say "cd repo && berth notify --mqtt mqtt://127.0.0.1:$mqtt_port --topic berth/demo --username quickstart --password-file mqtt-password"
+out=$(cd "$repo" && "$BERTH" notify --mqtt "mqtt://127.0.0.1:$mqtt_port" --topic berth/demo \
+  --username quickstart --password-file "$work/mqtt-password") || fail "berth notify failed"
+echo "$out"
+[ "$out" = "notified berth/demo: refs/heads/main at $(head_commit)" ] || fail "berth notify printed '$out'"
+for _ in $(seq 50); do [ "$(notify_field messages)" = 1 ] && break; sleep 0.1; done
+echo "(the node has that commit already, from the local watch: it takes the message and fetches nothing)"
+say "grep 'mqtt: ' agent.log"
+grep "mqtt: " "$work/agent.log" || true
+grep -q "mqtt: a message on \`berth/demo\` ignored: $(head_commit | cut -c1-12) is the commit fetched last" "$work/agent.log" ||
+  fail "the agent's log does not show berth notify's message"
+say "berth status | grep '^notify:'"
+line=$("${B[@]}" status | grep '^notify:') || fail "berth status has no notify: line"
+echo "$line"
+[[ "$line" == "notify: connected to mqtt://127.0.0.1:$mqtt_port, topic berth/demo, since "*"; 1 message(s)"* ]] ||
+  fail "berth status does not show the channel connected with one message"
+ok "the node's status is on the broker, and berth notify reached the node"
+
+heading "9. The node now: berth status, berth audit --live"
 step "${B[@]}" status
 step "${B[@]}" audit --live
 ok "what runs passes the node's policy"
