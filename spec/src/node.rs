@@ -794,6 +794,36 @@ impl NodeConfig {
                 key,
             });
         }
+        if let Some(n) = &s.notify {
+            let broker = n.broker();
+            let loopback = broker.as_ref().is_some_and(|b| {
+                b.host == "localhost"
+                    || b.host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            if n.password_file.is_some() && broker.as_ref().is_some_and(|b| !b.tls) && !loopback {
+                let key = "source.notify.password_file".to_string();
+                out.push(Warning {
+                    at: self.keys.get(&key).cloned(),
+                    message: "`source.notify.mqtt` is plain mqtt:// and a password is set: it would travel in clear; use mqtts://".into(),
+                    key,
+                });
+            }
+            if let Some(name) = &self.node.name
+                && name.contains(['/', '+', '#'])
+            {
+                let key = "node.name".to_string();
+                out.push(Warning {
+                    at: self.keys.get(&key).cloned(),
+                    message: format!(
+                        "`node.name` holds `/`, `+` or `#`, which an MQTT topic level cannot: the node's status goes to `{}/nodes/` with each of them as `_`, where another name may write too",
+                        n.topic.trim_end_matches('/')
+                    ),
+                    key,
+                });
+            }
+        }
         if s.webhook.is_some()
             && let GitRef::Commit(c) = &s.git_ref
         {

@@ -641,6 +641,34 @@ fn branch_and_tag_names_git_would_refuse_are_located_errors() {
 }
 
 #[test]
+fn an_mqtt_password_in_clear_and_a_node_name_no_topic_can_hold_are_warnings() {
+    let cfg = |url: &str, name: &str| {
+        parse(&format!(
+            "[node]\nname = {name:?}\n{SOURCE}[source.notify]\nmqtt = {url:?}\ntopic = \"fleet/\"\nusername = \"u\"\npassword_file = \"/p\"\n"
+        ))
+    };
+    let w = cfg("mqtt://broker.example.com", "edge").warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].key, "source.notify.password_file");
+    assert!(w[0].message.contains("in clear; use mqtts://"), "{w:?}");
+    for quiet in [
+        "mqtts://broker.example.com",
+        "mqtt://127.0.0.1",
+        "mqtt://[::1]",
+        "mqtt://localhost",
+    ] {
+        assert!(cfg(quiet, "edge").warnings().is_empty(), "{quiet}");
+    }
+    let w = cfg("mqtts://b", "site/edge#1").warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(
+        (w[0].key.as_str(), w[0].at.as_ref().map(|l| l.line)),
+        ("node.name", Some(2))
+    );
+    assert!(w[0].message.contains("`fleet/nodes/`"), "{w:?}");
+}
+
+#[test]
 fn credentials_over_plain_http_are_a_warning() {
     let cfg = parse("[source]\nurl = \"http://127.0.0.1:8080/r.git\"\ncredentials_file = \"/c\"\n");
     let w: Vec<String> = cfg.warnings().iter().map(|w| w.message.clone()).collect();

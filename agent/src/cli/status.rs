@@ -196,7 +196,7 @@ pub fn render(doc: &StatusDoc, why: Option<&str>) -> String {
         }
         line.push_str(&format!("; {} message(s)", n.messages));
         if let Some(c) = &n.last_commit {
-            line.push_str(&format!(", last {}", c.get(..12).unwrap_or(c)));
+            line.push_str(&format!(", last announced {}", c.get(..12).unwrap_or(c)));
         }
         out.push(line);
     }
@@ -490,7 +490,7 @@ web         running (healthy)         0          -                              
         });
         let shown = render(&doc, None);
         assert!(
-            shown.contains("notify: disconnected from mqtts://127.0.0.1:8883, topic fleet/main, since 2026-12-05T03:00:00Z; last error: mqtts://127.0.0.1:8883 refused the user name or password; 2 message(s), last 0123456789ab\n"),
+            shown.contains("notify: disconnected from mqtts://127.0.0.1:8883, topic fleet/main, since 2026-12-05T03:00:00Z; last error: mqtts://127.0.0.1:8883 refused the user name or password; 2 message(s), last announced 0123456789ab\n"),
             "{shown}"
         );
     }

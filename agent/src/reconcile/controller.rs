@@ -346,7 +346,12 @@ pub fn run(
         let now = Instant::now();
         let never_applied = Applied::load(&state_dir).ok().flatten().is_none();
         let fetch = has_source
-            && (!wake.waiters.is_empty() || wake.source || now >= sched.fetch_at || never_applied);
+            && (!wake.waiters.is_empty()
+                || wake.source
+                || now >= sched.fetch_at
+                // A node that never applied a revision fetches at every pass until one
+                // applies; an observing one applies none, and keeps to its interval.
+                || (never_applied && !observe));
         let pass_due = fetch
             || !wake.waiters.is_empty()
             || wake.health

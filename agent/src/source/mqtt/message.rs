@@ -124,20 +124,23 @@ pub struct Condition {
     pub reason: String,
 }
 
-/// The topic of `node`'s status below `topic`: the name is one topic level, so `/`
-/// and the wildcards `+` and `#` in it become `_`.
-pub fn status_topic(topic: &str, node: &str) -> String {
-    let level: String = node
-        .chars()
+/// `node` as one MQTT topic level and in a client id: `/`, the wildcards `+` and `#`,
+/// and control characters become `_`.
+pub fn level(node: &str) -> String {
+    node.chars()
         .map(|c| {
-            if matches!(c, '/' | '+' | '#' | '\0') {
+            if matches!(c, '/' | '+' | '#') || c.is_control() {
                 '_'
             } else {
                 c
             }
         })
-        .collect();
-    format!("{}/nodes/{level}", topic.trim_end_matches('/'))
+        .collect()
+}
+
+/// The topic of `node`'s status below `topic` (the name as one [`level`]).
+pub fn status_topic(topic: &str, node: &str) -> String {
+    format!("{}/nodes/{}", topic.trim_end_matches('/'), level(node))
 }
 
 #[cfg(test)]
@@ -249,5 +252,6 @@ mod tests {
         assert_eq!(status_topic("fleet/", "n"), "fleet/nodes/n");
         // A node name is one level, never a wildcard.
         assert_eq!(status_topic("t", "a/b+#"), "t/nodes/a_b__");
+        assert_eq!(level("edge\u{0}1\n"), "edge_1_");
     }
 }

@@ -43,6 +43,13 @@ use message::{NodeStatus, Verdict};
 pub const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 /// The longest delay between two connection attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(60);
+/// A connection that lasted this long starts the backoff afresh when it ends; one that
+/// ends sooner (a broker or a twin client that drops it right after CONNACK, a packet
+/// too large) counts as another failure, so the delay keeps growing.
+pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Ignored messages are logged at most once in this time (the others counted in the
+/// next line), so that a flood on the topic does not flood the log.
+pub const IGNORED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The channel's state, as `berth status` and `GET /v1/status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +66,8 @@ pub struct ChannelState {
     pub last_error: Option<String>,
     /// Revision messages received since the agent started.
     pub messages: u64,
-    /// The commit the last message about the followed ref named.
+    /// The commit the last message about the followed ref named: announced by whoever
+    /// may publish on the topic, never verified (the fetch decides what is applied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_commit: Option<String>,
 }
@@ -97,7 +105,7 @@ pub fn start(
     node: Node,
 ) -> Result<Channel, ConnError> {
     let settings = Settings::of(notify)?;
-    let options = settings.options(&format!("berth-{}", node.name))?;
+    let options = settings.options(&format!("berth-{}", message::level(&node.name)))?;
     let broker = settings.broker.url();
     let state = Arc::new(Mutex::new(ChannelState {
         broker: broker.clone(),
@@ -133,8 +141,16 @@ pub fn start(
 #[derive(Debug)]
 enum Report {
     Connected,
-    Lost { error: String, retry_in: Duration },
-    Message { topic: String, payload: Vec<u8> },
+    Lost {
+        error: String,
+        retry_in: Duration,
+    },
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        /// The broker sent it from its store (a retained message, at subscription).
+        retained: bool,
+    },
     SubscribeRefused,
 }
 
@@ -145,15 +161,17 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Report>, broker: String
         .network_options
         .set_connection_timeout(conn::CONNECT_WITHIN.as_secs());
     let mut failures: u32 = 0;
+    let mut connected_at: Option<Instant> = None;
     loop {
         let report = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
+                connected_at = Some(Instant::now());
                 Some(Report::Connected)
             }
             Ok(Event::Incoming(Packet::Publish(p))) => Some(Report::Message {
                 topic: p.topic,
                 payload: p.payload.to_vec(),
+                retained: p.retain,
             }),
             Ok(Event::Incoming(Packet::SubAck(ack))) => ack
                 .return_codes
@@ -162,6 +180,12 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Report>, broker: String
                 .then_some(Report::SubscribeRefused),
             Ok(_) => None,
             Err(e) => {
+                if connected_at
+                    .take()
+                    .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
+                {
+                    failures = 0;
+                }
                 failures = failures.saturating_add(1);
                 let retry_in = reconnect_delay(failures);
                 let error = connection_error(&e, &broker);
@@ -215,7 +239,9 @@ fn connection_error(e: &rumqttc::ConnectionError, broker: &str) -> String {
             let chain = crate::util::error_chain(e);
             // What a TLS alert or a refused certificate means, in the words of the
             // node's configuration.
-            let hint = if chain.contains("CertificateRequired") {
+            let hint = if chain.contains("NotValidForName") {
+                "; its certificate does not name the host of `mqtt`"
+            } else if chain.contains("CertificateRequired") {
                 "; the broker asks for a client certificate (client_cert and client_key)"
             } else if chain.contains("UnknownIssuer") || chain.contains("invalid peer certificate")
             {
@@ -265,6 +291,20 @@ async fn serve(mut s: Serve) {
     let metrics = s.handle.metrics().clone();
     let mut connected = false;
     let mut lost_said = false;
+    // The commit fetched last (read again after each pass), and the last message
+    // that asked for a fetch: the same one replayed from the broker's store at a
+    // reconnection asks for nothing new.
+    let mut fetched = {
+        let dir = s.handle.state_dir().to_path_buf();
+        tokio::task::spawn_blocking(move || fetched_commit(&dir))
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut last_fetching: Option<Vec<u8>> = None;
+    // Ignored messages: when one was last logged, and how many were not since.
+    let mut ignored_said: Option<Instant> = None;
+    let mut ignored_quiet: u64 = 0;
     loop {
         let due = fetch_at.as_ref().map(|(at, _)| *at);
         tokio::select! {
@@ -277,6 +317,9 @@ async fn serve(mut s: Serve) {
                         metrics.mqtt_connected(true);
                         tracing::info!(target: "agent", "mqtt: connected to {}", s.state_broker());
                         s.set_state("connected", None);
+                        if let Ok(mut st) = s.state.lock() {
+                            st.last_error = None;
+                        }
                         if let Err(e) = s.client.try_subscribe(s.topic.clone(), QoS::AtLeastOnce) {
                             tracing::warn!(target: "agent", error = %e, "mqtt: cannot subscribe");
                         }
@@ -301,12 +344,15 @@ async fn serve(mut s: Serve) {
                         tracing::warn!(target: "agent", "mqtt: {} refused the subscription to `{}` (its access control?); polling every source.interval", s.state_broker(), s.topic);
                         s.set_state("connected", Some(format!("the subscription to `{}` was refused", s.topic)));
                     }
-                    Report::Message { topic, payload } => {
+                    Report::Message { topic, payload, retained } => {
                         if topic != s.topic {
                             continue;
                         }
-                        let fetched = fetched_commit(s.handle.state_dir());
-                        let verdict = message::judge(&payload, &s.git_ref, fetched.as_deref());
+                        let verdict = if retained && last_fetching.as_deref() == Some(payload.as_slice()) {
+                            Verdict::Ignore("the retained message already acted on".into())
+                        } else {
+                            message::judge(&payload, &s.git_ref, fetched.as_deref())
+                        };
                         metrics.mqtt_message(matches!(verdict, Verdict::Fetch { .. }));
                         if let Ok(mut st) = s.state.lock() {
                             st.messages += 1;
@@ -316,9 +362,20 @@ async fn serve(mut s: Serve) {
                         }
                         match verdict {
                             Verdict::Ignore(why) => {
-                                tracing::info!(target: "agent", "mqtt: a message on `{}` ignored: {why}", s.topic);
+                                if ignored_said.is_some_and(|at| at.elapsed() < IGNORED_LOG_EVERY) {
+                                    ignored_quiet += 1;
+                                    tracing::debug!(target: "agent", "mqtt: a message on `{}` ignored: {why}", s.topic);
+                                    continue;
+                                }
+                                let more = match std::mem::take(&mut ignored_quiet) {
+                                    0 => String::new(),
+                                    n => format!(" ({n} more ignored before it, not logged)"),
+                                };
+                                tracing::info!(target: "agent", "mqtt: a message on `{}` ignored: {why}{more}", s.topic);
+                                ignored_said = Some(Instant::now());
                             }
                             Verdict::Fetch { commit } => {
+                                last_fetching = Some(payload);
                                 let at = commit.as_deref().map_or_else(String::new, |c| format!(" at {}", message::short(c)));
                                 if fetch_at.is_some() {
                                     tracing::debug!(target: "agent", "mqtt: the followed ref{at} announced; a fetch is already due");
@@ -344,8 +401,9 @@ async fn serve(mut s: Serve) {
                 let dir = s.handle.state_dir().to_path_buf();
                 let backoff = s.handle.backoff();
                 let node = s.node.clone();
-                let status = tokio::task::spawn_blocking(move || node_status(&dir, &node, backoff)).await;
-                let Ok(status) = status else { continue };
+                let read = tokio::task::spawn_blocking(move || (node_status(&dir, &node, backoff), fetched_commit(&dir))).await;
+                let Ok((status, now_fetched)) = read else { continue };
+                fetched = now_fetched;
                 match serde_json::to_vec(&status) {
                     Ok(body) => {
                         if connected {
@@ -556,6 +614,7 @@ mod tests {
         let msg = |r: &str| Report::Message {
             topic: "fleet".into(),
             payload: format!(r#"{{"ref": "{r}"}}"#).into_bytes(),
+            retained: false,
         };
         rt.block_on(async {
             tx.send(Report::Connected).await.expect("send");
@@ -577,12 +636,14 @@ mod tests {
             tx.send(Report::Message {
                 topic: "other".into(),
                 payload: br#"{"ref": "refs/heads/main"}"#.to_vec(),
+                retained: false,
             })
             .await
             .expect("send");
             tx.send(Report::Message {
                 topic: "fleet".into(),
                 payload: vec![0xff; 10],
+                retained: false,
             })
             .await
             .expect("send");
@@ -603,6 +664,33 @@ mod tests {
         // A message after the fetch fired makes the next one.
         rt.block_on(async {
             tx.send(msg("main")).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        assert_eq!(fetches(&triggers), 1);
+
+        // The message the broker replays from its store at each reconnection asks
+        // for nothing new once acted on (a twin client or a broker dropping the
+        // connection cannot make the node fetch at each reconnection); another does.
+        let replay = |r: &str| Report::Message {
+            topic: "fleet".into(),
+            payload: format!(r#"{{"ref": "refs/heads/main", "x": "{r}"}}"#).into_bytes(),
+            retained: true,
+        };
+        rt.block_on(async {
+            tx.send(replay("a")).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        assert_eq!(fetches(&triggers), 1);
+        rt.block_on(async {
+            for _ in 0..5 {
+                tx.send(Report::Connected).await.expect("send");
+                tx.send(replay("a")).await.expect("send");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        assert_eq!(fetches(&triggers), 0);
+        rt.block_on(async {
+            tx.send(replay("b")).await.expect("send");
             tokio::time::sleep(Duration::from_millis(100)).await;
         });
         assert_eq!(fetches(&triggers), 1);
