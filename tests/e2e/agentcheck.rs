@@ -237,7 +237,7 @@ fn mqtt_files_the_agent_cannot_use_are_located_errors() {
         r.stdout
             .starts_with("node.toml:6:1: error: source.notify.ca_file ")
             && r.stdout
-                .contains("holds no certificate; the agent refuses to start with it"),
+                .contains("holds no certificate; the agent's MQTT channel stays disconnected"),
         "{}",
         r.stdout
     );

@@ -452,7 +452,7 @@ fn render(report: &FollowReport, format: Format) {
             Some(PassResult::Applied(r)) => super::apply::render(r, Format::Text),
             Some(PassResult::Observed(plan)) => {
                 if plan.plan.is_empty() {
-                    println!("observe mode: nothing to do");
+                    println!("observe mode: would change nothing: the host matches the revision");
                 } else {
                     print!("{}", plan.plan);
                     for w in plan.would() {

@@ -32,10 +32,12 @@ pub struct NotifyArgs {
     /// The topic the nodes' `source.notify.topic` names
     #[arg(long, value_name = "TOPIC")]
     pub topic: String,
-    /// The commit announced (default: HEAD of the repository in the current directory)
+    /// The commit announced: a full id, or anything Git resolves in the repository in
+    /// the current directory (default: what --ref points at there, else HEAD)
     #[arg(long, value_name = "SHA")]
     pub revision: Option<String>,
-    /// The ref that moved, e.g. refs/heads/main (default: the current branch)
+    /// The ref that moved: refs/heads/B, refs/tags/T, or a short name (a tag of the
+    /// repository here, else a branch) (default: the current branch)
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
     /// User name at the broker
@@ -53,9 +55,9 @@ pub struct NotifyArgs {
     /// Mutual TLS: the client certificate's key (PEM)
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
-    /// Give up when the broker has not acknowledged the message within this many seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub timeout: u64,
+    /// Give up when the broker has not acknowledged the message within this (30s, 2m)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = timeout)]
+    pub timeout: Duration,
 }
 
 pub fn run(_cli: &Cli, args: &NotifyArgs) -> ExitCode {
@@ -77,6 +79,17 @@ pub fn run(_cli: &Cli, args: &NotifyArgs) -> ExitCode {
             "--topic must be a topic name without wildcards (`#`, `+`), found `{}`",
             args.topic
         ));
+    }
+    if !args.mqtt.starts_with("mqtts://") {
+        for (set, flag) in [
+            (args.ca_file.is_some(), "--ca-file"),
+            (args.client_cert.is_some(), "--client-cert"),
+            (args.client_key.is_some(), "--client-key"),
+        ] {
+            if set {
+                return usage(format!("{flag} is for an mqtts:// broker only"));
+            }
+        }
     }
     let (commit, git_ref) = match defaults(args.revision.as_deref(), args.git_ref.as_deref()) {
         Ok(r) => r,
@@ -102,8 +115,7 @@ pub fn run(_cli: &Cli, args: &NotifyArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let within = Duration::from_secs(args.timeout.max(1));
-    match rt.block_on(publish(&settings, &args.topic, &revision, within)) {
+    match rt.block_on(publish(&settings, &args.topic, &revision, args.timeout)) {
         Ok(()) => {
             println!(
                 "notified {}: {} at {}",
@@ -120,55 +132,82 @@ pub fn run(_cli: &Cli, args: &NotifyArgs) -> ExitCode {
     }
 }
 
-/// The commit and ref announced: the flags, else `HEAD` and the current branch of the
-/// repository in the current directory. A commit given is taken as a full id only
-/// (a node compares it with what it fetched).
-fn defaults(revision: Option<&str>, git_ref: Option<&str>) -> Result<(String, String), String> {
-    let full_id =
-        |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let (Some(r), Some(g)) = (revision, git_ref) {
-        if !full_id(r) {
-            return Err(format!(
-                "--revision must be a full commit id (40 or 64 hex digits), found `{r}`"
-            ));
+/// `--timeout`: a duration from 1 s to 1 h.
+fn timeout(s: &str) -> Result<Duration, String> {
+    match berth_spec::types::parse_duration(s)? {
+        d if d < Duration::from_secs(1) || d > Duration::from_secs(3600) => {
+            Err(format!("`{s}` is not between 1s and 1h"))
         }
-        return Ok((r.to_ascii_lowercase(), g.to_string()));
+        d => Ok(d),
     }
-    let repo = git2::Repository::discover(".").map_err(|e| {
-        format!(
-            "no Git repository here to take {} from ({}); give them",
-            match (revision, git_ref) {
-                (None, None) => "--revision and --ref",
-                (None, Some(_)) => "--revision",
-                _ => "--ref",
-            },
-            e.message()
-        )
-    })?;
-    let commit = match revision {
-        Some(r) => repo
-            .revparse_single(r)
-            .and_then(|o| o.peel_to_commit())
-            .map_err(|e| format!("--revision `{r}` is not a commit here: {}", e.message()))?
-            .id()
-            .to_string(),
-        None => repo
-            .head()
-            .and_then(|h| h.peel_to_commit())
-            .map_err(|e| format!("HEAD is not a commit: {}", e.message()))?
-            .id()
-            .to_string(),
+}
+
+/// A full SHA-1 or SHA-256 object id.
+fn full_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The commit and ref announced. The ref: as given when it starts with `refs/`; a
+/// short name is a tag when the repository here has that tag and no such branch, else
+/// a branch; none given, the current branch. The commit: a full id as given (no
+/// repository needed); anything else resolved in the repository here; none given,
+/// what the ref points at here, else `HEAD`.
+fn defaults(revision: Option<&str>, git_ref: Option<&str>) -> Result<(String, String), String> {
+    let repo = git2::Repository::discover(".");
+    let need_repo = |what: &str| -> Result<&git2::Repository, String> {
+        repo.as_ref().map_err(|e| {
+            format!(
+                "no Git repository here to take {what} from ({}); give it",
+                e.message()
+            )
+        })
     };
     let git_ref = match git_ref {
-        Some(g) => g.to_string(),
+        Some(g) if g.starts_with("refs/") => g.to_string(),
+        Some(g) => {
+            let tag = format!("refs/tags/{g}");
+            let branch = format!("refs/heads/{g}");
+            let has = |r: &str| {
+                repo.as_ref()
+                    .is_ok_and(|repo| repo.find_reference(r).is_ok())
+            };
+            if has(&tag) && !has(&branch) {
+                tag
+            } else {
+                branch
+            }
+        }
         None => {
-            let head = repo
+            let head = need_repo("--ref")?
                 .find_reference("HEAD")
                 .map_err(|e| format!("cannot read HEAD: {}", e.message()))?;
             match head.symbolic_target().ok().flatten() {
                 Some(t) if t.starts_with("refs/heads/") => t.to_string(),
                 _ => return Err("HEAD is detached: give --ref (e.g. refs/heads/main)".into()),
             }
+        }
+    };
+    if !git2::Reference::is_valid_name(&git_ref) {
+        return Err(format!("--ref `{git_ref}` is not a valid Git ref name"));
+    }
+    let commit = match revision {
+        Some(r) if full_id(r) => r.to_ascii_lowercase(),
+        Some(r) => need_repo("--revision")?
+            .revparse_single(r)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| format!("--revision `{r}` is not a commit here: {}", e.message()))?
+            .id()
+            .to_string(),
+        None => {
+            let repo = need_repo("--revision")?;
+            let at = repo
+                .find_reference(&git_ref)
+                .or_else(|_| repo.head())
+                .map_err(|e| format!("HEAD is not a commit: {}", e.message()))?;
+            at.peel_to_commit()
+                .map_err(|e| format!("`{git_ref}` is not a commit: {}", e.message()))?
+                .id()
+                .to_string()
         }
     };
     Ok((commit, git_ref))

@@ -373,6 +373,7 @@ mod tests {
                 message: Some("waiting for a crash-loop backoff".into()),
                 revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
                 next_at: Some("2026-12-04T10:05:41Z".into()),
+                planned: None,
             }),
             conditions: vec![
                 condition("Ready", false, "SourceUnavailable", "cannot reach it"),

@@ -111,6 +111,9 @@ pub struct PassState {
     /// When the next pass is due (a backoff ends, or the resync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_at: Option<String>,
+    /// An observed pass: how many changes `apply` would make (its `would` lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<u32>,
 }
 
 /// Why the record cannot be read or written.
@@ -340,6 +343,7 @@ mod tests {
                 message: None,
                 revision: Some("abc".into()),
                 next_at: None,
+                planned: None,
             }),
             pass_since: None,
             findings: [(

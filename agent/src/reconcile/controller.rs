@@ -697,6 +697,10 @@ fn one_pass(
                 next_at: Some(rfc3339::format(
                     unix_now() + sched.next().saturating_duration_since(now).as_secs(),
                 )),
+                planned: report
+                    .pointer("/pass/would")
+                    .and_then(|w| w.as_array())
+                    .map(|w| u32::try_from(w.len()).unwrap_or(u32::MAX)),
             });
             Ok(PassOutcome {
                 converged,
@@ -759,6 +763,7 @@ fn one_pass(
                 next_at: Some(rfc3339::format(
                     unix_now() + sched.next().saturating_duration_since(now).as_secs(),
                 )),
+                planned: None,
             });
             Err(NotRun::Failed { message })
         }

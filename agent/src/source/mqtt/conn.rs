@@ -114,13 +114,20 @@ impl Settings {
         })
     }
 
-    /// rumqttc's options for a client `client_id`: every file read now, so that an
-    /// unusable one is said at once, not at each reconnection.
-    pub fn options(&self, client_id: &str) -> Result<MqttOptions, ConnError> {
+    /// The options that need no file: the broker, the id, keep-alive, clean sessions
+    /// and the packet limit.
+    pub fn base_options(&self, client_id: &str) -> MqttOptions {
         let mut o = MqttOptions::new(client_id, self.broker.host.clone(), self.broker.port);
         o.set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        o
+    }
+
+    /// rumqttc's options for a client `client_id`, every file read now (the agent
+    /// makes them again before each connection attempt).
+    pub fn options(&self, client_id: &str) -> Result<MqttOptions, ConnError> {
+        let mut o = self.base_options(client_id);
         match (&self.username, &self.password_file) {
             (Some(user), Some(file)) => {
                 let password = self.password(file)?;

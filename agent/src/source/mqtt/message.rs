@@ -113,6 +113,10 @@ pub struct NodeStatus {
     pub containers: BTreeMap<String, u32>,
     /// Error-level policy findings not waived, in the last pass's judgement.
     pub violations: u32,
+    /// Observe mode: how many changes `apply` would make now (0: the host matches the
+    /// revision); absent when the last pass applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<u32>,
 }
 
 /// A condition, as `berth status` shows it.

@@ -95,8 +95,10 @@ pub struct Node {
 }
 
 /// Subscribes to `notify` on `rt`; messages about `git_ref` send
-/// [`Trigger::SourceChanged`] to `handle`. Fails only on an unusable file (password,
-/// CA, client certificate or key); a broker that does not answer is tried again.
+/// [`Trigger::SourceChanged`] to `handle`. The files (password, CA, client certificate
+/// and key) are read at each connection attempt: one that cannot be used leaves the
+/// channel disconnected, saying why, and is read again at the next attempt, as a
+/// broker that does not answer is tried again; the agent polls meanwhile.
 pub fn start(
     rt: &tokio::runtime::Handle,
     handle: Handle,
@@ -105,7 +107,7 @@ pub fn start(
     node: Node,
 ) -> Result<Channel, ConnError> {
     let settings = Settings::of(notify)?;
-    let options = settings.options(&format!("berth-{}", message::level(&node.name)))?;
+    let client_id = format!("berth-{}", message::level(&node.name));
     let broker = settings.broker.url();
     let state = Arc::new(Mutex::new(ChannelState {
         broker: broker.clone(),
@@ -119,9 +121,9 @@ pub fn start(
     handle.set_notify(state.clone());
     // The request queue holds a subscription and a status or two; a status that finds
     // it full is dropped (the next pass sends a newer one).
-    let (client, eventloop) = AsyncClient::new(options, 8);
+    let (client, eventloop) = AsyncClient::new(settings.base_options(&client_id), 8);
     let (tx, rx) = mpsc::channel(64);
-    let poller = rt.spawn(poll(eventloop, tx, broker));
+    let poller = rt.spawn(poll(eventloop, tx, settings, client_id));
     let worker = rt.spawn(serve(Serve {
         client,
         rx,
@@ -155,14 +157,45 @@ enum Report {
 }
 
 /// Drives the connection: rumqttc connects again at the next poll after an error; the
-/// delay between attempts doubles from [`RECONNECT_FIRST`] to [`RECONNECT_MAX`].
-async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Report>, broker: String) {
+/// delay between attempts doubles from [`RECONNECT_FIRST`] to [`RECONNECT_MAX`]. The
+/// files are read again before each attempt (a password or a certificate fixed or
+/// rotated is used from the next one).
+async fn poll(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Report>,
+    settings: Settings,
+    client_id: String,
+) {
     eventloop
         .network_options
         .set_connection_timeout(conn::CONNECT_WITHIN.as_secs());
+    let broker = settings.broker.url();
     let mut failures: u32 = 0;
     let mut connected_at: Option<Instant> = None;
+    // Before the first attempt and after each failure: the options read anew.
+    let mut stale = true;
     loop {
+        if stale {
+            match settings.options(&client_id) {
+                Ok(o) => {
+                    eventloop.mqtt_options = o;
+                    stale = false;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let retry_in = reconnect_delay(failures);
+                    let error = format!(
+                        "{} (read again at the next attempt)",
+                        crate::util::error_chain(&e)
+                    );
+                    if tx.send(Report::Lost { error, retry_in }).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(retry_in).await;
+                    continue;
+                }
+            }
+        }
         let report = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_at = Some(Instant::now());
@@ -180,15 +213,20 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Report>, broker: String
                 .then_some(Report::SubscribeRefused),
             Ok(_) => None,
             Err(e) => {
-                if connected_at
-                    .take()
-                    .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
-                {
+                let lasted = connected_at.take().map(|at| at.elapsed());
+                if lasted.is_some_and(|d| d >= STABLE_AFTER) {
                     failures = 0;
                 }
                 failures = failures.saturating_add(1);
                 let retry_in = reconnect_delay(failures);
-                let error = connection_error(&e, &broker);
+                let mut error = connection_error(&e, &broker);
+                if let Some(d) = lasted.filter(|d| *d < STABLE_AFTER) {
+                    error.push_str(&format!(
+                        " (the connection lasted {}s: another client with the id `{client_id}`? node names must be unique on a broker)",
+                        d.as_secs()
+                    ));
+                }
+                stale = true;
                 if tx.send(Report::Lost { error, retry_in }).await.is_err() {
                     return;
                 }
@@ -239,7 +277,18 @@ fn connection_error(e: &rumqttc::ConnectionError, broker: &str) -> String {
             let chain = crate::util::error_chain(e);
             // What a TLS alert or a refused certificate means, in the words of the
             // node's configuration.
-            let hint = if chain.contains("NotValidForName") {
+            let tls = broker.starts_with("mqtts://");
+            let hint = if !tls
+                && (chain.contains("Connection reset by peer") || chain.contains("serialization"))
+            {
+                "; is it a TLS port? (mqtts://)"
+            } else if tls
+                && (chain.contains("InvalidContentType")
+                    || chain.contains("corrupt message")
+                    || chain.contains("Connection reset by peer"))
+            {
+                "; is it a plain MQTT port? (mqtt://), or does the broker refuse this node's TLS?"
+            } else if chain.contains("NotValidForName") {
                 "; its certificate does not name the host of `mqtt`"
             } else if chain.contains("CertificateRequired") {
                 "; the broker asks for a client certificate (client_cert and client_key)"
@@ -287,9 +336,13 @@ async fn serve(mut s: Serve) {
     // persistence forgets retained messages when it restarts).
     let mut last_status: Option<Vec<u8>> = None;
     // When the fetch a message asked for is due; one at a time.
-    let mut fetch_at: Option<(tokio::time::Instant, String)> = None;
+    // When the fetch a message asked for is due, why, and the commit announced last
+    // (none: a message named none), which the fetch is skipped for when a pass
+    // fetched it meanwhile (at the agent's start, or by polling).
+    let mut fetch_at: Option<(tokio::time::Instant, String, Option<String>)> = None;
     let metrics = s.handle.metrics().clone();
     let mut connected = false;
+    let mut ever_connected = false;
     let mut lost_said = false;
     // The commit fetched last (read again after each pass), and the last message
     // that asked for a fetch: the same one replayed from the broker's store at a
@@ -306,13 +359,14 @@ async fn serve(mut s: Serve) {
     let mut ignored_said: Option<Instant> = None;
     let mut ignored_quiet: u64 = 0;
     loop {
-        let due = fetch_at.as_ref().map(|(at, _)| *at);
+        let due = fetch_at.as_ref().map(|(at, _, _)| *at);
         tokio::select! {
             report = s.rx.recv() => {
                 let Some(report) = report else { return };
                 match report {
                     Report::Connected => {
                         connected = true;
+                        ever_connected = true;
                         lost_said = false;
                         metrics.mqtt_connected(true);
                         tracing::info!(target: "agent", "mqtt: connected to {}", s.state_broker());
@@ -329,7 +383,15 @@ async fn serve(mut s: Serve) {
                     }
                     Report::Lost { error, retry_in } => {
                         if connected || !lost_said {
-                            tracing::warn!(target: "agent", "mqtt: connection to {} lost: {error}; retrying in {}s (polling every source.interval meanwhile)", s.state_broker(), retry_in.as_secs().max(1));
+                            let what = if connected {
+                                "connection to {} lost"
+                            } else if ever_connected {
+                                "cannot connect again to {}"
+                            } else {
+                                "cannot connect to {}"
+                            }
+                            .replace("{}", &s.state_broker());
+                            tracing::warn!(target: "agent", "mqtt: {what}: {error}; retrying in {}s (polling every source.interval meanwhile)", retry_in.as_secs().max(1));
                             lost_said = true;
                         } else {
                             tracing::debug!(target: "agent", "mqtt: {error}; retrying in {}s", retry_in.as_secs().max(1));
@@ -377,21 +439,29 @@ async fn serve(mut s: Serve) {
                             Verdict::Fetch { commit } => {
                                 last_fetching = Some(payload);
                                 let at = commit.as_deref().map_or_else(String::new, |c| format!(" at {}", message::short(c)));
-                                if fetch_at.is_some() {
+                                if let Some((_, _, due_commit)) = &mut fetch_at {
                                     tracing::debug!(target: "agent", "mqtt: the followed ref{at} announced; a fetch is already due");
+                                    *due_commit = commit;
                                     continue;
                                 }
                                 let delay = random_below(s.spread);
                                 tracing::info!(target: "agent", "mqtt: the followed ref{at} announced: fetching in {:.1}s", delay.as_secs_f64());
-                                fetch_at = Some((tokio::time::Instant::now() + delay, format!("mqtt: the followed ref{at} announced")));
+                                fetch_at = Some((tokio::time::Instant::now() + delay, format!("mqtt: the followed ref{at} announced"), commit));
                             }
                         }
                     }
                 }
             }
             _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
-                if let Some((_, why)) = fetch_at.take() {
-                    s.handle.send(Trigger::SourceChanged(why));
+                if let Some((_, why, commit)) = fetch_at.take() {
+                    match commit {
+                        Some(c) if fetched.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(&c)) => {
+                            tracing::info!(target: "agent", "mqtt: {} was fetched meanwhile; no fetch", message::short(&c));
+                        }
+                        _ => {
+                            s.handle.send(Trigger::SourceChanged(why));
+                        }
+                    }
                 }
             }
             changed = passes.changed() => {
@@ -498,12 +568,18 @@ pub fn node_status(state_dir: &Path, node: &Node, backoff: RestartBackoff) -> No
             .collect(),
         containers,
         violations: u32::try_from(violations).unwrap_or(u32::MAX),
+        planned: view
+            .last_pass
+            .as_ref()
+            .filter(|p| p.result == "observed")
+            .and_then(|p| p.planned),
     }
 }
 
 /// `berth agent --check`: the files of `source.notify` loaded as the agent loads them;
 /// each one that is there and unusable is an error located at its key (a missing one
-/// is a warning elsewhere, as every file the configuration names).
+/// is a warning elsewhere, as every file the configuration names). The agent itself
+/// starts with either, its channel disconnected, saying why, until the file is fixed.
 pub fn check_files(config: &berth_spec::node::NodeConfig, shown: &str) -> Vec<Diagnostic> {
     let Some(notify) = config.source.as_ref().and_then(|s| s.notify.as_ref()) else {
         return Vec::new();
@@ -530,7 +606,7 @@ pub fn check_files(config: &berth_spec::node::NodeConfig, shown: &str) -> Vec<Di
                 Diagnostic::new(
                     &at,
                     format!(
-                        "{}; the agent refuses to start with it",
+                        "{}; the agent's MQTT channel stays disconnected until it is fixed (the agent polls meanwhile)",
                         crate::util::error_chain(&e)
                     ),
                 )

@@ -17,7 +17,7 @@ pub enum PublishError {
     Settings(#[from] ConnError),
     #[error("not delivered: {why}")]
     Connect { why: String },
-    #[error("{broker} did not acknowledge the message within {}s", .within.as_secs())]
+    #[error("not delivered: {broker} did not acknowledge the message within {}s", .within.as_secs())]
     Timeout { broker: String, within: Duration },
     #[error("cannot encode the message")]
     Encode(#[source] serde_json::Error),
