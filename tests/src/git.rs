@@ -51,9 +51,8 @@ pub fn git_command(dir: &Path) -> Command {
     cmd
 }
 
-/// Runs `cmd`; panics naming `what` with its output when it fails. Returns stdout,
-/// trimmed.
-fn checked(cmd: &mut Command, what: &str) -> String {
+/// Runs `cmd` (stdin empty); panics naming `what` with its output when it fails.
+pub fn run_checked(cmd: &mut Command, what: &str) -> std::process::Output {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -64,6 +63,13 @@ fn checked(cmd: &mut Command, what: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs `cmd`; panics naming `what` with its output when it fails. Returns stdout,
+/// trimmed.
+fn checked(cmd: &mut Command, what: &str) -> String {
+    let out = run_checked(cmd, what);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

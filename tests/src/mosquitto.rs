@@ -98,17 +98,7 @@ pub fn random_hex() -> String {
 
 /// Runs `cmd`; panics naming `what` with its output when it fails.
 fn checked(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    crate::git::run_checked(cmd, what)
 }
 
 /// The broker program: on PATH, else Debian's `/usr/sbin/mosquitto`.
