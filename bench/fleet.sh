@@ -613,7 +613,7 @@ if [ "$MAX" = 1 ]; then
         if phase "$mode-$n" "$n" "$mode" 1; then best=$n; else fail_n=$n; why=${verdict[$mode-$n]-}; fi
       fi
     fi
-    max_lines+=("$([ "$mode" = poll ] && echo "Polling every $INTERVAL" || echo "MQTT notifications (spread $SPREAD)"): largest N within the targets ${best:-none (below 10)}$([ -n "$fail_n" ] && echo "; N = $fail_n failed") ($why).")
+    max_lines+=("$([ "$mode" = poll ] && echo "Polling every $INTERVAL" || echo "MQTT notifications (spread $SPREAD)"): largest N within the targets ${best:-none (below 10)}${fail_n:+; N = $fail_n failed} ($why).")
   done
 fi
 
