@@ -6,12 +6,15 @@
 #
 #   bash bench/fleet.sh                  # N = 100: polling and MQTT, shallow and full fetches
 #   bash bench/fleet.sh --nodes 10       # a smaller fleet
-#   bash bench/fleet.sh --max            # then N = 200, 400, … until a target fails
+#   bash bench/fleet.sh --max            # then the largest N within the targets
 #
 # Options (defaults in brackets):
 #   --nodes N          the fleet's size [100]; with --max, the first step
-#   --max              step N (doubling) after the first size until a target fails, the
-#                      memory would not hold the next step, or --max-nodes is passed
+#   --max              after the first size, for polling and for MQTT (depth 1) apart:
+#                      double N while the targets hold (until one fails, the memory would
+#                      not hold the next step, or --max-nodes), else halve it until they
+#                      do; then try the midpoint of the last N that held and the first
+#                      that failed. Each failure says what limited it
 #   --max-nodes N      largest N --max tries [3200]
 #   --pushes K         pushes measured per phase [2]
 #   --interval D       source.interval of the polling phase [30s]; pushes are this far apart
@@ -44,7 +47,10 @@
 #     period, polls included, and its average share of one core over the pushes;
 #   - the agents' CPU (their own cgroup, pass workers included) and RSS (VmRSS of each
 #     agent process after the pushes: median, max);
-#   - the broker's and the registry's CPU (cgroups of their own).
+#   - the broker's and the registry's CPU (cgroups of their own);
+#   - polling: one more interval without a push (what idle polls cost the server).
+# Polling agents start spread over one interval (a fleet's polls are spread), MQTT agents
+# all at once (the herd of a fleet-wide restart).
 # Targets (issue 20): with MQTT every node reported a push within 5 s; by polling within
 # one interval plus its 10 % jitter (+ 2 s for the pass); the Git server under 50 % of
 # one core on average.
@@ -526,7 +532,7 @@ phase() {
     l0=$(( $(loglines) + 1 )); g0=$(cg_cpu git); a0=$(cg_cpu agents); py0=$(proc_cpu "$git_pid"); ti=$(now)
     while [ "$(calc %d "(($(now) - $ti) < $INTERVAL_S)")" = 1 ]; do sleep 0.2; done
     read -r ireq ibytes < <(fpy bytes "$work/git.log" "$l0")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$(calc %.2f "$(cg_cpu git) - $g0")" "$(calc %.2f "$(proc_cpu "$git_pid") - $py0")" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$depth" "$(calc %.2f "$(cg_cpu git) - $g0")" "$(calc %.2f "$(proc_cpu "$git_pid") - $py0")" \
       "$(calc %.1f "100 * ($(cg_cpu git) - $g0) / ($(now) - $ti)")" "$ibytes" "$ireq" "$(calc %.1f "1000 * ($(cg_cpu agents) - $a0) / $n")" >> "$idle"
   fi
   stop_agents; stop_pid "$sub_pid"; sub_pid=""
@@ -633,10 +639,10 @@ fi
   if [ -s "$idle" ]; then
     echo "Polling, one interval ($INTERVAL) without a push:"
     echo
-    echo "| N | Git server CPU (s), of which Python front end | Git server average (% of a core) | bytes sent | requests | agents' CPU per node (ms) |"
-    echo "|---|---|---|---|---|---|"
-    while IFS=$'\t' read -r n gcpu pycpu gavg bytes req acpu; do
-      echo "| $n | $gcpu ($pycpu) | $gavg | $(calc %.1f "$bytes / 1024") KiB | $req | $acpu |"
+    echo "| N | depth | Git server CPU (s), of which Python front end | Git server average (% of a core) | bytes sent | requests | agents' CPU per node (ms) |"
+    echo "|---|---|---|---|---|---|---|"
+    while IFS=$'\t' read -r n depth gcpu pycpu gavg bytes req acpu; do
+      echo "| $n | $depth | $gcpu ($pycpu) | $gavg | $(calc %.1f "$bytes / 1024") KiB | $req | $acpu |"
     done < "$idle"
     echo
   fi
@@ -649,6 +655,7 @@ fi
   done < "$clones"
   echo
   for l in "${max_lines[@]}"; do echo "$l"; done
+  printf '%s\n' "${verdict[@]}" | grep -q . || echo "Every target met."
   for k in $(printf '%s\n' "${!verdict[@]}" | sort); do
     [ -z "${verdict[$k]}" ] || echo "Target failed: ${verdict[$k]}."
   done
