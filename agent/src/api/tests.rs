@@ -65,6 +65,7 @@ fn fake_controller(state_dir: &Path) -> Handle {
                 }
                 Trigger::Exited(_)
                 | Trigger::SourceChanged(_)
+                | Trigger::Announced(..)
                 | Trigger::HealthChanged(_)
                 | Trigger::Stop => {}
             }

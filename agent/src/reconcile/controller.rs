@@ -62,6 +62,10 @@ pub enum Trigger {
     /// The source changed (a verified webhook, the local watch): fetch now and run a
     /// pass. The text says what saw it, for the log.
     SourceChanged(String),
+    /// A revision was announced (MQTT), maybe naming its commit: fetch now and run a
+    /// pass, unless the commit is the one fetched last (a pass fetched it while the
+    /// announcement waited).
+    Announced(String, Option<String>),
     /// A container's health changed (the prober): run a pass, without a fetch. The text
     /// names the container and its new health.
     HealthChanged(String),
@@ -311,6 +315,20 @@ pub fn run(
                     }
                     wake.source = true;
                 }
+                Trigger::Announced(why, commit) => {
+                    let fetched = state.last_fetch.as_ref().and_then(|f| f.commit.as_deref());
+                    match commit {
+                        Some(c) if fetched.is_some_and(|f| f.eq_ignore_ascii_case(&c)) => {
+                            tracing::info!(target: "agent", "{}: {} was fetched meanwhile; no fetch", printable(&why), c.get(..12).unwrap_or(&c));
+                        }
+                        _ => {
+                            if !wake.source {
+                                tracing::info!(target: "agent", "{}: fetching now", printable(&why));
+                            }
+                            wake.source = true;
+                        }
+                    }
+                }
                 Trigger::HealthChanged(why) => {
                     tracing::info!(target: "agent", "{}", printable(&why));
                     wake.health = true;
@@ -359,6 +377,13 @@ pub fn run(
             || now >= sched.resync_at
             || sched.due_at.is_some_and(|d| now >= d);
         if !pass_due {
+            continue;
+        }
+        if observe && never_applied && !fetch {
+            // An observing agent applies nothing, so without a fetch it has no revision
+            // to plan: it plans again at its next fetch.
+            sched.resync_at = now + resync;
+            sched.due_at = None;
             continue;
         }
         if !has_source && never_applied {
@@ -697,10 +722,15 @@ fn one_pass(
                 next_at: Some(rfc3339::format(
                     unix_now() + sched.next().saturating_duration_since(now).as_secs(),
                 )),
+                // What apply would change: the `would` lines but those of containers
+                // it would not apply (blocked, held, not evaluated).
                 planned: report
                     .pointer("/pass/would")
                     .and_then(|w| w.as_array())
-                    .map(|w| u32::try_from(w.len()).unwrap_or(u32::MAX)),
+                    .map(|w| {
+                        let n = w.iter().filter(|w| w["action"] != "not apply").count();
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    }),
             });
             Ok(PassOutcome {
                 converged,

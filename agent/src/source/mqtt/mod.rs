@@ -95,7 +95,7 @@ pub struct Node {
 }
 
 /// Subscribes to `notify` on `rt`; messages about `git_ref` send
-/// [`Trigger::SourceChanged`] to `handle`. The files (password, CA, client certificate
+/// [`Trigger::Announced`] to `handle`. The files (password, CA, client certificate
 /// and key) are read at each connection attempt: one that cannot be used leaves the
 /// channel disconnected, saying why, and is read again at the next attempt, as a
 /// broker that does not answer is tried again; the agent polls meanwhile.
@@ -278,7 +278,9 @@ fn connection_error(e: &rumqttc::ConnectionError, broker: &str) -> String {
             // What a TLS alert or a refused certificate means, in the words of the
             // node's configuration.
             let tls = broker.starts_with("mqtts://");
-            let hint = if !tls
+            let hint = if chain.contains("payload size limit exceeded") {
+                "; a message larger than the 64 KiB berth takes (a retained one on the topic? clear it: mosquitto_pub -r -n -t TOPIC)"
+            } else if !tls
                 && (chain.contains("Connection reset by peer") || chain.contains("serialization"))
             {
                 "; is it a TLS port? (mqtts://)"
@@ -454,14 +456,9 @@ async fn serve(mut s: Serve) {
             }
             _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
                 if let Some((_, why, commit)) = fetch_at.take() {
-                    match commit {
-                        Some(c) if fetched.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(&c)) => {
-                            tracing::info!(target: "agent", "mqtt: {} was fetched meanwhile; no fetch", message::short(&c));
-                        }
-                        _ => {
-                            s.handle.send(Trigger::SourceChanged(why));
-                        }
-                    }
+                    // The controller skips it when a pass fetched the commit meanwhile
+                    // (the agent's first pass, a poll), also one that runs now.
+                    s.handle.send(Trigger::Announced(why, commit));
                 }
             }
             changed = passes.changed() => {
@@ -679,7 +676,7 @@ mod tests {
     fn fetches(triggers: &std::sync::mpsc::Receiver<Trigger>) -> usize {
         triggers
             .try_iter()
-            .filter(|t| matches!(t, Trigger::SourceChanged(_)))
+            .filter(|t| matches!(t, Trigger::Announced(..)))
             .count()
     }
 
