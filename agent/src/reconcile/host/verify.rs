@@ -56,6 +56,7 @@ impl ContainerHost<'_> {
         let monitor = MONITOR.min(timeout);
         let mut next_probe = started;
         let mut last_failure = String::new();
+        let mut stopped_seen = 0u32;
         loop {
             let ran = started.elapsed();
             match self.runtime.status(&inst).map_err(at("status"))? {
@@ -72,6 +73,14 @@ impl ContainerHost<'_> {
                     }));
                 }
                 InstanceStatus::Created { .. } => return Err(failed("never started".into())),
+                InstanceStatus::Stopped | InstanceStatus::Missing if stopped_seen < 10 => {
+                    // The runtime may say stopped a moment before the shim has written
+                    // the exit status: look again for up to a second, so that the exit
+                    // code is said.
+                    stopped_seen += 1;
+                    std::thread::sleep(POLL);
+                    continue;
+                }
                 InstanceStatus::Stopped | InstanceStatus::Missing => {
                     return Err(failed("stopped right after its start".into()));
                 }
