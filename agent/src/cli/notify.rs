@@ -93,7 +93,7 @@ pub fn run(_cli: &Cli, args: &NotifyArgs) -> ExitCode {
     }
     let (commit, git_ref) = match defaults(args.revision.as_deref(), args.git_ref.as_deref()) {
         Ok(r) => r,
-        Err(msg) => return usage(msg),
+        Err(e) => return usage(error_chain(&e)),
     };
     let settings = Settings {
         broker,
@@ -132,11 +132,20 @@ pub fn run(_cli: &Cli, args: &NotifyArgs) -> ExitCode {
     }
 }
 
+/// Why `--timeout` is not a duration berth waits.
+#[derive(Debug, thiserror::Error)]
+enum BadTimeout {
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("`{0}` is not between 1s and 1h")]
+    OutOfRange(String),
+}
+
 /// `--timeout`: a duration from 1 s to 1 h.
-fn timeout(s: &str) -> Result<Duration, String> {
-    match berth_spec::types::parse_duration(s)? {
+fn timeout(s: &str) -> Result<Duration, BadTimeout> {
+    match berth_spec::types::parse_duration(s).map_err(BadTimeout::Unreadable)? {
         d if d < Duration::from_secs(1) || d > Duration::from_secs(3600) => {
-            Err(format!("`{s}` is not between 1s and 1h"))
+            Err(BadTimeout::OutOfRange(s.to_string()))
         }
         d => Ok(d),
     }
@@ -147,19 +156,51 @@ fn full_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// libgit2's error as its message alone (without its class and code numbers).
+fn said(e: &git2::Error) -> git2::Error {
+    git2::Error::from_str(e.message())
+}
+
+/// Why the ref or the commit to announce cannot be told (a usage error: exit 2).
+#[derive(Debug, thiserror::Error)]
+enum Unresolved {
+    #[error("no Git repository here to take {what} from; give it")]
+    NoRepository {
+        what: &'static str,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot read HEAD")]
+    Head(#[source] git2::Error),
+    #[error("HEAD is detached: give --ref (e.g. refs/heads/main)")]
+    Detached,
+    #[error("--ref `{0}` is not a valid Git ref name")]
+    BadRef(String),
+    #[error("--revision `{revision}` is not a commit here")]
+    NotACommit {
+        revision: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("`{git_ref}` (or HEAD) is not a commit here")]
+    RefNotACommit {
+        git_ref: String,
+        #[source]
+        source: git2::Error,
+    },
+}
+
 /// The commit and ref announced. The ref: as given when it starts with `refs/`; a
 /// short name is a tag when the repository here has that tag and no such branch, else
 /// a branch; none given, the current branch. The commit: a full id as given (no
 /// repository needed); anything else resolved in the repository here; none given,
 /// what the ref points at here, else `HEAD`.
-fn defaults(revision: Option<&str>, git_ref: Option<&str>) -> Result<(String, String), String> {
+fn defaults(revision: Option<&str>, git_ref: Option<&str>) -> Result<(String, String), Unresolved> {
     let repo = git2::Repository::discover(".");
-    let need_repo = |what: &str| -> Result<&git2::Repository, String> {
-        repo.as_ref().map_err(|e| {
-            format!(
-                "no Git repository here to take {what} from ({}); give it",
-                e.message()
-            )
+    let need_repo = |what: &'static str| -> Result<&git2::Repository, Unresolved> {
+        repo.as_ref().map_err(|e| Unresolved::NoRepository {
+            what,
+            source: said(e),
         })
     };
     let git_ref = match git_ref {
@@ -180,32 +221,36 @@ fn defaults(revision: Option<&str>, git_ref: Option<&str>) -> Result<(String, St
         None => {
             let head = need_repo("--ref")?
                 .find_reference("HEAD")
-                .map_err(|e| format!("cannot read HEAD: {}", e.message()))?;
+                .map_err(|e| Unresolved::Head(said(&e)))?;
             match head.symbolic_target().ok().flatten() {
                 Some(t) if t.starts_with("refs/heads/") => t.to_string(),
-                _ => return Err("HEAD is detached: give --ref (e.g. refs/heads/main)".into()),
+                _ => return Err(Unresolved::Detached),
             }
         }
     };
     if !git2::Reference::is_valid_name(&git_ref) {
-        return Err(format!("--ref `{git_ref}` is not a valid Git ref name"));
+        return Err(Unresolved::BadRef(git_ref));
     }
     let commit = match revision {
         Some(r) if full_id(r) => r.to_ascii_lowercase(),
         Some(r) => need_repo("--revision")?
             .revparse_single(r)
             .and_then(|o| o.peel_to_commit())
-            .map_err(|e| format!("--revision `{r}` is not a commit here: {}", e.message()))?
+            .map_err(|e| Unresolved::NotACommit {
+                revision: r.to_string(),
+                source: said(&e),
+            })?
             .id()
             .to_string(),
         None => {
             let repo = need_repo("--revision")?;
-            let at = repo
-                .find_reference(&git_ref)
+            repo.find_reference(&git_ref)
                 .or_else(|_| repo.head())
-                .map_err(|e| format!("HEAD is not a commit: {}", e.message()))?;
-            at.peel_to_commit()
-                .map_err(|e| format!("`{git_ref}` is not a commit: {}", e.message()))?
+                .and_then(|at| at.peel_to_commit())
+                .map_err(|e| Unresolved::RefNotACommit {
+                    git_ref: git_ref.clone(),
+                    source: said(&e),
+                })?
                 .id()
                 .to_string()
         }
